@@ -1,5 +1,6 @@
 """How the CLI fails: exit codes, CliError, and the one path that turns any failure into a message on
-standard error (and, with --json, {"error": {"code", "message"}} on standard output)."""
+standard error (and, with --json, {"error": {"code", "message"}} on standard output, with the daemon's "details"
+when its refusal has them)."""
 
 from __future__ import annotations
 
@@ -74,10 +75,29 @@ def _unsure(exc: ClientError) -> str:
     return exc.unsure + "check what it did (`sessiond log ID --last 5`, `sessiond show ID`) before running it again"
 
 
-def fail(args: Any, code: str, message: str, exit_code: int) -> int:
+def _for_home(key: str, value: Any, args: Any) -> Any:
+    """A refusal's detail as `--json` prints it: its CLI ways (`fix`, `owner`) for this home, as the message's."""
+    home = getattr(args, "home", None)
+    if key == "fix" and isinstance(value, str):  # (doctor's form, `sessiond COMMAND  # what it does`, or a message's)
+        command, sep, note = value.partition("  # ")
+        if sep and command.startswith("sessiond "):
+            return f"{for_home(f'`{command}`', home)[1:-1]}  # {for_home(note, home)}"
+        return for_home(value, home)
+    if key == "owner" and isinstance(value, list):
+        return [for_home(v, home) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def fail(args: Any, code: str, message: str, exit_code: int, details: dict | None = None) -> int:
+    """`details`: the daemon's refusal's (which store failed and how, when to retry, the ways on), in `--json` only;
+    a model's answer it carries is `ask`'s to print, not repeated here."""
     message = for_home(message, getattr(args, "home", None))  # the commands it names, for this home
     if getattr(args, "json", False):
-        print(json.dumps({"error": {"code": code, "message": message}}))
+        err: dict[str, Any] = {"code": code, "message": message}
+        kept = {k: _for_home(k, v, args) for k, v in (details or {}).items() if k != "answer"}
+        if kept:
+            err["details"] = kept
+        print(json.dumps({"error": err}))
     print(f"sessiond: {safe(message, keep_lines=True)}", file=sys.stderr)
     return exit_code
 
@@ -101,7 +121,7 @@ def run_command(
         said = explain(args, exc) if explain is not None else None
         if said is not None:
             return fail(args, said.kind, str(said), said.code)
-        return fail(args, exc.code, exc.message, EXIT_ERROR)
+        return fail(args, exc.code, exc.message, EXIT_ERROR, exc.details)
     except CliError as exc:
         return fail(args, exc.kind, str(exc), exc.code)
     except HomeError as exc:  # (UnsafeSocket too, a ClientError: the client refused the socket's folder)

@@ -6,9 +6,11 @@ and `owner` (what mends it, in words; none for a rate limit, which the app waits
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conftest import ReservedPort
+from conftest import ReservedPort, run_cli
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Threaded
 from sessiond.client import ApiError
@@ -163,3 +165,22 @@ def test_a_lying_store_under_a_share_a_rekey_or_an_unshare_is_a_store_refusal(ma
         assert (d["store"], d["failure"], d["retry"]) == (portal_url, "lying", False), d
         assert "not one to keep" in d["owner"][0], d
     assert [s["session"] for s in ca.shares()["shares"]] == [shared]  # no code issued
+
+
+def test_the_clis_json_error_carries_the_refusals_details(make_daemon):
+    """`--json` errors printed the refusal's code and message only: a script had to call the API to learn which store
+    failed, how, and whether and when to retry (README's errors). They carry the daemon's `details` too."""
+    a = make_daemon().start()
+    ca = a.client()
+    sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    code = ca.share(sid)["code"]
+    b = make_daemon().start()
+    with ReservedPort() as nothing:  # (bound, not listening: a connection to it is refused)
+        down = f"s5+http://127.0.0.1:{nothing.port}"
+        res = run_cli(b.home, "import", "--store", down, "--json", input=code)
+    assert res.returncode == 1, res
+    err = json.loads(res.stdout)["error"]
+    assert err["code"] == "store", err
+    assert (err["details"]["store"], err["details"]["failure"], err["details"]["retry"]) == (down, "unreachable", True)
+    res = run_cli(b.home, "show", "nothing-here", "--json")  # (a refusal without details: none printed)
+    assert set(json.loads(res.stdout)["error"]) == {"code", "message"}, res.stdout
