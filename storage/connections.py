@@ -294,11 +294,10 @@ class Connections:
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait([done])
                 raise
-            except sqlite3.DatabaseError:
-                lost = self.lost_error()
-                if lost is not None:
-                    raise lost from None
-                raise
+            except sqlite3.DatabaseError as exc:
+                if (lost := self.as_lost(exc)) is exc:
+                    raise
+                raise lost from None
             self.group.count_commit()
             return result
 
@@ -426,11 +425,10 @@ class Connections:
         self.refuse_reads()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._bulk, fn, self._bulk_conn, *args)
-        except sqlite3.DatabaseError:
-            lost = self.lost_error()
-            if lost is not None:
-                raise lost from None
-            raise
+        except sqlite3.DatabaseError as exc:
+            if (lost := self.as_lost(exc)) is exc:
+                raise
+            raise lost from None
 
     def refuse_reads(self) -> None:
         """Raise DatabaseLost if the database file is known to be overwritten in place (DatabaseFile.overwritten:
@@ -448,9 +446,13 @@ class Connections:
         if what is not None:
             raise self.file.error(what)
 
-    def lost_error(self) -> DatabaseLost | None:
-        """The refusal to answer for a statement that failed (malformed pages, an I/O error) because the database
-        file was lost under the daemon (storage/dbfile.py: a shorter copy over it), or None: not lost. Any time, from
-        the loop (not the data_version's look: lost's `by_version`; a write by SQLite breaks no page)."""
+    def as_lost(self, exc: Exception) -> Exception:
+        """`exc`, or the refusal to answer instead (DatabaseLost) if it is SQLite failing on a statement (malformed
+        pages, an I/O error; not a constraint) because the database file was lost under the daemon (storage/dbfile.py:
+        a shorter copy over it). The one rule for the bulk reader, the search index's thread and the API's answers
+        (daemon/routes/failures.py). Any time, from the loop (not the data_version's look: lost's `by_version`; a
+        write by SQLite breaks no page)."""
+        if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.IntegrityError):
+            return exc
         what = self.file.lost(by_version=False)
-        return None if what is None else self.file.error(what)
+        return exc if what is None else self.file.error(what)

@@ -190,7 +190,7 @@ def test_a_shorter_copy_while_one_of_the_daemons_checkpoints_runs_is_seen(tmp_pa
 
 
 async def test_a_failed_request_during_the_daemons_own_truncation_is_not_taken_for_another_writer(tmp_path):
-    """A request failing with an SQLite error looks whether the file was lost (Connections.lost_error, through
+    """A request failing with an SQLite error looks whether the file was lost (Connections.as_lost, through
     daemon/routes/failures.lost_instead): it read the writer's data_version without the writer's lock, and during
     the daemon's own TRUNCATE after a delete (whose version change own_reset adopts only at its end) took that
     change for another program's write: every later write refused until a restart."""
@@ -202,7 +202,8 @@ async def test_a_failed_request_during_the_daemons_own_truncation_is_not_taken_f
             await db.delete_session(sid)
             truncation = asyncio.create_task(db.c._checkpoint_between_batches("TRUNCATE"))
             while not truncation.done():
-                assert db.c.lost_error() is None
+                failed = sqlite3.DatabaseError("database disk image is malformed")
+                assert db.c.as_lost(failed) is failed
                 await asyncio.sleep(0)
             await truncation
         assert db.c.file.lost() is None

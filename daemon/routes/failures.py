@@ -4,7 +4,6 @@ status and a JSON body. The socket API's routes (daemon/api.py) and the append s
 
 import json
 import logging
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -51,11 +50,8 @@ def home_of(daemon: object) -> str | None:
 def lost_instead(exc: Exception, daemon: object) -> Exception:
     """`exc`, or the database_lost refusal if it is SQLite's failing on a database file lost under `daemon` (a
     shorter copy over it: "database disk image is malformed" on pages past its end, on any connection)."""
-    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.IntegrityError):
-        return exc
     db = getattr(daemon, "db", None)
-    lost = db.c.lost_error() if db is not None else None
-    return exc if lost is None else lost
+    return exc if db is None else db.c.as_lost(exc)
 
 
 def failure(exc: Exception, where: str, home: str | None) -> tuple[int, dict]:
