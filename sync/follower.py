@@ -20,6 +20,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .errors import ImportError_, describe, no_relay_account
 from .fetch import fetch_frozen, fetch_logs, read_head
+from .frozen import frozen_adds
 from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
@@ -306,7 +307,8 @@ class Follower:
             return False
 
     async def _frozen_back(self, sid: str, remote: dict, frozen: list[dict]) -> None:
-        """The slot just read lacks frozen logs this device noted (Members.keep_frozen): a sessiond from before
+        """The slot just read lacks frozen logs this device noted (Members.keep_frozen), or holds an older freeze
+        of one (a kept writer took a rekey's notice and wrote the new slot first), or a sessiond from before
         them (2026-12-02) rewrote the slot with itself added, keeping only what it knew of the object (its
         members and rekey notice), and a device importing the session now would not get what the dropped
         writers wrote before the rekey. A device that wrote the slot (announced in it, with the write
@@ -314,11 +316,12 @@ class Follower:
         again."""
         if not remote["announced"] or self.ctx.keys.write_secret(sid) is None:
             return
-        held = {bytes(f["k"]) for f in frozen}
-        if all(bytes(f["k"]) in held for f in await self.members.known_frozen(sid)):
+        if not frozen_adds(frozen, await self.members.known_frozen(sid)):
             return
         log.warning(
-            "the members slot lost frozen logs (an older sessiond wrote it): writing them back", extra={"session": sid}
+            "the members slot lacks frozen logs this device noted, or holds older freezes of them (an older sessiond"
+            " wrote it, or a kept writer wrote the new slot first): writing them back",
+            extra={"session": sid},
         )
         try:
             await self.members.ensure_member(sid)

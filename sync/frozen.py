@@ -39,6 +39,14 @@ def merge_frozen(have: Sequence[dict], more: Sequence[dict]) -> list[dict]:
     return [out[k] for k in sorted(out)]
 
 
+def frozen_adds(have: Sequence[dict], more: Sequence[dict]) -> bool:
+    """Whether merging `more` into `have` (merge_frozen) changes it: a log of a head `have` lacks, or one at a
+    later revision than `have` holds of its head (a writer let back in and dropped again). A slot that holds
+    every head at an older freeze still needs writing."""
+    held = {bytes(f["k"]): f["r"] for f in have}
+    return any(bytes(f["k"]) not in held or f["r"] > held[bytes(f["k"])] for f in more)
+
+
 def decode_frozen(blob: bytes | None) -> list[dict]:
     """The frozen logs noted in the database (remotes.frozen: a DAG-CBOR list), those well formed."""
     if not blob:

@@ -28,7 +28,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, members_key, open_unpadded
 from .errors import ImportError_, bad_log, crash_point, newer_format, store_failed
-from .frozen import decode_frozen, merge_frozen
+from .frozen import decode_frozen, frozen_adds, merge_frozen
 from .membersobject import (
     MEMBERS_MAX_BYTES,
     MEMBERS_VERSION,
@@ -307,8 +307,7 @@ class Members:
                 self._unknown.pop(sid, None)  # (a slot lost: nothing of it to keep)
             have = {m["head_pk"] for m in members}
             missing = [k for k in known if k["head_pk"] not in have]
-            held = {bytes(f["k"]) for f in had}
-            if rewrite is None and not missing and all(bytes(f["k"]) in held for f in frozen):
+            if rewrite is None and not missing and not frozen_adds(had, frozen):
                 await self.keep_frozen(sid, had)  # (an import's slot, read before the session was shared here)
                 await self._listed(sid, rev)
                 return rev

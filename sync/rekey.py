@@ -127,6 +127,7 @@ class Rekeyer:
                 ctx.keys.clear_rekey_pending(sid)
                 raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
             crash_point("rekey:published")
+            await pause_for_tests("rekey.published")  # (the tests hold it here: the notice out, no new slot)
             await self._finish(sid, record)
         log.info("rekeyed", extra={"session": sid, "event": "rekey"})
         return {

@@ -8,9 +8,11 @@ the forger is the dropped device's own keys used directly on the store, as a mod
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shlex
+import tempfile
 import time
 
 import pytest
@@ -556,3 +558,32 @@ def test_a_device_kept_by_one_rekey_and_dropped_by_the_next_names_what_it_wrote_
     assert "without this device" in said, st
     assert late["id"] in said and "held here only" in said, said
     assert k.client().get_session(sid)["access"] == "revoked"
+
+
+def test_a_kept_writer_taking_the_notice_first_does_not_leave_the_new_slot_an_older_freeze(make_daemon, store_dir):
+    """A kept writer that took a rekey's notice before the rekeying device wrote the new generation's members
+    slot wrote that slot itself, with the frozen logs it knew: a dropped writer let back in and dropped again
+    had there its first freeze. The rekeying device then found the slot holding a frozen log of every head it
+    froze and did not write it (ensure_member compared head keys, not revisions), so a device importing the
+    session later never got what the writer wrote while let back in (CI met it when K's pull came first)."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().sync(sid, wait=True, timeout=10)
+    d.client().import_code(r.client().share(sid, write=True)["code"])
+    d.client().append(sid, "assistant", "D let back in")
+    d.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D let back in" in _messages(r, sid), timeout=30)
+    k.client().sync(sid, wait=True, timeout=10)  # K holds the first freeze, and knows D's newer log too
+    r.stop()
+    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "published")
+    r.env["SESSIOND_TEST_PAUSE"] = f"rekey.published:{flag}"
+    r.start()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
+        wait_for(lambda: os.path.exists(flag), timeout=20)  # the notice published, the new slot not written
+        k.client().sync(sid, wait=True, timeout=10)  # K takes the notice first: it writes the new slot
+        os.remove(flag)
+        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert "D let back in" in _messages(n, sid)
