@@ -93,7 +93,6 @@ class Connections:
         self.wal_reset_frames = WAL_RESET_FRAMES
         # deleted, replaced or overwritten under the daemon: writes refused, put back (or left out) at close
         self.file = DatabaseFile(path, writer)
-        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames, self.file.checkpointing)
         self._path = path
         self.wal_resets = 0  # WAL resets done (tests read it)
         self._resetting: asyncio.Task | None = None
@@ -115,6 +114,9 @@ class Connections:
         self.group = GroupCommit(writer, self._committed, self.emit, self._check_file)  # the write transactions
         self.committed = Committed(reader, self.file, self.group)  # the read rule's reads of committed state
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
+        # last: its connection and thread are the only things here a failure of the set-up above would leave open
+        # (the executors start no thread before their first call); _open closes the connections it was given
+        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames, self.file.checkpointing)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Connections:
@@ -199,12 +201,13 @@ class Connections:
             # made the daemon's (tests/test_database_lost_background.py).
             for conn in (reader, bulk):
                 conn.execute(WAL_OPENED).fetchall()
-        except BaseException:
-            for c in (reader, writer):
+            made = cls(writer, reader, bulk, device_id, path)
+        except BaseException:  # (each connection made so far: none kept open by an open refused part-way)
+            for c in (bulk, reader, writer):
                 if c is not None:
                     c.close()
             raise
-        return cls(writer, reader, bulk, device_id, path)
+        return made
 
     async def close(self) -> None:
         self._closing = True
