@@ -13,7 +13,7 @@ import sqlite3
 import stat
 
 from ..api.locate import socket_path
-from ..storage.dbfile import cut_copies, cut_copy_said
+from ..storage.heldfiles import cut_copies, cut_copy_said
 
 KEY_SIZE = 32  # device.key, <session>.key and <session>.write: 32 bytes; <session>.old: 32 bytes per old key
 SECRET_FILES = (

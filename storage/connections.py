@@ -235,6 +235,10 @@ class Connections:
             self.file.left_out(kept_out)
         if wal_aside is not None:
             self.file.wal_given_back(wal_aside)
+        try:
+            self.file.wal_left_aside()  # (the file no longer at its name: its WAL not left beside what is there now)
+        except OSError:
+            log.exception("%s's WAL could not be moved aside", self.path)
 
     # ------------------------------------------------------------------ writes
     def _check_file(self) -> None:
