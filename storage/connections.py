@@ -37,6 +37,7 @@ from .contexttotals import FixedCache
 from .dbfile import OVERWRITTEN, DatabaseFile
 from .errors import DatabaseLost, UnusableDatabase, crash_at
 from .groupcommit import GroupCommit, Transacting
+from .heldfiles import note_opened, wal_of_another
 from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
 from .sqliteconns import (
@@ -142,6 +143,7 @@ class Connections:
 
     @classmethod
     async def _open(cls, path: str, upto: int | None) -> Connections:
+        wal_of_another(path)  # (a daemon's WAL of a file replaced under it, which it was killed before moving aside)
         if not os.path.exists(path):  # create it private from the first byte
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -201,6 +203,7 @@ class Connections:
             # made the daemon's (tests/test_database_lost_background.py).
             for conn in (reader, bulk):
                 conn.execute(WAL_OPENED).fetchall()
+            note_opened(path)  # (the identities a later opening tells this WAL by)
             made = cls(writer, reader, bulk, device_id, path)
         except BaseException:  # (each connection made so far: none kept open by an open refused part-way)
             for c in (bulk, reader, writer):

@@ -24,7 +24,9 @@ from collections.abc import Iterator
 
 from .errors import DatabaseLost, crash_at
 from .fsutil import fsync_dir
-from .heldfiles import wal_left_name
+from .heldfiles import file_identity as _identity
+from .heldfiles import file_stat as _stat
+from .heldfiles import move_wal_aside
 
 log = logging.getLogger("sessiond.storage")
 
@@ -32,18 +34,6 @@ log = logging.getLogger("sessiond.storage")
 WAL_LOST = "WAL deleted"  # what lost() says of the WAL (sessions.db-wal) gone, the database file in place
 OVERWRITTEN = "overwritten in place"  # ... of its content changed by no checkpoint of the daemon's (a cp over it)
 WRITTEN_ELSEWHERE = "written by another program"  # ... of another connection's commit (PRAGMA data_version)
-
-
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    st = _stat(path)
-    return None if st is None else (st.st_dev, st.st_ino)
 
 
 def _content(st: os.stat_result | None) -> tuple[int, int] | None:
@@ -361,20 +351,7 @@ class DatabaseFile:
             return None
         if _identity(self.wal) != self._wal_identity:
             return None
-        aside = wal_left_name(self.path)
-        os.rename(self.wal, aside)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path + "-shm")
-        fsync_dir(os.path.dirname(self.path) or ".")
-        log.error(
-            "%s was no longer the database the daemon held: its WAL, %s, moved to %s (left there, the next start would"
-            " read the daemon's writes into the file there now)",
-            self.path,
-            self.wal,
-            aside,
-            extra={"event": "database_lost"},
-        )
-        return aside
+        return move_wal_aside(self.path, "the database the daemon held was no longer at its name")
 
     def wal_given_back(self, hidden: str) -> None:
         """wal_put_aside's file back in the WAL's place, the daemon's connections closed."""

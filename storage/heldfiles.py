@@ -7,10 +7,16 @@ or be the user's file); the start and doctor name each (`cut_copies`) and say wh
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import re
 import sqlite3
 import time
+
+from .fsutil import atomic_write, fsync_dir, read_small
+
+log = logging.getLogger("sessiond.storage")
 
 # put_back's temporary file, after the database's name: .PID.tmp (to be the database), .held-TIME.PID.tmp (beside it)
 _CUT_COPY = re.compile(r"(?:\.held-\d{8}T\d{6})?\.\d+\.tmp")
@@ -28,6 +34,72 @@ def wal_left_name(path: str) -> str:
     while os.path.lexists(name):
         name, n = f"{base}.{n}", n + 1
     return name
+
+
+def file_stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    st = file_stat(path)
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+def move_wal_aside(path: str, why: str) -> str:
+    """The WAL beside the database `path` (the daemon's, of another file than the one at `path` now: `why`) moved
+    aside (wal_left_name), and its index deleted (rebuilt from the WAL there is: none): left there, the next opening
+    would read its frames as the file's own. Its new name, which the start and doctor say (cut_copies)."""
+    aside = wal_left_name(path)
+    os.rename(path + "-wal", aside)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + "-shm")
+    fsync_dir(os.path.dirname(path) or ".")
+    log.error(
+        "%s: its WAL, %s, is not the log of the file there now and is moved to %s (left there, the next opening would"
+        " read the daemon's writes into that file)",
+        why,
+        path + "-wal",
+        aside,
+        extra={"event": "database_lost"},
+    )
+    return aside
+
+
+def note_opened(path: str) -> None:
+    """The identities of the database file `path` and its WAL as an opening left them, noted beside it
+    (sessions.db.opened): what the next opening tells the WAL of a daemon killed after its file was replaced or
+    deleted under it (no stop moved it aside: wal_of_another) from the file's own WAL."""
+    db, wal = file_identity(path), file_identity(path + "-wal")
+    if db is None or wal is None:
+        return
+    try:
+        # (not synced: what it serves is a kill's, not a power loss's; a note lost or old matches no WAL, and is none)
+        atomic_write(path + ".opened", json.dumps({"db": db, "wal": wal}).encode(), sync=False)
+    except OSError as exc:  # (an aid, not the opening's: a note of another WAL is no match, and none is none)
+        log.warning("could not note the database's identity in %s.opened: %s", path, exc)
+
+
+def another_files_wal(path: str) -> bool:
+    """Whether the WAL beside the database `path` is the very one the last opening noted (note_opened), with another
+    file at `path` than the one noted: a daemon killed after its file was replaced or deleted under it."""
+    try:
+        note = json.loads(read_small(path + ".opened"))
+        noted = (tuple(note["db"]), tuple(note["wal"]))
+    except (OSError, ValueError, KeyError, TypeError):  # (none yet, or not one this wrote: nothing to tell)
+        return False
+    wal = file_identity(path + "-wal")
+    return wal is not None and wal == noted[1] and file_identity(path) != noted[0]
+
+
+def wal_of_another(path: str) -> str | None:
+    """Before an opening of the database `path`: the WAL beside it another file's (another_files_wal) moved aside
+    (move_wal_aside). Where it went, or None (no note, no WAL, or the WAL the file's own)."""
+    if not another_files_wal(path):
+        return None
+    return move_wal_aside(path, f"{path} is not the file the last daemon opened (killed after it was replaced?)")
 
 
 def cut_copies(path: str) -> list[str]:
@@ -70,10 +142,10 @@ def cut_copy_said(copy: str, path: str) -> tuple[str, str]:
     if _WAL_LEFT.fullmatch(suffix):
         said = (
             f"{copy} is the write-ahead log of the database a daemon held when {path} was deleted or replaced under"
-            f" it, which that daemon's stop moved aside: left at {path}-wal, the next opening would have read its"
-            f" writes as those of the file at {path} now (a copy put there undone, or two databases mixed). What it"
-            f" held is in the copy that stop wrote ({path}, or {name}.held-TIME beside it); sessiond leaves it where"
-            f" it is"
+            f" it, moved aside by that daemon's stop (or, the daemon killed, by the next start): left at {path}-wal,"
+            f" the next opening would have read its writes as those of the file at {path} now (a copy put there"
+            f" undone, or two databases mixed). What it held is in the copy a stop wrote ({path}, or {name}.held-TIME"
+            f" beside it; none if the daemon was killed); sessiond leaves it where it is"
         )
         fix = (
             f"nothing reads it: delete it (rm {copy}) once {path} holds what you expect; never put it back beside"
