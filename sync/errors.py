@@ -21,6 +21,7 @@ from ..stores.errors import (
     settled,
 )
 from .locations import relay_invite_ways
+from .mirror import MirrorFailed
 
 
 def crash_point(name: str) -> None:
@@ -157,15 +158,25 @@ def store_details(exc: ImportError_) -> dict:
     the seconds the store asked to be left alone, when it said; `owner`, what mends it in words, someone's to do
     (the store's or the daemon's owner): every class but a rate limit, which the app waits out alone. An `owner`
     the error carries already (a relay's invite) is kept. `stores`: the same for each store asked that failed,
-    in the order asked (an import trying a code's hints asks several; one store: it alone), the top-level
-    fields being the last one's."""
+    in the order asked (an import trying a code's hints asks several, a mirror's stores are each named; one store:
+    it alone), the top-level fields being the last one's."""
     if exc.failure is None:
         return {}
     failure, url = exc.failure
     details = _one_store(failure, url, exc.owner)
-    each = [_one_store(f, u, exc.owner_of.get(u)) for f, u in exc.failures] if exc.failures else [dict(details)]
-    details["stores"] = each
+    each = _each_store(exc)  # (the error's own `owner` is the one store's when there is one, else each one's own)
+    details["stores"] = [
+        _one_store(f, u, exc.owner_of.get(u) or (exc.owner if len(each) == 1 else None)) for f, u in each
+    ]
     return details
+
+
+def _each_store(exc: ImportError_) -> list[tuple[BaseException, str]]:
+    """Each store's failure in a `store` refusal, in the order asked: a mirror's (MirrorFailed) as its stores'."""
+    out: list[tuple[BaseException, str]] = []
+    for failure, url in exc.failures or ([exc.failure] if exc.failure else []):
+        out += failure.failures if isinstance(failure, MirrorFailed) else [(failure, url)]
+    return out
 
 
 def _one_store(failure: BaseException, url: str, owner: list[str] | None) -> dict:

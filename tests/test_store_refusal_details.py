@@ -222,3 +222,23 @@ def test_a_single_stores_refusal_lists_it_alone():
     err = share_error(store_failed(StoreUnreachable("connection refused"), URL))
     [one] = err.details["stores"]
     assert one == {k: err.details[k] for k in ("store", "failure", "retry", "owner")}, err.details
+
+
+def test_an_import_through_a_mirror_whose_every_store_fails_names_each(make_daemon, portal):
+    """This device's store a mirror of several, all failing, and the code's hint too: the mirror's part of the
+    refusal said one failure of the mirror as a whole (`failing`, its URLs joined), its first store's error alone in
+    words. Each store of it is now named in `details.stores` with its own failure, beside the hint's."""
+    p, portal_url = portal
+    a = make_daemon().start()
+    ca = a.client()
+    sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    c = decode(ca.share(sid)["code"])
+    with ReservedPort() as nothing, ReservedPort() as away:
+        down, hint = f"s5+http://127.0.0.1:{nothing.port}", f"s5+http://127.0.0.1:{away.port}"
+        cb = make_daemon([down, portal_url]).start().client()
+        p.faults.status, p.faults.times = 500, 10**6
+        code = ShareCode(c.session_id, c.session_key, c.announce_pk, locations=(("s5", hint),)).encode()
+        d = _refused(lambda: cb.import_code(code))
+    got = [(s["store"], s["failure"]) for s in d["stores"]]
+    assert got == [(down, "unreachable"), (portal_url, "server_error"), (hint, "unreachable")], d
+    assert cb.list_sessions()["sessions"] == []
