@@ -451,3 +451,34 @@ def test_a_duration_too_long_to_be_a_number_is_a_usage_error(tmp_path):
     message = _usage(res)
     assert "--token-ttl" in message and "too long" in message, message
     assert not os.path.exists(tmp_path / "r")  # no relay's data made
+
+
+def test_a_value_that_begins_with_a_dash_is_refused_saying_how_to_give_it(daemon):
+    """A name, a text or a query that begins with a dash (`--name -draft`, `add ID --role user -x`, `search
+    -foo`) is read by the parser as an option: it was refused as argparse words it, "expected one argument"
+    (one was given), "the following arguments are required: query" (it was typed), or "unrecognized
+    arguments", none saying why or what to write. The refusal says the value begins with a dash, and how to
+    give it: OPTION=VALUE, or after `--`. Nothing is made or stored; the ways it names are taken."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    before = _shown(daemon.home, sid)
+    for argv, value, way in (
+        (["new", "--name", "-draft"], "-draft", "--name=-draft"),
+        (["set", sid, "--system", "-terse"], "-terse", "--system=-terse"),
+        (["gc", "--grace", "-1h"], "-1h", "--grace=-1h"),
+        (["add", sid, "--role", "user", "-x"], "-x", "`--`"),
+        (["search", "-foo"], "-foo", "`--`"),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert f"'{value}' begins with a dash" in message and way in message, message
+        res = run_cli(daemon.home, *argv)
+        assert res.returncode == 2 and way in res.stderr, res
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing made
+    assert _shown(daemon.home, sid) == before  # nor changed
+    assert cli_json(daemon.home, "log", sid)["messages"] == []  # nor stored
+    # the ways the refusals name
+    assert cli_json(daemon.home, "new", "--name=-draft")["name"] == "-draft"
+    home = {"SESSIOND_HOME": daemon.home}  # (run_cli gives --home last: after `--`, it would be a text)
+    res = run_cli(None, "add", sid, "--json", "--role", "user", "--", "-x", env=home, check=True)
+    assert json.loads(res.stdout)["content"] == "-x"
+    res = run_cli(None, "search", "--json", "--", '"-x"', env=home, check=True)
+    assert json.loads(res.stdout)["hits"]
