@@ -482,3 +482,20 @@ def test_a_value_that_begins_with_a_dash_is_refused_saying_how_to_give_it(daemon
     assert json.loads(res.stdout)["content"] == "-x"
     res = run_cli(None, "search", "--json", "--", '"-x"', env=home, check=True)
     assert json.loads(res.stdout)["hits"]
+
+
+def test_a_daemon_that_did_not_start_is_named_once_as_sessiond(tmp_path):
+    """`start` quotes the last line the daemon it spawned wrote, which is itself a `sessiond: ...` line: the
+    refusal read "sessiond: the daemon did not start: sessiond: /home/config.toml: unknown setting ...",
+    the program named twice, the second time in the middle of the sentence. It is named once."""
+    home = str(tmp_path / "home")
+    os.makedirs(home, mode=0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write("push_dely = 1\n")
+    res = run_cli(home, "start")
+    assert res.returncode == 1, res
+    assert res.stderr.startswith(f"sessiond: the daemon did not start: {home}/config.toml: unknown setting"), res
+    assert res.stderr.count("sessiond:") == 1, res.stderr
+    res = run_cli(home, "start", "--json")
+    message = json.loads(res.stdout)["error"]["message"]
+    assert message.startswith(f"the daemon did not start: {home}/config.toml: unknown setting 'push_dely'"), message

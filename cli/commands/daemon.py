@@ -251,7 +251,8 @@ def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
         return CliError(running_message(home))
     with open(out_path, "rb") as f:
         tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
-    why = scrub_text(tail[-1]) if tail else f"exit code {proc.returncode}"
+    # (the daemon writes its refusal as `sessiond: ...`, as this command does: the program named once)
+    why = scrub_text(tail[-1]).removeprefix("sessiond: ") if tail else f"exit code {proc.returncode}"
     return CliError(f"the daemon did not start: {why}")
 
 
