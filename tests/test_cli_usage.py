@@ -499,3 +499,19 @@ def test_a_daemon_that_did_not_start_is_named_once_as_sessiond(tmp_path):
     res = run_cli(home, "start", "--json")
     message = json.loads(res.stdout)["error"]["message"]
     assert message.startswith(f"the daemon did not start: {home}/config.toml: unknown setting 'push_dely'"), message
+
+
+def test_an_expiry_time_past_is_refused_in_the_time_the_user_reads(daemon):
+    """`--expires-at 2020-01-01T00:00:00Z` was refused as "--expires-at 1577836800.0 (2020-01-01 00:00:00
+    UTC) is past", the API's seconds since the epoch first, a number the user never typed, and a way on
+    in the API's terms (`POST /v1/sessions/{id}/end`). The CLI's refusal names the time as a date, and
+    the command."""
+    sid = cli_json(daemon.home, "new")["id"]
+    before = _shown(daemon.home, sid)
+    for argv in (["new"], ["set", sid]):
+        message = _usage(run_cli(daemon.home, *argv, "--expires-at", "2020-01-01T00:00:00Z", "--json"))
+        assert message.startswith("--expires-at 2020-01-01 00:00:00 UTC is past: give a time to come"), message
+        assert "1577836800" not in message and "POST /v1" not in message, message
+        assert "--expires-in" in message and "`sessiond end" in message, message
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing made
+    assert _shown(daemon.home, sid) == before  # nor changed
