@@ -169,3 +169,20 @@ async def test_gc_with_no_grace_frees_what_was_let_go_just_before(devices, monke
     await devices.dba.released.add(a.ctx.store.url, sid, [b"\x01" * 32])  # let go "now": stamped t, rounded up
     rep = await a.gc(grace=0, dry_run=True)
     assert rep["kept"] == 0 and rep["stores"], rep  # main: kept 1, nothing due
+
+
+def test_a_rekey_of_a_session_never_shared_says_so(daemon):
+    """`sessiond rekey` of a session made here and never shared was refused as `read_only`, "only a device
+    that can write S and has shared it can rekey it": its owner, who writes it, read that it could not
+    write it. Like `unshare`, it is refused as not shared (409 `not_shared`): no other device has its key,
+    so there is nothing to rotate; nothing changes."""
+    c = daemon.client()
+    sid = c.create_session(name="private")["id"]
+    with pytest.raises(ApiError) as e:
+        c.rekey(sid)
+    assert e.value.status == 409 and e.value.code == "not_shared", (e.value.code, e.value.message)
+    assert "never shared" in e.value.message and "nothing to rekey" in e.value.message, e.value.message
+    res = run_cli(daemon.home, "rekey", sid, "--json")
+    err = json.loads(res.stdout)["error"]
+    assert res.returncode == 1 and err["code"] == "not_shared" and "only a device" not in err["message"], res
+    assert c.get_session(sid)["access"] == "owner" and c.shares(sid)["shares"] == []
