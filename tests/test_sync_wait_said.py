@@ -66,3 +66,58 @@ def test_a_failing_store_s_notice_is_said_once_not_at_every_retry(reserved_port,
         assert len(notices) == 1, err  # the same failure again (the daemon's retries) is not said again
     finally:
         d.stop()
+
+
+def _first_notice(home: str, env: dict, argv: list[str]) -> tuple[str | None, object]:
+    """`sessiond *argv --home home`'s first line on standard error, read while it runs (None: none came
+    before it ended), and the process, ended."""
+    proc = popen_cli([*argv, "--home", home], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    said: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
+    try:
+        line = said.get(timeout=30)
+        running = proc.poll() is None
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    return (line if running else None), proc
+
+
+def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, tmp_path):
+    """`end` and `rm` of a shared session wait up to 10 s for the session's push (README); against a store
+    that is down, 10 s of silence, then the answer. They say, as the push fails, what failed, and what the
+    command does meanwhile."""
+    from conftest import relay_served
+
+    with relay_served(str(tmp_path / "relay"), "--open-registration") as relay:
+        d = DaemonProc(str(tmp_path / "home"), relay["url"]).start()
+        try:
+            with d.client() as c:
+                shared = c.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+                c.share(shared)
+                assert c.sync(shared, wait=True, timeout=30)["complete"]
+                ended = c.create_session(name="ended")["id"]
+                assert c.sync(ended, wait=True, timeout=30)["complete"]
+        except BaseException:
+            d.stop()
+            raise
+    try:  # the relay is gone: its connections refused
+        with d.client() as c:
+            c.append(shared, "user", "written while the relay is down")
+            c.append(ended, "user", "so is this")
+        line, proc = _first_notice(d.home, d.env, ["end", ended])
+        assert line is not None and ended in line and "cannot connect" in line, line
+        assert "not pushed yet" in line and "the end" in line, line
+        assert proc.returncode == 0  # ended here all the same, as before
+        line, proc = _first_notice(d.home, d.env, ["rm", shared, "--json"])
+        assert line is not None and shared in line and "cannot connect" in line, line
+        assert "--force" in line, line
+        assert proc.returncode == 1  # refused, as before: nothing deleted
+        with d.client() as c:
+            assert c.get_session(shared)["id"] == shared and c.get_session(ended)["status"] == "ended"
+    finally:
+        d.stop()

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from ...client import Client, ClientError
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import YEARS_10, duration_in, seconds_up_to
 from ..output import emit, for_home, safe, table, when
-from ..progress import Progress
+from ..progress import Progress, StoreWaits
 from . import Commands
 
 
@@ -103,85 +100,17 @@ def register(commands: Commands) -> None:
     )
 
 
-class _StoreWaits:
-    """While `sync --wait` waits: a line on standard error each time the daemon says a session waits for
-    its store's Retry-After (the `sync.waiting` event), and once per failure a push or a pull meets (the
-    `sync.error` event: a store down, unreachable, refusing), that the command tries again until its
-    --timeout, so that the wait is not a silent hang (60 s by default, with nothing on the screen)."""
-
-    def __init__(self, c, sid: str | None, timeout: float = 0.0):
-        self.sid = sid
-        self.home = c.home
-        self.deadline = time.monotonic() + timeout
-        self.said: set[tuple[str, str]] = set()  # (push or pull, the failure) said once: the retries fail alike
-        self.stream: Any = None
-        self.thread: threading.Thread | None = None
-        self.told = threading.Event()  # a notice was printed
-        try:
-            self.stream = Client(c.home, socket=c.socket).event_stream()  # its own connection: c waits on sync
-        except ClientError:
-            return  # no notice is no failure: the answer says the rest
-        self.thread = threading.Thread(target=self._read, name="sessiond-store-waits", daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for ev in self.stream:
-                if self.sid and ev.get("session") != self.sid:
-                    continue
-                if ev.get("type") == "sync.error" and not ev.get("retry_after"):  # (Retry-After: sync.waiting)
-                    self._failed(ev)
-                    continue
-                if ev.get("type") != "sync.waiting":
-                    continue
-                wait, left = float(ev.get("retry_in") or 0), float(ev.get("deadline_in") or 0)
-                why = f" ({ev['error']})" if ev.get("error") else ""
-                print(
-                    safe(
-                        f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try"
-                        + why
-                        + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting")
-                    ),
-                    file=sys.stderr,
-                    flush=True,
-                )
-                self.told.set()
-        except (ClientError, OSError, ValueError):
-            pass
-
-    def _failed(self, ev: dict) -> None:
-        """A push (the event names its retry) or a pull of a session failed: said once per failure."""
-        kind = "push" if "retry_in" in ev else "pull"
-        error = str(ev.get("error") or "")
-        if (kind, error) in self.said:
-            return
-        self.said.add((kind, error))
-        left = max(0.0, self.deadline - time.monotonic())
-        what = "not pushed yet" if kind == "push" else "cannot pull yet"
-        print(
-            safe(
-                f"{ev.get('session')}: {what}: {for_home(error, self.home)}; trying again until --timeout "
-                f"({left:.0f} s left; Ctrl-C stops waiting, the daemon goes on trying by itself)"
-            ),
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def close(self, expected: bool = False) -> None:
-        """`expected`: the answer says a session waits for its store (the daemon told so before it
-        answered): let the stream deliver that notice first."""
-        if expected and self.thread is not None:
-            self.told.wait(1.0)
-        if self.stream is not None:
-            self.stream.close()
-        if self.thread is not None:
-            self.thread.join(2)
+def _trying_again(left: float) -> str:
+    """What `sync --wait` does while a push or a pull fails: `left`, the seconds left of its --timeout."""
+    return (
+        f"trying again until --timeout ({left:.0f} s left; Ctrl-C stops waiting, the daemon goes on trying by itself)"
+    )
 
 
 def cmd_sync(args) -> int:
     c = client(args)
     if args.wait:  # a first push, or a long one: its progress from the daemon, on a terminal
-        waits = _StoreWaits(c, args.id, args.timeout)
+        waits = StoreWaits(c, args.id, args.timeout, _trying_again)
         res = None
         try:
             with Progress(c, {"push"}, {args.id} if args.id else None):
