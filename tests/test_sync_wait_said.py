@@ -121,3 +121,21 @@ def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, 
             assert c.get_session(shared)["id"] == shared and c.get_session(ended)["status"] == "ended"
     finally:
         d.stop()
+
+
+def test_share_says_what_fails_while_it_waits_for_the_store(reserved_port, tmp_path):
+    """`share` pushes the session before it makes its code, waiting for the store as long as a store call
+    may take (30 s): against a store that is down, 30 s of silence, then the refusal. It says, as the push
+    fails, what failed, and that the share waits for it."""
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="to share")["id"]
+        line, proc = _first_notice(d.home, d.env, ["share", sid])
+        assert line is not None and sid in line and "cannot connect" in line, line
+        assert "not pushed yet" in line and "the share waits" in line, line
+        assert proc.returncode == 1  # refused, as before: no code made
+        with d.client() as c:
+            assert c.shares(sid)["shares"] == []
+    finally:
+        d.stop()

@@ -203,12 +203,20 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
     return phrase
 
 
+def _share_meanwhile(_left: float) -> str:
+    return "the share waits for its store (as long as a store call may take), then is refused, no code made"
+
+
 def cmd_share(args) -> int:
-    res: dict[str, Any] = dict(
-        client(args).share(
-            args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""), expires_in=args.expires
-        )
-    )  # a plain dict: --qr adds "qr" to what is printed
+    passphrase = _passphrase(args.passphrase_file, "")
+    c = client(args)
+    waits = StoreWaits(c, args.id, 0.0, _share_meanwhile, pulls=False)  # (a session is shared once pushed)
+    try:
+        res: dict[str, Any] = dict(
+            c.share(args.id, write=args.write, passphrase=passphrase, expires_in=args.expires)
+        )  # a plain dict: --qr adds "qr" to what is printed
+    finally:
+        waits.close()
     lines = [res["code"]]
     if not args.json:
         grant = (
