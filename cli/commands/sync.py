@@ -453,4 +453,7 @@ def cmd_gc(args) -> int:
         lines.append(f"  {st['store']}: {st['objects']} object(s), {st['bytes']} bytes ({how})")
         lines += [f"    {e}" for e in st.get("errors", [])]
     emit(args, res, "\n".join(lines))
-    return 0
+    # a store that failed (its sessions' objects kept, or the store not opened): what was due is not freed, and a
+    # script running gc learns it by the exit code, as verify's and doctor's do
+    failed = any(st.get("errors") or st["how"].startswith("cannot open") for st in res["stores"])
+    return EXIT_ERROR if failed else 0
