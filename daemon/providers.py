@@ -33,6 +33,13 @@ class Providers:
     def get(self, name: str | None) -> Provider:
         if name is None:
             name = self.default
+            if name is None and self.all:  # several, none of them the default (one alone is: daemon/home.py)
+                raise NoProvider(
+                    f"no default model provider: this device's config.toml configures {', '.join(sorted(self.all))}"
+                    ' and names none as default_provider: set default_provider = "NAME" at its top, then restart'
+                    " the daemon; or choose one for a question (`sessiond ask --provider NAME`, `sessiond models"
+                    " --provider NAME`) or for the session (`sessiond set ID --provider NAME`)"
+                )
             if name is None:
                 raise NoProvider(
                     "no model provider is configured: add a [providers.NAME] table with base_url "
