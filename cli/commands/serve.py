@@ -149,10 +149,17 @@ def cmd_invite(args) -> int:
 
     data = args.data or default_data()
     _check_label(args.label)
+    served = os.path.isdir(os.path.join(data, "accounts"))  # (a relay's first start makes accounts/)
     try:
         code = new_invite(data, args.label)
     except OSError as exc:  # a file where the folder should be, a folder not writable
         raise CliError(f"cannot use the data folder {data}: {exc.strerror or exc}", EXIT_USAGE) from None
+    if not served:  # made before the relay's first start, or a --data mistyped: the invite works only at a relay on D
+        print(
+            f"sessiond: no relay has served {data} yet: the invite works once `sessiond serve --data"
+            f" {shlex.quote(data)}` serves it (if a relay already runs, check that this is its --data)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps({"invite": code, "data": data, "label": args.label}))
     else:
