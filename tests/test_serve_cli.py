@@ -133,6 +133,8 @@ def test_a_port_in_use_makes_no_data_folder(tmp_path):
         res = _serve("--listen", f"127.0.0.1:{port}", "--data", str(data))
         assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in res.stderr, res.stderr
         assert not data.exists()
+        # and the refusal says what to do: "Address already in use" alone named no way on
+        assert "another program holds that port" in res.stderr and "another --listen" in res.stderr, res.stderr
     finally:
         busy.close()
 

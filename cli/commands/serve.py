@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import re
@@ -301,7 +302,7 @@ def cmd_serve(args) -> int:
     try:
         socks = listen(host, port)  # first: a port in use leaves no data folder behind
     except OSError as exc:  # (socket.gaierror too: a host that does not resolve)
-        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
+        raise CliError(_cannot_listen(args.listen, exc), EXIT_USAGE) from None
     data = args.data or default_data()
     try:
         relay = Relay(data, open_registration=args.open_registration, quota=args.quota, token_ttl=args.token_ttl)
@@ -351,5 +352,17 @@ def cmd_serve(args) -> int:
             )
         )
     except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
+        raise CliError(_cannot_listen(args.listen, exc), EXIT_USAGE) from None
     return 0
+
+
+def _cannot_listen(where: str, exc: OSError) -> str:
+    """Why the relay cannot listen on `where` (--listen), with the way on when the failure says it."""
+    said = f"cannot listen on {where}: {exc.strerror or exc}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{said} (another program holds that port, a relay running already?): stop it, or give another --listen"
+    if exc.errno == errno.EACCES:
+        return f"{said} (a port below 1024 is root's): give a port above 1023 with --listen, or serve behind a proxy"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{said} (no network interface of this machine has that address): give one of its own, or 0.0.0.0"
+    return said
