@@ -6,6 +6,7 @@ standard output (--json included) is never touched. And the notices of a wait fo
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -86,6 +87,7 @@ class Progress:
         self._view.stop()
 
 
+_AN_ID = re.compile(r"\b(?:[0-9a-z]{26}|[0-9a-f]{32,})\b")  # an object's hash, a session's id, in a failure
 STREAM_OPEN_WAIT = 5.0  # seconds StoreWaits waits for the daemon to open its event stream
 
 
@@ -144,9 +146,10 @@ class StoreWaits:
         """A push (the event names its retry) or a pull of a session failed: said once per failure."""
         kind = "push" if "retry_in" in ev else "pull"
         error = str(ev.get("error") or "")
-        if (kind, error) in self.said or (kind == "pull" and not self.pulls):
+        same = _AN_ID.sub("…", error)  # the same failure of another object or session (a folder store's) is not new
+        if (kind, same) in self.said or (kind == "pull" and not self.pulls):
             return
-        self.said.add((kind, error))
+        self.said.add((kind, same))
         left = max(0.0, self.deadline - time.monotonic())
         what = "not pushed yet" if kind == "push" else "cannot pull yet"
         print(

@@ -139,3 +139,28 @@ def test_share_says_what_fails_while_it_waits_for_the_store(reserved_port, tmp_p
             assert c.shares(sid)["shares"] == []
     finally:
         d.stop()
+
+
+def test_the_same_failure_of_another_object_or_session_is_said_once(capsys, tmp_path):
+    """A folder store's failure names the object it could not write, a different one for each session: the
+    notice of each session's failure would be a line per session (a thousand for a thousand sessions). The
+    same failure but for its ids is said once."""
+    from sessiond.cli.progress import StoreWaits
+
+    class NoDaemon:  # a home no daemon serves: StoreWaits reads no stream, and says what it is given
+        home, socket = str(tmp_path / "home"), str(tmp_path / "home" / "sessiond.sock")
+
+    waits = StoreWaits(NoDaemon(), None, 10.0, lambda left: "waiting")
+    try:
+        for sid, obj in (
+            ("01m95nx3f3jqpfmre62y8extnb", "01dd84" + "a" * 58),
+            ("01m95nx3f3jqpfmre62y8extnc", "02" * 32),
+        ):
+            waits._failed(
+                {"session": sid, "retry_in": 1, "error": f"cannot write object {obj}: the store folder /x is missing"}
+            )
+        waits._failed({"session": "s", "retry_in": 1, "error": "another failure"})
+    finally:
+        waits.close()
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and "01m95nx3f3jqpfmre62y8extnb" in said[0] and "another failure" in said[1], said
