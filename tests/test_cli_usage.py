@@ -515,3 +515,17 @@ def test_an_expiry_time_past_is_refused_in_the_time_the_user_reads(daemon):
         assert "--expires-in" in message and "`sessiond end" in message, message
     assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing made
     assert _shown(daemon.home, sid) == before  # nor changed
+
+
+def test_import_refuses_two_stores_before_it_asks_for_the_code(daemon, tmp_path):
+    """`import --store URL --store-file F` (two stores: one is taken) read the share code first: with none on
+    standard input it was refused as "no share code on standard input", the options' conflict unsaid, and on
+    a terminal the user was asked to paste the code, then refused for the options. The options are checked
+    first: nothing is read, nothing imported."""
+    f = tmp_path / "store"
+    f.write_text("file:///tmp/elsewhere\n")
+    os.chmod(f, 0o600)
+    message = _usage(run_cli(daemon.home, "import", "--store", "file:///tmp/x", "--store-file", str(f), "--json"))
+    assert "give one store" in message and "share code" not in message, message
+    message = _usage(run_cli(daemon.home, "import", "--passphrase-file", str(tmp_path / "none"), "--json"))
+    assert "cannot read" in message and "share code" not in message, message  # so a passphrase file missing

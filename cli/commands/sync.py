@@ -326,6 +326,10 @@ def cmd_import(args) -> int:
             "standard input (it is read once, to its end): give one of them there and the others in files "
             "(the code with --code-file FILE)"
         )
+    store = store_args(args)  # (before the code is read, or asked for at a prompt: an argument's error first)
+    if store is not None and len(store) > 1:
+        raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
+    passphrase = _passphrase(args.passphrase_file, "")
     if args.code_file:
         code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file))
     elif sys.stdin.isatty():
@@ -337,11 +341,7 @@ def cmd_import(args) -> int:
         raise UsageError(
             f"no share code {where}: give it there (`sessiond import < code.txt`, or paste it at the prompt)"
         )
-    store = store_args(args)
-    if store is not None and len(store) > 1:
-        raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
     c = client(args)
-    passphrase = _passphrase(args.passphrase_file, "")
     with Progress(c, {"import"}):
         res = c.import_code(code, passphrase, store=store[0] if store else None)
     emit(args, res, res["session"])
