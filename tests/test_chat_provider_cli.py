@@ -71,3 +71,16 @@ def test_several_providers_and_no_default_is_said_so_not_that_none_is_configured
         assert "one, two" in err["message"] and "default_provider" in err["message"], err
         assert "--provider" in err["message"], err
     assert cli_json(d.home, "log", sid)["messages"] == []  # nothing recorded
+
+
+def test_no_provider_configured_names_the_config_file(daemon):
+    """With no provider configured, `ask` and `models` said to add a [providers.NAME] table "to config.toml in
+    the daemon's home": which file, the user who gave --home (or none) had to work out. It is named."""
+    import json
+
+    sid = cli_json(daemon.home, "new", "--model", "m")["id"]
+    for argv in (["ask", sid, "hi"], ["models"]):
+        res = run_cli(daemon.home, *argv, "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 1 and err["code"] == "no_provider", res
+        assert os.path.join(daemon.home, "config.toml") in err["message"], err
