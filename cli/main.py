@@ -11,7 +11,7 @@ import sys
 from ..daemon.home import resolve_home
 from .errors import EXIT_USAGE, UsageError, fail, run_command
 from .options import option_error
-from .parser import ParseError, build_parser, not_utf8
+from .parser import ParseError, build_parser, dash_hint, not_utf8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         if not wants_json:
             exc.parser.print_usage(sys.stderr)
         where = exc.parser.prog.partition(" ")[2]  # the subcommand, if any
-        return fail(early, "usage", f"{where}: {exc}" if where else str(exc), EXIT_USAGE)
+        said = f"{exc}{dash_hint(exc.parser, argv, str(exc))}"
+        return fail(early, "usage", f"{where}: {said}" if where else said, EXIT_USAGE)
     except SystemExit as exc:
         return int(exc.code or 0)
     if getattr(args, "fn", None) is None:

@@ -269,8 +269,10 @@ def option_error(args: Any, exc: Any) -> CliError | None:
             if rest.startswith("must not be empty:"):  # a model or user given as "": the API's null is --unset
                 unset = f" (--unset {name} clears it)" if hasattr(args, "unset") else ""
                 rest = rest.replace(" (null clears it)", unset)
-            if name == "expires-at":  # (the API's alternative, said as the CLI's)
+            if name == "expires-at":  # (the API's alternative, said as the CLI's; the time as typed, a date)
                 rest = rest.replace("(or expires_in, seconds from now)", "(or --expires-in, a duration from now)")
+                rest = re.sub(r"^\S+ \(([^)]*)\) is past", r"\1 is past", rest)  # not the seconds since 1970
+                rest = rest.replace("(POST /v1/sessions/{id}/end, `sessiond end ID`)", "(`sessiond end ID`)")
             return CliError(f"--{name} {rest}", EXIT_USAGE)
         # a value inside the option's JSON
         if field.startswith((api + ".", api + "[")) and name in ("metadata", "preferences"):

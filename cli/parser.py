@@ -8,6 +8,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 
 from .commands import (
     Commands,
@@ -124,3 +125,39 @@ def not_utf8(argv: list[str]) -> str | None:
         except UnicodeEncodeError:
             return f"argument {i} ({ascii(os.fsencode(arg))[1:]}) is not UTF-8 text; give text as UTF-8"
     return None
+
+
+# an option as typed: `--name`, `-h` (not a value that begins with a dash, `-1h`, `-draft note`, `---`)
+_OPTION_LIKE = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*(=.*)?")
+
+
+def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) -> str:
+    """What to add to argparse's `message` when a value that begins with a dash was read as an option: its
+    words ("expected one argument", "the following arguments are required", "unrecognized arguments") do
+    not say so, nor how to give such a value. '' when no value was read so."""
+    head = argv[: argv.index("--")] if "--" in argv else argv
+    m = re.match(r"argument (-[^\s/:]+)(?:/\S+)?: expected (?:one|\d+) argument", message)
+    if m:  # `--name -draft`: the option given no value, the next argument read as an option
+        option = m.group(1)
+        for i, arg in enumerate(head[:-1]):
+            value = head[i + 1]
+            if arg == option and value.startswith("-") and value != "-":
+                return (
+                    f" ('{value}' begins with a dash, so it was read as an option, not as {option}'s value: "
+                    f"give it as {shlex.quote(f'{option}={value}')})"
+                )
+        return ""
+    if "required" not in message and "unrecognized arguments" not in message:
+        return ""
+    if not any(not a.option_strings and a.nargs != argparse.PARSER for a in parser._actions):
+        return ""  # a command that takes no text nor query (`ls -l`): an option mistyped, not a value
+    known = set(re.findall(r"(?<![\w-])--?[a-zA-Z0-9][a-zA-Z0-9-]*", parser.format_usage()))
+    for arg in head:
+        if len(arg) > 1 and arg.startswith("-") and arg.partition("=")[0] not in known:
+            if _OPTION_LIKE.fullmatch(arg) and arg.startswith("--"):
+                continue  # an option mistyped, or another command's: the message names it (did you mean)
+            return (
+                f" ('{arg}' begins with a dash, so it was read as an option: to give it as an argument (a text, a "
+                f"query, an id), put `--` before it, after the options: `{parser.prog} ... -- {shlex.quote(arg)}`)"
+            )
+    return ""

@@ -1,16 +1,20 @@
 """Progress bars on standard error for long work the daemon does (a push, verify, an import): drawn
 with rich from the daemon's own `progress` events (GET /v1/events: {"task", "session", "done",
 "total"}, sync/context.py), only when standard error is a terminal. Nothing is drawn otherwise, and
-standard output (--json included) is never touched."""
+standard output (--json included) is never touched. And the notices of a wait for a store that fails
+(StoreWaits), on standard error whatever it is."""
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..client import Client, ClientError
+from .output import for_home, safe
 
 
 class Progress:
@@ -81,3 +85,85 @@ class Progress:
         if self._thread is not None:
             self._thread.join(2)
         self._view.stop()
+
+
+_AN_ID = re.compile(r"\b(?:[0-9a-z]{26}|[0-9a-f]{32,})\b")  # an object's hash, a session's id, in a failure
+STREAM_OPEN_WAIT = 5.0  # seconds StoreWaits waits for the daemon to open its event stream
+
+
+class StoreWaits:
+    """While a command waits for pushes (`sync --wait`; `rm` and `end`, whose daemon waits up to 10 s for a
+    shared session's push): a line on standard error each time the daemon says a session waits for its
+    store's Retry-After (the `sync.waiting` event), and once per failure a push (or, with `pulls`, a pull)
+    meets (the `sync.error` event: a store down, unreachable, refusing), with what the command does meanwhile
+    (`meanwhile(seconds left of its timeout)`), so that the wait is not a silent hang (60 s by default for
+    `sync --wait`, with nothing on the screen)."""
+
+    def __init__(self, c, sid: str | None, timeout: float, meanwhile: Callable[[float], str], pulls: bool = True):
+        self.sid = sid
+        self.meanwhile, self.pulls = meanwhile, pulls
+        self.home = c.home
+        self.deadline = time.monotonic() + timeout
+        self.said: set[tuple[str, str]] = set()  # (push or pull, the failure) said once: the retries fail alike
+        self.stream: Any = None
+        self.thread: threading.Thread | None = None
+        self.told = threading.Event()  # a notice was printed
+        try:
+            # its own connection (c waits on the command's request); a daemon that does not answer it at once
+            # is left to the command's request to name (stuck), not waited for twice
+            self.stream = Client(c.home, socket=c.socket, timeout=STREAM_OPEN_WAIT).event_stream()
+        except ClientError:
+            return  # no notice is no failure: the answer says the rest
+        self.thread = threading.Thread(target=self._read, name="sessiond-store-waits", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for ev in self.stream:
+                if self.sid and ev.get("session") != self.sid:
+                    continue
+                if ev.get("type") == "sync.error" and not ev.get("retry_after"):  # (Retry-After: sync.waiting)
+                    self._failed(ev)
+                    continue
+                if ev.get("type") != "sync.waiting":
+                    continue
+                wait, left = float(ev.get("retry_in") or 0), float(ev.get("deadline_in") or 0)
+                why = f" ({ev['error']})" if ev.get("error") else ""
+                print(
+                    safe(
+                        f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try"
+                        + why
+                        + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting")
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.told.set()
+        except (ClientError, OSError, ValueError):
+            pass
+
+    def _failed(self, ev: dict) -> None:
+        """A push (the event names its retry) or a pull of a session failed: said once per failure."""
+        kind = "push" if "retry_in" in ev else "pull"
+        error = str(ev.get("error") or "")
+        same = _AN_ID.sub("…", error)  # the same failure of another object or session (a folder store's) is not new
+        if (kind, same) in self.said or (kind == "pull" and not self.pulls):
+            return
+        self.said.add((kind, same))
+        left = max(0.0, self.deadline - time.monotonic())
+        what = "not pushed yet" if kind == "push" else "cannot pull yet"
+        print(
+            safe(f"{ev.get('session')}: {what}: {for_home(error, self.home)}; {self.meanwhile(left)}"),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self, expected: bool = False) -> None:
+        """`expected`: the answer says a session waits for its store (the daemon told so before it
+        answered): let the stream deliver that notice first."""
+        if expected and self.thread is not None:
+            self.told.wait(1.0)
+        if self.stream is not None:
+            self.stream.close()
+        if self.thread is not None:
+            self.thread.join(2)

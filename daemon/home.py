@@ -74,10 +74,13 @@ def _check_host(scheme: str, url: str) -> None:
     authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
     host = authority.rpartition("@")[2]
     if (not host.startswith("[") and "%" in host) or any(c.isspace() for c in host):
+        # the way on names the user part's place without a scheme before it: every message is shown through
+        # scrub_text, which hides a URL's user part, and would show `[INVITE@]HOST` as `***@]HOST`
+        who, secret = ("an invite", "INVITE") if scheme.startswith("s5") else ("a user and password", "USER:PASSWORD")
         raise HomeError(
-            f"a {scheme}:// store URL's host holds a '%' or a space, which no host name does (not quoted here: it "
-            f"may be an invite or a password mistyped, its '@' written %40 or left out); "
-            f"give {scheme}://[INVITE@]HOST[:PORT]"
+            f"the {scheme}:// store URL's host holds a '%' or a space, which no host name does (not quoted here: it "
+            f"may be an invite or a password mistyped, its '@' written %40 or left out); give {scheme}://HOST[:PORT], "
+            f"{who} put before its host as the URL's user part ({secret}@HOST[:PORT])"
         )
 
 

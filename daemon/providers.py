@@ -22,7 +22,8 @@ from .streambody import Body
 class Providers:
     """The configured providers, and one HTTP client session shared by all requests to them."""
 
-    def __init__(self, tables: dict, default: str | None):
+    def __init__(self, tables: dict, default: str | None, config_file: str = "config.toml in the daemon's home"):
+        self.config_file = config_file  # (named in the refusal of a question no provider is configured for)
         self.all = {name: Provider(name, **t) for name, t in tables.items()}
         for p in self.all.values():
             p.hide_secrets()
@@ -33,10 +34,17 @@ class Providers:
     def get(self, name: str | None) -> Provider:
         if name is None:
             name = self.default
+            if name is None and self.all:  # several, none of them the default (one alone is: daemon/home.py)
+                raise NoProvider(
+                    f"no default model provider: {self.config_file} configures {', '.join(sorted(self.all))}"
+                    ' and names none as default_provider: set default_provider = "NAME" at its top, then restart'
+                    " the daemon; or choose one for a question (`sessiond ask --provider NAME`, `sessiond models"
+                    " --provider NAME`) or for the session (`sessiond set ID --provider NAME`)"
+                )
             if name is None:
                 raise NoProvider(
                     "no model provider is configured: add a [providers.NAME] table with base_url "
-                    "(and default_provider) to config.toml in the daemon's home, then restart it"
+                    f"(and default_provider) to {self.config_file}, then restart the daemon"
                 )
         p = self.all.get(name)
         if p is None:

@@ -92,7 +92,9 @@ class Daemon:
         from .openai_compat import Compat
         from .providers import Providers
 
-        self.providers = Providers(config.providers, config.default_provider)
+        self.providers = Providers(
+            config.providers, config.default_provider, os.path.join(self.home.path, "config.toml")
+        )
         self.compat = Compat(self)
         # the questions to a model under way, by session and Idempotency-Key: a retry waits for its first try
         self.asking = KeyedLocks()

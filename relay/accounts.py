@@ -278,7 +278,8 @@ class Accounts:
                 raise LoginRefused(
                     401,
                     f"registration on this relay is closed: ask its owner for an invite {RELAY_INVITE}"
-                    " and use the store URL s5+http://INVITE@HOST:PORT"
+                    # (the invite's place without a scheme before it: a client shows a URL's user part hidden)
+                    " and use the store URL s5+http://HOST:PORT with the invite as its user part (INVITE@HOST:PORT)"
                     if not invite
                     else f"this invite is unknown or already used: ask the relay's owner for a new one {RELAY_INVITE}",
                 )

@@ -60,7 +60,11 @@ class Rekeyer:
                 await self.resume(sid)  # an earlier one, cut short: finish it first
             old_key, old_write = ctx.keys.session_key(sid), ctx.keys.write_secret(sid)
             remote = await ctx.db.remote(sid)
-            if old_key is None or old_write is None or remote is None:
+            if remote is None:  # neither shared from here nor imported: its owner's, kept here alone
+                raise ImportError_(
+                    "not_shared", f"session {sid} was never shared: no other device has its key, so nothing to rekey"
+                )
+            if old_key is None or old_write is None:
                 raise ImportError_("read_only", f"only a device that can write {sid} and has shared it can rekey it")
             store = await ctx.store_for(sid)
             my_pk = ctx.keys.head_pk(sid)

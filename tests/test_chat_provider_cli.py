@@ -4,6 +4,8 @@ one for a session. They take it now, as the session's commands do, with --json."
 
 from __future__ import annotations
 
+import os
+
 from conftest import cli_json, run_cli
 
 
@@ -45,3 +47,40 @@ def test_a_provider_not_configured_here_is_named_with_where_it_was_set(daemon):
     # named by the request itself: nothing to point at but the option
     res = run_cli(h, "ask", sid, "hi", "--provider", "other")
     assert res.returncode != 0 and "no provider 'other'" in res.stderr and "asks provider" not in res.stderr
+
+
+def test_several_providers_and_no_default_is_said_so_not_that_none_is_configured(make_daemon):
+    """A config.toml with two [providers.NAME] tables and no default_provider (one alone is the default)
+    refused a question with no provider of its own, and `sessiond models`, as "no model provider is
+    configured: add a [providers.NAME] table", though `status` listed both: the user added a third. The
+    refusal says the providers are there and none is the default, and the ways on."""
+    import json
+
+    from conftest import started_with_provider
+
+    d = started_with_provider(make_daemon, "http://127.0.0.1:9/v1", name="one", start=False)
+    with open(os.path.join(d.home, "config.toml"), "a") as f:
+        f.write('[providers.two]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    d.start()
+    sid = cli_json(d.home, "new", "--model", "m")["id"]
+    for argv in (["ask", sid, "hi"], ["models"]):
+        res = run_cli(d.home, *argv, "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 1 and err["code"] == "no_provider", res
+        assert "no model provider is configured" not in err["message"], err
+        assert "one, two" in err["message"] and "default_provider" in err["message"], err
+        assert "--provider" in err["message"], err
+    assert cli_json(d.home, "log", sid)["messages"] == []  # nothing recorded
+
+
+def test_no_provider_configured_names_the_config_file(daemon):
+    """With no provider configured, `ask` and `models` said to add a [providers.NAME] table "to config.toml in
+    the daemon's home": which file, the user who gave --home (or none) had to work out. It is named."""
+    import json
+
+    sid = cli_json(daemon.home, "new", "--model", "m")["id"]
+    for argv in (["ask", sid, "hi"], ["models"]):
+        res = run_cli(daemon.home, *argv, "--json")
+        err = json.loads(res.stdout)["error"]
+        assert res.returncode == 1 and err["code"] == "no_provider", res
+        assert os.path.join(daemon.home, "config.toml") in err["message"], err

@@ -451,3 +451,81 @@ def test_a_duration_too_long_to_be_a_number_is_a_usage_error(tmp_path):
     message = _usage(res)
     assert "--token-ttl" in message and "too long" in message, message
     assert not os.path.exists(tmp_path / "r")  # no relay's data made
+
+
+def test_a_value_that_begins_with_a_dash_is_refused_saying_how_to_give_it(daemon):
+    """A name, a text or a query that begins with a dash (`--name -draft`, `add ID --role user -x`, `search
+    -foo`) is read by the parser as an option: it was refused as argparse words it, "expected one argument"
+    (one was given), "the following arguments are required: query" (it was typed), or "unrecognized
+    arguments", none saying why or what to write. The refusal says the value begins with a dash, and how to
+    give it: OPTION=VALUE, or after `--`. Nothing is made or stored; the ways it names are taken."""
+    sid = cli_json(daemon.home, "new", "--name", "kept")["id"]
+    before = _shown(daemon.home, sid)
+    for argv, value, way in (
+        (["new", "--name", "-draft"], "-draft", "--name=-draft"),
+        (["set", sid, "--system", "-terse"], "-terse", "--system=-terse"),
+        (["gc", "--grace", "-1h"], "-1h", "--grace=-1h"),
+        (["add", sid, "--role", "user", "-x"], "-x", "`--`"),
+        (["search", "-foo"], "-foo", "`--`"),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert f"'{value}' begins with a dash" in message and way in message, message
+        res = run_cli(daemon.home, *argv)
+        assert res.returncode == 2 and way in res.stderr, res
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing made
+    assert _shown(daemon.home, sid) == before  # nor changed
+    assert cli_json(daemon.home, "log", sid)["messages"] == []  # nor stored
+    # the ways the refusals name
+    assert cli_json(daemon.home, "new", "--name=-draft")["name"] == "-draft"
+    home = {"SESSIOND_HOME": daemon.home}  # (run_cli gives --home last: after `--`, it would be a text)
+    res = run_cli(None, "add", sid, "--json", "--role", "user", "--", "-x", env=home, check=True)
+    assert json.loads(res.stdout)["content"] == "-x"
+    res = run_cli(None, "search", "--json", "--", '"-x"', env=home, check=True)
+    assert json.loads(res.stdout)["hits"]
+
+
+def test_a_daemon_that_did_not_start_is_named_once_as_sessiond(tmp_path):
+    """`start` quotes the last line the daemon it spawned wrote, which is itself a `sessiond: ...` line: the
+    refusal read "sessiond: the daemon did not start: sessiond: /home/config.toml: unknown setting ...",
+    the program named twice, the second time in the middle of the sentence. It is named once."""
+    home = str(tmp_path / "home")
+    os.makedirs(home, mode=0o700)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write("push_dely = 1\n")
+    res = run_cli(home, "start")
+    assert res.returncode == 1, res
+    assert res.stderr.startswith(f"sessiond: the daemon did not start: {home}/config.toml: unknown setting"), res
+    assert res.stderr.count("sessiond:") == 1, res.stderr
+    res = run_cli(home, "start", "--json")
+    message = json.loads(res.stdout)["error"]["message"]
+    assert message.startswith(f"the daemon did not start: {home}/config.toml: unknown setting 'push_dely'"), message
+
+
+def test_an_expiry_time_past_is_refused_in_the_time_the_user_reads(daemon):
+    """`--expires-at 2020-01-01T00:00:00Z` was refused as "--expires-at 1577836800.0 (2020-01-01 00:00:00
+    UTC) is past", the API's seconds since the epoch first, a number the user never typed, and a way on
+    in the API's terms (`POST /v1/sessions/{id}/end`). The CLI's refusal names the time as a date, and
+    the command."""
+    sid = cli_json(daemon.home, "new")["id"]
+    before = _shown(daemon.home, sid)
+    for argv in (["new"], ["set", sid]):
+        message = _usage(run_cli(daemon.home, *argv, "--expires-at", "2020-01-01T00:00:00Z", "--json"))
+        assert message.startswith("--expires-at 2020-01-01 00:00:00 UTC is past: give a time to come"), message
+        assert "1577836800" not in message and "POST /v1" not in message, message
+        assert "--expires-in" in message and "`sessiond end" in message, message
+    assert [s["id"] for s in cli_json(daemon.home, "ls")["sessions"]] == [sid]  # nothing made
+    assert _shown(daemon.home, sid) == before  # nor changed
+
+
+def test_import_refuses_two_stores_before_it_asks_for_the_code(daemon, tmp_path):
+    """`import --store URL --store-file F` (two stores: one is taken) read the share code first: with none on
+    standard input it was refused as "no share code on standard input", the options' conflict unsaid, and on
+    a terminal the user was asked to paste the code, then refused for the options. The options are checked
+    first: nothing is read, nothing imported."""
+    f = tmp_path / "store"
+    f.write_text("file:///tmp/elsewhere\n")
+    os.chmod(f, 0o600)
+    message = _usage(run_cli(daemon.home, "import", "--store", "file:///tmp/x", "--store-file", str(f), "--json"))
+    assert "give one store" in message and "share code" not in message, message
+    message = _usage(run_cli(daemon.home, "import", "--passphrase-file", str(tmp_path / "none"), "--json"))
+    assert "cannot read" in message and "share code" not in message, message  # so a passphrase file missing

@@ -169,3 +169,45 @@ async def test_gc_with_no_grace_frees_what_was_let_go_just_before(devices, monke
     await devices.dba.released.add(a.ctx.store.url, sid, [b"\x01" * 32])  # let go "now": stamped t, rounded up
     rep = await a.gc(grace=0, dry_run=True)
     assert rep["kept"] == 0 and rep["stores"], rep  # main: kept 1, nothing due
+
+
+def test_a_rekey_of_a_session_never_shared_says_so(daemon):
+    """`sessiond rekey` of a session made here and never shared was refused as `read_only`, "only a device
+    that can write S and has shared it can rekey it": its owner, who writes it, read that it could not
+    write it. Like `unshare`, it is refused as not shared (409 `not_shared`): no other device has its key,
+    so there is nothing to rotate; nothing changes."""
+    c = daemon.client()
+    sid = c.create_session(name="private")["id"]
+    with pytest.raises(ApiError) as e:
+        c.rekey(sid)
+    assert e.value.status == 409 and e.value.code == "not_shared", (e.value.code, e.value.message)
+    assert "never shared" in e.value.message and "nothing to rekey" in e.value.message, e.value.message
+    res = run_cli(daemon.home, "rekey", sid, "--json")
+    err = json.loads(res.stdout)["error"]
+    assert res.returncode == 1 and err["code"] == "not_shared" and "only a device" not in err["message"], res
+    assert c.get_session(sid)["access"] == "owner" and c.shares(sid)["shares"] == []
+
+
+def test_gc_that_could_not_free_a_store_s_objects_exits_non_zero(make_daemon, tmp_path):
+    """gc against a store that is down keeps the objects of the sessions it holds, naming each with the
+    store's failure (README), but exited 0: a nightly `sessiond gc` never learnt that nothing was freed.
+    It exits 1, its report (--json too) as before; a gc that freed what was due exits 0."""
+    from conftest import relay_served
+
+    with relay_served(str(tmp_path / "relay"), "--open-registration") as info:
+        a = make_daemon(info["url"]).start()
+        ca = a.client()
+        sid = ca.create_session(name="gc, its store gone")["id"]
+        for i in range(3):  # each push moves the head on: the manifest it left is let go
+            ca.append(sid, "user", f"message {i}")
+            ca.sync(sid, wait=True)
+        assert cli_json(a.home, "gc", "--grace", "0", "--dry-run")["objects"] >= 2
+    # the relay is gone
+    res = run_cli(a.home, "gc", "--grace", "0", "--json")
+    report = json.loads(res.stdout)
+    assert res.returncode == 1, res
+    assert report["objects"] == 0 and any(sid in e for st in report["stores"] for e in st.get("errors", [])), report
+    res = run_cli(a.home, "gc", "--grace", "0")
+    assert res.returncode == 1 and "could not be read" in res.stdout, res
+    assert run_cli(a.home, "gc", "--grace", "0", "--dry-run").returncode == 1  # a dry run that could not tell too
+    assert run_cli(a.home, "gc").returncode == 0  # the default grace: nothing is due, no store asked

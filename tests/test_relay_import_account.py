@@ -149,3 +149,20 @@ def test_a_later_pull_refused_for_want_of_an_account_names_the_invite_fix(make_d
     run_cli(b.home, "import", "--store-file", str(store_file), input=code, check=True)
     assert cb.sync(sid, wait=True, timeout=30)["complete"]
     assert [m["content"] for m in cb.messages(sid)["messages"]][-1] == "written since"
+
+
+def test_the_relay_s_own_refusal_names_the_invite_s_place_whole(make_daemon, invite_relay):
+    """The relay's refusal of a device with no invite said to "use the store URL s5+http://INVITE@HOST:PORT";
+    every message the daemon shows passes the redaction that hides a URL's user part, so the user read "use
+    the store URL s5+http://***@HOST:PORT", the invite's place the one part hidden. The relay names the place
+    without a scheme before it, as the daemon's own fix does."""
+    data, host = invite_relay
+    a = make_daemon(f"s5+http://{_invite(data)}@{host}").start()
+    b = make_daemon().start()  # a folder store: no account on the relay
+    ca = a.client()
+    sid = ca.create_session(name="relayed")["id"]
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    res = run_cli(b.home, "import", "--json", input=ca.share(sid)["code"])
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "registration on this relay is closed" in message, message
+    assert "***@HOST" not in message and "s5+http://HOST:PORT" in message and "(INVITE@HOST:PORT)" in message

@@ -133,6 +133,8 @@ def test_a_port_in_use_makes_no_data_folder(tmp_path):
         res = _serve("--listen", f"127.0.0.1:{port}", "--data", str(data))
         assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in res.stderr, res.stderr
         assert not data.exists()
+        # and the refusal says what to do: "Address already in use" alone named no way on
+        assert "another program holds that port" in res.stderr and "another --listen" in res.stderr, res.stderr
     finally:
         busy.close()
 
@@ -161,3 +163,19 @@ def test_an_invite_s_label_that_could_not_name_its_account_is_a_usage_error(tmp_
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
     assert "--label" in res.stderr, res.stderr
     assert not (data / "invites").exists() or not list((data / "invites").iterdir())
+
+
+def test_an_invite_into_a_folder_no_relay_has_served_says_so(tmp_path, invite_relay):
+    """`serve invite --data D` makes D when it is not there (an invite may be made before the relay's first
+    start), silently: a --data mistyped made an invite no relay knows of, and the device's registration was
+    refused later as "this invite is unknown". The invite is made as before, and standard error says that
+    no relay has served D yet; an invite into a relay's folder says nothing of it."""
+    typo = tmp_path / "relay-dta"
+    for json_flag in ([], ["--json"]):
+        res = run_cli(None, "serve", "invite", "--data", str(typo), *json_flag)
+        assert res.returncode == 0, res.stderr
+        assert f"no relay has served {typo} yet" in res.stderr and "sessiond serve --data" in res.stderr, res.stderr
+    assert len(list((typo / "invites").iterdir())) == 2  # made, as before
+    data, _host = invite_relay
+    res = run_cli(None, "serve", "invite", "--data", data, "--json")
+    assert res.returncode == 0 and "no relay has served" not in res.stderr, res.stderr

@@ -297,3 +297,16 @@ def test_a_store_url_whose_host_holds_a_percent_or_a_space_is_refused_without_qu
     seen.append(secretcheck.logs(home))
     for shown in seen:
         assert invite not in shown and invite.lower() not in shown, shown
+
+
+def test_the_refusal_of_a_host_holding_a_percent_shows_the_url_it_asks_for_whole(home, tmp_path):
+    """The refusal's way on is a URL template with the invite's place in it, `s5+http://[INVITE@]HOST[:PORT]`:
+    shown through the redaction of URLs that every message of the daemon's passes, its user part became
+    `***@]HOST[:PORT]`, a garble that names neither the invite's place nor the host's. The template is
+    given as the relay's refusal gives it: the URL without a user part, the invite's place beside it."""
+    for url, json_flag in (("s5+http://inv%40127.0.0.1:1", ()), ("s5+http://a b:1", ("--json",))):
+        res = run_cli(home, "start", "--store", url, *json_flag)
+        said = res.stdout + res.stderr
+        assert res.returncode == 2 and "'%' or a space" in said, res
+        assert "***@]" not in said and "[:PORT]" in said, said
+        assert "s5+http://HOST[:PORT]" in said and "(INVITE@HOST[:PORT])" in said, said

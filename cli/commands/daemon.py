@@ -19,7 +19,7 @@ from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, stuck
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
-from ..output import emit, for_home, short, table, when
+from ..output import emit, for_home, safe, short, table, when
 from . import Commands
 
 MAX_STORE_BYTES = 32768  # the store URL(s) `start` hands its daemon through a pipe (its buffer holds 64 KiB)
@@ -251,7 +251,8 @@ def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
         return CliError(running_message(home))
     with open(out_path, "rb") as f:
         tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
-    why = scrub_text(tail[-1]) if tail else f"exit code {proc.returncode}"
+    # (the daemon writes its refusal as `sessiond: ...`, as this command does: the program named once)
+    why = scrub_text(tail[-1]).removeprefix("sessiond: ") if tail else f"exit code {proc.returncode}"
     return CliError(f"the daemon did not start: {why}")
 
 
@@ -372,10 +373,9 @@ def cmd_status(args) -> int:
             state = (
                 "reachable" if reachable else "not used yet" if reachable is None else st.get("failure") or "failing"
             )
-            lines.append(
-                f"  {st['url']}: {state}, {st['pending']} write(s) waiting (objects and heads)"
-                + (f"; last error: {short(for_home(err, args.home), 80)}" if (err := st.get("last_error")) else "")
-            )
+            lines.append(f"  {st['url']}: {state}, {st['pending']} write(s) waiting (objects and heads)")
+            if err := st.get("last_error"):  # whole: what failed and what mends it come after the object's id
+                lines.append(f"    last error: {safe(for_home(err, args.home))}")
     if args.sessions:
         rows = [
             [

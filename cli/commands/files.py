@@ -167,6 +167,42 @@ def _in_file_terms(exc: ApiError, where: str) -> ApiError:
     return ApiError(exc.status, exc.code, f"{where}{'' if place.startswith(' ') else ': '}{place}", exc.details)
 
 
+# each format's file, as `import-file --format` names it
+_FILES = {
+    "openai": "OpenAI chat messages",
+    "json": "a sessiond session file (export --format json)",
+    "chatgpt": "ChatGPT's conversations.json",
+    "claude": "Claude's data export (conversations.json)",
+    "openwebui": "an Open WebUI chat export",
+}
+
+
+def _not_of_format(exc: ApiError, data: Any, fmt: str | None) -> ApiError:
+    """A file refused as malformed by the parser of the --format named, when the file's shape says for
+    certain it is of another format (daemon/importers.detect, what a file without --format is read as): the
+    parser's words say nothing of the format (Claude's names the file conversations.json). Said so, with the
+    way on; any other refusal as it is."""
+    if exc.code != "invalid" or fmt is None or fmt == "llm":
+        return exc
+    from ...daemon.formats import JSON_FORMAT
+    from ...daemon.importers import detect
+    from ...storage.errors import Invalid
+
+    try:
+        its = detect(data, JSON_FORMAT)
+    except Invalid:  # its shape says nothing for certain: the parser's refusal stands
+        return exc
+    if its == fmt or its not in _FILES:
+        return exc
+    return ApiError(
+        exc.status,
+        exc.code,
+        f"the file is shaped as {_FILES[its]} (--format {its}), not as --format {fmt}: import it with --format {its},"
+        f" or leave --format out (read as {fmt}: {exc.message})",
+        exc.details,
+    )
+
+
 def _too_large(path: str, limit: object) -> str:
     """An import refused as over the daemon's request limit (`limit`, bytes, as its answer names it), in the
     file's terms: its size (a file's, as the file system tells it: the request is not encoded again to learn
@@ -198,7 +234,8 @@ def cmd_import_file(args) -> int:
     except ApiError as exc:
         if exc.code == "too_large":  # the whole file goes in one request
             raise CliError(_too_large(args.path, exc.details.get("limit"))) from None
-        raise _in_file_terms(exc, "standard input" if args.path == "-" else args.path) from None
+        where = "standard input" if args.path == "-" else args.path
+        raise _not_of_format(_in_file_terms(exc, where), data, fmt) from None
     if res["sessions"] or args.json:
         emit(args, res, "\n".join(s["id"] for s in res["sessions"]))
     if not args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import re
@@ -149,10 +150,17 @@ def cmd_invite(args) -> int:
 
     data = args.data or default_data()
     _check_label(args.label)
+    served = os.path.isdir(os.path.join(data, "accounts"))  # (a relay's first start makes accounts/)
     try:
         code = new_invite(data, args.label)
     except OSError as exc:  # a file where the folder should be, a folder not writable
         raise CliError(f"cannot use the data folder {data}: {exc.strerror or exc}", EXIT_USAGE) from None
+    if not served:  # made before the relay's first start, or a --data mistyped: the invite works only at a relay on D
+        print(
+            f"sessiond: no relay has served {data} yet: the invite works once `sessiond serve --data"
+            f" {shlex.quote(data)}` serves it (if a relay already runs, check that this is its --data)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps({"invite": code, "data": data, "label": args.label}))
     else:
@@ -294,7 +302,7 @@ def cmd_serve(args) -> int:
     try:
         socks = listen(host, port)  # first: a port in use leaves no data folder behind
     except OSError as exc:  # (socket.gaierror too: a host that does not resolve)
-        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
+        raise CliError(_cannot_listen(args.listen, exc), EXIT_USAGE) from None
     data = args.data or default_data()
     try:
         relay = Relay(data, open_registration=args.open_registration, quota=args.quota, token_ttl=args.token_ttl)
@@ -344,5 +352,17 @@ def cmd_serve(args) -> int:
             )
         )
     except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}", EXIT_USAGE) from None
+        raise CliError(_cannot_listen(args.listen, exc), EXIT_USAGE) from None
     return 0
+
+
+def _cannot_listen(where: str, exc: OSError) -> str:
+    """Why the relay cannot listen on `where` (--listen), with the way on when the failure says it."""
+    said = f"cannot listen on {where}: {exc.strerror or exc}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{said} (another program holds that port, a relay running already?): stop it, or give another --listen"
+    if exc.errno == errno.EACCES:
+        return f"{said} (a port below 1024 is root's): give a port above 1023 with --listen, or serve behind a proxy"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{said} (no network interface of this machine has that address): give one of its own, or 0.0.0.0"
+    return said

@@ -25,6 +25,7 @@ from ..options import (
     user_or_none,
 )
 from ..output import emit, for_home, safe, short, table, when
+from ..progress import StoreWaits
 from . import Commands
 
 
@@ -281,8 +282,29 @@ def _expires(s: dict) -> str:
     return when(s["expires_at"])
 
 
+# how long the daemon's `rm` and `end` wait for a shared session's push (daemon/operations.py)
+PUSH_WAIT = 10.0
+
+
+def _rm_meanwhile(left: float) -> str:
+    return (
+        f"the delete waits for its store ({left:.0f} s left), then is refused, nothing deleted, if they are not "
+        "pushed by then (`--force` deletes it without them)"
+    )
+
+
+def _end_meanwhile(left: float) -> str:
+    return f"the end waits for its store ({left:.0f} s left), then answers, ended here, not pushed yet"
+
+
 def cmd_rm(args) -> int:
-    out = client(args).delete_session(args.id, force=args.force)
+    c = client(args)
+    waits = None if args.force else StoreWaits(c, args.id, PUSH_WAIT, _rm_meanwhile, pulls=False)
+    try:
+        out = c.delete_session(args.id, force=args.force)
+    finally:
+        if waits is not None:
+            waits.close()
     emit(args, out, f"deleted {args.id}")
     return 0
 
@@ -291,7 +313,13 @@ def _status_cmd(action: str):
     """`pause`, `resume` or `end`: the client method of that name; `end` also reports the final proofs."""
 
     def run(args) -> int:
-        s = getattr(client(args), action)(args.id)
+        c = client(args)
+        waits = StoreWaits(c, args.id, PUSH_WAIT, _end_meanwhile, pulls=False) if action == "end" else None
+        try:
+            s = getattr(c, action)(args.id)
+        finally:
+            if waits is not None:
+                waits.close()
         human = f"{s['id']}: {s['status']}"
         if action == "end":
             snap = s.get("snapshot") or {}

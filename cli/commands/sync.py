@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ...client import Client, ClientError
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import YEARS_10, duration_in, seconds_up_to
 from ..output import emit, for_home, safe, table, when
-from ..progress import Progress
+from ..progress import Progress, StoreWaits
 from . import Commands
 
 
@@ -102,57 +100,17 @@ def register(commands: Commands) -> None:
     )
 
 
-class _StoreWaits:
-    """While `sync --wait` waits: a line on standard error each time the daemon says a session waits for
-    its store's Retry-After (the `sync.waiting` event), so that the wait is not a silent hang."""
-
-    def __init__(self, c, sid: str | None):
-        self.sid = sid
-        self.stream: Any = None
-        self.thread: threading.Thread | None = None
-        self.told = threading.Event()  # a notice was printed
-        try:
-            self.stream = Client(c.home, socket=c.socket).event_stream()  # its own connection: c waits on sync
-        except ClientError:
-            return  # no notice is no failure: the answer says the rest
-        self.thread = threading.Thread(target=self._read, name="sessiond-store-waits", daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for ev in self.stream:
-                if ev.get("type") != "sync.waiting" or (self.sid and ev.get("session") != self.sid):
-                    continue
-                wait, left = float(ev.get("retry_in") or 0), float(ev.get("deadline_in") or 0)
-                why = f" ({ev['error']})" if ev.get("error") else ""
-                print(
-                    safe(
-                        f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try"
-                        + why
-                        + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting")
-                    ),
-                    file=sys.stderr,
-                    flush=True,
-                )
-                self.told.set()
-        except (ClientError, OSError, ValueError):
-            pass
-
-    def close(self, expected: bool = False) -> None:
-        """`expected`: the answer says a session waits for its store (the daemon told so before it
-        answered): let the stream deliver that notice first."""
-        if expected and self.thread is not None:
-            self.told.wait(1.0)
-        if self.stream is not None:
-            self.stream.close()
-        if self.thread is not None:
-            self.thread.join(2)
+def _trying_again(left: float) -> str:
+    """What `sync --wait` does while a push or a pull fails: `left`, the seconds left of its --timeout."""
+    return (
+        f"trying again until --timeout ({left:.0f} s left; Ctrl-C stops waiting, the daemon goes on trying by itself)"
+    )
 
 
 def cmd_sync(args) -> int:
     c = client(args)
     if args.wait:  # a first push, or a long one: its progress from the daemon, on a terminal
-        waits = _StoreWaits(c, args.id)
+        waits = StoreWaits(c, args.id, args.timeout, _trying_again)
         res = None
         try:
             with Progress(c, {"push"}, {args.id} if args.id else None):
@@ -245,12 +203,20 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
     return phrase
 
 
+def _share_meanwhile(_left: float) -> str:
+    return "the share waits for its store (as long as a store call may take), then is refused, no code made"
+
+
 def cmd_share(args) -> int:
-    res: dict[str, Any] = dict(
-        client(args).share(
-            args.id, write=args.write, passphrase=_passphrase(args.passphrase_file, ""), expires_in=args.expires
-        )
-    )  # a plain dict: --qr adds "qr" to what is printed
+    passphrase = _passphrase(args.passphrase_file, "")
+    c = client(args)
+    waits = StoreWaits(c, args.id, 0.0, _share_meanwhile, pulls=False)  # (a session is shared once pushed)
+    try:
+        res: dict[str, Any] = dict(
+            c.share(args.id, write=args.write, passphrase=passphrase, expires_in=args.expires)
+        )  # a plain dict: --qr adds "qr" to what is printed
+    finally:
+        waits.close()
     lines = [res["code"]]
     if not args.json:
         grant = (
@@ -360,6 +326,10 @@ def cmd_import(args) -> int:
             "standard input (it is read once, to its end): give one of them there and the others in files "
             "(the code with --code-file FILE)"
         )
+    store = store_args(args)  # (before the code is read, or asked for at a prompt: an argument's error first)
+    if store is not None and len(store) > 1:
+        raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
+    passphrase = _passphrase(args.passphrase_file, "")
     if args.code_file:
         code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file))
     elif sys.stdin.isatty():
@@ -371,11 +341,7 @@ def cmd_import(args) -> int:
         raise UsageError(
             f"no share code {where}: give it there (`sessiond import < code.txt`, or paste it at the prompt)"
         )
-    store = store_args(args)
-    if store is not None and len(store) > 1:
-        raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
     c = client(args)
-    passphrase = _passphrase(args.passphrase_file, "")
     with Progress(c, {"import"}):
         res = c.import_code(code, passphrase, store=store[0] if store else None)
     emit(args, res, res["session"])
@@ -487,4 +453,7 @@ def cmd_gc(args) -> int:
         lines.append(f"  {st['store']}: {st['objects']} object(s), {st['bytes']} bytes ({how})")
         lines += [f"    {e}" for e in st.get("errors", [])]
     emit(args, res, "\n".join(lines))
-    return 0
+    # a store that failed (its sessions' objects kept, or the store not opened): what was due is not freed, and a
+    # script running gc learns it by the exit code, as verify's and doctor's do
+    failed = any(st.get("errors") or st["how"].startswith("cannot open") for st in res["stores"])
+    return EXIT_ERROR if failed else 0

@@ -1,0 +1,166 @@
+"""`sessiond sync --wait` on a store that fails (a relay down: its connections refused) waits up to its
+--timeout (60 s by default) for the store to answer again, as the README says. It waited in silence: nothing
+on the screen until the end, so a user could not tell a slow push from a store that is down. It says on
+standard error, as the push fails, what failed and that it tries again until --timeout."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+import time
+
+from conftest import DaemonProc, popen_cli
+
+
+def _lines(stream, out: queue.Queue) -> None:
+    for line in iter(stream.readline, b""):
+        out.put(line.decode())
+    out.put(None)
+
+
+def test_sync_wait_says_what_fails_while_it_waits_for_the_store(reserved_port, tmp_path):
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="waiting", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        for json_flag in ((), ("--json",)):
+            cli = ["sync", sid, "--wait", "--timeout", "60", "--home", d.home, *json_flag]
+            proc = popen_cli(cli, env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            said: queue.Queue = queue.Queue()
+            threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
+            try:
+                line = said.get(timeout=30)  # long before the 60 s are over
+                assert proc.poll() is None, "the notice came only with the end"
+            finally:
+                proc.terminate()
+                proc.wait(10)
+                proc.stdout.close()
+                proc.stderr.close()
+            assert line is not None and sid in line, line
+            assert "cannot connect" in line and "127.0.0.1" in line, line  # what failed
+            assert "trying again" in line and "--timeout" in line, line  # and what the command does meanwhile
+        with d.client() as c:  # the notices are the CLI's: the session is as it was, waiting for the store
+            assert c.get_session(sid)["sync"]["pending"] >= 1
+    finally:
+        d.stop()
+
+
+def test_a_failing_store_s_notice_is_said_once_not_at_every_retry(reserved_port, tmp_path):
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="waiting", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        t0 = time.monotonic()
+        proc = popen_cli(
+            ["sync", sid, "--wait", "--timeout", "6", "--home", d.home, "--json"],
+            env=d.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - t0 >= 5  # it waited its --timeout (the store may come back meanwhile)
+        assert proc.returncode == 1 and json.loads(out)["complete"] is False, out
+        notices = [line for line in err.decode().splitlines() if "trying again" in line]
+        assert len(notices) == 1, err  # the same failure again (the daemon's retries) is not said again
+    finally:
+        d.stop()
+
+
+def _first_notice(home: str, env: dict, argv: list[str]) -> tuple[str | None, object]:
+    """`sessiond *argv --home home`'s first line on standard error, read while it runs (None: none came
+    before it ended), and the process, ended."""
+    proc = popen_cli([*argv, "--home", home], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    said: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
+    try:
+        line = said.get(timeout=30)
+        running = proc.poll() is None
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    return (line if running else None), proc
+
+
+def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, tmp_path):
+    """`end` and `rm` of a shared session wait up to 10 s for the session's push (README); against a store
+    that is down, 10 s of silence, then the answer. They say, as the push fails, what failed, and what the
+    command does meanwhile."""
+    from conftest import relay_served
+
+    with relay_served(str(tmp_path / "relay"), "--open-registration") as relay:
+        d = DaemonProc(str(tmp_path / "home"), relay["url"]).start()
+        try:
+            with d.client() as c:
+                shared = c.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+                c.share(shared)
+                assert c.sync(shared, wait=True, timeout=30)["complete"]
+                ended = c.create_session(name="ended")["id"]
+                assert c.sync(ended, wait=True, timeout=30)["complete"]
+        except BaseException:
+            d.stop()
+            raise
+    try:  # the relay is gone: its connections refused
+        with d.client() as c:
+            c.append(shared, "user", "written while the relay is down")
+            c.append(ended, "user", "so is this")
+        line, proc = _first_notice(d.home, d.env, ["end", ended])
+        assert line is not None and ended in line and "cannot connect" in line, line
+        assert "not pushed yet" in line and "the end" in line, line
+        assert proc.returncode == 0  # ended here all the same, as before
+        line, proc = _first_notice(d.home, d.env, ["rm", shared, "--json"])
+        assert line is not None and shared in line and "cannot connect" in line, line
+        assert "--force" in line, line
+        assert proc.returncode == 1  # refused, as before: nothing deleted
+        with d.client() as c:
+            assert c.get_session(shared)["id"] == shared and c.get_session(ended)["status"] == "ended"
+    finally:
+        d.stop()
+
+
+def test_share_says_what_fails_while_it_waits_for_the_store(reserved_port, tmp_path):
+    """`share` pushes the session before it makes its code, waiting for the store as long as a store call
+    may take (30 s): against a store that is down, 30 s of silence, then the refusal. It says, as the push
+    fails, what failed, and that the share waits for it."""
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="to share")["id"]
+        line, proc = _first_notice(d.home, d.env, ["share", sid])
+        assert line is not None and sid in line and "cannot connect" in line, line
+        assert "not pushed yet" in line and "the share waits" in line, line
+        assert proc.returncode == 1  # refused, as before: no code made
+        with d.client() as c:
+            assert c.shares(sid)["shares"] == []
+    finally:
+        d.stop()
+
+
+def test_the_same_failure_of_another_object_or_session_is_said_once(capsys, tmp_path):
+    """A folder store's failure names the object it could not write, a different one for each session: the
+    notice of each session's failure would be a line per session (a thousand for a thousand sessions). The
+    same failure but for its ids is said once."""
+    from sessiond.cli.progress import StoreWaits
+
+    class NoDaemon:  # a home no daemon serves: StoreWaits reads no stream, and says what it is given
+        home, socket = str(tmp_path / "home"), str(tmp_path / "home" / "sessiond.sock")
+
+    waits = StoreWaits(NoDaemon(), None, 10.0, lambda left: "waiting")
+    try:
+        for sid, obj in (
+            ("01m95nx3f3jqpfmre62y8extnb", "01dd84" + "a" * 58),
+            ("01m95nx3f3jqpfmre62y8extnc", "02" * 32),
+        ):
+            waits._failed(
+                {"session": sid, "retry_in": 1, "error": f"cannot write object {obj}: the store folder /x is missing"}
+            )
+        waits._failed({"session": "s", "retry_in": 1, "error": "another failure"})
+    finally:
+        waits.close()
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and "01m95nx3f3jqpfmre62y8extnb" in said[0] and "another failure" in said[1], said
