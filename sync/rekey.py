@@ -421,6 +421,36 @@ class Rekeyer:
             " held here only, not sent to the devices that kept the session"
         )
 
+    async def _applied_past(self, sid: str, store: Store, notice: dict, dropped: list[dict]) -> list[dict]:
+        """The logs of the writers `notice` drops that this device applied past where the rekey froze them (the
+        notice's "s"), frozen where this device read them (fetch.freeze_log at its peer row's revision): it
+        pulled them while the rekeying device, having frozen them, had not published its notice yet. Written
+        into the new members slot (a later freeze of a head is the one kept: frozen.merge_frozen), so that every
+        device of the new generation, and every import, takes what this device holds; else it alone would.
+        A log that cannot be frozen so is said in the log and left out; a store that fails fails the take."""
+        peers = {bytes(p["head_pk"]): p for p in await self.ctx.db.peers(sid)}
+        out = []
+        for m in dropped:
+            p, carried = peers.get(bytes(m["head_pk"])), _carried(notice, bytes(m["head_pk"]))
+            if p is None or carried is None or p["applied_seq"] <= carried or not p["rev"]:
+                continue
+            keys = self.ctx.keys.session_keys(sid)
+            try:
+                f = await freeze_log(store, sid, keys, m, timeout=self.ctx.timeout, rev=p["rev"])
+            except ImportError_ as exc:
+                if exc.kind == "store":
+                    raise
+                f = None
+                log.warning("a dropped writer's log as read here is not carried over: %s", describe(exc))
+            if f is None:
+                log.warning(
+                    "what this device applied of a dropped writer past the rekey's freeze is not carried over",
+                    extra={"session": sid, "device": member_name(m)},
+                )
+                continue
+            out.append(f[0])
+        return out
+
     async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
         """A rekey notice in the members slot: switch to it once `confirm` holds, or learn that access
         ended (ImportError_). False if this device had switched already."""
@@ -438,6 +468,10 @@ class Rekeyer:
             "g": True,  # (records from before it named no generation: "m" was empty)
             "own": False,
         }
+        dropped = [m for m in members if bytes(m["head_pk"]) not in boxed and m["head_pk"] != my_pk]
+        applied = await self._applied_past(sid, store, notice, dropped)
+        if applied:
+            record["f"] = applied
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it
         if (await self.ctx.db.get_session(sid))["access"] == "revoked":
             # an earlier notice left it out; this one, which replaced it, boxes the new key to it: it is in
