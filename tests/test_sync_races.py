@@ -8,7 +8,10 @@ import concurrent.futures
 import os
 import tempfile
 
+import pytest
+
 from conftest import wait_for
+from test_mirror import Relay
 from test_rekey_forgery import _device, _messages, _three_writers
 
 
@@ -70,3 +73,70 @@ def test_a_kept_writer_that_pulled_the_dropped_writer_while_the_rekey_froze_it_h
     n.client().import_code(r.client().share(sid)["code"])
     r.client().sync(sid, wait=True, timeout=10)
     assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
+
+
+def _store(d, url: str) -> dict:
+    """Daemon `d`'s status of store `url` of its mirror."""
+    return next(s for s in d.client().status()["stores"] if s["url"] == url)
+
+
+@pytest.mark.parametrize("b_order", ["same", "reversed"])
+def test_two_joins_written_to_the_stores_of_a_mirror_apart_both_reach_every_device(
+    make_daemon, store_dir, tmp_path, b_order
+):
+    """Writers of one mirror (a relay and a folder): C's import read the members slot and was held before its
+    write; B joined while the relay was down (its write taken by the folder, queued for the relay); then C
+    wrote the same revision, taken by the relay, refused as stale by the folder, and C, reading the slot
+    again, found in the relay its own write and itself listed. B's queued write was then refused by the
+    relay as stale and dropped. The two stores held two slots of one revision, each listing one of them,
+    and a device reading the relay's never followed B: what B wrote never reached it. A device that finds
+    itself no longer listed in the slot it announced itself in writes itself back, and every device of a
+    mirror takes the same one of two entries of a revision."""
+    relay = Relay(str(tmp_path / "relay")).start()  # (stopped and started on one port)
+    try:
+        _two_joins(make_daemon, "file://" + store_dir, relay, b_order)
+    finally:
+        relay.close()
+
+
+def _two_joins(make_daemon, folder: str, relay: Relay, b_order: str) -> None:
+    stores = [relay.url, folder]
+    a, c = make_daemon(stores), make_daemon(stores)
+    b = make_daemon(stores if b_order == "same" else stores[::-1])
+    a.start()
+    sid = a.client().create_session(name="mirrored")["id"]
+    a.client().append(sid, "user", "from A")
+    code = a.client().share(sid, write=True)["code"]
+    a.client().sync(sid, wait=True, timeout=10)
+    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "put")
+    c.env["SESSIOND_TEST_PAUSE"] = f"members.put:{flag}"
+    c.start()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        imported = pool.submit(c.client().import_code, code)
+        wait_for(lambda: os.path.exists(flag), timeout=20)  # C read the slot, its write held
+        relay.stop()
+        b.start()
+        b.client().import_code(code)  # its members write: the folder's, queued for the relay
+        b.client().append(sid, "user", "from B")
+        b.client().sync(sid, timeout=10)
+        b.stop()  # (its outbox kept for the relay, sent at its next start)
+        relay.start()
+        wait_for(lambda: _store(c, relay.url)["reachable"] is True, timeout=30)  # C's mirror has it back
+        os.remove(flag)
+        # the write refused as stale by the folder: read again, and held again if it writes again
+        while not imported.done():
+            wait_for(lambda: imported.done() or os.path.exists(flag), timeout=30)
+            if os.path.exists(flag):
+                os.remove(flag)
+        imported.result()
+    c.client().append(sid, "user", "from C")
+    b.start()
+    wait_for(lambda: _store(b, relay.url)["pending"] == 0, timeout=30)  # B's queued slot write sent (refused)
+
+    def everywhere():
+        for d in (a, b, c):
+            d.client().sync(sid, wait=True, timeout=10)
+        return all({"from A", "from B", "from C"} <= set(_messages(d, sid)) for d in (a, b, c))
+
+    wait_for(everywhere, timeout=40, interval=0.5)
+    assert _messages(a, sid) == _messages(b, sid) == _messages(c, sid)
