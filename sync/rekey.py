@@ -34,10 +34,17 @@ from .manifest import CLAIMS_KEPT
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
-from .rekeyproof import check_exclusion, check_notice, kept_but_left_out, notice_hash, open_box
+from .rekeyproof import (
+    carried_seq,
+    check_exclusion,
+    check_notice,
+    kept_but_left_out,
+    notice_hash,
+    open_box,
+    same_notice,
+)
 
 log = logging.getLogger("sessiond.sync")
-SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a notice's "s" past this names no log's end
 
 
 class Rekeyer:
@@ -67,8 +74,17 @@ class Rekeyer:
             old_announce = bytes(remote["announce_pk"])
             new_key, new_write = os.urandom(32), os.urandom(32)
             new_announce = bytes(announce_key(new_write).verify_key)
+            # the last attempt's notice, refused as stale: one store of a mirror may have taken it all the same
+            tried: tuple[dict, list[dict], list[dict]] | None = None
             for _attempt in range(5):
                 rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
+                if notice is not None and tried is not None and same_notice(notice, tried[0]):
+                    # published: this rekey's own, finished as such; and written again a revision on, so that
+                    # the store that refused it (holding another entry of that revision) holds it too
+                    record, keep, members = tried
+                    with contextlib.suppress(StaleHead):
+                        await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+                    break
                 if notice is not None:
                     await self._withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
@@ -120,6 +136,7 @@ class Rekeyer:
                 try:
                     await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
                 except StaleHead:
+                    tried = (record, keep, members)
                     continue  # the slot changed meanwhile (a writer joined, or another rekey): look again
                 break
             else:
@@ -261,7 +278,7 @@ class Rekeyer:
                 record["o"] = old_announce
                 record["n"] = dagcbor.encode(self._notice(sid, record))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
-            if notice is not None and notice_hash(notice) != notice_hash(dagcbor.decode(record["n"])):
+            if notice is not None and not same_notice(notice, record):
                 await self._withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
@@ -392,7 +409,7 @@ class Rekeyer:
         left = await self._left_here(sid, notice, me)
         # how far it carried this device's log over, kept with the mark: what was written past it is held
         # here only, which `rm` and the clean-up keep until a new code imported sends it
-        await self.ctx.db.mark_revoked(sid, _carried(notice, me))
+        await self.ctx.db.mark_revoked(sid, carried_seq(notice, me))
         return left
 
     async def _left_here(self, sid: str, notice: dict, me: bytes) -> str:
@@ -401,7 +418,7 @@ class Rekeyer:
         '' if nothing. The notice names how far it froze each dropped writer's log ("s": FORMATS.md §6); one
         of an earlier sessiond does not, and then it is said as a possibility."""
         db = self.ctx.db
-        seq = _carried(notice, me)
+        seq = carried_seq(notice, me)
         if seq is None:
             if not await db.last_seq(sid):
                 return ""
@@ -431,7 +448,7 @@ class Rekeyer:
         peers = {bytes(p["head_pk"]): p for p in await self.ctx.db.peers(sid)}
         out = []
         for m in dropped:
-            p, carried = peers.get(bytes(m["head_pk"])), _carried(notice, bytes(m["head_pk"]))
+            p, carried = peers.get(bytes(m["head_pk"])), carried_seq(notice, bytes(m["head_pk"]))
             if p is None or carried is None or p["applied_seq"] <= carried or not p["rev"]:
                 continue
             keys = self.ctx.keys.session_keys(sid)
@@ -480,16 +497,3 @@ class Rekeyer:
         await self._finish(sid, record)
         log.info("took new session key", extra={"session": sid, "event": "rekey"})
         return True
-
-
-def _carried(notice: dict, me: bytes) -> int | None:
-    """How far a rekey's notice says it carried the log of head key `me` over (its "s": FORMATS.md §6), or
-    None when it does not say (a notice of an earlier sessiond, one naming other devices only, a log it could
-    not freeze). One past what a log's seq can be (SQLite's integers), which no sessiond wrote: taken as none."""
-    carried = notice.get("s")
-    seq = None
-    if isinstance(carried, list):
-        seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
-        return None
-    return seq

@@ -140,3 +140,46 @@ def _two_joins(make_daemon, folder: str, relay: Relay, b_order: str) -> None:
 
     wait_for(everywhere, timeout=40, interval=0.5)
     assert _messages(a, sid) == _messages(b, sid) == _messages(c, sid)
+
+
+def test_a_rekey_whose_notice_one_store_of_a_mirror_took_and_another_refused_finishes(make_daemon, store_dir, tmp_path):
+    """R's rekey read the members slot, then B joined while the relay was down for it (its write taken by the
+    folder); R's notice was taken by the relay and refused as stale by the folder, and R, reading the slot
+    again, found a notice there: its own, which it took for another device's. It withdrew its claim and gave
+    up, and the notice stayed in the slot with no device claiming it: no device took it, every pull of the
+    session failed from then on, and nothing written reached another device. A rekey that finds its own
+    notice published finishes."""
+    relay = Relay(str(tmp_path / "relay")).start()
+    try:
+        stores = [relay.url, "file://" + store_dir]
+        r, k, b = make_daemon(stores), make_daemon(stores), make_daemon(stores)
+        k.start()
+        flag = _held(r, "rekey.notice_put")
+        sid = r.client().create_session(name="mirrored")["id"]
+        r.client().append(sid, "user", "from R")
+        code = r.client().share(sid, write=True)["code"]
+        k.client().import_code(code)
+        k.client().append(sid, "user", "K joins")
+        k.client().sync(sid, wait=True, timeout=10)
+        wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "K joins" in _messages(r, sid), timeout=30)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            rekeyed = pool.submit(r.client().rekey, sid)
+            wait_for(lambda: os.path.exists(flag), timeout=20)  # R read the slot and claimed its notice
+            relay.stop()
+            b.start()
+            b.client().import_code(code)  # its members write: the folder's, queued for the relay
+            b.stop()
+            relay.start()
+            wait_for(lambda: _store(r, relay.url)["reachable"] is True, timeout=30)
+            os.remove(flag)
+            while not rekeyed.done():  # (a second attempt is held there too)
+                wait_for(lambda: rekeyed.done() or os.path.exists(flag), timeout=30)
+                if os.path.exists(flag):
+                    os.remove(flag)
+            rekeyed.result()
+        r.client().append(sid, "user", "R after the rekey")
+        wait_for(
+            lambda: k.client().sync(sid, wait=True, timeout=10) and "R after the rekey" in _messages(k, sid), timeout=30
+        )
+    finally:
+        relay.close()
