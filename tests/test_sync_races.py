@@ -11,6 +11,7 @@ import tempfile
 import pytest
 
 from conftest import wait_for
+from test_members_lost import slot_file
 from test_mirror import Relay
 from test_rekey_forgery import _device, _messages, _three_writers
 
@@ -183,3 +184,29 @@ def test_a_rekey_whose_notice_one_store_of_a_mirror_took_and_another_refused_fin
         )
     finally:
         relay.close()
+
+
+def test_a_slot_written_again_keeps_the_later_freeze_of_a_writer_dropped_twice(make_daemon, store_dir):
+    """A writer dropped, let back in with a new code and dropped again has its log frozen anew, and the new
+    slot carries that later freeze. The devices noted the frozen logs they read or wrote in their database
+    only when their number changed (Members.keep_frozen), so they kept the first freeze: a slot the store lost
+    was written again from it, and a device importing the session afterwards never got what the writer wrote
+    while it was let back in."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().sync(sid, wait=True, timeout=10)
+    d.client().import_code(r.client().share(sid, write=True)["code"])
+    d.client().append(sid, "assistant", "D let back in")
+    d.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D let back in" in _messages(r, sid), timeout=30)
+    r.client().rekey(sid, drop=[_device(d)])
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and k.client().get_session(sid), timeout=30)
+    for dev in (k, d):
+        dev.stop()
+    r.restart()  # (nothing of the slot in its memory: what it writes again is what its database noted)
+    os.remove(slot_file(store_dir, r, sid))  # the store lost the slot
+    assert r.client().sync(sid, wait=True, timeout=30)["complete"]
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert "D let back in" in _messages(n, sid)
+    assert _messages(n, sid) == _messages(r, sid)
