@@ -296,6 +296,10 @@ class Follower:
             heads=read,
             behind_ok=True,
         )
+        if keys.rekey_pending(sid) is not None:
+            # a rekey here began meanwhile, its dropped writers' logs frozen as this device held them: taken in
+            # now, what they wrote past that would be this device's alone (the next pull reads the new slot)
+            return new
         return new + await db.apply_remote(sid, logs, peers=peers)
 
     async def _restore(self, sid: str) -> bool:

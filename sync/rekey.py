@@ -28,12 +28,13 @@ from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
-from .fetch import BEHIND, freeze_log
+from .fetch import BEHIND
 from .frozen import merge_frozen
 from .manifest import CLAIMS_KEPT
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
+from .rekeyfreeze import applied_past, freeze_dropped, pulled_past
 from .rekeyproof import (
     carried_seq,
     check_exclusion,
@@ -104,7 +105,15 @@ class Rekeyer:
                     )
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
-                fresh, seqs = await self._freeze(store, sid, dropped)
+                fresh, seqs = await freeze_dropped(ctx, store, sid, dropped)
+                await pause_for_tests("rekey.frozen")  # (the tests hold it here: the dropped logs frozen, no record)
+                for _again in range(3):  # frozen again: those this device's pull took past the freeze meanwhile
+                    ahead = await pulled_past(ctx, sid, dropped, seqs)
+                    if not ahead:
+                        break
+                    more, more_seqs = await freeze_dropped(ctx, store, sid, ahead)
+                    fresh = [f for f in fresh if f["k"] not in {bytes(m["head_pk"]) for m in ahead}] + more
+                    seqs.update(more_seqs)
                 logs = merge_frozen(frozen, fresh)
                 # frozen by an earlier rekey and not again by this one (a writer let back in, its log not read
                 # now): carried on as it was, how far not known here
@@ -152,29 +161,6 @@ class Rekeyer:
             "kept": [member_name(m) for m in keep],
             "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep],
         }
-
-    async def _freeze(self, store: Store, sid: str, dropped: list[dict]) -> tuple[list[dict], dict[bytes, int]]:
-        """The dropped writers' logs, frozen (fetch.freeze_log), and the last seq of each carried over, by
-        head key (0: none, as it had pushed nothing). A log that cannot be frozen (damaged, or sealed under a
-        key this device never held) is left out, said in the log: the writer being dropped must not be able
-        to stop its own revocation. Its seq is left out too: how far the kept devices read its log is not
-        known here, and a 0 would have the writer say that all it ever wrote is held there only. A store
-        that fails fails the rekey (it is retried)."""
-        out, seqs = [], {}
-        for m in dropped:
-            try:
-                f = await freeze_log(store, sid, self.ctx.keys.session_keys(sid), m, timeout=self.ctx.timeout)
-            except ImportError_ as exc:
-                if exc.kind == "store":
-                    raise
-                log.warning(
-                    "a dropped writer's log is not carried over", extra={"session": sid, "error": describe(exc)}
-                )
-                continue
-            if f is not None:
-                out.append(f[0])
-            seqs[bytes(m["head_pk"])] = f[1] if f is not None else 0
-        return out, seqs
 
     def _notice(self, sid: str, record: dict) -> dict:
         """The notice of this device's rekey (docs/FORMATS.md §6): a box for each kept writer and one for
@@ -438,36 +424,6 @@ class Rekeyer:
             " held here only, not sent to the devices that kept the session"
         )
 
-    async def _applied_past(self, sid: str, store: Store, notice: dict, dropped: list[dict]) -> list[dict]:
-        """The logs of the writers `notice` drops that this device applied past where the rekey froze them (the
-        notice's "s"), frozen where this device read them (fetch.freeze_log at its peer row's revision): it
-        pulled them while the rekeying device, having frozen them, had not published its notice yet. Written
-        into the new members slot (a later freeze of a head is the one kept: frozen.merge_frozen), so that every
-        device of the new generation, and every import, takes what this device holds; else it alone would.
-        A log that cannot be frozen so is said in the log and left out; a store that fails fails the take."""
-        peers = {bytes(p["head_pk"]): p for p in await self.ctx.db.peers(sid)}
-        out = []
-        for m in dropped:
-            p, carried = peers.get(bytes(m["head_pk"])), carried_seq(notice, bytes(m["head_pk"]))
-            if p is None or carried is None or p["applied_seq"] <= carried or not p["rev"]:
-                continue
-            keys = self.ctx.keys.session_keys(sid)
-            try:
-                f = await freeze_log(store, sid, keys, m, timeout=self.ctx.timeout, rev=p["rev"])
-            except ImportError_ as exc:
-                if exc.kind == "store":
-                    raise
-                f = None
-                log.warning("a dropped writer's log as read here is not carried over: %s", describe(exc))
-            if f is None:
-                log.warning(
-                    "what this device applied of a dropped writer past the rekey's freeze is not carried over",
-                    extra={"session": sid, "device": member_name(m)},
-                )
-                continue
-            out.append(f[0])
-        return out
-
     async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
         """A rekey notice in the members slot: switch to it once `confirm` holds, or learn that access
         ended (ImportError_). False if this device had switched already."""
@@ -486,7 +442,7 @@ class Rekeyer:
             "own": False,
         }
         dropped = [m for m in members if bytes(m["head_pk"]) not in boxed and m["head_pk"] != my_pk]
-        applied = await self._applied_past(sid, store, notice, dropped)
+        applied = await applied_past(self.ctx, sid, store, notice, dropped)
         if applied:
             record["f"] = applied
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import wait_for
+from conftest import wait_for, write_config
 from test_members_lost import slot_file
 from test_mirror import Relay
 from test_rekey_forgery import _device, _messages, _three_writers
@@ -210,3 +210,34 @@ def test_a_slot_written_again_keeps_the_later_freeze_of_a_writer_dropped_twice(m
     n.client().import_code(r.client().share(sid)["code"])
     assert "D let back in" in _messages(n, sid)
     assert _messages(n, sid) == _messages(r, sid)
+
+
+def test_a_rekeying_device_that_pulled_the_dropped_writer_past_its_freeze_holds_what_every_device_holds(
+    make_daemon, store_dir
+):
+    """R's rekey froze D's log; its own follower, pulling the session meanwhile (the slot holding no notice
+    yet), took from D's head what D wrote after the freeze: R kept it, and no other device got it (the new
+    generation reads D's log as frozen). A rekey freezes again a log its device applied past its freeze, and
+    a pull under way takes in no log once a rekey here has recorded its freezes."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    write_config(k.home, poll_interval=3600, sync_interval=3600)  # K pulls only when asked (`sync`)
+    k.restart()
+    flag = _held(r, "rekey.frozen")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
+        wait_for(lambda: os.path.exists(flag), timeout=20)  # D frozen, nothing recorded yet
+        d.client().append(sid, "assistant", "D while R freezes")
+        d.client().sync(sid, wait=True, timeout=10)
+        # R's own pull meanwhile, the slot holding no notice yet
+        wait_for(
+            lambda: r.client().sync(sid, wait=True, timeout=10) and "D while R freezes" in _messages(r, sid), timeout=30
+        )
+        os.remove(flag)
+        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "after the rekey" in _messages(k, sid), timeout=30)
+    r.client().sync(sid, wait=True, timeout=10)
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
