@@ -13,7 +13,7 @@ import pytest
 from conftest import wait_for, write_config
 from test_members_lost import slot_file
 from test_mirror import Relay
-from test_rekey_forgery import _device, _messages, _three_writers
+from test_rekey_forgery import _device, _let_back_in, _messages, _three_writers
 
 
 def test_gc_on_a_writer_let_back_in_keeps_the_log_a_rekey_froze_of_it(make_daemon, store_dir):
@@ -25,13 +25,7 @@ def test_gc_on_a_writer_let_back_in_keeps_the_log_a_rekey_froze_of_it(make_daemo
     r, k, d, sid = _three_writers(make_daemon, store_dir)
     d.client().append(sid, "assistant", "D before the drop")
     d.client().sync(sid, wait=True, timeout=10)
-    r.client().rekey(sid, drop=[_device(d)])
-    d.client().sync(sid, wait=True, timeout=10)
-    assert d.client().get_session(sid)["access"] == "revoked"
-    d.client().import_code(r.client().share(sid, write=True)["code"])
-    d.client().append(sid, "assistant", "D let back in")
-    d.client().sync(sid, wait=True, timeout=10)
-    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D let back in" in _messages(r, sid), timeout=30)
+    _let_back_in(r, d, sid)
     d.client().gc(grace=0)
     n = make_daemon("file://" + store_dir).start()
     n.client().import_code(r.client().share(sid)["code"])
@@ -48,6 +42,33 @@ def _held(d, point: str):
     return flag
 
 
+def _rekey_held_while(r, d, sid: str, point: str, puller) -> None:
+    """R's rekey dropping D, held at `point` while D writes and `puller` pulls what it wrote; then let go."""
+    flag = _held(r, point)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
+        wait_for(lambda: os.path.exists(flag), timeout=20)
+        d.client().append(sid, "assistant", "D while R rekeys")
+        d.client().sync(sid, wait=True, timeout=10)
+        wait_for(
+            lambda: puller.client().sync(sid, wait=True, timeout=10) and "D while R rekeys" in _messages(puller, sid),
+            timeout=30,
+        )
+        os.remove(flag)
+        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+
+
+def _every_device_alike(make_daemon, store_dir: str, r, k, sid: str) -> None:
+    """R writes after its rekey; once K has it, K, R and a device importing the session now hold the same."""
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "after the rekey" in _messages(k, sid), timeout=30)
+    r.client().sync(sid, wait=True, timeout=10)
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
+
+
 def test_a_kept_writer_that_pulled_the_dropped_writer_while_the_rekey_froze_it_holds_what_every_device_holds(
     make_daemon, store_dir
 ):
@@ -56,24 +77,8 @@ def test_a_kept_writer_that_pulled_the_dropped_writer_while_the_rekey_froze_it_h
     kept those messages, which no other device got (nor any import later: the new generation reads D's log as
     frozen), so K's conversation was not the others'."""
     r, k, d, sid = _three_writers(make_daemon, store_dir)
-    flag = _held(r, "rekey.notice_put")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
-        wait_for(lambda: os.path.exists(flag), timeout=20)  # D frozen, the notice not published
-        d.client().append(sid, "assistant", "D while R rekeys")
-        d.client().sync(sid, wait=True, timeout=10)
-        wait_for(
-            lambda: k.client().sync(sid, wait=True, timeout=10) and "D while R rekeys" in _messages(k, sid), timeout=30
-        )
-        os.remove(flag)
-        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
-    r.client().append(sid, "user", "after the rekey")
-    r.client().sync(sid, wait=True, timeout=10)
-    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "after the rekey" in _messages(k, sid), timeout=30)
-    n = make_daemon("file://" + store_dir).start()
-    n.client().import_code(r.client().share(sid)["code"])
-    r.client().sync(sid, wait=True, timeout=10)
-    assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
+    _rekey_held_while(r, d, sid, "rekey.notice_put", k)  # D frozen, the notice not published: K pulls D
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
 
 
 def _store(d, url: str) -> dict:
@@ -193,12 +198,7 @@ def test_a_slot_written_again_keeps_the_later_freeze_of_a_writer_dropped_twice(m
     was written again from it, and a device importing the session afterwards never got what the writer wrote
     while it was let back in."""
     r, k, d, sid = _three_writers(make_daemon, store_dir)
-    r.client().rekey(sid, drop=[_device(d)])
-    d.client().sync(sid, wait=True, timeout=10)
-    d.client().import_code(r.client().share(sid, write=True)["code"])
-    d.client().append(sid, "assistant", "D let back in")
-    d.client().sync(sid, wait=True, timeout=10)
-    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D let back in" in _messages(r, sid), timeout=30)
+    _let_back_in(r, d, sid)
     r.client().rekey(sid, drop=[_device(d)])
     wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and k.client().get_session(sid), timeout=30)
     for dev in (k, d):
@@ -222,22 +222,5 @@ def test_a_rekeying_device_that_pulled_the_dropped_writer_past_its_freeze_holds_
     r, k, d, sid = _three_writers(make_daemon, store_dir)
     write_config(k.home, poll_interval=3600, sync_interval=3600)  # K pulls only when asked (`sync`)
     k.restart()
-    flag = _held(r, "rekey.frozen")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
-        wait_for(lambda: os.path.exists(flag), timeout=20)  # D frozen, nothing recorded yet
-        d.client().append(sid, "assistant", "D while R freezes")
-        d.client().sync(sid, wait=True, timeout=10)
-        # R's own pull meanwhile, the slot holding no notice yet
-        wait_for(
-            lambda: r.client().sync(sid, wait=True, timeout=10) and "D while R freezes" in _messages(r, sid), timeout=30
-        )
-        os.remove(flag)
-        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
-    r.client().append(sid, "user", "after the rekey")
-    r.client().sync(sid, wait=True, timeout=10)
-    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "after the rekey" in _messages(k, sid), timeout=30)
-    r.client().sync(sid, wait=True, timeout=10)
-    n = make_daemon("file://" + store_dir).start()
-    n.client().import_code(r.client().share(sid)["code"])
-    assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
+    _rekey_held_while(r, d, sid, "rekey.frozen", r)  # D frozen, nothing recorded: R's own pull takes D
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
