@@ -224,3 +224,23 @@ def test_a_rekeying_device_that_pulled_the_dropped_writer_past_its_freeze_holds_
     k.restart()
     _rekey_held_while(r, d, sid, "rekey.frozen", r)  # D frozen, nothing recorded: R's own pull takes D
     _every_device_alike(make_daemon, store_dir, r, k, sid)
+
+
+def test_a_dropped_writer_that_deleted_the_session_and_is_let_back_in_reaches_the_others(make_daemon, store_dir):
+    """A writer dropped by a rekey, its copy deleted, imports a new write code: its log is in the slot only as
+    the rekey froze it (no longer a member), and the import took it back only from a member's head. Its own
+    frozen log left out, it numbered what it wrote next from 1 again, under the numbers the others hold from
+    the frozen log, which dropped it as repeats: what it wrote after it was let back in reached no one."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    d.client().append(sid, "assistant", "D before the drop")
+    d.client().sync(sid, wait=True, timeout=10)
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().sync(sid, wait=True, timeout=10)
+    d.client().delete_session(sid)
+    d.client().import_code(r.client().share(sid, write=True)["code"])
+    d.client().append(sid, "assistant", "D back")
+    d.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D back" in _messages(r, sid), timeout=30)
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "D back" in _messages(k, sid), timeout=30)
+    wait_for(lambda: d.client().sync(sid, wait=True, timeout=10) and "K joins" in _messages(d, sid), timeout=30)
+    assert _messages(r, sid) == _messages(d, sid) == _messages(k, sid)
