@@ -13,7 +13,7 @@ import sqlite3
 import stat
 
 from ..api.locate import socket_path
-from ..storage.dbfile import cut_copies, cut_copy_said
+from ..storage.heldfiles import another_files_wal, cut_copies, cut_copy_said
 
 KEY_SIZE = 32  # device.key, <session>.key and <session>.write: 32 bytes; <session>.old: 32 bytes per old key
 SECRET_FILES = (
@@ -69,6 +69,20 @@ def _cut_copies(home: str) -> list[dict]:
         finding("database", "warn", *cut_copy_said(c, os.path.join(home, "sessions.db")))
         for c in cut_copies(os.path.join(home, "sessions.db"))
     ]
+
+
+def check_wal_of_another(home: str) -> list[dict]:
+    """A stopped home's sessions.db-wal that is the log of another file than sessions.db (a daemon killed after its
+    database was replaced under it): the next start moves it aside, which reading the database meanwhile does not."""
+    db = os.path.join(home, "sessions.db")
+    if not another_files_wal(db):
+        return []
+    said = (
+        f"{db}-wal is the write-ahead log of the database the last daemon opened, which is no longer {db} (a file"
+        f" was put in its place, and that daemon was killed before its stop could move its log aside): read with"
+        f" {db}, its writes would be taken for that file's"
+    )
+    return [finding("database", "warn", said, f"sessiond start --home {home}  # moves it aside first, named")]
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

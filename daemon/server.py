@@ -16,8 +16,8 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from ..storage.database import Database
-from ..storage.dbfile import cut_copies, cut_copy_said
 from ..storage.errors import UnusableDatabase
+from ..storage.heldfiles import cut_copies, cut_copy_said
 from ..storage.redact import scrub_text, shown_store, shown_url
 from ..stores import StoreError
 from ..sync.bounded import KeyedLocks

@@ -7,7 +7,7 @@ import os
 
 from ..api.locate import HomeError
 from ..storage.database import Database
-from ..storage.dbfile import cut_copies, cut_copy_said
+from ..storage.heldfiles import cut_copies, cut_copy_said
 from ..sync.engine import Syncer
 from ..sync.keys import sessions_with_files
 from .home import Home

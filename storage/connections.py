@@ -37,6 +37,7 @@ from .contexttotals import FixedCache
 from .dbfile import OVERWRITTEN, DatabaseFile
 from .errors import DatabaseLost, UnusableDatabase, crash_at
 from .groupcommit import GroupCommit, Transacting
+from .heldfiles import note_opened, wal_of_another
 from .ids import new_device_id
 from .schema import SCHEMA_VERSION, NewerSchema, migrate
 from .sqliteconns import (
@@ -93,7 +94,6 @@ class Connections:
         self.wal_reset_frames = WAL_RESET_FRAMES
         # deleted, replaced or overwritten under the daemon: writes refused, put back (or left out) at close
         self.file = DatabaseFile(path, writer)
-        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames, self.file.checkpointing)
         self._path = path
         self.wal_resets = 0  # WAL resets done (tests read it)
         self._resetting: asyncio.Task | None = None
@@ -115,6 +115,9 @@ class Connections:
         self.group = GroupCommit(writer, self._committed, self.emit, self._check_file)  # the write transactions
         self.committed = Committed(reader, self.file, self.group)  # the read rule's reads of committed state
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
+        # last: its connection and thread are the only things here a failure of the set-up above would leave open
+        # (the executors start no thread before their first call); _open closes the connections it was given
+        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames, self.file.checkpointing)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Connections:
@@ -140,6 +143,7 @@ class Connections:
 
     @classmethod
     async def _open(cls, path: str, upto: int | None) -> Connections:
+        wal_of_another(path)  # (a daemon's WAL of a file replaced under it, which it was killed before moving aside)
         if not os.path.exists(path):  # create it private from the first byte
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -199,12 +203,14 @@ class Connections:
             # made the daemon's (tests/test_database_lost_background.py).
             for conn in (reader, bulk):
                 conn.execute(WAL_OPENED).fetchall()
-        except BaseException:
-            for c in (reader, writer):
+            note_opened(path)  # (the identities a later opening tells this WAL by)
+            made = cls(writer, reader, bulk, device_id, path)
+        except BaseException:  # (each connection made so far: none kept open by an open refused part-way)
+            for c in (bulk, reader, writer):
                 if c is not None:
                     c.close()
             raise
-        return cls(writer, reader, bulk, device_id, path)
+        return made
 
     async def close(self) -> None:
         self._closing = True
@@ -232,6 +238,10 @@ class Connections:
             self.file.left_out(kept_out)
         if wal_aside is not None:
             self.file.wal_given_back(wal_aside)
+        try:
+            self.file.wal_left_aside()  # (the file no longer at its name: its WAL not left beside what is there now)
+        except OSError:
+            log.exception("%s's WAL could not be moved aside", self.path)
 
     # ------------------------------------------------------------------ writes
     def _check_file(self) -> None:

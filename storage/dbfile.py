@@ -8,15 +8,15 @@ backup.db sessions.db`: the same inode, new content), which only a checkpoint of
 database file's size and modification time are kept as each left them: `checkpointing`), or written by another program
 through SQLite (the writer's PRAGMA data_version): refused as well, and nothing of the daemon's is written into
 it from then on, its stop neither (`put_back`). A kill during that write
-leaves its temporary file (`cut_copies`): never deleted, it may hold the only copy of the database; the start
-and doctor name it, and say what to do with it (`cut_copy_said`)."""
+leaves its temporary file (heldfiles.py `cut_copies`): never deleted, it may hold the only copy of the database; the
+start and doctor name it, and say what to do with it (`cut_copy_said`). Deleted or replaced, the daemon's WAL, which
+SQLite leaves at its name, is moved aside once the connections closed (`wal_left_aside`), named so too."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -24,6 +24,9 @@ from collections.abc import Iterator
 
 from .errors import DatabaseLost, crash_at
 from .fsutil import fsync_dir
+from .heldfiles import file_identity as _identity
+from .heldfiles import file_stat as _stat
+from .heldfiles import move_wal_aside
 
 log = logging.getLogger("sessiond.storage")
 
@@ -31,83 +34,6 @@ log = logging.getLogger("sessiond.storage")
 WAL_LOST = "WAL deleted"  # what lost() says of the WAL (sessions.db-wal) gone, the database file in place
 OVERWRITTEN = "overwritten in place"  # ... of its content changed by no checkpoint of the daemon's (a cp over it)
 WRITTEN_ELSEWHERE = "written by another program"  # ... of another connection's commit (PRAGMA data_version)
-# put_back's temporary file, after the database's name: .PID.tmp (to be the database), .held-TIME.PID.tmp (beside it)
-_CUT_COPY = re.compile(r"(?:\.held-\d{8}T\d{6})?\.\d+\.tmp")
-# what the stop moves aside while its connections close (keep_out, wal_put_aside), after the database's name
-_HELD_ASIDE = re.compile(r"\.overwritten-hold\.\d+|-wal\.put-hold\.\d+")
-
-
-def cut_copies(path: str) -> list[str]:
-    """The temporary files of put_back beside the database `path` that a kill cut short (sessions.db.PID.tmp,
-    sessions.db.held-TIME.PID.tmp), and what a stop a kill cut short had moved aside while its connections closed
-    (sessions.db.overwritten-hold.PID, sessions.db-wal.put-hold.PID: the user's files). Never deleted: one may hold
-    the only copy of a database deleted under a running daemon (its stop was writing it back), or be what the user
-    put there."""
-    folder, name = os.path.split(path)
-    try:
-        names = os.listdir(folder or ".")
-    except FileNotFoundError:
-        return []
-    return sorted(
-        os.path.join(folder, n)
-        for n in names
-        if n.startswith(name) and (_CUT_COPY.fullmatch(n[len(name) :]) or _HELD_ASIDE.fullmatch(n[len(name) :]))
-    )
-
-
-def _whole(path: str) -> str:
-    """Whether the copy at `path` reads as a whole SQLite database (opened read-only, nothing made beside it)."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
-            bad = [r[0] for r in conn.execute("PRAGMA quick_check(3)").fetchall() if r[0] != "ok"]
-            n = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
-    except sqlite3.Error as exc:
-        return f"it is not a whole database ({exc}): the kill came while it was written"
-    if bad:
-        return f"it is not a whole database ({'; '.join(bad)[:200]}): the kill came while it was written"
-    return f"it reads as a whole database ({n} session{'s' if n != 1 else ''})"
-
-
-def cut_copy_said(copy: str, path: str) -> tuple[str, str]:
-    """What the start and doctor say of a copy cut_copies found beside the database `path`: (what it is, what
-    to do)."""
-    name = os.path.basename(path)
-    suffix = os.path.basename(copy)[len(name) :]
-    if _HELD_ASIDE.fullmatch(suffix):  # (keep_out's or wal_put_aside's: the user's file, moved aside by a stop)
-        where = path + "-wal" if suffix.startswith("-wal") else path
-        said = (
-            f"{copy} is the file put in the place of {where} while a daemon ran (not the daemon's own), which that"
-            f" daemon's stop moved aside while its connections closed and was killed before putting back: sessiond"
-            f" leaves it where it is"
-        )
-        fix = (
-            f"with the daemon stopped (sessiond stop): move aside what is at {where} now, if anything (mv {where}"
-            f" {where}.aside), and put this file back in its place (mv {copy} {where}), then sessiond start"
-        )
-        return said, fix
-    said = (
-        f"{copy} is a copy of the database a daemon held open when {path} was deleted or replaced under it, which"
-        f" that daemon's stop was writing when it was killed (before renaming it into place); {_whole(copy)}. It"
-        f" may hold the only copy of those sessions: sessiond leaves it where it is"
-    )
-    fix = (
-        f"with the daemon stopped (sessiond stop): look at it (sqlite3 {copy} 'PRAGMA integrity_check'); if it holds"
-        f" what you miss, move {path} aside if there is one (mv {path} {path}.aside) and put this copy in its place"
-        f" (mv {copy} {path}), then sessiond start; if not, delete it (rm {copy})"
-    )
-    return said, fix
-
-
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    st = _stat(path)
-    return None if st is None else (st.st_dev, st.st_ino)
 
 
 def _content(st: os.stat_result | None) -> tuple[int, int] | None:
@@ -413,6 +339,19 @@ class DatabaseFile:
         log.error("%s %s", said, way, extra={"event": "database_lost"})
         os.rename(self.wal, hidden)
         return hidden
+
+    def wal_left_aside(self) -> str | None:
+        """After the daemon's connections closed: the database file no longer at its name (deleted, or replaced by
+        another file), SQLite neither checkpointed the daemon's WAL at the last close nor deleted it, nor its index:
+        left beside what is at the name now (put_back's copy, or the file put there), the next opening would read the
+        daemon's frames as that file's own. Moved aside (heldfiles.wal_left_name: named by the start and doctor),
+        its index deleted (rebuilt from the WAL there is: none); what it held is in put_back's copy. Its new name,
+        or None (the file at its name, or no WAL of the daemon's there: one put in its place is the user's)."""
+        if _identity(self.path) == self._identity or self._wal_identity is None:
+            return None
+        if _identity(self.wal) != self._wal_identity:
+            return None
+        return move_wal_aside(self.path, "the database the daemon held was no longer at its name")
 
     def wal_given_back(self, hidden: str) -> None:
         """wal_put_aside's file back in the WAL's place, the daemon's connections closed."""

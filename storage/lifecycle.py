@@ -149,6 +149,17 @@ class Released:
         )
         return [(r[0], bytes(r[1])) for r in rows]
 
+    async def slot_settled(self, store_url: str, slot_pk: bytes) -> None:
+        """The members slot `slot_pk` of a session deleted here, read by gc (what it no longer names let go: slot_named)
+        or found gone: its records dropped, so that no gc reads it again (nothing here writes it any more). What it
+        names stays in the store, no candidate; an object put for a revision it never reached stays a candidate."""
+        async with self.c.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM slot_objects WHERE store_url=? AND slot_pk=?"
+                " AND session_id NOT IN (SELECT id FROM sessions)",
+                (store_url, bytes(slot_pk)),
+            )
+
     async def freed(self, store_url: str, hashes: Iterable[bytes]) -> None:
         """These are freed (or not held by the store at all): no longer candidates, nor slot objects."""
         rows = [(store_url, bytes(h)) for h in hashes]

@@ -21,6 +21,7 @@ from ..stores.errors import (
     settled,
 )
 from .locations import relay_invite_ways
+from .mirror import MirrorFailed
 
 
 def crash_point(name: str) -> None:
@@ -55,6 +56,10 @@ class ImportError_(Exception):
         # (the store's own failure, the store's URL): a store that failed to answer (store_failed), whose
         # class says what mends it (daemon/doctor_fixes.settled_fix)
         self.failure: tuple[BaseException, str] | None = None
+        # every store asked that failed so, in the order asked, `failure` the last (an import trying the code's
+        # hints: findstore.py); empty: `failure` alone. Each told apart in `details.stores` (store_details)
+        self.failures: list[tuple[BaseException, str]] = []
+        self.owner_of: dict[str, list[str]] = {}  # a store's own `owner`, beyond its failure's (a relay's invite)
 
 
 # what mends a log this device cannot read because a newer sessiond wrote it (sync/pages.py NewerFormat)
@@ -80,6 +85,7 @@ def needs_invites(exc: ImportError_, urls: list[str]) -> ImportError_:
         ways = [relay_invite_ways(u) for u in urls]
         exc.owner = [owner for owner, _ in ways]
         exc.api = [api for _, api in ways]
+        exc.owner_of = {u: [owner] for u, (owner, _) in zip(urls, ways)}
     return exc
 
 
@@ -151,16 +157,36 @@ def store_details(exc: ImportError_) -> dict:
     `retry`, whether the same request may succeed later with no one acting (waiting mends it); `retry_after`,
     the seconds the store asked to be left alone, when it said; `owner`, what mends it in words, someone's to do
     (the store's or the daemon's owner): every class but a rate limit, which the app waits out alone. An `owner`
-    the error carries already (a relay's invite) is kept."""
+    the error carries already (a relay's invite) is kept. `stores`: the same for each store asked that failed,
+    in the order asked (an import trying a code's hints asks several, a mirror's stores are each named; one store:
+    it alone), the top-level fields being the last one's."""
     if exc.failure is None:
         return {}
     failure, url = exc.failure
+    details = _one_store(failure, url, exc.owner)
+    each = _each_store(exc)  # (the error's own `owner` is the one store's when there is one, else each one's own)
+    details["stores"] = [
+        _one_store(f, u, exc.owner_of.get(u) or (exc.owner if len(each) == 1 else None)) for f, u in each
+    ]
+    return details
+
+
+def _each_store(exc: ImportError_) -> list[tuple[BaseException, str]]:
+    """Each store's failure in a `store` refusal, in the order asked: a mirror's (MirrorFailed) as its stores'."""
+    out: list[tuple[BaseException, str]] = []
+    for failure, url in exc.failures or ([exc.failure] if exc.failure else []):
+        out += failure.failures if isinstance(failure, MirrorFailed) else [(failure, url)]
+    return out
+
+
+def _one_store(failure: BaseException, url: str, owner: list[str] | None) -> dict:
+    """store_details' fields for one store's failure (`owner`: what mends it beyond its class's own advice)."""
     details: dict = {"store": shown_store(url), "failure": failure_code(failure), "retry": not settled(failure)}
     wait = server_wait(failure)
     if wait is not None:
         details["retry_after"] = round(wait, 1)
     if not isinstance(failure, RateLimited):
-        details["owner"] = exc.owner or [failure_fix(failure)]
+        details["owner"] = owner or [failure_fix(failure)]
     return details
 
 

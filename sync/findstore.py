@@ -83,6 +83,7 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
             "; ".join(fixes) or None,
         )
         err.failure = failures[-1]  # (the last store asked, a hint: this device's own store holds it rarely)
+        err.failures = failures  # (each one's own, in `details.stores`)
         raise needs_invites(err, invites)
     raise ImportError_(
         "store_needed",

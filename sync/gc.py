@@ -16,7 +16,8 @@ writer dropped and let back in; its head left that manifest long ago, and an imp
 whose heads cannot all be read and opened keeps its candidates (the round is reported, not guessed).
 A session's candidates are freed under its push lock, so no push of it runs in between.
 The members slots of sessions deleted here that this device put objects for are read by gc alone (nothing
-else here reads them any more): what they no longer name is let go and freed, what they name stays.
+else here reads them any more), once each: what they no longer name is let go and freed, what they name stays
+in the store, and their records go (a slot found gone's too), so that no later gc reads them again.
 A dry run changes nothing: what its reads of the slots would let go is counted, not recorded.
 """
 
@@ -128,8 +129,10 @@ class Collector:
 
     async def _orphan_slots(self, seen: list[tuple[str, RegistryEntry]] | None) -> set[bytes]:
         """The members slots this device put objects for in sessions deleted here since (nothing else reads them):
-        each read, what it no longer names let go (as live() does), and what it names returned, live. A slot
-        that cannot be read keeps its records for the next gc."""
+        each read, what it no longer names let go (as live() does), and what it names returned, live; then its
+        records dropped (Released.slot_settled), as they are for a slot found gone: no later gc reads it again (its
+        cost would grow with every session ever deleted), and what it names stays in the store. A slot that cannot
+        be read keeps its records for the next gc. A dry run drops nothing."""
         out: set[bytes] = set()
         for url, pk in await self.ctx.db.released.orphan_slots():
             try:
@@ -141,6 +144,8 @@ class Collector:
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
                 await self._slot_read(store, slot, seen)
+            if seen is None:
+                await self.ctx.db.released.slot_settled(url, pk)
         return out
 
     async def _due(self, grace: float, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[list[dict], int]:

@@ -351,7 +351,7 @@ class Importer:
                     f"({exc}); import the code again",
                 )
                 if isinstance(exc, ImportError_):  # the store's own failure, when that was it (store_details)
-                    err.failure = exc.failure
+                    err.failure, err.failures, err.owner_of = exc.failure, exc.failures, exc.owner_of
                 elif failing(exc):
                     err.failure = (exc, store.url)
                 raise err from None

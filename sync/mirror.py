@@ -74,6 +74,15 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class MirrorFailed(StoreError):
+    """A read no store of a mirror answered: `failures`, each store's own failure and its URL, in the order asked
+    (sync/errors.store_details names each)."""
+
+    def __init__(self, message: str, failures: list[tuple[BaseException, str]]):
+        super().__init__(message)
+        self.failures = failures
+
+
 class MirrorStore(Store):
     def __init__(
         self,
@@ -393,6 +402,7 @@ class MirrorStore(Store):
         """get(h) from the first store that has it; with `cap`, each store's get_capped(h, *cap)."""
         last: BaseException | None = None
         missing: ObjectMissing | None = None
+        failed: list[tuple[BaseException, str]] = []
         for st in self._ordered():
             try:
                 read = st.get(h) if cap is None else st.get_capped(h, *cap)
@@ -402,6 +412,7 @@ class MirrorStore(Store):
                 continue
             except FAILURES as exc:  # down, or damaged bytes (CorruptObject): the next store may have it
                 last = exc
+                failed.append((exc, st.url))
                 if not isinstance(exc, CorruptObject):
                     self._failed(st, exc)
                 else:
@@ -414,19 +425,21 @@ class MirrorStore(Store):
             raise missing
         err = last or missing
         assert err is not None  # a mirror has two stores or more, and each failed
-        raise StoreError(f"no store of the mirror could give object {h.hex()}: {describe_error(err)}")
+        raise MirrorFailed(f"no store of the mirror could give object {h.hex()}: {describe_error(err)}", failed)
 
     async def has(self, h: bytes) -> bool:
         last: BaseException | None = None
+        failed: list[tuple[BaseException, str]] = []
         for st in self._ordered():
             try:
                 if await asyncio.wait_for(st.has(h), self.timeout):
                     return True
             except FAILURES as exc:
                 last = exc
+                failed.append((exc, st.url))
                 self._failed(st, exc)
         if last is not None and all(self.health[s.url].reachable is False for s in self.stores):
-            raise StoreError(f"no store of the mirror answered: {describe_error(last)}")
+            raise MirrorFailed(f"no store of the mirror answered: {describe_error(last)}", failed)
         return False
 
     async def get_head(self, pk: bytes) -> RegistryEntry | None:
@@ -453,7 +466,10 @@ class MirrorStore(Store):
             return best
         errors = [r for r in results if isinstance(r, BaseException)]
         if len(errors) == len(results):
-            raise StoreError(f"no store of the mirror answered for a head: {describe_error(errors[0])}")
+            raise MirrorFailed(
+                f"no store of the mirror answered for a head: {describe_error(errors[0])}",
+                [(r, st.url) for r, st in zip(results, asked) if isinstance(r, BaseException)],
+            )
         return None
 
     async def head_versions(self) -> dict[bytes, object] | None:

@@ -35,6 +35,7 @@ from sessiond.stores.errors import (
     TlsRefused,
 )
 from sessiond.sync.errors import store_failed
+from sessiond.sync.sharecode import ShareCode, decode
 
 URL = "s5+http://device:hunter2-secret@relay.example:5050"
 
@@ -184,3 +185,60 @@ def test_the_clis_json_error_carries_the_refusals_details(make_daemon):
     assert (err["details"]["store"], err["details"]["failure"], err["details"]["retry"]) == (down, "unreachable", True)
     res = run_cli(b.home, "show", "nothing-here", "--json")  # (a refusal without details: none printed)
     assert set(json.loads(res.stdout)["error"]) == {"code", "message"}, res.stdout
+
+
+def test_an_import_whose_every_store_fails_names_each_stores_failure(shared, portal):
+    """A code whose hints name several stores, each failing differently: the refusal's `details` named only the
+    last store asked (`store`, `failure`, `owner`), though the message named them all; the user could not tell
+    which store was down and which refused this device. `details.stores` now lists each store asked that failed,
+    in the order asked, with its own failure, retry and owner; the top-level fields stay the last one's."""
+    sid, code, cb = shared
+    p, portal_url = portal
+    c = decode(code)
+    kubo = Threaded(make_rpc_app(Node(auth="Bearer not-ours"))).start()
+    try:
+        with ReservedPort() as nothing:  # (bound, not listening: a connection to it is refused)
+            down = f"s5+http://127.0.0.1:{nothing.port}"
+            guarded = f"ipfs+http://127.0.0.1:{kubo.port}"
+            p.faults.status, p.faults.times = 500, 10**6
+            hints = (("s5", down), ("ipfs", guarded), ("s5", portal_url))
+            many = ShareCode(c.session_id, c.session_key, c.announce_pk, locations=hints).encode()
+            d = _refused(lambda: cb.import_code(many))
+    finally:
+        kubo.stop()
+    got = [(s["store"], s["failure"], s["retry"]) for s in d["stores"]]
+    assert got == [
+        (down, "unreachable", True),
+        (guarded, "credentials_refused", False),
+        (portal_url, "server_error", True),
+    ], d
+    owners = [s["owner"][0] for s in d["stores"]]
+    assert "running" in owners[0] and "credentials" in owners[1] and "operator" in owners[2], owners
+    assert (d["store"], d["failure"]) == (portal_url, "server_error"), d  # the last one's, as before
+    assert cb.list_sessions()["sessions"] == []  # nothing imported
+
+
+def test_a_single_stores_refusal_lists_it_alone():
+    err = share_error(store_failed(StoreUnreachable("connection refused"), URL))
+    [one] = err.details["stores"]
+    assert one == {k: err.details[k] for k in ("store", "failure", "retry", "owner")}, err.details
+
+
+def test_an_import_through_a_mirror_whose_every_store_fails_names_each(make_daemon, portal):
+    """This device's store a mirror of several, all failing, and the code's hint too: the mirror's part of the
+    refusal said one failure of the mirror as a whole (`failing`, its URLs joined), its first store's error alone in
+    words. Each store of it is now named in `details.stores` with its own failure, beside the hint's."""
+    p, portal_url = portal
+    a = make_daemon().start()
+    ca = a.client()
+    sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hello"}])["id"]
+    c = decode(ca.share(sid)["code"])
+    with ReservedPort() as nothing, ReservedPort() as away:
+        down, hint = f"s5+http://127.0.0.1:{nothing.port}", f"s5+http://127.0.0.1:{away.port}"
+        cb = make_daemon([down, portal_url]).start().client()
+        p.faults.status, p.faults.times = 500, 10**6
+        code = ShareCode(c.session_id, c.session_key, c.announce_pk, locations=(("s5", hint),)).encode()
+        d = _refused(lambda: cb.import_code(code))
+    got = [(s["store"], s["failure"]) for s in d["stores"]]
+    assert got == [(down, "unreachable"), (portal_url, "server_error"), (hint, "unreachable")], d
+    assert cb.list_sessions()["sessions"] == []

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from ...client import DaemonNotRunning
-from ...daemon.doctor_files import check_database, check_home, finding
+from ...daemon.doctor_files import check_database, check_home, check_wal_of_another, finding
 from ...daemon.home import Config, Home, HomeError, resolve_home
 from ...daemon.storerecord import store_not_recorded
 from ..connect import client
@@ -54,7 +54,7 @@ def cmd_doctor(args) -> int:
     except DaemonNotRunning:
         findings = check_home(home)
         if os.path.isdir(home):
-            findings += check_database(home) + _store_record(home)
+            findings += check_wal_of_another(home) + check_database(home) + _store_record(home)
         findings.append(
             finding(
                 "daemon",

@@ -61,6 +61,7 @@ class Portal:
     challenges: dict = field(default_factory=dict)  # (kind, pubKey) -> challenge
     faults: Faults = field(default_factory=Faults)
     requests: list = field(default_factory=list)  # (method, path, Authorization header)
+    head_reads: list = field(default_factory=list)  # the public key of each registry read, in order
     logins: int = 0
 
 
@@ -147,6 +148,7 @@ def make_app(portal: Portal) -> web.Application:
 
     async def registry_get(request: web.Request):
         pk = unb64url(request.query["pk"])
+        portal.head_reads.append(pk)
         if pk in portal.faults.fail_heads:
             return web.Response(status=500, text="simulated fault")
         history = portal.registry.get(pk)
