@@ -13,6 +13,7 @@ from typing import Any, cast
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
 from ..stores import Store, StoreError, check_object
+from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError, manifest_key, open_unpadded
@@ -237,34 +238,50 @@ async def fetch_log(
     return man, ops
 
 
+# manifests a freeze at an earlier revision reads down its head's prev links at most (freeze_log's `rev`)
+FREEZE_WALK = 1000
+
+
 async def freeze_log(
-    store: Store, sid: str, keys: list[bytes], member: dict, *, timeout: float
+    store: Store, sid: str, keys: list[bytes], member: dict, *, timeout: float, rev: int | None = None
 ) -> tuple[dict, int] | None:
     """A writer's log as its head names it now, frozen for a rekey that drops it (docs/FORMATS.md §6): its
     head key, revision, manifest hash and that manifest's own key, which lets the new generation read
     the log up to here and nothing it writes afterwards; and the last seq that manifest holds (what the
     rekey's notice tells the writer). None if it has pushed nothing. Raises ImportError_ as read_manifest
-    does, ManifestSealed if its manifest opens under none of `keys` (it cannot be frozen here)."""
+    does, ManifestSealed if its manifest opens under none of `keys` (it cannot be frozen here).
+
+    `rev`: frozen at that revision of its head instead (what this device read of it last), found down the
+    manifests' prev links from the current head (each link the revision before); None if the head is behind
+    it, or it is not found within FREEZE_WALK manifests."""
     pk = bytes(member["head_pk"])
     name = member.get("device_id") or pk.hex()[:16]
     with _read_failures(store, sid, name):
         async with asyncio.timeout(timeout):
             head = await store.get_head(pk)
-        if head is None:
-            return None  # it has pushed nothing
-        mhash = manifest_hash_of(head)
-        async with asyncio.timeout(timeout):
-            ct = check_object(mhash, await store.get(mhash))
-        for key in keys:
-            mkey = manifest_key(key, pk, head.revision)
-            try:
-                plain = open_unpadded(ct, mkey)
-            except DecryptError:
-                continue
-            man = parse_manifest(plain, sid=sid, head_pk=pk, rev=head.revision)
-            return {"d": man.device, "k": pk, "r": head.revision, "h": mhash, "x": mkey}, man.last_seq
-    said = f"the log of device {name} of session {sid} is under a key this device does not hold"
-    raise ManifestSealed("sealed", said, head.revision)
+        if head is None or (rev is not None and head.revision < rev):
+            return None  # it has pushed nothing (or not that far)
+        mhash, at = manifest_hash_of(head), head.revision
+        for _ in range(FREEZE_WALK):
+            async with asyncio.timeout(timeout):
+                ct = check_object(mhash, await store.get(mhash))
+            for key in keys:
+                mkey = manifest_key(key, pk, at)
+                try:
+                    plain = open_unpadded(ct, mkey)
+                except DecryptError:
+                    continue
+                man = parse_manifest(plain, sid=sid, head_pk=pk, rev=at)
+                break
+            else:
+                said = f"the log of device {name} of session {sid} is under a key this device does not hold"
+                raise ManifestSealed("sealed", said, at)
+            if rev is None or at == rev:
+                return {"d": man.device, "k": pk, "r": at, "h": mhash, "x": mkey}, man.last_seq
+            if man.prev is None or not man.prev.startswith(CIDV1_RAW_BLAKE3):
+                return None
+            mhash, at = man.prev[len(CIDV1_RAW_BLAKE3) :], at - 1
+    return None
 
 
 async def fetch_frozen(

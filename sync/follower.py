@@ -268,7 +268,7 @@ class Follower:
             raise
         if rev > remote["members_rev"]:
             await db.set_remote(sid, members_rev=rev)
-        await self._frozen_back(sid, remote, frozen)
+        await self._write_back(sid, remote, members, frozen)
         new = await self._take_frozen(sid, store, frozen) if frozen else 0
         my_pk = keys.head_pk(sid)
         known = {bytes(p["head_pk"]): p for p in await db.peers(sid)}
@@ -296,6 +296,10 @@ class Follower:
             heads=read,
             behind_ok=True,
         )
+        if keys.rekey_pending(sid) is not None:
+            # a rekey here began meanwhile, its dropped writers' logs frozen as this device held them: taken in
+            # now, what they wrote past that would be this device's alone (the next pull reads the new slot)
+            return new
         return new + await db.apply_remote(sid, logs, peers=peers)
 
     async def _restore(self, sid: str) -> bool:
@@ -306,27 +310,36 @@ class Follower:
         except (ImportError_, StoreError, TimeoutError, OSError):
             return False
 
-    async def _frozen_back(self, sid: str, remote: dict, frozen: list[dict]) -> None:
-        """The slot just read lacks frozen logs this device noted (Members.keep_frozen), or holds an older freeze
-        of one (a kept writer took a rekey's notice and wrote the new slot first), or a sessiond from before
-        them (2026-12-02) rewrote the slot with itself added, keeping only what it knew of the object (its
-        members and rekey notice), and a device importing the session now would not get what the dropped
-        writers wrote before the rekey. A device that wrote the slot (announced in it, with the write
-        secret) writes them back (ensure_member merges). Its failure is not the pull's: the next pull tries
-        again."""
+    async def _write_back(self, sid: str, remote: dict, members: list[dict], frozen: list[dict]) -> None:
+        """The slot just read lacks this device, which announced itself in it, or frozen logs it noted
+        (Members.keep_frozen), or holds an older freeze of one: a device that wrote the slot (announced in it,
+        with the write secret) writes them back (ensure_member merges). This device unlisted: two devices wrote
+        one revision of the slot to the stores of a mirror apart (one of its stores down for one of them, which
+        its outbox sent later, refused as stale), and a device reading the other store's never follows this
+        one. Frozen logs lacking: a sessiond from before them (2026-12-02) rewrote the slot with itself added,
+        keeping only what it knew of the object (its members and rekey notice), or a kept writer took a rekey's
+        notice and wrote the new slot first; a device importing the session now would not get what the dropped
+        writers wrote before the rekey. Its failure is not the pull's: the next pull tries again."""
         if not remote["announced"] or self.ctx.keys.write_secret(sid) is None:
             return
-        if not frozen_adds(frozen, await self.members.known_frozen(sid)):
+        me = self.ctx.keys.head_pk(sid)
+        if all(m["head_pk"] != me for m in members):
+            log.warning(
+                "the members slot no longer lists this device, which announced itself in it: writing it back",
+                extra={"session": sid},
+            )
+        elif not frozen_adds(frozen, await self.members.known_frozen(sid)):
             return
-        log.warning(
-            "the members slot lacks frozen logs this device noted, or holds older freezes of them (an older sessiond"
-            " wrote it, or a kept writer wrote the new slot first): writing them back",
-            extra={"session": sid},
-        )
+        else:
+            log.warning(
+                "the members slot lacks frozen logs this device noted, or holds older freezes of them (an older"
+                " sessiond wrote it, or a kept writer wrote the new slot first): writing them back",
+                extra={"session": sid},
+            )
         try:
             await self.members.ensure_member(sid)
         except (ImportError_, StoreError, TimeoutError, OSError) as exc:
-            log.warning("could not write the frozen logs back: %s", describe(exc), extra={"session": sid})
+            log.warning("could not write the members slot back: %s", describe(exc), extra={"session": sid})
 
     async def _take_frozen(self, sid: str, store: Store, frozen: list[dict]) -> int:
         """What this device has not applied of the dropped writers' logs as the rekey froze them (the

@@ -11,8 +11,9 @@ so an object another device wrote, or one this device cannot account for, is nev
 candidate is freed once its grace period has passed since it was let go (a follower that read the old
 head a moment ago can still fetch it) and no current head of any session this device knows references it:
 every head (this device's, each followed device's, the members slot) is read and walked down to its nodes
-and parts objects. A session whose heads cannot all be read and opened keeps its candidates (the round is
-reported, not guessed).
+and parts objects, and so are this device's own logs as a rekey froze them (the members slot's frozen logs: a
+writer dropped and let back in; its head left that manifest long ago, and an import reads it). A session
+whose heads cannot all be read and opened keeps its candidates (the round is reported, not guessed).
 A session's candidates are freed under its push lock, so no push of it runs in between.
 The members slots of sessions deleted here that this device put objects for are read by gc alone (nothing
 else here reads them any more), once each: what they no longer name is let go and freed, what they name stays
@@ -28,20 +29,23 @@ from collections import defaultdict
 
 from ..storage.model import now
 from ..storage.redact import shown_store
-from ..stores import CannotDelete, Freed, Store, StoreError
+from ..stores import CannotDelete, Freed, Store, StoreError, check_object
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
+from . import dagcbor
 from .context import SyncContext
-from .crypto import DecryptError
+from .crypto import DecryptError, members_key, open_unpadded
 from .errors import crash_point, describe
+from .frozen import decode_frozen, merge_frozen
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
+from .membersobject import parse_members
 from .pages import Entry, LogError
 from .pull import LogReader
 
 log = logging.getLogger("sessiond.sync")
 DEFAULT_GRACE = 24 * 3600.0
-_UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError)
+_UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError, dagcbor.DagCborError)
 
 
 class _Kept(Exception):
@@ -70,6 +74,7 @@ class Collector:
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
                 await self._slot_read(store, slot, seen)
+            await self._frozen_live(store, sid, remote, slot, out)
         pks = [bytes(p["head_pk"]) for p in await ctx.db.peers(sid)]
         if keys:
             pks.append(ctx.keys.head_pk(sid))
@@ -87,6 +92,32 @@ class Collector:
             )
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
         return out
+
+    async def _frozen_live(
+        self, store: Store, sid: str, remote: dict, slot: RegistryEntry | None, out: set[bytes]
+    ) -> None:
+        """The objects of this device's own logs that a rekey froze (a writer dropped, and let back in since):
+        the members slot pins each one's manifest, which its head left long ago (a candidate of this device's),
+        and a device importing the session reads it and its pages. Those the slot's object names, and those this
+        device noted (remotes.frozen: a slot read or written here); only this device's head's, as no other
+        device's object is ever a candidate here."""
+        ctx = self.ctx
+        me = ctx.keys.head_pk(sid)
+        frozen = decode_frozen(remote.get("frozen"))
+        if slot is not None and len(slot.data) > 33:
+            h = bytes(slot.data[1:33])
+            ct = check_object(h, await asyncio.wait_for(store.get(h), ctx.timeout))
+            obj = dagcbor.decode(_open_slot(ct, ctx.keys.session_keys(sid), bytes(slot.data[33:])))
+            if isinstance(obj, dict):
+                frozen = merge_frozen(frozen, parse_members(obj)[2])
+        for f in frozen:
+            if bytes(f["k"]) != me:
+                continue
+            mhash = bytes(f["h"])
+            out.add(mhash)
+            ct = check_object(mhash, await asyncio.wait_for(store.get(mhash), ctx.timeout))
+            man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
+            await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
 
     async def _slot_read(self, store: Store, slot: RegistryEntry, seen: list[tuple[str, RegistryEntry]] | None) -> None:
         """A members slot read from `store`: what this device put for it and it no longer names let go (a dry run,
@@ -268,3 +299,14 @@ class Collector:
                 crash_point("gc:freed")  # (tests: killed with the objects freed, their candidates not forgotten)
                 await ctx.db.released.freed(store.url, result.gone)
             return len(hashes) - len(todo), result
+
+
+def _open_slot(ct: bytes, keys: list[bytes], salt: bytes) -> bytes:
+    """A members object opened under the first of a session's keys that opens it (the current one first: a
+    rekey switching here rotates the keys before it names the new slot)."""
+    for key in keys:
+        try:
+            return open_unpadded(ct, members_key(key, salt))
+        except DecryptError:
+            continue
+    raise DecryptError("the members object opens under none of the session's keys")

@@ -191,6 +191,14 @@ class Importer:
                     # its rekey claims go on in the manifests it pushes from here (a restored device key)
                     "rekey_claims": dagcbor.encode(man.claims) if man.claims else None,
                 }
+        mine_frozen = next((f for f in frozen if bytes(f["k"]) == my_pk and f["d"] == db.device_id), None)
+        if own is None and mine_frozen is not None and db.device_id in logs:
+            # this device's log as a rekey that dropped it froze it, its copy deleted since (or a restored key):
+            # taken back, so that what it writes from now on is numbered past it (numbered from 1 again, the
+            # other devices, which hold the frozen log, would drop it as repeats), and pushed whole again
+            held = await db.last_seq(sid) if existing is not None else 0
+            if logs[db.device_id].last_seq > held:
+                own = {"pushed_seq": 0, "head_rev": int(mine_frozen["r"]), "tree": None}
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             raise ImportError_(
                 "damaged",

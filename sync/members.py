@@ -241,16 +241,16 @@ class Members:
         """Note `frozen` (frozen logs read in or written to `sid`'s members slot) in the database, merged
         with those noted before (a frozen log is never taken out of the slot): a slot the store lost is
         written again with them, whether or not this process read it (ensure_member). Nothing is written
-        when they are noted already, nor for a session not shared here yet (an import, before it is)."""
+        when they are noted already (each at its revision, or a later one: a head frozen anew replaces its older
+        freeze), nor for a session not shared here yet (an import, before it is)."""
         if not frozen:
             return
         remote = await self.ctx.db.remote(sid)
         if remote is None:
             return
         have = decode_frozen(remote.get("frozen"))
-        logs = merge_frozen(have, frozen)
-        if len(logs) != len(have):
-            await self.ctx.db.set_remote(sid, frozen=dagcbor.encode(logs))
+        if frozen_adds(have, frozen):  # a head not noted yet, or a later freeze of one (not only more of them)
+            await self.ctx.db.set_remote(sid, frozen=dagcbor.encode(merge_frozen(have, frozen)))
 
     async def ensure_member(
         self,

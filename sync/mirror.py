@@ -11,7 +11,8 @@ outboxes keep it for the stores anyway.
 
 Reads: an object from whichever store has it (each store verifies what it returns; a store answering
 damaged bytes is skipped for the next), a head as the highest valid revision among the stores, so a
-store serving a stale head loses to a newer one. What a read through the mirror cannot show, whether
+store serving a stale head loses to a newer one (of two entries of one revision, the one every device of
+the mirror takes, whatever the order of its stores). What a read through the mirror cannot show, whether
 each store holds it, `verify` asks each store (sync/mirrorcheck.py).
 
 `status()` says, per store: whether it answered last time (reachable), what waits in its outbox
@@ -457,7 +458,10 @@ class MirrorStore(Store):
         results = await asyncio.gather(*(one(s) for s in asked))
         entries = [r for r in results if isinstance(r, RegistryEntry)]
         if entries:
-            best = max(entries, key=lambda e: e.revision)
+            # of two entries of one revision (two devices wrote a members slot's same revision to the stores
+            # apart, one store down for one of them), the same one on every device, whatever its stores' order:
+            # the device the other lists alone finds itself unlisted, and writes itself back (sync/follower.py)
+            best = max(entries, key=lambda e: (e.revision, e.data))
             note_head(best)
             return best
         errors = [r for r in results if isinstance(r, BaseException)]

@@ -28,16 +28,24 @@ from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
-from .fetch import BEHIND, freeze_log
+from .fetch import BEHIND
 from .frozen import merge_frozen
 from .manifest import CLAIMS_KEPT
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
-from .rekeyproof import check_exclusion, check_notice, kept_but_left_out, notice_hash, open_box
+from .rekeyfreeze import applied_past, freeze_dropped, pulled_past
+from .rekeyproof import (
+    carried_seq,
+    check_exclusion,
+    check_notice,
+    kept_but_left_out,
+    notice_hash,
+    open_box,
+    same_notice,
+)
 
 log = logging.getLogger("sessiond.sync")
-SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a notice's "s" past this names no log's end
 
 
 class Rekeyer:
@@ -71,8 +79,17 @@ class Rekeyer:
             old_announce = bytes(remote["announce_pk"])
             new_key, new_write = os.urandom(32), os.urandom(32)
             new_announce = bytes(announce_key(new_write).verify_key)
+            # the last attempt's notice, refused as stale: one store of a mirror may have taken it all the same
+            tried: tuple[dict, list[dict], list[dict]] | None = None
             for _attempt in range(5):
                 rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
+                if notice is not None and tried is not None and same_notice(notice, tried[0]):
+                    # published: this rekey's own, finished as such; and written again a revision on, so that
+                    # the store that refused it (holding another entry of that revision) holds it too
+                    record, keep, members = tried
+                    with contextlib.suppress(StaleHead):
+                        await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+                    break
                 if notice is not None:
                     await self._withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
@@ -92,7 +109,15 @@ class Rekeyer:
                     )
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
-                fresh, seqs = await self._freeze(store, sid, dropped)
+                fresh, seqs = await freeze_dropped(ctx, store, sid, dropped)
+                await pause_for_tests("rekey.frozen")  # (the tests hold it here: the dropped logs frozen, no record)
+                for _again in range(3):  # frozen again: those this device's pull took past the freeze meanwhile
+                    ahead = await pulled_past(ctx, sid, dropped, seqs)
+                    if not ahead:
+                        break
+                    more, more_seqs = await freeze_dropped(ctx, store, sid, ahead)
+                    fresh = [f for f in fresh if f["k"] not in {bytes(m["head_pk"]) for m in ahead}] + more
+                    seqs.update(more_seqs)
                 logs = merge_frozen(frozen, fresh)
                 # frozen by an earlier rekey and not again by this one (a writer let back in, its log not read
                 # now): carried on as it was, how far not known here
@@ -124,6 +149,7 @@ class Rekeyer:
                 try:
                     await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
                 except StaleHead:
+                    tried = (record, keep, members)
                     continue  # the slot changed meanwhile (a writer joined, or another rekey): look again
                 break
             else:
@@ -139,29 +165,6 @@ class Rekeyer:
             "kept": [member_name(m) for m in keep],
             "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep],
         }
-
-    async def _freeze(self, store: Store, sid: str, dropped: list[dict]) -> tuple[list[dict], dict[bytes, int]]:
-        """The dropped writers' logs, frozen (fetch.freeze_log), and the last seq of each carried over, by
-        head key (0: none, as it had pushed nothing). A log that cannot be frozen (damaged, or sealed under a
-        key this device never held) is left out, said in the log: the writer being dropped must not be able
-        to stop its own revocation. Its seq is left out too: how far the kept devices read its log is not
-        known here, and a 0 would have the writer say that all it ever wrote is held there only. A store
-        that fails fails the rekey (it is retried)."""
-        out, seqs = [], {}
-        for m in dropped:
-            try:
-                f = await freeze_log(store, sid, self.ctx.keys.session_keys(sid), m, timeout=self.ctx.timeout)
-            except ImportError_ as exc:
-                if exc.kind == "store":
-                    raise
-                log.warning(
-                    "a dropped writer's log is not carried over", extra={"session": sid, "error": describe(exc)}
-                )
-                continue
-            if f is not None:
-                out.append(f[0])
-            seqs[bytes(m["head_pk"])] = f[1] if f is not None else 0
-        return out, seqs
 
     def _notice(self, sid: str, record: dict) -> dict:
         """The notice of this device's rekey (docs/FORMATS.md §6): a box for each kept writer and one for
@@ -265,7 +268,7 @@ class Rekeyer:
                 record["o"] = old_announce
                 record["n"] = dagcbor.encode(self._notice(sid, record))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
-            if notice is not None and notice_hash(notice) != notice_hash(dagcbor.decode(record["n"])):
+            if notice is not None and not same_notice(notice, record):
                 await self._withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
@@ -396,7 +399,7 @@ class Rekeyer:
         left = await self._left_here(sid, notice, me)
         # how far it carried this device's log over, kept with the mark: what was written past it is held
         # here only, which `rm` and the clean-up keep until a new code imported sends it
-        await self.ctx.db.mark_revoked(sid, _carried(notice, me))
+        await self.ctx.db.mark_revoked(sid, carried_seq(notice, me))
         return left
 
     async def _left_here(self, sid: str, notice: dict, me: bytes) -> str:
@@ -405,7 +408,7 @@ class Rekeyer:
         '' if nothing. The notice names how far it froze each dropped writer's log ("s": FORMATS.md §6); one
         of an earlier sessiond does not, and then it is said as a possibility."""
         db = self.ctx.db
-        seq = _carried(notice, me)
+        seq = carried_seq(notice, me)
         if seq is None:
             if not await db.last_seq(sid):
                 return ""
@@ -442,6 +445,10 @@ class Rekeyer:
             "g": True,  # (records from before it named no generation: "m" was empty)
             "own": False,
         }
+        dropped = [m for m in members if bytes(m["head_pk"]) not in boxed and m["head_pk"] != my_pk]
+        applied = await applied_past(self.ctx, sid, store, notice, dropped)
+        if applied:
+            record["f"] = applied
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it
         if (await self.ctx.db.get_session(sid))["access"] == "revoked":
             # an earlier notice left it out; this one, which replaced it, boxes the new key to it: it is in
@@ -450,16 +457,3 @@ class Rekeyer:
         await self._finish(sid, record)
         log.info("took new session key", extra={"session": sid, "event": "rekey"})
         return True
-
-
-def _carried(notice: dict, me: bytes) -> int | None:
-    """How far a rekey's notice says it carried the log of head key `me` over (its "s": FORMATS.md §6), or
-    None when it does not say (a notice of an earlier sessiond, one naming other devices only, a log it could
-    not freeze). One past what a log's seq can be (SQLite's integers), which no sessiond wrote: taken as none."""
-    carried = notice.get("s")
-    seq = None
-    if isinstance(carried, list):
-        seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
-        return None
-    return seq

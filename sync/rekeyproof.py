@@ -38,6 +38,7 @@ from .membersobject import member_name
 from .sharecode import ShareCode
 
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to
+SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a notice's "s" past this names no log's end
 CHAIN_MAX = 8
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
@@ -76,6 +77,24 @@ def no_author_way(author: object, sid: str, took: str) -> str:
 def notice_hash(notice: dict) -> bytes:
     """BLAKE3 of the notice map's DAG-CBOR encoding: what a claim names."""
     return blake3(dagcbor.encode(notice)).digest()
+
+
+def same_notice(notice: dict, record: dict) -> bool:
+    """Whether `notice`, read from a members slot, is the one of this device's rekey `record`."""
+    return notice_hash(notice) == notice_hash(dagcbor.decode(record["n"]))
+
+
+def carried_seq(notice: dict, me: bytes) -> int | None:
+    """How far a rekey's notice says it carried the log of head key `me` over (its "s": FORMATS.md §6), or
+    None when it does not say (a notice of an earlier sessiond, one naming other devices only, a log it could
+    not freeze). One past what a log's seq can be (SQLite's integers), which no sessiond wrote: taken as none."""
+    carried = notice.get("s")
+    seq = None
+    if isinstance(carried, list):
+        seq = next((c.get("s") for c in carried if isinstance(c, dict) and c.get("k") == me), None)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= SEQ_MAX:
+        return None
+    return seq
 
 
 def open_box(notice: dict, head_pk: bytes, head_key: SigningKey, sid: str) -> dict | None:

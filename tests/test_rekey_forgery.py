@@ -120,6 +120,17 @@ def _three_writers(make_daemon, store_dir, d_settings: dict | None = None):
     return r, k, d, sid
 
 
+def _let_back_in(r, d, sid) -> None:
+    """R drops writer D by a rekey, then lets it back in with a new code; D writes "D let back in", which R holds."""
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().sync(sid, wait=True, timeout=10)
+    assert d.client().get_session(sid)["access"] == "revoked"
+    d.client().import_code(r.client().share(sid, write=True)["code"])
+    d.client().append(sid, "assistant", "D let back in")
+    d.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D let back in" in _messages(r, sid), timeout=30)
+
+
 @pytest.mark.parametrize("author", ["forger", "rekeyer"])
 def test_a_kept_device_away_through_a_rekey_refuses_a_dropped_writers_forged_notice(make_daemon, store_dir, author):
     r, k, d, sid = _three_writers(make_daemon, store_dir)
@@ -515,18 +526,7 @@ def test_a_writer_dropped_let_back_in_and_dropped_again_keeps_what_it_wrote_whil
     rekey did not say how far it read its log (the notice named no seq for it, as frozen before). The newer
     freeze of a head is the one kept now, and the notice names how far it reaches."""
     r, k, d, sid = _three_writers(make_daemon, store_dir)
-    r.client().rekey(sid, drop=[_device(d)])
-    d.client().sync(sid, wait=True, timeout=10)
-    assert d.client().get_session(sid)["access"] == "revoked"
-    d.client().import_code(r.client().share(sid, write=True)["code"])
-    d.client().append(sid, "assistant", "D let back in")
-    d.client().sync(sid, wait=True, timeout=10)
-
-    def r_has_it():
-        r.client().sync(sid, wait=True, timeout=10)
-        return "D let back in" in _messages(r, sid)
-
-    wait_for(r_has_it, timeout=30, interval=0.3)
+    _let_back_in(r, d, sid)
     r.client().rekey(sid, drop=[_device(d)])
     st = d.client().sync(sid, wait=True, timeout=10)
     said = st["sessions"][sid].get("pull_error") or ""
@@ -567,12 +567,7 @@ def test_a_kept_writer_taking_the_notice_first_does_not_leave_the_new_slot_an_ol
     froze and did not write it (ensure_member compared head keys, not revisions), so a device importing the
     session later never got what the writer wrote while let back in (CI met it when K's pull came first)."""
     r, k, d, sid = _three_writers(make_daemon, store_dir)
-    r.client().rekey(sid, drop=[_device(d)])
-    d.client().sync(sid, wait=True, timeout=10)
-    d.client().import_code(r.client().share(sid, write=True)["code"])
-    d.client().append(sid, "assistant", "D let back in")
-    d.client().sync(sid, wait=True, timeout=10)
-    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D let back in" in _messages(r, sid), timeout=30)
+    _let_back_in(r, d, sid)
     k.client().sync(sid, wait=True, timeout=10)  # K holds the first freeze, and knows D's newer log too
     r.stop()
     flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "published")

@@ -1,0 +1,80 @@
+"""What a rekey carries over of the writers it drops: their logs frozen as their heads name them (rekey.py, at
+its start), again for those this device's own pull took past that meanwhile, and, by a kept writer taking the
+notice, where it read those it applied past the notice's freeze (docs/FORMATS.md §6)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..stores import Store
+from .context import SyncContext
+from .errors import ImportError_, describe
+from .fetch import freeze_log
+from .membersobject import member_name
+from .rekeyproof import carried_seq
+
+log = logging.getLogger("sessiond.sync")
+
+
+async def freeze_dropped(
+    ctx: SyncContext, store: Store, sid: str, dropped: list[dict]
+) -> tuple[list[dict], dict[bytes, int]]:
+    """The dropped writers' logs, frozen (fetch.freeze_log), and the last seq of each carried over, by
+    head key (0: none, as it had pushed nothing). A log that cannot be frozen (damaged, or sealed under a
+    key this device never held) is left out, said in the log: the writer being dropped must not be able
+    to stop its own revocation. Its seq is left out too: how far the kept devices read its log is not
+    known here, and a 0 would have the writer say that all it ever wrote is held there only. A store
+    that fails fails the rekey (it is retried)."""
+    out, seqs = [], {}
+    for m in dropped:
+        try:
+            f = await freeze_log(store, sid, ctx.keys.session_keys(sid), m, timeout=ctx.timeout)
+        except ImportError_ as exc:
+            if exc.kind == "store":
+                raise
+            log.warning("a dropped writer's log is not carried over", extra={"session": sid, "error": describe(exc)})
+            continue
+        if f is not None:
+            out.append(f[0])
+        seqs[bytes(m["head_pk"])] = f[1] if f is not None else 0
+    return out, seqs
+
+
+async def pulled_past(ctx: SyncContext, sid: str, dropped: list[dict], seqs: dict[bytes, int]) -> list[dict]:
+    """The dropped writers whose logs this device applied past where this rekey froze them (`seqs`): its
+    follower pulled them meanwhile, the slot holding no notice yet. Frozen again, the rekey carries what
+    this device holds (else it alone would); from its record on, a pull here applies no log of it
+    (follower.Follower._pull)."""
+    peers = {bytes(p["head_pk"]): p["applied_seq"] for p in await ctx.db.peers(sid)}
+    return [m for m in dropped if (pk := bytes(m["head_pk"])) in seqs and peers.get(pk, 0) > seqs[pk]]
+
+
+async def applied_past(ctx: SyncContext, sid: str, store: Store, notice: dict, dropped: list[dict]) -> list[dict]:
+    """The logs of the writers `notice` drops that this device applied past where the rekey froze them (the
+    notice's "s"), frozen where this device read them (fetch.freeze_log at its peer row's revision): it
+    pulled them while the rekeying device, having frozen them, had not published its notice yet. Written
+    into the new members slot (a later freeze of a head is the one kept: frozen.merge_frozen), so that every
+    device of the new generation, and every import, takes what this device holds; else it alone would.
+    A log that cannot be frozen so is said in the log and left out; a store that fails fails the take."""
+    peers = {bytes(p["head_pk"]): p for p in await ctx.db.peers(sid)}
+    out = []
+    for m in dropped:
+        p, carried = peers.get(bytes(m["head_pk"])), carried_seq(notice, bytes(m["head_pk"]))
+        if p is None or carried is None or p["applied_seq"] <= carried or not p["rev"]:
+            continue
+        keys = ctx.keys.session_keys(sid)
+        try:
+            f = await freeze_log(store, sid, keys, m, timeout=ctx.timeout, rev=p["rev"])
+        except ImportError_ as exc:
+            if exc.kind == "store":
+                raise
+            f = None
+            log.warning("a dropped writer's log as read here is not carried over: %s", describe(exc))
+        if f is None:
+            log.warning(
+                "what this device applied of a dropped writer past the rekey's freeze is not carried over",
+                extra={"session": sid, "device": member_name(m)},
+            )
+            continue
+        out.append(f[0])
+    return out

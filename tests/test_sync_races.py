@@ -1,0 +1,246 @@
+"""Races and crashes between devices of one shared session that lost or hid what a writer wrote: each shown
+with real daemons over one file:// store, the order of the devices' steps held by pause points
+(storage/testhooks.py) where it matters."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import tempfile
+
+import pytest
+
+from conftest import wait_for, write_config
+from test_members_lost import slot_file
+from test_mirror import Relay
+from test_rekey_forgery import _device, _let_back_in, _messages, _three_writers
+
+
+def test_gc_on_a_writer_let_back_in_keeps_the_log_a_rekey_froze_of_it(make_daemon, store_dir):
+    """A writer dropped by a rekey and let back in with a new code pushes its log again under the new key:
+    the manifest the rekey froze (pinned in the new members slot's frozen logs) is one its head left, a gc
+    candidate of its own. Its gc read every current head and not the frozen logs, and freed it: every
+    later import of the session failed on the frozen log (the log damaged), and what the writer wrote
+    before the drop was out of reach."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    d.client().append(sid, "assistant", "D before the drop")
+    d.client().sync(sid, wait=True, timeout=10)
+    _let_back_in(r, d, sid)
+    d.client().gc(grace=0)
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert "D before the drop" in _messages(n, sid)
+    assert _messages(n, sid) == _messages(r, sid)
+
+
+def _held(d, point: str):
+    """Restart daemon `d` to hold at pause point `point`; the flag file that holds it (removed: let go)."""
+    d.stop()
+    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), point)
+    d.env["SESSIOND_TEST_PAUSE"] = f"{point}:{flag}"
+    d.start()
+    return flag
+
+
+def _rekey_held_while(r, d, sid: str, point: str, puller) -> None:
+    """R's rekey dropping D, held at `point` while D writes and `puller` pulls what it wrote; then let go."""
+    flag = _held(r, point)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
+        wait_for(lambda: os.path.exists(flag), timeout=20)
+        d.client().append(sid, "assistant", "D while R rekeys")
+        d.client().sync(sid, wait=True, timeout=10)
+        wait_for(
+            lambda: puller.client().sync(sid, wait=True, timeout=10) and "D while R rekeys" in _messages(puller, sid),
+            timeout=30,
+        )
+        os.remove(flag)
+        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+
+
+def _every_device_alike(make_daemon, store_dir: str, r, k, sid: str) -> None:
+    """R writes after its rekey; once K has it, K, R and a device importing the session now hold the same."""
+    r.client().append(sid, "user", "after the rekey")
+    r.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "after the rekey" in _messages(k, sid), timeout=30)
+    r.client().sync(sid, wait=True, timeout=10)
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert _messages(k, sid) == _messages(r, sid) == _messages(n, sid)
+
+
+def test_a_kept_writer_that_pulled_the_dropped_writer_while_the_rekey_froze_it_holds_what_every_device_holds(
+    make_daemon, store_dir
+):
+    """R froze D's log, then published its notice (its claim pushed in between); K pulled meanwhile, the slot
+    holding no notice yet, and took from D's head what D wrote after the freeze. K then took the notice: it
+    kept those messages, which no other device got (nor any import later: the new generation reads D's log as
+    frozen), so K's conversation was not the others'."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    _rekey_held_while(r, d, sid, "rekey.notice_put", k)  # D frozen, the notice not published: K pulls D
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
+
+
+def _store(d, url: str) -> dict:
+    """Daemon `d`'s status of store `url` of its mirror."""
+    return next(s for s in d.client().status()["stores"] if s["url"] == url)
+
+
+@pytest.mark.parametrize("b_order", ["same", "reversed"])
+def test_two_joins_written_to_the_stores_of_a_mirror_apart_both_reach_every_device(
+    make_daemon, store_dir, tmp_path, b_order
+):
+    """Writers of one mirror (a relay and a folder): C's import read the members slot and was held before its
+    write; B joined while the relay was down (its write taken by the folder, queued for the relay); then C
+    wrote the same revision, taken by the relay, refused as stale by the folder, and C, reading the slot
+    again, found in the relay its own write and itself listed. B's queued write was then refused by the
+    relay as stale and dropped. The two stores held two slots of one revision, each listing one of them,
+    and a device reading the relay's never followed B: what B wrote never reached it. A device that finds
+    itself no longer listed in the slot it announced itself in writes itself back, and every device of a
+    mirror takes the same one of two entries of a revision."""
+    relay = Relay(str(tmp_path / "relay")).start()  # (stopped and started on one port)
+    try:
+        _two_joins(make_daemon, "file://" + store_dir, relay, b_order)
+    finally:
+        relay.close()
+
+
+def _two_joins(make_daemon, folder: str, relay: Relay, b_order: str) -> None:
+    stores = [relay.url, folder]
+    a, c = make_daemon(stores), make_daemon(stores)
+    b = make_daemon(stores if b_order == "same" else stores[::-1])
+    a.start()
+    sid = a.client().create_session(name="mirrored")["id"]
+    a.client().append(sid, "user", "from A")
+    code = a.client().share(sid, write=True)["code"]
+    a.client().sync(sid, wait=True, timeout=10)
+    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "put")
+    c.env["SESSIOND_TEST_PAUSE"] = f"members.put:{flag}"
+    c.start()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        imported = pool.submit(c.client().import_code, code)
+        wait_for(lambda: os.path.exists(flag), timeout=20)  # C read the slot, its write held
+        relay.stop()
+        b.start()
+        b.client().import_code(code)  # its members write: the folder's, queued for the relay
+        b.client().append(sid, "user", "from B")
+        b.client().sync(sid, timeout=10)
+        b.stop()  # (its outbox kept for the relay, sent at its next start)
+        relay.start()
+        wait_for(lambda: _store(c, relay.url)["reachable"] is True, timeout=30)  # C's mirror has it back
+        os.remove(flag)
+        # the write refused as stale by the folder: read again, and held again if it writes again
+        while not imported.done():
+            wait_for(lambda: imported.done() or os.path.exists(flag), timeout=30)
+            if os.path.exists(flag):
+                os.remove(flag)
+        imported.result()
+    c.client().append(sid, "user", "from C")
+    b.start()
+    wait_for(lambda: _store(b, relay.url)["pending"] == 0, timeout=30)  # B's queued slot write sent (refused)
+
+    def everywhere():
+        for d in (a, b, c):
+            d.client().sync(sid, wait=True, timeout=10)
+        return all({"from A", "from B", "from C"} <= set(_messages(d, sid)) for d in (a, b, c))
+
+    wait_for(everywhere, timeout=40, interval=0.5)
+    assert _messages(a, sid) == _messages(b, sid) == _messages(c, sid)
+
+
+def test_a_rekey_whose_notice_one_store_of_a_mirror_took_and_another_refused_finishes(make_daemon, store_dir, tmp_path):
+    """R's rekey read the members slot, then B joined while the relay was down for it (its write taken by the
+    folder); R's notice was taken by the relay and refused as stale by the folder, and R, reading the slot
+    again, found a notice there: its own, which it took for another device's. It withdrew its claim and gave
+    up, and the notice stayed in the slot with no device claiming it: no device took it, every pull of the
+    session failed from then on, and nothing written reached another device. A rekey that finds its own
+    notice published finishes."""
+    relay = Relay(str(tmp_path / "relay")).start()
+    try:
+        stores = [relay.url, "file://" + store_dir]
+        r, k, b = make_daemon(stores), make_daemon(stores), make_daemon(stores)
+        k.start()
+        flag = _held(r, "rekey.notice_put")
+        sid = r.client().create_session(name="mirrored")["id"]
+        r.client().append(sid, "user", "from R")
+        code = r.client().share(sid, write=True)["code"]
+        k.client().import_code(code)
+        k.client().append(sid, "user", "K joins")
+        k.client().sync(sid, wait=True, timeout=10)
+        wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "K joins" in _messages(r, sid), timeout=30)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            rekeyed = pool.submit(r.client().rekey, sid)
+            wait_for(lambda: os.path.exists(flag), timeout=20)  # R read the slot and claimed its notice
+            relay.stop()
+            b.start()
+            b.client().import_code(code)  # its members write: the folder's, queued for the relay
+            b.stop()
+            relay.start()
+            wait_for(lambda: _store(r, relay.url)["reachable"] is True, timeout=30)
+            os.remove(flag)
+            while not rekeyed.done():  # (a second attempt is held there too)
+                wait_for(lambda: rekeyed.done() or os.path.exists(flag), timeout=30)
+                if os.path.exists(flag):
+                    os.remove(flag)
+            rekeyed.result()
+        r.client().append(sid, "user", "R after the rekey")
+        wait_for(
+            lambda: k.client().sync(sid, wait=True, timeout=10) and "R after the rekey" in _messages(k, sid), timeout=30
+        )
+    finally:
+        relay.close()
+
+
+def test_a_slot_written_again_keeps_the_later_freeze_of_a_writer_dropped_twice(make_daemon, store_dir):
+    """A writer dropped, let back in with a new code and dropped again has its log frozen anew, and the new
+    slot carries that later freeze. The devices noted the frozen logs they read or wrote in their database
+    only when their number changed (Members.keep_frozen), so they kept the first freeze: a slot the store lost
+    was written again from it, and a device importing the session afterwards never got what the writer wrote
+    while it was let back in."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    _let_back_in(r, d, sid)
+    r.client().rekey(sid, drop=[_device(d)])
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and k.client().get_session(sid), timeout=30)
+    for dev in (k, d):
+        dev.stop()
+    r.restart()  # (nothing of the slot in its memory: what it writes again is what its database noted)
+    os.remove(slot_file(store_dir, r, sid))  # the store lost the slot
+    assert r.client().sync(sid, wait=True, timeout=30)["complete"]
+    n = make_daemon("file://" + store_dir).start()
+    n.client().import_code(r.client().share(sid)["code"])
+    assert "D let back in" in _messages(n, sid)
+    assert _messages(n, sid) == _messages(r, sid)
+
+
+def test_a_rekeying_device_that_pulled_the_dropped_writer_past_its_freeze_holds_what_every_device_holds(
+    make_daemon, store_dir
+):
+    """R's rekey froze D's log; its own follower, pulling the session meanwhile (the slot holding no notice
+    yet), took from D's head what D wrote after the freeze: R kept it, and no other device got it (the new
+    generation reads D's log as frozen). A rekey freezes again a log its device applied past its freeze, and
+    a pull under way takes in no log once a rekey here has recorded its freezes."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    write_config(k.home, poll_interval=3600, sync_interval=3600)  # K pulls only when asked (`sync`)
+    k.restart()
+    _rekey_held_while(r, d, sid, "rekey.frozen", r)  # D frozen, nothing recorded: R's own pull takes D
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
+
+
+def test_a_dropped_writer_that_deleted_the_session_and_is_let_back_in_reaches_the_others(make_daemon, store_dir):
+    """A writer dropped by a rekey, its copy deleted, imports a new write code: its log is in the slot only as
+    the rekey froze it (no longer a member), and the import took it back only from a member's head. Its own
+    frozen log left out, it numbered what it wrote next from 1 again, under the numbers the others hold from
+    the frozen log, which dropped it as repeats: what it wrote after it was let back in reached no one."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    d.client().append(sid, "assistant", "D before the drop")
+    d.client().sync(sid, wait=True, timeout=10)
+    r.client().rekey(sid, drop=[_device(d)])
+    d.client().sync(sid, wait=True, timeout=10)
+    d.client().delete_session(sid)
+    d.client().import_code(r.client().share(sid, write=True)["code"])
+    d.client().append(sid, "assistant", "D back")
+    d.client().sync(sid, wait=True, timeout=10)
+    wait_for(lambda: r.client().sync(sid, wait=True, timeout=10) and "D back" in _messages(r, sid), timeout=30)
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "D back" in _messages(k, sid), timeout=30)
+    wait_for(lambda: d.client().sync(sid, wait=True, timeout=10) and "K joins" in _messages(d, sid), timeout=30)
+    assert _messages(r, sid) == _messages(d, sid) == _messages(k, sid)
