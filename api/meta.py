@@ -19,11 +19,15 @@ class PinningStatus(TypedDict):
 @with_config(ANSWER)
 class StoreStatus(TypedDict):
     url: str
-    # answered last time it was used (None: not used yet, or one store: not tracked, except False for a
-    # folder store whose folder is missing, empty or not made yet, last_error saying so)
+    # answered last time it was used (None: not used yet). One store (no mirror): as its pushes found it,
+    # False while a session's last push failed on it (failure, last_error, retry_in), and for a folder store
+    # whose folder is missing, empty or not made yet, last_error saying so
     reachable: bool | None
     pending: int  # objects and heads waiting in its outbox (a mirror's store that was down)
     last_error: str | None
+    failure: NotRequired[str]  # reachable False: the failure's class (unreachable, refusing our credentials, ...)
+    retry_in: NotRequired[float]  # ... and the seconds before it is tried again
+    retry_after: NotRequired[bool]  # ... retry_in being the store's own Retry-After
     writes: NotRequired[int]  # a folder store: objects and heads written since the daemon started
     write_batches: NotRequired[int]  # ... in this many batches (each: one thread job, one fsync per folder)
     head_listings: NotRequired[int]  # a folder store: full listings of its heads folder by this daemon's follower

@@ -181,8 +181,9 @@ class SyncContext:
 
     async def store_status(self) -> list[dict]:
         """This daemon's store(s): per store, whether it answered, what waits in its outbox, its last
-        error. One store has no outbox (its pushes wait in the sync state): reachable is not tracked. What
-        a store's own state says (Store.failing_now: a folder store's folder away) is: unreachable."""
+        error. One store has no outbox (its pushes wait in the sync state): whether it answered is what its
+        pushes met (Syncer.store_status adds it). What a store's own state says (Store.failing_now: a folder
+        store's folder away) is: unreachable."""
         if isinstance(self.store, MirrorStore):
             rows, stores = await self.store.status(), self.store.stores
         else:

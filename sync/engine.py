@@ -257,7 +257,11 @@ class Syncer:
         return self.sync_status.last_failure(sid)
 
     async def store_status(self) -> list[dict]:
-        return await self.ctx.store_status()
+        rows = await self.ctx.store_status()
+        if len(rows) == 1 and rows[0]["reachable"] is None and rows[0]["url"] == self.ctx.store.url:
+            # one store (no mirror, so no outbox health of its own): what its pushes met
+            rows[0] |= await self.sync_status.store_health(self.ctx.store.url)
+        return rows
 
     async def repair(self, sid: str) -> bool:
         """Push this device's whole log of `sid` again if the store lacks any of it, and write its members

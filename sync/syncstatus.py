@@ -14,7 +14,16 @@ import logging
 import time
 
 from ..storage.redact import scrub_text
-from ..stores.errors import MOVE_STORE, StoreTimeout, describe_failure, failing, settled, way_on
+from ..stores.errors import (
+    MOVE_STORE,
+    LyingServer,
+    StoreTimeout,
+    describe_failure,
+    failing,
+    failure_kind,
+    settled,
+    way_on,
+)
 from .context import SyncContext
 from .errors import describe
 from .fetch import BEHIND
@@ -36,6 +45,7 @@ class SyncStatus:
         # push's end wakes the waiters of its session and of all, not every waiter (16 shares at once
         # woke on every other session's push, each to read its state again: ~10 wakes per share)
         self._waiters: dict[str | None, set[asyncio.Event]] = {}
+        self._went_through = False  # a push went through since the start (store_health: reachable)
 
     def forget(self, sid: str) -> None:
         self._errors.pop(sid, None)
@@ -67,6 +77,7 @@ class SyncStatus:
     async def pushed(self, sid: str) -> None:
         if sid not in self.pushes.retry_at:  # it went through: the error shown is over
             self.forget(sid)
+            self._went_through = True
         for key in (sid, None):
             for ev in self._waiters.get(key, ()):
                 ev.set()
@@ -94,6 +105,29 @@ class SyncStatus:
                 else ("pending" if st["pending"] else "synced")
             )
         return states
+
+    async def store_health(self, url: str) -> dict:
+        """What the pushes say of the daemon's one store at `url` (no mirror: no outbox of its own, its pushes
+        wait in each session's sync state), for status's `stores`: unreachable while a session's last push
+        through it failed on the store (down, hung, refusing, lying: the failure, its message and the retry),
+        reachable once a push has gone through and none is failing so, not known before any push."""
+        for sid, exc in list(self._causes.items()):
+            if not (failing(exc) or isinstance(exc, LyingServer)):
+                continue  # (an answer about content, or no store failure at all: the store answered)
+            remote = await self.ctx.db.remote(sid)
+            if remote is not None and remote["store_url"] and remote["store_url"] != url:
+                continue  # (a session imported through another store)
+            row: dict = {
+                "reachable": False,
+                "failure": "answering what does not verify" if isinstance(exc, LyingServer) else failure_kind(exc),
+                "last_error": self._errors.get(sid),
+            }
+            if sid in self.pushes.retry_at:
+                row["retry_in"] = round(max(0.0, self.pushes.retry_at[sid] - time.monotonic()), 2)
+            if self.server_wait(sid) is not None:
+                row["retry_after"] = True  # retry_in is the store's own Retry-After
+            return row
+        return {"reachable": True} if self._went_through else {}
 
     def last_failure(self, sid: str) -> BaseException | None:
         """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""

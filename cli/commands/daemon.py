@@ -366,7 +366,7 @@ def cmd_status(args) -> int:
                 + (f"; last error: {short(for_home(err, args.home), 80)}" if (err := pin.get("last_error")) else "")
             )
     if len(stores) == 1 and stores[0].get("reachable") is False and (err := stores[0].get("last_error")):
-        lines.append(f"  failing: {for_home(err, args.home)}")  # (a folder store's folder away)
+        lines.append(f"  failing: {for_home(err, args.home)}")  # (its pushes failing, a folder away)
     if len(stores) > 1:  # a mirror: how each of its stores is doing
         for st in stores:
             reachable = st.get("reachable")
