@@ -179,3 +179,15 @@ def test_an_invite_into_a_folder_no_relay_has_served_says_so(tmp_path, invite_re
     data, _host = invite_relay
     res = run_cli(None, "serve", "invite", "--data", data, "--json")
     assert res.returncode == 0 and "no relay has served" not in res.stderr, res.stderr
+
+
+def test_revoke_of_no_such_account_says_not_found_in_json(tmp_path):
+    """`serve revoke nosuch --json` answered the generic code "error", so a script could not tell an account not
+    there (nothing to do, or a typo) from a data folder it could not change. It says "not_found", as the API
+    does for what is not there; a folder that cannot be changed stays "error"."""
+    data = tmp_path / "relay"
+    (data / "accounts").mkdir(parents=True)
+    res = run_cli(None, "serve", "revoke", "nosuch", "--data", str(data), "--json")
+    assert res.returncode == 1, res.stderr
+    err = json.loads(res.stdout)["error"]
+    assert err["code"] == "not_found" and "no account 'nosuch'" in err["message"], err

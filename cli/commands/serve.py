@@ -239,7 +239,7 @@ def cmd_revoke(args) -> int:
         acct = find_account(data, args.account)
         done = revoke(data, acct, undo=args.undo)
     except NoSuchAccount as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), kind="not_found") from None
     except OSError as exc:
         raise CliError(f"cannot change the data folder {data}: {exc.strerror or exc}") from None
     if args.json:
