@@ -289,6 +289,12 @@ def quota_exhausted(sid: str, used: int, quota: int) -> str:
     return f"session {sid!r} has exhausted its token quota: used {used} of its {quota} tokens{over}"
 
 
+def quota_short(sid: str, used: int, quota: int, messages: list, tokens: int) -> str:
+    """Room left under the quota, but not enough for `messages` (`tokens` together): how many more they need."""
+    them = "this message needs" if len(messages) == 1 else f"these {len(messages)} messages need"
+    return f"session {sid!r} has used {used} of its {quota} tokens; {them} {tokens} more"
+
+
 def quota_ways_api(sid: str) -> list[str]:
     """quota_ways_out's ways, in API terms (`details.api`)."""
     return [f'PATCH {session_path(sid)} {{"token_quota": N}}', *new_session_ways(sid)]

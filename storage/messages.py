@@ -27,6 +27,7 @@ from .errors import (
     new_chat_way,
     new_session_ways,
     quota_exhausted,
+    quota_short,
     quota_ways_api,
     quota_ways_out,
     sync_wait,
@@ -263,8 +264,7 @@ class Messages:
                     (
                         f"{quota_exhausted(sid, used, quota)}. "
                         if used >= quota  # nothing left: however few tokens these are (0 too), they do not fit
-                        else f"session {sid!r} has used {used} of its {quota} tokens; these messages need "
-                        f"{new_tokens} more. "
+                        else f"{quota_short(sid, used, quota, messages, new_tokens)}. "
                     )
                     + quota_ways_out(sid),
                     used=used,

@@ -65,7 +65,12 @@ def test_an_append_refused_by_a_quota_lowered_below_its_use_says_the_quota_is_ex
     c.update_session(sid, token_quota=90)
     with pytest.raises(ApiError) as info:
         c.append(sid, "user", "y", tokens=20)  # room left, not enough: how many they need
-    assert "used 80 of its 90 tokens; these messages need 20 more" in info.value.message, info.value.message
+    assert "used 80 of its 90 tokens; this message needs 20 more" in info.value.message, info.value.message
+    with pytest.raises(ApiError) as info:  # several: what they need together
+        c.append_many(
+            sid, [{"role": "user", "content": "y", "tokens": 6}, {"role": "user", "content": "z", "tokens": 6}]
+        )
+    assert "used 80 of its 90 tokens; these 2 messages need 12 more" in info.value.message, info.value.message
 
 
 def test_compaction_keeps_history(daemon):
