@@ -110,6 +110,7 @@ def test_native_append_keeps_tool_calls_and_refuses_malformed_ones(make):
     # `sessiond log` shows the calls and which call a tool message answers
     text = run_cli(d.home, "log", sid, check=True).stdout
     assert "f({})" in text and "call_1" in text and 'g({"x": 1})' in text, text
+    assert ":\n\n-> " not in text and ":\n-> f({})" in text, text  # calls alone: no blank line before them
     assert cli_json(d.home, "log", sid)["messages"][1]["tool_calls"] == [CALL]
 
 

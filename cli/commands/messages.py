@@ -397,7 +397,8 @@ def cmd_log(args) -> int:
         mark = " [compacted]" if m["id"] in aside else ""
         calls = _calls(m)
         print(
-            f"{head} {m['id']}{mark}{answers}:\n{safe(m['content'], keep_lines=True)}\n"
+            f"{head} {m['id']}{mark}{answers}:\n"
+            + (f"{safe(m['content'], keep_lines=True)}\n" if m["content"] or not calls else "")
             + "".join(f"-> {safe(c)}\n" for c in calls)
             if not args.short
             else f"{safe(m['role']):>9}:{mark} {short(m['content'] or '; '.join(calls), 100)}"
