@@ -529,3 +529,16 @@ def test_import_refuses_two_stores_before_it_asks_for_the_code(daemon, tmp_path)
     assert "give one store" in message and "share code" not in message, message
     message = _usage(run_cli(daemon.home, "import", "--passphrase-file", str(tmp_path / "none"), "--json"))
     assert "cannot read" in message and "share code" not in message, message  # so a passphrase file missing
+
+
+def test_initial_that_is_no_list_is_refused_with_an_example(daemon):
+    """`new --initial '{"role": "user", "content": "x"}'` (one message, not a list of them) was refused as the
+    daemon words it, 'initial_messages: must be a list', with no example of what --initial takes. It is a usage
+    error naming the shape with an example (text and --json), and nothing is made."""
+    before = cli_json(daemon.home, "ls")
+    for extra in ((), ("--json",)):
+        res = run_cli(daemon.home, "new", "--initial", '{"role": "user", "content": "x"}', *extra)
+        assert res.returncode == 2, res
+        said = json.loads(res.stdout)["error"]["message"] if extra else res.stderr
+        assert "--initial must be a JSON list of messages" in said and '[{"role": "system"' in said, said
+    assert cli_json(daemon.home, "ls") == before

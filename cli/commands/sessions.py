@@ -75,7 +75,9 @@ def _add_session_options(p, *, change: bool) -> None:
 def register(commands: Commands) -> None:
     p = commands.add("new", cmd_new, "create a session and print its id")
     p.add_argument("--id", help="your own id for it (default: a generated, time-sortable id)")
-    p.add_argument("--initial", help="initial messages as a JSON list of {role, content}")
+    p.add_argument(
+        "--initial", help='initial messages as a JSON list of {role, content}: \'[{"role": "user", "content": "Hi"}]\''
+    )
     _add_session_options(p, change=False)
 
     p = commands.add(
@@ -136,6 +138,12 @@ def _initial(text: str | None) -> Any:
     """--initial's messages; one with no text (and no tool calls) is refused, as `add` refuses it: it would
     go with every question, and nothing takes it out again. The rest the daemon checks."""
     messages = json_arg(text, "--initial")
+    if messages is not None and not isinstance(messages, list):
+        raise CliError(
+            "--initial must be a JSON list of messages, each an object with its role and content, such as"
+            ' \'[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hello"}]\'',
+            EXIT_USAGE,
+        )
     for i, m in enumerate(messages if isinstance(messages, list) else ()):
         text = m.get("content") if isinstance(m, dict) else None
         if isinstance(text, str) and not text.strip() and not m.get("tool_calls"):
