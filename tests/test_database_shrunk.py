@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -54,12 +55,9 @@ def test_a_shorter_database_copied_in_place_is_refused_not_a_crash(home, tmp_pat
         assert d.stop() == 0
 
 
-def test_every_request_failing_on_the_shorter_copy_says_database_lost(home, tmp_path):
-    """Not the bulk reader alone: a read on the loop's connections (a page of messages, a search) and a write
-    inside its transaction (a checkpoint's, under load in CI) met SQLite's "database disk image is malformed"
-    on the shorter copy's missing pages and answered 500 internal."""
-    other = str(tmp_path / "other")
-    _made_session(other)
+def _answers(home: str, backup: str) -> dict[str, str]:
+    """What a daemon on `home` answered (a refusal's code, or "answered") to a page of messages, a search, an
+    append and a checkpoint of its long session, `backup` copied over its sessions.db in place before them."""
     d = DaemonProc(home).start()
     answers = {}
     try:
@@ -67,11 +65,7 @@ def test_every_request_failing_on_the_shorter_copy_says_database_lost(home, tmp_
             sid = c.create_session(name="long")["id"]
             for k in range(20):
                 c.append_many(sid, [{"role": "user", "content": f"{k}.{i} " + "x" * 2000} for i in range(100)])
-            first = _copied_in(
-                os.path.join(other, "sessions.db"),
-                os.path.join(home, "sessions.db"),
-                lambda: c.messages(sid, limit=1000),
-            )
+            first = _copied_in(backup, os.path.join(home, "sessions.db"), lambda: c.messages(sid, limit=1000))
             answers["messages"] = first.code if first is not None else "answered"
             calls = {
                 "search": lambda: c.search("x"),
@@ -87,4 +81,26 @@ def test_every_request_failing_on_the_shorter_copy_says_database_lost(home, tmp_
                     assert "overwritten in place" in exc.message or exc.code != "database_lost", exc.message
     finally:
         assert d.stop() == 0
+    return answers
+
+
+def test_every_request_failing_on_the_shorter_copy_says_database_lost(tmp_path):
+    """Not the bulk reader alone: a read on the loop's connections (a page of messages, a search) and a write
+    inside its transaction (a checkpoint's, under load in CI) met SQLite's "database disk image is malformed"
+    on the shorter copy's missing pages and answered 500 internal.
+    A copy landing after the daemon's background checkpoint had copied its whole WAL into the file is read
+    whole, the daemon's WAL no longer read over it: the page of messages then finds no such session in the copy
+    (not_found), an answer from the copy that README allows before the daemon has seen it ("a read before that
+    may still answer from that mix"), and not what this test is about (1 run in 2 of the file under load). The
+    daemon's checkpoints are its own to time: the case is made again in a new home, up to 5 times."""
+    other = str(tmp_path / "other")
+    _made_session(other)
+    for _ in range(5):
+        folder = tempfile.mkdtemp(prefix="sd-")  # (a short path: the daemon's socket is in its home)
+        try:
+            answers = _answers(os.path.join(folder, "home"), os.path.join(other, "sessions.db"))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if answers["messages"] not in ("not_found", "answered"):
+            break
     assert set(answers.values()) == {"database_lost"}, answers
