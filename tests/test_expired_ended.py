@@ -72,6 +72,8 @@ def test_resuming_or_pausing_a_session_its_expiry_ended_is_refused_as_expired(da
     sid = c.create_session(model="echo-1", expires_in=1)["id"]
     c.pause(sid)
     _ended(c, sid)
+    # the end's final checkpoint commits after the end (its op moves last_activity on): waited for, not compared
+    wait_for(lambda: c.checkpoints(sid)["checkpoints"], timeout=30, what="the end's checkpoint")
     before = c.get_session(sid)
     for change in ("resume", "pause"):
         res = run_cli(daemon.home, change, sid, "--json")

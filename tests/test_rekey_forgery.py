@@ -450,11 +450,14 @@ def test_checkpoints_over_a_dropped_writers_messages_after_the_rekey(make_daemon
 def test_every_device_ends_with_the_dropped_writers_log_as_the_rekey_froze_it(make_daemon, store_dir):
     """What the dropped writer pushed just before the rekey, which a kept device away meanwhile never
     pulled from its head, reaches that device from the frozen log: every device, and one that imports
-    later, holds the same messages."""
-    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    later, holds the same messages. D's follower is asleep (it pulls when asked): D writes after the rekey as a
+    writer that has not pulled since would (a pull of its own first would take the notice and refuse the append)."""
+    asleep = {"poll_interval": 3600, "sync_interval": 3600}
+    r, k, d, sid = _three_writers(make_daemon, store_dir, d_settings=asleep)
     k.stop()
     d.client().append(sid, "assistant", "D just before the drop")
-    d.client().sync(sid, wait=True, timeout=10)
+    # pushed, not pulled (`sync` would wake D's follower too, whose round may come after the rekey)
+    wait_for(lambda: d.client().get_session(sid)["sync"]["pending"] == 0, timeout=30)
     r.client().rekey(sid, drop=[_device(d)])
     d.client().append(sid, "assistant", "D after the drop")
     d.client().sync(sid, wait=True, timeout=10)
