@@ -117,7 +117,9 @@ class Connections:
         self.importing: set[str] = set()  # sessions whose import is under way (apply_remote)
         # last: its connection and thread are the only things here a failure of the set-up above would leave open
         # (the executors start no thread before their first call); _open closes the connections it was given
-        self._checkpointer = Checkpointer(path, lambda: self.wal_reset_frames, self.file.checkpointing)
+        self._checkpointer = Checkpointer(
+            path, lambda: self.wal_reset_frames, self.file.checkpointing, self.file.at_least
+        )
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Connections:

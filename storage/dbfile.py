@@ -62,6 +62,9 @@ class DatabaseFile:
         self._lock = threading.Lock()  # (checkpoints run on threads of their own)
         self._content = _content(_stat(path))
         self._checkpoints = 0  # running: the file's content may be moving
+        # the least the file holds (a checkpoint that copied the whole WAL back sizes it to the database's pages,
+        # which never shrink but with auto_vacuum): one shorter after a checkpoint is a copy over it (at_least)
+        self._floor = 0
         self._changed: str | None = None  # OVERWRITTEN or WRITTEN_ELSEWHERE once seen: for good
         # OVERWRITTEN seen (for good): what the file holds is neither database whole, so reads are refused too
         # (Connections: a look at this flag per read, no stat; read_error)
@@ -158,14 +161,23 @@ class DatabaseFile:
                 if self._checkpoints == 0:
                     self._left(_stat(self.path))
 
+    def at_least(self, size: int) -> None:
+        """(Inside checkpointing, on the checkpoint's thread.) A checkpoint that copied the whole WAL back left the
+        file `size` bytes at least: the database's pages as it began (SQLite sizes the file to them), so a copy
+        shorter than that landing during it (its last fsync: most of its time) is seen, however long the file the
+        checkpoint before left."""
+        with self._lock:
+            self._floor = max(self._floor, size)
+
     def _left(self, st: os.stat_result | None) -> None:
         """(self._lock held.) The file as the last of the daemon's checkpoints running left it: its content from
         then on, unless it is shorter than before, which no checkpoint of the daemon's makes (nothing runs VACUUM:
         the database never shrinks, its freed pages stay in the file; but one made with auto_vacuum), a copy over it
-        meanwhile. (A copy as long
-        or longer meanwhile is taken for the checkpoint's writes: unseen.)"""
+        meanwhile; nor shorter than the database's pages a whole checkpoint sized it to (at_least). (A copy as long or
+        longer meanwhile is taken for the checkpoint's writes: unseen.)"""
         now = _content(st)
-        shrunk = not self._shrinks and now is not None and self._content is not None and now[0] < self._content[0]
+        least = max(self._floor, self._content[0] if self._content is not None else 0)
+        shrunk = not self._shrinks and now is not None and now[0] < least
         if shrunk and st is not None and (st.st_dev, st.st_ino) == self._identity and self._changed is None:
             self._changed = OVERWRITTEN
             self.overwritten = True

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+from .testhooks import pause_in_thread
+
 log = logging.getLogger("sessiond.storage")
 
 # The background checkpoint runs once this many rows have changed since the last one (about 800 appends;
@@ -75,9 +77,18 @@ class Checkpointer:
     been written since the last time (told by the writer after each commit), so no commit ever stalls on
     a checkpoint's fsyncs. PASSIVE: it never waits for, nor blocks, a reader or the writer."""
 
-    def __init__(self, path: str, cap: Callable[[], int] = lambda: WAL_RESET_FRAMES, guard: Guard | None = None):
+    def __init__(
+        self,
+        path: str,
+        cap: Callable[[], int] = lambda: WAL_RESET_FRAMES,
+        guard: Guard | None = None,
+        floor: Callable[[int], None] | None = None,
+    ):
         self._path = path
         self._guard = guard or (lambda: contextlib.nullcontext(True))  # (checkpoint's)
+        # told, inside the guard, the least the file holds after a checkpoint that copied the whole WAL back
+        # (DatabaseFile.at_least): the database's pages as it began, which SQLite sizes the file to
+        self._floor = floor
         self._cap = cap  # the most frames the WAL is allocated for (Connections.wal_reset_frames)
         self.frames = 0  # the WAL's length at the last checkpoint, in frames
         self.passes = 0  # checkpoints done (tests read it)
@@ -123,7 +134,11 @@ class Checkpointer:
                 try:
                     with self._guard() as go:  # (not into a file copied over the database)
                         if go:
-                            _, self.frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+                            busy, self.frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                            pause_in_thread("wal.checkpointed")  # (tests: the checkpoint done, its guard held)
+                            if self._floor is not None and not busy and 0 <= self.frames == done:
+                                self._floor(pages * (frame_bytes - 24))
                             self.passes += 1
                 except sqlite3.Error as e:  # busy or I/O: the next wake tries again; the WAL keeps the data
                     log.warning("background WAL checkpoint failed: %s", e)

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import DaemonProc
 from sessiond.client import ApiError
-from sessiond.storage import connections
+from sessiond.storage import connections, dbfile
 from sessiond.storage.database import Database
 from test_database_lost import _made_session
 from waiting import eventually
@@ -241,5 +241,40 @@ async def test_a_database_that_vacuums_itself_shrinking_at_a_checkpoint_is_not_t
         assert db.c.file.lost() is None
         sid = (await db.create_session({}))["id"]
         await db.append_messages(sid, [{"role": "user", "content": "still written"}])
+    finally:
+        await db.close()
+
+
+async def test_a_copy_landing_after_a_whole_checkpoint_shorter_than_the_database_is_seen(tmp_path, monkeypatch):
+    """A copy put over the file while one of the daemon's checkpoints ran (its last fsync: most of its time) is
+    taken for the checkpoint's writes unless it leaves the file shorter than the checkpoint before left it: a
+    backup as long as that (an older copy of the database) went unseen, and appends were acknowledged into it
+    (h-flake28 saw it once under load: reads 500 internal, an append answered). A checkpoint that copied the whole
+    WAL back sizes the file to the database's pages, so a file shorter than those after it is a copy too."""
+    path = str(tmp_path / "db.sqlite")
+    flag = str(tmp_path / "checkpointed")
+    db = await Database.open(path)
+    try:
+        sid = (await db.create_session({}))["id"]
+        for i in range(20):
+            await db.append_messages(sid, [{"role": "user", "content": f"{i} " + "x" * 4000}] * 10)
+        cp = db.c._checkpointer
+        passes = cp.passes
+        cp.wake()
+        await eventually(lambda: cp.passes > passes, what="a background checkpoint")
+        before = os.path.getsize(path)  # as the checkpoints left it: a backup of then is as long
+        monkeypatch.setenv("SESSIOND_TEST_PAUSE", f"wal.checkpointed:{flag}")
+        await db.append_messages(sid, [{"role": "user", "content": "more " + "y" * 4000}] * 50)
+        passes = cp.passes
+        cp.wake()
+        await eventually(lambda: os.path.exists(flag), what="the checkpoint done, its guard held")
+        assert os.path.getsize(path) > before  # (what the test is about: the checkpoint grew the file)
+        with open(path, "r+b") as out:  # `cp backup.db sessions.db`: the file truncated, then written
+            out.truncate(0)
+            out.write(b"\2" * before)
+        monkeypatch.delenv("SESSIOND_TEST_PAUSE")
+        os.remove(flag)
+        await eventually(lambda: cp.passes > passes, what="the checkpoint's end")
+        assert db.c.file.lost() == dbfile.OVERWRITTEN and db.c.file.overwritten
     finally:
         await db.close()
