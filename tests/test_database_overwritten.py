@@ -227,13 +227,7 @@ async def test_a_database_that_vacuums_itself_shrinking_at_a_checkpoint_is_not_t
     made.close()
     db = await Database.open(path)
     try:
-        sid = (await db.create_session({}))["id"]
-        for i in range(20):
-            await db.append_messages(sid, [{"role": "user", "content": f"{i} " + "x" * 4000}] * 10)
-        cp = db.c._checkpointer
-        passes = cp.passes
-        cp.wake()
-        await eventually(lambda: cp.passes > passes, what="a background checkpoint")
+        sid, cp = await _grown_and_checkpointed(db)
         grown = os.path.getsize(path)
         await db.delete_session(sid)
         await eventually(lambda: db.c.wal_scrubs >= 1, what="the WAL truncated after the delete")
@@ -255,13 +249,7 @@ async def test_a_copy_landing_after_a_whole_checkpoint_shorter_than_the_database
     flag = str(tmp_path / "checkpointed")
     db = await Database.open(path)
     try:
-        sid = (await db.create_session({}))["id"]
-        for i in range(20):
-            await db.append_messages(sid, [{"role": "user", "content": f"{i} " + "x" * 4000}] * 10)
-        cp = db.c._checkpointer
-        passes = cp.passes
-        cp.wake()
-        await eventually(lambda: cp.passes > passes, what="a background checkpoint")
+        sid, cp = await _grown_and_checkpointed(db)
         before = os.path.getsize(path)  # as the checkpoints left it: a backup of then is as long
         monkeypatch.setenv("SESSIOND_TEST_PAUSE", f"wal.checkpointed:{flag}")
         await db.append_messages(sid, [{"role": "user", "content": "more " + "y" * 4000}] * 50)
@@ -278,3 +266,15 @@ async def test_a_copy_landing_after_a_whole_checkpoint_shorter_than_the_database
         assert db.c.file.lost() == dbfile.OVERWRITTEN and db.c.file.overwritten
     finally:
         await db.close()
+
+
+async def _grown_and_checkpointed(db: Database):
+    """A session of ~800 KB appended to `db`, and a background checkpoint after it: (its id, the checkpointer)."""
+    sid = (await db.create_session({}))["id"]
+    for i in range(20):
+        await db.append_messages(sid, [{"role": "user", "content": f"{i} " + "x" * 4000}] * 10)
+    cp = db.c._checkpointer
+    passes = cp.passes
+    cp.wake()
+    await eventually(lambda: cp.passes > passes, what="a background checkpoint")
+    return sid, cp
