@@ -540,5 +540,5 @@ def test_initial_that_is_no_list_is_refused_with_an_example(daemon):
         res = run_cli(daemon.home, "new", "--initial", '{"role": "user", "content": "x"}', *extra)
         assert res.returncode == 2, res
         said = json.loads(res.stdout)["error"]["message"] if extra else res.stderr
-        assert "--initial must be a JSON list of messages" in said and '[{"role": "system"' in said, said
+        assert "--initial must be a list: a JSON list of messages" in said and '[{"role": "system"' in said, said
     assert cli_json(daemon.home, "ls") == before

@@ -140,7 +140,7 @@ def _initial(text: str | None) -> Any:
     messages = json_arg(text, "--initial")
     if messages is not None and not isinstance(messages, list):
         raise CliError(
-            "--initial must be a JSON list of messages, each an object with its role and content, such as"
+            "--initial must be a list: a JSON list of messages, each an object with its role and content, such as"
             ' \'[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hello"}]\'',
             EXIT_USAGE,
         )
