@@ -12,7 +12,8 @@ import pytest
 
 from conftest import PY, cli_json, run_cli, wait_for
 
-pytestmark = pytest.mark.real_exec  # reads the command lines of the processes it starts
+# The test reading the command lines of the processes it starts is marked `real_exec` (started as new programs);
+# the others start theirs from the fork server.
 
 _READ = {"x86_64": 0, "aarch64": 63, "arm64": 63}  # the read(2) system call's number
 
@@ -39,6 +40,7 @@ def all_text(home: str) -> str:
     return "\n".join(out)
 
 
+@pytest.mark.real_exec  # reads the command lines of the processes it starts
 def test_no_secret_in_logs_errors_or_process_lists(make_daemon, store_dir, tmp_path):
     url = "file://" + store_dir
     a, b = make_daemon(url).start(), make_daemon(url).start()

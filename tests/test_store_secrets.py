@@ -14,9 +14,11 @@ import pytest
 import secretcheck
 from conftest import cli_json, run_cli
 
-pytestmark = pytest.mark.real_exec  # reads the command lines of the processes it starts
+# The tests reading the command lines of the daemons they start are marked `real_exec` (started as new
+# programs, ~0.65 s of imports each); the others start theirs from the fork server.
 
 
+@pytest.mark.real_exec  # reads the daemon's command line
 def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(invite_relay, secret_homes):
     data, host = invite_relay
     invite = secretcheck.invite(data)
@@ -49,6 +51,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.real_exec  # reads the daemon's command line
 def test_passwords_and_tokens_of_store_urls_are_never_shown(secret_homes):
     """A Kubo RPC behind basic auth (user:password@) with a token in its query, down: the failures
     name the store, never its password or token, in status, sync, doctor, logs and start's errors."""
