@@ -251,7 +251,7 @@ def pair():
         home = os.path.join(d, name)
         os.makedirs(home, mode=0o700)
         with open(os.path.join(home, "config.toml"), "w") as f:
-            f.write("push_delay = 3.0\npoll_interval = 0.05\n")  # a wide gap: coalescing is certain
+            f.write("push_delay = 6.0\npoll_interval = 0.05\n")  # a wide gap: coalescing is certain
         made.append(DaemonProc(home, url).start())
     yield made
     for p in made:
@@ -293,10 +293,12 @@ def test_the_last_change_reaches_the_follower_without_waiting_out_the_gap(pair):
     ca.append(sid, "user", "first")
     wait_for(lambda: cb.messages(sid)["messages"], timeout=10, what="the first append on the follower")
     t = time.monotonic()
-    ca.append(sid, "assistant", "second")  # within the 3 s gap after the first push; then nothing more
+    ca.append(sid, "assistant", "second")  # within the 6 s gap after the first push; then nothing more
     wait_for(lambda: len(cb.messages(sid)["messages"]) == 2, timeout=10, what="the last append on the follower")
     took = time.monotonic() - t
-    assert took < 2.2, took  # pushed once quiet (0.75 s), not at the end of the gap (3 s after the first push)
+    # pushed once quiet (0.75 s), not at the end of the gap (6 s after the first push): 3 s to spare each way, for
+    # a loaded machine's push and pull (the gap was 3 s and the bound 2.2 s, a wall-clock margin of 1.45 s)
+    assert took < 4.5, took
 
 
 async def test_the_sessions_pushed_first_are_the_shared_ones_on_both_devices_and_after_a_restart(devices):
