@@ -12,7 +12,8 @@ candidate is freed once its grace period has passed since it was let go (a follo
 head a moment ago can still fetch it) and no current head of any session this device knows references it:
 every head (this device's, each followed device's, the members slot) is read and walked down to its nodes
 and parts objects, and so are this device's own logs as a rekey froze them (the members slot's frozen logs: a
-writer dropped and let back in; its head left that manifest long ago, and an import reads it). A session
+writer dropped and let back in; its head left that manifest long ago, and an import reads it: the slot's object,
+which names them, is read only when the slot moved since this process last read or wrote it). A session
 whose heads cannot all be read and opened keeps its candidates (the round is reported, not guessed).
 A session's candidates are freed under its push lock, so no push of it runs in between.
 The members slots of sessions deleted here that this device put objects for are read by gc alone (nothing
@@ -33,12 +34,14 @@ from ..stores import CannotDelete, Freed, Store, StoreError, check_object
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
+from .bounded import LRU
 from .context import SyncContext
 from .crypto import DecryptError, members_key, open_unpadded
 from .errors import crash_point, describe
 from .frozen import decode_frozen, merge_frozen
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
+from .members import MEMBERS_KEPT, Members
 from .membersobject import parse_members
 from .pages import Entry, LogError
 from .pull import LogReader
@@ -57,8 +60,13 @@ class _Kept(Exception):
 
 
 class Collector:
-    def __init__(self, ctx: SyncContext):
+    def __init__(self, ctx: SyncContext, members: Members):
         self.ctx = ctx
+        self.members = members
+        # Per session: its members slot's entry as gc last read its object (key, revision, data), and the frozen
+        # logs that object names. The entry names its object by hash: while the slot holds it, the object names
+        # the same logs, and gc does not read it again (nor when this process's Members read or wrote it).
+        self._slot_frozen: LRU[str, tuple[bytes, int, bytes, list[dict]]] = LRU(MEMBERS_KEPT)
 
     async def live(self, sid: str, seen: list[tuple[str, RegistryEntry]] | None = None) -> set[bytes]:
         """Every object a current head of `sid` references (raises what kept it from reading them all). Its
@@ -105,11 +113,7 @@ class Collector:
         me = ctx.keys.head_pk(sid)
         frozen = decode_frozen(remote.get("frozen"))
         if slot is not None and len(slot.data) > 33:
-            h = bytes(slot.data[1:33])
-            ct = check_object(h, await asyncio.wait_for(store.get(h), ctx.timeout))
-            obj = dagcbor.decode(_open_slot(ct, ctx.keys.session_keys(sid), bytes(slot.data[33:])))
-            if isinstance(obj, dict):
-                frozen = merge_frozen(frozen, parse_members(obj)[2])
+            frozen = merge_frozen(frozen, await self._frozen_named(store, sid, slot))
         for f in frozen:
             if bytes(f["k"]) != me:
                 continue
@@ -118,6 +122,23 @@ class Collector:
             ct = check_object(mhash, await asyncio.wait_for(store.get(mhash), ctx.timeout))
             man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
+
+    async def _frozen_named(self, store: Store, sid: str, slot: RegistryEntry) -> list[dict]:
+        """The frozen logs the object of `sid`'s members slot (its entry `slot`) names: as this process last read
+        or wrote that object, when the slot holds the same entry since (the same object: its hash is in the
+        entry), else read from `store`. A slot that moved is always read."""
+        known = self.members.frozen_as_seen(sid, slot)
+        noted = self._slot_frozen.get(sid)
+        if known is None and noted is not None and noted[:3] == (slot.pk, slot.revision, bytes(slot.data)):
+            known = noted[3]
+        if known is not None:
+            return [dict(f) for f in known]
+        h = bytes(slot.data[1:33])
+        ct = check_object(h, await asyncio.wait_for(store.get(h), self.ctx.timeout))
+        obj = dagcbor.decode(_open_slot(ct, self.ctx.keys.session_keys(sid), bytes(slot.data[33:])))
+        frozen = parse_members(obj)[2] if isinstance(obj, dict) else []
+        self._slot_frozen[sid] = (slot.pk, slot.revision, bytes(slot.data), [dict(f) for f in frozen])
+        return frozen
 
     async def _slot_read(self, store: Store, slot: RegistryEntry, seen: list[tuple[str, RegistryEntry]] | None) -> None:
         """A members slot read from `store`: what this device put for it and it no longer names let go (a dry run,

@@ -108,6 +108,14 @@ class Members:
             return None
         return [dict(m) for m in seen[4]]
 
+    def frozen_as_seen(self, sid: str, entry: RegistryEntry) -> list[dict] | None:
+        """The frozen logs of `sid`'s members slot as this process last read or wrote its object, if the slot holds
+        `entry` (its key, revision and data: the same object) since; None if not, or not known."""
+        seen = self._seen.get(sid)
+        if seen is None or seen[:3] != (entry.pk, entry.revision, bytes(entry.data)):
+            return None
+        return [dict(f) for f in seen[6]]
+
     async def read_members(
         self,
         store: Store,
