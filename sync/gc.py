@@ -36,13 +36,13 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
-from .crypto import DecryptError, members_key, open_unpadded
+from .crypto import DecryptError, open_unpadded
 from .errors import crash_point, describe
 from .frozen import decode_frozen, merge_frozen
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
 from .members import MEMBERS_KEPT, Members
-from .membersobject import parse_members
+from .membersobject import open_members, parse_members
 from .pages import Entry, LogError
 from .pull import LogReader
 
@@ -135,7 +135,7 @@ class Collector:
             return [dict(f) for f in known]
         h = bytes(slot.data[1:33])
         ct = check_object(h, await asyncio.wait_for(store.get(h), self.ctx.timeout))
-        obj = dagcbor.decode(_open_slot(ct, self.ctx.keys.session_keys(sid), bytes(slot.data[33:])))
+        obj = dagcbor.decode(open_members(ct, self.ctx.keys.session_keys(sid), bytes(slot.data[33:])))
         frozen = parse_members(obj)[2] if isinstance(obj, dict) else []
         self._slot_frozen[sid] = (slot.pk, slot.revision, bytes(slot.data), [dict(f) for f in frozen])
         return frozen
@@ -320,14 +320,3 @@ class Collector:
                 crash_point("gc:freed")  # (tests: killed with the objects freed, their candidates not forgotten)
                 await ctx.db.released.freed(store.url, result.gone)
             return len(hashes) - len(todo), result
-
-
-def _open_slot(ct: bytes, keys: list[bytes], salt: bytes) -> bytes:
-    """A members object opened under the first of a session's keys that opens it (the current one first: a
-    rekey switching here rotates the keys before it names the new slot)."""
-    for key in keys:
-        try:
-            return open_unpadded(ct, members_key(key, salt))
-        except DecryptError:
-            continue
-    raise DecryptError("the members object opens under none of the session's keys")
