@@ -158,26 +158,30 @@ class Collector:
         else:
             await self.ctx.named(store, slot, written=False)
 
-    async def _orphan_slots(self, seen: list[tuple[str, RegistryEntry]] | None) -> set[bytes]:
+    async def _orphan_slots(self, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[set[bytes], dict[str, str]]:
         """The members slots this device put objects for in sessions deleted here since (nothing else reads them):
         each read, what it no longer names let go (as live() does), and what it names returned, live; then its
         records dropped (Released.slot_settled), as they are for a slot found gone: no later gc reads it again (its
         cost would grow with every session ever deleted), and what it names stays in the store. A slot that cannot
-        be read keeps its records for the next gc. A dry run drops nothing."""
+        be read keeps its records for the next gc, and the candidates of its sessions stay this run, returned
+        with why (session -> error): what it names may be one of them (this device killed between its write of the
+        slot and its note, SyncContext.named), and no other read of it would keep it. A dry run drops nothing."""
         out: set[bytes] = set()
-        for url, pk in await self.ctx.db.released.orphan_slots():
+        unread: dict[str, str] = {}
+        for url, pk, sids in await self.ctx.db.released.orphan_slots():
             try:
                 store = self.ctx.open_store(url, missing_ok=False)
                 slot = await asyncio.wait_for(store.get_head(pk), self.ctx.timeout)
             except (*_UNREADABLE, ValueError) as exc:
                 log.warning("a deleted session's members slot could not be read for gc: %s", describe(exc))
+                unread.update(dict.fromkeys(sids, describe(exc)))
                 continue
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
                 await self._slot_read(store, slot, seen)
             if seen is None:
                 await self.ctx.db.released.slot_settled(url, pk)
-        return out
+        return out, unread
 
     async def _due(self, grace: float, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[list[dict], int]:
         """The candidates let go at least `grace` ago, and how many others wait for their grace; in a dry run as
@@ -233,12 +237,11 @@ class Collector:
         seen: list[tuple[str, RegistryEntry]] | None = [] if dry_run else None  # (a dry run writes nothing)
         # the slots of sessions deleted here that this device put objects for: read first (none: nothing asked),
         # as what they no longer name is due to be freed too
-        live = await self._orphan_slots(seen)
+        live, unsure = await self._orphan_slots(seen)  # (unsure: sessions whose candidates stay, and why)
         due, waiting = await self._due(grace, seen)
         if not due:  # nothing to free: no head need be read (a store down or hung is not even asked)
             return {"dry_run": dry_run, "grace": grace, "objects": 0, "bytes": 0, "kept": waiting, "stores": []}
         sessions = set(await db.session_ids())
-        unsure: dict[str, str] = {}
         down: dict[str, str] = {}  # stores that failed to answer: asked once, not once per session
         for sid in sorted(sessions):  # every session this device knows, not only those with candidates
             url = (await ctx.store_for(sid)).url
