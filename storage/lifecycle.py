@@ -140,14 +140,18 @@ class Released:
         )
         return lets_go, forgets is not None
 
-    async def orphan_slots(self) -> list[tuple[str, bytes]]:
-        """The members slots (store, 0xed | announce key) this device put objects for in sessions deleted here
-        since: nothing here reads them any more but gc (sync/gc.py), which lets go what they no longer name."""
+    async def orphan_slots(self) -> list[tuple[str, bytes, list[str]]]:
+        """The members slots (store, 0xed | announce key, and the sessions it put them for) this device put objects
+        for in sessions deleted here since: nothing here reads them any more but gc (sync/gc.py), which lets go
+        what they no longer name."""
         rows = await self.c.committed.fetchall(
-            "SELECT DISTINCT store_url, slot_pk FROM slot_objects WHERE session_id NOT IN (SELECT id FROM sessions)"
-            " ORDER BY store_url, slot_pk"
+            "SELECT DISTINCT store_url, slot_pk, session_id FROM slot_objects"
+            " WHERE session_id NOT IN (SELECT id FROM sessions) ORDER BY store_url, slot_pk, session_id"
         )
-        return [(r[0], bytes(r[1])) for r in rows]
+        out: dict[tuple[str, bytes], list[str]] = {}
+        for r in rows:
+            out.setdefault((r[0], bytes(r[1])), []).append(r[2])
+        return [(url, pk, sids) for (url, pk), sids in out.items()]
 
     async def slot_settled(self, store_url: str, slot_pk: bytes) -> None:
         """The members slot `slot_pk` of a session deleted here, read by gc (what it no longer names let go: slot_named)

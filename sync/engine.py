@@ -100,7 +100,7 @@ class Syncer:
         self.verifier = Verifier(ctx, self.members, self.rekeyer)
         self.proofs = Proofs(ctx, self.members)
         self.sharer = Sharer(ctx, self.members, self.rekeyer, self.sync_now, self.last_failure)
-        self.collector = Collector(ctx)
+        self.collector = Collector(ctx, self.members)
         # heads whose records expire (Kubo), published again in time, or written anew if they expired
         self.republisher = Republisher(
             ctx,

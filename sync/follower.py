@@ -20,7 +20,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .errors import ImportError_, describe, no_relay_account
 from .fetch import fetch_frozen, fetch_logs, read_head
-from .frozen import frozen_adds
+from .frozen import decode_frozen, frozen_adds
 from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
@@ -319,7 +319,9 @@ class Follower:
         one. Frozen logs lacking: a sessiond from before them (2026-12-02) rewrote the slot with itself added,
         keeping only what it knew of the object (its members and rekey notice), or a kept writer took a rekey's
         notice and wrote the new slot first; a device importing the session now would not get what the dropped
-        writers wrote before the rekey. Its failure is not the pull's: the next pull tries again."""
+        writers wrote before the rekey. Its failure is not the pull's: the next pull tries again.
+        The frozen logs noted are `remote`'s, the session's row as the pull read it at its start, not read again:
+        what the pull's read of the slot noted since (Members.keep_frozen) is the slot's own, which it holds."""
         if not remote["announced"] or self.ctx.keys.write_secret(sid) is None:
             return
         me = self.ctx.keys.head_pk(sid)
@@ -328,7 +330,7 @@ class Follower:
                 "the members slot no longer lists this device, which announced itself in it: writing it back",
                 extra={"session": sid},
             )
-        elif not frozen_adds(frozen, await self.members.known_frozen(sid)):
+        elif not frozen_adds(frozen, decode_frozen(remote.get("frozen"))):
             return
         else:
             log.warning(

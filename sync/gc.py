@@ -12,7 +12,8 @@ candidate is freed once its grace period has passed since it was let go (a follo
 head a moment ago can still fetch it) and no current head of any session this device knows references it:
 every head (this device's, each followed device's, the members slot) is read and walked down to its nodes
 and parts objects, and so are this device's own logs as a rekey froze them (the members slot's frozen logs: a
-writer dropped and let back in; its head left that manifest long ago, and an import reads it). A session
+writer dropped and let back in; its head left that manifest long ago, and an import reads it: the slot's object,
+which names them, is read only when the slot moved since this process last read or wrote it). A session
 whose heads cannot all be read and opened keeps its candidates (the round is reported, not guessed).
 A session's candidates are freed under its push lock, so no push of it runs in between.
 The members slots of sessions deleted here that this device put objects for are read by gc alone (nothing
@@ -29,17 +30,19 @@ from collections import defaultdict
 
 from ..storage.model import now
 from ..storage.redact import shown_store
-from ..stores import CannotDelete, Freed, Store, StoreError, check_object
+from ..stores import CannotDelete, Freed, ObjectMissing, Store, StoreError, check_object
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
+from .bounded import LRU
 from .context import SyncContext
-from .crypto import DecryptError, members_key, open_unpadded
+from .crypto import DecryptError, open_unpadded
 from .errors import crash_point, describe
 from .frozen import decode_frozen, merge_frozen
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
-from .membersobject import parse_members
+from .members import MEMBERS_KEPT, Members
+from .membersobject import open_members, parse_members
 from .pages import Entry, LogError
 from .pull import LogReader
 
@@ -57,8 +60,13 @@ class _Kept(Exception):
 
 
 class Collector:
-    def __init__(self, ctx: SyncContext):
+    def __init__(self, ctx: SyncContext, members: Members):
         self.ctx = ctx
+        self.members = members
+        # Per session: its members slot's entry as gc last read its object (key, revision, data), and the frozen
+        # logs that object names. The entry names its object by hash: while the slot holds it, the object names
+        # the same logs, and gc does not read it again (nor when this process's Members read or wrote it).
+        self._slot_frozen: LRU[str, tuple[bytes, int, bytes, list[dict]]] = LRU(MEMBERS_KEPT)
 
     async def live(self, sid: str, seen: list[tuple[str, RegistryEntry]] | None = None) -> set[bytes]:
         """Every object a current head of `sid` references (raises what kept it from reading them all). Its
@@ -100,24 +108,47 @@ class Collector:
         the members slot pins each one's manifest, which its head left long ago (a candidate of this device's),
         and a device importing the session reads it and its pages. Those the slot's object names, and those this
         device noted (remotes.frozen: a slot read or written here); only this device's head's, as no other
-        device's object is ever a candidate here."""
+        device's object is ever a candidate here. One whose manifest the store answers it does not hold (an
+        older gc freed it, or the store lost it) names nothing anyone can read: it keeps nothing (what a head or
+        another frozen log names stays), where it kept every candidate of the session, at every run."""
         ctx = self.ctx
         me = ctx.keys.head_pk(sid)
         frozen = decode_frozen(remote.get("frozen"))
         if slot is not None and len(slot.data) > 33:
-            h = bytes(slot.data[1:33])
-            ct = check_object(h, await asyncio.wait_for(store.get(h), ctx.timeout))
-            obj = dagcbor.decode(_open_slot(ct, ctx.keys.session_keys(sid), bytes(slot.data[33:])))
-            if isinstance(obj, dict):
-                frozen = merge_frozen(frozen, parse_members(obj)[2])
+            frozen = merge_frozen(frozen, await self._frozen_named(store, sid, slot))
         for f in frozen:
             if bytes(f["k"]) != me:
                 continue
             mhash = bytes(f["h"])
             out.add(mhash)
-            ct = check_object(mhash, await asyncio.wait_for(store.get(mhash), ctx.timeout))
+            try:
+                ct = check_object(mhash, await asyncio.wait_for(store.get(mhash), ctx.timeout))
+            except ObjectMissing:  # (gone for good: nothing puts a frozen manifest again, nor reads through it)
+                log.warning(
+                    "a frozen log of this device's names a manifest the store no longer holds: gc reads"
+                    " nothing under it",
+                    extra={"session": sid},
+                )
+                continue
             man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
+
+    async def _frozen_named(self, store: Store, sid: str, slot: RegistryEntry) -> list[dict]:
+        """The frozen logs the object of `sid`'s members slot (its entry `slot`) names: as this process last read
+        or wrote that object, when the slot holds the same entry since (the same object: its hash is in the
+        entry), else read from `store`. A slot that moved is always read."""
+        known = self.members.frozen_as_seen(sid, slot)
+        noted = self._slot_frozen.get(sid)
+        if known is None and noted is not None and noted[:3] == (slot.pk, slot.revision, bytes(slot.data)):
+            known = noted[3]
+        if known is not None:
+            return [dict(f) for f in known]
+        h = bytes(slot.data[1:33])
+        ct = check_object(h, await asyncio.wait_for(store.get(h), self.ctx.timeout))
+        obj = dagcbor.decode(open_members(ct, self.ctx.keys.session_keys(sid), bytes(slot.data[33:])))
+        frozen = parse_members(obj)[2] if isinstance(obj, dict) else []
+        self._slot_frozen[sid] = (slot.pk, slot.revision, bytes(slot.data), [dict(f) for f in frozen])
+        return frozen
 
     async def _slot_read(self, store: Store, slot: RegistryEntry, seen: list[tuple[str, RegistryEntry]] | None) -> None:
         """A members slot read from `store`: what this device put for it and it no longer names let go (a dry run,
@@ -127,26 +158,30 @@ class Collector:
         else:
             await self.ctx.named(store, slot, written=False)
 
-    async def _orphan_slots(self, seen: list[tuple[str, RegistryEntry]] | None) -> set[bytes]:
+    async def _orphan_slots(self, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[set[bytes], dict[str, str]]:
         """The members slots this device put objects for in sessions deleted here since (nothing else reads them):
         each read, what it no longer names let go (as live() does), and what it names returned, live; then its
         records dropped (Released.slot_settled), as they are for a slot found gone: no later gc reads it again (its
         cost would grow with every session ever deleted), and what it names stays in the store. A slot that cannot
-        be read keeps its records for the next gc. A dry run drops nothing."""
+        be read keeps its records for the next gc, and the candidates of its sessions stay this run, returned
+        with why (session -> error): what it names may be one of them (this device killed between its write of the
+        slot and its note, SyncContext.named), and no other read of it would keep it. A dry run drops nothing."""
         out: set[bytes] = set()
-        for url, pk in await self.ctx.db.released.orphan_slots():
+        unread: dict[str, str] = {}
+        for url, pk, sids in await self.ctx.db.released.orphan_slots():
             try:
                 store = self.ctx.open_store(url, missing_ok=False)
                 slot = await asyncio.wait_for(store.get_head(pk), self.ctx.timeout)
             except (*_UNREADABLE, ValueError) as exc:
                 log.warning("a deleted session's members slot could not be read for gc: %s", describe(exc))
+                unread.update(dict.fromkeys(sids, describe(exc)))
                 continue
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
                 await self._slot_read(store, slot, seen)
             if seen is None:
                 await self.ctx.db.released.slot_settled(url, pk)
-        return out
+        return out, unread
 
     async def _due(self, grace: float, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[list[dict], int]:
         """The candidates let go at least `grace` ago, and how many others wait for their grace; in a dry run as
@@ -202,12 +237,11 @@ class Collector:
         seen: list[tuple[str, RegistryEntry]] | None = [] if dry_run else None  # (a dry run writes nothing)
         # the slots of sessions deleted here that this device put objects for: read first (none: nothing asked),
         # as what they no longer name is due to be freed too
-        live = await self._orphan_slots(seen)
+        live, unsure = await self._orphan_slots(seen)  # (unsure: sessions whose candidates stay, and why)
         due, waiting = await self._due(grace, seen)
         if not due:  # nothing to free: no head need be read (a store down or hung is not even asked)
             return {"dry_run": dry_run, "grace": grace, "objects": 0, "bytes": 0, "kept": waiting, "stores": []}
         sessions = set(await db.session_ids())
-        unsure: dict[str, str] = {}
         down: dict[str, str] = {}  # stores that failed to answer: asked once, not once per session
         for sid in sorted(sessions):  # every session this device knows, not only those with candidates
             url = (await ctx.store_for(sid)).url
@@ -299,14 +333,3 @@ class Collector:
                 crash_point("gc:freed")  # (tests: killed with the objects freed, their candidates not forgotten)
                 await ctx.db.released.freed(store.url, result.gone)
             return len(hashes) - len(todo), result
-
-
-def _open_slot(ct: bytes, keys: list[bytes], salt: bytes) -> bytes:
-    """A members object opened under the first of a session's keys that opens it (the current one first: a
-    rekey switching here rotates the keys before it names the new slot)."""
-    for key in keys:
-        try:
-            return open_unpadded(ct, members_key(key, salt))
-        except DecryptError:
-            continue
-    raise DecryptError("the members object opens under none of the session's keys")

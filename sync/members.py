@@ -26,7 +26,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
-from .crypto import CTX_ANNOUNCE, DecryptError, derive, members_key, open_unpadded
+from .crypto import CTX_ANNOUNCE, DecryptError, derive, members_key
 from .errors import ImportError_, bad_log, crash_point, newer_format, store_failed
 from .frozen import decode_frozen, frozen_adds, merge_frozen
 from .membersobject import (
@@ -36,6 +36,7 @@ from .membersobject import (
     T_MEMBERS,
     encoded_keeping,
     members_object,
+    open_members,
     parse_members,
     seal_members,
     unknown_of,
@@ -108,6 +109,14 @@ class Members:
             return None
         return [dict(m) for m in seen[4]]
 
+    def frozen_as_seen(self, sid: str, entry: RegistryEntry) -> list[dict] | None:
+        """The frozen logs of `sid`'s members slot as this process last read or wrote its object, if the slot holds
+        `entry` (its key, revision and data: the same object) since; None if not, or not known."""
+        seen = self._seen.get(sid)
+        if seen is None or seen[:3] != (entry.pk, entry.revision, bytes(entry.data)):
+            return None
+        return [dict(f) for f in seen[6]]
+
     async def read_members(
         self,
         store: Store,
@@ -174,7 +183,7 @@ class Members:
             raise ImportError_("busy", f"the members slot of session {sid} kept changing as it was read; will retry")
         try:
             check_object(h, ct)
-            m = dagcbor.decode(open_unpadded(ct, members_key(session_key, salt)))
+            m = dagcbor.decode(open_members(ct, [session_key], salt))
         except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
             raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from . import dagcbor
-from .crypto import encrypt
+from .crypto import DecryptError, encrypt, members_key, open_unpadded
 from .errors import ImportError_
 from .frozen import is_frozen
 
@@ -50,6 +50,19 @@ def seal_members(sid: str, plain: bytes, key: bytes, writers: int, *, kept: int 
             f" {sid} --drop DEVICE",
         )
     return ct
+
+
+def open_members(ct: bytes, keys: Sequence[bytes], salt: bytes) -> bytes:
+    """A members object (`ct`, its slot's `salt`) opened under the first of `keys` that opens it (a reader of the
+    slot: its session key; gc: each of the session's keys, the current one first, as a rekey switching here
+    rotates the keys before it names the new slot). DecryptError if none does: the last key's, of one key."""
+    failed = DecryptError("the members object opens under none of the session's keys")
+    for key in keys:
+        try:
+            return open_unpadded(ct, members_key(key, salt))
+        except DecryptError as exc:
+            failed = exc if len(keys) == 1 else failed
+    raise failed
 
 
 def member_device(d: object) -> str | None:
