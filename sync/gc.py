@@ -30,7 +30,7 @@ from collections import defaultdict
 
 from ..storage.model import now
 from ..storage.redact import shown_store
-from ..stores import CannotDelete, Freed, ObjectMissing, Store, StoreError, check_object
+from ..stores import CannotDelete, Freed, Store, StoreError, check_object
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -108,9 +108,7 @@ class Collector:
         the members slot pins each one's manifest, which its head left long ago (a candidate of this device's),
         and a device importing the session reads it and its pages. Those the slot's object names, and those this
         device noted (remotes.frozen: a slot read or written here); only this device's head's, as no other
-        device's object is ever a candidate here. One whose manifest the store answers it does not hold (an
-        older gc freed it, or the store lost it) names nothing anyone can read: it keeps nothing (what a head or
-        another frozen log names stays), where it kept every candidate of the session, at every run."""
+        device's object is ever a candidate here."""
         ctx = self.ctx
         me = ctx.keys.head_pk(sid)
         frozen = decode_frozen(remote.get("frozen"))
@@ -121,15 +119,7 @@ class Collector:
                 continue
             mhash = bytes(f["h"])
             out.add(mhash)
-            try:
-                ct = check_object(mhash, await asyncio.wait_for(store.get(mhash), ctx.timeout))
-            except ObjectMissing:  # (gone for good: nothing puts a frozen manifest again, nor reads through it)
-                log.warning(
-                    "a frozen log of this device's names a manifest the store no longer holds: gc reads"
-                    " nothing under it",
-                    extra={"session": sid},
-                )
-                continue
+            ct = check_object(mhash, await asyncio.wait_for(store.get(mhash), ctx.timeout))
             man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
 
