@@ -13,6 +13,7 @@ import logging
 import os
 import time
 
+from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
 from ..stores.errors import describe_failure
 from ..stores.registry import RegistryEntry
@@ -296,11 +297,17 @@ class Follower:
             heads=read,
             behind_ok=True,
         )
-        if keys.rekey_pending(sid) is not None:
-            # a rekey here began meanwhile, its dropped writers' logs frozen as this device held them: taken in
-            # now, what they wrote past that would be this device's alone (the next pull reads the new slot)
-            return new
-        return new + await db.apply_remote(sid, logs, peers=peers)
+        await pause_for_tests("pull.fetched")  # (the tests hold it here: the logs read, nothing applied)
+        # applied under the session's rekey lock, and only on the generation the pull read: a rekey here (or the
+        # take of another device's) freezes the dropped writers' logs as this device holds them, and records
+        # it, under that lock; applied after, what a dropped writer wrote past its freeze would be this
+        # device's alone (the next pull reads the new slot)
+        async with ctx.rekey_lock(sid):
+            now = await db.remote(sid)
+            if keys.rekey_pending(sid) is None and now is not None and bytes(now["announce_pk"]) == announce_pk:
+                new += await db.apply_remote(sid, logs, peers=peers)
+        await pause_for_tests("pull.applied")  # (the tests: the logs applied, or left)
+        return new
 
     async def _restore(self, sid: str) -> bool:
         """Members.restore, after a pull found the slot lost: whether it wrote the slot again. Its own

@@ -111,7 +111,7 @@ class Rekeyer:
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 fresh, seqs = await freeze_dropped(ctx, store, sid, dropped)
                 await pause_for_tests("rekey.frozen")  # (the tests hold it here: the dropped logs frozen, no record)
-                for _again in range(3):  # frozen again: those this device's pull took past the freeze meanwhile
+                for _again in range(3):  # frozen again: those this device applied past the freeze (a newer head)
                     ahead = await pulled_past(ctx, sid, dropped, seqs)
                     if not ahead:
                         break
