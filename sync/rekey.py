@@ -136,8 +136,10 @@ class Rekeyer:
                     "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],
                 }
                 record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
-                try:  # a notice past the cap, refused only once recorded and claimed, was resumed for good
+                try:  # a notice or a new slot past the cap, refused only once recorded and claimed (the notice
+                    # out, for the slot), was resumed for good
                     self._sealed_notice(sid, old_key, members, record)
+                    await self._new_slot_fits(sid, record)
                 except ImportError_:
                     await self._withdraw(sid, old_announce)  # (an attempt before, refused as stale, claimed)
                     ctx.keys.clear_rekey_pending(sid)
@@ -230,6 +232,16 @@ class Rekeyer:
         salt = os.urandom(SALT_LEN)
         return salt, seal_members(sid, plain, members_key(old_key, salt), len(members), kept=len(record["m"]))
 
+    async def _new_slot_fits(self, sid: str, record: dict) -> None:
+        """Refused (members_full) if the new members slot this rekey writes once it switches would be past the cap:
+        this device and the writers kept, with the frozen logs (those of the writers it drops that wrote, ~130
+        bytes each in place of an entry, and every one frozen before: Members.ensure_member merges them in)."""
+        me = {"head_pk": self.ctx.keys.head_pk(sid), "device_id": self.ctx.db.device_id}
+        kept = [{"head_pk": m["k"], "device_id": member_device(m.get("d"))} for m in record["m"]]
+        logs = merge_frozen(record.get("f", []), await self.members.known_frozen(sid))
+        plain = dagcbor.encode(members_object(sid, [me, *kept], logs))
+        seal_members(sid, plain, members_key(record["k"], bytes(SALT_LEN)), len(kept) + 1, frozen=len(logs))
+
     async def _notice_named(self, store: Store, old_announce: bytes) -> None:
         """The object the old members slot names (this device's notice) is no longer a gc candidate, and the
         members object it named before, if this device put it, is let go (SyncContext.named)."""
@@ -278,6 +290,7 @@ class Rekeyer:
                 try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                     # given up, as it would be refused at every resume
                     self._sealed_notice(sid, old_key, members, record)
+                    await self._new_slot_fits(sid, record)
                 except ImportError_:
                     await self._withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
