@@ -321,6 +321,7 @@ class Rekeyer:
         self.ctx.keys.rotate(sid, key, write)
         crash_point("rekey:rotated")
         await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        await pause_for_tests("rekey.switching")  # (the tests hold it here: the new slot named, the old peers kept)
         if generation:
             await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
         crash_point("rekey:switched")
