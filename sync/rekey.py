@@ -317,13 +317,16 @@ class Rekeyer:
         """Go over to the new key and members slot. `members`: the other writers the rekey kept; with
         `generation`, exactly those: every other device stops being followed here (a dropped writer keeps
         the old key and its own head, and whatever it writes from now on must reach no one), and the new
-        slot, which this device's membership merges its known writers into, does not list it."""
+        slot, which this device's membership merges its known writers into, does not list it. The old peers
+        go before the new slot is named (not announced in it yet): a push in between writes the slot with every
+        writer this device knows (Pusher.push, ensure_member), which the slot keeps."""
         self.ctx.keys.rotate(sid, key, write)
         crash_point("rekey:rotated")
-        await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
-        await pause_for_tests("rekey.switching")  # (the tests hold it here: the new slot named, the old peers kept)
+        await pause_for_tests("rekey.rotated")  # (the tests hold it here: the keys rotated, the old slot named)
         if generation:
             await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
+        await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        await pause_for_tests("rekey.switching")  # (the tests hold it here: the new slot named, not written)
         crash_point("rekey:switched")
         if write is not None:
             await self.members.ensure_member(sid, extra=members, frozen=frozen)

@@ -36,7 +36,7 @@ def _wanted(syncer, sid: str) -> bool:
 
 async def test_a_pull_writing_the_slot_back_while_a_rekey_switches_lists_no_dropped_writer(devices, tmp_path):
     """A's pull read a slot lacking A and was about to write it back (Follower._write_back) while A's rekey
-    dropping B switched: the keys rotated and the new slot named, B's peer row not dropped yet. The write-back
+    dropping B switched: the keys rotated, B's peer row not dropped yet. The write-back
     wrote the new slot with every writer A knew, B among them, and the rekey's own write of it keeps what a slot
     lists: B, dropped, was a member of the new generation, its head followed by every device. A pull writes the
     slot back only under the session's rekey lock, and only on the generation it read."""
@@ -47,22 +47,49 @@ async def test_a_pull_writing_the_slot_back_while_a_rekey_switches_lists_no_drop
     await devices.b.push(sid)
     await devices.a.pull(sid)
     await _slot_without(devices, sid)
-    back, switching = str(tmp_path / "pull.write_back"), str(tmp_path / "rekey.switching")
-    os.environ["SESSIOND_TEST_PAUSE"] = f"pull.write_back:{back},rekey.switching:{switching}"
+    back, rotated = str(tmp_path / "pull.write_back"), str(tmp_path / "rekey.rotated")
+    os.environ["SESSIOND_TEST_PAUSE"] = f"pull.write_back:{back},rekey.rotated:{rotated}"
     try:
         pulled = asyncio.ensure_future(devices.a.pull(sid))
         await eventually(lambda: os.path.exists(back), timeout=20, what="A's pull, about to write the slot back")
         rekeyed = asyncio.ensure_future(devices.a.rekey(sid, drop=[devices.dbb.device_id]))
-        await eventually(lambda: os.path.exists(switching), timeout=20, what="A's rekey, switching")
+        await eventually(lambda: os.path.exists(rotated), timeout=20, what="A's rekey, switching")
         os.remove(back)
         # written back (or waiting for the rekey: its lock held by the rekey, wanted by the pull)
         await eventually(lambda: pulled.done() or _wanted(devices.a, sid), timeout=20, what="the write-back")
     finally:
         del os.environ["SESSIOND_TEST_PAUSE"]
-        for flag in (back, switching):
+        for flag in (back, rotated):
             if os.path.exists(flag):
                 os.remove(flag)
     assert (await rekeyed)["dropped"] == [devices.dbb.device_id]
     await pulled
+    listed = [m["d"] for m in (await slot_object(devices.a, sid))["m"]]
+    assert listed == [devices.dba.device_id]
+
+
+async def test_a_push_while_a_rekey_switches_lists_no_dropped_writer(devices, tmp_path):
+    """A's rekey dropping B named its new slot (not announced in it yet) before it dropped B's peer row; a push of
+    A in between, finding the session not announced, wrote the new slot with every writer A knew, B among them,
+    which the rekey's own write of it kept: B, dropped, a member of the new generation. The switch drops the old
+    peers before it names the new slot."""
+    await devices.open()
+    await devices.a.start()
+    sid = await devices.shared("switching", write=True)
+    await devices.dbb.append_messages(sid, [{"role": "assistant", "content": "b1"}])
+    await devices.b.push(sid)
+    await devices.a.pull(sid)
+    switching = str(tmp_path / "rekey.switching")
+    os.environ["SESSIOND_TEST_PAUSE"] = f"rekey.switching:{switching}"
+    try:
+        rekeyed = asyncio.ensure_future(devices.a.rekey(sid, drop=[devices.dbb.device_id]))
+        await eventually(lambda: os.path.exists(switching), timeout=20, what="A's rekey, switching")
+        await devices.dba.append_messages(sid, [{"role": "user", "content": "a2"}])
+        await devices.a.push(sid)
+    finally:
+        del os.environ["SESSIOND_TEST_PAUSE"]
+        if os.path.exists(switching):
+            os.remove(switching)
+    assert (await rekeyed)["dropped"] == [devices.dbb.device_id]
     listed = [m["d"] for m in (await slot_object(devices.a, sid))["m"]]
     assert listed == [devices.dba.device_id]
