@@ -28,6 +28,23 @@ async def _slot_without(devices, sid: str) -> None:
     await store.set_head(RegistryEntry.create(ak, entry.revision + 1, b"\x1e" + await store.put(sealed) + salt))
 
 
+async def _b_a_writer(devices) -> str:
+    """A (started) shares a session read-write with B, which writes and pushes; A has pulled B: its id."""
+    await devices.open()
+    await devices.a.start()
+    sid = await devices.shared("switching", write=True)
+    await devices.dbb.append_messages(sid, [{"role": "assistant", "content": "b1"}])
+    await devices.b.push(sid)
+    await devices.a.pull(sid)
+    return sid
+
+
+async def _only_a_listed(devices, sid: str) -> None:
+    """The new members slot of `sid` (A's rekey dropped B) lists A alone."""
+    listed = [m["d"] for m in (await slot_object(devices.a, sid))["m"]]
+    assert listed == [devices.dba.device_id]
+
+
 def _wanted(syncer, sid: str) -> bool:
     """Whether a task waits for `sid`'s rekey lock while another holds it (sync/bounded.py KeyedLocks)."""
     entry = syncer.ctx.rekey_locks._locks.get(sid)
@@ -40,12 +57,7 @@ async def test_a_pull_writing_the_slot_back_while_a_rekey_switches_lists_no_drop
     wrote the new slot with every writer A knew, B among them, and the rekey's own write of it keeps what a slot
     lists: B, dropped, was a member of the new generation, its head followed by every device. A pull writes the
     slot back only under the session's rekey lock, and only on the generation it read."""
-    await devices.open()
-    await devices.a.start()
-    sid = await devices.shared("switching", write=True)
-    await devices.dbb.append_messages(sid, [{"role": "assistant", "content": "b1"}])
-    await devices.b.push(sid)
-    await devices.a.pull(sid)
+    sid = await _b_a_writer(devices)
     await _slot_without(devices, sid)
     back, rotated = str(tmp_path / "pull.write_back"), str(tmp_path / "rekey.rotated")
     os.environ["SESSIOND_TEST_PAUSE"] = f"pull.write_back:{back},rekey.rotated:{rotated}"
@@ -64,8 +76,7 @@ async def test_a_pull_writing_the_slot_back_while_a_rekey_switches_lists_no_drop
                 os.remove(flag)
     assert (await rekeyed)["dropped"] == [devices.dbb.device_id]
     await pulled
-    listed = [m["d"] for m in (await slot_object(devices.a, sid))["m"]]
-    assert listed == [devices.dba.device_id]
+    await _only_a_listed(devices, sid)
 
 
 async def test_a_push_while_a_rekey_switches_lists_no_dropped_writer(devices, tmp_path):
@@ -73,12 +84,7 @@ async def test_a_push_while_a_rekey_switches_lists_no_dropped_writer(devices, tm
     A in between, finding the session not announced, wrote the new slot with every writer A knew, B among them,
     which the rekey's own write of it kept: B, dropped, a member of the new generation. The switch drops the old
     peers before it names the new slot."""
-    await devices.open()
-    await devices.a.start()
-    sid = await devices.shared("switching", write=True)
-    await devices.dbb.append_messages(sid, [{"role": "assistant", "content": "b1"}])
-    await devices.b.push(sid)
-    await devices.a.pull(sid)
+    sid = await _b_a_writer(devices)
     switching = str(tmp_path / "rekey.switching")
     os.environ["SESSIOND_TEST_PAUSE"] = f"rekey.switching:{switching}"
     try:
@@ -91,5 +97,4 @@ async def test_a_push_while_a_rekey_switches_lists_no_dropped_writer(devices, tm
         if os.path.exists(switching):
             os.remove(switching)
     assert (await rekeyed)["dropped"] == [devices.dbb.device_id]
-    listed = [m["d"] for m in (await slot_object(devices.a, sid))["m"]]
-    assert listed == [devices.dba.device_id]
+    await _only_a_listed(devices, sid)
