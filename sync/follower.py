@@ -9,10 +9,13 @@ round of the worker, which sessions to pull: those whose heads changed in the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 
+from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
 from ..stores.errors import describe_failure
 from ..stores.registry import RegistryEntry
@@ -263,7 +266,7 @@ class Follower:
         except ImportError_ as exc:  # (left out of a rekey, `revoked`: marked so by the check, Rekeyer.confirm)
             if exc.kind == "missing" and remote["members_rev"] == 0:
                 return 0  # shared from here, not announced yet: nobody else can have written
-            if exc.kind in LOST and not restored and await self._restore(sid):
+            if exc.kind in LOST and not restored and await self._restore(sid, announce_pk):
                 return await self.pull(sid, restored=True)
             raise
         if rev > remote["members_rev"]:
@@ -296,17 +299,24 @@ class Follower:
             heads=read,
             behind_ok=True,
         )
-        if keys.rekey_pending(sid) is not None:
-            # a rekey here began meanwhile, its dropped writers' logs frozen as this device held them: taken in
-            # now, what they wrote past that would be this device's alone (the next pull reads the new slot)
-            return new
-        return new + await db.apply_remote(sid, logs, peers=peers)
+        await pause_for_tests("pull.fetched")  # (the tests hold it here: the logs read, nothing applied)
+        # applied under the session's rekey lock, and only on the generation the pull read: a rekey here (or the
+        # take of another device's) freezes the dropped writers' logs as this device holds them, and records
+        # it, under that lock; applied after, what a dropped writer wrote past its freeze would be this
+        # device's alone (the next pull reads the new slot)
+        async with self._generation(sid, announce_pk) as same:
+            if same:
+                new += await db.apply_remote(sid, logs, peers=peers)
+        await pause_for_tests("pull.applied")  # (the tests: the logs applied, or left)
+        return new
 
-    async def _restore(self, sid: str) -> bool:
-        """Members.restore, after a pull found the slot lost: whether it wrote the slot again. Its own
-        failure is not reported: the pull's is (and the next pull tries again)."""
+    async def _restore(self, sid: str, announce_pk: bytes) -> bool:
+        """Members.restore, after a pull found the slot lost: whether it wrote the slot again (on the generation
+        the pull read only: _generation). Its own failure is not reported: the pull's is (and the next pull tries
+        again)."""
         try:
-            return await self.members.restore(sid)
+            async with self._generation(sid, announce_pk) as same:
+                return same and await self.members.restore(sid)
         except (ImportError_, StoreError, TimeoutError, OSError):
             return False
 
@@ -338,10 +348,29 @@ class Follower:
                 " sessiond wrote it, or a kept writer wrote the new slot first): writing them back",
                 extra={"session": sid},
             )
+        await pause_for_tests("pull.write_back")  # (the tests hold it here: the slot read, not written back)
         try:
-            await self.members.ensure_member(sid)
+            async with self._generation(sid, bytes(remote["announce_pk"])) as same:
+                if same:  # (else a rekey switched meanwhile: the slot read is no longer this device's)
+                    await self.members.ensure_member(sid)
         except (ImportError_, StoreError, TimeoutError, OSError) as exc:
             log.warning("could not write the members slot back: %s", describe(exc), extra={"session": sid})
+
+    @contextlib.asynccontextmanager
+    async def _generation(self, sid: str, announce_pk: bytes) -> AsyncIterator[bool]:
+        """`sid`'s rekey lock held (a rekey here, its resume and the take of another device's hold it throughout):
+        whether the session is still on the generation whose members slot `announce_pk` names, no rekey recorded.
+        What a pull read of the slot and the logs is applied or written back only then: a rekey freezes the
+        dropped writers' logs as this device holds them, then rotates the keys, names the new slot and drops the
+        old peers; a pull's write in between would carry a dropped writer's log past its freeze, or list it in the
+        new slot, a member of the new generation (the next pull reads the new slot)."""
+        async with self.ctx.rekey_lock(sid):
+            now = await self.ctx.db.remote(sid)
+            yield (
+                self.ctx.keys.rekey_pending(sid) is None
+                and now is not None
+                and bytes(now["announce_pk"]) == announce_pk
+            )
 
     async def _take_frozen(self, sid: str, store: Store, frozen: list[dict]) -> int:
         """What this device has not applied of the dropped writers' logs as the rekey froze them (the

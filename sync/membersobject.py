@@ -27,13 +27,26 @@ def seal_small(plain: bytes, key: bytes) -> bytes:
     return encrypt(plain, key, pad=False)[0]
 
 
-def seal_members(sid: str, plain: bytes, key: bytes, writers: int, *, kept: int | None = None) -> bytes:
+def seal_members(
+    sid: str, plain: bytes, key: bytes, writers: int, *, kept: int | None = None, frozen: int | None = None
+) -> bytes:
     """A members object of `writers` writers (`plain`, encoded) sealed under `key`; refused (members_full),
     nothing written, if it would be past MEMBERS_MAX_BYTES, which every reader refuses. `kept`: it is a rekey's
-    notice, with a box for each of `kept` writers kept (sync/rekey.py), which the refusal names."""
+    notice, with a box for each of `kept` writers kept (sync/rekey.py), which the refusal names; `frozen`: it is
+    the new slot a rekey will write, its writers and `frozen` frozen logs (rekey.py measures it first)."""
     ct = seal_small(plain, key)
     if len(ct) > MEMBERS_MAX_BYTES:
         cap = f"more than the {MEMBERS_MAX_BYTES >> 10} KiB a members list may be"
+        if frozen is not None:
+            raise ImportError_(
+                "members_full",
+                f"the new members list of this rekey of session {sid} ({writers:,} writers, and {frozen:,} frozen"
+                f" logs: what each writer it drops, and each one dropped before, wrote) would be {len(ct):,} bytes,"
+                f" {cap}: nothing was written",
+                f"sessiond devices {sid}  # lists its writer devices; then drop fewer of those that wrote (one kept"
+                f" is an entry of ~50 bytes, one dropped a frozen log of ~130): sessiond rekey {sid} --drop DEVICE"
+                f" ...; or go on in a new session holding the conversation: sessiond fork {sid} --at MESSAGE",
+            )
         if kept is not None:
             raise ImportError_(
                 "members_full",

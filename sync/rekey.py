@@ -111,7 +111,7 @@ class Rekeyer:
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 fresh, seqs = await freeze_dropped(ctx, store, sid, dropped)
                 await pause_for_tests("rekey.frozen")  # (the tests hold it here: the dropped logs frozen, no record)
-                for _again in range(3):  # frozen again: those this device's pull took past the freeze meanwhile
+                for _again in range(3):  # frozen again: those this device applied past the freeze (a newer head)
                     ahead = await pulled_past(ctx, sid, dropped, seqs)
                     if not ahead:
                         break
@@ -136,8 +136,10 @@ class Rekeyer:
                     "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],
                 }
                 record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
-                try:  # a notice past the cap, refused only once recorded and claimed, was resumed for good
+                try:  # a notice or a new slot past the cap, refused only once recorded and claimed (the notice
+                    # out, for the slot), was resumed for good
                     self._sealed_notice(sid, old_key, members, record)
+                    await self._new_slot_fits(sid, record)
                 except ImportError_:
                     await self._withdraw(sid, old_announce)  # (an attempt before, refused as stale, claimed)
                     ctx.keys.clear_rekey_pending(sid)
@@ -230,6 +232,16 @@ class Rekeyer:
         salt = os.urandom(SALT_LEN)
         return salt, seal_members(sid, plain, members_key(old_key, salt), len(members), kept=len(record["m"]))
 
+    async def _new_slot_fits(self, sid: str, record: dict) -> None:
+        """Refused (members_full) if the new members slot this rekey writes once it switches would be past the cap:
+        this device and the writers kept, with the frozen logs (those of the writers it drops that wrote, ~130
+        bytes each in place of an entry, and every one frozen before: Members.ensure_member merges them in)."""
+        me = {"head_pk": self.ctx.keys.head_pk(sid), "device_id": self.ctx.db.device_id}
+        kept = [{"head_pk": m["k"], "device_id": member_device(m.get("d"))} for m in record["m"]]
+        logs = merge_frozen(record.get("f", []), await self.members.known_frozen(sid))
+        plain = dagcbor.encode(members_object(sid, [me, *kept], logs))
+        seal_members(sid, plain, members_key(record["k"], bytes(SALT_LEN)), len(kept) + 1, frozen=len(logs))
+
     async def _notice_named(self, store: Store, old_announce: bytes) -> None:
         """The object the old members slot names (this device's notice) is no longer a gc candidate, and the
         members object it named before, if this device put it, is let go (SyncContext.named)."""
@@ -278,6 +290,7 @@ class Rekeyer:
                 try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                     # given up, as it would be refused at every resume
                     self._sealed_notice(sid, old_key, members, record)
+                    await self._new_slot_fits(sid, record)
                 except ImportError_:
                     await self._withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
@@ -304,12 +317,16 @@ class Rekeyer:
         """Go over to the new key and members slot. `members`: the other writers the rekey kept; with
         `generation`, exactly those: every other device stops being followed here (a dropped writer keeps
         the old key and its own head, and whatever it writes from now on must reach no one), and the new
-        slot, which this device's membership merges its known writers into, does not list it."""
+        slot, which this device's membership merges its known writers into, does not list it. The old peers
+        go before the new slot is named (not announced in it yet): a push in between writes the slot with every
+        writer this device knows (Pusher.push, ensure_member), which the slot keeps."""
         self.ctx.keys.rotate(sid, key, write)
         crash_point("rekey:rotated")
-        await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        await pause_for_tests("rekey.rotated")  # (the tests hold it here: the keys rotated, the old slot named)
         if generation:
             await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
+        await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        await pause_for_tests("rekey.switching")  # (the tests hold it here: the new slot named, not written)
         crash_point("rekey:switched")
         if write is not None:
             await self.members.ensure_member(sid, extra=members, frozen=frozen)

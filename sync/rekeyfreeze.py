@@ -42,9 +42,9 @@ async def freeze_dropped(
 
 async def pulled_past(ctx: SyncContext, sid: str, dropped: list[dict], seqs: dict[bytes, int]) -> list[dict]:
     """The dropped writers whose logs this device applied past where this rekey froze them (`seqs`): its
-    follower pulled them meanwhile, the slot holding no notice yet. Frozen again, the rekey carries what
-    this device holds (else it alone would); from its record on, a pull here applies no log of it
-    (follower.Follower._pull)."""
+    follower applied a head newer than the one the freeze read (the stores of a mirror apart). Frozen again,
+    the rekey carries what this device holds (else it alone would). A pull applies nothing while the rekey
+    holds the session's rekey lock, nor after it on the generation the rekey ended (follower.Follower._pull)."""
     peers = {bytes(p["head_pk"]): p["applied_seq"] for p in await ctx.db.peers(sid)}
     return [m for m in dropped if (pk := bytes(m["head_pk"])) in seqs and peers.get(pk, 0) > seqs[pk]]
 

@@ -44,11 +44,37 @@ def _waiting_for(d, sid: str) -> list:
 
 def _held(d, point: str):
     """Restart daemon `d` to hold at pause point `point`; the flag file that holds it (removed: let go)."""
+    return _hold(d, point)[0]
+
+
+def _hold(d, *points: str) -> list[str]:
+    """Restart daemon `d` to hold at each of `points`; the flag files that hold them (each removed: let go)."""
     d.stop()
-    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), point)
-    d.env["SESSIOND_TEST_PAUSE"] = f"{point}:{flag}"
+    base = tempfile.mkdtemp(prefix="sd-flag-")
+    flags = [os.path.join(base, point) for point in points]
+    d.env["SESSIOND_TEST_PAUSE"] = ",".join(f"{point}:{flag}" for point, flag in zip(points, flags))
     d.start()
-    return flag
+    return flags
+
+
+def _arrivals(flag: str) -> int:
+    """How many times a daemon arrived at the pause point of `flag` since it was last removed (a line each)."""
+    try:
+        with open(flag) as f:
+            return len(f.readlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _let_the_pulls_apply(d, fetched: str, applied: str) -> None:
+    """Let go the pulls of `d` held at pull.fetched (_hold(d, "pull.fetched", "pull.applied")); once each is
+    past its apply (at pull.applied), restart `d` without the holds."""
+    n = _arrivals(fetched)
+    os.remove(fetched)
+    wait_for(lambda: _arrivals(applied) >= n, timeout=30)
+    d.stop()
+    del d.env["SESSIOND_TEST_PAUSE"]
+    d.start()
 
 
 def _rekey_held_while(r, d, sid: str, point: str, puller) -> None:
@@ -221,20 +247,6 @@ def test_a_slot_written_again_keeps_the_later_freeze_of_a_writer_dropped_twice(m
     assert _messages(n, sid) == _messages(r, sid)
 
 
-def test_a_rekeying_device_that_pulled_the_dropped_writer_past_its_freeze_holds_what_every_device_holds(
-    make_daemon, store_dir
-):
-    """R's rekey froze D's log; its own follower, pulling the session meanwhile (the slot holding no notice
-    yet), took from D's head what D wrote after the freeze: R kept it, and no other device got it (the new
-    generation reads D's log as frozen). A rekey freezes again a log its device applied past its freeze, and
-    a pull under way takes in no log once a rekey here has recorded its freezes."""
-    r, k, d, sid = _three_writers(make_daemon, store_dir)
-    write_config(k.home, poll_interval=3600, sync_interval=3600)  # K pulls only when asked (`sync`)
-    k.restart()
-    _rekey_held_while(r, d, sid, "rekey.frozen", r)  # D frozen, nothing recorded: R's own pull takes D
-    _every_device_alike(make_daemon, store_dir, r, k, sid)
-
-
 def test_a_dropped_writer_that_deleted_the_session_and_is_let_back_in_reaches_the_others(make_daemon, store_dir):
     """A writer dropped by a rekey, its copy deleted, imports a new write code: its log is in the slot only as
     the rekey froze it (no longer a member), and the import took it back only from a member's head. Its own
@@ -253,3 +265,56 @@ def test_a_dropped_writer_that_deleted_the_session_and_is_let_back_in_reaches_th
     wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and "D back" in _messages(k, sid), timeout=30)
     wait_for(lambda: d.client().sync(sid, wait=True, timeout=10) and "K joins" in _messages(d, sid), timeout=30)
     assert _messages(r, sid) == _messages(d, sid) == _messages(k, sid)
+
+
+def test_a_rekeying_device_s_pull_that_read_the_dropped_writer_before_the_freeze_was_recorded_applies_none_of_it(
+    make_daemon, store_dir
+):
+    """R's rekey froze D's log; its own pull then read from D's head what D wrote after the freeze, and was
+    held before its apply while the rekey recorded its freezes (its check for the rekey's record passed
+    before) and finished. The apply went on: R kept what D wrote past the freeze, which no other device got
+    (the new generation reads D's log as frozen). A pull's apply and a rekey here hold each other off, and an
+    apply whose pull began on a generation since ended applies nothing (the next pull reads the new slot).
+    (So R's pull no longer takes D in while the rekey is held at rekey.frozen, which the earlier test of
+    this, a rekey freezing again what its device's pull took past the freeze, waited for.)"""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    write_config(k.home, poll_interval=3600, sync_interval=3600)  # K pulls only when asked (`sync`)
+    k.restart()
+    frozen, fetched, applied = _hold(r, "rekey.frozen", "pull.fetched", "pull.applied")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
+        wait_for(lambda: os.path.exists(frozen), timeout=20)  # D's log frozen, nothing recorded
+        d.client().append(sid, "assistant", "D while R rekeys")
+        d.client().sync(sid, wait=True, timeout=10)
+        wait_for(lambda: r.client().sync(sid) and os.path.exists(fetched), timeout=30)  # R's pull read it
+        os.remove(frozen)
+        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+    _let_the_pulls_apply(r, fetched, applied)
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
+
+
+def test_a_kept_writer_s_pull_that_read_the_dropped_writer_before_it_took_the_notice_applies_none_of_it(
+    make_daemon, store_dir
+):
+    """K's pull read from D's head what D wrote after R's rekey froze it (the notice not out yet), and was held
+    before its apply; another pull of K (`sync`) then took the notice (nothing of D applied past the freeze:
+    nothing to freeze again) and switched. The held apply went on: K kept what D wrote past the freeze, which
+    no other device got, nor any import."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    write_config(k.home, poll_interval=3600, sync_interval=3600)  # K pulls only when asked (`sync`)
+    fetched, applied = _hold(k, "pull.fetched", "pull.applied")
+    notice_put = _held(r, "rekey.notice_put")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
+        wait_for(lambda: os.path.exists(notice_put), timeout=20)  # D's log frozen and recorded, no notice out
+        d.client().append(sid, "assistant", "D while R rekeys")
+        d.client().sync(sid, wait=True, timeout=10)
+        held = pool.submit(k.client().sync, sid, wait=True, timeout=3)  # K's pull reads D's head: held
+        wait_for(lambda: os.path.exists(fetched), timeout=30)
+        os.remove(notice_put)
+        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+        held.result(timeout=30)
+        # K's next pull takes the notice and switches (its log pushed under the new key: R waits for it no more)
+        wait_for(lambda: k.client().sync(sid, wait=True, timeout=3) and not _waiting_for(r, sid), timeout=60)
+    _let_the_pulls_apply(k, fetched, applied)
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
