@@ -309,3 +309,25 @@ def test_ask_prints_the_tool_calls_of_an_answer_it_recorded(loop, text):
     line = f"-> lookup({call['function']['arguments']}) [{call['id']}]\n"
     assert res.stdout == (f"{text}\n" if text else "") + line, res.stdout
     assert "answered nothing" not in res.stderr, res.stderr
+
+
+def test_log_marks_an_answer_recorded_interrupted(loop):
+    """`ask` says of an answer cut short (Ctrl-C, a provider gone silent) "what arrived is recorded, marked
+    interrupted: message ID"; `sessiond log` showed that message as any whole answer, no mark, so a reader
+    of the conversation could not tell the answer stopped mid-sentence. `log` marks it `[interrupted]`, as it
+    marks a compacted message `[compacted]` (--json has `interrupted: true`)."""
+    make, p = loop
+    d = make(timeout=0.5)
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.delay = 1.5  # the fault itself: a stream that goes silent past the provider's timeout
+    assert run_cli(d.home, "ask", sid, "one two three").returncode == 1
+    p.faults.delay = 0.0
+    run_cli(d.home, "ask", sid, "whole", check=True)
+    cut, whole = assistant(c, sid)
+    assert cut["interrupted"] is True and not whole.get("interrupted")
+    full = run_cli(d.home, "log", sid, check=True).stdout
+    assert f"{cut['id']} [interrupted]:" in full and f"{whole['id']}:" in full, full
+    assert full.count("[interrupted]") == 1, full
+    short = run_cli(d.home, "log", sid, "--short", check=True).stdout.splitlines()
+    assert short[1] == "assistant: [interrupted] echo:" and short[3] == "assistant: echo: whole", short

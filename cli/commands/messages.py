@@ -394,7 +394,7 @@ def cmd_log(args) -> int:
         named = (chats.get(m["chat"]) or {}).get("name") or m["chat"]  # (--all: each by its name, as `chat ls`)
         head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({named})" if args.all else ""))
         answers = f" (answers {safe(m['tool_call_id'])})" if m.get("tool_call_id") else ""
-        mark = " [compacted]" if m["id"] in aside else ""
+        mark = (" [compacted]" if m["id"] in aside else "") + (" [interrupted]" if m.get("interrupted") else "")
         calls = _calls(m)
         print(
             f"{head} {m['id']}{mark}{answers}:\n"
