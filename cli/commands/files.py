@@ -92,7 +92,18 @@ def _exists(path: str) -> UsageError:
     return UsageError(f"-o {path} exists: nothing was written; give another path, or add --force to replace it")
 
 
-def _write_output(path: str, data: bytes, force: bool) -> None:
+def _write_output(args, data: bytes) -> None:
+    """The export's `data` written where -o says (args.write_to), and said: `{"written"}` with --json, else a line
+    naming what and where, unless it was written into a stream (/dev/stdout, a pipe), which holds the export alone."""
+    stream = _is_stream(args.write_to)
+    _write_to(args.write_to, data, args.force)
+    if args.json:
+        print(json.dumps({"written": args.output}))
+    elif not stream:
+        print(safe(f"wrote the {args.format} export of session {args.id} to {args.output} ({len(data):,} bytes)"))
+
+
+def _write_to(path: str, data: bytes, force: bool) -> None:
     from ...storage.errors import is_disk_full
     from ...storage.fsutil import atomic_write, create_new
 
@@ -136,9 +147,7 @@ def cmd_export(args) -> int:
         return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
-        _write_output(args.write_to, text.encode() + b"\n", args.force)
-        if args.json:
-            print(json.dumps({"written": args.output}))
+        _write_output(args, text.encode() + b"\n")
     else:
         print(text)
     return 0
@@ -147,9 +156,7 @@ def cmd_export(args) -> int:
 def _write_markdown(args, data: dict) -> int:
     text = data["markdown"]
     if args.output:
-        _write_output(args.write_to, text.encode(), args.force)
-        if args.json:
-            print(json.dumps({"written": args.output}))
+        _write_output(args, text.encode())
     elif args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:  # exact bytes into a pipe or file; a terminal gets its control characters escaped
