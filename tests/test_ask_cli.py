@@ -331,3 +331,31 @@ def test_log_marks_an_answer_recorded_interrupted(loop):
     assert full.count("[interrupted]") == 1, full
     short = run_cli(d.home, "log", sid, "--short", check=True).stdout.splitlines()
     assert short[1] == "assistant: [interrupted] echo:" and short[3] == "assistant: echo: whole", short
+
+
+def test_a_provider_failure_says_the_question_is_recorded_and_again_answers_it(loop):
+    """A provider's failure leaves the question recorded (README), but `ask` said only the provider's error:
+    a user who ran `ask ID TEXT` again once the provider was back had the question twice in the session, and
+    the CLI had no way to have the model answer the recorded one. The failure now names the recorded question
+    and `sessiond ask ID --again`, which asks the model to answer the chat as it stands, adding nothing."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.status, p.faults.times = 500, 1  # the fault itself: the provider fails this one request
+    res = run_cli(d.home, "ask", sid, "what is BLAKE3?")
+    assert res.returncode == 1, res
+    [question] = c.messages(sid)["messages"]
+    assert f"the question is recorded as message {question['id']}" in res.stderr, res.stderr
+    assert f"sessiond ask --home {d.home} {sid} --again" in res.stderr, res.stderr
+    res = run_cli(d.home, "ask", sid, "--again", check=True)
+    assert res.stdout.strip() == "echo: what is BLAKE3?", res.stdout
+    assert [(m["role"], m["content"]) for m in c.messages(sid)["messages"]] == [
+        ("user", "what is BLAKE3?"),
+        ("assistant", "echo: what is BLAKE3?"),
+    ]
+    # --again with a question, or neither: usage errors, nothing sent or recorded
+    for argv in (["ask", sid, "more", "--again"], ["ask", sid]):
+        res = run_cli(d.home, *argv)
+        assert res.returncode == 2 and "--again" in res.stderr, res
+    assert len(c.messages(sid)["messages"]) == 2
