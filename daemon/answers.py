@@ -87,6 +87,21 @@ class Answering:
         activity, so the clean-up does not end it as idle meanwhile (operations.py)."""
         return sid in self._by_session
 
+    async def end_all(self, wait: float) -> None:
+        """At the daemon's stop: each question under way is ended as its app leaving ends it (its connection
+        closed: the watch on the model's answer stops the generation, and what arrived is recorded, marked
+        interrupted), waited for up to `wait` s. Else the stop waited for every answer to end (aiohttp's 60 s)
+        and `sessiond stop` killed the daemon first, losing what had arrived."""
+        under_way = [(request, done) for mine in self._by_session.values() for request, done in mine.values()]
+        for request, _ in under_way:
+            if request.transport is not None:
+                request.transport.close()
+        waits = [asyncio.ensure_future(done.wait()) for _, done in under_way if not done.is_set()]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=wait)
+            for w in late:
+                w.cancel()
+
     async def settle(self, sid: str, request: web.Request) -> bool:
         """Wait for the session's answers whose apps went away to be recorded (or given up), up to
         SETTLE_WAIT; answers to apps still there are theirs, and not waited for. Whether it waited."""

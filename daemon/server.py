@@ -232,6 +232,7 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("daemon stopping", extra={"event": "stop"})
+        await self.answering.end_all(5.0)  # the models answering: stopped, what arrived recorded (as SETTLE_WAIT)
         await self.events.shutdown()
         for task in list(self._tasks):
             task.cancel()
