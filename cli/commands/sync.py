@@ -264,13 +264,15 @@ def cmd_rekey(args) -> int:
     return 0
 
 
+_QR = set(" █▀▄")  # the characters of `share --qr`'s terminal QR code
+
+
 def _without_notes(text: str) -> str:
     """A share code as `share` printed it: its notes (lines starting with '#', on standard error, kept by
-    `share ... > code.txt 2>&1` or a paste of the terminal) left out."""
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
-
-
-_QR = set(" █▀▄")  # the characters of `share --qr`'s terminal QR code
+    `share ... > code.txt 2>&1` or a paste of the terminal) and `--qr`'s QR code (standard error too) left out,
+    as at the prompt, and blank lines."""
+    kept = (line for line in text.splitlines() if not line.lstrip().startswith("#") and not set(line) <= _QR)
+    return "\n".join(kept).strip()
 
 
 def _code_at_prompt() -> str:
