@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -256,7 +257,11 @@ def cmd_rekey(args) -> int:
         f"rekeyed {res['session']}: {len(res['kept'])} other device(s) keep access"
         + (f" ({', '.join(res['kept'])})" if res["kept"] else ""),
         "read-only followers and every earlier share code can read nothing written from now on;",
-        for_home("what they already fetched stays with them. Make new codes with `sessiond share`.", args.home),
+        for_home(
+            "what they already fetched stays with them. Make new codes with "
+            f"`sessiond share {shlex.quote(res['session'])}` (add --write for a device that writes).",
+            args.home,
+        ),
     ]
     if res["dropped"]:
         lines.insert(1, f"dropped: {', '.join(res['dropped'])}")
