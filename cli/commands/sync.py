@@ -443,7 +443,7 @@ def cmd_unshare(args) -> int:
         f"{res['codes_revoked']} code(s) issued here stop working"
         + (f"; {len(res['kept'])} writer device(s) keep access ({', '.join(res['kept'])})" if res["kept"] else ""),
         "What this cannot take back:",
-        *(f"  - {note}" for note in res["cannot_take_back"]),
+        *(f"  - {for_home(note, args.home)}" for note in res["cannot_take_back"]),
     ]
     emit(args, res, "\n".join(lines))
     return 0
