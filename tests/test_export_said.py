@@ -33,3 +33,12 @@ def test_export_into_standard_output_by_its_name_adds_nothing_to_it(daemon):
     assert json.loads(res.stdout)["session"]["name"] == "streamed"  # the export alone: still JSON
     res = run_cli(daemon.home, "export", sid, "--format", "markdown", "-o", "/dev/stdout", check=True)
     assert "wrote" not in res.stdout and "streamed" in res.stdout, res.stdout
+
+
+def test_export_into_standard_output_by_its_name_with_json_is_one_json_document(daemon):
+    """`export ID -o /dev/stdout --json` wrote the export into standard output, then `{"written": "/dev/stdout"}`
+    after it: two JSON documents, which no JSON reader takes. Written into standard output (by its name, as
+    `-o -`), the export is the command's output, alone."""
+    sid = cli_json(daemon.home, "new", "--name", "streamed")["id"]
+    res = run_cli(daemon.home, "export", sid, "-o", "/dev/stdout", "--json", check=True)
+    assert json.loads(res.stdout)["session"]["name"] == "streamed", res.stdout

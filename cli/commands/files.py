@@ -74,6 +74,14 @@ def _is_stream(path: str) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
+def _is_stdout(path: str) -> bool:
+    """`path` is this command's own standard output (/dev/stdout, /dev/fd/1, or what it is redirected into)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):
+        return False
+
+
 def _destination(path: str) -> str:
     """Where -o `path` writes: the file a link names (replaced, its link left as it is: renamed over, the link
     itself would be the file, and /dev/stdout is one), or `path`."""
@@ -97,6 +105,8 @@ def _write_output(args, data: bytes) -> None:
     naming what and where, unless it was written into a stream (/dev/stdout, a pipe), which holds the export alone."""
     stream = _is_stream(args.write_to)
     _write_to(args.write_to, data, args.force)
+    if stream and _is_stdout(args.write_to):
+        return  # (-o /dev/stdout: the export is the command's output, as with -o -; no second document after it)
     if args.json:
         print(json.dumps({"written": args.output}))
     elif not stream:
