@@ -152,8 +152,15 @@ class StoreWaits:
         self.said.add((kind, same))
         left = max(0.0, self.deadline - time.monotonic())
         what = "not pushed yet" if kind == "push" else "cannot pull yet"
+        # a failure waiting does not mend ends the daemon's wait at once: what the command would do meanwhile
+        # (wait until its timeout) is not what it does
+        meanwhile = (
+            "waiting does not mend this, so the wait ends now (the daemon tries again by itself)"
+            if ev.get("settled")
+            else self.meanwhile(left)
+        )
         print(
-            safe(f"{ev.get('session')}: {what}: {for_home(error, self.home)}; {self.meanwhile(left)}"),
+            safe(f"{ev.get('session')}: {what}: {for_home(error, self.home)}; {meanwhile}"),
             file=sys.stderr,
             flush=True,
         )

@@ -35,6 +35,10 @@ APP_GONE = (ConnectionResetError, ConnectionError, RuntimeError)  # what writing
 HOLD_CHUNKS = 8
 GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
 SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose apps left to be recorded
+# At a stop, the seconds the requests under way (a `sync --wait` for a store that is down, a share waiting for its
+# push) have to end before they are cancelled, their apps told the connection broke: aiohttp's default, 60 s,
+# outlasted `sessiond stop`'s 15 s, which then killed the daemon. (The models answering are ended first: end_all.)
+STOP_GRACE = 3.0
 
 
 @dataclass
@@ -86,6 +90,21 @@ class Answering:
         """Whether a question to session `sid`'s model is under way: its model answering is the session's
         activity, so the clean-up does not end it as idle meanwhile (operations.py)."""
         return sid in self._by_session
+
+    async def end_all(self, wait: float) -> None:
+        """At the daemon's stop: each question under way is ended as its app leaving ends it (its connection
+        closed: the watch on the model's answer stops the generation, and what arrived is recorded, marked
+        interrupted), waited for up to `wait` s. Else the stop waited for every answer to end (aiohttp's 60 s)
+        and `sessiond stop` killed the daemon first, losing what had arrived."""
+        under_way = [(request, done) for mine in self._by_session.values() for request, done in mine.values()]
+        for request, _ in under_way:
+            if request.transport is not None:
+                request.transport.close()
+        waits = [asyncio.ensure_future(done.wait()) for _, done in under_way if not done.is_set()]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=wait)
+            for w in late:
+                w.cancel()
 
     async def settle(self, sid: str, request: web.Request) -> bool:
         """Wait for the session's answers whose apps went away to be recorded (or given up), up to

@@ -32,7 +32,7 @@ from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
 from . import toolcalls
 from . import validate as v
-from .answers import AppWatch, Plan, end, left, pass_on, record_whole
+from .answers import STOP_GRACE, AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .checker import too_long
 from .complete import (
@@ -186,7 +186,11 @@ class Compat:
             app.router.add_route(method, path, handler)
         app.router.add_route("*", "/{tail:.*}", _unrouted)  # last: what no route above takes
         self._runner = web.AppRunner(  # an idle connection closed as the socket's are (aiohttp's default: an hour)
-            app, handle_signals=False, access_log=None, keepalive_timeout=self.d.config.connection_idle_timeout
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=self.d.config.connection_idle_timeout,
+            shutdown_timeout=STOP_GRACE,
         )
         await self._runner.setup()
         sock = socket.create_server(

@@ -24,6 +24,7 @@ from ..sync.bounded import KeyedLocks
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.mirror import MirrorStore, open_stores
 from . import remote_checks
+from .answers import STOP_GRACE
 from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
@@ -173,7 +174,11 @@ class Daemon:
         self._tasks.add(asyncio.get_running_loop().create_task(self.db.searcher.run_indexer()))
         app = make_app(self)
         self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, keepalive_timeout=self.config.connection_idle_timeout
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=self.config.connection_idle_timeout,
+            shutdown_timeout=STOP_GRACE,
         )
         await self._runner.setup()
         sock, handed = listening_socket(self.home.socket)
@@ -232,6 +237,7 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("daemon stopping", extra={"event": "stop"})
+        await self.answering.end_all(5.0)  # the models answering: stopped, what arrived recorded (as SETTLE_WAIT)
         await self.events.shutdown()
         for task in list(self._tasks):
             task.cancel()

@@ -9,6 +9,7 @@ members slot (members.py). Importing a code is importer.py; following the other 
 from __future__ import annotations
 
 import hashlib
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 
@@ -33,10 +34,14 @@ CANNOT_TAKE_BACK = [
     "objects this device's logs no longer reference (old manifests) stay in the store until `sessiond gc` "
     "frees them, after its grace period",
 ]
-READ_ONLY_TOO = (
-    "every read-only follower loses access as well (a rekey ends every code issued before it): give those "
-    "you keep a new code with `sessiond share`"
-)
+
+
+def read_only_too(sid: str) -> str:
+    """What an unshare of one device does to the read-only followers too, with the command that gives them back."""
+    return (
+        "every read-only follower loses access as well (a rekey ends every code issued before it): give those "
+        f"you keep a new code with `sessiond share {shlex.quote(sid)}`"
+    )
 
 
 def key_fingerprint(key: bytes) -> bytes:
@@ -178,7 +183,7 @@ class Sharer:
             raise ImportError_("not_shared", f"session {sid} was never shared from this device: no access to end")
         active = sum(1 for s in await self.issued(sid) if s["status"] == "active")
         res = await self.rekeyer.rekey(sid, [device] if device else (), drop_all=device is None)
-        notes = ([READ_ONLY_TOO] if device else []) + CANNOT_TAKE_BACK
+        notes = ([read_only_too(sid)] if device else []) + CANNOT_TAKE_BACK
         return {**res, "codes_revoked": active, "cannot_take_back": notes}
 
 

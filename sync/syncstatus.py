@@ -71,6 +71,8 @@ class SyncStatus:
         event: dict = {"type": "sync.error", "session": sid, "error": msg, "retry_in": round(delay, 2)}
         if sid in self.pushes.server_until:
             event["retry_after"] = True  # the store asked for this wait (Retry-After)
+        if settled(exc):
+            event["settled"] = True  # waiting does not mend it: a waited sync (sync_now) ends on it at once
         self.ctx.on_event(event)
         await self.pushed(sid)
 

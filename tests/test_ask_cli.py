@@ -309,3 +309,53 @@ def test_ask_prints_the_tool_calls_of_an_answer_it_recorded(loop, text):
     line = f"-> lookup({call['function']['arguments']}) [{call['id']}]\n"
     assert res.stdout == (f"{text}\n" if text else "") + line, res.stdout
     assert "answered nothing" not in res.stderr, res.stderr
+
+
+def test_log_marks_an_answer_recorded_interrupted(loop):
+    """`ask` says of an answer cut short (Ctrl-C, a provider gone silent) "what arrived is recorded, marked
+    interrupted: message ID"; `sessiond log` showed that message as any whole answer, no mark, so a reader
+    of the conversation could not tell the answer stopped mid-sentence. `log` marks it `[interrupted]`, as it
+    marks a compacted message `[compacted]` (--json has `interrupted: true`)."""
+    make, p = loop
+    d = make(timeout=0.5)
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.delay = 1.5  # the fault itself: a stream that goes silent past the provider's timeout
+    assert run_cli(d.home, "ask", sid, "one two three").returncode == 1
+    p.faults.delay = 0.0
+    run_cli(d.home, "ask", sid, "whole", check=True)
+    cut, whole = assistant(c, sid)
+    assert cut["interrupted"] is True and not whole.get("interrupted")
+    full = run_cli(d.home, "log", sid, check=True).stdout
+    assert f"{cut['id']} [interrupted]:" in full and f"{whole['id']}:" in full, full
+    assert full.count("[interrupted]") == 1, full
+    short = run_cli(d.home, "log", sid, "--short", check=True).stdout.splitlines()
+    assert short[1] == "assistant: [interrupted] echo:" and short[3] == "assistant: echo: whole", short
+
+
+def test_a_provider_failure_says_the_question_is_recorded_and_again_answers_it(loop):
+    """A provider's failure leaves the question recorded (README), but `ask` said only the provider's error:
+    a user who ran `ask ID TEXT` again once the provider was back had the question twice in the session, and
+    the CLI had no way to have the model answer the recorded one. The failure now names the recorded question
+    and `sessiond ask ID --again`, which asks the model to answer the chat as it stands, adding nothing."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.status, p.faults.times = 500, 1  # the fault itself: the provider fails this one request
+    res = run_cli(d.home, "ask", sid, "what is BLAKE3?")
+    assert res.returncode == 1, res
+    [question] = c.messages(sid)["messages"]
+    assert f"the question is recorded as message {question['id']}" in res.stderr, res.stderr
+    assert f"sessiond ask --home {d.home} {sid} --again" in res.stderr, res.stderr
+    res = run_cli(d.home, "ask", sid, "--again", check=True)
+    assert res.stdout.strip() == "echo: what is BLAKE3?", res.stdout
+    assert [(m["role"], m["content"]) for m in c.messages(sid)["messages"]] == [
+        ("user", "what is BLAKE3?"),
+        ("assistant", "echo: what is BLAKE3?"),
+    ]
+    # --again with a question, or neither: usage errors, nothing sent or recorded
+    for argv in (["ask", sid, "more", "--again"], ["ask", sid]):
+        res = run_cli(d.home, *argv)
+        assert res.returncode == 2 and "--again" in res.stderr, res
+    assert len(c.messages(sid)["messages"]) == 2

@@ -1148,7 +1148,7 @@ def test_commands_in_messages_name_the_home_they_are_for(daemon):
     shared = cli_json(daemon.home, "new")["id"]  # and the hints of outputs that are no error
     run_cli(daemon.home, "share", shared, check=True)
     res = run_cli(daemon.home, "rekey", shared, check=True)
-    assert f"Make new codes with `sessiond share --home {h}`." in res.stdout, res.stdout
+    assert f"Make new codes with `sessiond share --home {h} {shared}`" in res.stdout, res.stdout
 
 
 def test_daemon_texts_shown_outside_errors_name_the_home_they_are_for(make_daemon):

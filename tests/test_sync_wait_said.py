@@ -164,3 +164,35 @@ def test_the_same_failure_of_another_object_or_session_is_said_once(capsys, tmp_
         waits.close()
     said = capsys.readouterr().err.splitlines()
     assert len(said) == 2 and "01m95nx3f3jqpfmre62y8extnb" in said[0] and "another failure" in said[1], said
+
+
+def test_a_failure_waiting_does_not_mend_is_not_said_to_be_tried_again_until_timeout(store_dir, tmp_path):
+    """`sync --wait` ends at once, exit 1, on a push failure waiting does not mend (README: a folder store's
+    folder gone, credentials refused, a store full). Its notice on standard error said all the same "trying
+    again until --timeout (60 s left; Ctrl-C stops waiting ...)", and the command ended a moment later: the
+    user was told to wait a minute that was never waited. The notice says the wait ends, and why."""
+    import os
+
+    folder = os.path.join(store_dir, "store")
+    d = DaemonProc(str(tmp_path / "home"), f"file://{folder}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="away", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+            c.sync(sid, wait=True, timeout=30)
+            os.rename(folder, folder + ".away")  # a share not mounted: the folder is gone
+            c.append(sid, "user", "while the folder is away")
+        t0 = time.monotonic()
+        proc = popen_cli(
+            ["sync", sid, "--wait", "--timeout", "60", "--home", d.home],
+            env=d.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30 and proc.returncode == 1, (out, err)  # it did not wait its timeout
+        notices = [line for line in err.decode().splitlines() if sid in line]
+        assert notices and "missing or not a folder" in notices[0], err
+        assert "trying again" not in err.decode() and "s left" not in err.decode(), err
+        assert "waiting does not mend" in notices[0], err
+    finally:
+        d.stop()

@@ -74,6 +74,14 @@ def _is_stream(path: str) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
+def _is_stdout(path: str) -> bool:
+    """`path` is this command's own standard output (/dev/stdout, /dev/fd/1, or what it is redirected into)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):
+        return False
+
+
 def _destination(path: str) -> str:
     """Where -o `path` writes: the file a link names (replaced, its link left as it is: renamed over, the link
     itself would be the file, and /dev/stdout is one), or `path`."""
@@ -92,7 +100,20 @@ def _exists(path: str) -> UsageError:
     return UsageError(f"-o {path} exists: nothing was written; give another path, or add --force to replace it")
 
 
-def _write_output(path: str, data: bytes, force: bool) -> None:
+def _write_output(args, data: bytes) -> None:
+    """The export's `data` written where -o says (args.write_to), and said: `{"written"}` with --json, else a line
+    naming what and where, unless it was written into a stream (/dev/stdout, a pipe), which holds the export alone."""
+    stream = _is_stream(args.write_to)
+    _write_to(args.write_to, data, args.force)
+    if stream and _is_stdout(args.write_to):
+        return  # (-o /dev/stdout: the export is the command's output, as with -o -; no second document after it)
+    if args.json:
+        print(json.dumps({"written": args.output}))
+    elif not stream:
+        print(safe(f"wrote the {args.format} export of session {args.id} to {args.output} ({len(data):,} bytes)"))
+
+
+def _write_to(path: str, data: bytes, force: bool) -> None:
     from ...storage.errors import is_disk_full
     from ...storage.fsutil import atomic_write, create_new
 
@@ -136,9 +157,7 @@ def cmd_export(args) -> int:
         return _write_markdown(args, data)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
-        _write_output(args.write_to, text.encode() + b"\n", args.force)
-        if args.json:
-            print(json.dumps({"written": args.output}))
+        _write_output(args, text.encode() + b"\n")
     else:
         print(text)
     return 0
@@ -147,9 +166,7 @@ def cmd_export(args) -> int:
 def _write_markdown(args, data: dict) -> int:
     text = data["markdown"]
     if args.output:
-        _write_output(args.write_to, text.encode(), args.force)
-        if args.json:
-            print(json.dumps({"written": args.output}))
+        _write_output(args, text.encode())
     elif args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:  # exact bytes into a pipe or file; a terminal gets its control characters escaped

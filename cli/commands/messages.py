@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -62,13 +63,21 @@ def register(commands: Commands) -> None:
         "text", nargs="?", help="the message ('-' reads it from standard input); may be left out with --tool-call"
     )
     p = commands.add(
-        "ask", cmd_ask, "ask the session's model: appends TEXT, prints the answer as it streams, records it"
+        "ask",
+        cmd_ask,
+        "ask the session's model: appends TEXT, prints the answer as it streams, records it",
+        intermixed=True,  # (TEXT, which --again leaves out, after the options: `ask ID --json TEXT`)
     )
     p.add_argument("id")
     p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--model", help="this model instead of the chat's or session's")
     p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the session's")
-    p.add_argument("text", help="the question; '-' reads it from standard input")
+    p.add_argument(
+        "--again",
+        action="store_true",
+        help="add no question: the model answers the chat as it stands (a question recorded when the provider failed)",
+    )
+    p.add_argument("text", nargs="?", help="the question; '-' reads it from standard input")
     p = commands.add("models", cmd_models, "list the models a provider offers (its GET /models)")
     p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the default one")
     p.add_argument("--session", help="the models of the provider a question to this session goes to")
@@ -169,8 +178,15 @@ def _tool_result(args) -> None:
 
 
 def cmd_ask(args) -> int:
-    content = message_text(args.text)
-    if not content.strip():  # recorded and sent, it cost an answer to nothing (`ask ID "$Q"`, Q unset)
+    if args.again and args.text is not None:
+        raise UsageError("--again adds no question: give TEXT, or --again, not both")
+    if args.text is None and not args.again:
+        raise UsageError(
+            "give the question, TEXT (or '-' and the question on standard input), or --again for the model to "
+            "answer the chat as it stands"
+        )
+    content = None if args.again else message_text(args.text)
+    if content is not None and not content.strip():  # recorded and sent, it cost an answer to nothing
         raise UsageError("the question is empty: give TEXT, or '-' and the question on standard input")
     stream = None
     arrived = wrote = False  # some of the answer's text arrived; some of it was printed
@@ -203,8 +219,10 @@ def cmd_ask(args) -> int:
         if isinstance(exc, ApiError) and exc.answer is not None:
             return _unrecorded(args, exc, exc.answer)
         if isinstance(exc, ApiError) and exc.code == "model_not_found" and exc.details.get("model"):
-            raise ApiError(exc.status, exc.code, _choose_model(exc), exc.details) from None
-        raise
+            exc = ApiError(exc.status, exc.code, _choose_model(exc), exc.details)
+        if isinstance(exc, ApiError) and content is not None:
+            exc = _question_kept(args, c, key, exc)
+        raise exc from None
     if args.json:
         emit(args, stream.message)
     else:
@@ -324,6 +342,25 @@ def _interrupted(args, c, key: str, arrived: bool) -> int:
     return EXIT_INTERRUPTED
 
 
+def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
+    """A failure (the provider's) that left the question recorded and no answer: said, with the way to have it
+    answered once the provider is back (`ask --again`), as `ask ID TEXT` again would record the question twice."""
+    try:
+        kept = c.asked(args.id, key)
+    except ClientError:
+        return exc
+    question = kept.get("question")
+    if question is None or kept.get("answer") is not None:
+        return exc
+    chat = f" --chat {shlex.quote(args.chat)}" if args.chat else ""
+    again = f"`sessiond ask {shlex.quote(args.id)}{chat} --again`"  # (--home put in as the error is printed)
+    said = (
+        f"{exc.message}; the question is recorded as message {question['id']}: to have the model answer it, "
+        f"{again} (asking it again with TEXT would record it twice)"
+    )
+    return ApiError(exc.status, exc.code, said, exc.details)
+
+
 def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
     """The provider failed mid-answer and the daemon recorded what had arrived: the error, and that record
     (with --json, beside the error as the answer's own message)."""
@@ -394,7 +431,7 @@ def cmd_log(args) -> int:
         named = (chats.get(m["chat"]) or {}).get("name") or m["chat"]  # (--all: each by its name, as `chat ls`)
         head = safe(f"[{when(m['created_at'])}] {m['role']}" + (f" ({named})" if args.all else ""))
         answers = f" (answers {safe(m['tool_call_id'])})" if m.get("tool_call_id") else ""
-        mark = " [compacted]" if m["id"] in aside else ""
+        mark = (" [compacted]" if m["id"] in aside else "") + (" [interrupted]" if m.get("interrupted") else "")
         calls = _calls(m)
         print(
             f"{head} {m['id']}{mark}{answers}:\n"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -256,7 +257,11 @@ def cmd_rekey(args) -> int:
         f"rekeyed {res['session']}: {len(res['kept'])} other device(s) keep access"
         + (f" ({', '.join(res['kept'])})" if res["kept"] else ""),
         "read-only followers and every earlier share code can read nothing written from now on;",
-        for_home("what they already fetched stays with them. Make new codes with `sessiond share`.", args.home),
+        for_home(
+            "what they already fetched stays with them. Make new codes with "
+            f"`sessiond share {shlex.quote(res['session'])}` (add --write for a device that writes).",
+            args.home,
+        ),
     ]
     if res["dropped"]:
         lines.insert(1, f"dropped: {', '.join(res['dropped'])}")
@@ -264,13 +269,15 @@ def cmd_rekey(args) -> int:
     return 0
 
 
+_QR = set(" █▀▄")  # the characters of `share --qr`'s terminal QR code
+
+
 def _without_notes(text: str) -> str:
     """A share code as `share` printed it: its notes (lines starting with '#', on standard error, kept by
-    `share ... > code.txt 2>&1` or a paste of the terminal) left out."""
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
-
-
-_QR = set(" █▀▄")  # the characters of `share --qr`'s terminal QR code
+    `share ... > code.txt 2>&1` or a paste of the terminal) and `--qr`'s QR code (standard error too) left out,
+    as at the prompt, and blank lines."""
+    kept = (line for line in text.splitlines() if not line.lstrip().startswith("#") and not set(line) <= _QR)
+    return "\n".join(kept).strip()
 
 
 def _code_at_prompt() -> str:
@@ -436,7 +443,7 @@ def cmd_unshare(args) -> int:
         f"{res['codes_revoked']} code(s) issued here stop working"
         + (f"; {len(res['kept'])} writer device(s) keep access ({', '.join(res['kept'])})" if res["kept"] else ""),
         "What this cannot take back:",
-        *(f"  - {note}" for note in res["cannot_take_back"]),
+        *(f"  - {for_home(note, args.home)}" for note in res["cannot_take_back"]),
     ]
     emit(args, res, "\n".join(lines))
     return 0
