@@ -110,3 +110,13 @@ def test_the_system_prompt_is_counted_with_the_daemons_estimator(make_daemon):
     c = d.client()
     sid = c.create_session(system_prompt="one two three four five six", max_context_tokens=100)["id"]
     assert c.context(sid)["fixed_tokens"] == 8  # 6 words x 4/3 (chars / 4 would be 7)
+
+
+def test_the_context_line_counts_one_token_and_one_message_in_the_singular():
+    """`sessiond context` said "1 tokens in 1 active messages" for a chat of one short message."""
+    from sessiond.cli.commands.manage import _context_line
+
+    one = {"chat": "main", "active_tokens": 1, "active_messages": 1, "policy": {}, "compacted_upto": None}
+    assert _context_line(one) == "chat main: 1 token in 1 active message", _context_line(one)
+    two = {**one, "active_tokens": 2, "active_messages": 0}
+    assert _context_line(two) == "chat main: 2 tokens in 0 active messages", _context_line(two)

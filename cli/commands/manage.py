@@ -81,10 +81,14 @@ def cmd_quota(args) -> int:
     return 0
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _context_line(c: Mapping[str, Any]) -> str:
     budget = c["policy"].get("max_context_tokens")
     return (
-        f"chat {c['chat']}: {c['active_tokens']} tokens in {c['active_messages']} active messages"
+        f"chat {c['chat']}: {_count(c['active_tokens'], 'token')} in {_count(c['active_messages'], 'active message')}"
         + (f", and {c['fixed_tokens']} of the system prompt and initial messages" if c.get("fixed_tokens") else "")
         + (f" (budget {budget})" if budget else "")
         + (f"; {c['compacted_messages']} compacted, up to {c['compacted_upto']}" if c["compacted_upto"] else "")
