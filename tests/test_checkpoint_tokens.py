@@ -126,3 +126,20 @@ def test_show_and_stats_say_the_session_count_is_tokens_used(daemon):
     assert f"messages:      2 ({used} tokens used" in show, show
     stats = run_cli(h, "stats", sid).stdout
     assert f"2 messages, {used} tokens used;" in stats, stats
+
+
+def test_a_checkpoint_asked_again_with_nothing_new_says_the_one_made_stands(daemon):
+    """`sessiond checkpoint` twice with nothing written between: the daemon makes no second proof of the same
+    conversation and answers the first; the CLI printed it as if just made. It says that one stands."""
+    from conftest import cli_json, run_cli
+
+    h = daemon.home
+    sid = cli_json(h, "new", "--system", "s")["id"]
+    cli_json(h, "add", sid, "--role", "user", "hello")
+    made = run_cli(h, "checkpoint", sid, check=True).stdout
+    assert made.startswith("checkpoint #1 ") and "stands" not in made, made
+    again = run_cli(h, "checkpoint", sid, check=True).stdout
+    assert "no new checkpoint" in again and "#1" in again and "nothing changed" in again, again
+    assert cli_json(h, "checkpoint", sid)["number"] == 1  # --json: the proof, as before
+    cli_json(h, "add", sid, "--role", "user", "more")
+    assert run_cli(h, "checkpoint", sid, check=True).stdout.startswith("checkpoint #2 ")

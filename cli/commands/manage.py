@@ -126,13 +126,18 @@ def cmd_fork(args) -> int:
 
 
 def cmd_checkpoint(args) -> int:
-    cp = client(args).checkpoint(args.id)
-    emit(
-        args,
-        cp,
-        f"checkpoint #{cp['number']} (version {cp.get('v', 1)}): {cp['messages']} messages, {cp['tokens']} tokens,"
-        f" hash {cp['hash']}",
+    c = client(args)
+    # the daemon answers this device's latest proof when nothing changed since it (no second proof of the same
+    # conversation): said so, told apart by the proofs held before the request
+    before = {(p["number"], p["hash"]) for p in c.checkpoints(args.id)["checkpoints"]}
+    cp = c.checkpoint(args.id)
+    what = (
+        f"checkpoint #{cp['number']} (version {cp.get('v', 1)}): {_count(cp['messages'], 'message')},"
+        f" {_count(cp['tokens'], 'token')}, hash {cp['hash']}"
     )
+    if (cp["number"], cp["hash"]) in before:
+        what = f"no new checkpoint: nothing changed since this one, which stands\n{what}"
+    emit(args, cp, what)
     return 0
 
 
