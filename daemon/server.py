@@ -232,6 +232,8 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("daemon stopping", extra={"event": "stop"})
+        if self.syncer is not None:  # a `sync --wait` (end, rm, share) waiting for a store down: answered now,
+            self.syncer.release_waits()  # not waited for until its timeout (the runner's cleanup waits for it)
         await self.events.shutdown()
         for task in list(self._tasks):
             task.cancel()

@@ -164,3 +164,35 @@ def test_the_same_failure_of_another_object_or_session_is_said_once(capsys, tmp_
         waits.close()
     said = capsys.readouterr().err.splitlines()
     assert len(said) == 2 and "01m95nx3f3jqpfmre62y8extnb" in said[0] and "another failure" in said[1], said
+
+
+def test_a_daemon_stopping_answers_a_sync_wait_for_a_store_that_is_down_and_stops(reserved_port, tmp_path):
+    """A `sync --wait` waiting for a store that is down held the daemon's stop: its request was waited for
+    until its --timeout (60 s by default, up to an hour) or aiohttp's 60 s, past `sessiond stop`'s 15 s,
+    which then killed the daemon (SIGKILL). Stopping, the daemon answers the wait with what is pushed so far
+    (not complete) and stops at once."""
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="waiting", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        cli = ["sync", sid, "--wait", "--timeout", "600", "--home", d.home, "--json"]
+        proc = popen_cli(cli, env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        said: queue.Queue = queue.Queue()
+        threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
+        try:
+            line = said.get(timeout=30)  # the wait is under way: the push failed once
+            assert line is not None and "trying again" in line, line
+            t0 = time.monotonic()
+            d.proc.terminate()
+            assert d.proc.wait(10) == 0  # a clean stop, not one cut short by a kill
+            assert time.monotonic() - t0 < 5
+            out = proc.stdout.read()
+            assert proc.wait(10) == 1 and json.loads(out)["complete"] is False, out  # answered, not hung up on
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+    finally:
+        d.stop()
