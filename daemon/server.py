@@ -139,6 +139,7 @@ class Daemon:
             self.db.outbox,
             create=first_uses(self.home, self.store_url, named_again=named),
             missing_ok=True,
+            timeout=self.config.store_timeout,
             head_key=self._own_head_key,
         )
         # The note of what its first use could not make first: killed before the home remembers the store, the
@@ -155,6 +156,7 @@ class Daemon:
             interval=self.config.sync_interval,
             push_delay=self.config.push_delay,
             poll_interval=self.config.poll_interval,
+            timeout=self.config.store_timeout,
             on_event=self.events.publish,
             check_remote=remote_checks.remote_log,
         )

@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import DaemonProc, popen_cli
 
 
@@ -125,16 +127,22 @@ def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, 
 
 def test_share_says_what_fails_while_it_waits_for_the_store(reserved_port, tmp_path):
     """`share` pushes the session before it makes its code, waiting for the store as long as a store call
-    may take (30 s): against a store that is down, 30 s of silence, then the refusal. It says, as the push
-    fails, what failed, and that the share waits for it."""
+    may take (store_timeout, 30 s by default): against a store that is down, 30 s of silence, then the
+    refusal. It says, as the push fails, what failed, and that the share waits for it. (The test's home
+    waits 5 s, not 30: the notice comes at the push's first failure, long before either.)"""
+    from conftest import write_config
+
+    write_config(str(tmp_path / "home"), store_timeout=5)
     d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
     try:
         with d.client() as c:
             sid = c.create_session(name="to share")["id"]
+        t0 = time.monotonic()
         line, proc = _first_notice(d.home, d.env, ["share", sid])
         assert line is not None and sid in line and "cannot connect" in line, line
         assert "not pushed yet" in line and "the share waits" in line, line
         assert proc.returncode == 1  # refused, as before: no code made
+        assert time.monotonic() - t0 < 20  # after the home's store_timeout, not the 30 s default
         with d.client() as c:
             assert c.shares(sid)["shares"] == []
     finally:
@@ -196,3 +204,16 @@ def test_a_daemon_stopping_answers_a_sync_wait_for_a_store_that_is_down_and_stop
             proc.stderr.close()
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("value", ["0.5", "0", "3601", "true", '"30"', "inf", "nan"])
+def test_a_store_timeout_out_of_its_range_or_not_a_number_is_refused(tmp_path, value):
+    from sessiond.api.locate import HomeError
+    from sessiond.daemon.home import Config
+
+    (tmp_path / "config.toml").write_text(f"store_timeout = {value}\n")
+    with pytest.raises(HomeError, match=r"'store_timeout' must be a number of seconds, 1 to 3600"):
+        Config.load(str(tmp_path))
+    (tmp_path / "config.toml").write_text("store_timeout = 1\n")
+    assert Config.load(str(tmp_path)).store_timeout == 1.0
+    assert Config.load(str(tmp_path / "none")).store_timeout == 30.0  # no config.toml: the default
