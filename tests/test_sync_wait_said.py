@@ -5,6 +5,7 @@ standard error, as the push fails, what failed and that it tries again until --t
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import queue
 import subprocess
@@ -111,11 +112,14 @@ def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, 
         with d.client() as c:
             c.append(shared, "user", "written while the relay is down")
             c.append(ended, "user", "so is this")
-        line, proc = _first_notice(d.home, d.env, ["end", ended])
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # the two waits of 10 s at once, not one after the other
+            end = pool.submit(_first_notice, d.home, d.env, ["end", ended])
+            rm = pool.submit(_first_notice, d.home, d.env, ["rm", shared, "--json"])
+        line, proc = end.result()
         assert line is not None and ended in line and "cannot connect" in line, line
         assert "not pushed yet" in line and "the end" in line, line
         assert proc.returncode == 0  # ended here all the same, as before
-        line, proc = _first_notice(d.home, d.env, ["rm", shared, "--json"])
+        line, proc = rm.result()
         assert line is not None and shared in line and "cannot connect" in line, line
         assert "--force" in line, line
         assert proc.returncode == 1  # refused, as before: nothing deleted
