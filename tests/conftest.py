@@ -351,8 +351,15 @@ async def events_route(path: str):
 
 
 def run_cli(
-    home: str | None, *args: str, input: str | bytes | None = None, env: dict | None = None, check: bool = False
+    home: str | None,
+    *args: str,
+    input: str | bytes | None = None,
+    env: dict | None = None,
+    check: bool = False,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess:
+    """`sessiond *args --home home` (home None: no --home) run to its end (subprocess.TimeoutExpired past
+    `timeout` seconds, the process killed), from the fork server where it can be."""
     cmd = list(args)
     if home is not None:
         cmd += ["--home", home]
@@ -362,7 +369,7 @@ def run_cli(
         cmd, env=e, stdin=None if data is None else subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        out, err = proc.communicate(data, timeout=120)
+        out, err = proc.communicate(data, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
