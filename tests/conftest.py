@@ -47,10 +47,13 @@ def _fork_server():
 
 def popen_cli(args: list[str], *, env: dict, **kw):
     """`python -m sessiond.cli.main *args` started: from the fork server where it can be, else for real.
-    kw: stdin, stdout, stderr, pass_fds, as subprocess.Popen takes them."""
+    kw: stdin, stdout, stderr, pass_fds, as subprocess.Popen takes them, and new_session (Popen's
+    start_new_session)."""
     server = _fork_server()
     if server is not None and server.can_run(env):
         return server.spawn(args, env=env, **kw)
+    if "new_session" in kw:
+        kw["start_new_session"] = kw.pop("new_session")
     return subprocess.Popen([PY, "-m", "sessiond.cli.main", *args], env=env, **kw)
 
 
