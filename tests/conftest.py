@@ -394,6 +394,22 @@ def write_config(home: str, **settings) -> None:
             f.write(f"{k} = {json.dumps(v)}\n")
 
 
+def config_refused(folder, key: str, bad: str, good: str, says: str):
+    """config.toml in `folder` setting `key` to `bad` (TOML text) is refused by Config.load with a HomeError
+    matching `says`; set to `good`, it loads: returns that Config."""
+    from sessiond.api.locate import HomeError
+    from sessiond.daemon.home import Config
+
+    path = os.path.join(str(folder), "config.toml")
+    with open(path, "w") as f:
+        f.write(f"{key} = {bad}\n")
+    with pytest.raises(HomeError, match=says):
+        Config.load(str(folder))
+    with open(path, "w") as f:
+        f.write(f"{key} = {good}\n")
+    return Config.load(str(folder))
+
+
 def started_with(make, **settings) -> DaemonProc:
     """A daemon from `make` (the make_daemon fixture) with `settings` in its config.toml, started."""
     d = make()

@@ -6,6 +6,7 @@ standard error, as the push fails, what failed and that it tries again until --t
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import queue
 import subprocess
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import DaemonProc, popen_cli
+from conftest import DaemonProc, config_refused, popen_cli
 
 
 def _lines(stream, out: queue.Queue) -> None:
@@ -71,22 +72,30 @@ def test_a_failing_store_s_notice_is_said_once_not_at_every_retry(reserved_port,
         d.stop()
 
 
-def _first_notice(home: str, env: dict, argv: list[str]) -> tuple[str | None, object]:
-    """`sessiond *argv --home home`'s first line on standard error, read while it runs (None: none came
-    before it ended), and the process, ended."""
-    proc = popen_cli([*argv, "--home", home], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def _running(argv: list[str], env: dict):
+    """`sessiond *argv` started, the lines of its standard error put in a queue as they come (None at its
+    end): yields (the process, the queue); afterwards the process is ended (killed if it still runs)."""
+    proc = popen_cli(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     said: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
     try:
-        line = said.get(timeout=30)
-        running = proc.poll() is None
-        proc.wait(30)
+        yield proc, said
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _first_notice(home: str, env: dict, argv: list[str]) -> tuple[str | None, object]:
+    """`sessiond *argv --home home`'s first line on standard error, read while it runs (None: none came
+    before it ended), and the process, ended."""
+    with _running([*argv, "--home", home], env) as (proc, said):
+        line = said.get(timeout=30)
+        running = proc.poll() is None
+        proc.wait(30)
     return (line if running else None), proc
 
 
@@ -188,10 +197,7 @@ def test_a_daemon_stopping_answers_a_sync_wait_for_a_store_that_is_down_and_stop
         with d.client() as c:
             sid = c.create_session(name="waiting", initial_messages=[{"role": "user", "content": "hi"}])["id"]
         cli = ["sync", sid, "--wait", "--timeout", "600", "--home", d.home, "--json"]
-        proc = popen_cli(cli, env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        said: queue.Queue = queue.Queue()
-        threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
-        try:
+        with _running(cli, d.env) as (proc, said):
             line = said.get(timeout=30)  # the wait is under way: the push failed once
             assert line is not None and "trying again" in line, line
             t0 = time.monotonic()
@@ -200,24 +206,14 @@ def test_a_daemon_stopping_answers_a_sync_wait_for_a_store_that_is_down_and_stop
             assert time.monotonic() - t0 < 5
             out = proc.stdout.read()
             assert proc.wait(10) == 1 and json.loads(out)["complete"] is False, out  # answered, not hung up on
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
     finally:
         d.stop()
 
 
 @pytest.mark.parametrize("value", ["0.5", "0", "3601", "true", '"30"', "inf", "nan"])
 def test_a_store_timeout_out_of_its_range_or_not_a_number_is_refused(tmp_path, value):
-    from sessiond.api.locate import HomeError
+    says = r"'store_timeout' must be a number of seconds, 1 to 3600"
+    assert config_refused(tmp_path, "store_timeout", value, "1", says).store_timeout == 1.0
     from sessiond.daemon.home import Config
 
-    (tmp_path / "config.toml").write_text(f"store_timeout = {value}\n")
-    with pytest.raises(HomeError, match=r"'store_timeout' must be a number of seconds, 1 to 3600"):
-        Config.load(str(tmp_path))
-    (tmp_path / "config.toml").write_text("store_timeout = 1\n")
-    assert Config.load(str(tmp_path)).store_timeout == 1.0
     assert Config.load(str(tmp_path / "none")).store_timeout == 30.0  # no config.toml: the default
