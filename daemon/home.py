@@ -182,6 +182,7 @@ TOP_KEYS = (
     "poll_interval",
     "cleanup_interval",
     "connection_idle_timeout",
+    "store_timeout",
     "event_keepalive",
     "event_backlog",
     "delete_expired",
@@ -207,6 +208,9 @@ class Config:
     # seconds a connection to the socket may sit idle (no whole request; an append stream, no frame) before
     # the daemon closes it
     connection_idle_timeout: float = 75.0
+    # seconds a store call (a request to a network store, a write to a folder store) may take before it counts
+    # as failed; a share waits that long for its push
+    store_timeout: float = 30.0
     # seconds of no event after which an event stream (GET /v1/events) sends a comment: a proxy keeps it open,
     # and a subscriber that went away is let go at that write at the latest
     event_keepalive: float = 15.0
@@ -262,6 +266,10 @@ class Config:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
                     raise HomeError(f"{path}: {key!r} must be a number of seconds, at least 1")
                 setattr(cfg, key, float(value))
+            elif key == "store_timeout":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 3600:
+                    raise HomeError(f"{path}: 'store_timeout' must be a number of seconds, 1 to 3600")
+                cfg.store_timeout = float(value)
             elif key == "event_backlog":
                 if isinstance(value, bool) or not isinstance(value, int) or not 65536 <= value <= 1 << 26:
                     raise HomeError(f"{path}: 'event_backlog' must be a whole number of bytes, 65536 to 67108864")

@@ -166,6 +166,7 @@ def configure_network_stores(home: Home, config: Config, store_url: str) -> None
         account_seed=account_root,
         token_dir=os.path.join(home.path, TOKEN_DIR),
         kubo_auth_file=kubo_auth,  # read if there (now, or once the node refuses a request)
+        timeout=config.store_timeout,
         max_requests_per_second=rate if rate is not None else DEFAULT_MAX_REQUESTS_PER_SECOND,
         pinning_service=pinning.get("pinning_service"),
         pinning_token_file=pinning.get("pinning_token_file"),

@@ -451,6 +451,8 @@ class Operations:
             pushed = await asyncio.gather(
                 *(self.syncer.sync_now(sid, wait=True, timeout=10) for sid in ended), return_exceptions=True
             )
+            if self.syncer.sync_status.released:  # the daemon is stopping: its waits ended before the pushes;
+                return []  # the next start's expiry pushes these ends and deletes them (ended, past their expiry)
             for sid, res in zip(ended, pushed, strict=True):
                 if not (isinstance(res, dict) and res.get("complete")):
                     log.warning("an expired session is deleted before its end was pushed", extra={"session": sid})

@@ -140,6 +140,7 @@ class Daemon:
             self.db.outbox,
             create=first_uses(self.home, self.store_url, named_again=named),
             missing_ok=True,
+            timeout=self.config.store_timeout,
             head_key=self._own_head_key,
         )
         # The note of what its first use could not make first: killed before the home remembers the store, the
@@ -156,6 +157,7 @@ class Daemon:
             interval=self.config.sync_interval,
             push_delay=self.config.push_delay,
             poll_interval=self.config.poll_interval,
+            timeout=self.config.store_timeout,
             on_event=self.events.publish,
             check_remote=remote_checks.remote_log,
         )
@@ -238,6 +240,8 @@ class Daemon:
     async def stop(self) -> None:
         log.info("daemon stopping", extra={"event": "stop"})
         await self.answering.end_all(5.0)  # the models answering: stopped, what arrived recorded (as SETTLE_WAIT)
+        if self.syncer is not None:  # a `sync --wait` (end, rm, share) waiting for a store down: answered now,
+            self.syncer.release_waits()  # not waited for until its timeout (the runner's cleanup waits for it)
         await self.events.shutdown()
         for task in list(self._tasks):
             task.cancel()

@@ -188,6 +188,10 @@ class Syncer:
         except Exception:
             log.exception("keeping the heads' records at the stop failed")
 
+    def release_waits(self) -> None:
+        """The daemon is stopping: the requests waiting in sync_now for pushes are answered now (SyncStatus)."""
+        self.sync_status.release_waits()
+
     def notify(self, sid: str) -> None:
         """`sid` changed here: push it (at once when it is quiet, else together with what follows)."""
         self.pushes.notify(sid)

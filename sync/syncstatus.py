@@ -46,6 +46,7 @@ class SyncStatus:
         # woke on every other session's push, each to read its state again: ~10 wakes per share)
         self._waiters: dict[str | None, set[asyncio.Event]] = {}
         self._went_through = False  # a push went through since the start (store_health: reachable)
+        self.released = False  # the daemon is stopping: no wait goes on (release_waits)
 
     def forget(self, sid: str) -> None:
         self._errors.pop(sid, None)
@@ -82,6 +83,14 @@ class SyncStatus:
             self._went_through = True
         for key in (sid, None):
             for ev in self._waiters.get(key, ()):
+                ev.set()
+
+    def release_waits(self) -> None:
+        """The daemon is stopping: every wait in sync_now ends now, and any to come ends at once (its request
+        is answered with what is pushed so far), rather than holding the stop until its timeout."""
+        self.released = True
+        for waiting in self._waiters.values():
+            for ev in waiting:
                 ev.set()
 
     # ---------------------------------------------------------------- what is shown
@@ -178,7 +187,7 @@ class SyncStatus:
         woken = asyncio.Event()  # (set by pushed; registered before the first look: no wake is lost)
         self._waiters.setdefault(sid, set()).add(woken)
         try:
-            while not await done():
+            while not self.released and not await done():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from aiohttp import web
 
-from conftest import cli_json, started_with
+from conftest import cli_json, config_refused, started_with
 from sessiond.api.idempotency import IDEMPOTENCY_HEADER
 from sessiond.client import ApiError, AsyncClient, Client
 from sessiond.client.aioappends import STREAMS
@@ -910,14 +910,8 @@ def test_a_pipelined_streams_idle_clock_counts_from_its_last_answer(make_daemon)
 
 @pytest.mark.parametrize("value", ["0.5", "0", "-1", "true", '"75"', "inf"])
 def test_a_connection_idle_timeout_under_a_second_or_not_a_number_is_refused(tmp_path, value):
-    from sessiond.api.locate import HomeError
-    from sessiond.daemon.home import Config
-
-    (tmp_path / "config.toml").write_text(f"connection_idle_timeout = {value}\n")
-    with pytest.raises(HomeError, match=r"connection_idle_timeout.*at least 1"):
-        Config.load(str(tmp_path))
-    (tmp_path / "config.toml").write_text("connection_idle_timeout = 1\n")
-    assert Config.load(str(tmp_path)).connection_idle_timeout == 1.0
+    cfg = config_refused(tmp_path, "connection_idle_timeout", value, "1", r"connection_idle_timeout.*at least 1")
+    assert cfg.connection_idle_timeout == 1.0
 
 
 @pytest.mark.parametrize("query", ["pipeline=2", "pipeline=maybe", "other=1", "pipeline=1&x=2"])

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import PY, cli_json, run_cli
+from conftest import cli_json, popen_cli, run_cli
 from terminal import on_terminal
 
 
@@ -309,8 +309,9 @@ def test_daemon_json_prints_json(home):
     """`sessiond daemon --json`: where it listens as one JSON object, and a failure to start as the
     error object, like every command (it printed the text lines, and its errors only to stderr)."""
     os.makedirs(home, mode=0o700)
-    proc = subprocess.Popen(
-        [PY, "-m", "sessiond.cli.main", "daemon", "--home", home, "--json"],
+    proc = popen_cli(
+        ["daemon", "--home", home, "--json"],
+        env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -1063,12 +1064,13 @@ def test_the_import_prompt_takes_a_paste_of_share_s_notes_and_code(daemon):
     paste = ("\n" + shared.stderr + shared.stdout).encode()
     assert paste.count(b"\n# ") >= 2
     master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [PY, "-m", "sessiond.cli.main", "import", "--json", "--home", daemon.home],
+    proc = popen_cli(
+        ["import", "--json", "--home", daemon.home],
+        env=dict(os.environ),
         stdin=slave,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,  # no controlling terminal but this one on standard input
+        new_session=True,  # no controlling terminal but this one on standard input
     )
     os.close(slave)
     try:

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from conftest import PY, cli_json, run_cli
+from conftest import cli_json, run_cli
 
 
 def _usage(res: subprocess.CompletedProcess) -> str:
@@ -75,9 +75,9 @@ def test_usage_exits_say_usage_in_json(daemon):
 
 def test_serve_refuses_a_quota_that_holds_nothing(tmp_path):
     for value in ("0", "100", "1023"):
-        argv = [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
+        argv = ["serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
         try:  # the relay it would start serves until stopped: a short timeout, not the usual 120 s
-            res = subprocess.run([*argv, "--quota", value, "--json"], capture_output=True, text=True, timeout=20)
+            res = run_cli(None, *argv, "--quota", value, "--json", timeout=20)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"serve --quota {value} started a relay") from None
         message = _usage(res)
@@ -198,9 +198,9 @@ def test_every_duration_option_needs_its_unit(daemon, tmp_path):
         res = run_cli(daemon.home, *argv)
         assert res.returncode == 2 and "has no unit" in res.stderr, res
     assert cli_json(daemon.home, "shares") == {"shares": []}  # no code issued
-    argv = [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
+    argv = ["serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
     try:  # the relay it would start serves until stopped: a short timeout, not the usual 120 s
-        res = subprocess.run([*argv, "--token-ttl", "30", "--json"], capture_output=True, text=True, timeout=20)
+        res = run_cli(None, *argv, "--token-ttl", "30", "--json", timeout=20)
     except subprocess.TimeoutExpired:
         raise AssertionError("serve --token-ttl 30 started a relay") from None
     message = _usage(res)
@@ -443,9 +443,9 @@ def test_a_duration_too_long_to_be_a_number_is_a_usage_error(tmp_path):
     huge = "9" * 400 + "w"
     message = _usage(run_cli(home, "cleanup", "--older-than", huge, "--json"))
     assert "--older-than" in message and "too long" in message, message
-    argv = [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
+    argv = ["serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "r")]
     try:  # the relay it would start serves until stopped: a short timeout
-        res = subprocess.run([*argv, "--token-ttl", huge, "--json"], capture_output=True, text=True, timeout=20)
+        res = run_cli(None, *argv, "--token-ttl", huge, "--json", timeout=20)
     except subprocess.TimeoutExpired:
         raise AssertionError("serve --token-ttl (400 digits)w started a relay") from None
     message = _usage(res)

@@ -8,14 +8,12 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
-from conftest import DaemonProc, eventually, wait_for
+from conftest import DaemonProc, eventually, run_cli, wait_for
 from sessiond.daemon.events import Events
 from sessiond.relay.app import Relay, run
 from sessiond.stores import FileStore
@@ -279,9 +277,7 @@ def test_quick_appends_become_few_pushes_and_arrive_in_order(pair):
     assert 1 <= pushes < n // 2, pushes  # one revision per push
     stats = ca.status()["pushes"]  # the push queue as the socket API shows it
     assert stats["started"] >= pushes and stats["gap"] >= 0.3, stats
-    out = subprocess.run(
-        [sys.executable, "-m", "sessiond.cli.main", "status", "--home", a.home, "--json"], capture_output=True
-    )
+    out = run_cli(a.home, "status", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["pushes"]["started"] >= pushes, out
 
 

@@ -12,7 +12,7 @@ import sqlite3
 import stat
 import subprocess
 
-from conftest import PY, DaemonProc, cli_json, run_cli
+from conftest import DaemonProc, cli_json, popen_cli, run_cli
 from sessiond.storage.schema import SCHEMA_VERSION
 from sessiond.sync.keys import mnemonic_to_seed
 
@@ -167,15 +167,10 @@ def test_two_starts_at_once_one_daemon_and_a_clear_no(home):
     os.makedirs(home, mode=0o700)
     for _ in range(3):
         procs = [
-            subprocess.Popen(
-                [PY, "-m", "sessiond.cli.main", "start", "--home", home],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            popen_cli(["start", "--home", home], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for _ in range(2)
         ]
-        outs = [p.communicate(timeout=120) for p in procs]
+        outs = [tuple(b.decode() for b in p.communicate(timeout=120)) for p in procs]
         try:
             codes = [p.returncode for p in procs]
             for out, err in outs:

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 
-from conftest import PY, cli_json, wait_for
+from conftest import PY, cli_json, run_cli, wait_for
 
 
 def _conversation(title: str, *texts: str) -> dict:
@@ -77,11 +77,7 @@ def test_a_file_import_is_hidden_until_it_ends_and_a_failed_one_leaves_nothing(m
     os.unlink(os.path.join(d.home, "config.toml"))
     d.start()
     c = d.client()
-    res = subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "chatgpt", "--home", d.home, "--json"],
-        capture_output=True,
-        timeout=120,
-    )
+    res = run_cli(d.home, "import-file", str(path), "--format", "chatgpt", "--json")
     assert res.returncode == 0, res.stderr
     made = json.loads(res.stdout)["sessions"]
     assert len(made) == 2

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from nacl.signing import SigningKey
 
-from conftest import PY, ReservedPort, cli_json, eventually, run_cli, wait_for
+from conftest import ReservedPort, cli_json, eventually, popen_cli, run_cli, wait_for
 from sessiond.stores import FileStore, ObjectMissing, Store, StoreError
 from sessiond.stores.errors import LyingServer
 from sessiond.stores.registry import RegistryEntry
@@ -122,9 +122,9 @@ class Relay:
         self.url = f"s5+http://127.0.0.1:{self.port}"
 
     def start(self) -> Relay:
-        self.proc = subprocess.Popen(
-            [PY, "-m", "sessiond.cli.main", "serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data]
-            + ["--open-registration", "--json"],
+        self.proc = popen_cli(
+            ["serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data, "--open-registration", "--json"],
+            env=dict(os.environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )

@@ -514,9 +514,7 @@ def test_started_on_one_device_continued_with_ask_on_the_other(setup, store_dir)
 )
 def test_bad_provider_config_is_a_clear_error(home, text, says):
     write_config(home, text)
-    res = subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "daemon", "--home", home], capture_output=True, text=True, timeout=60
-    )
+    res = run_cli(home, "daemon", timeout=60)
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
 
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from conftest import PY, eventually, relay_served, wait_for
+from conftest import eventually, relay_served, run_cli, wait_for
 from servers.s5portal import start_portal
 from sessiond.relay.accounts import new_invite
 from sessiond.relay.app import Relay, run
@@ -451,12 +451,7 @@ def relay_process(tmp_path):
 
 def test_serve_invite_cli_and_bad_flags(tmp_path):
     data = str(tmp_path / "d")
-    out = subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data, "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = run_cli(None, "serve", "invite", "--data", data, "--json", check=True)
     code = json.loads(out.stdout)["invite"]
     assert len(os.listdir(os.path.join(data, "invites"))) == 1
     # kept as its SHA-256 only: no file of the relay holds the code, in its name or its bytes
@@ -464,23 +459,15 @@ def test_serve_invite_cli_and_bad_flags(tmp_path):
         for f in files:
             assert code not in f and code.encode() not in open(os.path.join(root, f), "rb").read(), f
     for args, what in ((["--listen", "nowhere"], "HOST:PORT"), (["--cert", "x.pem"], "--cert and --key")):
-        res = subprocess.run(
-            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, *args], capture_output=True, text=True
-        )
+        res = run_cli(None, "serve", "--data", data, *args)
         assert res.returncode == 2 and what in res.stderr and "Traceback" not in res.stderr
-        res = subprocess.run(  # with --json, the error is also a JSON object on standard output
-            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, *args, "--json"], capture_output=True, text=True
-        )
+        res = run_cli(None, "serve", "--data", data, *args, "--json")  # with --json, the error is also JSON
         assert res.returncode == 2 and what in json.loads(res.stdout)["error"]["message"]
     with socket.socket() as taken:  # a port another program holds
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
-        res = subprocess.run(
-            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, "--listen", listen, "--json"],
-            capture_output=True,
-            text=True,
-        )
+        res = run_cli(None, "serve", "--data", data, "--listen", listen, "--json")
     assert res.returncode == 2 and f"cannot listen on {listen}" in json.loads(res.stdout)["error"]["message"]
 
 
@@ -492,15 +479,7 @@ def test_two_daemons_sync_through_sessiond_serve(make_daemon, relay_process):
     data, info, log_path = relay_process
     assert info["url"] == f"s5+http://127.0.0.1:{info['port']}"
     host = info["url"].split("://", 1)[1]
-    invites = [
-        subprocess.run(
-            [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        for _ in range(2)
-    ]
+    invites = [run_cli(None, "serve", "invite", "--data", data, check=True).stdout.strip() for _ in range(2)]
     a = make_daemon(f"s5+http://{invites[0]}@{host}").start()
     b = make_daemon()  # its store, with its invite, in config.toml rather than in argv
     os.makedirs(b.home, mode=0o700)

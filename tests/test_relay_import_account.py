@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 
-from conftest import PY, run_cli
+from conftest import run_cli
 from sessiond.client import ApiError
 
 
 def _invite(data: str, *label: str) -> str:
-    return subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data, *(("--label", *label) if label else ())],
-        capture_output=True,
-        text=True,
-        check=True,
+    return run_cli(
+        None, "serve", "invite", "--data", data, *(("--label", *label) if label else ()), check=True
     ).stdout.strip()
 
 

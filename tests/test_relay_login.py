@@ -9,14 +9,13 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
 import time
 
 import aiohttp
 import blake3
 from nacl.signing import SigningKey
 
-from conftest import PY, DaemonProc, relay_served, run_cli
+from conftest import DaemonProc, relay_served, run_cli
 from servers.proxy import make_proxy
 from servers.s5portal import Running, Threaded
 from sessiond.stores.errors import AuthRefused, ServerError
@@ -87,9 +86,7 @@ async def _register(session: aiohttp.ClientSession, port: int, key: SigningKey, 
 
 
 def _invite(data: str) -> str:
-    out = subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data], capture_output=True, text=True, check=True
-    )
+    out = run_cli(None, "serve", "invite", "--data", data, check=True)
     return out.stdout.strip()
 
 

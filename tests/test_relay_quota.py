@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 
 import pytest
 from nacl.signing import SigningKey
 
-from conftest import PY, relay_served
+from conftest import relay_served, run_cli
 from sessiond.stores.errors import StoreFull, describe_failure, failure_kind
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.registry import RegistryEntry
@@ -23,9 +22,7 @@ FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05)
 
 
 def invite(data: str) -> str:
-    return subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "serve", "invite", "--data", data], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return run_cli(None, "serve", "invite", "--data", data, check=True).stdout.strip()
 
 
 def device(info: dict, data: str, tmp_path, seed: int) -> S5Store:

@@ -19,7 +19,7 @@ import subprocess
 
 from nacl.signing import SigningKey
 
-from conftest import PY, DaemonProc, relay_served, wait_for
+from conftest import DaemonProc, popen_cli, relay_served, wait_for
 from sessiond.relay import feedstate, follows
 from sessiond.relay.admin import revoke
 from sessiond.relay.feed import Feed
@@ -107,8 +107,9 @@ def relay_killed_at_exit(data: str, *flags: str, log_path: str):
     """A `sessiond serve` process (as conftest.relay_served) that is killed (SIGKILL) at the end, not
     stopped: it writes no feed file."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [PY, "-m", "sessiond.cli.main", "serve", "--data", data, "--json", *flags],
+        proc = popen_cli(
+            ["serve", "--data", data, "--json", *flags],
+            env=dict(os.environ),
             stdout=subprocess.PIPE,
             stderr=log,
         )

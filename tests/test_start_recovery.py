@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PY, wait_for, write_config
+from conftest import PY, run_cli, wait_for, write_config
 from sessiond.client import ClientError
 
 NO_CLEANUP = 0  # no clean-up loop (it would end the session at its expiry): only the start can have expired it
@@ -106,11 +106,7 @@ def test_an_import_from_a_file_killed_part_way_leaves_nothing(make_daemon, tmp_p
     # the import runs again, whole, once nothing pauses it
     d.env.pop("SESSIOND_TEST_PAUSE")
     d.start()
-    res = subprocess.run(
-        [PY, "-m", "sessiond.cli.main", "import-file", str(path), "--format", "openai", "--home", d.home, "--json"],
-        capture_output=True,
-        timeout=300,
-    )
+    res = run_cli(d.home, "import-file", str(path), "--format", "openai", "--json", timeout=300)
     assert res.returncode == 0, res.stderr
     (made,) = json.loads(res.stdout)["sessions"]
     assert made["message_count"] == total

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 import secretcheck
 from conftest import cli_json, run_cli
 
-pytestmark = pytest.mark.real_exec  # reads the command lines of the processes it starts
+# The command line read is that of the daemon `sessiond start` started, which start runs as a new program
+# wherever it runs itself: no test here needs the `real_exec` mark (every CLI call a new program).
 
 
 def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(invite_relay, secret_homes, tmp_path):
@@ -40,9 +39,11 @@ def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(invite_rel
     res = run_cli(c, "start", "--store-file", "-", input=f"s5+http://{invite_c}@{host}\n")
     assert res.returncode == 0, res.stderr
     st = cli_json(c, "status")
+    cmdline = secretcheck.cmdline(st["pid"])  # what any local user can read (ps)
+    assert "sessiond.cli.main daemon" in cmdline, cmdline  # the daemon's own, `start` ran it as a new program
     for text in (
         json.dumps(st),
-        secretcheck.cmdline(st["pid"]),
+        cmdline,
         secretcheck.logs(a),
         secretcheck.logs(b),
         secretcheck.logs(c),

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 
-from conftest import PY, DaemonProc, run_cli
+from conftest import DaemonProc, popen_cli, run_cli
 from sessiond.stores import open_store
 
 
@@ -35,8 +35,9 @@ def test_adding_an_invite_to_the_relay_url_is_not_a_store_move(tmp_path):
     again with the invite in the relay's URL: the same relay, so no --change-store is needed, and
     the pushes go through."""
     data = str(tmp_path / "relay")
-    proc = subprocess.Popen(
-        [PY, "-m", "sessiond.cli.main", "serve", "--listen", "127.0.0.1:0", "--data", data, "--json"],
+    proc = popen_cli(
+        ["serve", "--listen", "127.0.0.1:0", "--data", data, "--json"],
+        env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )

@@ -9,16 +9,15 @@ import os
 import socket
 import time
 
-import pytest
-
 import secretcheck
 from conftest import cli_json, run_cli
 
-# The tests reading the command lines of the daemons they start are marked `real_exec` (started as new
-# programs, ~0.65 s of imports each); the others start theirs from the fork server.
+# The tests here that read a daemon's command line read that of the daemon `sessiond start` started: `start`
+# runs it as a new program (sys.executable -m sessiond.cli.main daemon) wherever `start` itself runs, so none
+# needs the `real_exec` mark (which starts every CLI call of the test as a new program, ~0.65 s of imports
+# each); each asserts the command line it reads is the daemon's own.
 
 
-@pytest.mark.real_exec  # reads the daemon's command line
 def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(invite_relay, secret_homes):
     data, host = invite_relay
     invite = secretcheck.invite(data)
@@ -51,7 +50,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.real_exec  # reads the daemon's command line
 def test_passwords_and_tokens_of_store_urls_are_never_shown(secret_homes):
     """A Kubo RPC behind basic auth (user:password@) with a token in its query, down: the failures
     name the store, never its password or token, in status, sync, doctor, logs and start's errors."""
@@ -65,7 +63,8 @@ def test_passwords_and_tokens_of_store_urls_are_never_shown(secret_homes):
     res = run_cli(home, "start", "--store", url)
     assert res.returncode == 0, res.stderr
     sid = cli_json(home, "new")["id"]
-    sync = run_cli(home, "sync", sid, "--wait", "--timeout", "10")
+    # (a store refusing connections is waited for until --timeout: 3 s, the failure is seen at the first push)
+    sync = run_cli(home, "sync", sid, "--wait", "--timeout", "3")
     assert sync.returncode != 0 and "cannot connect" in sync.stdout, sync.stdout  # the failure is reported
     st = cli_json(home, "status")
     assert st["store"] == f"ipfs+http://***@127.0.0.1:{port}"
@@ -76,7 +75,8 @@ def test_passwords_and_tokens_of_store_urls_are_never_shown(secret_homes):
     # another store asked of a running daemon: refused, naming both without their secrets
     other = run_cli(home, "start", "--store", f"ipfs+http://bob:{password}@127.0.0.1:1")
     assert other.returncode != 0 and "***@127.0.0.1:1" in other.stderr
-    cmdline = secretcheck.cmdline(st["pid"])
+    cmdline = secretcheck.cmdline(st["pid"])  # what any local user can read (ps)
+    assert "sessiond.cli.main daemon" in cmdline, cmdline  # the daemon's own, `start` ran it as a new program
     run_cli(home, "stop", check=True)
     # a URL the daemon refuses: the error quotes it without its credentials
     bad = run_cli(home, "daemon", "--store", f"s5+https://user:{password}@/?token={token}")

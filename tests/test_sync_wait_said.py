@@ -5,13 +5,17 @@ standard error, as the push fails, what failed and that it tries again until --t
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import queue
 import subprocess
 import threading
 import time
 
-from conftest import DaemonProc, popen_cli
+import pytest
+
+from conftest import DaemonProc, config_refused, popen_cli
 
 
 def _lines(stream, out: queue.Queue) -> None:
@@ -54,13 +58,14 @@ def test_a_failing_store_s_notice_is_said_once_not_at_every_retry(reserved_port,
             sid = c.create_session(name="waiting", initial_messages=[{"role": "user", "content": "hi"}])["id"]
         t0 = time.monotonic()
         proc = popen_cli(
-            ["sync", sid, "--wait", "--timeout", "6", "--home", d.home, "--json"],
+            # 3 s: the daemon's retries back off from 0.2 s, doubling: 4 failures at least within them
+            ["sync", sid, "--wait", "--timeout", "3", "--home", d.home, "--json"],
             env=d.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         out, err = proc.communicate(timeout=60)
-        assert time.monotonic() - t0 >= 5  # it waited its --timeout (the store may come back meanwhile)
+        assert time.monotonic() - t0 >= 2.5  # it waited its --timeout (the store may come back meanwhile)
         assert proc.returncode == 1 and json.loads(out)["complete"] is False, out
         notices = [line for line in err.decode().splitlines() if "trying again" in line]
         assert len(notices) == 1, err  # the same failure again (the daemon's retries) is not said again
@@ -68,22 +73,30 @@ def test_a_failing_store_s_notice_is_said_once_not_at_every_retry(reserved_port,
         d.stop()
 
 
-def _first_notice(home: str, env: dict, argv: list[str]) -> tuple[str | None, object]:
-    """`sessiond *argv --home home`'s first line on standard error, read while it runs (None: none came
-    before it ended), and the process, ended."""
-    proc = popen_cli([*argv, "--home", home], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def _running(argv: list[str], env: dict):
+    """`sessiond *argv` started, the lines of its standard error put in a queue as they come (None at its
+    end): yields (the process, the queue); afterwards the process is ended (killed if it still runs)."""
+    proc = popen_cli(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     said: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
     try:
-        line = said.get(timeout=30)
-        running = proc.poll() is None
-        proc.wait(30)
+        yield proc, said
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _first_notice(home: str, env: dict, argv: list[str]) -> tuple[str | None, object]:
+    """`sessiond *argv --home home`'s first line on standard error, read while it runs (None: none came
+    before it ended), and the process, ended."""
+    with _running([*argv, "--home", home], env) as (proc, said):
+        line = said.get(timeout=30)
+        running = proc.poll() is None
+        proc.wait(30)
     return (line if running else None), proc
 
 
@@ -109,11 +122,14 @@ def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, 
         with d.client() as c:
             c.append(shared, "user", "written while the relay is down")
             c.append(ended, "user", "so is this")
-        line, proc = _first_notice(d.home, d.env, ["end", ended])
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # the two waits of 10 s at once, not one after the other
+            end = pool.submit(_first_notice, d.home, d.env, ["end", ended])
+            rm = pool.submit(_first_notice, d.home, d.env, ["rm", shared, "--json"])
+        line, proc = end.result()
         assert line is not None and ended in line and "cannot connect" in line, line
         assert "not pushed yet" in line and "the end" in line, line
         assert proc.returncode == 0  # ended here all the same, as before
-        line, proc = _first_notice(d.home, d.env, ["rm", shared, "--json"])
+        line, proc = rm.result()
         assert line is not None and shared in line and "cannot connect" in line, line
         assert "--force" in line, line
         assert proc.returncode == 1  # refused, as before: nothing deleted
@@ -125,16 +141,22 @@ def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, 
 
 def test_share_says_what_fails_while_it_waits_for_the_store(reserved_port, tmp_path):
     """`share` pushes the session before it makes its code, waiting for the store as long as a store call
-    may take (30 s): against a store that is down, 30 s of silence, then the refusal. It says, as the push
-    fails, what failed, and that the share waits for it."""
+    may take (store_timeout, 30 s by default): against a store that is down, 30 s of silence, then the
+    refusal. It says, as the push fails, what failed, and that the share waits for it. (The test's home
+    waits 5 s, not 30: the notice comes at the push's first failure, long before either.)"""
+    from conftest import write_config
+
+    write_config(str(tmp_path / "home"), store_timeout=5)
     d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
     try:
         with d.client() as c:
             sid = c.create_session(name="to share")["id"]
+        t0 = time.monotonic()
         line, proc = _first_notice(d.home, d.env, ["share", sid])
         assert line is not None and sid in line and "cannot connect" in line, line
         assert "not pushed yet" in line and "the share waits" in line, line
         assert proc.returncode == 1  # refused, as before: no code made
+        assert time.monotonic() - t0 < 20  # after the home's store_timeout, not the 30 s default
         with d.client() as c:
             assert c.shares(sid)["shares"] == []
     finally:
@@ -196,3 +218,35 @@ def test_a_failure_waiting_does_not_mend_is_not_said_to_be_tried_again_until_tim
         assert "waiting does not mend" in notices[0], err
     finally:
         d.stop()
+
+
+def test_a_daemon_stopping_answers_a_sync_wait_for_a_store_that_is_down_and_stops(reserved_port, tmp_path):
+    """A `sync --wait` waiting for a store that is down held the daemon's stop: its request was waited for
+    until its --timeout (60 s by default, up to an hour) or aiohttp's 60 s, past `sessiond stop`'s 15 s,
+    which then killed the daemon (SIGKILL). Stopping, the daemon answers the wait with what is pushed so far
+    (not complete) and stops at once."""
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{reserved_port.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="waiting", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        cli = ["sync", sid, "--wait", "--timeout", "600", "--home", d.home, "--json"]
+        with _running(cli, d.env) as (proc, said):
+            line = said.get(timeout=30)  # the wait is under way: the push failed once
+            assert line is not None and "trying again" in line, line
+            t0 = time.monotonic()
+            d.proc.terminate()
+            assert d.proc.wait(10) == 0  # a clean stop, not one cut short by a kill
+            assert time.monotonic() - t0 < 5
+            out = proc.stdout.read()
+            assert proc.wait(10) == 1 and json.loads(out)["complete"] is False, out  # answered, not hung up on
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("value", ["0.5", "0", "3601", "true", '"30"', "inf", "nan"])
+def test_a_store_timeout_out_of_its_range_or_not_a_number_is_refused(tmp_path, value):
+    says = r"'store_timeout' must be a number of seconds, 1 to 3600"
+    assert config_refused(tmp_path, "store_timeout", value, "1", says).store_timeout == 1.0
+    from sessiond.daemon.home import Config
+
+    assert Config.load(str(tmp_path / "none")).store_timeout == 30.0  # no config.toml: the default

@@ -205,7 +205,10 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
 
 
 def _share_meanwhile(_left: float) -> str:
-    return "the share waits for its store (as long as a store call may take), then is refused, no code made"
+    return (
+        "the share waits for its store (as long as a store call may take: store_timeout in config.toml),"
+        " then is refused, no code made"
+    )
 
 
 def cmd_share(args) -> int:
