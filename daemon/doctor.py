@@ -207,7 +207,7 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
             kind = daemon.syncer.pull_failure_kind(sid)
             out.append(
                 finding(
-                    "push",
+                    "pull",
                     "problem",
                     f"session {sid}: cannot pull what other devices wrote: {st['pull_error']}",
                     settled or pull_fix(kind, sid, relay_fix=relay_fix, own=not imported),
@@ -225,7 +225,7 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
     for sid, held in sorted((await daemon.db.all_held_here()).items()):
         if not states.get(sid, {}).get("pull_error"):
             said = f"session {sid} was rekeyed without this device, and {held_said(held)}"
-            out.append(finding("push", "problem", said, pull_fix("revoked", sid)))
+            out.append(finding("pull", "problem", said, pull_fix("revoked", sid)))
     # sessions that failed alike (a store down: every one of them) are one finding, naming each
     for (error, fix), failed in unpushed.items():
         if len(failed) == 1:

@@ -87,7 +87,7 @@ def test_a_pull_of_a_damaged_log_names_the_session_and_what_to_do(make_daemon, s
     _says_what_to_do(cli_json(b.home, "status")["sync"][sid]["pull_error"], sid, device)
     assert f"sessiond verify {sid}" in run_cli(b.home, "sync", sid, "--wait", "--timeout", "20").stdout
     findings = json.loads(run_cli(b.home, "doctor", "--no-verify", "--json").stdout)["findings"]
-    doctor = [f for f in findings if f["check"] == "push"]
+    doctor = [f for f in findings if f["check"] == "pull"]
     assert any(sid in f["message"] and f["fix"].startswith("sessiond verify") and sid in f["fix"] for f in doctor)
     res = run_cli(b.home, "verify", sid, "--json")
     (rep,) = json.loads(res.stdout)["sessions"]

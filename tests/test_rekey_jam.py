@@ -41,7 +41,7 @@ def test_every_message_of_a_notice_no_device_takes_names_the_fork_as_the_way_on(
         assert cli_json(dev.home, "status")["sync"][sid]["pull_error"] == err
         # doctor: the finding's fix is the fork (once a look again shows the notice stays)
         report = json.loads(run_cli(dev.home, "doctor", "--json").stdout)
-        found = [f for f in report["findings"] if f["check"] == "push" and sid in f["message"]]
+        found = [f for f in report["findings"] if f["check"] == "pull" and sid in f["message"]]
         assert found and names_the_fork(found[0]["fix"], sid), report
         assert "import a new share code" not in found[0]["fix"], found
     # R cannot rekey past it: the refusal says why (no device's head claims the notice) and the way on

@@ -128,7 +128,7 @@ async def test_revoke_cuts_off_a_lost_device_and_undo_restores_it(tmp_path):
         # doctor's fix is the owner's undo; main: a new invite, which a revoked account's key cannot use
         report = json.loads(run_cli(lost.home, "doctor", "--no-verify", "--json").stdout)
         problems = [f for f in report["findings"] if f["level"] == "problem"]
-        fixes = [f["fix"] for f in problems if f["check"] in ("store", "push")]
+        fixes = [f["fix"] for f in problems if f["check"] in ("store", "push", "pull")]
         assert fixes and all("serve revoke --undo" in f and "invite" not in f for f in fixes), fixes
         kept.client().append(sids[kept], "user", "the laptop goes on")
         assert sync(kept.home)[0] == 0
@@ -163,7 +163,7 @@ async def test_a_revoked_account_s_failed_pulls_are_mended_by_the_owner_s_undo_n
 
         wait_for(pull_failed, timeout=60, interval=0.5, what="the revoked device's pull failing")
         report = json.loads(run_cli(lost.home, "doctor", "--no-verify", "--json").stdout)
-        pulls = [f for f in report["findings"] if f["check"] == "push" and "cannot pull" in f["message"]]
+        pulls = [f for f in report["findings"] if f["check"] == "pull" and "cannot pull" in f["message"]]
         assert pulls, report["findings"]
         for finding in pulls:
             assert "serve revoke --undo" in finding["fix"], finding

@@ -146,9 +146,10 @@ def test_doctor_names_a_revoked_session_s_writes_held_here_only_after_a_restart(
         b.stop()
         b.start()
         res = run_cli(b.home, "doctor", "--no-verify", "--json")
-        push = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "push"]
-        held = [f for f in push if sid in f["message"]]
-        assert len(held) == 1 and held[0]["level"] == "problem", push
+        findings = json.loads(res.stdout)["findings"]
+        push = [f for f in findings if f["check"] == "push"]
+        held = [f for f in findings if f["check"] == "pull" and sid in f["message"]]
+        assert len(held) == 1 and held[0]["level"] == "problem", findings
         assert "1 message" in held[0]["message"] and "held here only" in held[0]["message"], held
         assert held[0]["fix"].startswith("sessiond import") and sid in held[0]["fix"], held
         assert not any(f["message"] == "every session is pushed" for f in push), push
