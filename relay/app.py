@@ -48,6 +48,7 @@ from .follows import FollowLog
 from .objects import Objects, QuotaExceeded, TooLarge
 from .recover import tidy
 from .registry import Refused, Registry
+from .serving import note_url
 from .wire import BadRequest, b64url, field, unb64url
 
 log = logging.getLogger("sessiond.relay")
@@ -353,7 +354,9 @@ async def run(
             stop = asyncio.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-        on_ready(public_url(host, bound, ssl_context is not None), bound)
+        url = public_url(host, bound, ssl_context is not None)
+        note_url(relay.data_dir, url)  # for `serve invite`, which names the whole store URL to give a device
+        on_ready(url, bound)
         await stop.wait()
         await relay.feed.close()
     finally:

@@ -147,6 +147,7 @@ def token_ttl(text: str) -> float:
 
 def cmd_invite(args) -> int:
     from ...relay.accounts import new_invite
+    from ...relay.serving import noted_url, with_invite
 
     data = args.data or default_data()
     _check_label(args.label)
@@ -161,12 +162,19 @@ def cmd_invite(args) -> int:
             f" {shlex.quote(data)}` serves it (if a relay already runs, check that this is its --data)",
             file=sys.stderr,
         )
+    served_at = noted_url(data)  # the URL the relay serving `data` noted at its last start
+    store_url = with_invite(served_at, code) if served_at else None
     if args.json:
-        print(json.dumps({"invite": code, "data": data, "label": args.label}))
+        print(json.dumps({"invite": code, "data": data, "label": args.label, "store_url": store_url}))
     else:
         print(code)
+        where = (
+            f"{store_url} (the address the relay last served on: a device elsewhere may reach it by another name)"
+            if store_url
+            else f"s5+http://{code}@HOST:PORT"
+        )
         print(
-            f"one use; on the new device: put s5+http://{code}@HOST:PORT in a file (chmod 600) and start with"
+            f"one use; on the new device: put {where} in a file (chmod 600) and start with"
             ' --store-file FILE, keeping the invite out of `ps` (or store = "..." in its config.toml)',
             file=sys.stderr,
         )
