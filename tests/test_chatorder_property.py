@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from freshdb import SHM, fresh_copy
 from sessiond.storage import chatorder
 from sessiond.storage.database import Database
 from test_converge import SID, _remote, histories
@@ -94,8 +95,8 @@ async def _run(path: str, logs, size: int, at: int) -> None:
 
 
 def _example(logs, size: int, at: int) -> None:
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="sd-order-", dir=shm) as tmp:
+    with tempfile.TemporaryDirectory(prefix="sd-order-", dir=SHM) as tmp:
+        fresh_copy(f"{tmp}/db.sqlite")  # (a copy of one migrated database: freshdb.py)
         asyncio.run(_run(f"{tmp}/db.sqlite", logs, size, at))
 
 

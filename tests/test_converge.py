@@ -14,16 +14,15 @@ other while they move. The two databases must then hold the same user-visible st
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import os
 import random
-import shutil
 import tempfile
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from freshdb import SHM, fresh_copy
 from sessiond.storage.database import Database
 from sessiond.storage.model import Op, RemoteLog
 
@@ -278,27 +277,6 @@ async def _dump(db: Database) -> dict:
     return out
 
 
-# in memory where the system has a tmpfs: two databases per example, and this test is about order, not
-# durability (fsyncs would take most of its time)
-_SHM = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-_TEMPLATE: list[str] = []
-
-
-def _fresh_copy(path: str) -> None:
-    """A fresh database at `path`: a copy of one made (every migration run) once per process. Opening a new
-    database ran the schema's 26 migrations, ~57% of this file's time (two databases an example)."""
-    if not _TEMPLATE:
-        folder = tempfile.mkdtemp(prefix="sd-conv-template-", dir=_SHM)
-        atexit.register(shutil.rmtree, folder, True)
-
-        async def made() -> None:
-            await (await Database.open(f"{folder}/template.db")).close()  # (closed: its WAL checkpointed in)
-
-        asyncio.run(made())
-        _TEMPLATE.append(f"{folder}/template.db")
-    shutil.copyfile(_TEMPLATE[0], path)
-
-
 async def _apply(path: str, batches: list[dict[str, list[Op]]]) -> dict:
     db = await Database.open(path)
     try:
@@ -310,9 +288,10 @@ async def _apply(path: str, batches: list[dict[str, list[Op]]]) -> dict:
 
 
 def _converges(logs: list[list[Op]], one: list[dict[str, list[Op]]], two: list[dict[str, list[Op]]]) -> None:
-    with tempfile.TemporaryDirectory(prefix="sd-conv-", dir=_SHM) as tmp:
-        _fresh_copy(f"{tmp}/one.db")
-        _fresh_copy(f"{tmp}/two.db")
+    # two fresh databases an example, in memory where the system has a tmpfs (freshdb.py)
+    with tempfile.TemporaryDirectory(prefix="sd-conv-", dir=SHM) as tmp:
+        fresh_copy(f"{tmp}/one.db")
+        fresh_copy(f"{tmp}/two.db")
         a = asyncio.run(_apply(f"{tmp}/one.db", one))
         b = asyncio.run(_apply(f"{tmp}/two.db", two))
         assert a == b, (one, two)

@@ -8,6 +8,7 @@ import json
 import random
 
 from conftest import cli_json, rekeys_at_once, run_cli, wait_for
+from freshdb import open_fresh
 from sessiond.storage.chats import CHAT_SELECT
 from sessiond.storage.database import Database
 from sessiond.storage.model import Op, RemoteLog
@@ -115,7 +116,7 @@ async def _dump(db: Database) -> dict:
 
 
 async def _apply_in_batches(path: str, batches: list[tuple[str, list[Op]]]) -> dict:
-    db = await Database.open(path)
+    db = await open_fresh(path)  # (a copy of one migrated database: freshdb.py)
     try:
         for dev, ops in batches:
             await db.apply_remote(SID, {dev: RemoteLog(dev, [], ops, max(o.seq for o in ops))})
