@@ -359,3 +359,25 @@ def test_a_provider_failure_says_the_question_is_recorded_and_again_answers_it(l
         res = run_cli(d.home, *argv)
         assert res.returncode == 2 and "--again" in res.stderr, res
     assert len(c.messages(sid)["messages"]) == 2
+
+
+def test_ctrl_c_on_ask_again_before_the_answer_does_not_say_the_question_was_not_recorded(loop):
+    """`ask ID --again` adds no question (the chat's last one, recorded by an `ask` whose provider failed, is
+    answered); stopped by Ctrl-C before any of the answer arrived, it said "stopped before the question was
+    recorded: nothing was", as an `ask` stopped before its question was taken says: the user was told the
+    question they had asked was not recorded, and would ask it again, recording it twice. It says that nothing of
+    the answer is recorded, and that the question is as it was."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "what is BLAKE3?")
+    p.faults.first_delay = 5  # the fault itself: the answer's stream open, no word yet
+    proc = popen_cli(
+        ["ask", sid, "--again", "--home", d.home], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    wait_for(lambda: p.requests, timeout=20, what="the provider asked")
+    _, err = _interrupted(proc)
+    assert b"before the question was recorded" not in err and b"nothing was" not in err, err
+    assert b"nothing of it is recorded" in err, err
+    assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]

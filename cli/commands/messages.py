@@ -329,6 +329,8 @@ def _interrupted(args, c, key: str, arrived: bool) -> int:
         said = f"stopped; the whole answer is recorded: message {answer['id']}{of_question}"
     elif question is not None:
         said = f"stopped before any of the answer arrived: nothing of it is recorded{of_question}"
+    elif args.again:  # (no question sent: the chat's last one, recorded before, stays as it was)
+        said = "stopped before any of the answer arrived: nothing of it is recorded (--again added no question)"
     else:
         said = "stopped before the question was recorded: nothing was"
     if args.json:
