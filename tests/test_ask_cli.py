@@ -381,3 +381,25 @@ def test_ctrl_c_on_ask_again_before_the_answer_does_not_say_the_question_was_not
     assert b"before the question was recorded" not in err and b"nothing was" not in err, err
     assert b"nothing of it is recorded" in err, err
     assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+
+
+def test_ask_again_on_a_chat_with_nothing_to_answer_is_refused_before_the_model_is_asked(loop):
+    """`ask ID --again` (POST complete without content) on a chat holding no message sent the provider an empty
+    `messages` list: OpenAI refuses it (400, "[] is too short"), said as the provider's error, and a provider that
+    answers anyway had its answer to nothing recorded. Refused now, nothing sent or recorded, naming the way on: a
+    question."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1", system_prompt="be brief")["id"]
+    res = run_cli(d.home, "ask", sid, "--again")
+    assert res.returncode != 0, res
+    assert "no message" in res.stderr and f"sessiond ask --home {d.home} {sid} TEXT" in res.stderr, res.stderr
+    assert p.requests == [] and c.messages(sid)["messages"] == []
+    with pytest.raises(ApiError) as refused:  # the API's refusal names the way on in its terms too
+        c.complete(sid)
+    assert refused.value.status == 422 and refused.value.details["api"] == [
+        f'POST /v1/sessions/{sid}/complete {{"chat": "main", "content": QUESTION}}'
+    ], refused.value.details
+    c.append(sid, "user", "hello")  # a question recorded (its provider failed, say): --again answers it
+    assert run_cli(d.home, "ask", sid, "--again", check=True).stdout.strip() == "echo: hello"
