@@ -403,3 +403,17 @@ def test_ask_again_on_a_chat_with_nothing_to_answer_is_refused_before_the_model_
     ], refused.value.details
     c.append(sid, "user", "hello")  # a question recorded (its provider failed, say): --again answers it
     assert run_cli(d.home, "ask", sid, "--again", check=True).stdout.strip() == "echo: hello"
+
+
+def test_the_again_hint_after_a_provider_failure_keeps_the_model_and_provider_asked(loop):
+    """A provider's failure names `sessiond ask ID --again` to have the recorded question answered; asked with
+    --model (or --provider), the hint left it out, so run as printed it asked the chat's own model instead (README:
+    a hint runs as printed). It carries the --model and --provider the question was asked with."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.status, p.faults.times = 500, 1  # the fault itself: the provider fails this one request
+    res = run_cli(d.home, "ask", sid, "--model", "echo-2", "--provider", "loop", "what is BLAKE3?")
+    assert res.returncode == 1, res
+    assert f"sessiond ask --home {d.home} {sid} --model echo-2 --provider loop --again" in res.stderr, res.stderr

@@ -354,8 +354,10 @@ def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
     question = kept.get("question")
     if question is None or kept.get("answer") is not None:
         return exc
-    chat = f" --chat {shlex.quote(args.chat)}" if args.chat else ""
-    again = f"`sessiond ask {shlex.quote(args.id)}{chat} --again`"  # (--home put in as the error is printed)
+    # as it was asked: the chat, and the model and provider chosen for it (else --again asks the chat's own)
+    chosen = (("--chat", args.chat), ("--model", args.model), ("--provider", args.provider))
+    flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen if value)
+    again = f"`sessiond ask {shlex.quote(args.id)}{flags} --again`"  # (--home put in as the error is printed)
     said = (
         f"{exc.message}; the question is recorded as message {question['id']}: to have the model answer it, "
         f"{again} (asking it again with TEXT would record it twice)"
