@@ -193,10 +193,24 @@ async def prepare(
     messages += [toolcalls.openai_message(m, p.name) for m in await db.context_messages(sid, chat_id)]
     # as the model takes them (sendable.py); what the session holds is as it was given
     sent = sendable.history(messages)
+    if content is None and all(m["role"] == "system" for m in sent):
+        raise _nothing_to_answer(session, chat_id)
     if content is None and (ids := sendable.unanswered(sent)):
         raise _unanswered(session, chat_id, ids)
     req = {"model": model, "messages": sent, **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key)
+
+
+def _nothing_to_answer(session: dict, chat: str) -> Invalid:
+    """The refusal of a request for the model's next answer (no question) to a chat holding no message (its
+    system prompt aside): the provider would be sent none (OpenAI refuses an empty `messages`, 400)."""
+    sid = session["id"]
+    where = "" if chat == session["current_chat"] else f" --chat {shlex.quote(chat)}"
+    return Invalid(
+        f"chat {chat!r} of session {sid} holds no message for the model to answer, so nothing is sent to it: ask"
+        f" a question (`sessiond ask {sid}{where} TEXT`)",
+        api=[f'POST {session_path(sid, "complete")} {{"chat": {json.dumps(chat)}, "content": QUESTION}}'],
+    )
 
 
 def _unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:

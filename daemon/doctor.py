@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 # The object the round trip writes: always the same bytes, so checking again and again stores one
 # object in all, not one more each time (a store is content-addressed: the write is done all the same).
 PROBE = b"sessiond doctor: a round trip through the store\n"
-STORE_TIMEOUT = 10.0  # seconds for each store's whole check
+# The most seconds doctor waits for a call of a store's check, whatever store_timeout says (up to 3600): doctor
+# answers within the CLI's wait (300 s), verify after it
+CHECK_WAIT_MAX = 60.0
 SKEW_WARN = 30.0  # seconds the clocks may differ before a warning (Date has one-second resolution)
 SKEW_PROBLEM = 300.0  # ... before a problem: expiries of share codes and checkpoint times go wrong
 
@@ -51,9 +53,18 @@ async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     overwritten = daemon.db.c.file.overwritten
     urls = [ctx.store.url] if overwritten else [ctx.store.url, *await daemon.db.remote_store_urls()]
     down: dict[str, str] = {}  # stores that failed their check: verify does not ask them again
-    for url in dict.fromkeys(urls):
-        store = ctx.open_store(url)
-        findings += await check_stores(store, own=url == ctx.store.url, down=down, home=daemon.home.path)
+    # each store's wait is the daemon's (store_timeout), up to CHECK_WAIT_MAX; the stores are checked at once, so
+    # that doctor answers within about one wait however many of them hang (findings in the order of the stores)
+    wait = min(ctx.timeout, CHECK_WAIT_MAX)
+    stores = [(url, ctx.open_store(url)) for url in dict.fromkeys(urls)]
+    checked = await asyncio.gather(
+        *(
+            check_stores(st, own=url == ctx.store.url, down=down, home=daemon.home.path, timeout=wait)
+            for url, st in stores
+        )
+    )
+    for found in checked:
+        findings += found
     if overwritten:
         findings.append(unread(daemon))
     else:
@@ -77,27 +88,38 @@ def unread(daemon: Daemon) -> dict:
     )
 
 
-async def check_stores(store: Store, *, own: bool, down: dict[str, str], home: str) -> list[dict]:
+async def check_stores(store: Store, *, own: bool, down: dict[str, str], home: str, timeout: float) -> list[dict]:
     """check_store of `store`, or of each store of a mirror: a write through the mirror succeeds when one of
     its stores takes it (the others' outboxes keep it), so the mirror as a whole would pass with a store
     down. The mirror is put in `down` only when none of its stores answers (verify reads any of them)."""
     if not isinstance(store, MirrorStore):
-        return await check_store(store, own=own, down=down, home=home) + check_pinning(store, home)
+        return await check_store(store, own=own, down=down, home=home, timeout=timeout) + check_pinning(store, home)
     out: list[dict] = []
     failed: dict[str, str] = {}
-    for st in store.stores:
-        out += await check_store(st, own=own, down=failed, home=home, mirror=True) + check_pinning(st, home)
+    checked = await asyncio.gather(
+        *(check_store(st, own=own, down=failed, home=home, mirror=True, timeout=timeout) for st in store.stores)
+    )
+    for st, found in zip(store.stores, checked, strict=True):
+        out += found + check_pinning(st, home)
     if failed and len(failed) == len(store.stores):
         down[store.url] = "; ".join(failed.values())
     return out
 
 
 async def check_store(
-    store: Store, *, own: bool, down: dict[str, str] | None = None, home: str = "", mirror: bool = False
+    store: Store,
+    *,
+    own: bool,
+    down: dict[str, str] | None = None,
+    home: str = "",
+    mirror: bool = False,
+    timeout: float,
 ) -> list[dict]:
     """Reachable, writes accepted, the probe object read back verified; then the clock. A store that
     fails to answer is put in `down` (its URL -> what is wrong). `mirror`: `store` is one of a mirror's,
-    checked on its own (what it misses waits in its outbox and is sent once it answers)."""
+    checked on its own (what it misses waits in its outbox and is sent once it answers). `timeout`: the
+    seconds each of its calls may take, as long as the daemon's own (config.toml's store_timeout): a slow
+    store the daemon waits for is not said to be down, nor one it gives up on said to answer."""
     url = shown_url(store.url)  # as shown: without its credentials
     if mirror:
         which = "this daemon's mirror store" if own else "a mirror store of shared sessions"
@@ -109,28 +131,29 @@ async def check_store(
         else "sessiond sync --wait  # once the store answers again: pushes what waited"
     )
     try:
-        async with asyncio.timeout(STORE_TIMEOUT):
-            if store.read_only:
+        if store.read_only:
+            async with asyncio.timeout(timeout):
                 await store.has(digest(PROBE))  # a read: reachable
-                out = [
-                    finding(
-                        "store",
-                        "ok",
-                        f"{which} {url} answers; it is read-only (a gateway), so only reads were checked",
-                    )
-                ]
-            else:
+            out = [
+                finding(
+                    "store", "ok", f"{which} {url} answers; it is read-only (a gateway), so only reads were checked"
+                )
+            ]
+        else:
+            async with asyncio.timeout(timeout):
                 h = await store.put(PROBE)
-                lie = settled_fix(LyingServer(""), url, home)
-                if h != digest(PROBE):
-                    return [finding("store", "problem", f"{which} {url} stored the probe under another hash", lie)]
-                if await store.get(h) != PROBE:  # get() verifies the bytes against the hash
-                    return [finding("store", "problem", f"{which} {url} returned other bytes", lie)]
-                out = [finding("store", "ok", f"{which} {url}: a small object written, read back and verified")]
+            lie = settled_fix(LyingServer(""), url, home)
+            if h != digest(PROBE):
+                return [finding("store", "problem", f"{which} {url} stored the probe under another hash", lie)]
+            async with asyncio.timeout(timeout):
+                back = await store.get(h)  # get() verifies the bytes against the hash
+            if back != PROBE:
+                return [finding("store", "problem", f"{which} {url} returned other bytes", lie)]
+            out = [finding("store", "ok", f"{which} {url}: a small object written, read back and verified")]
     except TimeoutError:
         if down is not None:
-            down[url] = f"the store {url} is not answering (no answer within {STORE_TIMEOUT:g} s in doctor's check)"
-        return [finding("store", "problem", f"{which} {url} did not answer within {STORE_TIMEOUT:g} s", fix_down)]
+            down[url] = f"the store {url} is not answering (no answer within {timeout:g} s in doctor's check)"
+        return [finding("store", "problem", f"{which} {url} did not answer within {timeout:g} s", fix_down)]
     except (StoreError, OSError) as exc:
         if down is not None and failing(exc) and not isinstance(exc, StoreFull):  # a full store still reads
             down[url] = way_on(describe_failure(exc, url), not own)  # (not own: sessions imported through it)

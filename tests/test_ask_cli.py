@@ -359,3 +359,61 @@ def test_a_provider_failure_says_the_question_is_recorded_and_again_answers_it(l
         res = run_cli(d.home, *argv)
         assert res.returncode == 2 and "--again" in res.stderr, res
     assert len(c.messages(sid)["messages"]) == 2
+
+
+def test_ctrl_c_on_ask_again_before_the_answer_does_not_say_the_question_was_not_recorded(loop):
+    """`ask ID --again` adds no question (the chat's last one, recorded by an `ask` whose provider failed, is
+    answered); stopped by Ctrl-C before any of the answer arrived, it said "stopped before the question was
+    recorded: nothing was", as an `ask` stopped before its question was taken says: the user was told the
+    question they had asked was not recorded, and would ask it again, recording it twice. It says that nothing of
+    the answer is recorded, and that the question is as it was."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "what is BLAKE3?")
+    p.faults.first_delay = 5  # the fault itself: the answer's stream open, no word yet
+    proc = popen_cli(
+        ["ask", sid, "--again", "--home", d.home], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    wait_for(lambda: p.requests, timeout=20, what="the provider asked")
+    _, err = _interrupted(proc)
+    assert b"before the question was recorded" not in err and b"nothing was" not in err, err
+    assert b"nothing of it is recorded" in err, err
+    assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+
+
+def test_ask_again_on_a_chat_with_nothing_to_answer_is_refused_before_the_model_is_asked(loop):
+    """`ask ID --again` (POST complete without content) on a chat holding no message sent the provider an empty
+    `messages` list: OpenAI refuses it (400, "[] is too short"), said as the provider's error, and a provider that
+    answers anyway had its answer to nothing recorded. Refused now, nothing sent or recorded, naming the way on: a
+    question."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1", system_prompt="be brief")["id"]
+    res = run_cli(d.home, "ask", sid, "--again")
+    assert res.returncode != 0, res
+    assert "no message" in res.stderr and f"sessiond ask --home {d.home} {sid} TEXT" in res.stderr, res.stderr
+    assert p.requests == [] and c.messages(sid)["messages"] == []
+    with pytest.raises(ApiError) as refused:  # the API's refusal names the way on in its terms too
+        c.complete(sid)
+    assert refused.value.status == 422 and refused.value.details["api"] == [
+        f'POST /v1/sessions/{sid}/complete {{"chat": "main", "content": QUESTION}}'
+    ], refused.value.details
+    c.append(sid, "user", "hello")  # a question recorded (its provider failed, say): --again answers it
+    assert run_cli(d.home, "ask", sid, "--again", check=True).stdout.strip() == "echo: hello"
+
+
+def test_the_again_hint_after_a_provider_failure_keeps_the_model_and_provider_asked(loop):
+    """A provider's failure names `sessiond ask ID --again` to have the recorded question answered; asked with
+    --model (or --provider), the hint left it out, so run as printed it asked the chat's own model instead (README:
+    a hint runs as printed). It carries the --model and --provider the question was asked with."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.status, p.faults.times = 500, 1  # the fault itself: the provider fails this one request
+    res = run_cli(d.home, "ask", sid, "--model", "echo-2", "--provider", "loop", "what is BLAKE3?")
+    assert res.returncode == 1, res
+    assert f"sessiond ask --home {d.home} {sid} --model echo-2 --provider loop --again" in res.stderr, res.stderr

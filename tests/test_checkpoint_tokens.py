@@ -143,3 +143,27 @@ def test_a_checkpoint_asked_again_with_nothing_new_says_the_one_made_stands(daem
     assert cli_json(h, "checkpoint", sid)["number"] == 1  # --json: the proof, as before
     cli_json(h, "add", sid, "--role", "user", "more")
     assert run_cli(h, "checkpoint", sid, check=True).stdout.startswith("checkpoint #2 ")
+
+
+def test_a_checkpoint_made_on_a_device_holding_another_s_of_the_same_conversation_is_said_made(tmp_path):
+    """`sessiond checkpoint` told a proof it made from the one it held already by number and hash alone; the
+    number is each device's own, and the hash the conversation's: on B, holding A's checkpoint #1 of the same
+    conversation (pulled), B's own first checkpoint, #1 with that hash, was said 'no new checkpoint: nothing
+    changed since this one, which stands', though it was just made."""
+    from conftest import cli_json, follower_pair, run_cli
+
+    store = tmp_path / "store"
+    store.mkdir()
+    a, b, sid = follower_pair(f"file://{store}", tmp_path)
+    try:
+        mine = cli_json(a.home, "checkpoint", sid)
+        assert cli_json(a.home, "sync", sid, "--wait")["complete"]
+        assert cli_json(b.home, "sync", sid, "--wait")["complete"]
+        assert [p["device"] for p in cli_json(b.home, "checkpoints", sid)["checkpoints"]] == [mine["device"]]
+        said = run_cli(b.home, "checkpoint", sid, check=True).stdout
+        theirs = cli_json(b.home, "checkpoints", sid)["checkpoints"]
+        assert len(theirs) == 2, theirs  # B's own was made
+        assert "no new checkpoint" not in said and said.startswith("checkpoint #"), (said, theirs)
+    finally:
+        a.stop()
+        b.stop()

@@ -235,3 +235,34 @@ def test_doctor_s_text_lines_up_and_counts_its_warnings(healthy, tmp_path):
     assert len(starts) == 1, findings
     res = run_cli(str(tmp_path / "none"), "doctor")  # no daemon, no home: two warnings
     assert res.returncode == 0 and res.stdout.splitlines()[-1] == "no problems found; 2 warning(s)", res.stdout
+
+
+def test_doctor_waits_for_a_slow_store_as_long_as_store_timeout_says(make_daemon):
+    """doctor gave each store's check a fixed 10 s, whatever config.toml's store_timeout says a store call may
+    take: with store_timeout = 30 or more for a slow portal, one whose answer took 12 s (every push taken) was a
+    problem, 'did not answer within 10 s', and verify skipped it. The check now waits as long as a store call
+    may take (store_timeout), and says that time when it gives up."""
+    import asyncio
+    import threading
+
+    from conftest import write_config
+    from servers.s5portal import Portal, make_app
+
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    slow = asyncio.Event()
+    released = threading.Timer(12, lambda: server.loop.call_soon_threadsafe(slow.set))
+    try:
+        d = make_daemon(f"s5+http://{p.authority}")
+        write_config(d.home, store_timeout=20)
+        d.start()
+        p.faults.hang = slow  # the fault itself: the portal's answers come 12 s late
+        released.start()
+        code, rep = doctor(d.home, "--no-verify")
+        stores = [f for f in rep["findings"] if f["check"] == "store"]
+        assert [f["level"] for f in stores] == ["ok"], stores  # main: 'did not answer within 10 s'
+    finally:
+        released.cancel()
+        server.loop.call_soon_threadsafe(slow.set)
+        server.stop()

@@ -329,6 +329,8 @@ def _interrupted(args, c, key: str, arrived: bool) -> int:
         said = f"stopped; the whole answer is recorded: message {answer['id']}{of_question}"
     elif question is not None:
         said = f"stopped before any of the answer arrived: nothing of it is recorded{of_question}"
+    elif args.again:  # (no question sent: the chat's last one, recorded before, stays as it was)
+        said = "stopped before any of the answer arrived: nothing of it is recorded (--again added no question)"
     else:
         said = "stopped before the question was recorded: nothing was"
     if args.json:
@@ -352,8 +354,10 @@ def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
     question = kept.get("question")
     if question is None or kept.get("answer") is not None:
         return exc
-    chat = f" --chat {shlex.quote(args.chat)}" if args.chat else ""
-    again = f"`sessiond ask {shlex.quote(args.id)}{chat} --again`"  # (--home put in as the error is printed)
+    # as it was asked: the chat, and the model and provider chosen for it (else --again asks the chat's own)
+    chosen = (("--chat", args.chat), ("--model", args.model), ("--provider", args.provider))
+    flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen if value)
+    again = f"`sessiond ask {shlex.quote(args.id)}{flags} --again`"  # (--home put in as the error is printed)
     said = (
         f"{exc.message}; the question is recorded as message {question['id']}: to have the model answer it, "
         f"{again} (asking it again with TEXT would record it twice)"
