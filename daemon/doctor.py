@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # The object the round trip writes: always the same bytes, so checking again and again stores one
 # object in all, not one more each time (a store is content-addressed: the write is done all the same).
 PROBE = b"sessiond doctor: a round trip through the store\n"
-# The most seconds doctor waits for a call of a store's check, whatever store_timeout says (up to 3600): doctor
+# The most seconds doctor waits for a call of a store's check, whatever store_timeout says (up to 240): doctor
 # answers within the CLI's wait (300 s), verify after it
 CHECK_WAIT_MAX = 60.0
 SKEW_WARN = 30.0  # seconds the clocks may differ before a warning (Date has one-second resolution)

@@ -267,8 +267,9 @@ class Config:
                     raise HomeError(f"{path}: {key!r} must be a number of seconds, at least 1")
                 setattr(cfg, key, float(value))
             elif key == "store_timeout":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 3600:
-                    raise HomeError(f"{path}: 'store_timeout' must be a number of seconds, 1 to 3600")
+                # at most 240 s: a share waits that long for its push, and the CLI's client waits 300 s for it
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 240:
+                    raise HomeError(f"{path}: 'store_timeout' must be a number of seconds, 1 to 240")
                 cfg.store_timeout = float(value)
             elif key == "event_backlog":
                 if isinstance(value, bool) or not isinstance(value, int) or not 65536 <= value <= 1 << 26:
