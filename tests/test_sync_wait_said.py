@@ -106,7 +106,10 @@ def test_end_and_rm_say_what_fails_while_they_wait_for_the_store(reserved_port, 
     command does meanwhile."""
     from conftest import relay_served
 
-    with relay_served(str(tmp_path / "relay"), "--open-registration") as relay:
+    # on the port held for the test: stopped, the relay's port is given to no other server's bind to port 0, nor to
+    # a connection's own port (another worker's server there answered the pushes, or held them unanswered)
+    listen = f"127.0.0.1:{reserved_port.port}"
+    with relay_served(str(tmp_path / "relay"), "--open-registration", "--listen", listen) as relay:
         d = DaemonProc(str(tmp_path / "home"), relay["url"]).start()
         try:
             with d.client() as c:
