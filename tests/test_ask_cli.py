@@ -165,14 +165,19 @@ def test_ctrl_c_with_json_names_the_question_and_the_part_recorded(loop):
     p.faults.delay = 0.1
     text = " ".join(f"w{i}" for i in range(100))
     proc = ask(d, sid, text, "--json")
-    wait_for(lambda: p.words_sent >= 3, timeout=20, what="some of the answer sent")
+    # (sent is not received: on a loaded machine the daemon may hold fewer words than the provider sent when the
+    # CLI leaves; 6 sent, 0.1 s apart, leave it half a second to have read the first)
+    wait_for(lambda: p.words_sent >= 6, timeout=20, what="some of the answer sent")
     out, err = _interrupted(proc)
     said = json.loads(out)
     assert said["error"]["code"] == "interrupted"
     question, answer = c.messages(sid)["messages"]
     assert said["question"]["id"] == question["id"] and question["content"] == text
     assert said["message"]["id"] == answer["id"] and answer["interrupted"] is True
-    assert said["message"]["content"] == answer["content"] and "echo: w0 w1" in answer["content"]
+    # what the daemon had read when the CLI left: a start of the echo, however much (h-flake29 saw 'echo: w0'
+    # with 3 words sent, where the test wanted 'echo: w0 w1')
+    assert said["message"]["content"] == answer["content"] and answer["content"].startswith("echo: w0")
+    assert ("echo: " + text).startswith(answer["content"]) and answer["content"] != "echo: " + text
     assert answer["id"] in err.decode() and question["id"] in err.decode(), err
     # the daemon's record it was read from: a key it has no record of, nothing; an unknown session, 404
     assert c.asked(sid, "another-key") == {"key": "another-key", "question": None, "answer": None}
