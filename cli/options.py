@@ -37,13 +37,18 @@ def duration(text: str) -> float:
     return value
 
 
+def counted(n: float, noun: str) -> str:
+    """`n` of `noun` in words: 1 token, 2 tokens, 0 messages."""
+    shown = f"{n:g}" if isinstance(n, float) else str(n)  # (an int whole, however large: :g writes 1.2e+07)
+    return f"{shown} {noun}{'' if n == 1 else 's'}"
+
+
 def span(secs: float) -> str:
     """A number of seconds in words, in the largest unit it is a whole number of: 1 second, 1 hour, 10 years."""
     for unit, size in (("year", 365 * 86400), ("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
         if secs >= size and secs % size == 0:
-            n = int(secs // size)
-            return f"{n} {unit}{'' if n == 1 else 's'}"
-    return f"{secs:g} second{'' if secs == 1 else 's'}"
+            return counted(int(secs // size), unit)
+    return counted(secs, "second")
 
 
 def instant(text: str) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
-from ..options import NO_USER_HELP, duration, user_or_none
+from ..options import NO_USER_HELP, counted, duration, user_or_none
 from ..output import emit, for_home, safe, table, when
 from . import Commands
 
@@ -81,14 +81,10 @@ def cmd_quota(args) -> int:
     return 0
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _context_line(c: Mapping[str, Any]) -> str:
     budget = c["policy"].get("max_context_tokens")
     return (
-        f"chat {c['chat']}: {_count(c['active_tokens'], 'token')} in {_count(c['active_messages'], 'active message')}"
+        f"chat {c['chat']}: {counted(c['active_tokens'], 'token')} in {counted(c['active_messages'], 'active message')}"
         + (f", and {c['fixed_tokens']} of the system prompt and initial messages" if c.get("fixed_tokens") else "")
         + (f" (budget {budget})" if budget else "")
         + (f"; {c['compacted_messages']} compacted, up to {c['compacted_upto']}" if c["compacted_upto"] else "")
@@ -137,8 +133,8 @@ def cmd_checkpoint(args) -> int:
     before = {_proof_id(p) for p in c.checkpoints(args.id)["checkpoints"]}
     cp = c.checkpoint(args.id)
     what = (
-        f"checkpoint #{cp['number']} (version {cp.get('v', 1)}): {_count(cp['messages'], 'message')},"
-        f" {_count(cp['tokens'], 'token')}, hash {cp['hash']}"
+        f"checkpoint #{cp['number']} (version {cp.get('v', 1)}): {counted(cp['messages'], 'message')},"
+        f" {counted(cp['tokens'], 'token')}, hash {cp['hash']}"
     )
     if _proof_id(cp) in before:
         what = f"no new checkpoint: nothing changed since this one, which stands\n{what}"
