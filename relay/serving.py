@@ -5,22 +5,24 @@ another name (or through a reverse proxy), which the invite's message says."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 from ..storage.fsutil import atomic_write
 
 NAME = "serving-url"
+log = logging.getLogger("sessiond.relay")
 _URL = re.compile(r"s5\+https?://[A-Za-z0-9.\-_\[\]:]{1,300}")
 
 
 def note_url(data_dir: str, url: str) -> None:
-    """Note `url` (the relay's public_url) in `data_dir`, atomically; a folder that cannot take it is only
-    said by the invite's fallback, never a reason not to serve."""
+    """Note `url` (the relay's public_url) in `data_dir`, atomically; a folder that cannot take it is said in
+    the log, never a reason not to serve (the invite then leaves HOST:PORT to fill in)."""
     try:
         atomic_write(os.path.join(data_dir, NAME), (url + "\n").encode())
-    except OSError:
-        pass
+    except OSError as exc:
+        log.warning("cannot note the URL served on in %s (%s): `serve invite` will print HOST:PORT", data_dir, exc)
 
 
 def noted_url(data_dir: str) -> str | None:
