@@ -422,3 +422,24 @@ def test_the_again_hint_after_a_provider_failure_keeps_the_model_and_provider_as
     res = run_cli(d.home, "ask", sid, "--model", "echo-2", "--provider", "loop", "what is BLAKE3?")
     assert res.returncode == 1, res
     assert f"sessiond ask --home {d.home} {sid} --model echo-2 --provider loop --again" in res.stderr, res.stderr
+
+
+def test_ask_again_on_a_chat_already_answered_is_refused_and_adds_no_second_answer(loop):
+    """`ask ID --again` is for a question recorded when its provider failed; on a chat whose last message is
+    already the model's whole answer it asked the model again and recorded a second answer after the first (a
+    user retrying an `ask` that had in fact worked got the answer twice). Refused now, nothing sent or recorded,
+    naming the way on; an answer cut short (marked interrupted) may still be asked again."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    run_cli(d.home, "ask", sid, "hello", check=True)
+    sent = len(p.requests)
+    res = run_cli(d.home, "ask", sid, "--again")
+    assert res.returncode == 1, res
+    [_, answer] = c.messages(sid)["messages"]
+    assert f"already ends in the model's answer (message {answer['id']})" in res.stderr, res.stderr
+    assert f"sessiond ask --home {d.home} {sid} TEXT" in res.stderr, res.stderr
+    assert len(p.requests) == sent and len(c.messages(sid)["messages"]) == 2
+    res = run_cli(d.home, "ask", sid, "--again", "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "already_answered", res

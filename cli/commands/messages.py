@@ -191,6 +191,8 @@ def cmd_ask(args) -> int:
     stream = None
     arrived = wrote = False  # some of the answer's text arrived; some of it was printed
     c = client(args)
+    if args.again and (answered := _answered(c, args)) is not None:
+        return answered
     key = new_idempotency_key()  # (kept: what the request recorded is asked by it after a Ctrl-C)
     try:
         stream = c.complete_stream(
@@ -342,6 +344,23 @@ def _interrupted(args, c, key: str, arrived: bool) -> int:
         )
     print(f"sessiond: {safe(said, keep_lines=True)}", file=sys.stderr)
     return EXIT_INTERRUPTED
+
+
+def _answered(c, args) -> int | None:
+    """`ask --again` refused on a chat that already ends in the model's whole answer: --again is for a question
+    whose provider failed, and the model asked again would add a second answer after the first (the API allows a
+    chat's next answer; the command's user meant the recorded question's). An answer cut short may be asked again."""
+    page: list[Any] = c.messages(args.id, chat=args.chat, limit=1, last=True)["messages"]
+    last = page[-1] if page else None
+    if last is None or last.get("role") != "assistant" or last.get("interrupted") or last.get("tool_calls"):
+        return None
+    where = f" --chat {shlex.quote(args.chat)}" if args.chat else ""
+    said = (
+        f"the chat already ends in the model's answer (message {last['id']}): --again answers a question the model"
+        f" has not answered, and would add a second answer; ask a new question (`sessiond ask"
+        f" {shlex.quote(args.id)}{where} TEXT`)"
+    )
+    return fail(args, "already_answered", said, EXIT_ERROR)
 
 
 def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
