@@ -26,7 +26,9 @@ class StatusChanges:
         not say), kept with it in the same transaction (`revocations`): what this device wrote past it is held
         here only, which `rm` and the clean-up keep (held_here). Marked as closing (closing.py) until it is
         committed: a question to the session's model meanwhile waits for it, and is refused as a revoked
-        session's, the model not asked."""
+        session's, the model not asked. Revoked already, its `carried` is raised to `carried` if that is
+        further (a kept writer carried this device's log past the notice's "s", which the old members slot
+        says later: sync/rekeycarried.py); never lowered, nor set where the rekey said none."""
         with self.closing.marked(sid):
             async with self.c.transaction() as tx:
                 changed = await tx.execute(
@@ -38,6 +40,10 @@ class StatusChanges:
                     )
                     tx.emit({"type": "session.updated", "session": sid, "fields": ["access"]})
                     self.c.hold_commit("commit.revoke")  # (the tests hold a revocation's commit here)
+                elif carried is not None:
+                    await tx.execute(
+                        "UPDATE revocations SET carried=? WHERE session_id=? AND carried<?", (carried, sid, carried)
+                    )
         return bool(changed)
 
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:

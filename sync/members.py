@@ -37,6 +37,7 @@ from .membersobject import (
     encoded_keeping,
     members_object,
     open_members,
+    parse_carried,
     parse_members,
     seal_members,
     unknown_of,
@@ -86,7 +87,11 @@ class Members:
         # was opened with, and what it said. The entry names its object by hash: while the slot holds the
         # same entry, its object says the same, so a follower's pull reads the slot's head and not the
         # object again (nor decrypts and decodes it): one store request less per pull.
-        self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None, list[dict]]] = LRU(MEMBERS_KEPT)
+        # Last, the entries of its "c" (a notice's slot: how far kept writers carried the logs of the writers it
+        # drops past it, sync/rekeycarried.py), not verified yet.
+        self._seen: LRU[str, tuple[bytes, int, bytes, bytes, list[dict], dict | None, list[dict], list[dict]]] = LRU(
+            MEMBERS_KEPT
+        )
         # Per session: when this process last read the slot's object from the store, or wrote it
         # (time.monotonic()): what it says stays known while the entry does not change, but that the store
         # still holds it is known only as of then (object_read_ago).
@@ -108,6 +113,16 @@ class Members:
         if seen is None or seen[0] != b"\xed" + announce_pk:
             return None
         return [dict(m) for m in seen[4]]
+
+    def carried_as_seen(self, sid: str) -> list[dict]:
+        """The entries of the "c" of `sid`'s members slot as this process last read or wrote it (none if not
+        known): each still to be verified against the notice the slot holds (rekeycarried.carried_past)."""
+        seen = self._seen.get(sid)
+        return [dict(e) for e in seen[7]] if seen is not None else []
+
+    def unknown_as_read(self, sid: str) -> dict:
+        """The fields of `sid`'s members object as last read that this sessiond does not know (unknown_of)."""
+        return dict(self._unknown.get(sid) or {})
 
     def frozen_as_seen(self, sid: str, entry: RegistryEntry) -> list[dict] | None:
         """The frozen logs of `sid`'s members slot as this process last read or wrote its object, if the slot holds
@@ -196,7 +211,17 @@ class Members:
             raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         members, notice, frozen = parse_members(m)
         self._unknown[sid] = unknown_of(m)
-        self._seen[sid] = (pk, entry.revision, entry.data, session_key, [dict(m) for m in members], notice, frozen)
+        carried = parse_carried(m)
+        self._seen[sid] = (
+            pk,
+            entry.revision,
+            entry.data,
+            session_key,
+            [dict(m) for m in members],
+            notice,
+            frozen,
+            carried,
+        )
         self._object_read[sid] = time.monotonic()
         await self.keep_frozen(sid, frozen)
         # what this device put for the slot and it no longer names: let go, for gc (SyncContext.named)
@@ -347,7 +372,8 @@ class Members:
             # What the slot says now, as a read of it would find it: this device's own write does not make
             # its follower (nor the next ensure_member) read the object back from the store.
             written, notice, kept = parse_members(obj)
-            self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept)
+            # (no "c": a slot holding a notice is not written here)
+            self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept, [])
             self._object_read[sid] = time.monotonic()
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
             await self.keep_frozen(sid, logs)

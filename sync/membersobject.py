@@ -21,6 +21,7 @@ SALT_LEN = 14
 # the object whole and keeps what it lists, and any writer can write it: past the cap, a device refuses to
 # write it (members_full) and a reader refuses it unread, as damage.
 MEMBERS_MAX_BYTES = 256 << 10
+SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a seq past this names no log's end
 
 
 def seal_small(plain: bytes, key: bytes) -> bytes:
@@ -108,7 +109,7 @@ def members_object(sid: str, members: Iterable[dict], frozen: Sequence[dict] = (
 
 
 # the members object's fields this sessiond knows (docs/FORMATS.md §6): any other is a newer sessiond's
-KNOWN_FIELDS = frozenset({"m", "s", "v", "ty", "f", "rekey"})
+KNOWN_FIELDS = frozenset({"m", "s", "v", "ty", "f", "rekey", "c"})
 
 
 def unknown_of(m: dict) -> dict:
@@ -152,3 +153,25 @@ def parse_members(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
     notice = m.get("rekey")
     frozen = [f for f in m.get("f", []) if is_frozen(f)] if isinstance(m.get("f"), list) else []
     return members, notice if isinstance(notice, dict) else None, frozen
+
+
+def _carried_entry(e: object) -> bool:
+    """An entry of a notice slot's "c" (docs/FORMATS.md §6, "Carried past the notice": sync/rekeycarried.py):
+    {"g": 64-byte signature, "k": head key, "p": head key, "s": seq from 0 to SEQ_MAX}, no other field."""
+    return (
+        isinstance(e, dict)
+        and set(e) == {"g", "k", "p", "s"}
+        and isinstance(e["g"], bytes)
+        and len(e["g"]) == 64
+        and all(isinstance(e[f], bytes) and len(e[f]) == 33 and e[f][0] == 0xED for f in ("k", "p"))
+        and isinstance(e["s"], int)
+        and not isinstance(e["s"], bool)
+        and 0 <= e["s"] <= SEQ_MAX
+    )
+
+
+def parse_carried(m: dict) -> list[dict]:
+    """The well-formed entries of a members object's "c" (none if it has none, or it is not a list): what a kept
+    writer carried of a dropped writer's log past the notice the object holds, each still to be verified."""
+    c = m.get("c")
+    return [dict(e) for e in c if _carried_entry(e)] if isinstance(c, list) else []

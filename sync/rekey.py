@@ -34,9 +34,9 @@ from .manifest import CLAIMS_KEPT
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
+from .rekeycarried import carried_entry, carried_past, left_here, write_carried
 from .rekeyfreeze import applied_past, freeze_dropped, pulled_past
 from .rekeyproof import (
-    carried_seq,
     check_exclusion,
     check_notice,
     kept_but_left_out,
@@ -87,8 +87,9 @@ class Rekeyer:
                     # published: this rekey's own, finished as such; and written again a revision on, so that
                     # the store that refused it (holding another entry of that revision) holds it too
                     record, keep, members = tried
+                    carried = self.members.carried_as_seen(sid)  # (kept writers' entries since: kept)
                     with contextlib.suppress(StaleHead):
-                        await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+                        await self._publish_notice(store, sid, old_key, old_write, rev, members, record, carried)
                     break
                 if notice is not None:
                     await self._withdraw(sid, old_announce)  # ours never reached the store
@@ -210,10 +211,19 @@ class Rekeyer:
         return list(dagcbor.decode(raw)) if raw else []
 
     async def _publish_notice(
-        self, store: Store, sid: str, old_key: bytes, old_write: bytes, rev: int, members: list[dict], record: dict
+        self,
+        store: Store,
+        sid: str,
+        old_key: bytes,
+        old_write: bytes,
+        rev: int,
+        members: list[dict],
+        record: dict,
+        carried: Sequence[dict] = (),
     ) -> None:
-        """The notice, as revision rev+1 of the old members slot."""
-        salt, sealed = self._sealed_notice(sid, old_key, members, record)
+        """The notice, as revision rev+1 of the old members slot (with `carried`, the "c" of the slot holding it
+        already: rekeycarried)."""
+        salt, sealed = self._sealed_notice(sid, old_key, members, record, carried)
         # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name): killed in
         # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing.
         # The members object the slot named before, if this device put it, is let go once the notice is written
@@ -226,9 +236,12 @@ class Rekeyer:
             await self.ctx.named(store, entry)
 
     @staticmethod
-    def _sealed_notice(sid: str, old_key: bytes, members: list[dict], record: dict) -> tuple[bytes, bytes]:
+    def _sealed_notice(
+        sid: str, old_key: bytes, members: list[dict], record: dict, carried: Sequence[dict] = ()
+    ) -> tuple[bytes, bytes]:
         """The notice as the old slot's object: (its salt, it sealed); refused (members_full) past the cap."""
-        plain = dagcbor.encode({**members_object(sid, members), "rekey": dagcbor.decode(record["n"])})
+        obj = {**members_object(sid, members), "rekey": dagcbor.decode(record["n"])}
+        plain = dagcbor.encode({**obj, "c": list(carried)} if carried else obj)
         salt = os.urandom(SALT_LEN)
         return salt, seal_members(sid, plain, members_key(old_key, salt), len(members), kept=len(record["m"]))
 
@@ -254,6 +267,9 @@ class Rekeyer:
         kept = [{"device_id": member_device(m.get("d")), "head_pk": m["k"]} for m in record["m"]]
         generation = record.get("own") or "g" in record  # "m" names every other writer kept
         await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation, record.get("f", []))
+        if record.get("c"):  # a take that froze dropped writers' logs past the notice: the new slot holds them
+            crash_point("rekey:carry")  # (tests: switched, the old slot not written: the record finishes it)
+            await write_carried(self.ctx, self.members, sid, record)
         self.ctx.keys.clear_rekey_pending(sid)
 
     async def resume(self, sid: str) -> None:
@@ -413,37 +429,19 @@ class Rekeyer:
         """Once a check holds that `notice`'s rekey left this device out: the session marked revoked (its
         writes refused from now on), and what this device wrote that the rekey did not carry over, said
         (_left_here, read before the mark: a pull's answer names it)."""
-        left = await self._left_here(sid, notice, me)
-        # how far it carried this device's log over, kept with the mark: what was written past it is held
-        # here only, which `rm` and the clean-up keep until a new code imported sends it
-        await self.ctx.db.mark_revoked(sid, carried_seq(notice, me))
+        # the entries of the slot's "c", as the caller's read of it found them: a kept writer's later freeze
+        entries = self.members.carried_as_seen(sid)
+        left = await self._left_here(sid, notice, me, entries)
+        # how far it carried this device's log over, kept with the mark (raised, if a later read finds it carried
+        # further): what was written past it is held here only, which `rm` and the clean-up keep until a new
+        # code imported sends it
+        await self.ctx.db.mark_revoked(sid, carried_past(notice, entries, me))
         return left
 
-    async def _left_here(self, sid: str, notice: dict, me: bytes) -> str:
-        """What this device wrote that a rekey leaving it out did not carry over (its writes after the rekey
-        read its log, before it learnt of the rekey: its pushes went on to a log no device reads now), said;
-        '' if nothing. The notice names how far it froze each dropped writer's log ("s": FORMATS.md §6); one
-        of an earlier sessiond does not, and then it is said as a possibility."""
-        db = self.ctx.db
-        seq = carried_seq(notice, me)
-        if seq is None:
-            if not await db.last_seq(sid):
-                return ""
-            return (
-                "; what it wrote after that rekey read its log (the rekey does not say how far it read) is held here"
-                " only, not sent to the devices that kept the session"
-            )
-        ids, messages, other = await db.written_after(sid, seq)
-        if not messages and not other:
-            return ""
-        what = [f"{other} other change{'s' if other != 1 else ''}"] if other else []
-        if messages:
-            more = ", ..." if messages > len(ids) else ""
-            what.insert(0, f"{messages} message{'s' if messages != 1 else ''} ({', '.join(ids)}{more})")
-        return (
-            f"; {' and '.join(what)} it wrote after that rekey read its log {'are' if messages + other > 1 else 'is'}"
-            " held here only, not sent to the devices that kept the session"
-        )
+    async def _left_here(self, sid: str, notice: dict, me: bytes, entries: Sequence[dict] = ()) -> str:
+        """What this device wrote that a rekey leaving it out did not carry over, said (rekeycarried.left_here):
+        past the notice's "s" for head key `me`, or the further seq of a kept writer's entry that holds."""
+        return await left_here(self.ctx.db, sid, carried_past(notice, entries, me))
 
     async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
         """A rekey notice in the members slot: switch to it once `confirm` holds, or learn that access
@@ -465,7 +463,14 @@ class Rekeyer:
         dropped = [m for m in members if bytes(m["head_pk"]) not in boxed and m["head_pk"] != my_pk]
         applied = await applied_past(self.ctx, sid, store, notice, dropped)
         if applied:
-            record["f"] = applied
+            record["f"] = [f for f, _ in applied]
+            old_key, old_write = keys.session_key(sid), keys.write_secret(sid)
+            if old_key is not None and old_write is not None:
+                # how far, signed, for the old slot once the new one holds these freezes (_finish): what the
+                # dropped writers, who cannot open the new slot, learn of it (rekeycarried)
+                head_key = keys.head_key(sid)
+                record["c"] = [carried_entry(head_key, notice, bytes(f["k"]), seq) for f, seq in applied]
+                record["ck"], record["cw"] = old_key, old_write
         keys.set_rekey_pending(sid, dagcbor.encode(record))  # a crash while switching resumes it
         if (await self.ctx.db.get_session(sid))["access"] == "revoked":
             # an earlier notice left it out; this one, which replaced it, boxes the new key to it: it is in

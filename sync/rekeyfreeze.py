@@ -49,13 +49,16 @@ async def pulled_past(ctx: SyncContext, sid: str, dropped: list[dict], seqs: dic
     return [m for m in dropped if (pk := bytes(m["head_pk"])) in seqs and peers.get(pk, 0) > seqs[pk]]
 
 
-async def applied_past(ctx: SyncContext, sid: str, store: Store, notice: dict, dropped: list[dict]) -> list[dict]:
+async def applied_past(
+    ctx: SyncContext, sid: str, store: Store, notice: dict, dropped: list[dict]
+) -> list[tuple[dict, int]]:
     """The logs of the writers `notice` drops that this device applied past where the rekey froze them (the
     notice's "s"), frozen where this device read them (fetch.freeze_log at its peer row's revision): it
     pulled them while the rekeying device, having frozen them, had not published its notice yet. Written
     into the new members slot (a later freeze of a head is the one kept: frozen.merge_frozen), so that every
     device of the new generation, and every import, takes what this device holds; else it alone would.
-    A log that cannot be frozen so is said in the log and left out; a store that fails fails the take."""
+    A log that cannot be frozen so is said in the log and left out; a store that fails fails the take. Each with
+    the last seq it carries over (the dropped writer learns it from the old slot: rekeycarried)."""
     peers = {bytes(p["head_pk"]): p for p in await ctx.db.peers(sid)}
     out = []
     for m in dropped:
@@ -76,5 +79,5 @@ async def applied_past(ctx: SyncContext, sid: str, store: Store, notice: dict, d
                 extra={"session": sid, "device": member_name(m)},
             )
             continue
-        out.append(f[0])
+        out.append(f)
     return out

@@ -34,11 +34,10 @@ from ..stores import Store
 from . import dagcbor
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest
-from .membersobject import member_name
+from .membersobject import SEQ_MAX, member_name
 from .sharecode import ShareCode
 
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to
-SEQ_MAX = (1 << 63) - 1  # a log's seqs are SQLite integers: a notice's "s" past this names no log's end
 CHAIN_MAX = 8
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members

@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 from sessiond.storage.model import LogRun, Op
 from sessiond.stores.cid import BlobId, CIDError, digest, parse_ipfs_cid
 from sessiond.stores.registry import RegistryEntry, RegistryError
-from sessiond.sync import dagcbor
+from sessiond.sync import dagcbor, membersobject
 from sessiond.sync.crypto import (
     CHUNK_SIZE,
     CTX_HEAD_SIGNING,
@@ -30,9 +30,10 @@ from sessiond.sync.crypto import (
 )
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
 from sessiond.sync.manifest import CLAIMS_KEPT, encode_manifest, parse_manifest
-from sessiond.sync.membersobject import members_object, parse_members
+from sessiond.sync.membersobject import MEMBERS_VERSION, members_object, parse_carried, parse_members, unknown_of
 from sessiond.sync.pages import Entry, LogError, parse_page
 from sessiond.sync.push import LogWriter
+from sessiond.sync.rekeycarried import carried_entry, carried_message, carried_past, merge_carried
 from sessiond.sync.rekeyproof import notice_hash
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "FORMATS.md")
@@ -285,6 +286,87 @@ def test_members_object_vector_with_a_member_of_no_known_id():
         assert parse_members(obj)[0] == [members[0]]
     older = [{"head_pk": members[0]["head_pk"], "device_id": "None"}]
     assert b"None" not in dagcbor.encode(members_object("demo", older))
+
+
+def _carried_vector() -> tuple[SigningKey, dict, bytes, dict]:
+    """The `carried` vector's signer, notice, dropped head key and slot object."""
+    v = V["carried"]
+    signer = SigningKey(bytes.fromhex(v["signer_ed25519_seed_hex"]))
+    pk = bytes.fromhex(v["signer_head_pk_hex"])
+    assert pk == b"\xed" + bytes(signer.verify_key)
+    notice = {"a": b"\x02" * 32, "b": [{"k": pk, "x": b"\x04" * 80}], "d": "00112233aabbccdd", "t": 1700000000}
+    members = [{"head_pk": bytes.fromhex(m["head_pk_hex"]), "device_id": m["device"]} for m in v["slot_members"]]
+    return signer, notice, bytes.fromhex(v["dropped_head_pk_hex"]), {**members_object("demo", members), "rekey": notice}
+
+
+def test_carried_past_the_notice_vector():
+    """A kept writer's entry in the old slot's "c" (FORMATS.md §6, "Carried past the notice"), byte for byte."""
+    v = V["carried"]
+    signer, notice, dropped, obj = _carried_vector()
+    assert notice_hash(notice).hex() == v["notice_hash_hex"]
+    assert carried_message(notice, dropped, v["seq"]).hex() == v["signed_hex"]
+    entry = carried_entry(signer, notice, dropped, v["seq"])
+    assert entry["g"].hex() == v["signature_hex"]
+    assert dagcbor.encode(entry).hex() == v["entry_hex"]
+    plain = dagcbor.encode({**obj, "c": [entry]})
+    assert plain.hex() == v["object_hex"]
+    slot = dagcbor.decode(plain)
+    assert parse_carried(slot) == [entry]
+    assert carried_past(notice, parse_carried(slot), dropped) == v["seq"]
+    assert carried_past(notice, parse_carried(slot), entry["p"]) is None  # (an entry for another head key)
+    # with the notice's own "s": the furthest of the two
+    for s, want in ((3, 7), (9, 9)):
+        named = {**notice, "s": [{"k": dropped, "s": s}]}
+        assert carried_past(named, [], dropped) == s
+        assert carried_past(named, [carried_entry(signer, named, dropped, v["seq"])], dropped) == want
+        assert carried_past(named, [entry], dropped) == s  # (signed for the notice without "s": another notice)
+
+
+def test_a_slot_with_carried_entries_reads_as_before_to_an_older_sessiond(monkeypatch):
+    """ "c" is a field added under "v": 1: the members, notice and frozen logs of the slot read as they do
+    without it, and a sessiond that does not know it (its known fields without "c") keeps it as unknown."""
+    signer, notice, dropped, obj = _carried_vector()
+    slot = dagcbor.decode(bytes.fromhex(V["carried"]["object_hex"]))
+    assert slot["v"] == MEMBERS_VERSION == 1
+    assert parse_members(slot) == parse_members(obj)
+    assert unknown_of(slot) == {}
+    monkeypatch.setattr(membersobject, "KNOWN_FIELDS", membersobject.KNOWN_FIELDS - {"c"})
+    assert unknown_of(slot) == {"c": slot["c"]}
+
+
+def test_a_carried_entry_that_does_not_hold_is_ignored():
+    """Signed by a key the notice has no box for (a dropped writer's: it holds the old slot's key too), for
+    another notice or seq, or malformed: ignored, and what it would carry counted as held here."""
+    signer, notice, dropped, _ = _carried_vector()
+    good = carried_entry(signer, notice, dropped, 7)
+    other = SigningKey(b"\x09" * 32)
+    unboxed = carried_entry(other, notice, dropped, 9)
+    elsewhere = carried_entry(signer, {**notice, "t": 1700000001}, dropped, 9)
+    bad = [
+        unboxed,
+        elsewhere,
+        {**good, "s": 9},  # the seq changed, the signature not
+        {**good, "p": unboxed["p"], "g": unboxed["g"]},
+    ]
+    for e in bad:
+        assert carried_past(notice, parse_carried({"c": [e]}), dropped) is None
+        assert carried_past(notice, parse_carried({"c": [e, good]}), dropped) == 7
+    malformed = [
+        {**good, "x": 1},
+        {k: v for k, v in good.items() if k != "g"},
+        {**good, "s": True},
+        {**good, "s": -1},
+        {**good, "s": 1 << 63},
+        {**good, "g": good["g"][:63]},
+        {**good, "k": dropped[1:]},
+        "not an entry",
+    ]
+    for e in malformed:
+        assert parse_carried({"c": [e]}) == []
+    assert parse_carried({"c": "not a list"}) == []
+    # of two entries of one signer for one head key, the furthest
+    assert merge_carried([good], [carried_entry(signer, notice, dropped, 5)]) == [good]
+    assert len(merge_carried([good], [unboxed])) == 2
 
 
 @pytest.mark.parametrize(

@@ -252,3 +252,30 @@ async def test_the_revocation_counts_this_device_s_other_changes_past_its_log_s_
     assert await db.written_after(sid, seq) == ([f"{db.device_id}-{seq + 1}", f"{db.device_id}-{seq + 2}"], 2, 1)
     said = await left(sid, {"s": [{"k": me, "s": seq}]}, me)
     assert "2 messages" in said and "and 1 other change " in said and "are held here only" in said, said
+
+
+async def test_a_revocation_read_again_carried_further_raises_what_it_keeps_and_never_lowers_it(db):
+    """A kept writer's entry in the old slot can say, after this device took itself for revoked, that its log
+    was carried further than the notice said (sync/rekeycarried.py): the seq kept with the mark is raised, and
+    what is held here only counted past it; a read saying less (or nothing) changes nothing, and a mark whose
+    notice named no seq keeps counting everything."""
+    sid = (await db.create_session({"name": "s"}))["id"]
+    seqs = []
+    for i in range(4):
+        await db.append_messages(sid, [{"role": "user", "content": f"m{i}"}])
+        seqs.append(await db.last_seq(sid))
+    assert await db.mark_revoked(sid, seqs[0])
+    assert (await db.held_here(sid))["messages"] == 3
+    assert not await db.mark_revoked(sid, seqs[2])  # revoked already: carried further
+    assert (await db.held_here(sid))["messages"] == 1
+    for less in (seqs[1], None):
+        await db.mark_revoked(sid, less)
+        assert (await db.held_here(sid))["messages"] == 1
+    await db.mark_revoked(sid, seqs[3])
+    assert await db.held_here(sid) is None
+    other = (await db.create_session({"name": "t"}))["id"]
+    await db.append_messages(other, [{"role": "user", "content": "m"}])
+    assert await db.mark_revoked(other, None)
+    await db.mark_revoked(other, 5)
+    held = await db.held_here(other)
+    assert held is not None and held["messages"] == 1 and not held["known"], held

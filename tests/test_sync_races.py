@@ -318,3 +318,23 @@ def test_a_kept_writer_s_pull_that_read_the_dropped_writer_before_it_took_the_no
         wait_for(lambda: k.client().sync(sid, wait=True, timeout=3) and not _waiting_for(r, sid), timeout=60)
     _let_the_pulls_apply(k, fetched, applied)
     _every_device_alike(make_daemon, store_dir, r, k, sid)
+
+
+def test_a_dropped_writer_whose_log_a_kept_writer_froze_later_is_not_told_that_what_it_holds_is_held_here_only(
+    make_daemon, store_dir
+):
+    """R froze D's log; D wrote and K pulled it before R's notice was out; K then took the notice and froze D's
+    log where it had read it, a later freeze, which the new members slot carries: every device ends with what
+    D wrote meanwhile. D, which cannot open the new slot, was told by the notice's "s" (R's freeze) that it was
+    held here only (session `held_here`, `rm` refused, the pull's message): it would have kept, and sent again
+    with a new code, what every device holds. K writes how far it carried D's log, signed, to the old slot."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    _rekey_held_while(r, d, sid, "rekey.notice_put", k)  # K applies "D while R rekeys", past R's freeze of D
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
+    assert "D while R rekeys" in _messages(r, sid)
+    said = d.client().sync(sid, wait=True, timeout=10)["sessions"][sid]
+    got = d.client().get_session(sid)
+    assert got["access"] == "revoked"
+    assert "held_here" not in got, got["held_here"]
+    assert "held here only" not in said["pull_error"], said["pull_error"]
+    d.client().delete_session(sid)  # nothing held here only: `rm` deletes it
