@@ -1,6 +1,7 @@
 """One HTTP client for the network stores: a shared aiohttp session, timeouts, the classification of
 every failure into the classes of stores/errors.py, and retries (429/503 after the server's
-Retry-After, other 5xx but 507 (no room: StoreFull), answers cut short of their Content-Length,
+Retry-After, other 5xx but 507 (no room: StoreFull), answers cut short of their Content-Length or not
+valid HTTP (more bytes than it announced),
 timeouts (ours, or the server's 408) and refused connections with jittered exponential backoff).
 
 Secrets (tokens, passwords) go only into request headers. The client knows them (`secret()`) and
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
@@ -234,6 +236,10 @@ class HttpClient:
                 )
             except ShortAnswer as exc:  # reached, answered, the answer cut short: retried as a 5xx is
                 last = exc
+            except (aiohttp.ClientResponseError, HttpProcessingError) as exc:
+                if isinstance(exc, aiohttp.TooManyRedirects):
+                    raise StoreError(f"{what}: {self.scrub(str(exc))}") from None
+                last = self._not_http(what)  # reached, and its answer unusable: retried as a 5xx is
             except TimeoutError:
                 last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
             except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, its base: not a store down
@@ -295,6 +301,17 @@ class HttpClient:
                 await asyncio.sleep(delay)
         assert last is not None
         raise self._left_alone(last)
+
+    @staticmethod
+    def _not_http(what: str) -> ServerError:
+        """The server's answer could not be parsed as HTTP (aiohttp's parser refused it: a ClientResponseError
+        with no status of the server's own). Its words are left out: they quote the bytes that failed to parse,
+        the body of an object among them."""
+        return ServerError(
+            f"{what}: the server's answer is not valid HTTP: it sent more than its Content-Length announced, or"
+            " something other than an HTTP server answers at that address (a server or a proxy in front of it"
+            " counting its answers wrong)"
+        )
 
     def _tls_refused(self, what: str, exc: aiohttp.ClientSSLError) -> TlsRefused:
         """The TLS handshake failed: the certificate is not trusted here, or no TLS answers on the port. Not

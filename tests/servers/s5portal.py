@@ -42,6 +42,7 @@ class Faults:
     retry_after: str | None = None
     wrong_bytes: bool = False  # downloads answer other bytes
     truncated: bool = False  # downloads promise more bytes than they send
+    overlong: bool = False  # downloads send more bytes than their Content-Length announces
     wrong_cid: bool = False  # uploads answer another CID
     forged_head: bool = False  # registry reads answer an entry with a broken signature
     rollback_head: int | None = None  # registry reads answer this older revision (kept from history)
@@ -140,6 +141,15 @@ def make_app(portal: Portal) -> web.Application:
             await resp.write(data)
             request.transport.close()  # the connection drops before the promised length
             return resp
+        if portal.faults.overlong and request.transport is not None:
+            # one write, the object whole after a Content-Length announcing half of it: what follows the
+            # announced length is no HTTP answer (a server or proxy counting its body wrong)
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(data) // 2}\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            request.transport.write(head.encode() + data)
+            request.transport.close()
+            return web.Response()
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def blob_redirect(request: web.Request):
