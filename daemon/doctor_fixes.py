@@ -1,8 +1,8 @@
 """The fix `sessiond doctor` prints for a store's failure, by its class (stores/errors.py): waiting mends
 a store that is down, hung, failing on its side or rate-limiting (`sync --wait` once it answers), but not
 one that is full, refuses this device's credentials, has a TLS certificate this device does not trust,
-answers what does not verify, runs offline (a Kubo node started with --offline), or cannot take these
-writes at all: `sync --wait` is refused again at once by those, so each gets what does mend it."""
+answers what does not verify, runs offline (a Kubo node started with --offline), redirects elsewhere, or
+cannot take these writes at all: `sync --wait` is refused again at once by those, so each gets what does mend it."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..stores.errors import (
     ReadOnlyStore,
     StoreFull,
     StoreOffline,
+    StoreRedirected,
     TlsRefused,
 )
 from ..sync.errors import NEWER_FIX
@@ -110,6 +111,13 @@ def settled_fix(exc: BaseException | None, url: str, home: str, *, own: bool = T
             "sessiond stop && ulimit -f unlimited && sessiond start  # in the shell that starts the daemon (or"
             " LimitFSIZE=infinity in its service unit): past its file-size limit, no store's file, nor its"
             " database, can grow; then sessiond sync --wait"
+        )
+    if isinstance(exc, StoreRedirected):
+        if not own:
+            return _import_anew("the store's new URL, if it moved (this one redirects this device's requests)")
+        return (
+            f"{MOVE}  # URL: where the store redirects to, if it moved there; or have its operator check it (a proxy"
+            " in front of it sending this device's requests elsewhere)"
         )
     if isinstance(exc, (ObjectTooLarge, ReadOnlyStore)):
         return f"{MOVE}  # a store that takes this device's writes" if own else _import_anew("a store that takes them")

@@ -174,6 +174,7 @@ def settled(exc: BaseException) -> bool:
             ReadOnlyStore,
             LyingServer,
             StoreOffline,
+            StoreRedirected,
         ),
     )
 
@@ -215,6 +216,12 @@ class ShortAnswer(ServerError):
 
 class StoreTimeout(StoreError):
     """The server did not answer in time."""
+
+
+class StoreRedirected(StoreError):
+    """The server redirected a request where it is not followed: a write, or a request carrying this store's
+    credentials, to another server (stores/http.py _followed), or round in a loop. A store that moved, or a
+    proxy in front of it sending us elsewhere: waiting does not mend it, its new URL (or its operator) does."""
 
 
 class ReadOnlyStore(StoreError):
@@ -279,6 +286,8 @@ def failure_kind(exc: BaseException) -> str:
         return "answering what does not verify"
     if isinstance(exc, ReadOnlyStore):
         return "read-only"
+    if isinstance(exc, StoreRedirected):
+        return "redirecting us elsewhere"
     if isinstance(exc, ObjectTooLarge):
         return "refusing objects this large"
     return "failing"
@@ -304,6 +313,7 @@ FAILURE_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...]
     (StoreOffline, "offline"),
     (LyingServer, "lying"),
     (ReadOnlyStore, "read_only"),
+    (StoreRedirected, "redirected"),
 )
 
 
@@ -351,6 +361,8 @@ def failure_fix(exc: BaseException) -> str:
         return f"this store cannot be written: {MOVE_STORE}"
     if isinstance(exc, ObjectTooLarge):
         return f"this store refuses objects this large: {MOVE_STORE}"
+    if isinstance(exc, StoreRedirected):
+        return f"if the store moved to where it points, {MOVE_STORE} with that URL; else have its operator check it"
     return "check the store and try again"
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
@@ -36,11 +37,16 @@ from .errors import (
     ServerError,
     ShortAnswer,
     StoreFull,
+    StoreRedirected,
     StoreTimeout,
     StoreUnreachable,
     TlsRefused,
     server_wait,
 )
+
+# the redirects HttpClient follows (where safe: _followed), and how many in a row
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 
 # a connection the server broke under a request (a server stopping resets its open ones): the store
 # unreachable for now, as a disconnection is, not a refusal
@@ -202,7 +208,6 @@ class HttpClient:
         passthrough: tuple[int, ...] = (),
         final: Callable[[Reply], bool] | None = None,
         retry: bool = True,
-        allow_redirects: bool = True,
         max_body: int | None = None,
         capped: bool = False,
     ) -> Reply:
@@ -210,7 +215,9 @@ class HttpClient:
         `ok` or `passthrough` (the caller interprets those, e.g. 404); raises a classified StoreError
         otherwise. `body` is a function making the request body (a FormData cannot be sent twice).
         `final(reply)` may say that a 5xx is an answer, not a failure (Kubo answers every error 500).
-        `capped`: every attempt waits for the request-rate cap first (a retry is a request too)."""
+        `capped`: every attempt waits for the request-rate cap first (a retry is a request too). A redirect is
+        followed for a read only (GET, HEAD), and only within this server when the request carries credentials
+        (_followed): anything else redirected is a StoreRedirected."""
         attempts = self.retry.attempts if retry else 1
         what = self._what(method, path)
         left = self.not_before - time.monotonic()
@@ -224,21 +231,18 @@ class HttpClient:
             if capped:
                 await self.cap.acquire()
             try:
-                reply = await self._once(
+                reply = await self._followed(
                     method,
                     path,
                     params=params,
                     headers=headers,
                     data=body() if body else None,
                     json=json,
-                    allow_redirects=allow_redirects,
                     max_body=max_body or self.max_body,
                 )
             except ShortAnswer as exc:  # reached, answered, the answer cut short: retried as a 5xx is
                 last = exc
-            except (aiohttp.ClientResponseError, HttpProcessingError) as exc:
-                if isinstance(exc, aiohttp.TooManyRedirects):
-                    raise StoreError(f"{what}: {self.scrub(str(exc))}") from None
+            except (aiohttp.ClientResponseError, HttpProcessingError):
                 last = self._not_http(what)  # reached, and its answer unusable: retried as a 5xx is
             except TimeoutError:
                 last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
@@ -331,40 +335,61 @@ class HttpClient:
             self.not_before = max(self.not_before, time.monotonic() + wait)
         return exc
 
-    async def _once(
-        self, method: str, path: str, *, params, headers, data, json, allow_redirects, max_body: int
-    ) -> Reply:
+    async def _followed(self, method: str, path: str, *, params, headers, data, json, max_body: int) -> Reply:
+        """The answer to one request, its redirects followed where that is safe: a read's (GET, HEAD: nothing
+        is sent but the request, and what comes back is verified by its hash or signature), within this
+        server's origin, or anywhere when it carries no credentials (a public gateway's path redirected to its
+        subdomain); never a write's (its body is for this store), nor a request with this store's credentials
+        to another server (aiohttp would send it there without them, and its refusal would be said as this
+        store's). A redirect not followed, or more than MAX_REDIRECTS of them, is a StoreRedirected naming
+        where it points."""
+        url, what = self.base + path, self._what(method, path)
+        for _ in range(MAX_REDIRECTS + 1):
+            reply = await self._once(
+                method, url, what, params=params, headers=headers, data=data, json=json, max_body=max_body
+            )
+            location = reply.headers.get("Location") if reply.status in REDIRECTS else None
+            if not location:
+                return reply  # (a 3xx with nowhere to go is the server's refusal: request() says it so)
+            try:
+                target = yarl.URL(url).join(yarl.URL(location))
+            except ValueError:
+                target = None
+            shown = self.scrub(shown_url(str(target) if target is not None else location))
+            moved = f"{what}: the server redirects it (HTTP {reply.status}) to {shown}"
+            if target is None or target.scheme not in ("http", "https"):
+                raise StoreRedirected(f"{moved}, which is no HTTP address")
+            if method not in ("GET", "HEAD"):
+                raise StoreRedirected(f"{moved}; a write to a store is not sent elsewhere")
+            own = target.origin() == yarl.URL(self.base).origin()
+            if not own and any(k.lower() == "authorization" for k in headers or {}):
+                raise StoreRedirected(f"{moved}, another server; this store's credentials are not sent there")
+            url, params = str(target), None
+        raise StoreRedirected(f"{what}: the server redirects it round and round (more than {MAX_REDIRECTS} redirects)")
+
+    async def _once(self, method: str, url: str, what: str, *, params, headers, data, json, max_body: int) -> Reply:
         session = self._session_for_loop()
         async with asyncio.timeout(self.timeout):
             async with session.request(
-                method,
-                self.base + path,
-                params=params,
-                headers=headers,
-                data=data,
-                json=json,
-                allow_redirects=allow_redirects,
+                method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
             ) as resp:
                 chunks, size = [], 0
                 while True:
                     try:
                         chunk = await resp.content.read(1 << 16)
                     except aiohttp.ClientPayloadError:
-                        raise self._short(method, path, resp, size) from None
+                        raise self._short(what, resp, size) from None
                     if not chunk:
                         break
                     size += len(chunk)
                     if size > max_body:
-                        raise ServerError(
-                            f"{self._what(method, path)}: the answer is larger than {max_body} bytes", resp.status
-                        )
+                        raise ServerError(f"{what}: the answer is larger than {max_body} bytes", resp.status)
                     chunks.append(chunk)
                 self._note_date(resp.headers.get("Date"))
                 return Reply(resp.status, resp.headers, b"".join(chunks))
 
-    def _short(self, method: str, path: str, resp: aiohttp.ClientResponse, size: int) -> ShortAnswer:
+    def _short(self, what: str, resp: aiohttp.ClientResponse, size: int) -> ShortAnswer:
         """The answer broke off after `size` bytes (as read: decoded, if the server compressed it)."""
-        what = self._what(method, path)
         promised = resp.content_length
         if promised is not None and not resp.headers.get("Content-Encoding"):
             said = f"the store sent {size} of {promised} bytes it promised (Content-Length), then closed the connection"

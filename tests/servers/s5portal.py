@@ -48,6 +48,7 @@ class Faults:
     rollback_head: int | None = None  # registry reads answer this older revision (kept from history)
     hang: asyncio.Event | None = None  # requests wait on this event (a server that does not answer)
     registration_open: bool = True
+    redirect: str | None = None  # every request is answered 307 to this base URL, its path kept (sent elsewhere)
     body: bytes | None = None  # every request is answered 200 with these bytes (a server that lies)
     fail_heads: set = field(default_factory=set)  # registry reads of these public keys answer 500
 
@@ -86,6 +87,8 @@ def make_app(portal: Portal) -> web.Application:
             f.times -= 1
             headers = {"Retry-After": f.retry_after} if f.retry_after else {}
             return web.Response(status=f.status, text="simulated fault", headers=headers)
+        if f.redirect is not None:
+            raise web.HTTPTemporaryRedirect(f.redirect + request.path_qs)
         if f.body is not None:
             return web.Response(status=200, body=f.body, content_type="application/json")
         try:
