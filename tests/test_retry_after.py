@@ -215,3 +215,34 @@ def test_a_retry_after_in_digits_float_refuses_is_no_retry_after():
     Retry-After, as any other that is neither seconds nor a date."""
     assert retry_after_seconds("\u00b2") is None
     assert retry_after_seconds(" 120 ") == 120.0
+
+
+def test_a_retry_after_of_0_is_no_wait_the_store_asked_for(portal, tmp_path):
+    """A store storming 429s with `Retry-After: 0` asks for no wait at all: the wait between the tries is the
+    daemon's own backoff. On main that backoff was said as the store's (`retry_after` true, "next try in 6 s as
+    the store asked (Retry-After)"), kept `sessiond sync` from skipping it, and ended `sync --wait` early, as
+    for a wish past its --timeout, which the store never made; it tries until its --timeout now, as for any
+    store failing that waiting may mend, and the write goes once the store takes it."""
+    p, server = portal
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{server.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="limited", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        assert run_cli(d.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+        refuse(p, "0")
+        with d.client() as c:
+            c.append(sid, "user", "during the storm")
+        t0 = time.monotonic()
+        res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "10")
+        took = time.monotonic() - t0
+        assert res.returncode == 1, res
+        said = res.stdout + res.stderr
+        assert "as the store asked" not in said and "Retry-After) to wait" not in said, said
+        assert "for the store's Retry-After" not in said, said
+        assert took >= 9.5, (took, said)  # main: ended at ~6 s, "the store asked (Retry-After) to wait 6 s"
+        assert not state(d, sid).get("retry_after"), state(d, sid)
+        p.faults.times = 0
+        res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "30")
+        assert res.returncode == 0 and "all pushed and pulled" in res.stdout, res
+    finally:
+        d.stop()
