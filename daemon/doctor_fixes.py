@@ -18,6 +18,7 @@ from ..stores.errors import (
     FolderFileTooLarge,
     LyingServer,
     ObjectTooLarge,
+    PlainHttpThere,
     ReadOnlyStore,
     StoreFull,
     StoreOffline,
@@ -91,6 +92,13 @@ def settled_fix(exc: BaseException | None, url: str, home: str, *, own: bool = T
         return (
             f"chown -R {user} {path} && chmod -R u+rwX {path}  # (as root or the folder's owner) the daemon's user"
             " must read and write the store folder and every folder in it; then sessiond sync --wait"
+        )
+    if isinstance(exc, PlainHttpThere):
+        if not own:
+            return _import_anew("a URL of the store that works (this one says https; its server answers plain HTTP)")
+        return (
+            f"{MOVE}  # URL: the store's HTTPS port (a relay serves HTTPS with sessiond serve --cert), or its http://"
+            " one on a network you trust: the server on this port answers plain HTTP, and the URL says https"
         )
     if isinstance(exc, TlsRefused):
         return (

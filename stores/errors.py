@@ -55,6 +55,11 @@ class TlsRefused(StoreError):
     this device: trying again meets the same certificate."""
 
 
+class PlainHttpThere(TlsRefused):
+    """A URL saying https whose server answers plain HTTP on that port: no TLS there at all, not a certificate
+    this device does not trust (no SSL_CERT_FILE mends it). Its URL does: its HTTPS port, or an http:// one."""
+
+
 class StoreOffline(StoreError):
     """A Kubo node started with `ipfs daemon --offline`: it answers, keeps blocks, and takes records put
     with allow-offline, but refuses every routing/get (so no head can be read, nor published: a publish
@@ -153,6 +158,13 @@ TLS_FIX = (
     "a store with a certificate of its own (sessiond serve --cert): start this device's daemon with "
     "SSL_CERT_FILE=/path/to/that-cert.pem (or its CA's); else check the URL (https:// to a server "
     "speaking TLS on that port)"
+)
+
+
+PLAIN_HTTP_FIX = (
+    "the URL says https, but the server on that port answers plain HTTP: use the URL of its HTTPS port (a relay"
+    " serves HTTPS with `sessiond serve --cert`), or an http:// one (s5+http://, on a network you trust only),"
+    " restarting the daemon with `--store URL --change-store`"
 )
 
 
@@ -268,6 +280,8 @@ def failure_kind(exc: BaseException) -> str:
         return "refusing our credentials"
     if isinstance(exc, FolderDenied):
         return "refusing access (permission denied)"
+    if isinstance(exc, PlainHttpThere):
+        return "answering plain HTTP where its URL says https"
     if isinstance(exc, TlsRefused):
         return "not trusted for a secure connection (TLS)"
     if isinstance(exc, RateLimited):
@@ -336,6 +350,8 @@ def failure_fix(exc: BaseException) -> str:
         return "check this device's credentials for the store (its invite, token or password)"
     if isinstance(exc, FolderDenied):
         return "fix the folder's permissions (the daemon's user must read and write it), then try again"
+    if isinstance(exc, PlainHttpThere):
+        return PLAIN_HTTP_FIX
     if isinstance(exc, TlsRefused):
         return TLS_FIX
     if isinstance(exc, RateLimited):

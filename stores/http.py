@@ -33,6 +33,7 @@ from .errors import (
     AuthRefused,
     NoRelayAccount,
     ObjectTooLarge,
+    PlainHttpThere,
     RateLimited,
     ServerError,
     ShortAnswer,
@@ -247,7 +248,7 @@ class HttpClient:
             except TimeoutError:
                 last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
             except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, its base: not a store down
-                raise self._tls_refused(what, exc) from None
+                raise await self._tls_refused(what, exc) from None
             except aiohttp.ClientConnectorError as exc:
                 last = StoreUnreachable(
                     f"{what}: cannot connect ({self.scrub(str(exc.os_error or exc))}); "
@@ -317,16 +318,41 @@ class HttpClient:
             " counting its answers wrong)"
         )
 
-    def _tls_refused(self, what: str, exc: aiohttp.ClientSSLError) -> TlsRefused:
-        """The TLS handshake failed: the certificate is not trusted here, or no TLS answers on the port. Not
-        retried: the next try meets the same certificate."""
+    async def _tls_refused(self, what: str, exc: aiohttp.ClientSSLError) -> TlsRefused:
+        """The TLS handshake failed: the certificate is not trusted here, or no TLS answers on the port (a
+        server answering plain HTTP there is told apart: _plain_http). Not retried: the next try meets the same
+        certificate."""
         said = self.scrub(str(getattr(exc, "certificate_error", None) or exc.os_error or exc))
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return TlsRefused(
                 f"{what}: the server's TLS certificate is not trusted by this device ({said}); a certificate of"
                 " its own (sessiond serve --cert) is trusted by starting the daemon with SSL_CERT_FILE=that file"
             )
+        where = yarl.URL(self.base)
+        if await self._plain_http(where):
+            return PlainHttpThere(
+                f"{what}: the server at {where.host}:{where.port} answers plain HTTP, not HTTPS: there is no TLS"
+                " on that port"
+            )
         return TlsRefused(f"{what}: no secure connection (TLS) could be made ({said}); does it serve HTTPS there?")
+
+    async def _plain_http(self, where: yarl.URL) -> bool:
+        """Whether what answers at `where`'s host and port is a plain HTTP server: one HEAD / of HTTP/1.0 in the
+        clear (no path, no header of ours: nothing of a request to the store), its answer's first bytes read."""
+        if where.scheme != "https" or not where.host:
+            return False
+        try:
+            async with asyncio.timeout(min(self.timeout, 5.0)):
+                reader, writer = await asyncio.open_connection(where.host, where.port)
+                try:
+                    writer.write(b"HEAD / HTTP/1.0\r\n\r\n")
+                    await writer.drain()
+                    first = await reader.read(5)
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            return False
+        return first == b"HTTP/"
 
     def _left_alone(self, exc: StoreError) -> StoreError:
         """`exc`, the request's failure; a Retry-After in it (capped) holds every request until it is over."""
