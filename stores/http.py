@@ -292,7 +292,7 @@ class HttpClient:
                     if wait is not None:
                         if wait > self.retry.max_retry_after:
                             raise self._left_alone(last)
-                        delay = wait
+                        delay = max(wait, self._backoff(attempt))  # (a Retry-After: 0 is no hot loop)
                 elif reply.status == 408:  # the server (or a proxy) did not get the whole request in time
                     last = StoreTimeout(f"{what}: the server did not receive the request in time ({detail})")
                 elif reply.status >= 500:
@@ -300,12 +300,15 @@ class HttpClient:
                 else:
                     raise StoreError(f"{what}: the server refused the request ({detail})")
             if attempt + 1 < attempts:
-                if delay is None:
-                    cap = min(self.retry.max_backoff, self.retry.backoff * (2**attempt))
-                    delay = random.uniform(cap / 2, cap)  # jitter: retries of many clients spread out
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         assert last is not None
         raise self._left_alone(last)
+
+    def _backoff(self, attempt: int) -> float:
+        """The wait before try `attempt` + 2: doubled each try up to max_backoff, jittered down to half of it, so
+        that the retries of many clients spread out."""
+        cap = min(self.retry.max_backoff, self.retry.backoff * (2**attempt))
+        return random.uniform(cap / 2, cap)
 
     @staticmethod
     def _not_http(what: str) -> ServerError:

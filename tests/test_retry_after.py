@@ -246,3 +246,25 @@ def test_a_retry_after_of_0_is_no_wait_the_store_asked_for(portal, tmp_path):
         assert res.returncode == 0 and "all pushed and pulled" in res.stdout, res
     finally:
         d.stop()
+
+
+async def test_a_429_storm_with_retry_after_0_is_not_tried_back_to_back():
+    """Within one request, a 429 whose Retry-After is shorter than the client's own backoff was tried again
+    after exactly that: `Retry-After: 0` sent its tries back to back, with no pause at all (4 requests within a
+    few ms, for each session a push worker takes, a store rate-limiting every one of them, where a 500 storm
+    is tried after the backoff). The wait between tries is the longer of the store's and the backoff's now."""
+    p = Portal()
+    running = await Running(make_app(p)).start()
+    p.authority = f"127.0.0.1:{running.port}"
+    store = S5Store(f"s5+http://{p.authority}", retry=RetryPolicy(attempts=3, backoff=2.0, max_backoff=2.0), timeout=5)
+    try:
+        refuse(p, "0")
+        t0 = time.monotonic()
+        with pytest.raises(RateLimited):
+            await store.get_head(b"\xed" + b"\x03" * 32)
+        took = time.monotonic() - t0
+        assert len(p.requests) == 3
+        assert took >= 2 * 1.0, took  # two waits of the jittered backoff (1 to 2 s each); main: a few ms
+    finally:
+        await store.close()
+        await running.stop()
