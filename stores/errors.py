@@ -236,6 +236,11 @@ class StoreRedirected(StoreError):
     proxy in front of it sending us elsewhere: waiting does not mend it, its new URL (or its operator) does."""
 
 
+class SlowAnswer(StoreTimeout):
+    """The server answered, but its answer was still arriving when the time was up (a slow drip: a server
+    overloaded, a link this slow). Retried as a timeout; a store_timeout long enough for it mends it too."""
+
+
 class ReadOnlyStore(StoreError):
     """A write to a store that can only be read (a gateway)."""
 
@@ -274,6 +279,8 @@ def failure_kind(exc: BaseException) -> str:
     """A failing store's class, as a person reads it."""
     if isinstance(exc, StoreUnreachable):
         return "unreachable"
+    if isinstance(exc, SlowAnswer):
+        return "answering too slowly (timed out)"
     if isinstance(exc, (StoreTimeout, TimeoutError)):
         return "not answering (timed out)"
     if isinstance(exc, AuthRefused):
@@ -342,8 +349,16 @@ def failure_fix(exc: BaseException) -> str:
         return "mount the store folder's disk or share, or put the folder back, then try again"
     if isinstance(exc, StoreUnreachable):
         return "check that the store is running and its URL is right, then try again"
+    if isinstance(exc, SlowAnswer):
+        return (
+            "the store (or the network to it) sends its answers too slowly to arrive within the store timeout: check"
+            " it, or give it longer (store_timeout in config.toml, then a restart), then try again"
+        )
     if isinstance(exc, (StoreTimeout, TimeoutError)):
-        return "check the store (it accepts connections but does not answer), then try again"
+        return (
+            "check the store (it accepts connections but does not answer in time: down on its side, overloaded, or"
+            " too slow for store_timeout in config.toml), then try again"
+        )
     if isinstance(exc, AccountRevoked):
         return "ask the relay's owner to restore this device's account (sessiond serve revoke --undo ACCOUNT)"
     if isinstance(exc, AuthRefused):

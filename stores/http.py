@@ -37,6 +37,7 @@ from .errors import (
     RateLimited,
     ServerError,
     ShortAnswer,
+    SlowAnswer,
     StoreFull,
     StoreRedirected,
     StoreTimeout,
@@ -81,6 +82,16 @@ def file_form(
         return f
 
     return form
+
+
+@dataclass
+class Arriving:
+    """How far one try's answer got: its status once its head arrived, its body's bytes read so far, and how
+    many its Content-Length promised (for a try whose time was up: HttpClient._timed_out)."""
+
+    status: int | None = None
+    size: int = 0
+    promised: int | None = None
 
 
 @dataclass
@@ -231,6 +242,7 @@ class HttpClient:
             delay: float | None = None
             if capped:
                 await self.cap.acquire()
+            arriving = Arriving()
             try:
                 reply = await self._followed(
                     method,
@@ -240,13 +252,14 @@ class HttpClient:
                     data=body() if body else None,
                     json=json,
                     max_body=max_body or self.max_body,
+                    arriving=arriving,
                 )
             except ShortAnswer as exc:  # reached, answered, the answer cut short: retried as a 5xx is
                 last = exc
             except (aiohttp.ClientResponseError, HttpProcessingError):
                 last = self._not_http(what)  # reached, and its answer unusable: retried as a 5xx is
             except TimeoutError:
-                last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
+                last = self._timed_out(what, arriving)
             except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, its base: not a store down
                 raise await self._tls_refused(what, exc) from None
             except aiohttp.ClientConnectorError as exc:
@@ -303,6 +316,16 @@ class HttpClient:
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         assert last is not None
         raise self._left_alone(last)
+
+    def _timed_out(self, what: str, arriving: Arriving) -> StoreTimeout:
+        """The try's time was up: with no answer yet, or (SlowAnswer) with one still arriving (a slow drip)."""
+        if arriving.status is None:
+            return StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
+        of = f" of {arriving.promised}" if arriving.promised is not None else ""
+        return SlowAnswer(
+            f"{what}: its answer (HTTP {arriving.status}) was still arriving after {self.timeout:g} s, {arriving.size}"
+            f"{of} bytes in"
+        )
 
     def _backoff(self, attempt: int) -> float:
         """The wait before try `attempt` + 2: doubled each try up to max_backoff, jittered down to half of it, so
@@ -364,7 +387,9 @@ class HttpClient:
             self.not_before = max(self.not_before, time.monotonic() + wait)
         return exc
 
-    async def _followed(self, method: str, path: str, *, params, headers, data, json, max_body: int) -> Reply:
+    async def _followed(
+        self, method: str, path: str, *, params, headers, data, json, max_body: int, arriving: Arriving
+    ) -> Reply:
         """The answer to one request, its redirects followed where that is safe: a read's (GET, HEAD: nothing
         is sent but the request, and what comes back is verified by its hash or signature), within this
         server's origin, or anywhere when it carries no credentials (a public gateway's path redirected to its
@@ -375,7 +400,15 @@ class HttpClient:
         url, what = self.base + path, self._what(method, path)
         for _ in range(MAX_REDIRECTS + 1):
             reply = await self._once(
-                method, url, what, params=params, headers=headers, data=data, json=json, max_body=max_body
+                method,
+                url,
+                what,
+                params=params,
+                headers=headers,
+                data=data,
+                json=json,
+                max_body=max_body,
+                arriving=arriving,
             )
             location = reply.headers.get("Location") if reply.status in REDIRECTS else None
             if not location:
@@ -396,12 +429,15 @@ class HttpClient:
             url, params = str(target), None
         raise StoreRedirected(f"{what}: the server redirects it round and round (more than {MAX_REDIRECTS} redirects)")
 
-    async def _once(self, method: str, url: str, what: str, *, params, headers, data, json, max_body: int) -> Reply:
+    async def _once(
+        self, method: str, url: str, what: str, *, params, headers, data, json, max_body: int, arriving: Arriving
+    ) -> Reply:
         session = self._session_for_loop()
         async with asyncio.timeout(self.timeout):
             async with session.request(
                 method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
             ) as resp:
+                arriving.status, arriving.promised, arriving.size = resp.status, resp.content_length, 0
                 chunks, size = [], 0
                 while True:
                     try:
@@ -411,6 +447,7 @@ class HttpClient:
                     if not chunk:
                         break
                     size += len(chunk)
+                    arriving.size = size
                     if size > max_body:
                         raise ServerError(f"{what}: the answer is larger than {max_body} bytes", resp.status)
                     chunks.append(chunk)

@@ -43,6 +43,7 @@ class Faults:
     wrong_bytes: bool = False  # downloads answer other bytes
     truncated: bool = False  # downloads promise more bytes than they send
     overlong: bool = False  # downloads send more bytes than their Content-Length announces
+    drip: float | None = None  # every answer's body is sent one byte every this many seconds (a slow drip)
     wrong_cid: bool = False  # uploads answer another CID
     forged_head: bool = False  # registry reads answer an entry with a broken signature
     rollback_head: int | None = None  # registry reads answer this older revision (kept from history)
@@ -51,6 +52,21 @@ class Faults:
     redirect: str | None = None  # every request is answered 307 to this base URL, its path kept (sent elsewhere)
     body: bytes | None = None  # every request is answered 200 with these bytes (a server that lies)
     fail_heads: set = field(default_factory=set)  # registry reads of these public keys answer 500
+
+
+async def dripped(request: web.Request, answer: web.StreamResponse, faults: Faults) -> web.StreamResponse:
+    """`answer` (a whole Response) sent at once, its body then one byte every `faults.drip` seconds (the rest at
+    once when the fault is cleared)."""
+    body = answer.body if isinstance(answer, web.Response) and isinstance(answer.body, bytes) else b""
+    resp = web.StreamResponse(status=answer.status, headers={**answer.headers, "Content-Length": str(len(body))})
+    await resp.prepare(request)
+    sent = 0
+    while sent < len(body) and faults.drip is not None:
+        await resp.write(body[sent : sent + 1])
+        sent += 1
+        await asyncio.sleep(faults.drip)  # the fault itself (a server this slow), not a wait
+    await resp.write(body[sent:])
+    return resp
 
 
 @dataclass
@@ -91,6 +107,8 @@ def make_app(portal: Portal) -> web.Application:
             raise web.HTTPTemporaryRedirect(f.redirect + request.path_qs)
         if f.body is not None:
             return web.Response(status=200, body=f.body, content_type="application/json")
+        if f.drip is not None:
+            return await dripped(request, await handler(request), f)
         try:
             return await handler(request)
         except web.HTTPException:
