@@ -12,6 +12,7 @@ header, and the client's repr shows only the base URL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import errno
 import random
@@ -179,6 +180,11 @@ class HttpClient:
 
     def __repr__(self) -> str:
         return f"<HttpClient {shown_url(self.base)}>"
+
+    def fail_rate_limits_at_once(self) -> None:
+        """A Retry-After (of more than 0 s) is no longer waited for inside a request: RateLimited at once, the
+        wait held for every request (Store.fail_rate_limits_at_once)."""
+        self.retry = dataclasses.replace(self.retry, max_retry_after=0.0)
 
     def secret(self, value: str) -> str:
         """Remember `value` as a secret (scrubbed from every message, this client's pieces of it too, and from

@@ -363,6 +363,9 @@ class S5Store(Store):
         except StoreError:
             return False
 
+    def fail_rate_limits_at_once(self) -> None:
+        self.http.fail_rate_limits_at_once()
+
     async def close(self) -> None:
         if self._feed is not None:
             await self._feed.stop()

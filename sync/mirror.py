@@ -100,6 +100,8 @@ class MirrorStore(Store):
         if len(stores) < 2:
             raise StoreError("a mirror is two stores or more")
         self.stores = stores
+        for s in stores:  # a store's Retry-After is waited for by the drain, not by a write the others took
+            s.fail_rate_limits_at_once()
         self.url = SEPARATOR.join(s.url for s in stores)
         self.outbox = outbox
         self.timeout = timeout

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from conftest import DaemonProc, follower_pair, run_cli, wait_for
+from conftest import DaemonProc, eventually, follower_pair, run_cli, wait_for
 from servers.s5portal import Portal, Running, Threaded, make_app
 from sessiond.storage.database import Database
+from sessiond.stores.cid import digest
 from sessiond.stores.errors import RateLimited
 from sessiond.stores.http import RetryPolicy, retry_after_seconds
 from sessiond.stores.s5 import S5Store
@@ -268,3 +269,42 @@ async def test_a_429_storm_with_retry_after_0_is_not_tried_back_to_back():
     finally:
         await store.close()
         await running.stop()
+
+
+async def test_a_mirror_store_asking_for_a_short_wait_holds_no_write_and_is_said_as_rate_limiting(tmp_path):
+    """One store of a mirror answering 429 with a Retry-After its HTTP client waits for inside the request (up to
+    30 s): the write another store took at once was held LAG (5 s) for it, and the store was then failed as one
+    that did not answer (\"no answer 5 s after another store of the mirror took the write\", a timeout, its
+    Retry-After lost: the drain asked again after its own short backoff). A mirror's stores are not waited for
+    inside a request now: the store is failed at once as rate-limiting, with its wait, and what it missed goes
+    to its outbox, sent once that wait is over."""
+    portals, servers, stores = [], [], []
+    for _ in range(2):
+        p = Portal()
+        running = await Running(make_app(p)).start()
+        p.authority = f"127.0.0.1:{running.port}"
+        portals.append(p)
+        servers.append(running)
+        retry = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05)  # (max_retry_after: 30 s, the default)
+        stores.append(S5Store(f"s5+http://{p.authority}", account_seed=b"\x07" * 32, retry=retry, timeout=10))
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    mirror = MirrorStore(stores, db.outbox, timeout=10)
+    await mirror.started()
+    try:
+        await mirror.put(b"before")  # (each logged in)
+        refuse(portals[1], "4")
+        t0 = time.monotonic()
+        await mirror.put(b"to both")
+        took = time.monotonic() - t0
+        assert took < 2, took  # main: 5 s (LAG)
+        rows = await mirror.status()
+        assert rows[1]["failure"] == "rate-limiting us" and rows[1].get("retry_after"), rows  # main: timed out
+        assert 2 <= rows[1]["retry_in"] <= 4 and rows[1]["pending"] == 1, rows
+        portals[1].faults.times = 0
+        await eventually(lambda: mirror.health[stores[1].url].pending == 0, 15, what="the outbox sent")
+        assert await stores[1].get(digest(b"to both")) == b"to both"
+    finally:
+        await mirror.close()
+        await db.close()
+        for running in servers:
+            await running.stop()
