@@ -43,6 +43,9 @@ class Faults:
     wrong_bytes: bool = False  # downloads answer other bytes
     truncated: bool = False  # downloads promise more bytes than they send
     overlong: bool = False  # downloads send more bytes than their Content-Length announces
+    # DELETE /s5/delete/{cid} answers 401 "Endpoint disabled in config.toml", as S5's node does when its config
+    # leaves http.api.delete off (s5-dev/S5 lib/http_api/http_api.dart); else no such route here (404)
+    delete_disabled: bool = False
     drip: float | None = None  # every answer's body is sent one byte every this many seconds (a slow drip)
     wrong_cid: bool = False  # uploads answer another CID
     forged_head: bool = False  # registry reads answer an entry with a broken signature
@@ -173,6 +176,12 @@ def make_app(portal: Portal) -> web.Application:
             return web.Response()
         return web.Response(body=data, content_type="application/octet-stream")
 
+    async def delete(request: web.Request):
+        need_auth(request)
+        if portal.faults.delete_disabled:
+            raise web.HTTPUnauthorized(text="Endpoint disabled in config.toml")
+        raise web.HTTPNotFound(text="not found")  # (no delete modelled: as a portal without the route)
+
     async def blob_redirect(request: web.Request):
         lookup(request.match_info["cid"])
         raise web.HTTPTemporaryRedirect(f"/s5/download/{request.match_info['cid']}")
@@ -269,6 +278,7 @@ def make_app(portal: Portal) -> web.Application:
     app.router.add_post("/s5/upload", upload)
     app.router.add_get("/s5/download/{cid}", download)
     app.router.add_get("/s5/blob/{cid}", blob_redirect)
+    app.router.add_delete("/s5/delete/{cid}", delete)
     app.router.add_get("/s5/registry", registry_get)
     app.router.add_post("/s5/registry", registry_post)
     app.router.add_get("/s5/account/register", challenge_get(1))
