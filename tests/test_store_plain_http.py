@@ -11,21 +11,16 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli
+from portalstore import failure_of, one_session, served_portal
 from sessiond.stores.errors import TlsRefused, describe_failure, failure_code, settled
 from sessiond.stores.http import HttpClient
 
 
 async def test_an_https_url_to_a_plain_http_server_says_it_answers_plain_http(tmp_path):
-    from portalstore import served_portal
-
     async with served_portal() as p:
         client = HttpClient(f"https://{p.authority}")
         try:
-            await client.request("GET", "/s5/registry", params={"pk": "x"})
-        except TlsRefused as exc:
-            failure = exc
-        else:
-            raise AssertionError("a plain HTTP server was taken for an HTTPS one")
+            failure = await failure_of(client.request("GET", "/s5/registry", params={"pk": "x"}), TlsRefused)
         finally:
             await client.close()
         said = describe_failure(failure, f"s5+https://{p.authority}")
@@ -36,10 +31,7 @@ async def test_an_https_url_to_a_plain_http_server_says_it_answers_plain_http(tm
 
 def test_doctor_and_a_share_through_an_https_url_to_a_plain_http_store_say_so(make_daemon, portal):
     p, url = portal
-    d = make_daemon(url.replace("s5+http://", "s5+https://")).start()
-    c = d.client()
-    sid = c.create_session(name="no tls")["id"]
-    c.append(sid, "user", "one")
+    d, c, sid = one_session(make_daemon, url.replace("s5+http://", "s5+https://"), "no tls")
     res = run_cli(d.home, "sync", "--wait", "--timeout", "30")
     assert res.returncode == 1 and "plain HTTP" in res.stdout + res.stderr, res.stdout + res.stderr
     doctor = json.loads(run_cli(d.home, "doctor", "--json").stdout)["findings"]

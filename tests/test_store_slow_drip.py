@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli, write_config
-from portalstore import s5, served_portal
+from portalstore import failure_of, one_session, s5, served_portal
 from sessiond.stores.errors import StoreTimeout, describe_failure, failure_code, settled
 
 
@@ -23,11 +23,7 @@ async def test_a_slow_drip_is_said_as_an_answer_still_arriving_not_as_no_answer(
         h = await store.put(b"x" * 100)
         p.faults.drip = 0.1  # 100 bytes: 10 s, past the client's 1 s
         try:
-            await store.get(h)
-        except StoreTimeout as exc:
-            failure = exc
-        else:
-            raise AssertionError("the drip was waited out")
+            failure = await failure_of(store.get(h), StoreTimeout)
         finally:
             p.faults.drip = None  # (the answer being dripped ends at once)
             await store.close()
@@ -39,10 +35,7 @@ async def test_a_slow_drip_is_said_as_an_answer_still_arriving_not_as_no_answer(
 
 def test_an_import_through_a_dripping_host_says_so_and_takes_nothing(make_daemon, portal):
     p, url = portal
-    a = make_daemon(url).start()
-    ca = a.client()
-    sid = ca.create_session(name="drip")["id"]
-    ca.append(sid, "user", "one")
+    _, ca, sid = one_session(make_daemon, url, "drip")
     code = ca.share(sid)["code"]
     c = make_daemon(url)
     write_config(c.home, store_timeout=1)
