@@ -14,7 +14,8 @@ import time
 
 from conftest import run_cli, wait_for
 from portalstore import failure_of, one_session, s5, served_portal
-from sessiond.stores.errors import describe_failure, failure_code, settled
+from sessiond.stores.cid import digest
+from sessiond.stores.errors import StoreRedirected, describe_failure, failure_code, settled
 from sessiond.stores.http import HttpClient
 
 
@@ -73,3 +74,36 @@ def test_sync_wait_on_a_redirecting_store_ends_at_once_and_the_writes_go_once_it
     p.faults.redirect = None
     assert run_cli(d.home, "sync", "--wait", "--timeout", "20").returncode == 0
     wait_for(lambda: c.get_session(sid)["sync"]["pending"] == 0, timeout=20, what="the writes kept, pushed")
+
+
+async def test_a_public_gateway_redirecting_its_reads_elsewhere_is_followed_a_credentialed_one_is_not():
+    """A read carrying no credentials is followed wherever it is redirected (a public gateway's path redirected
+    to its subdomain, or to another of its servers): what comes back is checked by its hash. With credentials
+    for the gateway, the same redirect is not followed: they are for that server alone."""
+    from aiohttp import web
+
+    from servers.kubo import start_node
+    from servers.s5portal import Running
+    from sessiond.stores.gateway import GatewayStore
+
+    node, rpc, gw = await start_node()
+    app = web.Application()
+
+    async def elsewhere(request: web.Request):
+        raise web.HTTPFound(f"http://127.0.0.1:{gw.port}{request.path_qs}")
+
+    app.router.add_get("/{tail:.*}", elsewhere)
+    redirector = await Running(app).start()
+    data = b"a block behind a redirect"
+    node.blocks[digest(data)] = data
+    public = GatewayStore(f"ipfs+gateway+http://127.0.0.1:{redirector.port}", timeout=5)
+    guarded = GatewayStore(f"ipfs+gateway+http://a-token@127.0.0.1:{redirector.port}", timeout=5)
+    try:
+        assert await public.get(digest(data)) == data
+        failure = await failure_of(guarded.get(digest(data)), StoreRedirected)
+        assert "a-token" not in str(failure), failure
+    finally:
+        for store in (public, guarded):
+            await store.close()
+        for server in (redirector, rpc, gw):
+            await server.stop()
