@@ -1,8 +1,8 @@
 """The fix `sessiond doctor` prints for a store's failure, by its class (stores/errors.py): waiting mends
 a store that is down, hung, failing on its side or rate-limiting (`sync --wait` once it answers), but not
 one that is full, refuses this device's credentials, has a TLS certificate this device does not trust,
-answers what does not verify, runs offline (a Kubo node started with --offline), or cannot take these
-writes at all: `sync --wait` is refused again at once by those, so each gets what does mend it."""
+answers what does not verify, runs offline (a Kubo node started with --offline), redirects elsewhere, or
+cannot take these writes at all: `sync --wait` is refused again at once by those, so each gets what does mend it."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from ..stores.errors import (
     FolderFileTooLarge,
     LyingServer,
     ObjectTooLarge,
+    PlainHttpThere,
     ReadOnlyStore,
     StoreFull,
     StoreOffline,
+    StoreRedirected,
     TlsRefused,
 )
 from ..sync.errors import NEWER_FIX
@@ -91,6 +93,13 @@ def settled_fix(exc: BaseException | None, url: str, home: str, *, own: bool = T
             f"chown -R {user} {path} && chmod -R u+rwX {path}  # (as root or the folder's owner) the daemon's user"
             " must read and write the store folder and every folder in it; then sessiond sync --wait"
         )
+    if isinstance(exc, PlainHttpThere):
+        if not own:
+            return _import_anew("a URL of the store that works (this one says https; its server answers plain HTTP)")
+        return (
+            f"{MOVE}  # URL: the store's HTTPS port (a relay serves HTTPS with sessiond serve --cert), or its http://"
+            " one on a network you trust: the server on this port answers plain HTTP, and the URL says https"
+        )
     if isinstance(exc, TlsRefused):
         return (
             "sessiond stop && SSL_CERT_FILE=/path/to/its-cert.pem sessiond start  # the store's own certificate"
@@ -110,6 +119,13 @@ def settled_fix(exc: BaseException | None, url: str, home: str, *, own: bool = T
             "sessiond stop && ulimit -f unlimited && sessiond start  # in the shell that starts the daemon (or"
             " LimitFSIZE=infinity in its service unit): past its file-size limit, no store's file, nor its"
             " database, can grow; then sessiond sync --wait"
+        )
+    if isinstance(exc, StoreRedirected):
+        if not own:
+            return _import_anew("the store's new URL, if it moved (this one redirects this device's requests)")
+        return (
+            f"{MOVE}  # URL: where the store redirects to, if it moved there; or have its operator check it (a proxy"
+            " in front of it sending this device's requests elsewhere)"
         )
     if isinstance(exc, (ObjectTooLarge, ReadOnlyStore)):
         return f"{MOVE}  # a store that takes this device's writes" if own else _import_anew("a store that takes them")

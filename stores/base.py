@@ -208,6 +208,13 @@ class Store(ABC):
     async def close(self) -> None:
         return None
 
+    def fail_rate_limits_at_once(self) -> None:
+        """From now on a 429/503's Retry-After is not waited for inside a request (stores/http.py): RateLimited
+        at once, with the store's wait. For a holder that waits for it elsewhere, and meanwhile goes on (a
+        mirror: its other stores take the writes, its drain sends this one what it missed once the wait is
+        over). No-op for a store that is no HTTP one."""
+        return None
+
     async def keep_wanted(self) -> None:
         """Make durable what the store holds in memory only about the objects put through it so far (a
         pinning service's CIDs waiting for their pins, sent with the next head): a push calls it before it

@@ -55,6 +55,11 @@ class TlsRefused(StoreError):
     this device: trying again meets the same certificate."""
 
 
+class PlainHttpThere(TlsRefused):
+    """A URL saying https whose server answers plain HTTP on that port: no TLS there at all, not a certificate
+    this device does not trust (no SSL_CERT_FILE mends it). Its URL does: its HTTPS port, or an http:// one."""
+
+
 class StoreOffline(StoreError):
     """A Kubo node started with `ipfs daemon --offline`: it answers, keeps blocks, and takes records put
     with allow-offline, but refuses every routing/get (so no head can be read, nor published: a publish
@@ -156,6 +161,13 @@ TLS_FIX = (
 )
 
 
+PLAIN_HTTP_FIX = (
+    "the URL says https, but the server on that port answers plain HTTP: use the URL of its HTTPS port (a relay"
+    " serves HTTPS with `sessiond serve --cert`), or an http:// one (s5+http://, on a network you trust only),"
+    " restarting the daemon with `--store URL --change-store`"
+)
+
+
 OFFLINE_FIX = "restart the Kubo node online (`ipfs daemon`, without --offline), then try again"
 
 
@@ -174,6 +186,7 @@ def settled(exc: BaseException) -> bool:
             ReadOnlyStore,
             LyingServer,
             StoreOffline,
+            StoreRedirected,
         ),
     )
 
@@ -217,6 +230,17 @@ class StoreTimeout(StoreError):
     """The server did not answer in time."""
 
 
+class StoreRedirected(StoreError):
+    """The server redirected a request where it is not followed: a write, or a request carrying this store's
+    credentials, to another server (stores/http.py _followed), or round in a loop. A store that moved, or a
+    proxy in front of it sending us elsewhere: waiting does not mend it, its new URL (or its operator) does."""
+
+
+class SlowAnswer(StoreTimeout):
+    """The server answered, but its answer was still arriving when the time was up (a slow drip: a server
+    overloaded, a link this slow). Retried as a timeout; a store_timeout long enough for it mends it too."""
+
+
 class ReadOnlyStore(StoreError):
     """A write to a store that can only be read (a gateway)."""
 
@@ -255,12 +279,16 @@ def failure_kind(exc: BaseException) -> str:
     """A failing store's class, as a person reads it."""
     if isinstance(exc, StoreUnreachable):
         return "unreachable"
+    if isinstance(exc, SlowAnswer):
+        return "answering too slowly (timed out)"
     if isinstance(exc, (StoreTimeout, TimeoutError)):
         return "not answering (timed out)"
     if isinstance(exc, AuthRefused):
         return "refusing our credentials"
     if isinstance(exc, FolderDenied):
         return "refusing access (permission denied)"
+    if isinstance(exc, PlainHttpThere):
+        return "answering plain HTTP where its URL says https"
     if isinstance(exc, TlsRefused):
         return "not trusted for a secure connection (TLS)"
     if isinstance(exc, RateLimited):
@@ -279,6 +307,8 @@ def failure_kind(exc: BaseException) -> str:
         return "answering what does not verify"
     if isinstance(exc, ReadOnlyStore):
         return "read-only"
+    if isinstance(exc, StoreRedirected):
+        return "redirecting us elsewhere"
     if isinstance(exc, ObjectTooLarge):
         return "refusing objects this large"
     return "failing"
@@ -304,6 +334,7 @@ FAILURE_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...]
     (StoreOffline, "offline"),
     (LyingServer, "lying"),
     (ReadOnlyStore, "read_only"),
+    (StoreRedirected, "redirected"),
 )
 
 
@@ -318,14 +349,24 @@ def failure_fix(exc: BaseException) -> str:
         return "mount the store folder's disk or share, or put the folder back, then try again"
     if isinstance(exc, StoreUnreachable):
         return "check that the store is running and its URL is right, then try again"
+    if isinstance(exc, SlowAnswer):
+        return (
+            "the store (or the network to it) sends its answers too slowly to arrive within the store timeout: check"
+            " it, or give it longer (store_timeout in config.toml, then a restart), then try again"
+        )
     if isinstance(exc, (StoreTimeout, TimeoutError)):
-        return "check the store (it accepts connections but does not answer), then try again"
+        return (
+            "check the store (it accepts connections but does not answer in time: down on its side, overloaded, or"
+            " too slow for store_timeout in config.toml), then try again"
+        )
     if isinstance(exc, AccountRevoked):
         return "ask the relay's owner to restore this device's account (sessiond serve revoke --undo ACCOUNT)"
     if isinstance(exc, AuthRefused):
         return "check this device's credentials for the store (its invite, token or password)"
     if isinstance(exc, FolderDenied):
         return "fix the folder's permissions (the daemon's user must read and write it), then try again"
+    if isinstance(exc, PlainHttpThere):
+        return PLAIN_HTTP_FIX
     if isinstance(exc, TlsRefused):
         return TLS_FIX
     if isinstance(exc, RateLimited):
@@ -351,6 +392,8 @@ def failure_fix(exc: BaseException) -> str:
         return f"this store cannot be written: {MOVE_STORE}"
     if isinstance(exc, ObjectTooLarge):
         return f"this store refuses objects this large: {MOVE_STORE}"
+    if isinstance(exc, StoreRedirected):
+        return f"if the store moved to where it points, {MOVE_STORE} with that URL; else have its operator check it"
     return "check the store and try again"
 
 

@@ -127,5 +127,8 @@ class GatewayStore(Store):
             ) from None
         return self._heads.check(pk, entry)
 
+    def fail_rate_limits_at_once(self) -> None:
+        self.http.fail_rate_limits_at_once()
+
     async def close(self) -> None:
         await self.http.close()

@@ -1,6 +1,7 @@
 """One HTTP client for the network stores: a shared aiohttp session, timeouts, the classification of
 every failure into the classes of stores/errors.py, and retries (429/503 after the server's
-Retry-After, other 5xx but 507 (no room: StoreFull), answers cut short of their Content-Length,
+Retry-After, other 5xx but 507 (no room: StoreFull), answers cut short of their Content-Length or not
+valid HTTP (more bytes than it announced),
 timeouts (ours, or the server's 408) and refused connections with jittered exponential backoff).
 
 Secrets (tokens, passwords) go only into request headers. The client knows them (`secret()`) and
@@ -11,6 +12,7 @@ header, and the client's repr shows only the base URL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import errno
 import random
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
@@ -30,15 +34,22 @@ from .errors import (
     AuthRefused,
     NoRelayAccount,
     ObjectTooLarge,
+    PlainHttpThere,
     RateLimited,
     ServerError,
     ShortAnswer,
+    SlowAnswer,
     StoreFull,
+    StoreRedirected,
     StoreTimeout,
     StoreUnreachable,
     TlsRefused,
     server_wait,
 )
+
+# the redirects HttpClient follows (where safe: _followed), and how many in a row
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 
 # a connection the server broke under a request (a server stopping resets its open ones): the store
 # unreachable for now, as a disconnection is, not a refusal
@@ -72,6 +83,16 @@ def file_form(
         return f
 
     return form
+
+
+@dataclass
+class Arriving:
+    """How far one try's answer got: its status once its head arrived, its body's bytes read so far, and how
+    many its Content-Length promised (for a try whose time was up: HttpClient._timed_out)."""
+
+    status: int | None = None
+    size: int = 0
+    promised: int | None = None
 
 
 @dataclass
@@ -160,6 +181,11 @@ class HttpClient:
     def __repr__(self) -> str:
         return f"<HttpClient {shown_url(self.base)}>"
 
+    def fail_rate_limits_at_once(self) -> None:
+        """A Retry-After (of more than 0 s) is no longer waited for inside a request: RateLimited at once, the
+        wait held for every request (Store.fail_rate_limits_at_once)."""
+        self.retry = dataclasses.replace(self.retry, max_retry_after=0.0)
+
     def secret(self, value: str) -> str:
         """Remember `value` as a secret (scrubbed from every message, this client's pieces of it too, and from
         every other text of this process by its value: storage/redact.py's hide_everywhere); returns it."""
@@ -200,7 +226,6 @@ class HttpClient:
         passthrough: tuple[int, ...] = (),
         final: Callable[[Reply], bool] | None = None,
         retry: bool = True,
-        allow_redirects: bool = True,
         max_body: int | None = None,
         capped: bool = False,
     ) -> Reply:
@@ -208,7 +233,9 @@ class HttpClient:
         `ok` or `passthrough` (the caller interprets those, e.g. 404); raises a classified StoreError
         otherwise. `body` is a function making the request body (a FormData cannot be sent twice).
         `final(reply)` may say that a 5xx is an answer, not a failure (Kubo answers every error 500).
-        `capped`: every attempt waits for the request-rate cap first (a retry is a request too)."""
+        `capped`: every attempt waits for the request-rate cap first (a retry is a request too). A redirect is
+        followed for a read only (GET, HEAD), and only within this server when the request carries credentials
+        (_followed): anything else redirected is a StoreRedirected."""
         attempts = self.retry.attempts if retry else 1
         what = self._what(method, path)
         left = self.not_before - time.monotonic()
@@ -221,23 +248,26 @@ class HttpClient:
             delay: float | None = None
             if capped:
                 await self.cap.acquire()
+            arriving = Arriving()
             try:
-                reply = await self._once(
+                reply = await self._followed(
                     method,
                     path,
                     params=params,
                     headers=headers,
                     data=body() if body else None,
                     json=json,
-                    allow_redirects=allow_redirects,
                     max_body=max_body or self.max_body,
+                    arriving=arriving,
                 )
             except ShortAnswer as exc:  # reached, answered, the answer cut short: retried as a 5xx is
                 last = exc
+            except (aiohttp.ClientResponseError, HttpProcessingError):
+                last = self._not_http(what)  # reached, and its answer unusable: retried as a 5xx is
             except TimeoutError:
-                last = StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
+                last = self._timed_out(what, arriving)
             except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, its base: not a store down
-                raise self._tls_refused(what, exc) from None
+                raise await self._tls_refused(what, exc) from None
             except aiohttp.ClientConnectorError as exc:
                 last = StoreUnreachable(
                     f"{what}: cannot connect ({self.scrub(str(exc.os_error or exc))}); "
@@ -281,7 +311,7 @@ class HttpClient:
                     if wait is not None:
                         if wait > self.retry.max_retry_after:
                             raise self._left_alone(last)
-                        delay = wait
+                        delay = max(wait, self._backoff(attempt))  # (a Retry-After: 0 is no hot loop)
                 elif reply.status == 408:  # the server (or a proxy) did not get the whole request in time
                     last = StoreTimeout(f"{what}: the server did not receive the request in time ({detail})")
                 elif reply.status >= 500:
@@ -289,23 +319,72 @@ class HttpClient:
                 else:
                     raise StoreError(f"{what}: the server refused the request ({detail})")
             if attempt + 1 < attempts:
-                if delay is None:
-                    cap = min(self.retry.max_backoff, self.retry.backoff * (2**attempt))
-                    delay = random.uniform(cap / 2, cap)  # jitter: retries of many clients spread out
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         assert last is not None
         raise self._left_alone(last)
 
-    def _tls_refused(self, what: str, exc: aiohttp.ClientSSLError) -> TlsRefused:
-        """The TLS handshake failed: the certificate is not trusted here, or no TLS answers on the port. Not
-        retried: the next try meets the same certificate."""
+    def _timed_out(self, what: str, arriving: Arriving) -> StoreTimeout:
+        """The try's time was up: with no answer yet, or (SlowAnswer) with one still arriving (a slow drip)."""
+        if arriving.status is None:
+            return StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
+        of = f" of {arriving.promised}" if arriving.promised is not None else ""
+        return SlowAnswer(
+            f"{what}: its answer (HTTP {arriving.status}) was still arriving after {self.timeout:g} s, {arriving.size}"
+            f"{of} bytes in"
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        """The wait before try `attempt` + 2: doubled each try up to max_backoff, jittered down to half of it, so
+        that the retries of many clients spread out."""
+        cap = min(self.retry.max_backoff, self.retry.backoff * (2**attempt))
+        return random.uniform(cap / 2, cap)
+
+    @staticmethod
+    def _not_http(what: str) -> ServerError:
+        """The server's answer could not be parsed as HTTP (aiohttp's parser refused it: a ClientResponseError
+        with no status of the server's own). Its words are left out: they quote the bytes that failed to parse,
+        the body of an object among them."""
+        return ServerError(
+            f"{what}: the server's answer is not valid HTTP: it sent more than its Content-Length announced, or"
+            " something other than an HTTP server answers at that address (a server or a proxy in front of it"
+            " counting its answers wrong)"
+        )
+
+    async def _tls_refused(self, what: str, exc: aiohttp.ClientSSLError) -> TlsRefused:
+        """The TLS handshake failed: the certificate is not trusted here, or no TLS answers on the port (a
+        server answering plain HTTP there is told apart: _plain_http). Not retried: the next try meets the same
+        certificate."""
         said = self.scrub(str(getattr(exc, "certificate_error", None) or exc.os_error or exc))
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return TlsRefused(
                 f"{what}: the server's TLS certificate is not trusted by this device ({said}); a certificate of"
                 " its own (sessiond serve --cert) is trusted by starting the daemon with SSL_CERT_FILE=that file"
             )
+        where = yarl.URL(self.base)
+        if await self._plain_http(where):
+            return PlainHttpThere(
+                f"{what}: the server at {where.host}:{where.port} answers plain HTTP, not HTTPS: there is no TLS"
+                " on that port"
+            )
         return TlsRefused(f"{what}: no secure connection (TLS) could be made ({said}); does it serve HTTPS there?")
+
+    async def _plain_http(self, where: yarl.URL) -> bool:
+        """Whether what answers at `where`'s host and port is a plain HTTP server: one HEAD / of HTTP/1.0 in the
+        clear (no path, no header of ours: nothing of a request to the store), its answer's first bytes read."""
+        if where.scheme != "https" or not where.host:
+            return False
+        try:
+            async with asyncio.timeout(min(self.timeout, 5.0)):
+                reader, writer = await asyncio.open_connection(where.host, where.port)
+                try:
+                    writer.write(b"HEAD / HTTP/1.0\r\n\r\n")
+                    await writer.drain()
+                    first = await reader.read(5)
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            return False
+        return first == b"HTTP/"
 
     def _left_alone(self, exc: StoreError) -> StoreError:
         """`exc`, the request's failure; a Retry-After in it (capped) holds every request until it is over."""
@@ -314,40 +393,75 @@ class HttpClient:
             self.not_before = max(self.not_before, time.monotonic() + wait)
         return exc
 
-    async def _once(
-        self, method: str, path: str, *, params, headers, data, json, allow_redirects, max_body: int
+    async def _followed(
+        self, method: str, path: str, *, params, headers, data, json, max_body: int, arriving: Arriving
     ) -> Reply:
-        session = self._session_for_loop()
-        async with asyncio.timeout(self.timeout):
-            async with session.request(
+        """The answer to one request, its redirects followed where that is safe: a read's (GET, HEAD: nothing
+        is sent but the request, and what comes back is verified by its hash or signature), within this
+        server's origin, or anywhere when it carries no credentials (a public gateway's path redirected to its
+        subdomain); never a write's (its body is for this store), nor a request with this store's credentials
+        to another server (aiohttp would send it there without them, and its refusal would be said as this
+        store's). A redirect not followed, or more than MAX_REDIRECTS of them, is a StoreRedirected naming
+        where it points."""
+        url, what = self.base + path, self._what(method, path)
+        for _ in range(MAX_REDIRECTS + 1):
+            reply = await self._once(
                 method,
-                self.base + path,
+                url,
+                what,
                 params=params,
                 headers=headers,
                 data=data,
                 json=json,
-                allow_redirects=allow_redirects,
+                max_body=max_body,
+                arriving=arriving,
+            )
+            location = reply.headers.get("Location") if reply.status in REDIRECTS else None
+            if not location:
+                return reply  # (a 3xx with nowhere to go is the server's refusal: request() says it so)
+            try:
+                target = yarl.URL(url).join(yarl.URL(location))
+            except ValueError:
+                target = None
+            shown = self.scrub(shown_url(str(target) if target is not None else location))
+            moved = f"{what}: the server redirects it (HTTP {reply.status}) to {shown}"
+            if target is None or target.scheme not in ("http", "https"):
+                raise StoreRedirected(f"{moved}, which is no HTTP address")
+            if method not in ("GET", "HEAD"):
+                raise StoreRedirected(f"{moved}; a write to a store is not sent elsewhere")
+            own = target.origin() == yarl.URL(self.base).origin()
+            if not own and any(k.lower() == "authorization" for k in headers or {}):
+                raise StoreRedirected(f"{moved}, another server; this store's credentials are not sent there")
+            url, params = str(target), None
+        raise StoreRedirected(f"{what}: the server redirects it round and round (more than {MAX_REDIRECTS} redirects)")
+
+    async def _once(
+        self, method: str, url: str, what: str, *, params, headers, data, json, max_body: int, arriving: Arriving
+    ) -> Reply:
+        session = self._session_for_loop()
+        async with asyncio.timeout(self.timeout):
+            async with session.request(
+                method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
             ) as resp:
+                arriving.status, arriving.promised, arriving.size = resp.status, resp.content_length, 0
                 chunks, size = [], 0
                 while True:
                     try:
                         chunk = await resp.content.read(1 << 16)
                     except aiohttp.ClientPayloadError:
-                        raise self._short(method, path, resp, size) from None
+                        raise self._short(what, resp, size) from None
                     if not chunk:
                         break
                     size += len(chunk)
+                    arriving.size = size
                     if size > max_body:
-                        raise ServerError(
-                            f"{self._what(method, path)}: the answer is larger than {max_body} bytes", resp.status
-                        )
+                        raise ServerError(f"{what}: the answer is larger than {max_body} bytes", resp.status)
                     chunks.append(chunk)
                 self._note_date(resp.headers.get("Date"))
                 return Reply(resp.status, resp.headers, b"".join(chunks))
 
-    def _short(self, method: str, path: str, resp: aiohttp.ClientResponse, size: int) -> ShortAnswer:
+    def _short(self, what: str, resp: aiohttp.ClientResponse, size: int) -> ShortAnswer:
         """The answer broke off after `size` bytes (as read: decoded, if the server compressed it)."""
-        what = self._what(method, path)
         promised = resp.content_length
         if promised is not None and not resp.headers.get("Content-Encoding"):
             said = f"the store sent {size} of {promised} bytes it promised (Content-Length), then closed the connection"

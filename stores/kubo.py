@@ -426,5 +426,8 @@ class KuboStore(Store):
         self._heads.saw(entry)
         self._records[entry.pk] = (record, True)
 
+    def fail_rate_limits_at_once(self) -> None:
+        self.http.fail_rate_limits_at_once()
+
     async def close(self) -> None:
         await self.http.close()

@@ -354,6 +354,10 @@ class PinningStore(Store):
     def service_status(self) -> dict[str, object]:
         return {**self.inner.service_status(), "pinning": self.status()}
 
+    def fail_rate_limits_at_once(self) -> None:
+        self.http.fail_rate_limits_at_once()
+        self.inner.fail_rate_limits_at_once()
+
     async def close(self) -> None:
         if self._pending:
             self._save()  # waiting CIDs are asked for at the next start

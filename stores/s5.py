@@ -45,6 +45,11 @@ from .urls import parse_store_url
 FEED_PROBE_BACKOFF = (2.0, 60.0)
 
 
+# What S5's node answers (401) a request to an endpoint its config turns off (s5-dev/S5 lib/http_api/http_api.dart:
+# DELETE /s5/delete/{cid} without http.api.delete): no credentials are at fault, and no login mends it
+ENDPOINT_DISABLED = "Endpoint disabled in config.toml"
+
+
 def portal_raw_cid(h: bytes) -> str:
     """The CID a portal downloads by: legacy raw form, hash only (the size is optional to it)."""
     return "z" + b58encode(b"\x26\x1f" + h)
@@ -195,7 +200,9 @@ class S5Store(Store):
         if not fresh:
             try:
                 return await self.http.request(method, path, headers=self._auth(), **kw)
-            except AuthRefused:
+            except AuthRefused as exc:
+                if ENDPOINT_DISABLED in str(exc):
+                    raise  # (its config's, not our token's: see free)
                 await self._login(token)
         try:
             return await self.http.request(method, path, headers=self._auth(), **kw)
@@ -246,7 +253,8 @@ class S5Store(Store):
 
     async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
         """DELETE /s5/delete/{cid}: the portal (or relay) drops this account's pin, and the bytes once no
-        account pins them; it refuses (404) what this account did not upload. Sizes come from a HEAD."""
+        account pins them; it refuses (404) what this account did not upload. Sizes come from a HEAD. A portal
+        that does not delete (no route: 405, 501; its delete turned off: 401 ENDPOINT_DISABLED) is a CannotDelete."""
         out = Freed("deleted")
         for h in dict.fromkeys(hashes):
             cid = portal_raw_cid(h)
@@ -256,7 +264,15 @@ class S5Store(Store):
                 if head.status != 404:
                     out.objects, out.nbytes = out.objects + 1, out.nbytes + size
                 continue
-            reply = await self._call("DELETE", f"/s5/delete/{cid}", ok=(200, 204), passthrough=(404, 405, 501))
+            try:
+                reply = await self._call("DELETE", f"/s5/delete/{cid}", ok=(200, 204), passthrough=(404, 405, 501))
+            except AuthRefused as exc:
+                if ENDPOINT_DISABLED not in str(exc):
+                    raise
+                raise CannotDelete(
+                    f"the S5 portal {self.authority} does not delete objects (its delete endpoint is disabled in its"
+                    " config: http.api.delete)"
+                ) from None
             if reply.status in (405, 501):
                 raise CannotDelete(f"the S5 portal {self.authority} does not delete objects (HTTP {reply.status})")
             out.gone.append(h)
@@ -362,6 +378,9 @@ class S5Store(Store):
             return await ChangeFeed(self._call, self.authority, self.http.timeout).poll(0)
         except StoreError:
             return False
+
+    def fail_rate_limits_at_once(self) -> None:
+        self.http.fail_rate_limits_at_once()
 
     async def close(self) -> None:
         if self._feed is not None:

@@ -100,6 +100,8 @@ class MirrorStore(Store):
         if len(stores) < 2:
             raise StoreError("a mirror is two stores or more")
         self.stores = stores
+        for s in stores:  # a store's Retry-After is waited for by the drain, not by a write the others took
+            s.fail_rate_limits_at_once()
         self.url = SEPARATOR.join(s.url for s in stores)
         self.outbox = outbox
         self.timeout = timeout
@@ -161,8 +163,11 @@ class MirrorStore(Store):
         )
         h.failures += 1
         backoff = min(self.max_backoff, 0.2 * 2 ** (h.failures - 1))
-        h.server_wait = server_wait(exc)  # a 429/503 with Retry-After: not asked again before then
-        h.retry_at = time.monotonic() + max(backoff, h.server_wait or 0.0)
+        asked = server_wait(exc)  # a 429/503 with Retry-After: not asked again before then
+        # kept as the store's wait when it is the one that sets the next try (a `Retry-After: 0`, or a wait
+        # shorter than our backoff, asks for none past it: the next try is our backoff's, and said so)
+        h.server_wait = asked if asked is not None and asked >= backoff else None
+        h.retry_at = time.monotonic() + max(backoff, asked or 0.0)
         log.warning("mirror store failed: %s", h.last_error, extra={"store": st.url})
 
     def _usable(self, st: Store) -> bool:

@@ -30,7 +30,8 @@ served.
 A failed push keeps the session queued and retries it with exponential backoff (0.2 s doubling, at most
 30 s); `now` skips the wait (a `sessiond sync` asked for it). A store that answered 429 or 503 with a
 Retry-After is not asked again before then (capped: stores/errors.py MAX_SERVER_WAIT), `now` or not:
-`server_until` says until when, for `status` and `sessiond sync --wait`. Nothing here is durable, nor needs to be:
+`server_until` says until when, for `status` and `sessiond sync --wait` (a `Retry-After: 0` asks for no
+wait: the retry is our backoff's, which `now` skips). Nothing here is durable, nor needs to be:
 what to push is in SQLite (a session's log past its pushed mark, sync_state's outbox), and the engine
 queues every session with unpushed operations when it starts.
 """
@@ -91,7 +92,8 @@ class PushQueue:
         self._changed: dict[str, float] = {}  # loop time of the last change of a session not yet pushed
         self._quiet: dict[str, asyncio.TimerHandle] = {}  # sessions waiting out a gap: when to see if they are quiet
         self.retry_at: dict[str, float] = {}  # loop time of the next try of a session whose push failed
-        # loop time until which the store asked (Retry-After) not to be sent a session's push again
+        # loop time until which the store asked (Retry-After) not to be sent a session's push again (its wish:
+        # the retry may be later, our backoff being longer; `paced` says whether the next try is the store's)
         self.server_until: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
@@ -130,13 +132,23 @@ class PushQueue:
         asked for in a Retry-After (trying earlier only meets another refusal, and is what it asked not to get)."""
         until = self.server_until.get(sid)
         if until is not None and until > asyncio.get_running_loop().time():
-            self.notify(sid)  # it goes when that wait is over (its timer is set)
+            # it goes when that wait is over; our own backoff beyond it is skipped
+            self._not_before[sid] = self.retry_at[sid] = until
+            self._cancel_timers(sid)
+            self.notify(sid)
             return
         self.server_until.pop(sid, None)
         self._not_before.pop(sid, None)
         self.retry_at.pop(sid, None)
         self._cancel_timers(sid)
         self.notify(sid)
+
+    def paced(self, sid: str) -> bool:
+        """Whether `sid`'s next try waits for the store's Retry-After, not only for our own backoff: the store
+        asked for a wait that is not over, and it is the one that sets the next try."""
+        until, at = self.server_until.get(sid), self.retry_at.get(sid)
+        now = asyncio.get_running_loop().time()
+        return until is not None and until > now and (at is None or at <= until + 0.001)
 
     def forget(self, sid: str) -> None:
         """A session was deleted: nothing more of it is pushed (a push in flight ends by itself)."""
@@ -255,7 +267,8 @@ class PushQueue:
                 asked = server_wait(exc)
                 if asked is not None:  # the store said when (Retry-After): not before then
                     delay = max(delay, asked)
-                    self.server_until[sid] = loop.time() + delay
+                    # the store's own wish, not our backoff past it (a `Retry-After: 0` asks for no wait)
+                    self.server_until[sid] = loop.time() + asked
                 else:
                     self.server_until.pop(sid, None)
                 self.retry_at[sid] = self._not_before[sid] = loop.time() + delay

@@ -70,7 +70,7 @@ class SyncStatus:
             pass
         log.warning("push failed; retrying in %.1fs", delay, extra={"session": sid, "error": msg})
         event: dict = {"type": "sync.error", "session": sid, "error": msg, "retry_in": round(delay, 2)}
-        if sid in self.pushes.server_until:
+        if self.pushes.paced(sid):
             event["retry_after"] = True  # the store asked for this wait (Retry-After)
         if settled(exc):
             event["settled"] = True  # waiting does not mend it: a waited sync (sync_now) ends on it at once
@@ -104,7 +104,7 @@ class SyncStatus:
                 st["last_error"] = self._errors[s]
             if s in self.pushes.retry_at:
                 st["retry_in"] = round(max(0.0, self.pushes.retry_at[s] - time.monotonic()), 2)
-            if self.server_wait(s) is not None:
+            if self.pushes.paced(s):
                 st["retry_after"] = True  # retry_in is the store's own Retry-After, not our backoff
             if s in pull_errors:
                 st["pull_error"] = pull_errors[s]
@@ -135,7 +135,7 @@ class SyncStatus:
             }
             if sid in self.pushes.retry_at:
                 row["retry_in"] = round(max(0.0, self.pushes.retry_at[sid] - time.monotonic()), 2)
-            if self.server_wait(sid) is not None:
+            if self.pushes.paced(sid):
                 row["retry_after"] = True  # retry_in is the store's own Retry-After
             return row
         return {"reachable": True} if self._went_through else {}

@@ -4,7 +4,7 @@ and S5Store clients of it that give up fast: what the tests of failing and hung 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from servers.s5portal import Portal, Running, make_app
 from sessiond.stores.http import RetryPolicy
@@ -35,3 +35,21 @@ def s5(p: Portal, tmp_path, name: str, timeout: float = 10) -> S5Store:
         retry=FAST,
         timeout=timeout,
     )
+
+
+async def failure_of(call: Awaitable[object], expected: type[BaseException]) -> BaseException:
+    """The `expected` failure `call` raises (an AssertionError if it goes through)."""
+    try:
+        await call
+    except expected as exc:
+        return exc
+    raise AssertionError(f"{call!r} went through, where the store's answer should have been refused")
+
+
+def one_session(make_daemon, url: str, name: str) -> tuple:
+    """A daemon on `url` (make_daemon's), its client, and a session `name` holding one message, "one"."""
+    d = make_daemon(url).start()
+    c = d.client()
+    sid = c.create_session(name=name)["id"]
+    c.append(sid, "user", "one")
+    return d, c, sid

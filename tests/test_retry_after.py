@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from conftest import DaemonProc, follower_pair, run_cli, wait_for
+from conftest import DaemonProc, eventually, follower_pair, run_cli, wait_for
 from servers.s5portal import Portal, Running, Threaded, make_app
 from sessiond.storage.database import Database
+from sessiond.stores.cid import digest
 from sessiond.stores.errors import RateLimited
 from sessiond.stores.http import RetryPolicy, retry_after_seconds
 from sessiond.stores.s5 import S5Store
@@ -215,3 +216,95 @@ def test_a_retry_after_in_digits_float_refuses_is_no_retry_after():
     Retry-After, as any other that is neither seconds nor a date."""
     assert retry_after_seconds("\u00b2") is None
     assert retry_after_seconds(" 120 ") == 120.0
+
+
+def test_a_retry_after_of_0_is_no_wait_the_store_asked_for(portal, tmp_path):
+    """A store storming 429s with `Retry-After: 0` asks for no wait at all: the wait between the tries is the
+    daemon's own backoff. On main that backoff was said as the store's (`retry_after` true, "next try in 6 s as
+    the store asked (Retry-After)"), kept `sessiond sync` from skipping it, and ended `sync --wait` early, as
+    for a wish past its --timeout, which the store never made; it tries until its --timeout now, as for any
+    store failing that waiting may mend, and the write goes once the store takes it."""
+    p, server = portal
+    d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{server.port}").start()
+    try:
+        with d.client() as c:
+            sid = c.create_session(name="limited", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        assert run_cli(d.home, "sync", sid, "--wait", "--timeout", "20").returncode == 0
+        refuse(p, "0")
+        with d.client() as c:
+            c.append(sid, "user", "during the storm")
+        t0 = time.monotonic()
+        res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "10")
+        took = time.monotonic() - t0
+        assert res.returncode == 1, res
+        said = res.stdout + res.stderr
+        assert "as the store asked" not in said and "Retry-After) to wait" not in said, said
+        assert "for the store's Retry-After" not in said, said
+        assert took >= 9.5, (took, said)  # main: ended at ~6 s, "the store asked (Retry-After) to wait 6 s"
+        assert not state(d, sid).get("retry_after"), state(d, sid)
+        p.faults.times = 0
+        res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "30")
+        assert res.returncode == 0 and "all pushed and pulled" in res.stdout, res
+    finally:
+        d.stop()
+
+
+async def test_a_429_storm_with_retry_after_0_is_not_tried_back_to_back():
+    """Within one request, a 429 whose Retry-After is shorter than the client's own backoff was tried again
+    after exactly that: `Retry-After: 0` sent its tries back to back, with no pause at all (4 requests within a
+    few ms, for each session a push worker takes, a store rate-limiting every one of them, where a 500 storm
+    is tried after the backoff). The wait between tries is the longer of the store's and the backoff's now."""
+    p = Portal()
+    running = await Running(make_app(p)).start()
+    p.authority = f"127.0.0.1:{running.port}"
+    store = S5Store(f"s5+http://{p.authority}", retry=RetryPolicy(attempts=3, backoff=2.0, max_backoff=2.0), timeout=5)
+    try:
+        refuse(p, "0")
+        t0 = time.monotonic()
+        with pytest.raises(RateLimited):
+            await store.get_head(b"\xed" + b"\x03" * 32)
+        took = time.monotonic() - t0
+        assert len(p.requests) == 3
+        assert took >= 2 * 1.0, took  # two waits of the jittered backoff (1 to 2 s each); main: a few ms
+    finally:
+        await store.close()
+        await running.stop()
+
+
+async def test_a_mirror_store_asking_for_a_short_wait_holds_no_write_and_is_said_as_rate_limiting(tmp_path):
+    """One store of a mirror answering 429 with a Retry-After its HTTP client waits for inside the request (up to
+    30 s): the write another store took at once was held LAG (5 s) for it, and the store was then failed as one
+    that did not answer (\"no answer 5 s after another store of the mirror took the write\", a timeout, its
+    Retry-After lost: the drain asked again after its own short backoff). A mirror's stores are not waited for
+    inside a request now: the store is failed at once as rate-limiting, with its wait, and what it missed goes
+    to its outbox, sent once that wait is over."""
+    portals, servers, stores = [], [], []
+    for _ in range(2):
+        p = Portal()
+        running = await Running(make_app(p)).start()
+        p.authority = f"127.0.0.1:{running.port}"
+        portals.append(p)
+        servers.append(running)
+        retry = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05)  # (max_retry_after: 30 s, the default)
+        stores.append(S5Store(f"s5+http://{p.authority}", account_seed=b"\x07" * 32, retry=retry, timeout=10))
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    mirror = MirrorStore(stores, db.outbox, timeout=10)
+    await mirror.started()
+    try:
+        await mirror.put(b"before")  # (each logged in)
+        refuse(portals[1], "4")
+        t0 = time.monotonic()
+        await mirror.put(b"to both")
+        took = time.monotonic() - t0
+        assert took < 2, took  # main: 5 s (LAG)
+        rows = await mirror.status()
+        assert rows[1]["failure"] == "rate-limiting us" and rows[1].get("retry_after"), rows  # main: timed out
+        assert 2 <= rows[1]["retry_in"] <= 4 and rows[1]["pending"] == 1, rows
+        portals[1].faults.times = 0
+        await eventually(lambda: mirror.health[stores[1].url].pending == 0, 15, what="the outbox sent")
+        assert await stores[1].get(digest(b"to both")) == b"to both"
+    finally:
+        await mirror.close()
+        await db.close()
+        for running in servers:
+            await running.stop()

@@ -30,6 +30,7 @@ from sessiond.stores.errors import (
     ShortAnswer,
     StoreFull,
     StoreOffline,
+    StoreRedirected,
     StoreTimeout,
     StoreUnreachable,
     TlsRefused,
@@ -59,6 +60,7 @@ CLASSES = [
     (StoreOffline("offline"), "offline", False),
     (LyingServer("another CID"), "lying", False),
     (ReadOnlyStore("a gateway"), "read_only", False),
+    (StoreRedirected("307 to another server"), "redirected", False),
 ]
 
 

@@ -142,7 +142,7 @@ def cmd_sync(args) -> int:
             "all pushed and pulled"
             if res["complete"]
             else f"not everything could be pushed: the store asked (Retry-After) to wait {max(asked_to_wait):.0f} s "
-            f"before the next try, longer than --timeout {args.timeout:g} s; the daemon tries again then by itself "
+            f"before the next try, past the end of --timeout {args.timeout:g} s; the daemon tries again then by itself "
             + for_home(f"(or run `sessiond sync --wait --timeout {max(asked_to_wait) + 30:.0f}`)", args.home)
             if not res["pushed"] and asked_to_wait
             else "not everything could be pushed yet (see errors above)"

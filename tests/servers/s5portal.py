@@ -42,13 +42,34 @@ class Faults:
     retry_after: str | None = None
     wrong_bytes: bool = False  # downloads answer other bytes
     truncated: bool = False  # downloads promise more bytes than they send
+    overlong: bool = False  # downloads send more bytes than their Content-Length announces
+    # DELETE /s5/delete/{cid} answers 401 "Endpoint disabled in config.toml", as S5's node does when its config
+    # leaves http.api.delete off (s5-dev/S5 lib/http_api/http_api.dart); else no such route here (404)
+    delete_disabled: bool = False
+    drip: float | None = None  # every answer's body is sent one byte every this many seconds (a slow drip)
     wrong_cid: bool = False  # uploads answer another CID
     forged_head: bool = False  # registry reads answer an entry with a broken signature
     rollback_head: int | None = None  # registry reads answer this older revision (kept from history)
     hang: asyncio.Event | None = None  # requests wait on this event (a server that does not answer)
     registration_open: bool = True
+    redirect: str | None = None  # every request is answered 307 to this base URL, its path kept (sent elsewhere)
     body: bytes | None = None  # every request is answered 200 with these bytes (a server that lies)
     fail_heads: set = field(default_factory=set)  # registry reads of these public keys answer 500
+
+
+async def dripped(request: web.Request, answer: web.StreamResponse, faults: Faults) -> web.StreamResponse:
+    """`answer` (a whole Response) sent at once, its body then one byte every `faults.drip` seconds (the rest at
+    once when the fault is cleared)."""
+    body = answer.body if isinstance(answer, web.Response) and isinstance(answer.body, bytes) else b""
+    resp = web.StreamResponse(status=answer.status, headers={**answer.headers, "Content-Length": str(len(body))})
+    await resp.prepare(request)
+    sent = 0
+    while sent < len(body) and faults.drip is not None:
+        await resp.write(body[sent : sent + 1])
+        sent += 1
+        await asyncio.sleep(faults.drip)  # the fault itself (a server this slow), not a wait
+    await resp.write(body[sent:])
+    return resp
 
 
 @dataclass
@@ -85,8 +106,12 @@ def make_app(portal: Portal) -> web.Application:
             f.times -= 1
             headers = {"Retry-After": f.retry_after} if f.retry_after else {}
             return web.Response(status=f.status, text="simulated fault", headers=headers)
+        if f.redirect is not None:
+            raise web.HTTPTemporaryRedirect(f.redirect + request.path_qs)
         if f.body is not None:
             return web.Response(status=200, body=f.body, content_type="application/json")
+        if f.drip is not None:
+            return await dripped(request, await handler(request), f)
         try:
             return await handler(request)
         except web.HTTPException:
@@ -140,7 +165,22 @@ def make_app(portal: Portal) -> web.Application:
             await resp.write(data)
             request.transport.close()  # the connection drops before the promised length
             return resp
+        if portal.faults.overlong and request.transport is not None:
+            # one write, the object whole after a Content-Length announcing half of it: what follows the
+            # announced length is no HTTP answer (a server or proxy counting its body wrong)
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(data) // 2}\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            request.transport.write(head.encode() + data)
+            request.transport.close()
+            return web.Response()
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def delete(request: web.Request):
+        need_auth(request)
+        if portal.faults.delete_disabled:
+            raise web.HTTPUnauthorized(text="Endpoint disabled in config.toml")
+        raise web.HTTPNotFound(text="not found")  # (no delete modelled: as a portal without the route)
 
     async def blob_redirect(request: web.Request):
         lookup(request.match_info["cid"])
@@ -238,6 +278,7 @@ def make_app(portal: Portal) -> web.Application:
     app.router.add_post("/s5/upload", upload)
     app.router.add_get("/s5/download/{cid}", download)
     app.router.add_get("/s5/blob/{cid}", blob_redirect)
+    app.router.add_delete("/s5/delete/{cid}", delete)
     app.router.add_get("/s5/registry", registry_get)
     app.router.add_post("/s5/registry", registry_post)
     app.router.add_get("/s5/account/register", challenge_get(1))
