@@ -41,6 +41,14 @@ SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose ap
 STOP_GRACE = 3.0
 
 
+async def stop_runner(runner: web.AppRunner, grace: float) -> None:
+    """Stop `runner`'s listener, its requests under way given `grace` seconds before they are cancelled (and as
+    long again to end once cancelled): the daemon's stop sets it from its one deadline, not from the start."""
+    # (aiohttp reads it at cleanup, as its constructor's shutdown_timeout sets it; 0 there is no timeout at all)
+    runner._shutdown_timeout = max(grace, 0.01)
+    await runner.cleanup()
+
+
 @dataclass
 class Plan:
     sid: str

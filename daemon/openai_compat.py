@@ -32,7 +32,7 @@ from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
 from . import toolcalls
 from . import validate as v
-from .answers import STOP_GRACE, AppWatch, Plan, end, left, pass_on, record_whole
+from .answers import STOP_GRACE, AppWatch, Plan, end, left, pass_on, record_whole, stop_runner
 from .appkeys import DAEMON_KEY
 from .checker import too_long
 from .complete import (
@@ -202,9 +202,10 @@ class Compat:
         self.base_url = f"http://{shown}:{bound}{PREFIX}"
         log.info("OpenAI-compatible endpoint listening", extra={"event": "openai.listen"})
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop the listener, its requests under way given `grace` s (answers.stop_runner)."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            await stop_runner(self._runner, grace)
             self._runner = None
 
     @web.middleware
