@@ -25,6 +25,7 @@ from ..storage.errors import (
     SessiondError,
     held_here,
     not_pushed,
+    stopping,
 )
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
@@ -121,7 +122,12 @@ class Operations:
         if not force and (refused := await self._unpushed(sid)) is not None:
             if isinstance(refused, HeldHere):
                 raise refused  # (no push sends them: only a new code imported does)
-            await self.syncer.sync_now(sid, wait=True, timeout=10)
+            res = await self.syncer.sync_now(sid, wait=True, timeout=10)
+            if not res["pushed"] and res.get("stopping"):
+                raise stopping(
+                    f"session {sid} was not deleted, its changes written here not all pushed yet",
+                    f"`sessiond rm {sid}` again (or `sessiond rm {sid} --force` to delete it without them)",
+                )
         await self.delete_session(sid, unpushed_ok=force)
 
     async def _unpushed(self, sid: str) -> NotPushed | None:

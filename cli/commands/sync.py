@@ -137,7 +137,14 @@ def cmd_sync(args) -> int:
             + (f", cannot pull: {for_home(st['pull_error'], args.home)}" if st.get("pull_error") else "")
             + (f", waiting for {', '.join(st['waiting_for'])} (away through a rekey)" if st.get("waiting_for") else "")
         )
-    if args.wait:
+    if args.wait and res.get("stopping"):  # cut short by the daemon's stop: not the store's doing
+        lines.append(
+            "the daemon is stopping: not everything could be "
+            + ("pulled" if res["pushed"] else "pushed")
+            + " before it stopped; it goes on once the daemon runs again "
+            + for_home("(`sessiond start`, then `sessiond sync --wait` to wait for it)", args.home)
+        )
+    elif args.wait:
         lines.append(
             "all pushed and pulled"
             if res["complete"]
