@@ -5,8 +5,32 @@ one later does (errors.run_command), not with a traceback of whatever was being 
 import os
 import signal
 import sys
+import time
 
 INTERRUPTED = b"sessiond: interrupted (Ctrl-C)\n"
+IMPORTED = time.monotonic()  # (when the process's own start cannot be read: this module's import, a little later)
+
+
+def started() -> float:
+    """When this process started, on time.monotonic()'s clock: a command's --timeout counts from there, the
+    half second of its imports included, as whoever runs it counts it. Linux: /proc/self/stat's start time
+    (10 ms steps); elsewhere this module's import."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime: clock ticks since boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return IMPORTED
+    return time.monotonic() - max(0.0, age)  # (not IMPORTED: a process forked from one that imported it is newer)
+
+
+# seconds a command takes after the daemon's answer: to print it and exit (its threads joined, the interpreter's end)
+EXITING = 0.1
+
+
+def time_left(timeout: float) -> float:
+    """What is left of a command's `timeout` (from its start: started()) for the daemon's wait, its exit kept."""
+    return max(0.0, timeout - (time.monotonic() - started()) - EXITING)
 
 
 def _interrupted_starting(signum, frame) -> None:
