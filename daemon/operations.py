@@ -296,6 +296,7 @@ class Operations:
             "checkpoints": await self.db.checkpoints(sid),
             "snapshot": snapshot,
             "pushed": res["pushed"],  # (its pushes: a pull that failed meanwhile is not the end's)
+            **({"stopping": True} if res.get("stopping") and not res["pushed"] else {}),  # (the stop's doing)
         }
 
     async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:

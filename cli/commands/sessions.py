@@ -351,6 +351,11 @@ def _status_cmd(action: str):
                     else "\nsnapshot: not pushed yet"
                     + (
                         for_home(
+                            " (the daemon is stopping: it is pushed once the daemon runs again, `sessiond start`)",
+                            args.home,
+                        )
+                        if s.get("stopping")
+                        else for_home(
                             f" (its store did not take it: `sessiond sync {s['id']} --wait` pushes it, and says"
                             " why not)",
                             args.home,
