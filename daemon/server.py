@@ -52,6 +52,7 @@ APPLIED_HERE = frozenset({"session.synced", "session.imported"})
 # to stop and what arrived to be recorded (as SETTLE_WAIT)
 CHECKPOINTS_AT_STOP = 5.0
 ANSWERS_AT_STOP = 5.0
+EVENT_STREAMS_AT_STOP = 1.0  # an event stream whose app stopped reading: then cancelled (Events.shutdown)
 # The most a stop takes, its parts' waits all taken from this one deadline (not added: 5 s of answers, 5 s of
 # checkpoints and each listener's requests at STOP_GRACE twice, as aiohttp waits, passed `sessiond stop`'s 15 s,
 # which then killed the daemon); AFTER_REQUESTS of it is kept for what follows the requests (the sync engine's
@@ -256,7 +257,7 @@ class Daemon:
         await self.answering.end_all(left(ANSWERS_AT_STOP))  # the models answering: stopped, what arrived recorded
         if self.syncer is not None:  # a `sync --wait` (end, rm, share) waiting for a store down: answered now,
             self.syncer.release_waits()  # not waited for until its timeout (the runner's cleanup waits for it)
-        await self.events.shutdown()
+        await self.events.shutdown(left(EVENT_STREAMS_AT_STOP))  # (waited for twice at most: then cancelled)
         for task in list(self._tasks):
             task.cancel()
         if self.ops is not None:
