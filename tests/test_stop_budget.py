@@ -7,53 +7,42 @@ a cut import is left to the next start. Real processes: a portal that hangs, a p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import time
 
-from conftest import DaemonProc, popen_cli, run_cli, wait_for, write_config
+from conftest import DaemonProc, killed, popen_cli, run_cli, wait_for, write_config
+from portalstore import threaded_portal
 from servers.openai_server import Faults, Provider, serve_threaded
-from servers.s5portal import Portal, Threaded, make_app
 
 # what the daemon's own stop takes at most (daemon/server.py STOP_BUDGET, 9 s), with room for a loaded machine;
 # main took 13 s here (the import's handler given 3 s, cancelled, then deleting its 1,000,000 messages)
 STOP_WITHIN = 10.0
 
 
+def _big_export(home: str, sid: str, path: str) -> None:
+    """Session `sid` of `home` exported to `path` as a new session of 1,000,000 messages: an import that takes
+    seconds."""
+    run_cli(home, "export", sid, "--format", "json", "-o", path, check=True)
+    with open(path) as f:
+        data = json.load(f)
+    data["session"].pop("id", None)
+    data["messages"] = [{"role": "user", "content": f"m{i} " + "x" * 200} for i in range(1_000_000)]
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
 def test_a_stop_with_everything_under_way_ends_within_its_budget(tmp_path):
-    p = Portal()
-    portal = Threaded(make_app(p)).start()
-    p.authority = f"127.0.0.1:{portal.port}"
-    url = f"s5+http://{p.authority}"
     _, provider = serve_threaded(Provider(faults=Faults(delay=0.3)))
-    a = DaemonProc(str(tmp_path / "a"), url)
-    b = DaemonProc(str(tmp_path / "b"), url)
-    write_config(b.home, default_provider="loop")
-    with open(os.path.join(b.home, "config.toml"), "a") as f:
-        f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{provider.port}/v1"\n')
     procs: list[subprocess.Popen] = []
-    try:
-        a.start()
-        b.start()
-        with a.client() as ca, b.client() as cb:
-            sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
-            cb.import_code(ca.share(sid, write=True)["code"])
-            asked = cb.create_session(model="echo-1")["id"]
-        a.stop()
-        export = str(tmp_path / "export.json")
-        run_cli(b.home, "export", sid, "--format", "json", "-o", export, check=True)
-        with open(export) as f:
-            data = json.load(f)
-        data["session"].pop("id", None)
-        data["messages"] = [{"role": "user", "content": f"m{i} " + "x" * 200} for i in range(1_000_000)]
-        with open(export, "w") as f:
-            json.dump(data, f)
-        p.faults.hang = asyncio.Event()  # every request parked: a store that takes connections, answers nothing
-        with b.client() as cb:
-            cb.append(sid, "user", "waits for its push")
-        seen = len(p.requests)
+    with threaded_portal() as served:
+        p = served.portal
+        a = DaemonProc(str(tmp_path / "a"), served.url)
+        b = DaemonProc(str(tmp_path / "b"), served.url)
+        write_config(b.home, default_provider="loop")
+        with open(os.path.join(b.home, "config.toml"), "a") as f:
+            f.write(f'[providers.loop]\nbase_url = "http://127.0.0.1:{provider.port}/v1"\n')
 
         def cli(*argv: str) -> subprocess.Popen:
             proc = popen_cli(
@@ -62,32 +51,40 @@ def test_a_stop_with_everything_under_way_ends_within_its_budget(tmp_path):
             procs.append(proc)
             return proc
 
-        waiting = cli("sync", sid, "--wait", "--timeout", "300")
-        answer = cli("ask", asked, " ".join(f"w{i}" for i in range(200)))
-        assert answer.stdout is not None and answer.stdout.read(9) == b"echo: w0 "  # streaming
-        wait_for(lambda: len(p.requests) > seen + 1, timeout=30)  # the sync's requests parked at the store
-        events = b.client().events(reconnect=False)
-        importing = cli("import-file", export, "--format", "json")
-        for ev in events:  # the import under way: its first progress
-            if ev.get("type") == "progress" and ev.get("task") == "import-file":
-                break
-        events.close()
-        t0 = time.monotonic()
-        res = run_cli(b.home, "stop", timeout=60)
-        took = time.monotonic() - t0
-        assert res.returncode == 0 and "killed" not in res.stdout + res.stderr, res
-        assert took < STOP_WITHIN, took
-        assert b.proc is not None and b.proc.wait(10) == 0  # a clean stop
-        for proc in (waiting, answer, importing):
-            proc.communicate(timeout=60)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if p.faults.hang is not None:
-            portal.loop.call_soon_threadsafe(p.faults.hang.set)
-        a.stop()
-        b.stop()
-        provider.stop()
-        portal.stop()
+        try:
+            a.start()
+            b.start()
+            with a.client() as ca, b.client() as cb:
+                sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+                cb.import_code(ca.share(sid, write=True)["code"])  # b pulls it: its sync --wait does
+                asked = cb.create_session(model="echo-1")["id"]
+            a.stop()
+            export = str(tmp_path / "export.json")
+            _big_export(b.home, sid, export)
+            served.hang()
+            with b.client() as cb:
+                cb.append(sid, "user", "waits for its push")
+            seen = len(p.requests)
+            waiting = cli("sync", sid, "--wait", "--timeout", "300")
+            answer = cli("ask", asked, " ".join(f"w{i}" for i in range(200)))
+            assert answer.stdout is not None and answer.stdout.read(9) == b"echo: w0 "  # streaming
+            wait_for(lambda: len(p.requests) > seen + 1, timeout=30)  # the sync's requests parked at the store
+            events = b.client().events(reconnect=False)
+            importing = cli("import-file", export, "--format", "json")
+            for ev in events:  # the import under way: its first progress
+                if ev.get("type") == "progress" and ev.get("task") == "import-file":
+                    break
+            events.close()
+            t0 = time.monotonic()
+            res = run_cli(b.home, "stop", timeout=60)
+            took = time.monotonic() - t0
+            assert res.returncode == 0 and "killed" not in res.stdout + res.stderr, res
+            assert took < STOP_WITHIN, took
+            assert b.proc is not None and b.proc.wait(10) == 0  # a clean stop
+            for proc in (waiting, answer, importing):
+                proc.communicate(timeout=60)
+        finally:
+            killed(procs)
+            a.stop()
+            b.stop()
+            provider.stop()

@@ -6,44 +6,33 @@ fork server's children have imported everything already), against a portal that 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import time
 
 from conftest import PY, DaemonProc
-from servers.s5portal import Portal, Threaded, make_app
+from portalstore import threaded_portal
 
 TIMEOUT = 3.0
 LATE = 0.25  # what the command may take past it on a loaded machine (main: 0.35 to 0.45 s, its imports)
 
 
 def test_sync_wait_ends_within_its_timeout_from_the_command_s_start(tmp_path):
-    p = Portal()
-    portal = Threaded(make_app(p)).start()
-    p.authority = f"127.0.0.1:{portal.port}"
-    d = DaemonProc(str(tmp_path / "home"), f"s5+http://{p.authority}")
-    try:
-        d.start()
-        with d.client() as c:
-            sid = c.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
-            c.share(sid)
-        p.faults.hang = asyncio.Event()  # every request parked: the wait runs out its timeout
-        with d.client() as c:
-            c.append(sid, "user", "waits for its push")
-        for argv in (["sync", sid], ["sync"]):
-            t0 = time.monotonic()
-            proc = subprocess.run(
-                [PY, "-m", "sessiond.cli.main", *argv, "--wait", "--timeout", f"{TIMEOUT:g}", "--home", d.home],
-                capture_output=True,
-                env=dict(os.environ),
-                timeout=60,
-            )
-            took = time.monotonic() - t0
-            assert proc.returncode == 1 and b"not everything could be pushed" in proc.stdout, proc
-            assert TIMEOUT - 1 < took < TIMEOUT + LATE, (argv, took)
-    finally:
-        if p.faults.hang is not None:
-            portal.loop.call_soon_threadsafe(p.faults.hang.set)
-        d.stop()
-        portal.stop()
+    with threaded_portal() as served:
+        d = DaemonProc(str(tmp_path / "home"), served.url)
+        try:
+            d.start()
+            sid = served.push_waiting(d)  # the wait runs out its timeout
+            for argv in (["sync", sid], ["sync"]):
+                t0 = time.monotonic()
+                proc = subprocess.run(
+                    [PY, "-m", "sessiond.cli.main", *argv, "--wait", "--timeout", f"{TIMEOUT:g}", "--home", d.home],
+                    capture_output=True,
+                    env=dict(os.environ),
+                    timeout=60,
+                )
+                took = time.monotonic() - t0
+                assert proc.returncode == 1 and b"not everything could be pushed" in proc.stdout, proc
+                assert TIMEOUT - 1 < took < TIMEOUT + LATE, (argv, took)
+        finally:
+            d.stop()
