@@ -24,7 +24,6 @@ from ..sync.bounded import KeyedLocks
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.mirror import MirrorStore, open_stores
 from . import remote_checks
-from .answers import STOP_GRACE, stop_runner
 from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
@@ -37,6 +36,7 @@ from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
 from .operations import Operations
+from .stopgrace import SETTLED, STOP_GRACE, stop_runner
 from .storerecord import check_store_known
 from .straykeys import delete_stray_keys, refuse_lost_database
 from .unread import STOP_GRACE as HANG_UP
@@ -189,7 +189,7 @@ class Daemon:
             handle_signals=False,
             access_log=None,
             keepalive_timeout=self.config.connection_idle_timeout,
-            shutdown_timeout=STOP_GRACE,
+            shutdown_timeout=SETTLED,  # (the requests' grace is stopgrace's, set at the stop)
         )
         await self._runner.setup()
         sock, handed = listening_socket(self.home.socket)
