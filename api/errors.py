@@ -5,7 +5,8 @@ does not name, or a yes/no one that is not true, false, 1 or 0), 404 not_found, 
 whose Content-Type header is not JSON (unsupported_media_type), 408 a body not whole within the daemon's
 connection_idle_timeout (request_timeout), 413 a body over 256 MiB (too_large: routes that read a body), 422 an
 invalid field (invalid; the message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503 the
-store is unavailable (store, busy) or the home's database was lost under the daemon (database_lost), 507 the
+store is unavailable (store, busy), the home's database was lost under the daemon (database_lost) or the daemon's
+stop cut a request's push short (stopping: a share, a delete of a shared session), 507 the
 disk holding the home is full (disk_full, file_size_limit)."""
 
 from typing import NotRequired
@@ -37,7 +38,8 @@ ERROR_STATUSES = {
     422: "invalid field",
     429: "a limit was reached",
     503: (
-        "the store is unavailable (store, busy), or the home's database was lost under the daemon (database_lost); a"
+        "the store is unavailable (store, busy), the home's database was lost under the daemon (database_lost), or"
+        " the daemon's stop cut the push a share or a shared session's delete waited for short (stopping); a"
         " `store` refusal's details.store names the store, failure its class (unreachable, timeout, full, ...), retry"
         " whether the same request may succeed later with no one acting, retry_after the seconds the store asked to"
         " wait (when it said), owner what mends it in words"

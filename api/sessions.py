@@ -210,6 +210,7 @@ class Ended(Session):
     checkpoints: NotRequired[list[dict]]
     snapshot: NotRequired[Snapshot | None]  # none if the end is not pushed yet (`pushed` false: its store failing)
     pushed: NotRequired[bool]  # everything was pushed before the answer
+    stopping: NotRequired[bool]  # true: the daemon's stop cut the end's push short (not its store); pushed once it runs
 
 
 @with_config(ANSWER)

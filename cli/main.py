@@ -9,7 +9,8 @@ import shlex
 import sys
 
 from ..daemon.home import resolve_home
-from .errors import EXIT_USAGE, UsageError, fail, run_command
+from . import started_up
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, run_command
 from .options import option_error
 from .parser import ParseError, build_parser, dash_hint, not_utf8
 
@@ -18,6 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     wants_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
     early = argparse.Namespace(json=wants_json)
+    try:
+        return _main(argv, wants_json, early)
+    except KeyboardInterrupt:  # (while the parser is made, before the command runs: run_command's own after)
+        return fail(early, "interrupted", "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
+
+
+def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
+    started_up()  # Ctrl-C from here on: a KeyboardInterrupt, caught (not the start's own exit: cli/__init__.py)
     bad = not_utf8(argv)
     if bad:
         return fail(early, "usage", bad, EXIT_USAGE)

@@ -92,12 +92,12 @@ STREAM_OPEN_WAIT = 5.0  # seconds StoreWaits waits for the daemon to open its ev
 
 
 class StoreWaits:
-    """While a command waits for pushes (`sync --wait`; `rm` and `end`, whose daemon waits up to 10 s for a
-    shared session's push): a line on standard error each time the daemon says a session waits for its
-    store's Retry-After (the `sync.waiting` event), and once per failure a push (or, with `pulls`, a pull)
-    meets (the `sync.error` event: a store down, unreachable, refusing), with what the command does meanwhile
-    (`meanwhile(seconds left of its timeout)`), so that the wait is not a silent hang (60 s by default for
-    `sync --wait`, with nothing on the screen)."""
+    """While a command waits for pushes (`sync --wait`; `rm` and `end`, whose daemon waits for a shared session's
+    push as long as a store call may take, store_timeout): a line on standard error each time the daemon says a
+    session waits for its store's Retry-After (the `sync.waiting` event), and once per failure a push (or, with
+    `pulls`, a pull) meets (the `sync.error` event: a store down, unreachable, refusing), with what the command
+    does meanwhile (`meanwhile(seconds left of its timeout)`), so that the wait is not a silent hang (60 s by
+    default for `sync --wait`, with nothing on the screen)."""
 
     def __init__(self, c, sid: str | None, timeout: float, meanwhile: Callable[[float], str], pulls: bool = True):
         self.sid = sid

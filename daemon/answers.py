@@ -35,10 +35,6 @@ APP_GONE = (ConnectionResetError, ConnectionError, RuntimeError)  # what writing
 HOLD_CHUNKS = 8
 GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
 SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose apps left to be recorded
-# At a stop, the seconds the requests under way (a `sync --wait` for a store that is down, a share waiting for its
-# push) have to end before they are cancelled, their apps told the connection broke: aiohttp's default, 60 s,
-# outlasted `sessiond stop`'s 15 s, which then killed the daemon. (The models answering are ended first: end_all.)
-STOP_GRACE = 3.0
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .routes import ROUTES, Handler, Route
 from .routes.appends import close_streams
 from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
 from .routes.failures import BODY_LIMIT, error_body, failure, home_of, lost_instead, too_large
+from .stopgrace import UnderWay, install
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.api")
@@ -39,7 +40,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return web.json_response(error_body(code, msg), status=exc.status)
 
 
-def _bound(route: Route, idle: float) -> Handler:
+def _bound(route: Route, idle: float, under: UnderWay) -> Handler:
     """The route's handler, with the request knowing its route (and so its models), every error
     turned into the API's shape, and an answer whose write may wait for the app sent under the idle
     timeout (unread.py). This is done here rather than in a middleware: an application with
@@ -53,29 +54,36 @@ def _bound(route: Route, idle: float) -> Handler:
     # a route that takes no body refuses one with fields, as the others refuse a field they do not name
     no_body = route.request is None and route.method != "GET" and not route.path.startswith("/openai/")
 
+    tasks = under.tasks  # (a stop gives the requests under way the grace it sets: stopgrace.py)
+
     async def handle(request: web.Request) -> web.StreamResponse:
-        request[ROUTE_KEY] = route
+        task = asyncio.current_task()  # (noted inline, not by a context manager: the appends' path)
+        tasks.add(task)
         try:
-            if names is not None and request.query_string:
-                v.refuse_unknown_query(where, names, request.query)
-            if no_body and request.body_exists:
-                refuse_body(where, await body_json(request))
-            resp = await handler(request)
-        except web.HTTPException as exc:
-            if exc.content_type == "application/json":
-                if waits(request, exc):
-                    await send(request, exc, idle)
+            request[ROUTE_KEY] = route
+            try:
+                if names is not None and request.query_string:
+                    v.refuse_unknown_query(where, names, request.query)
+                if no_body and request.body_exists:
+                    refuse_body(where, await body_json(request))
+                resp = await handler(request)
+            except web.HTTPException as exc:
+                if exc.content_type == "application/json":
+                    if waits(request, exc):
+                        await send(request, exc, idle)
+                    raise
+                resp = _http_error(request, exc)
+            except (asyncio.CancelledError, ConnectionResetError):
                 raise
-            resp = _http_error(request, exc)
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
-        except Exception as exc:  # a SessiondError, a full disk, a bug: failures.py
-            d = request.app[DAEMON_KEY]
-            status, data = failure(lost_instead(exc, d), f"{request.method} {request.path}", home_of(d))
-            resp = web.json_response(data, status=status)
-        if waits(request, resp):  # (a test, not a timer: the appends' answers are small)
-            await send(request, resp, idle)
-        return resp
+            except Exception as exc:  # a SessiondError, a full disk, a bug: failures.py
+                d = request.app[DAEMON_KEY]
+                status, data = failure(lost_instead(exc, d), f"{request.method} {request.path}", home_of(d))
+                resp = web.json_response(data, status=status)
+            if waits(request, resp):  # (a test, not a timer: the appends' answers are small)
+                await send(request, resp, idle)
+            return resp
+        finally:
+            tasks.discard(task)
 
     handle.__name__ = handler.__name__
     return handle
@@ -128,11 +136,12 @@ def make_app(daemon) -> web.Application:
     app = web.Application(client_max_size=BODY_LIMIT)  # no middleware: see _bound
     app[DAEMON_KEY] = daemon
     idle = idle_of(daemon)
-    for r in router_order(ROUTES):
-        app.router.add_route(r.method, r.path, _bound(r, idle))
-    app.router.add_route("*", "/{tail:.*}", _unrouted(idle))
     app.on_shutdown.append(close_streams)  # open append streams closed, not waited for
     app.on_shutdown.append(hang_up_stalled)  # answers waiting for an app that reads none: not waited for long
+    under = install(app)  # then the requests under way, given the grace the stop sets (stopgrace.py)
+    for r in router_order(ROUTES):
+        app.router.add_route(r.method, r.path, _bound(r, idle, under))
+    app.router.add_route("*", "/{tail:.*}", _unrouted(idle))
 
     @functools.cache
     def openapi() -> dict:

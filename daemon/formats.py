@@ -377,6 +377,8 @@ async def import_file(
                 created.append(f)
                 await _append(db, f["id"], fork["messages"], estimate, step)
     except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError):  # the daemon stopping: its next start deletes them (marked
+            raise  # as a file import not ended), not this stop, which a delete of a million messages held for seconds
         for s in created:
             try:
                 await remove(s["id"])

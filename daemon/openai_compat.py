@@ -32,7 +32,7 @@ from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
 from . import toolcalls
 from . import validate as v
-from .answers import STOP_GRACE, AppWatch, Plan, end, left, pass_on, record_whole
+from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .checker import too_long
 from .complete import (
@@ -49,6 +49,7 @@ from .openai_history import own_part, past_stored, resent
 from .openai_names import chat_named, chat_of, named, session_named
 from .provider_config import ProviderError
 from .providers import usage_of
+from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
@@ -182,6 +183,7 @@ class Compat:
         app = web.Application(middlewares=[self._auth], client_max_size=256 << 20)
         app[DAEMON_KEY] = self.d
         app.on_shutdown.append(hang_up_stalled)
+        install(app)  # (after hang_up_stalled: the requests under way given the stop's grace)
         for method, path, handler in ROUTES:
             app.router.add_route(method, path, handler)
         app.router.add_route("*", "/{tail:.*}", _unrouted)  # last: what no route above takes
@@ -190,7 +192,7 @@ class Compat:
             handle_signals=False,
             access_log=None,
             keepalive_timeout=self.d.config.connection_idle_timeout,
-            shutdown_timeout=STOP_GRACE,
+            shutdown_timeout=SETTLED,  # (the requests' grace is stopgrace's, set at the stop)
         )
         await self._runner.setup()
         sock = socket.create_server(
@@ -202,27 +204,29 @@ class Compat:
         self.base_url = f"http://{shown}:{bound}{PREFIX}"
         log.info("OpenAI-compatible endpoint listening", extra={"event": "openai.listen"})
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop the listener, its requests under way given `grace` s (answers.stop_runner)."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            await stop_runner(self._runner, grace)
             self._runner = None
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        given = request.headers.get("Authorization", "")
-        token = given[7:].strip() if given[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(token.encode(), self.key.encode()):
-            resp = oai_error(
-                401,
-                "invalid_api_key",
-                "a valid bearer key is required: use the key in the file "
-                "`sessiond status --json` names as openai.api_key_file",
-            )
-        else:
-            resp = await handler(request)
-        if waits(request, resp):  # an answer the app may leave unread: timed, as the socket's (unread.py)
-            await send(request, resp, idle_of(self.d))
-        return resp
+        with request.app[UNDER_WAY_KEY].track():  # (a stop gives it the grace it sets: stopgrace.py)
+            given = request.headers.get("Authorization", "")
+            token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), self.key.encode()):
+                resp = oai_error(
+                    401,
+                    "invalid_api_key",
+                    "a valid bearer key is required: use the key in the file "
+                    "`sessiond status --json` names as openai.api_key_file",
+                )
+            else:
+                resp = await handler(request)
+            if waits(request, resp):  # an answer the app may leave unread: timed, as the socket's (unread.py)
+                await send(request, resp, idle_of(self.d))
+            return resp
 
     def status(self) -> dict:
         return {

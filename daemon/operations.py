@@ -25,6 +25,7 @@ from ..storage.errors import (
     SessiondError,
     held_here,
     not_pushed,
+    stopping,
 )
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
@@ -116,12 +117,18 @@ class Operations:
 
     async def remove(self, sid: str, *, force: bool) -> None:
         """`rm`: delete a session. A shared one holding changes of this device not pushed yet has them pushed
-        first (its push may only not have come yet), waiting up to 10 s as `end` does; if they still wait
-        (the store down), it is refused unless `force` (delete_session's `unpushed_ok`)."""
+        first (its push may only not have come yet), waiting as long as a store call may take (store_timeout)
+        as `end` does; if they still wait (the store down), it is refused unless `force` (delete_session's
+        `unpushed_ok`)."""
         if not force and (refused := await self._unpushed(sid)) is not None:
             if isinstance(refused, HeldHere):
                 raise refused  # (no push sends them: only a new code imported does)
-            await self.syncer.sync_now(sid, wait=True, timeout=10)
+            res = await self.syncer.sync_now(sid, wait=True, timeout=self.syncer.timeout)
+            if not res["pushed"] and res.get("stopping"):
+                raise stopping(
+                    f"session {sid} was not deleted, its changes written here not all pushed yet",
+                    f"`sessiond rm {sid}` again (or `sessiond rm {sid} --force` to delete it without them)",
+                )
         await self.delete_session(sid, unpushed_ok=force)
 
     async def _unpushed(self, sid: str) -> NotPushed | None:
@@ -276,7 +283,7 @@ class Operations:
     async def end(self, sid: str) -> dict:
         """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""
         session = await self._end(sid)
-        res = await self.syncer.sync_now(sid, wait=True, timeout=10)
+        res = await self.syncer.sync_now(sid, wait=True, timeout=self.syncer.timeout)  # (store_timeout, as rm)
         snapshot = None  # an end not pushed is in no snapshot yet: none named (not the store's older one)
         if res["pushed"]:
             try:
@@ -289,6 +296,7 @@ class Operations:
             "checkpoints": await self.db.checkpoints(sid),
             "snapshot": snapshot,
             "pushed": res["pushed"],  # (its pushes: a pull that failed meanwhile is not the end's)
+            **({"stopping": True} if res.get("stopping") and not res["pushed"] else {}),  # (the stop's doing)
         }
 
     async def cleanup(self, older_than: float, *, dry_run: bool) -> dict:
@@ -449,7 +457,8 @@ class Operations:
                 continue
         if self.delete_expired and done:
             pushed = await asyncio.gather(
-                *(self.syncer.sync_now(sid, wait=True, timeout=10) for sid in ended), return_exceptions=True
+                *(self.syncer.sync_now(sid, wait=True, timeout=self.syncer.timeout) for sid in ended),
+                return_exceptions=True,
             )
             if self.syncer.sync_status.released:  # the daemon is stopping: its waits ended before the pushes;
                 return []  # the next start's expiry pushes these ends and deletes them (ended, past their expiry)

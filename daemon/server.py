@@ -24,7 +24,6 @@ from ..sync.bounded import KeyedLocks
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.mirror import MirrorStore, open_stores
 from . import remote_checks
-from .answers import STOP_GRACE
 from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
@@ -37,8 +36,10 @@ from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
 from .operations import Operations
+from .stopgrace import SETTLED, STOP_GRACE, stop_runner
 from .storerecord import check_store_known
 from .straykeys import delete_stray_keys, refuse_lost_database
+from .unread import STOP_GRACE as HANG_UP
 from .versions import package_version, versions
 
 log = logging.getLogger("sessiond")
@@ -47,9 +48,17 @@ log = logging.getLogger("sessiond")
 # no new operation after five reads of its state).
 APPLIED_HERE = frozenset({"session.synced", "session.imported"})
 
-# How long a stop waits for the automatic checkpoints already due (each a few ms; `sessiond stop` kills a
-# daemon that has not stopped after 15 s)
+# How long a stop waits for the automatic checkpoints already due (each a few ms), and for the models answering
+# to stop and what arrived to be recorded (as SETTLE_WAIT)
 CHECKPOINTS_AT_STOP = 5.0
+ANSWERS_AT_STOP = 5.0
+EVENT_STREAMS_AT_STOP = 1.0  # an event stream whose app stopped reading: then cancelled (Events.shutdown)
+# The most a stop takes, its parts' waits all taken from this one deadline (not added: 5 s of answers, 5 s of
+# checkpoints and each listener's requests at STOP_GRACE twice, as aiohttp waits, passed `sessiond stop`'s 15 s,
+# which then killed the daemon); AFTER_REQUESTS of it is kept for what follows the requests (the sync engine's
+# tasks and threads, the stores, the database's close).
+STOP_BUDGET = 9.0
+AFTER_REQUESTS = 2.0
 
 VERSION = package_version()
 
@@ -180,7 +189,7 @@ class Daemon:
             handle_signals=False,
             access_log=None,
             keepalive_timeout=self.config.connection_idle_timeout,
-            shutdown_timeout=STOP_GRACE,
+            shutdown_timeout=SETTLED,  # (the requests' grace is stopgrace's, set at the stop)
         )
         await self._runner.setup()
         sock, handed = listening_socket(self.home.socket)
@@ -239,18 +248,28 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("daemon stopping", extra={"event": "stop"})
-        await self.answering.end_all(5.0)  # the models answering: stopped, what arrived recorded (as SETTLE_WAIT)
+        deadline = time.monotonic() + STOP_BUDGET
+
+        def left(most: float, keep: float = 0.0) -> float:
+            """Seconds a part of the stop may wait: `most`, within what the deadline leaves (less `keep`)."""
+            return max(0.0, min(most, deadline - keep - time.monotonic()))
+
+        await self.answering.end_all(left(ANSWERS_AT_STOP))  # the models answering: stopped, what arrived recorded
         if self.syncer is not None:  # a `sync --wait` (end, rm, share) waiting for a store down: answered now,
             self.syncer.release_waits()  # not waited for until its timeout (the runner's cleanup waits for it)
-        await self.events.shutdown()
+        await self.events.shutdown(left(EVENT_STREAMS_AT_STOP))  # (waited for twice at most: then cancelled)
         for task in list(self._tasks):
             task.cancel()
         if self.ops is not None:
-            await self.ops.finish_checkpoints(CHECKPOINTS_AT_STOP)
+            await self.ops.finish_checkpoints(left(CHECKPOINTS_AT_STOP))
             self.ops.cancel()
-        await self.compat.stop()
+        # The requests under way on the socket and the OpenAI endpoint, both at once: after the answers left
+        # unread are hung up on (HANG_UP), aiohttp gives each its grace, then cancels it and waits as long again
+        grace = min(STOP_GRACE, left(STOP_BUDGET, AFTER_REQUESTS + HANG_UP) / 2)
+        runners = [self.compat.stop(grace)]
         if self._runner is not None:
-            await self._runner.cleanup()
+            runners.append(stop_runner(self._runner, grace))
+        await asyncio.gather(*runners)
         await self.providers.close()
         if self.syncer is not None:
             await self.syncer.stop()

@@ -334,6 +334,22 @@ class DatabaseLost(SessiondError):
     status = 503
 
 
+class Stopping(SessiondError):
+    """A request that waited for a push the daemon's stop cut short (a `share`, an `rm` of a shared session):
+    not done, and not for the store's sake. Its message names what was not done and the way on."""
+
+    code = "stopping"
+    status = 503
+
+
+def stopping(not_done: str, again: str) -> Stopping:
+    """The refusal of a request whose push the daemon's stop cut short: `not_done`, and `again` once it runs."""
+    return Stopping(
+        f"the daemon is stopping: {not_done} (its push was cut short by the stop, not refused by the store);"
+        f" start the daemon again (`sessiond start`), then {again}"
+    )
+
+
 class LostSaid:
     """A background loop's rounds failing on the database lost under the daemon (DatabaseLost: for good, until its
     restart): logged once, as a warning saying what and what to do, not as a failure with its traceback each round

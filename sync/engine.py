@@ -57,6 +57,8 @@ from .verify import Verifier
 from .workers import Workers
 
 log = logging.getLogger("sessiond.sync")
+# A waited sync's pull the daemon's stop cut short: what its answer says of it (the store is not why)
+STOPPED_PULL = "the daemon is stopping: the pull was cut short; it is tried again once the daemon runs"
 
 
 class Syncer:
@@ -288,7 +290,8 @@ class Syncer:
         started = time.monotonic()
         deadline = started + timeout if wait else started
         targets = [sid] if sid is not None else await self.db.session_ids()
-        await until_deadline({s: self.repair(s) for s in targets}, deadline, self._behind)
+        stopping = self.sync_status.stopping  # (the daemon's stop answers a waited sync at once: release_waits)
+        await until_deadline({s: self.repair(s) for s in targets}, deadline, self._behind, until=stopping)
         marks = {s: await self.db.last_seq(s) for s in targets}
         for s in targets:
             self.pushes.now(s)  # "now" means now, not after the gap or the backoff
@@ -299,16 +302,20 @@ class Syncer:
             await self.sync_status.wait(sid, marks, deadline)
             # and bring in what the other devices wrote, now
             pulls = {s: self._pull_now(s) for s in targets if await self.db.remote(s) is not None}
-            unpulled = await until_deadline(pulls, deadline, self._behind)
+            unpulled = await until_deadline(pulls, deadline, self._behind, until=stopping)
         else:
             self.follower.pull_now = True
         states = await self.status(sid)
         result = {s: states[s] for s in targets if s in states}
         for s in unpulled & result.keys():
-            result[s] = {**result[s], "pull_error": await self.sync_status.unpulled_why(s, timeout)}
+            why = STOPPED_PULL if stopping.is_set() else await self.sync_status.unpulled_why(s, timeout)
+            result[s] = {**result[s], "pull_error": why}
         pushed = all(st["pushed_seq"] >= marks[s] for s, st in result.items())
         complete = pushed and not unpulled and not any(s in pull_errors for s in targets)
-        return {"complete": complete, "pushed": pushed, "sessions": result}
+        answer = {"complete": complete, "pushed": pushed, "sessions": result}
+        if wait and stopping.is_set() and not complete:  # cut short by the stop, not by the store or the timeout
+            answer["stopping"] = True
+        return answer
 
     async def _pull_now(self, sid: str) -> None:
         try:

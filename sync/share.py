@@ -13,7 +13,7 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable
 
-from ..storage.errors import revoked
+from ..storage.errors import revoked, stopping
 from ..storage.redact import shown_store
 from ..stores import StoreError
 from ..stores.errors import StoreTimeout, failing
@@ -80,6 +80,8 @@ class Sharer:
             )
         key = await ctx.keys.make_session_key(sid)  # a new one written off the event loop
         res = await self.sync_now(sid, wait=True, timeout=ctx.timeout)
+        if not res["pushed"] and res.get("stopping"):
+            raise stopping(f"session {sid} was not shared, no code made", f"`sessiond share {sid}` again")
         if not res["pushed"]:  # everything up to now is in the store (later changes follow as usual)
             said = res["sessions"].get(sid, {}).get("last_error") or "the store did not take the snapshot in time"
             err = ImportError_("store", f"cannot share {sid} before it is pushed: {said}")

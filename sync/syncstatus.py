@@ -47,6 +47,7 @@ class SyncStatus:
         self._waiters: dict[str | None, set[asyncio.Event]] = {}
         self._went_through = False  # a push went through since the start (store_health: reachable)
         self.released = False  # the daemon is stopping: no wait goes on (release_waits)
+        self.stopping = asyncio.Event()  # (the same, for who waits on it: a waited sync's repair check and pulls)
 
     def forget(self, sid: str) -> None:
         self._errors.pop(sid, None)
@@ -89,6 +90,7 @@ class SyncStatus:
         """The daemon is stopping: every wait in sync_now ends now, and any to come ends at once (its request
         is answered with what is pushed so far), rather than holding the stop until its timeout."""
         self.released = True
+        self.stopping.set()
         for waiting in self._waiters.values():
             for ev in waiting:
                 ev.set()

@@ -34,12 +34,18 @@ async def stop_tasks(tasks: Iterable[asyncio.Task]) -> None:
 
 
 async def until_deadline(
-    work: Mapping[str, Awaitable[object]], deadline: float, behind: set[asyncio.Task], *, at_once: int = AT_ONCE
+    work: Mapping[str, Awaitable[object]],
+    deadline: float,
+    behind: set[asyncio.Task],
+    *,
+    at_once: int = AT_ONCE,
+    until: asyncio.Event | None = None,
 ) -> set[str]:
     """Run each session's `work`, `at_once` at a time, until all of it ended or time.monotonic() reaches
-    `deadline`; returns the sessions whose work had not ended. That work goes on in the background: its
-    tasks are held in `behind` until they end (whoever owns `behind` stops what is left with stop_tasks),
-    and what one raises there is logged. What the work that ended raised is raised here."""
+    `deadline`, or `until` is set (the daemon stopping); returns the sessions whose work had not ended. That
+    work goes on in the background: its tasks are held in `behind` until they end (whoever owns `behind`
+    stops what is left with stop_tasks), and what one raises there is logged. What the work that ended
+    raised is raised here."""
     if not work:
         return set()
     gate = asyncio.Semaphore(at_once)
@@ -49,7 +55,21 @@ async def until_deadline(
             return await job
 
     tasks = {asyncio.ensure_future(gated(job)): sid for sid, job in work.items()}
-    done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+    stopped = asyncio.ensure_future(until.wait()) if until is not None else None
+    waits = set(tasks)
+    try:
+        while waits and (stopped is None or not stopped.done()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = [stopped] if stopped is not None else []
+            _, waits = await asyncio.wait([*waits, *more], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            waits.discard(stopped)
+    finally:
+        if stopped is not None:
+            stopped.cancel()
+    done = {t for t in tasks if t.done()}
+    pending = set(tasks) - done
     for t in pending:
         behind.add(t)
         t.add_done_callback(_ended_behind(behind, tasks[t]))

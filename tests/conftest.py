@@ -385,6 +385,14 @@ def run_cli(
     return res
 
 
+def killed(procs: list[subprocess.Popen]) -> None:
+    """The processes of `procs` still running killed (and reaped): a test's clean-up, however it ended."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def write_config(home: str, **settings) -> None:
     """A daemon home's config.toml holding `settings` (each value written as JSON, which TOML reads for
     numbers, strings and booleans); the home is made if missing."""

@@ -3,10 +3,11 @@ and S5Store clients of it that give up fast: what the tests of failing and hung 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
-from servers.s5portal import Portal, Running, make_app
+from servers.s5portal import Portal, Running, Threaded, make_app
 from sessiond.stores.http import RetryPolicy
 from sessiond.stores.s5 import S5Store
 
@@ -24,6 +25,50 @@ async def served_portal() -> AsyncIterator[Portal]:
         if p.faults.hang is not None:
             p.faults.hang.set()  # let the parked requests end
         await running.stop()
+
+
+class Served:
+    """A portal served from its own thread (threaded_portal): its state and faults (`portal`), its store URL."""
+
+    def __init__(self, portal: Portal, server: Threaded):
+        self.portal, self.server = portal, server
+        self.url = f"s5+http://{portal.authority}"
+
+    def hang(self) -> None:
+        """Every request parked from now on: a store that takes connections and answers nothing."""
+        self.portal.faults.hang = asyncio.Event()
+
+    def push_waiting(self, d) -> str:
+        """A session of daemon `d` (a DaemonProc started on this portal) shared, then the portal hung and a
+        message written to it, which waits for its push: the session's id."""
+        with d.client() as c:
+            sid = c.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+            c.share(sid)
+        self.hang()
+        with d.client() as c:
+            c.append(sid, "user", "waits for its push")
+        return sid
+
+    def answer(self) -> None:
+        """The parked requests let go, and the next ones answered (from the test's thread: the portal's loop's)."""
+        hang, self.portal.faults.hang = self.portal.faults.hang, None
+        if hang is not None:
+            self.server.loop.call_soon_threadsafe(hang.set)
+
+
+@contextlib.contextmanager
+def threaded_portal() -> Iterator[Served]:
+    """The portal served from its own thread, for tests that drive daemon processes; what it parked is let go
+    as it stops."""
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    served = Served(p, server)
+    try:
+        yield served
+    finally:
+        served.answer()
+        server.stop()
 
 
 def s5(p: Portal, tmp_path, name: str, timeout: float = 10) -> S5Store:

@@ -290,8 +290,15 @@ def _expires(s: dict) -> str:
     return when(s["expires_at"])
 
 
-# how long the daemon's `rm` and `end` wait for a shared session's push (daemon/operations.py)
-PUSH_WAIT = 10.0
+def push_wait(home: str | None) -> float:
+    """How long the daemon's `rm` and `end` wait for a shared session's push (daemon/operations.py): as long
+    as a store call may take, config.toml's store_timeout (its default, when that cannot be read)."""
+    from ...daemon.home import Config, HomeError, resolve_home
+
+    try:
+        return Config.load(resolve_home(home)).store_timeout
+    except (HomeError, OSError):
+        return Config.store_timeout
 
 
 def _rm_meanwhile(left: float) -> str:
@@ -307,7 +314,7 @@ def _end_meanwhile(left: float) -> str:
 
 def cmd_rm(args) -> int:
     c = client(args)
-    waits = None if args.force else StoreWaits(c, args.id, PUSH_WAIT, _rm_meanwhile, pulls=False)
+    waits = None if args.force else StoreWaits(c, args.id, push_wait(args.home), _rm_meanwhile, pulls=False)
     try:
         out = c.delete_session(args.id, force=args.force)
     finally:
@@ -322,7 +329,7 @@ def _status_cmd(action: str):
 
     def run(args) -> int:
         c = client(args)
-        waits = StoreWaits(c, args.id, PUSH_WAIT, _end_meanwhile, pulls=False) if action == "end" else None
+        waits = StoreWaits(c, args.id, push_wait(args.home), _end_meanwhile, pulls=False) if action == "end" else None
         try:
             s = getattr(c, action)(args.id)
         finally:
@@ -344,6 +351,11 @@ def _status_cmd(action: str):
                     else "\nsnapshot: not pushed yet"
                     + (
                         for_home(
+                            " (the daemon is stopping: it is pushed once the daemon runs again, `sessiond start`)",
+                            args.home,
+                        )
+                        if s.get("stopping")
+                        else for_home(
                             f" (its store did not take it: `sessiond sync {s['id']} --wait` pushes it, and says"
                             " why not)",
                             args.home,

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .. import time_left
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
@@ -26,7 +27,7 @@ def register(commands: Commands) -> None:
         "--timeout",
         type=seconds_up_to(3600),
         default=60.0,
-        help="how long to wait for the daemon, in seconds: 0 to 3600 (default 60)",
+        help="how long to wait for the daemon, in seconds from the command's start: 0 to 3600 (default 60)",
     )
     p = commands.add("verify", cmd_verify, "check the store's copy of each session against this device")
     p.add_argument("id", nargs="?")
@@ -111,11 +112,13 @@ def _trying_again(left: float) -> str:
 def cmd_sync(args) -> int:
     c = client(args)
     if args.wait:  # a first push, or a long one: its progress from the daemon, on a terminal
-        waits = StoreWaits(c, args.id, args.timeout, _trying_again)
+        # --timeout counts from the command's start, as whoever runs it counts it (its imports took ~0.4 s of it)
+        timeout = time_left(args.timeout)
+        waits = StoreWaits(c, args.id, timeout, _trying_again)
         res = None
         try:
             with Progress(c, {"push"}, {args.id} if args.id else None):
-                res = c.sync(args.id, wait=True, timeout=args.timeout)
+                res = c.sync(args.id, wait=True, timeout=timeout)
         finally:
             waits.close(expected=res is not None and any(st.get("retry_after") for st in res["sessions"].values()))
     else:
@@ -137,7 +140,14 @@ def cmd_sync(args) -> int:
             + (f", cannot pull: {for_home(st['pull_error'], args.home)}" if st.get("pull_error") else "")
             + (f", waiting for {', '.join(st['waiting_for'])} (away through a rekey)" if st.get("waiting_for") else "")
         )
-    if args.wait:
+    if args.wait and res.get("stopping"):  # cut short by the daemon's stop: not the store's doing
+        lines.append(
+            "the daemon is stopping: not everything could be "
+            + ("pulled" if res["pushed"] else "pushed")
+            + " before it stopped; it goes on once the daemon runs again "
+            + for_home("(`sessiond start`, then `sessiond sync --wait` to wait for it)", args.home)
+        )
+    elif args.wait:
         lines.append(
             "all pushed and pulled"
             if res["complete"]
