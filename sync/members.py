@@ -271,13 +271,15 @@ class Members:
         remote = await self.ctx.db.remote(sid)
         return decode_frozen(remote.get("frozen")) if remote is not None else []
 
-    async def keep_frozen(self, sid: str, frozen: Sequence[dict]) -> None:
+    async def keep_frozen(self, sid: str, frozen: Sequence[dict], *, noted: Sequence[dict] | None = None) -> None:
         """Note `frozen` (frozen logs read in or written to `sid`'s members slot) in the database, merged
         with those noted before (a frozen log is never taken out of the slot): a slot the store lost is
         written again with them, whether or not this process read it (ensure_member). Nothing is written
         when they are noted already (each at its revision, or a later one: a head frozen anew replaces its older
-        freeze), nor for a session not shared here yet (an import, before it is)."""
-        if not frozen:
+        freeze), nor for a session not shared here yet (an import, before it is). `noted`: those noted, as the
+        caller read the session's row: the row is not read again unless they lack some of `frozen` (then read
+        fresh for the merge, so that none noted since that read is written over)."""
+        if not frozen or (noted is not None and not frozen_adds(noted, frozen)):
             return
         remote = await self.ctx.db.remote(sid)
         if remote is None:
@@ -315,10 +317,13 @@ class Members:
         if write_secret is None or session_key is None:
             raise ImportError_("read_only", f"this device cannot add writers to {sid} (no write secret)")
         ak = announce_key(write_secret)
-        store = await ctx.store_for(sid)
+        # the session's row, read once: its store, the frozen logs noted (keep_frozen), its members revision
+        remote = await ctx.db.remote(sid)
+        store = ctx.open_store(remote["store_url"] if remote else None)  # (ctx.store_for, from the row read)
         me = {"head_pk": ctx.keys.head_pk(sid), "device_id": ctx.db.device_id}
         known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await ctx.db.peers(sid)]]
-        frozen = merge_frozen(frozen, await self.known_frozen(sid))
+        noted = decode_frozen(remote.get("frozen")) if remote is not None else []
+        frozen = merge_frozen(frozen, noted)
         for attempt in range(5):
             try:
                 if attempt == 0 and slot is not None:
@@ -342,10 +347,11 @@ class Members:
             have = {m["head_pk"] for m in members}
             missing = [k for k in known if k["head_pk"] not in have]
             if rewrite is None and not missing and not frozen_adds(had, frozen):
-                await self.keep_frozen(sid, had)  # (an import's slot, read before the session was shared here)
-                await self._listed(sid, rev)
+                # (an import's slot, read before the session was shared here)
+                await self.keep_frozen(sid, had, noted=noted if remote is not None else None)
+                await self._listed(sid, rev, remote)
                 return rev
-            remote = await ctx.db.remote(sid)
+            # (the members revision as of the row read above: one noted since is the slot's, read or refused)
             rev = max(rev, rewrite or 0, remote["members_rev"] if remote else 0)
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
             logs = merge_frozen(had, frozen)
@@ -376,16 +382,16 @@ class Members:
             self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept, [])
             self._object_read[sid] = time.monotonic()
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
-            await self.keep_frozen(sid, logs)
+            await self.keep_frozen(sid, logs, noted=noted if remote is not None else None)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")
 
-    async def _listed(self, sid: str, rev: int) -> None:
+    async def _listed(self, sid: str, rev: int, remote: dict | None) -> None:
         """This device found itself listed in the slot (revision `rev`): noted as announced, as a write of the
         slot notes it, or every start would resume a push of the session to list it (SyncState.pending_pushes),
         which finds it listed again and writes nothing. Only for the slot of the session's current key: a
-        rekey under way lists the devices it keeps in a slot of its own."""
-        remote = await self.ctx.db.remote(sid)
+        rekey under way lists the devices it keeps in a slot of its own. `remote`: the session's row, as the caller
+        read it."""
         ws = self.ctx.keys.write_secret(sid)
         if (
             remote is not None
