@@ -14,7 +14,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
@@ -25,6 +25,7 @@ from .context import SyncContext
 from .errors import ImportError_, describe, no_relay_account
 from .fetch import fetch_frozen, fetch_logs, read_head
 from .frozen import decode_frozen, frozen_adds
+from .frozenrepair import lacking, put_back
 from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
@@ -52,6 +53,8 @@ PULLS_AT_ONCE = 8
 # its store calls and all), leaves the session to the next poll instead (_RekeyBusy), so that the round ends and
 # the other sessions are pulled again meanwhile. Other pulls (`sessiond sync --wait`, an import's) wait for it.
 _POLLING: contextvars.ContextVar[bool] = contextvars.ContextVar("sessiond_follower_polling", default=False)
+# set in the pulls `sessiond sync --wait` makes (Follower.asked)
+_ASKED: contextvars.ContextVar[bool] = contextvars.ContextVar("sessiond_follower_asked", default=False)
 
 
 class _RekeyBusy(Exception):
@@ -84,6 +87,18 @@ class Follower:
         # frozen logs (a rekey's dropped writers, pinned in the members slot) taken in by this process:
         # (session, head key, revision); each is read once, for what of it was not applied here yet
         self._frozen_taken: LRU[tuple[str, bytes, int], bool] = LRU(MEMBERS_KEPT)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def asked() -> Iterator[None]:
+        """The pulls made within were asked for (`sessiond sync --wait`: what an import's error for a lost frozen
+        log says to run on a writer): each looks for every frozen log's manifest in the store, those this process
+        took already too, and a writer puts back one lost (frozenrepair.py)."""
+        token = _ASKED.set(True)
+        try:
+            yield
+        finally:
+            _ASKED.reset(token)
 
     def follow(self, sid: str) -> None:
         """`sid` was just imported while polls went on (`looks` moved): pull it at the next poll. A head of
@@ -281,7 +296,7 @@ class Follower:
         if rev > remote["members_rev"]:
             await db.set_remote(sid, members_rev=rev)
         await self._write_back(sid, remote, members, frozen)
-        new = await self._take_frozen(sid, store, frozen) if frozen else 0
+        new = await self._take_frozen(sid, store, frozen, announce_pk, audit=audit or _ASKED.get()) if frozen else 0
         my_pk = keys.head_pk(sid)
         known = {bytes(p["head_pk"]): p for p in await db.peers(sid)}
         heads = [m for m in members if m["head_pk"] != my_pk]
@@ -396,22 +411,45 @@ class Follower:
                 and bytes(now["announce_pk"]) == announce_pk
             )
 
-    async def _take_frozen(self, sid: str, store: Store, frozen: list[dict]) -> int:
+    async def _take_frozen(self, sid: str, store: Store, frozen: list[dict], announce_pk: bytes, *, audit: bool) -> int:
         """What this device has not applied of the dropped writers' logs as the rekey froze them (the
         writes they made between this device's last pull of them and the rekey): so it holds what a device
         importing the session now holds. Each frozen log once a process, its manifest read, then only the
-        pages past what is here."""
+        pages past what is here. One whose manifest the store lost is put back by a writer that holds it
+        (frozenrepair.py): found so when it is read, or, taken already, by a writer's audit (`audit`: its
+        full pull that reads the slot's object again, or one `sessiond sync --wait` asked for: asked), which
+        asks the store for each one's manifest."""
         ctx, new = self.ctx, 0
         for f in frozen:
             mark = (sid, bytes(f["k"]), int(f["r"]))
             if mark in self._frozen_taken:
+                if audit and ctx.keys.write_secret(sid) is not None and await lacking(store, [f], ctx.timeout):
+                    await self._put_back(sid, store, f, announce_pk)
                 continue
             have = await ctx.db.last_seq(sid, str(f["d"]))
-            lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
+            try:
+                lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
+            except ImportError_ as exc:
+                if exc.kind != "frozen_lost" or (again := await self._put_back(sid, store, f, announce_pk)) is None:
+                    raise
+                lg = await fetch_frozen(store, sid, again, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
             if len(lg):
                 new += await ctx.db.apply_remote(sid, {lg.device_id: lg})
             self._frozen_taken[mark] = True
         return new
+
+    async def _put_back(self, sid: str, store: Store, frozen: dict, announce_pk: bytes) -> dict | None:
+        """frozenrepair.put_back of `frozen`, its manifest lost, on the generation the pull read (_generation):
+        its new entry, or None if this device could not put it back (its failure said in the log: the pull's
+        own error says what is lost)."""
+        try:
+            async with self._generation(sid, announce_pk) as same:
+                if not same:
+                    return None
+                return (await put_back(self.ctx, self.members, sid, store, [frozen])).get(bytes(frozen["h"]))
+        except (ImportError_, StoreError, TimeoutError, OSError) as exc:
+            log.warning("could not put a lost frozen log back: %s", describe(exc), extra={"session": sid})
+            return None
 
     async def pull_all(
         self,

@@ -119,7 +119,9 @@ class Collector:
         me = ctx.keys.head_pk(sid)
         frozen = decode_frozen(remote.get("frozen"))
         if slot is not None and len(slot.data) > 33:
-            frozen = merge_frozen(frozen, await self._frozen_named(store, sid, slot))
+            # (the slot's first: of two entries of one head at one revision, the first named is kept, and one put
+            # back in place of a lost manifest, frozenrepair.py, is the slot's, not the one noted here)
+            frozen = merge_frozen(await self._frozen_named(store, sid, slot), frozen)
         for f in frozen:
             if bytes(f["k"]) != me:
                 continue
