@@ -163,6 +163,11 @@ def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: b
         return f"sessiond sync --wait {sid}  # the rekeying device's head may not be in the store yet; " + fork_way(sid)
     if kind == "newer":  # a log a newer sessiond wrote: this device is the one behind
         return NEWER_FIX
+    if kind == "frozen_lost":  # a frozen log's manifest gone: a writer that holds the log puts it back
+        return (
+            f"sessiond sync --wait {sid}  # on a device that writes the session and applied the log a rekey froze"
+            " (the device that made the rekey, or any other writer now): it puts the lost log back"
+        )
     if kind in ("forged", "replayed", "damaged", "invalid", "malformed"):
         keep = MOVE if own else "a new share code of it through a store you trust, imported"
         keep += "" if own else " (sessiond import < code.txt)"

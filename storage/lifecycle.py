@@ -164,6 +164,33 @@ class Released:
                 (store_url, bytes(slot_pk)),
             )
 
+    async def slot_objects_of(self, store_url: str, slot_pk: bytes) -> list[bytes]:
+        """The objects this device put for the members slot `slot_pk` in sessions deleted here (orphan_slots)."""
+        rows = await self.c.committed.fetchall(
+            "SELECT DISTINCT hash FROM slot_objects WHERE store_url=? AND slot_pk=?"
+            " AND session_id NOT IN (SELECT id FROM sessions) ORDER BY hash",
+            (store_url, bytes(slot_pk)),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    async def slot_gone(self, store_url: str, slot_pk: bytes) -> None:
+        """The members slot `slot_pk` of a session deleted here is gone from a store whose heads do not expire:
+        nothing names what this device put for it, each a candidate from now (freed after the grace), its records
+        dropped with it (no gc reads the slot again)."""
+        async with self.c.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT hash, session_id FROM slot_objects WHERE store_url=? AND slot_pk=?"
+                " AND session_id NOT IN (SELECT id FROM sessions)",
+                (store_url, bytes(slot_pk)),
+            )
+            t = now()
+            await _insert_released(tx, [(store_url, bytes(r[0]), r[1], t) for r in rows])
+            await tx.execute(
+                "DELETE FROM slot_objects WHERE store_url=? AND slot_pk=?"
+                " AND session_id NOT IN (SELECT id FROM sessions)",
+                (store_url, bytes(slot_pk)),
+            )
+
     async def freed(self, store_url: str, hashes: Iterable[bytes]) -> None:
         """These are freed (or not held by the store at all): no longer candidates, nor slot objects."""
         rows = [(store_url, bytes(h)) for h in hashes]

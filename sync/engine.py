@@ -319,7 +319,8 @@ class Syncer:
 
     async def _pull_now(self, sid: str) -> None:
         try:
-            await self.follower.pull(sid)
+            with self.follower.asked():  # (a frozen log's manifest lost: a writer puts it back)
+                await self.follower.pull(sid)
             self.ctx.pull_ok(sid)
         except Exception as exc:
             self.ctx.pull_failed(sid, exc, imported=await self.ctx.imported_elsewhere(sid))

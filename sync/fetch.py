@@ -12,7 +12,8 @@ from typing import Any, cast
 
 from ..storage.errors import Invalid
 from ..storage.model import RemoteLog
-from ..stores import Store, StoreError, check_object
+from ..storage.redact import shown_store
+from ..stores import ObjectMissing, Store, StoreError, check_object
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
@@ -284,6 +285,24 @@ async def freeze_log(
     return None
 
 
+def frozen_lost(store: Store, sid: str, frozen: dict) -> ImportError_:
+    """What an import or a pull says of a frozen log whose manifest `store` lacks: what is missing, and what
+    puts it back (a writer's pull: put_back)."""
+    h = bytes(frozen["h"]).hex()
+    fix = (
+        f"`sessiond sync --wait {sid}` on a device that writes the session and applied that log (the device that"
+        f" made the rekey, or any other writer of the session now) puts it back; then import the code again (a"
+        f" device following the session takes it at its next pull)"
+    )
+    return ImportError_(
+        "frozen_lost",
+        f"the log of device {frozen['d']} of session {sid} as a rekey froze it is missing from the store"
+        f" {shown_store(store.url)}: its manifest {h[:16]}… (named by the session's members slot) is gone."
+        f" {fix[0].upper()}{fix[1:]}",
+        fix,
+    )
+
+
 async def fetch_frozen(
     store: Store,
     sid: str,
@@ -298,8 +317,11 @@ async def fetch_frozen(
     revision and the device); then its operations after `after_seq`, as fetch_log reads them."""
     name = str(frozen["d"])
     with _read_failures(store, sid, name):
-        async with asyncio.timeout(timeout):
-            ct = await store.get(bytes(frozen["h"]))
+        try:
+            async with asyncio.timeout(timeout):
+                ct = await store.get(bytes(frozen["h"]))
+        except ObjectMissing:  # (not its writer's to mend: its head left it long ago)
+            raise frozen_lost(store, sid, frozen) from None
         plain = open_unpadded(check_object(bytes(frozen["h"]), ct), bytes(frozen["x"]))
         man = parse_manifest(plain, sid=sid, head_pk=bytes(frozen["k"]), rev=frozen["r"])
         if man.device != name:

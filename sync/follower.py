@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
@@ -24,6 +25,7 @@ from .context import SyncContext
 from .errors import ImportError_, describe, no_relay_account
 from .fetch import fetch_frozen, fetch_logs, read_head
 from .frozen import decode_frozen, frozen_adds
+from .frozenrepair import lacking, put_back
 from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
@@ -47,6 +49,16 @@ def full_pull_every() -> float:
 
 # sessions pulled at once: a pull waits mostly on the store (and its thread hops), so several overlap
 PULLS_AT_ONCE = 8
+# set in a poll's pulls (Follower._round): a pull that would wait for a session's rekey lock, held (a rekey here,
+# its store calls and all), leaves the session to the next poll instead (_RekeyBusy), so that the round ends and
+# the other sessions are pulled again meanwhile. Other pulls (`sessiond sync --wait`, an import's) wait for it.
+_POLLING: contextvars.ContextVar[bool] = contextvars.ContextVar("sessiond_follower_polling", default=False)
+# set in the pulls `sessiond sync --wait` makes (Follower.asked)
+_ASKED: contextvars.ContextVar[bool] = contextvars.ContextVar("sessiond_follower_asked", default=False)
+
+
+class _RekeyBusy(Exception):
+    """A poll's pull of a session whose rekey lock is in use (held, or waited for): left to the next poll."""
 
 
 class Follower:
@@ -75,6 +87,18 @@ class Follower:
         # frozen logs (a rekey's dropped writers, pinned in the members slot) taken in by this process:
         # (session, head key, revision); each is read once, for what of it was not applied here yet
         self._frozen_taken: LRU[tuple[str, bytes, int], bool] = LRU(MEMBERS_KEPT)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def asked() -> Iterator[None]:
+        """The pulls made within were asked for (`sessiond sync --wait`: what an import's error for a lost frozen
+        log says to run on a writer): each looks for every frozen log's manifest in the store, those this process
+        took already too, and a writer puts back one lost (frozenrepair.py)."""
+        token = _ASKED.set(True)
+        try:
+            yield
+        finally:
+            _ASKED.reset(token)
 
     def follow(self, sid: str) -> None:
         """`sid` was just imported while polls went on (`looks` moved): pull it at the next poll. A head of
@@ -158,7 +182,7 @@ class Follower:
             self.pull_now = False
             self._last_full_pull = t
             try:
-                new = await self.pull_all()
+                new = await self.pull_all(polling=True)
             except BaseException:
                 self.pull_now = True  # the full round again at the next poll
                 raise
@@ -168,7 +192,7 @@ class Follower:
         elif changed or retry or due:
             moved = await ctx.db.sessions_with_heads(sorted(changed))
             # the retried and the just imported are read in full (their members slot too)
-            await self.pull_all(sorted(retry.union(due, moved)), changed=changed, retry=retry | due)
+            await self.pull_all(sorted(retry.union(due, moved)), changed=changed, retry=retry | due, polling=True)
 
     async def _not_held(self, store: Store) -> set[bytes] | None:
         """After `store`'s change feed could not say what changed (a relay's reset: it restarted without
@@ -231,8 +255,8 @@ class Follower:
         key = keys.session_key(sid)
         if remote is None or key is None:
             return 0
-        if keys.rekey_pending(sid) is not None:  # a rekey cut short by a crash: finish it first
-            async with ctx.rekey_lock(sid):
+        if keys.rekey_pending(sid) is not None:  # a rekey cut short by a crash (or under way here): finish it first
+            async with self._rekey_lock(sid):
                 await self.rekeyer.resume(sid)
             remote, key = await db.remote(sid), keys.session_key(sid)
             if remote is None or key is None:
@@ -257,7 +281,7 @@ class Follower:
                 unchanged=moved is not None and b"\xed" + announce_pk not in moved,
             )
             if notice is not None:
-                async with ctx.rekey_lock(sid):
+                async with self._rekey_lock(sid):
                     await self.rekeyer.take(sid, notice, store, members)
                 now = await db.remote(sid)
                 assert now is not None  # taking a notice switches the remote; it does not remove it
@@ -272,7 +296,7 @@ class Follower:
         if rev > remote["members_rev"]:
             await db.set_remote(sid, members_rev=rev)
         await self._write_back(sid, remote, members, frozen)
-        new = await self._take_frozen(sid, store, frozen) if frozen else 0
+        new = await self._take_frozen(sid, store, frozen, announce_pk, audit=audit or _ASKED.get()) if frozen else 0
         my_pk = keys.head_pk(sid)
         known = {bytes(p["head_pk"]): p for p in await db.peers(sid)}
         heads = [m for m in members if m["head_pk"] != my_pk]
@@ -304,9 +328,13 @@ class Follower:
         # take of another device's) freezes the dropped writers' logs as this device holds them, and records
         # it, under that lock; applied after, what a dropped writer wrote past its freeze would be this
         # device's alone (the next pull reads the new slot)
-        async with self._generation(sid, announce_pk) as same:
-            if same:
-                new += await db.apply_remote(sid, logs, peers=peers)
+        try:
+            async with self._generation(sid, announce_pk) as same:
+                if same:
+                    new += await db.apply_remote(sid, logs, peers=peers)
+        except _RekeyBusy:  # (left to the next poll: a rekey here holds the session)
+            await pause_for_tests("pull.applied")
+            raise
         await pause_for_tests("pull.applied")  # (the tests: the logs applied, or left)
         return new
 
@@ -357,6 +385,17 @@ class Follower:
             log.warning("could not write the members slot back: %s", describe(exc), extra={"session": sid})
 
     @contextlib.asynccontextmanager
+    async def _rekey_lock(self, sid: str) -> AsyncIterator[None]:
+        """`sid`'s rekey lock, held; in a poll's pull (_POLLING) only if no one holds it or waits for it: else
+        _RekeyBusy, the session left to the next poll (a rekey here holds it through its store calls, and the
+        poll's round, waiting, would pull no other session meanwhile). The look and the take are one step: an
+        asyncio lock free with no waiter is taken without a wait."""
+        if _POLLING.get() and sid in self.ctx.rekey_locks:  # (a lock exists only while held or waited for)
+            raise _RekeyBusy(sid)
+        async with self.ctx.rekey_lock(sid):
+            yield
+
+    @contextlib.asynccontextmanager
     async def _generation(self, sid: str, announce_pk: bytes) -> AsyncIterator[bool]:
         """`sid`'s rekey lock held (a rekey here, its resume and the take of another device's hold it throughout):
         whether the session is still on the generation whose members slot `announce_pk` names, no rekey recorded.
@@ -364,7 +403,7 @@ class Follower:
         dropped writers' logs as this device holds them, then rotates the keys, names the new slot and drops the
         old peers; a pull's write in between would carry a dropped writer's log past its freeze, or list it in the
         new slot, a member of the new generation (the next pull reads the new slot)."""
-        async with self.ctx.rekey_lock(sid):
+        async with self._rekey_lock(sid):
             now = await self.ctx.db.remote(sid)
             yield (
                 self.ctx.keys.rekey_pending(sid) is None
@@ -372,34 +411,70 @@ class Follower:
                 and bytes(now["announce_pk"]) == announce_pk
             )
 
-    async def _take_frozen(self, sid: str, store: Store, frozen: list[dict]) -> int:
+    async def _take_frozen(self, sid: str, store: Store, frozen: list[dict], announce_pk: bytes, *, audit: bool) -> int:
         """What this device has not applied of the dropped writers' logs as the rekey froze them (the
         writes they made between this device's last pull of them and the rekey): so it holds what a device
         importing the session now holds. Each frozen log once a process, its manifest read, then only the
-        pages past what is here."""
+        pages past what is here. One whose manifest the store lost is put back by a writer that holds it
+        (frozenrepair.py): found so when it is read, or, taken already, by a writer's audit (`audit`: its
+        full pull that reads the slot's object again, or one `sessiond sync --wait` asked for: asked), which
+        asks the store for each one's manifest."""
         ctx, new = self.ctx, 0
         for f in frozen:
             mark = (sid, bytes(f["k"]), int(f["r"]))
             if mark in self._frozen_taken:
+                if audit and ctx.keys.write_secret(sid) is not None and await lacking(store, [f], ctx.timeout):
+                    await self._put_back(sid, store, f, announce_pk)
                 continue
             have = await ctx.db.last_seq(sid, str(f["d"]))
-            lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
+            try:
+                lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
+            except ImportError_ as exc:
+                if exc.kind != "frozen_lost" or (again := await self._put_back(sid, store, f, announce_pk)) is None:
+                    raise
+                lg = await fetch_frozen(store, sid, again, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
             if len(lg):
                 new += await ctx.db.apply_remote(sid, {lg.device_id: lg})
             self._frozen_taken[mark] = True
         return new
 
+    async def _put_back(self, sid: str, store: Store, frozen: dict, announce_pk: bytes) -> dict | None:
+        """frozenrepair.put_back of `frozen`, its manifest lost, on the generation the pull read (_generation):
+        its new entry, or None if this device could not put it back (its failure said in the log: the pull's
+        own error says what is lost)."""
+        try:
+            async with self._generation(sid, announce_pk) as same:
+                if not same:
+                    return None
+                return (await put_back(self.ctx, self.members, sid, store, [frozen])).get(bytes(frozen["h"]))
+        except (ImportError_, StoreError, TimeoutError, OSError) as exc:
+            log.warning("could not put a lost frozen log back: %s", describe(exc), extra={"session": sid})
+            return None
+
     async def pull_all(
-        self, sids: list[str] | None = None, *, changed: set[bytes] | None = None, retry: set[str] | None = None
+        self,
+        sids: list[str] | None = None,
+        *,
+        changed: set[bytes] | None = None,
+        retry: set[str] | None = None,
+        polling: bool = False,
     ) -> int:
         """Pull `sids` (default: every shared session), PULLS_AT_ONCE at a time. Returns how many new
         operations came in. `changed`: as in pull, except for the sessions in `retry` (whose last pull
-        failed: read in full)."""
+        failed: read in full). `polling` (a poll's round): a session a rekey here holds is not waited for, but
+        left to the next poll (_POLLING)."""
         ctx = self.ctx
         every = await ctx.db.shared_sessions() if sids is None else sids
         todo = iter(every)
 
-        async def puller() -> int:  # takes the next session from the shared iterator until none is left
+        async def puller() -> int:
+            polls = _POLLING.set(polling)  # (reset at its end: one puller runs in the caller's own task)
+            try:
+                return await pull_each()
+            finally:
+                _POLLING.reset(polls)
+
+        async def pull_each() -> int:  # takes the next session from the shared iterator until none is left
             new = 0
             for sid in todo:
                 if ctx.stopping:
@@ -408,6 +483,8 @@ class Follower:
                     hint = None if retry and sid in retry else changed
                     new += await (self.pull(sid) if hint is None else self.pull(sid, hint)) or 0
                     ctx.pull_ok(sid)
+                except _RekeyBusy:
+                    self._due.add(sid)  # (a rekey here holds it: pulled in full by the first poll after it)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

@@ -18,7 +18,9 @@ whose heads cannot all be read and opened keeps its candidates (the round is rep
 A session's candidates are freed under its push lock, so no push of it runs in between.
 The members slots of sessions deleted here that this device put objects for are read by gc alone (nothing
 else here reads them any more), once each: what they no longer name is let go and freed, what they name stays
-in the store, and their records go (a slot found gone's too), so that no later gc reads them again.
+in the store, and their records go, so that no later gc reads them again. A slot found gone lets go what it
+named on a store whose heads do not expire; on one whose heads do (Kubo: a record forgotten or expired reads as
+gone, and may be put again) its records stay while what they name is still in the store (_slot_gone).
 A dry run changes nothing: what its reads of the slots would let go is counted, not recorded.
 """
 
@@ -48,6 +50,10 @@ from .pull import LogReader
 
 log = logging.getLogger("sessiond.sync")
 DEFAULT_GRACE = 24 * 3600.0
+# what a dry run's reads of members slots saw, by store URL: an entry read, or the key (0xed | announce key) of a
+# deleted session's slot found gone from a store whose heads do not expire (all this device put for it let go)
+_Seen = list[tuple[str, RegistryEntry | bytes]]
+_EVERY_REV = 1 << 62  # (a revision past any: every object put for a slot, Released.slot_lets_go)
 _UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError, dagcbor.DagCborError)
 
 
@@ -68,7 +74,7 @@ class Collector:
         # the same logs, and gc does not read it again (nor when this process's Members read or wrote it).
         self._slot_frozen: LRU[str, tuple[bytes, int, bytes, list[dict]]] = LRU(MEMBERS_KEPT)
 
-    async def live(self, sid: str, seen: list[tuple[str, RegistryEntry]] | None = None) -> set[bytes]:
+    async def live(self, sid: str, seen: _Seen | None = None) -> set[bytes]:
         """Every object a current head of `sid` references (raises what kept it from reading them all). Its
         members slot, read, lets go what this device put for it and it no longer names (SyncContext.named); in a
         dry run (`seen` a list) it is only noted there (store URL, entry), the database left as it is."""
@@ -113,7 +119,9 @@ class Collector:
         me = ctx.keys.head_pk(sid)
         frozen = decode_frozen(remote.get("frozen"))
         if slot is not None and len(slot.data) > 33:
-            frozen = merge_frozen(frozen, await self._frozen_named(store, sid, slot))
+            # (the slot's first: of two entries of one head at one revision, the first named is kept, and one put
+            # back in place of a lost manifest, frozenrepair.py, is the slot's, not the one noted here)
+            frozen = merge_frozen(await self._frozen_named(store, sid, slot), frozen)
         for f in frozen:
             if bytes(f["k"]) != me:
                 continue
@@ -140,7 +148,7 @@ class Collector:
         self._slot_frozen[sid] = (slot.pk, slot.revision, bytes(slot.data), [dict(f) for f in frozen])
         return frozen
 
-    async def _slot_read(self, store: Store, slot: RegistryEntry, seen: list[tuple[str, RegistryEntry]] | None) -> None:
+    async def _slot_read(self, store: Store, slot: RegistryEntry, seen: _Seen | None) -> None:
         """A members slot read from `store`: what this device put for it and it no longer names let go (a dry run,
         `seen` a list: noted there instead)."""
         if seen is not None:
@@ -148,11 +156,11 @@ class Collector:
         else:
             await self.ctx.named(store, slot, written=False)
 
-    async def _orphan_slots(self, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[set[bytes], dict[str, str]]:
+    async def _orphan_slots(self, seen: _Seen | None) -> tuple[set[bytes], dict[str, str]]:
         """The members slots this device put objects for in sessions deleted here since (nothing else reads them):
         each read, what it no longer names let go (as live() does), and what it names returned, live; then its
-        records dropped (Released.slot_settled), as they are for a slot found gone: no later gc reads it again (its
-        cost would grow with every session ever deleted), and what it names stays in the store. A slot that cannot
+        records dropped (Released.slot_settled): no later gc reads it again (its cost would grow with every session
+        ever deleted), and what it names stays in the store. A slot found gone: _slot_gone. A slot that cannot
         be read keeps its records for the next gc, and the candidates of its sessions stay this run, returned
         with why (session -> error): what it names may be one of them (this device killed between its write of the
         slot and its note, SyncContext.named), and no other read of it would keep it. A dry run drops nothing."""
@@ -169,11 +177,37 @@ class Collector:
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
                 await self._slot_read(store, slot, seen)
-            if seen is None:
-                await self.ctx.db.released.slot_settled(url, pk)
+                if seen is None:
+                    await self.ctx.db.released.slot_settled(url, pk)
+            elif seen is not None:  # (a dry run: what _slot_gone would let go, counted)
+                if not store.heads_expire:
+                    seen.append((url, pk))
+            else:
+                try:
+                    await self._slot_gone(store, url, pk)
+                except (*_UNREADABLE, ValueError) as exc:  # (kept: the next gc looks again)
+                    log.warning("a deleted session's members slot could not be settled by gc: %s", describe(exc))
         return out, unread
 
-    async def _due(self, grace: float, seen: list[tuple[str, RegistryEntry]] | None) -> tuple[list[dict], int]:
+    async def _slot_gone(self, store: Store, url: str, pk: bytes) -> None:
+        """A deleted session's members slot `pk` read as gone from `store`. On a store whose heads do not expire it
+        is: what this device put for it is let go (freed after the grace), its records dropped. On one whose heads
+        expire (Kubo: a record the DHT forgot, or past its end of life, reads as gone) it may come back naming what
+        it named (a device following the session puts its record again: reput.py), and written over later: the
+        records stay while what they name is still in the store (read again by the next gc; freed once the slot
+        is seen written over: Released.freed drops them), and go once none of it is."""
+        released = self.ctx.db.released
+        if not store.heads_expire:
+            await released.slot_gone(url, pk)
+            return
+        hashes = await released.slot_objects_of(url, pk)
+        gone = [h for h in hashes if not await asyncio.wait_for(store.has(h), self.ctx.timeout)]
+        if len(gone) == len(hashes):
+            await released.slot_settled(url, pk)
+        else:
+            await released.freed(url, gone)  # (what is no longer there: nothing to keep a record of)
+
+    async def _due(self, grace: float, seen: _Seen | None) -> tuple[list[dict], int]:
         """The candidates let go at least `grace` ago, and how many others wait for their grace; in a dry run as
         the slots it read would have made them (_as_if_named)."""
         # (releases are stamped with storage's now(), rounded to the millisecond: compared on that clock,
@@ -183,9 +217,7 @@ class Collector:
         waiting = await released.count() - len(due)
         return await self._as_if_named(seen, due, waiting, grace) if seen else (due, waiting)
 
-    async def _as_if_named(
-        self, seen: list[tuple[str, RegistryEntry]], due: list[dict], waiting: int, grace: float
-    ) -> tuple[list[dict], int]:
+    async def _as_if_named(self, seen: _Seen, due: list[dict], waiting: int, grace: float) -> tuple[list[dict], int]:
         """A dry run's candidates (`due`, and how many are `waiting` for their grace) as the slots it read
         (`seen`) would have made them, had it let go what they no longer name (Released.slot_lets_go)."""
         released = self.ctx.db.released
@@ -193,6 +225,9 @@ class Collector:
         forgotten: set[tuple[str, bytes]] = set()
         let_go: list[dict] = []
         for url, slot in seen:
+            if isinstance(slot, bytes):  # gone for good (_slot_gone): all this device put for it let go
+                let_go += (await released.slot_lets_go(url, slot, _EVERY_REV, b""))[0]
+                continue
             if len(slot.data) < 33:
                 continue
             lets_go, forgets = await released.slot_lets_go(url, slot.pk, slot.revision, bytes(slot.data[1:33]))
@@ -224,7 +259,7 @@ class Collector:
 
     async def collect(self, *, grace: float, dry_run: bool) -> dict:
         ctx, db = self.ctx, self.ctx.db
-        seen: list[tuple[str, RegistryEntry]] | None = [] if dry_run else None  # (a dry run writes nothing)
+        seen: _Seen | None = [] if dry_run else None  # (a dry run writes nothing)
         # the slots of sessions deleted here that this device put objects for: read first (none: nothing asked),
         # as what they no longer name is due to be freed too
         live, unsure = await self._orphan_slots(seen)  # (unsure: sessions whose candidates stay, and why)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nacl.signing import SigningKey
 
@@ -60,6 +60,11 @@ def _bad(kind: str, sid: str, message: str) -> ImportError_:
     """The members slot of session `sid` found bad (`kind`: forged, replayed, malformed, damaged), with what
     mends it: a writer writes it again (errors.bad_log)."""
     return bad_log(ImportError_(kind, message), sid, None)
+
+
+def _swapped(frozen: Sequence[dict], replace: Mapping[bytes, dict] | None) -> list[dict]:
+    """`frozen` with each entry whose manifest hash `replace` names swapped for the entry put back in its place."""
+    return [dict(replace.get(bytes(f["h"]), f)) if replace else dict(f) for f in frozen]
 
 
 def announce_key(write_secret: bytes) -> SigningKey:
@@ -271,20 +276,32 @@ class Members:
         remote = await self.ctx.db.remote(sid)
         return decode_frozen(remote.get("frozen")) if remote is not None else []
 
-    async def keep_frozen(self, sid: str, frozen: Sequence[dict]) -> None:
+    async def keep_frozen(
+        self,
+        sid: str,
+        frozen: Sequence[dict],
+        *,
+        noted: Sequence[dict] | None = None,
+        replace: Mapping[bytes, dict] | None = None,
+    ) -> None:
         """Note `frozen` (frozen logs read in or written to `sid`'s members slot) in the database, merged
         with those noted before (a frozen log is never taken out of the slot): a slot the store lost is
         written again with them, whether or not this process read it (ensure_member). Nothing is written
         when they are noted already (each at its revision, or a later one: a head frozen anew replaces its older
-        freeze), nor for a session not shared here yet (an import, before it is)."""
-        if not frozen:
+        freeze), nor for a session not shared here yet (an import, before it is). `noted`: those noted, as the
+        caller read the session's row: the row is not read again unless they lack some of `frozen` (then read
+        fresh for the merge, so that none noted since that read is written over). `replace`: frozen logs put back
+        (frozenrepair.py), by the hash of the lost manifest each takes the place of."""
+        if not replace and (not frozen or (noted is not None and not frozen_adds(noted, frozen))):
             return
         remote = await self.ctx.db.remote(sid)
         if remote is None:
             return
         have = decode_frozen(remote.get("frozen"))
-        if frozen_adds(have, frozen):  # a head not noted yet, or a later freeze of one (not only more of them)
-            await self.ctx.db.set_remote(sid, frozen=dagcbor.encode(merge_frozen(have, frozen)))
+        swapped = _swapped(have, replace)
+        # a head not noted yet, or a later freeze of one (not only more of them); or one put back
+        if swapped != have or frozen_adds(have, frozen):
+            await self.ctx.db.set_remote(sid, frozen=dagcbor.encode(merge_frozen(swapped, frozen)))
 
     async def ensure_member(
         self,
@@ -294,6 +311,7 @@ class Members:
         slot: tuple[int, list[dict], list[dict]] | None = None,
         frozen: Sequence[dict] = (),
         rewrite: int | None = None,
+        replace: Mapping[bytes, dict] | None = None,
     ) -> int:
         """Make sure this device (and every writer it knows of) is in the members list, and `frozen` (the
         logs of writers a rekey dropped) among its frozen logs. Returns the members revision. Needs the
@@ -308,17 +326,24 @@ class Members:
         revision past `rewrite` (the highest any store holds, or this device has seen). A slot that reads
         as missing or whose object is lost is written from what this device knows: its writers, and the
         frozen logs it noted (keep_frozen). Its revision is always past what this device has
-        seen, so that the devices that read the slot before take the new one (not a rollback)."""
+        seen, so that the devices that read the slot before take the new one (not a rollback).
+
+        `replace`: frozen logs put back (frozenrepair.py), each by the hash of the lost manifest whose entry it
+        takes the place of (the same head key and revision: of two such, the first named is kept, so they are
+        swapped, not merged); the slot is written when it names one of those."""
         ctx = self.ctx
         write_secret = ctx.keys.write_secret(sid)
         session_key = ctx.keys.session_key(sid)
         if write_secret is None or session_key is None:
             raise ImportError_("read_only", f"this device cannot add writers to {sid} (no write secret)")
         ak = announce_key(write_secret)
-        store = await ctx.store_for(sid)
+        # the session's row, read once: its store, the frozen logs noted (keep_frozen), its members revision
+        remote = await ctx.db.remote(sid)
+        store = ctx.open_store(remote["store_url"] if remote else None)  # (ctx.store_for, from the row read)
         me = {"head_pk": ctx.keys.head_pk(sid), "device_id": ctx.db.device_id}
         known = [me, *extra, *[{"head_pk": p["head_pk"], "device_id": p["device_id"]} for p in await ctx.db.peers(sid)]]
-        frozen = merge_frozen(frozen, await self.known_frozen(sid))
+        noted = decode_frozen(remote.get("frozen")) if remote is not None else []
+        frozen = _swapped(merge_frozen(frozen, noted), replace)
         for attempt in range(5):
             try:
                 if attempt == 0 and slot is not None:
@@ -341,11 +366,14 @@ class Members:
                 self._unknown.pop(sid, None)  # (a slot lost: nothing of it to keep)
             have = {m["head_pk"] for m in members}
             missing = [k for k in known if k["head_pk"] not in have]
-            if rewrite is None and not missing and not frozen_adds(had, frozen):
-                await self.keep_frozen(sid, had)  # (an import's slot, read before the session was shared here)
-                await self._listed(sid, rev)
+            lost = _swapped(had, replace) != had  # (a frozen log put back in place of one the slot names)
+            had = _swapped(had, replace)
+            if rewrite is None and not missing and not frozen_adds(had, frozen) and not lost:
+                # (an import's slot, read before the session was shared here)
+                await self.keep_frozen(sid, had, noted=noted if remote is not None else None)
+                await self._listed(sid, rev, remote)
                 return rev
-            remote = await ctx.db.remote(sid)
+            # (the members revision as of the row read above: one noted since is the slot's, read or refused)
             rev = max(rev, rewrite or 0, remote["members_rev"] if remote else 0)
             merged = sorted({m["head_pk"]: m for m in members + missing}.values(), key=lambda m: m["head_pk"])
             logs = merge_frozen(had, frozen)
@@ -376,16 +404,16 @@ class Members:
             self._seen[sid] = (entry.pk, entry.revision, entry.data, session_key, written, notice, kept, [])
             self._object_read[sid] = time.monotonic()
             await ctx.db.set_remote(sid, members_rev=rev + 1, announced=1)
-            await self.keep_frozen(sid, logs)
+            await self.keep_frozen(sid, logs, noted=noted if remote is not None else None, replace=replace)
             return rev + 1
         raise ImportError_("busy", "could not update the members list (it kept changing); will retry")
 
-    async def _listed(self, sid: str, rev: int) -> None:
+    async def _listed(self, sid: str, rev: int, remote: dict | None) -> None:
         """This device found itself listed in the slot (revision `rev`): noted as announced, as a write of the
         slot notes it, or every start would resume a push of the session to list it (SyncState.pending_pushes),
         which finds it listed again and writes nothing. Only for the slot of the session's current key: a
-        rekey under way lists the devices it keeps in a slot of its own."""
-        remote = await self.ctx.db.remote(sid)
+        rekey under way lists the devices it keeps in a slot of its own. `remote`: the session's row, as the caller
+        read it."""
         ws = self.ctx.keys.write_secret(sid)
         if (
             remote is not None

@@ -1,0 +1,95 @@
+"""A frozen log whose manifest the store lost (docs/FORMATS.md §6: deleted by hand, lost by a host, never
+pinned), put back by a writer of the session that holds the log's operations.
+
+The members slot pins a dropped writer's log as a rekey froze it by its manifest's hash; with that object gone,
+every import of the session fails on it, and so does every pull that has not taken it yet. Its writer cannot mend
+it (its head left that manifest long ago, and it may have no key of the new generation), and no device can write
+those bytes again: a manifest names its predecessor and pages cut as that writer's pushes cut them. So a writer
+of the session (the write secret, the current key) that applied the log builds it again from its database, the
+operations of that device as it holds them (the same ones every device that applied the frozen log holds: one
+generation applies a dropped writer's log only as frozen), sealed as a manifest at the frozen revision, of that
+device and head key, under a key of its own (the entry carries it), and names it in the members slot in place of
+the lost one (Members.ensure_member `replace`). A device that applied less of it than others (cut off before it
+took it whole) could carry less: the one that rekeyed, or any that took the log whole, puts back all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+from ..storage.model import LogRun
+from ..stores import Store
+from .context import SyncContext
+from .crypto import seal
+from .manifest import encode_manifest
+from .members import Members
+from .push import LogWriter
+from .pusher import _contiguous
+
+log = logging.getLogger("sessiond.sync")
+
+
+async def lacking(store: Store, frozen: list[dict], timeout: float) -> list[dict]:
+    """The frozen logs of `frozen` whose manifest `store` does not hold."""
+    out = []
+    for f in frozen:
+        if not await asyncio.wait_for(store.has(bytes(f["h"])), timeout):
+            out.append(f)
+    return out
+
+
+async def _rebuild(ctx: SyncContext, sid: str, store: Store, frozen: dict) -> dict | None:
+    """The log of `frozen` built again from this device's database and put in `store`: its new frozen entry, or
+    None when this device holds none of it, or holds it torn."""
+    db, device = ctx.db, str(frozen["d"])
+    key = ctx.keys.session_key(sid)
+    last = await db.last_seq(sid, device)
+    if key is None or not last:
+        return None
+    writer = LogWriter(sid, device, key, store, ctx.timeout, workers=ctx.workers)
+
+    async def load(a: int, b: int) -> LogRun:
+        return _contiguous(sid, a, b, await db.log_run(sid, device, a - 1, b))
+
+    @contextlib.contextmanager
+    def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
+        with db.run_reader() as reader:
+            yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, device, a - 1, b))
+
+    entries, lamport = await writer.write_run(load, open_loader, 1, last)
+    levels = await writer.compact([entries], load)
+    plain = encode_manifest(sid, device, int(frozen["r"]), bytes(frozen["k"]), last, lamport, levels, None)
+    x = os.urandom(32)  # (its own key: never one a head's manifest is sealed under)
+    ct, ref = seal(plain, x, pad=False)
+    await writer.put([ct], [ref.hash])
+    return {"d": device, "k": bytes(frozen["k"]), "r": int(frozen["r"]), "h": ref.hash, "x": x}
+
+
+async def put_back(ctx: SyncContext, members: Members, sid: str, store: Store, lost: list[dict]) -> dict[bytes, dict]:
+    """The frozen logs `lost` (their manifests gone from `store`) built again here and named in `sid`'s members
+    slot in their place: {lost manifest hash: new entry} for those put back. Nothing when this device cannot
+    write the slot (no write secret) or holds none of a log. The caller holds the session's rekey lock, on the
+    generation whose slot named them."""
+    if ctx.keys.write_secret(sid) is None or ctx.keys.session_key(sid) is None:
+        return {}
+    new: dict[bytes, dict] = {}
+    for f in lost:
+        try:
+            again = await _rebuild(ctx, sid, store, f)
+        except Exception as exc:  # (a torn log here: SyncError; a store that fails: the next pull tries again)
+            log.warning("could not build a lost frozen log again: %s", exc, extra={"session": sid})
+            continue
+        if again is not None:
+            new[bytes(f["h"])] = again
+    if new:
+        log.warning(
+            "the store lost the manifest of a frozen log: built again from this device's copy and named in the"
+            " members slot",
+            extra={"session": sid, "objects": len(new)},
+        )
+        await members.ensure_member(sid, replace=new)
+    return new

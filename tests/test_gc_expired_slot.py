@@ -1,0 +1,72 @@
+"""gc dropped its records of a deleted session's members slot when the slot read as gone (Released.slot_settled).
+On Kubo a slot reads as gone when the DHT forgot its IPNS record (48 h after its last put) or the record is past
+its end of life, while the objects it names are still pinned: a device still following the session puts the
+record again (sync/reput.py) and writes the slot over later, and the members object this device put, named by
+nothing then, was a candidate no more: pinned for good. Shown with the loopback Kubo node (tests/servers/kubo.py):
+the records stay while what they name is still in the store, and go once it is freed."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from servers.kubo import Node, make_rpc_app
+from servers.s5portal import Running
+from sessiond.stores.ipns import name_of
+from sessiond.stores.kubo import KuboStore
+from test_members_gc import _slot_object
+
+
+async def test_a_deleted_sessions_slot_forgotten_by_kubos_dht_keeps_its_records_until_what_it_named_is_freed(devices):
+    node = Node()
+    rpc = await Running(make_rpc_app(node)).start()
+    try:
+        url = f"ipfs+http://127.0.0.1:{rpc.port}"
+        a, b = await devices.open(store_a=KuboStore(url), store_b=KuboStore(url))
+        await a.start()  # (B not started: nothing of it runs but what the test calls)
+        sid = await devices.shared("expired slot", write=True)  # B imports: it lists itself in the slot
+        assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
+        await a.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "c"}])
+        mine = await _slot_object(a, sid)  # the slot names A's members object
+        announce_pk = bytes((await devices.dba.remote(sid))["announce_pk"])
+        name = name_of(announce_pk)
+        record = node.records[name][-1][1]
+        assert await devices.dba.delete_session(sid, head_pk=a.keys.head_pk(sid))
+
+        node.max_record_age = 60.0
+        node.received[name] = time.monotonic() - 3600  # the DHT forgot the slot's record: it reads as gone
+        assert await a.ctx.store.get_head(b"\xed" + announce_pk) is None
+        await a.gc(grace=0, dry_run=False)
+        assert mine in node.pins  # named by the slot as last seen: kept
+        assert await devices.dba.released.orphan_slots(), "main: the slot's records dropped"
+
+        assert await b.ctx.store.put_record(b"\xed" + announce_pk, record)  # B's reput: the record back
+        await b.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "d"}])
+        assert await _slot_object(b, sid) != mine  # B wrote the slot over: A's object named by nothing
+        await a.gc(grace=0, dry_run=False)
+        assert mine not in node.pins  # main: left pinned for good, forgotten by A's first gc
+        assert await devices.dba.released.orphan_slots() == []  # freed: its records gone, the slot read no more
+    finally:
+        await devices.close()
+        await rpc.stop()
+
+
+async def test_a_dry_run_counts_what_a_deleted_sessions_slot_gone_for_good_lets_go(devices):
+    """On a store whose heads do not expire, a deleted session's members slot read as gone lets go what this
+    device put for it (Released.slot_gone); a dry run counts it as the run frees it (it counted none of it)."""
+    a, _ = await devices.open()
+    await a.start()
+    sid = (await devices.dba.create_session({"name": "slot gone"}))["id"]
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "first"}])
+    await a.share(sid, write=True, passphrase=None, expires_in=None)
+    mine = await _slot_object(a, sid)
+    slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    assert await devices.dba.delete_session(sid, head_pk=a.keys.head_pk(sid))
+    os.remove(os.path.join(devices.store_path, "heads", slot.hex()))  # (the store lost it)
+    dry = await a.gc(grace=0, dry_run=True)
+    assert await devices.dba.released.orphan_slots()  # (a dry run changes nothing)
+    done = await a.gc(grace=0, dry_run=False)
+    assert not await a.ctx.store.has(mine)  # gone for good: what it named freed
+    assert await devices.dba.released.orphan_slots() == []
+    # main: the run neither freed it nor counted it; the dry run, once the run let it go, did not count it
+    assert dry["objects"] == done["objects"] >= 1, (dry, done)
