@@ -199,7 +199,9 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
     if flags & FLAG_PASSPHRASE:
         if passphrase is None:
             raise ShareCodeError(
-                "passphrase_required", "this share code is protected by a passphrase; give it with --passphrase-file"
+                "passphrase_required",
+                "this share code is protected by a passphrase: give it (the import's `passphrase`;"
+                " `--passphrase-file` of `sessiond import`)",
             )
         if len(payload) < 2 + 16 + 24 + 16:
             raise ShareCodeError("malformed", "protected share code is too short")
