@@ -238,6 +238,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return oai_error(400, "bad_json", exc.message(), sid)
         except ValueError as exc:
             return oai_error(400, "bad_json", json_error(exc), sid)
+        except RecursionError:  # (deeper than Python's JSON reader goes: thousands of brackets)
+            return oai_error(400, "bad_json", "request body is nested too deeply to be read", sid)
         if not isinstance(body, dict):
             return oai_error(400, "invalid_request", "the body must be a JSON object", sid)
         msgs = request_messages(body)
