@@ -793,3 +793,29 @@ def test_an_export_imported_again_skips_the_conversations_already_here(daemon, t
     # deleted, a conversation imports again
     run_cli(daemon.home, "rm", made["chatgpt"][0], check=True)
     assert [s["name"] for s in cli_json(daemon.home, "import-file", str(gpt))["sessions"]] == ["first"]
+
+
+def test_openwebui_arguments_nested_too_deeply_to_read_come_in_as_their_text(d):
+    """An attribute of Open WebUI's call block is read as JSON when it is JSON; one nested deeper than Python's
+    JSON reader goes (thousands of brackets) made the import a 500, "internal error". It is kept as its text, as
+    an attribute that is not JSON is."""
+    deep = "[" * 5000 + "]" * 5000
+    content = f'<details type="tool_calls" id="t1" name="f" arguments="{deep}" result="ok">x</details> after'
+    chat = {
+        "id": "owui-deep",
+        "title": "deep",
+        "chat": {
+            "models": ["m"],
+            "history": {
+                "currentId": "a",
+                "messages": {
+                    "u": {"id": "u", "parentId": None, "role": "user", "content": "go", "timestamp": 1},
+                    "a": {"id": "a", "parentId": "u", "role": "assistant", "content": content, "timestamp": 2},
+                },
+            },
+        },
+    }
+    [made] = d.client().import_file([chat], "openwebui")["sessions"]
+    msgs = d.client().messages(made["id"])["messages"]
+    assert msgs[1]["tool_calls"][0]["function"]["arguments"] == deep
+    assert [m["content"] for m in msgs[2:]] == ["ok", "after"]
