@@ -8,24 +8,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from conftest import started_with_provider
-from servers.openai_server import Provider, serve_threaded
-
 DEEP = "[" * 5000 + "]" * 5000
 
 
-@pytest.fixture
-def served(make_daemon):
-    p, server = serve_threaded(Provider())
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
-    yield d, p
-    server.stop()
-
-
-def test_a_question_after_a_call_with_deeply_nested_arguments_is_answered(served):
-    d, p = served
+def test_a_question_after_a_call_with_deeply_nested_arguments_is_answered(served_openai):
+    d, p = served_openai
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
     c.append(sid, "user", "go")

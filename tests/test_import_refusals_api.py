@@ -13,18 +13,25 @@ import pytest
 from sessiond.client import ApiError
 
 
+def _refused_naming(c, code: str, kind: str, field: str, option: str, api: str) -> None:
+    """The import of `code` refused as `kind`, naming the request's `field` and the CLI's `option`, with the
+    request in API terms; nothing imported."""
+    with pytest.raises(ApiError) as exc:
+        c.import_code(code)
+    err = exc.value
+    assert err.code == kind, err
+    assert f"`{field}`" in err.message and option in err.message, err.message
+    assert err.details["api"] == [api], err.details
+    assert c.list_sessions()["sessions"] == []
+
+
 def test_a_code_with_a_passphrase_given_none_names_the_field(daemon):
     c = daemon.client()
     sid = c.create_session(name="locked")["id"]
     code = c.share(sid, passphrase="correct horse")["code"]
     c.delete_session(sid, force=True)
-    with pytest.raises(ApiError) as exc:
-        c.import_code(code)
-    err = exc.value
-    assert err.code == "passphrase_required", err
-    assert "`passphrase`" in err.message and "--passphrase-file" in err.message, err.message
-    assert err.details["api"] == ['POST /v1/import {"code": CODE, "passphrase": PASSPHRASE}'], err.details
-    assert c.list_sessions()["sessions"] == []
+    api = 'POST /v1/import {"code": CODE, "passphrase": PASSPHRASE}'
+    _refused_naming(c, code, "passphrase_required", "passphrase", "--passphrase-file", api)
     assert c.import_code(code, "correct horse")["session"] == sid  # the way on, followed
 
 
@@ -38,11 +45,5 @@ def test_a_session_no_store_known_holds_names_the_field(make_daemon, tmp_path):
     a.stop()
     os.rename(shared, tmp_path / "moved")  # the code's hint, a folder, is not there any more
     c = b.client()
-    with pytest.raises(ApiError) as exc:
-        c.import_code(code)
-    err = exc.value
-    assert err.code == "store_needed", err
-    assert "`store`" in err.message and "--store" in err.message, err.message
-    assert err.details["api"] == ['POST /v1/import {"code": CODE, "store": STORE_URL}'], err.details
-    assert c.list_sessions()["sessions"] == []
+    _refused_naming(c, code, "store_needed", "store", "--store", 'POST /v1/import {"code": CODE, "store": STORE_URL}')
     assert c.import_code(code, store=f"file://{tmp_path / 'moved'}")["session"] == sid  # the way on, followed

@@ -10,8 +10,7 @@ import json
 
 import pytest
 
-from conftest import UnixHTTP, cli_json, started_with_provider
-from servers.openai_server import Provider, serve_threaded
+from conftest import UnixHTTP, cli_json
 
 DEEP = (
     b'{"model": "echo-1", "messages": [{"role": "user", "content": "x"}], "metadata": '
@@ -21,17 +20,9 @@ DEEP = (
 )
 
 
-@pytest.fixture
-def served(make_daemon):
-    p, server = serve_threaded(Provider())
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
-    yield d, p
-    server.stop()
-
-
 @pytest.mark.parametrize("via", ["socket", "tcp"])
-def test_a_body_nested_too_deeply_is_a_400_in_openais_shape(served, via):
-    d, p = served
+def test_a_body_nested_too_deeply_is_a_400_in_openais_shape(served_openai, via):
+    d, p = served_openai
     headers = {"Content-Type": "application/json"}
     if via == "socket":
         conn: http.client.HTTPConnection = UnixHTTP(d.socket, timeout=10)

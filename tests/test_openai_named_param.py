@@ -10,26 +10,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from conftest import cli_json, started_with_provider
-from servers.openai_server import Provider, serve_threaded
-
-
-@pytest.fixture
-def served(make_daemon):
-    p, server = serve_threaded(Provider())
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
-    yield d, p
-    server.stop()
-
-
-def _app(d, headers: dict) -> openai.OpenAI:
-    info = cli_json(d.home, "status")["openai"]
-    return openai.OpenAI(
-        base_url=info["base_url"],
-        api_key=open(info["api_key_file"]).read().strip(),
-        max_retries=0,
-        default_headers=headers,
-    )
+from conftest import openai_app
 
 
 @pytest.mark.parametrize(
@@ -55,39 +36,37 @@ def _app(d, headers: dict) -> openai.OpenAI:
         ),
     ],
 )
-def test_a_refused_field_is_named_as_param(served, request_, param):
-    d, p = served
+def test_a_refused_field_is_named_as_param(served_openai, request_, param):
+    d, p = served_openai
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
     body = {"model": "echo-1", **request_}
     with pytest.raises(openai.UnprocessableEntityError) as exc:
-        _app(d, {"X-Sessiond-Session": sid}).chat.completions.create(**body)
+        openai_app(d, sid).chat.completions.create(**body)
     assert exc.value.body["param"] == param, exc.value.body
     assert c.messages(sid)["messages"] == [] and p.requests == []
 
 
-def test_a_new_session_without_a_model_names_it(served):
-    d, p = served
+def test_a_new_session_without_a_model_names_it(served_openai):
+    d, p = served_openai
     with pytest.raises(openai.UnprocessableEntityError) as exc:
-        _app(d, {}).chat.completions.create(model="", messages=[{"role": "user", "content": "x"}])
+        openai_app(d, None).chat.completions.create(model="", messages=[{"role": "user", "content": "x"}])
     assert exc.value.body["param"] == "model", exc.value.body
     assert "new session" in exc.value.body["message"]
     assert d.client().list_sessions()["sessions"] == []
 
 
-def test_an_empty_session_header_is_named_as_param(served):
-    d, _ = served
+def test_an_empty_session_header_is_named_as_param(served_openai):
+    d, _ = served_openai
     with pytest.raises(openai.UnprocessableEntityError) as exc:
-        _app(d, {"X-Sessiond-Session": ""}).chat.completions.create(
-            model="echo-1", messages=[{"role": "user", "content": "x"}]
-        )
+        openai_app(d, "").chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
     assert exc.value.body["param"] == "X-Sessiond-Session", exc.value.body
 
 
 @pytest.mark.parametrize("route", ["chat", "models"])
-def test_a_session_not_here_names_the_header_and_the_way_on(served, route):
-    d, p = served
-    app = _app(d, {"X-Sessiond-Session": "not-here"})
+def test_a_session_not_here_names_the_header_and_the_way_on(served_openai, route):
+    d, p = served_openai
+    app = openai_app(d, "not-here")
     with pytest.raises(openai.NotFoundError) as exc:
         if route == "chat":
             app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
