@@ -233,7 +233,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         chat_ref = chat_named(request, sid)
         raw = await read_body(request)
         try:
-            body = loads(raw)
+            body = loads(raw, strict_numbers=True)  # (passed on to the provider: only what JSON holds)
         except DuplicateKey as exc:
             return oai_error(400, "bad_json", exc.message(), sid)
         except ValueError as exc:
