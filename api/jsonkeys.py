@@ -36,6 +36,13 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return obj
 
 
-def loads(raw: str | bytes) -> Any:
-    """json.loads, refusing an object that gives a key twice (DuplicateKey)."""
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def loads(raw: str | bytes, *, strict_numbers: bool = False) -> Any:
+    """json.loads, refusing an object that gives a key twice (DuplicateKey); `strict_numbers`: NaN and Infinity,
+    which json.loads takes and no JSON holds, too (a ValueError), for a body passed on to another server."""
+    if strict_numbers:
+        return json.loads(raw, object_pairs_hook=unique_keys, parse_constant=_not_json)
     return json.loads(raw, object_pairs_hook=unique_keys)

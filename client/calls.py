@@ -93,8 +93,8 @@ def key_for(given: str | None) -> str:
     """The key an append or a question carries: `given`, or a new one. One the API refuses is the ApiError the
     daemon answers one with (422), raised before sending: some (a non-Latin-1 or control character) cannot be
     sent as a header at all, and the HTTP library's own error would say nothing of the API's rule."""
-    if not given:
-        return new_idempotency_key()  # (a good key)
+    if given is None:
+        return new_idempotency_key()  # (a good key; an empty one given is refused, below, as the daemon does)
     if not good_key(given):
         raise ApiError(422, "invalid", KEY_RULE)
     return given

@@ -46,6 +46,7 @@ class Plan:
     request: dict  # the chat-completions body, without stream
     answer_key: str | None = None
     done: dict | None = None  # the answer a previous try with the same key recorded
+    question: str | None = None  # the id of the question this request recorded (or a try with its key did)
     timing: dict = field(default_factory=dict)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ..api.idempotency import IDEMPOTENCY_HEADER
 from ..storage.errors import Invalid, NotFound
 from . import openai_compat
 from . import validate as v
@@ -53,6 +54,10 @@ def _bound(route: Route, idle: float, under: UnderWay) -> Handler:
     where = f"{route.method} {route.path}"
     # a route that takes no body refuses one with fields, as the others refuse a field they do not name
     no_body = route.request is None and route.method != "GET" and not route.path.startswith("/openai/")
+    # a change that keeps no Idempotency-Key refuses one: ignored, a retry would do it twice (two sessions)
+    keyless = (
+        route.method != "GET" and not route.path.startswith("/openai/") and IDEMPOTENCY_HEADER not in route.header_names
+    )
 
     tasks = under.tasks  # (a stop gives the requests under way the grace it sets: stopgrace.py)
 
@@ -64,6 +69,8 @@ def _bound(route: Route, idle: float, under: UnderWay) -> Handler:
             try:
                 if names is not None and request.query_string:
                     v.refuse_unknown_query(where, names, request.query)
+                if keyless and IDEMPOTENCY_HEADER in request.headers:
+                    refuse_key(where)
                 if no_body and request.body_exists:
                     refuse_body(where, await body_json(request))
                 resp = await handler(request)
@@ -94,6 +101,16 @@ def refuse_body(where: str, body: object) -> None:
     if body != {}:
         fields = f" (fields {', '.join(map(repr, body))})" if isinstance(body, dict) else ""
         raise Invalid(f"{where} takes no body{fields:.200}: send none")
+
+
+def refuse_key(where: str) -> None:
+    """An Idempotency-Key sent to a route that does not keep one: refused (422), nothing done."""
+    raise Invalid(
+        f"{where} keeps no Idempotency-Key, so a retry with it would be done again, not recognised: only an append"
+        " (POST /v1/sessions/{id}/messages) and a question (POST /v1/sessions/{id}/complete) keep one. Send this"
+        " request without the header (a session or chat created with an `id` of your own is safe to retry: a retry"
+        " that finds it is refused, 409)"
+    )
 
 
 def _unrouted(idle: float) -> Handler:

@@ -39,7 +39,7 @@ from ..storage.model import now
 from . import sendable, toolcalls
 from . import validate as v
 from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole
-from .provider_config import NoProvider, Provider
+from .provider_config import NoProvider, Provider, ProviderError
 from .providers import usage_of
 from .testhooks import pause_for_tests
 from .unread import idle_of
@@ -182,8 +182,9 @@ async def prepare(
         sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
     )
     p, model = provider_and_model(d, session, chat_row, provider, model)
+    question = None
     if content is not None:  # the question is recorded first: it stays, whatever the model does
-        await _question(d, sid, content, chat_id, key)
+        question = await _question(d, sid, content, chat_id, key)
     messages = []
     system = chat_row.get("system_prompt") or session.get("system_prompt")
     if system:
@@ -198,7 +199,7 @@ async def prepare(
     if content is None and (ids := sendable.unanswered(sent)):
         raise _unanswered(session, chat_id, ids)
     req = {"model": model, "messages": sent, **request_settings(p, session, chat_row)}
-    return Plan(sid, chat_id, p, model, req, answer_key)
+    return Plan(sid, chat_id, p, model, req, answer_key, question=question)
 
 
 def _nothing_to_answer(session: dict, chat: str) -> Invalid:
@@ -234,17 +235,18 @@ def _unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:
     )
 
 
-async def _question(d, sid: str, content: str, chat: str, key: str | None) -> None:
+async def _question(d, sid: str, content: str, chat: str, key: str | None) -> str:
     """The question recorded as the chat's next user message (under `key`'s record of its question, so a
-    retry stores it once). The same key with another question is refused naming the key the app sent, not
-    the record's own (KEY:question)."""
+    retry stores it once), and its id. The same key with another question is refused naming the key the app
+    sent, not the record's own (KEY:question)."""
     try:
-        await d.db.append_messages(
+        (stored,) = await d.db.append_messages(
             sid,
             [{"role": "user", "content": content, "tokens": d.estimate(content)}],
             chat,
             key=f"{key}:question" if key is not None else None,
         )
+        return stored["id"]
     except IdempotencyKeyReused:
         raise IdempotencyKeyReused(
             f"Idempotency-Key {key!r} was already used for another question in session {sid!r}; send a new key"
@@ -308,17 +310,25 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
         provider=body.get("provider"),
         key=key,
     )
-    if not stream:
-        if plan.done is not None:
-            return ok(plan.done)
-        started = time.monotonic()
-        async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
-            data = await d.providers.complete(plan.provider, plan.request)
-        if watch.gone:
-            return left(plan)
-        text, calls = _answer(data)
-        return ok(await record_whole(d, plan, text, usage_of(data), started=started, calls=calls), 201)
-    return await _stream(request, d, plan)
+    try:
+        if not stream:
+            if plan.done is not None:
+                return ok(plan.done)
+            started = time.monotonic()
+            async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+                data = await d.providers.complete(plan.provider, plan.request)
+            if watch.gone:
+                return left(plan)
+            text, calls = _answer(data)
+            return ok(await record_whole(d, plan, text, usage_of(data), started=started, calls=calls), 201)
+        return await _stream(request, d, plan)
+    except ProviderError as exc:  # before any answer: the question stays, and the way to have it answered is named
+        if plan.question is not None:
+            asked = {k: body[k] for k in ("model", "provider") if body.get(k) is not None}
+            again = json.dumps({"chat": plan.chat, **asked})
+            exc.details["question"] = plan.question
+            exc.details["api"] = [f"POST /v1/sessions/{sid}/complete {again}"]
+        raise
 
 
 async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:

@@ -442,5 +442,6 @@ def detect(data: Any, json_format: str) -> str:
             if _all_have(data, key):
                 return fmt
     raise Invalid(
-        "cannot tell this file's format for certain; name it: --format openai, json, chatgpt, claude, openwebui or llm"
+        "cannot tell this file's format for certain; name it (the request's \"format\", or `--format` of `sessiond"
+        " import-file`): openai, json, chatgpt, claude, openwebui or llm"
     )

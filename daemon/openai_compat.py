@@ -31,10 +31,8 @@ from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
 from . import toolcalls
-from . import validate as v
 from .answers import AppWatch, Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
-from .checker import too_long
 from .complete import (
     ANSWER_ONLY,
     Ahead,
@@ -45,8 +43,8 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
-from .openai_history import own_part, past_stored, resent
-from .openai_names import chat_named, chat_of, named, session_named
+from .openai_history import own_part, past_stored, request_messages, resent, text_of
+from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
 from .providers import usage_of
 from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
@@ -101,61 +99,6 @@ def _from(exc: SessiondError, sid: str | None, chat: str | None = None, **more: 
 
 # refusals with a status OpenAI's SDKs retry (429) that stand until the user changes something
 NOT_RETRIED = frozenset({"quota_exceeded", "limit_reached"})
-
-
-def _text(content) -> str:
-    """A message's content as text: a string, or the text parts of a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _messages(body: dict) -> list[dict]:
-    msgs = body.get("messages")
-    if not isinstance(msgs, list) or not msgs:
-        raise Invalid("messages must be a non-empty list of {role, content} objects")
-    out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise Invalid(f"messages[{i}] must be an object with a role")
-        role = "system" if m["role"] == "developer" else m["role"]
-        if not isinstance(m.get("content"), (str, list, type(None))):
-            raise Invalid(f"messages[{i}].content must be a string, a list of parts, or null")
-        if role not in ("system", "user", "assistant", "tool"):
-            raise Invalid(f"messages[{i}].role must be system, developer, user, assistant or tool")
-        text = _text(m.get("content"))
-        if len(text) > v.MAX_TEXT:
-            raise Invalid(too_long(f"messages[{i}].content", len(text), v.MAX_TEXT))
-        rec = {"role": role, "content": text}
-        if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
-            rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
-        if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:
-            rec["tool_call_id"] = m["tool_call_id"]
-        if m.get("tool_call_id") is not None and "tool_call_id" not in rec:  # (left out: the provider's to take)
-            raise Invalid(
-                f"messages[{i}].tool_call_id must be a string of 1 to 200 characters: the id of the call it answers",
-                param=f"messages[{i}].tool_call_id",
-            )
-        if m.get("tool_calls") is not None:  # (OpenAI's SDKs send an empty list as absent; so is it here)
-            if role != "assistant":
-                raise Invalid(f"messages[{i}].tool_calls: only an assistant's message carries tool calls")
-            for j, c in enumerate(m["tool_calls"] if isinstance(m["tool_calls"], list) else ()):
-                if isinstance(c, dict) and c.get("id") is None:
-                    where = f"messages[{i}].tool_calls[{j}].id"
-                    raise Invalid(
-                        f"{where} is missing: a call's id is what its tool's message names (OpenAI's API refuses"
-                        " a call without one)",
-                        param=where,
-                    )
-            if m["tool_calls"] != []:
-                calls = toolcalls.from_request(m["tool_calls"], f"messages[{i}].tool_calls")
-                rec["tool_calls"] = calls
-                if own := toolcalls.of_request(m["tool_calls"], calls):
-                    rec["call_fields"] = own  # (kept, not matched by: _matched; the request's provider's)
-        out.append(rec)
-    return out
 
 
 class Compat:
@@ -266,7 +209,7 @@ async def models(request: web.Request) -> web.Response:
     try:
         sid = session_named(request)
         ref = chat_named(request, sid)
-        session = await d.db.get_session(sid) if sid is not None else {}
+        session = await session_of(d, sid) if sid is not None else {}
         # the provider a question to the session would go to now: its chat's own (the one named, else the
         # current one), else the session's
         chat = await chat_of(d, sid, session, ref) if sid is not None else None
@@ -294,22 +237,24 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         chat_ref = chat_named(request, sid)
         raw = await read_body(request)
         try:
-            body = loads(raw)
+            body = loads(raw, strict_numbers=True)  # (passed on to the provider: only what JSON holds)
         except DuplicateKey as exc:
             return oai_error(400, "bad_json", exc.message(), sid)
         except ValueError as exc:
             return oai_error(400, "bad_json", json_error(exc), sid)
+        except RecursionError:  # (deeper than Python's JSON reader goes: thousands of brackets)
+            return oai_error(400, "bad_json", "request body is nested too deeply to be read", sid)
         if not isinstance(body, dict):
             return oai_error(400, "invalid_request", "the body must be a JSON object", sid)
-        msgs = _messages(body)
+        msgs = request_messages(body)
         model = body.get("model")
         if model is not None and (not isinstance(model, str) or len(model) > 200):
-            raise Invalid("model must be a string of at most 200 characters")
+            raise Invalid("model must be a string of at most 200 characters", param="model")
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
-            raise Invalid("stream must be true or false")
+            raise Invalid("stream must be true or false", param="stream")
         if not isinstance(body.get("stream_options"), (dict, type(None))):  # sessiond reads it and adds to it
-            raise Invalid('stream_options must be an object ({"include_usage": true}) or null')
+            raise Invalid('stream_options must be an object ({"include_usage": true}) or null', param="stream_options")
         if not isinstance((body.get("stream_options") or {}).get("include_usage"), (bool, type(None))):
             raise Invalid(  # (as OpenAI does: "no" read for its truth would ask for the usage it meant not to)
                 "stream_options.include_usage must be true or false",
@@ -319,7 +264,11 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
-                raise Invalid("model is required")
+                raise Invalid(
+                    "model is required: a call without X-Sessiond-Session makes a new session, which has no model"
+                    " of its own to ask (GET /openai/v1/models lists the provider's)",
+                    param="model",
+                )
             _fits_a_chat(d, msgs)
             session = await d.db.create_session(
                 {"model": model, "name": "openai app", "metadata": {"created_by": "openai endpoint"}}
@@ -334,7 +283,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 # read as it is now: the answers it waited for counted, a delete or end under way over
                 # (storage/closing.py: gone, ended or revoked, the app told so, the provider not asked)
                 await d.ops.closing.settled(sid)
-                session = await d.db.get_session(sid)
+                session = await session_of(d, sid)
             # the chat named, else the current one; the session's current chat is left as it is, so that
             # apps on several chats of one session never race each other's switches
             chat = await chat_of(d, sid, session, chat_ref)
@@ -389,7 +338,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return left(plan)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
-        text = _text(msg.get("content"))
+        text = text_of(msg.get("content"))
         calls = toolcalls.of_answer(msg.get("tool_calls"))
         try:
             await record_whole(d, plan, text, usage_of(data), started=started, calls=calls)

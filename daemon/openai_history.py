@@ -2,9 +2,17 @@
 the whole history with every call: it is matched against the chat's stored history from the start (role,
 content, the tool calls a message makes or answers) and the part past the longest common prefix is new,
 unless the chat already ends with the start of that part: an app whose history parted from the chat's (an
-answer regenerated, a question edited) had it appended by an earlier call, and only what follows is new."""
+answer regenerated, a question edited) had it appended by an earlier call, and only what follows is new.
+The request's messages are read and checked here first (request_messages), as the chat stores them."""
 
 from __future__ import annotations
+
+import re
+
+from ..storage.errors import Invalid
+from . import toolcalls
+from . import validate as v
+from .checker import too_long
 
 
 def _matched(m: dict) -> tuple:
@@ -64,3 +72,73 @@ def _same(sent: dict, stored: dict) -> bool:
         and _matched(sent)[2:] == _matched(stored)[2:]
         and stored["content"].startswith(sent["content"])
     )
+
+
+def text_of(content) -> str:
+    """A message's content as text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+# the field a refusal of a message names first, as OpenAI's `param`: messages[1].tool_calls[0].function.arguments
+_FIELD = re.compile(r"messages\[\d+\](?:\.[A-Za-z_]+|\[\d+\])*")
+
+
+def request_messages(body: dict) -> list[dict]:
+    """The request's messages, read and checked; a refusal names its field as OpenAI's `param`."""
+    try:
+        return _read_messages(body)
+    except Invalid as exc:
+        field = _FIELD.match(exc.message)
+        if field and "param" not in exc.details:
+            exc.details["param"] = field.group(0)
+        raise
+
+
+def _read_messages(body: dict) -> list[dict]:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise Invalid("messages must be a non-empty list of {role, content} objects", param="messages")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise Invalid(f"messages[{i}] must be an object with a role")
+        role = "system" if m["role"] == "developer" else m["role"]
+        if not isinstance(m.get("content"), (str, list, type(None))):
+            raise Invalid(f"messages[{i}].content must be a string, a list of parts, or null")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise Invalid(f"messages[{i}].role must be system, developer, user, assistant or tool")
+        text = text_of(m.get("content"))
+        if len(text) > v.MAX_TEXT:
+            raise Invalid(too_long(f"messages[{i}].content", len(text), v.MAX_TEXT))
+        rec = {"role": role, "content": text}
+        if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
+            rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
+        if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:
+            rec["tool_call_id"] = m["tool_call_id"]
+        if m.get("tool_call_id") is not None and "tool_call_id" not in rec:  # (left out: the provider's to take)
+            raise Invalid(
+                f"messages[{i}].tool_call_id must be a string of 1 to 200 characters: the id of the call it answers",
+                param=f"messages[{i}].tool_call_id",
+            )
+        if m.get("tool_calls") is not None:  # (OpenAI's SDKs send an empty list as absent; so is it here)
+            if role != "assistant":
+                raise Invalid(f"messages[{i}].tool_calls: only an assistant's message carries tool calls")
+            for j, c in enumerate(m["tool_calls"] if isinstance(m["tool_calls"], list) else ()):
+                if isinstance(c, dict) and c.get("id") is None:
+                    where = f"messages[{i}].tool_calls[{j}].id"
+                    raise Invalid(
+                        f"{where} is missing: a call's id is what its tool's message names (OpenAI's API refuses"
+                        " a call without one)",
+                        param=where,
+                    )
+            if m["tool_calls"] != []:
+                calls = toolcalls.from_request(m["tool_calls"], f"messages[{i}].tool_calls")
+                rec["tool_calls"] = calls
+                if own := toolcalls.of_request(m["tool_calls"], calls):
+                    rec["call_fields"] = own  # (kept, not matched by: _matched; the request's provider's)
+        out.append(rec)
+    return out

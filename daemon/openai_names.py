@@ -23,7 +23,10 @@ def session_named(request: web.Request) -> str | None:
     session and is refused: read as absent, it made a new session, apart from the one the app meant."""
     sid = request.headers.get(SESSION_HEADER)
     if sid == "":
-        raise Invalid(f"{SESSION_HEADER} is empty: give a session id, or leave the header out for a new session")
+        raise Invalid(
+            f"{SESSION_HEADER} is empty: give a session id, or leave the header out for a new session",
+            param=SESSION_HEADER,
+        )
     return sid
 
 
@@ -46,6 +49,19 @@ def chat_named(request: web.Request, sid: str | None) -> str | None:
             param=CHAT_HEADER,
         )
     return ref
+
+
+async def session_of(d, sid: str) -> dict:
+    """The session X-Sessiond-Session names, read; one not on this device is refused naming the header, and the
+    way on for an SDK app (a new session: the header left out), as an unknown chat is (chat_of)."""
+    try:
+        return await d.db.get_session(sid)
+    except NotFound:
+        raise NotFound(
+            f"no session {sid!r} on this device, which the {SESSION_HEADER} header names: give the id of one of its"
+            f" sessions (`sessiond ls`, GET /v1/sessions), or leave the header out for a new session",
+            param=SESSION_HEADER,
+        ) from None
 
 
 async def chat_of(d, sid: str, session: dict, ref: str | None) -> dict:

@@ -34,7 +34,7 @@ def provider_message(raw: bytes) -> str:
         msg = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else None
         if msg:
             return str(msg)[:300]
-    except ValueError:
+    except (ValueError, RecursionError):  # (not JSON; or too deep to read)
         pass
     return raw.decode("utf-8", "replace").strip()[:300]
 
@@ -43,7 +43,7 @@ def _provider_code(raw: bytes) -> str | None:
     """The provider's own error code, if its body (OpenAI's error shape) gives one."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # (not JSON; or too deep to read)
         return None
     err = data.get("error") if isinstance(data, dict) else None
     code = err.get("code") if isinstance(err, dict) else None

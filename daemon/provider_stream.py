@@ -42,7 +42,7 @@ async def read_events(p: Provider, reader: Body) -> AsyncGenerator[tuple[bytes, 
             return
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # (not JSON; or too deep to read)
             raise bad_answer(p, f"sent a stream event that is not JSON: {p.scrub(repr(payload[:120]))}") from None
         if not isinstance(chunk, dict):  # a chunk is an object: anything else is no part of an answer
             raise bad_answer(p, f"sent a stream event that is not a JSON object: {p.scrub(repr(payload[:120]))}")

@@ -108,7 +108,7 @@ class Providers:
             resp.release()
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # (not JSON; or too deep to read)
             raise bad_answer(p, f"answered with something that is not JSON: {p.scrub(repr(raw[:120]))}") from None
         if not isinstance(data, dict):
             raise bad_answer(p, "answered with JSON that is not an object")

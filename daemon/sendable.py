@@ -27,7 +27,7 @@ def arguments(a: Any) -> str:
         try:
             if isinstance(json.loads(a), dict):
                 return a
-        except ValueError:
+        except (ValueError, RecursionError):  # (not JSON; or nested deeper than Python's reader goes)
             pass
     return json.dumps({"input": a if isinstance(a, str) else json.dumps(a)}, ensure_ascii=False)
 

@@ -238,10 +238,11 @@ class Daemon:
         return await self.syncer.ctx.own_head_key(pk) if self.syncer is not None else None
 
     def _on_change(self, event: dict) -> None:
+        due = event.pop("checkpoint_due", False)  # the storage layer's note to the daemon, not the apps'
         self.events.publish(event)
         if self.ops is not None:
             self.ops.session_changed(event)
-            if event.get("checkpoint_due"):
+            if due:
                 self.ops.schedule_checkpoint(event["session"])
         if self.syncer is not None and event.get("session") and event["type"] not in APPLIED_HERE:
             self.syncer.notify(event["session"])

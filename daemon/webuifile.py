@@ -66,7 +66,7 @@ def _webui_value(raw: str) -> str:
     text = html.unescape(raw)
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (not JSON; or nested deeper than Python's reader goes)
         return text
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 

@@ -20,6 +20,10 @@ from .members import expiry_hint
 from .mirrorurls import same_stores
 from .sharecode import ShareCode, network_of_url
 
+# where an import names a store to look in: the request's `store` (the CLI's --store-file, or --store)
+ANOTHER_STORE = " (the import's `store`; `--store-file` or `--store` of `sessiond import`)"
+IMPORT_WITH_STORE = 'POST /v1/import {"code": CODE, "store": STORE_URL}'
+
 
 async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -> tuple[Store, RegistryEntry | None]:
     """Where the code's session is (sync/locations.py): the store asked for, else this device's own,
@@ -79,18 +83,24 @@ async def find_store(ctx: SyncContext, code: ShareCode, store_url: str | None) -
             "store",
             f"cannot look for session {sid} (shared through {networks}; hints: {hints}): "
             + "; ".join(describe_failure(exc, url) for exc, url in failures)
-            + "; or import again with --store URL naming another store of that network that holds it",
+            + "; or import again naming another store of that network that holds it"
+            + ANOTHER_STORE,
             "; ".join(fixes) or None,
         )
         err.failure = failures[-1]  # (the last store asked, a hint: this device's own store holds it rarely)
         err.failures = failures  # (each one's own, in `details.stores`)
-        raise needs_invites(err, invites)
-    raise ImportError_(
+        err = needs_invites(err, invites)
+        err.api = err.api or [IMPORT_WITH_STORE]  # (a relay's invites, else another store to look in)
+        raise err
+    err = ImportError_(
         "store_needed",
         f"session {sid} is shared through {networks}, and neither this device's store nor the code's "
-        f"hints ({hints}) hold it; import again with --store URL naming a store of that network that does"
+        f"hints ({hints}) hold it; import again naming a store of that network that does"
+        + ANOTHER_STORE
         + expiry_hint(looked),
     )
+    err.api = [IMPORT_WITH_STORE]
+    raise err
 
 
 def account_fix(ctx: SyncContext, code: ShareCode, store: Store) -> str | None:

@@ -68,6 +68,8 @@ class Importer:
             err = ImportError_(exc.kind, str(exc))
             if exc.kind == "version":  # a newer sessiond's code: this device upgrades
                 err.owner = [NEWER_CODE_FIX]
+            elif exc.kind == "passphrase_required":
+                err.api = ['POST /v1/import {"code": CODE, "passphrase": PASSPHRASE}']
             raise err from None
         sid = code.session_id
         twin = await db.case_twin(sid)

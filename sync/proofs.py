@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..storage.errors import revoked
+from ..storage.ids import ID_RE
 from ..storage.testhooks import pause_in_thread
 from ..stores import StoreError
 from .bounded import LRU, KeyedLocks
@@ -156,7 +157,7 @@ class Proofs:
 
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         if proof.get("session") not in (None, sid):
-            raise ImportError_("checkpoint", f"the proof is for session {proof.get('session')}, not {sid}")
+            raise _of_another(proof.get("session"), sid)
         try:
             db = self.ctx.db
             messages, pks, ops = await db.conversation(sid), await self._known_pks(sid), await db.setting_ops(sid)
@@ -250,3 +251,17 @@ async def extend_in_steps(chain: Chain | None, frontier: dict[str, int], rows: l
         start += HASH_STEP
         await asyncio.sleep(0)
     return extend(chain, frontier, rows[start:])
+
+
+def _of_another(named: Any, sid: str) -> ImportError_:
+    """A proof given to session `sid` that names another: refused, with the way to verify it where it belongs
+    (when what it names is a session id at all)."""
+    if not isinstance(named, str) or not ID_RE.match(named):
+        return ImportError_("checkpoint", f"the proof is for session {named!r:.140}, not {sid}")
+    err = ImportError_(
+        "checkpoint",
+        f"the proof is for session {named}, not {sid}: verify it against its own session"
+        f" (`sessiond verify-proof {named} FILE`)",
+    )
+    err.api = [f'POST /v1/sessions/{named}/verify-proof {{"proof": CHECKPOINT}}']
+    return err

@@ -172,9 +172,11 @@ def _unwrap(text: str) -> tuple[bytes, int]:
     try:
         raw = base64.b32decode(data.upper() + "=" * ((-len(data)) % 8))
     except Exception:
-        raise ShareCodeError("checksum", "share code is truncated or mistyped (its length is impossible)") from None
+        raise ShareCodeError(
+            "checksum", "share code is truncated or mistyped (its length is impossible): copy it again, whole"
+        ) from None
     if len(raw) < 2 + CHECKSUM_LEN:
-        raise ShareCodeError("checksum", "share code is truncated")
+        raise ShareCodeError("checksum", "share code is truncated (shorter than any code): copy it again, whole")
     body, check = raw[:-CHECKSUM_LEN], raw[-CHECKSUM_LEN:]
     if _checksum(body) != check:
         raise ShareCodeError(
@@ -197,7 +199,9 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
     if flags & FLAG_PASSPHRASE:
         if passphrase is None:
             raise ShareCodeError(
-                "passphrase_required", "this share code is protected by a passphrase; give it with --passphrase-file"
+                "passphrase_required",
+                "this share code is protected by a passphrase: give it (the import's `passphrase`;"
+                " `--passphrase-file` of `sessiond import`)",
             )
         if len(payload) < 2 + 16 + 24 + 16:
             raise ShareCodeError("malformed", "protected share code is too short")

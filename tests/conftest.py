@@ -452,16 +452,28 @@ def slow_stream(make_daemon):
     server.stop()
 
 
-def openai_app(d: DaemonProc, sid: str):
+def openai_app(d: DaemonProc, sid: str | None, **headers: str):
     """An official `openai` client of daemon `d`'s OpenAI endpoint on TCP (openai_listen), with its bearer
-    key, naming session `sid`, never retrying."""
+    key, naming session `sid` (None: no X-Sessiond-Session, a new session each call) and `headers`, never
+    retrying."""
     import openai
 
     info = cli_json(d.home, "status")["openai"]
     key = open(info["api_key_file"]).read().strip()
-    return openai.OpenAI(
-        base_url=info["base_url"], api_key=key, max_retries=0, default_headers={"X-Sessiond-Session": sid}
-    )
+    named = {"X-Sessiond-Session": sid} if sid is not None else {}
+    return openai.OpenAI(base_url=info["base_url"], api_key=key, max_retries=0, default_headers={**named, **headers})
+
+
+@pytest.fixture
+def served_openai(make_daemon):
+    """(daemon, provider): a daemon whose one provider is the tests' loopback one (tests/servers/openai_server.py,
+    its requests kept in provider.requests), with the OpenAI-compatible listener on a free loopback port."""
+    from servers.openai_server import Provider, serve_threaded
+
+    p, server = serve_threaded(Provider())
+    d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
+    yield d, p
+    server.stop()
 
 
 def cli_json(home: str, *args: str, **kw):

@@ -147,6 +147,25 @@ def test_malformed_frames_are_answered_change_nothing_and_the_connection_goes_on
     assert stored(c, sid) == ["kept"]
 
 
+def test_a_head_with_a_field_it_does_not_take_is_refused_with_its_tag(daemon):
+    """A head that reads as JSON but gives a field besides tag, session and key (an append's `chat` put in the
+    head) was answered with `tag` null, though the head was read: an app matching answers by tag lost this one.
+    The README says the tag is null only when the head could not be read."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    good = json.dumps({"role": "user", "content": "not kept"}).encode()
+    head = json.dumps({"tag": "t-1", "session": sid, "key": "k", "chat": "main"}).encode()
+    st = AppendStream(daemon.socket, 10)
+    try:
+        (answer,) = raw_answers(st, [(1, head + b"\n" + good)], 1)
+    finally:
+        st.close()
+    assert answer["status"] == 400 and answer["body"]["error"]["code"] == "bad_frame", answer
+    assert "'chat'" in answer["body"]["error"]["message"], answer
+    assert answer["tag"] == "t-1", answer
+    assert stored(c, sid) == []
+
+
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_pipelined_frames_are_answered_in_order(daemon, pipeline):
     """Frames sent ahead of their answers are answered in order, on a stream that takes them one at a time

@@ -18,7 +18,17 @@ def test_a_new_key_is_a_random_version_4_uuid():
     for k in keys:
         u = uuid.UUID(k)
         assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, k)
-    assert key_for(None) != key_for(None) and good_key(key_for(""))
+    assert key_for(None) != key_for(None)
+
+
+def test_an_empty_key_given_is_refused_not_replaced():
+    """`idempotency_key=""` was taken for no key, and each call made a new one: an app whose key came out empty
+    (a variable never set) retried believing the retry safe, and had its append stored twice. The daemon
+    refuses an empty Idempotency-Key (422); so does the client, before sending, as it refuses any key the
+    daemon would (README, "Retrying an append safely")."""
+    with pytest.raises(ApiError) as e:
+        key_for("")
+    assert e.value.status == 422 and "1 to 255" in str(e.value)
 
 
 def test_a_key_is_printable_ascii_of_1_to_255_characters():
@@ -29,3 +39,12 @@ def test_a_key_is_printable_ascii_of_1_to_255_characters():
     with pytest.raises(ApiError) as e:
         key_for("k\u00e9")
     assert e.value.status == 422 and "printable ASCII" in str(e.value)
+
+
+def test_an_append_given_an_empty_key_stores_nothing(daemon):
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "user", "twice?", idempotency_key="")
+    assert e.value.status == 422
+    assert c.messages(sid)["messages"] == []

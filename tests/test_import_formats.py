@@ -396,6 +396,24 @@ def test_openwebui_export_imports_the_branch_the_user_sees(d):
     assert cli_json(d.home, "show", old["id"])["metadata"]["source"] == "openwebui"
 
 
+def _webui_turn(cid: str, question: str, answer: str) -> dict:
+    """An Open WebUI chat of one turn: the user's question, then the assistant's answer (its text as kept)."""
+    return {
+        "id": cid,
+        "title": cid,
+        "chat": {
+            "models": ["m"],
+            "history": {
+                "currentId": "a",
+                "messages": {
+                    "u": {"id": "u", "parentId": None, "role": "user", "content": question, "timestamp": 1},
+                    "a": {"id": "a", "parentId": "u", "role": "assistant", "content": answer, "timestamp": 2},
+                },
+            },
+        },
+    }
+
+
 def test_openwebui_tool_calls_in_an_answer_come_in_as_calls_and_results(d, tmp_path):
     """Open WebUI keeps a model's tool calls inside the answer's text, each as an HTML block
     `<details type="tool_calls" done="true" id=... name=... arguments=... result=...>` (attributes
@@ -413,20 +431,7 @@ def test_openwebui_tool_calls_in_an_answer_come_in_as_calls_and_results(d, tmp_p
         ' result="{&quot;h&quot;: 15}">\n<summary>Tool Executed</summary>\n</details>\n'
         "It is 21 degrees at 15:00."
     )
-    chat = {
-        "id": "owui-tools",
-        "title": "tools",
-        "chat": {
-            "models": ["m"],
-            "history": {
-                "currentId": "a",
-                "messages": {
-                    "u": {"id": "u", "parentId": None, "role": "user", "content": "Lisbon?", "timestamp": 1},
-                    "a": {"id": "a", "parentId": "u", "role": "assistant", "content": content, "timestamp": 2},
-                },
-            },
-        },
-    }
+    chat = _webui_turn("owui-tools", "Lisbon?", content)
     weather = {
         "id": "call_1",
         "type": "function",
@@ -793,3 +798,16 @@ def test_an_export_imported_again_skips_the_conversations_already_here(daemon, t
     # deleted, a conversation imports again
     run_cli(daemon.home, "rm", made["chatgpt"][0], check=True)
     assert [s["name"] for s in cli_json(daemon.home, "import-file", str(gpt))["sessions"]] == ["first"]
+
+
+def test_openwebui_arguments_nested_too_deeply_to_read_come_in_as_their_text(d):
+    """An attribute of Open WebUI's call block is read as JSON when it is JSON; one nested deeper than Python's
+    JSON reader goes (thousands of brackets) made the import a 500, "internal error". It is kept as its text, as
+    an attribute that is not JSON is."""
+    deep = "[" * 5000 + "]" * 5000
+    content = f'<details type="tool_calls" id="t1" name="f" arguments="{deep}" result="ok">x</details> after'
+    chat = _webui_turn("owui-deep", "go", content)
+    [made] = d.client().import_file([chat], "openwebui")["sessions"]
+    msgs = d.client().messages(made["id"])["messages"]
+    assert msgs[1]["tool_calls"][0]["function"]["arguments"] == deep
+    assert [m["content"] for m in msgs[2:]] == ["ok", "after"]

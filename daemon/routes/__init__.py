@@ -52,6 +52,10 @@ class Route:
     stream: bool = False  # may answer with server-sent events too
     websocket: bool = False  # answers 101, a WebSocket (the append stream)
 
+    @property
+    def header_names(self) -> frozenset[str]:
+        return frozenset(h.name for h in self.headers)
+
 
 IDEMPOTENCY = Header(IDEMPOTENCY_HEADER, Msg.IdempotencyKey, Msg.IDEMPOTENCY_DESCRIPTION)
 LAST_EVENT_ID = Header(Ev.LAST_EVENT_ID_HEADER, Ev.EventId, Ev.LAST_EVENT_ID_DESCRIPTION)

@@ -369,6 +369,7 @@ def _checked(frame: str, home: str | None) -> tuple:
         head_text, newline, raw = frame.partition("\n")
         head = _head(head_text, newline)
         tag = head.get("tag")
+        _known_fields(head)
         sid, key = head.get("session"), head.get("key")
         if not isinstance(sid, str) or not sid:
             raise BadFrame('the frame\'s head has no "session": the id of the session to append to')
@@ -416,12 +417,6 @@ def _head(text: str, newline: str) -> dict:
         head = None
     if not isinstance(head, dict):
         raise BadFrame(f"the frame's head line is not a JSON object: {text[:80]!r}")
-    if not head.keys() <= _HEAD_KEYS:  # (a "chat" here would be ignored: the message would go to the current chat)
-        unknown = [k for k in head if k not in _HEAD_KEYS]
-        raise BadFrame(
-            f"the frame's head has unknown field(s) {', '.join(map(repr, unknown))[:200]}; it takes"
-            f" {', '.join(HEAD_FIELDS)} (the append's own fields, such as chat, go in its body)"
-        )
     tag = head.get("tag")
     if tag is not None and not isinstance(tag, (int, str)):  # echoed in the answer: JSON every reader takes back
         try:
@@ -429,3 +424,13 @@ def _head(text: str, newline: str) -> dict:
         except ValueError:
             raise BadFrame("the frame's head has a tag holding NaN or Infinity, which JSON cannot carry back") from None
     return head
+
+
+def _known_fields(head: dict) -> None:
+    """A head's fields are tag, session and key: another is refused (once its tag, read, can name the answer)."""
+    if not head.keys() <= _HEAD_KEYS:  # (a "chat" here would be ignored: the message would go to the current chat)
+        unknown = [k for k in head if k not in _HEAD_KEYS]
+        raise BadFrame(
+            f"the frame's head has unknown field(s) {', '.join(map(repr, unknown))[:200]}; it takes"
+            f" {', '.join(HEAD_FIELDS)} (the append's own fields, such as chat, go in its body)"
+        )

@@ -1,0 +1,78 @@
+"""What the OpenAI-compatible endpoint refuses in a request names the field in OpenAI's `param`, as OpenAI's
+API does and as the README says of the endpoint's 422s: most of them said it in the message only, `param`
+null (a message's role or content, `stream`, `model`, an empty X-Sessiond-Session). And a session the
+X-Sessiond-Session header names that this device does not have was refused as the socket API refuses it, "no
+session 'x' on this device (see `sessiond ls`)": the header that named it unsaid, and the way on for an SDK app
+(leave the header out for a new session) too. Driven with the official `openai` client over TCP."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from conftest import openai_app
+
+
+@pytest.mark.parametrize(
+    "request_, param",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": 5}]}, "messages[1].content"),
+        ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+        ({"messages": [{"role": "user", "content": "x"}], "model": 5}, "model"),
+        ({"messages": [{"role": "assistant", "content": "x", "tool_calls": "no"}]}, "messages[0].tool_calls"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": 5}}],
+                    }
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+    ],
+)
+def test_a_refused_field_is_named_as_param(served_openai, request_, param):
+    d, p = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    body = {"model": "echo-1", **request_}
+    with pytest.raises(openai.UnprocessableEntityError) as exc:
+        openai_app(d, sid).chat.completions.create(**body)
+    assert exc.value.body["param"] == param, exc.value.body
+    assert c.messages(sid)["messages"] == [] and p.requests == []
+
+
+def test_a_new_session_without_a_model_names_it(served_openai):
+    d, p = served_openai
+    with pytest.raises(openai.UnprocessableEntityError) as exc:
+        openai_app(d, None).chat.completions.create(model="", messages=[{"role": "user", "content": "x"}])
+    assert exc.value.body["param"] == "model", exc.value.body
+    assert "new session" in exc.value.body["message"]
+    assert d.client().list_sessions()["sessions"] == []
+
+
+def test_an_empty_session_header_is_named_as_param(served_openai):
+    d, _ = served_openai
+    with pytest.raises(openai.UnprocessableEntityError) as exc:
+        openai_app(d, "").chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
+    assert exc.value.body["param"] == "X-Sessiond-Session", exc.value.body
+
+
+@pytest.mark.parametrize("route", ["chat", "models"])
+def test_a_session_not_here_names_the_header_and_the_way_on(served_openai, route):
+    d, p = served_openai
+    app = openai_app(d, "not-here")
+    with pytest.raises(openai.NotFoundError) as exc:
+        if route == "chat":
+            app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
+        else:
+            app.models.list()
+    body = exc.value.body
+    assert body["code"] == "not_found" and body["param"] == "X-Sessiond-Session", body
+    assert "X-Sessiond-Session" in body["message"] and "leave the header out" in body["message"], body
+    assert d.client().list_sessions()["sessions"] == [] and p.requests == []
