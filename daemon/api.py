@@ -54,10 +54,10 @@ def _bound(route: Route, idle: float, under: UnderWay) -> Handler:
     where = f"{route.method} {route.path}"
     # a route that takes no body refuses one with fields, as the others refuse a field they do not name
     no_body = route.request is None and route.method != "GET" and not route.path.startswith("/openai/")
-    # a change that keeps no Idempotency-Key refuses one: ignored, a retry would do it twice (two sessions)
-    keyless = (
-        route.method != "GET" and not route.path.startswith("/openai/") and IDEMPOTENCY_HEADER not in route.header_names
-    )
+    # a POST that keeps no Idempotency-Key refuses one: ignored, a retry would do it twice (two sessions); PATCH
+    # and DELETE ignore it (a client library may send one with every change: their retry comes to the same end)
+    keyless = route.method == "POST" and not route.path.startswith("/openai/")
+    keyless = keyless and IDEMPOTENCY_HEADER not in route.header_names
 
     tasks = under.tasks  # (a stop gives the requests under way the grace it sets: stopgrace.py)
 

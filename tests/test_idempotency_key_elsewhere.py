@@ -31,7 +31,6 @@ def _send(daemon, method: str, path: str, body: dict | None, key: str | None) ->
         ("POST", "/v1/sessions", {"name": "twice"}),
         ("POST", "/v1/sessions/s/clone", {}),
         ("POST", "/v1/sessions/s/chats", {"name": "side"}),
-        ("PATCH", "/v1/sessions/s", {"name": "renamed"}),
         ("POST", "/v1/sessions/s/pause", None),
     ],
 )
@@ -63,3 +62,19 @@ def test_the_routes_that_keep_a_key_and_reads_still_take_it(daemon):
     assert len(c.messages("s")["messages"]) == 1
     status, data = _send(daemon, "GET", "/v1/sessions/s", None, "k-2")  # a read changes nothing either way
     assert status == 200 and data["id"] == "s"
+
+
+@pytest.mark.parametrize(
+    "method, path, body", [("PATCH", "/v1/sessions/s", {"name": "renamed"}), ("DELETE", "/v1/sessions/s", None)]
+)
+def test_a_change_whose_retry_comes_to_the_same_end_ignores_a_key(daemon, method, path, body):
+    """A client library may send an Idempotency-Key with every change: PATCH and DELETE, whose retry comes to the
+    same end, take the request and ignore it."""
+    c = daemon.client()
+    c.create_session(id="s", name="first")
+    status, _ = _send(daemon, method, path, body, "retry-me-2")
+    assert status in (200, 204), status
+    if method == "DELETE":
+        assert c.list_sessions()["sessions"] == []
+    else:
+        assert c.get_session("s")["name"] == "renamed"
