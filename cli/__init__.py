@@ -43,9 +43,15 @@ def _interrupted_starting(signum, frame) -> None:
 
 def _run_as_command() -> bool:
     """Whether this process is the command (`sessiond ...`, `python -m sessiond.cli.main ...`), not a program
-    importing the package (which keeps its own Ctrl-C)."""
+    importing the package (which keeps its own Ctrl-C): one run as `python -m tool` whose package imports this
+    (sys.argv[0] is "-m" while Python locates the module it runs), or a script of its own named sessiond-x."""
     first = sys.argv[0] if sys.argv else ""
-    return first == "-m" or os.path.basename(first).startswith("sessiond")
+    if first == "-m":  # (the module asked for: `-m NAME` or `-mNAME` in the interpreter's own arguments)
+        args = getattr(sys, "orig_argv", [])
+        at = next((i for i, a in enumerate(args) if a.startswith("-m")), None)
+        name = None if at is None else (args[at][2:] or (args[at + 1] if at + 1 < len(args) else ""))
+        return name is not None and (name == "sessiond" or name.startswith("sessiond."))
+    return os.path.splitext(os.path.basename(first))[0] == "sessiond"
 
 
 if _run_as_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:

@@ -165,8 +165,9 @@ def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: b
         return NEWER_FIX
     if kind == "frozen_lost":  # a frozen log's manifest gone: a writer that holds the log puts it back
         return (
-            f"sessiond sync --wait {sid}  # on a device that writes the session and applied the log a rekey froze"
-            " (the device that made the rekey, or any other writer now): it puts the lost log back"
+            f"sessiond sync --wait {sid}  # on a device that writes the session and took the log a rekey froze"
+            " whole before it was lost (the device that made the rekey, or another writer that pulled since): it"
+            " puts the lost log back"
         )
     if kind in ("forged", "replayed", "damaged", "invalid", "malformed"):
         keep = MOVE if own else "a new share code of it through a store you trust, imported"

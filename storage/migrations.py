@@ -475,5 +475,19 @@ MIGRATIONS: list[str] = [
         DELETE FROM session_tags WHERE session_id=old.session_id;
     END;
     """,
+    # 27: the frozen logs (docs/FORMATS.md §6) this device took whole from their manifests (this device only, never
+    # synced): by head key and revision, the last seq the manifest held. Only a writer that took a frozen log whole
+    # puts it back when the store loses its manifest (sync/frozenrepair.py), and only as far as that seq: one that
+    # holds less (it pulled the dropped writer in part, and the log was lost before it took it) would name a log
+    # holding less than the rekey froze, and every later import would lack the rest.
+    """
+    CREATE TABLE frozen_taken (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        head_pk BLOB NOT NULL,
+        rev INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (session_id, head_pk, rev)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

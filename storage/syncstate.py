@@ -314,6 +314,24 @@ class SyncState:
             f"DELETE FROM peers WHERE session_id=? AND head_pk NOT IN ({','.join('?' * len(pks))})", (sid, *pks)
         )
 
+    async def frozen_taken(self, sid: str, head_pk: bytes, rev: int) -> int | None:
+        """The last seq of the frozen log of `head_pk` at `rev` that this device took whole from its manifest
+        (note_frozen_taken); None if it did not."""
+        row = await self.c.committed.fetchone(
+            "SELECT last_seq FROM frozen_taken WHERE session_id=? AND head_pk=? AND rev=?", (sid, head_pk, rev)
+        )
+        return None if row is None else int(row[0])
+
+    async def note_frozen_taken(self, sid: str, head_pk: bytes, rev: int, last_seq: int) -> None:
+        """This device holds the frozen log of `head_pk` at `rev` whole, as its manifest held it: up to `last_seq`
+        (schema migration 27; sync/frozenrepair.py puts back only such a log, and no further)."""
+        await self.c.write(
+            "INSERT INTO frozen_taken(session_id, head_pk, rev, last_seq) SELECT ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM sessions WHERE id=?)"
+            " ON CONFLICT(session_id, head_pk, rev) DO UPDATE SET last_seq=excluded.last_seq",
+            (sid, head_pk, rev, last_seq, sid),
+        )
+
     async def remote(self, sid: str) -> dict | None:
         rows = await self.c.latest("SELECT * FROM remotes WHERE session_id=?", (sid,))
         return dict(rows[0]) if rows else None

@@ -439,6 +439,8 @@ class HttpClient:
         self, method: str, url: str, what: str, *, params, headers, data, json, max_body: int, arriving: Arriving
     ) -> Reply:
         session = self._session_for_loop()
+        arriving.status = arriving.promised = None  # (this hop's answer: not a redirect's before it)
+        arriving.size = 0
         async with asyncio.timeout(self.timeout):
             async with session.request(
                 method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False

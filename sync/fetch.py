@@ -290,9 +290,9 @@ def frozen_lost(store: Store, sid: str, frozen: dict) -> ImportError_:
     puts it back (a writer's pull: put_back)."""
     h = bytes(frozen["h"]).hex()
     fix = (
-        f"`sessiond sync --wait {sid}` on a device that writes the session and applied that log (the device that"
-        f" made the rekey, or any other writer of the session now) puts it back; then import the code again (a"
-        f" device following the session takes it at its next pull)"
+        f"`sessiond sync --wait {sid}` on a device that writes the session and took that log whole before it was"
+        f" lost (the device that made the rekey, or another writer that pulled since) puts it back; then import the"
+        f" code again (a device following the session takes it at its next pull)"
     )
     return ImportError_(
         "frozen_lost",
@@ -311,10 +311,12 @@ async def fetch_frozen(
     timeout: float,
     check: Callable[[RemoteLog], None] | None = None,
     after_seq: int = 0,
-) -> RemoteLog:
+) -> tuple[RemoteLog, int]:
     """The log a frozen entry of the members slot pins (freeze_log): its manifest read by hash, opened with
     the key the entry carries, and checked as any member's (it names the session, the head key, the
-    revision and the device); then its operations after `after_seq`, as fetch_log reads them."""
+    revision and the device); then its operations after `after_seq`, as fetch_log reads them. With the last seq
+    the manifest holds (how far the frozen log goes, whatever of it was read: what a device that applied it holds
+    whole, frozenrepair.py)."""
     name = str(frozen["d"])
     with _read_failures(store, sid, name):
         try:
@@ -336,4 +338,4 @@ async def fetch_frozen(
                 f"the log of device {man.device} of session {sid} holds what this sessiond refuses, so nothing"
                 f" of it is applied: {exc.message}",
             ) from None
-    return lg
+    return lg, man.last_seq

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import time
@@ -426,15 +427,18 @@ class Follower:
                 if audit and ctx.keys.write_secret(sid) is not None and await lacking(store, [f], ctx.timeout):
                     await self._put_back(sid, store, f, announce_pk)
                 continue
-            have = await ctx.db.last_seq(sid, str(f["d"]))
+            have, check = await ctx.db.last_seq(sid, str(f["d"])), ctx.check_remote
+            read = functools.partial(fetch_frozen, store, sid, timeout=ctx.timeout, check=check, after_seq=have)
             try:
-                lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
+                lg, last = await read(f)
             except ImportError_ as exc:
                 if exc.kind != "frozen_lost" or (again := await self._put_back(sid, store, f, announce_pk)) is None:
                     raise
-                lg = await fetch_frozen(store, sid, again, timeout=ctx.timeout, check=ctx.check_remote, after_seq=have)
+                lg, last = await read(again)
             if len(lg):
                 new += await ctx.db.apply_remote(sid, {lg.device_id: lg})
+            if await ctx.db.last_seq(sid, str(f["d"])) >= last:  # held whole here: one this device may put back
+                await ctx.db.syncstate.note_frozen_taken(sid, bytes(f["k"]), int(f["r"]), last)
             self._frozen_taken[mark] = True
         return new
 

@@ -9,8 +9,11 @@ of the session (the write secret, the current key) that applied the log builds i
 operations of that device as it holds them (the same ones every device that applied the frozen log holds: one
 generation applies a dropped writer's log only as frozen), sealed as a manifest at the frozen revision, of that
 device and head key, under a key of its own (the entry carries it), and names it in the members slot in place of
-the lost one (Members.ensure_member `replace`). A device that applied less of it than others (cut off before it
-took it whole) could carry less: the one that rekeyed, or any that took the log whole, puts back all of it.
+the lost one (Members.ensure_member `replace`). Only a device that took that log whole from its manifest (noted
+in its database then: SyncState.note_frozen_taken) puts it back, up to the last seq the manifest held: one that
+holds less of it (it pulled the dropped writer in part, and the log was lost before it took it) would name a log
+holding less than was frozen, which no device would put back again (its manifest is in the store), and every
+later import would lack the rest.
 """
 
 from __future__ import annotations
@@ -44,11 +47,14 @@ async def lacking(store: Store, frozen: list[dict], timeout: float) -> list[dict
 
 async def _rebuild(ctx: SyncContext, sid: str, store: Store, frozen: dict) -> dict | None:
     """The log of `frozen` built again from this device's database and put in `store`: its new frozen entry, or
-    None when this device holds none of it, or holds it torn."""
+    None when this device did not take that log whole from its manifest (it may hold less of it than was frozen:
+    put back, the slot would name a log holding less, and every later import would lack the rest), or holds it
+    torn. Built up to the last seq the manifest held, as noted when this device took it, and no further (what
+    this device holds of that writer past the freeze is not the frozen log's)."""
     db, device = ctx.db, str(frozen["d"])
     key = ctx.keys.session_key(sid)
-    last = await db.last_seq(sid, device)
-    if key is None or not last:
+    last = await db.syncstate.frozen_taken(sid, bytes(frozen["k"]), int(frozen["r"]))
+    if key is None or not last or await db.last_seq(sid, device) < last:
         return None
     writer = LogWriter(sid, device, key, store, ctx.timeout, workers=ctx.workers)
 

@@ -135,7 +135,7 @@ class Importer:
         )
         # The logs of writers earlier rekeys dropped, as they stood then (the slot pins each one's manifest)
         for f in frozen:
-            lg = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote)
+            lg, _last = await fetch_frozen(store, sid, f, timeout=ctx.timeout, check=ctx.check_remote)
             have = logs.get(lg.device_id)
             if have is None:
                 logs[lg.device_id] = lg
