@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
@@ -27,6 +27,8 @@ from .errors import ImportError_, describe, no_relay_account
 from .fetch import fetch_frozen, fetch_logs, read_head
 from .frozen import decode_frozen, frozen_adds
 from .frozenrepair import lacking, put_back
+from .generation import Generations, RekeyBusy
+from .generation import polling as polling_
 from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
@@ -50,16 +52,8 @@ def full_pull_every() -> float:
 
 # sessions pulled at once: a pull waits mostly on the store (and its thread hops), so several overlap
 PULLS_AT_ONCE = 8
-# set in a poll's pulls (Follower._round): a pull that would wait for a session's rekey lock, held (a rekey here,
-# its store calls and all), leaves the session to the next poll instead (_RekeyBusy), so that the round ends and
-# the other sessions are pulled again meanwhile. Other pulls (`sessiond sync --wait`, an import's) wait for it.
-_POLLING: contextvars.ContextVar[bool] = contextvars.ContextVar("sessiond_follower_polling", default=False)
 # set in the pulls `sessiond sync --wait` makes (Follower.asked)
 _ASKED: contextvars.ContextVar[bool] = contextvars.ContextVar("sessiond_follower_asked", default=False)
-
-
-class _RekeyBusy(Exception):
-    """A poll's pull of a session whose rekey lock is in use (held, or waited for): left to the next poll."""
 
 
 class Follower:
@@ -71,6 +65,7 @@ class Follower:
         self.ctx = ctx
         self.members = members
         self.rekeyer = rekeyer
+        self.generations = Generations(ctx)  # (the rekey lock as pulls take it: generation.py)
         self.interval = interval
         self.pull_now = True  # pull every shared session in the next round (at the start, or asked to)
         self.min_wait = min_wait
@@ -257,7 +252,7 @@ class Follower:
         if remote is None or key is None:
             return 0
         if keys.rekey_pending(sid) is not None:  # a rekey cut short by a crash (or under way here): finish it first
-            async with self._rekey_lock(sid):
+            async with self.generations.lock(sid):
                 await self.rekeyer.resume(sid)
             remote, key = await db.remote(sid), keys.session_key(sid)
             if remote is None or key is None:
@@ -282,7 +277,7 @@ class Follower:
                 unchanged=moved is not None and b"\xed" + announce_pk not in moved,
             )
             if notice is not None:
-                async with self._rekey_lock(sid):
+                async with self.generations.lock(sid):
                     await self.rekeyer.take(sid, notice, store, members)
                 now = await db.remote(sid)
                 assert now is not None  # taking a notice switches the remote; it does not remove it
@@ -330,10 +325,10 @@ class Follower:
         # it, under that lock; applied after, what a dropped writer wrote past its freeze would be this
         # device's alone (the next pull reads the new slot)
         try:
-            async with self._generation(sid, announce_pk) as same:
+            async with self.generations.same(sid, announce_pk) as same:
                 if same:
                     new += await db.apply_remote(sid, logs, peers=peers)
-        except _RekeyBusy:  # (left to the next poll: a rekey here holds the session)
+        except RekeyBusy:  # (left to the next poll: a rekey here holds the session)
             await pause_for_tests("pull.applied")
             raise
         await pause_for_tests("pull.applied")  # (the tests: the logs applied, or left)
@@ -341,10 +336,10 @@ class Follower:
 
     async def _restore(self, sid: str, announce_pk: bytes) -> bool:
         """Members.restore, after a pull found the slot lost: whether it wrote the slot again (on the generation
-        the pull read only: _generation). Its own failure is not reported: the pull's is (and the next pull tries
+        the pull read only: generation.py). Its own failure is not reported: the pull's is (and the next pull tries
         again)."""
         try:
-            async with self._generation(sid, announce_pk) as same:
+            async with self.generations.same(sid, announce_pk) as same:
                 return same and await self.members.restore(sid)
         except (ImportError_, StoreError, TimeoutError, OSError):
             return False
@@ -379,38 +374,11 @@ class Follower:
             )
         await pause_for_tests("pull.write_back")  # (the tests hold it here: the slot read, not written back)
         try:
-            async with self._generation(sid, bytes(remote["announce_pk"])) as same:
+            async with self.generations.same(sid, bytes(remote["announce_pk"])) as same:
                 if same:  # (else a rekey switched meanwhile: the slot read is no longer this device's)
                     await self.members.ensure_member(sid)
         except (ImportError_, StoreError, TimeoutError, OSError) as exc:
             log.warning("could not write the members slot back: %s", describe(exc), extra={"session": sid})
-
-    @contextlib.asynccontextmanager
-    async def _rekey_lock(self, sid: str) -> AsyncIterator[None]:
-        """`sid`'s rekey lock, held; in a poll's pull (_POLLING) only if no one holds it or waits for it: else
-        _RekeyBusy, the session left to the next poll (a rekey here holds it through its store calls, and the
-        poll's round, waiting, would pull no other session meanwhile). The look and the take are one step: an
-        asyncio lock free with no waiter is taken without a wait."""
-        if _POLLING.get() and sid in self.ctx.rekey_locks:  # (a lock exists only while held or waited for)
-            raise _RekeyBusy(sid)
-        async with self.ctx.rekey_lock(sid):
-            yield
-
-    @contextlib.asynccontextmanager
-    async def _generation(self, sid: str, announce_pk: bytes) -> AsyncIterator[bool]:
-        """`sid`'s rekey lock held (a rekey here, its resume and the take of another device's hold it throughout):
-        whether the session is still on the generation whose members slot `announce_pk` names, no rekey recorded.
-        What a pull read of the slot and the logs is applied or written back only then: a rekey freezes the
-        dropped writers' logs as this device holds them, then rotates the keys, names the new slot and drops the
-        old peers; a pull's write in between would carry a dropped writer's log past its freeze, or list it in the
-        new slot, a member of the new generation (the next pull reads the new slot)."""
-        async with self._rekey_lock(sid):
-            now = await self.ctx.db.remote(sid)
-            yield (
-                self.ctx.keys.rekey_pending(sid) is None
-                and now is not None
-                and bytes(now["announce_pk"]) == announce_pk
-            )
 
     async def _take_frozen(self, sid: str, store: Store, frozen: list[dict], announce_pk: bytes, *, audit: bool) -> int:
         """What this device has not applied of the dropped writers' logs as the rekey froze them (the
@@ -443,11 +411,11 @@ class Follower:
         return new
 
     async def _put_back(self, sid: str, store: Store, frozen: dict, announce_pk: bytes) -> dict | None:
-        """frozenrepair.put_back of `frozen`, its manifest lost, on the generation the pull read (_generation):
+        """frozenrepair.put_back of `frozen`, its manifest lost, on the generation the pull read (generation.py):
         its new entry, or None if this device could not put it back (its failure said in the log: the pull's
         own error says what is lost)."""
         try:
-            async with self._generation(sid, announce_pk) as same:
+            async with self.generations.same(sid, announce_pk) as same:
                 if not same:
                     return None
                 return (await put_back(self.ctx, self.members, sid, store, [frozen])).get(bytes(frozen["h"]))
@@ -466,17 +434,14 @@ class Follower:
         """Pull `sids` (default: every shared session), PULLS_AT_ONCE at a time. Returns how many new
         operations came in. `changed`: as in pull, except for the sessions in `retry` (whose last pull
         failed: read in full). `polling` (a poll's round): a session a rekey here holds is not waited for, but
-        left to the next poll (_POLLING)."""
+        left to the next poll (generation.py)."""
         ctx = self.ctx
         every = await ctx.db.shared_sessions() if sids is None else sids
         todo = iter(every)
 
         async def puller() -> int:
-            polls = _POLLING.set(polling)  # (reset at its end: one puller runs in the caller's own task)
-            try:
+            with polling_(polling):  # (reset at its end: one puller runs in the caller's own task)
                 return await pull_each()
-            finally:
-                _POLLING.reset(polls)
 
         async def pull_each() -> int:  # takes the next session from the shared iterator until none is left
             new = 0
@@ -487,7 +452,7 @@ class Follower:
                     hint = None if retry and sid in retry else changed
                     new += await (self.pull(sid) if hint is None else self.pull(sid, hint)) or 0
                     ctx.pull_ok(sid)
-                except _RekeyBusy:
+                except RekeyBusy:
                     self._due.add(sid)  # (a rekey here holds it: pulled in full by the first poll after it)
                 except asyncio.CancelledError:
                     raise

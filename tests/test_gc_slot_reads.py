@@ -46,6 +46,6 @@ async def test_a_pull_reads_the_noted_frozen_logs_from_the_database_no_more_than
         assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
         reads.clear()
         assert await b.follower.pull(sid) == 1
-        # the pull's read at its start and its apply's under the rekey lock (follower._generation, which a
+        # the pull's read at its start and its apply's under the rekey lock (generation.py's Generations.same, which a
         # rekey's freeze needs read fresh); the write-back's own read of the row for the frozen logs made it 3
         assert reads.count(sid) == 2, reads

@@ -1,6 +1,6 @@
 """A follower's poll round pulled each session that moved, and the pull of a session being rekeyed here waited
 for the whole rekey (its store calls) at the session's rekey lock (a rekey's record found: resume; or the apply
-under the lock, follower._generation): the round did not end meanwhile, so no other session was pulled again
+under the lock, generation.py's Generations.same): the round did not end meanwhile, so no other session was pulled again
 until the rekey ended. Shown in process with the rekey of X held at a pause point (rekey.published: its notice
 out, its record kept, the lock held) while A writes to Y: B's polls bring Y's message within the usual time; X is
 pulled by the first poll after the rekey."""
