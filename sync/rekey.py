@@ -279,6 +279,7 @@ class Rekeyer:
         if raw is None:
             return
         record = dagcbor.decode(raw)
+        await pause_for_tests("rekey.resuming")  # (the tests hold it here: nothing of the rekey read or done yet)
         remote = await ctx.db.remote(sid)
         old_key, old_write = ctx.keys.session_key(sid), ctx.keys.write_secret(sid)
         if (
@@ -347,6 +348,7 @@ class Rekeyer:
         if write is not None:
             await self.members.ensure_member(sid, extra=members, frozen=frozen)
         crash_point("rekey:announced")
+        await pause_for_tests("rekey.announced")  # (the tests hold it here: the new slot written, the log not pushed)
         db = self.ctx.db
         if await db.last_seq(sid) or (await db.sync_state(sid))["head_rev"]:
             # this device's log, now under the new key: also a head that holds no operation (made for a

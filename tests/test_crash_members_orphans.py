@@ -24,9 +24,16 @@ def _key(d, sid: str) -> bytes:
         return f.read()
 
 
-def _after_gc(make_daemon, what: str, point: str | None, kind: str = "folder") -> int:
+def _rekeying(d, sid: str) -> bool:
+    """Whether a rekey of `sid` is under way, or cut short and not finished yet: its record (keys.py
+    set_rekey_pending), which the rekey writes first and removes last (Rekeyer._finish: after its switch's push)."""
+    return os.path.exists(os.path.join(d.home, "keys", "sessions", sid + ".rekey"))
+
+
+def _after_gc(make_daemon, what: str, point: str | None, kind: str = "folder", hold: str | None = None) -> int:
     """A session pushed, then shared (`what` "share") or shared and rekeyed ("rekey"), killed at `point` on
-    the way and started again (which finishes it); then gc'd: how many objects the store (of `kind`) holds."""
+    the way and started again (which finishes it); then gc'd: how many objects the store (of `kind`) holds.
+    `hold`: a pause point of the rekey's resume at the start, where it is held while `gc --grace 0` runs."""
     with _store(kind) as (url, held):
         d = make_daemon(url)
         d.start()
@@ -44,9 +51,25 @@ def _after_gc(make_daemon, what: str, point: str | None, kind: str = "folder") -
             assert res.returncode != 0, res.stdout  # the daemon died on the way
             assert d.proc.wait(10) == 137
             d.env.pop("SESSIOND_CRASH_AT")
+            flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "held") if hold is not None else ""
+            if hold is not None:
+                d.env["SESSIOND_TEST_PAUSE"] = f"{hold}:{flag}"
             d.start()  # the start finishes it (a share: its resumed push; a rekey: its first pull)
+            if hold is not None:
+                wait_for(lambda: os.path.exists(flag), timeout=20, what=f"the resumed rekey held at {hold}")
+                # held, not finished: at its switch, with the key rotated already (no sign of its end)
+                assert _rekeying(d, sid) and (_key(d, sid) != old) == (hold != "rekey.resuming")
+                cli_json(d.home, "gc", "--grace", "0")  # (it must free nothing the rekey or the slots still name)
+                os.unlink(flag)
+                d.env.pop("SESSIOND_TEST_PAUSE")
             if what == "rekey":
-                wait_for(lambda: _key(d, sid) != old, timeout=20, what="the rekey finished at the start")
+                # finished: its record gone, the last of it (the key is rotated, and the new slot written, before
+                # its push under the new key lets go the manifest before it: a gc ahead of that push leaves it)
+                wait_for(
+                    lambda: _key(d, sid) != old and not _rekeying(d, sid),
+                    timeout=30,
+                    what="the rekey finished at the start",
+                )
         else:
             cli_json(d.home, *args)
         if what == "share":
@@ -110,5 +133,21 @@ def _gc_while_held(make_daemon, point: str) -> int:
 @pytest.mark.parametrize("point", ["rekey.notice_put", "members.put"])
 def test_a_gc_between_an_object_put_and_the_slot_naming_it_frees_nothing_named(make_daemon, point):
     held = _gc_while_held(make_daemon, point)
+    clean = _after_gc(make_daemon, "rekey", None)
+    assert held == clean, (held, clean)
+
+
+@pytest.mark.parametrize("hold", ["rekey.resuming", "rekey.switching", "rekey.announced"])
+@pytest.mark.parametrize("point", ["rekey:notice_put", "rekey:notice_set"])
+def test_a_gc_while_a_resumed_rekey_is_under_way_frees_nothing_it_needs_and_the_next_frees_the_rest(
+    make_daemon, point, hold
+):
+    """A rekey killed at `point` is finished by the first pull after the start; a gc run while that resume is
+    held at `hold` (before it read or did anything: the notice or the killed attempt's object still a gc
+    candidate; at its switch, the keys rotated and the new slot named, not written; or written, the log not yet
+    pushed under the new key, where `verify` is clean already) frees nothing still named (the check: `verify`
+    and `doctor` clean after it), and what the resume lets go after it (the manifest its push leaves) the next
+    gc frees: as many objects as a rekey never killed."""
+    held = _after_gc(make_daemon, "rekey", point, hold=hold)
     clean = _after_gc(make_daemon, "rekey", None)
     assert held == clean, (held, clean)

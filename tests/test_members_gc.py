@@ -186,7 +186,7 @@ def _joined_by_cli(make_daemon, kind: str, what: str, point: str | None) -> int:
     gc'd (no grace), then a third device imports it and verifies it: how many objects the store (of `kind`)
     holds."""
     from conftest import cli_json, run_cli, wait_for
-    from test_crash_members_orphans import _key
+    from test_crash_members_orphans import _key, _rekeying
     from test_crash_ops import _clean
     from test_crash_push_orphans import _store
     from test_crash_share import _killed_at
@@ -207,7 +207,11 @@ def _joined_by_cli(make_daemon, kind: str, what: str, point: str | None) -> int:
             if point is not None:
                 old = _key(a, sid)
                 _killed_at(a, point, "rekey", sid)  # (the start's first pull finishes it)
-                wait_for(lambda: _key(a, sid) != old, timeout=20, what="the rekey finished at the start")
+                wait_for(  # (its record gone: the key rotates before the new slot's write and the push)
+                    lambda: _key(a, sid) != old and not _rekeying(a, sid),
+                    timeout=30,
+                    what="the rekey finished at the start",
+                )
             else:
                 a.client().rekey(sid)
         for d in (b, a, b):
