@@ -54,7 +54,8 @@ def _run_as_command() -> bool:
     return os.path.splitext(os.path.basename(first))[0] == "sessiond"
 
 
-if _run_as_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+AS_COMMAND = _run_as_command()
+if AS_COMMAND and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _interrupted_starting)
 
 
@@ -62,3 +63,12 @@ def started_up() -> None:
     """main()'s imports are done: Ctrl-C is a KeyboardInterrupt again, which the command itself handles."""
     if signal.getsignal(signal.SIGINT) is _interrupted_starting:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def settled() -> None:
+    """main() has settled the command's outcome (its exit code, what it printed): a Ctrl-C from here on, while the
+    interpreter ends (threads joined, the logging module's clean-up), changes nothing; else it cut that end with a
+    traceback and the exit status was the signal's. The command only: a program importing the package keeps its
+    own Ctrl-C."""
+    if AS_COMMAND and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _interrupted_starting):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -9,7 +9,7 @@ import shlex
 import sys
 
 from ..daemon.home import resolve_home
-from . import started_up
+from . import settled, started_up
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, run_command
 from .options import option_error
 from .parser import ParseError, build_parser, dash_hint, not_utf8
@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv, wants_json, early)
     except KeyboardInterrupt:  # (while the parser is made, before the command runs: run_command's own after)
         return fail(early, "interrupted", "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
+    finally:
+        settled()  # (a Ctrl-C while the command exits changes nothing: cli/__init__.py)
 
 
 def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
