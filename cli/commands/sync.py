@@ -118,7 +118,8 @@ def cmd_sync(args) -> int:
         res = None
         try:
             with Progress(c, {"push"}, {args.id} if args.id else None):
-                res = c.sync(args.id, wait=True, timeout=timeout)
+                # (counted again: opening the progress's and the store's event streams took some of it)
+                res = c.sync(args.id, wait=True, timeout=time_left(args.timeout))
         finally:
             waits.close(expected=res is not None and any(st.get("retry_after") for st in res["sessions"].values()))
     else:
