@@ -1,0 +1,28 @@
+"""A command name mistyped, or another tool's word for one (`sessiond list`, `sessiond delete`), was refused with
+argparse's "invalid choice" and the list of all 45 commands, leaving the user to find the one meant; the options had
+their "did you mean" already. The refusal names the likely command (exit 2, nothing done; `--json` alike)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    "typed, meant",
+    [("list", "ls"), ("delete", "rm"), ("remove", "rm"), ("create", "new"), ("satus", "status"), ("shrae", "share")],
+)
+def test_a_mistyped_command_is_refused_naming_the_likely_one(tmp_path, typed, meant):
+    res = run_cli(str(tmp_path / "home"), typed)
+    assert res.returncode == 2, res
+    assert f"did you mean `sessiond {meant}`?" in res.stderr, res.stderr
+
+
+def test_a_word_like_no_command_names_none_and_json_says_it_too(tmp_path):
+    res = run_cli(str(tmp_path / "home"), "zzzz")
+    assert res.returncode == 2 and "did you mean" not in res.stderr and "invalid choice" in res.stderr, res
+    res = run_cli(str(tmp_path / "home"), "list", "--json")
+    assert res.returncode == 2 and "`sessiond ls`" in json.loads(res.stdout)["error"]["message"], res
