@@ -265,7 +265,8 @@ class Daemon:
             await self.ops.finish_checkpoints(left(CHECKPOINTS_AT_STOP))
             self.ops.cancel()
         # The requests under way on the socket and the OpenAI endpoint, both at once: after the answers left
-        # unread are hung up on (HANG_UP), aiohttp gives each its grace, then cancels it and waits as long again
+        # unread are hung up on (HANG_UP), each is given its grace, then cancelled and waited for as long again
+        # (stopgrace.py; aiohttp's own wait after it, SETTLED, only for a handler that outlives its cancellation)
         grace = min(STOP_GRACE, left(STOP_BUDGET, AFTER_REQUESTS + HANG_UP) / 2)
         runners = [self.compat.stop(grace)]
         if self._runner is not None:
