@@ -19,19 +19,16 @@ later import would lack the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
 
-from ..storage.model import LogRun
 from ..stores import Store
 from .context import SyncContext
 from .crypto import seal
 from .manifest import encode_manifest
 from .members import Members
 from .push import LogWriter
-from .pusher import _contiguous
+from .pusher import log_loaders
 
 log = logging.getLogger("sessiond.sync")
 
@@ -58,14 +55,7 @@ async def _rebuild(ctx: SyncContext, sid: str, store: Store, frozen: dict) -> di
         return None
     writer = LogWriter(sid, device, key, store, ctx.timeout, workers=ctx.workers)
 
-    async def load(a: int, b: int) -> LogRun:
-        return _contiguous(sid, a, b, await db.log_run(sid, device, a - 1, b))
-
-    @contextlib.contextmanager
-    def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
-        with db.run_reader() as reader:
-            yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, device, a - 1, b))
-
+    load, open_loader = log_loaders(db, sid, device)
     entries, lamport = await writer.write_run(load, open_loader, 1, last)
     levels = await writer.compact([entries], load)
     plain = encode_manifest(sid, device, int(frozen["r"]), bytes(frozen["k"]), last, lamport, levels, None)

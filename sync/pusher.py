@@ -93,6 +93,24 @@ def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
     return run
 
 
+Loaders = tuple[Callable[[int, int], Awaitable[LogRun]], Callable[[], contextlib.AbstractContextManager]]
+
+
+def log_loaders(db, sid: str, device: str) -> Loaders:
+    """What LogWriter.write_run reads `device`'s log of `sid` with, seqs a..b, each run checked whole
+    (_contiguous): on the loop, and from a worker thread's own connection."""
+
+    async def load(a: int, b: int) -> LogRun:
+        return _contiguous(sid, a, b, await db.log_run(sid, device, a - 1, b))
+
+    @contextlib.contextmanager
+    def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
+        with db.run_reader() as reader:  # a worker thread's own connection
+            yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, device, a - 1, b))
+
+    return load, open_loader
+
+
 class _StoreAhead(Exception):
     """The store refused a head because it holds a higher revision of it (`head`)."""
 
@@ -197,13 +215,7 @@ class Pusher:
             if last > state["pushed_seq"]:
                 await asyncio.sleep(0)
 
-                async def load(a: int, b: int) -> LogRun:
-                    return _contiguous(sid, a, b, await db.log_run(sid, db.device_id, a - 1, b))
-
-                @contextlib.contextmanager
-                def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
-                    with db.run_reader() as reader:  # a worker thread's own connection
-                        yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, db.device_id, a - 1, b))
+                load, open_loader = log_loaders(db, sid, db.device_id)
 
                 first, reached = state["pushed_seq"] + 1, [0]
 
