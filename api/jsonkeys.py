@@ -6,6 +6,7 @@ request body so (daemon/routes/common.py); the CLI reads the JSON given to its o
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -40,9 +41,17 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON number (JSON has no NaN or Infinity)")
 
 
+def _finite(text: str) -> float:
+    x = float(text)
+    if math.isinf(x):  # (1e999: read as Infinity, and written back so, which no JSON holds)
+        raise ValueError(f"{text[:40]} is past the range of a JSON number (a double's, as JSON readers take it)")
+    return x
+
+
 def loads(raw: str | bytes, *, strict_numbers: bool = False) -> Any:
     """json.loads, refusing an object that gives a key twice (DuplicateKey); `strict_numbers`: NaN and Infinity,
-    which json.loads takes and no JSON holds, too (a ValueError), for a body passed on to another server."""
+    which json.loads takes and no JSON holds, too (a ValueError), and a number past a double's range (1e999, which
+    json.loads reads as Infinity), for a body passed on to another server."""
     if strict_numbers:
-        return json.loads(raw, object_pairs_hook=unique_keys, parse_constant=_not_json)
+        return json.loads(raw, object_pairs_hook=unique_keys, parse_constant=_not_json, parse_float=_finite)
     return json.loads(raw, object_pairs_hook=unique_keys)

@@ -79,23 +79,24 @@ class _Parser(argparse.ArgumentParser):
         return f"{message}; see `{self.prog} --help`"
 
     def error(self, message: str):
-        raise ParseError(self, _guessed(message))
+        raise ParseError(self, _guessed(message, self.prog))
 
 
 # Other tools' words for a command (what `sessiond list` meant): named as the likely one when typed
 OTHER_WORDS = {"list": "ls", "delete": "rm", "remove": "rm", "create": "new", "append": "add", "history": "log"}
 
 
-def _guessed(message: str) -> str:
+def _guessed(message: str, prog: str) -> str:
     """argparse's refusal of a command it does not know, with the likely one named (a typo, or another tool's word
-    for it), as a mistyped option's names its likely one."""
+    for it), as a mistyped option's names its likely one; `prog`, the refusing parser's (`sessiond chat`: a group's
+    action is named with its group)."""
     m = re.fullmatch(r"argument (?:COMMAND|ACTION): invalid choice: '(.*)' \(choose from (.*)\)", message, re.S)
     if m is None:
         return message
     typed, known = m[1], re.findall(r"'([^']*)'", m[2])
     word = OTHER_WORDS.get(typed)
     guess = word if word in known else next(iter(difflib.get_close_matches(typed, known, n=1, cutoff=0.6)), None)
-    return message if guess is None else f"{message}: did you mean `sessiond {guess}`?"
+    return message if guess is None else f"{message}: did you mean `{prog} {guess}`?"
 
 
 class _Version(argparse.Action):

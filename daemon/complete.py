@@ -27,6 +27,7 @@ from ..storage.errors import (
     IdempotencyKeyReused,
     Invalid,
     QuotaExceeded,
+    SessiondError,
     ToolCallUnanswered,
     check_access,
     quota_exhausted,
@@ -321,17 +322,23 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
                 return left(plan)
             text, calls = _answer(data)
             return ok(await record_whole(d, plan, text, usage_of(data), started=started, calls=calls), 201)
-        return await _stream(request, d, plan)
+        return await _stream(request, d, plan, body)
     except ProviderError as exc:  # before any answer: the question stays, and the way to have it answered is named
-        if plan.question is not None:
-            asked = {k: body[k] for k in ("model", "provider") if body.get(k) is not None}
-            again = json.dumps({"chat": plan.chat, **asked})
-            exc.details["question"] = plan.question
-            exc.details["api"] = [f"POST /v1/sessions/{sid}/complete {again}"]
+        _way_on(exc, plan, body)
         raise
 
 
-async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
+def _way_on(exc: SessiondError, plan: Plan, body: dict) -> None:
+    """A failure that left the question this request recorded unanswered (nothing of an answer recorded): its
+    details name the question and the way to have it answered (the request again without its content)."""
+    if plan.question is not None:
+        asked = {k: body[k] for k in ("model", "provider") if body.get(k) is not None}
+        again = json.dumps({"chat": plan.chat, **asked})
+        exc.details["question"] = plan.question
+        exc.details["api"] = [f"POST /v1/sessions/{plan.sid}/complete {again}"]
+
+
+async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     if plan.done is not None:
         await resp.prepare(request)
@@ -358,6 +365,8 @@ async def _stream(request: web.Request, d, plan: Plan) -> web.StreamResponse:
         return resp
     if ended.error is not None:
         error = ended.error
+        if ended.stored is None:  # (a stream cut before its first word: as a failure before its head)
+            _way_on(error, plan, body)
         body = {
             "error": {
                 "code": error.code,

@@ -72,6 +72,11 @@ def _become(req: dict, fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(req["env"])
     sys.argv = [req["argv0"], *req["args"]]
+    # the command, as `python -m sessiond.cli.main` is: cli/__init__.py told so at its import, made in the zygote,
+    # a program of its own (it keeps Python's Ctrl-C), so a child's late press was not the command's (settled())
+    import sessiond.cli
+
+    sessiond.cli.AS_COMMAND = True
     # Python's own start-up choices for its standard streams (the zygote's were made the same way), anew
     # for these descriptors: stdout line-buffered on a terminal only, stderr always
     import io

@@ -26,3 +26,11 @@ def test_a_word_like_no_command_names_none_and_json_says_it_too(tmp_path):
     assert res.returncode == 2 and "did you mean" not in res.stderr and "invalid choice" in res.stderr, res
     res = run_cli(str(tmp_path / "home"), "list", "--json")
     assert res.returncode == 2 and "`sessiond ls`" in json.loads(res.stdout)["error"]["message"], res
+
+
+@pytest.mark.parametrize("typed, meant", [("list", "ls"), ("lst", "ls"), ("swich", "switch")])
+def test_a_mistyped_action_of_a_group_names_the_groups_own(tmp_path, typed, meant):
+    # was: `sessiond chat list` said "did you mean `sessiond ls`?", another command (the sessions, not the chats)
+    res = run_cli(str(tmp_path / "home"), "chat", typed)
+    assert res.returncode == 2, res
+    assert f"did you mean `sessiond chat {meant}`?" in res.stderr, res.stderr

@@ -2,7 +2,8 @@
 took a request holding one (`"temperature": NaN`, as an app's json.dumps writes a float('nan')), recorded its
 question and sent the provider a body that is no JSON either: OpenAI's API refuses it (400), so the app had an
 error and its question stored, twice on its retry. The socket API refuses such a number (422, naming the
-field); the endpoint refuses the body as OpenAI would, 400 bad_json, before anything is stored or asked."""
+field); the endpoint refuses the body as OpenAI would, 400 bad_json, before anything is stored or asked. So too a
+number past a double's range (1e999), which Python's reader takes as Infinity and its writer sends on so."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from conftest import UnixHTTP
 
 
-@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
 def test_a_body_holding_nan_or_infinity_is_refused_before_anything_is_stored(served_openai, constant):
     d, p = served_openai
     c = d.client()

@@ -52,3 +52,23 @@ def test_a_failure_of_a_request_with_no_question_names_none(failing):
         c.complete(sid)
     assert exc.value.code == "provider_failed"
     assert "question" not in exc.value.details and "api" not in exc.value.details, exc.value.details
+
+
+def test_a_stream_cut_before_its_first_word_names_the_question_and_the_way_on(make_daemon):
+    # was: the provider's stream began (its chunk of no text), then broke: the question recorded, nothing of the
+    # answer, and the error event named neither the question nor the way on, as a failure before its head does
+    p, server = serve_threaded(Provider(faults=Faults(cut_after=0)))
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
+        c = d.client()
+        sid = c.create_session(model="echo-1")["id"]
+        with pytest.raises(ApiError) as exc:
+            list(c.complete_stream(sid, "what is BLAKE3?"))
+        err = exc.value
+        assert err.code == "provider_stream_cut", err
+        ((question, role),) = [(m["id"], m["role"]) for m in c.messages(sid)["messages"]]
+        assert role == "user" and err.details["question"] == question, err.details
+        main = c.get_session(sid)["current_chat"]
+        assert err.details["api"] == [f'POST /v1/sessions/{sid}/complete {{"chat": "{main}"}}'], err.details
+    finally:
+        server.stop()
