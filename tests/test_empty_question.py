@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import started_with_provider
-from servers.openai_server import Provider, serve_threaded
 from sessiond.client import ApiError
 
 
-@pytest.fixture
-def loop_provider():
-    p, server = serve_threaded(Provider())
-    yield p, server.port
-    server.stop()
-
-
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_empty_question_is_refused_nothing_recorded_nothing_sent(make_daemon, loop_provider, stream):
-    p, port = loop_provider
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{port}/v1", default_provider="loop")
+def test_an_empty_question_is_refused_nothing_recorded_nothing_sent(echo_daemon, stream):
+    d, p = echo_daemon
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
     c.append(sid, "user", "hello")
@@ -41,11 +31,10 @@ def test_an_empty_question_is_refused_nothing_recorded_nothing_sent(make_daemon,
     assert c.complete(sid)["content"] and c.complete(sid, "a question")["content"] == "echo: a question"
 
 
-def test_the_cli_refuses_it_as_before(make_daemon, loop_provider):
+def test_the_cli_refuses_it_as_before(echo_daemon):
     from conftest import run_cli
 
-    p, port = loop_provider
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{port}/v1", default_provider="loop")
+    d, p = echo_daemon
     sid = d.client().create_session(model="echo-1")["id"]
     res = run_cli(d.home, "ask", sid, "  ")
     assert res.returncode != 0 and "the question is empty" in res.stderr and p.requests == [], res.stderr

@@ -9,21 +9,12 @@ import json
 
 import pytest
 
-from conftest import cli_json, run_cli, started_with_provider
-from servers.openai_server import Provider, serve_threaded
+from conftest import cli_json, run_cli
 from sessiond.client import ApiError
 
 
-@pytest.fixture
-def loop_provider():
-    p, server = serve_threaded(Provider())
-    yield p, server.port
-    server.stop()
-
-
-def test_a_stream_cut_names_the_kept_part_and_the_way_to_ask_again(make_daemon, loop_provider):
-    p, port = loop_provider
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{port}/v1", default_provider="loop")
+def test_a_stream_cut_names_the_kept_part_and_the_way_to_ask_again(echo_daemon):
+    d, p = echo_daemon
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
     chat = c.get_session(sid)["current_chat"]
@@ -45,9 +36,8 @@ def test_a_stream_cut_names_the_kept_part_and_the_way_to_ask_again(make_daemon, 
     assert [m.get("interrupted", False) for m in after] == [True, False], after
 
 
-def test_ask_says_the_daemons_way_on_once(make_daemon, loop_provider):
-    p, port = loop_provider
-    d = started_with_provider(make_daemon, f"http://127.0.0.1:{port}/v1", default_provider="loop")
+def test_ask_says_the_daemons_way_on_once(echo_daemon):
+    d, p = echo_daemon
     sid = d.client().create_session(model="echo-1")["id"]
     p.faults.cut_after = 2
     res = run_cli(d.home, "ask", sid, "one two three four")
