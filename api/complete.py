@@ -1,26 +1,50 @@
 """Talking to a model (issue 16): the body of POST /v1/sessions/{id}/complete, and the OpenAI-compatible
 chat-completions request as far as sessiond reads it (the rest is passed on to the provider)."""
 
+import re
 from typing import Annotated, Any, Literal, Required
 
-from pydantic import ConfigDict, Field, with_config
+from pydantic import AfterValidator, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from .idempotency import ASKED_KEY_RULE
 from .messages import Message, key_type
-from .types import ANSWER, BODY, MAX_TEXT, QUERY, Name, Text
+from .types import ANSWER, BODY, MAX_TEXT, QUERY, Name, Text, refuse
+
+# a character that is not whitespace (JSON Schema's \s, ECMA-262's: the OpenAPI document's pattern, which the
+# check below reads the same way, so that what the document allows the daemon takes)
+SAID = "[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_SAID_RE = re.compile(SAID)
+
+
+def _said(s: str) -> str:
+    if not _SAID_RE.search(s):  # recorded and sent, it would cost an answer to nothing (`sessiond ask` refuses it)
+        raise refuse(
+            "is empty (or only whitespace): give the question, or leave content out for the model to answer the"
+            " chat as it stands"
+        )
+    return s
+
+
+# the question: NUL allowed (as in any message's text), not empty nor only whitespace
+Question = Annotated[
+    str,
+    Field(max_length=MAX_TEXT, json_schema_extra={"minLength": 1, "pattern": SAID}),
+    AfterValidator(_said),
+]
 
 
 @with_config(BODY)
 class Complete(TypedDict, total=False):
-    """Append `content` as the user's message (optional: leave it out to answer what is there, which is
+    """Append `content` as the user's message (optional: leave it out to answer what is there; an empty or
+    only-whitespace one is refused, 422, nothing recorded or sent; leaving it out is
     refused, 409 tool_call_unanswered, when that ends in tool calls no tool's result answers), send the
     chat's active context to the model, record the answer. `stream`: server-sent events `delta`
     ({content}) and then `message` (the stored answer), or `error`. An answer that cannot be recorded (the
     session ended, deleted or revoked while the model answered) is refused as the session's state refuses a
     write (409, 404), with the answer in the error's `details.answer`, a stream's `error` event too."""
 
-    content: Text(MAX_TEXT, nul=True) | None
+    content: Question | None  # not empty, nor only whitespace (422): leave it out to ask for no question
     chat: Text(200, min_len=1) | None  # id or name; default the session's current chat
     model: Name("leave it out for the chat's or the session's") | None
     provider: Text(100, min_len=1) | None  # default the session's, then config.toml's default_provider

@@ -7,7 +7,20 @@ from pydantic import with_config
 from typing_extensions import TypedDict
 
 from .sessions import LIST_EVERY_USER, Session
-from .types import ANSWER, BODY, MAX_TOKENS, QUERY, JsonObject, Name, QueryBool, Seconds, SessionId, Text, Whole
+from .types import (
+    ANSWER,
+    BODY,
+    MAX_TOKENS,
+    QUERY,
+    JsonObject,
+    Name,
+    QueryBool,
+    Seconds,
+    SessionId,
+    Status,
+    Text,
+    Whole,
+)
 
 
 @with_config(ANSWER)
@@ -183,6 +196,63 @@ class StatsQuery(TypedDict, total=False):
     session: Text(128, min_len=1)
     user: Name(LIST_EVERY_USER)
     no_user: QueryBool  # true: of the sessions with no user (as GET /v1/sessions' no_user); not with `user`
+
+
+@with_config(ANSWER)
+class ChatStats(TypedDict):
+    """One chat's statistics: `avg_response_seconds` the mean time from a user's message (the first of those in a
+    row) to the assistant's that follows, by the messages' own times; `answers` the model's answers whose times
+    sessiond measured, and the two last their times (to the first token, to the whole answer) averaged; null
+    with none to average."""
+
+    chat: str
+    name: str | None
+    messages: int
+    avg_response_seconds: float | None
+    answers: int
+    avg_first_token_seconds: float | None
+    avg_answer_seconds: float | None
+
+
+@with_config(ANSWER)
+class SessionStats(TypedDict):
+    """GET /v1/stats?session=ID: one session's statistics (`tokens`: every token it used, as its quota counts)."""
+
+    session: str
+    status: Status
+    chats: int
+    messages: int
+    tokens: int
+    created_at: float
+    last_activity: float
+    per_chat: list[ChatStats]
+
+
+@with_config(ANSWER)
+class UserStats(TypedDict):
+    user: str | None  # null: the sessions with no user
+    sessions: int
+    tokens: int
+
+
+@with_config(ANSWER)
+class SessionsStats(TypedDict):
+    """GET /v1/stats, ?user=U or ?no_user=true: the statistics of several sessions (a fork's copied history
+    counted once), with `user` (one user's), `no_user` (those with no user), or `users` (the daemon's: each
+    user's)."""
+
+    sessions: int
+    tokens: int
+    messages: int
+    active: int
+    paused: int
+    ended: int
+    user: NotRequired[str]
+    no_user: NotRequired[Literal[True]]
+    users: NotRequired[list[UserStats]]
+
+
+Stats = SessionStats | SessionsStats  # one session's (?session=), or several's
 
 
 @with_config(BODY)

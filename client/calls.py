@@ -26,7 +26,16 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
     from ..api.chats import Chat, ChatCreate, ChatList, ChatPatch
     from ..api.complete import Asked
     from ..api.doctor import DoctorReport
-    from ..api.manage import Checkpoint, CheckpointList, CleanupResult, Context, ImportFileResult, ProofResult, Quota
+    from ..api.manage import (
+        Checkpoint,
+        CheckpointList,
+        CleanupResult,
+        Context,
+        ImportFileResult,
+        ProofResult,
+        Quota,
+        Stats,
+    )
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
     from ..api.meta import Status
     from ..api.search import SearchResult
@@ -353,8 +362,10 @@ class Api:
     def verify_proof(self, sid: str, proof: dict) -> ProofResult:
         return self._call("POST", f"/v1/sessions/{quote_id(sid)}/verify-proof", {"proof": proof})
 
-    def stats(self, session: str | None = None, user: str | None = None, *, no_user: bool | None = None):
-        """`no_user=True`: of the sessions with no user (none set, or an empty one an older sessiond stored)."""
+    def stats(self, session: str | None = None, user: str | None = None, *, no_user: bool | None = None) -> Stats:
+        """One session's statistics (SessionStats), or several sessions' (SessionsStats: a user's, with
+        `no_user=True` those of the sessions with no user (none set, or an empty one an older sessiond stored),
+        or the daemon's)."""
         return self._call("GET", "/v1/stats" + query_string(dict(session=session, user=user, no_user=no_user)))
 
     def search(

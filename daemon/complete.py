@@ -302,6 +302,7 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
     from .routes.common import ok
 
     stream = body.get("stream", False)
+    asked = {k: body[k] for k in ("model", "provider") if body.get(k) is not None}
     plan = await prepare(
         d,
         sid,
@@ -322,23 +323,43 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
                 return left(plan)
             text, calls = _answer(data)
             return ok(await record_whole(d, plan, text, usage_of(data), started=started, calls=calls), 201)
-        return await _stream(request, d, plan, body)
+        return await _stream(request, d, plan, asked)
     except ProviderError as exc:  # before any answer: the question stays, and the way to have it answered is named
-        _way_on(exc, plan, body)
+        _way_on(exc, plan, asked)
         raise
 
 
-def _way_on(exc: SessiondError, plan: Plan, body: dict) -> None:
+def _way_on(exc: SessiondError, plan: Plan, asked: dict) -> None:
     """A failure that left the question this request recorded unanswered (nothing of an answer recorded): its
     details name the question and the way to have it answered (the request again without its content)."""
     if plan.question is not None:
-        asked = {k: body[k] for k in ("model", "provider") if body.get(k) is not None}
-        again = json.dumps({"chat": plan.chat, **asked})
         exc.details["question"] = plan.question
-        exc.details["api"] = [f"POST /v1/sessions/{plan.sid}/complete {again}"]
+        exc.details["api"] = [_again_api(plan, asked)]
 
 
-async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.StreamResponse:
+def _again_api(plan: Plan, asked: dict) -> str:
+    """The request that has the model answer `plan`'s chat as it stands (no question), with the model and
+    provider the request chose (`asked`), if any."""
+    return f"POST /v1/sessions/{plan.sid}/complete {json.dumps({'chat': plan.chat, **asked})}"
+
+
+def _cut_way_on(plan: Plan, asked: dict, error: SessiondError, stored: dict) -> SessiondError:
+    """A provider's failure mid-answer, whose part that arrived is recorded (`stored`, marked interrupted):
+    the error naming that message and the way on, in words and in API terms (details.message_id, api): the
+    model asked again answers the chat, which ends in that part."""
+    chosen = (("--chat", plan.chat), *((f"--{k}", v) for k, v in asked.items()))
+    flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen)
+    said = (
+        f"{error.message}; what arrived is recorded as message {stored['id']}, marked interrupted: to have the"
+        f" model answer again, `sessiond ask {plan.sid}{flags} --again`"
+    )
+    out = SessiondError(said)
+    out.code, out.status = error.code, error.status
+    out.details = {**error.details, "message_id": stored["id"], "api": [_again_api(plan, asked)]}
+    return out
+
+
+async def _stream(request: web.Request, d, plan: Plan, asked: dict) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     if plan.done is not None:
         await resp.prepare(request)
@@ -365,8 +386,10 @@ async def _stream(request: web.Request, d, plan: Plan, body: dict) -> web.Stream
         return resp
     if ended.error is not None:
         error = ended.error
-        if ended.stored is None:  # (a stream cut before its first word: as a failure before its head)
-            _way_on(error, plan, body)
+        if ended.stored is not None:
+            error = _cut_way_on(plan, asked, error, ended.stored)
+        else:  # (a stream cut before its first word: as a failure before its head)
+            _way_on(error, plan, asked)
         body = {
             "error": {
                 "code": error.code,

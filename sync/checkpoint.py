@@ -51,6 +51,13 @@ class ProofError(ValueError):
     pass
 
 
+AS_LISTED = "give the checkpoint as `sessiond checkpoints --json` lists it, unchanged"
+
+
+class MalformedProof(ProofError):
+    """A proof that cannot be read as one (a field missing, or not of its shape): the request's error."""
+
+
 class UnknownSigner(ProofError):
     """A proof signed by a head key not among those given: `pk` (0xed | public key)."""
 
@@ -77,7 +84,9 @@ def version_of(proof: dict) -> int:
     """A proof's version: 1 without `v`; a ProofError naming it if this sessiond does not know it."""
     v = proof.get("v", 1)
     if type(v) is not int or v < 1:
-        raise ProofError(f"proof is malformed: its v (version) is {v!r:.40}, not a whole number from 1")
+        raise MalformedProof(
+            f"proof is malformed: its v (version) is {v!r:.40}, not a whole number from 1: {AS_LISTED}"
+        )
     if v not in VERSIONS:
         raise UnknownVersion(
             f"checkpoint {proof.get('number')!r:.40} of device {proof.get('device')!r:.40} is a proof of version"
@@ -346,10 +355,7 @@ def _read(proof: dict, field: str, read: Callable[[Any], Any]) -> Any:
     try:
         return read(proof[field])
     except (TypeError, ValueError, AttributeError):
-        raise ProofError(
-            f"proof is malformed: its {field} is not {_SHAPES[field]} (a proof is a checkpoint as"
-            f" `sessiond checkpoints --json` lists it, unchanged)"
-        ) from None
+        raise MalformedProof(f"proof is malformed: its {field} is not {_SHAPES[field]}: {AS_LISTED}") from None
 
 
 def check_proof(proof: dict, messages: Any, known_pks: set[bytes], ops: Iterable[tuple] = ()) -> None:
@@ -366,7 +372,7 @@ def check_proofs(proofs: list[dict], messages: Any, known_pks: set[bytes], ops: 
     for proof in proofs:
         missing = [k for k in PROOF_FIELDS + ("signature",) if k not in proof]
         if missing:
-            raise ProofError(f"proof lacks {', '.join(missing)}")
+            raise MalformedProof(f"proof is malformed: it lacks {', '.join(missing)}: {AS_LISTED}")
         version = version_of(proof)
         pk = _read(proof, "pk", bytes.fromhex)
         sig = _read(proof, "signature", bytes.fromhex)

@@ -17,6 +17,7 @@ from ..stores import StoreError
 from .bounded import LRU, KeyedLocks
 from .checkpoint import (
     Chain,
+    MalformedProof,
     OtherHistory,
     ProofError,
     UnknownSigner,
@@ -164,6 +165,8 @@ class Proofs:
             # off the event loop, as a checkpoint's making: the whole conversation is hashed (100,000 messages,
             # or a version 2 proof's megabytes of prompts), and every other client waited meanwhile
             await asyncio.to_thread(_check, proof, messages, pks, ops)
+        except MalformedProof as exc:  # not a proof that can be checked: the request's error, as another session's
+            raise ImportError_("checkpoint", str(exc)) from None
         except UnknownSigner as exc:
             return {"ok": False, "session": sid, "problem": await self._not_read_yet(sid, exc.pk) or str(exc)}
         except OtherHistory as exc:

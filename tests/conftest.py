@@ -452,6 +452,17 @@ def slow_stream(make_daemon):
     server.stop()
 
 
+@pytest.fixture
+def echo_daemon(make_daemon):
+    """A daemon whose default provider, "loop", is tests/servers/openai_server.py on loopback (its answers echo
+    the question; its `faults` and `requests` the test's to set and read): (the daemon, the provider)."""
+    from servers.openai_server import Provider, serve_threaded
+
+    p, server = serve_threaded(Provider())
+    yield started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop"), p
+    server.stop()
+
+
 def openai_app(d: DaemonProc, sid: str | None, **headers: str):
     """An official `openai` client of daemon `d`'s OpenAI endpoint on TCP (openai_listen), with its bearer
     key, naming session `sid` (None: no X-Sessiond-Session, a new session each call) and `headers`, never

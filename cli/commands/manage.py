@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
@@ -14,6 +14,9 @@ from ..inputs import read_json
 from ..options import NO_USER_HELP, counted, duration, user_or_none
 from ..output import emit, for_home, safe, table, when
 from . import Commands
+
+if TYPE_CHECKING:
+    from ...api.manage import SessionsStats, SessionStats
 
 
 def register(commands: Commands) -> None:
@@ -209,8 +212,9 @@ def cmd_stats(args) -> int:
     if args.id and args.user:  # (the daemon's statistics are of one session, or of a user's sessions)
         raise CliError("stats: give a session id or --user, not both", EXIT_USAGE)
     user_or_none(args)
-    st = client(args).stats(args.id, args.user, no_user=args.no_user or None)
-    if args.id:
+    answer = client(args).stats(args.id, args.user, no_user=args.no_user or None)
+    if args.id:  # one session's
+        st = cast("SessionStats", answer)
         lines = [
             f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
             f"{st['tokens']} tokens used; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
@@ -234,19 +238,20 @@ def cmd_stats(args) -> int:
                 ["chat", "name", "messages", "answers", "first token s", "answer s", "question to answer s"],
             )
         )
-    else:
+    else:  # several sessions': a user's, those with no user, the daemon's
+        many = cast("SessionsStats", answer)
         lines = [
-            f"{st['sessions']} sessions ({st['active']} active, {st['paused']} paused, {st['ended']} ended), "
-            f"{st['messages']} messages, {st['tokens']} tokens"
+            f"{many['sessions']} sessions ({many['active']} active, {many['paused']} paused, {many['ended']} ended), "
+            f"{many['messages']} messages, {many['tokens']} tokens"
         ]
-        if st.get("users"):
+        if many.get("users"):
             lines.append(
                 table(
-                    [[u["user"] or "(none)", u["sessions"], u["tokens"]] for u in st["users"]],
+                    [[u["user"] or "(none)", u["sessions"], u["tokens"]] for u in many["users"]],
                     ["user", "sessions", "tokens"],
                 )
             )
-    emit(args, st, "\n".join(lines))
+    emit(args, answer, "\n".join(lines))
     return 0
 
 

@@ -387,7 +387,7 @@ def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
 def _failed_mid_answer(args, exc: ApiError, stored: dict) -> int:
     """The provider failed mid-answer and the daemon recorded what had arrived: the error, and that record
     (with --json, beside the error as the answer's own message)."""
-    said = f"{exc.message}; what arrived is recorded as message {stored.get('id')}, marked interrupted"
+    said = for_home(exc.message, args.home)  # (the daemon's names the kept message and the way on: `ask --again`)
     if args.json:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message}, "message": stored}, ensure_ascii=False))
     print(f"sessiond: {safe(said, keep_lines=True)}", file=sys.stderr)

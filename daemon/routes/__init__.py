@@ -251,7 +251,7 @@ ROUTES: list[Route] = [
         "/v1/stats",
         manage.stats,
         "Statistics: one session, one user, or the whole daemon",
-        response=Any,
+        response=M.Stats,
         query=M.StatsQuery,
     ),
     Route(
