@@ -402,7 +402,16 @@ class HttpClient:
         subdomain); never a write's (its body is for this store), nor a request with this store's credentials
         to another server (aiohttp would send it there without them, and its refusal would be said as this
         store's). A redirect not followed, or more than MAX_REDIRECTS of them, is a StoreRedirected naming
-        where it points."""
+        where it points. The timeout bounds the try, all its hops: not each hop (up to MAX_REDIRECTS + 1 times
+        store_timeout for one try)."""
+        async with asyncio.timeout(self.timeout):
+            return await self._hops(
+                method, path, params=params, headers=headers, data=data, json=json, max_body=max_body, arriving=arriving
+            )
+
+    async def _hops(
+        self, method: str, path: str, *, params, headers, data, json, max_body: int, arriving: Arriving
+    ) -> Reply:
         url, what = self.base + path, self._what(method, path)
         for _ in range(MAX_REDIRECTS + 1):
             reply = await self._once(
@@ -441,26 +450,25 @@ class HttpClient:
         session = self._session_for_loop()
         arriving.status = arriving.promised = None  # (this hop's answer: not a redirect's before it)
         arriving.size = 0
-        async with asyncio.timeout(self.timeout):
-            async with session.request(
-                method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
-            ) as resp:
-                arriving.status, arriving.promised, arriving.size = resp.status, resp.content_length, 0
-                chunks, size = [], 0
-                while True:
-                    try:
-                        chunk = await resp.content.read(1 << 16)
-                    except aiohttp.ClientPayloadError:
-                        raise self._short(what, resp, size) from None
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    arriving.size = size
-                    if size > max_body:
-                        raise ServerError(f"{what}: the answer is larger than {max_body} bytes", resp.status)
-                    chunks.append(chunk)
-                self._note_date(resp.headers.get("Date"))
-                return Reply(resp.status, resp.headers, b"".join(chunks))
+        async with session.request(
+            method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
+        ) as resp:
+            arriving.status, arriving.promised, arriving.size = resp.status, resp.content_length, 0
+            chunks, size = [], 0
+            while True:
+                try:
+                    chunk = await resp.content.read(1 << 16)
+                except aiohttp.ClientPayloadError:
+                    raise self._short(what, resp, size) from None
+                if not chunk:
+                    break
+                size += len(chunk)
+                arriving.size = size
+                if size > max_body:
+                    raise ServerError(f"{what}: the answer is larger than {max_body} bytes", resp.status)
+                chunks.append(chunk)
+            self._note_date(resp.headers.get("Date"))
+            return Reply(resp.status, resp.headers, b"".join(chunks))
 
     def _short(self, what: str, resp: aiohttp.ClientResponse, size: int) -> ShortAnswer:
         """The answer broke off after `size` bytes (as read: decoded, if the server compressed it)."""
