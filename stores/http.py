@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
+from .bounded import UNDER_WAY, Arriving, timed_out
 from .errors import (
     RELAY_INVITE,
     RELAY_REVOKED,
@@ -38,7 +39,6 @@ from .errors import (
     RateLimited,
     ServerError,
     ShortAnswer,
-    SlowAnswer,
     StoreFull,
     StoreRedirected,
     StoreTimeout,
@@ -83,16 +83,6 @@ def file_form(
         return f
 
     return form
-
-
-@dataclass
-class Arriving:
-    """How far one try's answer got: its status once its head arrived, its body's bytes read so far, and how
-    many its Content-Length promised (for a try whose time was up: HttpClient._timed_out)."""
-
-    status: int | None = None
-    size: int = 0
-    promised: int | None = None
 
 
 @dataclass
@@ -265,7 +255,7 @@ class HttpClient:
             except (aiohttp.ClientResponseError, HttpProcessingError):
                 last = self._not_http(what)  # reached, and its answer unusable: retried as a 5xx is
             except TimeoutError:
-                last = self._timed_out(what, arriving)
+                last = timed_out(what, arriving, self.timeout)
             except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, its base: not a store down
                 raise await self._tls_refused(what, exc) from None
             except aiohttp.ClientConnectorError as exc:
@@ -322,16 +312,6 @@ class HttpClient:
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         assert last is not None
         raise self._left_alone(last)
-
-    def _timed_out(self, what: str, arriving: Arriving) -> StoreTimeout:
-        """The try's time was up: with no answer yet, or (SlowAnswer) with one still arriving (a slow drip)."""
-        if arriving.status is None:
-            return StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
-        of = f" of {arriving.promised}" if arriving.promised is not None else ""
-        return SlowAnswer(
-            f"{what}: its answer (HTTP {arriving.status}) was still arriving after {self.timeout:g} s, {arriving.size}"
-            f"{of} bytes in"
-        )
 
     def _backoff(self, attempt: int) -> float:
         """The wait before try `attempt` + 2: doubled each try up to max_backoff, jittered down to half of it, so
@@ -404,10 +384,28 @@ class HttpClient:
         store's). A redirect not followed, or more than MAX_REDIRECTS of them, is a StoreRedirected naming
         where it points. The timeout bounds the try, all its hops: not each hop (up to MAX_REDIRECTS + 1 times
         store_timeout for one try)."""
-        async with asyncio.timeout(self.timeout):
-            return await self._hops(
-                method, path, params=params, headers=headers, data=data, json=json, max_body=max_body, arriving=arriving
-            )
+        under, entry = UNDER_WAY.get(), (self._what(method, path), arriving)
+        if under is not None:
+            under.append(entry)
+        cancelled = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._hops(
+                    method,
+                    path,
+                    params=params,
+                    headers=headers,
+                    data=data,
+                    json=json,
+                    max_body=max_body,
+                    arriving=arriving,
+                )
+        except asyncio.CancelledError:
+            cancelled = True  # (a caller's bound fired, stores/bounded.py: what arrived is its to read)
+            raise
+        finally:
+            if under is not None and not cancelled:
+                under[:] = [e for e in under if e is not entry]
 
     async def _hops(
         self, method: str, path: str, *, params, headers, data, json, max_body: int, arriving: Arriving

@@ -27,6 +27,7 @@ from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
+from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.errors import StoreError, failure_kind, way_on
 from ..stores.registry import RegistryEntry
@@ -193,7 +194,7 @@ class SyncContext:
             if row["reachable"] is False:
                 continue  # (its last use failed: said so already)
             try:
-                failing = await asyncio.wait_for(st.failing_now(), FAILING_LOOK)
+                failing = await bounded(st.failing_now(), FAILING_LOOK)
             except TimeoutError:  # (a hung share: a look that does not end says nothing)
                 continue
             if failing is not None:
@@ -240,7 +241,7 @@ class SyncContext:
         try:
             if url is not None:
                 await self.db.released.put_for_slot(url, sid, h, slot_pk, rev)
-            await asyncio.wait_for(store.put(ct), self.timeout)  # (its answer is `h`: a store checks it)
+            await bounded(store.put(ct), self.timeout)  # (its answer is `h`: a store checks it)
             yield h
         finally:
             self.naming.discard(h)

@@ -7,11 +7,11 @@ devices are compared with what this device applied of them; a device left out of
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
 from ..stores import Store, StoreError
+from ..stores.bounded import bounded
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from . import dagcbor
@@ -307,7 +307,7 @@ class Verifier:
         head_pk = keys.head_pk(sid)
         store = await ctx.store_for(sid)
         try:
-            head = await asyncio.wait_for(store.get_head(head_pk), timeout)
+            head = await bounded(store.get_head(head_pk), timeout)
         except (TimeoutError, RegistryError, StoreError, OSError) as exc:
             if failing(exc):
                 raise _StoreFailed(store.url, exc) from None
@@ -330,7 +330,7 @@ class Verifier:
             return report
         report["manifest"] = mhash.hex()
         try:
-            ct = await asyncio.wait_for(store.get(mhash), timeout)
+            ct = await bounded(store.get(mhash), timeout)
             report["objects"] += 1
             plain = open_manifest(ct, mhash, keys.session_keys(sid), head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)
