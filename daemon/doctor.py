@@ -24,7 +24,7 @@ from ..sync.errors import describe
 from ..sync.locations import relay_account_fix
 from ..sync.mirror import MirrorStore
 from .doctor_files import check_home, finding
-from .doctor_fixes import for_home, pull_fix, relay_account, settled_fix
+from .doctor_fixes import for_home, lying_head_fix, pull_fix, relay_account, settled_fix
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -287,6 +287,10 @@ async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> li
         fix = f"sessiond sync --wait {s['session']} && sessiond verify {s['session']}"
         if any(p.startswith("revoked:") for p in problems):  # left out of a rekey: a sync pulls nothing new
             fix = pull_fix("revoked", s["session"])
+        elif s.get("store_lies"):  # pushed again and lied about again: another sync is no fix
+            remote = await daemon.db.remote(s["session"])
+            imported = remote["store_url"] if remote else None
+            fix = lying_head_fix(shown_url(s["store_lies"]), own=not imported)
         elif s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
             fix += f"  # and `sessiond sync --wait {s['session']}` on device(s) {', '.join(s['elsewhere'])}"
         out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))
