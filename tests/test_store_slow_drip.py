@@ -55,3 +55,20 @@ def test_an_import_through_a_dripping_host_says_so_and_takes_nothing(make_daemon
     res = run_cli(c.home, "import", "--json", input=code)
     assert res.returncode == 0, res.stdout + res.stderr
     assert [m["content"] for m in c.client().messages(sid)["messages"]] == ["one"]
+
+
+def test_doctor_s_check_of_a_dripping_host_says_its_answer_was_still_arriving(make_daemon, portal):
+    p, url = portal
+    d = make_daemon(url)
+    write_config(d.home, store_timeout=1)
+    d.start()
+    p.faults.drip = 0.2
+    try:
+        res = run_cli(d.home, "doctor", "--json")
+    finally:
+        p.faults.drip = None
+    assert res.returncode == 1, res.stdout + res.stderr
+    (f,) = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "store"]
+    # main: "did not answer within 1 s", doctor's own bound on the probe firing first
+    assert f["level"] == "problem" and "still arriving" in f["message"] and "bytes in" in f["message"], f
+    assert "store_timeout" in f["message"] + (f["fix"] or ""), f
