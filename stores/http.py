@@ -390,16 +390,8 @@ class HttpClient:
         cancelled = False
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._hops(
-                    method,
-                    path,
-                    params=params,
-                    headers=headers,
-                    data=data,
-                    json=json,
-                    max_body=max_body,
-                    arriving=arriving,
-                )
+                sent = {"params": params, "headers": headers, "data": data, "json": json, "max_body": max_body}
+                return await self._hops(method, path, entry[0], arriving, sent)
         except asyncio.CancelledError:
             cancelled = True  # (a caller's bound fired, stores/bounded.py: what arrived is its to read)
             raise
@@ -407,22 +399,11 @@ class HttpClient:
             if under is not None and not cancelled:
                 under[:] = [e for e in under if e is not entry]
 
-    async def _hops(
-        self, method: str, path: str, *, params, headers, data, json, max_body: int, arriving: Arriving
-    ) -> Reply:
-        url, what = self.base + path, self._what(method, path)
+    async def _hops(self, method: str, path: str, what: str, arriving: Arriving, sent: dict[str, Any]) -> Reply:
+        """_followed's hops: `sent`, _once's keywords (its params dropped after a redirect: the target has its own)."""
+        url, headers = self.base + path, sent["headers"]
         for _ in range(MAX_REDIRECTS + 1):
-            reply = await self._once(
-                method,
-                url,
-                what,
-                params=params,
-                headers=headers,
-                data=data,
-                json=json,
-                max_body=max_body,
-                arriving=arriving,
-            )
+            reply = await self._once(method, url, what, arriving=arriving, **sent)
             location = reply.headers.get("Location") if reply.status in REDIRECTS else None
             if not location:
                 return reply  # (a 3xx with nowhere to go is the server's refusal: request() says it so)
@@ -439,7 +420,7 @@ class HttpClient:
             own = target.origin() == yarl.URL(self.base).origin()
             if not own and any(k.lower() == "authorization" for k in headers or {}):
                 raise StoreRedirected(f"{moved}, another server; this store's credentials are not sent there")
-            url, params = str(target), None
+            url, sent = str(target), {**sent, "params": None}
         raise StoreRedirected(f"{what}: the server redirects it round and round (more than {MAX_REDIRECTS} redirects)")
 
     async def _once(
