@@ -18,13 +18,14 @@ from ..storage.dbfile import OVERWRITTEN
 from ..storage.errors import held_said
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
+from ..stores.bounded import bounded
 from ..stores.cid import digest
-from ..stores.errors import LyingServer, NoRelayAccount, StoreFull, describe_failure, failing, way_on
+from ..stores.errors import LyingServer, NoRelayAccount, SlowAnswer, StoreFull, describe_failure, failing, way_on
 from ..sync.errors import describe
 from ..sync.locations import relay_account_fix
 from ..sync.mirror import MirrorStore
 from .doctor_files import check_home, finding
-from .doctor_fixes import for_home, pull_fix, relay_account, settled_fix
+from .doctor_fixes import for_home, lying_head_fix, pull_fix, relay_account, settled_fix
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -132,21 +133,18 @@ async def check_store(
     )
     try:
         if store.read_only:
-            async with asyncio.timeout(timeout):
-                await store.has(digest(PROBE))  # a read: reachable
+            await bounded(store.has(digest(PROBE)), timeout)  # a read: reachable
             out = [
                 finding(
                     "store", "ok", f"{which} {url} answers; it is read-only (a gateway), so only reads were checked"
                 )
             ]
         else:
-            async with asyncio.timeout(timeout):
-                h = await store.put(PROBE)
+            h = await bounded(store.put(PROBE), timeout)  # (an answer still arriving: a SlowAnswer, bounded's)
             lie = settled_fix(LyingServer(""), url, home)
             if h != digest(PROBE):
                 return [finding("store", "problem", f"{which} {url} stored the probe under another hash", lie)]
-            async with asyncio.timeout(timeout):
-                back = await store.get(h)  # get() verifies the bytes against the hash
+            back = await bounded(store.get(h), timeout)  # get() verifies the bytes against the hash
             if back != PROBE:
                 return [finding("store", "problem", f"{which} {url} returned other bytes", lie)]
             out = [finding("store", "ok", f"{which} {url}: a small object written, read back and verified")]
@@ -162,6 +160,8 @@ async def check_store(
                 finding("store", "problem", f"{which} {url}: {describe(exc)}", relay_account(relay_account_fix(url)))
             ]
         said = way_on(describe(exc), not own)  # a move of this device's store does not move imported sessions
+        if isinstance(exc, SlowAnswer):  # answering, too slowly for the daemon's wait: a longer one mends it too
+            fix_down += "; or give it longer: store_timeout in config.toml, then sessiond stop && sessiond start"
         return [finding("store", "problem", f"{which} {url}: {said}", settled_fix(exc, url, home) or fix_down)]
     return out + [check_clock(store)]
 
@@ -287,6 +287,10 @@ async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> li
         fix = f"sessiond sync --wait {s['session']} && sessiond verify {s['session']}"
         if any(p.startswith("revoked:") for p in problems):  # left out of a rekey: a sync pulls nothing new
             fix = pull_fix("revoked", s["session"])
+        elif s.get("store_lies"):  # pushed again and lied about again: another sync is no fix
+            remote = await daemon.db.remote(s["session"])
+            imported = remote["store_url"] if remote else None
+            fix = lying_head_fix(shown_url(s["store_lies"]), own=not imported)
         elif s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
             fix += f"  # and `sessiond sync --wait {s['session']}` on device(s) {', '.join(s['elsewhere'])}"
         out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))

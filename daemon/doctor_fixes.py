@@ -142,6 +142,16 @@ def relay_account(said: str, sid: str | None = None) -> str:
     )
 
 
+def lying_head_fix(url: str, *, own: bool) -> str:
+    """What mends a store that served this device's head of a session forged or rolled back again, verified
+    after a verify found it so (verify's `store_lies`): not another sync, which it lies about as well, but
+    another store."""
+    said = f"the store {url} served this device's head forged or rolled back again, after a sync: it lies"
+    if not own:
+        return _import_anew(f"a store you trust ({said})")
+    return f"{MOVE}  # to a store you trust: {said}, and pushing again does not mend that"
+
+
 def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: bool = True) -> str:
     """What mends a session's failed pull, by the failure's kind (sync/errors.ImportError_); `relay_fix`: the
     failure's own fix when it is a relay refusing this device for want of an account there (relay_account);

@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
+from .bounded import UNDER_WAY, Arriving, timed_out
 from .errors import (
     RELAY_INVITE,
     RELAY_REVOKED,
@@ -38,7 +39,6 @@ from .errors import (
     RateLimited,
     ServerError,
     ShortAnswer,
-    SlowAnswer,
     StoreFull,
     StoreRedirected,
     StoreTimeout,
@@ -83,16 +83,6 @@ def file_form(
         return f
 
     return form
-
-
-@dataclass
-class Arriving:
-    """How far one try's answer got: its status once its head arrived, its body's bytes read so far, and how
-    many its Content-Length promised (for a try whose time was up: HttpClient._timed_out)."""
-
-    status: int | None = None
-    size: int = 0
-    promised: int | None = None
 
 
 @dataclass
@@ -265,7 +255,7 @@ class HttpClient:
             except (aiohttp.ClientResponseError, HttpProcessingError):
                 last = self._not_http(what)  # reached, and its answer unusable: retried as a 5xx is
             except TimeoutError:
-                last = self._timed_out(what, arriving)
+                last = timed_out(what, arriving, self.timeout)
             except aiohttp.ClientSSLError as exc:  # before ClientConnectorError, its base: not a store down
                 raise await self._tls_refused(what, exc) from None
             except aiohttp.ClientConnectorError as exc:
@@ -322,16 +312,6 @@ class HttpClient:
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         assert last is not None
         raise self._left_alone(last)
-
-    def _timed_out(self, what: str, arriving: Arriving) -> StoreTimeout:
-        """The try's time was up: with no answer yet, or (SlowAnswer) with one still arriving (a slow drip)."""
-        if arriving.status is None:
-            return StoreTimeout(f"{what}: no answer within {self.timeout:g} s")
-        of = f" of {arriving.promised}" if arriving.promised is not None else ""
-        return SlowAnswer(
-            f"{what}: its answer (HTTP {arriving.status}) was still arriving after {self.timeout:g} s, {arriving.size}"
-            f"{of} bytes in"
-        )
 
     def _backoff(self, attempt: int) -> float:
         """The wait before try `attempt` + 2: doubled each try up to max_backoff, jittered down to half of it, so
@@ -402,20 +382,28 @@ class HttpClient:
         subdomain); never a write's (its body is for this store), nor a request with this store's credentials
         to another server (aiohttp would send it there without them, and its refusal would be said as this
         store's). A redirect not followed, or more than MAX_REDIRECTS of them, is a StoreRedirected naming
-        where it points."""
-        url, what = self.base + path, self._what(method, path)
+        where it points. The timeout bounds the try, all its hops: not each hop (up to MAX_REDIRECTS + 1 times
+        store_timeout for one try)."""
+        under, entry = UNDER_WAY.get(), (self._what(method, path), arriving)
+        if under is not None:
+            under.append(entry)
+        cancelled = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                sent = {"params": params, "headers": headers, "data": data, "json": json, "max_body": max_body}
+                return await self._hops(method, path, entry[0], arriving, sent)
+        except asyncio.CancelledError:
+            cancelled = True  # (a caller's bound fired, stores/bounded.py: what arrived is its to read)
+            raise
+        finally:
+            if under is not None and not cancelled:
+                under[:] = [e for e in under if e is not entry]
+
+    async def _hops(self, method: str, path: str, what: str, arriving: Arriving, sent: dict[str, Any]) -> Reply:
+        """_followed's hops: `sent`, _once's keywords (its params dropped after a redirect: the target has its own)."""
+        url, headers = self.base + path, sent["headers"]
         for _ in range(MAX_REDIRECTS + 1):
-            reply = await self._once(
-                method,
-                url,
-                what,
-                params=params,
-                headers=headers,
-                data=data,
-                json=json,
-                max_body=max_body,
-                arriving=arriving,
-            )
+            reply = await self._once(method, url, what, arriving=arriving, **sent)
             location = reply.headers.get("Location") if reply.status in REDIRECTS else None
             if not location:
                 return reply  # (a 3xx with nowhere to go is the server's refusal: request() says it so)
@@ -432,7 +420,7 @@ class HttpClient:
             own = target.origin() == yarl.URL(self.base).origin()
             if not own and any(k.lower() == "authorization" for k in headers or {}):
                 raise StoreRedirected(f"{moved}, another server; this store's credentials are not sent there")
-            url, params = str(target), None
+            url, sent = str(target), {**sent, "params": None}
         raise StoreRedirected(f"{what}: the server redirects it round and round (more than {MAX_REDIRECTS} redirects)")
 
     async def _once(
@@ -441,26 +429,25 @@ class HttpClient:
         session = self._session_for_loop()
         arriving.status = arriving.promised = None  # (this hop's answer: not a redirect's before it)
         arriving.size = 0
-        async with asyncio.timeout(self.timeout):
-            async with session.request(
-                method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
-            ) as resp:
-                arriving.status, arriving.promised, arriving.size = resp.status, resp.content_length, 0
-                chunks, size = [], 0
-                while True:
-                    try:
-                        chunk = await resp.content.read(1 << 16)
-                    except aiohttp.ClientPayloadError:
-                        raise self._short(what, resp, size) from None
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    arriving.size = size
-                    if size > max_body:
-                        raise ServerError(f"{what}: the answer is larger than {max_body} bytes", resp.status)
-                    chunks.append(chunk)
-                self._note_date(resp.headers.get("Date"))
-                return Reply(resp.status, resp.headers, b"".join(chunks))
+        async with session.request(
+            method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
+        ) as resp:
+            arriving.status, arriving.promised, arriving.size = resp.status, resp.content_length, 0
+            chunks, size = [], 0
+            while True:
+                try:
+                    chunk = await resp.content.read(1 << 16)
+                except aiohttp.ClientPayloadError:
+                    raise self._short(what, resp, size) from None
+                if not chunk:
+                    break
+                size += len(chunk)
+                arriving.size = size
+                if size > max_body:
+                    raise ServerError(f"{what}: the answer is larger than {max_body} bytes", resp.status)
+                chunks.append(chunk)
+            self._note_date(resp.headers.get("Date"))
+            return Reply(resp.status, resp.headers, b"".join(chunks))
 
     def _short(self, what: str, resp: aiohttp.ClientResponse, size: int) -> ShortAnswer:
         """The answer broke off after `size` bytes (as read: decoded, if the server compressed it)."""

@@ -27,6 +27,7 @@ from ..storage.database import Database
 from ..storage.model import RemoteLog
 from ..storage.redact import scrub_text
 from ..stores import Store
+from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.errors import StoreError, failure_kind, way_on
 from ..stores.registry import RegistryEntry
@@ -66,6 +67,9 @@ class SyncContext:
     # pull_errors
     pull_failures: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
+    # sessions whose own head verify found forged, damaged or rolled back in the store (found so again by the
+    # next verify: the store lies, verify.py's _head_lies)
+    head_lies: set[str] = field(default_factory=set)
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
     stopping: bool = False  # set by Syncer.stop: long loops end early
@@ -193,7 +197,7 @@ class SyncContext:
             if row["reachable"] is False:
                 continue  # (its last use failed: said so already)
             try:
-                failing = await asyncio.wait_for(st.failing_now(), FAILING_LOOK)
+                failing = await bounded(st.failing_now(), FAILING_LOOK)
             except TimeoutError:  # (a hung share: a look that does not end says nothing)
                 continue
             if failing is not None:
@@ -240,7 +244,7 @@ class SyncContext:
         try:
             if url is not None:
                 await self.db.released.put_for_slot(url, sid, h, slot_pk, rev)
-            await asyncio.wait_for(store.put(ct), self.timeout)  # (its answer is `h`: a store checks it)
+            await bounded(store.put(ct), self.timeout)  # (its answer is `h`: a store checks it)
             yield h
         finally:
             self.naming.discard(h)

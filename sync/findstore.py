@@ -7,10 +7,9 @@ not taken for one that lacks the session.
 
 from __future__ import annotations
 
-import asyncio
-
 from ..storage.redact import shown_store
 from ..stores import HeadExpired, Store, StoreError
+from ..stores.bounded import bounded
 from ..stores.errors import LyingServer, describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .context import SyncContext
@@ -123,7 +122,7 @@ async def _has_members(
     A slot that fails its checks (a forged or damaged entry) counts: the import then reads it and
     says what is wrong, instead of looking on."""
     try:
-        entry = await asyncio.wait_for(store.get_head(b"\xed" + code.announce_pk), ctx.timeout)
+        entry = await bounded(store.get_head(b"\xed" + code.announce_pk), ctx.timeout)
     except (RegistryError, LyingServer, HeadExpired):  # (a network store's own head checks raise the latter)
         return True, None, None, None  # (an expired head: read_members says so)
     except (TimeoutError, StoreError, OSError) as exc:

@@ -18,11 +18,11 @@ later import would lack the rest.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
 from ..stores import Store
+from ..stores.bounded import bounded
 from .context import SyncContext
 from .crypto import seal
 from .manifest import encode_manifest
@@ -37,7 +37,7 @@ async def lacking(store: Store, frozen: list[dict], timeout: float) -> list[dict
     """The frozen logs of `frozen` whose manifest `store` does not hold."""
     out = []
     for f in frozen:
-        if not await asyncio.wait_for(store.has(bytes(f["h"])), timeout):
+        if not await bounded(store.has(bytes(f["h"])), timeout):
             out.append(f)
     return out
 

@@ -26,13 +26,13 @@ A dry run changes nothing: what its reads of the slots would let go is counted, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 
 from ..storage.model import now
 from ..storage.redact import shown_store
 from ..stores import CannotDelete, Freed, Store, StoreError, check_object
+from ..stores.bounded import bounded
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -84,7 +84,7 @@ class Collector:
         store = await ctx.store_for(sid)
         out: set[bytes] = set()
         if remote is not None:  # the members slot (its registry key: 0xed and the announce key): its object is live
-            slot = await asyncio.wait_for(store.get_head(b"\xed" + bytes(remote["announce_pk"])), ctx.timeout)
+            slot = await bounded(store.get_head(b"\xed" + bytes(remote["announce_pk"])), ctx.timeout)
             if slot is not None and len(slot.data) >= 33:
                 out.add(bytes(slot.data[1:33]))
                 await self._slot_read(store, slot, seen)
@@ -93,14 +93,14 @@ class Collector:
         if keys:
             pks.append(ctx.keys.head_pk(sid))
         for pk in dict.fromkeys(pks):
-            head = await asyncio.wait_for(store.get_head(pk), ctx.timeout)
+            head = await bounded(store.get_head(pk), ctx.timeout)
             if head is None:
                 continue
             if not keys:
                 raise DecryptError(f"no key of {sid} here to open its heads with")
             mhash = manifest_hash_of(head)
             out.add(mhash)
-            ct = await asyncio.wait_for(store.get(mhash), ctx.timeout)
+            ct = await bounded(store.get(mhash), ctx.timeout)
             man = parse_manifest(
                 open_manifest(ct, mhash, keys, pk, head.revision), sid=sid, head_pk=pk, rev=head.revision
             )
@@ -127,7 +127,7 @@ class Collector:
                 continue
             mhash = bytes(f["h"])
             out.add(mhash)
-            ct = check_object(mhash, await asyncio.wait_for(store.get(mhash), ctx.timeout))
+            ct = check_object(mhash, await bounded(store.get(mhash), ctx.timeout))
             man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
 
@@ -142,7 +142,7 @@ class Collector:
         if known is not None:
             return [dict(f) for f in known]
         h = bytes(slot.data[1:33])
-        ct = check_object(h, await asyncio.wait_for(store.get(h), self.ctx.timeout))
+        ct = check_object(h, await bounded(store.get(h), self.ctx.timeout))
         obj = dagcbor.decode(open_members(ct, self.ctx.keys.session_keys(sid), bytes(slot.data[33:])))
         frozen = parse_members(obj)[2] if isinstance(obj, dict) else []
         self._slot_frozen[sid] = (slot.pk, slot.revision, bytes(slot.data), [dict(f) for f in frozen])
@@ -169,7 +169,7 @@ class Collector:
         for url, pk, sids in await self.ctx.db.released.orphan_slots():
             try:
                 store = self.ctx.open_store(url, missing_ok=False)
-                slot = await asyncio.wait_for(store.get_head(pk), self.ctx.timeout)
+                slot = await bounded(store.get_head(pk), self.ctx.timeout)
             except (*_UNREADABLE, ValueError) as exc:
                 log.warning("a deleted session's members slot could not be read for gc: %s", describe(exc))
                 unread.update(dict.fromkeys(sids, describe(exc)))
@@ -201,7 +201,7 @@ class Collector:
             await released.slot_gone(url, pk)
             return
         hashes = await released.slot_objects_of(url, pk)
-        gone = [h for h in hashes if not await asyncio.wait_for(store.has(h), self.ctx.timeout)]
+        gone = [h for h in hashes if not await bounded(store.has(h), self.ctx.timeout)]
         if len(gone) == len(hashes):
             await released.slot_settled(url, pk)
         else:
@@ -349,7 +349,7 @@ class Collector:
             if referenced and not dry_run:  # referenced again (a repair re-wrote them): no longer candidates
                 await ctx.db.released.forget(store.url, referenced)
             try:
-                result = await asyncio.wait_for(store.free(todo, dry_run=dry_run), max(ctx.timeout, 5 * len(todo)))
+                result = await bounded(store.free(todo, dry_run=dry_run), max(ctx.timeout, 5 * len(todo)))
             except CannotDelete as exc:
                 raise _Kept(str(exc), cannot=True) from None
             except (StoreError, TimeoutError, OSError) as exc:

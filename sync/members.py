@@ -10,7 +10,6 @@ leaves its notice in this slot too.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -20,6 +19,7 @@ from nacl.signing import SigningKey
 
 from ..storage.testhooks import pause_for_tests
 from ..stores import HeadExpired, ObjectMissing, StaleHead, Store, StoreError, check_object
+from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
@@ -188,7 +188,7 @@ class Members:
             if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
                 return entry.revision, [dict(m) for m in seen[4]], seen[5], seen[6]
             try:
-                ct = await asyncio.wait_for(store.get_capped(h, MEMBERS_MAX_BYTES, "a members object"), timeout)
+                ct = await bounded(store.get_capped(h, MEMBERS_MAX_BYTES, "a members object"), timeout)
                 break
             except ObjectMissing as exc:  # (the same entry read again: its object is lost)
                 newer = await self._entry(store, sid, pk, entry.revision, None)
@@ -241,7 +241,7 @@ class Members:
         timeout = self.ctx.timeout
         try:
             if entry is None:
-                entry = await asyncio.wait_for(store.get_head(pk), timeout)
+                entry = await bounded(store.get_head(pk), timeout)
         except RegistryError as exc:
             raise _bad("forged", sid, f"the members entry of session {sid} is not validly signed: {exc}") from None
         except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
@@ -389,7 +389,7 @@ class Members:
                 crash_point("members:put")  # (tests: the members object put, the slot not written)
                 await pause_for_tests("members.put")  # (the tests hold it here: put, the slot not written)
                 try:
-                    await asyncio.wait_for(store.set_head(entry), ctx.timeout)
+                    await bounded(store.set_head(entry), ctx.timeout)
                 except StaleHead:
                     rewrite = None if rewrite is None else rewrite + 1  # (past what refused it, if it is gone)
                     # another writer changed the slot meanwhile: read it again and merge. The members object
@@ -447,7 +447,7 @@ class Members:
         assert session_key is not None  # (checked above)
         for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
             try:
-                entry = await asyncio.wait_for(st.get_head(pk), ctx.timeout)
+                entry = await bounded(st.get_head(pk), ctx.timeout)
                 if entry is not None:
                     highest = max(highest, entry.revision)
                 if entry is None or entry.revision < remote["members_rev"]:

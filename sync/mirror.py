@@ -32,6 +32,7 @@ from nacl.signing import SigningKey
 from ..storage.outbox import Outbox
 from ..storage.redact import shown_url
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
+from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.errors import LyingServer, RateLimited, ReadOnlyStore, StoreTimeout, failure_kind, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
@@ -329,7 +330,7 @@ class MirrorStore(Store):
     async def _head_to(self, st: Store, entry: RegistryEntry, took: asyncio.Event) -> bool | StaleHead:
         return await self._write_to(
             st,
-            lambda: asyncio.wait_for(st.set_head(entry), self.timeout),
+            lambda: bounded(st.set_head(entry), self.timeout),
             lambda: self._queue_head(st, entry),
             took,
         )
@@ -356,7 +357,7 @@ class MirrorStore(Store):
         for st in self.stores:
             if st.heads_expire and self._usable(st):
                 try:
-                    did = await asyncio.wait_for(st.refresh_head(key, margin=margin), self.timeout)
+                    did = await bounded(st.refresh_head(key, margin=margin), self.timeout)
                 except FAILURES as exc:
                     log.warning("could not republish a head on %s: %s", st.url, exc)
                     continue
@@ -379,7 +380,7 @@ class MirrorStore(Store):
         for st in self.stores:
             if st.heads_expire and self._usable(st):
                 try:
-                    took |= await asyncio.wait_for(st.put_record(pk, record), self.timeout)
+                    took |= await bounded(st.put_record(pk, record), self.timeout)
                 except FAILURES as exc:
                     log.warning("could not put a head's record again on %s: %s", st.url, exc)
         return took
@@ -392,7 +393,7 @@ class MirrorStore(Store):
         for st in self.stores:
             if self._usable(st):
                 try:
-                    await asyncio.wait_for(st.unpin(hashes), self.timeout)
+                    await bounded(st.unpin(hashes), self.timeout)
                 except FAILURES as exc:
                     log.warning("could not unpin on %s: %s", st.url, exc)
 
@@ -411,7 +412,7 @@ class MirrorStore(Store):
         for st in self._ordered():
             try:
                 read = st.get(h) if cap is None else st.get_capped(h, *cap)
-                data = await asyncio.wait_for(read, self.timeout)
+                data = await bounded(read, self.timeout)
             except ObjectMissing as exc:
                 missing = exc
                 continue
@@ -437,7 +438,7 @@ class MirrorStore(Store):
         failed: list[tuple[BaseException, str]] = []
         for st in self._ordered():
             try:
-                if await asyncio.wait_for(st.has(h), self.timeout):
+                if await bounded(st.has(h), self.timeout):
                     return True
             except FAILURES as exc:
                 last = exc
@@ -453,7 +454,7 @@ class MirrorStore(Store):
 
         async def one(st: Store) -> RegistryEntry | BaseException | None:
             try:
-                entry = await asyncio.wait_for(st.get_head(pk), self.timeout)
+                entry = await bounded(st.get_head(pk), self.timeout)
             except FAILURES as exc:
                 self._failed(st, exc)
                 return exc
@@ -484,7 +485,7 @@ class MirrorStore(Store):
             if not self._usable(st):
                 return None
             try:
-                v = await asyncio.wait_for(st.head_versions(), self.timeout)
+                v = await bounded(st.head_versions(), self.timeout)
             except FAILURES as exc:
                 self._failed(st, exc)
                 return None

@@ -8,7 +8,6 @@ so far which of them it lacks, or holds an older revision of."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..stores import Store
+from ..stores.bounded import bounded
 from ..stores.registry import RegistryEntry
 from .mirrordrain import FAILURES, Health
 
@@ -90,14 +90,14 @@ async def lacking(mirror: Mirrored, reads: Reads, timeout: float) -> list[dict]:
         try:
             heads = []
             for pk, rev in sorted(reads.heads.items()):
-                entry = await asyncio.wait_for(st.get_head(pk), timeout)
+                entry = await bounded(st.get_head(pk), timeout)
                 if entry is None or entry.revision < rev:
                     heads.append(pk.hex())
             objects = []
             wanted = sorted(reads.objects)
             if wanted and await st.first_missing(wanted, timeout=timeout) is not None:
                 for o in wanted:  # (only when one is missing: name them all)
-                    if not await asyncio.wait_for(st.has(o), timeout):
+                    if not await bounded(st.has(o), timeout):
                         objects.append(o.hex())
         except FAILURES as exc:
             row["not_checked"] = f"not answering ({exc})"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..storage.outbox import HEAD, Outbox
 from ..stores import StaleHead, Store, StoreError
+from ..stores.bounded import bounded
 from ..stores.registry import RegistryEntry, RegistryError
 from .outboxrows import HeadKey, adopt_renamed, unsendable, with_key
 
@@ -89,7 +90,7 @@ class Drain:
                     if h.pending:
                         await self.drain(st)
                     else:  # down, nothing waiting for it: is it back?
-                        await asyncio.wait_for(st.has(bytes(32)), self.timeout)
+                        await bounded(st.has(bytes(32)), self.timeout)
                         self.ok(st)
                 except asyncio.CancelledError:
                     raise
@@ -133,11 +134,11 @@ class Drain:
                                 done.append(rid)
                                 continue
                         try:
-                            await asyncio.wait_for(st.set_head(entry), self.timeout)
+                            await bounded(st.set_head(entry), self.timeout)
                         except StaleHead:
                             pass  # it holds this revision or a newer one: nothing to catch up
                     else:
-                        await asyncio.wait_for(st.put(data), self.timeout)
+                        await bounded(st.put(data), self.timeout)
                     done.append(rid)
             finally:
                 await self.outbox.done(done)

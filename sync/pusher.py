@@ -24,6 +24,7 @@ from nacl.signing import SigningKey
 from ..storage.model import LogRun, now
 from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store, StoreError
+from ..stores.bounded import bounded
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
@@ -302,7 +303,7 @@ class Pusher:
             current_rev, current_hash = known[2], known[3]
         else:
             try:
-                current = await asyncio.wait_for(one.store.get_head(one.head_pk), self.ctx.timeout)
+                current = await bounded(one.store.get_head(one.head_pk), self.ctx.timeout)
             except RegistryError:  # a head there that does not verify (damaged, forged): none, replaced
                 current = None
             current_rev = max(state["head_rev"], current.revision if current else 0)
@@ -362,7 +363,7 @@ class Pusher:
             await one.store.put_then_set_head([ct], [ref.hash], entry, timeout=self.ctx.timeout)
         except StaleHead:
             self._published.pop(sid, None)
-            current = await asyncio.wait_for(one.store.get_head(head_pk), self.ctx.timeout)
+            current = await bounded(one.store.get_head(head_pk), self.ctx.timeout)
             if current is None or current.data != entry.data or current.revision != rev:
                 if ahead_ok and current is not None and current.revision > rev:
                     raise _StoreAhead(current) from None
@@ -413,7 +414,7 @@ class Pusher:
         if not hashes:
             return
         try:
-            await asyncio.wait_for(one.store.unpin(hashes), self.ctx.timeout)
+            await bounded(one.store.unpin(hashes), self.ctx.timeout)
         except (TimeoutError, StoreError, OSError) as exc:
             log.warning(
                 "could not unpin %d objects the log no longer references: %s",
@@ -428,7 +429,7 @@ class Pusher:
         if not state["head_rev"]:
             return None
         store = await self.ctx.store_for(sid)
-        head = await asyncio.wait_for(store.get_head(self.ctx.keys.head_pk(sid)), self.ctx.timeout)
+        head = await bounded(store.get_head(self.ctx.keys.head_pk(sid)), self.ctx.timeout)
         if head is None:
             return None
         h = manifest_hash_of(head)
@@ -455,7 +456,7 @@ class Pusher:
         # every object in whichever store has them, so one store's loss would never show)
         for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
             try:
-                head = await asyncio.wait_for(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
+                head = await bounded(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
                 if head is None or head.revision < state["head_rev"]:
                     return True
                 levels = levels_from_cbor(state["tree"])

@@ -9,7 +9,6 @@ finishes the rekey from it. A device taking another's rekey keeps such a record 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -22,6 +21,7 @@ from nacl.signing import VerifyKey
 from ..storage.errors import revoked
 from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store
+from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.registry import RegistryEntry
 from . import dagcbor
@@ -231,7 +231,7 @@ class Rekeyer:
         async with self.ctx.put_to_name(store, sid, sealed, entry.pk, entry.revision):
             crash_point("rekey:notice_put")  # (tests: the notice put, the slot not written)
             await pause_for_tests("rekey.notice_put")  # (the tests hold it here: put, the slot not written)
-            await asyncio.wait_for(store.set_head(entry), self.ctx.timeout)
+            await bounded(store.set_head(entry), self.ctx.timeout)
             crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
             await self.ctx.named(store, entry)
 
@@ -258,7 +258,7 @@ class Rekeyer:
     async def _notice_named(self, store: Store, old_announce: bytes) -> None:
         """The object the old members slot names (this device's notice) is no longer a gc candidate, and the
         members object it named before, if this device put it, is let go (SyncContext.named)."""
-        entry = await asyncio.wait_for(store.get_head(b"\xed" + old_announce), self.ctx.timeout)
+        entry = await bounded(store.get_head(b"\xed" + old_announce), self.ctx.timeout)
         if entry is not None:
             await self.ctx.named(store, entry)
 

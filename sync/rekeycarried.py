@@ -20,7 +20,6 @@ a dropped writer is told it wrote past how far it was carried (left_here).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from ..storage.database import Database
 from ..stores import StaleHead
+from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.registry import RegistryEntry
 from . import dagcbor
@@ -151,7 +151,7 @@ async def write_carried(ctx: SyncContext, members: Members, sid: str, record: di
         entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + digest(sealed) + salt)
         async with ctx.put_to_name(store, sid, sealed, entry.pk, entry.revision):
             try:
-                await asyncio.wait_for(store.set_head(entry), ctx.timeout)
+                await bounded(store.set_head(entry), ctx.timeout)
             except StaleHead:
                 continue  # written meanwhile (another kept writer's entries): read again and merge
             await ctx.named(store, entry)

@@ -31,6 +31,7 @@ import logging
 import time
 
 from ..stores import Store, ipns
+from ..stores.bounded import bounded
 from .context import SyncContext
 
 log = logging.getLogger("sessiond.sync")
@@ -147,7 +148,7 @@ class RecordKeeper:
             if held is None or held[1] <= dt.datetime.now(dt.UTC):
                 continue  # past its end of life: no node takes it; its signer writes a new one
             try:
-                took = await asyncio.wait_for(store.put_record(pk, record), ctx.timeout)
+                took = await bounded(store.put_record(pk, record), ctx.timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

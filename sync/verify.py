@@ -7,11 +7,12 @@ devices are compared with what this device applied of them; a device left out of
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
+from ..storage.redact import shown_url
 from ..stores import Store, StoreError
+from ..stores.bounded import bounded
 from ..stores.errors import describe_failure, failing
 from ..stores.registry import RegistryError
 from . import dagcbor
@@ -151,6 +152,24 @@ class Verifier:
                 fixes.append(f"`sessiond sync` on device(s) {', '.join(elsewhere)} sends what they wrote")
             report["repair"] = "; ".join(f for f in fixes if f)
 
+    def _head_lies(self, sid: str, store: Store, report: dict) -> None:
+        """Whether `store` lies about this device's head of `sid`: found forged, damaged or rolled back
+        (head_lie) by verify after a verify found it so already. Its fix then, `sync --wait` and verify again,
+        did not mend it (a sync with nothing new to push writes no head, and one that does meets the same
+        store): said as a store that lies (`store_lies`, and the repair said: another store)."""
+        if not report.pop("head_lie", False):
+            self.ctx.head_lies.discard(sid)
+            return
+        if sid not in self.ctx.head_lies:
+            self.ctx.head_lies.add(sid)
+            return
+        report["store_lies"] = store.url
+        report["repair"] = (
+            f"the store {shown_url(store.url)} served this device's head of the session forged or rolled back"
+            " again, a verify after one that found it so: it lies, and pushing again does not mend that; move to"
+            " a store you trust"
+        )
+
     async def _verify_read(self, sid: str, store: Store, parts: dict[str, Reads]) -> dict:
         """The session's copy as read from `store` (through a mirror, `parts` gets what was read)."""
         ctx = self.ctx
@@ -161,6 +180,7 @@ class Verifier:
         if len(report["problems"]) > len(report.get("newer", ())) and (report["revision"] is not None or lost):
             ctx.repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
             report["repair"] = "`sessiond sync` pushes this device's whole log of the session again"
+        self._head_lies(sid, store, report)
         report["devices"] = 1 if report["revision"] else 0
         key = ctx.keys.session_keys(sid)
         remote = await ctx.db.remote(sid)
@@ -307,12 +327,13 @@ class Verifier:
         head_pk = keys.head_pk(sid)
         store = await ctx.store_for(sid)
         try:
-            head = await asyncio.wait_for(store.get_head(head_pk), timeout)
+            head = await bounded(store.get_head(head_pk), timeout)
         except (TimeoutError, RegistryError, StoreError, OSError) as exc:
             if failing(exc):
                 raise _StoreFailed(store.url, exc) from None
             problems.append(f"head: {describe(exc)}")
             report["head_unusable"] = isinstance(exc, RegistryError)  # (damaged or forged: pushed again)
+            report["head_lie"] = True  # (found so again by the next verify: the store lies, _head_lies)
             return report
         if head is None:
             problems.append(HEAD_MISSING)
@@ -322,6 +343,7 @@ class Verifier:
             problems.append(
                 f"head: rolled back to revision {head.revision}; this device published revision {state['head_rev']}"
             )
+            report["head_lie"] = True
             return report
         try:
             mhash = manifest_hash_of(head)
@@ -330,7 +352,7 @@ class Verifier:
             return report
         report["manifest"] = mhash.hex()
         try:
-            ct = await asyncio.wait_for(store.get(mhash), timeout)
+            ct = await bounded(store.get(mhash), timeout)
             report["objects"] += 1
             plain = open_manifest(ct, mhash, keys.session_keys(sid), head_pk, head.revision)
             manifest = parse_manifest(plain, sid=sid, head_pk=head_pk, rev=head.revision)

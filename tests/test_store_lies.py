@@ -109,3 +109,28 @@ def test_a_store_that_sends_fewer_bytes_than_it_promised_is_not_called_unreachab
         assert re.search(r"the store sent (\d+) of (\d+) bytes", why), why
         sent, promised = map(int, re.search(r"sent (\d+) of (\d+) bytes", why).groups())
         assert promised == sent + 100, why
+
+
+def test_doctor_says_a_store_forging_this_device_s_head_again_lies_and_to_move(make_daemon, portal):
+    # main: `sync --wait && verify` every time, forever: the push meets the forged head again, and so does verify
+    p, url = portal
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name="forged again")["id"]
+    a.client().append(sid, "user", "one")
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    p.faults.forged_head = True
+
+    def verify_fix():
+        res, out = cli_json(a, "doctor")
+        assert res.returncode == 1 and "error" not in out, res.stdout + res.stderr
+        (f,) = [f for f in out["findings"] if f["check"] == "verify"]
+        assert f["level"] == "problem" and "signature does not verify" in f["message"], f
+        return f["fix"]
+
+    first = verify_fix()
+    assert "sessiond sync" in first and "--wait" in first, first  # the first time: pushed again, it may verify
+    res = run_cli(a.home, "sync", "--wait", "--timeout", "10")  # the head pushed again (a new revision)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fix = verify_fix()  # forged again: the store lies
+    assert "--change-store" in fix and "sessiond sync" not in fix, fix
+    assert "again" in fix and ("lies" in fix or "forg" in fix), fix

@@ -7,10 +7,13 @@ redirecting, the other parking every request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import time
 
 from portalstore import failure_of, served_portal
 from sessiond.stores.errors import SlowAnswer, StoreTimeout, describe_failure
-from sessiond.stores.http import HttpClient
+from sessiond.stores.http import MAX_REDIRECTS, HttpClient
 
 
 async def test_a_redirect_to_a_server_that_never_answers_is_no_answer_not_a_slow_one():
@@ -25,3 +28,24 @@ async def test_a_redirect_to_a_server_that_never_answers_is_no_answer_not_a_slow
     said = describe_failure(failure, f"http://{front.authority}")
     assert not isinstance(failure, SlowAnswer), said  # main: "its answer (HTTP 307) was still arriving"
     assert "no answer" in said and "still arriving" not in said, said
+
+
+async def test_a_read_redirected_along_slow_servers_gives_up_within_one_timeout_in_all():
+    # each hop had the whole timeout: five redirects and an answer, each sent just inside it, were one try of
+    # 3.6 s where store_timeout says 1 (up to 6x: MAX_REDIRECTS + 1 hops); the try, all its hops, is one bound
+    async with contextlib.AsyncExitStack() as stack:
+        hops = [await stack.enter_async_context(served_portal()) for _ in range(MAX_REDIRECTS + 1)]
+        for here, there in itertools.pairwise(hops):
+            here.faults.redirect = f"http://{there.authority}"
+        for hop in hops:
+            hop.faults.delay = 0.6
+        client = HttpClient(f"http://{hops[0].authority}", timeout=1)
+        started = time.monotonic()
+        try:
+            failure = await failure_of(client.request("GET", "/s5/blob/x", retry=False), Exception)
+        finally:
+            took = time.monotonic() - started
+            await client.close()
+    said = describe_failure(failure, f"http://{hops[0].authority}")
+    assert isinstance(failure, StoreTimeout) and "within 1 s" in said, said  # main: the last hop's 500
+    assert took < 2.5, (took, said)  # main: 3.6 s

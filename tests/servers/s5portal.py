@@ -51,6 +51,7 @@ class Faults:
     forged_head: bool = False  # registry reads answer an entry with a broken signature
     rollback_head: int | None = None  # registry reads answer this older revision (kept from history)
     hang: asyncio.Event | None = None  # requests wait on this event (a server that does not answer)
+    delay: float | None = None  # every request waits this many seconds before it is answered (a slow server)
     registration_open: bool = True
     redirect: str | None = None  # every request is answered 307 to this base URL, its path kept (sent elsewhere)
     body: bytes | None = None  # every request is answered 200 with these bytes (a server that lies)
@@ -99,6 +100,8 @@ def make_app(portal: Portal) -> web.Application:
         f = portal.faults
         if f.hang is not None:
             await f.hang.wait()
+        if f.delay is not None:
+            await asyncio.sleep(f.delay)  # the fault itself (a server this slow), not a wait
         if f.expire_tokens:
             portal.tokens.clear()
             f.expire_tokens = False
