@@ -48,13 +48,15 @@ def test_a_proof_with_a_field_of_the_wrong_shape_names_the_field_not_pythons_wor
     """verify-proof of a proof whose frontier is a list, or whose pk or signature is not hex, answered
     "proof is malformed: 'list' object has no attribute 'items'" or "non-hexadecimal number found in
     fromhex() arg at position 0": Python's words, naming no field of the proof. It names the field now, and
-    what a proof is (a checkpoint as `sessiond checkpoints --json` lists it)."""
+    what a proof is (a checkpoint as `sessiond checkpoints --json` lists it); a proof that cannot be checked is
+    the request's error (422 `checkpoint`, test_proof_answers.py), not an answer ok:false."""
     c = daemon.client()
     sid = c.create_session(name="s")["id"]
     c.append(sid, "user", "hello")
     proof = c.checkpoint(sid)
-    answer = c.verify_proof(sid, change(proof))
-    assert answer["ok"] is False, answer
-    problem = answer["problem"]
+    with pytest.raises(ApiError) as refused:
+        c.verify_proof(sid, change(proof))
+    assert refused.value.status == 422 and refused.value.code == "checkpoint", refused.value
+    problem = refused.value.message
     assert f"its {field} " in problem and "sessiond checkpoints" in problem, problem
     assert "fromhex" not in problem and "attribute" not in problem and "int()" not in problem, problem
