@@ -41,3 +41,27 @@ def test_a_well_formed_proof_that_does_not_hold_is_answered_ok_false(daemon):
     proof = c.checkpoint(sid)
     res = c.verify_proof(sid, {**proof, "tokens": proof["tokens"] + 1})
     assert res["ok"] is False and "signature" in res["problem"], res
+
+
+def test_verify_proof_of_a_list_says_each_proof_a_malformed_one_among_them_too(daemon, tmp_path):
+    """`sessiond verify-proof ID FILE` of a list (as `checkpoints --json` gives) printed FAILED for a malformed
+    proof among them and went on; since such a proof is the request's error (422), the command stopped at it,
+    the others unchecked. Each is said again: ok for those that verify, FAILED naming what is wrong, exit 1."""
+    import json
+
+    from conftest import run_cli
+
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    c.append(sid, "user", "hello")
+    proof = c.checkpoint(sid)
+    path = tmp_path / "proofs.json"
+    path.write_text(json.dumps([{**proof, "pk": "not hex"}, proof]))
+    res = run_cli(daemon.home, "verify-proof", sid, str(path))
+    assert res.returncode == 1, res
+    lines = res.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("FAILED") and "pk" in lines[0], res.stdout
+    assert lines[1].startswith("ok      checkpoint #"), res.stdout
+    res = run_cli(daemon.home, "verify-proof", sid, str(path), "--json")
+    out = json.loads(res.stdout)
+    assert res.returncode == 1 and out["ok"] is False and [r["ok"] for r in out["results"]] == [False, True], out
