@@ -4,6 +4,7 @@ by default, or the stores a test gives each side). A writes and shares, B import
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from sessiond.storage.database import Database
@@ -66,13 +67,16 @@ class Devices:
             await db.close()
 
 
-def count_calls(obj, name: str) -> list:
-    """Record each call of obj.name from now on (its first argument, or None)."""
+def count_calls(obj, name: str, *, this_task: bool = False) -> list:
+    """Record each call of obj.name from now on (its first argument, or None); `this_task`: only the calls made
+    in the task that asked (not the daemon's own, a poll's pull meanwhile)."""
     calls: list = []
     real = getattr(obj, name)
+    task = asyncio.current_task() if this_task else None
 
     async def counted(*args, **kw):
-        calls.append(args[0] if args else None)
+        if task is None or asyncio.current_task() is task:
+            calls.append(args[0] if args else None)
         return await real(*args, **kw)
 
     setattr(obj, name, counted)
