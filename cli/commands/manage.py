@@ -196,8 +196,8 @@ def cmd_verify_proof(args) -> int:
         args,
         {"ok": all(r["ok"] for r in results), "results": results},
         "\n".join(
-            f"ok      checkpoint #{r['number']} of {r['device']} (version {r.get('v', 1)}): {r['messages']} messages,"
-            f" {r['tokens']} tokens"
+            f"ok      checkpoint #{r['number']} of {r['device']} (version {r.get('v', 1)}):"
+            f" {counted(r['messages'], 'message')}, {counted(r['tokens'], 'token')}"
             if r["ok"]
             else f"FAILED  {for_home(r['problem'], args.home)}"
             for r in results
