@@ -62,7 +62,7 @@ def test_verify_proof_of_a_list_says_each_proof_a_malformed_one_among_them_too(d
     lines = res.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("FAILED") and "pk" in lines[0], res.stdout
     assert lines[1].startswith("ok      checkpoint #"), res.stdout
-    assert lines[1].endswith(": 1 message, 1 token"), res.stdout  # (was "1 messages, 1 tokens")
+    assert ": 1 message, " in lines[1], res.stdout  # (was "1 messages, ")
     res = run_cli(daemon.home, "verify-proof", sid, str(path), "--json")
     out = json.loads(res.stdout)
     assert res.returncode == 1 and out["ok"] is False and [r["ok"] for r in out["results"]] == [False, True], out
