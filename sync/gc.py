@@ -6,7 +6,8 @@ upload until a recorded revision names it: a push killed in between leaves what 
 a members object or a rekey's notice, noted before its put until the members slot names it: a retry seals it
 anew, SyncContext.put_to_name, and gc leaves one being named alone whatever its grace; and such an object once
 the slot is seen written over, by this device or another: SyncContext.named, when this device writes the slot
-or reads it, here too),
+or reads it, here too; and a lost frozen log's manifest this device built again, noted before its put until the
+slot names it: another writer that put the log back first leaves it named by nothing, frozenrepair.py),
 so an object another device wrote, or one this device cannot account for, is never a candidate. A
 candidate is freed once its grace period has passed since it was let go (a follower that read the old
 head a moment ago can still fetch it) and no current head of any session this device knows references it:
@@ -113,8 +114,9 @@ class Collector:
         """The objects of this device's own logs that a rekey froze (a writer dropped, and let back in since):
         the members slot pins each one's manifest, which its head left long ago (a candidate of this device's),
         and a device importing the session reads it and its pages. Those the slot's object names, and those this
-        device noted (remotes.frozen: a slot read or written here); only this device's head's, as no other
-        device's object is ever a candidate here."""
+        device noted (remotes.frozen: a slot read or written here), walked only for this device's head's, as no
+        other device's log is ever a candidate here; of the others, their manifest (a writer that put one back
+        here, its manifest lost, noted it as a candidate before its put: frozenrepair.py)."""
         ctx = self.ctx
         me = ctx.keys.head_pk(sid)
         frozen = decode_frozen(remote.get("frozen"))
@@ -123,10 +125,11 @@ class Collector:
             # back in place of a lost manifest, frozenrepair.py, is the slot's, not the one noted here)
             frozen = merge_frozen(await self._frozen_named(store, sid, slot), frozen)
         for f in frozen:
+            mhash = bytes(f["h"])
+            # (any writer's manifest: one this device put back, frozenrepair.py, is its candidate until named)
+            out.add(mhash)
             if bytes(f["k"]) != me:
                 continue
-            mhash = bytes(f["h"])
-            out.add(mhash)
             ct = check_object(mhash, await bounded(store.get(mhash), ctx.timeout))
             man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
