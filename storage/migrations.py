@@ -489,5 +489,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, head_pk, rev)
     ) WITHOUT ROWID;
     """,
+    # 28: when a deleted session's members slot last read as gone from a store whose heads expire (Kubo), its rows
+    # kept while what they name is still there: gc reads it again only once SLOT_GONE_READ_EVERY has passed since
+    # (sync/gc.py), not at every run. NULL: not read as gone.
+    "ALTER TABLE slot_objects ADD COLUMN gone_at REAL;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
