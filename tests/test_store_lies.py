@@ -134,3 +134,52 @@ def test_doctor_says_a_store_forging_this_device_s_head_again_lies_and_to_move(m
     fix = verify_fix()  # forged again: the store lies
     assert "--change-store" in fix and "sessiond sync" not in fix, fix
     assert "again" in fix and ("lies" in fix or "forg" in fix), fix
+
+
+def _verify_finding(d) -> dict:
+    res, out = cli_json(d, "doctor")
+    assert res.returncode == 1 and "error" not in out, res.stdout + res.stderr
+    (f,) = [f for f in out["findings"] if f["check"] == "verify"]
+    assert f["level"] == "problem", f
+    return f
+
+
+def test_a_lying_store_found_before_a_restart_is_still_known_after_it(make_daemon, portal):
+    """doctor found the store forging this device's head, and said to `sync --wait` and verify again; the daemon
+    restarted before the user did (a reboot, an upgrade). The memory of that first finding was the daemon's: its
+    next doctor, the lie met again after a sync pushed past it, said `sync --wait` once more, not that the store
+    lies. It is kept in the database now, with the revision this device had pushed then: a verify finding it again
+    without a push since (nothing the store was given and lied about) still says `sync --wait`."""
+    p, url = portal
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name="forged across a restart")["id"]
+    a.client().append(sid, "user", "one")
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    p.faults.forged_head = True
+    assert "--wait" in _verify_finding(a)["fix"]
+    assert "--wait" in _verify_finding(a)["fix"]  # (nothing pushed since: not yet a lie)
+    a.restart()
+    res = run_cli(a.home, "sync", "--wait", "--timeout", "10")  # the head pushed again (a new revision)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fix = _verify_finding(a)["fix"]
+    assert "--change-store" in fix and "sessiond sync" not in fix, fix  # main: `sync --wait` again
+
+
+def test_a_head_rolled_back_again_is_said_as_a_lie_or_a_restore_from_a_backup(make_daemon, portal):
+    """A store serving this device's head rolled back after a sync pushed past it lies, or its host restored it from
+    a backup again since: said as both, with what to do for each (main: "forged or rolled back again: it lies")."""
+    p, url = portal
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name="rolled back twice")["id"]
+    for text in ("one", "two"):
+        a.client().append(sid, "user", text)
+        assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    p.faults.rollback_head = 1  # every head read answers its first revision
+    assert "--wait" in _verify_finding(a)["fix"]
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    f = _verify_finding(a)
+    assert "backup" in f["fix"] and "--change-store" in f["fix"] and f"--wait {sid}" in f["fix"], f
+    res, out = cli_json(a, "verify")
+    (s,) = out["sessions"]
+    assert s["store_lies"] == url and s["store_lies_how"] == "rolled back", s
+    assert "backup" in s["repair"] and "rolled back" in s["repair"], s
