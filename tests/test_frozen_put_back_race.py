@@ -6,10 +6,7 @@ holding B's log whole, put it back, C's read of the slot from before A's write (
 from __future__ import annotations
 
 from sessiond.sync.frozenrepair import put_back
-
-
-async def _texts(db, sid: str) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in await db.list_messages(sid, limit=1000)]
+from test_frozen_lost import _texts
 
 
 async def test_the_manifest_of_a_writer_that_lost_the_race_to_put_a_frozen_log_back_is_freed_by_gc(devices):

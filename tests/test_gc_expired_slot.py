@@ -18,34 +18,46 @@ from sessiond.sync import gc as gc_module
 from test_members_gc import _slot_object
 
 
+async def _gone_from_kubo(devices, node: Node, rpc: Running, title: str):
+    """Over the loopback Kubo node: A shares a session read-write with B (which lists itself in the members slot),
+    writes the slot (naming A's object), deletes the session; the DHT then forgets the slot's record: it reads as
+    gone. (A, B, the session, A's members object, the slot's announce key)"""
+    url = f"ipfs+http://127.0.0.1:{rpc.port}"
+    a, b = await devices.open(store_a=KuboStore(url), store_b=KuboStore(url))
+    await a.start()  # (B not started: nothing of it runs but what the test calls)
+    sid = await devices.shared(title, write=True)  # B imports: it lists itself in the slot
+    assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
+    await a.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "c"}])
+    mine = await _slot_object(a, sid)  # the slot names A's members object
+    announce_pk = bytes((await devices.dba.remote(sid))["announce_pk"])
+    name = name_of(announce_pk)
+    assert await devices.dba.delete_session(sid, head_pk=a.keys.head_pk(sid))
+    node.max_record_age = 60.0
+    node.received[name] = time.monotonic() - 3600  # the DHT forgot the slot's record: it reads as gone
+    return a, b, sid, mine, announce_pk
+
+
+async def _written_over(node: Node, b, sid: str, announce_pk: bytes, mine: bytes) -> None:
+    """B puts the slot's record back (its reput), then writes the slot over: A's object `mine` named by nothing."""
+    record = node.records[name_of(announce_pk)][-1][1]
+    assert await b.ctx.store.put_record(b"\xed" + announce_pk, record)
+    await b.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "d"}])
+    assert await _slot_object(b, sid) != mine
+
+
 async def test_a_deleted_sessions_slot_forgotten_by_kubos_dht_keeps_its_records_until_what_it_named_is_freed(
     devices, monkeypatch
 ):
     node = Node()
     rpc = await Running(make_rpc_app(node)).start()
     try:
-        url = f"ipfs+http://127.0.0.1:{rpc.port}"
-        a, b = await devices.open(store_a=KuboStore(url), store_b=KuboStore(url))
-        await a.start()  # (B not started: nothing of it runs but what the test calls)
-        sid = await devices.shared("expired slot", write=True)  # B imports: it lists itself in the slot
-        assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
-        await a.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "c"}])
-        mine = await _slot_object(a, sid)  # the slot names A's members object
-        announce_pk = bytes((await devices.dba.remote(sid))["announce_pk"])
-        name = name_of(announce_pk)
-        record = node.records[name][-1][1]
-        assert await devices.dba.delete_session(sid, head_pk=a.keys.head_pk(sid))
-
-        node.max_record_age = 60.0
-        node.received[name] = time.monotonic() - 3600  # the DHT forgot the slot's record: it reads as gone
+        a, b, sid, mine, announce_pk = await _gone_from_kubo(devices, node, rpc, "expired slot")
         assert await a.ctx.store.get_head(b"\xed" + announce_pk) is None
         await a.gc(grace=0, dry_run=False)
         assert mine in node.pins  # named by the slot as last seen: kept
         assert await devices.dba.released.orphan_slots(), "main: the slot's records dropped"
 
-        assert await b.ctx.store.put_record(b"\xed" + announce_pk, record)  # B's reput: the record back
-        await b.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "d"}])
-        assert await _slot_object(b, sid) != mine  # B wrote the slot over: A's object named by nothing
+        await _written_over(node, b, sid, announce_pk, mine)
         monkeypatch.setattr(gc_module, "SLOT_GONE_READ_EVERY", 0.0)  # (read again: as once that long has passed)
         await a.gc(grace=0, dry_run=False)
         assert mine not in node.pins  # main: left pinned for good, forgotten by A's first gc
@@ -84,19 +96,8 @@ async def test_a_deleted_sessions_slot_read_as_gone_on_kubo_is_not_read_again_at
     node = Node()
     rpc = await Running(make_rpc_app(node)).start()
     try:
-        url = f"ipfs+http://127.0.0.1:{rpc.port}"
-        a, b = await devices.open(store_a=KuboStore(url), store_b=KuboStore(url))
-        await a.start()  # (B not started: nothing of it runs but what the test calls)
-        sid = await devices.shared("slot gone on kubo", write=True)
-        assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
-        await a.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "c"}])
-        mine = await _slot_object(a, sid)
-        announce_pk = bytes((await devices.dba.remote(sid))["announce_pk"])
+        a, b, sid, mine, announce_pk = await _gone_from_kubo(devices, node, rpc, "slot gone on kubo")
         name = name_of(announce_pk)
-        record = node.records[name][-1][1]
-        assert await devices.dba.delete_session(sid, head_pk=a.keys.head_pk(sid))
-        node.max_record_age = 60.0
-        node.received[name] = time.monotonic() - 3600  # the DHT forgot the slot's record: it reads as gone
 
         def reads() -> int:
             return sum(name in path for _, path, _ in node.requests)
@@ -110,8 +111,7 @@ async def test_a_deleted_sessions_slot_read_as_gone_on_kubo_is_not_read_again_at
             assert reads() == 0, node.requests  # main: its name resolved again at every run
         assert await devices.dba.released.orphan_slots()  # (its records kept)
 
-        assert await b.ctx.store.put_record(b"\xed" + announce_pk, record)  # B's reput: the record back
-        await b.members.ensure_member(sid, extra=[{"head_pk": b"\xed" + os.urandom(32), "device_id": "d"}])
+        await _written_over(node, b, sid, announce_pk, mine)
         monkeypatch.setattr(gc_module, "SLOT_GONE_READ_EVERY", 0.0)  # (as once that long has passed)
         await a.gc(grace=0, dry_run=False)
         assert mine not in node.pins

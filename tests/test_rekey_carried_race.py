@@ -11,8 +11,8 @@ import os
 from conftest import wait_for, write_config
 from sessiond.sync.keys import KeyStore
 from test_rekey_carried import _old_slot
-from test_rekey_forgery import _device, _messages
-from test_sync_races import _held
+from test_rekey_forgery import _messages
+from test_sync_races import _held, _rekey_held_doing, _written_and_pulled
 
 
 def _four_writers(make_daemon, store_dir):
@@ -57,19 +57,12 @@ def test_a_kept_writer_keeps_the_other_kept_writers_entries_whatever_a_read_of_t
     its own entry alone, K2's dropped, and D counted "D2" as held here only, though K2 and every device of the new
     generation hold it."""
     r, k1, k2, d, sid = _four_writers(make_daemon, store_dir)
-    flag = _held(r, "rekey.notice_put")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
-        wait_for(lambda: os.path.exists(flag), timeout=20)  # D's log frozen, the notice not out
-        d.client().append(sid, "assistant", "D1")
-        d.client().sync(sid, wait=True, timeout=10)
-        _pulled(k1, sid, "D1")
-        _pulled(k2, sid, "D1")
-        d.client().append(sid, "assistant", "D2")
-        d.client().sync(sid, wait=True, timeout=10)
-        _pulled(k2, sid, "D2")
-        os.remove(flag)
-        assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+
+    def meanwhile() -> None:  # D's log frozen, the notice not out
+        _written_and_pulled(d, sid, "D1", k1, k2)
+        _written_and_pulled(d, sid, "D2", k2)
+
+    _rekey_held_doing(r, d, sid, "rekey.notice_put", meanwhile)
     k1_pk, k2_pk = (KeyStore(os.path.join(k.home, "keys")).head_pk(sid) for k in (k1, k2))
     k2.client().sync(sid, wait=True, timeout=10)  # K2 takes the notice: its entry in the old slot
     assert _signers(store_dir, d, sid) == {k2_pk}

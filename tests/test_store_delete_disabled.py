@@ -12,14 +12,20 @@ import json
 from conftest import run_cli
 
 
-def test_gc_through_a_portal_with_delete_disabled_says_it_does_not_delete(make_daemon, portal):
-    p, url = portal
+def _three_pushes(make_daemon, url: str):
+    """A daemon on the portal at `url`, a session of it pushed three times: 3 manifests let go, gc's candidates."""
     d = make_daemon(url).start()
     c = d.client()
     sid = c.create_session(name="kept")["id"]
     for i in range(3):
         c.append(sid, "user", f"m{i}")
         assert run_cli(d.home, "sync", "--wait", "--timeout", "20").returncode == 0
+    return d
+
+
+def test_gc_through_a_portal_with_delete_disabled_says_it_does_not_delete(make_daemon, portal):
+    p, url = portal
+    d = _three_pushes(make_daemon, url)
     p.faults.delete_disabled = True
     logins = p.logins
     res = run_cli(d.home, "gc", "--grace", "0", "--json")
@@ -41,12 +47,7 @@ def test_gc_through_a_portal_with_no_delete_route_keeps_the_candidates_and_says_
     nothing, and the objects stayed in the store for good. It is a store that does not delete: said so, the
     candidates kept (a later gc through a store that deletes frees them), the objects still there."""
     p, url = portal
-    d = make_daemon(url).start()
-    c = d.client()
-    sid = c.create_session(name="kept")["id"]
-    for i in range(3):
-        c.append(sid, "user", f"m{i}")
-        assert run_cli(d.home, "sync", "--wait", "--timeout", "20").returncode == 0
+    d = _three_pushes(make_daemon, url)
     blobs = set(p.blobs)
     for _ in range(2):  # (the second: the candidates are still there to keep)
         res = run_cli(d.home, "gc", "--grace", "0", "--json")

@@ -111,13 +111,20 @@ def test_a_store_that_sends_fewer_bytes_than_it_promised_is_not_called_unreachab
         assert promised == sent + 100, why
 
 
+def _pushed(make_daemon, url: str, name: str, *texts: str):
+    """A daemon on `url` and a session of it named `name`, each of `texts` appended and pushed: (daemon, id)."""
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name=name)["id"]
+    for text in texts:
+        a.client().append(sid, "user", text)
+        assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    return a, sid
+
+
 def test_doctor_says_a_store_forging_this_device_s_head_again_lies_and_to_move(make_daemon, portal):
     # main: `sync --wait && verify` every time, forever: the push meets the forged head again, and so does verify
     p, url = portal
-    a = make_daemon(url).start()
-    sid = a.client().create_session(name="forged again")["id"]
-    a.client().append(sid, "user", "one")
-    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    a, sid = _pushed(make_daemon, url, "forged again", "one")
     p.faults.forged_head = True
 
     def verify_fix():
@@ -151,10 +158,7 @@ def test_a_lying_store_found_before_a_restart_is_still_known_after_it(make_daemo
     lies. It is kept in the database now, with the revision this device had pushed then: a verify finding it again
     without a push since (nothing the store was given and lied about) still says `sync --wait`."""
     p, url = portal
-    a = make_daemon(url).start()
-    sid = a.client().create_session(name="forged across a restart")["id"]
-    a.client().append(sid, "user", "one")
-    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    a, sid = _pushed(make_daemon, url, "forged across a restart", "one")
     p.faults.forged_head = True
     assert "--wait" in _verify_finding(a)["fix"]
     assert "--wait" in _verify_finding(a)["fix"]  # (nothing pushed since: not yet a lie)
@@ -169,11 +173,7 @@ def test_a_head_rolled_back_again_is_said_as_a_lie_or_a_restore_from_a_backup(ma
     """A store serving this device's head rolled back after a sync pushed past it lies, or its host restored it from
     a backup again since: said as both, with what to do for each (main: "forged or rolled back again: it lies")."""
     p, url = portal
-    a = make_daemon(url).start()
-    sid = a.client().create_session(name="rolled back twice")["id"]
-    for text in ("one", "two"):
-        a.client().append(sid, "user", text)
-        assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    a, sid = _pushed(make_daemon, url, "rolled back twice", "one", "two")
     p.faults.rollback_head = 1  # every head read answers its first revision
     assert "--wait" in _verify_finding(a)["fix"]
     assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
