@@ -290,7 +290,8 @@ async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> li
         elif s.get("store_lies"):  # pushed again and lied about again: another sync is no fix
             remote = await daemon.db.remote(s["session"])
             imported = remote["store_url"] if remote else None
-            fix = lying_head_fix(shown_url(s["store_lies"]), own=not imported)
+            back = s.get("store_lies_how") == "rolled back"
+            fix = lying_head_fix(shown_url(s["store_lies"]), own=not imported, rolled_back=back, sid=s["session"])
         elif s.get("elsewhere"):  # a store of a mirror lost what other devices wrote: they send it again
             fix += f"  # and `sessiond sync --wait {s['session']}` on device(s) {', '.join(s['elsewhere'])}"
         out.append(finding("verify", "problem", f"session {s['session']} fails verify: {'; '.join(problems)}", fix))

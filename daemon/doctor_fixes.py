@@ -142,14 +142,21 @@ def relay_account(said: str, sid: str | None = None) -> str:
     )
 
 
-def lying_head_fix(url: str, *, own: bool) -> str:
+def lying_head_fix(url: str, *, own: bool, rolled_back: bool = False, sid: str = "") -> str:
     """What mends a store that served this device's head of a session forged or rolled back again, verified
-    after a verify found it so (verify's `store_lies`): not another sync, which it lies about as well, but
-    another store."""
-    said = f"the store {url} served this device's head forged or rolled back again, after a sync: it lies"
+    after a sync pushed past it (verify's `store_lies`): not another sync, which it lies about as well, but
+    another store. `rolled_back`: a head rolled back, which a store its host restored from a backup again since
+    serves too: then said as either, with a sync of session `sid` for the restore."""
+    if rolled_back:
+        said = (
+            f"the store {url} served this device's head rolled back again, after a sync pushed past it: it lies, or"
+            f" its host restored it from a backup again since; if the host did restore it: sessiond sync --wait {sid}"
+        )
+    else:
+        said = f"the store {url} served this device's head forged again, after a sync: it lies"
     if not own:
         return _import_anew(f"a store you trust ({said})")
-    return f"{MOVE}  # to a store you trust: {said}, and pushing again does not mend that"
+    return f"{MOVE}  # to a store you trust: {said}" + ("" if rolled_back else ", and pushing again does not mend that")
 
 
 def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: bool = True) -> str:

@@ -3,7 +3,7 @@ them, one per transaction). A migration once on main is never edited: a change i
 
 from __future__ import annotations
 
-from . import chatstats, contexttotals
+from . import chatstats, contexttotals, headlies
 
 # (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
 UNINDEX_OLD = (
@@ -489,5 +489,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, head_pk, rev)
     ) WITHOUT ROWID;
     """,
+    # 28: when a deleted session's members slot last read as gone from a store whose heads expire (Kubo), its rows
+    # kept while what they name is still there: gc reads it again only once SLOT_GONE_READ_EVERY has passed since
+    # (sync/gc.py), not at every run. NULL: not read as gone.
+    "ALTER TABLE slot_objects ADD COLUMN gone_at REAL;",
+    # 29: a store found serving this device's head forged or rolled back, by session (storage/headlies.py)
+    headlies.MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

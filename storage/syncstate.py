@@ -15,6 +15,7 @@ from typing import Any
 from .connections import Connections
 from .errors import Conflict
 from .groupcommit import Transaction
+from .headlies import HeadLies
 from .model import JSON_FIELDS, SESSION_TEXTS, dumps, message_id
 from .sessions import session_row
 
@@ -44,6 +45,7 @@ def pushable(v: Any) -> tuple[Any, bool]:
 class SyncState:
     def __init__(self, c: Connections):
         self.c = c
+        self.head_lies = HeadLies(c)  # a store found serving this device's head forged or rolled back (verify)
 
     # ------------------------------------------------------------------ this device's log
     async def last_seq(self, sid: str, device_id: str | None = None) -> int:

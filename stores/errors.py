@@ -251,6 +251,11 @@ class LyingServer(StoreError):
     answer is never accepted."""
 
 
+class HeadRolledBack(LyingServer):
+    """A head read at a lower revision than this process has seen from that store (stores/heads.py): a store that
+    lies, or one its host restored from a backup (sync/verify.py says it as either)."""
+
+
 class WrongBytes(LyingServer, CorruptObject):
     """An object's bytes do not hash to the requested digest (a CorruptObject too, for callers that
     handle damaged objects)."""

@@ -4,7 +4,7 @@ rolls a head back is lying, and its answer is refused)."""
 
 from __future__ import annotations
 
-from .errors import LyingServer
+from .errors import HeadRolledBack, LyingServer
 from .registry import RegistryEntry, RegistryError
 
 
@@ -24,7 +24,7 @@ class SeenRevisions:
             ) from None
         seen = self._seen.get(pk)
         if seen is not None and entry.revision < seen:
-            raise LyingServer(
+            raise HeadRolledBack(
                 f"{self.where} answered revision {entry.revision} of a head already seen "
                 f"at revision {seen}: a rollback, refused"
             )

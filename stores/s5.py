@@ -48,6 +48,15 @@ FEED_PROBE_BACKOFF = (2.0, 60.0)
 # What S5's node answers (401) a request to an endpoint its config turns off (s5-dev/S5 lib/http_api/http_api.dart:
 # DELETE /s5/delete/{cid} without http.api.delete): no credentials are at fault, and no login mends it
 ENDPOINT_DISABLED = "Endpoint disabled in config.toml"
+# What a sessiond relay answers (404) a delete of an object the account keeps none of (relay/app.py): the one 404 a
+# delete meets that says "no such object". S5's node, whose route it is (s5-dev/S5 lib/http_api/http_api.dart),
+# answers a delete 200 whether or not the account pinned the object; any other 404 is a portal's router finding no
+# such route (a portal that does not delete), not an answer about the object
+NO_SUCH_OBJECT = "keeps no such object"
+
+
+def _text(body: bytes) -> str:
+    return body[:300].decode("utf-8", "replace")
 
 
 def portal_raw_cid(h: bytes) -> str:
@@ -253,8 +262,9 @@ class S5Store(Store):
 
     async def free(self, hashes: list[bytes], *, dry_run: bool = False) -> Freed:
         """DELETE /s5/delete/{cid}: the portal (or relay) drops this account's pin, and the bytes once no
-        account pins them; it refuses (404) what this account did not upload. Sizes come from a HEAD. A portal
-        that does not delete (no route: 405, 501; its delete turned off: 401 ENDPOINT_DISABLED) is a CannotDelete."""
+        account pins them; a relay refuses (404, NO_SUCH_OBJECT) what this account did not upload. Sizes come from a
+        HEAD. A portal that does not delete (no route: 405, 501, or a 404 that does not say NO_SUCH_OBJECT; its
+        delete turned off: 401 ENDPOINT_DISABLED) is a CannotDelete: the candidates stay."""
         out = Freed("deleted")
         for h in dict.fromkeys(hashes):
             cid = portal_raw_cid(h)
@@ -273,10 +283,13 @@ class S5Store(Store):
                     f"the S5 portal {self.authority} does not delete objects (its delete endpoint is disabled in its"
                     " config: http.api.delete)"
                 ) from None
-            if reply.status in (405, 501):
-                raise CannotDelete(f"the S5 portal {self.authority} does not delete objects (HTTP {reply.status})")
+            if reply.status in (405, 501) or (reply.status == 404 and NO_SUCH_OBJECT not in _text(reply.body)):
+                raise CannotDelete(
+                    f"the S5 portal {self.authority} does not delete objects (HTTP {reply.status}"
+                    f"{': it has no delete route' if reply.status == 404 else ''})"
+                )
             out.gone.append(h)
-            if reply.status != 404:  # 404: this account keeps no such object (freed before, or not ours)
+            if reply.status != 404:  # 404, said so: this account keeps no such object (freed before, or not ours)
                 out.objects, out.nbytes = out.objects + 1, out.nbytes + size
         return out
 

@@ -67,9 +67,6 @@ class SyncContext:
     # pull_errors
     pull_failures: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
-    # sessions whose own head verify found forged, damaged or rolled back in the store (found so again by the
-    # next verify: the store lies, verify.py's _head_lies)
-    head_lies: set[str] = field(default_factory=set)
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
     stopping: bool = False  # set by Syncer.stop: long loops end early

@@ -291,6 +291,7 @@ class Syncer:
         deadline = started + timeout if wait else started
         targets = [sid] if sid is not None else await self.db.session_ids()
         stopping = self.sync_status.stopping  # (the daemon's stop answers a waited sync at once: release_waits)
+        await self.db.syncstate.head_lies.synced(sid)  # (a lying head found before: its fix has run, verify.py)
         await until_deadline({s: self.repair(s) for s in targets}, deadline, self._behind, until=stopping)
         marks = {s: await self.db.last_seq(s) for s in targets}
         for s in targets:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import os
 
-from ..stores import Store
+from ..stores import Store, StoreError
 from ..stores.bounded import bounded
 from .context import SyncContext
 from .crypto import seal
+from .errors import ImportError_
 from .manifest import encode_manifest
-from .members import Members
+from .members import Members, announce_key
 from .push import LogWriter
 from .pusher import log_loaders
 
@@ -61,7 +62,17 @@ async def _rebuild(ctx: SyncContext, sid: str, store: Store, frozen: dict) -> di
     plain = encode_manifest(sid, device, int(frozen["r"]), bytes(frozen["k"]), last, lamport, levels, None)
     x = os.urandom(32)  # (its own key: never one a head's manifest is sealed under)
     ct, ref = seal(plain, x, pad=False)
-    await writer.put([ct], [ref.hash])
+    # a gc candidate before its put, and in `naming` (which gc leaves alone) until the slot's write: another writer
+    # may put the log back first, and this manifest, named by nothing then, is freed by gc (put_back forgets it
+    # once the slot names it; gc reads every frozen manifest a slot names as live: killed in between, it stays)
+    ctx.naming.add(ref.hash)
+    if (url := getattr(store, "url", None)) is not None:
+        await db.released.add(url, sid, [ref.hash])
+    try:
+        await writer.put([ct], [ref.hash])
+    except BaseException:
+        ctx.naming.discard(ref.hash)  # (not named: a candidate, whether or not the store took it)
+        raise
     return {"d": device, "k": bytes(frozen["k"]), "r": int(frozen["r"]), "h": ref.hash, "x": x}
 
 
@@ -73,19 +84,38 @@ async def put_back(ctx: SyncContext, members: Members, sid: str, store: Store, l
     if ctx.keys.write_secret(sid) is None or ctx.keys.session_key(sid) is None:
         return {}
     new: dict[bytes, dict] = {}
-    for f in lost:
-        try:
-            again = await _rebuild(ctx, sid, store, f)
-        except Exception as exc:  # (a torn log here: SyncError; a store that fails: the next pull tries again)
-            log.warning("could not build a lost frozen log again: %s", exc, extra={"session": sid})
-            continue
-        if again is not None:
-            new[bytes(f["h"])] = again
-    if new:
-        log.warning(
-            "the store lost the manifest of a frozen log: built again from this device's copy and named in the"
-            " members slot",
-            extra={"session": sid, "objects": len(new)},
-        )
-        await members.ensure_member(sid, replace=new)
+    try:
+        for f in lost:
+            try:
+                again = await _rebuild(ctx, sid, store, f)
+            except Exception as exc:  # (a torn log here: SyncError; a store that fails: the next pull tries again)
+                log.warning("could not build a lost frozen log again: %s", exc, extra={"session": sid})
+                continue
+            if again is not None:
+                new[bytes(f["h"])] = again
+        if new:
+            log.warning(
+                "the store lost the manifest of a frozen log: built again from this device's copy and named in the"
+                " members slot",
+                extra={"session": sid, "objects": len(new)},
+            )
+            await members.ensure_member(sid, replace=new)
+            await _named(ctx, members, sid, store, [bytes(e["h"]) for e in new.values()])
+    finally:
+        ctx.naming.difference_update(bytes(e["h"]) for e in new.values())
     return new
+
+
+async def _named(ctx: SyncContext, members: Members, sid: str, store: Store, built: list[bytes]) -> None:
+    """The manifests `built` here that `sid`'s members slot names, as read now (this device's write, or another
+    writer's that put the same log back first), no longer gc candidates; the others stay candidates, named by
+    nothing (gc frees them). A slot that cannot be read leaves them all: gc, reading the slot, forgets those named."""
+    url, write, key = getattr(store, "url", None), ctx.keys.write_secret(sid), ctx.keys.session_key(sid)
+    if url is None or write is None or key is None:
+        return
+    try:
+        frozen = (await members.read_slot(store, sid, key, bytes(announce_key(write).verify_key), cached=True))[3]
+    except (ImportError_, StoreError, TimeoutError, OSError) as exc:
+        log.warning("could not read which frozen logs the members slot names: %s", exc, extra={"session": sid})
+        return
+    await ctx.db.released.forget(url, {bytes(f["h"]) for f in frozen} & set(built))

@@ -6,7 +6,8 @@ upload until a recorded revision names it: a push killed in between leaves what 
 a members object or a rekey's notice, noted before its put until the members slot names it: a retry seals it
 anew, SyncContext.put_to_name, and gc leaves one being named alone whatever its grace; and such an object once
 the slot is seen written over, by this device or another: SyncContext.named, when this device writes the slot
-or reads it, here too),
+or reads it, here too; and a lost frozen log's manifest this device built again, noted before its put until the
+slot names it: another writer that put the log back first leaves it named by nothing, frozenrepair.py),
 so an object another device wrote, or one this device cannot account for, is never a candidate. A
 candidate is freed once its grace period has passed since it was let go (a follower that read the old
 head a moment ago can still fetch it) and no current head of any session this device knows references it:
@@ -20,7 +21,8 @@ The members slots of sessions deleted here that this device put objects for are 
 else here reads them any more), once each: what they no longer name is let go and freed, what they name stays
 in the store, and their records go, so that no later gc reads them again. A slot found gone lets go what it
 named on a store whose heads do not expire; on one whose heads do (Kubo: a record forgotten or expired reads as
-gone, and may be put again) its records stay while what they name is still in the store (_slot_gone).
+gone, and may be put again) its records stay while what they name is still in the store, read again once a day
+(_slot_gone).
 A dry run changes nothing: what its reads of the slots would let go is counted, not recorded.
 """
 
@@ -53,6 +55,10 @@ DEFAULT_GRACE = 24 * 3600.0
 # what a dry run's reads of members slots saw, by store URL: an entry read, or the key (0xed | announce key) of a
 # deleted session's slot found gone from a store whose heads do not expire (all this device put for it let go)
 _Seen = list[tuple[str, RegistryEntry | bytes]]
+# how long a deleted session's members slot that read as gone from a store whose heads expire, what it names still
+# there, is left unread by gc (_slot_gone): nothing here writes it, and only a device that puts its record back and
+# writes it over changes it; a resolve of a name a Kubo node does not hold waits on the DHT
+SLOT_GONE_READ_EVERY = 24 * 3600.0
 _EVERY_REV = 1 << 62  # (a revision past any: every object put for a slot, Released.slot_lets_go)
 _UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError, dagcbor.DagCborError)
 
@@ -113,8 +119,9 @@ class Collector:
         """The objects of this device's own logs that a rekey froze (a writer dropped, and let back in since):
         the members slot pins each one's manifest, which its head left long ago (a candidate of this device's),
         and a device importing the session reads it and its pages. Those the slot's object names, and those this
-        device noted (remotes.frozen: a slot read or written here); only this device's head's, as no other
-        device's object is ever a candidate here."""
+        device noted (remotes.frozen: a slot read or written here), walked only for this device's head's, as no
+        other device's log is ever a candidate here; of the others, their manifest (a writer that put one back
+        here, its manifest lost, noted it as a candidate before its put: frozenrepair.py)."""
         ctx = self.ctx
         me = ctx.keys.head_pk(sid)
         frozen = decode_frozen(remote.get("frozen"))
@@ -123,10 +130,11 @@ class Collector:
             # back in place of a lost manifest, frozenrepair.py, is the slot's, not the one noted here)
             frozen = merge_frozen(await self._frozen_named(store, sid, slot), frozen)
         for f in frozen:
+            mhash = bytes(f["h"])
+            # (any writer's manifest: one this device put back, frozenrepair.py, is its candidate until named)
+            out.add(mhash)
             if bytes(f["k"]) != me:
                 continue
-            mhash = bytes(f["h"])
-            out.add(mhash)
             ct = check_object(mhash, await bounded(store.get(mhash), ctx.timeout))
             man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
@@ -166,7 +174,7 @@ class Collector:
         slot and its note, SyncContext.named), and no other read of it would keep it. A dry run drops nothing."""
         out: set[bytes] = set()
         unread: dict[str, str] = {}
-        for url, pk, sids in await self.ctx.db.released.orphan_slots():
+        for url, pk, sids in await self.ctx.db.released.orphan_slots(now() - SLOT_GONE_READ_EVERY):
             try:
                 store = self.ctx.open_store(url, missing_ok=False)
                 slot = await bounded(store.get_head(pk), self.ctx.timeout)
@@ -195,7 +203,8 @@ class Collector:
         expire (Kubo: a record the DHT forgot, or past its end of life, reads as gone) it may come back naming what
         it named (a device following the session puts its record again: reput.py), and written over later: the
         records stay while what they name is still in the store (read again by the next gc; freed once the slot
-        is seen written over: Released.freed drops them), and go once none of it is."""
+        is seen written over: Released.freed drops them), and go once none of it is. Such a slot is read again once
+        SLOT_GONE_READ_EVERY has passed (Released.slot_read_gone), not at every run."""
         released = self.ctx.db.released
         if not store.heads_expire:
             await released.slot_gone(url, pk)
@@ -204,8 +213,8 @@ class Collector:
         gone = [h for h in hashes if not await bounded(store.has(h), self.ctx.timeout)]
         if len(gone) == len(hashes):
             await released.slot_settled(url, pk)
-        else:
-            await released.freed(url, gone)  # (what is no longer there: nothing to keep a record of)
+        else:  # (what is no longer there: nothing to keep a record of; the rest read again in a while)
+            await released.slot_read_gone(url, pk, gone)
 
     async def _due(self, grace: float, seen: _Seen | None) -> tuple[list[dict], int]:
         """The candidates let go at least `grace` ago, and how many others wait for their grace; in a dry run as

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from nacl.signing import SigningKey
 
@@ -81,6 +82,18 @@ def expiry_hint(stores: Sequence[Store]) -> str:
         " if no writer's daemon has run within the record's lifetime, its heads expired; start the daemon of"
         " the device that shared it (it writes its heads again when it starts), then import again"
     )
+
+
+class SlotRead(NamedTuple):
+    """What a members slot holds (Members.read_apart): its revision, members, rekey notice or None, frozen logs,
+    the entries of its "c" (not verified yet: rekeycarried.py) and the fields this sessiond does not know."""
+
+    revision: int
+    members: list[dict]
+    notice: dict | None
+    frozen: list[dict]
+    carried: list[dict]
+    unknown: dict
 
 
 class Members:
@@ -175,18 +188,62 @@ class Members:
         process last looked (a follower's poll: Store.head_versions, head_changes), so what it said as
         last read or written here is taken without reading even its head. An object gone is taken as the slot
         written over meanwhile, its old object freed by its writer's gc: the entry is read again."""
-        timeout = self.ctx.timeout
         pk = b"\xed" + announce_pk
         if cached and unchanged:
             seen = self._seen.get(sid)
             if seen is not None and seen[0] == pk and seen[3] == session_key and seen[1] >= min_rev:
                 return seen[1], [dict(m) for m in seen[4]], seen[5], seen[6]
         entry = await self._entry(store, sid, pk, min_rev, entry)
+        got = await self._object(store, sid, session_key, pk, entry, cached)
+        if isinstance(got, SlotRead):  # (as last read or written here)
+            return got.revision, [dict(m) for m in got.members], got.notice, [dict(f) for f in got.frozen]
+        entry, m = got
+        members, notice, frozen = parse_members(m)
+        self._unknown[sid] = unknown_of(m)
+        self._seen[sid] = (
+            pk,
+            entry.revision,
+            entry.data,
+            session_key,
+            [dict(m) for m in members],
+            notice,
+            frozen,
+            parse_carried(m),
+        )
+        self._object_read[sid] = time.monotonic()
+        await self.keep_frozen(sid, frozen)
+        # what this device put for the slot and it no longer names: let go, for gc (SyncContext.named)
+        await self.ctx.named(store, entry, written=False)
+        return entry.revision, members, notice, frozen
+
+    async def read_apart(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes) -> SlotRead:
+        """A members slot of `sid` that is not the one its pulls read (the old slot a kept writer writes how far it
+        carried to: rekeycarried.py), read from `store`, its object too, all it holds returned; nothing of it
+        taken as the session's slot in this process's memory (_seen, _object_read, _unknown): that is the current
+        slot's, which a pull, a push or a verify reads meanwhile, and would put off the current slot's audit
+        (object_read_ago) or lend its fields to the other slot's write."""
+        pk = b"\xed" + announce_pk
+        entry = await self._entry(store, sid, pk, 0, None)
+        got = await self._object(store, sid, session_key, pk, entry, False)
+        assert not isinstance(got, SlotRead)  # (not cached)
+        entry, m = got
+        members, notice, frozen = parse_members(m)
+        await self.ctx.named(store, entry, written=False)
+        return SlotRead(entry.revision, members, notice, frozen, parse_carried(m), unknown_of(m))
+
+    async def _object(
+        self, store: Store, sid: str, session_key: bytes, pk: bytes, entry: RegistryEntry, cached: bool
+    ) -> tuple[RegistryEntry, dict] | SlotRead:
+        """The members object the slot's `entry` names, read from `store`, opened and checked: (the entry, read
+        again if its object was gone, and the object decoded); with `cached`, what the slot said as last read or
+        written here if it holds the same entry since (a SlotRead). An object gone is taken as the slot written
+        over meanwhile, its old object freed by its writer's gc: the entry is read again."""
+        timeout = self.ctx.timeout
         for _ in range(READS_AGAIN):
             h, salt = entry.data[1:33], entry.data[33:]
             seen = self._seen.get(sid) if cached else None
             if seen is not None and seen[:4] == (pk, entry.revision, entry.data, session_key):
-                return entry.revision, [dict(m) for m in seen[4]], seen[5], seen[6]
+                return SlotRead(entry.revision, seen[4], seen[5], seen[6], seen[7], {})
             try:
                 ct = await bounded(store.get_capped(h, MEMBERS_MAX_BYTES, "a members object"), timeout)
                 break
@@ -214,24 +271,7 @@ class Members:
             raise newer_format(f"the members slot of session {sid}", exc) from None
         except LogError as exc:
             raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
-        members, notice, frozen = parse_members(m)
-        self._unknown[sid] = unknown_of(m)
-        carried = parse_carried(m)
-        self._seen[sid] = (
-            pk,
-            entry.revision,
-            entry.data,
-            session_key,
-            [dict(m) for m in members],
-            notice,
-            frozen,
-            carried,
-        )
-        self._object_read[sid] = time.monotonic()
-        await self.keep_frozen(sid, frozen)
-        # what this device put for the slot and it no longer names: let go, for gc (SyncContext.named)
-        await self.ctx.named(store, entry, written=False)
-        return entry.revision, members, notice, frozen
+        return entry, m
 
     async def _entry(
         self, store: Store, sid: str, pk: bytes, min_rev: int, entry: RegistryEntry | None

@@ -28,6 +28,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from ..storage.database import Database
+from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead
 from ..stores.bounded import bounded
 from ..stores.cid import digest
@@ -126,29 +127,32 @@ async def write_carried(ctx: SyncContext, members: Members, sid: str, record: di
     ak = announce_key(write)
     for _attempt in range(5):
         try:
-            rev, listed, notice, frozen = await members.read_slot(store, sid, key, bytes(ak.verify_key))
+            # (its own object: this process's memory of the session's slot is the new slot's, which a verify or a
+            # push reads meanwhile, not this one's: Members.read_apart)
+            slot = await members.read_apart(store, sid, key, bytes(ak.verify_key))
         except ImportError_ as exc:
             if exc.kind in ("store", "busy"):
                 raise
             log.warning("the old members slot cannot be read: %s", describe(exc), extra={"session": sid})
             return
-        mine = list(record["c"])
+        await pause_for_tests("rekey.carried_read")  # (the tests hold it here: the old slot read, nothing merged)
+        mine, notice = list(record["c"]), slot.notice
         if notice is None or not all(_holds(notice, e) for e in mine):
             log.warning("the old members slot no longer holds the notice this device took", extra={"session": sid})
             return
-        have = [e for e in members.carried_as_seen(sid) if _holds(notice, e)]  # (another's, not a forger's)
+        have = [e for e in slot.carried if _holds(notice, e)]  # (another's, not a forger's)
         merged = merge_carried(have, mine)
         if merged == merge_carried(have, []):
             return  # (written already: a resumed take)
-        obj = {**members_object(sid, listed, frozen), "rekey": notice, "c": merged}
-        plain = encoded_keeping(obj, members.unknown_as_read(sid))
+        obj = {**members_object(sid, slot.members, slot.frozen), "rekey": notice, "c": merged}
+        plain = encoded_keeping(obj, slot.unknown)
         salt = os.urandom(SALT_LEN)
         try:
-            sealed = seal_members(sid, plain, members_key(key, salt), len(listed))
+            sealed = seal_members(sid, plain, members_key(key, salt), len(slot.members))
         except ImportError_ as exc:
             log.warning("could not write how far the rekey carried: %s", describe(exc), extra={"session": sid})
             return
-        entry = RegistryEntry.create(ak, rev + 1, b"\x1e" + digest(sealed) + salt)
+        entry = RegistryEntry.create(ak, slot.revision + 1, b"\x1e" + digest(sealed) + salt)
         async with ctx.put_to_name(store, sid, sealed, entry.pk, entry.revision):
             try:
                 await bounded(store.set_head(entry), ctx.timeout)

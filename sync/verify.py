@@ -13,7 +13,7 @@ from typing import Any
 from ..storage.redact import shown_url
 from ..stores import Store, StoreError
 from ..stores.bounded import bounded
-from ..stores.errors import describe_failure, failing
+from ..stores.errors import HeadRolledBack, describe_failure, failing
 from ..stores.registry import RegistryError
 from . import dagcbor
 from .context import SyncContext
@@ -152,22 +152,38 @@ class Verifier:
                 fixes.append(f"`sessiond sync` on device(s) {', '.join(elsewhere)} sends what they wrote")
             report["repair"] = "; ".join(f for f in fixes if f)
 
-    def _head_lies(self, sid: str, store: Store, report: dict) -> None:
-        """Whether `store` lies about this device's head of `sid`: found forged, damaged or rolled back
-        (head_lie) by verify after a verify found it so already. Its fix then, `sync --wait` and verify again,
-        did not mend it (a sync with nothing new to push writes no head, and one that does meets the same
-        store): said as a store that lies (`store_lies`, and the repair said: another store)."""
-        if not report.pop("head_lie", False):
-            self.ctx.head_lies.discard(sid)
+    async def _head_lies(self, sid: str, store: Store, report: dict) -> None:
+        """Whether `store` lies about this device's head of `sid`: found forged, damaged or rolled back (head_lie)
+        by verify after a `sessiond sync` of the session (or a push past the revision this device had pushed) since a
+        verify found it so already (noted in the database: storage/headlies.py, so that a restart in between forgets
+        nothing). Its fix then, `sync --wait` and verify again, did not mend it. Said as a store that lies
+        (`store_lies`, how in `store_lies_how`, and the repair said: another store); a head rolled back so is also
+        what a store its host restored from a backup again since serves, said as either. Found so again with no
+        sync nor push since, it is the same finding: `sync --wait` is still its fix."""
+        how = report.pop("head_lie", None)
+        lies = self.ctx.db.syncstate.head_lies
+        if how is None:
+            await lies.clear(sid)
             return
-        if sid not in self.ctx.head_lies:
-            self.ctx.head_lies.add(sid)
+        pushed = (await self.ctx.db.sync_state(sid))["head_rev"]
+        first = await lies.found(sid)
+        if first is None or first["store_url"] != store.url or not (first["synced"] or pushed > first["head_rev"]):
+            if first is None or first["store_url"] != store.url:
+                await lies.note(sid, store.url, how, pushed)
             return
-        report["store_lies"] = store.url
+        url = shown_url(store.url)
+        report["store_lies"], report["store_lies_how"] = store.url, how
+        if how == "rolled back":
+            report["repair"] = (
+                f"the store {url} served this device's head of the session rolled back again, after a sync (this"
+                f" device has pushed revision {pushed}): a store that lies does that, and so does one its host"
+                " restored from a backup again since; if its host did not, move to a store you trust"
+                " (pushing again does not mend a lie); if it did, `sessiond sync --wait` pushes the head again"
+            )
+            return
         report["repair"] = (
-            f"the store {shown_url(store.url)} served this device's head of the session forged or rolled back"
-            " again, a verify after one that found it so: it lies, and pushing again does not mend that; move to"
-            " a store you trust"
+            f"the store {url} served this device's head of the session forged or damaged again, after a sync: it"
+            " lies, and pushing again does not mend that; move to a store you trust"
         )
 
     async def _verify_read(self, sid: str, store: Store, parts: dict[str, Reads]) -> dict:
@@ -180,7 +196,7 @@ class Verifier:
         if len(report["problems"]) > len(report.get("newer", ())) and (report["revision"] is not None or lost):
             ctx.repair.add(sid)  # what the store lost of this device's log, `sessiond sync` pushes again
             report["repair"] = "`sessiond sync` pushes this device's whole log of the session again"
-        self._head_lies(sid, store, report)
+        await self._head_lies(sid, store, report)
         report["devices"] = 1 if report["revision"] else 0
         key = ctx.keys.session_keys(sid)
         remote = await ctx.db.remote(sid)
@@ -333,7 +349,8 @@ class Verifier:
                 raise _StoreFailed(store.url, exc) from None
             problems.append(f"head: {describe(exc)}")
             report["head_unusable"] = isinstance(exc, RegistryError)  # (damaged or forged: pushed again)
-            report["head_lie"] = True  # (found so again by the next verify: the store lies, _head_lies)
+            # (found so again after a push past it: the store lies, _head_lies)
+            report["head_lie"] = "rolled back" if isinstance(exc, HeadRolledBack) else "forged"
             return report
         if head is None:
             problems.append(HEAD_MISSING)
@@ -343,7 +360,7 @@ class Verifier:
             problems.append(
                 f"head: rolled back to revision {head.revision}; this device published revision {state['head_rev']}"
             )
-            report["head_lie"] = True
+            report["head_lie"] = "rolled back"
             return report
         try:
             mhash = manifest_hash_of(head)

@@ -320,10 +320,11 @@ async def test_a_migrated_database_has_the_totals_of_its_chats(tmp_path):
             "DROP TABLE chat_tokens",
             "DROP TABLE text_gens",
             "DROP INDEX messages_system",  # (migration 23's: a database of schema 21 has none)
-            "DROP TABLE slot_objects",  # (migration 24's)
+            "DROP TABLE slot_objects",  # (migration 24's; 28 adds its column gone_at)
             "DROP TABLE chat_walks",  # (25's)
             "DROP TABLE session_tags",  # (26's)
             "DROP TABLE frozen_taken",  # (27's)
+            "DROP TABLE head_lies",  # (29's)
             "UPDATE schema_version SET version=21",
         ):
             await db.c.writer.execute(stmt)

@@ -38,6 +38,8 @@ PINNED = [
     "23157597c1e8a251",  # (25 edited once before any release took it: its fill leaves out chats whose times overflow)
     "20188e75ade93f8f",
     "03a04bd5b3ee3788",
+    "1cb9c38d7f04cdab",  # (28: slot_objects.gone_at)
+    "dfadc80106ae9d19",  # (29: head_lies)
 ]
 
 

@@ -111,13 +111,20 @@ def test_a_store_that_sends_fewer_bytes_than_it_promised_is_not_called_unreachab
         assert promised == sent + 100, why
 
 
+def _pushed(make_daemon, url: str, name: str, *texts: str):
+    """A daemon on `url` and a session of it named `name`, each of `texts` appended and pushed: (daemon, id)."""
+    a = make_daemon(url).start()
+    sid = a.client().create_session(name=name)["id"]
+    for text in texts:
+        a.client().append(sid, "user", text)
+        assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    return a, sid
+
+
 def test_doctor_says_a_store_forging_this_device_s_head_again_lies_and_to_move(make_daemon, portal):
     # main: `sync --wait && verify` every time, forever: the push meets the forged head again, and so does verify
     p, url = portal
-    a = make_daemon(url).start()
-    sid = a.client().create_session(name="forged again")["id"]
-    a.client().append(sid, "user", "one")
-    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    a, sid = _pushed(make_daemon, url, "forged again", "one")
     p.faults.forged_head = True
 
     def verify_fix():
@@ -134,3 +141,45 @@ def test_doctor_says_a_store_forging_this_device_s_head_again_lies_and_to_move(m
     fix = verify_fix()  # forged again: the store lies
     assert "--change-store" in fix and "sessiond sync" not in fix, fix
     assert "again" in fix and ("lies" in fix or "forg" in fix), fix
+
+
+def _verify_finding(d) -> dict:
+    res, out = cli_json(d, "doctor")
+    assert res.returncode == 1 and "error" not in out, res.stdout + res.stderr
+    (f,) = [f for f in out["findings"] if f["check"] == "verify"]
+    assert f["level"] == "problem", f
+    return f
+
+
+def test_a_lying_store_found_before_a_restart_is_still_known_after_it(make_daemon, portal):
+    """doctor found the store forging this device's head, and said to `sync --wait` and verify again; the daemon
+    restarted before the user did (a reboot, an upgrade). The memory of that first finding was the daemon's: its
+    next doctor, the lie met again after a sync pushed past it, said `sync --wait` once more, not that the store
+    lies. It is kept in the database now, with the revision this device had pushed then: a verify finding it again
+    without a push since (nothing the store was given and lied about) still says `sync --wait`."""
+    p, url = portal
+    a, sid = _pushed(make_daemon, url, "forged across a restart", "one")
+    p.faults.forged_head = True
+    assert "--wait" in _verify_finding(a)["fix"]
+    assert "--wait" in _verify_finding(a)["fix"]  # (nothing pushed since: not yet a lie)
+    a.restart()
+    res = run_cli(a.home, "sync", "--wait", "--timeout", "10")  # the head pushed again (a new revision)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fix = _verify_finding(a)["fix"]
+    assert "--change-store" in fix and "sessiond sync" not in fix, fix  # main: `sync --wait` again
+
+
+def test_a_head_rolled_back_again_is_said_as_a_lie_or_a_restore_from_a_backup(make_daemon, portal):
+    """A store serving this device's head rolled back after a sync pushed past it lies, or its host restored it from
+    a backup again since: said as both, with what to do for each (main: "forged or rolled back again: it lies")."""
+    p, url = portal
+    a, sid = _pushed(make_daemon, url, "rolled back twice", "one", "two")
+    p.faults.rollback_head = 1  # every head read answers its first revision
+    assert "--wait" in _verify_finding(a)["fix"]
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    f = _verify_finding(a)
+    assert "backup" in f["fix"] and "--change-store" in f["fix"] and f"--wait {sid}" in f["fix"], f
+    res, out = cli_json(a, "verify")
+    (s,) = out["sessions"]
+    assert s["store_lies"] == url and s["store_lies_how"] == "rolled back", s
+    assert "backup" in s["repair"] and "rolled back" in s["repair"], s

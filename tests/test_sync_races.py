@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import tempfile
+from collections.abc import Callable
 
 import pytest
 
@@ -79,18 +80,33 @@ def _let_the_pulls_apply(d, fetched: str, applied: str) -> None:
 
 def _rekey_held_while(r, d, sid: str, point: str, puller) -> None:
     """R's rekey dropping D, held at `point` while D writes and `puller` pulls what it wrote; then let go."""
+
+    def meanwhile() -> None:
+        _written_and_pulled(d, sid, "D while R rekeys", puller)
+
+    _rekey_held_doing(r, d, sid, point, meanwhile)
+
+
+def _rekey_held_doing(r, d, sid: str, point: str, meanwhile: Callable[[], None]) -> None:
+    """R's rekey dropping D, held at `point` while `meanwhile` runs; then let go."""
     flag = _held(r, point)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         rekeyed = pool.submit(r.client().rekey, sid, drop=[_device(d)])
         wait_for(lambda: os.path.exists(flag), timeout=20)
-        d.client().append(sid, "assistant", "D while R rekeys")
-        d.client().sync(sid, wait=True, timeout=10)
-        wait_for(
-            lambda: puller.client().sync(sid, wait=True, timeout=10) and "D while R rekeys" in _messages(puller, sid),
-            timeout=30,
-        )
+        meanwhile()
         os.remove(flag)
         assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
+
+
+def _written_and_pulled(d, sid: str, text: str, *pullers) -> None:
+    """D writes `text` and pushes it; each of `pullers` pulls until it holds it."""
+    d.client().append(sid, "assistant", text)
+    d.client().sync(sid, wait=True, timeout=10)
+    for puller in pullers:
+        wait_for(
+            lambda puller=puller: puller.client().sync(sid, wait=True, timeout=10) and text in _messages(puller, sid),
+            timeout=30,
+        )
 
 
 def _every_device_alike(make_daemon, store_dir: str, r, k, sid: str) -> None:

@@ -1,0 +1,57 @@
+"""A store found serving this device's own head of a session forged, damaged or rolled back (table `head_lies`,
+sync/verify.py): by session, the store, how (`forged` or `rolled back`), the revision this device had pushed when
+a verify found it so, and whether a `sessiond sync` of the session ran since (its fix). Kept in the database, not the
+daemon's memory: a verify after a restart still knows the first finding, and says the store lies once it serves the
+head so again after that sync (or a push past that revision)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (migration 29) the table; a session's row goes with it
+MIGRATION = """
+CREATE TABLE head_lies (
+    session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    store_url TEXT NOT NULL,
+    how TEXT NOT NULL,
+    head_rev INTEGER NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
+
+class HeadLies:
+    def __init__(self, c: Any):
+        self.c = c  # (a Connections: not imported, as migrations.py imports this module and it imports them)
+
+    async def found(self, sid: str) -> dict | None:
+        """The finding noted for `sid` ({store_url, how, head_rev, synced}), or None."""
+        row = await self.c.committed.fetchone(
+            "SELECT store_url, how, head_rev, synced FROM head_lies WHERE session_id=?", (sid,)
+        )
+        return dict(row) if row is not None else None
+
+    async def note(self, sid: str, store_url: str, how: str, head_rev: int) -> None:
+        """A verify found `sid`'s head served so (`how`) by `store_url`, this device having pushed revision
+        `head_rev`: noted in place of any earlier finding (nothing, for a session deleted meanwhile)."""
+        async with self.c.transaction() as tx:
+            await tx.execute(
+                "INSERT OR REPLACE INTO head_lies(session_id, store_url, how, head_rev)"
+                " SELECT id, ?, ?, ? FROM sessions WHERE id=?",
+                (store_url, how, head_rev, sid),
+            )
+
+    async def synced(self, sid: str | None) -> None:
+        """A `sessiond sync` of `sid` (None: of every session) began: the findings noted before it are followed by
+        their fix (read first: no write when there is none to mark)."""
+        where, args = ("synced=0", ()) if sid is None else ("synced=0 AND session_id=?", (sid,))
+        if await self.c.committed.fetchone(f"SELECT 1 FROM head_lies WHERE {where} LIMIT 1", args) is None:
+            return
+        async with self.c.transaction() as tx:
+            await tx.execute(f"UPDATE head_lies SET synced=1 WHERE {where}", args)
+
+    async def clear(self, sid: str) -> None:
+        """A verify found `sid`'s head whole: any finding forgotten (read first: no write when there is none)."""
+        if await self.found(sid) is not None:
+            async with self.c.transaction() as tx:
+                await tx.execute("DELETE FROM head_lies WHERE session_id=?", (sid,))
