@@ -246,3 +246,34 @@ def test_gc_after_rm_leaves_this_devices_log_as_a_rekey_froze_it(tmp_path, then)
         n.stop()
         a.stop()
         b.stop()
+
+
+def test_gc_on_a_device_a_rekey_left_out_keeps_what_may_be_frozen_and_says_why(tmp_path):
+    """Met running an older sessiond beside this one, and so on this one alone: a device a rekey dropped cannot
+    read the heads of the writers that kept the session (sealed under the new key), so gc kept its candidates,
+    rightly (the members slot it cannot read pins its own log as the rekey froze it: 'B early'), but said it as a
+    failure, 'its heads could not be read: chunk 0 fails authentication (wrong key, or the object was altered)',
+    and exited 1 at every run for as long as the session is kept, as it may be for good (readable, exportable).
+    Now it says why they stay and what lets them go, and that is no failure (exit 0)."""
+    a, b, sid, _late = _dropped_after_writing(tmp_path)
+    n = DaemonProc(str(tmp_path / "n"), "file://" + str(tmp_path / "store"))
+    try:
+        res = run_cli(b.home, "gc", "--grace", "0")
+        said = res.stdout + res.stderr
+        assert res.returncode == 0, said  # main: 1
+        assert "authentication" not in said and "altered" not in said, said
+        assert f"{sid}: kept its" in said and "left out of a rekey" in said, said
+        assert "new share code" in said, said
+        got = cli_json(b.home, "gc", "--grace", "0")
+        assert got["objects"] == 0 and got["kept"] >= 1, got
+        assert not any(st.get("errors") for st in got["stores"]), got
+        (store,) = got["stores"]
+        assert [h.split(":")[0] for h in store["held"]] == [sid], got
+        # what the new generation's members slot pins of B's log is still there: an import now holds it
+        n.start()
+        n.client().import_code(a.client().share(sid)["code"])
+        assert "B early" in contents(n, sid)
+    finally:
+        n.stop()
+        a.stop()
+        b.stop()
