@@ -169,6 +169,8 @@ class GcStore(TypedDict):
     bytes: int
     how: str  # "deleted", "unpinned", or why nothing could be
     errors: NotRequired[list[str]]
+    # sessions a rekey left this device out of, their objects kept (not a failure): "ID: kept its N objects: why"
+    held: NotRequired[list[str]]
 
 
 @with_config(ANSWER)

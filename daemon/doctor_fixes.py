@@ -25,7 +25,7 @@ from ..stores.errors import (
     StoreRedirected,
     TlsRefused,
 )
-from ..sync.errors import NEWER_FIX
+from ..sync.errors import FROZEN_PUTTER, NEWER_FIX
 from ..sync.rekeyproof import fork_way
 
 MOVE = "sessiond stop && sessiond start --store URL --change-store"
@@ -181,11 +181,7 @@ def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: b
     if kind == "newer":  # a log a newer sessiond wrote: this device is the one behind
         return NEWER_FIX
     if kind == "frozen_lost":  # a frozen log's manifest gone: a writer that holds the log puts it back
-        return (
-            f"sessiond sync --wait {sid}  # on a device that writes the session and took the log a rekey froze"
-            " whole before it was lost (the device that made the rekey, or another writer that pulled since): it"
-            " puts the lost log back"
-        )
+        return f"sessiond sync --wait {sid}  # on {FROZEN_PUTTER}: it puts the lost log back"
     if kind in ("forged", "replayed", "damaged", "invalid", "malformed"):
         keep = MOVE if own else "a new share code of it through a store you trust, imported"
         keep += "" if own else " (sessiond import < code.txt)"

@@ -30,6 +30,7 @@ from ..storage.errors import (
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
+from ..sync.frozen import own_log_frozen
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
 from .syncrefusals import share_error
@@ -108,7 +109,10 @@ class Operations:
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
                 busy = self.answering if idle_before is not None else None
-                if not await self.db.delete_session(sid, idle_before=idle_before, head_pk=own, busy=busy):
+                keep = await own_log_frozen(self.db, sid)  # (its candidates left in the store: a slot pins them)
+                if not await self.db.delete_session(
+                    sid, idle_before=idle_before, head_pk=own, busy=busy, keep_objects=keep
+                ):
                     return False
                 crash_point("delete.rows")
                 self.syncer.forget(sid)

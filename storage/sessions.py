@@ -338,6 +338,7 @@ class Sessions:
         idle_before: float | None = None,
         head_pk: bytes | None = None,
         busy: Callable[[str], bool] | None = None,
+        keep_objects: bool = False,
     ) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
@@ -345,7 +346,9 @@ class Sessions:
         deleting transaction: a session written to, or whose model began answering, since the clean-up
         listed it stays.
         The kept IPNS records of the heads it follows go with it, this device's own head's (`head_pk`) too.
-        Whether it was deleted."""
+        `keep_objects`: the gc candidates of its logs (`released`) are forgotten, left in the store for good (a
+        members slot of the devices that kept it may pin this device's log as a rekey froze it: sync/frozen.py
+        own_log_frozen). Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
@@ -356,6 +359,8 @@ class Sessions:
                     return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await drop_session_records(tx, sid, head_pk)
+            if keep_objects:
+                await tx.execute("DELETE FROM released WHERE session_id=?", (sid,))
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})

@@ -79,6 +79,12 @@ class SyncState:
         row = await self.c.committed.fetchone("SELECT carried FROM revocations WHERE session_id=?", (sid,))
         return None if row is None else await self._held(sid, row[0])
 
+    async def revocation(self, sid: str) -> tuple[bool, int | None]:
+        """Whether a rekey left this device out of `sid` (its mark kept), and how far it carried this device's
+        log over (the seq its revocation kept; None: the rekey did not say)."""
+        row = await self.c.committed.fetchone("SELECT carried FROM revocations WHERE session_id=?", (sid,))
+        return (False, None) if row is None else (True, row[0])
+
     async def all_held_here(self) -> dict[str, dict]:
         """held_here of every session that holds anything here only, by id (`doctor`)."""
         out = {}

@@ -65,6 +65,15 @@ class ImportError_(Exception):
 # what mends a log this device cannot read because a newer sessiond wrote it (sync/pages.py NewerFormat)
 NEWER_FIX = "upgrade sessiond on this device (pip install --upgrade sessiond), then `sessiond sync` takes it"
 
+# which writer puts back a frozen log whose manifest the store lost (sync/frozenrepair.py, new in 0.30.0): one that
+# took it whole as 0.30.0 or later (frozen_taken, migration 27); a writer on an earlier sessiond never does, and one
+# upgraded from it only if its first pull since read the log, before the loss (docs/FORMATS.md §6)
+FROZEN_PUTTER = (
+    "a writer of the session running sessiond 0.30.0 or later that took the log a rekey froze whole before it was"
+    " lost (the device that made the rekey, or another writer that pulled since; an earlier one does not put it"
+    " back, nor one upgraded only after the loss)"
+)
+
 
 def newer_format(what: str, exc: BaseException) -> ImportError_:
     """`what` (a member's log, the members slot) found in a format version a newer sessiond wrote (`exc`:

@@ -18,7 +18,7 @@ from ..stores.cid import CIDV1_RAW_BLAKE3
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
 from .crypto import DecryptError, manifest_key, open_unpadded
-from .errors import ImportError_, bad_log, newer_format, store_failed
+from .errors import FROZEN_PUTTER, ImportError_, bad_log, newer_format, store_failed
 from .heads import manifest_hash_of, open_manifest
 from .manifest import Manifest, parse_manifest
 from .pages import LogError, NewerFormat
@@ -290,9 +290,8 @@ def frozen_lost(store: Store, sid: str, frozen: dict) -> ImportError_:
     puts it back (a writer's pull: put_back)."""
     h = bytes(frozen["h"]).hex()
     fix = (
-        f"`sessiond sync --wait {sid}` on a device that writes the session and took that log whole before it was"
-        f" lost (the device that made the rekey, or another writer that pulled since) puts it back; then import the"
-        f" code again (a device following the session takes it at its next pull)"
+        f"`sessiond sync --wait {sid}` on {FROZEN_PUTTER} puts it back; then import the code again (a device"
+        f" following the session takes it at its next pull)"
     )
     return ImportError_(
         "frozen_lost",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..storage.database import Database
 from . import dagcbor
 
 
@@ -56,3 +57,18 @@ def decode_frozen(blob: bytes | None) -> list[dict]:
     except dagcbor.DagCborError:
         return []
     return [f for f in logs if is_frozen(f)] if isinstance(logs, list) else []
+
+
+async def own_log_frozen(db: Database, sid: str) -> bool:
+    """Whether a members slot of `sid` may pin this device's own log as a rekey froze it (docs/FORMATS.md §6): a
+    rekey left this device out and froze its log (its revocation says how far, past 0, or does not say), or a frozen
+    log of this device is noted here (dropped once, let back in by a new code since). That log's manifest, which its
+    head has left, is a gc candidate here, kept by gc's reads of the slot while the session is here (gc.py
+    _frozen_live; a revoked one's heads cannot be read, and its candidates stay): deleted here, nothing would read the
+    slot again, and gc would free what every later import of the session reads (which no sessiond before 0.30.0
+    puts back)."""
+    revoked, carried = await db.syncstate.revocation(sid)
+    if revoked and carried != 0:
+        return True
+    remote = await db.remote(sid)
+    return remote is not None and any(str(f["d"]) == db.device_id for f in decode_frozen(remote.get("frozen")))

@@ -60,6 +60,14 @@ _Seen = list[tuple[str, RegistryEntry | bytes]]
 # writes it over changes it; a resolve of a name a Kubo node does not hold waits on the DHT
 SLOT_GONE_READ_EVERY = 24 * 3600.0
 _EVERY_REV = 1 << 62  # (a revision past any: every object put for a slot, Released.slot_lets_go)
+# why a session a rekey left this device out of keeps its candidates: the heads of the writers that kept it are
+# sealed under a key it does not hold, and their members slot may pin its log as the rekey froze it (docs/FORMATS.md
+# §6), which its head has left: gc cannot tell which of them every later import reads. Not a failure (gc exits 0)
+LEFT_OUT = (
+    "this device was left out of a rekey of it, and the members slot of the devices that kept it, which it cannot"
+    " read, may name them (its log as the rekey froze it); a new share code of it imported here lets gc see which"
+    " (`sessiond import`)"
+)
 _UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError, dagcbor.DagCborError)
 
 
@@ -277,7 +285,11 @@ class Collector:
             return {"dry_run": dry_run, "grace": grace, "objects": 0, "bytes": 0, "kept": waiting, "stores": []}
         sessions = set(await db.session_ids())
         down: dict[str, str] = {}  # stores that failed to answer: asked once, not once per session
+        left_out = set()  # sessions a rekey left this device out of: their candidates stay (LEFT_OUT), no failure
         for sid in sorted(sessions):  # every session this device knows, not only those with candidates
+            if (await db.syncstate.revocation(sid))[0]:
+                left_out.add(sid)
+                continue
             url = (await ctx.store_for(sid)).url
             if url in down:
                 unsure[sid] = down[url]
@@ -306,6 +318,10 @@ class Collector:
             for sid, hashes in sorted(per_session.items()):
                 if store is None:
                     kept += len(hashes)
+                    continue
+                if sid in left_out:
+                    kept += len(hashes)
+                    rep.setdefault("held", []).append(f"{sid}: kept its {len(hashes)} objects: {LEFT_OUT}")
                     continue
                 if sid in unsure:
                     kept += len(hashes)

@@ -119,3 +119,21 @@ def test_a_restarted_writer_puts_back_a_lost_frozen_log_at_its_first_pull(make_d
     assert n.client().verify(sid)["ok"]
     for dev in (r, k, d, n):
         dev.stop()
+
+
+def test_the_way_on_names_the_sessiond_that_puts_a_lost_frozen_log_back(tmp_path):
+    """Devices on different versions share a session: a writer on a sessiond before 0.30.0 never puts a lost frozen
+    log back (it has no sync/frozenrepair.py), and one upgraded from it puts back only a log it took whole as
+    0.30.0 (frozen_taken, migration 27: what it took before is not noted). The import's error and doctor's fix told
+    the user to run `sessiond sync --wait` on any writer that took the log: on such a writer it does nothing, and
+    the user, waiting for the log to come back, is not told why it does not. Both say which sessiond puts it back."""
+    from sessiond.daemon.doctor_fixes import pull_fix
+    from sessiond.stores.file import FileStore
+    from sessiond.sync.fetch import frozen_lost
+
+    sid = "01m96f434kaaq6a6c9jwk58myx"
+    frozen = {"d": "804978579f150553", "k": b"\xed" + bytes(32), "r": 2, "h": bytes(range(32)), "x": bytes(32)}
+    err = frozen_lost(FileStore(str(tmp_path / "store")), sid, frozen)
+    for said in (str(err), str(err.fix), pull_fix("frozen_lost", sid)):
+        assert "running sessiond 0.30.0 or later" in said, said  # main: any writer, whatever its version
+        assert "an earlier one does not put it back" in said, said

@@ -472,7 +472,7 @@ def cmd_gc(args) -> int:
         if res["dry_run"] and how in ("deleted", "unpinned"):
             how = f"would be {how}"
         lines.append(f"  {st['store']}: {st['objects']} object(s), {st['bytes']} bytes ({how})")
-        lines += [f"    {e}" for e in st.get("errors", [])]
+        lines += [f"    {e}" for e in st.get("errors", []) + st.get("held", [])]
     emit(args, res, "\n".join(lines))
     # a store that failed (its sessions' objects kept, or the store not opened): what was due is not freed, and a
     # script running gc learns it by the exit code, as verify's and doctor's do
