@@ -89,6 +89,9 @@ class Checkpoint(TypedDict):
     created_at: NotRequired[float]
     pk: NotRequired[str]
     v: NotRequired[int]  # the proof's version (docs/FORMATS.md §8): 2, or none for version 1
+    # POST's answer only: whether the request made it (false: nothing changed since this device's latest
+    # checkpoint, which stands and is the answer); no part of the proof (verify-proof reads past it)
+    made: NotRequired[bool]
 
 
 @with_config(ANSWER)

@@ -390,6 +390,9 @@ class Syncer:
     async def make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
         return await self.proofs.make_checkpoint(sid, upto)
 
+    async def checkpoint_asked(self, sid: str) -> dict:
+        return await self.proofs.checkpoint_asked(sid)
+
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         return await self.proofs.verify_proof(sid, proof)
 
