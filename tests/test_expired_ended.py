@@ -110,6 +110,14 @@ def test_a_session_its_expiry_ended_takes_no_set_of_its_fields(daemon):
         assert "expired at" in exc.value.message and "idle" not in exc.value.message, exc.value
     res = run_cli(daemon.home, "set", sid, "--name", "renamed", "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "expired", (res.stdout, res.stderr)
+    # its chats too (final in any ended session): refused as expired, not as a conflict saying nothing of it
+    for change in (lambda: c.create_chat(sid, name="n"), lambda: c.update_chat(sid, "main", name="m")):
+        with pytest.raises(ClientError) as exc:
+            change()
+        assert exc.value.status == 409 and exc.value.code == "expired", exc.value
+    with pytest.raises(ClientError) as exc:
+        c.compact(sid)
+    assert exc.value.code == "expired", exc.value
     unsynced = lambda s: {k: v for k, v in s.items() if k != "sync"}  # noqa: E731  (its push goes on meanwhile)
     assert unsynced(c.get_session(sid)) == unsynced(before)
     by_hand = c.create_session(model="echo-1", name="b")["id"]
