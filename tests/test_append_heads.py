@@ -72,3 +72,30 @@ def test_a_tag_nested_deeper_than_a_session_holds_is_a_bad_frame(daemon):
     assert "nested" in refused["body"]["error"]["message"] and "32" in refused["body"]["error"]["message"], refused
     assert taken["status"] == 201 and taken["tag"] == fine, taken
     assert stored(c, sid) == ["kept"]  # the refused frame's append is not made
+
+
+def test_a_tag_that_is_not_valid_unicode_is_a_bad_frame(daemon):
+    """A tag holding a lone surrogate ("\\ud800", which JSON's escapes can spell) was taken: the append was
+    made, and its answer, echoing the tag, could not be written as UTF-8 text, so the daemon closed the stream,
+    the append's answer and every later frame's lost. It is a 400 bad_frame naming the tag, nothing appended,
+    and the connection goes on."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    good = json.dumps({"role": "user", "content": "kept"}).encode()
+    heads = [
+        f'{{"tag": "\\ud800", "session": "{sid}", "key": "k1"}}',
+        f'{{"tag": {{"x": ["\\udfff"]}}, "session": "{sid}", "key": "k2"}}',
+        f'{{"tag": 3, "session": "{sid}", "key": "k3"}}',
+    ]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + good, 1) for head in heads))
+        answers = [json.loads(st._message(st.sock)) for _ in heads]
+    finally:
+        st.close()
+    *bad, last = answers
+    for a in bad:
+        assert a["status"] == 400 and a["tag"] is None and a["body"]["error"]["code"] == "bad_frame", a
+        assert "Unicode" in a["body"]["error"]["message"], a
+    assert last["tag"] == 3 and last["status"] == 201, last
+    assert stored(c, sid) == ["kept"]  # the third frame's append alone
