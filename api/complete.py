@@ -2,14 +2,14 @@
 chat-completions request as far as sessiond reads it (the rest is passed on to the provider)."""
 
 import re
-from typing import Annotated, Any, Literal, Required
+from typing import Annotated, Any, Literal, NotRequired, Required
 
 from pydantic import AfterValidator, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from .idempotency import ASKED_KEY_RULE
 from .messages import Message, key_type
-from .types import ANSWER, BODY, MAX_TEXT, QUERY, Name, Text, refuse
+from .types import ANSWER, BODY, MAX_TEXT, QUERY, JsonObject, Name, Text, refuse
 
 # a character that is not whitespace (JSON Schema's \s, ECMA-262's: the OpenAPI document's pattern, which the
 # check below reads the same way, so that what the document allows the daemon takes)
@@ -92,4 +92,57 @@ class ChatCompletionRequest(TypedDict, total=False):
     messages: Required[Annotated[list[ChatMessage], Field(min_length=1)]]
 
 
-__all__ = ["Asked", "AskedQuery", "ChatCompletionRequest", "ChatMessage", "Complete"]
+# The OpenAI-compatible endpoint's answers: the provider's, passed on as it sent them (its own fields beside
+# OpenAI's); sessiond checks only what it reads (a completion's first choice holds a message object).
+
+
+@with_config(ANSWER)
+class CompletionChoice(TypedDict):
+    message: JsonObject  # {role, content, tool_calls, ...}: the answer (each choice's, of a request's `n`)
+    index: NotRequired[int]
+    finish_reason: NotRequired[str | None]
+    logprobs: NotRequired[Any]
+
+
+@with_config(ANSWER)
+class ChatCompletion(TypedDict):
+    """OpenAI's chat.completion, as the provider answered it (not streamed; with "stream": true, its
+    chat.completion.chunk objects as server-sent events, then `data: [DONE]` or an error event)."""
+
+    choices: Annotated[list[CompletionChoice], Field(min_length=1)]
+    id: NotRequired[str]
+    object: NotRequired[str]  # "chat.completion"
+    created: NotRequired[int]
+    model: NotRequired[str]
+    usage: NotRequired[JsonObject | None]
+    system_fingerprint: NotRequired[str | None]
+    service_tier: NotRequired[str | None]
+
+
+@with_config(ANSWER)
+class ModelInfo(TypedDict):
+    id: str
+    object: NotRequired[str]  # "model"
+    created: NotRequired[int]
+    owned_by: NotRequired[str]
+
+
+@with_config(ANSWER)
+class ModelList(TypedDict, total=False):
+    """OpenAI's model list, as the provider answered it: {"object": "list", "data": [{"id", ...}]}."""
+
+    object: str
+    data: list[ModelInfo]
+
+
+__all__ = [
+    "Asked",
+    "AskedQuery",
+    "ChatCompletion",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "Complete",
+    "CompletionChoice",
+    "ModelInfo",
+    "ModelList",
+]

@@ -6,6 +6,8 @@ from typing import Any, Literal, NotRequired, Required
 from pydantic import with_config
 from typing_extensions import TypedDict
 
+from .chats import Chat
+from .messages import Message
 from .sessions import LIST_EVERY_USER, Session
 from .types import (
     ANSWER,
@@ -89,6 +91,9 @@ class Checkpoint(TypedDict):
     created_at: NotRequired[float]
     pk: NotRequired[str]
     v: NotRequired[int]  # the proof's version (docs/FORMATS.md §8): 2, or none for version 1
+    # POST's answer only: whether the request made it (false: nothing changed since this device's latest
+    # checkpoint, which stands and is the answer); no part of the proof (verify-proof reads past it)
+    made: NotRequired[bool]
 
 
 @with_config(ANSWER)
@@ -117,6 +122,58 @@ class ProofResult(TypedDict):
 class ExportQuery(TypedDict, total=False):
     format: Literal["openai", "json", "markdown"]
     chat: Text(200, min_len=1)  # openai only (one chat); json and markdown hold every chat, and refuse it (422)
+
+
+@with_config(ANSWER)
+class OpenAIExport(TypedDict):
+    """?format=openai: one chat (`chat`, else the current one) as an OpenAI chat-completions body: its system
+    prompt and the session's initial messages first, then its messages, each {role, content} with its name,
+    tool_call_id and tool_calls (an assistant's calls with no text: content null); its model and sampling
+    settings beside them, those it has."""
+
+    messages: list[JsonObject]
+    model: NotRequired[str]
+    temperature: NotRequired[float]
+    top_p: NotRequired[float]
+    top_k: NotRequired[int]
+    max_tokens: NotRequired[int]
+
+
+@with_config(ANSWER)
+class ExportedMessage(Message):
+    """A message of a session file: as GET .../messages answers it, with its metadata, and a model's answer's
+    model, provider, usage, times (response) and whether it stopped early (interrupted, error); a field with no
+    value is left out."""
+
+    metadata: NotRequired[JsonObject]
+    model: NotRequired[str]
+    provider: NotRequired[str]
+    usage: NotRequired[JsonObject]
+    response: NotRequired[JsonObject]
+    interrupted: NotRequired[bool]
+    error: NotRequired[str]
+
+
+@with_config(ANSWER)
+class SessionExport(TypedDict):
+    """?format=json (the default): the whole session as a session file (import-file reads it back)."""
+
+    format: Literal["sessiond.session.v1"]
+    session: Session
+    chats: list[Chat]
+    checkpoints: list[Checkpoint]
+    messages: list[ExportedMessage]
+
+
+@with_config(ANSWER)
+class MarkdownExport(TypedDict):
+    """?format=markdown: every chat as Markdown text."""
+
+    format: Literal["markdown"]
+    markdown: str
+
+
+Export = OpenAIExport | SessionExport | MarkdownExport  # GET .../export, by its ?format=
 
 
 @with_config(BODY)

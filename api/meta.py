@@ -5,7 +5,7 @@ from typing import NotRequired
 from pydantic import with_config
 from typing_extensions import TypedDict
 
-from .types import ANSWER
+from .types import ANSWER, JsonObject
 
 
 @with_config(ANSWER)
@@ -104,3 +104,14 @@ class Status(TypedDict):
     pushes: NotRequired[PushStats]
     openai: NotRequired[OpenAIStatus]
     providers: NotRequired[Providers]
+
+
+@with_config(ANSWER)
+class OpenAPIDocument(TypedDict):
+    """GET /v1/openapi.json: this OpenAPI 3.1 document, generated from the route table (daemon/openapi.py)."""
+
+    openapi: str  # "3.1.0"
+    info: JsonObject  # {title, version: the daemon's, description}
+    servers: list[JsonObject]  # [{url}]: the socket's requests' base
+    paths: JsonObject  # by path, by method: each route's parameters, request body and answers
+    components: JsonObject  # {schemas}: the named models the paths refer to

@@ -31,13 +31,14 @@ if TYPE_CHECKING:  # the API's models, for type checkers (see above)
         CheckpointList,
         CleanupResult,
         Context,
+        Export,
         ImportFileResult,
         ProofResult,
         Quota,
         Stats,
     )
     from ..api.messages import AppendedBatch, Message, MessageIn, MessageList
-    from ..api.meta import Status
+    from ..api.meta import OpenAPIDocument, Status
     from ..api.search import SearchResult
     from ..api.sessions import Deleted, Ended, Session, SessionCreate, SessionList, SessionPatch
     from ..api.sharing import (
@@ -194,7 +195,7 @@ class Api:
     def status(self) -> Status:
         return self._call("GET", "/v1/status")
 
-    def openapi(self):
+    def openapi(self) -> OpenAPIDocument:
         return self._call("GET", "/v1/openapi.json")
 
     # sessions
@@ -386,7 +387,7 @@ class Api:
     def cleanup(self, older_than: float, *, dry_run: bool = False) -> CleanupResult:
         return self._call("POST", "/v1/cleanup", {"older_than": older_than, "dry_run": dry_run})
 
-    def export(self, sid: str, fmt: str = "json", chat: str | None = None):
+    def export(self, sid: str, fmt: str = "json", chat: str | None = None) -> Export:
         return self._call("GET", f"/v1/sessions/{quote_id(sid)}/export" + query_string(dict(format=fmt, chat=chat)))
 
     def import_file(self, data: Any, fmt: str | None = None) -> ImportFileResult:

@@ -220,7 +220,7 @@ class Operations:
 
     async def checkpoint(self, sid: str) -> dict:
         try:
-            return await self.syncer.make_checkpoint(sid)
+            return await self.syncer.checkpoint_asked(sid)
         except ImportError_ as exc:
             raise share_error(exc) from None
 

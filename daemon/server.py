@@ -59,6 +59,9 @@ EVENT_STREAMS_AT_STOP = 1.0  # an event stream whose app stopped reading: then c
 # tasks and threads, the stores, the database's close).
 STOP_BUDGET = 9.0
 AFTER_REQUESTS = 2.0
+# of it, what the database's close keeps: the sync engine's stores are waited for until then (a store that hangs
+# at the stop, a folder on a network share gone, held the stop past `sessiond stop`'s deadline)
+DATABASE_CLOSE = 0.5
 
 VERSION = package_version()
 
@@ -91,6 +94,7 @@ class Daemon:
         self.ops: Operations = None  # type: ignore[assignment]  # the routes' calls beyond the database; by start()
         self._lock_fd: int | None = None
         self._bound = False  # it bound the socket file itself (not handed over), so it removes it at stop
+        self.stores_hung = False  # the stop went on without a store that never answered (sync engine's stop)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()  # the daemon's own: the search indexer
@@ -273,8 +277,10 @@ class Daemon:
             runners.append(stop_runner(self._runner, grace))
         await asyncio.gather(*runners)
         await self.providers.close()
-        if self.syncer is not None:
-            await self.syncer.stop()
+        if self.syncer is not None and not await self.syncer.stop(
+            max(left(STOP_BUDGET, DATABASE_CLOSE), DATABASE_CLOSE)
+        ):
+            self.stores_hung = True
         if self.db is not None:
             await self.db.close()
         if self._lock_fd is not None:  # only the daemon holding the lock owns the socket
@@ -386,6 +392,13 @@ async def serve(
     finally:
         out_of_descriptors.stopping = True
         await daemon.stop()
+        if daemon.stores_hung:
+            # a store's thread is in a call that never returned (a folder on a network share gone): joined at
+            # the interpreter's exit, it would hold the process, and `sessiond stop` waiting for it, as long.
+            # Everything else is closed (the database, the lock): the process ends here
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(0)
 
 
 # The sync worker's threads do CPU work (encoding, sealing); a short GIL switch interval keeps the

@@ -16,6 +16,8 @@ On disk (DATA/):
                          --token-ttl after its mtime.)
     invites/<SHA-256(code) hex>   an unused invite, {"created", "label"}; registering with the code
                          deletes the file (once)
+    logins/<id>          {"at"}: when the account last logged in (or registered); kept when its tokens
+                         expire or a revocation deletes them (`serve accounts`' last login)
 
 `sessiond serve revoke ID` (revoke()) marks an account revoked and deletes its tokens: its next request
 is refused, and so is its every login or registration (403), until `revoke --undo`. Its objects and heads
@@ -60,6 +62,7 @@ TOKEN_TTL = 30 * 86400  # a login token's life unless --token-ttl
 # The live tokens an account keeps: a login past them deletes its oldest (a device holds one; a key
 # logging in again and again must not pile up files no quota counts)
 MAX_TOKENS_PER_ACCOUNT = 8
+LOGINS = "logins"  # DATA/logins/<account>: when it last logged in
 REVOKED = RELAY_REVOKED  # the daemon's store tells it by these words (stores/errors.AccountRevoked)
 
 
@@ -167,7 +170,8 @@ class Accounts:
         self.accounts = os.path.join(data_dir, "accounts")
         self.tokens = os.path.join(data_dir, "tokens")
         self.invites = os.path.join(data_dir, "invites")
-        for d in (self.accounts, self.tokens, self.invites):
+        self.logins = os.path.join(data_dir, LOGINS)
+        for d in (self.accounts, self.tokens, self.invites, self.logins):
             ensure_durable_dir(d)
         sweep_tokens(data_dir, token_ttl)
         self.data_dir = data_dir
@@ -247,6 +251,8 @@ class Accounts:
         if self._revoked(acct):  # revoked meanwhile: revoke() marks, then deletes tokens; this one too
             os.unlink(path)
             raise LoginRefused(403, REVOKED)
+        # the last login, kept past the token's life and a revocation (`serve accounts`)
+        atomic_write(os.path.join(self.logins, acct), json.dumps({"at": issued}).encode(), 0o600)
         return token
 
     def _take_invite(self, code: str | None) -> tuple[bool, str | None]:

@@ -11,7 +11,7 @@ import os
 import time
 
 from ..storage.fsutil import atomic_write
-from .accounts import TOKEN_TTL, read_json, token_doc
+from .accounts import LOGINS, TOKEN_TTL, read_json, token_doc
 from .follows import DIR as FOLLOWS
 from .objects import usage
 
@@ -46,8 +46,9 @@ def _live_tokens(data_dir: str, now: float) -> dict[str, list[tuple[str, dict]]]
 
 
 def list_accounts(data_dir: str) -> list[dict]:
-    """Each account: id, label, created, revoked (a time or None), live tokens, last login (the newest
-    live token's issue), bytes used (objects and heads, as the quota counts them) and heads created."""
+    """Each account: id, label, created, revoked (a time or None), live tokens, last login (DATA/logins', or,
+    for a login an earlier version noted nowhere, the newest live token's issue; None: never), bytes used
+    (objects and heads, as the quota counts them) and heads created."""
     now = time.time()
     tokens = _live_tokens(data_dir, now)
     objects = usage(os.path.join(data_dir, "pins")) if os.path.isdir(os.path.join(data_dir, "pins")) else {}
@@ -64,12 +65,20 @@ def list_accounts(data_dir: str) -> list[dict]:
                 "created": doc.get("created"),
                 "revoked": doc.get("revoked"),
                 "tokens": len(live),
-                "last_login": max((int(d.get("issued") or 0) for _, d in live), default=None),
+                "last_login": _last_login(data_dir, acct, live),
                 "used": objects.get(acct, 0) + heads.get(acct, 0),
                 "heads": len([n for n in os.listdir(folder) if not n.startswith(".")]) if os.path.isdir(folder) else 0,
             }
         )
     return out
+
+
+def _last_login(data_dir: str, acct: str, live: list[tuple[str, dict]]) -> int | None:
+    noted = (read_json(os.path.join(data_dir, LOGINS, acct)) or {}).get("at")
+    times = [int(d.get("issued") or 0) for _, d in live]
+    if isinstance(noted, (int, float)) and not isinstance(noted, bool):
+        times.append(int(noted))
+    return max(times, default=None)
 
 
 def find_account(data_dir: str, which: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NotFound, new_session_ways, switch_chat_way
+from .expiry import refuse_if_expiry_ended
 from .ids import check_id, new_id
 from .model import message_id, now
 from .sessions import session_row, writable_row
@@ -22,9 +23,11 @@ def cutoff_id(compacted: str | None) -> str | None:
     return message_id(dev, seq)
 
 
-def refuse_if_ended(sid: str, session: Row) -> None:
-    """An ended session's chats are final: no new chat, no change of one (its fields, its compaction)."""
+async def refuse_if_ended(q: Any, sid: str, session: Row) -> None:
+    """An ended session's chats are final: no new chat, no change of one (its fields, its compaction); refused as
+    `expired`, naming when, if its expiry ended it (read through `q`), as every other change of it is."""
     if session["status"] == "ended":
+        await refuse_if_expiry_ended(q, sid, session)
         raise Conflict(
             f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)",
             api=new_session_ways(sid, fork=False),
@@ -100,7 +103,7 @@ class Chats:
             body["policy"] = spec["policy"]
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
-            refuse_if_ended(sid, row)
+            await refuse_if_ended(tx, sid, row)
             if await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
                 raise Conflict(f"session {sid!r} already has a chat {cid!r}")
             await refuse_taken_name(tx, sid, cid, name, new=True)
@@ -129,7 +132,7 @@ class Chats:
         one chat.update operation, which syncs to other devices. An ended session's chats are final."""
         async with self.c.transaction() as tx:
             srow = await writable_row(tx, sid, self.c)
-            refuse_if_ended(sid, srow)
+            await refuse_if_ended(tx, sid, srow)
             row = await tx.fetchone(CHAT_SELECT + " WHERE c.session_id=? AND c.id=?", (sid, cid))
             if row is None:
                 raise NotFound(f"session {sid!r} has no chat {cid!r} (see `sessiond chat ls {sid}`)")

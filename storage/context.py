@@ -253,12 +253,12 @@ class Context:
         (an append's) or another compact that committed meanwhile, and writing it moved the cut back."""
         q = self.c.committed
         srow = await writable_row(q, sid, self.c)
-        refuse_if_ended(sid, srow)
+        await refuse_if_ended(q, sid, srow)
         chat = srow["current_chat"] if chat is None else chat
         await self.chats.get(sid, chat)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c)
-            refuse_if_ended(sid, row)  # (ended meanwhile)
+            await refuse_if_ended(tx, sid, row)  # (ended meanwhile)
             policy = json.loads(row["policy"])
             cut = None if undo else await self._cut(tx, sid, chat, policy, target_tokens)
             # a cut where it stands (all of it fits already; nothing compacted to undo) is no change: nothing is

@@ -303,6 +303,11 @@ class Sessions:
         ending = not callable(fields) and fields.get("status") == "ended"  # (an expiry's end, or `end`)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c, ending=ending, texts=True)
+            if row["status"] == "ended" and (callable(fields) or "status" not in fields):
+                # a change of its fields (a PATCH, a switch of chat) to a session its expiry ended: refused as
+                # a message to it is, `expired` (an expired session takes no more changes); one ended by hand is
+                # filed as its owner likes (a name, tags). Status changes: below
+                await refuse_if_expiry_ended(tx, sid, row)
             if callable(fields):
                 fields = fields(session_dict(row))
             if "status" in fields:  # checked against the status as committed: an end meanwhile is final

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..storage import fsutil
+from ..storage.testhooks import pause_in_thread
 from . import filelayout, headjournal
 from .base import MAX_OBJECT_SIZE, StaleHead, StoreError
 from .cid import digest
@@ -280,6 +281,7 @@ class BatchWriter:
 def _write_file(path: str, data: bytes, *, uncached: bool = False) -> None:
     """One file written atomically and fsynced; its folder not fsynced here (the batch does it once per
     folder, after all its files)."""
+    pause_in_thread("store.write")  # (tests: a folder that hangs, a network share gone)
     fsutil.atomic_write(path, data, uncached=uncached, sync_dir=False)
 
 

@@ -170,9 +170,36 @@ class Syncer:
         self._republishing = asyncio.create_task(self.republisher.run(), name="sessiond-republish")
         self._reputting = asyncio.create_task(self.record_keeper.run(), name="sessiond-reput")
 
-    async def stop(self) -> None:
+    async def stop(self, wait: float | None = None) -> bool:
+        """Stop the engine's work and close its stores, waiting at most `wait` seconds for them (None: for as
+        long as they take): a store that hangs (a folder on a network share gone, its write never returning)
+        must not hold the daemon's stop past its deadline. What a push under way had not finished is pushed
+        again at the next start (nothing recorded it pushed); the heads' records are kept either way. Whether
+        the stores ended in time (False: a thread of theirs may still be in a call that never returns)."""
         self.ctx.stopping = True
         self._wake.set()
+        ended = True
+        try:
+            async with asyncio.timeout(wait):
+                await self._stop_work()
+        except TimeoutError:
+            ended = False
+            log.warning(
+                "the stores did not answer within %.1f s of the stop (a write or read under way that never"
+                " returned): stopping without them; what a push had under way is pushed again at the next start",
+                wait,
+                extra={"event": "sync.stop_late"},
+            )
+        # The head records the stores handed since the keeper's last look, and those a save the stop cut
+        # short had taken: kept, not lost with the process. Last, once nothing that hands one (a push, a
+        # pull, a mirror's drain) runs any more; the stores, closed, still hold what they handed.
+        try:
+            await self.record_keeper.collect()
+        except Exception:
+            log.exception("keeping the heads' records at the stop failed")
+        return ended
+
+    async def _stop_work(self) -> None:
         await stop_tasks([t for t in (self._task, self._republishing, self._reputting, *self._behind) if t is not None])
         await self.pushes.stop()
         if self._checks is not None:
@@ -182,13 +209,6 @@ class Syncer:
             workers, self.ctx.workers = self.ctx.workers, None
             await asyncio.to_thread(workers.close)
         await self.ctx.close_stores()
-        # The head records the stores handed since the keeper's last look, and those a save the stop cut
-        # short had taken: kept, not lost with the process. Last, once nothing that hands one (a push, a
-        # pull, a mirror's drain) runs any more; the stores, closed, still hold what they handed.
-        try:
-            await self.record_keeper.collect()
-        except Exception:
-            log.exception("keeping the heads' records at the stop failed")
 
     def release_waits(self) -> None:
         """The daemon is stopping: the requests waiting in sync_now for pushes are answered now (SyncStatus)."""
@@ -389,6 +409,9 @@ class Syncer:
 
     async def make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
         return await self.proofs.make_checkpoint(sid, upto)
+
+    async def checkpoint_asked(self, sid: str) -> dict:
+        return await self.proofs.checkpoint_asked(sid)
 
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         return await self.proofs.verify_proof(sid, proof)

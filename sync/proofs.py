@@ -84,9 +84,16 @@ class Proofs:
         one a crash kept from being made on time), and record it in the log (one of a session at a time: a
         second asked for meanwhile follows the first, and is it if nothing came between)."""
         async with self._making(sid):
-            return await self._make_checkpoint(sid, upto)
+            return (await self._make_checkpoint(sid, upto))[0]
 
-    async def _make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
+    async def checkpoint_asked(self, sid: str) -> dict:
+        """make_checkpoint of `sid` now, as a request for one answers it: the proof, and `made`, whether this
+        request made it (false: nothing changed since this device's latest, which stands and is the answer)."""
+        async with self._making(sid):
+            proof, made = await self._make_checkpoint(sid, None)
+        return {**proof, "made": made}
+
+    async def _make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> tuple[dict, bool]:
         db = self.ctx.db
         access = await db.session_access(sid)  # (the row alone: a system prompt may be megabytes)
         if access == "revoked":
@@ -112,7 +119,7 @@ class Proofs:
             and (latest["messages"], latest["tokens"]) == (chain.messages, chain.tokens)
             and latest["pk"] == self.ctx.keys.head_pk(sid).hex()
         ):
-            return latest
+            return latest, False
         await asyncio.sleep(0)  # appends that came meanwhile go first: the signature is another step
         proof = proof_of(
             sid,
@@ -126,7 +133,7 @@ class Proofs:
         # and its write a third: together they were one step of 300-700 us in the daemon, which the client's
         # next append, arriving meanwhile, waited behind (bench/results/profile-tail.md)
         await asyncio.sleep(0)
-        return await db.add_checkpoint(sid, proof)
+        return await db.add_checkpoint(sid, proof), True
 
     async def _conversation_chain(self, sid: str) -> tuple[Chain, Any, list[tuple]]:
         """The chain of the messages of everything this device has of `sid` (version 2's), carried on from

@@ -44,3 +44,58 @@ def test_a_head_with_a_key_twice_an_unknown_field_or_a_tag_strict_json_cannot_ho
     assert last["tag"] == 7 and last["status"] == 201, last
     assert stored(c, sid) == ["kept"]
     assert [m["chat"] for m in c.messages(sid)["messages"]] == ["main"]
+
+
+def test_a_tag_nested_deeper_than_a_session_holds_is_a_bad_frame(daemon):
+    """A tag nested ~960 deep (within the head's 4 KiB) was echoed back whole: an answer Python's JSON reader
+    cannot parse (RecursionError), so an app lost the answer, and the append it held, with it. A tag is any JSON
+    value nested at most 32 levels, as a session's own JSON fields (api/types.MAX_DEPTH): a deeper one is a 400
+    bad_frame saying so, its tag null, nothing appended; one of 32 levels is echoed as it came."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    good = json.dumps({"role": "user", "content": "kept"}).encode()
+    deep = "[" * 960 + "1" + "]" * 960
+    fine = json.loads("[" * 31 + "{}" + "]" * 31)  # 32 levels: arrays and the object inside them
+    heads = [
+        f'{{"tag": {deep}, "session": "{sid}", "key": "k1"}}',
+        f'{{"tag": {json.dumps(fine)}, "session": "{sid}", "key": "k2"}}',
+    ]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + good, 1) for head in heads))
+        texts = [st._message(st.sock) for _ in heads]
+    finally:
+        st.close()
+    refused, taken = (json.loads(t) for t in texts)  # (the refusal one Python's reader takes)
+    assert refused["status"] == 400 and refused["tag"] is None, refused
+    assert refused["body"]["error"]["code"] == "bad_frame", refused
+    assert "nested" in refused["body"]["error"]["message"] and "32" in refused["body"]["error"]["message"], refused
+    assert taken["status"] == 201 and taken["tag"] == fine, taken
+    assert stored(c, sid) == ["kept"]  # the refused frame's append is not made
+
+
+def test_a_tag_that_is_not_valid_unicode_is_a_bad_frame(daemon):
+    """A tag holding a lone surrogate ("\\ud800", which JSON's escapes can spell) was taken: the append was
+    made, and its answer, echoing the tag, could not be written as UTF-8 text, so the daemon closed the stream,
+    the append's answer and every later frame's lost. It is a 400 bad_frame naming the tag, nothing appended,
+    and the connection goes on."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    good = json.dumps({"role": "user", "content": "kept"}).encode()
+    heads = [
+        f'{{"tag": "\\ud800", "session": "{sid}", "key": "k1"}}',
+        f'{{"tag": {{"x": ["\\udfff"]}}, "session": "{sid}", "key": "k2"}}',
+        f'{{"tag": 3, "session": "{sid}", "key": "k3"}}',
+    ]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + good, 1) for head in heads))
+        answers = [json.loads(st._message(st.sock)) for _ in heads]
+    finally:
+        st.close()
+    *bad, last = answers
+    for a in bad:
+        assert a["status"] == 400 and a["tag"] is None and a["body"]["error"]["code"] == "bad_frame", a
+        assert "Unicode" in a["body"]["error"]["message"], a
+    assert last["tag"] == 3 and last["status"] == 201, last
+    assert stored(c, sid) == ["kept"]  # the third frame's append alone

@@ -90,3 +90,36 @@ def test_resuming_or_pausing_a_session_its_expiry_ended_is_refused_as_expired(da
     with pytest.raises(ClientError) as exc:
         c.resume(by_hand)
     assert exc.value.code == "conflict" and "has ended" in exc.value.message, exc.value
+
+
+def test_a_session_its_expiry_ended_takes_no_set_of_its_fields(daemon):
+    """A session its expiry ended still took `set` of its own fields (a PATCH: name, tags, prompt, expiry, ...),
+    while every refusal of it says "an expired session takes no more changes". A changed expiry even rewrote
+    why it expired: given a later expires_at, the refusals said it had been idle past its idle timeout, which
+    it had none of. `set` is refused as the rest is, 409 `expired` naming when, nothing changed; one ended by
+    hand is filed as its owner likes still (a name, tags), as README says."""
+    c = daemon.client()
+    sid = c.create_session(model="echo-1", name="s", expires_in=1)["id"]
+    _ended(c, sid)
+    wait_for(lambda: c.checkpoints(sid)["checkpoints"], timeout=30, what="the end's checkpoint")
+    before = c.get_session(sid)
+    for change in ({"name": "renamed"}, {"expires_in": 7200}, {"tags": ["x"]}):
+        with pytest.raises(ClientError) as exc:
+            c.update_session(sid, **change)
+        assert exc.value.status == 409 and exc.value.code == "expired", (change, exc.value)
+        assert "expired at" in exc.value.message and "idle" not in exc.value.message, exc.value
+    res = run_cli(daemon.home, "set", sid, "--name", "renamed", "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "expired", (res.stdout, res.stderr)
+    # its chats too (final in any ended session): refused as expired, not as a conflict saying nothing of it
+    for change in (lambda: c.create_chat(sid, name="n"), lambda: c.update_chat(sid, "main", name="m")):
+        with pytest.raises(ClientError) as exc:
+            change()
+        assert exc.value.status == 409 and exc.value.code == "expired", exc.value
+    with pytest.raises(ClientError) as exc:
+        c.compact(sid)
+    assert exc.value.code == "expired", exc.value
+    unsynced = lambda s: {k: v for k, v in s.items() if k != "sync"}  # noqa: E731  (its push goes on meanwhile)
+    assert unsynced(c.get_session(sid)) == unsynced(before)
+    by_hand = c.create_session(model="echo-1", name="b")["id"]
+    c.end(by_hand)
+    assert c.update_session(by_hand, name="filed", tags=["done"])["name"] == "filed"

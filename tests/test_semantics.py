@@ -118,8 +118,8 @@ def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     sid = c.create_session()["id"]
     c.append(sid, "user", "hello", tokens=3)
     first = c.checkpoint(sid)
-    again = c.checkpoint(sid)  # nothing new: the same one answers
-    assert again == first
+    again = c.checkpoint(sid)  # nothing new: the same one answers, said not made (`made`: the POST's alone)
+    assert first.pop("made") is True and again.pop("made") is False and again == first
     ended = c.end(sid)
     assert [cp["number"] for cp in ended["checkpoints"]] == [first["number"]], ended["checkpoints"]
     assert c.checkpoints(sid)["checkpoints"] == [first]
@@ -127,6 +127,7 @@ def test_end_right_after_a_checkpoint_writes_no_second_identical_one(d):
     sid2 = c.create_session()["id"]
     c.append(sid2, "user", "one", tokens=2)
     cp = c.checkpoint(sid2)
+    assert cp.pop("made") is True
     c.append(sid2, "user", "two", tokens=2)
     cps = c.end(sid2)["checkpoints"]
     assert [x["messages"] for x in cps] == [1, 2] and cps[0] == cp
@@ -142,6 +143,7 @@ async def test_checkpoints_asked_for_at_once_are_one_checkpoint(d):
         for n in range(1, 4):
             await c.append_many(sid, [{"role": "user", "content": f"round {n} message {i}"} for i in range(40)])
             got = await asyncio.gather(*(c.checkpoint(sid) for _ in range(4)))
+            assert sorted(cp.pop("made") for cp in got) == [False, False, False, True]  # one made, the rest its
             assert all(cp == got[0] for cp in got), [(cp["number"], cp["created_at"]) for cp in got]
             assert got[0]["number"] == n and got[0]["messages"] == 40 * n
         cps = (await c.checkpoints(sid))["checkpoints"]

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ...client import ApiError
 from ...daemon.home import resolve_home
@@ -20,7 +20,7 @@ from ..progress import Progress
 from . import Commands
 
 if TYPE_CHECKING:
-    from ...api.manage import ImportFileResult
+    from ...api.manage import ImportFileResult, MarkdownExport
 
 IMPORT_FORMATS = ["openai", "json", "chatgpt", "claude", "openwebui", "llm"]
 
@@ -154,7 +154,7 @@ def cmd_export(args) -> int:
     with Progress(c, {"export"}):
         data = c.export(args.id, args.format, args.chat)
     if args.format == "markdown":
-        return _write_markdown(args, data)
+        return _write_markdown(args, cast("MarkdownExport", data))
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if args.output:
         _write_output(args, text.encode() + b"\n")
@@ -163,7 +163,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _write_markdown(args, data: dict) -> int:
+def _write_markdown(args, data: MarkdownExport) -> int:
     text = data["markdown"]
     if args.output:
         _write_output(args, text.encode())

@@ -90,7 +90,7 @@ ROUTES: list[Route] = [
         response=Dr.DoctorReport,
         query=Dr.DoctorQuery,
     ),
-    Route("GET", "/v1/openapi.json", meta.openapi, "This OpenAPI document", response=Any),
+    Route("GET", "/v1/openapi.json", meta.openapi, "This OpenAPI document", response=Meta.OpenAPIDocument),
     Route("POST", "/v1/sessions", sessions.create_session, "Create a session", S.CreateBody, S.Session, 201),
     Route(
         "GET",
@@ -234,7 +234,7 @@ ROUTES: list[Route] = [
         "/v1/sessions/{id}/export",
         files.export_session,
         "The session as OpenAI messages, full JSON, or Markdown ({format, markdown})",
-        response=Any,
+        response=M.Export,
         query=M.ExportQuery,
     ),
     Route(
@@ -375,7 +375,7 @@ ROUTES: list[Route] = [
         "OpenAI-compatible chat completions, recorded into the session named by X-Sessiond-Session (or a new "
         "one, named in the answer's header), in its chat X-Sessiond-Chat names (or its current one)",
         Cm.ChatCompletionRequest,
-        Any,
+        Cm.ChatCompletion,
         headers=(SESSION, CHAT),
         errors=(502, 504),
         stream=True,
@@ -386,7 +386,7 @@ ROUTES: list[Route] = [
         openai_compat.models,
         "The provider's models (OpenAI-compatible): `provider`'s, else the session's chat's (X-Sessiond-Chat's, else"
         " its current one's), else the session's, else the default one's",
-        response=Any,
+        response=Cm.ModelList,
         query=Cm.ModelsQuery,
         headers=(SESSION, CHAT),
         errors=(502, 504),

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSMessage, WSMsgType, web
 
 from ...api.jsonkeys import DuplicateKey, loads
+from ...api.types import MAX_DEPTH
 from ...storage.errors import SessiondError
 from .. import validate as v
 from ..unread import idle_of, may_wait
@@ -397,7 +398,7 @@ def _names_chat(b: dict) -> bool:
 
 HEAD_FIELDS = ("tag", "session", "key")
 _HEAD_KEYS = frozenset(HEAD_FIELDS)
-_strict_json = json.JSONEncoder(allow_nan=False).encode  # (one encoder, built once)
+_strict_json = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode  # (one encoder, built once)
 _BINARY = "a binary frame is not an append: send each append as a text frame (a head line, a newline, the body)"
 
 
@@ -418,12 +419,33 @@ def _head(text: str, newline: str) -> dict:
     if not isinstance(head, dict):
         raise BadFrame(f"the frame's head line is not a JSON object: {text[:80]!r}")
     tag = head.get("tag")
-    if tag is not None and not isinstance(tag, (int, str)):  # echoed in the answer: JSON every reader takes back
+    if tag is not None and not isinstance(tag, int):  # echoed in the answer: JSON every reader takes back
+        if _deeper_than(tag, MAX_DEPTH):  # (Python's own reader stops some 900 levels in: the answer lost)
+            raise BadFrame(
+                f"the frame's head has a tag nested more than {MAX_DEPTH} levels deep, which not every JSON reader"
+                f" takes back: a tag is any JSON value nested at most {MAX_DEPTH} levels (a number or a string will"
+                " do)"
+            )
         try:
-            _strict_json(tag)
+            _strict_json(tag).encode()  # (as the answer is sent: UTF-8 text)
+        except UnicodeEncodeError:
+            raise BadFrame(
+                "the frame's head has a tag holding a lone surrogate (\\ud800 to \\udfff alone), which is not"
+                " valid Unicode text and cannot be sent back in the answer"
+            ) from None
         except ValueError:
             raise BadFrame("the frame's head has a tag holding NaN or Infinity, which JSON cannot carry back") from None
     return head
+
+
+def _deeper_than(value: object, most: int) -> bool:
+    """Whether JSON `value` nests arrays and objects more than `most` levels (walked without recursion)."""
+    level: list[object] = [value]
+    for _ in range(most):
+        level = [x for v in level for x in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())]
+        if not level:
+            return False
+    return any(isinstance(v, (dict, list)) for v in level)
 
 
 def _known_fields(head: dict) -> None:
