@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
+from ..storage.clock import wall
 from ..storage.database import Database
 from ..storage.errors import (
     NOT_WRITABLE,
@@ -303,7 +303,7 @@ class Operations:
         """Delete the sessions idle since before `older_than` seconds ago. Each is deleted only if it still is
         (written to since it was listed: it stays), and one deleted meanwhile is passed by; the answer lists
         those deleted (with `dry_run`, those that would be)."""
-        idle_before = time.time() - older_than
+        idle_before = wall() - older_than
         # a session whose model is answering is not idle: that answer is its activity (as for its idle timeout)
         victims = [v for v in await self.db.older_than(idle_before) if not self.answering(v["id"])]
         # a shared session holding changes no push has taken is kept: deleted, they would be lost for every
@@ -373,9 +373,9 @@ class Operations:
         loop = asyncio.get_running_loop()
         latest = loop.time() + self.cleanup_interval
         while True:
-            wake_at = latest if due is None else min(latest, loop.time() + due - time.time() + EXPIRY_SLACK)
+            wake_at = latest if due is None else min(latest, loop.time() + due - wall() + EXPIRY_SLACK)
             gap = min(MIN_RUN_GAP, self.cleanup_interval)  # (a shorter cleanup_interval is the user's choice)
-            wake_at = max(wake_at, loop.time() + self._last_run + gap - time.time())
+            wake_at = max(wake_at, loop.time() + self._last_run + gap - wall())
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
@@ -431,7 +431,7 @@ class Operations:
         otherwise (its end is pushed first, in case the crash came before that), and one a user ended
         before its expiry (its expiry says how long it is kept, as for one not ended)."""
         done, ended = [], []
-        self._last_run = t = time.time()
+        self._last_run = t = wall()
         for s in await self.db.expired(t, ended=self.delete_expired):
             try:
                 if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):

@@ -25,6 +25,7 @@ import aiohttp
 import yarl
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..storage.clock import wall
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
 from .bounded import UNDER_WAY, Arriving, timed_out
@@ -104,7 +105,7 @@ def retry_after_seconds(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - wall())
 
 
 DEFAULT_MAX_REQUESTS_PER_SECOND = 20.0
@@ -468,4 +469,4 @@ class HttpClient:
         except (TypeError, ValueError):
             return
         if when.tzinfo is not None:
-            self.last_date = (when.timestamp(), time.time())
+            self.last_date = (when.timestamp(), wall())

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from nacl.signing import SigningKey
 
+from ..storage.clock import wall
 from ..stores import ipns
 from .context import SyncContext
 from .members import announce_key
@@ -64,7 +64,7 @@ class Republisher:
                 last = float(await self.ctx.db.sync_note(NOTE) or 0)
             except ValueError:
                 last = 0.0
-            wait = last + self.every - time.time()
+            wait = last + self.every - wall()
             if wait > 0:
                 await asyncio.sleep(min(wait, self.every))
                 continue
@@ -78,7 +78,7 @@ class Republisher:
                 continue
             if done:
                 log.info("heads republished before their records expire", extra={"objects": done})
-            await self.ctx.db.set_sync_note(NOTE, repr(time.time()))
+            await self.ctx.db.set_sync_note(NOTE, repr(wall()))
 
     async def round(self) -> int:
         """Republish every head of this device whose record is due; how many were. A store that fails
