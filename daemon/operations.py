@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from ..storage.clock import wall
@@ -62,6 +63,7 @@ class Operations:
         # expired sessions kept as holding writes no other device has (revoked): said once each in the log
         self._kept_warned: set[str] = set()
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
+        self._last_run_mono = -math.inf  # the loop's (monotonic) time of it: the gap between runs is measured on it
         self._lost = LostSaid(log, "clean-up")  # its runs failing on the database lost under the daemon: said once
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
@@ -355,7 +357,7 @@ class Operations:
         the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
         while True:
             try:
-                due = await self.db.next_expiry(self._last_run, ended=self.delete_expired)
+                due = await self.db.next_expiry(self._looked_at(), ended=self.delete_expired)
             except asyncio.CancelledError:
                 raise
             except DatabaseLost as exc:
@@ -375,7 +377,7 @@ class Operations:
         while True:
             wake_at = latest if due is None else min(latest, loop.time() + due - wall() + EXPIRY_SLACK)
             gap = min(MIN_RUN_GAP, self.cleanup_interval)  # (a shorter cleanup_interval is the user's choice)
-            wake_at = max(wake_at, loop.time() + self._last_run + gap - wall())
+            wake_at = max(wake_at, self._last_run_mono + gap)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
@@ -395,8 +397,14 @@ class Operations:
                     return  # look at every session now
                 # (an expiry the last run passed: a session it could not end, a read-only import; it is
                 # not waited on, or the loop would run again at once, and again)
-                if when is not None and when > self._last_run and (due is None or when < due):
+                if when is not None and when > self._looked_at() and (due is None or when < due):
                     due = when
+
+    def _looked_at(self) -> float:
+        """The wall-clock time up to which the last run looked at expiries: its own, or now if the clock was
+        stepped back since (an NTP step, a clock set by hand): a session made or changed after the step that
+        expires before the last run's time was never looked at, and must not wait for the clock to catch up."""
+        return min(self._last_run, wall())
 
     async def _expire_logged(self) -> None:
         try:
@@ -432,6 +440,7 @@ class Operations:
         before its expiry (its expiry says how long it is kept, as for one not ended)."""
         done, ended = [], []
         self._last_run = t = wall()
+        self._last_run_mono = asyncio.get_running_loop().time()
         for s in await self.db.expired(t, ended=self.delete_expired):
             try:
                 if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):

@@ -10,11 +10,12 @@ import time
 
 import pytest
 
-from clocks import clocked
-from conftest import DaemonProc
+from clocks import DAY, clocked
+from conftest import DaemonProc, wait_for
 from sessiond.storage.clock import ENV
 
 HOUR = 3600
+LATE = 3.0  # seconds past its expiry a session may still read as active on a busy machine
 
 
 def test_a_daemon_stamps_by_its_own_clock(make_daemon):
@@ -34,3 +35,15 @@ def test_a_stray_clock_variable_is_refused_at_start(make_daemon, tmp_path):
     with pytest.raises(RuntimeError, match="not a test clock file"):
         d.start()
     assert not os.path.exists(d.socket)
+
+
+def test_a_clock_stepped_back_a_day_leaves_the_cleanup_on_time(make_daemon):
+    # the clean-up's last run, a day ahead of the clock after an NTP step back, must not hold its next run
+    # (or any session's end) for that day
+    d, clock = clocked(make_daemon, cleanup_interval=HOUR)
+    c = d.start().client()
+    first = c.create_session(name="first", expires_in=1)["id"]
+    wait_for(lambda: c.get_session(first)["status"] == "ended", timeout=1 + LATE, what="the first's end")
+    clock.step(-DAY)
+    sid = c.create_session(name="after the step", expires_in=1)["id"]
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=1 + LATE, what="its end at its expiry")
