@@ -5,13 +5,15 @@ neither stalls nor hurries it."""
 
 from __future__ import annotations
 
+import email.utils
 import os
 import time
 
 import pytest
 
 from clocks import DAY, clocked
-from conftest import DaemonProc, wait_for
+from conftest import DaemonProc, run_cli, wait_for
+from servers.s5portal import Portal, Threaded, make_app
 from sessiond.storage.clock import ENV
 
 HOUR = 3600
@@ -47,3 +49,24 @@ def test_a_clock_stepped_back_a_day_leaves_the_cleanup_on_time(make_daemon):
     clock.step(-DAY)
     sid = c.create_session(name="after the step", expires_in=1)["id"]
     wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=1 + LATE, what="its end at its expiry")
+
+
+def test_a_device_behind_waits_a_store_s_retry_after_date_as_the_store_meant_it(make_daemon, tmp_path):
+    # a store's Retry-After as an HTTP-date is a time on the store's clock: judged against the answer's own
+    # Date, a device 10 minutes behind waits the 6 s asked for, not 10 minutes more (its pushes held meanwhile)
+    p = Portal()
+    server = Threaded(make_app(p)).start()
+    p.authority = f"127.0.0.1:{server.port}"
+    try:
+        d, _clock = clocked(make_daemon, -600, store=f"s5+http://{p.authority}")
+        d.start()
+        p.faults.retry_after = email.utils.formatdate(time.time() + 6, usegmt=True)
+        p.faults.status, p.faults.times = 429, 1
+        with d.client() as c:
+            sid = c.create_session(name="limited", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        wait_for(lambda: p.faults.times == 0, timeout=20, what="the store's 429")
+        res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "60")
+        assert res.returncode == 0 and "all pushed and pulled" in res.stdout, res
+    finally:
+        d.stop()
+        server.stop()
