@@ -70,3 +70,25 @@ def test_a_device_behind_waits_a_store_s_retry_after_date_as_the_store_meant_it(
     finally:
         d.stop()
         server.stop()
+
+
+def test_a_writer_whose_clock_is_behind_keeps_a_shared_session_alive_on_the_others(make_daemon, store_dir):
+    # B's clock is an hour behind: its writes are stamped an hour ago. Counted as activity at those stamps,
+    # A saw the session idle past its timeout while B wrote to it, and ended it for every device.
+    # Another device's write is activity here from when it arrives.
+    store = f"file://{store_dir}"
+    a, clock_a = clocked(make_daemon, 0, store=store, cleanup_interval=HOUR)
+    b, _clock_b = clocked(make_daemon, -HOUR, store=store)
+    ca, cb = a.start().client(), b.start().client()
+    sid = ca.create_session(name="shared", idle_timeout=60)["id"]
+    cb.import_code(ca.share(sid, write=True)["code"])
+    clock_a.step(45)  # 45 s without a write on A
+    cb.append(sid, "user", "still here")  # B's write, stamped an hour ago by B's clock
+    wait_for(
+        lambda: [m["content"] for m in ca.messages(sid)["messages"]][-1:] == ["still here"],
+        timeout=20,
+        what="A has B's write",
+    )
+    clock_a.step(90)  # 90 s after A's own last write, 45 s after B's arrived
+    assert ca.get_session(sid)["status"] == "active"
+    ca.append(sid, "assistant", "answered")  # (refused as expired before: idle since A's own last write)
