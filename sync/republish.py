@@ -64,8 +64,9 @@ class Republisher:
                 last = float(await self.ctx.db.sync_note(NOTE) or 0)
             except ValueError:
                 last = 0.0
-            wait = last + self.every - wall()
-            if wait > 0:
+            now = wall()
+            wait = last + self.every - now
+            if wait > 0 and last <= now:  # (a last round after now: the clock stepped back since; due now)
                 await asyncio.sleep(min(wait, self.every))
                 continue
             try:

@@ -11,10 +11,12 @@ import time
 
 import pytest
 
-from clocks import DAY, clocked
+from clocks import DAY, Clock, clocked
 from conftest import DaemonProc, run_cli, wait_for
+from servers.kubo import Node
 from servers.s5portal import Portal, Threaded, make_app
 from sessiond.storage.clock import ENV
+from test_ipns_republish import FORGETS, REPUT, _kept_records, assert_imports, kubo_pair, served_after
 
 HOUR = 3600
 LATE = 3.0  # seconds past its expiry a session may still read as active on a busy machine
@@ -92,3 +94,17 @@ def test_a_writer_whose_clock_is_behind_keeps_a_shared_session_alive_on_the_othe
     clock_a.step(90)  # 90 s after A's own last write, 45 s after B's arrived
     assert ca.get_session(sid)["status"] == "active"
     ca.append(sid, "assistant", "answered")  # (refused as expired before: idle since A's own last write)
+
+
+def test_a_clock_stepped_back_keeps_putting_the_heads_records_before_the_dht_forgets_them(tmp_path):
+    # the records a device keeps are put again `every` seconds after their last put, noted on the wall clock:
+    # stepped back a day, that put looked a day in the future, none was put again for that day and more,
+    # and Kubo's DHT (48 h after a put; here FORGETS seconds) forgot the session's heads
+    clock = Clock(str(tmp_path / "clock-a"), 0.0)
+    env = {**REPUT, ENV: clock.path}
+    with kubo_pair(tmp_path, "stepped", node=Node(max_record_age=FORGETS), a_env=env) as (node, a, b, sid, code):
+        wait_for(lambda: _kept_records(a) == 2, timeout=20, what="A keeping its two heads' records")
+        clock.step(-DAY)
+        served = served_after(node, time.monotonic())
+        assert len(served) == 2 and all(served.values()), served
+        assert_imports(b, sid, code)
