@@ -43,6 +43,12 @@ EXPIRY_SLACK = 0.005  # seconds past a session's expiry the clean-up wakes (so t
 # expire (10,000 sessions with idle timeouts ending at scattered times would otherwise have it read them
 # all several times a second); sessions due meanwhile end together
 MIN_RUN_GAP = 1.0
+# the clean-up sleeps on the loop's monotonic clock; it looks at the wall clock at least this often (seconds),
+# and a wall clock stepped since it planned its sleep (NTP, a clock set by hand: more than STEP apart from
+# the monotonic one) runs it at once: what expired by the step ends, idle timeouts stamped before a step
+# back count from it (Database.activity_after), and its next run is planned again on the clock as it is now
+WALL_LOOK = 10.0
+STEP = 1.0
 
 
 class Operations:
@@ -371,18 +377,25 @@ class Operations:
 
     async def _sleep_until(self, due: float | None) -> None:
         """Sleep until `due` (wall-clock seconds; None: no session can expire), or cleanup_interval at most.
-        A session changed meanwhile whose expiry comes sooner brings the wake-up forward."""
+        A session changed meanwhile whose expiry comes sooner brings the wake-up forward; a step of the wall
+        clock (looked for every WALL_LOOK seconds and at each wake-up) ends the sleep at once."""
         loop = asyncio.get_running_loop()
         latest = loop.time() + self.cleanup_interval
+        planned = wall() - loop.time()  # the wall clock against the monotonic one as the sleep is planned
         while True:
             wake_at = latest if due is None else min(latest, loop.time() + due - wall() + EXPIRY_SLACK)
             gap = min(MIN_RUN_GAP, self.cleanup_interval)  # (a shorter cleanup_interval is the user's choice)
             wake_at = max(wake_at, self._last_run_mono + gap)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, min(wake_at, loop.time() + WALL_LOOK) - loop.time()))
             except TimeoutError:
-                return
+                if loop.time() >= wake_at:
+                    return
+            if abs(wall() - loop.time() - planned) > STEP:
+                return  # the wall clock was stepped: a run now, and the next planned on the clock as it is
+            if not self._wake.is_set():
+                continue  # (a look at the wall clock, which has not moved)
             changed, self._changed = self._changed, set()
             for sid in changed:
                 try:
@@ -440,6 +453,8 @@ class Operations:
         before its expiry (its expiry says how long it is kept, as for one not ended)."""
         done, ended = [], []
         self._last_run = t = wall()
+        if await self.db.activity_after(t):  # (the clock stepped back: idle timeouts count from now)
+            log.warning("the clock was stepped back: idle timeouts count from now", extra={"event": "expire"})
         self._last_run_mono = asyncio.get_running_loop().time()
         for s in await self.db.expired(t, ended=self.delete_expired):
             try:

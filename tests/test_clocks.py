@@ -108,3 +108,28 @@ def test_a_clock_stepped_back_keeps_putting_the_heads_records_before_the_dht_for
         served = served_after(node, time.monotonic())
         assert len(served) == 2 and all(served.values()), served
         assert_imports(b, sid, code)
+
+
+def test_a_clock_stepped_back_counts_idleness_from_the_step(make_daemon):
+    # a session's last activity, stamped before the clock was stepped back a day, lay a day in the future: its
+    # idle timeout (3 s) ran out a day and 3 s later. Idleness counts from the step instead.
+    d, clock = clocked(make_daemon, cleanup_interval=HOUR)
+    c = d.start().client()
+    sid = c.create_session(name="idle", idle_timeout=3)["id"]
+    clock.step(-DAY)
+    # (the clean-up wakes at the 3 s the session was due by the clock before the step, sees the step, and
+    # counts 3 s from there)
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=6 + LATE, what="its end after the step")
+
+
+def test_a_clock_stepped_forward_ends_what_expired_by_it(make_daemon):
+    # a session due in an hour, the clock then stepped two hours on (NTP, or a suspend: the monotonic clock
+    # the clean-up sleeps on does not count one): it has expired, and ends within the clean-up's look at
+    # the wall clock (WALL_LOOK, 10 s), not an hour later when its monotonic sleep runs out
+    d, clock = clocked(make_daemon, cleanup_interval=HOUR)
+    c = d.start().client()
+    sid = c.create_session(name="an hour", expires_in=HOUR)["id"]
+    for _ in range(3):  # (a few requests answered: the clean-up has planned its sleep for the new session)
+        assert c.get_session(sid)["status"] == "active"
+    clock.step(2 * HOUR)
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=10 + LATE, what="its end after the step")
