@@ -15,6 +15,7 @@ from clocks import DAY, Clock, clocked
 from conftest import DaemonProc, run_cli, wait_for
 from servers.kubo import Node
 from servers.s5portal import Portal, Threaded, make_app
+from sessiond.client import ApiError
 from sessiond.storage.clock import ENV
 from test_ipns_republish import FORGETS, REPUT, _kept_records, assert_imports, kubo_pair, served_after
 
@@ -133,3 +134,22 @@ def test_a_clock_stepped_forward_ends_what_expired_by_it(make_daemon):
         assert c.get_session(sid)["status"] == "active"
     clock.step(2 * HOUR)
     wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=10 + LATE, what="its end after the step")
+
+
+def test_a_share_code_s_expiry_is_judged_by_the_importer_s_clock_and_a_refusal_says_so(make_daemon, store_dir):
+    # `share --expires 10m` writes an instant on the sharer's clock into the code; the importer judges it by
+    # its own. Made 5 minutes ago (the sharer's clock 5 minutes behind now), it is still taken by a device 10
+    # minutes behind; a device 10 minutes ahead refuses it, and says by which clock, so that a wrong clock
+    # is not mistaken for a late code
+    store = f"file://{store_dir}"
+    a, _ = clocked(make_daemon, -5 * 60, store=store)
+    behind, _ = clocked(make_daemon, -10 * 60, store=store)
+    ahead, _ = clocked(make_daemon, 10 * 60, store=store)
+    ca = a.start().client()
+    sid = ca.create_session(name="shared")["id"]
+    code = ca.share(sid, expires_in=10 * 60)["code"]
+    assert behind.start().client().import_code(code)["session"] == sid
+    with pytest.raises(ApiError) as e:
+        ahead.start().client().import_code(code)
+    msg = e.value.message
+    assert "expired" in msg and "this device's clock" in msg and "timedatectl" in msg, msg
