@@ -13,7 +13,7 @@ import pytest
 
 from clocks import DAY, Clock, clocked
 from conftest import DaemonProc, run_cli, wait_for
-from servers.kubo import Node
+from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Portal, Threaded, make_app
 from sessiond.client import ApiError
 from sessiond.storage.clock import ENV
@@ -153,3 +153,18 @@ def test_a_share_code_s_expiry_is_judged_by_the_importer_s_clock_and_a_refusal_s
         ahead.start().client().import_code(code)
     msg = e.value.message
     assert "expired" in msg and "this device's clock" in msg and "timedatectl" in msg, msg
+
+
+def test_doctor_names_a_device_s_clock_ten_minutes_behind_its_store_s(make_daemon):
+    # (sound on main: doctor compares this device's clock with a network store's Date; here the device is
+    # the one whose clock is off, by its test clock)
+    server = Threaded(make_rpc_app(Node())).start()
+    try:
+        d, _clock = clocked(make_daemon, -600, store=f"ipfs+http://127.0.0.1:{server.port}")
+        rep = d.start().client().doctor(verify=False)
+        clock = next(f for f in rep["findings"] if f["check"] == "clock")
+        assert clock["level"] == "problem" and "behind" in clock["message"], clock
+        assert "session and share-code expiries" in clock["message"] and "timedatectl" in clock["fix"], clock
+    finally:
+        d.stop()
+        server.stop()
