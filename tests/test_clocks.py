@@ -168,3 +168,35 @@ def test_doctor_names_a_device_s_clock_ten_minutes_behind_its_store_s(make_daemo
     finally:
         d.stop()
         server.stop()
+
+
+def test_end_names_its_own_final_checkpoint_last_beside_a_writer_s_whose_clock_is_ahead(make_daemon, store_dir):
+    # checkpoints were listed by their writers' clocks: B's, made before A's end by a clock an hour ahead,
+    # came after A's final one, and `end` said B's was the last. They are listed in the order of the history
+    # they cover (their frontiers), whatever the clocks.
+    store = f"file://{store_dir}"
+    a, _ = clocked(make_daemon, 0, store=store)
+    b, _ = clocked(make_daemon, HOUR, store=store)
+    ca, cb = a.start().client(), b.start().client()
+    sid = ca.create_session(name="shared")["id"]
+    ca.append(sid, "user", "from A")
+    mine = ca.checkpoint(sid)  # A's #1
+    cb.import_code(ca.share(sid, write=True)["code"])
+    cb.append(sid, "user", "from B")
+    theirs = cb.checkpoint(sid)  # B's #1, an hour ahead
+    wait_for(
+        lambda: any(p["device"] == theirs["device"] for p in ca.checkpoints(sid)["checkpoints"]),
+        timeout=20,
+        what="B's checkpoint on A",
+    )
+    res = run_cli(a.home, "end", sid)  # A's final checkpoint: #2, over B's message too
+    assert res.returncode == 0, res
+    listed = ca.checkpoints(sid)["checkpoints"]
+    final = max((p for p in listed if p["device"] == mine["device"]), key=lambda p: p["number"])
+    assert final["number"] == 2 and final["messages"] == 2, final
+    assert f"(last: #2 {final['hash'][:16]}" in res.stdout, res.stdout
+    assert [(p["device"], p["number"]) for p in listed] == [
+        (mine["device"], 1),
+        (theirs["device"], 1),
+        (mine["device"], 2),
+    ]
