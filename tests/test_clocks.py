@@ -200,3 +200,30 @@ def test_end_names_its_own_final_checkpoint_last_beside_a_writer_s_whose_clock_i
         (theirs["device"], 1),
         (mine["device"], 2),
     ]
+
+
+def test_messages_keep_their_causal_order_across_devices_whose_clocks_disagree(make_daemon, store_dir):
+    # (sound on main: messages are ordered by Lamport clock, device and seq, never by time) B is an hour
+    # behind: each of its answers is stamped before the question it answers, and still comes after it
+    store = f"file://{store_dir}"
+    a, _ = clocked(make_daemon, 0, store=store)
+    b, _ = clocked(make_daemon, -HOUR, store=store)
+    ca, cb = a.start().client(), b.start().client()
+    sid = ca.create_session(name="shared")["id"]
+    cb.import_code(ca.share(sid, write=True)["code"])
+    said: list[str] = []
+    for n in range(3):
+        for who, c, other in (("A", ca, cb), ("B", cb, ca)):
+            text = f"{who}{n}"
+            c.append(sid, "user", text)
+            said.append(text)
+            wait_for(
+                lambda o=other: [m["content"] for m in o.messages(sid)["messages"]] == said,
+                timeout=20,
+                what=f"{text} on the other device",
+            )
+    for c in (ca, cb):
+        got = c.messages(sid)["messages"]
+        assert [m["content"] for m in got] == said
+    times = {m["content"]: m["created_at"] for m in ca.messages(sid)["messages"]}
+    assert times["B0"] < times["A0"]  # (B's clock: its stamps are an hour behind A's)
