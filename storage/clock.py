@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from pathlib import Path
 
 ENV = "SESSIOND_TEST_CLOCK_FILE"
 TEST_CLOCK_MAGIC = "sessiond test clock: not for production"
@@ -35,8 +36,7 @@ _offset = 0.0
 
 def _read(path: str) -> float:
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = Path(path).read_bytes().decode("utf-8", "replace").splitlines()
     except OSError as exc:
         raise TestClockError(f"{ENV}: cannot read {path} ({exc.strerror}); unset {ENV}") from None
     if len(lines) < 2 or lines[0] != TEST_CLOCK_MAGIC:
