@@ -408,9 +408,13 @@ class Operations:
                 except Exception:
                     log.exception("clean-up failed")
                     return  # look at every session now
-                # (an expiry the last run passed: a session it could not end, a read-only import; it is
-                # not waited on, or the loop would run again at once, and again)
-                if when is not None and when > self._looked_at() and (due is None or when < due):
+                # a session changed or arrived (an import, a pull) past its expiry is looked at once now,
+                # whenever its expiry was: one whose expiry lay before the last run (made by another device
+                # before this one imported it, or by a clock ahead of the sharer's) was otherwise left active
+                # until cleanup_interval. (The loop's own plans pass over an expiry the last run passed: a
+                # session it could not end, a read-only import, is not waited on again and again; a change
+                # of one is looked at once, as any change is.)
+                if when is not None and (due is None or when < due):
                     due = when
 
     def _looked_at(self) -> float:

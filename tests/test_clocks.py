@@ -227,3 +227,23 @@ def test_messages_keep_their_causal_order_across_devices_whose_clocks_disagree(m
         assert [m["content"] for m in got] == said
     times = {m["content"]: m["created_at"] for m in ca.messages(sid)["messages"]}
     assert times["B0"] < times["A0"]  # (B's clock: its stamps are an hour behind A's)
+
+
+def test_a_device_whose_clock_is_ahead_ends_a_shared_session_at_its_expiry_for_every_device(make_daemon, store_dir):
+    # (as the README's Clocks says: an expiry is an instant judged by each device's clock, and the end syncs)
+    # B made the session to expire in an hour; A's clock is two hours ahead: A ends it as it imports it, and
+    # B sees it ended. (A left it active until cleanup_interval, an hour: its clean-up took an expiry before
+    # its last run for one it had passed, and did not look at the session that arrived already past it.)
+    store = f"file://{store_dir}"
+    a, _ = clocked(make_daemon, 2 * HOUR, store=store, cleanup_interval=HOUR)
+    b, _ = clocked(make_daemon, 0, store=store, cleanup_interval=HOUR)
+    cb = b.start().client()
+    sid = cb.create_session(name="an hour", expires_in=HOUR)["id"]
+    code = cb.share(sid, write=True)["code"]
+    ca = a.start().client()
+    ca.import_code(code)
+    wait_for(lambda: ca.get_session(sid)["status"] == "ended", timeout=10, what="A's end of it")
+    wait_for(lambda: cb.get_session(sid)["status"] == "ended", timeout=30, what="the end on B")
+    with pytest.raises(ApiError) as e:
+        cb.append(sid, "user", "too late")
+    assert e.value.code == "expired", e.value
