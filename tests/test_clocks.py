@@ -12,12 +12,13 @@ import time
 import pytest
 
 from clocks import DAY, Clock, clocked
-from conftest import DaemonProc, run_cli, wait_for
+from conftest import DaemonProc, cli_json, run_cli, wait_for
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Portal, Threaded, make_app
 from sessiond.client import ApiError
 from sessiond.storage.clock import ENV
 from test_ipns_republish import FORGETS, REPUT, _kept_records, assert_imports, kubo_pair, served_after
+from test_reimport import _write, chatgpt_continued, fixture
 
 HOUR = 3600
 LATE = 3.0  # seconds past its expiry a session may still read as active on a busy machine
@@ -247,3 +248,24 @@ def test_a_device_whose_clock_is_ahead_ends_a_shared_session_at_its_expiry_for_e
     with pytest.raises(ApiError) as e:
         cb.append(sid, "user", "too late")
     assert e.value.code == "expired", e.value
+
+
+def test_an_export_imported_again_finds_its_chat_beside_one_a_device_behind_made(make_daemon, store_dir, tmp_path):
+    # the chat an import wrote a conversation to was taken as the session's first chat by creation time: a
+    # chat another device made in it, by a clock an hour behind, came first, and the export imported again
+    # was compared with that chat, said diverged, and made a session of its own instead of appending
+    store = f"file://{store_dir}"
+    a, _ = clocked(make_daemon, 0, store=store)
+    b, _ = clocked(make_daemon, -HOUR, store=store)
+    a.start()
+    first = fixture("chatgpt_conversations.json")
+    made = cli_json(a.home, "import-file", _write(tmp_path, "a.json", first), "--format", "chatgpt")
+    sid = made["sessions"][0]["id"]
+    ca, cb = a.client(), b.start().client()
+    cb.import_code(ca.share(sid, write=True)["code"])
+    cb.create_chat(sid, name="aside")
+    wait_for(lambda: len(ca.list_chats(sid)["chats"]) == 2, timeout=20, what="B's chat on A")
+    later = [chatgpt_continued(first[0], "One more question?", "One more answer."), *first[1:]]
+    again = cli_json(a.home, "import-file", _write(tmp_path, "b.json", later), "--format", "chatgpt")
+    assert again["sessions"] == [] and again["diverged"] == [], again
+    assert [(x["session"], x["messages"]) for x in again["appended"]] == [(sid, 2)], again
