@@ -201,7 +201,9 @@ def check_clock(store: Store) -> dict:
         return finding("clock", "ok", msg + " (within a second or two is normal)")
     fix = "sudo timedatectl set-ntp true  # keep the clock set from the network"
     level = "problem" if abs(skew) > SKEW_PROBLEM else "warn"
-    return finding("clock", level, msg + ": share-code expiries and checkpoint times will be off", fix)
+    return finding(
+        "clock", level, msg + ": session and share-code expiries and message and checkpoint times will be off", fix
+    )
 
 
 async def check_pushes(daemon: Daemon) -> list[dict]:

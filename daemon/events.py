@@ -28,11 +28,11 @@ import itertools
 import json
 import logging
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable
 
 from ..api.events import LOST
+from ..storage.clock import wall
 
 KEEP_EVENTS = 10_000
 # bytes kept beyond event_backlog: what a stream dropped had written to its connection that its app had not read
@@ -192,7 +192,7 @@ class Events:
             "reason": reason,
             "last_event_id": since,
             "message": f"{why}: changes may have been missed; read again the state you follow",
-            "time": round(time.time(), 3),
+            "time": round(wall(), 3),
             "id": self.position(),  # resuming after this is resuming from now
         }
 
@@ -202,7 +202,7 @@ class Events:
         if not self._keeping:
             return
         self._seq = seq = self._seq + 1
-        ev = {**event, "time": round(time.time(), 3), "id": f"{self.run}-{seq}"}
+        ev = {**event, "time": round(wall(), 3), "id": f"{self.run}-{seq}"}
         if not self._queues:  # kept as it is: made into what a stream sends only if a resume asks for it
             self._keeps(ev)
             return

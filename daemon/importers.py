@@ -15,11 +15,11 @@ describes the shapes.
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ..api.messages import new_call_id
+from ..storage.clock import wall
 from ..storage.errors import Invalid
 from . import validate as v
 
@@ -68,7 +68,7 @@ def own_time(t: float | None) -> float | None:
     if t is None:
         return None
     kept = round(t, 3)
-    return kept if kept > 0 and t <= time.time() else None
+    return kept if kept > 0 and t <= wall() else None
 
 
 def carry_times(messages: list[dict]) -> list[dict]:

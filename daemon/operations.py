@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import math
 from collections.abc import Callable
 
+from ..storage.clock import wall
 from ..storage.database import Database
 from ..storage.errors import (
     NOT_WRITABLE,
@@ -43,6 +44,12 @@ EXPIRY_SLACK = 0.005  # seconds past a session's expiry the clean-up wakes (so t
 # expire (10,000 sessions with idle timeouts ending at scattered times would otherwise have it read them
 # all several times a second); sessions due meanwhile end together
 MIN_RUN_GAP = 1.0
+# the clean-up sleeps on the loop's monotonic clock; it looks at the wall clock at least this often (seconds),
+# and a wall clock stepped since it planned its sleep (NTP, a clock set by hand: more than STEP apart from
+# the monotonic one) runs it at once: what expired by the step ends, idle timeouts stamped before a step
+# back count from it (Database.activity_after), and its next run is planned again on the clock as it is now
+WALL_LOOK = 10.0
+STEP = 1.0
 
 
 class Operations:
@@ -63,6 +70,7 @@ class Operations:
         # expired sessions kept as holding writes no other device has (revoked): said once each in the log
         self._kept_warned: set[str] = set()
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
+        self._last_run_mono = -math.inf  # the loop's (monotonic) time of it: the gap between runs is measured on it
         self._lost = LostSaid(log, "clean-up")  # its runs failing on the database lost under the daemon: said once
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
@@ -307,7 +315,7 @@ class Operations:
         """Delete the sessions idle since before `older_than` seconds ago. Each is deleted only if it still is
         (written to since it was listed: it stays), and one deleted meanwhile is passed by; the answer lists
         those deleted (with `dry_run`, those that would be)."""
-        idle_before = time.time() - older_than
+        idle_before = wall() - older_than
         # a session whose model is answering is not idle: that answer is its activity (as for its idle timeout)
         victims = [v for v in await self.db.older_than(idle_before) if not self.answering(v["id"])]
         # a shared session holding changes no push has taken is kept: deleted, they would be lost for every
@@ -359,7 +367,7 @@ class Operations:
         the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
         while True:
             try:
-                due = await self.db.next_expiry(self._last_run, ended=self.delete_expired)
+                due = await self.db.next_expiry(self._looked_at(), ended=self.delete_expired)
             except asyncio.CancelledError:
                 raise
             except DatabaseLost as exc:
@@ -373,18 +381,25 @@ class Operations:
 
     async def _sleep_until(self, due: float | None) -> None:
         """Sleep until `due` (wall-clock seconds; None: no session can expire), or cleanup_interval at most.
-        A session changed meanwhile whose expiry comes sooner brings the wake-up forward."""
+        A session changed meanwhile whose expiry comes sooner brings the wake-up forward; a step of the wall
+        clock (looked for every WALL_LOOK seconds and at each wake-up) ends the sleep at once."""
         loop = asyncio.get_running_loop()
         latest = loop.time() + self.cleanup_interval
+        planned = wall() - loop.time()  # the wall clock against the monotonic one as the sleep is planned
         while True:
-            wake_at = latest if due is None else min(latest, loop.time() + due - time.time() + EXPIRY_SLACK)
+            wake_at = latest if due is None else min(latest, loop.time() + due - wall() + EXPIRY_SLACK)
             gap = min(MIN_RUN_GAP, self.cleanup_interval)  # (a shorter cleanup_interval is the user's choice)
-            wake_at = max(wake_at, loop.time() + self._last_run + gap - time.time())
+            wake_at = max(wake_at, self._last_run_mono + gap)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, min(wake_at, loop.time() + WALL_LOOK) - loop.time()))
             except TimeoutError:
-                return
+                if loop.time() >= wake_at:
+                    return
+            if abs(wall() - loop.time() - planned) > STEP:
+                return  # the wall clock was stepped: a run now, and the next planned on the clock as it is
+            if not self._wake.is_set():
+                continue  # (a look at the wall clock, which has not moved)
             changed, self._changed = self._changed, set()
             for sid in changed:
                 try:
@@ -397,10 +412,20 @@ class Operations:
                 except Exception:
                     log.exception("clean-up failed")
                     return  # look at every session now
-                # (an expiry the last run passed: a session it could not end, a read-only import; it is
-                # not waited on, or the loop would run again at once, and again)
-                if when is not None and when > self._last_run and (due is None or when < due):
+                # a session changed or arrived (an import, a pull) past its expiry is looked at once now,
+                # whenever its expiry was: one whose expiry lay before the last run (made by another device
+                # before this one imported it, or by a clock ahead of the sharer's) was otherwise left active
+                # until cleanup_interval. (The loop's own plans pass over an expiry the last run passed: a
+                # session it could not end, a read-only import, is not waited on again and again; a change
+                # of one is looked at once, as any change is.)
+                if when is not None and (due is None or when < due):
                     due = when
+
+    def _looked_at(self) -> float:
+        """The wall-clock time up to which the last run looked at expiries: its own, or now if the clock was
+        stepped back since (an NTP step, a clock set by hand): a session made or changed after the step that
+        expires before the last run's time was never looked at, and must not wait for the clock to catch up."""
+        return min(self._last_run, wall())
 
     async def _expire_logged(self) -> None:
         try:
@@ -435,7 +460,10 @@ class Operations:
         otherwise (its end is pushed first, in case the crash came before that), and one a user ended
         before its expiry (its expiry says how long it is kept, as for one not ended)."""
         done, ended = [], []
-        self._last_run = t = time.time()
+        self._last_run = t = wall()
+        if await self.db.activity_after(t):  # (the clock stepped back: idle timeouts count from now)
+            log.warning("the clock was stepped back: idle timeouts count from now", extra={"event": "expire"})
+        self._last_run_mono = asyncio.get_running_loop().time()
         for s in await self.db.expired(t, ended=self.delete_expired):
             try:
                 if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):

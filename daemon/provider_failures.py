@@ -14,15 +14,16 @@ from ..stores.http import retry_after_seconds
 from .provider_config import Provider, ProviderError, provider_error
 
 
-def _retry_after(value: str | None) -> float | None:
-    """A 429's Retry-After in seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3); None for
-    anything else (inf, nan, a word), as if the provider had not said."""
+def _retry_after(value: str | None, date: str | None) -> float | None:
+    """A 429's Retry-After in seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3; judged against
+    the answer's Date, `date`: the provider's clock, not this device's); None for anything else (inf, nan, a
+    word), as if the provider had not said."""
     if value is None:
         return None
     try:
         after = float(value)
     except ValueError:
-        return retry_after_seconds(value)
+        return retry_after_seconds(value, date)
     return max(0.0, after) if math.isfinite(after) else None
 
 
@@ -89,7 +90,7 @@ def classify(
             provider_status=status,
         )
     if status == 429:
-        after = _retry_after(headers.get("Retry-After"))
+        after = _retry_after(headers.get("Retry-After"), headers.get("Date"))
         return provider_error(
             "provider_rate_limited",
             429,

@@ -73,8 +73,12 @@ def same(here: dict, there: dict) -> bool:
 
 
 async def _stored(db: Any, sid: str, want: int) -> tuple[str, list[dict]]:
-    """The chat an import wrote the session's messages to (its first), and its first `want` messages."""
-    chat = (await db.list_chats(sid))[0]["id"]
+    """The chat an import wrote the session's messages to, and its first `want` messages: the chat of the
+    session's first message (in the messages' own order, Lamport's), else its first chat. Not the first chat by
+    creation time: that is its maker's clock, and a chat another device made in the session by a clock behind
+    this one's came first, and took the export's messages again."""
+    first = await db.list_messages(sid, all_chats=True, limit=1)
+    chat = first[0]["chat"] if first else (await db.list_chats(sid))[0]["id"]
     out: list[dict] = []
     after = None
     while len(out) < want:

@@ -15,6 +15,7 @@ import time
 from aiohttp import web
 from nacl.signing import SigningKey
 
+from ..storage import clock
 from ..storage.database import Database
 from ..storage.errors import UnusableDatabase
 from ..storage.heldfiles import cut_copies, cut_copy_said
@@ -352,6 +353,12 @@ async def serve(
     config = Config.load(home.path)
     wanted = store or config.store
     setup_logging(home, foreground=True)
+    try:
+        offset = clock.configure()  # SESSIOND_TEST_CLOCK_FILE: the tests' clock (storage/clock.py)
+    except clock.TestClockError as exc:
+        raise HomeError(str(exc)) from None
+    if offset is not None:
+        log.warning("a test clock is set: this daemon's wall clock is %+g s off the machine's (%s)", offset, clock.ENV)
     out_of_descriptors = OutOfDescriptors()  # (an accept's EMFILE: said in the log)
     asyncio.get_running_loop().set_exception_handler(out_of_descriptors)
     daemon = Daemon(

@@ -41,6 +41,7 @@ from ..api.types import (  # noqa: F401
 )
 from ..api.types import json_value as _json_value
 from ..storage import model as _db
+from ..storage.clock import wall
 from ..storage.errors import BadParameter, Invalid
 from ..storage.ids import check_id
 from ..sync import dagcbor
@@ -121,7 +122,7 @@ def merged(given: dict, base: dict | None = None) -> dict:
 def expiry(body: dict) -> float | None:
     """A checked body's expiry time: expires_in counts from now."""
     if body.get("expires_in") is not None:
-        return round(time.time() + body["expires_in"], 3)
+        return round(wall() + body["expires_in"], 3)
     return body.get("expires_at")
 
 
@@ -130,7 +131,7 @@ def refuse_past_expiry(body: dict) -> None:
     active only to refuse its first write as expired, or be ended a second later. Only the API's own
     requests: a session file imported, or another device's change, keeps the expiry it has."""
     at = body.get("expires_at")
-    if at is not None and at <= time.time():
+    if at is not None and at <= wall():
         passed = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
         raise Invalid(
             f"expires_at {at} ({passed}) is past: give a time to come (or expires_in, seconds from now); to end a"

@@ -15,7 +15,7 @@ from .errors import Conflict, Invalid
 from .groupcommit import Transaction
 from .ids import case_twin
 from .limits import check_imported
-from .model import RECOUNT_SQL, Op, RemoteLog, dumps, row_charge
+from .model import RECOUNT_SQL, Op, RemoteLog, dumps, now, row_charge
 from .search import insert_messages
 
 
@@ -208,11 +208,18 @@ async def _apply_logs(
     access: str | None,
     own: dict | None,
 ) -> int:
+    row = await tx.fetchone("SELECT last_activity FROM sessions WHERE id=?", (sid,))
     new = await _apply_ops(tx, sid, ops)
     tally = _Tally()
     new += await _insert_messages(tx, msgs, tally)
     await _check_created(tx, sid)
     await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
+    if new:
+        # Other devices' writes are activity here from when they arrive, not at their stamps: those are on
+        # their writers' clocks, and a writer whose clock is behind (an hour) would have this device end
+        # the session for idleness while it writes to it, for every device; one ahead would keep it alive
+        # here past its idle timeout by as much. (Their times as shown, the messages', stay their writers'.)
+        await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (max(now(), row[0] if row else 0.0), sid))
     return new
 
 

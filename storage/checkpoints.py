@@ -104,14 +104,20 @@ class Checkpoints:
         return {bytes(r[0]) for r in rows}
 
     async def list(self, sid: str) -> list[dict]:
+        """The session's checkpoints in the order of the history they cover: by how many operations their
+        frontier covers (one whose frontier covers another's comes after it), then by time, device and number.
+        Not by time first: a checkpoint's time is its writer's clock, and one made earlier by a clock set ahead
+        came after the final checkpoint of an `end`, which `end` then named as its last."""
         q = self.c.committed
         await session_row(q, sid)
-        return [
+        proofs = [
             checkpoint_dict(sid, r)
             for r in await q.fetchall(
                 "SELECT * FROM checkpoints WHERE session_id=? ORDER BY created_at, device_id, number", (sid,)
             )
         ]
+        proofs.sort(key=_covered)  # (stable: ties keep the order of the query)
+        return proofs
 
     async def latest_own(self, sid: str) -> dict | None:
         """This device's latest checkpoint of the session (its highest number), or None."""
@@ -160,3 +166,11 @@ class Checkpoints:
         operations that make its setting (all of them: setting() keeps those a frontier covers). `upto`:
         the frontier to read up to, not the session's now."""
         return await self.c.bulk(read_chain, sid, after, upto)
+
+
+def _covered(proof: dict) -> int:
+    """How many operations a checkpoint's frontier covers, all devices' together."""
+    frontier = proof["frontier"]
+    if not isinstance(frontier, dict):
+        return 0
+    return sum(v for v in frontier.values() if isinstance(v, int) and not isinstance(v, bool))

@@ -218,6 +218,9 @@ class Database:
     async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
         return await self.expiries.expired(t, ended=ended)
 
+    async def activity_after(self, t: float) -> int:
+        return await self.expiries.activity_after(t)
+
     async def next_expiry(self, after: float, *, ended: bool = False) -> float | None:
         return await self.expiries.next_expiry(after, ended=ended)
 

@@ -166,6 +166,18 @@ class Expiries:
                 out.append((r, when))
         return out
 
+    async def activity_after(self, t: float) -> int:
+        """Give the sessions that can idle out (an idle timeout, not ended) whose last activity is after `t`
+        (more than a second: this device's clock was stepped back since it was stamped) `t` as their last
+        activity; how many. Their idle timeout then counts from the step, not from a time the clock reaches
+        only as much later as it was stepped back (a day's step: a day more). Others keep theirs (the order
+        of `ls`)."""
+        where = " WHERE last_activity > ? AND status!='ended' AND instr(policy, 'idle_timeout') > 0"
+        if not await self.c.committed.fetchall("SELECT 1 FROM sessions" + where + " LIMIT 1", (t + 1.0,)):
+            return 0
+        async with self.c.transaction() as tx:
+            return await tx.execute("UPDATE sessions SET last_activity=?" + where, (t, t + 1.0))
+
     async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
         """Sessions past their expiry or idle timeout that are not ended yet; `ended`: ended ones too (to be
         deleted: one whose delete a crash cut short after its expiry ended it, one a user ended before it)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from typing import Any
 
+from .clock import wall
 from .errors import Invalid
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -16,7 +16,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also match
 def new_id() -> str:
     """26 characters, Crockford base32: 48 bits of milliseconds then 80 random bits (ULID layout),
     so ids sort by creation time."""
-    n = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    n = (int(wall() * 1000) << 80) | secrets.randbits(80)
     out = []
     for _ in range(26):
         n, r = divmod(n, 32)

@@ -5,12 +5,12 @@ chat has. Plain data: no SQL here."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
+from .clock import wall
 from .errors import Invalid
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -76,7 +76,7 @@ DEFAULT_CHECKPOINT_INTERVAL = 1000
 
 def now() -> float:
     """Wall-clock time rounded to milliseconds, the precision that travels in snapshots."""
-    return round(time.time() * 1000) / 1000
+    return round(wall() * 1000) / 1000
 
 
 @dataclass

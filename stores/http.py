@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import email.utils
 import errno
 import random
@@ -25,6 +26,7 @@ import aiohttp
 import yarl
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..storage.clock import wall
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
 from .bounded import UNDER_WAY, Arriving, timed_out
@@ -93,18 +95,34 @@ class RetryPolicy:
     max_retry_after: float = 30.0  # a Retry-After longer than this is not waited for: RateLimited at once
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent/invalid."""
+def retry_after_seconds(value: str | None, date: str | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent/invalid.
+    An HTTP date is a time on the server's clock: it is judged against the answer's own Date (`date`, RFC
+    9110 §6.6.1, the time the server made the answer), as a cache judges Expires (RFC 9111 §4.2.1), so that
+    a device whose clock is off waits what the server asked (a device 10 minutes behind would otherwise wait
+    10 minutes more); by this device's clock only when the answer has no usable Date."""
     if not value:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # (str.isdigit alone takes '²', which float() refuses)
         return float(value)
+    when = _http_date(value)
+    if when is None:
+        return None
+    sent = _http_date(date)
+    return max(0.0, when - (sent if sent is not None else wall()))
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date as seconds since the epoch (one without a zone, '-0000', taken as GMT, which every HTTP
+    date is: RFC 9110 §5.6.7); None if absent or malformed."""
+    if not value:
+        return None
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return (when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 DEFAULT_MAX_REQUESTS_PER_SECOND = 20.0
@@ -292,7 +310,7 @@ class HttpClient:
                 if reply.status == 507:  # Insufficient Storage: a quota used up (the relay's), a full disk
                     raise StoreFull(f"{what}: the server has no room left for it ({detail})")
                 if reply.status in (429, 503):
-                    wait = retry_after_seconds(reply.headers.get("Retry-After"))
+                    wait = retry_after_seconds(reply.headers.get("Retry-After"), reply.headers.get("Date"))
                     last = RateLimited(
                         f"{what}: the server asks us to slow down ({detail})"
                         + (f"; retry after {wait:g} s" if wait is not None else ""),
@@ -463,9 +481,6 @@ class HttpClient:
         clock-skew check; a missing or malformed header leaves the last one."""
         if not value:
             return
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return
-        if when.tzinfo is not None:
-            self.last_date = (when.timestamp(), time.time())
+        when = _http_date(value)
+        if when is not None:
+            self.last_date = (when, wall())

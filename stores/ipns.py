@@ -23,6 +23,7 @@ import cbor2
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from ..storage.clock import wall_utc
 from .cid import CIDV1_RAW_BLAKE3, CIDError, _b32encode, b58decode, multibase_decode
 from .registry import RegistryEntry
 
@@ -251,7 +252,7 @@ def create_record(
     ttl_ns: int = DEFAULT_TTL_NS,
     extra: dict | None = None,
 ) -> bytes:
-    eol = eol or dt.datetime.now(dt.UTC) + lifetime()
+    eol = eol or wall_utc() + lifetime()
     validity = format_validity(eol)
     data = {"Value": value, "Validity": validity, "ValidityType": 0, "Sequence": sequence, "TTL": ttl_ns}
     data.update(extra or {})
@@ -316,7 +317,7 @@ def verify_record(
     if data["ValidityType"] != 0:
         raise IpnsError(f"IPNS record validity type {data['ValidityType']} unsupported (only 0, EOL)")
     eol = parse_validity(data["Validity"])
-    if not expired_ok and eol <= (now or dt.datetime.now(dt.UTC)):
+    if not expired_ok and eol <= (now or wall_utc()):
         raise IpnsError("IPNS record has expired")
     return IpnsRecord(public_key, data["Value"], data["Sequence"], eol, data["TTL"], data, raw)
 
@@ -351,7 +352,7 @@ def expired_at(raw: bytes, pk: bytes) -> dt.datetime | None:
         _entry, eol = head_and_validity(raw, pk, expired_ok=True)
     except IpnsError:
         return None
-    return eol if eol <= dt.datetime.now(dt.UTC) else None
+    return eol if eol <= wall_utc() else None
 
 
 def rank(raw: bytes, pk: bytes) -> tuple[int, dt.datetime] | None:

@@ -22,6 +22,7 @@ import os
 
 from nacl.signing import SigningKey
 
+from ..storage.clock import wall_utc
 from ..storage.redact import shown_url
 from .base import MAX_OBJECT_SIZE, Freed, HeadExpired, ObjectMissing, StaleHead, Store, StoreError
 from .cid import BlobId, CIDError, digest, parse_ipfs_cid
@@ -370,7 +371,7 @@ class KuboStore(Store):
             entry, eol = head_and_validity(record, pk, expired_ok=True)
         except IpnsError:
             return False
-        if eol - dt.datetime.now(dt.UTC) > margin:
+        if eol - wall_utc() > margin:
             return False
         try:
             await self._publish(dataclasses.replace(entry, signing_key=key))

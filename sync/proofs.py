@@ -7,9 +7,9 @@ checkpoints, so that one hashes only the messages since the last.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
+from ..storage.clock import wall
 from ..storage.errors import revoked
 from ..storage.ids import ID_RE
 from ..storage.testhooks import pause_in_thread
@@ -126,7 +126,7 @@ class Proofs:
             db.device_id,
             await db.next_checkpoint_number(sid),
             chain,
-            round(time.time(), 3),
+            round(wall(), 3),
             self.ctx.keys.head_key(sid),
             setting_hash,
         )

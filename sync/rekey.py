@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Sequence
 
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
+from ..storage.clock import wall
 from ..storage.errors import revoked
 from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store
@@ -176,7 +176,7 @@ class Rekeyer:
         secret = dagcbor.encode({"a": record["a"], "k": record["k"], "w": record["w"]})
         pks = [m["k"] for m in record["m"]] + [self.ctx.keys.head_pk(sid)]
         boxes = [{"k": pk, "x": SealedBox(VerifyKey(pk[1:]).to_curve25519_public_key()).encrypt(secret)} for pk in pks]
-        notice = {"a": record["a"], "b": boxes, "d": self.ctx.db.device_id, "t": int(time.time())}
+        notice = {"a": record["a"], "b": boxes, "d": self.ctx.db.device_id, "t": int(wall())}
         if "s" in record:  # (a record an earlier sessiond wrote, resumed, has none)
             notice["s"] = record["s"]
         return notice

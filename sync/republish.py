@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from nacl.signing import SigningKey
 
+from ..storage.clock import wall
 from ..stores import ipns
 from .context import SyncContext
 from .members import announce_key
@@ -64,8 +64,9 @@ class Republisher:
                 last = float(await self.ctx.db.sync_note(NOTE) or 0)
             except ValueError:
                 last = 0.0
-            wait = last + self.every - time.time()
-            if wait > 0:
+            now = wall()
+            wait = last + self.every - now
+            if wait > 0 and last <= now:  # (a last round after now: the clock stepped back since; due now)
                 await asyncio.sleep(min(wait, self.every))
                 continue
             try:
@@ -78,7 +79,7 @@ class Republisher:
                 continue
             if done:
                 log.info("heads republished before their records expire", extra={"objects": done})
-            await self.ctx.db.set_sync_note(NOTE, repr(time.time()))
+            await self.ctx.db.set_sync_note(NOTE, repr(wall()))
 
     async def round(self) -> int:
         """Republish every head of this device whose record is due; how many were. A store that fails

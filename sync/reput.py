@@ -26,10 +26,10 @@ a store handed after it).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 
+from ..storage.clock import wall, wall_utc
 from ..stores import Store, ipns
 from ..stores.bounded import bounded
 from .context import SyncContext
@@ -95,7 +95,7 @@ class RecordKeeper:
     async def _save(self, handed: list[dict[bytes, tuple[bytes, bool]]]) -> None:
         kept = self.ctx.db.kept_records
         rows = await kept.all()
-        now = time.time()
+        now = wall()
         for records in handed:
             for pk, (record, put) in records.items():
                 old = rows.get(pk)
@@ -141,11 +141,13 @@ class RecordKeeper:
             row = rows.get(pk)
             if ctx.stopping:
                 break
-            if row is None or time.time() - row[1] < self.every:
+            # (a last put after now: the clock was stepped back since, and waiting for it to come round again
+            # would leave the record to the DHT's 48 h for as long as the step: it is put again now)
+            if row is None or 0 <= wall() - row[1] < self.every:
                 continue
             record = row[0]
             held = ipns.rank(record, pk)
-            if held is None or held[1] <= dt.datetime.now(dt.UTC):
+            if held is None or held[1] <= wall_utc():
                 continue  # past its end of life: no node takes it; its signer writes a new one
             try:
                 took = await bounded(store.put_record(pk, record), ctx.timeout)
@@ -155,6 +157,6 @@ class RecordKeeper:
                 log.warning("could not put a head's record again: %s", exc, extra={"store": store.url})
                 continue
             # taken; or the node holds a newer record, which the next read hands (and is kept then)
-            await ctx.db.kept_records.put_at(pk, record, time.time())
+            await ctx.db.kept_records.put_at(pk, record, wall())
             done += took
         return done

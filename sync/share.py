@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-import time
 from collections.abc import Awaitable, Callable
 
+from ..storage.clock import wall
 from ..storage.errors import revoked, stopping
 from ..storage.redact import shown_store
 from ..stores import StoreError
@@ -117,7 +117,7 @@ class Sharer:
                     raise store_failed(exc, url, f"cannot share {sid}") from None
         crash_point("share:member")
         store = await ctx.store_for(sid)
-        expires_at = int(time.time() + expires_in) if expires_in else None
+        expires_at = int(wall() + expires_in) if expires_in else None
         places = await locations_of(store)  # networks plus hints, not this device's store URLs as such
         code = ShareCode(
             sid, key, bytes(remote["announce_pk"]), None, write_secret if write else None, expires_at, tuple(places)
@@ -147,7 +147,7 @@ class Sharer:
         ctx = self.ctx
         if sid is not None:
             await ctx.db.get_session(sid)
-        t = time.time()
+        t = wall()
         fps: dict[str, bytes | None] = {}
         out = []
         for r in await ctx.db.share_log.list(sid):

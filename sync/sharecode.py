@@ -28,6 +28,7 @@ from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt, crypto_aea
 from nacl.exceptions import CryptoError
 from nacl.pwhash import argon2id
 
+from ..storage.clock import wall
 from ..storage.ids import ID_RE
 from . import dagcbor
 
@@ -238,7 +239,17 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
             raise ValueError("bad expiry")
     except (dagcbor.DagCborError, KeyError, TypeError, ValueError) as exc:
         raise ShareCodeError("malformed", f"share code content is malformed: {exc}") from None
-    if code.expires_at is not None and (now if now is not None else time.time()) > code.expires_at:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(code.expires_at))
-        raise ShareCodeError("expired", f"this share code expired at {when}; ask for a new one")
+    t = now if now is not None else wall()
+    if code.expires_at is not None and t > code.expires_at:
+        # (judged by this device's clock: one that is ahead refuses a code early, so the refusal says what it
+        # reads, and how to set it, lest a wrong clock be taken for a late code)
+        raise ShareCodeError(
+            "expired",
+            f"this share code expired at {_utc(code.expires_at)} by this device's clock, which reads {_utc(t)}; "
+            "ask for a new one (if this clock is wrong, set it from the network: sudo timedatectl set-ntp true)",
+        )
     return code
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

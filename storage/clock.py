@@ -1,0 +1,100 @@
+"""The wall clock the daemon judges by, and the tests' way to set it apart from the machine's.
+
+Every time the daemon stamps or compares with the calendar (a message's time, an expiry, a share code's end,
+a record's validity, a server's Retry-After date) it reads `wall()`. Durations it waits or measures (retry
+backoffs, deadlines, intervals between runs) are read from the monotonic clock, never from this one: a wall
+clock stepped back a day, or forward, must not make a wait a day long or a deadline pass at once. File times
+(st_mtime) are the machine's own and compared with `time.time()` directly.
+
+A test gives a daemon a clock of its own (a device whose clock is off, or one stepped while it runs) with
+SESSIOND_TEST_CLOCK_FILE naming a file whose first line is `TEST_CLOCK_MAGIC` and whose second line is the
+offset in seconds (negative: behind) added to the machine's clock; the file is read again whenever it
+changes (its mtime or inode), so a test steps the clock by replacing it. Only the daemon's start reads the
+variable (`configure`); a file without that first line is refused there (the daemon does not start), so a
+stray variable cannot set a production daemon's clock by accident, and a clock that is set is logged at start
+as a warning. Without the variable `wall()` is `time.time()`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+ENV = "SESSIOND_TEST_CLOCK_FILE"
+TEST_CLOCK_MAGIC = "sessiond test clock: not for production"
+
+
+class TestClockError(ValueError):
+    """SESSIOND_TEST_CLOCK_FILE names no test clock file."""
+
+
+_path: str | None = None  # the test clock's file; None: the machine's clock
+_seen: tuple[int, int] | None = None  # (inode, mtime_ns) of the file as last read
+_offset = 0.0
+
+
+def _read(path: str) -> float:
+    try:
+        lines = Path(path).read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError as exc:
+        raise TestClockError(f"{ENV}: cannot read {path} ({exc.strerror}); unset {ENV}") from None
+    if len(lines) < 2 or lines[0] != TEST_CLOCK_MAGIC:
+        raise TestClockError(
+            f"{ENV} names {path}, which is not a test clock file (its first line must be {TEST_CLOCK_MAGIC!r}); "
+            f"unset {ENV}: it is for sessiond's tests only"
+        )
+    try:
+        return float(lines[1])
+    except ValueError:
+        raise TestClockError(f"{ENV}: {path}'s second line is not an offset in seconds: {lines[1]!r}") from None
+
+
+def configure() -> float | None:
+    """At the daemon's start: take the test clock SESSIOND_TEST_CLOCK_FILE names, if any (TestClockError if it
+    names no test clock file). The offset it sets, or None when the machine's clock is used."""
+    global _path, _seen, _offset
+    path = os.environ.get(ENV)
+    if not path:
+        _path = None
+        return None
+    _offset = _read(path)
+    st = os.stat(path)
+    _path, _seen = path, (st.st_ino, st.st_mtime_ns)
+    return _offset
+
+
+def wall() -> float:
+    """Seconds since the epoch by this device's wall clock (the test clock's, when a test set one)."""
+    if _path is None:
+        return time.time()
+    return time.time() + _test_offset(_path)
+
+
+def wall_utc() -> dt.datetime:
+    """`wall()` as an aware UTC datetime (IPNS validity times)."""
+    return dt.datetime.fromtimestamp(wall(), dt.UTC)
+
+
+def _test_offset(path: str) -> float:
+    global _seen, _offset
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _offset  # (being replaced: the last offset read)
+    if (st.st_ino, st.st_mtime_ns) != _seen:
+        try:
+            _offset = _read(path)
+            _seen = (st.st_ino, st.st_mtime_ns)
+        except TestClockError:
+            pass  # (caught mid-write: read at the next look)
+    return _offset
+
+
+def set_test_clock(path: str, offset: float) -> None:
+    """For the tests: write (or step) the test clock at `path` to `offset` seconds off the machine's clock,
+    the file replaced whole so that a daemon reading it never sees half of it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"{TEST_CLOCK_MAGIC}\n{offset!r}\n")
+    os.replace(tmp, path)
