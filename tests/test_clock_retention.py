@@ -5,6 +5,7 @@ back make the newest the first forgotten (storage/clock.py `steady`)."""
 from __future__ import annotations
 
 from clocks import DAY, clocked
+from conftest import run_cli
 
 PRUNE_EVERY = 64  # storage/messages.py: appends between two prunings of a session's keys
 KEEP = 1000  # storage/messages.py: the keys a session keeps at least
@@ -42,3 +43,23 @@ def test_a_clock_step_back_forgets_the_oldest_keys_first(make_daemon):
     again = c.append(sid, "user", "newest", idempotency_key="newest")
     assert again["id"] == newest["id"]
     assert _contents(c, sid).count("newest") == 1
+
+
+def _pushed(d, sid: str) -> None:
+    res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "60")
+    assert res.returncode == 0, res
+
+
+def test_gc_s_grace_is_not_shortened_by_a_clock_step_forward(make_daemon, store_dir):
+    # each push lets go the manifest its head left: a follower mid-read may still be reading it, so gc frees it
+    # only after its grace (24 h by default), which a clock stepped forward must not make pass at once
+    d, clock = clocked(make_daemon, store=f"file://{store_dir}")
+    c = d.start().client()
+    sid = c.create_session(name="pushed", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+    _pushed(d, sid)
+    c.append(sid, "user", "more")
+    _pushed(d, sid)  # (the first head's manifest let go)
+    assert c.gc(dry_run=True, grace=0)["objects"] > 0  # (there is something gc would free at once)
+    clock.step(2 * DAY)
+    report = c.gc()
+    assert report["objects"] == 0 and report["kept"] > 0, report
