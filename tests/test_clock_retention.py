@@ -32,6 +32,21 @@ def test_a_retry_after_a_clock_step_forward_is_not_appended_twice(make_daemon):
     assert _contents(c, sid).count("once") == 1
 
 
+def test_a_retry_after_a_restart_over_a_clock_step_forward_is_not_appended_twice(make_daemon):
+    # (the clock set right while no daemon ran: a key of the run before is of unknown age, kept as promised)
+    d, clock = clocked(make_daemon)
+    c = d.start().client()
+    sid = c.create_session(name="retried")["id"]
+    first = c.append(sid, "user", "once", idempotency_key="acknowledged")
+    d.stop()
+    clock.step(2 * DAY)
+    c = d.start().client()
+    _appends(c, sid, PRUNE_EVERY, "after")
+    again = c.append(sid, "user", "once", idempotency_key="acknowledged")
+    assert again["id"] == first["id"]
+    assert _contents(c, sid).count("once") == 1
+
+
 def test_a_clock_step_back_forgets_the_oldest_keys_first(make_daemon):
     d, clock = clocked(make_daemon)
     c = d.start().client()
