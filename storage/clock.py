@@ -17,10 +17,11 @@ count a suspend: a suspended machine's daemon keeps things longer, never shorter
 A test gives a daemon a clock of its own (a device whose clock is off, or one stepped while it runs) with
 SESSIOND_TEST_CLOCK_FILE naming a file whose first line is `TEST_CLOCK_MAGIC` and whose second line is the
 offset in seconds (negative: behind) added to the machine's clock; the file is read again whenever it
-changes (its mtime or inode), so a test steps the clock by replacing it. Only the daemon's start reads the
-variable (`configure`); a file without that first line is refused there (the daemon does not start), so a
-stray variable cannot set a production daemon's clock by accident, and a clock that is set is logged at start
-as a warning. Without the variable `wall()` is `time.time()`."""
+changes (its mtime or inode), so a test steps the clock by replacing it. Only the daemon's start (and a
+relay's, `sessiond serve`: its logins' times) reads the variable (`configure`); a file without that first
+line is refused there (the daemon does not start), so a stray variable cannot set a production daemon's
+clock by accident, and a clock that is set is logged at start as a warning.
+Without the variable `wall()` is `time.time()`."""
 
 from __future__ import annotations
 
