@@ -4,6 +4,8 @@ back make the newest the first forgotten (storage/clock.py `steady`)."""
 
 from __future__ import annotations
 
+import pytest
+
 from clocks import DAY, clocked
 from conftest import run_cli
 
@@ -20,31 +22,29 @@ def _contents(c, sid: str) -> list[str]:
     return [m["content"] for m in c.messages(sid, limit=5000)["messages"]]
 
 
-def test_a_retry_after_a_clock_step_forward_is_not_appended_twice(make_daemon):
-    d, clock = clocked(make_daemon)
-    c = d.start().client()
-    sid = c.create_session(name="retried")["id"]
-    first = c.append(sid, "user", "once", idempotency_key="acknowledged")
-    clock.step(2 * DAY)  # (an NTP step, a laptop's clock set right: minutes later by the machine)
-    _appends(c, sid, PRUNE_EVERY, "after")  # (the session's log passes a pruning of its keys)
-    again = c.append(sid, "user", "once", idempotency_key="acknowledged")  # the app's retry of the first
-    assert again["id"] == first["id"]
-    assert _contents(c, sid).count("once") == 1
-
-
-def test_a_retry_after_a_restart_over_a_clock_step_forward_is_not_appended_twice(make_daemon):
-    # (the clock set right while no daemon ran: a key of the run before is of unknown age, kept as promised)
-    d, clock = clocked(make_daemon)
-    c = d.start().client()
-    sid = c.create_session(name="retried")["id"]
-    first = c.append(sid, "user", "once", idempotency_key="acknowledged")
-    d.stop()
-    clock.step(2 * DAY)
-    c = d.start().client()
+def _retried_once(c, sid: str, first: dict, text: str, key: str) -> None:
+    """A pruning of the session's keys (PRUNE_EVERY appends), then the app's retry of the append `first`: it is
+    answered as the first time, nothing appended twice."""
     _appends(c, sid, PRUNE_EVERY, "after")
-    again = c.append(sid, "user", "once", idempotency_key="acknowledged")
+    again = c.append(sid, "user", text, idempotency_key=key)
     assert again["id"] == first["id"]
-    assert _contents(c, sid).count("once") == 1
+    assert _contents(c, sid).count(text) == 1
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+def test_a_retry_after_a_clock_step_forward_is_not_appended_twice(make_daemon, restarted):
+    # (an NTP step, a laptop's clock set right: minutes later by the machine; restarted: the clock set right
+    # while no daemon ran, a key of the run before of unknown age, kept as promised)
+    d, clock = clocked(make_daemon)
+    c = d.start().client()
+    sid = c.create_session(name="retried")["id"]
+    first = c.append(sid, "user", "once", idempotency_key="acknowledged")
+    if restarted:
+        d.stop()
+    clock.step(2 * DAY)
+    if restarted:
+        c = d.start().client()
+    _retried_once(c, sid, first, "once", "acknowledged")
 
 
 def test_a_clock_step_back_forgets_the_oldest_keys_first(make_daemon):
@@ -54,10 +54,7 @@ def test_a_clock_step_back_forgets_the_oldest_keys_first(make_daemon):
     _appends(c, sid, KEEP, "before")
     clock.step(-DAY)
     newest = c.append(sid, "user", "newest", idempotency_key="newest")
-    _appends(c, sid, PRUNE_EVERY, "after")  # (a pruning, with more than KEEP keys)
-    again = c.append(sid, "user", "newest", idempotency_key="newest")
-    assert again["id"] == newest["id"]
-    assert _contents(c, sid).count("newest") == 1
+    _retried_once(c, sid, newest, "newest", "newest")  # (a pruning, with more than KEEP keys)
 
 
 def _pushed(d, sid: str) -> None:
