@@ -123,7 +123,7 @@ def _commit_statements(conn: sqlite3.Connection, device: str, batch: list[tuple]
         conn.execute(
             APPEND_ONE,
             (sid, row[2], device, seq, lam, "user", content, 20, t, None, *pushed_form(content, t), t, 20, key)
-            + ("d" * 64, f"{seq} 1"),
+            + ("d" * 64, f"{seq} 1", t),
         )
     conn.execute("COMMIT")
 

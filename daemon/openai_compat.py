@@ -411,6 +411,12 @@ async def _stream(
     if ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
         error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
         if isinstance(ended.error, ProviderError):  # (not a record refused: the session ended, went away)
+            if made and ended.stored is None:
+                # nothing of the answer to keep: the session this request made is deleted, as on a failure
+                # before any answer (_failed), so that the app's retry, the same request without the session's
+                # header, makes one session holding its question once, none left holding it alone
+                await d.ops.delete_session(plan.sid)
+                made = False
             error.update(_way_on(ended.error.message, ended.stored, plan.sid if made else None))
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:

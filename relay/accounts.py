@@ -6,8 +6,11 @@ and its Ed25519 signature by `pubKey` (0xed | key). Then a token, sent back as `
 On disk (DATA/):
     accounts/<id>.json   one per account: {"pubKey", "label", "created"[, "revoked"]}; id =
                          SHA-256(pubKey)[:16] in hex; label: the invite's (`serve invite --label`)
-    tokens/<SHA-256(token) hex>   {"account", "issued", "expires"} ("issued" to a fraction of a
-                         second: it orders logins within one): tokens are kept hashed, never in
+    tokens/<SHA-256(token) hex>   {"account", "issued", "expires", "n"} ("issued" to a fraction of a
+                         second; "n": the account's logins counted, 1 past the highest of its live tokens,
+                         what orders them, not their times, which a step of the relay's clock back would
+                         make the newest look the oldest; one without "n", an earlier version's, is older
+                         than every one with it, and they are ordered by their times): tokens are kept hashed, never in
                          clear, and expire after the relay's --token-ttl (default 30 days); an expired
                          one is refused (401: stores/s5.py logs in again with its key) and its file
                          deleted, at the next login or start if not before; an account keeps its
@@ -50,6 +53,7 @@ import blake3
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from ..storage.clock import wall
 from ..storage.fsutil import atomic_write, ensure_durable_dir, fsync_dir
 from ..stores.errors import RELAY_INVITE, RELAY_REVOKED
 from .wire import field
@@ -87,7 +91,7 @@ def new_invite(data_dir: str, label: str | None = None) -> str:
     ensure_durable_dir(data_dir)
     ensure_durable_dir(folder)
     code = secrets.token_urlsafe(18)  # letters, digits, - and _: fits in a URL's userinfo as is
-    doc = {"created": int(time.time()), "label": label}
+    doc = {"created": int(wall()), "label": label}
     atomic_write(os.path.join(folder, _sha(code)), json.dumps(doc).encode(), 0o600)
     return code
 
@@ -123,18 +127,23 @@ def token_doc(path: str, ttl: float) -> dict | None:
 
 
 def sweep_tokens(
-    data_dir: str, ttl: float = TOKEN_TTL, now: float | None = None, keep: int = MAX_TOKENS_PER_ACCOUNT
+    data_dir: str,
+    ttl: float = TOKEN_TTL,
+    now: float | None = None,
+    keep: int = MAX_TOKENS_PER_ACCOUNT,
+    logins: dict[str, int] | None = None,
 ) -> int:
     """Delete the token files that expired (or hold nothing usable), and an account's oldest past its
-    newest `keep`; how many went."""
+    newest `keep` (by their logins' order, "n"); how many went. `logins`: filled with each account's highest
+    "n" among the tokens it keeps."""
     folder = os.path.join(data_dir, "tokens")
-    now = time.time() if now is None else now
+    now = wall() if now is None else now
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return 0
     doomed: list[str] = []
-    live: dict[str, list[tuple[float, float, int, str]]] = {}
+    live: dict[str, list[tuple[int, float, float, int, str]]] = {}
     for name in names:
         if name.startswith("."):
             continue
@@ -149,10 +158,14 @@ def sweep_tokens(
                 written = os.stat(path).st_mtime_ns
             except FileNotFoundError:
                 continue
-            live.setdefault(doc["account"], []).append((doc["expires"], issued, written, path))
-    for held in live.values():
-        held.sort(reverse=True)  # newest first: the latest expiry, then the latest issued
+            n = doc.get("n")
+            n = n if isinstance(n, int) and not isinstance(n, bool) else 0
+            live.setdefault(doc["account"], []).append((n, doc["expires"], issued, written, path))
+    for acct, held in live.items():
+        held.sort(reverse=True)  # newest first: the latest login, then (tokens without "n") the latest expiry, issued
         doomed += [path for *_, path in held[keep:]]
+        if logins is not None and held[:keep]:
+            logins[acct] = held[0][0]
     gone = 0
     for path in doomed:
         try:
@@ -240,13 +253,14 @@ class Accounts:
         if self._revoked(acct):
             raise LoginRefused(403, REVOKED)
         # a login is rare: the expired files go with it, and this account's oldest, to leave room for this one
-        sweep_tokens(self.data_dir, self.token_ttl, keep=MAX_TOKENS_PER_ACCOUNT - 1)
+        logins: dict[str, int] = {}
+        sweep_tokens(self.data_dir, self.token_ttl, keep=MAX_TOKENS_PER_ACCOUNT - 1, logins=logins)
         token = secrets.token_urlsafe(32)
         # "issued" to the clock's fraction of a second: it tells apart the tokens of logins within one second,
         # which their files' mtimes do not (a coarse clock on many kernels: logins a few ms apart tie)
-        issued = time.time()
+        issued = wall()
         path = os.path.join(self.tokens, _sha(token))
-        doc = {"account": acct, "issued": issued, "expires": int(issued) + self.token_ttl}
+        doc = {"account": acct, "issued": issued, "expires": int(issued) + self.token_ttl, "n": logins.get(acct, 0) + 1}
         atomic_write(path, json.dumps(doc).encode(), 0o600)
         if self._revoked(acct):  # revoked meanwhile: revoke() marks, then deletes tokens; this one too
             os.unlink(path)
@@ -290,7 +304,7 @@ class Accounts:
                     else f"this invite is unknown or already used: ask the relay's owner for a new one {RELAY_INVITE}",
                 )
             label = invited_as or (label if isinstance(label, str) else None)
-            doc = {"pubKey": pub.hex(), "label": label, "created": int(time.time())}
+            doc = {"pubKey": pub.hex(), "label": label, "created": int(wall())}
             atomic_write(self._account_path(acct), json.dumps(doc).encode(), 0o600)
 
     def _login(self, pub: bytes) -> str:
@@ -318,7 +332,7 @@ class Accounts:
         doc = token_doc(path, self.token_ttl)
         if doc is None:
             return None
-        if doc["expires"] <= time.time():
+        if doc["expires"] <= wall():
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 
+from ..storage.clock import wall
 from ..storage.fsutil import atomic_write
 from .accounts import LOGINS, TOKEN_TTL, read_json, token_doc
 from .follows import DIR as FOLLOWS
@@ -49,7 +49,7 @@ def list_accounts(data_dir: str) -> list[dict]:
     """Each account: id, label, created, revoked (a time or None), live tokens, last login (DATA/logins', or,
     for a login an earlier version noted nowhere, the newest live token's issue; None: never), bytes used
     (objects and heads, as the quota counts them) and heads created."""
-    now = time.time()
+    now = wall()
     tokens = _live_tokens(data_dir, now)
     objects = usage(os.path.join(data_dir, "pins")) if os.path.isdir(os.path.join(data_dir, "pins")) else {}
     head_root = os.path.join(data_dir, "headpins")
@@ -109,7 +109,7 @@ def revoke(data_dir: str, acct: str, *, undo: bool = False) -> dict:
     if undo:
         doc.pop("revoked", None)
     else:
-        doc["revoked"] = doc.get("revoked") or int(time.time())
+        doc["revoked"] = doc.get("revoked") or int(wall())
     atomic_write(path, json.dumps(doc).encode(), 0o600)
     deleted = 0
     if not undo:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from .model import PUSHED_COLUMNS
 
 # The message's columns, then the session's last_activity, the tokens charged to it, the key, the request's
-# digest and the key's result ("FIRST_SEQ COUNT")
-_COLUMNS = [c.strip() for c in PUSHED_COLUMNS.split(",")] + ["activity", "charge", "key", "request", "result"]
+# digest, the key's result ("FIRST_SEQ COUNT") and its stamp (storage/clock.py `steady`: what its keeping is
+# judged by)
+_COLUMNS = [c.strip() for c in PUSHED_COLUMNS.split(",")] + ["activity", "charge", "key", "request", "result", "kept"]
 APPEND_ONE = f"INSERT INTO append_one({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
 APPEND_ONE_SQL = f"""
 CREATE TEMP VIEW append_one AS SELECT {", ".join(f"NULL AS {c}" for c in _COLUMNS)};
@@ -25,6 +26,6 @@ CREATE TEMP TRIGGER append_one_insert INSTEAD OF INSERT ON append_one BEGIN
     UPDATE sessions SET lamport=new.lamport, last_activity=new.activity, tokens_used=tokens_used+new.charge
         WHERE id=new.session_id;
     INSERT INTO idempotency(session_id, key, request, result, created_at)
-        SELECT new.session_id, new.key, new.request, new.result, new.activity WHERE new.key IS NOT NULL;
+        SELECT new.session_id, new.key, new.request, new.result, new.kept WHERE new.key IS NOT NULL;
 END;
 """

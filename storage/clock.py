@@ -6,13 +6,22 @@ backoffs, deadlines, intervals between runs) are read from the monotonic clock, 
 clock stepped back a day, or forward, must not make a wait a day long or a deadline pass at once. File times
 (st_mtime) are the machine's own and compared with `time.time()` directly.
 
+What is kept for a while and then deleted (an append's idempotency key, an object gc frees after its grace) is
+stamped and judged by `steady()`, not `wall()`: the wall clock as it read at the daemon's start, advanced by the
+monotonic clock since, so that no step of the wall clock while the daemon runs ages a stamp. A stamp made before
+this start (by an earlier run, whose scale was anchored to the wall clock then) is of unknown age, the wall
+clock perhaps stepped in between: it is at least `running()` old, and is taken to be no older; so whatever was
+kept "for at least D" is deleted only once the daemon has run D (`kept_before`). CLOCK_MONOTONIC does not
+count a suspend: a suspended machine's daemon keeps things longer, never shorter.
+
 A test gives a daemon a clock of its own (a device whose clock is off, or one stepped while it runs) with
 SESSIOND_TEST_CLOCK_FILE naming a file whose first line is `TEST_CLOCK_MAGIC` and whose second line is the
 offset in seconds (negative: behind) added to the machine's clock; the file is read again whenever it
-changes (its mtime or inode), so a test steps the clock by replacing it. Only the daemon's start reads the
-variable (`configure`); a file without that first line is refused there (the daemon does not start), so a
-stray variable cannot set a production daemon's clock by accident, and a clock that is set is logged at start
-as a warning. Without the variable `wall()` is `time.time()`."""
+changes (its mtime or inode), so a test steps the clock by replacing it. Only the daemon's start (and a
+relay's, `sessiond serve`: its logins' times) reads the variable (`configure`); a file without that first
+line is refused there (the daemon does not start), so a stray variable cannot set a production daemon's
+clock by accident, and a clock that is set is logged at start as a warning.
+Without the variable `wall()` is `time.time()`."""
 
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ class TestClockError(ValueError):
 _path: str | None = None  # the test clock's file; None: the machine's clock
 _seen: tuple[int, int] | None = None  # (inode, mtime_ns) of the file as last read
 _offset = 0.0
+_started: tuple[float, float] | None = None  # (wall(), time.monotonic()) at the daemon's start: steady()'s anchor
 
 
 def _read(path: str) -> float:
@@ -53,15 +63,16 @@ def _read(path: str) -> float:
 def configure() -> float | None:
     """At the daemon's start: take the test clock SESSIOND_TEST_CLOCK_FILE names, if any (TestClockError if it
     names no test clock file). The offset it sets, or None when the machine's clock is used."""
-    global _path, _seen, _offset
+    global _path, _seen, _offset, _started
     path = os.environ.get(ENV)
     if not path:
         _path = None
-        return None
-    _offset = _read(path)
-    st = os.stat(path)
-    _path, _seen = path, (st.st_ino, st.st_mtime_ns)
-    return _offset
+    else:
+        _offset = _read(path)
+        st = os.stat(path)
+        _path, _seen = path, (st.st_ino, st.st_mtime_ns)
+    _started = (wall(), time.monotonic())
+    return _offset if path else None
 
 
 def wall() -> float:
@@ -69,6 +80,35 @@ def wall() -> float:
     if _path is None:
         return time.time()
     return time.time() + _test_offset(_path)
+
+
+def _anchor() -> tuple[float, float]:
+    global _started
+    if _started is None:  # (storage used without a daemon: anchored at its first stamp)
+        _started = (wall(), time.monotonic())
+    return _started
+
+
+def steady() -> float:
+    """Seconds since the epoch by the wall clock as it read at the daemon's start, advanced by the monotonic
+    clock since: what a kept thing is stamped with and judged by (`kept_before`); no step of the wall clock
+    moves it."""
+    at_wall, at_mono = _anchor()
+    return round((at_wall + time.monotonic() - at_mono) * 1000) / 1000
+
+
+def running() -> float:
+    """Seconds the daemon has run (the monotonic clock since its start)."""
+    return time.monotonic() - _anchor()[1]
+
+
+def kept_before(keep: float) -> float:
+    """The `steady()` stamp before which (at or before) a thing promised to be kept at least `keep` seconds may
+    be deleted: `steady() - keep` once the daemon has run `keep` seconds, -inf until then (a stamp of an
+    earlier run is of unknown age: at least the daemon's run so far, by the monotonic clock)."""
+    if running() < keep:
+        return float("-inf")
+    return steady() - keep
 
 
 def wall_utc() -> dt.datetime:

@@ -1,6 +1,7 @@
 """This device's own records of what it handed out and what it let go, never synced (schema 8):
 the share codes it issued (`ShareLog`: described, never the code or its secrets) and the objects of its
-logs that no current head references any more (`Released`: what `sessiond gc` may free), with those a push
+logs that no current head references any more (`Released`: what `sessiond gc` may free, stamped with
+clock.py's `steady()`, so that no step of the wall clock shortens gc's grace), with those a push
 is putting and has not yet recorded a revision naming (a push killed before it leaves them to gc). And the
 objects it put for a members slot to name (`slot_objects`, schema 24: Released.put_for_slot), let go once
 the slot is seen written over (Released.slot_named)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .clock import steady
 from .connections import Connections
 from .groupcommit import Transaction
 from .model import now
@@ -49,7 +51,7 @@ class ShareLog:
 
 
 def _released_rows(store_url: str, sid: str, hashes: Iterable[bytes], at: float | None) -> list[tuple]:
-    t = now() if at is None else at
+    t = steady() if at is None else at
     return [(store_url, bytes(h), sid, t) for h in dict.fromkeys(hashes)]
 
 
@@ -112,7 +114,7 @@ class Released:
                 "SELECT hash, session_id FROM slot_objects WHERE store_url=? AND slot_pk=? AND rev<=? AND hash!=?",
                 (store_url, slot_pk, rev, h),
             )
-            t = now()
+            t = steady()
             await _insert_released(tx, [(store_url, bytes(r[0]), r[1], t) for r in rows])
             await tx.execute(
                 "DELETE FROM slot_objects WHERE store_url=? AND slot_pk=? AND rev<=? AND hash!=?",
@@ -131,7 +133,7 @@ class Released:
             " AND hash NOT IN (SELECT hash FROM released WHERE store_url=?1)",
             (store_url, slot_pk, rev, h),
         )
-        t = now()
+        t = steady()
         lets_go = [{"store_url": store_url, "hash": bytes(r[0]), "session_id": r[1], "released_at": t} for r in rows]
         forgets = await q.fetchone(
             "SELECT 1 FROM released WHERE store_url=?1 AND hash=?2"
@@ -185,7 +187,7 @@ class Released:
                 " AND session_id NOT IN (SELECT id FROM sessions)",
                 (store_url, bytes(slot_pk)),
             )
-            t = now()
+            t = steady()
             await _insert_released(tx, [(store_url, bytes(r[0]), r[1], t) for r in rows])
             await tx.execute(
                 "DELETE FROM slot_objects WHERE store_url=? AND slot_pk=?"

@@ -12,6 +12,7 @@ from . import toolresults
 from .appendone import APPEND_ONE
 from .apply import apply_op
 from .chatorder import in_order
+from .clock import kept_before, steady
 from .connections import Connections, Row
 from .context import budget_of, context_check, warning_level
 from .errors import (
@@ -48,7 +49,9 @@ from .model import (
 from .search import PUSHED_COLUMNS, insert_messages
 from .sessions import session_row
 
-# How long, and how many per session, appends' idempotency keys are remembered.
+# How long, and how many per session, appends' idempotency keys are remembered at least: the time by
+# storage/clock.py's `steady` (no step of the wall clock forgets a key made minutes ago), the number by the
+# order they were made in (their rowid), not by their stamps (which a restart after a step back may disorder).
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_KEEP = 1000
 PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
@@ -365,24 +368,25 @@ class Messages:
             if n == 1 and not (prune or mark):  # the common case: one statement, the transaction's last
                 await tx.execute_alone(
                     APPEND_ONE,
-                    (*rows[0], *pushed_form(rows[0][6], rows[0][8]), t, new_tokens, key, digest, f"{seq0} 1"),
+                    (*rows[0], *pushed_form(rows[0][6], rows[0][8]), t, new_tokens, key, digest, f"{seq0} 1", steady()),
                 )
                 return out
             await insert_messages(tx, rows, pushed=True)
             await tx.execute(LOG_UPSERT, (sid, device, seq0 + n - 1))
             await tx.execute(SESSION_UPDATE, (lam0 + n - 1, t, new_tokens, sid))
             if key is not None:  # remembered in this transaction: committed together, or not at all
-                await tx.execute(KEY_INSERT, (sid, key, digest, f"{seq0} {n}", t))
+                await tx.execute(KEY_INSERT, (sid, key, digest, f"{seq0} {n}", steady()))
             if prune:
                 await tx.execute(
-                    "DELETE FROM idempotency WHERE session_id=? AND created_at < ?", (sid, t - IDEMPOTENCY_TTL)
+                    "DELETE FROM idempotency WHERE session_id=? AND created_at < ?",
+                    (sid, kept_before(IDEMPOTENCY_TTL)),
                 )
-                edge = await tx.fetchone(
-                    "SELECT created_at FROM idempotency WHERE session_id=? ORDER BY created_at DESC LIMIT 1 OFFSET ?",
+                edge = await tx.fetchone(  # (the table's rowids: the order its keys were made in)
+                    "SELECT rowid FROM idempotency WHERE session_id=? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
                     (sid, IDEMPOTENCY_KEEP),
                 )
                 if edge is not None:
-                    await tx.execute("DELETE FROM idempotency WHERE session_id=? AND created_at <= ?", (sid, edge[0]))
+                    await tx.execute("DELETE FROM idempotency WHERE session_id=? AND rowid <= ?", (sid, edge[0]))
             if mark:
                 await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
         return out

@@ -63,6 +63,28 @@ async def writable_row(
     return row
 
 
+# What a session's conversation is, final once it has ended (as its chats' are: storage/chats.py): the rest of its
+# fields (a name, tags, metadata, preferences, its user, its expiry and idle timeout) file it, and still change
+_CONVERSATION = ("system_prompt", "initial_messages", "model", "settings")
+_KEEPING_POLICY = ("idle_timeout",)  # (of its policy: how long it is kept, as its expiry)
+
+
+def refuse_conversation_change(sid: str, current: dict, fields: dict) -> None:
+    """Refuse (Conflict) a change of the conversation of session `sid`, ended (`current`: as it is): its system
+    prompt, initial messages, model, settings or its policy but the idle timeout. The same value given again
+    is no change (an app that sends the whole session back to rename it)."""
+    changed = [k for k in _CONVERSATION if k in fields and fields[k] != current.get(k)]
+    if "policy" in fields:
+        was, given = current.get("policy") or {}, fields["policy"] or {}
+        changed += sorted(k for k in set(was) | set(given) if k not in _KEEPING_POLICY and was.get(k) != given.get(k))
+    if changed:
+        raise Conflict(
+            f"session {sid!r} has ended; its conversation is final: {', '.join(changed)} cannot change (a name,"
+            f" tags, metadata and its expiry still do; go on in a clone: `sessiond clone {sid}`)",
+            api=new_session_ways(sid, fork=False),
+        )
+
+
 def check_status_change(sid: str, current: str, status: str) -> None:
     """Refuse a change of a session's status from `current` to `status` that its lifecycle does not allow:
     active and paused go to each other and to ended; an end is final."""
@@ -310,6 +332,8 @@ class Sessions:
                 await refuse_if_expiry_ended(tx, sid, row)
             if callable(fields):
                 fields = fields(session_dict(row))
+            if row["status"] == "ended" and "status" not in fields:
+                refuse_conversation_change(sid, session_dict(row), fields)
             if "status" in fields:  # checked against the status as committed: an end meanwhile is final
                 if fields["status"] == row["status"] and set(fields) <= {"status", "expired_at"}:
                     return session_dict(row)  # (two pauses at once: the second changes nothing)

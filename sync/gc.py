@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from ..storage.clock import kept_before
 from ..storage.model import now
 from ..storage.redact import shown_store
 from ..stores import CannotDelete, Freed, Store, StoreError, check_object
@@ -227,10 +228,11 @@ class Collector:
     async def _due(self, grace: float, seen: _Seen | None) -> tuple[list[dict], int]:
         """The candidates let go at least `grace` ago, and how many others wait for their grace; in a dry run as
         the slots it read would have made them (_as_if_named)."""
-        # (releases are stamped with storage's now(), rounded to the millisecond: compared on that clock,
-        # so that a grace of 0 takes everything let go before this call)
+        # (releases are stamped with storage's steady(), rounded to the millisecond: compared on that clock,
+        # so that a grace of 0 takes everything let go before this call, and no step of the wall clock shortens
+        # a grace; one let go before the daemon's start is due once the daemon has run the grace: kept_before)
         released = self.ctx.db.released
-        due = await released.due(now() - grace)
+        due = await released.due(kept_before(grace))
         waiting = await released.count() - len(due)
         return await self._as_if_named(seen, due, waiting, grace) if seen else (due, waiting)
 
@@ -253,7 +255,7 @@ class Collector:
             let_go += lets_go
         # (after the times slot_lets_go gave them, as the run's due() is after its slots' reads let them go: a
         # grace of 0 takes them, even when the clock's millisecond turned in between)
-        cutoff = now() - grace
+        cutoff = kept_before(grace)
         for r in let_go:
             if (r["store_url"], r["hash"]) in have:
                 continue

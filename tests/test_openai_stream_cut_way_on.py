@@ -91,3 +91,26 @@ def test_a_cut_stream_of_a_new_session_names_it_for_the_retry(served_openai):
         ("assistant", False),
     ]
     assert len(c.list_sessions()["sessions"]) == 1  # no second session made
+
+
+def test_a_stream_cut_before_its_first_word_in_a_new_session_keeps_no_session(served_openai):
+    """Was: the session the request made was kept with the question alone, while a failure before the stream
+    (a 429, a 5xx) deletes it. The app's retry is the same request, which the SDKs send without the session's
+    header (they show neither it nor the error's own fields): each such retry made another session, the one
+    before left holding a lone question. With nothing of the answer to keep, the session is deleted as on a
+    failure before any answer, and the error says to send the same request again: one session, its question
+    once."""
+    d, p = served_openai
+    history = [{"role": "user", "content": "one two three"}]
+    p.faults.cut_after = 0  # the role chunk, then the cut
+    with pytest.raises(openai.APIError) as exc:
+        list(openai_app(d, None).chat.completions.create(model="echo-1", messages=history, stream=True))
+    p.faults.cut_after = None
+    err = exc.value
+    assert err.code == "provider_stream_cut" and "session" not in err.body, err.body
+    assert err.body["retry"] == "the same request" and "X-Sessiond-Session" not in err.message, err.body
+    c = d.client()
+    assert c.list_sessions()["sessions"] == []
+    openai_app(d, None).chat.completions.create(model="echo-1", messages=history)  # the retry
+    [s] = c.list_sessions()["sessions"]
+    assert [m["role"] for m in c.messages(s["id"])["messages"]] == ["user", "assistant"]

@@ -299,6 +299,12 @@ def cmd_serve(args) -> int:
     from ...relay.app import Relay, listen, parse_listen, run, tls_context
 
     no_core_dumps()  # before a token or a TLS key is read: a crash leaves no core file holding them
+    from ...storage import clock
+
+    try:  # (SESSIOND_TEST_CLOCK_FILE: the tests' clock, as a daemon's: storage/clock.py; the logins' times)
+        clock.configure()
+    except clock.TestClockError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
 
     try:
         host, port = parse_listen(args.listen)

@@ -1,0 +1,77 @@
+"""What is kept for a while (an append's idempotency key, an object gc lets go after its grace) stays kept for
+that while whatever the wall clock does: a step forward must not forget what was made minutes ago, nor a step
+back make the newest the first forgotten (storage/clock.py `steady`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clocks import DAY, clocked
+from conftest import run_cli
+
+PRUNE_EVERY = 64  # storage/messages.py: appends between two prunings of a session's keys
+KEEP = 1000  # storage/messages.py: the keys a session keeps at least
+
+
+def _appends(c, sid: str, n: int, prefix: str) -> None:
+    for i in range(n):
+        c.append(sid, "user", f"{prefix} {i}", idempotency_key=f"{prefix}-{i}")
+
+
+def _contents(c, sid: str) -> list[str]:
+    return [m["content"] for m in c.messages(sid, limit=5000)["messages"]]
+
+
+def _retried_once(c, sid: str, first: dict, text: str, key: str) -> None:
+    """A pruning of the session's keys (PRUNE_EVERY appends), then the app's retry of the append `first`: it is
+    answered as the first time, nothing appended twice."""
+    _appends(c, sid, PRUNE_EVERY, "after")
+    again = c.append(sid, "user", text, idempotency_key=key)
+    assert again["id"] == first["id"]
+    assert _contents(c, sid).count(text) == 1
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+def test_a_retry_after_a_clock_step_forward_is_not_appended_twice(make_daemon, restarted):
+    # (an NTP step, a laptop's clock set right: minutes later by the machine; restarted: the clock set right
+    # while no daemon ran, a key of the run before of unknown age, kept as promised)
+    d, clock = clocked(make_daemon)
+    c = d.start().client()
+    sid = c.create_session(name="retried")["id"]
+    first = c.append(sid, "user", "once", idempotency_key="acknowledged")
+    if restarted:
+        d.stop()
+    clock.step(2 * DAY)
+    if restarted:
+        c = d.start().client()
+    _retried_once(c, sid, first, "once", "acknowledged")
+
+
+def test_a_clock_step_back_forgets_the_oldest_keys_first(make_daemon):
+    d, clock = clocked(make_daemon)
+    c = d.start().client()
+    sid = c.create_session(name="many")["id"]
+    _appends(c, sid, KEEP, "before")
+    clock.step(-DAY)
+    newest = c.append(sid, "user", "newest", idempotency_key="newest")
+    _retried_once(c, sid, newest, "newest", "newest")  # (a pruning, with more than KEEP keys)
+
+
+def _pushed(d, sid: str) -> None:
+    res = run_cli(d.home, "sync", sid, "--wait", "--timeout", "60")
+    assert res.returncode == 0, res
+
+
+def test_gc_s_grace_is_not_shortened_by_a_clock_step_forward(make_daemon, store_dir):
+    # each push lets go the manifest its head left: a follower mid-read may still be reading it, so gc frees it
+    # only after its grace (24 h by default), which a clock stepped forward must not make pass at once
+    d, clock = clocked(make_daemon, store=f"file://{store_dir}")
+    c = d.start().client()
+    sid = c.create_session(name="pushed", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+    _pushed(d, sid)
+    c.append(sid, "user", "more")
+    _pushed(d, sid)  # (the first head's manifest let go)
+    assert c.gc(dry_run=True, grace=0)["objects"] > 0  # (there is something gc would free at once)
+    clock.step(2 * DAY)
+    report = c.gc()
+    assert report["objects"] == 0 and report["kept"] > 0, report
