@@ -10,9 +10,11 @@ What is kept for a while and then deleted (an append's idempotency key, an objec
 stamped and judged by `steady()`, not `wall()`: the wall clock as it read at the daemon's start, advanced by the
 monotonic clock since, so that no step of the wall clock while the daemon runs ages a stamp. A stamp made before
 this start (by an earlier run, whose scale was anchored to the wall clock then) is of unknown age, the wall
-clock perhaps stepped in between: it is at least `running()` old, and is taken to be no older; so whatever was
-kept "for at least D" is deleted only once the daemon has run D (`kept_before`). CLOCK_MONOTONIC does not
-count a suspend: a suspended machine's daemon keeps things longer, never shorter.
+clock perhaps stepped in between: it is sheltered for this run's first `RESTART_SHELTER` (an hour; or D, what
+was promised, if shorter: a retry of an append across the restart, a follower's read across it, come within
+that), then judged by the wall clock as it read at this start (`kept_before`): a daemon stopped every night
+still frees and forgets by day, and only a wall clock stepped forward while no daemon ran can age such a stamp.
+CLOCK_MONOTONIC does not count a suspend: a suspended machine's daemon keeps things longer, never shorter.
 
 A test gives a daemon a clock of its own (a device whose clock is off, or one stepped while it runs) with
 SESSIOND_TEST_CLOCK_FILE naming a file whose first line is `TEST_CLOCK_MAGIC` and whose second line is the
@@ -41,6 +43,8 @@ class TestClockError(ValueError):
 _path: str | None = None  # the test clock's file; None: the machine's clock
 _seen: tuple[int, int] | None = None  # (inode, mtime_ns) of the file as last read
 _offset = 0.0
+# what an earlier run stamped is kept for this long of a run at least (kept_before)
+RESTART_SHELTER = 3600.0
 _started: tuple[float, float] | None = None  # (wall(), time.monotonic()) at the daemon's start: steady()'s anchor
 
 
@@ -104,9 +108,10 @@ def running() -> float:
 
 def kept_before(keep: float) -> float:
     """The `steady()` stamp before which (at or before) a thing promised to be kept at least `keep` seconds may
-    be deleted: `steady() - keep` once the daemon has run `keep` seconds, -inf until then (a stamp of an
-    earlier run is of unknown age: at least the daemon's run so far, by the monotonic clock)."""
-    if running() < keep:
+    be deleted: `steady() - keep`, but -inf for this run's first min(keep, RESTART_SHELTER) seconds (what an
+    earlier run stamped is sheltered then; this run's own stamps are younger than `keep` anyway). Not -inf
+    until the daemon has run `keep`: with a 24 h keep, a daemon stopped every night would free nothing."""
+    if running() < min(keep, RESTART_SHELTER):
         return float("-inf")
     return steady() - keep
 

@@ -230,7 +230,7 @@ class Collector:
         the slots it read would have made them (_as_if_named)."""
         # (releases are stamped with storage's steady(), rounded to the millisecond: compared on that clock,
         # so that a grace of 0 takes everything let go before this call, and no step of the wall clock shortens
-        # a grace; one let go before the daemon's start is due once the daemon has run the grace: kept_before)
+        # a grace; one let go before the daemon's start is sheltered for its first hour: kept_before)
         released = self.ctx.db.released
         due = await released.due(kept_before(grace))
         waiting = await released.count() - len(due)

@@ -75,3 +75,24 @@ def test_gc_s_grace_is_not_shortened_by_a_clock_step_forward(make_daemon, store_
     clock.step(2 * DAY)
     report = c.gc()
     assert report["objects"] == 0 and report["kept"] > 0, report
+
+
+def test_what_an_earlier_run_stamped_is_judged_by_the_wall_clock_once_the_daemon_has_run_an_hour(monkeypatch):
+    # a laptop's daemon runs a working day, then is stopped for the night: kept_before(24 h) at -inf until the
+    # daemon had run 24 h meant gc's default grace freed nothing there, ever, nor was an idempotency key pruned by
+    # age. A stamp from an earlier run is sheltered for the first hour of this one (a retry, a follower's read
+    # across the restart, come within it), then judged by the wall clock as it read at this start
+    from sessiond.storage import clock
+
+    mono = [1000.0]
+    monkeypatch.setattr(clock.time, "monotonic", lambda: mono[0])
+    monkeypatch.delenv(clock.ENV, raising=False)
+    monkeypatch.setattr(clock, "_started", None)  # (put back as it was after the test: this process's anchor)
+    clock.configure()
+    keep = DAY
+    assert clock.kept_before(keep) == float("-inf")  # (just started: an earlier run's stamps sheltered)
+    mono[0] += clock.RESTART_SHELTER - 1
+    assert clock.kept_before(keep) == float("-inf")
+    mono[0] += 2
+    assert clock.kept_before(keep) == pytest.approx(clock.steady() - keep)
+    assert clock.kept_before(0) == pytest.approx(clock.steady())  # (a grace of 0 takes everything, at once)
