@@ -139,6 +139,7 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                 os._exit(137)
         async with c.transaction() as tx:
             await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
+            await _arrived(tx, sid, None)  # (a long session new here: as a short one's, its arrival)
             await check_imported(tx, c.limits, sid)
             await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
             tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
@@ -215,12 +216,17 @@ async def _apply_logs(
     await _check_created(tx, sid)
     await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
     if new:
-        # Other devices' writes are activity here from when they arrive, not at their stamps: those are on
-        # their writers' clocks, and a writer whose clock is behind (an hour) would have this device end
-        # the session for idleness while it writes to it, for every device; one ahead would keep it alive
-        # here past its idle timeout by as much. (Their times as shown, the messages', stay their writers'.)
-        await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (max(now(), row[0] if row else 0.0), sid))
+        await _arrived(tx, sid, row[0] if row else None)
     return new
+
+
+async def _arrived(tx: Transaction, sid: str, before: float | None) -> None:
+    """Other devices' writes just taken in are activity here from when they arrive, not at their stamps (which
+    apply_op and _finish took): those are on their writers' clocks, and a writer whose clock is behind (an hour)
+    would have this device end the session for idleness while it writes to it, for every device; one ahead
+    would keep it alive here past its idle timeout by as much. `before`: the session's activity here before
+    them (None: new here), never moved back. (Their times as shown, the messages', stay their writers'.)"""
+    await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (max(now(), before or 0.0), sid))
 
 
 async def _switch(tx: Transaction, sid: str, *, members_rev: int, keep: Sequence[bytes], push_again: bool) -> None:
