@@ -155,11 +155,12 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
 
 
 class _Tally:
-    """What the message batches of one apply added: the latest Lamport clock and time, and the tokens
-    (None once some rows were here already: the session's total is then counted again)."""
+    """What the message batches of one apply added: the latest Lamport clock, and the tokens (None once some
+    rows were here already: the session's total is then counted again). Not their times: those are their
+    writers' clocks, and what arrives is activity here from its arrival (_arrived)."""
 
     def __init__(self) -> None:
-        self.max_lam, self.max_t = 0, 0.0
+        self.max_lam = 0
         self.tokens: int | None = 0
 
 
@@ -188,7 +189,6 @@ async def _insert_messages(tx: Transaction, msgs: list[list[tuple]], tally: _Tal
         else:
             tally.tokens = None
         tally.max_lam = max(tally.max_lam, max(map(itemgetter(4), rows)))
-        tally.max_t = max(tally.max_t, max(map(itemgetter(8), rows)))
     return new
 
 
@@ -250,16 +250,17 @@ async def _finish(
     access: str | None,
     own: dict | None,
 ) -> None:
-    """The bookkeeping after an apply's rows: the session's clock, activity and tokens, how far each
-    log is here, what this device may do, where the session syncs, and whom it follows."""
-    max_lam, max_t, added_tokens = tally.max_lam, tally.max_t, tally.tokens
+    """The bookkeeping after an apply's rows: the session's clock and tokens, how far each log is here, what
+    this device may do, where the session syncs, and whom it follows (its activity: _arrived, if any arrived)."""
+    max_lam, added_tokens = tally.max_lam, tally.tokens
     if max_lam:
         # every row new (the usual pull): add their tokens; a sum over the whole session
         # would hold the write lock for tens of milliseconds on a long one
         await tx.execute(
-            "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
-            " tokens_used=" + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL) + " WHERE id=?",
-            (max_lam, max_t, added_tokens if added_tokens is not None else sid, sid),
+            "UPDATE sessions SET lamport=max(lamport, ?), tokens_used="
+            + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL)
+            + " WHERE id=?",
+            (max_lam, added_tokens if added_tokens is not None else sid, sid),
         )
     for device, lg in logs.items():
         if len(lg):

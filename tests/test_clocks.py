@@ -289,3 +289,21 @@ def test_a_long_session_imported_from_a_writer_whose_clock_is_behind_is_not_ende
     wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=1 + LATE, what="B's clean-up run")
     assert cb.get_session(sid)["status"] == "active"
     ca.append(sid, "user", "still here")  # (refused as expired once B's end reached A)
+
+
+def test_a_pull_that_brings_nothing_new_leaves_the_activity_where_it_was(make_daemon, store_dir):
+    # Only what arrives is activity here: the same code imported again brings A's messages, all here already.
+    # Their stamps (an hour ahead by A's clock) were taken as B's last activity, keeping the session alive an
+    # hour past its idle timeout (and B's next clean-up saying its clock was stepped back).
+    store = f"file://{store_dir}"
+    a, _clock_a = clocked(make_daemon, HOUR, store=store)
+    b, _clock_b = clocked(make_daemon, 0, store=store, cleanup_interval=HOUR)
+    ca, cb = a.start().client(), b.start().client()
+    sid = ca.create_session(name="ahead", idle_timeout=1800)["id"]
+    ca.append(sid, "user", "from an hour ahead")
+    code = ca.share(sid, write=True)["code"]
+    cb.import_code(code)
+    arrived = cb.get_session(sid)["last_activity"]
+    assert arrived < time.time() + 60, arrived  # (its arrival, by B's clock)
+    cb.import_code(code)  # (nothing new)
+    assert cb.get_session(sid)["last_activity"] == arrived
