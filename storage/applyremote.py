@@ -139,6 +139,7 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                 os._exit(137)
         async with c.transaction() as tx:
             await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
+            await _arrived(tx, sid, None)  # (a long session new here: as a short one's, its arrival)
             await check_imported(tx, c.limits, sid)
             await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
             tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
@@ -154,11 +155,12 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
 
 
 class _Tally:
-    """What the message batches of one apply added: the latest Lamport clock and time, and the tokens
-    (None once some rows were here already: the session's total is then counted again)."""
+    """What the message batches of one apply added: the latest Lamport clock, and the tokens (None once some
+    rows were here already: the session's total is then counted again). Not their times: those are their
+    writers' clocks, and what arrives is activity here from its arrival (_arrived)."""
 
     def __init__(self) -> None:
-        self.max_lam, self.max_t = 0, 0.0
+        self.max_lam = 0
         self.tokens: int | None = 0
 
 
@@ -187,7 +189,6 @@ async def _insert_messages(tx: Transaction, msgs: list[list[tuple]], tally: _Tal
         else:
             tally.tokens = None
         tally.max_lam = max(tally.max_lam, max(map(itemgetter(4), rows)))
-        tally.max_t = max(tally.max_t, max(map(itemgetter(8), rows)))
     return new
 
 
@@ -215,12 +216,17 @@ async def _apply_logs(
     await _check_created(tx, sid)
     await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
     if new:
-        # Other devices' writes are activity here from when they arrive, not at their stamps: those are on
-        # their writers' clocks, and a writer whose clock is behind (an hour) would have this device end
-        # the session for idleness while it writes to it, for every device; one ahead would keep it alive
-        # here past its idle timeout by as much. (Their times as shown, the messages', stay their writers'.)
-        await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (max(now(), row[0] if row else 0.0), sid))
+        await _arrived(tx, sid, row[0] if row else None)
     return new
+
+
+async def _arrived(tx: Transaction, sid: str, before: float | None) -> None:
+    """Other devices' writes just taken in are activity here from when they arrive, not at their stamps (which
+    apply_op and _finish took): those are on their writers' clocks, and a writer whose clock is behind (an hour)
+    would have this device end the session for idleness while it writes to it, for every device; one ahead
+    would keep it alive here past its idle timeout by as much. `before`: the session's activity here before
+    them (None: new here), never moved back. (Their times as shown, the messages', stay their writers'.)"""
+    await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (max(now(), before or 0.0), sid))
 
 
 async def _switch(tx: Transaction, sid: str, *, members_rev: int, keep: Sequence[bytes], push_again: bool) -> None:
@@ -244,16 +250,17 @@ async def _finish(
     access: str | None,
     own: dict | None,
 ) -> None:
-    """The bookkeeping after an apply's rows: the session's clock, activity and tokens, how far each
-    log is here, what this device may do, where the session syncs, and whom it follows."""
-    max_lam, max_t, added_tokens = tally.max_lam, tally.max_t, tally.tokens
+    """The bookkeeping after an apply's rows: the session's clock and tokens, how far each log is here, what
+    this device may do, where the session syncs, and whom it follows (its activity: _arrived, if any arrived)."""
+    max_lam, added_tokens = tally.max_lam, tally.tokens
     if max_lam:
         # every row new (the usual pull): add their tokens; a sum over the whole session
         # would hold the write lock for tens of milliseconds on a long one
         await tx.execute(
-            "UPDATE sessions SET lamport=max(lamport, ?), last_activity=max(last_activity, ?),"
-            " tokens_used=" + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL) + " WHERE id=?",
-            (max_lam, max_t, added_tokens if added_tokens is not None else sid, sid),
+            "UPDATE sessions SET lamport=max(lamport, ?), tokens_used="
+            + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL)
+            + " WHERE id=?",
+            (max_lam, added_tokens if added_tokens is not None else sid, sid),
         )
     for device, lg in logs.items():
         if len(lg):

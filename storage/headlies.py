@@ -6,23 +6,12 @@ head so again after that sync (or a push past that revision)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-# (migration 29) the table; a session's row goes with it
-MIGRATION = """
-CREATE TABLE head_lies (
-    session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    store_url TEXT NOT NULL,
-    how TEXT NOT NULL,
-    head_rev INTEGER NOT NULL,
-    synced INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-"""
+from .connections import Connections
 
 
 class HeadLies:
-    def __init__(self, c: Any):
-        self.c = c  # (a Connections: not imported, as migrations.py imports this module and it imports them)
+    def __init__(self, c: Connections):
+        self.c = c
 
     async def found(self, sid: str) -> dict | None:
         """The finding noted for `sid` ({store_url, how, head_rev, synced}), or None."""

@@ -3,7 +3,7 @@ them, one per transaction). A migration once on main is never edited: a change i
 
 from __future__ import annotations
 
-from . import chatstats, contexttotals, headlies
+from . import chatstats, contexttotals
 
 # (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
 UNINDEX_OLD = (
@@ -493,7 +493,16 @@ MIGRATIONS: list[str] = [
     # kept while what they name is still there: gc reads it again only once SLOT_GONE_READ_EVERY has passed since
     # (sync/gc.py), not at every run. NULL: not read as gone.
     "ALTER TABLE slot_objects ADD COLUMN gone_at REAL;",
-    # 29: a store found serving this device's head forged or rolled back, by session (storage/headlies.py)
-    headlies.MIGRATION,
+    # 29: a store found serving this device's head forged or rolled back, by session (storage/headlies.py reads and
+    # writes it); a session's row goes with it. (Its text at the margin, as it was first written: pinned by digest)
+    """
+CREATE TABLE head_lies (
+    session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    store_url TEXT NOT NULL,
+    how TEXT NOT NULL,
+    head_rev INTEGER NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+""",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

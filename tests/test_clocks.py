@@ -16,6 +16,7 @@ from conftest import DaemonProc, cli_json, run_cli, wait_for
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Portal, Threaded, make_app
 from sessiond.client import ApiError
+from sessiond.storage.applyremote import IMPORT_CHUNK
 from sessiond.storage.clock import ENV
 from test_ipns_republish import FORGETS, REPUT, _kept_records, assert_imports, kubo_pair, served_after
 from test_reimport import _write, chatgpt_continued, fixture
@@ -269,3 +270,40 @@ def test_an_export_imported_again_finds_its_chat_beside_one_a_device_behind_made
     again = cli_json(a.home, "import-file", _write(tmp_path, "b.json", later), "--format", "chatgpt")
     assert again["sessions"] == [] and again["diverged"] == [], again
     assert [(x["session"], x["messages"]) for x in again["appended"]] == [(sid, 2)], again
+
+
+def test_a_long_session_imported_from_a_writer_whose_clock_is_behind_is_not_ended_at_once(make_daemon, store_dir):
+    # An import of a session of more than IMPORT_CHUNK messages goes in in several transactions: its activity
+    # was its writer's stamps there (an hour ago by A's clock), where a shorter one's is its arrival. B, whose
+    # clean-up ends a session that arrives past its idle timeout at once, ended the long one for every device
+    # while A was writing to it.
+    store = f"file://{store_dir}"
+    a, _clock_a = clocked(make_daemon, -HOUR, store=store)
+    b, _clock_b = clocked(make_daemon, 0, store=store, cleanup_interval=HOUR)
+    ca, cb = a.start().client(), b.start().client()
+    sid = ca.create_session(name="long", idle_timeout=1800)["id"]
+    ca.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(IMPORT_CHUNK + 1)])
+    cb.import_code(ca.share(sid, write=True)["code"])
+    assert len(cb.messages(sid, limit=IMPORT_CHUNK + 1)["messages"]) == IMPORT_CHUNK + 1
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run after the import)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=1 + LATE, what="B's clean-up run")
+    assert cb.get_session(sid)["status"] == "active"
+    ca.append(sid, "user", "still here")  # (refused as expired once B's end reached A)
+
+
+def test_a_pull_that_brings_nothing_new_leaves_the_activity_where_it_was(make_daemon, store_dir):
+    # Only what arrives is activity here: the same code imported again brings A's messages, all here already.
+    # Their stamps (an hour ahead by A's clock) were taken as B's last activity, keeping the session alive an
+    # hour past its idle timeout (and B's next clean-up saying its clock was stepped back).
+    store = f"file://{store_dir}"
+    a, _clock_a = clocked(make_daemon, HOUR, store=store)
+    b, _clock_b = clocked(make_daemon, 0, store=store, cleanup_interval=HOUR)
+    ca, cb = a.start().client(), b.start().client()
+    sid = ca.create_session(name="ahead", idle_timeout=1800)["id"]
+    ca.append(sid, "user", "from an hour ahead")
+    code = ca.share(sid, write=True)["code"]
+    cb.import_code(code)
+    arrived = cb.get_session(sid)["last_activity"]
+    assert arrived < time.time() + 60, arrived  # (its arrival, by B's clock)
+    cb.import_code(code)  # (nothing new)
+    assert cb.get_session(sid)["last_activity"] == arrived

@@ -253,7 +253,9 @@ def _two_orders(logs: list[list[Op]], seed: int, interleave: bool) -> tuple[list
 
 
 async def _dump(db: Database) -> dict:
-    """Every user-visible row (the per-field clocks, `stamps`, are bookkeeping and left out)."""
+    """Every user-visible row (the per-field clocks, `stamps`, are bookkeeping and left out, and so is a session's
+    `last_activity`: this device's own, other devices' writes counting from their arrival here, not from their
+    writers' stamps (storage/applyremote.py _arrived); an idle expiry's end is an operation, the same everywhere)."""
 
     async def q(sql: str) -> list:
         return await db.reader.execute_fetchall(sql)
@@ -268,7 +270,7 @@ async def _dump(db: Database) -> dict:
         ("logs", "device_id"),
     ):
         names = [r[1] for r in await q(f"PRAGMA table_info({table})")]
-        keep = ", ".join(c for c in names if c != "stamps")
+        keep = ", ".join(c for c in names if c not in ("stamps", "last_activity"))
         out[table] = [
             tuple(bytes(v).hex() if isinstance(v, (bytes, memoryview)) else v for v in r)
             for r in await q(f"SELECT {keep} FROM {table} ORDER BY {order}")

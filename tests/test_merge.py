@@ -103,8 +103,14 @@ def _ops() -> dict[str, list[Op]]:
 
 
 async def _dump(db: Database) -> dict:
+    """The rows that must converge; a session's `last_activity` left out: this device's own, other devices' writes
+    counting from their arrival here (storage/applyremote.py _arrived), not from their writers' stamps."""
+
     def rows(sql):
-        return [{k: (json.loads(r[k]) if k in ("stamps",) else r[k]) for k in r.keys()} for r in sql]  # noqa: SIM118 (a Row iterates over values)
+        return [
+            {k: (json.loads(r[k]) if k in ("stamps",) else r[k]) for k in r.keys() if k != "last_activity"}  # noqa: SIM118 (a Row iterates over values)
+            for r in sql
+        ]
 
     return {
         "sessions": rows(await db._all(SESSION_SELECT + " ORDER BY s.id")),  # (with their texts: migration 21)
