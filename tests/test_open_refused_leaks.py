@@ -14,15 +14,21 @@ import textwrap
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, json, os, resource, sys, time
+    import asyncio, json, os, resource, sys, threading, time
     from sessiond.storage.database import Database
     from sessiond.storage.errors import UnusableDatabase
 
     def held():
+        # a thread joined may still be listed a moment (its OS thread ends after join() returns: 1 close in 10
+        # right after it): counted once the OS lists no more threads than Python runs, so that the count taken
+        # before the opens (right after a close) is not one too many, which a later count matched only by a
+        # thread of its own step still ending (else a "leak" of -1 thread)
+        deadline = time.monotonic() + 10
+        while len(os.listdir("/proc/self/task")) > threading.active_count() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task"))
 
     def settled(before):
-        # (a thread joined may still be listed a moment: its OS thread ends after join() returns)
         deadline = time.monotonic() + 10
         while held() != before and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -3,6 +3,7 @@ and the batched head read (Store.get_heads), against the loopback Kubo node and 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -36,7 +37,12 @@ async def test_rate_cap_spaces_requests():
         await cap.acquire()
     took = time.monotonic() - t
     assert took >= 10 / 50 - 0.01  # ten more at 50/s: at least 0.2 s
-    assert cap.waited > 0.1
+    # ten callers at once: each reserves its slot as it comes (no await before), so they wait 0.02, 0.04, ...
+    # 0.2 s (1.1 s in all). One after the other, as above, a busy machine's late wake-ups refill the bucket
+    # meanwhile: the waits counted shrink with every sleep overslept (0.06 s of 0.2 seen under load)
+    waited = cap.waited
+    await asyncio.gather(*(cap.acquire() for _ in range(10)))
+    assert cap.waited - waited > 0.1
     uncapped = RateCap(None)
     for _ in range(1000):
         await uncapped.acquire()
@@ -58,7 +64,10 @@ async def test_kubo_head_reads_are_capped_and_batched():
         pks = [e.pk for e in es]
         for store in (follower, gateway):
             t = time.monotonic()
-            got = await store.get_heads(pks + pks[:3])  # a pk asked twice is read once
+            # a pk asked twice is read once; all 30 in flight at once, each asking the cap before any answer
+            # arrives: with get_heads' default 4, a busy machine's slow answers refilled the bucket meanwhile
+            # and no read waited (waited 0.0 seen under load)
+            got = await store.get_heads(pks + pks[:3], concurrency=len(pks))
             took = time.monotonic() - t
             assert list(got) == pks
             assert [got[e.pk] for e in es[:25]] == es[:25] and all(got[e.pk] is None for e in es[25:])

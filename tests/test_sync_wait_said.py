@@ -33,13 +33,15 @@ def test_sync_wait_says_what_fails_while_it_waits_for_the_store(reserved_port, t
             cli = ["sync", sid, "--wait", "--timeout", "60", "--home", d.home, *json_flag]
             proc = popen_cli(cli, env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             said: queue.Queue = queue.Queue()
-            threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
+            reader = threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True)
+            reader.start()
             try:
                 line = said.get(timeout=30)  # long before the 60 s are over
                 assert proc.poll() is None, "the notice came only with the end"
             finally:
                 proc.terminate()
                 proc.wait(10)
+                reader.join(10)  # (at the end of its stream: closed under its readline, it raised in its thread)
                 proc.stdout.close()
                 proc.stderr.close()
             assert line is not None and sid in line, line
@@ -79,13 +81,15 @@ def _running(argv: list[str], env: dict):
     end): yields (the process, the queue); afterwards the process is ended (killed if it still runs)."""
     proc = popen_cli(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     said: queue.Queue = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True).start()
+    reader = threading.Thread(target=_lines, args=(proc.stderr, said), daemon=True)
+    reader.start()
     try:
         yield proc, said
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join(10)  # (at the end of its stream: closed under its readline, it raised in its thread)
         proc.stdout.close()
         proc.stderr.close()
 
