@@ -143,13 +143,13 @@ def not_utf8(argv: list[str]) -> str | None:
             arg.encode("utf-8")
         except UnicodeEncodeError:
             raw = os.fsencode(arg)
-            if ascii_locale() and _is_utf8(raw):  # (UTF-8 text, but Python took only ASCII in this locale)
+            if ascii_locale() and is_utf8(raw):  # (UTF-8 text, but Python took only ASCII in this locale)
                 return f"argument {i} ({ascii(raw)[1:]}) is not ASCII, all this locale reads; {UTF8_LOCALE_WAY}"
             return f"argument {i} ({ascii(raw)[1:]}) is not UTF-8 text; give text as UTF-8"
     return None
 
 
-def _is_utf8(raw: bytes) -> bool:
+def is_utf8(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")
         return True
