@@ -12,12 +12,13 @@ from ..daemon.home import resolve_home
 from . import settled, started_up
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, run_command
 from .options import option_error
-from .output import UTF8_LOCALE_WAY, ascii_locale, fit_locale
+from .output import UTF8_LOCALE_WAY, ascii_locale, fit_locale, watch_output
 from .parser import ParseError, build_parser, dash_hint, is_utf8, not_utf8
 
 
 def main(argv: list[str] | None = None) -> int:
     fit_locale()  # (what stdout and stderr cannot encode, escaped)
+    watch_output()  # (a write to stdout that fails: said in one line, run_command)
     argv = sys.argv[1:] if argv is None else list(argv)
     wants_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
     early = argparse.Namespace(json=wants_json)

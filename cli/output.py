@@ -133,3 +133,43 @@ def ascii_locale() -> bool:
 
 
 UTF8_LOCALE_WAY = "run sessiond under a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1"
+
+
+class OutputFailed(OSError):
+    """A write to standard output that failed (the disk holding the file it is redirected to full, a
+    file-size limit, an I/O error): run_command says so in one line. A closed pipe stays BrokenPipeError."""
+
+
+def watch_output() -> None:
+    """Standard output (the interpreter's own, fd 1) rewrapped so that a failing write raises OutputFailed,
+    told apart from the command's other OSErrors; its encoding, errors and buffering kept."""
+    import io
+    import sys
+
+    if sys.stdout is None or sys.stdout is not sys.__stdout__:  # (closed at start; or a test's capture: alone)
+        return
+    out: Any = sys.stdout
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):
+        return
+    buffered = isinstance(out.buffer, io.BufferedWriter)  # (not under python -u, PYTHONUNBUFFERED)
+
+    class Raw(io.FileIO):
+        def write(self, b) -> int | None:  # type: ignore[override]
+            try:
+                return super().write(b)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise OutputFailed(exc.errno, exc.strerror) from None
+
+    out.flush()
+    raw = Raw(fd, "wb", closefd=False)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw) if buffered else raw,
+        encoding=out.encoding,
+        errors=out.errors,
+        line_buffering=out.line_buffering,
+        write_through=out.write_through,
+    )
