@@ -65,9 +65,9 @@ class LogFile(logging.Handler):
     KEEP_LOGS dropped), so that a daemon running for months keeps a bounded log."""
 
     def __init__(self, path: str):
-        super().__init__()
         self.path = path
-        self.fd = self._open()
+        self.fd = self._open()  # (before the handler is made: one whose file failed to open is not closed at exit)
+        super().__init__()
         self.size = os.fstat(self.fd).st_size
         self.dropped = 0
         self._said = -math.inf  # when the failure was last said on stderr (time.monotonic())
