@@ -4,6 +4,7 @@ when its refusal has them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 from ..client import ApiError, ClientError, DaemonNotAnswering, DaemonNotRunning
 from ..daemon.home import HomeError
-from .output import for_home, safe
+from .output import OutputFailed, for_home, safe
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -102,6 +103,31 @@ def fail(args: Any, code: str, message: str, exit_code: int, details: dict | Non
     return exit_code
 
 
+def stdout_to_null() -> None:
+    """Standard output pointed at /dev/null once a write to it failed (a closed pipe, a full disk): what its
+    buffer still holds is then not tried again at the exit, which would be Python's "Exception ignored" and
+    exit code 120."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
+def output_failed(exc: OSError) -> int:
+    """A write to standard output failed: said on standard error alone (--json's error would go where the
+    output could not), and standard output pointed at /dev/null, so that what its buffer still holds is not
+    tried again at the exit."""
+    stdout_to_null()
+    print(
+        f"sessiond: cannot write to standard output ({exc.strerror or exc}): what was printed is incomplete;"
+        " is the disk holding the file it goes to full? Free some space, or send the output elsewhere",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
+
+
 def run_command(
     fn: Callable[[Any], int | None],
     args: Any,
@@ -111,7 +137,11 @@ def run_command(
     `explain`: what the daemon's refusal means in the command's own words, if it can say (a value the
     user gave an option, refused as the API field it fills: cli/options.option_error)."""
     try:
-        return fn(args) or 0
+        code = fn(args) or 0
+        sys.stdout.flush()  # (here, not at the exit, where a failing write is Python's "Exception ignored")
+        return code
+    except OutputFailed as exc:
+        return output_failed(exc)
     except DaemonNotRunning as exc:
         return fail(args, "daemon_not_running", _unsure(exc), EXIT_NO_DAEMON)
     except DaemonNotAnswering as exc:
@@ -132,5 +162,6 @@ def run_command(
         return fail(args, "usage", "standard input is not UTF-8 text", EXIT_USAGE)
     except KeyboardInterrupt:
         return fail(args, "interrupted", "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
-    except BrokenPipeError:
+    except BrokenPipeError:  # (`sessiond ls | head -1`: the reader had what it wanted)
+        stdout_to_null()
         return 0

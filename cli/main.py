@@ -12,10 +12,13 @@ from ..daemon.home import resolve_home
 from . import settled, started_up
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, run_command
 from .options import option_error
-from .parser import ParseError, build_parser, dash_hint, not_utf8
+from .output import UTF8_LOCALE_WAY, ascii_locale, fit_locale, watch_output
+from .parser import ParseError, build_parser, dash_hint, is_utf8, not_utf8
 
 
 def main(argv: list[str] | None = None) -> int:
+    fit_locale()  # (what stdout and stderr cannot encode, escaped)
+    watch_output()  # (a write to stdout that fails: said in one line, run_command)
     argv = sys.argv[1:] if argv is None else list(argv)
     wants_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
     early = argparse.Namespace(json=wants_json)
@@ -65,6 +68,9 @@ def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
     if empty:
         return fail(args, "usage", empty, EXIT_USAGE)
     home = resolve_home(args.home)
+    unsure = _not_utf8_home(args.home, home)
+    if unsure:
+        return fail(args, "bad_home", unsure, EXIT_USAGE)
     if os.path.lexists(home) and not os.path.isdir(home):
         return fail(
             args,
@@ -73,6 +79,29 @@ def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     return run_command(args.fn, args, option_error)
+
+
+def _not_utf8_home(given: str | None, home: str) -> str | None:
+    """What is wrong with a home whose path is not UTF-8 text (Python carries its other bytes as lone
+    surrogates, which its socket path, lock file and API cannot carry): bytes of another encoding in
+    $SESSIOND_HOME or $XDG_DATA_HOME, or in the current folder's name of a relative --home."""
+    try:
+        home.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        pass
+    if given:
+        came = "its folder (--home)" if os.path.isabs(os.path.expanduser(given)) else "the current folder"
+    else:
+        came = "$SESSIOND_HOME" if os.environ.get("SESSIOND_HOME") else "$XDG_DATA_HOME or $HOME"
+    raw = os.fsencode(home)
+    shown = ascii(raw)[2:-1]
+    if ascii_locale() and is_utf8(raw):  # (UTF-8, but Python reads paths as ASCII in this locale)
+        return f"the home {shown} (from {came}) is not ASCII, all this locale reads; {UTF8_LOCALE_WAY}"
+    return (
+        f"the home {shown} is not UTF-8 text (from {came}); give a home whose path is UTF-8: "
+        f"--home DIR, or $SESSIOND_HOME"
+    )
 
 
 def _empty_argument(args: argparse.Namespace) -> str | None:

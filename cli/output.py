@@ -91,3 +91,85 @@ def short(text: str | None, n: int = 60) -> str:
         return ""
     text = safe(text.replace("\n", " "))
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _json_escape(exc: UnicodeError) -> tuple[str, int]:
+    """An error handler for a standard stream that cannot encode a character: it is written as JSON writes
+    it, \\uXXXX (a pair of them past U+FFFF), so that text stays readable and --json output valid and exact."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for ch in exc.object[exc.start : exc.end]:
+        cp = ord(ch)
+        if cp > 0xFFFF:
+            cp -= 0x10000
+            out.append(f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{cp:04x}")
+    return "".join(out), exc.end
+
+
+def fit_locale() -> None:
+    """Standard output and error made to work under a locale whose encoding is not UTF-8 (LC_ALL=C with
+    Python's UTF-8 mode off, an ISO-8859 locale, PYTHONIOENCODING=ascii): a character they cannot encode is
+    written escaped (_json_escape) rather than a UnicodeEncodeError traceback."""
+    import codecs
+    import sys
+
+    codecs.register_error("sessiond-json-escape", _json_escape)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if encoding and codecs.lookup(encoding).name != "utf-8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="sessiond-json-escape")
+
+
+def ascii_locale() -> bool:
+    """Whether Python reads this process's arguments, environment and paths as ASCII (LC_ALL=C with its UTF-8
+    mode turned off, PYTHONUTF8=0): any other byte then comes as a lone surrogate, UTF-8 or not."""
+    import codecs
+    import sys
+
+    return codecs.lookup(sys.getfilesystemencoding()).name == "ascii"
+
+
+UTF8_LOCALE_WAY = "run sessiond under a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1"
+
+
+class OutputFailed(OSError):
+    """A write to standard output that failed (the disk holding the file it is redirected to full, a
+    file-size limit, an I/O error): run_command says so in one line. A closed pipe stays BrokenPipeError."""
+
+
+def watch_output() -> None:
+    """Standard output (the interpreter's own, fd 1) rewrapped so that a failing write raises OutputFailed,
+    told apart from the command's other OSErrors; its encoding, errors and buffering kept."""
+    import io
+    import sys
+
+    if sys.stdout is None or sys.stdout is not sys.__stdout__:  # (closed at start; or a test's capture: alone)
+        return
+    out: Any = sys.stdout
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):
+        return
+    buffered = isinstance(out.buffer, io.BufferedWriter)  # (not under python -u, PYTHONUNBUFFERED)
+
+    class Raw(io.FileIO):
+        def write(self, b) -> int | None:  # type: ignore[override]
+            try:
+                return super().write(b)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise OutputFailed(exc.errno, exc.strerror) from None
+
+    out.flush()
+    raw = Raw(fd, "wb", closefd=False)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw) if buffered else raw,
+        encoding=out.encoding,
+        errors=out.errors,
+        line_buffering=out.line_buffering,
+        write_through=out.write_through,
+    )

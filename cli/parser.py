@@ -136,12 +136,25 @@ def build_parser(wants_json: bool = False) -> argparse.ArgumentParser:
 
 def not_utf8(argv: list[str]) -> str | None:
     """The first argument that is not UTF-8 text (Python carries such bytes as lone surrogates)."""
+    from .output import UTF8_LOCALE_WAY, ascii_locale
+
     for i, arg in enumerate(argv, 1):
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError:
-            return f"argument {i} ({ascii(os.fsencode(arg))[1:]}) is not UTF-8 text; give text as UTF-8"
+            raw = os.fsencode(arg)
+            if ascii_locale() and is_utf8(raw):  # (UTF-8 text, but Python took only ASCII in this locale)
+                return f"argument {i} ({ascii(raw)[1:]}) is not ASCII, all this locale reads; {UTF8_LOCALE_WAY}"
+            return f"argument {i} ({ascii(raw)[1:]}) is not UTF-8 text; give text as UTF-8"
     return None
+
+
+def is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 # an option as typed: `--name`, `-h` (not a value that begins with a dash, `-1h`, `-draft note`, `---`)

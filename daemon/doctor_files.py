@@ -92,7 +92,7 @@ def check_database(home: str) -> list[dict]:
     """sessions.db readable by this sessiond: an SQLite database, not written by a newer sessiond, every
     page well formed (PRAGMA quick_check: it reads the whole file). Opened read-only; for a home whose
     daemon is stopped (a running daemon's database is open and working)."""
-    from ..storage.schema import SCHEMA_VERSION
+    from urllib.parse import quote
 
     path = os.path.join(home, "sessions.db")
     restore = (
@@ -108,8 +108,37 @@ def check_database(home: str) -> list[dict]:
         return [finding("database", "problem", f"cannot read {path} ({exc.strerror or exc})", f"chmod 600 {path}")]
     if head != SQLITE_MAGIC:
         return [finding("database", "problem", f"{path} is damaged (not an SQLite database)", restore)]
+    read_only = _read_only_fs(home)
+    if read_only is not None:  # (mode=ro cannot open a WAL database there: SQLite must write its -shm)
+        found = check_database_at(f"file:{quote(path)}?immutable=1", path, restore)
+        return [read_only, *found]
+    return check_database_at(f"file:{quote(path)}?mode=ro", path, restore)  # (quoted: a '?' or '#' in the home)
+
+
+def _read_only_fs(home: str) -> dict | None:
+    """A finding for a home on a file system mounted read-only, where no daemon can start (it writes its lock,
+    log and database); None otherwise."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        if not os.statvfs(home).f_flag & os.ST_RDONLY:
+            return None
+    except OSError:
+        return None
+    return finding(
+        "home",
+        "problem",
+        f"{home} is on a file system mounted read-only: no daemon can start there (it writes its lock, log and"
+        " database); what follows was read without writing",
+        "remount it read-write (mount -o remount,rw MOUNTPOINT), or copy the home to a writable disk and use"
+        " --home there",
+    )
+
+
+def check_database_at(uri: str, path: str, restore: str) -> list[dict]:
+    """The database's checks, opened read-only by `uri`."""
+    from ..storage.schema import SCHEMA_VERSION
+
+    try:
+        conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
         return [finding("database", "problem", f"cannot open {path} ({exc})", f"chmod 600 {path}")]
     try:

@@ -1,4 +1,5 @@
-"""The daemon's log: JSON lines in <home>/logs/sessiond.log (0600), never a secret in them."""
+"""The daemon's log: JSON lines in <home>/logs/sessiond.log (0600), never a secret in them; capped at
+MAX_LOG_BYTES, its older lines in sessiond.log.1 (the newest) to sessiond.log.KEEP_LOGS, the oldest dropped."""
 
 from __future__ import annotations
 
@@ -32,18 +33,42 @@ class JsonFormatter(logging.Formatter):
 
 
 SAY_EVERY = 60.0  # seconds between two reports on stderr of log lines dropped
+MAX_LOG_BYTES = 10 * 1024 * 1024  # sessiond.log's size past which it is moved aside as sessiond.log.1
+KEEP_LOGS = 3  # the older logs kept (sessiond.log.1 to .3): at most 40 MiB in all, whatever the daemon's uptime
+
+
+def move_aside(path: str) -> None:
+    """A log file moved aside as PATH.1 (renames: each keeps its mode), the older ones shifted (.1 to .2...),
+    the oldest past KEEP_LOGS dropped. OSError goes to the caller."""
+    for n in range(KEEP_LOGS - 1, 0, -1):
+        if os.path.exists(f"{path}.{n}"):
+            os.replace(f"{path}.{n}", f"{path}.{n + 1}")
+    os.replace(path, f"{path}.1")
+
+
+def cap_log(path: str) -> None:
+    """A log others append to (daemon.out: what `start`'s daemon, or the service's, writes on its standard
+    output and error) moved aside if it is past MAX_LOG_BYTES, before it is opened again: kept bounded too."""
+    try:
+        if os.path.getsize(path) > MAX_LOG_BYTES:
+            move_aside(path)
+    except OSError:  # (none yet; or it cannot be moved: appended to as before)
+        pass
 
 
 class LogFile(logging.Handler):
     """The log file, one write of a whole line per record. A line it cannot write (the disk full, a file-size
     limit) is dropped, not left half written (a short write is cut back off), and said on standard error once
     a minute at most while that lasts, rather than Python's 'Logging error' and a traceback for every line;
-    the first line written again is preceded by one saying how many were dropped."""
+    the first line written again is preceded by one saying how many were dropped. A line that would take the
+    file past MAX_LOG_BYTES first moves it aside (sessiond.log.1, the older ones shifted, the oldest past
+    KEEP_LOGS dropped), so that a daemon running for months keeps a bounded log."""
 
     def __init__(self, path: str):
-        super().__init__()
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.fd = self._open()  # (before the handler is made: one whose file failed to open is not closed at exit)
+        super().__init__()
+        self.size = os.fstat(self.fd).st_size
         self.dropped = 0
         self._said = -math.inf  # when the failure was last said on stderr (time.monotonic())
 
@@ -65,13 +90,30 @@ class LogFile(logging.Handler):
         if not self._write(line):
             self.dropped += 1
 
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # (O_CREAT's mode: 0600 only)
+
+    def _rotate(self) -> None:
+        """The log moved aside as sessiond.log.1 (renames: each file keeps its 0600), a new one opened."""
+        try:
+            move_aside(self.path)
+            fd = self._open()
+        except OSError as exc:  # (the disk full, the folder not writable: the lines go on into this one)
+            self._failed(exc, f"cannot move its log {self.path} aside ({exc.strerror or exc}): its lines go on into it")
+            return
+        os.close(self.fd)
+        self.fd, self.size = fd, 0
+
     def _write(self, data: bytes) -> bool:
+        if self.size and self.size + len(data) > MAX_LOG_BYTES:
+            self._rotate()
         try:
             done = os.write(self.fd, data)
         except OSError as exc:
             self._failed(exc)
             return False
         if done == len(data):
+            self.size += done
             return True
         try:  # a short write (the disk filled within it): the torn line cut back off
             os.ftruncate(self.fd, os.fstat(self.fd).st_size - done)
@@ -80,16 +122,16 @@ class LogFile(logging.Handler):
         self._failed(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
         return False
 
-    def _failed(self, exc: OSError) -> None:
+    def _failed(self, exc: OSError, said: str = "") -> None:
         now = time.monotonic()
         if now - self._said < SAY_EVERY:
             return  # (said already while it lasts: a nearly full disk takes some lines and not others)
         self._said = now
         try:
-            sys.stderr.write(
-                f"sessiond: cannot write its log {self.path} ({exc.strerror or exc}): its lines are dropped until it"
-                f" can (is the disk holding it full?)\n"
+            said = said or (
+                f"cannot write its log {self.path} ({exc.strerror or exc}): its lines are dropped until it can"
             )
+            sys.stderr.write(f"sessiond: {said} (is the disk holding it full?)\n")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass

@@ -114,6 +114,9 @@ def cmd_daemon(args) -> int:
     except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
         raise CliError(scrub_text(str(exc)), EXIT_USAGE) from None
     except OSError as exc:  # a start that met a full disk (the lock file, the device key, the store's folder)
+        unwritable = _unwritable(exc, resolve_home(args.home))
+        if unwritable is not None:
+            raise unwritable from None
         if not is_disk_full(exc):
             raise
         where = resolve_home(args.home)
@@ -127,6 +130,7 @@ def cmd_daemon(args) -> int:
 
 def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
+    from ...daemon.logs import cap_log
     from ...sync.mirrorurls import same_stores
 
     home = Home(resolve_home(args.home))
@@ -175,7 +179,14 @@ def cmd_start(args) -> int:
     if args.reset_device_key:
         cmd += ["--reset-device-key"]
     out_path = os.path.join(home.logs, "daemon.out")
-    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    cap_log(out_path)  # (each start appends to it: moved aside past its cap, as sessiond.log is)
+    try:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        unwritable = _unwritable(exc, home.path)
+        if unwritable is None:
+            raise
+        raise unwritable from None
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -213,6 +224,20 @@ def cmd_start(args) -> int:
         "\n".join([f"sessiond started (pid {info['pid']}) on {info['socket']}", *failing]),
     )
     return 0
+
+
+def _unwritable(exc: OSError, home: str) -> CliError | None:
+    """A start that could not write in its home (a file system mounted read-only, a file not this user's to
+    write): said in one line with the file, why and the way; None for another failure."""
+    import errno
+
+    if exc.errno == errno.EROFS:
+        way = "its file system is mounted read-only: remount it read-write, or choose another home with --home"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        way = "it is not yours to write: give it back to your user, or choose another home with --home"
+    else:
+        return None
+    return CliError(f"cannot start: cannot write {exc.filename or home} ({exc.strerror}); {way}", EXIT_ERROR)
 
 
 def _running_keeps(args, home: str, pid: int, store: str | None, not_wanted: str) -> CliError:
