@@ -34,6 +34,7 @@ from ..sync.errors import crash_point
 from ..sync.frozen import own_log_frozen
 from ..sync.share import ImportError_
 from .home import HomeError, normalize_store_url
+from .sharedidle import SharedIdle
 from .syncrefusals import share_error
 from .testhooks import pause_for_tests
 
@@ -69,6 +70,8 @@ class Operations:
         self._wake = asyncio.Event()
         # expired sessions kept as holding writes no other device has (revoked): said once each in the log
         self._kept_warned: set[str] = set()
+        # shared sessions a run found idle past their timeout, ended once pulled since (sharedidle.py)
+        self.shared_idle = SharedIdle(db, syncer, self.expired_on_write)
         self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
         self._last_run_mono = -math.inf  # the loop's (monotonic) time of it: the gap between runs is measured on it
         self._lost = LostSaid(log, "clean-up")  # its runs failing on the database lost under the daemon: said once
@@ -464,10 +467,15 @@ class Operations:
         if await self.db.activity_after(t):  # (the clock stepped back: idle timeouts count from now)
             log.warning("the clock was stepped back: idle timeouts count from now", extra={"event": "expire"})
         self._last_run_mono = asyncio.get_running_loop().time()
-        for s in await self.db.expired(t, ended=self.delete_expired):
+        due = await self.db.expired(t, ended=self.delete_expired)
+        self.shared_idle.keep_only({s["id"] for s in due})
+        for s in due:
             try:
-                if s["status"] != "ended" and self.answering(s["id"]) and not _past(s["expires_at"], t):
-                    continue  # idle past its timeout, but its model is answering: that answer is its activity
+                if s["status"] != "ended" and not _past(s["expires_at"], t):
+                    if self.answering(s["id"]):
+                        continue  # idle past its timeout, but its model is answering: that answer is its activity
+                    if not await self.shared_idle.confirmed(s):
+                        continue  # shared, and not pulled since it was found idle: what the others wrote may keep it
                 if self.delete_expired and s["access"] == "revoked" and await self._kept_as_held(s["id"]):
                     continue
                 if s["status"] == "ended":  # (delete_expired only)

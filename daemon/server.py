@@ -184,6 +184,7 @@ class Daemon:
             delete_expired=self.config.delete_expired,
         )
         self.ops.answering, self.answering.on_done = self.answering.busy, self.ops.answered
+        self.syncer.ctx.on_pulled = self.ops.shared_idle.pulled  # a shared session idle is ended once pulled since
         self.ops.start()
         self.db.on_expired = self.ops.expired_on_write  # a write past a session's expiry ends it now
         await self._settle()

@@ -66,6 +66,11 @@ class SyncContext:
     # failed to answer (a relay refusing a revoked account: doctor's fix by its class); set and cleared with
     # pull_errors
     pull_failures: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
+    # per session: when (time.monotonic()) the last pull of it that succeeded began, in this run (none at the
+    # start): the daemon's clean-up ends a shared session as idle only once a pull begun after it found it
+    # idle has brought in what the others wrote (daemon/operations.py), and `on_pulled` tells it of each
+    pulled: dict[str, float] = field(default_factory=dict)
+    on_pulled: Callable[[str], None] | None = None
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
@@ -110,7 +115,12 @@ class SyncContext:
             self.pull_failures.pop(sid, None)
         return msg
 
-    def pull_ok(self, sid: str) -> None:
+    def pull_ok(self, sid: str, *, began: float | None = None) -> None:
+        """A pull of `sid` succeeded; `began`: when it began (time.monotonic()), recorded in `pulled`."""
+        if began is not None:
+            self.pulled[sid] = began
+            if self.on_pulled is not None:
+                self.on_pulled(sid)
         self.pull_errors.pop(sid, None)
         self.pull_kinds.pop(sid, None)
         self.pull_fixes.pop(sid, None)

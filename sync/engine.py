@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -340,9 +341,10 @@ class Syncer:
 
     async def _pull_now(self, sid: str) -> None:
         try:
+            began = time.monotonic()
             with self.follower.asked():  # (a frozen log's manifest lost: a writer puts it back)
                 await self.follower.pull(sid)
-            self.ctx.pull_ok(sid)
+            self.ctx.pull_ok(sid, began=began)
         except Exception as exc:
             self.ctx.pull_failed(sid, exc, imported=await self.ctx.imported_elsewhere(sid))
 
@@ -355,6 +357,14 @@ class Syncer:
 
     async def pull(self, sid: str) -> int:
         return await self.follower.pull(sid)
+
+    def pulled_since(self, sid: str, since: float) -> bool:
+        """Whether a pull of `sid` begun after `since` (time.monotonic()) succeeded in this run; if none did, one
+        is asked of the next poll (SyncContext.on_pulled tells of it). A store that cannot be read: never."""
+        if self.ctx.pulled.get(sid, -math.inf) > since:
+            return True
+        self.follower.follow(sid)
+        return False
 
     async def pull_all(self, sids: list[str] | None = None) -> None:
         await self.follower.pull_all(sids)

@@ -450,8 +450,9 @@ class Follower:
                     break
                 try:
                     hint = None if retry and sid in retry else changed
+                    began = time.monotonic()
                     new += await (self.pull(sid) if hint is None else self.pull(sid, hint)) or 0
-                    ctx.pull_ok(sid)
+                    ctx.pull_ok(sid, began=began)
                 except RekeyBusy:
                     self._due.add(sid)  # (a rekey here holds it: pulled in full by the first poll after it)
                 except asyncio.CancelledError:

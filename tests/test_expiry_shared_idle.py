@@ -1,0 +1,94 @@
+"""A shared session's idle timeout, judged on a device that has not pulled yet what the others wrote: its end
+is a synced operation, ended for every device, so a device ends it for idleness only once it has pulled it
+after it found it idle (a pull that brings nothing new confirms the idleness). A device started after a
+night, or resumed from a suspend (its clock stepped on), or cut off from its store, holds none of what the
+others wrote meanwhile."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from clocks import clocked
+from conftest import wait_for
+
+HOUR = 3600
+
+
+def _contents(c, sid: str) -> list[str]:
+    return [m["content"] for m in c.messages(sid, limit=1000)["messages"]]
+
+
+def _shared(make_daemon, store_dir):
+    """A and B share a session with an idle timeout of a minute; B is stopped. B's clock, and the session's id."""
+    store = f"file://{store_dir}"
+    a, _clock_a = clocked(make_daemon, 0, store=store, cleanup_interval=HOUR)
+    b, clock_b = clocked(make_daemon, 0, store=store, cleanup_interval=HOUR)
+    ca, cb = a.start().client(), b.start().client()
+    sid = ca.create_session(name="evening", idle_timeout=60)["id"]
+    cb.import_code(ca.share(sid, write=True)["code"])
+    b.stop()
+    return a, b, clock_b, sid
+
+
+def _pair(make_daemon, store_dir):
+    """_shared, B's clock then stepped an hour on while it is stopped (a night, a suspend)."""
+    a, b, clock_b, sid = _shared(make_daemon, store_dir)
+    clock_b.step(HOUR)
+    return a, b, sid
+
+
+def _pulls_held(b) -> str:
+    """B (stopped) to hold each pull that read another device's writes before its apply: the flag that holds it."""
+    fetched = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "pull.fetched")
+    b.env["SESSIOND_TEST_PAUSE"] = f"pull.fetched:{fetched}"
+    return fetched
+
+
+def _kept_until_pulled(ca, cb, sid: str, fetched: str, written: str) -> None:
+    """B's clean-up has run since it found the session idle, its pull of A's write `written` held (`fetched`):
+    the session is kept; let go, the pull brings A's write, and the session stays active on both devices."""
+    assert cb.get_session(sid)["status"] == "active"  # not pulled since it was found idle: kept
+    os.remove(fetched)
+    wait_for(lambda: _contents(cb, sid)[-1:] == [written], timeout=20, what="A's write on B")
+    assert cb.get_session(sid)["status"] == "active"
+    assert ca.get_session(sid)["status"] == "active"
+    ca.append(sid, "assistant", "still in use")  # (refused as expired once B's end reached A)
+
+
+def test_a_device_started_after_a_night_pulls_before_it_ends_a_shared_session_as_idle(make_daemon, store_dir):
+    # A wrote all evening while B was off. B's first clean-up came before its first pull: idle by what B
+    # held, the session was ended, and the end synced to A, which was using it.
+    a, b, sid = _pair(make_daemon, store_dir)
+    ca = a.client()
+    ca.append(sid, "user", "written while B was off")
+    assert ca.sync(sid, wait=True, timeout=10)["complete"]
+    fetched = _pulls_held(b)  # B's pull read A's write, and is held
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's first pull, held before its apply")
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    _kept_until_pulled(ca, cb, sid, fetched, "written while B was off")
+
+
+def test_a_pull_that_brings_nothing_new_confirms_the_idleness(make_daemon, store_dir):
+    # nobody wrote while B was off: idle for every device, B ends it once its pull has found nothing new,
+    # and the end reaches A
+    a, b, sid = _pair(make_daemon, store_dir)
+    cb = b.start().client()
+    wait_for(lambda: cb.get_session(sid)["status"] == "ended", timeout=15, what="B's end of it")
+    wait_for(lambda: a.client().get_session(sid)["status"] == "ended", timeout=30, what="the end on A")
+
+
+def test_a_device_resumed_from_a_suspend_pulls_before_it_ends_a_shared_session_as_idle(make_daemon, store_dir):
+    # B's clock stepped an hour on (a resume: its clean-up runs within 10 s of the step) while its pull of what
+    # A wrote meanwhile had not landed: idle by what B held, the session was ended for every device
+    a, b, clock_b, sid = _shared(make_daemon, store_dir)
+    ca, fetched = a.client(), _pulls_held(b)
+    cb = b.start().client()
+    other = cb.create_session(name="ends within the hour", expires_in=HOUR // 2)["id"]
+    ca.append(sid, "user", "written while B slept")
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's pull of A's write, held before its apply")
+    clock_b.step(HOUR)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=15, what="B's clean-up after the step")
+    _kept_until_pulled(ca, cb, sid, fetched, "written while B slept")
