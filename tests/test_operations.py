@@ -24,6 +24,9 @@ class _Db:
         self.run_at.append(now)
         return []
 
+    async def activity_after(self, t: float) -> int:
+        return 0  # (no activity stamped past the run's time: the wall clock was not stepped back)
+
     async def next_expiry(self, after: float, **_) -> float | None:
         return self.next if self.next is not None and self.next > after else None
 
