@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable
 
 from ..storage.clock import wall
@@ -33,24 +32,13 @@ from ..sync.engine import Syncer  # the daemon drives sync; sync never imports t
 from ..sync.errors import crash_point
 from ..sync.frozen import own_log_frozen
 from ..sync.share import ImportError_
+from .cleanuploop import CleanupLoop
 from .home import HomeError, normalize_store_url
 from .sharedidle import SharedIdle
 from .syncrefusals import share_error
 from .testhooks import pause_for_tests
 
 log = logging.getLogger("sessiond")
-
-EXPIRY_SLACK = 0.005  # seconds past a session's expiry the clean-up wakes (so that the session is past it)
-# at least this many seconds between two runs of the clean-up loop: each run reads every session that can
-# expire (10,000 sessions with idle timeouts ending at scattered times would otherwise have it read them
-# all several times a second); sessions due meanwhile end together
-MIN_RUN_GAP = 1.0
-# the clean-up sleeps on the loop's monotonic clock; it looks at the wall clock at least this often (seconds),
-# and a wall clock stepped since it planned its sleep (NTP, a clock set by hand: more than STEP apart from
-# the monotonic one) runs it at once: what expired by the step ends, idle timeouts stamped before a step
-# back count from it (Database.activity_after), and its next run is planned again on the clock as it is now
-WALL_LOOK = 10.0
-STEP = 1.0
 
 
 class Operations:
@@ -64,17 +52,17 @@ class Operations:
         self._due: set[asyncio.Task] = set()  # the automatic checkpoints scheduled and not made yet
         self._expirer: asyncio.Task | None = None  # expire_due run for writes that met an expired session
         self._expire_again = False  # one more such run asked for while one is under way
-        # sessions created or changed since the clean-up loop planned its next run (their expiry may
-        # come sooner), and the wake-up that makes it look at them
-        self._changed: set[str] = set()
-        self._wake = asyncio.Event()
         # expired sessions kept as holding writes no other device has (revoked): said once each in the log
         self._kept_warned: set[str] = set()
         # shared sessions a run found idle past their timeout, ended once pulled since (sharedidle.py)
         self.shared_idle = SharedIdle(db, syncer, self.expired_on_write)
-        self._last_run = 0.0  # wall-clock time of the last expire_due: what it did not end, it could not
-        self._last_run_mono = -math.inf  # the loop's (monotonic) time of it: the gap between runs is measured on it
         self._lost = LostSaid(log, "clean-up")  # its runs failing on the database lost under the daemon: said once
+        # when the clean-up runs (its next expiry, changes, clock steps); told of changes by the daemon's listener
+        self.schedule = CleanupLoop(
+            db, interval=cleanup_interval, ended=delete_expired, expire=self._expire_logged, lost=self._lost
+        )
+        self.session_changed = self.schedule.session_changed
+        self.answered = self.schedule.answered
         # whether a question to a session's model is under way (the daemon's Answering.busy): not idle then
         self.answering: Callable[[str], bool] = lambda sid: False
         # the sessions being deleted, ended or revoked, which a question to their model waits for (the database's)
@@ -83,7 +71,7 @@ class Operations:
     def start(self) -> None:
         """The clean-up loop, if configured (the daemon calls this once it serves)."""
         if self.cleanup_interval:
-            self._spawn(self._cleanup_loop())
+            self._spawn(self.schedule.run())
 
     def cancel(self) -> None:
         """Cancel every background task (the daemon stopping)."""
@@ -345,91 +333,6 @@ class Operations:
                 continue  # (deleted meanwhile)
         return {"sessions": deleted, "deleted": True, **({"kept": kept} if kept else {})}
 
-    # the events after which a session may expire sooner than the clean-up loop planned (a new session,
-    # a new expiry or idle timeout, one taken from another device, a paused one resumed)
-    EXPIRY_EVENTS = frozenset(
-        {"session.created", "session.updated", "session.synced", "session.imported", "session.resumed"}
-    )
-
-    def session_changed(self, event: dict) -> None:
-        """Told every committed event (the daemon's listener): a session that may expire sooner than the
-        clean-up loop's next run wakes it, to look at that session (cheap: a set and an Event)."""
-        if self.cleanup_interval and event.get("type") in self.EXPIRY_EVENTS and event.get("session"):
-            self._changed.add(event["session"])
-            self._wake.set()
-
-    def answered(self, sid: str) -> None:
-        """Told a session's questions to its model are over: a run that left it alone as answering, idle
-        past its timeout, planned no wake-up for it; its new idle expiry is looked at now."""
-        if self.cleanup_interval:
-            self._changed.add(sid)
-            self._wake.set()
-
-    async def _cleanup_loop(self) -> None:
-        """Sessions are ended when they expire, not up to cleanup_interval later: the loop sleeps until
-        the next expiry (at most cleanup_interval, and woken by changes that may bring one sooner)."""
-        while True:
-            try:
-                due = await self.db.next_expiry(self._looked_at(), ended=self.delete_expired)
-            except asyncio.CancelledError:
-                raise
-            except DatabaseLost as exc:
-                self._lost.failed(exc)
-                due = None
-            except Exception:
-                log.exception("clean-up failed")
-                due = None
-            await self._sleep_until(due)
-            await self._expire_logged()
-
-    async def _sleep_until(self, due: float | None) -> None:
-        """Sleep until `due` (wall-clock seconds; None: no session can expire), or cleanup_interval at most.
-        A session changed meanwhile whose expiry comes sooner brings the wake-up forward; a step of the wall
-        clock (looked for every WALL_LOOK seconds and at each wake-up) ends the sleep at once."""
-        loop = asyncio.get_running_loop()
-        latest = loop.time() + self.cleanup_interval
-        planned = wall() - loop.time()  # the wall clock against the monotonic one as the sleep is planned
-        while True:
-            wake_at = latest if due is None else min(latest, loop.time() + due - wall() + EXPIRY_SLACK)
-            gap = min(MIN_RUN_GAP, self.cleanup_interval)  # (a shorter cleanup_interval is the user's choice)
-            wake_at = max(wake_at, self._last_run_mono + gap)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, min(wake_at, loop.time() + WALL_LOOK) - loop.time()))
-            except TimeoutError:
-                if loop.time() >= wake_at:
-                    return
-            if abs(wall() - loop.time() - planned) > STEP:
-                return  # the wall clock was stepped: a run now, and the next planned on the clock as it is
-            if not self._wake.is_set():
-                continue  # (a look at the wall clock, which has not moved)
-            changed, self._changed = self._changed, set()
-            for sid in changed:
-                try:
-                    when = await self.db.expiry_of(sid, ended=self.delete_expired)
-                except asyncio.CancelledError:
-                    raise
-                except DatabaseLost as exc:
-                    self._lost.failed(exc)
-                    return
-                except Exception:
-                    log.exception("clean-up failed")
-                    return  # look at every session now
-                # a session changed or arrived (an import, a pull) past its expiry is looked at once now,
-                # whenever its expiry was: one whose expiry lay before the last run (made by another device
-                # before this one imported it, or by a clock ahead of the sharer's) was otherwise left active
-                # until cleanup_interval. (The loop's own plans pass over an expiry the last run passed: a
-                # session it could not end, a read-only import, is not waited on again and again; a change
-                # of one is looked at once, as any change is.)
-                if when is not None and (due is None or when < due):
-                    due = when
-
-    def _looked_at(self) -> float:
-        """The wall-clock time up to which the last run looked at expiries: its own, or now if the clock was
-        stepped back since (an NTP step, a clock set by hand): a session made or changed after the step that
-        expires before the last run's time was never looked at, and must not wait for the clock to catch up."""
-        return min(self._last_run, wall())
-
     async def _expire_logged(self) -> None:
         try:
             await self.expire_due()
@@ -463,10 +366,10 @@ class Operations:
         otherwise (its end is pushed first, in case the crash came before that), and one a user ended
         before its expiry (its expiry says how long it is kept, as for one not ended)."""
         done, ended = [], []
-        self._last_run = t = wall()
+        t = wall()
+        self.schedule.ran(t)
         if await self.db.activity_after(t):  # (the clock stepped back: idle timeouts count from now)
             log.warning("the clock was stepped back: idle timeouts count from now", extra={"event": "expire"})
-        self._last_run_mono = asyncio.get_running_loop().time()
         due = await self.db.expired(t, ended=self.delete_expired)
         self.shared_idle.keep_only({s["id"] for s in due})
         for s in due:
