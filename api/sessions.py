@@ -220,8 +220,16 @@ class SessionList(TypedDict):
 
 
 @with_config(ANSWER)
+class KeptInStore(TypedDict):
+    objects: int  # store objects of the session kept for good (never freed by gc)
+    why: str  # what needs them: the members slot pins this device's log as a rekey froze it
+
+
+@with_config(ANSWER)
 class Deleted(TypedDict):
     deleted: str
+    # present when the delete kept objects of this device's logs in the store for good (README: gc)
+    kept_in_store: NotRequired[KeptInStore]
 
 
 @with_config(QUERY)

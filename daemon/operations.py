@@ -30,7 +30,7 @@ from ..storage.errors import (
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
-from ..sync.frozen import own_log_frozen
+from ..sync.gc import KeptForFrozen
 from ..sync.share import ImportError_
 from .cleanuploop import CleanupLoop
 from .home import HomeError, normalize_store_url
@@ -88,12 +88,16 @@ class Operations:
     async def sync_status(self, sid: str) -> dict:
         return (await self.syncer.status(sid)).get(sid, {})
 
-    async def delete_session(self, sid: str, *, idle_before: float | None = None, unpushed_ok: bool = True) -> bool:
+    async def delete_session(
+        self, sid: str, *, idle_before: float | None = None, unpushed_ok: bool = True
+    ) -> KeptForFrozen | bool:
         """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
         before then, and its model is not answering (looked at again here, in the deleting transaction: a
         question may have begun since the clean-up's list; Sessions.delete). `unpushed_ok` False (`rm`
         without --force): a shared session with changes of this device its store has not taken is refused
-        (409 not_pushed), as they would be lost for every device it is shared with. Whether it was deleted."""
+        (409 not_pushed), as they would be lost for every device it is shared with. Whether it was deleted (False),
+        and if so what it kept in the store for good (a slot pins this device's log as a rekey froze it:
+        Collector.kept_at_delete), or True."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         # Marked as being deleted from its transaction until its rows are committed: a question to its model
@@ -104,11 +108,14 @@ class Operations:
         async with self.syncer.ctx.lock(sid):
             if not unpushed_ok and (refused := await self._unpushed(sid)) is not None:
                 raise refused  # (under the lock: a push under way has ended, and taken what it took)
+            # what it keeps in the store for good (a slot pins them): read before the mark, as the slot's read may
+            # wait on its store (one store timeout at most; a failure keeps them all)
+            kept = await self.syncer.collector.kept_at_delete(sid)
             with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
                 busy = self.answering if idle_before is not None else None
-                keep = await own_log_frozen(self.db, sid)  # (its candidates left in the store: a slot pins them)
+                keep = (True if kept.hashes is None else kept.hashes) if kept is not None else False
                 if not await self.db.delete_session(
                     sid, idle_before=idle_before, head_pk=own, busy=busy, keep_objects=keep
                 ):
@@ -116,13 +123,20 @@ class Operations:
                 crash_point("delete.rows")
                 self.syncer.forget(sid)
         await self.syncer.forget_unused_credentials()
-        return True
+        if kept is None or not kept.objects:
+            return True
+        log.info(
+            "a deleted session's objects kept in the store: %s",
+            kept.why,
+            extra={"session": sid, "event": "delete", "objects": kept.objects},
+        )
+        return kept
 
-    async def remove(self, sid: str, *, force: bool) -> None:
+    async def remove(self, sid: str, *, force: bool) -> dict | None:
         """`rm`: delete a session. A shared one holding changes of this device not pushed yet has them pushed
         first (its push may only not have come yet), waiting as long as a store call may take (store_timeout)
         as `end` does; if they still wait (the store down), it is refused unless `force` (delete_session's
-        `unpushed_ok`)."""
+        `unpushed_ok`). What it kept in the store for good, and why (KeptForFrozen.said), or None."""
         if not force and (refused := await self._unpushed(sid)) is not None:
             if isinstance(refused, HeldHere):
                 raise refused  # (no push sends them: only a new code imported does)
@@ -132,7 +146,8 @@ class Operations:
                     f"session {sid} was not deleted, its changes written here not all pushed yet",
                     f"`sessiond rm {sid}` again (or `sessiond rm {sid} --force` to delete it without them)",
                 )
-        await self.delete_session(sid, unpushed_ok=force)
+        deleted = await self.delete_session(sid, unpushed_ok=force)
+        return deleted.said() if isinstance(deleted, KeptForFrozen) else None
 
     async def _unpushed(self, sid: str) -> NotPushed | None:
         """The refusal (not_pushed) of a delete of shared session `sid` while it holds changes of this device

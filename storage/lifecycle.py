@@ -226,6 +226,11 @@ class Released:
         )
         return [dict(r) for r in rows]
 
+    async def of_session(self, sid: str) -> list[bytes]:
+        """The candidates of `sid`'s logs (a delete's: what it keeps in the store, sync/gc.py kept_at_delete)."""
+        rows = await self.c.committed.fetchall("SELECT hash FROM released WHERE session_id=?", (sid,))
+        return [bytes(r["hash"]) for r in rows]
+
     async def count(self) -> int:
         row = await self.c.committed.fetchone("SELECT count(*) AS n FROM released")
         return int(row["n"]) if row else 0

@@ -367,7 +367,7 @@ class Sessions:
         idle_before: float | None = None,
         head_pk: bytes | None = None,
         busy: Callable[[str], bool] | None = None,
-        keep_objects: bool = False,
+        keep_objects: bool | frozenset[bytes] = False,
     ) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
@@ -377,7 +377,8 @@ class Sessions:
         The kept IPNS records of the heads it follows go with it, this device's own head's (`head_pk`) too.
         `keep_objects`: the gc candidates of its logs (`released`) are forgotten, left in the store for good (a
         members slot of the devices that kept it may pin this device's log as a rekey froze it: sync/frozen.py
-        own_log_frozen). Whether it was deleted."""
+        own_log_frozen): all of them (True), or those of these hashes (what that slot pins: sync/gc.py
+        kept_at_delete). Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
@@ -388,8 +389,11 @@ class Sessions:
                     return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await drop_session_records(tx, sid, head_pk)
-            if keep_objects:
+            if keep_objects is True:
                 await tx.execute("DELETE FROM released WHERE session_id=?", (sid,))
+            elif keep_objects:
+                rows = [(sid, h) for h in keep_objects]
+                await tx.executemany("DELETE FROM released WHERE session_id=? AND hash=?", rows)
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})

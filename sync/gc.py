@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
 from ..storage.clock import kept_before
 from ..storage.model import now
@@ -43,7 +44,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .crypto import DecryptError, open_unpadded
 from .errors import crash_point, describe
-from .frozen import decode_frozen, merge_frozen
+from .frozen import decode_frozen, merge_frozen, own_log_frozen
 from .heads import manifest_hash_of, open_manifest
 from .manifest import parse_manifest
 from .members import MEMBERS_KEPT, Members
@@ -70,6 +71,26 @@ LEFT_OUT = (
     " (`sessiond import`)"
 )
 _UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError, dagcbor.DagCborError)
+# why a delete here keeps candidates of the session in the store for good (kept_at_delete)
+FROZEN_KEPT = "the members slot pins this device's log as a rekey froze it, which every import of the session reads"
+FROZEN_KEPT_ALL = (
+    "the members slot of the devices a rekey kept may pin this device's log as it froze it, and this device, left"
+    " out, cannot read that slot to tell which of them"
+)
+
+
+@dataclass(frozen=True)
+class KeptForFrozen:
+    """What a delete of a session here keeps in the store for good, its gc candidates forgotten: `hashes` (None:
+    every one), how many (`objects`) and why."""
+
+    hashes: frozenset[bytes] | None
+    objects: int
+    why: str
+
+    def said(self) -> dict:
+        """As the answer of `rm` names it."""
+        return {"objects": self.objects, "why": self.why}
 
 
 class _Kept(Exception):
@@ -147,6 +168,41 @@ class Collector:
             ct = check_object(mhash, await bounded(store.get(mhash), ctx.timeout))
             man = parse_manifest(open_unpadded(ct, bytes(f["x"])), sid=sid, head_pk=me, rev=f["r"])
             await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
+
+    async def kept_at_delete(self, sid: str) -> KeptForFrozen | None:
+        """What a delete of `sid` here must keep in the store for good (None: nothing; gc frees its candidates as
+        usual). Its members slot may pin this device's log as a rekey froze it (own_log_frozen), and nothing reads
+        that slot for it once it is deleted: a device let back in reads it now and keeps what it pins alone
+        (frozen_needs, within one store timeout); one still left out cannot read it, and a slot that could not be
+        read keeps them all, as a store down or a log not read whole cannot tell which."""
+        db = self.ctx.db
+        if not await own_log_frozen(db, sid):
+            return None
+        candidates = await db.released.of_session(sid)
+        if (await db.syncstate.revocation(sid))[0]:
+            return KeptForFrozen(None, len(candidates), FROZEN_KEPT_ALL)
+        try:
+            needs = await bounded(self.frozen_needs(sid), self.ctx.timeout)
+        except (*_UNREADABLE, ValueError) as exc:
+            why = f"{FROZEN_KEPT}, and the slot could not be read to tell which of them: {describe(exc)}"
+            return KeptForFrozen(None, len(candidates), why)
+        kept = frozenset(h for h in candidates if h in needs)
+        return KeptForFrozen(kept, len(kept), FROZEN_KEPT)
+
+    async def frozen_needs(self, sid: str) -> set[bytes]:
+        """What the members slot of `sid` pins of this device's candidates, read at its delete here (a device let
+        back in after a rekey froze its log: sync/frozen.own_log_frozen): the frozen logs the slot's object names,
+        and those noted here, as _frozen_live walks them. The rest of its candidates are freed as usual. Raises
+        what kept it from reading them (the delete then keeps them all)."""
+        ctx = self.ctx
+        remote = await ctx.db.remote(sid)
+        if remote is None:
+            return set()
+        store = await ctx.store_for(sid)
+        slot = await bounded(store.get_head(b"\xed" + bytes(remote["announce_pk"])), ctx.timeout)
+        out: set[bytes] = set()
+        await self._frozen_live(store, sid, remote, slot, out)
+        return out
 
     async def _frozen_named(self, store: Store, sid: str, slot: RegistryEntry) -> list[dict]:
         """The frozen logs the object of `sid`'s members slot (its entry `slot`) names: as this process last read

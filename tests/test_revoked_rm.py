@@ -96,7 +96,8 @@ def test_rm_of_a_revoked_session_refuses_to_drop_what_is_held_here_only(tmp_path
         assert "held_here" not in cb.get_session(sid)
         cb.sync(wait=True)
         wait_for(lambda: contents(a, sid)[-2:] == ["late 1", "late 2"], timeout=15)
-        assert cli_json(b.home, "rm", sid) == {"deleted": sid}
+        out = cli_json(b.home, "rm", sid)  # (its log as the rekey froze it kept in the store: named)
+        assert out["deleted"] == sid and "froze" in out["kept_in_store"]["why"], out
     finally:
         a.stop()
         b.stop()
@@ -106,7 +107,8 @@ def test_rm_force_gives_them_up_and_a_revoked_session_holding_nothing_here_only_
     a, b, sid, _ = _dropped_after_writing(tmp_path, late=1)
     try:
         cb = b.client()
-        assert cli_json(b.home, "rm", sid, "--force") == {"deleted": sid}
+        out = cli_json(b.home, "rm", sid, "--force")  # (still left out: every candidate kept, named)
+        assert out["deleted"] == sid and "cannot read that slot" in out["kept_in_store"]["why"], out
         assert sid not in [s["id"] for s in cb.list_sessions()["sessions"]]
 
         # dropped with nothing written after the rekey read its log: nothing held here only, deleted as before
@@ -275,5 +277,88 @@ def test_gc_on_a_device_a_rekey_left_out_keeps_what_may_be_frozen_and_says_why(t
         assert "B early" in contents(n, sid)
     finally:
         n.stop()
+        a.stop()
+        b.stop()
+
+
+def _candidates(home: str, sid: str) -> set[bytes]:
+    """The gc candidates `home`'s daemon noted for `sid` (table `released`), read beside it."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{os.path.join(home, 'sessions.db')}?mode=ro", uri=True)
+    try:
+        return {bytes(r[0]) for r in conn.execute("SELECT hash FROM released WHERE session_id=?", (sid,))}
+    finally:
+        conn.close()
+
+
+def test_rm_of_a_session_let_back_in_keeps_only_what_its_frozen_log_needs(tmp_path):
+    """A delete of a session whose members slot may pin this device's log as a rekey froze it forgot every gc
+    candidate of the session (kept in the store for good), not only what that log needs, and said nothing. A device
+    dropped and let back in reads the slot: its delete now keeps the frozen log's objects alone (rm names how many
+    and why), gc frees the rest as usual, and a fresh import still reads all."""
+    import asyncio
+
+    from sessiond.stores.file import FileStore
+    from test_frozen_lost import _frozen_in_slot
+
+    a, b, sid, _late = _dropped_after_writing(tmp_path)
+    n = DaemonProc(str(tmp_path / "n"), "file://" + str(tmp_path / "store"))
+    store = FileStore(str(tmp_path / "store"), create=False)
+    try:
+        (frozen,) = _frozen_in_slot(str(tmp_path / "store"), a.home, sid)
+        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+        run_cli(b.home, "import", input=code + "\n", check=True)
+        cb = b.client()
+        for i in range(3):  # (each push moves B's head on: the manifests it left are candidates)
+            cb.append(sid, "user", f"back {i}")
+            cb.sync(wait=True)
+        before = _candidates(b.home, sid)
+        assert bytes(frozen["h"]) in before and len(before) > 2, before
+        said = cli_json(b.home, "rm", sid, "--force")
+        run_cli(b.home, "gc", "--grace", "0", check=True)
+        left = {h for h in before if asyncio.run(store.has(h))}
+        assert bytes(frozen["h"]) in left, "the frozen manifest was freed"
+        assert left < before, "every candidate of the deleted session was kept in the store"  # main: all kept
+        assert said["kept_in_store"]["objects"] == len(left), said
+        assert "froze" in said["kept_in_store"]["why"], said
+        n.start()
+        n.client().import_code(a.client().share(sid)["code"])
+        assert "B early" in contents(n, sid) and "back 2" in contents(n, sid)
+    finally:
+        n.stop()
+        a.stop()
+        b.stop()
+
+
+def test_rm_of_a_session_let_back_in_with_its_store_down_keeps_every_candidate(tmp_path):
+    """The slot cannot be read at the delete (its store gone): which objects the frozen log needs is not known,
+    so every candidate of the session stays in the store for good, as before, and rm says why."""
+    import asyncio
+
+    from sessiond.stores.file import FileStore
+
+    a, b, sid, _late = _dropped_after_writing(tmp_path)
+    store, aside = tmp_path / "store", tmp_path / "store.aside"
+    try:
+        code = run_cli(a.home, "share", sid, "--write", check=True).stdout.strip()
+        run_cli(b.home, "import", input=code + "\n", check=True)
+        cb = b.client()
+        for i in range(2):
+            cb.append(sid, "user", f"back {i}")
+            cb.sync(wait=True)
+        before = _candidates(b.home, sid)
+        a.stop()  # (A's pulls would find its store gone too)
+        os.rename(store, aside)
+        try:
+            said = cli_json(b.home, "rm", sid, "--force")
+        finally:
+            os.rename(aside, store)
+        assert said["kept_in_store"]["objects"] == len(before), said
+        assert "could not be read" in said["kept_in_store"]["why"], said
+        run_cli(b.home, "gc", "--grace", "0", check=True)
+        fs = FileStore(str(store), create=False)
+        assert all(asyncio.run(fs.has(h)) for h in before), "a candidate was freed though the slot was not read"
+    finally:
         a.stop()
         b.stop()

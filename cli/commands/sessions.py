@@ -320,7 +320,9 @@ def cmd_rm(args) -> int:
     finally:
         if waits is not None:
             waits.close()
-    emit(args, out, f"deleted {args.id}")
+    kept = out.get("kept_in_store")
+    said = f"; kept {kept['objects']} of its objects in the store for good: {kept['why']}" if kept else ""
+    emit(args, out, f"deleted {args.id}{said}")
     return 0
 
 

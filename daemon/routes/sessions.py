@@ -64,8 +64,8 @@ async def patch_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    await daemon_of(request).ops.remove(session_id(request), force=bool(query(request).get("force")))
-    return ok({"deleted": session_id(request)})
+    kept = await daemon_of(request).ops.remove(session_id(request), force=bool(query(request).get("force")))
+    return ok({"deleted": session_id(request), **({"kept_in_store": kept} if kept else {})})
 
 
 async def pause(request: web.Request) -> web.Response:
