@@ -224,8 +224,8 @@ async def test_events_cost_nothing_without_a_subscriber(monkeypatch):
     import sessiond.daemon.events as events_mod
 
     stamped: list[int] = []
-    real = events_mod.time.time
-    monkeypatch.setattr(events_mod.time, "time", lambda: stamped.append(1) or real())
+    real = events_mod.wall  # (the daemon's one wall clock, storage/clock.py)
+    monkeypatch.setattr(events_mod, "wall", lambda: stamped.append(1) or real())
     ev = Events(keep_for=0.05)
     for _ in range(100):
         ev.publish({"type": "messages.appended", "session": "s"})
