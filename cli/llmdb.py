@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from urllib.parse import quote
 
+from ..storage.fsutil import sqlite_ro_uri
 from .errors import EXIT_USAGE, CliError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -46,7 +46,7 @@ def read_logs_db(path: str) -> dict:
     if not os.path.isfile(path):
         raise CliError(f"cannot read {path}: no such file (`llm logs path` prints where llm keeps it)", EXIT_USAGE)
     try:
-        con = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        con = sqlite3.connect(sqlite_ro_uri(os.path.abspath(path)), uri=True)
     except sqlite3.Error as exc:
         raise CliError(f"cannot open {path}: {exc}", EXIT_USAGE) from None
     try:

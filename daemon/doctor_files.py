@@ -13,6 +13,7 @@ import sqlite3
 import stat
 
 from ..api.locate import socket_path
+from ..storage.fsutil import sqlite_ro_uri
 from ..storage.heldfiles import another_files_wal, cut_copies, cut_copy_said
 
 KEY_SIZE = 32  # device.key, <session>.key and <session>.write: 32 bytes; <session>.old: 32 bytes per old key
@@ -92,8 +93,6 @@ def check_database(home: str) -> list[dict]:
     """sessions.db readable by this sessiond: an SQLite database, not written by a newer sessiond, every
     page well formed (PRAGMA quick_check: it reads the whole file). Opened read-only; for a home whose
     daemon is stopped (a running daemon's database is open and working)."""
-    from urllib.parse import quote
-
     path = os.path.join(home, "sessions.db")
     restore = (
         f"restore {path} from a backup, or move it aside (mv {path} {path}.damaged) and start again "
@@ -110,9 +109,9 @@ def check_database(home: str) -> list[dict]:
         return [finding("database", "problem", f"{path} is damaged (not an SQLite database)", restore)]
     read_only = _read_only_fs(home)
     if read_only is not None:  # (mode=ro cannot open a WAL database there: SQLite must write its -shm)
-        found = check_database_at(f"file:{quote(path)}?immutable=1", path, restore)
+        found = check_database_at(sqlite_ro_uri(path, immutable=True), path, restore)
         return [read_only, *found]
-    return check_database_at(f"file:{quote(path)}?mode=ro", path, restore)  # (quoted: a '?' or '#' in the home)
+    return check_database_at(sqlite_ro_uri(path), path, restore)
 
 
 def _read_only_fs(home: str) -> dict | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from ..storage.fsutil import sqlite_ro_uri
 from ..stores.config import folder_of
 from ..stores.filelayout import is_store
 from .home import Home, HomeError
@@ -18,7 +19,7 @@ def _pushed_to_the_home_store(db_path: str) -> bool:
     session's from its code): sessions that are in some store the home was started with."""
     if not os.path.exists(db_path):
         return False
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = sqlite3.connect(sqlite_ro_uri(db_path), uri=True)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "sync_state" not in tables:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 
 from .errors import DatabaseLost, crash_at
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, sqlite_ro_uri
 from .heldfiles import file_identity as _identity
 from .heldfiles import file_stat as _stat
 from .heldfiles import move_wal_aside
@@ -290,7 +290,7 @@ class DatabaseFile:
         no longer at its name)."""
         if self.lost() != OVERWRITTEN:
             return None
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(sqlite_ro_uri(self.path), uri=True, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("BEGIN")
             conn.execute("PRAGMA schema_version").fetchone()  # (a read: the read lock taken)

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import stat
+from urllib.parse import quote
 
 from .errors import crash_at
 from .testhooks import pause_in_thread
@@ -207,3 +208,10 @@ def _durable_mkdir(path: str, mode: int) -> None:
         if not os.path.isdir(path):
             raise
     fsync_dir(parent)
+
+
+def sqlite_ro_uri(path: str, *, immutable: bool = False) -> str:
+    """The SQLite URI that opens the database file at `path` read-only (`immutable`: without the -shm, on a
+    read-only file system or a copy no one writes). The path quoted: a URI reads a '?' as its query, a '#' as
+    its fragment and a '%' as an escape, and a home named with one opened another file (and made it)."""
+    return f"file:{quote(path)}?{'immutable=1' if immutable else 'mode=ro'}"

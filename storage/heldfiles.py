@@ -14,7 +14,7 @@ import re
 import sqlite3
 import time
 
-from .fsutil import atomic_write, fsync_dir, read_small
+from .fsutil import atomic_write, fsync_dir, read_small, sqlite_ro_uri
 
 log = logging.getLogger("sessiond.storage")
 
@@ -124,7 +124,7 @@ def cut_copies(path: str) -> list[str]:
 def _whole(path: str) -> str:
     """Whether the copy at `path` reads as a whole SQLite database (opened read-only, nothing made beside it)."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
+        with contextlib.closing(sqlite3.connect(sqlite_ro_uri(path, immutable=True), uri=True)) as conn:
             bad = [r[0] for r in conn.execute("PRAGMA quick_check(3)").fetchall() if r[0] != "ok"]
             n = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
     except sqlite3.Error as exc:

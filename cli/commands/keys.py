@@ -9,6 +9,7 @@ import sys
 
 from ...client import Client, DaemonNotRunning
 from ...daemon.home import resolve_home
+from ...storage.fsutil import sqlite_ro_uri
 from ..errors import CliError
 from ..inputs import read_text
 from ..output import emit
@@ -115,7 +116,7 @@ def _sessions_in(db: str) -> int:
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(sqlite3.connect(sqlite_ro_uri(db), uri=True)) as conn:
             return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
     except sqlite3.Error as exc:
         raise CliError(
