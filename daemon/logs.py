@@ -69,6 +69,7 @@ class LogFile(logging.Handler):
         self.fd = self._open()  # (before the handler is made: one whose file failed to open is not closed at exit)
         super().__init__()
         self.size = os.fstat(self.fd).st_size
+        self._moved = False  # the file written to moved aside, the new one not opened yet (_rotate)
         self.dropped = 0
         self._said = -math.inf  # when the failure was last said on stderr (time.monotonic())
 
@@ -94,13 +95,19 @@ class LogFile(logging.Handler):
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # (O_CREAT's mode: 0600 only)
 
     def _rotate(self) -> None:
-        """The log moved aside as sessiond.log.1 (renames: each file keeps its 0600), a new one opened."""
+        """The log moved aside as sessiond.log.1 (renames: each file keeps its 0600), a new one opened. Moved
+        once only: when the new one cannot be opened (no file descriptor left, EMFILE), the lines go on into
+        the one moved aside (still open), and the next line tries the open again, never the move (which would
+        shift the file written to on to .2 and .3, drop the older ones, and, sessiond.log gone, fail for good)."""
         try:
-            move_aside(self.path)
+            if not self._moved:
+                move_aside(self.path)
+                self._moved = True
             fd = self._open()
         except OSError as exc:  # (the disk full, the folder not writable: the lines go on into this one)
             self._failed(exc, f"cannot move its log {self.path} aside ({exc.strerror or exc}): its lines go on into it")
             return
+        self._moved = False
         os.close(self.fd)
         self.fd, self.size = fd, 0
 

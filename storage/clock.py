@@ -8,13 +8,17 @@ clock stepped back a day, or forward, must not make a wait a day long or a deadl
 
 What is kept for a while and then deleted (an append's idempotency key, an object gc frees after its grace) is
 stamped and judged by `steady()`, not `wall()`: the wall clock as it read at the daemon's start, advanced by the
-monotonic clock since, so that no step of the wall clock while the daemon runs ages a stamp. A stamp made before
-this start (by an earlier run, whose scale was anchored to the wall clock then) is of unknown age, the wall
-clock perhaps stepped in between: it is sheltered for this run's first `RESTART_SHELTER` (an hour; or D, what
-was promised, if shorter: a retry of an append across the restart, a follower's read across it, come within
-that), then judged by the wall clock as it read at this start (`kept_before`): a daemon stopped every night
-still frees and forgets by day, and only a wall clock stepped forward while no daemon ran can age such a stamp.
-CLOCK_MONOTONIC does not count a suspend: a suspended machine's daemon keeps things longer, never shorter.
+clock since boot since (`_elapsed`), so that no step of the wall clock while the daemon runs ages a stamp. A stamp
+made before this start (by an earlier run, whose scale was anchored to the wall clock then) is of unknown age, the
+wall clock perhaps stepped in between: it is sheltered for this run's first `RESTART_SHELTER` (an hour; or D, what
+was promised, if shorter: a retry of an append across the restart, a follower's read across it, come within that),
+then judged by the wall clock as it read at this start (`kept_before`): a daemon stopped every night still frees
+and forgets by day, and only a wall clock stepped forward while no daemon ran can age such a stamp. The clock
+since boot is Linux's CLOCK_BOOTTIME, which counts a suspend, not CLOCK_MONOTONIC (time.monotonic), which does
+not: by that one a laptop's daemon running for days, the lid closed every night, stamped every night's time behind
+the wall clock, and once restarted (anchored at the wall clock again) judged what it stamped minutes before those
+nights older (an idempotency key pruned, a manifest freed, an hour on, well within their 24 h). Where there is no
+CLOCK_BOOTTIME the monotonic clock is used.
 
 A test gives a daemon a clock of its own (a device whose clock is off, or one stepped while it runs) with
 SESSIOND_TEST_CLOCK_FILE naming a file whose first line is `TEST_CLOCK_MAGIC` and whose second line is the
@@ -45,7 +49,7 @@ _seen: tuple[int, int] | None = None  # (inode, mtime_ns) of the file as last re
 _offset = 0.0
 # what an earlier run stamped is kept for this long of a run at least (kept_before)
 RESTART_SHELTER = 3600.0
-_started: tuple[float, float] | None = None  # (wall(), time.monotonic()) at the daemon's start: steady()'s anchor
+_started: tuple[float, float] | None = None  # (wall(), _elapsed()) at the daemon's start: steady()'s anchor
 
 
 def _read(path: str) -> float:
@@ -75,7 +79,7 @@ def configure() -> float | None:
         _offset = _read(path)
         st = os.stat(path)
         _path, _seen = path, (st.st_ino, st.st_mtime_ns)
-    _started = (wall(), time.monotonic())
+    _started = (wall(), _elapsed())
     return _offset if path else None
 
 
@@ -86,24 +90,31 @@ def wall() -> float:
     return time.time() + _test_offset(_path)
 
 
+def _elapsed() -> float:
+    """Seconds on a clock no step of the wall clock moves and a suspend does not stop (CLOCK_BOOTTIME; the
+    monotonic clock where there is none)."""
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boot is None else time.clock_gettime(boot)
+
+
 def _anchor() -> tuple[float, float]:
     global _started
     if _started is None:  # (storage used without a daemon: anchored at its first stamp)
-        _started = (wall(), time.monotonic())
+        _started = (wall(), _elapsed())
     return _started
 
 
 def steady() -> float:
-    """Seconds since the epoch by the wall clock as it read at the daemon's start, advanced by the monotonic
-    clock since: what a kept thing is stamped with and judged by (`kept_before`); no step of the wall clock
-    moves it."""
-    at_wall, at_mono = _anchor()
-    return round((at_wall + time.monotonic() - at_mono) * 1000) / 1000
+    """Seconds since the epoch by the wall clock as it read at the daemon's start, advanced by the clock since
+    boot since (`_elapsed`): what a kept thing is stamped with and judged by (`kept_before`); no step of the wall
+    clock moves it."""
+    at_wall, at_boot = _anchor()
+    return round((at_wall + _elapsed() - at_boot) * 1000) / 1000
 
 
 def running() -> float:
-    """Seconds the daemon has run (the monotonic clock since its start)."""
-    return time.monotonic() - _anchor()[1]
+    """Seconds the daemon has run (the clock since boot since its start: a suspend counted)."""
+    return _elapsed() - _anchor()[1]
 
 
 def kept_before(keep: float) -> float:

@@ -223,6 +223,7 @@ class Syncer:
         """A session was deleted here: stop pushing it and destroy its key (crypto-shredding)."""
         self.pushes.forget(sid)
         self.ctx.shared.discard(sid)
+        self.ctx.pulled.pop(sid, None)  # (its last pull's time: what its idle end waited on)
         self.sync_status.forget(sid)
         self.proofs.forget(sid)
         self.keys.delete_session_key(sid)

@@ -82,17 +82,70 @@ def test_what_an_earlier_run_stamped_is_judged_by_the_wall_clock_once_the_daemon
     # daemon had run 24 h meant gc's default grace freed nothing there, ever, nor was an idempotency key pruned by
     # age. A stamp from an earlier run is sheltered for the first hour of this one (a retry, a follower's read
     # across the restart, come within it), then judged by the wall clock as it read at this start
+    clock, machine = _on_machine(monkeypatch)
+    keep = DAY
+    assert clock.kept_before(keep) == float("-inf")  # (just started: an earlier run's stamps sheltered)
+    machine.awake(clock.RESTART_SHELTER - 1)
+    assert clock.kept_before(keep) == float("-inf")
+    machine.awake(2)
+    assert clock.kept_before(keep) == pytest.approx(clock.steady() - keep)
+    assert clock.kept_before(0) == pytest.approx(clock.steady())  # (a grace of 0 takes everything, at once)
+
+
+class _Machine:
+    """The machine's clocks as the kernel keeps them, for storage/clock.py (its `time`): the wall clock, the
+    monotonic clock (which stops while the machine is suspended) and the clock since boot (which does not)."""
+
+    CLOCK_BOOTTIME = 7
+
+    def __init__(self, wall: float):
+        self.wall, self.mono, self.boot = wall, 1000.0, 1000.0
+
+    def awake(self, s: float) -> None:
+        self.wall += s
+        self.mono += s
+        self.boot += s
+
+    def suspended(self, s: float) -> None:
+        self.wall += s
+        self.boot += s
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def clock_gettime(self, clk: int) -> float:
+        assert clk == self.CLOCK_BOOTTIME
+        return self.boot
+
+
+def test_a_key_stamped_by_a_run_that_slept_through_nights_is_not_aged_by_its_restart(monkeypatch):
+    # a laptop's daemon runs for days, the lid closed every night: steady() advanced by the monotonic clock
+    # (which a suspend stops) fell behind the wall clock by every night. Within the run no matter; but once
+    # restarted, anchored at the wall clock again, a key or a release stamped minutes before the restart looked
+    # those nights older, and an hour on was pruned (or freed) well within its 24 h
+    clock, machine = _on_machine(monkeypatch)
+    for _night in range(3):
+        machine.awake(14 * 3600)
+        machine.suspended(10 * 3600)
+    machine.awake(3600)
+    stamped = clock.steady()  # an append's key, a manifest let go: minutes before the restart
+    machine.awake(60)
+    clock.configure()  # (the daemon restarted)
+    machine.awake(clock.RESTART_SHELTER + 1)
+    assert clock.kept_before(DAY) < stamped  # made an hour ago: kept for 23 h more
+    assert stamped == pytest.approx(machine.wall - clock.RESTART_SHELTER - 61, abs=1)  # (a stamp of its time)
+
+
+def _on_machine(monkeypatch):
+    """storage/clock.py on a _Machine's clocks, configured as a daemon's start does."""
     from sessiond.storage import clock
 
-    mono = [1000.0]
-    monkeypatch.setattr(clock.time, "monotonic", lambda: mono[0])
+    machine = _Machine(1.8e9)
+    monkeypatch.setattr(clock, "time", machine)
     monkeypatch.delenv(clock.ENV, raising=False)
     monkeypatch.setattr(clock, "_started", None)  # (put back as it was after the test: this process's anchor)
     clock.configure()
-    keep = DAY
-    assert clock.kept_before(keep) == float("-inf")  # (just started: an earlier run's stamps sheltered)
-    mono[0] += clock.RESTART_SHELTER - 1
-    assert clock.kept_before(keep) == float("-inf")
-    mono[0] += 2
-    assert clock.kept_before(keep) == pytest.approx(clock.steady() - keep)
-    assert clock.kept_before(0) == pytest.approx(clock.steady())  # (a grace of 0 takes everything, at once)
+    return clock, machine

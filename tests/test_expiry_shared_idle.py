@@ -92,3 +92,26 @@ def test_a_device_resumed_from_a_suspend_pulls_before_it_ends_a_shared_session_a
     clock_b.step(HOUR)
     wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=15, what="B's clean-up after the step")
     _kept_until_pulled(ca, cb, sid, fetched, "written while B slept")
+
+
+async def test_a_deleted_session_leaves_no_pull_time_behind(tmp_path):
+    # the time of each session's last successful pull (SyncContext.pulled, which the idle end of a shared session
+    # waits on) stayed after the session was deleted: one entry more for every shared session a long-running
+    # daemon ever deleted (its clean-up's, an expiry's, `rm`)
+    import time
+
+    from sessiond.storage.database import Database
+    from sessiond.stores import FileStore
+    from sessiond.sync.engine import Syncer
+
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    syncer = Syncer(db, FileStore(os.path.join(tmp_path, "store")), os.path.join(tmp_path, "keys"), timeout=10)
+    try:
+        sid = (await db.create_session({}))["id"]
+        syncer.ctx.pull_ok(sid, began=time.monotonic())  # (what the follower records of a pull of it)
+        assert sid in syncer.ctx.pulled
+        syncer.forget(sid)  # (what every delete of it does: Operations.delete_session)
+        assert sid not in syncer.ctx.pulled
+    finally:
+        await syncer.stop()
+        await db.close()

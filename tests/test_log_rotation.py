@@ -82,3 +82,58 @@ def test_start_moves_a_daemon_out_past_the_cap_aside(tmp_path):
         run_cli(home, "stop")
     assert os.path.getsize(out) < 1024 * 1024
     assert os.path.getsize(out + ".1") > 10 * 1024 * 1024
+
+
+_OUT_OF_FDS = r"""
+import logging, os, resource, sys
+from sessiond.daemon import logs
+logs.MAX_LOG_BYTES = 4096
+handler = logs.LogFile(os.path.join(sys.argv[1], "sessiond.log"))
+handler.setFormatter(logs.JsonFormatter())
+log = logging.getLogger("sessiond.out_of_fds")
+log.propagate = False
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+i = 0
+def lines(n):
+    global i
+    for _ in range(n):
+        log.info("line %d of a daemon near its limit of open files", i)
+        i += 1
+lines(60)  # (sessiond.log.1 there: one rotation done)
+while handler.size + 200 < logs.MAX_LOG_BYTES:
+    lines(1)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+lines(10)  # (a rotation due: the log moved aside, the new one cannot be opened)
+for fd in held:
+    os.close(fd)
+lines(10)
+handler.close()
+print(i)
+"""
+
+
+def test_a_rotation_that_cannot_open_the_new_log_loses_no_line_and_the_log_comes_back(tmp_path):
+    # the daemon at its limit of open files (EMFILE) just when its log is to be moved aside: the move done, the
+    # new sessiond.log could not be opened. Each line after moved the logs aside again (the one written to
+    # shifted to .2, .3, the older ones dropped) and, the file being gone, sessiond.log was never opened again
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _OUT_OF_FDS, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    written = int(res.stdout)
+    assert (tmp_path / "sessiond.log").exists(), sorted(os.listdir(tmp_path))
+    seen = []
+    for name in sorted(os.listdir(tmp_path), reverse=True):  # (.3, .2, .1, then sessiond.log: oldest first)
+        for line in (tmp_path / name).read_text().splitlines():
+            if "line " in line:
+                seen.append(int(line.split("line ")[1].split()[0]))
+    assert seen == list(range(written)), (sorted(os.listdir(tmp_path)), seen)
