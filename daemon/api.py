@@ -13,9 +13,9 @@ from aiohttp import web
 from ..api.idempotency import IDEMPOTENCY_HEADER
 from ..storage.errors import Invalid, NotFound
 from . import openai_compat
-from . import validate as v
 from .appkeys import DAEMON_KEY, OPENAPI_KEY, ROUTE_KEY
 from .openapi import build_openapi
+from .querystring import query_names, refuse_unknown_query
 from .routes import ROUTES, Handler, Route
 from .routes.appends import close_streams
 from .routes.common import body_json, ok  # noqa: F401 (the names other modules used)
@@ -50,7 +50,7 @@ def _bound(route: Route, idle: float, under: UnderWay) -> Handler:
     handler = route.handler
     # every route but OpenAI's (whose clients may add parameters of their own) refuses a query parameter
     # it does not name; the appends have no query string, so they pay one attribute read
-    names = v.query_names(route.query) if not route.path.startswith("/openai/") else None
+    names = query_names(route.query) if not route.path.startswith("/openai/") else None
     where = f"{route.method} {route.path}"
     # a route that takes no body refuses one with fields, as the others refuse a field they do not name
     no_body = route.request is None and route.method != "GET" and not route.path.startswith("/openai/")
@@ -68,7 +68,7 @@ def _bound(route: Route, idle: float, under: UnderWay) -> Handler:
             request[ROUTE_KEY] = route
             try:
                 if names is not None and request.query_string:
-                    v.refuse_unknown_query(where, names, request.query)
+                    refuse_unknown_query(where, names, request.query)
                 if keyless and IDEMPOTENCY_HEADER in request.headers:
                     refuse_key(where)
                 if no_body and request.body_exists:

@@ -1,7 +1,7 @@
 """The device's session database: SQLite (WAL, foreign keys) through the stdlib's sqlite3. `Database` is the one
 object the rest of sessiond holds; it is composed of small parts, one per concern (sessions.py, statuschanges.py,
-expiry.py, chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, logrun.py, search.py), over
-the connections and transactions of connections.py. Operations into tables: apply.py.
+expiry.py, chats.py, messages.py, context.py, checkpoints.py, stats.py, syncstate.py, pushedmark.py, logrun.py,
+search.py), over the connections and transactions of connections.py. Operations into tables: apply.py.
 
 Every change is an *operation* written by one device with a per-(session, device) sequence number and a per-session
 Lamport clock. Messages are operations stored in the `messages` table; every other change (session created, settings
@@ -49,6 +49,7 @@ from .logrun import LogReads, RunReader
 from .messages import Messages
 from .model import LogRun, Op, RemoteLog, now
 from .outbox import Outbox
+from .pushedmark import PushedMark
 from .schema import schema_version
 from .search import Search
 from .sessions import Sessions
@@ -76,6 +77,7 @@ class Database:
         self.log = LogReads(c)
         self.share_log = ShareLog(c)  # the codes this device issued (lifecycle.py)
         self.released = Released(c)  # objects its logs let go, for gc (lifecycle.py)
+        self.pushed_mark = PushedMark(c, self.syncstate, self.released)  # a push's step, with gc's notes
         self.outbox = Outbox(c)  # the mirror stores' outboxes (sync/mirror.py)
         self.kept_records = KeptRecords(c)  # IPNS records put again before a DHT forgets them (sync/reput.py)
         self.searcher = Search(c)
@@ -478,25 +480,9 @@ class Database:
     async def save_sync_state(self, sid: str, **fields) -> None:
         await self.syncstate.save_sync_state(sid, **fields)
 
-    async def save_pushed(
-        self,
-        sid: str,
-        released: tuple[str, list[bytes]] | None,
-        *,
-        named: tuple[str, list[bytes]] | None = None,
-        **fields,
-    ) -> None:
-        """A push's step in one transaction: its sync_state `fields`; the objects its log no longer
-        references (`released`: the store's URL and their hashes), noted for gc; the objects a revision
-        being recorded names (`named`), noted before their upload (sync/pusher.py), no longer candidates.
-        Two transactions left, after a crash between them, the pushed mark without the note: gc never freed
-        what it named (or the revision recorded with its objects still candidates: gc freed them)."""
-        async with self.c.transaction() as tx:
-            await self.syncstate.save_sync_state_in(tx, sid, **fields)
-            if named is not None:
-                await self.released.forget_in(tx, named[0], named[1])
-            if released is not None:
-                await self.released.add_in(tx, released[0], sid, released[1])
+    async def save_pushed(self, sid: str, released: tuple[str, list[bytes]] | None, **fields) -> None:
+        """A push's step in one transaction: `named` and its sync state's `fields` (pushedmark.py)."""
+        await self.pushed_mark.save(sid, released, **fields)
 
     async def sessions_needing_push(self) -> list[str]:
         return await self.syncstate.sessions_needing_push()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from . import toolresults
 from .appendone import APPEND_ONE
 from .apply import apply_op
+from .chatcap import check_chat_room, messages_in_chat
 from .chatorder import in_order
 from .clock import kept_before, steady
 from .connections import Connections, Row
@@ -21,12 +22,9 @@ from .errors import (
     ContextOverflow,
     IdempotencyKeyReused,
     Invalid,
-    LimitReached,
     NotFound,
     QuotaExceeded,
     check_access,
-    new_chat_way,
-    new_session_ways,
     quota_exhausted,
     quota_short,
     quota_ways_api,
@@ -132,31 +130,6 @@ async def _stored_result(
     ]
 
 
-async def _count(q, sid: str, chat: str) -> int:
-    """The messages of a chat, read through `q` (the committed state, or the transaction held)."""
-    return (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0][0]
-
-
-async def _check_room(q, limits: dict, sid: str, chat: str, adding: int, cap: int, what: str = "") -> None:
-    """Refuse `adding` messages to a chat past max_messages_per_chat (`cap`), naming the ways on that can work:
-    another chat only while max_chats_per_session leaves room for one, a clone, the setting."""
-    have = await _count(q, sid, chat)
-    if have + adding <= cap:
-        return
-    chats_cap = limits.get("max_chats_per_session")
-    chats = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if chats_cap else 0
-    room = not chats_cap or chats < chats_cap
-    another = f"go on in another chat (`sessiond chat new {sid} --switch`), " if room else ""
-    raise LimitReached(
-        f"chat {chat!r} of session {sid!r} holds {have} messages; {adding} more{what} would pass "
-        f"max_messages_per_chat ({cap}): {another}go on in a new session (`sessiond clone {sid}`: the same settings, "
-        "no history), or raise max_messages_per_chat in the daemon's config.toml",
-        limit="max_messages_per_chat",
-        value=cap,
-        api=([new_chat_way(sid)] if room else []) + new_session_ways(sid, fork=False),
-    )
-
-
 class Messages:
     def __init__(self, c: Connections):
         self.c = c
@@ -237,7 +210,7 @@ class Messages:
             if status != "active" and not (answer and status == "paused"):
                 await refuse_inactive(tx, sid, status)
             chat_id = chat or current
-            if held is not None and (now_held := await _count(tx, sid, chat_id)) != held:
+            if held is not None and (now_held := await messages_in_chat(tx, sid, chat_id)) != held:
                 raise Conflict(
                     f"chat {chat_id!r} of session {sid!r} holds {now_held} messages, not the {held} read before:"
                     " it was written to meanwhile",
@@ -257,7 +230,7 @@ class Messages:
             if cap and not answer:  # (an answer's room was checked before the model was asked: check_room)
                 for c in chats:
                     adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
-                    await _check_room(tx, self.c.limits, sid, c, adding, cap)
+                    await check_chat_room(tx, self.c.limits, sid, c, adding, cap)
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
             # one rule: a quota used up (100 %: `exhausted`) takes nothing more, a 0-token append neither, as a
@@ -396,7 +369,7 @@ class Messages:
         before it is done: a question to a model needs room for its answer too. `what`: those messages."""
         cap = self.c.limits.get("max_messages_per_chat")
         if cap:
-            await _check_room(self.c.committed, self.c.limits, sid, chat, adding, cap, what)
+            await check_chat_room(self.c.committed, self.c.limits, sid, chat, adding, cap, what)
 
     async def history(self, sid: str, chat: str, limit: int = -1, *, last: bool = False) -> list[dict]:
         """The first `limit` (all: -1) messages of a chat (`last`: its last ones) as {role, content,

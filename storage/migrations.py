@@ -4,29 +4,7 @@ them, one per transaction). A migration once on main is never edited: a change i
 from __future__ import annotations
 
 from . import chatstats, contexttotals
-
-# (migration 17's triggers) a message's old content and tool text out of the index, unless it is pending
-UNINDEX_OLD = (
-    "INSERT INTO messages_fts(messages_fts, rowid, content, tool_text)"
-    " SELECT 'delete', old.rowid, old.content, old.tool_text"
-    " WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id=old.rowid);"
-)
-
-
-def tool_text(m: str) -> str:
-    """The SQL of the text the search index holds of message row `m`'s tool calls (migration 17): each call's
-    function name and arguments (JSON text), a line each; null when it has none. Only what is certain of
-    `extra` is read (valid JSON, a list of calls, calls that are objects). Kept in the row by trigger: FTS5
-    cannot read it through a view, as its own statements refuse virtual tables (json_each), which broke
-    its 'rebuild' and 'integrity-check'."""
-    return (
-        f"CASE WHEN instr({m}.extra, '\"tool_calls\"') AND json_valid({m}.extra)"
-        f" AND json_type({m}.extra, '$.tool_calls') = 'array' THEN"
-        " (SELECT group_concat(coalesce(json_extract(t.value, '$.function.name'), '') || ' '"
-        " || coalesce(json_extract(t.value, '$.function.arguments'), ''), char(10))"
-        f" FROM json_each({m}.extra, '$.tool_calls') AS t WHERE t.type = 'object') END"
-    )
-
+from .indexedtext import UNINDEX_OLD, tool_text
 
 # (migration 26) the tags of session_texts row `t`: its text values, as a list's filter matched them (json_each's)
 TAGS_OF = "json_each(CASE WHEN json_valid({t}.tags) THEN {t}.tags ELSE '[]' END) AS j WHERE j.type = 'text'"

@@ -15,7 +15,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from .context import SyncContext
 from .errors import ImportError_, needs_invites, refuses_device
 from .locations import relay_account_fix
-from .members import expiry_hint
+from .membersentry import expiry_hint
 from .mirrorurls import same_stores
 from .sharecode import ShareCode, network_of_url
 

@@ -19,17 +19,18 @@ from typing import NamedTuple
 from nacl.signing import SigningKey
 
 from ..storage.testhooks import pause_for_tests
-from ..stores import HeadExpired, ObjectMissing, StaleHead, Store, StoreError, check_object
+from ..stores import ObjectMissing, StaleHead, Store, StoreError, check_object
 from ..stores.bounded import bounded
 from ..stores.cid import digest
-from ..stores.errors import LyingServer, failing
+from ..stores.errors import failing
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, members_key
-from .errors import ImportError_, bad_log, crash_point, newer_format, store_failed
+from .errors import ImportError_, crash_point, newer_format, store_failed
 from .frozen import decode_frozen, frozen_adds, merge_frozen
+from .membersentry import bad_slot, checked_entry
 from .membersobject import (
     MEMBERS_MAX_BYTES,
     MEMBERS_VERSION,
@@ -57,12 +58,6 @@ LOST = frozenset({"missing", "damaged", "malformed", "forged"})
 READS_AGAIN = 3  # times a read of the slot reads its entry again, its object gone (Members.read_slot)
 
 
-def _bad(kind: str, sid: str, message: str) -> ImportError_:
-    """The members slot of session `sid` found bad (`kind`: forged, replayed, malformed, damaged), with what
-    mends it: a writer writes it again (errors.bad_log)."""
-    return bad_log(ImportError_(kind, message), sid, None)
-
-
 def _swapped(frozen: Sequence[dict], replace: Mapping[bytes, dict] | None) -> list[dict]:
     """`frozen` with each entry whose manifest hash `replace` names swapped for the entry put back in its place."""
     return [dict(replace.get(bytes(f["h"]), f)) if replace else dict(f) for f in frozen]
@@ -70,18 +65,6 @@ def _swapped(frozen: Sequence[dict], replace: Mapping[bytes, dict] | None) -> li
 
 def announce_key(write_secret: bytes) -> SigningKey:
     return SigningKey(derive(CTX_ANNOUNCE, write_secret))
-
-
-def expiry_hint(stores: Sequence[Store]) -> str:
-    """What a missing head may also mean on a store whose heads expire (Kubo answers a record past its
-    end of life as not found): "" for other stores."""
-    if not any(st.heads_expire for st in stores):
-        return ""
-    return (
-        "; on IPFS a head is an IPNS record that expires, and a node answers an expired one as not found:"
-        " if no writer's daemon has run within the record's lifetime, its heads expired; start the daemon of"
-        " the device that shared it (it writes its heads again when it starts), then import again"
-    )
 
 
 class SlotRead(NamedTuple):
@@ -193,7 +176,7 @@ class Members:
             seen = self._seen.get(sid)
             if seen is not None and seen[0] == pk and seen[3] == session_key and seen[1] >= min_rev:
                 return seen[1], [dict(m) for m in seen[4]], seen[5], seen[6]
-        entry = await self._entry(store, sid, pk, min_rev, entry)
+        entry = await checked_entry(store, sid, pk, min_rev, entry, self.ctx.timeout)
         got = await self._object(store, sid, session_key, pk, entry, cached)
         if isinstance(got, SlotRead):  # (as last read or written here)
             return got.revision, [dict(m) for m in got.members], got.notice, [dict(f) for f in got.frozen]
@@ -223,7 +206,7 @@ class Members:
         slot's, which a pull, a push or a verify reads meanwhile, and would put off the current slot's audit
         (object_read_ago) or lend its fields to the other slot's write."""
         pk = b"\xed" + announce_pk
-        entry = await self._entry(store, sid, pk, 0, None)
+        entry = await checked_entry(store, sid, pk, 0, None, self.ctx.timeout)
         got = await self._object(store, sid, session_key, pk, entry, False)
         assert not isinstance(got, SlotRead)  # (not cached)
         entry, m = got
@@ -248,68 +231,30 @@ class Members:
                 ct = await bounded(store.get_capped(h, MEMBERS_MAX_BYTES, "a members object"), timeout)
                 break
             except ObjectMissing as exc:  # (the same entry read again: its object is lost)
-                newer = await self._entry(store, sid, pk, entry.revision, None)
+                newer = await checked_entry(store, sid, pk, entry.revision, None, timeout)
                 if (newer.revision, newer.data) == (entry.revision, entry.data):
-                    raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+                    raise bad_slot("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
                 entry = newer
             except (TimeoutError, StoreError, OSError) as exc:
                 if failing(exc):  # the store failed to answer, the list is not damaged
                     raise store_failed(exc, store.url) from None
-                raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+                raise bad_slot("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         else:
             raise ImportError_("busy", f"the members slot of session {sid} kept changing as it was read; will retry")
         try:
             check_object(h, ct)
             m = dagcbor.decode(open_members(ct, [session_key], salt))
         except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
-            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+            raise bad_slot("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:
-            raise _bad("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
+            raise bad_slot("damaged", sid, f"the members object of session {sid} belongs to another (swapped objects)")
         try:
             check_version(m.get("v"), MEMBERS_VERSION, f"the members object of session {sid}")
         except NewerFormat as exc:  # not damage: this device is the one to mend (the slot is not written over)
             raise newer_format(f"the members slot of session {sid}", exc) from None
         except LogError as exc:
-            raise _bad("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
+            raise bad_slot("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         return entry, m
-
-    async def _entry(
-        self, store: Store, sid: str, pk: bytes, min_rev: int, entry: RegistryEntry | None
-    ) -> RegistryEntry:
-        """The members slot's entry (`pk`: 0xed | announce key), read from `store` unless given, checked: signed
-        by its key, not older than `min_rev`, 0x1e | hash | salt; else the ImportError_ that says what it is."""
-        timeout = self.ctx.timeout
-        try:
-            if entry is None:
-                entry = await bounded(store.get_head(pk), timeout)
-        except RegistryError as exc:
-            raise _bad("forged", sid, f"the members entry of session {sid} is not validly signed: {exc}") from None
-        except LyingServer as exc:  # a network store's own head checks: forged, another key's, rolled back
-            raise _bad("forged", sid, f"the members entry of session {sid} is refused: {exc}") from None
-        except HeadExpired as exc:  # signed by a writer, but no longer valid: not a lie, a head not renewed
-            raise ImportError_("head_expired", f"the session's members entry cannot be used: {exc}") from None
-        except (TimeoutError, StoreError, OSError) as exc:
-            if failing(exc):  # the store failed to answer: nothing is known of the entry
-                raise store_failed(exc, store.url) from None
-            raise
-        if entry is None:
-            raise ImportError_(
-                "missing",
-                f"the store has no members entry for session {sid} (wrong store, or the sharer has not pushed yet"
-                f"{expiry_hint([store])})",
-            )
-        if entry.pk != pk:
-            raise _bad("forged", sid, f"the members entry of session {sid} is signed by another key")
-        if entry.revision < min_rev:
-            raise _bad(
-                "replayed",
-                sid,
-                f"the members entry of session {sid} was rolled back to revision {entry.revision} (this device"
-                f" has seen {min_rev})",
-            )
-        if len(entry.data) != 1 + 32 + SALT_LEN or entry.data[0] != 0x1E:
-            raise _bad("malformed", sid, f"the members entry of session {sid}: its data is not 0x1e | hash | salt")
-        return entry
 
     async def known_frozen(self, sid: str) -> list[dict]:
         """The frozen logs of `sid` this device noted (keep_frozen): durable, unlike what this process read."""

@@ -11,7 +11,7 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FOLDERS = ("daemon", "api", "storage", "sync", "stores")  # what answers the API (not the CLI's or the relay's own)
 # calls whose first argument, a literal, is the code of the error they make
-NAMING = {"ImportError_", "ShareCodeError", "ManifestSealed", "_bad", "provider_error", "error_body"}
+NAMING = {"ImportError_", "ShareCodeError", "ManifestSealed", "_bad", "bad_slot", "provider_error", "error_body"}
 SECOND = {"oai_error"}  # (status, code, ...): the OpenAI-compatible endpoint's
 # base classes' codes that no answer carries: every error made of them is given its own code
 BASES = {"error", "provider_error"}

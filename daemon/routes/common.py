@@ -12,6 +12,7 @@ from ...api.jsonkeys import DuplicateKey, loads
 from ...storage.errors import BadBody, BodyTimeout, Invalid, UnsupportedMediaType
 from .. import validate as v
 from ..appkeys import DAEMON_KEY, ROUTE_KEY
+from ..querystring import query as checked_query
 from ..unread import idle_of
 
 # One encoder for every answer: json.dumps with a non-default argument builds a new JSONEncoder per call.
@@ -172,7 +173,7 @@ def checked_as(raw: bytes, model: Any, unless: bytes, nested: tuple[str, ...], w
 def query(request: web.Request) -> dict:
     """The query string, checked against the route's query model (a parameter it does not name was refused
     before the handler ran: daemon/api.py)."""
-    return v.query(request[ROUTE_KEY].query, request.query)
+    return checked_query(request[ROUTE_KEY].query, request.query)
 
 
 def session_id(request: web.Request) -> str:

@@ -1,0 +1,32 @@
+"""A chat's size against max_messages_per_chat: its messages counted, and what would add more past the cap
+refused before it is done (an append, a question to a model, which needs room for its answer too), naming the
+ways on that can work (storage/messages.py)."""
+
+from __future__ import annotations
+
+from .errors import LimitReached, new_chat_way, new_session_ways
+
+
+async def messages_in_chat(q, sid: str, chat: str) -> int:
+    """The messages of a chat, read through `q` (the committed state, or the transaction held)."""
+    return (await q.fetchall("SELECT count(*) FROM messages WHERE session_id=? AND chat_id=?", (sid, chat)))[0][0]
+
+
+async def check_chat_room(q, limits: dict, sid: str, chat: str, adding: int, cap: int, what: str = "") -> None:
+    """Refuse `adding` messages to a chat past max_messages_per_chat (`cap`), naming the ways on that can work:
+    another chat only while max_chats_per_session leaves room for one, a clone, the setting."""
+    have = await messages_in_chat(q, sid, chat)
+    if have + adding <= cap:
+        return
+    chats_cap = limits.get("max_chats_per_session")
+    chats = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if chats_cap else 0
+    room = not chats_cap or chats < chats_cap
+    another = f"go on in another chat (`sessiond chat new {sid} --switch`), " if room else ""
+    raise LimitReached(
+        f"chat {chat!r} of session {sid!r} holds {have} messages; {adding} more{what} would pass "
+        f"max_messages_per_chat ({cap}): {another}go on in a new session (`sessiond clone {sid}`: the same settings, "
+        "no history), or raise max_messages_per_chat in the daemon's config.toml",
+        limit="max_messages_per_chat",
+        value=cap,
+        api=([new_chat_way(sid)] if room else []) + new_session_ways(sid, fork=False),
+    )
