@@ -198,7 +198,14 @@ async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
 
     events: list[dict] = []
     ctx = SimpleNamespace(
-        stopping=False, pull_errors={}, pull_kinds={}, pull_fixes={}, pull_failures={}, on_event=events.append
+        stopping=False,
+        pull_errors={},
+        pull_kinds={},
+        pull_fixes={},
+        pull_failures={},
+        on_event=events.append,
+        pulled={},  # (when each session's last good pull began: a shared session's idle end waits for one)
+        on_pulled=None,
     )
     ctx.pull_failed = partial(SyncContext.pull_failed, ctx)  # the context's own bookkeeping of failed pulls
     ctx.pull_ok = partial(SyncContext.pull_ok, ctx)
