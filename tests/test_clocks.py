@@ -22,7 +22,8 @@ from test_ipns_republish import FORGETS, REPUT, _kept_records, assert_imports, k
 from test_reimport import _write, chatgpt_continued, fixture
 
 HOUR = 3600
-LATE = 3.0  # seconds past its expiry a session may still read as active on a busy machine
+LATE = 15.0  # seconds past its expiry a session may still read as active on a busy machine (the defects these tests
+# catch held an end for an hour or a day: a generous margin tells them apart all the same)
 
 
 def test_a_daemon_stamps_by_its_own_clock(make_daemon):
