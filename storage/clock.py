@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -54,7 +55,8 @@ _started: tuple[float, float] | None = None  # (wall(), _elapsed()) at the daemo
 
 def _read(path: str) -> float:
     try:
-        lines = Path(path).read_bytes().decode("utf-8", "replace").splitlines()
+        regular = stat.S_ISREG(os.stat(path).st_mode)  # (a FIFO's read would wait for a writer: the start hung)
+        lines = Path(path).read_bytes().decode("utf-8", "replace").splitlines() if regular else []
     except OSError as exc:
         raise TestClockError(f"{ENV}: cannot read {path} ({exc.strerror}); unset {ENV}") from None
     if len(lines) < 2 or lines[0] != TEST_CLOCK_MAGIC:

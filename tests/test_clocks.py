@@ -308,3 +308,14 @@ def test_a_pull_that_brings_nothing_new_leaves_the_activity_where_it_was(make_da
     assert arrived < time.time() + 60, arrived  # (its arrival, by B's clock)
     cb.import_code(code)  # (nothing new)
     assert cb.get_session(sid)["last_activity"] == arrived
+
+
+def test_a_clock_variable_naming_a_fifo_is_refused_at_start_not_waited_on(make_daemon, tmp_path):
+    # (reading a FIFO waits for a writer: the start hung, its socket never made, until `start` gave up)
+    fifo = tmp_path / "clock"
+    os.mkfifo(fifo)
+    d: DaemonProc = make_daemon()
+    d.env[ENV] = str(fifo)
+    with pytest.raises(RuntimeError, match="not a test clock file"):
+        d.start()
+    assert not os.path.exists(d.socket)
