@@ -32,7 +32,7 @@ from .fdlimit import OutOfDescriptors, raise_fd_limit
 from .home import Config, Home, HomeError, check_key_files, normalize_store_urls
 from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
-from .logs import setup_logging
+from .logs import cap_output, setup_logging
 from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
@@ -40,6 +40,7 @@ from .operations import Operations
 from .stopgrace import SETTLED, STOP_GRACE, stop_runner
 from .storerecord import check_store_known
 from .straykeys import delete_stray_keys, refuse_lost_database
+from .testhooks import pause_for_tests
 from .unread import STOP_GRACE as HANG_UP
 from .versions import package_version, versions
 
@@ -122,6 +123,8 @@ class Daemon:
     async def start(self) -> None:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
+        cap_output(os.path.join(self.home.logs, "daemon.out"))  # (by the daemon holding the lock only)
+        await pause_for_tests("start.locked")  # (the tests hold a daemon here: starting, not answering yet)
         check_store_known(self.home, self.store_url)
         refuse_lost_database(self.home)  # (under the lock: no daemon is making the database meanwhile)
         check_key_files(self.home.keys)

@@ -15,6 +15,7 @@ import subprocess
 from conftest import DaemonProc, cli_json, popen_cli, run_cli
 from sessiond.storage.schema import SCHEMA_VERSION
 from sessiond.sync.keys import mnemonic_to_seed
+from waiting import wait_for
 
 
 def _pushed_session(home: str) -> tuple[str, str]:
@@ -191,6 +192,55 @@ def test_two_starts_at_once_one_daemon_and_a_clear_no(home):
         finally:
             run_cli(home, "stop", check=True)
         assert _daemon_pids(home) == []
+
+
+def test_a_start_beside_a_daemon_still_starting_leaves_its_output(home, tmp_path):
+    """A `start` while another start's daemon is still starting (it holds the home's lock, it does not answer
+    yet) never moves that daemon's daemon.out aside (it
+    did, when the file was past its cap: the starting daemon's lines then went on into daemon.out.1): only
+    the start that runs the daemon does, once it holds the lock."""
+    from sessiond.daemon import logs
+
+    os.makedirs(home, mode=0o700)
+    flag = str(tmp_path / "locked")
+    first = popen_cli(
+        ["start", "--home", home],
+        env={**os.environ, "SESSIOND_TEST_PAUSE": f"start.locked:{flag}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    second = None
+    try:
+        wait_for(lambda: os.path.exists(flag) and open(flag).read(), timeout=60, what="the first daemon locked")
+        out = os.path.join(home, "logs", "daemon.out")
+        ino = os.stat(out).st_ino
+        with open(out, "ab") as f:  # the file the starting daemon writes to, now past the cap (sparse)
+            f.truncate(logs.MAX_LOG_BYTES + 1)
+        second = popen_cli(
+            ["start", "--home", home, "--json"], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        # the second's own daemon tried the lock and lost it: the second now waits for the first to answer
+        wait_for(lambda: _daemon_out_says(out, "already running (or starting)"), timeout=60, what="the loser")
+        os.remove(flag)
+        s_out, s_err = (b.decode() for b in second.communicate(timeout=120))
+        f_out, f_err = (b.decode() for b in first.communicate(timeout=120))
+        assert first.returncode == 0 and "sessiond started" in f_out, (f_out, f_err)
+        assert "Traceback" not in s_err, (s_out, s_err)
+        assert os.stat(out).st_ino == ino and not os.path.exists(out + ".1")  # left where its daemon writes
+    finally:
+        if os.path.exists(flag):
+            os.remove(flag)
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.communicate(timeout=120)
+        run_cli(home, "stop")
+
+
+def _daemon_out_says(path: str, text: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4096))
+        return text.encode() in f.read()
 
 
 def _daemon_pids(home: str) -> list[int]:

@@ -130,7 +130,6 @@ def cmd_daemon(args) -> int:
 
 def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
-    from ...daemon.logs import cap_log
     from ...sync.mirrorurls import same_stores
 
     home = Home(resolve_home(args.home))
@@ -179,7 +178,8 @@ def cmd_start(args) -> int:
     if args.reset_device_key:
         cmd += ["--reset-device-key"]
     out_path = os.path.join(home.logs, "daemon.out")
-    cap_log(out_path)  # (each start appends to it: moved aside past its cap, as sessiond.log is)
+    # (each start appends to it; moved aside past its cap, as sessiond.log is, by the daemon that takes the
+    # home's lock: logs.cap_output; never by a start losing to another, which writes into it still)
     try:
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
