@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from ...api.meta import Status
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
@@ -130,7 +131,6 @@ def cmd_daemon(args) -> int:
 
 def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
-    from ...sync.mirrorurls import same_stores
 
     home = Home(resolve_home(args.home))
     wanted = store_args(args)
@@ -141,18 +141,7 @@ def cmd_start(args) -> int:
     if store and len(store.encode()) > MAX_STORE_BYTES:  # what the pipe to the daemon takes at once
         raise CliError(f"the store URL(s) are {len(store.encode())} bytes; at most {MAX_STORE_BYTES} fit", EXIT_USAGE)
     try:
-        info = Client(home.path, timeout=5).status()
-        shown = shown_store(store) if store else None  # as status shows it: without its credentials
-        running = "\n".join(str(info.get("store") or "").split())
-        other = store is not None and not same_stores(running, store)  # a URL's credentials are not another store
-        if other or args.change_store or args.reset_device_key:  # what only a starting daemon does
-            raise _running_keeps(args, home.path, info["pid"], info.get("store"), f"not {shown}" if other else "")
-        emit(
-            args,
-            {"started": False, "pid": info["pid"], "socket": info["socket"]},
-            f"sessiond is already running (pid {info['pid']}) on {info['socket']}",
-        )
-        return 0
+        return _already_running(args, home.path, Client(home.path, timeout=5).status(), store)
     except DaemonNotRunning:
         pass
     except UnsafeSocket:
@@ -203,6 +192,8 @@ def cmd_start(args) -> int:
         line = ready.read(6)  # "ready\n", or EOF if the daemon exited
     if line != b"ready\n":
         proc.wait(timeout=10)
+        if _lost_to_another(home.path, proc):  # a start racing this one, or a daemon still starting when it asked
+            return _wait_for_other(args, home.path, store, proc, out_path)
         raise _not_started(home.path, proc, out_path)
     info = Client(home.path, timeout=10).status()
     # a store failing as the daemon starts (a folder store's folder away): said as `sync --wait` says it
@@ -266,16 +257,80 @@ def _running_keeps(args, home: str, pid: int, store: str | None, not_wanted: str
     )
 
 
-def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
-    """Why the daemon `start` spawned did not start: another daemon holds the home (a start racing this
-    one: the shared daemon.out's last line may then be the other daemon's), or the last line it wrote."""
-    from ...daemon.homelock import lock_held
-    from ...daemon.listen import lock_holder, running_message
+def _already_running(args, home: str, info: Status, store: str | None) -> int:
+    """What a start says beside the daemon running for `home` (`info`: its status): it runs, exit 0; or, asked
+    what only a starting daemon does (another store, --change-store, --reset-device-key), why not."""
+    from ...sync.mirrorurls import same_stores
 
-    if lock_held(home) and lock_holder(home) != proc.pid:
-        return CliError(running_message(home))
-    with open(out_path, "rb") as f:
-        tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
+    shown = shown_store(store) if store else None  # as status shows it: without its credentials
+    running = "\n".join(str(info.get("store") or "").split())
+    other = store is not None and not same_stores(running, store)  # a URL's credentials are not another store
+    if other or args.change_store or args.reset_device_key:
+        raise _running_keeps(args, home, info["pid"], info.get("store"), f"not {shown}" if other else "")
+    emit(
+        args,
+        {"started": False, "pid": info["pid"], "socket": info["socket"]},
+        f"sessiond is already running (pid {info['pid']}) on {info['socket']}",
+    )
+    return 0
+
+
+def _lost_to_another(home: str, proc: subprocess.Popen) -> bool:
+    from ...daemon.homelock import lock_held
+    from ...daemon.listen import lock_holder
+
+    return lock_held(home) and lock_holder(home) != proc.pid
+
+
+OTHER_START_WAIT = 60.0  # seconds a start that lost the home to another start's daemon waits for it to answer
+
+
+def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen, out_path: str) -> int:
+    """The daemon this start spawned found another holding the home's lock: a start racing this one won, or a
+    daemon was still starting when this one asked. The outcome asked for is that one's: once it answers, said
+    as a start beside a running daemon says it (exit 0, not an error for the same outcome); still starting
+    after OTHER_START_WAIT, said so (exit 0 too). It gone without answering (its start failed): an error."""
+    from ...daemon.homelock import lock_held
+    from ...daemon.listen import lock_holder
+
+    deadline = time.monotonic() + OTHER_START_WAIT
+    pid = lock_holder(home)
+    while True:
+        try:
+            return _already_running(args, home, Client(home, timeout=5).status(), store)
+        except UnsafeSocket:
+            raise
+        except ClientError:  # (no socket yet, or not served yet)
+            pass
+        if not lock_held(home):
+            if pid is not None:  # (its last line is written after it lets the lock go)
+                _wait_gone(pid, 5)
+            raise _not_started(home, proc, out_path)
+        if time.monotonic() >= deadline:
+            where = shlex.quote(home)
+            emit(
+                args,
+                {"started": False, "starting": True, "pid": pid},
+                f"a sessiond daemon is still starting for {home}"
+                + (f" (pid {pid})" if pid else "")
+                + f"; `sessiond status --home {where}` shows it once it answers",
+            )
+            return 0
+        time.sleep(0.1)  # (polls the other daemon until it answers, or the deadline)
+
+
+def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
+    """Why the daemon `start` spawned did not start: the last line written to daemon.out. Not the line of a
+    daemon that found the home taken (this one's, losing to another start whose daemon then failed: that
+    one's reason is the line before), unless it is the only one."""
+    try:
+        with open(out_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4000))
+            tail = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        tail = []
+    tail = [line for line in tail if "already running (or starting)" not in line] or tail
     # (the daemon writes its refusal as `sessiond: ...`, as this command does: the program named once)
     why = scrub_text(tail[-1]).removeprefix("sessiond: ") if tail else f"exit code {proc.returncode}"
     return CliError(f"the daemon did not start: {why}")
