@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from nacl.signing import SigningKey
@@ -205,6 +206,7 @@ class Daemon:
         self._bound = not handed  # a handed socket's file is its service manager's, which keeps listening
         site = web.SockSite(self._runner, sock)
         await site.start()
+        await pause_for_tests("start.listening")  # (the tests hold a start here: its stores in use, not yet done)
         if self.config.openai_listen is not None:
             try:
                 await self.compat.start_tcp(*self.config.openai_listen)
@@ -351,7 +353,10 @@ async def serve(
     change_store: bool = False,
     as_json: bool = False,
     reset_device_key: bool = False,
+    failed_hung: Callable[[BaseException], None] | None = None,
 ) -> None:
+    """`failed_hung`: called with the error of a start that failed while a store hangs, to say it and end the
+    process there (run's caller, the CLI)."""
     home = Home(home_path)
     home.prepare()
     config = Config.load(home.path)
@@ -375,8 +380,13 @@ async def serve(
     )
     try:
         await daemon.start()
-    except BaseException:
+    except BaseException as exc:
         await daemon.stop()
+        if daemon.stores_hung and failed_hung is not None:
+            # a store's thread is in a call that never returned: the exit would wait for it (asyncio.run's
+            # executor, the interpreter's join), as at a stop (below). The database is closed: the caller
+            # says why the start failed and ends the process
+            failed_hung(HomeError(f"store: {scrub_text(str(exc))}") if isinstance(exc, StoreError) else exc)
         raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -433,8 +443,10 @@ def run(
     change_store: bool = False,
     as_json: bool = False,
     reset_device_key: bool = False,
+    failed_hung: Callable[[BaseException], None] | None = None,
 ) -> None:
-    """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
+    """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it); one
+    that cannot start while a store hangs calls `failed_hung` with it instead (see serve)."""
     no_core_dumps()  # before any key is read: a crash leaves no core file holding them
     raise_fd_limit()  # every connection holds a descriptor: the soft limit up to the hard one
     tune_process()
@@ -448,6 +460,7 @@ def run(
                 change_store=change_store,
                 as_json=as_json,
                 reset_device_key=reset_device_key,
+                failed_hung=failed_hung,
             )
         )
     except StoreError as exc:

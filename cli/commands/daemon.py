@@ -15,12 +15,12 @@ from ...api.meta import Status
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
-from ...storage.errors import is_disk_full
 from ...storage.redact import scrub_text, shown_store
-from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, stuck
+from ..errors import EXIT_USAGE, CliError, stuck
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, safe, short, table, when
+from ..startfail import end_failed, not_started, start_failure, unwritable
 from . import Commands
 
 MAX_STORE_BYTES = 32768  # the store URL(s) `start` hands its daemon through a pipe (its buffer holds 64 KiB)
@@ -94,7 +94,7 @@ def _reset_device_key_option(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args) -> int:
-    from ...daemon.home import HomeError, normalize_store_urls
+    from ...daemon.home import normalize_store_urls
     from ...daemon.server import run
 
     store = store_args(args)
@@ -111,21 +111,13 @@ def cmd_daemon(args) -> int:
             change_store=args.change_store,
             as_json=args.json,
             reset_device_key=args.reset_device_key,
+            failed_hung=lambda exc: end_failed(args, exc),
         )
-    except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
-        raise CliError(scrub_text(str(exc)), EXIT_USAGE) from None
-    except OSError as exc:  # a start that met a full disk (the lock file, the device key, the store's folder)
-        unwritable = _unwritable(exc, resolve_home(args.home))
-        if unwritable is not None:
-            raise unwritable from None
-        if not is_disk_full(exc):
+    except Exception as exc:
+        said = start_failure(args, exc)
+        if said is exc:
             raise
-        where = resolve_home(args.home)
-        raise CliError(
-            f"cannot start: the disk holding {where} is full ({exc.strerror or exc}"
-            f"{': ' + exc.filename if exc.filename else ''}); free some space on it, then start again",
-            EXIT_ERROR,
-        ) from None
+        raise said from None
     return 0
 
 
@@ -172,10 +164,10 @@ def cmd_start(args) -> int:
     try:
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
-        unwritable = _unwritable(exc, home.path)
-        if unwritable is None:
+        refused = unwritable(exc, home.path)
+        if refused is None:
             raise
-        raise unwritable from None
+        raise refused from None
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -194,7 +186,7 @@ def cmd_start(args) -> int:
         proc.wait(timeout=10)
         if _lost_to_another(home.path, proc):  # a start racing this one, or a daemon still starting when it asked
             return _wait_for_other(args, home.path, store, proc, out_path)
-        raise _not_started(home.path, proc, out_path)
+        raise not_started(home.path, proc, out_path)
     info = Client(home.path, timeout=10).status()
     # a store failing as the daemon starts (a folder store's folder away): said as `sync --wait` says it
     failing = [
@@ -215,20 +207,6 @@ def cmd_start(args) -> int:
         "\n".join([f"sessiond started (pid {info['pid']}) on {info['socket']}", *failing]),
     )
     return 0
-
-
-def _unwritable(exc: OSError, home: str) -> CliError | None:
-    """A start that could not write in its home (a file system mounted read-only, a file not this user's to
-    write): said in one line with the file, why and the way; None for another failure."""
-    import errno
-
-    if exc.errno == errno.EROFS:
-        way = "its file system is mounted read-only: remount it read-write, or choose another home with --home"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
-        way = "it is not yours to write: give it back to your user, or choose another home with --home"
-    else:
-        return None
-    return CliError(f"cannot start: cannot write {exc.filename or home} ({exc.strerror}); {way}", EXIT_ERROR)
 
 
 def _running_keeps(args, home: str, pid: int, store: str | None, not_wanted: str) -> CliError:
@@ -305,7 +283,7 @@ def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen, 
         if not lock_held(home):
             if pid is not None:  # (its last line is written after it lets the lock go)
                 _wait_gone(pid, 5)
-            raise _not_started(home, proc, out_path)
+            raise not_started(home, proc, out_path)
         if time.monotonic() >= deadline:
             where = shlex.quote(home)
             emit(
@@ -317,23 +295,6 @@ def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen, 
             )
             return 0
         time.sleep(0.1)  # (polls the other daemon until it answers, or the deadline)
-
-
-def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
-    """Why the daemon `start` spawned did not start: the last line written to daemon.out. Not the line of a
-    daemon that found the home taken (this one's, losing to another start whose daemon then failed: that
-    one's reason is the line before), unless it is the only one."""
-    try:
-        with open(out_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4000))
-            tail = f.read().decode(errors="replace").strip().splitlines()
-    except OSError:
-        tail = []
-    tail = [line for line in tail if "already running (or starting)" not in line] or tail
-    # (the daemon writes its refusal as `sessiond: ...`, as this command does: the program named once)
-    why = scrub_text(tail[-1]).removeprefix("sessiond: ") if tail else f"exit code {proc.returncode}"
-    return CliError(f"the daemon did not start: {why}")
 
 
 def _alive(pid: int) -> bool:
