@@ -443,3 +443,27 @@ def test_ask_again_on_a_chat_already_answered_is_refused_and_adds_no_second_answ
     assert len(p.requests) == sent and len(c.messages(sid)["messages"]) == 2
     res = run_cli(d.home, "ask", sid, "--again", "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "already_answered", res
+
+
+def test_an_answer_piped_to_a_reader_that_stops_is_still_recorded_whole(loop):
+    """`sessiond ask S "..." | head -c 20`: head exits once it has its bytes, and `ask`'s next write met a
+    closed pipe; it exited at once, its connection closing, which the daemon reads as the app leaving (as a
+    Ctrl-C): the generation stopped and the answer recorded `[interrupted]`, cut at whatever had arrived. The
+    question was asked for its answer: `ask` now stops printing but reads the answer to its end, recorded
+    whole (Ctrl-C still stops it), and exits 0 as before."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.delay = 0.02
+    words = " ".join(f"w{i}" for i in range(60))
+    proc = ask(d, sid, words)
+    got = b""
+    while b"w3" not in got:  # some of the answer has arrived
+        got += os.read(proc.stdout.fileno(), 100)
+    proc.stdout.close()  # the reader stops, as head does
+    proc.stdout = None  # (nothing more to read of it)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
+    (answer,) = wait_for(lambda: assistant(c, sid), timeout=30, what="the answer recorded")
+    assert not answer.get("interrupted") and answer["content"] == f"echo: {words}", answer
