@@ -198,78 +198,76 @@ def test_a_start_beside_a_daemon_still_starting_waits_for_it_and_leaves_its_outp
     the start that runs the daemon does, once it holds the lock."""
     from sessiond.daemon import logs
 
-    os.makedirs(home, mode=0o700)
-    flag = str(tmp_path / "locked")
-    first = popen_cli(
-        ["start", "--home", home],
-        env={**os.environ, "SESSIOND_TEST_PAUSE": f"start.locked:{flag}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    second = None
-    try:
-        wait_for(lambda: os.path.exists(flag) and open(flag).read(), timeout=60, what="the first daemon locked")
-        out = os.path.join(home, "logs", "daemon.out")
-        ino = os.stat(out).st_ino
-        with open(out, "ab") as f:  # the file the starting daemon writes to, now past the cap (sparse)
+    with _start_held_locked(home, tmp_path) as held:
+        ino = os.stat(held.out).st_ino
+        with open(held.out, "ab") as f:  # the file the starting daemon writes to, now past the cap (sparse)
             f.truncate(logs.MAX_LOG_BYTES + 1)
-        second = popen_cli(
-            ["start", "--home", home, "--json"], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        # the second's own daemon tried the lock and lost it: the second now waits for the first to answer
-        wait_for(lambda: _daemon_out_says(out, "already running (or starting)"), timeout=60, what="the loser")
+        second = held.second("--json")
         assert second.poll() is None, second.communicate()  # waiting for the first to answer, not an error
-        os.remove(flag)
+        os.remove(held.flag)
         s_out, s_err = (b.decode() for b in second.communicate(timeout=120))
-        f_out, f_err = (b.decode() for b in first.communicate(timeout=120))
-        assert first.returncode == 0 and "sessiond started" in f_out, (f_out, f_err)
+        f_out, f_err = (b.decode() for b in held.first.communicate(timeout=120))
+        assert held.first.returncode == 0 and "sessiond started" in f_out, (f_out, f_err)
         assert second.returncode == 0 and "Traceback" not in s_err, (s_out, s_err)
         running = cli_json(home, "status")
         assert json.loads(s_out) == {"started": False, "pid": running["pid"], "socket": running["socket"]}
-        assert os.stat(out).st_ino == ino and not os.path.exists(out + ".1")  # left where its daemon writes
-    finally:
-        if os.path.exists(flag):
-            os.remove(flag)
-        for p in (first, second):
-            if p is not None and p.poll() is None:
-                p.communicate(timeout=120)
-        run_cli(home, "stop")
+        assert os.stat(held.out).st_ino == ino and not os.path.exists(held.out + ".1")  # where its daemon writes
 
 
 def test_a_start_waiting_for_another_that_fails_says_why(home, tmp_path):
     """A `start` waiting for another start's daemon to answer, which then fails (a damaged database): an error,
     exit non-zero, with that daemon's reason; not its own daemon's "already running" line, nor a wait."""
     DaemonProc(home).start().stop()
-    flag = str(tmp_path / "locked")
-    first = popen_cli(
-        ["start", "--home", home],
-        env={**os.environ, "SESSIOND_TEST_PAUSE": f"start.locked:{flag}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    second = None
-    try:
-        wait_for(lambda: os.path.exists(flag) and open(flag).read(), timeout=60, what="the first daemon locked")
-        out = os.path.join(home, "logs", "daemon.out")
-        second = popen_cli(
-            ["start", "--home", home], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        wait_for(lambda: _daemon_out_says(out, "already running (or starting)"), timeout=60, what="the loser")
+    with _start_held_locked(home, tmp_path) as held:
+        second = held.second()
         with open(os.path.join(home, "sessions.db"), "wb") as f:
             f.write(b"these are not the bytes of a database\n" * 50)
-        os.remove(flag)
+        os.remove(held.flag)
         s_out, s_err = (b.decode() for b in second.communicate(timeout=120))
-        first.communicate(timeout=120)
-        assert first.returncode != 0 and second.returncode == 1, (first.returncode, s_out, s_err)
+        held.first.communicate(timeout=120)
+        assert held.first.returncode != 0 and second.returncode == 1, (held.first.returncode, s_out, s_err)
         line = s_err.strip()
         assert len(line.splitlines()) == 1 and "Traceback" not in line, s_err
         assert line.startswith("sessiond: the daemon did not start: "), line
         assert "damaged" in line and "already running" not in line, line
+
+
+class _Held:
+    """A `sessiond start` whose daemon is held just after it took the home's lock (until `flag` is removed)."""
+
+    def __init__(self, home: str, flag: str):
+        self.home, self.flag = home, flag
+        self.out = os.path.join(home, "logs", "daemon.out")
+        self.first = popen_cli(
+            ["start", "--home", home],
+            env={**os.environ, "SESSIOND_TEST_PAUSE": f"start.locked:{flag}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.seconds: list = []
+
+    def second(self, *flags: str):
+        """Another `start`, returned once its own daemon has found the home taken."""
+        proc = popen_cli(
+            ["start", "--home", self.home, *flags], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.seconds.append(proc)
+        wait_for(lambda: _daemon_out_says(self.out, "already running (or starting)"), timeout=60, what="the loser")
+        return proc
+
+
+@contextlib.contextmanager
+def _start_held_locked(home: str, tmp_path):
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    held = _Held(home, str(tmp_path / "locked"))
+    try:
+        wait_for(lambda: os.path.exists(held.flag) and open(held.flag).read(), timeout=60, what="the lock taken")
+        yield held
     finally:
-        if os.path.exists(flag):
-            os.remove(flag)
-        for p in (first, second):
-            if p is not None and p.poll() is None:
+        if os.path.exists(held.flag):
+            os.remove(held.flag)
+        for p in (held.first, *held.seconds):
+            if p.poll() is None:
                 p.communicate(timeout=120)
         run_cli(home, "stop")
 
