@@ -71,12 +71,48 @@ def emit(args, data: Any, human: str | None = None) -> None:
         print(safe(human, keep_lines=True))
 
 
+def printed(text: str) -> str:
+    """`text` as standard output writes it: each character its encoding cannot carry (an ASCII or ISO-8859
+    locale, fit_locale) escaped as \\uXXXX, as the stream itself would, so that its length can be measured."""
+    import sys
+
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        pass
+    out = []
+    for ch in text:
+        try:
+            ch.encode(encoding)
+            out.append(ch)
+        except (UnicodeEncodeError, LookupError):
+            out.append(_json_char(ch))
+    return "".join(out)
+
+
+def columns(text: str) -> int:
+    """The terminal columns `text` takes: an East Asian wide or fullwidth character two, a combining mark and
+    the zero-width (non-)joiners none, any other character one."""
+    import unicodedata
+
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(ch) or ch in "\u200c\u200d" else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
 def table(rows: list[list[Any]], headers: list[str]) -> str:
-    cells = [[safe(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    """Rows under their headings, each column as wide as its widest cell as it will show: measured after the
+    cells are escaped (safe, and what the locale's encoding cannot carry: printed), in terminal columns."""
+    cells = [[printed(safe(c)) for c in r] for r in rows]
+    widths = [max([len(h)] + [columns(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for r in cells:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.append("  ".join(c + " " * (w - columns(c)) for c, w in zip(r, widths)).rstrip())
     return "\n".join(lines)
 
 
@@ -98,15 +134,16 @@ def _json_escape(exc: UnicodeError) -> tuple[str, int]:
     it, \\uXXXX (a pair of them past U+FFFF), so that text stays readable and --json output valid and exact."""
     if not isinstance(exc, UnicodeEncodeError):
         raise exc
-    out = []
-    for ch in exc.object[exc.start : exc.end]:
-        cp = ord(ch)
-        if cp > 0xFFFF:
-            cp -= 0x10000
-            out.append(f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}")
-        else:
-            out.append(f"\\u{cp:04x}")
-    return "".join(out), exc.end
+    return "".join(_json_char(ch) for ch in exc.object[exc.start : exc.end]), exc.end
+
+
+def _json_char(ch: str) -> str:
+    """One character as JSON escapes it: \\uXXXX, a surrogate pair of them past U+FFFF."""
+    cp = ord(ch)
+    if cp > 0xFFFF:
+        cp -= 0x10000
+        return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
+    return f"\\u{cp:04x}"
 
 
 def fit_locale() -> None:

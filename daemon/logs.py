@@ -46,14 +46,38 @@ def move_aside(path: str) -> None:
     os.replace(path, f"{path}.1")
 
 
-def cap_log(path: str) -> None:
-    """A log others append to (daemon.out: what `start`'s daemon, or the service's, writes on its standard
-    output and error) moved aside if it is past MAX_LOG_BYTES, before it is opened again: kept bounded too."""
+def cap_output(path: str) -> None:
+    """daemon.out (`path`: what `start`'s daemon, or the service's, writes on its standard output and error,
+    appended to by each start) moved aside if it is past MAX_LOG_BYTES and this process's standard output or
+    error is that file; those then write to a new one. Only the daemon that holds the home's lock calls it:
+    a start losing a race to another (or beside one still starting) never moves the file that one writes to."""
     try:
-        if os.path.getsize(path) > MAX_LOG_BYTES:
-            move_aside(path)
-    except OSError:  # (none yet; or it cannot be moved: appended to as before)
-        pass
+        st = os.stat(path)
+        if st.st_size <= MAX_LOG_BYTES:
+            return
+        mine = [fd for fd in (1, 2) if _is_file(fd, st)]
+        if not mine:  # (a daemon in the foreground, or written elsewhere: not this process's to move)
+            return
+        move_aside(path)
+        new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:  # (none; or it cannot be moved, or opened again: written to as before)
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    for fd in mine:
+        os.dup2(new, fd)
+    os.close(new)
+
+
+def _is_file(fd: int, st: os.stat_result) -> bool:
+    try:
+        own = os.fstat(fd)
+    except OSError:
+        return False
+    return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
 class LogFile(logging.Handler):

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from nacl.signing import SigningKey
@@ -32,7 +33,7 @@ from .fdlimit import OutOfDescriptors, raise_fd_limit
 from .home import Config, Home, HomeError, check_key_files, normalize_store_urls
 from .homestore import choose_store, configure_network_stores, first_uses, keep_store, note_unmade, store_failing
 from .listen import listening_socket, take_lock
-from .logs import setup_logging
+from .logs import cap_output, setup_logging
 from .malloc import tune_malloc
 from .memdebug import MemDebug
 from .nocore import no_core_dumps
@@ -40,6 +41,7 @@ from .operations import Operations
 from .stopgrace import SETTLED, STOP_GRACE, stop_runner
 from .storerecord import check_store_known
 from .straykeys import delete_stray_keys, refuse_lost_database
+from .testhooks import pause_for_tests
 from .unread import STOP_GRACE as HANG_UP
 from .versions import package_version, versions
 
@@ -122,6 +124,8 @@ class Daemon:
     async def start(self) -> None:
         self.home.prepare()
         self._lock_fd = take_lock(self.home)
+        cap_output(os.path.join(self.home.logs, "daemon.out"))  # (by the daemon holding the lock only)
+        await pause_for_tests("start.locked")  # (the tests hold a daemon here: starting, not answering yet)
         check_store_known(self.home, self.store_url)
         refuse_lost_database(self.home)  # (under the lock: no daemon is making the database meanwhile)
         check_key_files(self.home.keys)
@@ -202,6 +206,7 @@ class Daemon:
         self._bound = not handed  # a handed socket's file is its service manager's, which keeps listening
         site = web.SockSite(self._runner, sock)
         await site.start()
+        await pause_for_tests("start.listening")  # (the tests hold a start here: its stores in use, not yet done)
         if self.config.openai_listen is not None:
             try:
                 await self.compat.start_tcp(*self.config.openai_listen)
@@ -348,7 +353,10 @@ async def serve(
     change_store: bool = False,
     as_json: bool = False,
     reset_device_key: bool = False,
+    failed_hung: Callable[[BaseException], None] | None = None,
 ) -> None:
+    """`failed_hung`: called with the error of a start that failed while a store hangs, to say it and end the
+    process there (run's caller, the CLI)."""
     home = Home(home_path)
     home.prepare()
     config = Config.load(home.path)
@@ -372,8 +380,13 @@ async def serve(
     )
     try:
         await daemon.start()
-    except BaseException:
+    except BaseException as exc:
         await daemon.stop()
+        if daemon.stores_hung and failed_hung is not None:
+            # a store's thread is in a call that never returned: the exit would wait for it (asyncio.run's
+            # executor, the interpreter's join), as at a stop (below). The database is closed: the caller
+            # says why the start failed and ends the process
+            failed_hung(HomeError(f"store: {scrub_text(str(exc))}") if isinstance(exc, StoreError) else exc)
         raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -430,8 +443,10 @@ def run(
     change_store: bool = False,
     as_json: bool = False,
     reset_device_key: bool = False,
+    failed_hung: Callable[[BaseException], None] | None = None,
 ) -> None:
-    """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it)."""
+    """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it); one
+    that cannot start while a store hangs calls `failed_hung` with it instead (see serve)."""
     no_core_dumps()  # before any key is read: a crash leaves no core file holding them
     raise_fd_limit()  # every connection holds a descriptor: the soft limit up to the hard one
     tune_process()
@@ -445,6 +460,7 @@ def run(
                 change_store=change_store,
                 as_json=as_json,
                 reset_device_key=reset_device_key,
+                failed_hung=failed_hung,
             )
         )
     except StoreError as exc:

@@ -79,15 +79,15 @@ def test_ctrl_c_before_any_of_the_answer_says_nothing_of_it_is_recorded(loop, ho
     assert assistant(c, sid) == []
 
 
-def _mid_answer(loop) -> tuple:
-    """`ask` of a long answer, streamed slowly, once some of it has been printed: (client, session id,
-    the process, what it printed so far)."""
+def _mid_answer(loop, words: int = 100, delay: float = 0.1) -> tuple:
+    """`ask` of a long answer (`words` words, `delay` s apart), once some of it has been printed: (client,
+    session id, the process, what it printed so far)."""
     make, p = loop
     d = make()
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
-    p.faults.delay = 0.1
-    proc = ask(d, sid, " ".join(f"w{i}" for i in range(100)))
+    p.faults.delay = delay
+    proc = ask(d, sid, _words(words))
     got = b""
     while b"w3" not in got:  # some of the answer has arrived
         got += os.read(proc.stdout.fileno(), 100)
@@ -443,3 +443,22 @@ def test_ask_again_on_a_chat_already_answered_is_refused_and_adds_no_second_answ
     assert len(p.requests) == sent and len(c.messages(sid)["messages"]) == 2
     res = run_cli(d.home, "ask", sid, "--again", "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "already_answered", res
+
+
+def test_an_answer_piped_to_a_reader_that_stops_is_still_recorded_whole(loop):
+    """`sessiond ask S "..." | head -c 20`: head exits once it has its bytes, and `ask`'s next write met a
+    closed pipe; it exited at once, its connection closing, which the daemon reads as the app leaving (as a
+    Ctrl-C): the generation stopped and the answer recorded `[interrupted]`, cut at whatever had arrived. The
+    question was asked for its answer: `ask` now stops printing but reads the answer to its end, recorded
+    whole (Ctrl-C still stops it), and exits 0 as before."""
+    c, sid, proc, _ = _mid_answer(loop, words=60, delay=0.02)
+    proc.stdout.close()  # the reader stops, as head does
+    proc.stdout = None  # (nothing more to read of it)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
+    (answer,) = wait_for(lambda: assistant(c, sid), timeout=30, what="the answer recorded")
+    assert not answer.get("interrupted") and answer["content"] == f"echo: {_words(60)}", answer
+
+
+def _words(n: int) -> str:
+    return " ".join(f"w{i}" for i in range(n))

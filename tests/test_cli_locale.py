@@ -62,3 +62,40 @@ def test_a_utf8_argument_in_an_ascii_locale_is_refused_naming_the_locale(daemon)
     assert daemon.client().get_session(sid)["name"] == "x"
     bad = _cli(daemon.home, "set", sid, "--name", os.fsdecode(b"\xff\xfe"), env=env)  # not UTF-8 at all
     assert bad.returncode == 2 and b"not UTF-8 text" in bad.stderr, bad.stderr
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns `text` takes: East Asian wide and fullwidth characters two, combining marks
+    and the zero-width joiners none, any other one."""
+    import unicodedata
+
+    return sum(
+        0 if unicodedata.combining(ch) or ch in "\u200c\u200d" else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+TABLE_LOCALES = [
+    pytest.param({"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}, id="C-utf8-mode-off"),
+    pytest.param({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}, id="C.UTF-8"),
+    pytest.param({"PYTHONIOENCODING": "latin-1"}, id="latin-1"),
+]
+
+
+@pytest.mark.parametrize("env", TABLE_LOCALES)
+def test_table_columns_line_up_whatever_the_names_print_as(daemon, env):
+    """`sessiond ls` computed its column widths on the names as they are, before what prints them escapes
+    them: under an ASCII locale "☃" prints as \\u2603 (six columns, counted as one), a control character as
+    \\x1b after the widths were taken, and in a UTF-8 terminal 日本 takes four columns, counted as two. Every
+    column after such a name was pushed out of line. Each column now starts where its heading does."""
+    c = daemon.client()
+    for name in (NAME, "plain", "e\u0301t\u00e9", "ctl\x1b[31mred", "全角ＡＢＣ", "z"):
+        c.create_session(name=name, user="zz-user", model="mdl-q")
+    res = _cli(daemon.home, "ls", env=env)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    lines = res.stdout.decode(env.get("PYTHONIOENCODING", "utf-8")).splitlines()
+    assert len(lines) == 7 and lines[0].startswith("ID"), lines
+    for heading, value in (("USER", "zz-user"), ("STATUS", "active"), ("MODEL", "mdl-q")):
+        at = lines[0].index(heading)
+        for line in lines[1:]:
+            assert _columns(line[: line.index(value)]) == at, (heading, line, lines)

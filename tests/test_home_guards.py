@@ -15,6 +15,7 @@ import subprocess
 from conftest import DaemonProc, cli_json, popen_cli, run_cli
 from sessiond.storage.schema import SCHEMA_VERSION
 from sessiond.sync.keys import mnemonic_to_seed
+from waiting import wait_for
 
 
 def _pushed_session(home: str) -> tuple[str, str]:
@@ -161,9 +162,11 @@ def test_a_damaged_database_is_refused_in_one_line(home):
         assert not doctor["ok"]
 
 
-def test_two_starts_at_once_one_daemon_and_a_clear_no(home):
-    """Two `sessiond start` racing on one home: one starts the daemon, the other says that one is running
-    (or starting) with its pid and exits non-zero; never a traceback, never two daemons."""
+def test_two_starts_at_once_one_daemon_and_both_say_it_runs(home):
+    """Two `sessiond start` racing on one home: one starts the daemon, the other says that one is running, as a
+    later `start` does, and exits 0 as it does (the one losing the race exited 1 with "already running (or
+    starting)": a login script run twice saw an error for the outcome it asked for); never a traceback, never
+    two daemons."""
     os.makedirs(home, mode=0o700)
     for _ in range(3):
         procs = [
@@ -178,19 +181,102 @@ def test_two_starts_at_once_one_daemon_and_a_clear_no(home):
             running = cli_json(home, "status")
             pid = running["pid"]
             assert _daemon_pids(home) == [pid]  # one daemon, the one answering
-            if codes.count(0) == 2:  # the second asked after the first was up: the plain "already running"
-                assert any("already running" in out for out, _ in outs), outs
-                continue
-            assert sorted(codes)[0] == 0 and sorted(codes)[1] != 0, (codes, outs)
-            loser = outs[codes.index(sorted(codes)[1])][1]
-            assert len(loser.strip().splitlines()) == 1, loser
-            # not "the daemon did not start: <a line of the other daemon's output>": a daemon did start
-            assert loser.startswith(f"sessiond: a sessiond daemon is already running (or starting) for {home}"), loser
-            assert f"pid {pid}" in loser, loser
-            assert home in loser, loser
+            assert codes == [0, 0], (codes, outs)
+            said = sorted(out.strip() for out, _ in outs)
+            assert said == [f"sessiond is already running (pid {pid}) on {running['socket']}", said[1]], outs
+            assert said[1].startswith(f"sessiond started (pid {pid})"), outs
         finally:
             run_cli(home, "stop", check=True)
         assert _daemon_pids(home) == []
+
+
+def test_a_start_beside_a_daemon_still_starting_waits_for_it_and_leaves_its_output(home, tmp_path):
+    """A `start` while another start's daemon is still starting (it holds the home's lock, it does not answer
+    yet) waits for that one to answer, then says it runs and exits 0 (it exited 1, "already running (or
+    starting)"), as a start beside a running daemon does. It never moves that daemon's daemon.out aside (it
+    did, when the file was past its cap: the starting daemon's lines then went on into daemon.out.1): only
+    the start that runs the daemon does, once it holds the lock."""
+    from sessiond.daemon import logs
+
+    with _start_held_locked(home, tmp_path) as held:
+        ino = os.stat(held.out).st_ino
+        with open(held.out, "ab") as f:  # the file the starting daemon writes to, now past the cap (sparse)
+            f.truncate(logs.MAX_LOG_BYTES + 1)
+        second = held.second("--json")
+        assert second.poll() is None, second.communicate()  # waiting for the first to answer, not an error
+        os.remove(held.flag)
+        s_out, s_err = (b.decode() for b in second.communicate(timeout=120))
+        f_out, f_err = (b.decode() for b in held.first.communicate(timeout=120))
+        assert held.first.returncode == 0 and "sessiond started" in f_out, (f_out, f_err)
+        assert second.returncode == 0 and "Traceback" not in s_err, (s_out, s_err)
+        running = cli_json(home, "status")
+        assert json.loads(s_out) == {"started": False, "pid": running["pid"], "socket": running["socket"]}
+        assert os.stat(held.out).st_ino == ino and not os.path.exists(held.out + ".1")  # where its daemon writes
+
+
+def test_a_start_waiting_for_another_that_fails_says_why(home, tmp_path):
+    """A `start` waiting for another start's daemon to answer, which then fails (a damaged database): an error,
+    exit non-zero, with that daemon's reason; not its own daemon's "already running" line, nor a wait."""
+    DaemonProc(home).start().stop()
+    with _start_held_locked(home, tmp_path) as held:
+        second = held.second()
+        with open(os.path.join(home, "sessions.db"), "wb") as f:
+            f.write(b"these are not the bytes of a database\n" * 50)
+        os.remove(held.flag)
+        s_out, s_err = (b.decode() for b in second.communicate(timeout=120))
+        held.first.communicate(timeout=120)
+        assert held.first.returncode != 0 and second.returncode == 1, (held.first.returncode, s_out, s_err)
+        line = s_err.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line, s_err
+        assert line.startswith("sessiond: the daemon did not start: "), line
+        assert "damaged" in line and "already running" not in line, line
+
+
+class _Held:
+    """A `sessiond start` whose daemon is held just after it took the home's lock (until `flag` is removed)."""
+
+    def __init__(self, home: str, flag: str):
+        self.home, self.flag = home, flag
+        self.out = os.path.join(home, "logs", "daemon.out")
+        self.first = popen_cli(
+            ["start", "--home", home],
+            env={**os.environ, "SESSIOND_TEST_PAUSE": f"start.locked:{flag}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.seconds: list = []
+
+    def second(self, *flags: str):
+        """Another `start`, returned once its own daemon has found the home taken."""
+        proc = popen_cli(
+            ["start", "--home", self.home, *flags], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.seconds.append(proc)
+        wait_for(lambda: _daemon_out_says(self.out, "already running (or starting)"), timeout=60, what="the loser")
+        return proc
+
+
+@contextlib.contextmanager
+def _start_held_locked(home: str, tmp_path):
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    held = _Held(home, str(tmp_path / "locked"))
+    try:
+        wait_for(lambda: os.path.exists(held.flag) and open(held.flag).read(), timeout=60, what="the lock taken")
+        yield held
+    finally:
+        if os.path.exists(held.flag):
+            os.remove(held.flag)
+        for p in (held.first, *held.seconds):
+            if p.poll() is None:
+                p.communicate(timeout=120)
+        run_cli(home, "stop")
+
+
+def _daemon_out_says(path: str, text: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4096))
+        return text.encode() in f.read()
 
 
 def _daemon_pids(home: str) -> list[int]:

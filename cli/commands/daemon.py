@@ -11,15 +11,16 @@ import sys
 import time
 from typing import Any
 
+from ...api.meta import Status
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
-from ...storage.errors import is_disk_full
 from ...storage.redact import scrub_text, shown_store
-from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, stuck
+from ..errors import EXIT_USAGE, CliError, stuck
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, safe, short, table, when
+from ..startfail import end_failed, not_started, start_failure, unwritable
 from . import Commands
 
 MAX_STORE_BYTES = 32768  # the store URL(s) `start` hands its daemon through a pipe (its buffer holds 64 KiB)
@@ -93,7 +94,7 @@ def _reset_device_key_option(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args) -> int:
-    from ...daemon.home import HomeError, normalize_store_urls
+    from ...daemon.home import normalize_store_urls
     from ...daemon.server import run
 
     store = store_args(args)
@@ -110,28 +111,18 @@ def cmd_daemon(args) -> int:
             change_store=args.change_store,
             as_json=args.json,
             reset_device_key=args.reset_device_key,
+            failed_hung=lambda exc: end_failed(args, exc),
         )
-    except HomeError as exc:  # `start` shows the last line its daemon wrote: this one
-        raise CliError(scrub_text(str(exc)), EXIT_USAGE) from None
-    except OSError as exc:  # a start that met a full disk (the lock file, the device key, the store's folder)
-        unwritable = _unwritable(exc, resolve_home(args.home))
-        if unwritable is not None:
-            raise unwritable from None
-        if not is_disk_full(exc):
+    except Exception as exc:
+        said = start_failure(args, exc)
+        if said is exc:
             raise
-        where = resolve_home(args.home)
-        raise CliError(
-            f"cannot start: the disk holding {where} is full ({exc.strerror or exc}"
-            f"{': ' + exc.filename if exc.filename else ''}); free some space on it, then start again",
-            EXIT_ERROR,
-        ) from None
+        raise said from None
     return 0
 
 
 def cmd_start(args) -> int:
     from ...daemon.home import Home, HomeError, normalize_store_urls
-    from ...daemon.logs import cap_log
-    from ...sync.mirrorurls import same_stores
 
     home = Home(resolve_home(args.home))
     wanted = store_args(args)
@@ -142,18 +133,7 @@ def cmd_start(args) -> int:
     if store and len(store.encode()) > MAX_STORE_BYTES:  # what the pipe to the daemon takes at once
         raise CliError(f"the store URL(s) are {len(store.encode())} bytes; at most {MAX_STORE_BYTES} fit", EXIT_USAGE)
     try:
-        info = Client(home.path, timeout=5).status()
-        shown = shown_store(store) if store else None  # as status shows it: without its credentials
-        running = "\n".join(str(info.get("store") or "").split())
-        other = store is not None and not same_stores(running, store)  # a URL's credentials are not another store
-        if other or args.change_store or args.reset_device_key:  # what only a starting daemon does
-            raise _running_keeps(args, home.path, info["pid"], info.get("store"), f"not {shown}" if other else "")
-        emit(
-            args,
-            {"started": False, "pid": info["pid"], "socket": info["socket"]},
-            f"sessiond is already running (pid {info['pid']}) on {info['socket']}",
-        )
-        return 0
+        return _already_running(args, home.path, Client(home.path, timeout=5).status(), store)
     except DaemonNotRunning:
         pass
     except UnsafeSocket:
@@ -179,14 +159,15 @@ def cmd_start(args) -> int:
     if args.reset_device_key:
         cmd += ["--reset-device-key"]
     out_path = os.path.join(home.logs, "daemon.out")
-    cap_log(out_path)  # (each start appends to it: moved aside past its cap, as sessiond.log is)
+    # (each start appends to it; moved aside past its cap, as sessiond.log is, by the daemon that takes the
+    # home's lock: logs.cap_output; never by a start losing to another, which writes into it still)
     try:
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
-        unwritable = _unwritable(exc, home.path)
-        if unwritable is None:
+        refused = unwritable(exc, home.path)
+        if refused is None:
             raise
-        raise unwritable from None
+        raise refused from None
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -203,7 +184,9 @@ def cmd_start(args) -> int:
         line = ready.read(6)  # "ready\n", or EOF if the daemon exited
     if line != b"ready\n":
         proc.wait(timeout=10)
-        raise _not_started(home.path, proc, out_path)
+        if _lost_to_another(home.path, proc):  # a start racing this one, or a daemon still starting when it asked
+            return _wait_for_other(args, home.path, store, proc, out_path)
+        raise not_started(home.path, proc, out_path)
     info = Client(home.path, timeout=10).status()
     # a store failing as the daemon starts (a folder store's folder away): said as `sync --wait` says it
     failing = [
@@ -224,20 +207,6 @@ def cmd_start(args) -> int:
         "\n".join([f"sessiond started (pid {info['pid']}) on {info['socket']}", *failing]),
     )
     return 0
-
-
-def _unwritable(exc: OSError, home: str) -> CliError | None:
-    """A start that could not write in its home (a file system mounted read-only, a file not this user's to
-    write): said in one line with the file, why and the way; None for another failure."""
-    import errno
-
-    if exc.errno == errno.EROFS:
-        way = "its file system is mounted read-only: remount it read-write, or choose another home with --home"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
-        way = "it is not yours to write: give it back to your user, or choose another home with --home"
-    else:
-        return None
-    return CliError(f"cannot start: cannot write {exc.filename or home} ({exc.strerror}); {way}", EXIT_ERROR)
 
 
 def _running_keeps(args, home: str, pid: int, store: str | None, not_wanted: str) -> CliError:
@@ -266,19 +235,66 @@ def _running_keeps(args, home: str, pid: int, store: str | None, not_wanted: str
     )
 
 
-def _not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
-    """Why the daemon `start` spawned did not start: another daemon holds the home (a start racing this
-    one: the shared daemon.out's last line may then be the other daemon's), or the last line it wrote."""
-    from ...daemon.homelock import lock_held
-    from ...daemon.listen import lock_holder, running_message
+def _already_running(args, home: str, info: Status, store: str | None) -> int:
+    """What a start says beside the daemon running for `home` (`info`: its status): it runs, exit 0; or, asked
+    what only a starting daemon does (another store, --change-store, --reset-device-key), why not."""
+    from ...sync.mirrorurls import same_stores
 
-    if lock_held(home) and lock_holder(home) != proc.pid:
-        return CliError(running_message(home))
-    with open(out_path, "rb") as f:
-        tail = f.read()[-2000:].decode(errors="replace").strip().splitlines()
-    # (the daemon writes its refusal as `sessiond: ...`, as this command does: the program named once)
-    why = scrub_text(tail[-1]).removeprefix("sessiond: ") if tail else f"exit code {proc.returncode}"
-    return CliError(f"the daemon did not start: {why}")
+    shown = shown_store(store) if store else None  # as status shows it: without its credentials
+    running = "\n".join(str(info.get("store") or "").split())
+    other = store is not None and not same_stores(running, store)  # a URL's credentials are not another store
+    if other or args.change_store or args.reset_device_key:
+        raise _running_keeps(args, home, info["pid"], info.get("store"), f"not {shown}" if other else "")
+    emit(
+        args,
+        {"started": False, "pid": info["pid"], "socket": info["socket"]},
+        f"sessiond is already running (pid {info['pid']}) on {info['socket']}",
+    )
+    return 0
+
+
+def _lost_to_another(home: str, proc: subprocess.Popen) -> bool:
+    from ...daemon.homelock import lock_held
+    from ...daemon.listen import lock_holder
+
+    return lock_held(home) and lock_holder(home) != proc.pid
+
+
+OTHER_START_WAIT = 60.0  # seconds a start that lost the home to another start's daemon waits for it to answer
+
+
+def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen, out_path: str) -> int:
+    """The daemon this start spawned found another holding the home's lock: a start racing this one won, or a
+    daemon was still starting when this one asked. The outcome asked for is that one's: once it answers, said
+    as a start beside a running daemon says it (exit 0, not an error for the same outcome); still starting
+    after OTHER_START_WAIT, said so (exit 0 too). It gone without answering (its start failed): an error."""
+    from ...daemon.homelock import lock_held
+    from ...daemon.listen import lock_holder
+
+    deadline = time.monotonic() + OTHER_START_WAIT
+    pid = lock_holder(home)
+    while True:
+        try:
+            return _already_running(args, home, Client(home, timeout=5).status(), store)
+        except UnsafeSocket:
+            raise
+        except ClientError:  # (no socket yet, or not served yet)
+            pass
+        if not lock_held(home):
+            if pid is not None:  # (its last line is written after it lets the lock go)
+                _wait_gone(pid, 5)
+            raise not_started(home, proc, out_path)
+        if time.monotonic() >= deadline:
+            where = shlex.quote(home)
+            emit(
+                args,
+                {"started": False, "starting": True, "pid": pid},
+                f"a sessiond daemon is still starting for {home}"
+                + (f" (pid {pid})" if pid else "")
+                + f"; `sessiond status --home {where}` shows it once it answers",
+            )
+            return 0
+        time.sleep(0.1)  # (polls the other daemon until it answers, or the deadline)
 
 
 def _alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ from ...api.jsonkeys import DuplicateKey, loads
 from ...client import ApiError, ClientError
 from ...client.calls import new_idempotency_key
 from ..connect import client
-from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError, fail
+from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError, fail, stdout_to_null
 from ..inputs import message_text
 from ..options import count
 from ..output import emit, for_home, safe, short, when
@@ -190,6 +190,7 @@ def cmd_ask(args) -> int:
         raise UsageError("the question is empty: give TEXT, or '-' and the question on standard input")
     stream = None
     arrived = wrote = False  # some of the answer's text arrived; some of it was printed
+    cut = False  # standard output's reader left (a closed pipe): the answer is read to its end unprinted
     c = client(args)
     if args.again and (answered := _answered(c, args)) is not None:
         return answered
@@ -200,10 +201,14 @@ def cmd_ask(args) -> int:
         )
         for text in stream:
             arrived = arrived or bool(text)
-            if not args.json:
-                sys.stdout.write(safe(text, keep_lines=True))  # (a model's text: escapes, bidi overrides)
-                sys.stdout.flush()
-                wrote = True
+            if not args.json and not cut:
+                try:
+                    sys.stdout.write(safe(text, keep_lines=True))  # (a model's text: escapes, bidi overrides)
+                    sys.stdout.flush()
+                    wrote = True
+                except BrokenPipeError:  # (`ask ... | head -c 20`: the reader had what it wanted)
+                    stdout_to_null()  # the rest read, not printed: recorded whole, not cut as a Ctrl-C cuts it
+                    cut = True
     except KeyboardInterrupt:
         with _stopping():  # Ctrl-C pressed again meanwhile cuts nothing short: the user is told what is kept
             if wrote:
