@@ -174,6 +174,15 @@ class GcStore(TypedDict):
 
 
 @with_config(ANSWER)
+class GcKeptInStore(TypedDict):
+    session: str  # a session deleted here
+    store: str
+    objects: int  # of its objects its delete kept in the store for good (never freed by gc)
+    why: str  # what needs them: the members slot pins this device's log as a rekey froze it
+    at: float  # when it was deleted (Unix seconds)
+
+
+@with_config(ANSWER)
 class GcReport(TypedDict):
     dry_run: bool
     grace: float
@@ -181,3 +190,5 @@ class GcReport(TypedDict):
     bytes: int  # of those whose size the store could tell
     kept: int  # candidates still referenced by a current head, or too young, or on a store that cannot delete
     stores: list[GcStore]
+    # present when deletes here kept objects in the store for good (rm's kept_in_store), by session
+    kept_in_store: NotRequired[list[GcKeptInStore]]

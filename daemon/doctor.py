@@ -264,6 +264,18 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
             )
             retry = "sessiond sync --wait"
         out.append(finding("push", "problem", message, fix or retry))
+    for sid, mend in sorted(daemon.syncer.head_mends().items()):
+        served = f" (revision {mend['served']})" if mend["served"] is not None else ""
+        out.append(
+            finding(
+                "push",
+                "warn",
+                f"session {sid}: the store {shown_url(mend['store'])} served this device's head {mend['how']}{served},"
+                f" this device having published revision {mend['published']}; a sync published it again above it"
+                " (its host restored a backup, or the store lies: found so again, move to a store you trust)",
+                f"sessiond verify {sid}  # checks what the store serves now",
+            )
+        )
     if waiting:
         out.append(finding("push", "ok", f"{waiting} session(s) have changes being pushed now"))
     if not out:

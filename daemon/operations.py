@@ -117,7 +117,12 @@ class Operations:
                 busy = self.answering if idle_before is not None else None
                 keep = (True if kept.hashes is None else kept.hashes) if kept is not None else False
                 if not await self.db.delete_session(
-                    sid, idle_before=idle_before, head_pk=own, busy=busy, keep_objects=keep
+                    sid,
+                    idle_before=idle_before,
+                    head_pk=own,
+                    busy=busy,
+                    keep_objects=keep,
+                    kept=kept.noted() if kept is not None and kept.objects else None,
                 ):
                     return False
                 crash_point("delete.rows")

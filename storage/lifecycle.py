@@ -8,6 +8,7 @@ the slot is seen written over (Released.slot_named)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from .clock import steady
@@ -61,9 +62,29 @@ async def _insert_released(tx: Transaction, rows: list[tuple]) -> None:
     )
 
 
+# the key prefix (table `meta`) of what a delete here kept in the store for good, by session (Released.kept_in_store)
+KEPT_KEY = "gc.kept_in_store."
+
+
+async def note_kept_in(tx: Transaction, sid: str, kept: dict) -> None:
+    """What a delete of `sid` keeps in the store for good ({store, objects, why}; sync/gc.py kept_at_delete), noted
+    in the delete's transaction, with when (`at`), for `sessiond gc` to name (in place of an earlier delete's)."""
+    await tx.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (KEPT_KEY + sid, json.dumps({**kept, "at": now()}))
+    )
+
+
 class Released:
     def __init__(self, c: Connections):
         self.c = c
+
+    async def kept_in_store(self) -> list[dict]:
+        """What deletes here kept in the store for good (note_kept_in), by session: [{session, store, objects, why,
+        at}], in the order of the sessions' ids."""
+        rows = await self.c.committed.fetchall(
+            "SELECT key, value FROM meta WHERE key>=? AND key<? ORDER BY key", (KEPT_KEY, KEPT_KEY[:-1] + "/")
+        )
+        return [{"session": r["key"][len(KEPT_KEY) :], **json.loads(r["value"])} for r in rows]
 
     async def add(self, store_url: str, sid: str, hashes: Iterable[bytes], at: float | None = None) -> None:
         """Record that this device's log of `sid` no longer references `hashes` (the first time counts)."""

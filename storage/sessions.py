@@ -15,6 +15,7 @@ from .errors import Conflict, LimitReached, NotFound, check_access, new_session_
 from .expiry import past_expiry, refuse_expired, refuse_if_expiry_ended
 from .ids import case_twin, check_id, new_id
 from .keptrecords import drop_session_records
+from .lifecycle import note_kept_in
 from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .search import PURGE_IF_INDEXED
@@ -368,6 +369,7 @@ class Sessions:
         head_pk: bytes | None = None,
         busy: Callable[[str], bool] | None = None,
         keep_objects: bool | frozenset[bytes] = False,
+        kept: dict | None = None,
     ) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
@@ -378,7 +380,8 @@ class Sessions:
         `keep_objects`: the gc candidates of its logs (`released`) are forgotten, left in the store for good (a
         members slot of the devices that kept it may pin this device's log as a rekey froze it: sync/frozen.py
         own_log_frozen): all of them (True), or those of these hashes (what that slot pins: sync/gc.py
-        kept_at_delete). Whether it was deleted."""
+        kept_at_delete), and `kept` ({store, objects, why}) noted for `sessiond gc` to name (lifecycle.note_kept_in).
+        Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
@@ -394,6 +397,8 @@ class Sessions:
             elif keep_objects:
                 rows = [(sid, h) for h in keep_objects]
                 await tx.executemany("DELETE FROM released WHERE session_id=? AND hash=?", rows)
+            if kept is not None:
+                await note_kept_in(tx, sid, kept)
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})

@@ -253,7 +253,12 @@ class LyingServer(StoreError):
 
 class HeadRolledBack(LyingServer):
     """A head read at a lower revision than this process has seen from that store (stores/heads.py): a store that
-    lies, or one its host restored from a backup (sync/verify.py says it as either)."""
+    lies, or one its host restored from a backup (sync/verify.py says it as either). `served`: the revision read;
+    `seen`: the highest one seen before (a head published again goes above it)."""
+
+    def __init__(self, message: str, *, served: int | None = None, seen: int | None = None):
+        super().__init__(message)
+        self.served, self.seen = served, seen
 
 
 class WrongBytes(LyingServer, CorruptObject):

@@ -26,7 +26,9 @@ class SeenRevisions:
         if seen is not None and entry.revision < seen:
             raise HeadRolledBack(
                 f"{self.where} answered revision {entry.revision} of a head already seen "
-                f"at revision {seen}: a rollback, refused"
+                f"at revision {seen}: a rollback, refused",
+                served=entry.revision,
+                seen=seen,
             )
         self._seen[pk] = entry.revision
         return entry

@@ -72,6 +72,10 @@ class SyncContext:
     pulled: dict[str, float] = field(default_factory=dict)
     on_pulled: Callable[[str], None] | None = None
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
+    # per session: this device's head found served rolled back or forged by its store, and published again by a
+    # sync's repair (sync/lostlog.py: {store, how, published, served}); doctor warns of it until a sync's check
+    # finds the store holding the log whole
+    head_mends: dict[str, dict] = field(default_factory=dict)
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
     stopping: bool = False  # set by Syncer.stop: long loops end early

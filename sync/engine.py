@@ -280,6 +280,11 @@ class Syncer:
         is the last."""
         return self.ctx.pull_fixes.get(sid)
 
+    def head_mends(self) -> dict[str, dict]:
+        """The sessions whose head a sync found served rolled back or forged by their store and published again
+        ({store, how, published, served}; sync/lostlog.py), until a sync's check finds the store holding it whole."""
+        return dict(self.ctx.head_mends)
+
     def last_failure(self, sid: str) -> BaseException | None:
         """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""
         return self.sync_status.last_failure(sid)

@@ -48,6 +48,21 @@ def frozen_adds(have: Sequence[dict], more: Sequence[dict]) -> bool:
     return any(bytes(f["k"]) not in held or f["r"] > held[bytes(f["k"])] for f in more)
 
 
+def put_back_named(have: Sequence[dict], more: Sequence[dict]) -> dict[bytes, dict]:
+    """The logs of `more` (a members slot's, as read or written) naming another manifest than `have` holds of the
+    same head at the same revision, by the hash of the one `have` holds: a frozen log put back in place of a lost
+    one (frozenrepair.py), as every freeze of one head at one revision names the manifest that head's writer
+    published at it. Such an entry is noted in place of the lost one (Members.keep_frozen): else a members slot
+    written again from this device's notes (one the store lost: Members.restore) would name the lost manifest."""
+    held = {(bytes(f["k"]), f["r"]): bytes(f["h"]) for f in have}
+    out: dict[bytes, dict] = {}
+    for f in more:
+        h = held.get((bytes(f["k"]), f["r"]))
+        if h is not None and h != bytes(f["h"]) and h not in out:
+            out[h] = dict(f)
+    return out
+
+
 def decode_frozen(blob: bytes | None) -> list[dict]:
     """The frozen logs noted in the database (remotes.frozen: a DAG-CBOR list), those well formed."""
     if not blob:

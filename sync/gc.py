@@ -82,15 +82,20 @@ FROZEN_KEPT_ALL = (
 @dataclass(frozen=True)
 class KeptForFrozen:
     """What a delete of a session here keeps in the store for good, its gc candidates forgotten: `hashes` (None:
-    every one), how many (`objects`) and why."""
+    every one), how many (`objects`) and why, in the store `store` (its URL)."""
 
     hashes: frozenset[bytes] | None
     objects: int
     why: str
+    store: str = ""
 
     def said(self) -> dict:
         """As the answer of `rm` names it."""
         return {"objects": self.objects, "why": self.why}
+
+    def noted(self) -> dict:
+        """As the delete notes it for `sessiond gc` (storage/lifecycle.py note_kept_in)."""
+        return {"store": self.store, "objects": self.objects, "why": self.why}
 
 
 class _Kept(Exception):
@@ -179,15 +184,16 @@ class Collector:
         if not await own_log_frozen(db, sid):
             return None
         candidates = await db.released.of_session(sid)
+        url = (await self.ctx.store_for(sid)).url
         if (await db.syncstate.revocation(sid))[0]:
-            return KeptForFrozen(None, len(candidates), FROZEN_KEPT_ALL)
+            return KeptForFrozen(None, len(candidates), FROZEN_KEPT_ALL, url)
         try:
             needs = await bounded(self.frozen_needs(sid), self.ctx.timeout)
         except (*_UNREADABLE, ValueError) as exc:
             why = f"{FROZEN_KEPT}, and the slot could not be read to tell which of them: {describe(exc)}"
-            return KeptForFrozen(None, len(candidates), why)
+            return KeptForFrozen(None, len(candidates), why, url)
         kept = frozenset(h for h in candidates if h in needs)
-        return KeptForFrozen(kept, len(kept), FROZEN_KEPT)
+        return KeptForFrozen(kept, len(kept), FROZEN_KEPT, url)
 
     async def frozen_needs(self, sid: str) -> set[bytes]:
         """What the members slot of `sid` pins of this device's candidates, read at its delete here (a device let
@@ -339,8 +345,21 @@ class Collector:
         # as what they no longer name is due to be freed too
         live, unsure = await self._orphan_slots(seen)  # (unsure: sessions whose candidates stay, and why)
         due, waiting = await self._due(grace, seen)
+        # what deletes here kept in the store for good (kept_at_delete): never candidates, named in every report
+        kept_in_store = [
+            {**k, "store": shown_store(k["store"])} for k in await db.released.kept_in_store() if k["objects"]
+        ]
+        forgood = {"kept_in_store": kept_in_store} if kept_in_store else {}
         if not due:  # nothing to free: no head need be read (a store down or hung is not even asked)
-            return {"dry_run": dry_run, "grace": grace, "objects": 0, "bytes": 0, "kept": waiting, "stores": []}
+            return {
+                "dry_run": dry_run,
+                "grace": grace,
+                "objects": 0,
+                "bytes": 0,
+                "kept": waiting,
+                "stores": [],
+                **forgood,
+            }
         sessions = set(await db.session_ids())
         down: dict[str, str] = {}  # stores that failed to answer: asked once, not once per session
         left_out = set()  # sessions a rekey left this device out of: their candidates stay (LEFT_OUT), no failure
@@ -411,6 +430,7 @@ class Collector:
             "bytes": sum(r["bytes"] for r in reports),
             "kept": kept,
             "stores": reports,
+            **forgood,
         }
 
     async def _free_session(

@@ -29,7 +29,7 @@ from .bounded import LRU
 from .context import SyncContext
 from .crypto import CTX_ANNOUNCE, DecryptError, derive, members_key
 from .errors import ImportError_, crash_point, newer_format, store_failed
-from .frozen import decode_frozen, frozen_adds, merge_frozen
+from .frozen import decode_frozen, frozen_adds, merge_frozen, put_back_named
 from .membersentry import bad_slot, checked_entry
 from .membersobject import (
     MEMBERS_MAX_BYTES,
@@ -276,14 +276,20 @@ class Members:
         freeze), nor for a session not shared here yet (an import, before it is). `noted`: those noted, as the
         caller read the session's row: the row is not read again unless they lack some of `frozen` (then read
         fresh for the merge, so that none noted since that read is written over). `replace`: frozen logs put back
-        (frozenrepair.py), by the hash of the lost manifest each takes the place of."""
-        if not replace and (not frozen or (noted is not None and not frozen_adds(noted, frozen))):
+        (frozenrepair.py), by the hash of the lost manifest each takes the place of; one another writer put back,
+        named in `frozen` in place of one noted here (the same head and revision), is noted in its place too
+        (frozen.put_back_named)."""
+        if not replace and (
+            not frozen or (noted is not None and not frozen_adds(noted, frozen) and not put_back_named(noted, frozen))
+        ):
             return
         remote = await self.ctx.db.remote(sid)
         if remote is None:
             return
         have = decode_frozen(remote.get("frozen"))
         swapped = _swapped(have, replace)
+        # one put back by another writer, named in the slot in place of a lost one noted here: noted in its place
+        swapped = _swapped(swapped, put_back_named(swapped, frozen))
         # a head not noted yet, or a later freeze of one (not only more of them); or one put back
         if swapped != have or frozen_adds(have, frozen):
             await self.ctx.db.set_remote(sid, frozen=dagcbor.encode(merge_frozen(swapped, frozen)))

@@ -26,15 +26,16 @@ from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store, StoreError
 from ..stores.bounded import bounded
 from ..stores.cid import CIDV1_RAW_BLAKE3
+from ..stores.errors import HeadRolledBack, LyingServer
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .errors import SyncError, crash_point
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
+from .lostlog import store_lacks_log
 from .manifest import encode_manifest
 from .members import Members
-from .mirror import MirrorStore
 from .pages import Entry
 from .push import FANOUT, LogWriter, Written, is_long
 
@@ -302,11 +303,14 @@ class Pusher:
         if known is not None and known[:3] == (getattr(one.store, "url", None), one.head_pk, state["head_rev"]):
             current_rev, current_hash = known[2], known[3]
         else:
+            seen = 0
             try:
                 current = await bounded(one.store.get_head(one.head_pk), self.ctx.timeout)
-            except RegistryError:  # a head there that does not verify (damaged, forged): none, replaced
-                current = None
-            current_rev = max(state["head_rev"], current.revision if current else 0)
+            except (RegistryError, LyingServer) as exc:
+                # a head there that does not verify (damaged, forged), or served below a revision seen (rolled
+                # back): none, replaced above the highest revision this device published or saw there
+                current, seen = None, (exc.seen or 0) if isinstance(exc, HeadRolledBack) else 0
+            current_rev = max(state["head_rev"], seen, current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
         try:
             return await self._commit_at(
@@ -442,44 +446,26 @@ class Pusher:
         }
 
     # ---------------------------------------------------------------- repair
-    async def _store_lacks_log(self, sid: str) -> bool:
-        """Whether the store lost what this device pushed of `sid`: its head, the manifest, or an object
-        the manifest points to (or verify found one missing further down). Cheap: no object is read."""
-        ctx = self.ctx
-        if sid in ctx.repair:
-            return True
-        state = await ctx.db.sync_state(sid)
-        if not state["head_rev"] or state["pending"] or ctx.keys.session_key(sid) is None:
-            return False
-        store = await ctx.store_for(sid)
-        # a mirror: each of its stores that should hold the log (a read through the mirror finds the head and
-        # every object in whichever store has them, so one store's loss would never show)
-        for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
-            try:
-                head = await bounded(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
-                if head is None or head.revision < state["head_rev"]:
-                    return True
-                levels = levels_from_cbor(state["tree"])
-                hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels for e in lv]
-                if await st.first_missing(hashes, timeout=ctx.timeout) is not None:
-                    return True
-            except RegistryError:
-                return True  # a head there that does not verify (damaged, forged): published again
-            except (TimeoutError, StoreError, OSError):
-                continue  # a store that does not answer is not one that lost data; the push reports it
-        return False
-
     async def repair(self, sid: str) -> bool:
         """Reset the push state of `sid` so that its next push sends this device's whole log again, if
-        the store lacks any of it. Returns whether it did (the caller queues the push)."""
+        the store lacks any of it, or served its head rolled back or forged (sync/lostlog.py): the push
+        publishes the head above the highest revision this device published. Returns whether it did (the
+        caller queues the push)."""
         async with self.ctx.lock(sid):
-            if not await self.ctx.db.last_seq(sid) or not await self._store_lacks_log(sid):
+            if not await self.ctx.db.last_seq(sid):
+                return False
+            lack = await store_lacks_log(self.ctx, sid)
+            if lack is None:
                 return False
             await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
             self.ctx.repair.discard(sid)
             self._published.pop(sid, None)
-        log.warning(
-            "the store lacks objects of this device's log; pushing all of it again",
-            extra={"session": sid, "event": "repair"},
-        )
+            if lack.how is not None:  # (doctor warns of it: a store that does so again lies)
+                self.ctx.head_mends[sid] = {
+                    "store": lack.store,
+                    "how": lack.how,
+                    "published": lack.published,
+                    "served": lack.served,
+                }
+        log.warning(lack.said(), extra={"session": sid, "event": "repair"})
         return True

@@ -9,10 +9,13 @@ from sessiond.sync.frozenrepair import put_back
 from test_frozen_lost import _texts
 
 
-async def test_the_manifest_of_a_writer_that_lost_the_race_to_put_a_frozen_log_back_is_freed_by_gc(devices):
+async def frozen_with_two_writers(devices, name: str):
+    """A's session `name` shared with B and C (both writers); B writes, A rekeys B out, and A and C each take B's
+    frozen log whole (one they may put back): (A, C, C's database, the session, the frozen logs the slot names,
+    its announce key)."""
     a, b = await devices.open()
     await a.start()
-    sid = await devices.shared("frozen lost twice", write=True)
+    sid = await devices.shared(name, write=True)
     dbc, c = await devices._device("c", None, {})
     code = (await a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
     await c.import_code(code, None)
@@ -26,12 +29,16 @@ async def test_the_manifest_of_a_writer_that_lost_the_race_to_put_a_frozen_log_b
     await a.rekey(sid, drop=[devices.dbb.device_id])  # B's log frozen, named in the new members slot
     for dev in (a, c):  # (C takes the notice) each takes the frozen log, whole: one it may put back
         assert (await dev.sync_now(sid, wait=True, timeout=20))["complete"]
-    remote = await devices.dba.remote(sid)
-    store, key = a.ctx.store, a.ctx.keys.session_key(sid)
-    announce = bytes(remote["announce_pk"])
+    announce = bytes((await devices.dba.remote(sid))["announce_pk"])
     assert bytes((await dbc.remote(sid))["announce_pk"]) == announce
-    frozen = (await a.members.read_slot(store, sid, key, announce))[3]
+    frozen = (await a.members.read_slot(a.ctx.store, sid, a.ctx.keys.session_key(sid), announce))[3]
     assert [f["d"] for f in frozen] == [devices.dbb.device_id]
+    return a, c, dbc, sid, frozen, announce
+
+
+async def test_the_manifest_of_a_writer_that_lost_the_race_to_put_a_frozen_log_back_is_freed_by_gc(devices):
+    a, c, dbc, sid, frozen, announce = await frozen_with_two_writers(devices, "frozen lost twice")
+    store, key = a.ctx.store, a.ctx.keys.session_key(sid)
     lost = bytes(frozen[0]["h"])
     await store.free([lost])  # (deleted by hand)
 

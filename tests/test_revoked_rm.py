@@ -316,8 +316,14 @@ def test_rm_of_a_session_let_back_in_keeps_only_what_its_frozen_log_needs(tmp_pa
         before = _candidates(b.home, sid)
         assert bytes(frozen["h"]) in before and len(before) > 2, before
         said = cli_json(b.home, "rm", sid, "--force")
-        run_cli(b.home, "gc", "--grace", "0", check=True)
+        gc = cli_json(b.home, "gc", "--grace", "0")
         left = {h for h in before if asyncio.run(store.has(h))}
+        # main: gc's answer named nothing of them (only rm's answer and the log did)
+        (kept,) = gc["kept_in_store"]
+        assert kept["session"] == sid and kept["objects"] == len(left) and "froze" in kept["why"], gc
+        assert kept["store"] == "file://" + str(tmp_path / "store"), kept
+        text = run_cli(b.home, "gc", "--grace", "0", check=True).stdout
+        assert f"{sid}: {len(left)} object(s)" in text and "for good" in text and "froze" in text, text
         assert bytes(frozen["h"]) in left, "the frozen manifest was freed"
         assert left < before, "every candidate of the deleted session was kept in the store"  # main: all kept
         assert said["kept_in_store"]["objects"] == len(left), said

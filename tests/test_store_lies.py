@@ -6,6 +6,7 @@ a store that fails is named once by `verify` on a device that only follows, as i
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -183,3 +184,48 @@ def test_a_head_rolled_back_again_is_said_as_a_lie_or_a_restore_from_a_backup(ma
     (s,) = out["sessions"]
     assert s["store_lies"] == url and s["store_lies_how"] == "rolled back", s
     assert "backup" in s["repair"] and "rolled back" in s["repair"], s
+
+
+@pytest.mark.parametrize("lie", ["forged", "rolled back"])
+def test_a_sync_publishes_again_a_head_the_store_rolled_back_or_forged(make_daemon, portal, lie):
+    """The store serves this device's head rolled back below what this device published (a host restored from a
+    backup) or forged, to the daemon that published it: the client refuses that read as a lie (HeadRolledBack,
+    LyingServer). main took it for a store that does not answer: `sync --wait` returned with nothing written, the
+    head stayed rolled back, doctor named no repair. Now the sync publishes the head again above the highest
+    revision this device published, and the log and doctor say why."""
+    p, url = portal
+    a, sid = _pushed(make_daemon, url, "republished", "one", "two")
+    ((pk, history),) = p.registry.items()  # (not shared: no members slot, only this device's head)
+    top = history[-1].revision
+    if lie == "forged":
+        p.faults.forged_head, said = True, "forged or damaged"
+    else:
+        p.faults.rollback_head, said = 1, "rolled back"
+    res = run_cli(a.home, "sync", "--wait", "--timeout", "10")
+    assert res.returncode == 0, res.stdout + res.stderr
+    # main: no new head was written: the store kept serving revision 1 (or a forgery) as this device's head
+    assert p.registry[pk][-1].revision > top, [e.revision for e in p.registry[pk]]
+    logged = open(os.path.join(a.home, "logs", "sessiond.log")).read()
+    assert f"served the head of this device's log {said}" in logged, logged[-3000:]
+    res, out = cli_json(a, "doctor")
+    pushes = [f for f in out["findings"] if f["check"] == "push" and sid in f["message"]]
+    assert pushes and said in pushes[0]["message"] and "published it again" in pushes[0]["message"], out
+    assert pushes[0]["level"] == "warn" and "sessiond verify" in pushes[0]["fix"] and sid in pushes[0]["fix"], pushes
+    p.faults.forged_head, p.faults.rollback_head = False, None  # the store mended: the next sync finds it whole
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    res, out = cli_json(a, "doctor")
+    assert not [f for f in out["findings"] if f["check"] == "push" and sid in f["message"]], out
+
+
+def test_a_store_that_does_not_answer_a_head_read_is_not_repaired(make_daemon, portal):
+    """A head read that fails (a 5xx) is the store not answering, not one that lost the log: nothing pushed again."""
+    p, url = portal
+    a, sid = _pushed(make_daemon, url, "not answering", "one")
+    ((pk, history),) = p.registry.items()
+    top = history[-1].revision
+    p.faults.fail_heads.add(pk)
+    run_cli(a.home, "sync", "--wait", "--timeout", "5")
+    p.faults.fail_heads.discard(pk)
+    assert p.registry[pk][-1].revision == top
+    logged = open(os.path.join(a.home, "logs", "sessiond.log")).read()
+    assert "served the head of this device's log" not in logged

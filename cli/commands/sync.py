@@ -473,6 +473,11 @@ def cmd_gc(args) -> int:
             how = f"would be {how}"
         lines.append(f"  {st['store']}: {st['objects']} object(s), {st['bytes']} bytes ({how})")
         lines += [f"    {e}" for e in st.get("errors", []) + st.get("held", [])]
+    if res.get("kept_in_store"):  # (what deletes here kept for frozen logs: never freed, said at every run)
+        lines.append("kept in the store for good by deletes here (never freed):")
+        lines += [
+            f"  {k['session']}: {k['objects']} object(s) in {k['store']}: {k['why']}" for k in res["kept_in_store"]
+        ]
     emit(args, res, "\n".join(lines))
     # a store that failed (its sessions' objects kept, or the store not opened): what was due is not freed, and a
     # script running gc learns it by the exit code, as verify's and doctor's do

@@ -1,0 +1,88 @@
+"""Whether a store lost (or lies about) what this device pushed of a session: the check behind `Pusher.repair`,
+which `sessiond sync` runs for each session before it pushes.
+
+A store lost this device's log when it lacks its head, the manifest the head names, or an object the recorded
+level tree points to (or verify found one missing further down: `ctx.repair`). A head read refused as a lie
+(stores/errors.py LyingServer: served below a revision this process saw, HeadRolledBack; or forged or damaged),
+or served below the revision this device published, is one too: the store lost this device's head or lies about
+it, and a push publishes it again above the highest revision this device published. A store that does not
+answer (a timeout, unreachable, a 5xx) is not one that lost data: its push says what it met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..storage.redact import shown_url
+from ..stores import StoreError
+from ..stores.bounded import bounded
+from ..stores.errors import HeadRolledBack, LyingServer
+from ..stores.registry import RegistryError
+from .context import SyncContext
+from .heads import levels_from_cbor, manifest_hash_of
+from .mirror import MirrorStore
+
+
+@dataclass
+class Lack:
+    """What a store lacks of this device's log of a session: objects (`how` None), or its head served `how`
+    ("rolled back", "forged or damaged") by the store `store`; `published`: the revision this device published,
+    `served`: the one the store served (None: not known)."""
+
+    store: str = ""
+    how: str | None = None
+    published: int = 0
+    served: int | None = None
+
+    def said(self) -> str:
+        if self.how is None:
+            return "the store lacks objects of this device's log; pushing all of it again"
+        served = f" (revision {self.served})" if self.served is not None else ""
+        return (
+            f"the store {shown_url(self.store)} served the head of this device's log {self.how}{served}, this device"
+            f" having published revision {self.published}: the store lost it (its host restored a backup) or lies;"
+            " pushing the log again, its head above that revision"
+        )
+
+
+async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
+    """What the store lacks of what this device pushed of `sid` (module doc), or None. Cheap: no object is read."""
+    if sid in ctx.repair:
+        return Lack()
+    state = await ctx.db.sync_state(sid)
+    if not state["head_rev"] or state["pending"] or ctx.keys.session_key(sid) is None:
+        return None
+    store = await ctx.store_for(sid)
+    published = state["head_rev"]
+    answered = True
+    # a mirror: each of its stores that should hold the log (a read through the mirror finds the head and
+    # every object in whichever store has them, so one store's loss would never show)
+    for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
+        lie = Lack(st.url, "forged or damaged", published)
+        try:
+            head = await bounded(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
+        except HeadRolledBack as exc:  # below a revision this process saw from the store
+            lie.how, lie.served = "rolled back", exc.served
+            return lie
+        except (RegistryError, LyingServer):  # a head there that does not verify (damaged, forged)
+            return lie
+        except (TimeoutError, StoreError, OSError):
+            answered = False  # a store that does not answer is not one that lost data; the push reports it
+            continue
+        if head is None:
+            return Lack()
+        if head.revision < published:
+            lie.how, lie.served = "rolled back", head.revision
+            return lie
+        try:
+            levels = levels_from_cbor(state["tree"])
+            hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels for e in lv]
+            if await st.first_missing(hashes, timeout=ctx.timeout) is not None:
+                return Lack()
+        except RegistryError:  # the head's data names no manifest: damaged or forged
+            return lie
+        except (TimeoutError, StoreError, OSError):
+            answered = False
+    if answered:
+        ctx.head_mends.pop(sid, None)  # (the store holds the log whole: a head published again, kept there)
+    return None
