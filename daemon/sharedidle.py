@@ -5,7 +5,9 @@ others wrote meanwhile: it ended sessions they were using. So one shared (a `rem
 can end is ended as idle only once a pull of it begun after a clean-up run found it idle has succeeded: that
 pull brought what the others wrote (activity: no longer idle), or found nothing new (idle indeed). Until then
 it is kept and its pull asked of the follower's next poll; the pull's success runs the clean-up again. A store
-that cannot be read keeps the session alive. Its own `expires_at` is not waited on: an instant, not idleness."""
+that cannot be read keeps the session alive. Its own `expires_at` is not waited on: an instant, not idleness.
+A write here meanwhile is taken (storage/expiry.py expired_for_writes): not ended, the session is active, and
+the write is its activity, which drops its idle end (the next run lists it no more: keep_only)."""
 
 from __future__ import annotations
 

@@ -115,3 +115,28 @@ async def test_a_deleted_session_leaves_no_pull_time_behind(tmp_path):
     finally:
         await syncer.stop()
         await db.close()
+
+
+def test_a_write_here_while_the_idle_end_waits_for_its_pull_is_taken(make_daemon, store_dir):
+    # B found the shared session idle, its pull not yet confirming it: the session was not ended, yet an append to
+    # it on B was refused as `expired` ("ended now"), and a `set` too; sent again a second later, taken or not. A
+    # write here is activity: taken, and the pending idle end dropped
+    a, b, sid = _pair(make_daemon, store_dir)
+    ca = a.client()
+    ca.append(sid, "user", "written while B was off")
+    assert ca.sync(sid, wait=True, timeout=10)["complete"]
+    fetched = _pulls_held(b)  # B's pull read A's write, and is held: nothing confirms the idleness meanwhile
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's first pull, held before its apply")
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    cb.append(sid, "user", "written on B meanwhile")
+    assert cb.update_session(sid, name="still the evening")["name"] == "still the evening"
+    assert cb.get_session(sid)["status"] == "active"
+    os.remove(fetched)  # the pull brings A's write; both stay on both devices, the session active on both
+    both = {"written while B was off", "written on B meanwhile"}
+    wait_for(lambda: both <= set(_contents(cb, sid)), timeout=20, what="A's write on B")
+    wait_for(lambda: both <= set(_contents(ca, sid)), timeout=20, what="B's write on A")
+    assert cb.get_session(sid)["status"] == "active"
+    assert ca.get_session(sid)["status"] == "active"
+    ca.append(sid, "assistant", "still in use")  # (refused as expired once B's end reached A)
