@@ -140,3 +140,39 @@ def test_a_write_here_while_the_idle_end_waits_for_its_pull_is_taken(make_daemon
     assert cb.get_session(sid)["status"] == "active"
     assert ca.get_session(sid)["status"] == "active"
     ca.append(sid, "assistant", "still in use")  # (refused as expired once B's end reached A)
+
+
+def test_a_rekey_during_the_confirming_pull_does_not_confirm_the_idleness(make_daemon, store_dir):
+    # B's pull read A's write, and a rekey here switched the session's key before the pull's apply: the
+    # generation it read gone, it applied nothing, yet counted as a success. Begun after the clean-up found the
+    # session idle, it confirmed the idleness as a pull that found nothing new, and B ended for every device a
+    # session A was using
+    a, b, clock_b, sid = _shared(make_daemon, store_dir)
+    ca, fetched = a.client(), _pulls_held(b)
+    cb = b.start().client()
+    other = cb.create_session(name="ends within the hour", expires_in=HOUR // 2)["id"]
+    ca.append(sid, "user", "written while B slept")
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's pull of A's write, held before its apply")
+    clock_b.step(HOUR)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=15, what="B's clean-up after the step")
+    # each pull held (the first began before the clean-up found the session idle, the next after): a rekey here
+    # before its apply
+    for _ in range(2):
+        assert cb.get_session(sid)["status"] == "active"
+        cb.rekey(sid)
+        os.remove(fetched)
+        wait_for(
+            lambda: os.path.exists(fetched) or cb.get_session(sid)["status"] == "ended",
+            timeout=20,
+            what="B's next pull of A's write, held before its apply",
+        )
+
+    def applied() -> bool:
+        if os.path.exists(fetched):
+            os.remove(fetched)  # (any pull held now: let go)
+        return "written while B slept" in _contents(cb, sid) or cb.get_session(sid)["status"] == "ended"
+
+    wait_for(applied, timeout=20, what="A's write on B")
+    assert cb.get_session(sid)["status"] == "active"
+    assert "written while B slept" in _contents(cb, sid)
+    ca.append(sid, "assistant", "still in use")  # (refused as expired once B's end reached A)
