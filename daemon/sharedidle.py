@@ -14,8 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..storage.clock import wall
 from ..storage.database import Database
 from ..storage.errors import NOT_WRITABLE
+from ..storage.expiry import past_expiry, session_expiry
 from ..sync.engine import Syncer
 
 
@@ -33,6 +35,16 @@ class SharedIdle:
     def pulled(self, sid: str) -> None:
         if sid in self._seen:
             self.rerun(sid)
+
+    def waiting(self, s: dict) -> dict | None:
+        """Why session `s` (its dict, as read), past its idle timeout, is still active: a run found it idle and no
+        pull of it since has succeeded (`show`, GET /v1/sessions/ID `idle_end_waits`): when it passed its idle
+        timeout (`since`), and why its last pull failed (`pull_error`: None while one is under way or asked, or
+        none failed). A store gone for good keeps it so: ended then, its end would reach the other devices once
+        the store is back, ending a session they used meanwhile. None for any other session."""
+        if s["id"] not in self._seen or s["status"] == "ended" or not past_expiry(s, wall()):
+            return None
+        return {"since": session_expiry(s), "pull_error": self.syncer.ctx.pull_errors.get(s["id"])}
 
     def keep_only(self, ids: set[str]) -> None:
         """A clean-up run's sessions past their expiry: those found idle before and not among them are

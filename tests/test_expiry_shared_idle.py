@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from clocks import clocked
-from conftest import wait_for
+from conftest import run_cli, wait_for
 
 HOUR = 3600
 
@@ -176,3 +176,28 @@ def test_a_rekey_during_the_confirming_pull_does_not_confirm_the_idleness(make_d
     assert cb.get_session(sid)["status"] == "active"
     assert "written while B slept" in _contents(cb, sid)
     ca.append(sid, "assistant", "still in use")  # (refused as expired once B's end reached A)
+
+
+def test_show_says_a_shared_session_past_its_idle_timeout_waits_for_a_pull(make_daemon, store_dir):
+    # a shared session idle past its timeout whose pull does not succeed (its store gone for good) stays active
+    # here for ever, as its end would end it for every device (the store back, one that others used meanwhile):
+    # `show` said it was active, and nothing why
+    a, b, sid = _pair(make_daemon, store_dir)
+    ca = a.client()
+    ca.append(sid, "user", "written while B was off")
+    assert ca.sync(sid, wait=True, timeout=10)["complete"]
+    fetched = _pulls_held(b)  # B's pull read A's write, and is held: the idle end waits
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's first pull, held before its apply")
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    shown = dict(cb.get_session(sid))
+    assert shown["status"] == "active"
+    assert shown["idle_end_waits"]["since"] <= shown["last_activity"] + 60 + 1
+    assert shown["idle_end_waits"]["pull_error"] is None
+    out = run_cli(b.home, "show", sid).stdout
+    assert "idle end:      past its idle timeout since" in out, out
+    assert "waits for a pull" in out, out
+    os.remove(fetched)
+    wait_for(lambda: "written while B was off" in _contents(cb, sid), timeout=20, what="A's write on B")
+    assert "idle_end_waits" not in cb.get_session(sid)
