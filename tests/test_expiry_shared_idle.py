@@ -192,3 +192,20 @@ def test_show_says_a_shared_session_past_its_idle_timeout_waits_for_a_pull(make_
     os.remove(fetched)
     wait_for(lambda: "written while B was off" in _contents(cb, sid), timeout=20, what="A's write on B")
     assert "idle_end_waits" not in cb.get_session(sid)
+
+
+def test_a_write_here_after_the_pull_confirmed_the_idleness_keeps_the_session(make_daemon, store_dir):
+    # B's pull found nothing new, confirming the idleness, and a write here came before B's end of it: the write
+    # was taken (the session not ended yet), then the session was ended under it, for every device
+    a, b, sid = _pair(make_daemon, store_dir)
+    confirmed = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "expire.confirmed")
+    b.env["SESSIOND_TEST_PAUSE"] = f"expire.confirmed:{confirmed}"
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(confirmed), timeout=15, what="B's clean-up, its pull confirming the idleness")
+    cb.append(sid, "user", "written on B just then")
+    os.remove(confirmed)
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    assert cb.get_session(sid)["status"] == "active"
+    wait_for(lambda: "written on B just then" in _contents(a.client(), sid), timeout=20, what="B's write on A")
+    assert a.client().get_session(sid)["status"] == "active"
