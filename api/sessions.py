@@ -153,6 +153,15 @@ PatchBody = Annotated[
 
 # ------------------------------------------------------------------------------------------- answers
 @with_config(ANSWER)
+class IdleEndWaits(TypedDict):
+    """Why a shared session past its idle timeout is still active (daemon/sharedidle.py): its idle end waits for a
+    pull of it to succeed."""
+
+    since: float  # when it passed its idle timeout (by the activity this device saw)
+    pull_error: str | None  # why its last pull failed; null while one is under way or asked
+
+
+@with_config(ANSWER)
 class HeldHere(TypedDict):
     """What a device a rekey left out wrote after the rekey read its log: held here only (sync/rekey.py)."""
 
@@ -191,6 +200,9 @@ class Session(TypedDict):
     # not carry over, on no other device; `rm` refuses (409 held_here) until a new code is imported, which
     # sends it. Absent when nothing is held here only.
     held_here: NotRequired[HeldHere]
+    # a shared session past its idle timeout, still active: its end waits for a pull to confirm that no other
+    # device wrote meanwhile (GET /v1/sessions/ID only). Absent otherwise.
+    idle_end_waits: NotRequired[IdleEndWaits]
 
 
 @with_config(ANSWER)

@@ -92,7 +92,7 @@ async def check_writable(db, session: dict) -> None:
     sid = session["id"]
     check_access(sid, session["access"], "add to it")
     if past_expiry(session, now()):
-        db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
+        await db.check_expiry(session)  # past its expiry or idle timeout: refused (and ended) before a model is asked
     if session["status"] != "active":
         await db.refuse_inactive(sid, session["status"])  # (one its expiry ended: as expired)
 

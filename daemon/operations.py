@@ -27,6 +27,7 @@ from ..storage.errors import (
     not_pushed,
     stopping,
 )
+from ..storage.expiry import past_expiry
 from ..stores import StoreError
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.errors import crash_point
@@ -257,7 +258,12 @@ class Operations:
         # outcome (storage/closing.py), and is refused as an ended session's, nothing asked
         with self.closing.marked(sid):
             async with self._checkpoint_lock:  # two ends at once: one final checkpoint
-                was = (await self.db.get_session(sid))["status"]
+                current = await self.db.get_session(sid)
+                was = current["status"]
+                if expired_at is not None and was != "ended" and not past_expiry(current, wall()):
+                    # written to since its expiry was found (a shared one's idle end waited for its pull, which
+                    # took a write here meanwhile: storage/expiry.py expired_for_writes): active, not ended
+                    raise NoLongerExpired(f"session {sid} was written to since it expired: not ended")
                 session = await self.db.set_status(sid, "ended", expired_at=expired_at)
         crash_point("end.ended")
         # ending an ended session changes nothing: the same answer, no second final checkpoint
@@ -399,6 +405,7 @@ class Operations:
                         continue  # idle past its timeout, but its model is answering: that answer is its activity
                     if not await self.shared_idle.confirmed(s):
                         continue  # shared, and not pulled since it was found idle: what the others wrote may keep it
+                    await pause_for_tests("expire.confirmed")  # (the tests hold it here: idle confirmed, not ended)
                 if self.delete_expired and s["access"] == "revoked" and await self._kept_as_held(s["id"]):
                     continue
                 if s["status"] == "ended":  # (delete_expired only)
@@ -451,6 +458,13 @@ class Operations:
                 "an expired session is kept, not deleted: %s", held_here(sid, held).message, extra={"session": sid}
             )
         return True
+
+
+class NoLongerExpired(SessiondError):
+    """An expiry's end of a session written to since its expiry was found (Operations._end): it is active."""
+
+    code = "conflict"
+    status = 409
 
 
 def _past(expires_at, t: float) -> bool:

@@ -42,7 +42,7 @@ from .closing import Closing
 from .connections import Connections, Row
 from .context import Context
 from .copies import Copies
-from .expiry import Expiries, past_expiry, refuse_expired, refuse_inactive
+from .expiry import Expiries, expired_for_writes, refuse_expired, refuse_inactive
 from .keptrecords import KeptRecords
 from .lifecycle import Released, ShareLog
 from .logrun import LogReads, RunReader
@@ -238,9 +238,10 @@ class Database:
     def on_expired(self, fn: Callable[[str], Any] | None) -> None:
         self.c.on_expired = fn
 
-    def check_expiry(self, session: dict) -> None:
-        """Refuse a write to `session` (as read) past its expiry or idle timeout, as the storage's own writes do."""
-        if past_expiry(session, now()):
+    async def check_expiry(self, session: dict) -> None:
+        """Refuse a write to `session` (as read) past its expiry or idle timeout, as the storage's own writes do
+        (a shared one's idle timeout not: its end waits for a pull, expired_for_writes)."""
+        if await expired_for_writes(self.c.committed, session["id"], session, now()):
             refuse_expired(self.c, session["id"], session)
 
     async def older_than(self, t: float) -> list[dict]:

@@ -1,6 +1,7 @@
 """When sessions expire, and the writes their expiry refuses: a session's expiry (its expires_at, or its idle
 timeout after its last activity) read from its row or dict (session_expiry, past_expiry), a write to one
-past it refused and the daemon told to end it (refuse_expired), a message to one paused or ended refused,
+past it refused (expired_for_writes: not a shared one's idle timeout, whose end waits for a pull) and the daemon
+told to end it (refuse_expired), a message to one paused or ended refused,
 as expired when its expiry ended it (refuse_inactive); and the queries the daemon's clean-up runs on
 (`Expiries`: which sessions expired, when the next one does). Session rows themselves: sessions.py."""
 
@@ -53,6 +54,19 @@ def past_expiry(s: Any, t: float) -> bool:
         return False
     when = session_expiry(s)
     return when is not None and when <= t
+
+
+async def expired_for_writes(q: Any, sid: str, s: Any, t: float) -> bool:
+    """Whether a write to session `sid` (`s`: its row or dict), read through `q`, is refused at `t` as expired:
+    past its expiry (past_expiry), but a shared one (a `remotes` row) idle past its idle timeout and not past its
+    own `expires_at` is not: its idle end waits for a pull (daemon/sharedidle.py), so it is not ended yet, and a
+    write here is its activity, taken (its idle time counts from it). The callers have checked its access."""
+    if not past_expiry(s, t):
+        return False
+    exp = _field(s, "expires_at")
+    if _is_number(exp) and exp <= t:
+        return True
+    return await q.fetchone("SELECT 1 FROM remotes WHERE session_id=?", (sid,)) is None
 
 
 def refuse_expired(c: Connections, sid: str, s: Any) -> NoReturn:

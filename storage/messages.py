@@ -31,7 +31,7 @@ from .errors import (
     quota_ways_out,
     sync_wait,
 )
-from .expiry import past_expiry, refuse_expired, refuse_inactive
+from .expiry import expired_for_writes, refuse_expired, refuse_inactive
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
     EXTRA_KEYS,
@@ -203,7 +203,7 @@ class Messages:
                 # a model's answer is not held to the idle timeout: its question was the session's activity,
                 # and the model answering since is too (a slow answer does not make the session idle)
                 s = {"status": status, "expires_at": exp, "policy": {} if answer else policy, "last_activity": act}
-                if past_expiry(s, t):
+                if await expired_for_writes(tx, sid, s, t):
                     refuse_expired(self.c, sid, s)
             # a model's answer to a question the session took is recorded though it was paused meanwhile (a
             # pause stops new questions, not an answer already paid for); an ended session's proofs are final

@@ -12,7 +12,7 @@ from typing import Any
 from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NotFound, check_access, new_session_ways
-from .expiry import past_expiry, refuse_expired, refuse_if_expiry_ended
+from .expiry import expired_for_writes, past_expiry, refuse_expired, refuse_if_expiry_ended
 from .ids import case_twin, check_id, new_id
 from .keptrecords import drop_session_records
 from .lifecycle import note_kept_in
@@ -55,11 +55,12 @@ async def writable_row(
 ) -> Row:
     """The row of a session this device may change: not a read-only import nor one rekeyed without this
     device (`access` read, revoked), and not past its expiry or
-    idle timeout (unless `ending` it: that is what its expiry does). `importing`: of one still hidden.
+    idle timeout (unless `ending` it: that is what its expiry does; a shared one's idle end waits for a pull:
+    expired_for_writes). `importing`: of one still hidden.
     `texts`: as session_row's."""
     row = await session_row(q, sid, importing=importing, texts=texts)
     check_access(sid, row["access"])
-    if not ending and past_expiry(row, now()):
+    if not ending and await expired_for_writes(q, sid, row, now()):
         refuse_expired(c, sid, row)
     return row
 

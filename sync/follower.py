@@ -306,7 +306,7 @@ class Follower:
             if k is None or (head is not None and head.revision != k["rev"]):
                 changed.append(m)
         if not changed:
-            return new
+            return new if await self.generations.on(sid, announce_pk) else new + await self.pull(sid)
         logs, peers = await fetch_logs(
             store,
             sid,
@@ -332,7 +332,10 @@ class Follower:
             await pause_for_tests("pull.applied")
             raise
         await pause_for_tests("pull.applied")  # (the tests: the logs applied, or left)
-        return new
+        # the generation read switched meanwhile (a rekey here, or another pull's take of a notice): nothing applied,
+        # and the new generation's logs not read. Read now: a pull that succeeds read every writer's log under the
+        # key the session is on (a shared session's idle end is confirmed by one: daemon/sharedidle.py)
+        return new if same else new + await self.pull(sid)
 
     async def _restore(self, sid: str, announce_pk: bytes) -> bool:
         """Members.restore, after a pull found the slot lost: whether it wrote the slot again (on the generation

@@ -57,9 +57,10 @@ class Generations:
         whether the session is still on the generation whose members slot `announce_pk` names, no rekey
         recorded. What a pull read of the slot and the logs is applied or written back only then."""
         async with self.lock(sid):
-            now = await self.ctx.db.remote(sid)
-            yield (
-                self.ctx.keys.rekey_pending(sid) is None
-                and now is not None
-                and bytes(now["announce_pk"]) == announce_pk
-            )
+            yield await self.on(sid, announce_pk)
+
+    async def on(self, sid: str, announce_pk: bytes) -> bool:
+        """Whether `sid` is on the generation whose members slot `announce_pk` names, no rekey recorded; read
+        without the lock (`same` holds it): a pull that found nothing to apply asks it at its end."""
+        now = await self.ctx.db.remote(sid)
+        return self.ctx.keys.rekey_pending(sid) is None and now is not None and bytes(now["announce_pk"]) == announce_pk

@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from clocks import clocked
-from conftest import wait_for
+from conftest import run_cli, wait_for
 
 HOUR = 3600
 
@@ -45,6 +45,35 @@ def _pulls_held(b) -> str:
     return fetched
 
 
+def _after_a_night(make_daemon, store_dir):
+    """_pair, A having written while B was off; B started, its pull of A's write held (`fetched`) and a clean-up
+    run since (which found the session idle): B, A's and B's clients, the session's id, the flag."""
+    a, b, sid = _pair(make_daemon, store_dir)
+    ca = a.client()
+    ca.append(sid, "user", "written while B was off")
+    assert ca.sync(sid, wait=True, timeout=10)["complete"]
+    fetched = _pulls_held(b)  # B's pull read A's write, and is held: nothing confirms the idleness meanwhile
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's first pull, held before its apply")
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    return b, ca, cb, sid, fetched
+
+
+def _after_a_suspend(make_daemon, store_dir):
+    """_shared, B started, its pull of what A wrote then held (`fetched`), and B's clock stepped an hour on (a
+    resume) with a clean-up run since (which found the session idle): A's and B's clients, the session, the flag."""
+    a, b, clock_b, sid = _shared(make_daemon, store_dir)
+    ca, fetched = a.client(), _pulls_held(b)
+    cb = b.start().client()
+    other = cb.create_session(name="ends within the hour", expires_in=HOUR // 2)["id"]
+    ca.append(sid, "user", "written while B slept")
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's pull of A's write, held before its apply")
+    clock_b.step(HOUR)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=15, what="B's clean-up after the step")
+    return ca, cb, sid, fetched
+
+
 def _kept_until_pulled(ca, cb, sid: str, fetched: str, written: str) -> None:
     """B's clean-up has run since it found the session idle, its pull of A's write `written` held (`fetched`):
     the session is kept; let go, the pull brings A's write, and the session stays active on both devices."""
@@ -59,15 +88,7 @@ def _kept_until_pulled(ca, cb, sid: str, fetched: str, written: str) -> None:
 def test_a_device_started_after_a_night_pulls_before_it_ends_a_shared_session_as_idle(make_daemon, store_dir):
     # A wrote all evening while B was off. B's first clean-up came before its first pull: idle by what B
     # held, the session was ended, and the end synced to A, which was using it.
-    a, b, sid = _pair(make_daemon, store_dir)
-    ca = a.client()
-    ca.append(sid, "user", "written while B was off")
-    assert ca.sync(sid, wait=True, timeout=10)["complete"]
-    fetched = _pulls_held(b)  # B's pull read A's write, and is held
-    cb = b.start().client()
-    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's first pull, held before its apply")
-    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
-    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    _, ca, cb, sid, fetched = _after_a_night(make_daemon, store_dir)
     _kept_until_pulled(ca, cb, sid, fetched, "written while B was off")
 
 
@@ -83,14 +104,7 @@ def test_a_pull_that_brings_nothing_new_confirms_the_idleness(make_daemon, store
 def test_a_device_resumed_from_a_suspend_pulls_before_it_ends_a_shared_session_as_idle(make_daemon, store_dir):
     # B's clock stepped an hour on (a resume: its clean-up runs within 10 s of the step) while its pull of what
     # A wrote meanwhile had not landed: idle by what B held, the session was ended for every device
-    a, b, clock_b, sid = _shared(make_daemon, store_dir)
-    ca, fetched = a.client(), _pulls_held(b)
-    cb = b.start().client()
-    other = cb.create_session(name="ends within the hour", expires_in=HOUR // 2)["id"]
-    ca.append(sid, "user", "written while B slept")
-    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's pull of A's write, held before its apply")
-    clock_b.step(HOUR)
-    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=15, what="B's clean-up after the step")
+    ca, cb, sid, fetched = _after_a_suspend(make_daemon, store_dir)
     _kept_until_pulled(ca, cb, sid, fetched, "written while B slept")
 
 
@@ -115,3 +129,83 @@ async def test_a_deleted_session_leaves_no_pull_time_behind(tmp_path):
     finally:
         await syncer.stop()
         await db.close()
+
+
+def test_a_write_here_while_the_idle_end_waits_for_its_pull_is_taken(make_daemon, store_dir):
+    # B found the shared session idle, its pull not yet confirming it: the session was not ended, yet an append to
+    # it on B was refused as `expired` ("ended now"), and a `set` too; sent again a second later, taken or not. A
+    # write here is activity: taken, and the pending idle end dropped
+    _, ca, cb, sid, fetched = _after_a_night(make_daemon, store_dir)
+    cb.append(sid, "user", "written on B meanwhile")
+    assert cb.update_session(sid, name="still the evening")["name"] == "still the evening"
+    assert cb.get_session(sid)["status"] == "active"
+    os.remove(fetched)  # the pull brings A's write; both stay on both devices, the session active on both
+    both = {"written while B was off", "written on B meanwhile"}
+    wait_for(lambda: both <= set(_contents(cb, sid)), timeout=20, what="A's write on B")
+    wait_for(lambda: both <= set(_contents(ca, sid)), timeout=20, what="B's write on A")
+    assert cb.get_session(sid)["status"] == "active"
+    assert ca.get_session(sid)["status"] == "active"
+    ca.append(sid, "assistant", "still in use")  # (refused as expired once B's end reached A)
+
+
+def test_a_rekey_during_the_confirming_pull_does_not_confirm_the_idleness(make_daemon, store_dir):
+    # B's pull read A's write, and a rekey here switched the session's key before the pull's apply: the
+    # generation it read gone, it applied nothing, yet counted as a success. Begun after the clean-up found the
+    # session idle, it confirmed the idleness as a pull that found nothing new, and B ended for every device a
+    # session A was using
+    ca, cb, sid, fetched = _after_a_suspend(make_daemon, store_dir)
+    # each pull held (the first began before the clean-up found the session idle, the next after): a rekey here
+    # before its apply
+    for _ in range(2):
+        assert cb.get_session(sid)["status"] == "active"
+        cb.rekey(sid)
+        os.remove(fetched)
+        wait_for(
+            lambda: os.path.exists(fetched) or cb.get_session(sid)["status"] == "ended",
+            timeout=20,
+            what="B's next pull of A's write, held before its apply",
+        )
+
+    def applied() -> bool:
+        if os.path.exists(fetched):
+            os.remove(fetched)  # (any pull held now: let go)
+        return "written while B slept" in _contents(cb, sid) or cb.get_session(sid)["status"] == "ended"
+
+    wait_for(applied, timeout=20, what="A's write on B")
+    assert cb.get_session(sid)["status"] == "active"
+    assert "written while B slept" in _contents(cb, sid)
+    ca.append(sid, "assistant", "still in use")  # (refused as expired once B's end reached A)
+
+
+def test_show_says_a_shared_session_past_its_idle_timeout_waits_for_a_pull(make_daemon, store_dir):
+    # a shared session idle past its timeout whose pull does not succeed (its store gone for good) stays active
+    # here for ever, as its end would end it for every device (the store back, one that others used meanwhile):
+    # `show` said it was active, and nothing why
+    b, ca, cb, sid, fetched = _after_a_night(make_daemon, store_dir)
+    shown = dict(cb.get_session(sid))
+    assert shown["status"] == "active"
+    assert shown["idle_end_waits"]["since"] <= shown["last_activity"] + 60 + 1
+    assert shown["idle_end_waits"]["pull_error"] is None
+    out = run_cli(b.home, "show", sid).stdout
+    assert "idle end:      past its idle timeout since" in out, out
+    assert "waits for a pull" in out, out
+    os.remove(fetched)
+    wait_for(lambda: "written while B was off" in _contents(cb, sid), timeout=20, what="A's write on B")
+    assert "idle_end_waits" not in cb.get_session(sid)
+
+
+def test_a_write_here_after_the_pull_confirmed_the_idleness_keeps_the_session(make_daemon, store_dir):
+    # B's pull found nothing new, confirming the idleness, and a write here came before B's end of it: the write
+    # was taken (the session not ended yet), then the session was ended under it, for every device
+    a, b, sid = _pair(make_daemon, store_dir)
+    confirmed = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "expire.confirmed")
+    b.env["SESSIOND_TEST_PAUSE"] = f"expire.confirmed:{confirmed}"
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(confirmed), timeout=15, what="B's clean-up, its pull confirming the idleness")
+    cb.append(sid, "user", "written on B just then")
+    os.remove(confirmed)
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    assert cb.get_session(sid)["status"] == "active"
+    wait_for(lambda: "written on B just then" in _contents(a.client(), sid), timeout=20, what="B's write on A")
+    assert a.client().get_session(sid)["status"] == "active"

@@ -259,6 +259,14 @@ def cmd_show(args) -> int:
         lines.append(f"policy:        {json.dumps(more['policy'])}")
     if s.get("initial_messages"):
         lines.append(f"initial:       {len(s['initial_messages'])} message(s)")
+    waits = more.get("idle_end_waits")
+    if waits:
+        lines.insert(
+            lines.index(f"expires:       {_expires(dict(s))}") + 1,
+            f"idle end:      past its idle timeout since {when(waits['since'])}; its end waits for a pull to confirm"
+            " that no other device wrote meanwhile"
+            + (f" (last pull failed: {for_home(waits['pull_error'], args.home)})" if waits.get("pull_error") else ""),
+        )
     held = more.get("held_here")
     if held:
         from ...storage.errors import held_said

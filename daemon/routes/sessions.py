@@ -46,6 +46,8 @@ async def get_session(request: web.Request) -> web.Response:
     session["sync"] = await d.ops.sync_status(sid)
     if (held := await d.db.held_here(sid)) is not None:  # a rekey left this device out: what no other device has
         session["held_here"] = held
+    if (waits := d.ops.shared_idle.waiting(session)) is not None:  # idle, its end waiting for a pull (sharedidle.py)
+        session["idle_end_waits"] = waits
     return ok(session)
 
 
