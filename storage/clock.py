@@ -123,9 +123,10 @@ def stepped() -> float:
 
 
 def started() -> float:
-    """The wall clock as it read at the daemon's start (`steady()`'s anchor): a stamp of an earlier run later than
-    this is of a wall clock stepped back since, and counts as made now."""
-    return _anchor()[0]
+    """The wall clock as it read at the daemon's start: `steady()` then (its anchor, rounded as it rounds: no
+    steady() of this run is less). A stamp of an earlier run later than this is of a wall clock stepped back
+    since, and counts as made at the start."""
+    return round(_anchor()[0] * 1000) / 1000
 
 
 def running() -> float:
