@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from clocks import DAY
+from clocks import DAY, in_process
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Running
 from sessiond.storage.clock import set_test_clock
@@ -125,19 +125,6 @@ async def test_a_deleted_sessions_slot_read_as_gone_on_kubo_is_not_read_again_at
         await rpc.stop()
 
 
-def _in_process_clock(monkeypatch, path: str, offset: float):
-    """storage/clock.py of this process on a test clock `offset` seconds off the machine's, configured as a daemon's
-    start does (its state put back after the test)."""
-    from sessiond.storage import clock
-
-    for name in ("_path", "_seen", "_offset", "_started"):
-        monkeypatch.setattr(clock, name, getattr(clock, name))
-    set_test_clock(path, offset)
-    monkeypatch.setenv(clock.ENV, path)
-    clock.configure()
-    return clock
-
-
 @pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
 async def test_a_slot_read_as_gone_is_read_again_a_day_on_whatever_the_wall_clock_did(
     devices, monkeypatch, tmp_path, restarted
@@ -146,7 +133,7 @@ async def test_a_slot_read_as_gone_is_read_again_a_day_on_whatever_the_wall_cloc
     # clock stepped back two days since (an NTP step; or, restarted, a clock two days ahead set right while no
     # daemon ran) held that read for the two days more, and what the slot no longer named stayed pinned
     path = str(tmp_path / "clock")
-    clock = _in_process_clock(monkeypatch, path, 2 * DAY if restarted else 0.0)
+    clock = in_process(monkeypatch, path, 2 * DAY if restarted else 0.0)
     node = Node()
     rpc = await Running(make_rpc_app(node)).start()
     try:
