@@ -23,8 +23,10 @@ EXPIRY_SLACK = 0.005  # seconds past a session's expiry the clean-up wakes (so t
 MIN_RUN_GAP = 1.0
 # the clean-up sleeps on the loop's monotonic clock; it looks at the wall clock at least this often (seconds),
 # and a wall clock stepped since it planned its sleep (NTP, a clock set by hand: more than STEP apart from
-# the monotonic one) runs it at once: what expired by the step ends, idle timeouts stamped before a step
-# back count from it (Database.activity_after), and its next run is planned again on the clock as it is now
+# the monotonic one) runs it at once: what expired by the step ends (an expires_at; an idle timeout counts real
+# time since an activity of this run, which the step moves with it: storage/activity.py), idle timeouts stamped
+# before a step back count from it (Database.activity_after), and its next run is planned again on the clock as
+# it is now
 WALL_LOOK = 10.0
 STEP = 1.0
 

@@ -114,6 +114,21 @@ def steady() -> float:
     return round((at_wall + _elapsed() - at_boot) * 1000) / 1000
 
 
+def stepped() -> float:
+    """Seconds the wall clock has been stepped since the daemon's start, all steps summed (forward: positive):
+    `wall()` less `steady()`, unrounded (storage/activity.py shifts a last activity stamped this run by the steps
+    since)."""
+    at_wall, at_boot = _anchor()
+    return wall() - (at_wall + _elapsed() - at_boot)
+
+
+def started() -> float:
+    """The wall clock as it read at the daemon's start: `steady()` then (its anchor, rounded as it rounds: no
+    steady() of this run is less). A stamp of an earlier run later than this is of a wall clock stepped back
+    since, and counts as made at the start."""
+    return round(_anchor()[0] * 1000) / 1000
+
+
 def running() -> float:
     """Seconds the daemon has run (the clock since boot since its start: a suspend counted)."""
     return _elapsed() - _anchor()[1]

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .activity import watch
 from .appendone import APPEND_ONE_SQL
 from .contexttotals import FixedCache
 from .dbfile import OVERWRITTEN, DatabaseFile
@@ -166,6 +167,7 @@ class Connections:
             await migrate(Inline(writer), upto)
             if upto is None:  # (the writer's own, in memory: TEMP_IN_MEMORY above)
                 writer.executescript(APPEND_ONE_SQL)
+                watch(writer)  # (sessions' last activities noted as made: storage/activity.py)
             if upto is None or upto >= 6:
                 # an import a crash cut short (its session hidden, see apply_remote): nothing of it stays,
                 # and it can be run again (its rows go with it: ON DELETE CASCADE). One from a file is left

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any, NoReturn
 
+from .activity import judged
 from .connections import Connections, Row
 from .errors import Conflict, Expired, new_session_ways, session_path
 
@@ -42,9 +43,16 @@ def _field(s: Any, k: str) -> Any:
     return s.get(k) if isinstance(s, dict) else s[k]
 
 
+def last_activity(s: Any) -> Any:
+    """Session `s`'s (its row or dict, with its id) last activity as its idleness is judged: shifted by the steps of
+    the wall clock since, if stamped this run (storage/activity.py)."""
+    return judged(_field(s, "id"), _field(s, "last_activity"))
+
+
 def session_expiry(s: Any) -> float | None:
-    """When session `s` (its row, or its dict: expires_at, policy, last_activity) expires (expiry())."""
-    return expiry(_field(s, "expires_at"), idle_timeout_of(_field(s, "policy")), _field(s, "last_activity"))
+    """When session `s` (its row, or its dict: id, expires_at, policy, last_activity) expires (expiry()), its idle
+    timeout counted in real time from a last activity of this run (last_activity())."""
+    return expiry(_field(s, "expires_at"), idle_timeout_of(_field(s, "policy")), last_activity(s))
 
 
 def past_expiry(s: Any, t: float) -> bool:
@@ -183,14 +191,20 @@ class Expiries:
     async def activity_after(self, t: float) -> int:
         """Give the sessions that can idle out (an idle timeout, not ended) whose last activity is after `t`
         (more than a second: this device's clock was stepped back since it was stamped) `t` as their last
-        activity; how many. Their idle timeout then counts from the step, not from a time the clock reaches
-        only as much later as it was stepped back (a day's step: a day more). Others keep theirs (the order
-        of `ls`)."""
+        activity, or one stamped this run its last activity as judged now if earlier (last_activity()); how
+        many. Their idle timeout then counts from the step (or from that activity, in real time), not from a
+        time the clock reaches only as much later as it was stepped back (a day's step: a day more); and a
+        write's `max(last_activity, now)` moves it again. Others keep theirs (the order of `ls`)."""
         where = " WHERE last_activity > ? AND status!='ended' AND instr(policy, 'idle_timeout') > 0"
         if not await self.c.committed.fetchall("SELECT 1 FROM sessions" + where + " LIMIT 1", (t + 1.0,)):
             return 0
         async with self.c.transaction() as tx:
-            return await tx.execute("UPDATE sessions SET last_activity=?" + where, (t, t + 1.0))
+            # (one whose activity this run saw gets it as judged, on the clock as it reads now: its idleness
+            # counts from then, in real time, not from the step)
+            rows = await tx.fetchall("SELECT id, last_activity FROM sessions" + where, (t + 1.0,))
+            moved = [(min(last_activity(r), t), r["id"]) for r in rows]
+            await tx.executemany("UPDATE sessions SET last_activity=? WHERE id=?", moved)
+            return len(moved)
 
     async def expired(self, t: float, *, ended: bool = False) -> list[dict]:
         """Sessions past their expiry or idle timeout that are not ended yet; `ended`: ended ones too (to be
@@ -210,7 +224,7 @@ class Expiries:
     async def expiry_of(self, sid: str, *, ended: bool = False) -> float | None:
         """When session `sid` expires, if it can and is not ended (`ended`: or is); None for one that is gone."""
         r = await self.c.committed.fetchone(
-            "SELECT expires_at, last_activity, policy, status FROM sessions WHERE id=? AND NOT importing", (sid,)
+            "SELECT id, expires_at, last_activity, policy, status FROM sessions WHERE id=? AND NOT importing", (sid,)
         )
         if r is None or (r["status"] == "ended" and not ended):
             return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from .clock import steady
+from .clock import started, steady
 from .connections import Connections
 from .groupcommit import Transaction
 from .model import now
@@ -166,12 +166,15 @@ class Released:
     async def orphan_slots(self, gone_before: float | None = None) -> list[tuple[str, bytes, list[str]]]:
         """The members slots (store, 0xed | announce key, and the sessions it put them for) this device put objects
         for in sessions deleted here since: nothing here reads them any more but gc (sync/gc.py), which lets go
-        what they no longer name. `gone_before`: those read as gone since (slot_read_gone) left out."""
+        what they no longer name. `gone_before` (a `steady()` time): those read as gone (slot_read_gone) since
+        left out; one read so by an earlier run after this start's wall clock (stepped back since) as if at the
+        start, so that no step of the wall clock holds the next read for as long as the step."""
         rows = await self.c.committed.fetchall(
             "SELECT DISTINCT store_url, slot_pk, session_id FROM slot_objects"
-            " WHERE session_id NOT IN (SELECT id FROM sessions) AND (gone_at IS NULL OR ?1 IS NULL OR gone_at<=?1)"
+            " WHERE session_id NOT IN (SELECT id FROM sessions)"
+            " AND (gone_at IS NULL OR ?1 IS NULL OR min(gone_at, ?2)<=?1)"
             " ORDER BY store_url, slot_pk, session_id",
-            (gone_before,),
+            (gone_before, started()),
         )
         out: dict[tuple[str, bytes], list[str]] = {}
         for r in rows:
@@ -218,8 +221,9 @@ class Released:
 
     async def slot_read_gone(self, store_url: str, slot_pk: bytes, absent: Iterable[bytes]) -> None:
         """The members slot `slot_pk` of a session deleted here read as gone from a store whose heads expire, some of
-        what this device put for it still there: its rows stamped with the time (orphan_slots leaves it out until
-        gc's interval has passed), those of `absent` (no longer in the store) dropped, in one transaction."""
+        what this device put for it still there: its rows stamped with the time (`steady()`: orphan_slots leaves it
+        out until gc's interval has passed, which no step of the wall clock lengthens), those of `absent` (no
+        longer in the store) dropped, in one transaction."""
         async with self.c.transaction() as tx:
             rows = [(store_url, bytes(h)) for h in absent]
             await tx.executemany("DELETE FROM released WHERE store_url=? AND hash=?", rows)
@@ -227,7 +231,7 @@ class Released:
             await tx.execute(
                 "UPDATE slot_objects SET gone_at=? WHERE store_url=? AND slot_pk=?"
                 " AND session_id NOT IN (SELECT id FROM sessions)",
-                (now(), store_url, bytes(slot_pk)),
+                (steady(), store_url, bytes(slot_pk)),
             )
 
     async def freed(self, store_url: str, hashes: Iterable[bytes]) -> None:

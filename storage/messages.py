@@ -202,7 +202,13 @@ class Messages:
             if (exp is not None or "idle_timeout" in policy) and not importing:  # (most have neither: two tests)
                 # a model's answer is not held to the idle timeout: its question was the session's activity,
                 # and the model answering since is too (a slow answer does not make the session idle)
-                s = {"status": status, "expires_at": exp, "policy": {} if answer else policy, "last_activity": act}
+                s = {
+                    "id": sid,
+                    "status": status,
+                    "expires_at": exp,
+                    "policy": {} if answer else policy,
+                    "last_activity": act,
+                }
                 if await expired_for_writes(tx, sid, s, t):
                     refuse_expired(self.c, sid, s)
             # a model's answer to a question the session took is recorded though it was paused meanwhile (a

@@ -9,10 +9,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from .activity import most_set_back
 from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NotFound, check_access, new_session_ways
-from .expiry import expired_for_writes, past_expiry, refuse_expired, refuse_if_expiry_ended
+from .expiry import expired_for_writes, last_activity, past_expiry, refuse_expired, refuse_if_expiry_ended
 from .ids import case_twin, check_id, new_id
 from .keptrecords import drop_session_records
 from .lifecycle import note_kept_in
@@ -120,6 +121,7 @@ def session_dict(row: Row) -> dict:
             "tokens_used",
         )
     }
+    d["last_activity"] = last_activity(row)  # (as its idleness is judged: real time since, storage/activity.py)
     d["provenance"] = json.loads(row["provenance"]) if row["provenance"] else None
     for k in JSON_FIELDS:
         d[k] = json.loads(row[k])
@@ -387,7 +389,7 @@ class Sessions:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
                 row = await session_row(tx, sid)
-                if idle_before is not None and row["last_activity"] >= idle_before:
+                if idle_before is not None and last_activity(row) >= idle_before:
                     return False
                 if busy is not None and busy(sid):
                     return False
@@ -412,14 +414,13 @@ class Sessions:
         return (await session_row(self.c.committed, sid))["access"]
 
     async def older_than(self, t: float) -> builtins.list[dict]:
-        return [
-            dict(r)
-            for r in await self.c.committed.fetchall(
-                "SELECT id, name, status, last_activity FROM sessions WHERE last_activity < ? AND NOT importing"
-                " ORDER BY id",
-                (t,),
-            )
-        ]
+        """The sessions whose last activity (as judged: storage/activity.py) is before `t`."""
+        rows = await self.c.committed.fetchall(
+            "SELECT id, name, status, last_activity FROM sessions WHERE last_activity < ? AND NOT importing"
+            " ORDER BY id",
+            (t + most_set_back(),),  # (a stamp of this run judged before `t` after a step back)
+        )
+        return [{**dict(r), "last_activity": judged} for r in rows if (judged := last_activity(r)) < t]
 
 
 def case_twin_message(sid: str, twin: str) -> str:

@@ -32,8 +32,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..storage.clock import kept_before
-from ..storage.model import now
+from ..storage.clock import kept_before, steady
 from ..storage.redact import shown_store
 from ..stores import CannotDelete, Freed, Store, StoreError, check_object
 from ..stores.bounded import bounded
@@ -59,7 +58,8 @@ DEFAULT_GRACE = 24 * 3600.0
 _Seen = list[tuple[str, RegistryEntry | bytes]]
 # how long a deleted session's members slot that read as gone from a store whose heads expire, what it names still
 # there, is left unread by gc (_slot_gone): nothing here writes it, and only a device that puts its record back and
-# writes it over changes it; a resolve of a name a Kubo node does not hold waits on the DHT
+# writes it over changes it; a resolve of a name a Kubo node does not hold waits on the DHT. (On storage's steady()
+# clock: a wall clock stepped back does not hold the read for as long as the step; Released.orphan_slots)
 SLOT_GONE_READ_EVERY = 24 * 3600.0
 _EVERY_REV = 1 << 62  # (a revision past any: every object put for a slot, Released.slot_lets_go)
 # why a session a rekey left this device out of keeps its candidates: the heads of the writers that kept it are
@@ -245,7 +245,7 @@ class Collector:
         slot and its note, SyncContext.named), and no other read of it would keep it. A dry run drops nothing."""
         out: set[bytes] = set()
         unread: dict[str, str] = {}
-        for url, pk, sids in await self.ctx.db.released.orphan_slots(now() - SLOT_GONE_READ_EVERY):
+        for url, pk, sids in await self.ctx.db.released.orphan_slots(steady() - SLOT_GONE_READ_EVERY):
             try:
                 store = self.ctx.open_store(url, missing_ok=False)
                 slot = await bounded(store.get_head(pk), self.ctx.timeout)

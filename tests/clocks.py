@@ -34,3 +34,16 @@ def clocked(make_daemon, offset: float = 0.0, store: str | None = None, **settin
     if settings:
         write_config(probe.home, **settings)
     return probe, clock
+
+
+def in_process(monkeypatch, path: str, offset: float):
+    """storage/clock.py of this process on a test clock at `path`, `offset` seconds off the machine's, configured as a
+    daemon's start does (its state put back after the test); step it with set_test_clock(path, offset). The module."""
+    from sessiond.storage import clock
+
+    for name in ("_path", "_seen", "_offset", "_started"):
+        monkeypatch.setattr(clock, name, getattr(clock, name))
+    set_test_clock(path, offset)
+    monkeypatch.setenv(ENV, path)
+    clock.configure()
+    return clock

@@ -139,6 +139,37 @@ def test_a_clock_stepped_forward_ends_what_expired_by_it(make_daemon):
     wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=10 + LATE, what="its end after the step")
 
 
+def test_a_clock_stepped_forward_does_not_end_a_session_idle_only_seconds(make_daemon):
+    # an idle timeout is real elapsed time: a session written to seconds ago, the clock then stepped an hour on
+    # (a machine with no RTC set right by NTP, a clock set by hand), was idle past its timeout by the wall clock:
+    # its next write was refused as expired and the clean-up ended it at once. It ends at its idle timeout of
+    # real time after its last activity, and the times shown say so.
+    d, clock = clocked(make_daemon, cleanup_interval=HOUR)
+    c = d.start().client()
+    sid = c.create_session(name="idle", idle_timeout=15)["id"]
+    c.append(sid, "user", "just now")
+    clock.step(HOUR)
+    other = c.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run after the step)
+    wait_for(lambda: c.get_session(other)["status"] == "ended", timeout=10 + LATE, what="a clean-up after the step")
+    s = c.get_session(sid)
+    assert s["status"] == "active", s
+    assert abs(s["last_activity"] - (time.time() + HOUR)) < 15, s  # (minutes ago by the clock as it reads now)
+    c.append(sid, "user", "still here")  # (refused as expired before)
+    wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=15 + LATE, what="its end after 15 s idle")
+
+
+def test_cleanup_older_than_counts_real_idleness_across_a_clock_step_forward(make_daemon):
+    # `cleanup --older-than 7d` deleted a session written to a minute ago once the clock was stepped 8 days on
+    d, clock = clocked(make_daemon)
+    c = d.start().client()
+    sid = c.create_session(name="in use")["id"]
+    c.append(sid, "user", "a minute ago")
+    clock.step(8 * DAY)
+    assert c.cleanup(7 * DAY, dry_run=True)["sessions"] == []
+    assert c.cleanup(7 * DAY)["sessions"] == []
+    assert c.get_session(sid)["status"] == "active"
+
+
 def test_a_share_code_s_expiry_is_judged_by_the_importer_s_clock_and_a_refusal_says_so(make_daemon, store_dir):
     # `share --expires 10m` writes an instant on the sharer's clock into the code; the importer judges it by
     # its own. Made 5 minutes ago (the sharer's clock 5 minutes behind now), it is still taken by a device 10

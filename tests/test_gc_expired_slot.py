@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
+from clocks import DAY, in_process
 from servers.kubo import Node, make_rpc_app
 from servers.s5portal import Running
+from sessiond.storage.clock import set_test_clock
 from sessiond.stores.ipns import name_of
 from sessiond.stores.kubo import KuboStore
 from sessiond.sync import gc as gc_module
@@ -115,6 +119,34 @@ async def test_a_deleted_sessions_slot_read_as_gone_on_kubo_is_not_read_again_at
         monkeypatch.setattr(gc_module, "SLOT_GONE_READ_EVERY", 0.0)  # (as once that long has passed)
         await a.gc(grace=0, dry_run=False)
         assert mine not in node.pins
+        assert await devices.dba.released.orphan_slots() == []
+    finally:
+        await devices.close()
+        await rpc.stop()
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+async def test_a_slot_read_as_gone_is_read_again_a_day_on_whatever_the_wall_clock_did(
+    devices, monkeypatch, tmp_path, restarted
+):
+    # gc reads a slot read as gone again once SLOT_GONE_READ_EVERY has passed since, judged by the wall clock: a
+    # clock stepped back two days since (an NTP step; or, restarted, a clock two days ahead set right while no
+    # daemon ran) held that read for the two days more, and what the slot no longer named stayed pinned
+    path = str(tmp_path / "clock")
+    clock = in_process(monkeypatch, path, 2 * DAY if restarted else 0.0)
+    node = Node()
+    rpc = await Running(make_rpc_app(node)).start()
+    try:
+        a, b, sid, mine, announce_pk = await _gone_from_kubo(devices, node, rpc, "slot gone, clock stepped")
+        await a.gc(grace=0, dry_run=False)  # (read as gone: read again a day on)
+        assert mine in node.pins and await devices.dba.released.orphan_slots()
+        await _written_over(node, b, sid, announce_pk, mine)
+        set_test_clock(path, 0.0 if restarted else -2 * DAY)
+        if restarted:
+            clock.configure()  # (the daemon's start, its clock set right meanwhile)
+        monkeypatch.setattr(gc_module, "SLOT_GONE_READ_EVERY", 0.0)  # (as once that long has passed)
+        await a.gc(grace=0, dry_run=False)
+        assert mine not in node.pins  # main: the slot not read again until the clock caught up, two days on
         assert await devices.dba.released.orphan_slots() == []
     finally:
         await devices.close()

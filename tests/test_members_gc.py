@@ -318,19 +318,17 @@ async def test_a_dry_run_counts_what_it_would_let_go_when_the_clock_turns_meanwh
     """The dry run's count took its grace's cutoff before the slots' reads stamped what they would let go: when the
     clock's millisecond turned in between (a loaded machine), a grace of 0 counted A's written-over object as
     waiting, not due: the dry run said 1 object where the run freed 2 (a flake under CI's load). Here the clock turns
-    at every reading."""
-    from sessiond.storage import lifecycle
-    from sessiond.sync import gc
+    at every reading (the clock since boot, which steady() stamps releases and gc's cutoffs by: storage/clock.py)."""
+    from sessiond.storage import clock
 
     sid, mine, held = await _written_over_unseen(devices, tmp_path)
-    base = [lifecycle.now()]
+    since_boot, ticks = clock._elapsed, [0.0]
 
     def ticking() -> float:
-        base[0] += 0.001
-        return round(base[0], 3)
+        ticks[0] += 0.001
+        return since_boot() + ticks[0]
 
-    monkeypatch.setattr(lifecycle, "now", ticking)
-    monkeypatch.setattr(gc, "now", ticking)
+    monkeypatch.setattr(clock, "_elapsed", ticking)
     dry = await devices.a.gc(grace=0, dry_run=True)
     done = await devices.a.gc(grace=0, dry_run=False)
     assert mine not in held() and done["objects"] == dry["objects"] >= 2, (dry, done)

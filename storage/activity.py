@@ -1,0 +1,71 @@
+"""A session's last activity as its idleness is judged: real elapsed time, whatever the wall clock does while the
+daemon runs.
+
+A session's `last_activity` is stored as a wall-clock stamp (`now()`; `ls`, `show` and an export read it), and its
+idle timeout, `cleanup --older-than` and the clean-up's plans compare it with the wall clock. A step of that clock
+forward while the daemon runs (a machine with no RTC set right by NTP an hour after it booted at a wrong date, a
+clock set by hand) made a session written to seconds before idle by the step: ended by the clean-up, its next write
+refused as expired, deleted by `cleanup --older-than`. So every last activity stamped during this run is noted
+here with how far the wall clock had been stepped then (clock.stepped()), and judged (`judged`) shifted by the steps
+since: a stamp of 12:00 before a step of an hour forward is 13:00 on the clock as it reads now, the time it was
+by that clock. A stamp of an earlier run (no note) is judged as stored: the wall clock between runs is unknown,
+and only a step forward while no daemon ran ages it.
+
+Noted by the writer's triggers (`watch`), whatever write sets the column (an append, an update, another device's
+writes arriving, a session made or imported), in the writer's transaction; a note whose stamp is not the row's
+(a transaction rolled back, a write the triggers did not see) is not used. One note a session (10,000 sessions:
+a few MB at most), dropped with its session's row. Process-wide, as the clock is: notes of two databases in one
+process (the tests' devices) for one session disagree on its stamp, and each judges by its own stamp alone."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .clock import stepped
+
+_noted: dict[str, tuple[float, float]] = {}  # session id -> (its last_activity as stamped, stepped() then)
+
+_WATCH_SQL = """
+CREATE TEMP TRIGGER activity_made AFTER INSERT ON main.sessions BEGIN
+    SELECT sessiond_activity(new.id, new.last_activity);
+END;
+CREATE TEMP TRIGGER activity_moved AFTER UPDATE OF last_activity ON main.sessions
+    WHEN new.last_activity IS NOT old.last_activity BEGIN
+    SELECT sessiond_activity(new.id, new.last_activity);
+END;
+CREATE TEMP TRIGGER activity_gone AFTER DELETE ON main.sessions BEGIN
+    SELECT sessiond_activity(old.id, NULL);
+END;
+"""
+
+
+def _note(sid: str, stamp: float | None) -> None:
+    if stamp is None:
+        _noted.pop(sid, None)
+    elif isinstance(stamp, (int, float)):
+        _noted[sid] = (stamp, stepped())
+
+
+def watch(writer: sqlite3.Connection) -> None:
+    """Have the writer's every change of a session's last_activity noted (TEMP triggers: in its connection's memory,
+    nothing in the database file), and a deleted session's note dropped."""
+    writer.create_function("sessiond_activity", 2, _note)
+    writer.executescript(_WATCH_SQL)
+
+
+def judged(sid: Any, stamp: Any) -> Any:
+    """Session `sid`'s last activity `stamp` (as stored) on the wall clock as it reads now: shifted by the steps of
+    the wall clock since it was stamped, if it was stamped this run; as stored otherwise. (Rounded to the
+    millisecond, as stamps are: no step, no shift.)"""
+    seen = _noted.get(sid) if isinstance(sid, str) else None
+    if seen is None or seen[0] != stamp:
+        return stamp
+    return stamp + round((stepped() - seen[1]) * 1000) / 1000
+
+
+def most_set_back() -> float:
+    """How far (seconds, 0 or more) `judged` sets a stamp of this run back at most: what a query of the stored
+    stamps before a time must add to it to miss none judged before it."""
+    now = stepped()
+    return max((0.0, *(seen[1] - now for seen in _noted.values())))

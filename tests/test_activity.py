@@ -1,0 +1,51 @@
+"""A session's last activity as its idleness is judged (storage/activity.py): one stamped this run is moved by every
+step of the wall clock since, so that its idle timeout and `cleanup --older-than` count real elapsed time; one of
+an earlier run is judged as stored; a deleted session's note goes with it."""
+
+from __future__ import annotations
+
+import os
+
+from clocks import DAY, in_process
+from sessiond.storage import activity
+from sessiond.storage.clock import set_test_clock, wall
+from sessiond.storage.database import Database
+
+HOUR = 3600.0
+
+
+async def test_a_step_of_the_wall_clock_moves_a_last_activity_of_this_run_with_it(tmp_path, monkeypatch):
+    path = str(tmp_path / "clock")
+    in_process(monkeypatch, path, 0.0)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({"policy": {"idle_timeout": 60}}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "just now"}])
+        stored = (await db.get_session(sid))["last_activity"]
+        set_test_clock(path, HOUR)  # (stepped an hour on)
+        assert abs((await db.get_session(sid))["last_activity"] - (stored + HOUR)) < 1
+        assert await db.expired(wall()) == []  # idle seconds, not an hour
+        assert abs(await db.expiry_of(sid) - (stored + HOUR + 60)) < 1
+        assert await db.older_than(wall() - 600) == []
+        assert [s["id"] for s in await db.older_than(wall() + 1)] == [sid]
+        set_test_clock(path, -DAY)  # (then a day back: the stamp stored lies a day in the future)
+        assert await db.activity_after(wall()) == 1  # (rewritten to its activity as judged: no later than now)
+        judged = (await db.get_session(sid))["last_activity"]
+        assert abs(judged - (stored - DAY)) < 1, judged  # real time since it, not counted from the step
+        await db.append_messages(sid, [{"role": "user", "content": "again"}])
+        assert abs((await db.get_session(sid))["last_activity"] - wall()) < 1
+    finally:
+        await db.close()
+
+
+async def test_a_deleted_session_leaves_no_note_behind(tmp_path):
+    # (a note a session, dropped with its row: a daemon that made and deleted sessions for months keeps none of them)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "hi"}])
+        assert sid in activity._noted
+        assert await db.delete_session(sid)
+        assert sid not in activity._noted
+    finally:
+        await db.close()
