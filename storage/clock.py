@@ -17,8 +17,8 @@ and forgets by day, and only a wall clock stepped forward while no daemon ran ca
 since boot is Linux's CLOCK_BOOTTIME, which counts a suspend, not CLOCK_MONOTONIC (time.monotonic), which does
 not: by that one a laptop's daemon running for days, the lid closed every night, stamped every night's time behind
 the wall clock, and once restarted (anchored at the wall clock again) judged what it stamped minutes before those
-nights older (an idempotency key pruned, a manifest freed, an hour on, well within their 24 h). Where there is no
-CLOCK_BOOTTIME the monotonic clock is used.
+nights older (an idempotency key pruned, a manifest freed, an hour on, well within their 24 h). On macOS it is
+CLOCK_MONOTONIC, which counts a suspend there; elsewhere the monotonic clock is used.
 
 A test gives a daemon a clock of its own (a device whose clock is off, or one stepped while it runs) with
 SESSIOND_TEST_CLOCK_FILE naming a file whose first line is `TEST_CLOCK_MAGIC` and whose second line is the
@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -92,11 +93,26 @@ def wall() -> float:
     return time.time() + _test_offset(_path)
 
 
+def since_boot_clock(platform: str, clocks: object) -> int | None:
+    """The clock_gettime clock that no step of the wall clock moves and a suspend does not stop, on `platform`
+    (sys.platform) given the `time` module's clock ids (`clocks`): Linux's CLOCK_BOOTTIME; macOS's CLOCK_MONOTONIC,
+    which counts the time asleep there (time.monotonic, mach_absolute_time, does not: a laptop's night would read
+    as a step of the wall clock, a session written before the lid closed not idle the night through). None
+    elsewhere: time.monotonic, which may stop in a suspend, is what there is."""
+    if platform.startswith("linux"):
+        return getattr(clocks, "CLOCK_BOOTTIME", None)
+    if platform == "darwin":
+        return getattr(clocks, "CLOCK_MONOTONIC", None)
+    return None
+
+
+_BOOT_CLOCK = since_boot_clock(sys.platform, time)
+
+
 def _elapsed() -> float:
-    """Seconds on a clock no step of the wall clock moves and a suspend does not stop (CLOCK_BOOTTIME; the
+    """Seconds on a clock no step of the wall clock moves and a suspend does not stop (since_boot_clock; the
     monotonic clock where there is none)."""
-    boot = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.monotonic() if boot is None else time.clock_gettime(boot)
+    return time.monotonic() if _BOOT_CLOCK is None else time.clock_gettime(_BOOT_CLOCK)
 
 
 def _anchor() -> tuple[float, float]:

@@ -149,3 +149,21 @@ def _on_machine(monkeypatch):
     monkeypatch.setattr(clock, "_started", None)  # (put back as it was after the test: this process's anchor)
     clock.configure()
     return clock, machine
+
+
+def test_the_clock_since_boot_counts_a_suspend_on_linux_and_macos():
+    """Idleness, gc's grace and an idempotency key's life are judged on the clock since boot (storage/clock.py):
+    one that stops while the machine sleeps took a laptop's night for a step of the wall clock (on macOS
+    time.monotonic stops in sleep, and a session written before the lid closed was not idle the night through).
+    Linux's CLOCK_BOOTTIME and macOS's CLOCK_MONOTONIC count a suspend; elsewhere time.monotonic is all there is."""
+    import types
+
+    from sessiond.storage import clock
+
+    linux = types.SimpleNamespace(CLOCK_BOOTTIME=7, CLOCK_MONOTONIC=1)
+    mac = types.SimpleNamespace(CLOCK_MONOTONIC=6, CLOCK_UPTIME_RAW=8)
+    other = types.SimpleNamespace(CLOCK_MONOTONIC=4)
+    assert clock.since_boot_clock("linux", linux) == 7
+    assert clock.since_boot_clock("darwin", mac) == 6
+    assert clock.since_boot_clock("freebsd13", other) is None
+    assert clock.since_boot_clock("win32", types.SimpleNamespace()) is None
