@@ -209,3 +209,23 @@ def test_a_write_here_after_the_pull_confirmed_the_idleness_keeps_the_session(ma
     assert cb.get_session(sid)["status"] == "active"
     wait_for(lambda: "written on B just then" in _contents(a.client(), sid), timeout=20, what="B's write on A")
     assert a.client().get_session(sid)["status"] == "active"
+
+
+def test_a_write_here_while_the_idle_end_waits_is_kept_on_both_devices_though_another_ended_it(make_daemon, store_dir):
+    # A ended the shared session while B was off; B, its pull of that end held, takes a write (its idle end waits
+    # for the pull: the write is its activity). The end reaches B, the session ends there too, and the write B
+    # acknowledged is kept on both devices, not dropped by either
+    a, b, sid = _pair(make_daemon, store_dir)
+    ca = a.client()
+    ca.end(sid)
+    fetched = _pulls_held(b)
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's first pull, held before its apply")
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    cb.append(sid, "user", "written on B meanwhile")
+    os.remove(fetched)
+    wait_for(lambda: cb.get_session(sid)["status"] == "ended", timeout=20, what="A's end on B")
+    assert "written on B meanwhile" in _contents(cb, sid)
+    wait_for(lambda: "written on B meanwhile" in _contents(ca, sid), timeout=20, what="B's write on A")
+    assert ca.get_session(sid)["status"] == "ended"
