@@ -229,3 +229,27 @@ def test_a_write_here_while_the_idle_end_waits_is_kept_on_both_devices_though_an
     assert "written on B meanwhile" in _contents(cb, sid)
     wait_for(lambda: "written on B meanwhile" in _contents(ca, sid), timeout=20, what="B's write on A")
     assert ca.get_session(sid)["status"] == "ended"
+
+
+def test_a_write_here_just_after_the_end_looked_again_keeps_the_session(make_daemon, store_dir):
+    # the expiry's end looks again under its lock (NoLongerExpired), then ends the session in a transaction of its
+    # own: a write between the two (an append is not held by an end under way) was taken, then the session ended
+    # under it, for every device
+    a, b, sid = _pair(make_daemon, store_dir)
+    checked = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "end.checked")
+    b.env["SESSIOND_TEST_PAUSE"] = f"end.checked:{checked}"
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(checked), timeout=15, what="B's expiry end, its look again done")
+    cb.append(sid, "user", "written on B just then")
+    os.remove(checked)
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since)
+
+    def other_ended() -> bool:
+        if os.path.exists(checked):
+            os.remove(checked)  # (the next end held there, the other session's: let go)
+        return cb.get_session(other)["status"] == "ended"
+
+    wait_for(other_ended, timeout=10, what="B's clean-up run")
+    assert cb.get_session(sid)["status"] == "active"
+    wait_for(lambda: "written on B just then" in _contents(a.client(), sid), timeout=20, what="B's write on A")
+    assert a.client().get_session(sid)["status"] == "active"
