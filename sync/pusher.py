@@ -189,6 +189,7 @@ class Pusher:
             try:
                 await db.get_session(sid)
             except Exception:
+                self._head_again.discard(sid)
                 return {"session": sid, "skipped": "deleted"}
             force = force or sid in self._head_again  # (a repair's: only the head was lost, repair below)
             # The push's start up to its first bulk read ran as one loop step of 300-550 us, which an
