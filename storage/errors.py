@@ -46,6 +46,16 @@ class Conflict(SessiondError):
     status = 409
 
 
+class NoLongerExpired(SessiondError):
+    """An expiry's end of a session written to since its expiry was found (a shared one's idle end waits for a
+    pull, and a write here meanwhile is taken: storage/expiry.py expired_for_writes): it is active, not ended.
+    Raised in the end's own transaction (Sessions.update), so that no write commits between the look and the end;
+    the clean-up passes it by."""
+
+    code = "conflict"
+    status = 409
+
+
 # ---------------------------------------------------------------------------------------------- ways on, in API terms
 # A refusal whose message names CLI commands as its way on also carries that way as socket API requests, in
 # its error's `details.api` (README, "The socket API", Errors): an app that talks to the API has no CLI. Each

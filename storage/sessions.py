@@ -12,7 +12,7 @@ from typing import Any
 from .activity import most_set_back
 from .apply import local_op
 from .connections import Connections, Row
-from .errors import Conflict, LimitReached, NotFound, check_access, new_session_ways
+from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access, new_session_ways
 from .expiry import expired_for_writes, last_activity, past_expiry, refuse_expired, refuse_if_expiry_ended
 from .ids import case_twin, check_id, new_id
 from .keptrecords import drop_session_records
@@ -327,8 +327,13 @@ class Sessions:
         them (a PATCH: daemon/validate.session_patch), called in the write transaction so that a merge of
         settings or policy starts from what is stored, not from what another change is about to replace."""
         ending = not callable(fields) and fields.get("status") == "ended"  # (an expiry's end, or `end`)
+        expiring = not callable(fields) and ending and "expired_at" in fields  # (an expiry's end)
         async with self.c.transaction() as tx:
             row = await writable_row(tx, sid, self.c, ending=ending, texts=True)
+            if expiring and row["status"] != "ended" and not past_expiry(row, now()):
+                # an expiry's end of one written to since its expiry was found (a write taken meanwhile: a shared
+                # one's idle end waits for a pull), looked at in this transaction: no write commits in between
+                raise NoLongerExpired(f"session {sid} was written to since it expired: not ended")
             if row["status"] == "ended" and (callable(fields) or "status" not in fields):
                 # a change of its fields (a PATCH, a switch of chat) to a session its expiry ended: refused as
                 # a message to it is, `expired` (an expired session takes no more changes); one ended by hand is

@@ -5,8 +5,11 @@ A store lost this device's log when it lacks its head, the manifest the head nam
 level tree points to (or verify found one missing further down: `ctx.repair`). A head read refused as a lie
 (stores/errors.py LyingServer: served below a revision this process saw, HeadRolledBack; or forged or damaged),
 or served below the revision this device published, is one too: the store lost this device's head or lies about
-it, and a push publishes it again above the highest revision this device published. A store that does not
-answer (a timeout, unreachable, a 5xx) is not one that lost data: its push says what it met.
+it, and a push publishes it again above the highest revision this device published. The whole log is pushed
+again only if the store lacks an object of it too (a host restored from a backup lost those pushed since): one
+that holds them all (a store that lies about heads only, a cache in front of it serving an old record) is
+given a new head over them, not the whole log at every sync that finds the head so again. A store that does
+not answer (a timeout, unreachable, a 5xx) is not one that lost data: its push says what it met.
 """
 
 from __future__ import annotations
@@ -27,21 +30,28 @@ from .mirror import MirrorStore
 class Lack:
     """What a store lacks of this device's log of a session: objects (`how` None), or its head served `how`
     ("rolled back", "forged or damaged") by the store `store`; `published`: the revision this device published,
-    `served`: the one the store served (None: not known)."""
+    `served`: the one the store served (None: not known); `head_only`: the store holds every object of the log
+    (what the recorded level tree names): its head alone is published again, not the whole log."""
 
     store: str = ""
     how: str | None = None
     published: int = 0
     served: int | None = None
+    head_only: bool = False
 
     def said(self) -> str:
         if self.how is None:
             return "the store lacks objects of this device's log; pushing all of it again"
         served = f" (revision {self.served})" if self.served is not None else ""
+        again = (
+            "publishing its head again above that revision (the store holds the log's objects)"
+            if self.head_only
+            else "pushing the log again, its head above that revision"
+        )
         return (
             f"the store {shown_url(self.store)} served the head of this device's log {self.how}{served}, this device"
             f" having published revision {self.published}: the store lost it (its host restored a backup) or lies;"
-            " pushing the log again, its head above that revision"
+            f" {again}"
         )
 
 
@@ -63,9 +73,9 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
             head = await bounded(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
         except HeadRolledBack as exc:  # below a revision this process saw from the store
             lie.how, lie.served = "rolled back", exc.served
-            return lie
+            return await _objects_held(ctx, st, state["tree"], lie)
         except (RegistryError, LyingServer):  # a head there that does not verify (damaged, forged)
-            return lie
+            return await _objects_held(ctx, st, state["tree"], lie)
         except (TimeoutError, StoreError, OSError):
             answered = False  # a store that does not answer is not one that lost data; the push reports it
             continue
@@ -73,16 +83,28 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
             return Lack()
         if head.revision < published:
             lie.how, lie.served = "rolled back", head.revision
-            return lie
+            return await _objects_held(ctx, st, state["tree"], lie)
         try:
             levels = levels_from_cbor(state["tree"])
             hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels for e in lv]
             if await st.first_missing(hashes, timeout=ctx.timeout) is not None:
                 return Lack()
         except RegistryError:  # the head's data names no manifest: damaged or forged
-            return lie
+            return await _objects_held(ctx, st, state["tree"], lie)
         except (TimeoutError, StoreError, OSError):
             answered = False
     if answered:
         ctx.head_mends.pop(sid, None)  # (the store holds the log whole: a head published again, kept there)
     return None
+
+
+async def _objects_held(ctx: SyncContext, store, tree: bytes | None, lie: Lack) -> Lack:
+    """`lie` (a head served rolled back or forged by `store`), `head_only` if the store holds every object the
+    recorded level tree `tree` names: then a new head over them mends it. Not known (none recorded, the store
+    not answering, a tree that does not decode): the whole log is pushed again, as for objects lost."""
+    try:
+        hashes = [e.ref.hash for lv in levels_from_cbor(tree) for e in lv]
+        lie.head_only = bool(hashes) and await store.first_missing(hashes, timeout=ctx.timeout) is None
+    except (TimeoutError, StoreError, OSError, RegistryError, ValueError):
+        lie.head_only = False
+    return lie

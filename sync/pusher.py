@@ -31,7 +31,7 @@ from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
-from .errors import SyncError, crash_point
+from .errors import SyncError, crash_point, describe
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
 from .lostlog import store_lacks_log
 from .manifest import encode_manifest
@@ -170,6 +170,9 @@ class Pusher:
         # ~1 ms of the event loop for a tree of 36 entries). Used only while sync_state holds the very
         # bytes: a repair or a move to another store changes them, and they are decoded again.
         self._levels: LRU[str, tuple[bytes, tuple[tuple[Entry, ...], ...]]] = LRU(LEVELS_KEPT)
+        # sessions whose head a repair found served rolled back or forged by a store holding every object of the
+        # log (lostlog.py head_only): their next push publishes a new head over the recorded tree (a forced push)
+        self._head_again: set[str] = set()
 
     def _levels_of(self, sid: str, tree: bytes | None) -> list[list[Entry]]:
         known = self._levels.get(sid)
@@ -186,7 +189,9 @@ class Pusher:
             try:
                 await db.get_session(sid)
             except Exception:
+                self._head_again.discard(sid)
                 return {"session": sid, "skipped": "deleted"}
+            force = force or sid in self._head_again  # (a repair's: only the head was lost, repair below)
             # The push's start up to its first bulk read ran as one loop step of 300-550 us, which an
             # append arriving meanwhile waited out (bench/results/profile-tail.md): cut in four here and
             # below, so that a request gets the loop in between.
@@ -265,6 +270,7 @@ class Pusher:
                 # so that the other devices find this device's log, and a rekey keeps it: a writer that
                 # has written nothing yet too (a write import that a crash cut short before it was listed)
                 await self.members.ensure_member(sid)
+            self._head_again.discard(sid)
             return out
 
     def _records_of(self, sid: str) -> Callable[[int, int], Awaitable[LogRun]]:
@@ -449,16 +455,20 @@ class Pusher:
     async def repair(self, sid: str) -> bool:
         """Reset the push state of `sid` so that its next push sends this device's whole log again, if
         the store lacks any of it, or served its head rolled back or forged (sync/lostlog.py): the push
-        publishes the head above the highest revision this device published. Returns whether it did (the
-        caller queues the push)."""
+        publishes the head above the highest revision this device published. A store holding every object
+        of the log is given a new head only (a forced push, made here: the sync waiting on it finds nothing
+        behind). Returns whether it did (the caller queues the push)."""
         async with self.ctx.lock(sid):
             if not await self.ctx.db.last_seq(sid):
                 return False
             lack = await store_lacks_log(self.ctx, sid)
             if lack is None:
                 return False
-            await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
-            self.ctx.repair.discard(sid)
+            if lack.head_only:
+                self._head_again.add(sid)
+            else:
+                await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
+                self.ctx.repair.discard(sid)
             self._published.pop(sid, None)
             if lack.how is not None:  # (doctor warns of it: a store that does so again lies)
                 self.ctx.head_mends[sid] = {
@@ -468,4 +478,9 @@ class Pusher:
                     "served": lack.served,
                 }
         log.warning(lack.said(), extra={"session": sid, "event": "repair"})
+        if lack.head_only:
+            try:
+                await self.push(sid)  # (forced: _head_again) a new head now, as a sync waits for it
+            except Exception as exc:  # (the queued push tries again, and its failure is said as a push's)
+                log.warning("could not publish the head again: %s", describe(exc), extra={"session": sid})
         return True

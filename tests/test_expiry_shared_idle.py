@@ -197,15 +197,56 @@ def test_show_says_a_shared_session_past_its_idle_timeout_waits_for_a_pull(make_
 def test_a_write_here_after_the_pull_confirmed_the_idleness_keeps_the_session(make_daemon, store_dir):
     # B's pull found nothing new, confirming the idleness, and a write here came before B's end of it: the write
     # was taken (the session not ended yet), then the session was ended under it, for every device
+    _written_on_b_while_held(
+        make_daemon, store_dir, "expire.confirmed", "B's clean-up, its pull confirming the idleness"
+    )
+
+
+def test_a_write_here_while_the_idle_end_waits_is_kept_on_both_devices_though_another_ended_it(make_daemon, store_dir):
+    # A ended the shared session while B was off; B, its pull of that end held, takes a write (its idle end waits
+    # for the pull: the write is its activity). The end reaches B, the session ends there too, and the write B
+    # acknowledged is kept on both devices, not dropped by either
     a, b, sid = _pair(make_daemon, store_dir)
-    confirmed = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "expire.confirmed")
-    b.env["SESSIOND_TEST_PAUSE"] = f"expire.confirmed:{confirmed}"
+    ca = a.client()
+    ca.end(sid)
+    fetched = _pulls_held(b)
     cb = b.start().client()
-    wait_for(lambda: os.path.exists(confirmed), timeout=15, what="B's clean-up, its pull confirming the idleness")
-    cb.append(sid, "user", "written on B just then")
-    os.remove(confirmed)
-    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since)
+    wait_for(lambda: os.path.exists(fetched), timeout=20, what="B's first pull, held before its apply")
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
     wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    cb.append(sid, "user", "written on B meanwhile")
+    os.remove(fetched)
+    wait_for(lambda: cb.get_session(sid)["status"] == "ended", timeout=20, what="A's end on B")
+    assert "written on B meanwhile" in _contents(cb, sid)
+    wait_for(lambda: "written on B meanwhile" in _contents(ca, sid), timeout=20, what="B's write on A")
+    assert ca.get_session(sid)["status"] == "ended"
+
+
+def test_a_write_here_just_after_the_end_looked_again_keeps_the_session(make_daemon, store_dir):
+    # the expiry's end looks again under its lock (NoLongerExpired), then ends the session in a transaction of its
+    # own: a write between the two (an append is not held by an end under way) was taken, then the session ended
+    # under it, for every device
+    _written_on_b_while_held(make_daemon, store_dir, "end.checked", "B's expiry end, its look again done")
+
+
+def _written_on_b_while_held(make_daemon, store_dir, point: str, what: str) -> None:
+    """_pair, B started with its expiry's end held at the pause point `point` (arrived: `what`), an append on B
+    then: once let go (and a clean-up run since), the session is active on both devices, B's write on A."""
+    a, b, sid = _pair(make_daemon, store_dir)
+    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), point)
+    b.env["SESSIOND_TEST_PAUSE"] = f"{point}:{flag}"
+    cb = b.start().client()
+    wait_for(lambda: os.path.exists(flag), timeout=15, what=what)
+    cb.append(sid, "user", "written on B just then")
+    os.remove(flag)
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since)
+
+    def other_ended() -> bool:
+        if os.path.exists(flag):
+            os.remove(flag)  # (the next end held there, the other session's: let go)
+        return cb.get_session(other)["status"] == "ended"
+
+    wait_for(other_ended, timeout=10, what="B's clean-up run")
     assert cb.get_session(sid)["status"] == "active"
     wait_for(lambda: "written on B just then" in _contents(a.client(), sid), timeout=20, what="B's write on A")
     assert a.client().get_session(sid)["status"] == "active"

@@ -229,3 +229,48 @@ def test_a_store_that_does_not_answer_a_head_read_is_not_repaired(make_daemon, p
     assert p.registry[pk][-1].revision == top
     logged = open(os.path.join(a.home, "logs", "sessiond.log")).read()
     assert "served the head of this device's log" not in logged
+
+
+@pytest.mark.parametrize("lie", ["forged", "rolled back"])
+def test_a_head_served_rolled_back_again_and_again_costs_a_head_not_the_whole_log(make_daemon, portal, lie):
+    """A store that keeps serving this device's head rolled back (or forged) while it holds every object of the
+    log (a cache in front of it serving an old record, a store that lies about heads only): each `sync` published
+    the head again by pushing the whole log again, every page uploaded anew at every sync (a log of hundreds of
+    megabytes, each time). The objects there, a new head is what is lacking: the head alone is published again."""
+    p, url = portal
+    texts = [f"page {i}" for i in range(6)]
+    a, sid = _pushed(make_daemon, url, "lied about again", *texts)
+    ((pk, history),) = p.registry.items()
+    if lie == "forged":
+        p.faults.forged_head = True
+    else:
+        p.faults.rollback_head = 1
+    for _ in range(2):  # (the store keeps serving it so: each sync mends it again)
+        top = p.registry[pk][-1].revision
+        before = sum(1 for m, path, _auth in p.requests if m == "POST" and path == "/s5/upload")
+        res = run_cli(a.home, "sync", "--wait", "--timeout", "10")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert p.registry[pk][-1].revision > top, [e.revision for e in p.registry[pk]]
+        uploads = sum(1 for m, path, _auth in p.requests if m == "POST" and path == "/s5/upload") - before
+        assert uploads == 1, f"{uploads} objects uploaded again (one manifest expected)"
+    p.faults.forged_head, p.faults.rollback_head = False, None
+    assert [t for _r, t in contents(a, sid)] == texts
+
+
+def test_a_head_rolled_back_with_objects_lost_pushes_the_whole_log_again(make_daemon, portal):
+    """A host restored from a backup: the head rolled back and the objects pushed since lost. A new head alone
+    would name objects gone: the whole log is pushed again, and the store then holds it whole."""
+    p, url = portal
+    texts = [f"page {i}" for i in range(3)]
+    a, sid = _pushed(make_daemon, url, "restored from a backup", *texts)
+    ((pk, history),) = p.registry.items()
+    p.faults.rollback_head = 1
+    p.blobs.clear()  # (every object gone: what the level tree names too)
+    before = sum(1 for m, path, _auth in p.requests if m == "POST" and path == "/s5/upload")
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    assert sum(1 for m, path, _auth in p.requests if m == "POST" and path == "/s5/upload") - before >= 2
+    logged = open(os.path.join(a.home, "logs", "sessiond.log")).read()
+    assert "pushing the log again, its head above that revision" in logged, logged[-3000:]
+    p.faults.rollback_head = None
+    res, out = cli_json(a, "verify", sid)
+    assert res.returncode == 0 and out["sessions"][0]["ok"], out
