@@ -62,6 +62,12 @@ def pytest_runtest_setup(item):
     _fork["exec"] = item.get_closest_marker("real_exec") is not None  # before the test's fixtures start
 
 
+def pytest_collection_modifyitems(items):
+    from fileorder import longest_first
+
+    longest_first(items)  # the longest files handed to the workers first (tests/fileorder.py)
+
+
 def pytest_sessionfinish(session):
     server = _fork.pop("server", None)
     if server is not None:
