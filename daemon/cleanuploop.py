@@ -10,7 +10,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 
-from ..storage.clock import wall
+from ..storage.clock import is_test_clock, wall
 from ..storage.database import Database
 from ..storage.errors import DatabaseLost, LostSaid
 
@@ -26,9 +26,16 @@ MIN_RUN_GAP = 1.0
 # the monotonic one) runs it at once: what expired by the step ends (an expires_at; an idle timeout counts real
 # time since an activity of this run, which the step moves with it: storage/activity.py), idle timeouts stamped
 # before a step back count from it (Database.activity_after), and its next run is planned again on the clock as
-# it is now
+# it is now. A daemon a test set a clock for (SESSIOND_TEST_CLOCK_FILE) looks every TEST_WALL_LOOK instead: the
+# same look, sooner, so that a test that steps its clock waits a second for it, not ten
 WALL_LOOK = 10.0
+TEST_WALL_LOOK = 1.0
 STEP = 1.0
+
+
+def wall_look() -> float:
+    """How often (seconds) the clean-up's sleep looks at the wall clock for a step."""
+    return TEST_WALL_LOOK if is_test_clock() else WALL_LOOK
 
 
 class CleanupLoop:
@@ -102,7 +109,9 @@ class CleanupLoop:
             wake_at = max(wake_at, self.last_run_mono + gap)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, min(wake_at, loop.time() + WALL_LOOK) - loop.time()))
+                await asyncio.wait_for(
+                    self._wake.wait(), max(0.0, min(wake_at, loop.time() + wall_look()) - loop.time())
+                )
             except TimeoutError:
                 if loop.time() >= wake_at:
                     return

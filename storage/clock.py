@@ -93,6 +93,12 @@ def wall() -> float:
     return time.time() + _test_offset(_path)
 
 
+def is_test_clock() -> bool:
+    """Whether a test set this process's clock (SESSIOND_TEST_CLOCK_FILE): the clean-up then looks for a step of it
+    every second, not every 10 (daemon/cleanuploop.py `wall_look`), so that a test stepping it waits a second."""
+    return _path is not None
+
+
 def since_boot_clock(platform: str, clocks: object) -> int | None:
     """The clock_gettime clock that no step of the wall clock moves and a suspend does not stop, on `platform`
     (sys.platform) given the `time` module's clock ids (`clocks`): Linux's CLOCK_BOOTTIME; macOS's CLOCK_MONOTONIC,

@@ -129,7 +129,8 @@ def test_a_clock_stepped_back_counts_idleness_from_the_step(make_daemon):
 def test_a_clock_stepped_forward_ends_what_expired_by_it(make_daemon):
     # a session due in an hour, the clock then stepped two hours on (NTP, or a suspend: the monotonic clock
     # the clean-up sleeps on does not count one): it has expired, and ends within the clean-up's look at
-    # the wall clock (WALL_LOOK, 10 s), not an hour later when its monotonic sleep runs out
+    # the wall clock (WALL_LOOK, 10 s; TEST_WALL_LOOK, 1 s, with a test clock), not an hour later when its monotonic
+    # sleep runs out
     d, clock = clocked(make_daemon, cleanup_interval=HOUR)
     c = d.start().client()
     sid = c.create_session(name="an hour", expires_in=HOUR)["id"]
