@@ -96,15 +96,17 @@ def test_an_old_home_reads_the_same_and_keeps_syncing(tmp_path, make_daemon, com
         for word, want in (("question", 5), ("zebra", 1)):
             hits = cli_json(home, "search", word, "--session", "s-main", "--role", "user")["hits"]
             assert len(hits) == want, (word, hits)
-        # the upgraded home pushes; a device on this version imports the old version's code and pulls
+        # the upgraded home pushes; a device on this version imports the old version's code and pulls. `sync`
+        # alone only asks for a push and a pull, which go on after it answers ("sync requested"): `--wait`
+        # answers once the pushes are in the store and a pull begun after them has taken what it holds
         run_cli(home, "add", "s-shared", "--role", "user", "after the upgrade", check=True)
-        run_cli(home, "sync", check=True)
+        run_cli(home, "sync", "--wait", check=True)
         f = make_daemon().start()
         code = os.path.join(fixture, "write.code")
         run_cli(f.home, "import", "--code-file", code, "--store", store, check=True)
         run_cli(f.home, "add", "s-shared", "--role", "assistant", "from the follower", check=True)
-        run_cli(f.home, "sync", check=True)
-        run_cli(home, "sync", check=True)
+        run_cli(f.home, "sync", "--wait", check=True)
+        run_cli(home, "sync", "--wait", check=True)
         want = ["shared hello", "shared reply", "after the upgrade", "from the follower"]
         for h in (home, f.home):
             assert [m["content"] for m in cli_json(h, "log", "s-shared")["messages"]] == want, h
