@@ -9,6 +9,7 @@ before it was written over and finds the object gone reads the slot again and go
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -137,12 +138,13 @@ async def test_a_device_that_read_the_slot_before_it_was_written_over_reads_it_a
     async with _stores("folder", str(tmp_path)) as (store_a, store_b, held):
         sid = await _joined(devices, store_a, store_b)
         a, b = devices.a, devices.b
-        await a.rekey(sid)  # the new slot: A's members object, which B has not read yet
-        new = bytes((await devices.dba.remote(sid))["announce_pk"])
-        target = await _slot_object(a, sid)
-        real, raced = store_b.get_capped, []
+        real, raced, known, target = store_b.get_capped, [], asyncio.Event(), b""
 
         async def get_capped(h: bytes, limit: int, what: str = "an object") -> bytes:
+            # B's follower polls (every 0.25 s) while A rekeys: a pull of its own may read the new slot before
+            # the test knows what it names, and B would have taken the rekey with nothing raced. Held until
+            # then; whichever pull of B's reads the object first (the poll's or sync_now's) meets the race.
+            await known.wait()
             if bytes(h) == target and not raced:  # B has read the entry naming it: A writes the slot over now
                 raced.append(h)
                 await a.rekey(sid)
@@ -151,6 +153,10 @@ async def test_a_device_that_read_the_slot_before_it_was_written_over_reads_it_a
             return await real(h, limit, what)
 
         store_b.get_capped = get_capped  # type: ignore[method-assign]
+        await a.rekey(sid)  # the new slot: A's members object, which B has not read yet
+        new = bytes((await devices.dba.remote(sid))["announce_pk"])
+        target = await _slot_object(a, sid)
+        known.set()
         assert (await b.sync_now(sid, wait=True, timeout=20))["complete"]
         assert raced and sid not in b.ctx.pull_errors, b.ctx.pull_errors
         # B is on the second rekey's key and slot, and writes through it
