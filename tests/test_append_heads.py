@@ -99,3 +99,48 @@ def test_a_tag_that_is_not_valid_unicode_is_a_bad_frame(daemon):
         assert "Unicode" in a["body"]["error"]["message"], a
     assert last["tag"] == 3 and last["status"] == 201, last
     assert stored(c, sid) == ["kept"]  # the third frame's append alone
+
+
+def test_a_tag_nests_as_deep_as_a_session_s_metadata_and_no_deeper(daemon):
+    """A tag and a session's metadata are both JSON held to MAX_DEPTH (api/types.py), counted two ways: a tag by
+    its arrays and objects (32 of them, a string inside or not), metadata by its values' depth from the operation
+    that carries it (32 levels, a string inside counted as one). A tag of 32 arrays around a string was echoed
+    where metadata of 32 objects around a string was refused. Both count one way now: 32 levels taken on both
+    paths, 33 refused on both, each saying it is nested too deeply."""
+    from sessiond.client import ApiError
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    good = json.dumps({"role": "user", "content": "kept"}).encode()
+
+    def levels(n: int, inner: bool) -> object:  # n levels: n objects, or n - 1 around a string
+        x: object = "v" if inner else {}
+        for _ in range(n - 1):
+            x = {"n": x}
+        return x
+
+    shapes = [(n, inner) for n in (32, 33) for inner in (False, True)]
+    heads = [
+        json.dumps({"tag": levels(n, inner), "session": sid, "key": f"k{i}"}) for i, (n, inner) in enumerate(shapes)
+    ]
+    st = AppendStream(daemon.socket, 10)
+    try:
+        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + good, 1) for head in heads))
+        answers = [json.loads(st._message(st.sock)) for _ in heads]
+    finally:
+        st.close()
+    for (n, inner), a in zip(shapes, answers):
+        try:
+            c.create_session(metadata=levels(n, inner))
+            metadata = "taken"
+        except ApiError as exc:
+            assert exc.status == 422 and "metadata" in str(exc) and "is nested too deeply" in str(exc), exc
+            metadata = "refused"
+        if a["status"] == 201:
+            tag = "taken"
+            assert a["tag"] == levels(n, inner), a
+        else:
+            assert a["status"] == 400 and a["body"]["error"]["code"] == "bad_frame", a
+            assert "is nested too deeply" in a["body"]["error"]["message"], a
+            tag = "refused"
+        assert (tag, metadata) == (("taken", "taken") if n == 32 else ("refused", "refused")), (n, inner, a)
