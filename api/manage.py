@@ -8,7 +8,7 @@ from typing_extensions import TypedDict
 
 from .chats import Chat
 from .messages import Message
-from .sessions import LIST_EVERY_USER, Session
+from .sessions import LIST_EVERY_USER, IdleEndWaits, Session
 from .types import (
     ANSWER,
     BODY,
@@ -283,6 +283,8 @@ class SessionStats(TypedDict):
     created_at: float
     last_activity: float
     per_chat: list[ChatStats]
+    # past its idle timeout, still active: its end waits for a pull (as GET /v1/sessions/ID says). Absent otherwise.
+    idle_end_waits: NotRequired[IdleEndWaits]
 
 
 @with_config(ANSWER)

@@ -201,7 +201,7 @@ class Session(TypedDict):
     # sends it. Absent when nothing is held here only.
     held_here: NotRequired[HeldHere]
     # a shared session past its idle timeout, still active: its end waits for a pull to confirm that no other
-    # device wrote meanwhile (GET /v1/sessions/ID only). Absent otherwise.
+    # device wrote meanwhile (GET /v1/sessions/ID and GET /v1/stats?session=ID only). Absent otherwise.
     idle_end_waits: NotRequired[IdleEndWaits]
 
 

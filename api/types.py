@@ -23,7 +23,12 @@ MAX_SHORT = 1000
 # carrying it whole to every device, and every read of the session (show, ls) reads them: a document belongs in a
 # message (MAX_TEXT), not here. (Kept beside the session's row since schema 21: an append no longer pays for them.)
 MAX_SESSION_JSON = 1 << 20
+# how deep JSON nests: a value at most MAX_DEPTH levels below the root of the document that holds it (its root at
+# 0: `{"a": [1]}` holds 1 two levels down), as json_value() checks it and every device checks an operation
 MAX_DEPTH = 32
+# where a session's metadata and preferences lie in the operation that carries them (one level into its body):
+# they and what is held to them (an append stream frame's tag) nest at most MAX_DEPTH - FIELD_DEPTH levels below
+FIELD_DEPTH = 1
 INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # what DAG-CBOR holds
 YEARS_10 = 10 * 365 * 86400
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also matches before a final newline
@@ -151,10 +156,27 @@ def Whole(lo: int, hi: int) -> Any:
     return Number(lo, hi, integer=True)
 
 
+def _past_max(depth: int) -> bool:
+    """Whether a value `depth` levels below its document's root is nested too deeply (MAX_DEPTH)."""
+    return depth > MAX_DEPTH
+
+
+def nested_too_deeply(v: Any, depth: int = 0) -> bool:
+    """Whether json_value(v, depth=depth) would refuse JSON `v` for its depth, walked without recursion (a value
+    read from a text nesting hundreds of levels)."""
+    level: list[Any] = [v]
+    while level:
+        if _past_max(depth):
+            return True
+        level = [x for y in level for x in (y.values() if isinstance(y, dict) else y if isinstance(y, list) else ())]
+        depth += 1
+    return False
+
+
 def json_value(v: Any, sub: str = "", depth: int = 0) -> Any:
     """`v` if it is plain JSON that DAG-CBOR can hold (objects with text keys, arrays, valid Unicode text,
     integers of at most 64 bits, finite floats, booleans, null), else refuse(), naming the place."""
-    if depth > MAX_DEPTH:
+    if _past_max(depth):
         raise refuse("is nested too deeply", sub)
     if isinstance(v, str):
         lone_surrogate(v, sub)

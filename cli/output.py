@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import time
+from collections.abc import Mapping
 from typing import Any
 
 # Invisible format characters (Unicode's Cf, and the line and paragraph separators): the bidirectional
@@ -120,6 +121,16 @@ def when(t: float | None) -> str:
     if t is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def idle_end_said(waits: Mapping[str, Any], home: str | None) -> str:
+    """An `idle_end_waits` (a shared session past its idle timeout, its end waiting for a pull) as `show` and
+    `stats` say it."""
+    return (
+        f"past its idle timeout since {when(waits['since'])}; its end waits for a pull to confirm"
+        " that no other device wrote meanwhile"
+        + (f" (last pull failed: {for_home(waits['pull_error'], home)})" if waits.get("pull_error") else "")
+    )
 
 
 def short(text: str | None, n: int = 60) -> str:

@@ -24,6 +24,7 @@ from ..api import messages as message_models
 from ..api import sessions as session_models
 from ..api.sessions import CHAT_POLICY, POLICY_RANGES, POLICY_SHORTCUTS, SETTING_RANGES  # noqa: F401 (re-exported)
 from ..api.types import (  # noqa: F401
+    FIELD_DEPTH,
     INT_MAX,
     MAX_NAME,
     MAX_SESSION_JSON,
@@ -308,7 +309,7 @@ def as_in_op(fields: dict) -> dict:
     or if its metadata, preferences or tags are larger than MAX_SESSION_JSON (within_row)."""
     for k in OP_JSON_FIELDS:
         if fields.get(k):
-            json_value(fields[k], k, 1)
+            json_value(fields[k], k, FIELD_DEPTH)
     for k in ROW_JSON_FIELDS:
         if fields.get(k):
             within_row(fields[k], k)

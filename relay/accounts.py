@@ -7,7 +7,8 @@ On disk (DATA/):
     accounts/<id>.json   one per account: {"pubKey", "label", "created"[, "revoked"]}; id =
                          SHA-256(pubKey)[:16] in hex; label: the invite's (`serve invite --label`)
     tokens/<SHA-256(token) hex>   {"account", "issued", "expires", "n"} ("issued" to a fraction of a
-                         second; "n": the account's logins counted, 1 past the highest of its live tokens,
+                         second; "n": the account's logins counted, 1 past the highest of its live tokens
+                         (or of the counts this process gave it: logins at one moment counted one at a time),
                          what orders them, not their times, which a step of the relay's clock back would
                          make the newest look the oldest; one without "n", an earlier version's, is older
                          than every one with it, and they are ordered by their times): tokens are kept hashed, never in
@@ -191,6 +192,10 @@ class Accounts:
         # registrations (each on a worker thread) one at a time: two of one key crossing must not both find
         # no account and each spend an invite
         self._registering = threading.Lock()
+        # logins (each on a worker thread) counted one at a time: two of one account at one moment read the same
+        # highest "n" of its live tokens; `_counted`, the highest this process gave each account, parts them
+        self._counting = threading.Lock()
+        self._counted: dict[str, int] = {}
         # (kind, pubKey, challenge) -> when it was handed out, oldest first
         self._challenges: OrderedDict[tuple[int, bytes, bytes], float] = OrderedDict()
 
@@ -260,7 +265,9 @@ class Accounts:
         # which their files' mtimes do not (a coarse clock on many kernels: logins a few ms apart tie)
         issued = wall()
         path = os.path.join(self.tokens, _sha(token))
-        doc = {"account": acct, "issued": issued, "expires": int(issued) + self.token_ttl, "n": logins.get(acct, 0) + 1}
+        with self._counting:  # (the tokens read above may miss one issued since: the count taken here holds it)
+            n = self._counted[acct] = max(logins.get(acct, 0), self._counted.get(acct, 0)) + 1
+        doc = {"account": acct, "issued": issued, "expires": int(issued) + self.token_ttl, "n": n}
         atomic_write(path, json.dumps(doc).encode(), 0o600)
         if self._revoked(acct):  # revoked meanwhile: revoke() marks, then deletes tokens; this one too
             os.unlink(path)

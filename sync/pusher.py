@@ -173,6 +173,9 @@ class Pusher:
         # sessions whose head a repair found served rolled back or forged by a store holding every object of the
         # log (lostlog.py head_only): their next push publishes a new head over the recorded tree (a forced push)
         self._head_again: set[str] = set()
+        # of those, the head this process last published (as in _published), when it knew it at the repair: the
+        # new head names its manifest as `prev`, which the push then lets go for gc, as any head change does
+        self._replaced: dict[str, tuple[str | None, bytes, int, bytes]] = {}
 
     def _levels_of(self, sid: str, tree: bytes | None) -> list[list[Entry]]:
         known = self._levels.get(sid)
@@ -190,6 +193,7 @@ class Pusher:
                 await db.get_session(sid)
             except Exception:
                 self._head_again.discard(sid)
+                self._replaced.pop(sid, None)
                 return {"session": sid, "skipped": "deleted"}
             force = force or sid in self._head_again  # (a repair's: only the head was lost, repair below)
             # The push's start up to its first bulk read ran as one loop step of 300-550 us, which an
@@ -271,6 +275,7 @@ class Pusher:
                 # has written nothing yet too (a write import that a crash cut short before it was listed)
                 await self.members.ensure_member(sid)
             self._head_again.discard(sid)
+            self._replaced.pop(sid, None)
             return out
 
     def _records_of(self, sid: str) -> Callable[[int, int], Awaitable[LogRun]]:
@@ -305,8 +310,10 @@ class Pusher:
         if lamport is None:
             lamport = await self.ctx.db.get_lamport(one.sid)
         known = self._published.get(one.sid)
+        rev = state["head_rev"]
+        known_key = (getattr(one.store, "url", None), one.head_pk, rev)
         current_hash: bytes | None
-        if known is not None and known[:3] == (getattr(one.store, "url", None), one.head_pk, state["head_rev"]):
+        if known is not None and known[:3] == known_key:
             current_rev, current_hash = known[2], known[3]
         else:
             seen = 0
@@ -318,6 +325,9 @@ class Pusher:
                 current, seen = None, (exc.seen or 0) if isinstance(exc, HeadRolledBack) else 0
             current_rev = max(state["head_rev"], seen, current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
+            replaced = self._replaced.pop(one.sid, None)
+            if replaced is not None and replaced[:3] == known_key and (current is None or current.revision < rev):
+                current_hash = replaced[3]  # (a repair's: the manifest its head named, let go once this publishes)
         try:
             return await self._commit_at(
                 one, current_rev + 1, current_hash, levels, last, lamport, merged, ahead_ok=True
@@ -466,6 +476,8 @@ class Pusher:
                 return False
             if lack.head_only:
                 self._head_again.add(sid)
+                if (known := self._published.get(sid)) is not None:  # the head it replaces, named as its `prev`
+                    self._replaced[sid] = known
             else:
                 await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
                 self.ctx.repair.discard(sid)

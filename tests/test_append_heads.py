@@ -12,6 +12,16 @@ from sessiond.client.wsframes import AppendStream, frame
 from test_append_stream import stored
 
 
+def _sent(daemon, heads: list[str], body: bytes) -> list[str]:
+    """Frames of each of `heads` and `body` sent on one append stream: the text of each answer, in order."""
+    st = AppendStream(daemon.socket, 10)
+    try:
+        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + body, 1) for head in heads))
+        return [st._message(st.sock) for _ in heads]
+    finally:
+        st.close()
+
+
 def _strict(text: str):
     def refuse(name: str):
         raise ValueError(f"not strict JSON: {name}")
@@ -31,12 +41,7 @@ def test_a_head_with_a_key_twice_an_unknown_field_or_a_tag_strict_json_cannot_ho
         (f'{{"tag": [NaN], "session": "{sid}", "key": "k5"}}', "tag"),
         (f'{{"tag": 7, "session": "{sid}", "key": "k6"}}', None),  # a good one, last
     ]
-    st = AppendStream(daemon.socket, 10)
-    try:
-        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + good, 1) for head, _ in heads))
-        answers = [_strict(st._message(st.sock)) for _ in heads]  # each answer one a strict reader takes
-    finally:
-        st.close()
+    answers = [_strict(t) for t in _sent(daemon, [h for h, _ in heads], good)]  # each one a strict reader takes
     *bad, last = answers
     for a, (_, why) in zip(bad, heads):
         assert a["status"] == 400 and a["body"]["error"]["code"] == "bad_frame", a
@@ -60,12 +65,7 @@ def test_a_tag_nested_deeper_than_a_session_holds_is_a_bad_frame(daemon):
         f'{{"tag": {deep}, "session": "{sid}", "key": "k1"}}',
         f'{{"tag": {json.dumps(fine)}, "session": "{sid}", "key": "k2"}}',
     ]
-    st = AppendStream(daemon.socket, 10)
-    try:
-        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + good, 1) for head in heads))
-        texts = [st._message(st.sock) for _ in heads]
-    finally:
-        st.close()
+    texts = _sent(daemon, heads, good)
     refused, taken = (json.loads(t) for t in texts)  # (the refusal one Python's reader takes)
     assert refused["status"] == 400 and refused["tag"] is None, refused
     assert refused["body"]["error"]["code"] == "bad_frame", refused
@@ -87,15 +87,50 @@ def test_a_tag_that_is_not_valid_unicode_is_a_bad_frame(daemon):
         f'{{"tag": {{"x": ["\\udfff"]}}, "session": "{sid}", "key": "k2"}}',
         f'{{"tag": 3, "session": "{sid}", "key": "k3"}}',
     ]
-    st = AppendStream(daemon.socket, 10)
-    try:
-        st.sock.sendall(b"".join(frame(head.encode() + b"\n" + good, 1) for head in heads))
-        answers = [json.loads(st._message(st.sock)) for _ in heads]
-    finally:
-        st.close()
+    answers = [json.loads(t) for t in _sent(daemon, heads, good)]
     *bad, last = answers
     for a in bad:
         assert a["status"] == 400 and a["tag"] is None and a["body"]["error"]["code"] == "bad_frame", a
         assert "Unicode" in a["body"]["error"]["message"], a
     assert last["tag"] == 3 and last["status"] == 201, last
     assert stored(c, sid) == ["kept"]  # the third frame's append alone
+
+
+def test_a_tag_nests_as_deep_as_a_session_s_metadata_and_no_deeper(daemon):
+    """A tag and a session's metadata are both JSON held to MAX_DEPTH (api/types.py), counted two ways: a tag by
+    its arrays and objects (32 of them, a string inside or not), metadata by its values' depth from the operation
+    that carries it (32 levels, a string inside counted as one). A tag of 32 arrays around a string was echoed
+    where metadata of 32 objects around a string was refused. Both count one way now: 32 levels taken on both
+    paths, 33 refused on both, each saying it is nested too deeply."""
+    from sessiond.client import ApiError
+
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    good = json.dumps({"role": "user", "content": "kept"}).encode()
+
+    def levels(n: int, inner: bool) -> object:  # n levels: n objects, or n - 1 around a string
+        x: object = "v" if inner else {}
+        for _ in range(n - 1):
+            x = {"n": x}
+        return x
+
+    shapes = [(n, inner) for n in (32, 33) for inner in (False, True)]
+    heads = [
+        json.dumps({"tag": levels(n, inner), "session": sid, "key": f"k{i}"}) for i, (n, inner) in enumerate(shapes)
+    ]
+    answers = [json.loads(t) for t in _sent(daemon, heads, good)]
+    for (n, inner), a in zip(shapes, answers):
+        try:
+            c.create_session(metadata=levels(n, inner))
+            metadata = "taken"
+        except ApiError as exc:
+            assert exc.status == 422 and "metadata" in str(exc) and "is nested too deeply" in str(exc), exc
+            metadata = "refused"
+        if a["status"] == 201:
+            tag = "taken"
+            assert a["tag"] == levels(n, inner), a
+        else:
+            assert a["status"] == 400 and a["body"]["error"]["code"] == "bad_frame", a
+            assert "is nested too deeply" in a["body"]["error"]["message"], a
+            tag = "refused"
+        assert (tag, metadata) == (("taken", "taken") if n == 32 else ("refused", "refused")), (n, inner, a)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from types import SimpleNamespace
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -23,8 +24,14 @@ class Home:
         self.path = path
 
 
+class NoIdleEnds:  # (Operations.shared_idle: no session's idle end waits for a pull here)
+    def waiting(self, s: dict) -> None:
+        return None
+
+
 class Owner:  # what make_app and the message routes need of a daemon
     version = "test"
+    ops = SimpleNamespace(shared_idle=NoIdleEnds())
 
     def __init__(self, db: Database, home: str):
         self.db = db

@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from clocks import clocked
-from conftest import run_cli, wait_for
+from conftest import cli_json, run_cli, wait_for
 
 HOUR = 3600
 
@@ -250,3 +250,34 @@ def _written_on_b_while_held(make_daemon, store_dir, point: str, what: str) -> N
     assert cb.get_session(sid)["status"] == "active"
     wait_for(lambda: "written on B just then" in _contents(a.client(), sid), timeout=20, what="B's write on A")
     assert a.client().get_session(sid)["status"] == "active"
+
+
+def test_stats_says_a_shared_session_past_its_idle_timeout_waits_for_a_pull_that_keeps_failing(make_daemon, store_dir):
+    # a shared session idle past its timeout whose pulls keep failing (its store unreadable) stays active here:
+    # `show` said why, `stats` (text, --json, GET /v1/stats?session=) showed an idle session not ended, no reason
+    import shutil
+
+    a, b, sid = _pair(make_daemon, store_dir)
+    a.stop()
+    shutil.rmtree(store_dir)
+    with open(store_dir, "w") as f:  # (the store's folder a file now: every read of it fails)
+        f.write("not a folder")
+    cb = b.start().client()
+    other = cb.create_session(name="ends in a second", expires_in=1)["id"]  # (a clean-up run since the start)
+    wait_for(lambda: cb.get_session(other)["status"] == "ended", timeout=10, what="B's clean-up run")
+    wait_for(
+        lambda: (cb.get_session(sid).get("idle_end_waits") or {}).get("pull_error"),
+        timeout=20,
+        what="B's failed pull of the session",
+    )
+    shown = dict(cb.get_session(sid))
+    st = dict(cb.stats(sid))
+    assert st["status"] == "active"
+    assert st["idle_end_waits"] == shown["idle_end_waits"], st
+    assert cli_json(b.home, "stats", sid)["idle_end_waits"] == shown["idle_end_waits"]
+    out = run_cli(b.home, "stats", sid).stdout
+    assert "idle end:" in out and "past its idle timeout since" in out and "waits for a pull" in out, out
+    assert "last pull failed:" in out, out
+    # a session whose end waits for nothing says nothing of it
+    assert "idle_end_waits" not in cb.stats(other)
+    assert "idle end:" not in run_cli(b.home, "stats", other).stdout

@@ -214,6 +214,27 @@ def test_a_start_beside_a_daemon_still_starting_waits_for_it_and_leaves_its_outp
         assert os.stat(held.out).st_ino == ino and not os.path.exists(held.out + ".1")  # where its daemon writes
 
 
+def test_a_start_beside_a_daemon_still_starting_past_its_wait_says_so(home, tmp_path):
+    """A `start` whose wait for another start's daemon to answer ends (OTHER_START_WAIT, 60 s; a second here
+    through the tests' SESSIOND_TEST_OTHER_START_WAIT) with that one still starting: it says so, naming its pid
+    and how to see it once it answers, and exits 0 (the outcome asked for is under way, not an error)."""
+    wait = {"SESSIOND_TEST_OTHER_START_WAIT": "1"}
+    with _start_held_locked(home, tmp_path) as held:
+        from sessiond.daemon.listen import lock_holder
+
+        pid = lock_holder(home)  # (the starting daemon's)
+        text, as_json = held.second(env=wait), held.second("--json", env=wait)
+        t_out, t_err = (b.decode() for b in text.communicate(timeout=60))
+        j_out, j_err = (b.decode() for b in as_json.communicate(timeout=60))
+        assert held.first.poll() is None  # (still held: still starting)
+        assert text.returncode == 0 and "Traceback" not in t_err, (t_out, t_err)
+        assert t_out.startswith(f"a sessiond daemon is still starting for {home} (pid {pid})"), t_out
+        assert f"`sessiond status --home {home}` shows it once it answers" in t_out, t_out
+        assert as_json.returncode == 0 and "Traceback" not in j_err, (j_out, j_err)
+        said = json.loads(j_out)
+        assert said == {"started": False, "starting": True, "pid": pid}, said
+
+
 def test_a_start_waiting_for_another_that_fails_says_why(home, tmp_path):
     """A `start` waiting for another start's daemon to answer, which then fails (a damaged database): an error,
     exit non-zero, with that daemon's reason; not its own daemon's "already running" line, nor a wait."""
@@ -246,10 +267,13 @@ class _Held:
         )
         self.seconds: list = []
 
-    def second(self, *flags: str):
-        """Another `start`, returned once its own daemon has found the home taken."""
+    def second(self, *flags: str, env: dict | None = None):
+        """Another `start` (`env`: more of its environment), returned once its own daemon has found the home taken."""
         proc = popen_cli(
-            ["start", "--home", self.home, *flags], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            ["start", "--home", self.home, *flags],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.seconds.append(proc)
         wait_for(lambda: _daemon_out_says(self.out, "already running (or starting)"), timeout=60, what="the loser")

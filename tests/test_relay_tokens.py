@@ -321,3 +321,48 @@ def test_tokens_issued_within_one_tick_of_the_file_clock_keep_the_newest(tmp_pat
         for name in os.listdir(folder):  # every token file written in the same tick of the file clock
             os.utime(os.path.join(folder, name), ns=(1_700_000_000_000_000_000,) * 2)
     assert token_files(data) == sorted(issued[-module.MAX_TOKENS_PER_ACCOUNT :])
+
+
+def test_two_logins_of_one_account_at_one_moment_are_counted_apart(tmp_path, monkeypatch):
+    """A token's "n" counts its account's logins, what orders its tokens (the oldest past the cap deleted). Two
+    logins of one account at one moment (two threads of the relay) each counted 1 past the highest of the live
+    tokens they read, before either wrote its own: both got the same "n", and their order fell back to times. The
+    count is taken one login at a time now. Here the first login is held between its read of the tokens and its
+    count while the second runs whole."""
+    import threading
+
+    from sessiond.relay import accounts as module
+
+    data = str(tmp_path / "relay")
+    accounts = module.Accounts(data, open_registration=True)
+    acct = "0" * 32
+    accounts._create(acct, b"\xed" + b"\x01" * 32, "laptop", None)
+    accounts._issue(acct)  # (one login before: counts from 1)
+    swept, go, calls = threading.Event(), threading.Event(), []
+    real = module.sweep_tokens
+
+    def held_sweep(*args, **kw):
+        out = real(*args, **kw)
+        calls.append(1)
+        if len(calls) == 1:  # the first login, its tokens read: held until the second is done
+            swept.set()
+            assert go.wait(timeout=60), "the test never let the first login go"
+        return out
+
+    monkeypatch.setattr(module, "sweep_tokens", held_sweep)
+    first: list[str] = []
+    t = threading.Thread(target=lambda: first.append(accounts._issue(acct)))
+    t.start()
+    try:
+        assert swept.wait(timeout=60), "the first login never read its tokens"
+        second = accounts._issue(acct)
+    finally:
+        go.set()
+        t.join(timeout=60)
+    assert first, "the first login failed"
+
+    def n_of(token: str) -> int:
+        with open(os.path.join(data, "tokens", hashlib.sha256(token.encode()).hexdigest())) as f:
+            return json.load(f)["n"]
+
+    assert sorted([n_of(first[0]), n_of(second)]) == [2, 3], (n_of(first[0]), n_of(second))

@@ -274,3 +274,45 @@ def test_a_head_rolled_back_with_objects_lost_pushes_the_whole_log_again(make_da
     p.faults.rollback_head = None
     res, out = cli_json(a, "verify", sid)
     assert res.returncode == 0 and out["sessions"][0]["ok"], out
+
+
+def _released(home: str) -> set[bytes]:
+    """The objects this device noted letting go (gc's candidates), from its database."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{os.path.join(home, 'sessions.db')}?mode=ro", uri=True)
+    try:
+        return {bytes(r[0]) for r in db.execute("SELECT hash FROM released")}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("lie", ["forged", "rolled back"])
+def test_a_head_published_again_lets_go_of_the_manifest_it_replaced(make_daemon, portal, lie):
+    """A head published again over a store that served it rolled back or forged named no `prev`: the manifest
+    the replaced head named was never noted for gc, one object left in the store for good at each repair. It is
+    let go now as a normal head change lets go of the manifest it follows; nothing the new head names is."""
+    from sessiond.sync.heads import manifest_hash_of
+
+    p, url = portal
+    a, sid = _pushed(make_daemon, url, "let go", "one", "two")
+    ((pk, history),) = p.registry.items()
+    replaced = manifest_hash_of(history[-1])
+    assert replaced not in _released(a.home)
+    if lie == "forged":
+        p.faults.forged_head = True
+    else:
+        p.faults.rollback_head = 1
+    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+    p.faults.forged_head, p.faults.rollback_head = False, None
+    current = manifest_hash_of(p.registry[pk][-1])
+    assert current != replaced
+    released = _released(a.home)
+    assert replaced in released, "the manifest the replaced head named was never noted for gc"
+    assert current not in released
+    res, out = cli_json(a, "verify", sid)
+    assert res.returncode == 0 and out["sessions"][0]["ok"], out
+    gc = json.loads(run_cli(a.home, "gc", "--grace", "0", "--json").stdout)  # (the portal frees nothing: kept)
+    assert "error" not in gc, gc
+    res, out = cli_json(a, "verify", sid)
+    assert res.returncode == 0 and out["sessions"][0]["ok"], out

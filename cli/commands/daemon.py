@@ -261,6 +261,14 @@ def _lost_to_another(home: str, proc: subprocess.Popen) -> bool:
 
 
 OTHER_START_WAIT = 60.0  # seconds a start that lost the home to another start's daemon waits for it to answer
+OTHER_START_WAIT_ENV = "SESSIOND_TEST_OTHER_START_WAIT"
+
+
+def other_start_wait() -> float:
+    """OTHER_START_WAIT, or SESSIOND_TEST_OTHER_START_WAIT seconds (for tests: the end of the wait seen within
+    seconds). Read when used, as the other test knobs are."""
+    text = os.environ.get(OTHER_START_WAIT_ENV, "").strip()
+    return float(text) if text else OTHER_START_WAIT
 
 
 def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen, out_path: str) -> int:
@@ -271,7 +279,7 @@ def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen, 
     from ...daemon.homelock import lock_held
     from ...daemon.listen import lock_holder
 
-    deadline = time.monotonic() + OTHER_START_WAIT
+    deadline = time.monotonic() + other_start_wait()
     pid = lock_holder(home)
     while True:
         try:

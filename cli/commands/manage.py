@@ -13,7 +13,7 @@ from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
 from ..options import NO_USER_HELP, counted, duration, user_or_none
-from ..output import emit, for_home, safe, table, when
+from ..output import emit, for_home, idle_end_said, safe, table, when
 from . import Commands
 
 if TYPE_CHECKING:
@@ -226,6 +226,8 @@ def cmd_stats(args) -> int:
             f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
             f"{st['tokens']} tokens used; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
         ]
+        if st.get("idle_end_waits"):  # active, though idle: why (as `show` says)
+            lines.append(f"idle end: {idle_end_said(st['idle_end_waits'], args.home)}")
         # per chat: the model's answers through sessiond and their measured times (averages), then the wait
         # from a question to the answer that followed it (any answer, an app's own included)
         lines.append(

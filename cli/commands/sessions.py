@@ -24,7 +24,7 @@ from ..options import (
     unset_into,
     user_or_none,
 )
-from ..output import emit, for_home, safe, short, table, when
+from ..output import emit, for_home, idle_end_said, safe, short, table, when
 from ..progress import StoreWaits
 from . import Commands
 
@@ -263,9 +263,7 @@ def cmd_show(args) -> int:
     if waits:
         lines.insert(
             lines.index(f"expires:       {_expires(dict(s))}") + 1,
-            f"idle end:      past its idle timeout since {when(waits['since'])}; its end waits for a pull to confirm"
-            " that no other device wrote meanwhile"
-            + (f" (last pull failed: {for_home(waits['pull_error'], args.home)})" if waits.get("pull_error") else ""),
+            f"idle end:      {idle_end_said(waits, args.home)}",
         )
     held = more.get("held_here")
     if held:

@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSMessage, WSMsgType, web
 
 from ...api.jsonkeys import DuplicateKey, loads
-from ...api.types import MAX_DEPTH
+from ...api.types import FIELD_DEPTH, MAX_DEPTH, nested_too_deeply
 from ...storage.errors import SessiondError
 from .. import validate as v
 from ..unread import idle_of, may_wait
@@ -420,11 +420,12 @@ def _head(text: str, newline: str) -> dict:
         raise BadFrame(f"the frame's head line is not a JSON object: {text[:80]!r}")
     tag = head.get("tag")
     if tag is not None and not isinstance(tag, int):  # echoed in the answer: JSON every reader takes back
-        if _deeper_than(tag, MAX_DEPTH):  # (Python's own reader stops some 900 levels in: the answer lost)
+        # (Python's own reader stops some 900 levels in: the answer lost) held as a session's metadata is
+        if nested_too_deeply(tag, FIELD_DEPTH):
             raise BadFrame(
-                f"the frame's head has a tag nested more than {MAX_DEPTH} levels deep, which not every JSON reader"
-                f" takes back: a tag is any JSON value nested at most {MAX_DEPTH} levels (a number or a string will"
-                " do)"
+                "the frame's head's tag is nested too deeply, as a session's metadata would be: a tag is any JSON"
+                f" value nesting at most {MAX_DEPTH - FIELD_DEPTH + 1} levels, a number or a string inside counted"
+                " as one (a number or a string will do)"
             )
         try:
             _strict_json(tag).encode()  # (as the answer is sent: UTF-8 text)
@@ -436,16 +437,6 @@ def _head(text: str, newline: str) -> dict:
         except ValueError:
             raise BadFrame("the frame's head has a tag holding NaN or Infinity, which JSON cannot carry back") from None
     return head
-
-
-def _deeper_than(value: object, most: int) -> bool:
-    """Whether JSON `value` nests arrays and objects more than `most` levels (walked without recursion)."""
-    level: list[object] = [value]
-    for _ in range(most):
-        level = [x for v in level for x in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())]
-        if not level:
-            return False
-    return any(isinstance(v, (dict, list)) for v in level)
 
 
 def _known_fields(head: dict) -> None:

@@ -62,7 +62,11 @@ async def verify_proof(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     q = query(request)
     user, no_user = user_filter(q)
-    return ok(await daemon_of(request).db.stats(q.get("session"), user, no_user))
+    d = daemon_of(request)
+    answer = await d.db.stats(q.get("session"), user, no_user)
+    if "session" in q and (waits := d.ops.shared_idle.waiting(await d.db.get_session(q["session"]))) is not None:
+        answer["idle_end_waits"] = waits  # idle, its end waiting for a pull (sharedidle.py), as `show` says
+    return ok(answer)
 
 
 async def cleanup(request: web.Request) -> web.Response:
