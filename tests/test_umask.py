@@ -74,3 +74,18 @@ def test_under_umask_000_nothing_sessiond_makes_is_open_to_other_users(tmp_path)
     assert os.path.exists(os.path.join(home, "keys", "device.key")) and os.listdir(os.path.join(store, "heads"))
     assert writable == []
     assert readable == []
+
+
+def test_under_umask_000_service_install_leaves_no_unit_another_user_could_rewrite(tmp_path):
+    # a unit file is what the service manager runs as you: a folder of it that another user can write lets
+    # them put their own unit (their own command) in its place
+    base = tmp_path / "user"
+    base.mkdir(mode=0o700)
+    home = str(base / "home")
+    env = {"HOME": str(base), "XDG_CONFIG_HOME": str(base / "config"), "PATH": str(tmp_path / "no-bin")}
+    res = _sessiond("service", "install", "--home", home, "--json", umask=0, env=env)
+    assert res.returncode == 0, res.stderr
+    files = json.loads(res.stdout)["files"]
+    assert files and all(f.startswith(str(base / "config")) for f in files)
+    writable = [(p, oct(m)) for p, m in _made(str(base / "config")) if m & 0o022]
+    assert writable == []
