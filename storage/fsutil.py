@@ -184,15 +184,13 @@ def read_small(path: str) -> bytes:
         os.close(fd)
 
 
-def ensure_private_dir(path: str) -> None:
-    """Create `path` (and parents) as 0700 if missing; an existing folder keeps its mode."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-
-
 def ensure_durable_dir(path: str) -> None:
-    """ensure_private_dir for a folder whose files are acknowledged once written: when this makes it, its
-    entry in its parent is made durable too (an fsync of the parent), or a power loss could take the new
-    folder, and the fsynced files in it, away. Missing parents are made so too (with the default mode)."""
+    """Create `path` as 0700 if missing (an existing folder keeps its mode), for a folder whose files are
+    acknowledged once written: when this makes it, its entry in its parent is made durable too (an fsync of the
+    parent), or a power loss could take the new folder, and the fsynced files in it, away. Missing parents are
+    made so too, as `mkdir -p` makes them but never writable by group or others whatever the umask: under
+    `umask 000` another local user could otherwise swap the home, the folder store or the relay's data folder
+    in them for one of their own."""
     if os.path.isdir(path):
         return
     _durable_mkdir(path, 0o700)
@@ -201,7 +199,7 @@ def ensure_durable_dir(path: str) -> None:
 def _durable_mkdir(path: str, mode: int) -> None:
     parent = os.path.dirname(os.path.abspath(path))  # abspath: a relative `--data relay` has a parent too
     if parent != path and not os.path.isdir(parent):
-        _durable_mkdir(parent, 0o777)
+        _durable_mkdir(parent, 0o755)  # masked by the umask as mkdir -p's is, and never more than 0755
     try:
         os.mkdir(path, mode)
     except FileExistsError:  # made meanwhile

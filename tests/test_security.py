@@ -156,3 +156,21 @@ def test_the_store_can_count_a_logs_operations_as_security_md_says(daemon):
     steps = [b - a for a, b in itertools.pairwise(manifests)]
     # about the same growth per operation (an entry; its numbers' encodings grow now and then): the host counts
     assert min(steps) > 64 and max(steps) - min(steps) <= 8, manifests
+
+
+def test_an_ipns_record_tells_whoever_reads_it_when_its_device_signed_it():
+    # docs/SECURITY.md, the storage host's "Sees": on a Kubo store a head is an IPNS record, which any node or
+    # gateway serves to whoever asks by its name; its end of life is in clear, the moment of signing by the
+    # device's own clock plus the lifetime, to the microsecond (stores/ipns.py)
+    import datetime as dt
+
+    from nacl.signing import SigningKey
+
+    from sessiond.storage.clock import wall_utc
+    from sessiond.stores import ipns
+
+    before = wall_utc()
+    raw = ipns.create_record(SigningKey.generate(), b"/ipfs/x", 3)
+    after = wall_utc()
+    signed = ipns.parse_validity(ipns.decode_entry(raw)["validity"]) - ipns.lifetime()  # no key needed
+    assert before - dt.timedelta(microseconds=1) <= signed <= after

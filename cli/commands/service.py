@@ -257,7 +257,7 @@ def unit_store(home_path: str) -> dict | None:
 
 
 def cmd_install(args) -> int:
-    from ...storage.fsutil import atomic_write
+    from ...storage.fsutil import atomic_write, ensure_durable_dir
 
     manager = _manager(args)
     home = Home(resolve_home(args.home))
@@ -276,7 +276,7 @@ def cmd_install(args) -> int:
         _record_socket(home.path, spec.socket)
     files = _files(manager, spec)
     for path, data in files.items():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        ensure_durable_dir(os.path.dirname(path))  # never writable by others, whatever the umask: what runs as you
         atomic_write(path, data, 0o644)
     if record:  # before the manager may start the daemon: it reads the home's store
         home.remember_store(store)
