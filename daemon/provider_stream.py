@@ -87,6 +87,21 @@ def delta_text(chunk: dict) -> str:
     return text if isinstance(text, str) else ""
 
 
+def call_chars(chunk: dict) -> int:
+    """The characters of tool-call arguments a streamed chunk adds (its first choice's deltas)."""
+    choice = first_choice(chunk)
+    delta = choice.get("delta") if choice is not None else None
+    deltas = delta.get("tool_calls") if isinstance(delta, dict) else None
+    if not isinstance(deltas, list):
+        return 0
+    n = 0
+    for d in deltas:
+        f = d.get("function") if isinstance(d, dict) else None
+        args = f.get("arguments") if isinstance(f, dict) else None
+        n += len(args) if isinstance(args, str) else 0
+    return n
+
+
 class Drains:
     """The ends of streams read in the background. A stream that ended with [DONE] gives its connection back
     for the next request: a new TCP connection (and the provider's accept) in front of every first token

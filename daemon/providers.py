@@ -12,9 +12,19 @@ from typing import Any
 
 import aiohttp
 
-from ..api.types import MAX_TOKENS
+from ..api.types import MAX_TEXT, MAX_TOKENS
 from .provider_config import NoProvider, Provider, provider_error
-from .provider_failures import bad_answer, classify, provider_message, read_failed, timed_out, unreachable
+from .provider_failures import (
+    MAX_ANSWER_BYTES,
+    bad_answer,
+    classify,
+    provider_message,
+    read_failed,
+    text_too_large,
+    timed_out,
+    too_large,
+    unreachable,
+)
 from .provider_stream import Drains, read_events
 from .streambody import Body
 
@@ -88,11 +98,11 @@ class Providers:
             raise unreachable(p, exc) from None
         if resp.status >= 400:
             try:
-                raw = await resp.read()
+                raw = await _read_up_to(resp, 1 << 20)  # (only its first few hundred characters are shown)
             except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             finally:
-                resp.release()
+                _let_go(resp)
             model = body.get("model") if isinstance(body, dict) else None
             raise classify(p, resp.status, raw, resp.headers, model, path)
         return resp
@@ -101,11 +111,13 @@ class Providers:
         """One JSON request (a non-streamed completion, the model list)."""
         resp = await self._open(p, method, path, body, False)
         try:
-            raw = await resp.read()
+            raw = await _read_up_to(resp, MAX_ANSWER_BYTES)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise read_failed(p, exc, "reading the answer") from None
         finally:
-            resp.release()
+            _let_go(resp)
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise too_large(p, f"its body goes on past {MAX_ANSWER_BYTES >> 20} MiB")
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):  # (not JSON; or too deep to read)
@@ -120,6 +132,9 @@ class Providers:
         choices = data.get("choices")
         first = choices[0] if isinstance(choices, list) and choices else None
         if isinstance(first, dict) and isinstance(first.get("message"), dict):
+            text = first["message"].get("content")
+            if isinstance(text, str) and len(text) > MAX_TEXT:
+                raise text_too_large(p)
             return data
         if "error" in data and not choices:  # a failure sent with status 200 (some proxies do)
             said = p.scrub(provider_message(json.dumps(data).encode()))
@@ -162,6 +177,28 @@ class Providers:
             else:
                 reader.stop()
                 resp.close()  # stops the provider's generation if we stopped reading early
+
+
+async def _read_up_to(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The response's body, read until its end or until it goes past `limit` bytes (then it is longer)."""
+    parts: list[bytes] = []
+    n = 0
+    while n <= limit:
+        got = await resp.content.read(limit + 1 - n)
+        if not got:
+            break
+        parts.append(got)
+        n += len(got)
+    return b"".join(parts)
+
+
+def _let_go(resp: aiohttp.ClientResponse) -> None:
+    """A response read to its end gives its connection back; one that was not (too large, cut) is dropped with
+    its connection, which stops the provider's generation."""
+    if resp.content.at_eof():
+        resp.release()
+    else:
+        resp.close()
 
 
 def finish_reason(chunk: dict) -> str | None:
