@@ -97,8 +97,12 @@ def _from(exc: SessiondError, sid: str | None, chat: str | None = None, **more: 
     return oai_error(status, code, exc.message, sid, headers=headers, param=param, **more)
 
 
-# refusals with a status OpenAI's SDKs retry (429) that stand until the user changes something
-NOT_RETRIED = frozenset({"quota_exceeded", "limit_reached"})
+# refusals and failures with a status OpenAI's SDKs retry (429, 5xx) that stand until the user changes something:
+# a spent quota, a full session; a provider refusing sessiond's key, a key sessiond cannot read, an answer too
+# large to keep (each retry asked the provider again with the refused key, or had it generate that answer again)
+NOT_RETRIED = frozenset(
+    {"quota_exceeded", "limit_reached", "provider_unauthorized", "provider_key_unreadable", "provider_answer_too_large"}
+)
 
 
 class Compat:

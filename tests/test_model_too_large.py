@@ -97,6 +97,7 @@ def test_a_whole_answer_past_what_a_message_holds_is_refused_and_the_question_st
     with pytest.raises(openai.APIStatusError) as oe:
         openai_app(d, sid).chat.completions.create(model="m", messages=[{"role": "user", "content": "q2"}])
     assert (oe.value.status_code, oe.value.code) == (502, "provider_answer_too_large"), oe.value.message
+    assert oe.value.response.headers.get("x-should-retry") == "false"  # a retry would only generate it again
     assert lengths(c, sid) == [("user", 1, None, None), ("user", 2, None, None)]
 
 
