@@ -1,9 +1,9 @@
 """What a provider's failure is called (issue 16): its HTTP status and body, or the connection's failure,
 made into a `ProviderError` whose code and status each caller answers with, and whose message says what to
 check: unreachable, unauthorized (401/403), model not found (404), rate limited (429, with the provider's
-Retry-After), the provider's own failure (5xx), a timeout, a stream cut before its end, an answer too large
-to keep. What the provider
-wrote is scrubbed of its key before it is shown."""
+Retry-After), the account's quota spent (429 insufficient_quota), the provider's own failure (5xx), a timeout,
+a stream cut before its end, an answer too large to keep. What the provider wrote is scrubbed of its key before
+it is shown."""
 
 from __future__ import annotations
 
@@ -95,6 +95,18 @@ def classify(
             provider=p.name,
             model=model,
             provider_status=status,
+        )
+    if status == 429 and _provider_code(raw) == "insufficient_quota":
+        # OpenAI's (and its imitators') account out of credit: no wait mends it, unlike a rate limit
+        return provider_error(
+            "provider_quota_exceeded",
+            429,
+            f"provider {p.name!r} says the account of sessiond's key is out of quota (HTTP 429{tail}); a retry "
+            f"does not mend it: check that account's plan and billing, or the key in api_key_file / api_key_env "
+            f"of [providers.{p.name}] in config.toml",
+            provider=p.name,
+            provider_status=status,
+            provider_code="insufficient_quota",
         )
     if status == 429:
         after = _retry_after(headers.get("Retry-After"), headers.get("Date"))

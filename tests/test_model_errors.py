@@ -240,3 +240,30 @@ def test_a_call_without_a_session_that_the_provider_refuses_leaves_no_session(re
     with pytest.raises(openai.APIStatusError):
         app.chat.completions.create(model="m", messages=msgs)
     assert [(m["role"], m["content"]) for m in c.messages(sid)["messages"]] == [("user", "anyone?")]
+
+
+def test_a_429_for_the_provider_account_s_spent_quota_is_not_said_to_pass_and_not_retried(refusing):
+    # OpenAI's 429 insufficient_quota: the account's credit is spent, no wait mends it. It was said as a rate
+    # limit ("retry later"), and an OpenAI app's SDK retried it (a 429) before giving up
+    d, said, sid, app = refusing
+    said.update(
+        status=429,
+        message="You exceeded your current quota, please check your plan and billing details.",
+        type="insufficient_quota",
+        code="insufficient_quota",
+    )
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.code, e.value.status) == ("provider_quota_exceeded", 429), e.value.message
+    assert "retry later" not in e.value.message and "api_key_file / api_key_env of [providers.p]" in e.value.message
+    assert "check your plan and billing" in e.value.message and e.value.details["provider_code"] == "insufficient_quota"
+    assert e.value.details.get("retry_after") is None
+    with pytest.raises(openai.RateLimitError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.code == "provider_quota_exceeded" and oe.value.type == "insufficient_quota", oe.value.body
+    assert oe.value.response.headers.get("x-should-retry") == "false"
+    # a rate limit stays one
+    said.update(message="Rate limit reached", type="requests", code="rate_limit_exceeded")
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert e.value.code == "provider_rate_limited" and "retry later" in e.value.message
