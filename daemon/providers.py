@@ -136,7 +136,7 @@ class Providers:
         done = False
         reader = Body(resp.content)  # all that arrived is read before a failure of the connection is raised
         try:
-            async with aclosing(read_events(p, reader)) as events:
+            async with aclosing(read_events(p, reader, resp.content_type)) as events:
                 async for event in events:
                     yield event
             done = True

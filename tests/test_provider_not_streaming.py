@@ -10,6 +10,7 @@ from aiohttp import web
 
 from conftest import openai_app, started_with_provider
 from servers.s5portal import Threaded
+from sessiond.client import ApiError
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
 
@@ -64,3 +65,31 @@ def test_a_whole_answer_to_a_streamed_question_is_passed_on_and_recorded(whole):
     assert (call.index, call.id, call.function.name, call.function.arguments) == (0, "call_1", "lookup", '{"q": "x"}')
     last = c.messages(sid)["messages"][-1]
     assert last["tool_calls"] == [CALL] and not last.get("interrupted")
+
+
+def page_provider() -> web.Application:
+    """A proxy's page in the provider's place (a login, a captive portal): 200, text/html, no events."""
+
+    async def completions(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="<html><body>Please sign in to the proxy</body></html>\n", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+def test_a_page_in_place_of_a_stream_is_named_not_called_a_cut_answer(make_daemon):
+    # it was provider_stream_cut, "cut the answer off before its end": the user looked for a flaky connection
+    server = Threaded(page_provider()).start()
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", name="p")
+        c = d.client()
+        sid = c.create_session(model="m")["id"]
+        with pytest.raises(ApiError) as e:
+            "".join(c.complete_stream(sid, "q"))
+        assert (e.value.code, e.value.status) == ("provider_bad_answer", 502), e.value.message
+        assert "text/html" in e.value.message and "Please sign in" in e.value.message, e.value.message
+        assert [m["role"] for m in c.messages(sid)["messages"]] == ["user"]
+    finally:
+        server.stop()
