@@ -119,13 +119,16 @@ def classify(
             provider_status=status,
             retry_after=after,
         )
-    if status >= 500:
+    if status >= 500:  # a 503 may say when to come back (RFC 9110 10.2.3), as a 429 does
+        after = _retry_after(headers.get("Retry-After"), headers.get("Date"))
         return provider_error(
             "provider_failed",
             502,
-            f"provider {p.name!r} failed (HTTP {status}{tail}); retry later",
+            f"provider {p.name!r} failed (HTTP {status}{tail}); "
+            + (f"retry after {after:g} s" if after is not None else "retry later"),
             provider=p.name,
             provider_status=status,
+            **({"retry_after": after} if after is not None else {}),
         )
     code = _provider_code(raw)  # e.g. OpenAI's context_length_exceeded, which apps act on
     return provider_error(

@@ -267,3 +267,21 @@ def test_a_429_for_the_provider_account_s_spent_quota_is_not_said_to_pass_and_no
     with pytest.raises(ApiError) as e:
         d.client().complete(sid, "q")
     assert e.value.code == "provider_rate_limited" and "retry later" in e.value.message
+
+
+def test_a_503_s_retry_after_is_passed_on_as_a_429_s_is(refusing):
+    # a provider down for maintenance says how long (RFC 9110: Retry-After with a 503); it was dropped, and an
+    # OpenAI app's SDK retried at once, into the same 503
+    d, said, sid, app = refusing
+    said.update(status=503, message="down for maintenance", headers={"Retry-After": "30"})
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.code, e.value.status) == ("provider_failed", 502), e.value.message
+    assert e.value.details["retry_after"] == 30 and "retry after 30 s" in e.value.message, e.value.message
+    with pytest.raises(openai.InternalServerError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.response.headers["Retry-After"] == "30"
+    said["headers"] = {}
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert "retry_after" not in e.value.details and "retry later" in e.value.message
