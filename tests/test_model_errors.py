@@ -285,3 +285,29 @@ def test_a_503_s_retry_after_is_passed_on_as_a_429_s_is(refusing):
     with pytest.raises(ApiError) as e:
         d.client().complete(sid, "q")
     assert "retry_after" not in e.value.details and "retry later" in e.value.message
+
+
+def test_a_context_the_model_does_not_take_names_the_ways_to_make_it_fit(refusing):
+    # the provider's 400 context_length_exceeded: `ask --again` alone fails the same way; the error names
+    # compacting the chat and giving it a budget below the model's
+    d, said, sid, _ = refusing
+    said.update(
+        status=400,
+        message="This model's maximum context length is 8192 tokens.",
+        type="invalid_request_error",
+        code="context_length_exceeded",
+    )
+    chat = d.client().get_session(sid)["current_chat"]
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert e.value.details["provider_code"] == "context_length_exceeded"
+    assert f"sessiond compact {sid} --chat {chat} --target-tokens N" in e.value.message, e.value.message
+    assert f"sessiond chat set {sid} {chat} --max-context-tokens N" in e.value.message, e.value.message
+    res = run_cli(d.home, "ask", sid, "q2")
+    assert res.returncode == 1 and "maximum context length" in res.stderr and "--max-context-tokens N" in res.stderr
+    assert "--again" in res.stderr, res.stderr
+    # another refusal names no context
+    said.update(status=400, message="temperature is out of range", code="invalid_value")
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert "compact" not in e.value.message, e.value.message
