@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..api.types import MAX_TEXT
 from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from ..storage.tokens import counted_text
 from .provider_config import Provider, ProviderError
-from .provider_stream import delta_text, first_choice
+from .provider_failures import text_too_large
+from .provider_stream import call_chars, delta_text, first_choice
 from .providers import usage_of
 from .toolcalls import Answered, Assembled
 from .unread import Writes, idle_of
@@ -363,6 +365,7 @@ async def pass_on(
     calls = Assembled()
     held: list[tuple[bytes, dict, str, dict | None]] = []  # events held back while a call waits for its id
     usage = first = None
+    size = 0  # the characters of text and calls' arguments taken: a message holds MAX_TEXT at most
     error: ProviderError | None = None
     gone = False
     watch = AppWatch(request, again=True)
@@ -376,6 +379,9 @@ async def pass_on(
         while event is not None:
             raw, chunk = event
             text = delta_text(chunk)
+            size += len(text) + call_chars(chunk)
+            if size > MAX_TEXT:  # neither passed on nor kept: what the app has is what is recorded
+                raise text_too_large(plan.provider)
             u = usage_of(chunk)
             usage = u or usage
             if text:

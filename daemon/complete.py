@@ -335,6 +335,14 @@ def _way_on(exc: SessiondError, plan: Plan, asked: dict) -> None:
     if plan.question is not None:
         exc.details["question"] = plan.question
         exc.details["api"] = [_again_api(plan, asked)]
+    if exc.details.get("provider_code") == "context_length_exceeded":  # asked again as it is, refused again
+        sid, chat = shlex.quote(plan.sid), shlex.quote(plan.chat)
+        exc.message += (
+            f"; the chat holds more than the model takes: compact it (`sessiond compact {sid} --chat {chat}"
+            f" --target-tokens N`), or give it a context budget below the model's, which compacts it before each"
+            f" question (`sessiond chat set {sid} {chat} --max-context-tokens N`)"
+        )
+        exc.args = (exc.message,)
 
 
 def _again_api(plan: Plan, asked: dict) -> str:

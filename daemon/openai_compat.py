@@ -69,7 +69,8 @@ def oai_error(
 ) -> web.Response:
     """OpenAI's error shape; `more`: its `param`, and fields of sessiond's own beside OpenAI's in the error
     object (`completion`: a refused answer's)."""
-    typ = "insufficient_quota" if code == "quota_exceeded" else _TYPES.get(status, "api_error")
+    quota = code in ("quota_exceeded", "provider_quota_exceeded")
+    typ = "insufficient_quota" if quota else _TYPES.get(status, "api_error")
     h = {**(headers or {}), **named(sid)}
     return web.json_response(
         {"error": {"message": message, "type": typ, "param": None, "code": code, **more}}, status=status, headers=h
@@ -97,8 +98,20 @@ def _from(exc: SessiondError, sid: str | None, chat: str | None = None, **more: 
     return oai_error(status, code, exc.message, sid, headers=headers, param=param, **more)
 
 
-# refusals with a status OpenAI's SDKs retry (429) that stand until the user changes something
-NOT_RETRIED = frozenset({"quota_exceeded", "limit_reached"})
+# refusals and failures with a status OpenAI's SDKs retry (429, 5xx) that stand until the user changes something:
+# a spent quota, a full session; a provider refusing sessiond's key, a key sessiond cannot read, an answer too
+# large to keep (each retry asked the provider again with the refused key, or had it generate that answer again),
+# the provider's account out of quota
+NOT_RETRIED = frozenset(
+    {
+        "quota_exceeded",
+        "limit_reached",
+        "provider_unauthorized",
+        "provider_key_unreadable",
+        "provider_answer_too_large",
+        "provider_quota_exceeded",
+    }
+)
 
 
 class Compat:

@@ -1,17 +1,24 @@
 """What a provider's failure is called (issue 16): its HTTP status and body, or the connection's failure,
 made into a `ProviderError` whose code and status each caller answers with, and whose message says what to
 check: unreachable, unauthorized (401/403), model not found (404), rate limited (429, with the provider's
-Retry-After), the provider's own failure (5xx), a timeout, a stream cut before its end. What the provider
-wrote is scrubbed of its key before it is shown."""
+Retry-After), the account's quota spent (429 insufficient_quota), the provider's own failure (5xx), a timeout,
+a stream cut before its end, an answer too large to keep. What the provider wrote is scrubbed of its key before
+it is shown."""
 
 from __future__ import annotations
 
 import json
 import math
 
+from ..api.types import MAX_TEXT
 from ..storage.redact import shown_url
 from ..stores.http import retry_after_seconds
 from .provider_config import Provider, ProviderError, provider_error
+
+# What is read of a provider's whole answer (or its error's body), at most: an answer of MAX_TEXT characters
+# each written as JSON's longest escape (a surrogate pair, 12 bytes), and 1 MiB for the rest of it. Past it the
+# reading stops: a provider that never ends its answer does not grow the daemon without bound.
+MAX_ANSWER_BYTES = 12 * MAX_TEXT + (1 << 20)
 
 
 def _retry_after(value: str | None, date: str | None) -> float | None:
@@ -89,6 +96,18 @@ def classify(
             model=model,
             provider_status=status,
         )
+    if status == 429 and _provider_code(raw) == "insufficient_quota":
+        # OpenAI's (and its imitators') account out of credit: no wait mends it, unlike a rate limit
+        return provider_error(
+            "provider_quota_exceeded",
+            429,
+            f"provider {p.name!r} says the account of sessiond's key is out of quota (HTTP 429{tail}); a retry "
+            f"does not mend it: check that account's plan and billing, or the key in api_key_file / api_key_env "
+            f"of [providers.{p.name}] in config.toml",
+            provider=p.name,
+            provider_status=status,
+            provider_code="insufficient_quota",
+        )
     if status == 429:
         after = _retry_after(headers.get("Retry-After"), headers.get("Date"))
         return provider_error(
@@ -100,13 +119,16 @@ def classify(
             provider_status=status,
             retry_after=after,
         )
-    if status >= 500:
+    if status >= 500:  # a 503 may say when to come back (RFC 9110 10.2.3), as a 429 does
+        after = _retry_after(headers.get("Retry-After"), headers.get("Date"))
         return provider_error(
             "provider_failed",
             502,
-            f"provider {p.name!r} failed (HTTP {status}{tail}); retry later",
+            f"provider {p.name!r} failed (HTTP {status}{tail}); "
+            + (f"retry after {after:g} s" if after is not None else "retry later"),
             provider=p.name,
             provider_status=status,
+            **({"retry_after": after} if after is not None else {}),
         )
     code = _provider_code(raw)  # e.g. OpenAI's context_length_exceeded, which apps act on
     return provider_error(
@@ -160,3 +182,19 @@ def read_failed(p: Provider, exc: BaseException, when: str) -> ProviderError:
 def bad_answer(p: Provider, what: str) -> ProviderError:
     """An answer that is no answer (not JSON, not an object, no message): `what` the provider sent."""
     return provider_error("provider_bad_answer", 502, f"provider {p.name!r} {what}", provider=p.name)
+
+
+def too_large(p: Provider, what: str) -> ProviderError:
+    """An answer past what sessiond keeps (`what`: how): its reading stopped, and with it the generation."""
+    return provider_error(
+        "provider_answer_too_large",
+        502,
+        f"provider {p.name!r} sent an answer too large to keep ({what}); ask for a shorter one "
+        f"(max_tokens), or split the question",
+        provider=p.name,
+    )
+
+
+def text_too_large(p: Provider) -> ProviderError:
+    """An answer whose text (or its calls' arguments) is past what one message holds."""
+    return too_large(p, f"more than the {MAX_TEXT:,} characters a message holds")

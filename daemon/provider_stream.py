@@ -15,11 +15,14 @@ from .provider_failures import bad_answer, provider_message, read_failed, stream
 from .streambody import Body, LineTooLong
 
 
-async def read_events(p: Provider, reader: Body) -> AsyncGenerator[tuple[bytes, dict], None]:
+async def read_events(p: Provider, reader: Body, kind: str = "") -> AsyncGenerator[tuple[bytes, dict], None]:
     """Each chunk of the stream as the provider sent it (the event's data, its bytes) and parsed (a dict).
-    Returns after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut."""
+    Returns after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut, or,
+    when no event at all came but other lines did (a proxy's page in the provider's place), provider_bad_answer
+    naming what came (`kind`: its Content-Type)."""
     began = texted = False  # a chunk came; one with text or a tool call (OpenAI's first has neither: a role)
     data: list[bytes] = []
+    other = b""  # the first line that was no part of an event, while none came
     while True:
         try:
             line = await reader.readline()
@@ -29,11 +32,17 @@ async def read_events(p: Provider, reader: Body) -> AsyncGenerator[tuple[bytes, 
         except LineTooLong as exc:
             raise bad_answer(p, f"sent {exc}") from None
         if not line:
+            if other and not began:
+                raise bad_answer(
+                    p, f"answered with no server-sent events ({kind or 'no Content-Type'}): {_shown(p, other)}"
+                )
             raise stream_cut(p, "the connection closed without [DONE]")
         line = line.rstrip(b"\r\n")
         if line.startswith(b"data:"):
             data.append(line[5:].lstrip(b" "))
             continue
+        if line.strip() and not other and not line.startswith((b":", b"event:", b"id:", b"retry:")):
+            other = line
         if line or not data:
             continue  # comments, event names, ids; or a blank line with no event
         payload = b"\n".join(data)
@@ -61,6 +70,11 @@ async def read_events(p: Provider, reader: Body) -> AsyncGenerator[tuple[bytes, 
         yield payload, chunk
 
 
+def _shown(p: Provider, line: bytes) -> str:
+    """A line the provider sent, shown: its text, cut short, scrubbed of its key."""
+    return p.scrub(repr(line[:120].decode("utf-8", "replace")))
+
+
 def _answers(chunk: dict) -> bool:
     """Whether a streamed chunk carries some of the answer: text, or a part of a tool call."""
     if delta_text(chunk):
@@ -85,6 +99,21 @@ def delta_text(chunk: dict) -> str:
     delta = (choice.get("delta") or {}) if choice is not None else {}
     text = delta.get("content") if isinstance(delta, dict) else None
     return text if isinstance(text, str) else ""
+
+
+def call_chars(chunk: dict) -> int:
+    """The characters of tool-call arguments a streamed chunk adds (its first choice's deltas)."""
+    choice = first_choice(chunk)
+    delta = choice.get("delta") if choice is not None else None
+    deltas = delta.get("tool_calls") if isinstance(delta, dict) else None
+    if not isinstance(deltas, list):
+        return 0
+    n = 0
+    for d in deltas:
+        f = d.get("function") if isinstance(d, dict) else None
+        args = f.get("arguments") if isinstance(f, dict) else None
+        n += len(args) if isinstance(args, str) else 0
+    return n
 
 
 class Drains:

@@ -12,9 +12,19 @@ from typing import Any
 
 import aiohttp
 
-from ..api.types import MAX_TOKENS
+from ..api.types import MAX_TEXT, MAX_TOKENS
 from .provider_config import NoProvider, Provider, provider_error
-from .provider_failures import bad_answer, classify, provider_message, read_failed, timed_out, unreachable
+from .provider_failures import (
+    MAX_ANSWER_BYTES,
+    bad_answer,
+    classify,
+    provider_message,
+    read_failed,
+    text_too_large,
+    timed_out,
+    too_large,
+    unreachable,
+)
 from .provider_stream import Drains, read_events
 from .streambody import Body
 
@@ -88,53 +98,22 @@ class Providers:
             raise unreachable(p, exc) from None
         if resp.status >= 400:
             try:
-                raw = await resp.read()
+                raw = await _read_up_to(resp, 1 << 20)  # (only its first few hundred characters are shown)
             except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             finally:
-                resp.release()
+                _let_go(resp)
             model = body.get("model") if isinstance(body, dict) else None
             raise classify(p, resp.status, raw, resp.headers, model, path)
         return resp
 
     async def request_json(self, p: Provider, method: str, path: str, body: Any = None) -> dict:
         """One JSON request (a non-streamed completion, the model list)."""
-        resp = await self._open(p, method, path, body, False)
-        try:
-            raw = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise read_failed(p, exc, "reading the answer") from None
-        finally:
-            resp.release()
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):  # (not JSON; or too deep to read)
-            raise bad_answer(p, f"answered with something that is not JSON: {p.scrub(repr(raw[:120]))}") from None
-        if not isinstance(data, dict):
-            raise bad_answer(p, "answered with JSON that is not an object")
-        return data
+        return await _json_of(p, await self._open(p, method, path, body, False))
 
     async def complete(self, p: Provider, body: dict) -> dict:
         body = {k: x for k, x in body.items() if k != "stream_options"}  # only for streams
-        data = await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False})
-        choices = data.get("choices")
-        first = choices[0] if isinstance(choices, list) and choices else None
-        if isinstance(first, dict) and isinstance(first.get("message"), dict):
-            return data
-        if "error" in data and not choices:  # a failure sent with status 200 (some proxies do)
-            said = p.scrub(provider_message(json.dumps(data).encode()))
-            raise provider_error(
-                "provider_failed",
-                502,
-                f"provider {p.name!r} answered with an error instead of an answer (HTTP 200: {said}); retry later",
-                provider=p.name,
-                provider_status=200,
-            )
-        raise bad_answer(
-            p,
-            "answered with no message in it (an answer is "
-            f'{{"choices": [{{"message": {{...}}}}]}}): {p.scrub(repr(json.dumps(data)[:120]))}',
-        )
+        return _whole(p, await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False}))
 
     async def models(self, p: Provider) -> dict:
         return await self.request_json(p, "GET", "/models")
@@ -142,17 +121,22 @@ class Providers:
     async def stream(self, p: Provider, body: dict) -> AsyncIterator[tuple[bytes, dict]]:
         """A streamed completion: each chunk as it arrives, as the provider sent it (the event's data, its
         bytes) and parsed (a dict; the OpenAI endpoint passes the bytes on, the text is read from the dict). Ends
-        after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut.
+        after the provider's `data: [DONE]`; a stream that ends without it raises provider_stream_cut. A provider
+        that does not stream, answering with the whole answer's JSON, gives it as the one chunk.
         Closing the iterator early closes the connection, which stops the provider's generation."""
         body = {**body, "stream": True}
         opts = dict(body.get("stream_options") or {})
         opts["include_usage"] = True
         body["stream_options"] = opts
         resp = await self._open(p, "POST", "/chat/completions", body, True)
+        if resp.content_type == "application/json":
+            chunk = as_chunk(_whole(p, await _json_of(p, resp)))
+            yield json.dumps(chunk, ensure_ascii=False).encode(), chunk
+            return
         done = False
         reader = Body(resp.content)  # all that arrived is read before a failure of the connection is raised
         try:
-            async with aclosing(read_events(p, reader)) as events:
+            async with aclosing(read_events(p, reader, resp.content_type)) as events:
                 async for event in events:
                     yield event
             done = True
@@ -162,6 +146,88 @@ class Providers:
             else:
                 reader.stop()
                 resp.close()  # stops the provider's generation if we stopped reading early
+
+
+async def _json_of(p: Provider, resp: aiohttp.ClientResponse) -> dict:
+    """A provider's answer read as one JSON object (up to MAX_ANSWER_BYTES), its connection given back."""
+    try:
+        raw = await _read_up_to(resp, MAX_ANSWER_BYTES)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise read_failed(p, exc, "reading the answer") from None
+    finally:
+        _let_go(resp)
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise too_large(p, f"its body goes on past {MAX_ANSWER_BYTES >> 20} MiB")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # (not JSON; or too deep to read)
+        raise bad_answer(p, f"answered with something that is not JSON: {p.scrub(repr(raw[:120]))}") from None
+    if not isinstance(data, dict):
+        raise bad_answer(p, "answered with JSON that is not an object")
+    return data
+
+
+def _whole(p: Provider, data: dict) -> dict:
+    """A whole answer (`data`, JSON), checked: it holds a message, one a message can keep."""
+    choices = data.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    if isinstance(first, dict) and isinstance(first.get("message"), dict):
+        text = first["message"].get("content")
+        if isinstance(text, str) and len(text) > MAX_TEXT:
+            raise text_too_large(p)
+        return data
+    if "error" in data and not choices:  # a failure sent with status 200 (some proxies do)
+        said = p.scrub(provider_message(json.dumps(data).encode()))
+        raise provider_error(
+            "provider_failed",
+            502,
+            f"provider {p.name!r} answered with an error instead of an answer (HTTP 200: {said}); retry later",
+            provider=p.name,
+            provider_status=200,
+        )
+    raise bad_answer(
+        p,
+        "answered with no message in it (an answer is "
+        f'{{"choices": [{{"message": {{...}}}}]}}): {p.scrub(repr(json.dumps(data)[:120]))}',
+    )
+
+
+def as_chunk(data: dict) -> dict:
+    """A whole answer (checked: `_whole`) as the one chunk of a stream: its message as the delta, each of its
+    tool calls given its index, its usage."""
+    choice = data["choices"][0]
+    delta = {k: v for k, v in choice["message"].items() if k != "tool_calls"}
+    calls = choice["message"].get("tool_calls")
+    if isinstance(calls, list) and calls:
+        delta["tool_calls"] = [{**c, "index": i} if isinstance(c, dict) else c for i, c in enumerate(calls)]
+    chunk = {k: data[k] for k in ("id", "created", "model", "system_fingerprint") if k in data}
+    chunk["object"] = "chat.completion.chunk"
+    chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}]
+    if "usage" in data:
+        chunk["usage"] = data["usage"]
+    return chunk
+
+
+async def _read_up_to(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The response's body, read until its end or until it goes past `limit` bytes (then it is longer)."""
+    parts: list[bytes] = []
+    n = 0
+    while n <= limit:
+        got = await resp.content.read(limit + 1 - n)
+        if not got:
+            break
+        parts.append(got)
+        n += len(got)
+    return b"".join(parts)
+
+
+def _let_go(resp: aiohttp.ClientResponse) -> None:
+    """A response read to its end gives its connection back; one that was not (too large, cut) is dropped with
+    its connection, which stops the provider's generation."""
+    if resp.content.at_eof():
+        resp.release()
+    else:
+        resp.close()
 
 
 def finish_reason(chunk: dict) -> str | None:

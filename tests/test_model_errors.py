@@ -240,3 +240,74 @@ def test_a_call_without_a_session_that_the_provider_refuses_leaves_no_session(re
     with pytest.raises(openai.APIStatusError):
         app.chat.completions.create(model="m", messages=msgs)
     assert [(m["role"], m["content"]) for m in c.messages(sid)["messages"]] == [("user", "anyone?")]
+
+
+def test_a_429_for_the_provider_account_s_spent_quota_is_not_said_to_pass_and_not_retried(refusing):
+    # OpenAI's 429 insufficient_quota: the account's credit is spent, no wait mends it. It was said as a rate
+    # limit ("retry later"), and an OpenAI app's SDK retried it (a 429) before giving up
+    d, said, sid, app = refusing
+    said.update(
+        status=429,
+        message="You exceeded your current quota, please check your plan and billing details.",
+        type="insufficient_quota",
+        code="insufficient_quota",
+    )
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.code, e.value.status) == ("provider_quota_exceeded", 429), e.value.message
+    assert "retry later" not in e.value.message and "api_key_file / api_key_env of [providers.p]" in e.value.message
+    assert "check your plan and billing" in e.value.message and e.value.details["provider_code"] == "insufficient_quota"
+    assert e.value.details.get("retry_after") is None
+    with pytest.raises(openai.RateLimitError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.code == "provider_quota_exceeded" and oe.value.type == "insufficient_quota", oe.value.body
+    assert oe.value.response.headers.get("x-should-retry") == "false"
+    # a rate limit stays one
+    said.update(message="Rate limit reached", type="requests", code="rate_limit_exceeded")
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert e.value.code == "provider_rate_limited" and "retry later" in e.value.message
+
+
+def test_a_503_s_retry_after_is_passed_on_as_a_429_s_is(refusing):
+    # a provider down for maintenance says how long (RFC 9110: Retry-After with a 503); it was dropped, and an
+    # OpenAI app's SDK retried at once, into the same 503
+    d, said, sid, app = refusing
+    said.update(status=503, message="down for maintenance", headers={"Retry-After": "30"})
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert (e.value.code, e.value.status) == ("provider_failed", 502), e.value.message
+    assert e.value.details["retry_after"] == 30 and "retry after 30 s" in e.value.message, e.value.message
+    with pytest.raises(openai.InternalServerError) as oe:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    assert oe.value.response.headers["Retry-After"] == "30"
+    said["headers"] = {}
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert "retry_after" not in e.value.details and "retry later" in e.value.message
+
+
+def test_a_context_the_model_does_not_take_names_the_ways_to_make_it_fit(refusing):
+    # the provider's 400 context_length_exceeded: `ask --again` alone fails the same way; the error names
+    # compacting the chat and giving it a budget below the model's
+    d, said, sid, _ = refusing
+    said.update(
+        status=400,
+        message="This model's maximum context length is 8192 tokens.",
+        type="invalid_request_error",
+        code="context_length_exceeded",
+    )
+    chat = d.client().get_session(sid)["current_chat"]
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert e.value.details["provider_code"] == "context_length_exceeded"
+    assert f"sessiond compact {sid} --chat {chat} --target-tokens N" in e.value.message, e.value.message
+    assert f"sessiond chat set {sid} {chat} --max-context-tokens N" in e.value.message, e.value.message
+    res = run_cli(d.home, "ask", sid, "q2")
+    assert res.returncode == 1 and "maximum context length" in res.stderr and "--max-context-tokens N" in res.stderr
+    assert "--again" in res.stderr, res.stderr
+    # another refusal names no context
+    said.update(status=400, message="temperature is out of range", code="invalid_value")
+    with pytest.raises(ApiError) as e:
+        d.client().complete(sid, "q")
+    assert "compact" not in e.value.message, e.value.message

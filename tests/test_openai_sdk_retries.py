@@ -1,0 +1,69 @@
+"""Which failures of the model provider an OpenAI app's SDK retries. The endpoint answers a provider's failure
+with a 502 (sessiond's own message and code), which OpenAI's SDKs retry (twice by default): right for the
+provider's own 5xx, a timeout, a connection refused, but a provider refusing sessiond's key (401/403), a key
+file sessiond cannot read and an answer too large to keep stand until the user changes something; each retry
+asked the provider again with the refused key (three 401s in its log for one call), or had it generate the
+too-large answer again. Those carry `x-should-retry: false`, which the SDKs obey."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from conftest import cli_json, started_with_provider
+
+
+@pytest.fixture
+def loop(make_daemon, tmp_path):
+    """A daemon whose providers are tests/servers/openai_server.py: `loop` (the default), and `keyless`, whose
+    api_key_file is not there."""
+    from servers.openai_server import Provider, serve_threaded
+
+    p, server = serve_threaded(Provider())
+    url = f"http://127.0.0.1:{server.port}/v1"
+    d = started_with_provider(make_daemon, url, default_provider="loop", openai_listen="127.0.0.1:0", start=False)
+    with open(f"{d.home}/config.toml", "a") as f:
+        f.write(f'[providers.keyless]\nbase_url = "{url}"\napi_key_file = "{tmp_path}/no-such-key"\n')
+    d.start()
+    yield d, p
+    server.stop()
+
+
+def retrying_app(d, **headers: str) -> openai.OpenAI:
+    """The SDK as an app uses it: its own retries on (twice)."""
+    info = cli_json(d.home, "status")["openai"]
+    key = open(info["api_key_file"]).read().strip()
+    return openai.OpenAI(base_url=info["base_url"], api_key=key, max_retries=2, default_headers=headers)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_provider_refusing_sessiond_s_key_is_asked_once_not_once_per_sdk_retry(loop, status):
+    d, p = loop
+    p.faults.status, p.faults.times = status, 100
+    with pytest.raises(openai.InternalServerError) as e:
+        retrying_app(d).chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "q"}])
+    assert (e.value.status_code, e.value.code) == (502, "provider_unauthorized")
+    assert "api_key_file / api_key_env of [providers.loop]" in e.value.message, e.value.message
+    assert e.value.response.headers.get("x-should-retry") == "false"
+    assert len(p.requests) == 1, "the SDK retried a refused key"
+
+
+def test_a_key_sessiond_cannot_read_is_not_retried(loop):
+    d, p = loop
+    sid = d.client().create_session(model="echo-1", settings={"provider": "keyless"})["id"]
+    with pytest.raises(openai.InternalServerError) as e:
+        retrying_app(d, **{"X-Sessiond-Session": sid}).chat.completions.create(
+            model="echo-1", messages=[{"role": "user", "content": "q"}]
+        )
+    assert (e.value.status_code, e.value.code) == (502, "provider_key_unreadable"), e.value.message
+    assert "no-such-key" in e.value.message
+    assert e.value.response.headers.get("x-should-retry") == "false"
+    assert p.requests == []
+
+
+def test_a_provider_s_own_failure_is_left_to_the_sdk_s_retries(loop):
+    d, p = loop
+    p.faults.status, p.faults.times = 503, 1  # the first try fails, the SDK's retry is answered
+    answer = retrying_app(d).chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "q"}])
+    assert answer.choices[0].message.content == "echo: q"
+    assert len(p.requests) == 2
