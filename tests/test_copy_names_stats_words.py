@@ -1,4 +1,4 @@
-"""A copy's name as asked, and `stats` in words: what an app or a user asking for them saw."""
+"""Names as asked (a copy's, a chat's), and `stats` in words: what an app or a user asking for them saw."""
 
 from __future__ import annotations
 
@@ -33,3 +33,18 @@ def test_stats_in_words_count_in_the_singular_and_say_whose(daemon):
     assert none.startswith("sessions with no user: 0 sessions"), none
     everyone = run_cli(h, "stats", check=True).stdout
     assert everyone.startswith("1 session (1 active, 0 paused, 0 ended), 1 message, 1 token"), everyone
+
+
+def test_a_chat_renamed_to_an_empty_name_is_named_by_its_id_as_one_made_so(daemon):
+    """A chat made with `name: ""` is named by its id (no name), but a PATCH to `""` stored the empty name: `chat
+    ls` showed a blank, and no `--chat ""` could pick it by that name (an empty chat is refused). A PATCH's `""`
+    is no name now, as at the chat's making and as null is: the chat's id again."""
+    c = daemon.client()
+    sid = c.create_session()["id"]
+    assert c.create_chat(sid, id="side", name="")["name"] == "side"
+    c.update_chat(sid, "side", name="Side")
+    assert c.update_chat(sid, "side", name="")["name"] == "side"
+    assert c.update_chat(sid, "main", name="")["name"] == "main"
+    assert [ch["name"] for ch in c.list_chats(sid)["chats"]] == ["main", "side"]
+    out = run_cli(daemon.home, "chat", "set", sid, "side", "--name", "", "--json", check=True).stdout
+    assert '"name": "side"' in out, out
