@@ -18,6 +18,14 @@ async def check_chat_room(q, limits: dict, sid: str, chat: str, adding: int, cap
     have = await messages_in_chat(q, sid, chat)
     if have + adding <= cap:
         return
+    if adding > cap:  # more than any chat may hold: no other chat, nor a clone's, takes them either
+        raise LimitReached(
+            f"these {adding} messages{what} are more than max_messages_per_chat ({cap}) lets any chat of session "
+            f"{sid!r} hold (chat {chat!r} holds {have}): send at most {cap} to a chat, or raise "
+            "max_messages_per_chat in the daemon's config.toml",
+            limit="max_messages_per_chat",
+            value=cap,
+        )
     chats_cap = limits.get("max_chats_per_session")
     chats = (await q.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if chats_cap else 0
     room = not chats_cap or chats < chats_cap

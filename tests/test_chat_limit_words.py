@@ -53,3 +53,29 @@ def test_a_new_chat_past_a_lowered_limit_says_how_many_the_session_has(lowered):
     said = e.value.message
     assert "already has 3 chats" in said and "max_chats_per_session (2)" in said, said
     assert "sessiond chat switch" in said and "config.toml" in said, said
+
+
+def test_a_batch_larger_than_any_chat_may_hold_is_not_sent_to_another_chat_or_a_clone(home):
+    """max_messages_per_chat: a batch of more messages than the cap itself was told to go on in another chat
+    or a clone, where it cannot fit either (an app following `details.api` made a chat and was refused again).
+    It is told that no chat takes that many at once: split it, or raise the setting."""
+    write_config(home, max_messages_per_chat=3)
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        sid = c.create_session()["id"]
+        with pytest.raises(ApiError) as e:
+            c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(4)])
+        said, details = e.value.message, e.value.details
+        assert e.value.code == "limit_reached" and details["limit"] == "max_messages_per_chat", said
+        assert "4 messages" in said and "at most 3" in said and "config.toml" in said, said
+        assert "chat new" not in said and "sessiond clone" not in said, said
+        assert details.get("api", []) == [] and details["owner"], details
+        assert c.get_session(sid)["message_count"] == 0
+        # a batch that fits a chat, but not this one's room, still names the ways on
+        c.append_many(sid, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+        with pytest.raises(ApiError) as e:
+            c.append_many(sid, [{"role": "user", "content": "c"}, {"role": "user", "content": "d"}])
+        assert "chat new" in e.value.message and "sessiond clone" in e.value.message, e.value.message
+    finally:
+        d.stop()
