@@ -269,7 +269,15 @@ class Messages:
                 chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
                 try:
                     cut = await context_check(
-                        tx, sid, c, policy, chat_tokens, known, estimate=self.c.estimate, cache=self.c.fixed_cache
+                        tx,
+                        sid,
+                        c,
+                        policy,
+                        chat_tokens,
+                        known,
+                        estimate=self.c.estimate,
+                        cache=self.c.fixed_cache,
+                        limits=self.c.limits,
                     )
                 except ContextOverflow:
                     if not (answer or importing):

@@ -79,3 +79,30 @@ def test_a_batch_larger_than_any_chat_may_hold_is_not_sent_to_another_chat_or_a_
         assert "chat new" in e.value.message and "sessiond clone" in e.value.message, e.value.message
     finally:
         d.stop()
+
+
+def test_a_context_overflow_names_another_chat_only_while_the_session_has_room_for_one(home):
+    """A chat over its context budget with automatic compaction off was told to start another chat (and
+    `details.api` held `POST .../chats`) even when max_chats_per_session left no room for one: the app that
+    followed it was refused with limit_reached. Another chat is named only while one can be made."""
+    write_config(home, max_chats_per_session=1)
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        sid = c.create_session(max_context_tokens=50, auto_compact=False)["id"]
+        c.append(sid, "user", "a", tokens=30)
+        with pytest.raises(ApiError) as e:
+            c.append(sid, "user", "b", tokens=15)
+        said, api = e.value.message, e.value.details["api"]
+        assert e.value.code == "context_overflow" and "--auto-compact" in said, said
+        assert "chat new" not in said and not any("/chats" in way for way in api), (said, api)
+        assert len(api) == 2, api  # compact, or automatic compaction on
+        # with room for a chat (the limit raised), it is named again
+        d.stop()
+        write_config(home, max_chats_per_session=2)
+        d.start()
+        with pytest.raises(ApiError) as e:
+            d.client().append(sid, "user", "b", tokens=15)
+        assert "chat new" in e.value.message and any("/chats" in w for w in e.value.details["api"]), e.value
+    finally:
+        d.stop()
