@@ -106,3 +106,22 @@ def test_a_context_overflow_names_another_chat_only_while_the_session_has_room_f
         assert "chat new" in e.value.message and any("/chats" in w for w in e.value.details["api"]), e.value
     finally:
         d.stop()
+
+
+def test_a_new_chat_past_a_limit_of_one_is_not_sent_to_switch_chats(home):
+    """At max_chats_per_session = 1, `chat new` was refused with "already has 1 chats ... go on in one of them
+    (`sessiond chat switch ID CHAT`)" and that switch in `details.api`: the one chat is the current one, so the
+    way led nowhere. It says the session's one chat, and names the setting only."""
+    write_config(home, max_chats_per_session=1)
+    d = DaemonProc(home).start()
+    try:
+        c = d.client()
+        sid = c.create_session()["id"]
+        with pytest.raises(ApiError) as e:
+            c.create_chat(sid, name="second")
+        said = e.value.message
+        assert e.value.code == "limit_reached" and "already has its one chat" in said, said
+        assert "chat switch" not in said and "config.toml" in said, said
+        assert e.value.details.get("api", []) == [] and e.value.details["owner"], e.value.details
+    finally:
+        d.stop()
