@@ -400,13 +400,13 @@ def new_chat(b: dict) -> dict:
 
 def chat_patch(b: dict, current: dict) -> dict:
     """A checked chat PATCH body's changes to the chat `current` (its fields as stored), as a chat.update
-    carries them: fields given replace its own, null clears one (a null name: the chat's id again);
+    carries them: fields given replace its own, null clears one (a null or empty name: the chat's id again);
     settings and policy are merged per field (a null settings or policy clears all of it)."""
     fields: dict[str, Any] = {k: b[k] for k in ("model",) if k in b}
     if "system_prompt" in b:
         fields["system_prompt"] = prompt(b["system_prompt"])
-    if "name" in b:
-        fields["name"] = b["name"] if b["name"] is not None else current["id"]
+    if "name" in b:  # (an empty name is none, as at the chat's making: its id)
+        fields["name"] = b["name"] or current["id"]
     if "settings" in b:
         fields["settings"] = merged(b["settings"], current["settings"]) if b["settings"] is not None else {}
     pol = policy(b, {} if "policy" in b and b["policy"] is None else current["policy"])

@@ -110,13 +110,16 @@ class Chats:
             cap = self.c.limits.get("max_chats_per_session")
             n = (await tx.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if cap else 0
             if cap and n >= cap:  # (n: more than cap once the limit was lowered below what the session holds)
+                many = n > 1  # (its one chat is the current one: no switch to name)
                 raise LimitReached(
-                    f"session {sid!r} already has {n} chats and max_chats_per_session ({cap}) allows no more: go"
-                    f" on in one of them (`sessiond chat switch {sid} CHAT`), or raise max_chats_per_session in"
-                    " the daemon's config.toml",
+                    f"session {sid!r} already has "
+                    + (f"{n} chats" if many else "its one chat")
+                    + f" and max_chats_per_session ({cap}) allows no more: go on in "
+                    + (f"one of them (`sessiond chat switch {sid} CHAT`)" if many else "it")
+                    + ", or raise max_chats_per_session in the daemon's config.toml",
                     limit="max_chats_per_session",
                     value=cap,
-                    api=[switch_chat_way(sid)],
+                    api=[switch_chat_way(sid)] if many else [],
                 )
             op = await local_op(tx, self.c.device_id, sid, row["lamport"], "chat.create", body, t)
             if spec.get("switch"):

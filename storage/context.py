@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .apply import local_op
+from .chatcap import room_for_chat
 from .chats import Chats, refuse_if_ended
 from .chatstats import chat_messages
 from .connections import Connections
@@ -169,12 +170,14 @@ async def context_check(
     *,
     estimate: Estimator = DEFAULT_ESTIMATE,
     cache: FixedCache | None = None,
+    limits: dict | None = None,
 ) -> list | None:
     """Check the chat's context budget for `adding` more tokens (inside the append's transaction;
     `budget_read`: its chat_budget if already read). The budget bounds what a question sends the model:
     the system prompt and initial messages (fixed_tokens, counted with `estimate`, kept in `cache`) and the
     chat's active messages (their total as triggers keep it: budget_totals). Returns a new compaction cutoff
-    if the chat must compact first, None if it fits; raises ContextOverflow if it cannot fit."""
+    if the chat must compact first, None if it fits; raises ContextOverflow if it cannot fit (naming another
+    chat as a way on only while `limits`' max_chats_per_session leaves room for one)."""
     p, cut = budget_read or await chat_budget(tx, sid, chat, policy)
     budget = p.get("max_context_tokens")
     if not budget:
@@ -208,11 +211,17 @@ async def context_check(
         )
     besides = f" (and {fixed} of its system prompt and initial messages)" if fixed else ""
     if p.get("auto_compact") is False:
-        turn_on = f", turn automatic compaction on (`{_setter(sid, chat, own, 'auto_compact')} --auto-compact`)"
+        another = await room_for_chat(tx, limits or {}, sid)  # (a way on only while the chats' limit leaves room)
+        turn_on = f"turn automatic compaction on (`{_setter(sid, chat, own, 'auto_compact')} --auto-compact`)"
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} holds {total} tokens of context{besides}; {adding} more would pass "
             f"its budget of {budget} x {margin} and automatic compaction is off. Compact it (`sessiond compact {sid} "
-            f"--chat {chat}`){turn_on} or start another chat (`sessiond chat new {sid} --switch`)",
+            f"--chat {chat}`)"
+            + (
+                f", {turn_on} or start another chat (`sessiond chat new {sid} --switch`)"
+                if another
+                else f" or {turn_on}"
+            ),
             active=total,
             budget=budget,
             adding=adding,
@@ -220,21 +229,23 @@ async def context_check(
             api=[
                 f'POST {session_path(sid, "compact")} {{"chat": {json.dumps(chat)}}}',
                 _setter_api(sid, chat, own, "auto_compact", "true"),
-                new_chat_way(sid),
+                *([new_chat_way(sid)] if another else []),
             ],
         )
     # the one full read: where the compaction cuts (once per compaction, not per append)
     new_cut, left = cut_for(await active(tx, sid, chat, cut), max(0, room / 2 - adding), cut)
     if left + adding > room:  # the system messages compaction keeps leave no room for these
+        another = await room_for_chat(tx, limits or {}, sid)
         raise ContextOverflow(
             f"chat {chat!r} of session {sid!r} keeps {left} tokens of system messages{besides}, which no "
             f"compaction sets aside; {adding} more would pass its budget of {budget} x {margin}: "
-            f"{raise_budget}send less, or start another chat (`sessiond chat new {sid} --switch`)",
+            f"{raise_budget}send less"
+            + (f", or start another chat (`sessiond chat new {sid} --switch`)" if another else ""),
             active=left,
             budget=budget,
             adding=adding,
             fixed=fixed,
-            api=[raise_api, new_chat_way(sid)],
+            api=[raise_api, *([new_chat_way(sid)] if another else [])],
         )
     return new_cut
 

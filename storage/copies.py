@@ -30,7 +30,7 @@ class Copies:
         spec = await self._copy_spec(sid)
         check_copy_chats(self.c.limits, f"a clone of session {sid!r}", len(spec["chats"]))
         spec.update(id=new_id, provenance={"kind": "clone", "session": sid})
-        if name:
+        if name is not None:  # (an empty name asked for too, as create takes it; left out: the source's)
             spec["name"] = name
         return await self.sessions.create(spec)
 
@@ -57,7 +57,7 @@ class Copies:
         check_copy_chats(self.c.limits, f"a fork of session {sid!r} at message {at!r}", len(spec["chats"]))
         # its current chat is the fork point's: the next message follows that one
         spec.update(id=new_id, provenance={"kind": "fork", "session": sid, "message": at}, current_chat=chat)
-        if name:
+        if name is not None:
             spec["name"] = name
         # (each chat's messages up to the fork point, merged: chatorder.py; not every message of the session sorted)
         rows = await in_order(

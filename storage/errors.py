@@ -305,9 +305,20 @@ def quota_short(sid: str, used: int, quota: int, messages: list, tokens: int) ->
     return f"session {sid!r} has used {used} of its {quota} tokens; {them} {tokens} more"
 
 
-def quota_ways_api(sid: str) -> list[str]:
-    """quota_ways_out's ways, in API terms (`details.api`)."""
-    return [f'PATCH {session_path(sid)} {{"token_quota": N}}', *new_session_ways(sid)]
+def quota_too_small(sid: str, used: int, quota: int, messages: list, tokens: int) -> str:
+    """Messages of more tokens than the whole quota: no clone or fork (the same quota) takes them either, so
+    the ways on are a larger quota, or less sent."""
+    them = "this message needs" if len(messages) == 1 else f"these {len(messages)} messages need"
+    return (
+        f"session {sid!r} has used {used} of its {quota} tokens; {them} {tokens}, more than its whole token quota"
+        f" ({quota}), which a clone or a fork keeps too. Raise the quota (`sessiond set {sid} --token-quota N`),"
+        " or send less"
+    )
+
+
+def quota_ways_api(sid: str, *, copies: bool = True) -> list[str]:
+    """quota_ways_out's ways, in API terms (`details.api`); `copies`: the clone and the fork among them."""
+    return [f'PATCH {session_path(sid)} {{"token_quota": N}}', *(new_session_ways(sid) if copies else [])]
 
 
 def quota_ways_out(sid: str) -> str:

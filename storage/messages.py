@@ -27,6 +27,7 @@ from .errors import (
     check_access,
     quota_exhausted,
     quota_short,
+    quota_too_small,
     quota_ways_api,
     quota_ways_out,
     sync_wait,
@@ -242,8 +243,11 @@ class Messages:
             # one rule: a quota used up (100 %: `exhausted`) takes nothing more, a 0-token append neither, as a
             # question to a model is refused from 100 % on; below it an append is taken if it fits
             if quota and (used >= quota or used + new_tokens > quota) and not (answer or importing):
+                whole = new_tokens > quota  # more than the whole quota: no clone or fork (the same quota) takes them
                 raise QuotaExceeded(
-                    (
+                    quota_too_small(sid, used, quota, messages, new_tokens)
+                    if whole
+                    else (
                         f"{quota_exhausted(sid, used, quota)}. "
                         if used >= quota  # nothing left: however few tokens these are (0 too), they do not fit
                         else f"{quota_short(sid, used, quota, messages, new_tokens)}. "
@@ -252,7 +256,7 @@ class Messages:
                     used=used,
                     quota=quota,
                     needed=new_tokens,
-                    api=quota_ways_api(sid),
+                    api=quota_ways_api(sid, copies=not whole),
                 )
             seq = seq or 0
             session_budget = "max_context_tokens" in policy
@@ -265,7 +269,15 @@ class Messages:
                 chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
                 try:
                     cut = await context_check(
-                        tx, sid, c, policy, chat_tokens, known, estimate=self.c.estimate, cache=self.c.fixed_cache
+                        tx,
+                        sid,
+                        c,
+                        policy,
+                        chat_tokens,
+                        known,
+                        estimate=self.c.estimate,
+                        cache=self.c.fixed_cache,
+                        limits=self.c.limits,
                     )
                 except ContextOverflow:
                     if not (answer or importing):

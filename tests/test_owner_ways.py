@@ -17,7 +17,7 @@ def _raise(limit: str, value: int) -> list[str]:
 
 
 def test_each_config_limit_refusal_names_the_owners_way(make_daemon):
-    d = started_with(make_daemon, max_active_sessions=2, max_chats_per_session=1, max_messages_per_chat=2)
+    d = started_with(make_daemon, max_active_sessions=2, max_chats_per_session=2, max_messages_per_chat=2)
     c = d.client()
     sid = c.create_session(name="one")["id"]
     c.create_session(name="two")
@@ -25,9 +25,10 @@ def test_each_config_limit_refusal_names_the_owners_way(make_daemon):
     with pytest.raises(ApiError) as e:
         c.create_session(name="three")
     refusals.append((e.value, "max_active_sessions", 2))
+    c.create_chat(sid)  # (two chats: one to switch to, the app's own way on; test_chat_limit_words.py: one)
     with pytest.raises(ApiError) as e:
         c.create_chat(sid)
-    refusals.append((e.value, "max_chats_per_session", 1))
+    refusals.append((e.value, "max_chats_per_session", 2))
     c.append(sid, "user", "a")
     c.append(sid, "user", "b")
     with pytest.raises(ApiError) as e:

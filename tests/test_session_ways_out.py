@@ -222,3 +222,24 @@ def test_an_app_following_events_is_told_when_an_append_changes_the_quota_level(
     levels = [ev.get("quota_level") for ev in seen if ev["session"] == sid]
     assert levels == [None, None, "warning", None, "critical", "exhausted"], seen
     assert all("quota_level" not in ev for ev in seen if ev["session"] in (free, last)), seen
+
+
+def test_messages_larger_than_the_whole_token_quota_are_not_sent_to_a_clone_or_fork(daemon):
+    """An append of more tokens than the session's whole quota was told to go on in a clone or a fork, each with
+    the same quota (a clone's starting at 0 tokens used), where it cannot fit either: an app following
+    `details.api` made a session and was refused again. It is told the quota itself is too small: raise it,
+    or send less; a copy is still named when the messages would fit in one."""
+    c = daemon.client()
+    sid = c.create_session(token_quota=100)["id"]
+    c.append(sid, "user", "first", tokens=50)
+    with pytest.raises(ApiError) as e:
+        c.append(sid, "user", "huge", tokens=150)
+    said, details = e.value.message, e.value.details
+    assert e.value.code == "quota_exceeded" and "150" in said and "whole token quota (100)" in said, said
+    assert "--token-quota N" in said and "sessiond clone" not in said and "sessiond fork" not in said, said
+    assert details["api"] == [f'PATCH /v1/sessions/{sid} {{"token_quota": N}}'], details
+    with pytest.raises(ApiError) as e:  # fits a clone (0 used): the copies are among the ways on
+        c.append(sid, "user", "big", tokens=60)
+    assert "sessiond clone" in e.value.message and len(e.value.details["api"]) == 3, e.value.message
+    res = run_cli(daemon.home, "add", sid, "--role", "user", "--tokens", "101", "x")
+    assert res.returncode == 1 and "whole token quota" in res.stderr and "sessiond clone" not in res.stderr, res.stderr

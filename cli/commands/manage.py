@@ -223,8 +223,9 @@ def cmd_stats(args) -> int:
     if args.id:  # one session's
         st = cast("SessionStats", answer)
         lines = [
-            f"session {st['session']} ({st['status']}): {st['chats']} chats, {st['messages']} messages, "
-            f"{st['tokens']} tokens used; created {when(st['created_at'])}, last active {when(st['last_activity'])}"
+            f"session {st['session']} ({st['status']}): {counted(st['chats'], 'chat')}, "
+            f"{counted(st['messages'], 'message')}, {counted(st['tokens'], 'token')} used; "
+            f"created {when(st['created_at'])}, last active {when(st['last_activity'])}"
         ]
         if st.get("idle_end_waits"):  # active, though idle: why (as `show` says)
             lines.append(f"idle end: {idle_end_said(st['idle_end_waits'], args.home)}")
@@ -249,9 +250,13 @@ def cmd_stats(args) -> int:
         )
     else:  # several sessions': a user's, those with no user, the daemon's
         many = cast("SessionsStats", answer)
+        # whose figures they are, when not the daemon's: a user's, or the sessions with no user
+        whose = "sessions with no user: " if args.no_user else ""
+        if args.user is not None:
+            whose = f"user {safe(args.user)}: "
         lines = [
-            f"{many['sessions']} sessions ({many['active']} active, {many['paused']} paused, {many['ended']} ended), "
-            f"{many['messages']} messages, {many['tokens']} tokens"
+            f"{whose}{counted(many['sessions'], 'session')} ({many['active']} active, {many['paused']} paused,"
+            f" {many['ended']} ended), {counted(many['messages'], 'message')}, {counted(many['tokens'], 'token')}"
         ]
         if many.get("users"):
             lines.append(
