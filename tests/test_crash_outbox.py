@@ -1,0 +1,111 @@
+"""kill -9 of a daemon whose mirror has a store down (its writes wait in that store's durable outbox,
+storage/outbox.py), while appends are acknowledged, and again while the outbox drains once the store is
+back: after the restarts the store that was down gets every acknowledged message once, a device reading it
+alone has each of them exactly once, the outbox is empty, and verify and doctor are clean."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from conftest import cli_json, run_cli, wait_for
+from sessiond.client import ApiError, Client, ClientError
+from sessiond.stores.s5 import S5Store
+from test_mirror import Relay, head_revision, stores_of
+
+
+def _contents(d, sid: str) -> list[str]:
+    return [m["content"] for m in d.client().messages(sid, limit=100_000)["messages"]]
+
+
+@pytest.fixture
+def relay(tmp_path):
+    r = Relay(str(tmp_path / "relay")).start()
+    yield r
+    r.close()
+
+
+def _append_while_killed(d, sid: str, kills: int, seed: int) -> list[str]:
+    """Appends to `sid` on `d` from a thread while `d` is killed (SIGKILL) `kills` times at random moments and
+    started again; returns the acknowledged ones."""
+    acked: list[str] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def appender() -> None:
+        i = 0
+        while not stop.is_set():
+            text = f"m{i}"
+            i += 1
+            try:
+                with Client(d.home, timeout=10) as c:
+                    c.append(sid, "user", text)
+                acked.append(text)
+            except ApiError as exc:  # a real error from a live daemon fails the test
+                errors.append(exc)
+                return
+            except (ClientError, OSError):
+                time.sleep(0.02)  # the daemon is down or was killed mid-request: not acknowledged
+
+    t = threading.Thread(target=appender, daemon=True)
+    t.start()
+    rnd = random.Random(seed)
+    try:
+        for _ in range(kills):
+            time.sleep(rnd.uniform(0.1, 0.4))  # the scenario: a kill at a random moment of the appends
+            d.kill()
+            d.start()
+        n = len(acked)
+        wait_for(lambda: len(acked) > n, timeout=10, what="an append acknowledged after the last restart")
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert not errors, errors
+    return acked
+
+
+def _clean(d) -> bool:
+    res = run_cli(d.home, "verify", "--json")
+    return res.returncode == 0 and run_cli(d.home, "doctor", "--json").returncode == 0
+
+
+def test_writes_waiting_for_a_store_that_is_down_survive_kill_9_and_reach_it_once(make_daemon, store_dir, relay):
+    folder = "file://" + store_dir
+    a = make_daemon([folder, relay.url]).start()
+    ca = a.client()
+    sid = ca.create_session(name="outbox")["id"]
+    ca.append(sid, "user", "before")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    code = ca.share(sid)["code"]
+
+    relay.stop()  # down: what a pushes waits in the relay's outbox
+    acked = ["before"] + _append_while_killed(a, sid, kills=4, seed=int(os.environ.get("CRASH_SEED", "1")))
+    assert len(acked) > 5
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]  # (the folder took it: the push is done)
+    wait_for(lambda: stores_of(a)[relay.url]["pending"] > 0, what="the relay's outbox holds the writes")
+
+    a.kill()
+    relay.start()  # back: the outbox drains at a's start, and a is killed part-way through
+    a.env["SESSIOND_CRASH_AT"] = "outbox:sent"  # sent to the store, the rows not yet deleted
+    with contextlib.suppress(RuntimeError):  # (killed before or after it said it was ready)
+        a.start()
+    assert a.proc.wait(20) == 137
+    a.env.pop("SESSIOND_CRASH_AT")
+    a.start()
+    wait_for(lambda: stores_of(a)[relay.url]["pending"] == 0, timeout=15, what="the relay caught up")
+    assert head_revision(S5Store(relay.url), a, sid) == a.client().status()["sync"][sid]["head_rev"]
+
+    mine = _contents(a, sid)
+    assert len(mine) == len(set(mine)) and set(acked) <= set(mine)  # nothing lost, nothing twice
+    wait_for(lambda: _clean(a), timeout=20, what="verify and doctor clean on a")
+
+    b = make_daemon(relay.url).start()  # a device that reads the relay alone
+    b.client().import_code(code)
+    theirs = _contents(b, sid)
+    assert theirs == mine
+    assert cli_json(b.home, "verify")["ok"]
