@@ -109,3 +109,34 @@ def test_writes_waiting_for_a_store_that_is_down_survive_kill_9_and_reach_it_onc
     theirs = _contents(b, sid)
     assert theirs == mine
     assert cli_json(b.home, "verify")["ok"]
+
+
+def test_appends_made_while_the_only_store_is_down_survive_kill_9_and_are_pushed_once_it_is_back(make_daemon, relay):
+    """The same with one store, the relay, and no outbox: what waits for it is the log not pushed yet."""
+    a = make_daemon(relay.url).start()
+    ca = a.client()
+    sid = ca.create_session(name="down")["id"]
+    ca.append(sid, "user", "before")
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    code = ca.share(sid, write=True)["code"]
+    b = make_daemon(relay.url).start()
+    b.client().import_code(code)
+
+    relay.stop()
+    acked = ["before"] + _append_while_killed(a, sid, kills=4, seed=int(os.environ.get("CRASH_SEED", "1")))
+    relay.start()
+    a.kill()  # and killed once more as its pushes start again
+    a.start()
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    mine = _contents(a, sid)
+    assert len(mine) == len(set(mine)) and set(acked) <= set(mine)
+    wait_for(lambda: _clean(a), timeout=20, what="verify and doctor clean on a")
+
+    def converged() -> bool:
+        b.client().sync(sid, wait=True, timeout=10)
+        return _contents(b, sid) == mine
+
+    wait_for(converged, timeout=30, what="b has every message a acknowledged, once")
+    b.client().append(sid, "user", "from b")
+    wait_for(lambda: a.client().sync(sid, wait=True, timeout=10) and _contents(a, sid)[-1] == "from b", timeout=30)
+    assert cli_json(b.home, "verify")["ok"]
