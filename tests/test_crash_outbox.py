@@ -140,3 +140,72 @@ def test_appends_made_while_the_only_store_is_down_survive_kill_9_and_are_pushed
     b.client().append(sid, "user", "from b")
     wait_for(lambda: a.client().sync(sid, wait=True, timeout=10) and _contents(a, sid)[-1] == "from b", timeout=30)
     assert cli_json(b.home, "verify")["ok"]
+
+
+def test_two_devices_on_a_mirror_whose_relay_comes_and_goes_killed_at_random_converge_and_the_relay_has_it_all(
+    make_daemon, store_dir, relay
+):
+    """Both devices on a folder and a relay; the relay stopped and started, and the devices killed, at random
+    moments of appends from both: once the relay is back for good, the devices converge on every
+    acknowledged message once, and a device reading the relay alone has the same."""
+    folder = "file://" + store_dir
+    a, b = make_daemon([folder, relay.url]).start(), make_daemon([folder, relay.url]).start()
+    sid = a.client().create_session(name="flapping")["id"]
+    code = a.client().share(sid, write=True)["code"]
+    b.client().import_code(code)
+    acked: list[str] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def appender(name: str, d) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                with Client(d.home, timeout=10) as c:
+                    c.append(sid, "user", f"{name}{i}")
+                acked.append(f"{name}{i}")
+            except ApiError as exc:
+                errors.append(exc)
+                return
+            except (ClientError, OSError):
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=appender, args=(n, d), daemon=True) for n, d in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
+    try:
+        for k in range(8):
+            time.sleep(rnd.uniform(0.1, 0.4))  # the scenario: a kill, or the relay going or coming back
+            if k % 3 == 0:
+                relay.stop() if relay.proc is not None and relay.proc.poll() is None else relay.start()
+            victim = rnd.choice((a, b))
+            victim.kill()
+            victim.start()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not errors, errors
+    if relay.proc is None or relay.proc.poll() is not None:
+        relay.start()
+    for d in (a, b):
+        d.client().sync(sid, wait=True, timeout=30)
+
+    def converged() -> bool:
+        logs = []
+        for d in (a, b):
+            d.client().sync(sid, wait=True, timeout=10)
+            logs.append(_contents(d, sid))
+        return logs[0] == logs[1] and set(acked) <= set(logs[0])
+
+    wait_for(converged, timeout=30, what="both devices have every acknowledged message")
+    mine = _contents(a, sid)
+    assert len(mine) == len(set(mine))
+    for d in (a, b):
+        wait_for(lambda d=d: stores_of(d)[relay.url]["pending"] == 0, timeout=15, what="the relay caught up")
+        wait_for(lambda d=d: _clean(d), timeout=20, what="verify and doctor clean")
+    c = make_daemon(relay.url).start()  # reads the relay alone
+    c.client().import_code(code)
+    assert _contents(c, sid) == mine
