@@ -30,13 +30,20 @@ def _state(c, sid: str) -> dict:
     }
 
 
-def test_one_transaction_operations_answered_before_a_kill_9_are_all_there_after_it(make_daemon, store_dir):
+def _shared(make_daemon, store_dir: str, name: str, n: int):
+    """Devices A and B on one folder store, and a session of A's with `n` messages that B imported, writable."""
     url = f"file://{store_dir}"
     a, b = make_daemon(url).start(), make_daemon(url).start()
     c = a.client()
-    sid = c.create_session(name="before")["id"]
-    c.append_many(sid, [{"role": "user", "content": f"m{i}", "tokens": 10} for i in range(20)])
+    sid = c.create_session(name=name)["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}", "tokens": 10} for i in range(n)])
     b.client().import_code(c.share(sid, write=True)["code"])
+    return a, b, sid
+
+
+def test_one_transaction_operations_answered_before_a_kill_9_are_all_there_after_it(make_daemon, store_dir):
+    a, b, sid = _shared(make_daemon, store_dir, "before", 20)
+    c = a.client()
     main = c.get_session(sid)["current_chat"]
     side = c.create_chat(sid, name="side", system_prompt="be brief")["id"]
     c.update_chat(sid, side, name="renamed", model="m-2")
@@ -94,12 +101,8 @@ def test_settings_checkpoints_forks_ends_and_deletes_answered_are_there_after_a_
     token quota), preferences, user and expiry changed; a checkpoint asked for; a fork at a message; another
     session ended, another deleted. After each restart every operation answered so far is there (a checkpoint
     still verifies), verify and doctor are clean, and a device the session is shared with converges."""
-    url = f"file://{store_dir}"
-    a, b = make_daemon(url).start(), make_daemon(url).start()
+    a, b, sid = _shared(make_daemon, store_dir, "s", 10)
     c = a.client()
-    sid = c.create_session(name="s")["id"]
-    c.append_many(sid, [{"role": "user", "content": f"m{i}", "tokens": 10} for i in range(10)])
-    b.client().import_code(c.share(sid, write=True)["code"])
     ended, gone = c.create_session(name="to end")["id"], c.create_session(name="to delete")["id"]
     for x in (ended, gone):
         c.append(x, "user", "hello")

@@ -7,12 +7,9 @@ clean. CRASH_KILLS sets how many kills."""
 from __future__ import annotations
 
 import os
-import random
-import threading
-import time
 
 from conftest import cli_json, run_cli, wait_for
-from sessiond.client import ApiError, Client, ClientError
+from killing import calls, killed_while
 
 KILLS = int(os.environ.get("CRASH_KILLS", 8))
 
@@ -32,21 +29,7 @@ def test_pushes_gc_and_rm_killed_at_random_moments_free_nothing_a_head_names(mak
         codes[sid] = ca.share(sid)["code"]
         b.client().import_code(codes[sid])
     acked: dict[str, list[str]] = {sid: [f"{sid}-first"] for sid in sids}
-    stop = threading.Event()
     errors: list[BaseException] = []
-
-    def calls(work) -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            try:
-                with Client(a.home, timeout=20) as c:
-                    work(c, i)
-            except ApiError as exc:
-                errors.append(exc)
-                return
-            except (ClientError, OSError):
-                time.sleep(0.02)  # killed mid-request: not acknowledged
 
     def append(c, i: int) -> None:
         sid = sids[i % len(sids)]
@@ -64,19 +47,13 @@ def test_pushes_gc_and_rm_killed_at_random_moments_free_nothing_a_head_names(mak
             c.sync(gone, wait=True, timeout=10)
             c.delete_session(gone)
 
-    threads = [threading.Thread(target=calls, args=(w,), daemon=True) for w in (append, collect)]
-    for t in threads:
-        t.start()
-    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
-    try:
-        for _ in range(KILLS):
-            time.sleep(rnd.uniform(0.1, 0.5))  # the scenario: a kill at a random moment of them all
-            a.kill()
-            a.start()
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
+    killed_while(
+        [lambda stop, w=w: calls(a.home, w, stop, errors, timeout=20) for w in (append, collect)],
+        [a],
+        KILLS,
+        lo=0.1,
+        hi=0.5,
+    )
     assert not errors, errors
 
     mine = {sid: _contents(a, sid) for sid in sids}

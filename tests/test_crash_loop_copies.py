@@ -8,12 +8,11 @@ clean, and what this device writes to an imported session reaches the other. CRA
 from __future__ import annotations
 
 import os
-import random
-import threading
-import time
 
 from conftest import cli_json, run_cli, wait_for
-from sessiond.client import ApiError, Client, ClientError
+from killing import calls, killed_while
+from sessiond.client import Client
+from test_import import _absent
 
 KILLS = int(os.environ.get("CRASH_KILLS", 8))
 SESSIONS = 8
@@ -24,12 +23,7 @@ def _contents(c, sid: str) -> list[str]:
 
 
 def _here(c, sid: str) -> bool:
-    try:
-        c.get_session(sid)
-    except ApiError as exc:
-        assert exc.status == 404, exc
-        return False
-    return True
+    return not _absent(c, sid)
 
 
 def _key_sessions(home: str) -> set[str]:
@@ -56,7 +50,6 @@ def test_imports_forks_clones_and_rm_killed_at_random_moments_leave_each_session
 
     ops: dict[str, list[tuple[str, bool]]] = {sid: [] for sid in sources}  # per session: import/rm, answered
     copies: dict[str, tuple[str, bool]] = {}  # a fork's or clone's id: its source, answered
-    stop = threading.Event()
     errors: list[BaseException] = []
 
     def step(c: Client, sid: str, r: int) -> None:
@@ -78,33 +71,12 @@ def test_imports_forks_clones_and_rm_killed_at_random_moments_leave_each_session
             c.delete_session(sid)
             ops[sid][-1] = ("rm", True)
 
-    def looper() -> None:
-        order, r = list(sources), 0
-        while not stop.is_set():
-            r += 1
-            for sid in order:
-                if stop.is_set():
-                    return
-                try:
-                    with Client(b.home, timeout=20) as c:
-                        step(c, sid, r)
-                except ApiError as exc:
-                    errors.append(exc)
-                    return
-                except (ClientError, OSError):
-                    time.sleep(0.02)  # killed mid-request: not acknowledged
+    order = list(sources)
 
-    t = threading.Thread(target=looper, daemon=True)
-    t.start()
-    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
-    try:
-        for _ in range(KILLS):
-            time.sleep(rnd.uniform(0.05, 0.4))  # the scenario: a kill at a random moment of the loop
-            b.kill()
-            b.start()
-    finally:
-        stop.set()
-        t.join(timeout=60)
+    def work(c: Client, i: int) -> None:  # round after round, each session in turn
+        step(c, order[(i - 1) % len(order)], (i - 1) // len(order) + 1)
+
+    killed_while([lambda stop: calls(b.home, work, stop, errors, timeout=20)], [b], KILLS)
     assert not errors, errors
 
     c = b.client()

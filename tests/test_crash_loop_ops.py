@@ -7,12 +7,10 @@ on the same state. CRASH_KILLS sets how many kills."""
 from __future__ import annotations
 
 import os
-import random
-import threading
-import time
 
 from conftest import cli_json, run_cli, wait_for
-from sessiond.client import ApiError, Client, ClientError
+from killing import calls, killed_while
+from sessiond.client import Client
 from test_crash_acked import _state
 
 KILLS = int(os.environ.get("CRASH_KILLS", 8))
@@ -30,7 +28,6 @@ def test_a_loop_of_operations_killed_at_random_moments_leaves_each_whole_or_abse
     names: list[tuple[str, bool]] = [("n-start", True)]  # each rename asked, and whether it was answered
     proofs: list[dict] = []
     chats: list[tuple[str, bool]] = []
-    stop = threading.Event()
     errors: list[BaseException] = []
 
     def op(cl: Client, i: int) -> None:
@@ -55,32 +52,12 @@ def test_a_loop_of_operations_killed_at_random_moments_leaves_each_whole_or_abse
             cl.switch_chat(sid, made["id"] if i % 10 else main)
             chats[-1] = (f"c{i}", True)
 
-    def looper() -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            try:
-                with Client(a.home, timeout=10) as cl:
-                    op(cl, i)
-                    cl.append(sid, "user", f"a{i}")
-                    acked.append(f"a{i}")
-            except ApiError as exc:  # a real error from a live daemon fails the test
-                errors.append(exc)
-                return
-            except (ClientError, OSError):
-                time.sleep(0.02)  # killed mid-request: not acknowledged
+    def work(cl: Client, i: int) -> None:
+        op(cl, i)
+        cl.append(sid, "user", f"a{i}")
+        acked.append(f"a{i}")
 
-    t = threading.Thread(target=looper, daemon=True)
-    t.start()
-    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
-    try:
-        for _ in range(KILLS):
-            time.sleep(rnd.uniform(0.05, 0.4))  # the scenario: a kill at a random moment of the loop
-            a.kill()
-            a.start()
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    killed_while([lambda stop: calls(a.home, work, stop, errors)], [a], KILLS)
     assert not errors, errors
     assert proofs and len(acked) > 20
 

@@ -6,15 +6,12 @@ alone has each of them exactly once, the outbox is empty, and verify and doctor 
 from __future__ import annotations
 
 import contextlib
-import os
-import random
-import threading
-import time
 
 import pytest
 
 from conftest import cli_json, run_cli, wait_for
-from sessiond.client import ApiError, Client, ClientError
+from killing import calls, killed_while
+from sessiond.client import Client
 from sessiond.stores.s5 import S5Store
 from test_mirror import Relay, head_revision, stores_of
 
@@ -30,41 +27,17 @@ def relay(tmp_path):
     r.close()
 
 
-def _append_while_killed(d, sid: str, kills: int, seed: int) -> list[str]:
-    """Appends to `sid` on `d` from a thread while `d` is killed (SIGKILL) `kills` times at random moments and
-    started again; returns the acknowledged ones."""
+def _append_while_killed(d, sid: str, kills: int) -> list[str]:
+    """Appends to `sid` on `d` while `d` is killed (SIGKILL) `kills` times at random moments and started
+    again; returns the acknowledged ones."""
     acked: list[str] = []
-    stop = threading.Event()
     errors: list[BaseException] = []
 
-    def appender() -> None:
-        i = 0
-        while not stop.is_set():
-            text = f"m{i}"
-            i += 1
-            try:
-                with Client(d.home, timeout=10) as c:
-                    c.append(sid, "user", text)
-                acked.append(text)
-            except ApiError as exc:  # a real error from a live daemon fails the test
-                errors.append(exc)
-                return
-            except (ClientError, OSError):
-                time.sleep(0.02)  # the daemon is down or was killed mid-request: not acknowledged
+    def append(c: Client, i: int) -> None:
+        c.append(sid, "user", f"m{i}")
+        acked.append(f"m{i}")
 
-    t = threading.Thread(target=appender, daemon=True)
-    t.start()
-    rnd = random.Random(seed)
-    try:
-        for _ in range(kills):
-            time.sleep(rnd.uniform(0.1, 0.4))  # the scenario: a kill at a random moment of the appends
-            d.kill()
-            d.start()
-        n = len(acked)
-        wait_for(lambda: len(acked) > n, timeout=10, what="an append acknowledged after the last restart")
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    killed_while([lambda stop: calls(d.home, append, stop, errors)], [d], kills, lo=0.1)
     assert not errors, errors
     return acked
 
@@ -84,7 +57,7 @@ def test_writes_waiting_for_a_store_that_is_down_survive_kill_9_and_reach_it_onc
     code = ca.share(sid)["code"]
 
     relay.stop()  # down: what a pushes waits in the relay's outbox
-    acked = ["before"] + _append_while_killed(a, sid, kills=4, seed=int(os.environ.get("CRASH_SEED", "1")))
+    acked = ["before"] + _append_while_killed(a, sid, kills=4)
     assert len(acked) > 5
     assert a.client().sync(sid, wait=True, timeout=30)["complete"]  # (the folder took it: the push is done)
     wait_for(lambda: stores_of(a)[relay.url]["pending"] > 0, what="the relay's outbox holds the writes")
@@ -123,7 +96,7 @@ def test_appends_made_while_the_only_store_is_down_survive_kill_9_and_are_pushed
     b.client().import_code(code)
 
     relay.stop()
-    acked = ["before"] + _append_while_killed(a, sid, kills=4, seed=int(os.environ.get("CRASH_SEED", "1")))
+    acked = ["before"] + _append_while_killed(a, sid, kills=4)
     relay.start()
     a.kill()  # and killed once more as its pushes start again
     a.start()
@@ -154,39 +127,20 @@ def test_two_devices_on_a_mirror_whose_relay_comes_and_goes_killed_at_random_con
     code = a.client().share(sid, write=True)["code"]
     b.client().import_code(code)
     acked: list[str] = []
-    stop = threading.Event()
     errors: list[BaseException] = []
 
-    def appender(name: str, d) -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            try:
-                with Client(d.home, timeout=10) as c:
-                    c.append(sid, "user", f"{name}{i}")
-                acked.append(f"{name}{i}")
-            except ApiError as exc:
-                errors.append(exc)
-                return
-            except (ClientError, OSError):
-                time.sleep(0.02)
+    def appender(name: str, d):
+        def append(c: Client, i: int) -> None:
+            c.append(sid, "user", f"{name}{i}")
+            acked.append(f"{name}{i}")
 
-    threads = [threading.Thread(target=appender, args=(n, d), daemon=True) for n, d in (("a", a), ("b", b))]
-    for t in threads:
-        t.start()
-    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
-    try:
-        for k in range(8):
-            time.sleep(rnd.uniform(0.1, 0.4))  # the scenario: a kill, or the relay going or coming back
-            if k % 3 == 0:
-                relay.stop() if relay.proc is not None and relay.proc.poll() is None else relay.start()
-            victim = rnd.choice((a, b))
-            victim.kill()
-            victim.start()
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
+        return lambda stop: calls(d.home, append, stop, errors)
+
+    def flap(k: int, rnd) -> None:  # the relay goes, or comes back, before every third kill
+        if k % 3 == 0:
+            relay.stop() if relay.proc is not None and relay.proc.poll() is None else relay.start()
+
+    killed_while([appender("a", a), appender("b", b)], [a, b], 8, lo=0.1, between=flap)
     assert not errors, errors
     if relay.proc is None or relay.proc.poll() is not None:
         relay.start()

@@ -7,11 +7,11 @@ how many kills."""
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 
 from conftest import cli_json, run_cli
+from killing import killed_while
 from sessiond.client import ApiError, Client, ClientError
 
 KILLS = int(os.environ.get("CRASH_KILLS", 10))
@@ -22,10 +22,9 @@ def test_appends_sent_again_with_their_key_across_kill_9_are_stored_once(make_da
     sid = d.client().create_session(name="retried")["id"]
     answered: dict[str, str] = {}  # content -> the id its answer named
     asked: list[str] = []
-    stop = threading.Event()
     errors: list[BaseException] = []
 
-    def appender() -> None:
+    def appender(stop: threading.Event) -> None:
         i = 0
         while not stop.is_set():
             i += 1
@@ -51,19 +50,8 @@ def test_appends_sent_again_with_their_key_across_kill_9_are_stored_once(make_da
                 except (ClientError, OSError):
                     time.sleep(0.02)  # killed mid-request: asked again with the same key
 
-    t = threading.Thread(target=appender, daemon=True)
-    t.start()
-    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
-    try:
-        for _ in range(KILLS):
-            time.sleep(rnd.uniform(0.05, 0.3))  # the scenario: a kill at a random moment of the appends
-            d.kill()
-            d.start()
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    killed_while([appender], [d], KILLS, hi=0.3)
     assert not errors, errors
-    assert not t.is_alive()
     got = d.client().messages(sid, limit=100_000)["messages"]
     assert [m["content"] for m in got] == asked  # each once, in the order asked
     assert {m["content"]: m["id"] for m in got} == answered  # the retry answered the message stored
