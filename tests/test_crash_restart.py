@@ -118,3 +118,31 @@ def test_a_start_killed_while_it_finishes_what_a_kill_cut_short_is_finished_by_t
     assert _messages(a, sid)[:n] == want
     wait_for(lambda: _clean(victim), timeout=30, what="verify and doctor clean")
     assert cli_json(victim.home, "verify")["ok"]
+
+
+def test_a_stop_killed_at_random_moments_of_its_shutdown_loses_nothing_acknowledged(make_daemon, store_dir):
+    """`sessiond stop` (SIGTERM: automatic checkpoints made, answers under way ended, pushes let go, the
+    database closed) cut by kill -9 at random moments of it, with appends and checkpoints just answered:
+    after each, the next start serves every acknowledged message and checkpoint, verify and doctor clean."""
+    d = make_daemon(f"file://{store_dir}").start()
+    c = d.client()
+    sid = c.create_session(name="stopped", checkpoint_interval=50)["id"]
+    acked: list[str] = []
+    proofs: list[dict] = []
+    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
+    for k in range(STARTS):
+        c = d.client()
+        texts = [f"{k}.{j}" for j in range(20)]
+        c.append_many(sid, [{"role": "user", "content": t, "tokens": 5} for t in texts])
+        acked.extend(texts)
+        proofs.append({key: v for key, v in c.checkpoint(sid).items() if key != "made"})
+        c.append(sid, "user", f"{k}.last", tokens=60)  # past the checkpoint mark: one due at the stop
+        acked.append(f"{k}.last")
+        d.proc.terminate()
+        time.sleep(rnd.uniform(0.0, 0.08))  # the scenario: a kill at a random moment of the stop
+        d.kill()
+        d.start()
+        assert _messages(d, sid) == acked
+        for p in proofs:
+            assert d.client().verify_proof(sid, p)["ok"], p
+    wait_for(lambda: _clean(d), timeout=30, what="verify and doctor clean")
