@@ -7,7 +7,8 @@ this device's log as levels of entries (dag-cbor), between pushes and in an impo
 
 from __future__ import annotations
 
-from ..stores import check_object
+from ..stores import StoreError, check_object
+from ..stores.bounded import bounded
 from ..stores.registry import RegistryEntry, RegistryError
 from . import dagcbor
 from .crypto import DecryptError, manifest_key, open_unpadded
@@ -58,3 +59,17 @@ def levels_from_cbor(data: bytes | None) -> list[list[Entry]]:
     if not data:
         return [[]]
     return [[Entry.from_cbor(e) for e in lv] for lv in dagcbor.decode(data)]
+
+
+async def published_before(
+    store, timeout: float, keys: list[bytes], head_pk: bytes, head: RegistryEntry, plain: bytes
+) -> bool:
+    """Whether the store's `head` holds the manifest `plain` itself, sealed under one of `keys` (the session's
+    keys, the current one and those from before a rekey): this device's own revision, as a push published it
+    before a rekey switched the key under it. Any failure to tell is a no."""
+    try:
+        mhash = manifest_hash_of(head)
+        ct = await bounded(store.get(mhash), timeout)
+        return open_manifest(ct, mhash, keys, head_pk, head.revision) == plain
+    except (StoreError, RegistryError, DecryptError, TimeoutError):
+        return False

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..storage.errors import crash_at
 from ..storage.outbox import HEAD, Outbox
 from ..stores import StaleHead, Store, StoreError
 from ..stores.bounded import bounded
@@ -140,6 +141,7 @@ class Drain:
                     else:
                         await bounded(st.put(data), self.timeout)
                     done.append(rid)
+                crash_at("outbox:sent")  # (tests: killed with the rows sent, not yet deleted from the outbox)
             finally:
                 await self.outbox.done(done)
                 h.pending = max(0, h.pending - len(done))

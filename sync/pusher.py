@@ -32,7 +32,7 @@ from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
 from .errors import SyncError, crash_point, describe
-from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of
+from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of, published_before
 from .lostlog import store_lacks_log
 from .manifest import encode_manifest
 from .members import Members
@@ -211,7 +211,8 @@ class Pusher:
                 one.claims = dagcbor.decode(state["rekey_claims"])
             if state["pending"]:
                 await self._key_on_disk(one)
-                await self._publish(one, _Revision.recorded(state["pending"]))
+                if await self._publish(one, _Revision.recorded(state["pending"])):
+                    force = True  # (found published under a key from before a rekey: a new head under this one)
                 state = await db.sync_state(sid)
             out = {
                 "session": sid,
@@ -370,27 +371,37 @@ class Pusher:
         await self._publish(one, made, ahead_ok=ahead_ok)
         return rev
 
-    async def _publish(self, one: _OnePush, made: _Revision, *, ahead_ok: bool = False) -> None:
+    async def _publish(self, one: _OnePush, made: _Revision, *, ahead_ok: bool = False) -> bool:
         """Upload the recorded manifest and publish its head. A head refused as stale (StaleHead) is read:
-        if the store holds this very entry (a push retried after a crash), it is done; if it holds a
-        higher revision, `ahead_ok` raises _StoreAhead so that the commit goes on from it, else SyncError."""
+        if the store holds this very entry (a push retried after a crash), it is done; so too if it holds
+        this revision's manifest sealed under a key from before a rekey (a push that read the key before the
+        rekey switched it, killed after its head and before its mark), which returns True: the caller
+        publishes a new head under the current key. If it holds a higher revision, `ahead_ok` raises
+        _StoreAhead so that the commit goes on from it, else SyncError."""
         sid, writer, head_key, head_pk = one.sid, one.writer, one.head_key, one.head_pk
         rev = made.rev
         ct, ref = writer.seal_manifest(made.plain, head_pk, rev)
         await asyncio.sleep(0)  # the sealing and the head's signature in two loop steps (~100 us each)
         entry = RegistryEntry.create(head_key, rev, head_data(ref.hash))
+        named, older = ref.hash, False  # the manifest the head names; whether sealed under an older key
         try:  # the manifest, then the head naming it (a folder store: in one batch, the head after the fsyncs)
             await one.store.put_then_set_head([ct], [ref.hash], entry, timeout=self.ctx.timeout)
         except StaleHead:
             self._published.pop(sid, None)
             current = await bounded(one.store.get_head(head_pk), self.ctx.timeout)
-            if current is None or current.data != entry.data or current.revision != rev:
+            keys = self.ctx.keys.session_keys(sid)[1:]  # (those from before a rekey)
+            if current is not None and current.revision == rev and current.data != entry.data:
+                older = await published_before(one.store, self.ctx.timeout, keys, head_pk, current, made.plain)
+            if older and current is not None:
+                named = manifest_hash_of(current)
+            elif current is None or current.data != entry.data or current.revision != rev:
                 if ahead_ok and current is not None and current.revision > rev:
                     raise _StoreAhead(current) from None
                 raise SyncError(
                     f"the store holds a newer head (revision {current.revision if current else '?'}) "
                     f"for this device's log of {sid} that this device did not write"
                 ) from None
+        await pause_for_tests("push.published")  # (the tests hold it here: the head published, not marked pushed)
         writer.written.objects += 1
         writer.written.bytes += len(ct)
         url, prev = one.url, made.prev
@@ -411,7 +422,7 @@ class Pusher:
         )
         crash_point("push:pushed")
         await asyncio.sleep(0)  # (as above)
-        self._published[sid] = (url, head_pk, rev, ref.hash)
+        self._published[sid] = (url, head_pk, rev, named)
         if made.levels is not None:
             self._levels[sid] = (made.tree, tuple(tuple(lv) for lv in made.levels))
         log.info(
@@ -419,6 +430,7 @@ class Pusher:
             extra={"session": sid, "rev": rev, "objects": writer.written.objects, "bytes": writer.written.bytes},
         )
         self.ctx.on_event({"type": "sync.pushed", "session": sid, "revision": rev, "seq": made.seq})
+        return older
 
     async def _unpin(self, one: _OnePush, hashes: list[bytes]) -> None:
         """Let the store drop the pages a compaction merged away (Store.unpin: a Kubo node's pins, a

@@ -5,12 +5,9 @@ passes. CRASH_KILLS sets how many kills (CI: 20; `make test-long`: 200)."""
 from __future__ import annotations
 
 import os
-import random
-import threading
-import time
 
 from conftest import cli_json, wait_for
-from sessiond.client import ApiError, Client, ClientError
+from killing import calls, killed_while
 
 KILLS = int(os.environ.get("CRASH_KILLS", 20))  # make test; make test-long: 200
 
@@ -21,42 +18,21 @@ def test_kill_9_during_appends_pushes_and_pulls(make_daemon, store_dir):
     sid = a.client().create_session(name="crash")["id"]
     b.client().import_code(a.client().share(sid, write=True)["code"])
     acked: dict[str, list[str]] = {"a": [], "b": []}
-    stop = threading.Event()
     errors: list[BaseException] = []
 
-    def appender(name: str, d) -> None:
-        i = 0
-        while not stop.is_set():
+    def appender(name: str, d):
+        def append(c, i: int) -> None:
             text = f"{name}-{i}"
-            i += 1
-            try:
-                with Client(d.home, timeout=10) as c:
-                    if i % 7 == 0:
-                        c.append_many(sid, [{"role": "user", "content": f"{text}.{k}"} for k in range(5)])
-                        acked[name].extend(f"{text}.{k}" for k in range(5))
-                    else:
-                        c.append(sid, "user", text)
-                        acked[name].append(text)
-            except ApiError as exc:  # a real error from a live daemon is a failure of the test
-                errors.append(exc)
-                return
-            except (ClientError, OSError):
-                time.sleep(0.02)  # the daemon is down or was killed mid-request: not acknowledged
+            if i % 7 == 0:
+                c.append_many(sid, [{"role": "user", "content": f"{text}.{k}"} for k in range(5)])
+                acked[name].extend(f"{text}.{k}" for k in range(5))
+            else:
+                c.append(sid, "user", text)
+                acked[name].append(text)
 
-    threads = [threading.Thread(target=appender, args=(n, d), daemon=True) for n, d in (("a", a), ("b", b))]
-    for t in threads:
-        t.start()
-    rnd = random.Random(int(os.environ.get("CRASH_SEED", "1")))
-    try:
-        for _ in range(KILLS):
-            time.sleep(rnd.uniform(0.05, 0.5))  # the scenario: a kill at a random moment of the appends
-            victim = rnd.choice((a, b))
-            victim.kill()
-            victim.start()
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
+        return lambda stop: calls(d.home, append, stop, errors)
+
+    killed_while([appender("a", a), appender("b", b)], [a, b], KILLS, hi=0.5)
     assert not errors, errors
     everything = sorted(acked["a"] + acked["b"])
     assert len(everything) > KILLS  # the clients did get work done between kills

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import cli_json, run_cli, wait_for
+from sessiond.client import ApiError
 
 
 def _state(c, sid: str) -> dict:
@@ -27,13 +30,20 @@ def _state(c, sid: str) -> dict:
     }
 
 
-def test_one_transaction_operations_answered_before_a_kill_9_are_all_there_after_it(make_daemon, store_dir):
+def _shared(make_daemon, store_dir: str, name: str, n: int):
+    """Devices A and B on one folder store, and a session of A's with `n` messages that B imported, writable."""
     url = f"file://{store_dir}"
     a, b = make_daemon(url).start(), make_daemon(url).start()
     c = a.client()
-    sid = c.create_session(name="before")["id"]
-    c.append_many(sid, [{"role": "user", "content": f"m{i}", "tokens": 10} for i in range(20)])
+    sid = c.create_session(name=name)["id"]
+    c.append_many(sid, [{"role": "user", "content": f"m{i}", "tokens": 10} for i in range(n)])
     b.client().import_code(c.share(sid, write=True)["code"])
+    return a, b, sid
+
+
+def test_one_transaction_operations_answered_before_a_kill_9_are_all_there_after_it(make_daemon, store_dir):
+    a, b, sid = _shared(make_daemon, store_dir, "before", 20)
+    c = a.client()
     main = c.get_session(sid)["current_chat"]
     side = c.create_chat(sid, name="side", system_prompt="be brief")["id"]
     c.update_chat(sid, side, name="renamed", model="m-2")
@@ -84,3 +94,69 @@ def test_an_export_killed_writing_its_file_leaves_the_file_it_replaces_whole(mak
     assert out.read_bytes() == before
     run_cli(d.home, "export", sid, "-o", str(out), "--force", check=True)
     assert len(json.loads(out.read_bytes())["messages"]) == 21
+
+
+def test_settings_checkpoints_forks_ends_and_deletes_answered_are_there_after_a_kill_9_at_each(make_daemon, store_dir):
+    """Each operation answered, then kill -9 at once, then the next: a session's model, settings, policy (its
+    token quota), preferences, user and expiry changed; a checkpoint asked for; a fork at a message; another
+    session ended, another deleted. After each restart every operation answered so far is there (a checkpoint
+    still verifies), verify and doctor are clean, and a device the session is shared with converges."""
+    a, b, sid = _shared(make_daemon, store_dir, "s", 10)
+    c = a.client()
+    ended, gone = c.create_session(name="to end")["id"], c.create_session(name="to delete")["id"]
+    for x in (ended, gone):
+        c.append(x, "user", "hello")
+    at = c.messages(sid, limit=1000)["messages"][4]["id"]
+    fields = ("model", "settings", "policy", "preferences", "user", "expires_at")
+
+    def session_state(c, sid: str) -> dict:
+        s = c.get_session(sid)
+        return {k: s.get(k) for k in fields} | {"quota": c.quota(sid)["token_quota"]}
+
+    ops = [
+        ("model", lambda c: c.update_session(sid, model="m-2", settings={"temperature": 0.3})),
+        ("policy", lambda c: c.update_session(sid, token_quota=5000, checkpoint_interval=1000, idle_timeout=7200)),
+        ("more", lambda c: c.update_session(sid, preferences={"p": 1}, user="u1", expires_in=86400)),
+        ("checkpoint", lambda c: c.checkpoint(sid)),
+        ("fork", lambda c: c.fork(sid, at, new_id="forked", name="a fork")),
+        ("end", lambda c: c.end(ended)),
+        ("delete", lambda c: c.delete_session(gone)),
+    ]
+    proofs: list[dict] = []
+    for name, op in ops:
+        c = a.client()
+        answer = op(c)
+        if name == "checkpoint":
+            assert answer["made"]
+            proofs.append({k: v for k, v in answer.items() if k != "made"})
+        want = session_state(c, sid)
+        want_fork = _state(c, "forked") if name in ("fork", "end", "delete") else None
+        a.kill()  # SIGKILL right after the answer
+        a.start()
+        c = a.client()
+        assert session_state(c, sid) == want, name
+        assert [p["number"] for p in c.checkpoints(sid)["checkpoints"]] == [p["number"] for p in proofs], name
+        for p in proofs:
+            assert c.verify_proof(sid, p)["ok"], name
+        if want_fork is not None:
+            assert _state(c, "forked") == want_fork
+            assert want_fork["messages"] == [f"m{i}" for i in range(5)]
+        if name in ("end", "delete"):
+            assert c.get_session(ended)["status"] == "ended"
+        if name == "delete":
+            with pytest.raises(ApiError) as err:
+                c.get_session(gone)
+            assert err.value.status == 404
+        cli_json(a.home, "sync", "--wait")
+        assert cli_json(a.home, "verify")["ok"], name
+        assert run_cli(a.home, "doctor", "--json").returncode == 0, name
+
+    want = session_state(a.client(), sid)
+
+    def converged() -> bool:
+        b.client().sync(sid, wait=True, timeout=10)
+        got = session_state(b.client(), sid)
+        return got == want and b.client().verify_proof(sid, proofs[0])["ok"]
+
+    wait_for(converged, timeout=30, what="the other device has the settings changed before the kills")
+    assert cli_json(b.home, "verify")["ok"]
