@@ -26,10 +26,10 @@ from ..stores.bounded import bounded
 from .context import SyncContext
 from .crypto import seal
 from .errors import ImportError_
+from .logloaders import log_loaders
 from .manifest import encode_manifest
 from .members import Members, announce_key
 from .push import LogWriter
-from .pusher import log_loaders
 
 log = logging.getLogger("sessiond.sync")
 

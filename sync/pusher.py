@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 from nacl.signing import SigningKey
 
@@ -33,11 +31,13 @@ from .bounded import LRU
 from .context import SyncContext
 from .errors import SyncError, crash_point, describe
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of, published_before
+from .logloaders import log_loaders
 from .lostlog import store_lacks_log
 from .manifest import encode_manifest
 from .members import Members
 from .pages import Entry
 from .push import FANOUT, LogWriter, Written, is_long
+from .revision import Revision
 
 log = logging.getLogger("sessiond.sync")
 # sessions whose last published head is remembered (to commit without reading it again), most recent
@@ -45,72 +45,6 @@ PUBLISHED_KEPT = 2048
 # sessions whose level tree is kept decoded (a push of one of them decodes none), most recently pushed:
 # a few dozen entries each, so a few hundred KB at most
 LEVELS_KEPT = 256
-_ENC = dagcbor.encode_ordered
-_PENDING_HEAD = dagcbor.head(5, 4)  # the map {m, r, s, t} recorded in sync_state.pending
-_PENDING_HEAD_U = dagcbor.head(5, 5)  # {m, r, s, t, u}: with the pages a compaction merged away
-
-
-@dataclass
-class _Revision:
-    """One revision of this device's log, recorded in `sync_state.pending` before anything of it is
-    uploaded: the manifest's plaintext, the last seq it covers, its level tree (encoded as recorded), and
-    the link to the manifest it follows (`prev`, which the push lets go once it is published), the pages
-    a compaction merged away (`merged`, let go with it), and the levels themselves when this process
-    built them (None when read back after a crash)."""
-
-    rev: int
-    plain: bytes
-    seq: int
-    tree: bytes
-    prev: bytes | None
-    levels: list[list[Entry]] | None = None
-    merged: list[bytes] = field(default_factory=list)
-
-    def pending(self) -> bytes:
-        """dagcbor.encode({"m": plain, "r": rev, "s": seq, "t": levels, "u": merged}), put together from
-        its parts (keys in DAG-CBOR order; the tree encoded already; "u" only if a compaction merged any)."""
-        return b"".join(
-            (_PENDING_HEAD_U if self.merged else _PENDING_HEAD, _ENC("m"), _ENC(self.plain), _ENC("r"))
-            + (_ENC(self.rev), _ENC("s"), _ENC(self.seq), _ENC("t"), self.tree)
-            + ((_ENC("u"), _ENC(self.merged)) if self.merged else ())
-        )
-
-    @classmethod
-    def recorded(cls, pending: bytes) -> _Revision:
-        """A revision recorded by a push that a crash or a failure cut short (decoded and checked)."""
-        p = dagcbor.decode(pending)
-        prev = dagcbor.decode(p["m"]).get("prev")
-        tree, merged = dagcbor.encode(p["t"]), [bytes(h) for h in p.get("u", ())]
-        return cls(p["r"], p["m"], p["s"], tree, bytes(prev) if prev is not None else None, merged=merged)
-
-
-def _contiguous(sid: str, a: int, b: int, run: LogRun) -> LogRun:
-    """`run`, if it holds exactly the operations a..b of this device's log of `sid`."""
-    have = run.seqs
-    if len(have) != max(0, b - a + 1) or (have and have[0] != a) or not run.consecutive():
-        raise SyncError(
-            f"this device's log of {sid} is not contiguous between {a} and {b} (have {len(have)} "
-            f"operations, first {have[:3]}, last {have[-3:]}); not pushing a torn log"
-        )
-    return run
-
-
-Loaders = tuple[Callable[[int, int], Awaitable[LogRun]], Callable[[], contextlib.AbstractContextManager]]
-
-
-def log_loaders(db, sid: str, device: str) -> Loaders:
-    """What LogWriter.write_run reads `device`'s log of `sid` with, seqs a..b, each run checked whole
-    (_contiguous): on the loop, and from a worker thread's own connection."""
-
-    async def load(a: int, b: int) -> LogRun:
-        return _contiguous(sid, a, b, await db.log_run(sid, device, a - 1, b))
-
-    @contextlib.contextmanager
-    def open_loader() -> Iterator[Callable[[int, int], LogRun]]:
-        with db.run_reader() as reader:  # a worker thread's own connection
-            yield lambda a, b: _contiguous(sid, a, b, reader.log_run(sid, device, a - 1, b))
-
-    return load, open_loader
 
 
 class _StoreAhead(Exception):
@@ -211,7 +145,7 @@ class Pusher:
                 one.claims = dagcbor.decode(state["rekey_claims"])
             if state["pending"]:
                 await self._key_on_disk(one)
-                if await self._publish(one, _Revision.recorded(state["pending"])):
+                if await self._publish(one, Revision.recorded(state["pending"])):
                     force = True  # (found published under a key from before a rekey: a new head under this one)
                 state = await db.sync_state(sid)
             out = {
@@ -357,7 +291,7 @@ class Pusher:
     ) -> int:
         prev = CIDV1_RAW_BLAKE3 + prev_hash if prev_hash is not None else None
         plain = encode_manifest(one.sid, one.writer.device, rev, one.head_pk, last, lamport, levels, prev, one.claims)
-        made = _Revision(rev, plain, last, encode_levels(levels), prev, levels, list(merged or ()))
+        made = Revision(rev, plain, last, encode_levels(levels), prev, levels, list(merged or ()))
         crash_point("push:put")  # (tests: the pages put, the revision not recorded)
         await one.store.keep_wanted()  # (a pinning service's pins of the pages: resumed, the push puts none again)
         # fixed before anything of rev is uploaded; what the push put for it (named by it) no longer a gc candidate
@@ -371,7 +305,7 @@ class Pusher:
         await self._publish(one, made, ahead_ok=ahead_ok)
         return rev
 
-    async def _publish(self, one: _OnePush, made: _Revision, *, ahead_ok: bool = False) -> bool:
+    async def _publish(self, one: _OnePush, made: Revision, *, ahead_ok: bool = False) -> bool:
         """Upload the recorded manifest and publish its head. A head refused as stale (StaleHead) is read:
         if the store holds this very entry (a push retried after a crash), it is done; so too if it holds
         this revision's manifest sealed under a key from before a rekey (a push that read the key before the

@@ -177,7 +177,7 @@ def test_a_recorded_revision_read_back_keeps_the_pages_it_merged_away():
     """The revision recorded before its upload (sync_state.pending) is what a push resumed after a crash
     publishes: the pages its compaction merged away are read back with it, to be noted for gc then."""
     from sessiond.sync import dagcbor
-    from sessiond.sync.pusher import _Revision
+    from sessiond.sync.revision import Revision as _Revision
 
     plain, tree = dagcbor.encode({"prev": None}), dagcbor.encode([[]])
     merged = [bytes([i]) * 32 for i in range(3)]

@@ -96,9 +96,10 @@ def test_a_run_knows_it_is_consecutive_without_a_list_of_its_seqs():
     """LogRun.consecutive() (asked of every chunk of a long push, by the contiguity check and by the cut)
     is what comparing the seqs with a range says, for runs read, cut, joined, and with a gap."""
     from sessiond.storage.model import LogRun
+    from sessiond.sync.errors import SyncError
+    from sessiond.sync.logloaders import contiguous as _contiguous
     from sessiond.sync.pagecut import measure
     from sessiond.sync.pages import LogError
-    from sessiond.sync.pusher import SyncError, _contiguous
 
     def recs(seqs):
         return [(s, s, "message.add", None, 1.7e9 + s, "main", "user", f"m{s} " * (s % 5), None, None) for s in seqs]

@@ -22,7 +22,7 @@ from sessiond.sync.heads import encode_levels, levels_to_cbor
 from sessiond.sync.manifest import encode_manifest
 from sessiond.sync.pages import Entry
 from sessiond.sync.push import LogWriter
-from sessiond.sync.pusher import _Revision
+from sessiond.sync.revision import Revision as _Revision
 
 
 def _entry(rng: random.Random, first: int) -> Entry:
