@@ -377,9 +377,10 @@ class Database:
     async def unproven_ends(self) -> list[str]:
         return await self.checkpointer.unproven_ends()
 
-    async def missed_checkpoints(self) -> list[tuple[str, list[dict[str, int]]]]:
-        """The automatic checkpoints a crash lost: per session, the frontier each would have had."""
-        return await self.checkpointer.missed()
+    async def missed_checkpoints(self, sid: str | None = None) -> list[tuple[str, list[dict[str, int]]]]:
+        """The automatic checkpoints due and not made (`sid`: of that session only; at start: those a crash
+        lost): per session, the frontier of each, one per append that passed a mark (storage/missedmarks.py)."""
+        return await self.checkpointer.missed(sid)
 
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)
