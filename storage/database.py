@@ -242,7 +242,7 @@ class Database:
         """Refuse a write to `session` (as read) past its expiry or idle timeout, as the storage's own writes do
         (a shared one's idle timeout not: its end waits for a pull, expired_for_writes)."""
         if await expired_for_writes(self.c.committed, session["id"], session, now()):
-            refuse_expired(self.c, session["id"], session)
+            await refuse_expired(self.c, self.c.committed, session["id"], session)
 
     async def older_than(self, t: float) -> list[dict]:
         return await self.sessions.older_than(t)
