@@ -227,7 +227,7 @@ class Operations:
     async def finish_checkpoints(self, timeout: float) -> None:
         """Wait (up to `timeout` seconds) for the automatic checkpoints scheduled so far: the daemon stopping
         makes them before it cancels its tasks. Cancelled, a checkpoint whose mark an append passed would
-        never be made (the next one is made at the next mark, not this one)."""
+        wait for the next start (finish_marks) or the session's next mark, whose task makes it first."""
         if self._due:
             await asyncio.wait(set(self._due), timeout=timeout)
 
@@ -239,7 +239,7 @@ class Operations:
                     await self.syncer.checkpoint_marks(sid)
                 else:
                     await self.syncer.make_checkpoint(sid)
-            except Exception as exc:  # never fatal: the next mark makes the next one
+            except Exception as exc:  # never fatal: the next mark's task makes those still due, in order
                 log.warning("automatic checkpoint failed", extra={"session": sid, "error": str(exc)})
 
     async def checkpoint(self, sid: str) -> dict:

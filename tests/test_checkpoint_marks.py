@@ -100,3 +100,31 @@ def test_a_crash_and_no_crash_give_the_same_checkpoints(make_daemon):
     assert len(on_time) == MARKS
     for sid, proofs in ((crashed, after_crash), (calm, on_time)):
         assert all(c.verify_proof(sid, p)["ok"] for p in proofs)
+
+
+async def test_each_marks_checkpoint_carries_the_chain_on_from_the_one_before(devices, monkeypatch):
+    """The marks' checkpoints made together cost one pass over their messages, not one from the start each (the
+    start after a crash hashed the whole conversation again for every mark it made)."""
+    from sessiond.sync import proofs
+
+    hashed: list[tuple[bool, int]] = []  # (from the start, messages) of each extend
+    real = proofs.extend
+
+    def counted(chain, frontier, rows, *args):
+        hashed.append((chain is None, len(rows)))
+        return real(chain, frontier, rows, *args)
+
+    monkeypatch.setattr(proofs, "extend", counted)
+    a, _ = await devices.open()
+    db = devices.dba
+    sid = (await db.create_session({"name": "marks", "policy": {"checkpoint_interval": INTERVAL}}))["id"]
+    for i in range(MARKS):  # (the daemon's on-time task is not running here: all ten are due together)
+        await db.append_messages(sid, [{"role": "user", "content": f"m{i}", "tokens": INTERVAL}])
+    made = await a.checkpoint_marks(sid)
+    assert [(k["number"], k["messages"], k["tokens"]) for k in made] == [
+        (i + 1, i + 1, (i + 1) * INTERVAL) for i in range(MARKS)
+    ]
+    assert sum(n for _, n in hashed) == MARKS, hashed  # each message hashed once
+    assert [start for start, n in hashed if n] == [True] + [False] * (MARKS - 1), hashed
+    assert await a.checkpoint_marks(sid) == []  # none due now
+    assert [k["number"] for k in await db.checkpoints(sid)] == list(range(1, MARKS + 1))
