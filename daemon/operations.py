@@ -215,26 +215,31 @@ class Operations:
         return await self.syncer.verify(sid)
 
     # ---------------------------------------------------------------- session management (issue 5)
-    def schedule_checkpoint(self, sid: str) -> None:
-        """Checkpoints every N tokens: made right after the append that passed the mark was answered,
-        one at a time."""
-        task = self._spawn(self._auto_checkpoint(sid))
+    def schedule_checkpoint(self, sid: str, *, marks: bool = True) -> None:
+        """Checkpoints every N tokens: made right after the append that passed the mark was answered, one at
+        a time: one per append that passed a mark, each over the conversation as it stood right after it
+        (`marks`; those of the appends that came meanwhile too: Proofs.checkpoint_marks), or (an import's)
+        one over the conversation as it is."""
+        task = self._spawn(self._auto_checkpoint(sid, marks))
         self._due.add(task)
         task.add_done_callback(self._due.discard)
 
     async def finish_checkpoints(self, timeout: float) -> None:
         """Wait (up to `timeout` seconds) for the automatic checkpoints scheduled so far: the daemon stopping
         makes them before it cancels its tasks. Cancelled, a checkpoint whose mark an append passed would
-        never be made (the next one is made at the next mark, not this one)."""
+        wait for the next start (finish_marks) or the session's next mark, whose task makes it first."""
         if self._due:
             await asyncio.wait(set(self._due), timeout=timeout)
 
-    async def _auto_checkpoint(self, sid: str) -> None:
+    async def _auto_checkpoint(self, sid: str, marks: bool) -> None:
         async with self._checkpoint_lock:
             crash_point("checkpoint.auto")  # (tests: the append that made it due committed, its checkpoint not)
             try:
-                await self.syncer.make_checkpoint(sid)
-            except Exception as exc:  # never fatal: the next mark makes the next one
+                if marks:
+                    await self.syncer.checkpoint_marks(sid)
+                else:
+                    await self.syncer.make_checkpoint(sid)
+            except Exception as exc:  # never fatal: the next mark's task makes those still due, in order
                 log.warning("automatic checkpoint failed", extra={"session": sid, "error": str(exc)})
 
     async def checkpoint(self, sid: str) -> dict:
@@ -296,17 +301,15 @@ class Operations:
         daemon died (kill -9) before the checkpoint it scheduled in memory was made. Each is made now, over
         the conversation as it stood right after that append (storage/missedmarks.py), so that it is the
         proof the daemon would have made. At start, before the socket serves."""
-        for sid, frontiers in await self.db.missed_checkpoints():
+        for sid, _ in await self.db.missed_checkpoints():
             log.warning(
                 "a checkpoint due at a session's token mark was not made (the daemon stopped part-way): making it now",
                 extra={"session": sid},
             )
-            for upto in frontiers:
-                try:
-                    await self.syncer.make_checkpoint(sid, upto)
-                except (ImportError_, SessiondError) as exc:
-                    log.warning("could not make a missed checkpoint", extra={"session": sid, "error": str(exc)})
-                    break
+            try:  # as on time: one per mark passed (checkpoint_marks)
+                await self.syncer.checkpoint_marks(sid)
+            except (ImportError_, SessiondError) as exc:
+                log.warning("could not make a missed checkpoint", extra={"session": sid, "error": str(exc)})
 
     async def end(self, sid: str) -> dict:
         """End a session: a final checkpoint, everything pushed, and the proofs and snapshot id returned."""

@@ -254,7 +254,8 @@ class Daemon:
         if self.ops is not None:
             self.ops.session_changed(event)
             if due:
-                self.ops.schedule_checkpoint(event["session"])
+                # an append's mark: that append's conversation; an import's: the conversation it made
+                self.ops.schedule_checkpoint(event["session"], marks=event["type"] == "messages.appended")
         if self.syncer is not None and event.get("session") and event["type"] not in APPLIED_HERE:
             self.syncer.notify(event["session"])
 

@@ -146,8 +146,8 @@ class Checkpoints:
         )
         return [r[0] for r in rows]
 
-    async def missed(self) -> builtins.list[tuple[str, builtins.list[dict[str, int]]]]:
-        return await missed_checkpoints(self.c)
+    async def missed(self, sid: str | None = None) -> builtins.list[tuple[str, builtins.list[dict[str, int]]]]:
+        return await missed_checkpoints(self.c, sid)
 
     async def next_number(self, sid: str) -> int:
         row = await self.c.committed.fetchone(

@@ -242,7 +242,7 @@ class Database:
         """Refuse a write to `session` (as read) past its expiry or idle timeout, as the storage's own writes do
         (a shared one's idle timeout not: its end waits for a pull, expired_for_writes)."""
         if await expired_for_writes(self.c.committed, session["id"], session, now()):
-            refuse_expired(self.c, session["id"], session)
+            await refuse_expired(self.c, self.c.committed, session["id"], session)
 
     async def older_than(self, t: float) -> list[dict]:
         return await self.sessions.older_than(t)
@@ -377,9 +377,10 @@ class Database:
     async def unproven_ends(self) -> list[str]:
         return await self.checkpointer.unproven_ends()
 
-    async def missed_checkpoints(self) -> list[tuple[str, list[dict[str, int]]]]:
-        """The automatic checkpoints a crash lost: per session, the frontier each would have had."""
-        return await self.checkpointer.missed()
+    async def missed_checkpoints(self, sid: str | None = None) -> list[tuple[str, list[dict[str, int]]]]:
+        """The automatic checkpoints due and not made (`sid`: of that session only; at start: those a crash
+        lost): per session, the frontier of each, one per append that passed a mark (storage/missedmarks.py)."""
+        return await self.checkpointer.missed(sid)
 
     async def next_checkpoint_number(self, sid: str) -> int:
         return await self.checkpointer.next_number(sid)

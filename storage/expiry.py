@@ -77,20 +77,26 @@ async def expired_for_writes(q: Any, sid: str, s: Any, t: float) -> bool:
     return await q.fetchone("SELECT 1 FROM remotes WHERE session_id=?", (sid,)) is None
 
 
-def refuse_expired(c: Connections, sid: str, s: Any) -> NoReturn:
-    """A write found session `sid` (`s`: its row or dict) past its expiry or idle timeout: the daemon is
-    told (it ends the session now, as its clean-up would at its next run), and the write is refused, saying
-    when and why it expired and the way on."""
+async def refuse_expired(c: Connections, q: Any, sid: str, s: Any) -> NoReturn:
+    """A write found session `sid` (`s`: its row or dict, read through `q`) past its expiry or idle timeout: the
+    daemon is told (it ends the session now, as its clean-up would at its next run), and the write is refused,
+    saying when and why it expired and the way on."""
     if c.on_expired is not None:
         c.on_expired(sid)
     when = session_expiry(s)
     assert when is not None  # past_expiry said so
-    raise expired_error(sid, s, when, "it is ended now")
+    raise expired_error(sid, s, when, "it is ended now", forks=await _holds_messages(q, sid))
 
 
-def expired_error(sid: str, s: Any, when: float, state: str) -> Expired:
+async def _holds_messages(q: Any, sid: str) -> bool:
+    """Whether session `sid` holds a message: a fork of it at one is a way on (read on a refusal only)."""
+    return await q.fetchone("SELECT 1 FROM messages WHERE session_id=? LIMIT 1", (sid,)) is not None
+
+
+def expired_error(sid: str, s: Any, when: float, state: str, *, forks: bool) -> Expired:
     """The refusal of a write to session `sid` (`s`: its row or dict) that expired at `when`: when and why
-    (its expires_at, or its idle timeout), `state` (whether it is ended), and the way on."""
+    (its expires_at, or its idle timeout), `state` (whether it is ended), and the way on: a clone, and a fork
+    at a message when it holds one (`forks`); one holding none, a clone, given an expiry of its own."""
     at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
     idle = idle_timeout_of(_field(s, "policy"))
     if when == _field(s, "expires_at"):
@@ -99,13 +105,21 @@ def expired_error(sid: str, s: Any, when: float, state: str) -> Expired:
         why = f"expired at {at}, idle for longer than its idle_timeout ({idle:g} s)"
     else:
         why = f"expired at {at}, idle for longer than its idle timeout"
+    if forks:
+        ways = (
+            f"`sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at MESSAGE_ID` (its"
+            " history up to that message)"
+        )
+    else:  # (no message to fork at)
+        ways = (
+            f"`sessiond clone {sid}` (same settings; it holds no messages), which has no expiry of its own: give it"
+            " one with `sessiond set NEW_ID --expires-in D`"
+        )
     return Expired(
-        f"session {sid!r} {why}; an expired session takes no more changes ({state}). Go on in "
-        f"a new session: `sessiond clone {sid}` (same settings, no history) or `sessiond fork {sid} --at "
-        f"MESSAGE_ID` (its history up to that message)",
+        f"session {sid!r} {why}; an expired session takes no more changes ({state}). Go on in a new session: {ways}",
         session=sid,
         expired_at=when,
-        api=new_session_ways(sid),
+        api=new_session_ways(sid, fork=forks),
     )
 
 
@@ -118,7 +132,7 @@ async def refuse_inactive(q: Any, sid: str, status: str) -> NoReturn:
         row = await q.fetchone("SELECT stamps, expires_at, policy FROM sessions WHERE id=?", (sid,))
         when = None if row is None else await _expired_at(q, sid, row["stamps"])
         if when is not None:
-            raise expired_error(sid, row, when, "it has ended")
+            raise expired_error(sid, row, when, "it has ended", forks=await _holds_messages(q, sid))
     raise not_active(sid, status)
 
 
@@ -128,7 +142,7 @@ async def refuse_if_expiry_ended(q: Any, sid: str, row: Any) -> None:
     made otherwise is left to the status change's own check (storage/sessions.check_status_change)."""
     when = await _expired_at(q, sid, row["stamps"])
     if when is not None:
-        raise expired_error(sid, row, when, "it has ended")
+        raise expired_error(sid, row, when, "it has ended", forks=await _holds_messages(q, sid))
 
 
 async def _expired_at(q: Any, sid: str, stamps: str) -> float | None:

@@ -211,7 +211,7 @@ class Messages:
                     "last_activity": act,
                 }
                 if await expired_for_writes(tx, sid, s, t):
-                    refuse_expired(self.c, sid, s)
+                    await refuse_expired(self.c, tx, sid, s)
             # a model's answer to a question the session took is recorded though it was paused meanwhile (a
             # pause stops new questions, not an answer already paid for); an ended session's proofs are final
             if status != "active" and not (answer and status == "paused"):

@@ -1,9 +1,11 @@
-"""The automatic checkpoints a crash lost. An append that takes a session's tokens past a multiple of its
-checkpoint interval is answered, then its checkpoint is made (daemon/operations.py): the checkpoint is due
-in memory only, and a kill -9 between the two lost it for good. At start the daemon finds them here, each
-as the frontier the on-time checkpoint would have had: the session's messages as they stood right after
-the append that passed the mark (this device's log up to that append's last message, the other devices'
-as far as they had come here then), so that the proof is the one a daemon that did not crash made.
+"""The automatic checkpoints due and not made yet: one per append by this device that took a session's tokens
+past a multiple of its checkpoint interval, each as its frontier, the session's messages as they stood right
+after that append (this device's log up to that append's last message, the other devices' as far as they had
+come here then). An append that passes a mark is answered, then its session's due checkpoints are made
+(daemon/operations.py), from here: those of the appends that came meanwhile too, each over its own append's
+conversation, not one over all of them. The checkpoint is due in memory only, and a kill -9 between the two
+lost it: at start the daemon finds them here the same way, so that the proofs are the ones a daemon that did
+not crash made.
 
 Where one append ends: each that passed a mark noted the seq of its last message in `mark_ends`, in its own
 transaction (storage/messages.py; schema migration 18), so the walk ends an append there. The others note
@@ -17,6 +19,7 @@ told by its time alone, as before."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from .connections import Connections
@@ -35,6 +38,7 @@ WITH c AS (
       ORDER BY number DESC LIMIT 1) AS f
   FROM sessions s
   WHERE s.status IN ('active', 'paused') AND s.access NOT IN ('read', 'revoked') AND NOT s.importing
+    AND (?2 IS NULL OR s.id=?2)
 )
 SELECT id, used, created_at, iv, f FROM c
 WHERE used >= iv
@@ -56,22 +60,34 @@ _SINCE = (
 )
 
 
-async def missed_checkpoints(c: Connections) -> list[tuple[str, list[dict[str, int]]]]:
-    """Per session with automatic checkpoints due and not made, the frontier of each, in order."""
-    q = c.committed
-    out = []
-    for sid, used, created, iv, f in await q.fetchall(_CANDIDATES, (c.device_id,)):
-        done: dict[str, int] = json.loads(f) if f else {}
-        logs: dict[str, int] = {
-            r[0]: r[1] for r in await q.fetchall("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,))
-        }
-        rows: list[Any] = []
-        for device in logs:
-            rows += [tuple(r) for r in await q.fetchall(_SINCE, (sid, device, done.get(device, 0), c.device_id))]
-        rows.sort()  # in the order they were written here: an append's `used` counted those before it
-        cuts = _cuts(c.device_id, int(used), float(created), int(iv), done, logs, rows)
-        if cuts:
-            out.append((sid, cuts))
+async def missed_checkpoints(c: Connections, sid: str | None = None) -> list[tuple[str, list[dict[str, int]]]]:
+    """Per session (`sid`: that one only) with automatic checkpoints due and not made, the frontier of each, in
+    order; read in one snapshot on the bulk-read thread (appends go on meanwhile: each read sees the same ones)."""
+    return await c.bulk(_due, c.device_id, sid)
+
+
+def _due(conn: sqlite3.Connection, own: str, one: str | None) -> list[tuple[str, list[dict[str, int]]]]:
+    cur = conn.cursor()
+    cur.row_factory = None
+    cur.execute("BEGIN")
+    try:
+        out = []
+        for sid, used, created, iv, f in cur.execute(_CANDIDATES, (own, one)).fetchall():
+            done: dict[str, int] = json.loads(f) if f else {}
+            logs: dict[str, int] = dict(
+                cur.execute("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,)).fetchall()
+            )
+            rows: list[Any] = []
+            for device in logs:
+                rows += cur.execute(_SINCE, (sid, device, done.get(device, 0), own)).fetchall()
+            rows.sort()  # in the order they were written here: an append's `used` counted those before it
+            cuts = _cuts(own, int(used), float(created), int(iv), done, logs, rows)
+            if cuts:
+                out.append((sid, cuts))
+    finally:
+        if conn.in_transaction:
+            cur.execute("COMMIT")
+        cur.close()
     return out
 
 

@@ -62,7 +62,7 @@ async def writable_row(
     row = await session_row(q, sid, importing=importing, texts=texts)
     check_access(sid, row["access"])
     if not ending and await expired_for_writes(q, sid, row, now()):
-        refuse_expired(c, sid, row)
+        await refuse_expired(c, q, sid, row)
     return row
 
 

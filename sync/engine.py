@@ -423,8 +423,11 @@ class Syncer:
     async def gc(self, *, grace: float, dry_run: bool) -> dict:
         return await self.collector.collect(grace=grace, dry_run=dry_run)
 
-    async def make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
-        return await self.proofs.make_checkpoint(sid, upto)
+    async def make_checkpoint(self, sid: str) -> dict:
+        return await self.proofs.make_checkpoint(sid)
+
+    async def checkpoint_marks(self, sid: str) -> list[dict]:
+        return await self.proofs.checkpoint_marks(sid)
 
     async def checkpoint_asked(self, sid: str) -> dict:
         return await self.proofs.checkpoint_asked(sid)

@@ -79,12 +79,24 @@ class Proofs:
         peers = {bytes(p["head_pk"]) for p in await self.ctx.db.peers(sid)}
         return {self.ctx.keys.head_pk(sid)} | peers | await self.ctx.db.checkpoint_signers(sid)
 
-    async def make_checkpoint(self, sid: str, upto: dict[str, int] | None = None) -> dict:
-        """Sign a checkpoint of everything this device knows of `sid` now (or as far as the frontier `upto`:
-        one a crash kept from being made on time), and record it in the log (one of a session at a time: a
-        second asked for meanwhile follows the first, and is it if nothing came between)."""
+    async def make_checkpoint(self, sid: str) -> dict:
+        """Sign a checkpoint of everything this device knows of `sid` now, and record it in the log (one of a
+        session at a time: a second asked for meanwhile follows the first, and is it if nothing came between)."""
         async with self._making(sid):
-            return (await self._make_checkpoint(sid, upto))[0]
+            return (await self._make_checkpoint(sid, None))[0]
+
+    async def checkpoint_marks(self, sid: str) -> list[dict]:
+        """The automatic checkpoints of `sid` due and not made (storage/missedmarks.py): one per append that
+        took its tokens past a mark since this device's latest checkpoint, each over the conversation as it
+        stood right after that append, in order; the chain carried on from one to the next. Found and made
+        under the session's one making lock: a checkpoint asked for meanwhile (an app's, `end`'s) follows
+        them, and one made before them covers the appends it found, whose marks are then not due."""
+        async with self._making(sid):
+            made = []
+            for _, frontiers in await self.ctx.db.missed_checkpoints(sid):
+                for upto in frontiers:
+                    made.append((await self._make_checkpoint(sid, upto))[0])
+            return made
 
     async def checkpoint_asked(self, sid: str) -> dict:
         """make_checkpoint of `sid` now, as a request for one answers it: the proof, and `made`, whether this
@@ -100,14 +112,7 @@ class Proofs:
             raise revoked(sid, "make a checkpoint of it")
         if access == "read":
             raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
-        if upto is None:
-            chain, ident, ops = await self._conversation_chain(sid)
-        else:  # from the start, up to there (and not kept: the next one hashes its conversation afresh)
-            self._chains.pop(sid, None)
-            ident, frontier, rows, ops = await db.conversation_chain(sid, None, upto)
-            made = await asyncio.to_thread(extend, None, frontier, rows)
-            assert made is not None  # from the start (None), extend always answers a chain
-            chain = made
+        chain, ident, ops = await self._conversation_chain(sid, upto)
         # nothing new since this device's latest checkpoint (`end` right after one, a second request): a
         # new one would prove the same conversation again (its setting too); that one stands, nothing is written
         setting_hash = await self._setting_hash(sid, ident, ops, chain.frontier)
@@ -135,15 +140,16 @@ class Proofs:
         await asyncio.sleep(0)
         return await db.add_checkpoint(sid, proof), True
 
-    async def _conversation_chain(self, sid: str) -> tuple[Chain, Any, list[tuple]]:
-        """The chain of the messages of everything this device has of `sid` (version 2's), carried on from
-        the last one computed (kept in memory per session) over the new messages only, when they all sort
-        after it; from the start otherwise (after a restart, or when a message from another device arrived
-        late in the global order), off the event loop. And the session's identity and the operations that make
-        its setting, read with them."""
+    async def _conversation_chain(self, sid: str, upto: dict[str, int] | None = None) -> tuple[Chain, Any, list[tuple]]:
+        """The chain of the messages of everything this device has of `sid` (version 2's), or as far as the
+        frontier `upto` (a mark's checkpoint, made after the appends that came since: checkpoint_marks), carried
+        on from the last one computed (kept in memory per session) over the new messages only, when they all
+        sort after it and the frontier covers it; from the start otherwise (after a restart, or when a message
+        from another device arrived late in the global order), off the event loop. And the session's identity
+        and the operations that make its setting, read with them."""
         db = self.ctx.db
         ident, cached = self._chains.get(sid) or (None, None)
-        fresh_ident, frontier, rows, ops = await db.conversation_chain(sid, cached.frontier if cached else None)
+        fresh_ident, frontier, rows, ops = await db.conversation_chain(sid, cached.frontier if cached else None, upto)
         chain = None
         if (
             cached is not None
@@ -153,7 +159,7 @@ class Proofs:
             chain = await extend_in_steps(cached, frontier, rows)
         if chain is None:
             if cached is not None:
-                fresh_ident, frontier, rows, ops = await db.conversation_chain(sid, None)
+                fresh_ident, frontier, rows, ops = await db.conversation_chain(sid, None, upto)
             chain = (
                 await asyncio.to_thread(extend, None, frontier, rows)
                 if len(rows) > 256

@@ -31,14 +31,16 @@ def _short_lived(c, n: int = 1, name: str = "short-lived") -> tuple[list[str], i
     return sids, before
 
 
-def _refused(call, sid: str) -> ClientError:
+def _refused(call, sid: str, *, forks: bool = True) -> ClientError:
+    """The write's refusal, naming its ways on: a clone, and a fork at a message when it holds one (`forks`)."""
     with pytest.raises(ClientError) as exc:
         call()
     err = exc.value
     assert err.status == 409, err
     assert err.code == "expired", err
     assert sid in err.message and "expired at" in err.message, err.message
-    assert f"sessiond clone {sid}" in err.message and f"sessiond fork {sid}" in err.message, err.message
+    assert f"sessiond clone {sid}" in err.message, err.message
+    assert (f"sessiond fork {sid}" in err.message) == forks, err.message
     return err
 
 
@@ -130,7 +132,7 @@ def test_other_writes_past_the_idle_timeout_are_refused(make_daemon):
     for i, write in enumerate((lambda sid: c.update_session(sid, name="renamed"), lambda sid: c.pause(sid))):
         s = c.create_session(name=f"idle {i}", idle_timeout=1)
         wait_for(lambda: time.time() > s["last_activity"] + s["policy"]["idle_timeout"] + 0.05, timeout=10)
-        _refused(lambda: write(s["id"]), s["id"])
+        _refused(lambda: write(s["id"]), s["id"], forks=False)  # (no message to fork at)
         sids.append(s["id"])
     for sid in sids:
         wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="each idle session ended")
@@ -190,3 +192,31 @@ def test_an_expiry_time_already_past_is_refused_at_create_and_change(daemon):
     c.append(sid, "user", "still here")
     future = time.time() + 3600
     assert c.update_session(sid, expires_at=future)["expires_at"] == pytest.approx(future)
+
+
+def test_an_expired_session_with_no_messages_names_only_ways_on_that_work(make_daemon):
+    """An expired session holding no message was refused with `sessiond fork ID --at MESSAGE_ID` as a way on,
+    which needs a message to fork at: it names a clone (no history to copy) and how to give the clone an
+    expiry (a clone has none: `sessiond set NEW_ID --expires-in`), and no fork, in the CLI's terms and the
+    API's, at the write that ends it and at those after."""
+    d = started_with(make_daemon, cleanup_interval=NO_CLEANUP)
+    c = d.client()
+    sid = c.create_session(name="empty", expires_in=1)["id"]
+    expires = c.get_session(sid)["expires_at"]
+    wait_for(lambda: time.time() > expires + 0.1, timeout=10, what="the session's expiry")
+    for attempt in ("ends it", "after its end"):
+        with pytest.raises(ClientError) as exc:
+            c.append(sid, "user", "too late")
+        err = exc.value
+        assert err.code == "expired" and "expired at" in err.message, (attempt, err.message)
+        assert f"sessiond clone {sid}" in err.message and "--expires-in" in err.message, (attempt, err.message)
+        assert "fork" not in err.message, (attempt, err.message)
+        assert err.details.get("api") == [f"POST /v1/sessions/{sid}/clone"], (attempt, err.details)
+        wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30, what="the expired session ended")
+    clone = c.clone(sid)
+    assert clone["status"] == "active" and c.update_session(clone["id"], expires_in=HOUR)["expires_at"]
+    # one that holds messages still names the fork
+    (full,), _ = _short_lived(c, name="full")
+    with pytest.raises(ClientError) as exc:
+        c.append(full, "user", "too late")
+    assert f"sessiond fork {full} --at MESSAGE_ID" in exc.value.message, exc.value.message

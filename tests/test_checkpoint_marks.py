@@ -1,0 +1,130 @@
+"""Automatic checkpoints, one per mark passed: an app that sets a checkpoint interval is given a checkpoint for
+each append that takes the session's tokens past a multiple of it, over the conversation as it stood right after
+that append. Before, the on-time checkpoint was made over the conversation as it was when it ran: appends that came
+meanwhile were folded into it, and marks passed quickly (a pipelined stream: ten appends crossing ten marks) shared
+one checkpoint; while the start after a crash (kill -9) made one per mark (storage/missedmarks.py). The same
+appends gave other checkpoints depending on whether the daemon had crashed."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import wait_for
+from sessiond.client.wsframes import AppendStream, frame
+
+MARKS = 10
+INTERVAL = 10
+
+
+def _pipelined(d, sid: str, n: int, first: int = 0) -> AppendStream:
+    """n appends of INTERVAL tokens each (each passes one mark), sent at once on a pipelined stream."""
+    st = AppendStream(d.socket, 10, pipeline=True)
+    assert st.sock is not None
+    st.sock.sendall(
+        b"".join(
+            frame(
+                json.dumps({"tag": i + 1, "session": sid, "key": f"{sid}-k{first + i}"}).encode()
+                + b"\n"
+                + json.dumps({"role": "user", "content": f"m{first + i}", "tokens": INTERVAL}).encode()
+            )
+            for i in range(n)
+        )
+    )
+    return st
+
+
+def _proven(c, sid: str, n: int) -> list[dict]:
+    """The session's checkpoints once one covers its n messages (the last mark's, made after the others)."""
+    wait_for(
+        lambda: any(k["messages"] == n for k in c.checkpoints(sid)["checkpoints"]),
+        timeout=30,
+        what="the last mark's checkpoint",
+    )
+    return c.checkpoints(sid)["checkpoints"]
+
+
+def _summary(proofs: list[dict], device: str) -> list[tuple]:
+    return [(k["number"], k["messages"], k["tokens"], k["frontier"].get(device)) for k in proofs]
+
+
+def test_pipelined_appends_across_marks_get_a_checkpoint_each(make_daemon):
+    d = make_daemon()
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="marks", policy={"checkpoint_interval": INTERVAL})["id"]
+    st = _pipelined(d, sid, MARKS)
+    try:
+        wait_for(lambda: len(c.messages(sid)["messages"]) == MARKS, timeout=30, what="the appends")
+        got = _proven(c, sid, MARKS)
+    finally:
+        st.close()
+    held = c.messages(sid)["messages"]
+    assert [(k["number"], k["messages"], k["tokens"]) for k in got] == [
+        (i + 1, i + 1, (i + 1) * INTERVAL) for i in range(MARKS)
+    ], got
+    for k, proof in enumerate(got):
+        # exactly the messages up to its mark's append: this device's log up to that message
+        assert proof["frontier"][proof["device"]] == held[k]["seq"], (k, proof["frontier"])
+        assert c.verify_proof(sid, proof)["ok"], proof
+
+
+def test_a_crash_and_no_crash_give_the_same_checkpoints(make_daemon):
+    d = make_daemon()
+    d.start()
+    c = d.client()
+    crashed = c.create_session(name="crashed", policy={"checkpoint_interval": INTERVAL})["id"]
+    calm = c.create_session(name="calm", policy={"checkpoint_interval": INTERVAL})["id"]
+    d.env["SESSIOND_CRASH_AT"] = "checkpoint.auto"
+    d.restart()
+    st = _pipelined(d, crashed, MARKS)
+    assert d.proc is not None
+    d.proc.wait(20)  # killed at the first automatic checkpoint: none of the marks' made
+    st.close()
+    d.env.pop("SESSIOND_CRASH_AT")
+    d.start()
+    c = d.client()
+    held = len(c.messages(crashed)["messages"])
+    assert held >= 1
+    if held < MARKS:  # those the daemon had not taken when it died: sent again, on time now
+        st = _pipelined(d, crashed, MARKS - held, first=held)
+        wait_for(lambda: len(c.messages(crashed)["messages"]) == MARKS, timeout=30, what="the rest")
+        st.close()
+    after_crash = _proven(c, crashed, MARKS)
+    st = _pipelined(d, calm, MARKS)
+    try:
+        on_time = _proven(c, calm, MARKS)
+    finally:
+        st.close()
+    device = after_crash[0]["device"]
+    assert _summary(after_crash, device) == _summary(on_time, device), (after_crash, on_time)
+    assert len(on_time) == MARKS
+    for sid, proofs in ((crashed, after_crash), (calm, on_time)):
+        assert all(c.verify_proof(sid, p)["ok"] for p in proofs)
+
+
+async def test_each_marks_checkpoint_carries_the_chain_on_from_the_one_before(devices, monkeypatch):
+    """The marks' checkpoints made together cost one pass over their messages, not one from the start each (the
+    start after a crash hashed the whole conversation again for every mark it made)."""
+    from sessiond.sync import proofs
+
+    hashed: list[tuple[bool, int]] = []  # (from the start, messages) of each extend
+    real = proofs.extend
+
+    def counted(chain, frontier, rows, *args):
+        hashed.append((chain is None, len(rows)))
+        return real(chain, frontier, rows, *args)
+
+    monkeypatch.setattr(proofs, "extend", counted)
+    a, _ = await devices.open()
+    db = devices.dba
+    sid = (await db.create_session({"name": "marks", "policy": {"checkpoint_interval": INTERVAL}}))["id"]
+    for i in range(MARKS):  # (the daemon's on-time task is not running here: all ten are due together)
+        await db.append_messages(sid, [{"role": "user", "content": f"m{i}", "tokens": INTERVAL}])
+    made = await a.checkpoint_marks(sid)
+    assert [(k["number"], k["messages"], k["tokens"]) for k in made] == [
+        (i + 1, i + 1, (i + 1) * INTERVAL) for i in range(MARKS)
+    ]
+    assert sum(n for _, n in hashed) == MARKS, hashed  # each message hashed once
+    assert [start for start, n in hashed if n] == [True] + [False] * (MARKS - 1), hashed
+    assert await a.checkpoint_marks(sid) == []  # none due now
+    assert [k["number"] for k in await db.checkpoints(sid)] == list(range(1, MARKS + 1))
