@@ -32,6 +32,7 @@ from .generation import polling as polling_
 from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
+from .mirror import MirrorStore
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
@@ -291,6 +292,11 @@ class Follower:
             raise
         if rev > remote["members_rev"]:
             await db.set_remote(sid, members_rev=rev)
+            if isinstance(store, MirrorStore):
+                # a revision new here, which a device on only some of the mirror's stores may have written: carried to
+                # the others, which hold the one before (Members.restore), or a device on those writes its own slot at
+                # this revision there
+                await self._restore(sid, announce_pk)
         await self._write_back(sid, remote, members, frozen)
         new = await self._take_frozen(sid, store, frozen, announce_pk, audit=audit or _ASKED.get()) if frozen else 0
         my_pk = keys.head_pk(sid)
@@ -338,7 +344,8 @@ class Follower:
         return new if same else new + await self.pull(sid)
 
     async def _restore(self, sid: str, announce_pk: bytes) -> bool:
-        """Members.restore, after a pull found the slot lost: whether it wrote the slot again (on the generation
+        """Members.restore, after a pull found the slot lost, or read a new revision of it through a mirror (carried to
+        the mirror's stores behind it): whether it wrote the slot again (on the generation
         the pull read only: generation.py). Its own failure is not reported: the pull's is (and the next pull tries
         again)."""
         try:

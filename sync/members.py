@@ -16,21 +16,19 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from nacl.signing import SigningKey
-
 from ..storage.testhooks import pause_for_tests
 from ..stores import ObjectMissing, StaleHead, Store, StoreError, check_object
 from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.errors import failing
-from ..stores.registry import RegistryEntry, RegistryError
+from ..stores.registry import RegistryEntry
 from . import dagcbor
 from .bounded import LRU
 from .context import SyncContext
-from .crypto import CTX_ANNOUNCE, DecryptError, derive, members_key
+from .crypto import DecryptError, members_key
 from .errors import ImportError_, crash_point, newer_format, store_failed
 from .frozen import decode_frozen, frozen_adds, merge_frozen, put_back_named
-from .membersentry import bad_slot, checked_entry
+from .membersentry import LOST, announce_key, bad_slot, checked_entry
 from .membersobject import (
     MEMBERS_MAX_BYTES,
     MEMBERS_VERSION,
@@ -44,27 +42,19 @@ from .membersobject import (
     seal_members,
     unknown_of,
 )
-from .mirror import MirrorStore
 from .pages import LogError, NewerFormat, check_version
+from .slotrestore import restore
 
 log = logging.getLogger("sessiond.sync")
 
 # sessions whose members list, as last read, is kept for the follower (Members.read_members, cached=True)
 MEMBERS_KEPT = 1024
-# what a read of the members slot says when the store lost it: its entry gone, not validly signed (damaged,
-# or written without the key) or not 0x1e | hash | salt, its object gone or damaged. A device that wrote the
-# slot writes it again (Members.restore)
-LOST = frozenset({"missing", "damaged", "malformed", "forged"})
 READS_AGAIN = 3  # times a read of the slot reads its entry again, its object gone (Members.read_slot)
 
 
 def _swapped(frozen: Sequence[dict], replace: Mapping[bytes, dict] | None) -> list[dict]:
     """`frozen` with each entry whose manifest hash `replace` names swapped for the entry put back in its place."""
     return [dict(replace.get(bytes(f["h"]), f)) if replace else dict(f) for f in frozen]
-
-
-def announce_key(write_secret: bytes) -> SigningKey:
-    return SigningKey(derive(CTX_ANNOUNCE, write_secret))
 
 
 class SlotRead(NamedTuple):
@@ -415,46 +405,6 @@ class Members:
             await self.ctx.db.set_remote(sid, members_rev=max(rev, remote["members_rev"]), announced=1)
 
     async def restore(self, sid: str) -> bool:
-        """Write `sid`'s members slot again if this device wrote it (announced itself in it, holds the
-        write secret) and the store lost it: its entry, the object the entry names (or holds it damaged:
-        its bytes, or what they decrypt to, not a members object of this session), or revisions of it
-        (an older one than this device has seen); for a mirror, any of its stores that should hold
-        everything written so far (a read through the mirror finds the slot in whichever store has it).
-        Without it, a code used afterwards imports nothing, and the devices that follow the session fail
-        their pulls. Returns whether it wrote the slot. A store that does not answer is not one that lost
-        it: left to the push and pull that report it."""
-        ctx = self.ctx
-        remote = await ctx.db.remote(sid)
-        write_secret = ctx.keys.write_secret(sid)
-        if remote is None or not remote["announced"] or write_secret is None or ctx.keys.session_key(sid) is None:
-            return False
-        ak = announce_key(write_secret)
-        if bytes(ak.verify_key) != bytes(remote["announce_pk"]):  # (a rekey under way: it writes the slot)
-            return False
-        pk = b"\xed" + bytes(ak.verify_key)
-        store = await ctx.store_for(sid)
-        lost, highest = False, remote["members_rev"]
-        session_key = ctx.keys.session_key(sid)
-        assert session_key is not None  # (checked above)
-        for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
-            try:
-                entry = await bounded(st.get_head(pk), ctx.timeout)
-                if entry is not None:
-                    highest = max(highest, entry.revision)
-                if entry is None or entry.revision < remote["members_rev"]:
-                    lost = True
-                    continue
-                # the object read and opened, not only looked for: one damaged (its bytes, or what they
-                # decrypt to) is lost as surely as one deleted
-                await self.read_slot(st, sid, session_key, bytes(ak.verify_key), entry=entry)
-            except ImportError_ as exc:
-                lost |= exc.kind in LOST
-            except RegistryError:  # its entry not validly signed: lost as surely as one deleted
-                lost = True
-            except (TimeoutError, StoreError, OSError):
-                continue
-        if not lost:
-            return False
-        log.warning("the store lost the session's members slot: writing it again", extra={"session": sid})
-        await self.ensure_member(sid, rewrite=highest)
-        return True
+        """Write `sid`'s members slot again if this device wrote it and the store lost it; carry it to the stores of
+        a mirror that hold an older revision whole (slotrestore.restore). Returns whether it wrote the slot."""
+        return await restore(self, sid)

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from nacl.signing import SigningKey
+
 from ..stores import HeadExpired, Store, StoreError
 from ..stores.bounded import bounded
 from ..stores.errors import LyingServer, failing
 from ..stores.registry import RegistryEntry, RegistryError
+from .crypto import CTX_ANNOUNCE, derive
 from .errors import ImportError_, bad_log, store_failed
 from .membersobject import SALT_LEN
+
+# what a read of the members slot says when the store lost it: its entry gone, not validly signed (damaged,
+# or written without the key) or not 0x1e | hash | salt, its object gone or damaged. A device that wrote the
+# slot writes it again (Members.restore)
+LOST = frozenset({"missing", "damaged", "malformed", "forged"})
+
+
+def announce_key(write_secret: bytes) -> SigningKey:
+    """The key that signs a session's members slot, derived from its write secret."""
+    return SigningKey(derive(CTX_ANNOUNCE, write_secret))
 
 
 def bad_slot(kind: str, sid: str, message: str) -> ImportError_:

@@ -1,0 +1,139 @@
+"""A members slot the store lost, written again; one a mirror's store holds an older revision of, carried to it.
+
+A device that wrote a session's members slot (members.py) writes it again when the store lost it, or, of a
+mirror, any of the stores that should hold everything written so far (a read through the mirror finds the slot
+in whichever store has it, so that one store's loss never shows in what is read). A store of a mirror holding an
+older revision, whole, than another holds has not lost it: another device most likely wrote the later revisions
+to the stores it uses, only some of this mirror's (a device on the relay alone, this one on a folder store and
+the relay). The very entry the other store holds is put there, with its object: no new revision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..storage.redact import shown_url
+from ..stores import StaleHead, Store, StoreError
+from ..stores.bounded import bounded
+from ..stores.registry import RegistryEntry, RegistryError
+from .context import SyncContext
+from .errors import ImportError_
+from .membersentry import LOST, announce_key
+from .membersobject import MEMBERS_MAX_BYTES
+from .mirror import MirrorStore
+
+log = logging.getLogger("sessiond.sync")
+
+
+class _Read(Protocol):
+    @property
+    def revision(self) -> int: ...
+
+
+class Slots(Protocol):
+    """What restore uses of members.Members."""
+
+    ctx: SyncContext
+
+    async def read_slot(
+        self, store: Store, sid: str, session_key: bytes, announce_pk: bytes, min_rev: int = 0, *, entry: RegistryEntry
+    ) -> tuple[int, list[dict], dict | None, list[dict]]: ...
+
+    async def read_apart(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes) -> _Read: ...
+
+    async def ensure_member(self, sid: str, *, rewrite: int | None = None) -> int: ...
+
+
+async def restore(members: Slots, sid: str) -> bool:
+    """Write `sid`'s members slot again if this device wrote it (announced itself in it, holds the write secret) and
+    the store lost it: its entry, the object the entry names (or holds it damaged: its bytes, or what they decrypt
+    to, not a members object of this session), or revisions of it (an older one than this device has seen, and, of a
+    mirror, no other store holding it as far). Without it, a code used afterwards imports nothing, and the devices
+    that follow the session fail their pulls. Returns whether it wrote the slot. A store that does not answer is not
+    one that lost it: left to the push and pull that report it.
+
+    A store of a mirror holding an older revision, whole, while another holds the slot as far as this device has
+    seen: carried to (`_carry`). Written again instead, the slot would cost a new revision each time the device
+    that wrote it elsewhere writes it, racing that device's own writes; carrying mends a store that rolled back
+    this device's own write as well."""
+    ctx = members.ctx
+    remote = await ctx.db.remote(sid)
+    write_secret = ctx.keys.write_secret(sid)
+    session_key = ctx.keys.session_key(sid)
+    if remote is None or not remote["announced"] or write_secret is None or session_key is None:
+        return False
+    ak = announce_key(write_secret)
+    announce_pk = bytes(ak.verify_key)
+    if announce_pk != bytes(remote["announce_pk"]):  # (a rekey under way: it writes the slot)
+        return False
+    pk = b"\xed" + announce_pk
+    store = await ctx.store_for(sid)
+    seen = remote["members_rev"]
+    lost, highest, holds = False, seen, False
+    behind: list[Store] = []  # (stores of a mirror holding an older revision, whole)
+    newest: RegistryEntry | None = None  # (the newest entry a store holds whole: the one carried to those behind)
+    mirrored = isinstance(store, MirrorStore)
+    for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
+        try:
+            entry = await bounded(st.get_head(pk), ctx.timeout)
+            if entry is None or (entry.revision < seen and not mirrored):  # (one store: rolled back)
+                lost = True
+                continue
+            highest = max(highest, entry.revision)
+            if entry.revision < seen:
+                # its object read and opened too, nothing of it kept as the session's slot: not the revision followed
+                rev = (await members.read_apart(st, sid, session_key, announce_pk)).revision
+                highest = max(highest, rev)
+                if rev < seen:  # (lost unless another store holds it whole: below)
+                    behind.append(st)
+                else:  # (written meanwhile)
+                    holds = True
+                continue
+            # the object read and opened, not only looked for: one damaged (its bytes, or what they decrypt to) is
+            # lost as surely as one deleted
+            await members.read_slot(st, sid, session_key, announce_pk, entry=entry)
+            holds = True
+            if newest is None or (entry.revision, entry.data) > (newest.revision, newest.data):
+                newest = entry  # (of two of one revision, the one a read through the mirror takes)
+        except ImportError_ as exc:
+            lost |= exc.kind in LOST
+        except RegistryError:  # its entry not validly signed: lost as surely as one deleted
+            lost = True
+        except (TimeoutError, StoreError, OSError):
+            continue
+    lost |= bool(behind) and not holds  # (behind what this device has seen, and no store of the mirror holds it)
+    if not lost:
+        if behind and newest is not None:
+            await _carry(ctx, store, sid, dataclasses.replace(newest, signing_key=ak), behind)
+        return False
+    log.warning("the store lost the session's members slot: writing it again", extra={"session": sid})
+    await members.ensure_member(sid, rewrite=highest)
+    return True
+
+
+async def _carry(ctx: SyncContext, mirror: Store, sid: str, entry: RegistryEntry, behind: Sequence[Store]) -> None:
+    """The slot's `entry` (as another store of `mirror` holds it, whole) and its object put to each store of
+    `behind`, which holds an older revision. The same entry, not a new revision: no race with its writer, whose
+    later write replaces it. Without it a device that uses only the store behind would write its own slot at a
+    revision the others hold (two slots of one revision: a device reading one follows only the writers it lists),
+    and the object that store's slot names, let go once this device read the newer one (SyncContext.named), would
+    go at the next gc. A store that refuses (StaleHead: written meanwhile) or fails is left to the next check."""
+    ct = await bounded(mirror.get_capped(bytes(entry.data[1:33]), MEMBERS_MAX_BYTES, "a members object"), ctx.timeout)
+    for st in behind:
+        try:
+            await bounded(st.put(ct), ctx.timeout)
+            await bounded(st.set_head(entry), ctx.timeout)
+        except StaleHead:
+            continue
+        except (TimeoutError, StoreError, OSError) as exc:
+            log.info("could not carry the members slot to %s: %s", shown_url(st.url), exc, extra={"session": sid})
+            continue
+        await ctx.named(st, entry, written=False)
+        log.info(
+            "the members slot carried to a store of the mirror that held an older revision (another device wrote"
+            " the newer to the stores it uses, or the store lost it)",
+            extra={"session": sid, "store": st.url},
+        )
