@@ -8,11 +8,10 @@ head names: this one was left in the store for good, never a candidate, never fr
 from __future__ import annotations
 
 import os
-import subprocess
 
-from conftest import cli_json, popen_cli
+from conftest import cli_json
 from sessiond.stores import FileStore
-from test_crash_rekey_loop import _arrived
+from test_crash_rekey_loop import killed_after_publishing_under_the_old_key, shared_pair
 
 
 def _objects_in(store: str) -> set[bytes]:
@@ -36,32 +35,10 @@ async def _named_by_heads(store: str) -> set[bytes]:
 
 
 async def test_the_manifest_sealed_again_under_the_new_key_is_freed_by_gc(make_daemon, store_dir, tmp_path):
-    url = f"file://{store_dir}"
-    a, b = make_daemon(url).start(), make_daemon(url).start()
-    sid = a.client().create_session(name="rekeyed")["id"]
-    a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(5)])
-    b.client().import_code(a.client().share(sid, write=True)["code"])
-    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    a, b, sid = shared_pair(make_daemon, store_dir)
     b.stop()  # (nothing of B's is put from here on)
-    held = {p: str(tmp_path / p) for p in ("rekey.published", "push.published", "rekey.rotated")}
-    a.env["SESSIOND_TEST_PAUSE"] = ",".join(f"{p}:{f}" for p, f in held.items())
-    a.restart()
-    rekey = popen_cli(["rekey", sid, "--home", a.home], env=dict(os.environ), stdout=subprocess.DEVNULL)
-    try:
-        _arrived(held["push.published"])  # the rekey's claim, pushed under the old key: let through
-        os.unlink(held["push.published"])
-        _arrived(held["rekey.published"])  # its notice out, the keys not switched yet
-        a.client().append(sid, "user", "pushed under the old key")
-        a.client().sync(sid)
-        _arrived(held["push.published"])  # that push published, under the old key, not marked pushed
-        os.unlink(held["rekey.published"])
-        _arrived(held["rekey.rotated"])  # the keys switched
-        a.kill()
-    finally:
-        rekey.kill()
-        rekey.wait()
+    killed_after_publishing_under_the_old_key(a, sid, tmp_path)
     at_kill = _objects_in(store_dir)
-    a.env.pop("SESSIOND_TEST_PAUSE")
     a.start()
     assert a.client().sync(sid, wait=True, timeout=30)["complete"]
     done = cli_json(a.home, "gc", "--grace", "0")

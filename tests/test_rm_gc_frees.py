@@ -19,6 +19,14 @@ def _objects_in(store: str) -> set[str]:
     return out
 
 
+def _started(make_daemon, store_dir: str) -> tuple:
+    """A daemon on the folder store that pushes only when asked, started, and its client."""
+    d = make_daemon(f"file://{store_dir}")
+    write_config(d.home, push_delay=3600)
+    d.start()
+    return d, d.client()
+
+
 def _pushed(c, sid: str, pushes: int) -> None:
     """`pushes` pushes of 20 messages each (from 16 pages on, compaction folds them)."""
     for i in range(pushes):
@@ -27,10 +35,7 @@ def _pushed(c, sid: str, pushes: int) -> None:
 
 
 def test_rm_of_a_session_never_shared_lets_gc_free_all_it_put(make_daemon, store_dir):
-    d = make_daemon(f"file://{store_dir}")
-    write_config(d.home, push_delay=3600)  # only an asked sync pushes
-    d.start()
-    c = d.client()
+    d, c = _started(make_daemon, store_dir)
     other = c.create_session(name="other")["id"]
     _pushed(c, other, 2)
     cli_json(d.home, "gc", "--grace", "0")
@@ -50,10 +55,7 @@ def test_rm_of_a_session_never_shared_lets_gc_free_all_it_put(make_daemon, store
 
 
 def test_rm_of_a_shared_session_keeps_what_its_head_names(make_daemon, store_dir):
-    d = make_daemon(f"file://{store_dir}")
-    write_config(d.home, push_delay=3600)
-    d.start()
-    c = d.client()
+    d, c = _started(make_daemon, store_dir)
     sid = c.create_session(name="shared")["id"]
     _pushed(c, sid, 3)
     code = c.share(sid)["code"]
@@ -70,10 +72,7 @@ def test_rm_of_a_shared_session_keeps_what_its_head_names(make_daemon, store_dir
 def test_rm_with_the_store_away_lets_go_the_pages_it_recorded(make_daemon, store_dir, tmp_path):
     """The store failing the delete's read of its head: the pages of the level tree this device recorded are
     let go all the same (its manifest, which only the head names, stays)."""
-    d = make_daemon(f"file://{store_dir}")
-    write_config(d.home, push_delay=3600)
-    d.start()
-    c = d.client()
+    d, c = _started(make_daemon, store_dir)
     sid = c.create_session(name="gone")["id"]
     _pushed(c, sid, 3)
     cli_json(d.home, "gc", "--grace", "0")
