@@ -32,6 +32,7 @@ from ..sync.engine import Syncer  # the daemon drives sync; sync never imports t
 from ..sync.errors import crash_point
 from ..sync.gc import KeptForFrozen
 from ..sync.share import ImportError_
+from ..sync.unshared import let_go_at_delete
 from .cleanuploop import CleanupLoop
 from .home import HomeError, normalize_store_url
 from .sharedidle import SharedIdle
@@ -111,6 +112,8 @@ class Operations:
             # what it keeps in the store for good (a slot pins them): read before the mark, as the slot's read may
             # wait on its store (one store timeout at most; a failure keeps them all)
             kept = await self.syncer.collector.kept_at_delete(sid)
+            # what it lets go in the store, a session no other device can read (sync/unshared.py): read here too
+            let_go = await let_go_at_delete(self.syncer.ctx, self.syncer.collector, sid)
             with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
@@ -123,6 +126,7 @@ class Operations:
                     busy=busy,
                     keep_objects=keep,
                     kept=kept.noted() if kept is not None and kept.objects else None,
+                    let_go=let_go,
                 ):
                     return False
                 crash_point("delete.rows")

@@ -16,7 +16,7 @@ from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_acc
 from .expiry import expired_for_writes, last_activity, past_expiry, refuse_expired, refuse_if_expiry_ended
 from .ids import case_twin, check_id, new_id
 from .keptrecords import drop_session_records
-from .lifecycle import note_kept_in
+from .lifecycle import Released, note_kept_in
 from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .search import PURGE_IF_INDEXED
@@ -378,6 +378,7 @@ class Sessions:
         busy: Callable[[str], bool] | None = None,
         keep_objects: bool | frozenset[bytes] = False,
         kept: dict | None = None,
+        let_go: tuple[str, frozenset[bytes]] | None = None,
     ) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
@@ -389,7 +390,8 @@ class Sessions:
         members slot of the devices that kept it may pin this device's log as a rekey froze it: sync/frozen.py
         own_log_frozen): all of them (True), or those of these hashes (what that slot pins: sync/gc.py
         kept_at_delete), and `kept` ({store, objects, why}) noted for `sessiond gc` to name (lifecycle.note_kept_in).
-        Whether it was deleted."""
+        `let_go` (a store's URL, hashes): objects of its log in that store noted as gc candidates (a session no
+        other device can read: sync/unshared.py). Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
@@ -407,6 +409,8 @@ class Sessions:
                 await tx.executemany("DELETE FROM released WHERE session_id=? AND hash=?", rows)
             if kept is not None:
                 await note_kept_in(tx, sid, kept)
+            if let_go is not None:
+                await Released.add_in(tx, let_go[0], sid, let_go[1])
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))
             if shown:  # (one never announced goes unannounced)
                 tx.emit({"type": "session.deleted", "session": sid})

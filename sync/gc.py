@@ -70,7 +70,7 @@ LEFT_OUT = (
     " read, may name them (its log as the rekey froze it); a new share code of it imported here lets gc see which"
     " (`sessiond import`)"
 )
-_UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError, dagcbor.DagCborError)
+UNREADABLE = (StoreError, RegistryError, DecryptError, LogError, TimeoutError, OSError, dagcbor.DagCborError)
 # why a delete here keeps candidates of the session in the store for good (kept_at_delete)
 FROZEN_KEPT = "the members slot pins this device's log as a rekey froze it, which every import of the session reads"
 FROZEN_KEPT_ALL = (
@@ -134,19 +134,24 @@ class Collector:
         if keys:
             pks.append(ctx.keys.head_pk(sid))
         for pk in dict.fromkeys(pks):
-            head = await bounded(store.get_head(pk), ctx.timeout)
-            if head is None:
-                continue
-            if not keys:
-                raise DecryptError(f"no key of {sid} here to open its heads with")
-            mhash = manifest_hash_of(head)
-            out.add(mhash)
-            ct = await bounded(store.get(mhash), ctx.timeout)
-            man = parse_manifest(
-                open_manifest(ct, mhash, keys, pk, head.revision), sid=sid, head_pk=pk, rev=head.revision
-            )
-            await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
+            await self.head_objects(store, sid, pk, out)
         return out
+
+    async def head_objects(self, store: Store, sid: str, pk: bytes, out: set[bytes]) -> None:
+        """Into `out`: what the head `pk` of `sid` in `store` names (its manifest, down to its nodes and parts
+        objects), nothing if the store holds no such head (raises what kept it from reading them all)."""
+        ctx = self.ctx
+        head = await bounded(store.get_head(pk), ctx.timeout)
+        if head is None:
+            return
+        keys = ctx.keys.session_keys(sid)
+        if not keys:
+            raise DecryptError(f"no key of {sid} here to open its heads with")
+        mhash = manifest_hash_of(head)
+        out.add(mhash)
+        ct = await bounded(store.get(mhash), ctx.timeout)
+        man = parse_manifest(open_manifest(ct, mhash, keys, pk, head.revision), sid=sid, head_pk=pk, rev=head.revision)
+        await self._walk(LogReader(sid, man.device, store, ctx.timeout), man.entries(), out)
 
     async def _frozen_live(
         self, store: Store, sid: str, remote: dict, slot: RegistryEntry | None, out: set[bytes]
@@ -189,7 +194,7 @@ class Collector:
             return KeptForFrozen(None, len(candidates), FROZEN_KEPT_ALL, url)
         try:
             needs = await bounded(self.frozen_needs(sid), self.ctx.timeout)
-        except (*_UNREADABLE, ValueError) as exc:
+        except (*UNREADABLE, ValueError) as exc:
             why = f"{FROZEN_KEPT}, and the slot could not be read to tell which of them: {describe(exc)}"
             return KeptForFrozen(None, len(candidates), why, url)
         kept = frozenset(h for h in candidates if h in needs)
@@ -249,7 +254,7 @@ class Collector:
             try:
                 store = self.ctx.open_store(url, missing_ok=False)
                 slot = await bounded(store.get_head(pk), self.ctx.timeout)
-            except (*_UNREADABLE, ValueError) as exc:
+            except (*UNREADABLE, ValueError) as exc:
                 log.warning("a deleted session's members slot could not be read for gc: %s", describe(exc))
                 unread.update(dict.fromkeys(sids, describe(exc)))
                 continue
@@ -264,7 +269,7 @@ class Collector:
             else:
                 try:
                     await self._slot_gone(store, url, pk)
-                except (*_UNREADABLE, ValueError) as exc:  # (kept: the next gc looks again)
+                except (*UNREADABLE, ValueError) as exc:  # (kept: the next gc looks again)
                     log.warning("a deleted session's members slot could not be settled by gc: %s", describe(exc))
         return out, unread
 
@@ -373,7 +378,7 @@ class Collector:
                 continue
             try:
                 live |= await self.live(sid, seen)
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 unsure[sid] = describe(exc)
                 if failing(exc):
                     down[url] = describe_failure(exc, url)
@@ -444,7 +449,7 @@ class Collector:
             naming = set(ctx.naming)
             try:
                 now_live = live | (await self.live(sid, [] if dry_run else None) if known else set())
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 raise _Kept(f"kept its {len(hashes)} objects, its heads could not be read: {describe(exc)}") from None
             naming |= ctx.naming
             referenced = [h for h in hashes if h in now_live]

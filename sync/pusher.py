@@ -342,7 +342,11 @@ class Pusher:
         # What the head let go (the manifest it follows, the pages a compaction merged away), noted for
         # `sessiond gc` (sync/gc.py frees it after its grace period, once no current head references it)
         # in the transaction of the pushed mark: a crash between two writes left it never noted, never freed.
+        # So is the manifest put here when the head was found holding this revision under an older key: named
+        # by nothing (a restart killed before the mark seals it the same again, and notes it then).
         gone = [prev[len(CIDV1_RAW_BLAKE3) :]] if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3) else []
+        if older:  # (the manifest just put, sealed under the current key: the head names the old key's, not it)
+            gone.append(ref.hash)
         left = (url, gone + made.merged) if url is not None and (gone or made.merged) else None
         await self.ctx.db.save_pushed(
             sid,

@@ -83,21 +83,21 @@ def _arrived(flag: str) -> None:
     wait_for(lambda: os.path.exists(flag), timeout=20, what=f"the daemon held at {os.path.basename(flag)}")
 
 
-def test_a_push_under_the_old_key_killed_before_its_mark_while_a_rekey_switched_keys_syncs_after_the_restart(
-    make_daemon, store_dir, tmp_path
-):
-    """A push that read the session's key before a rekey switched it publishes its revision sealed under the
-    old key; killed before that revision was marked pushed, the restart published it again sealed under the
-    new key, which was not the head in the store: "the store holds a newer head (revision N) for this
-    device's log of S that this device did not write", every push and pull of the session failing for good
-    (found by the random kills above). The store's head is this device's own revision: it stands, and a new
-    one under the new key follows."""
+def shared_pair(make_daemon, store_dir: str) -> tuple:
+    """A and B started on the folder store, A's session of 5 messages shared read-write with B, pushed:
+    (a, b, session)."""
     url = f"file://{store_dir}"
     a, b = make_daemon(url).start(), make_daemon(url).start()
     sid = a.client().create_session(name="rekeyed")["id"]
     a.client().append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(5)])
     b.client().import_code(a.client().share(sid, write=True)["code"])
     assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    return a, b, sid
+
+
+def killed_after_publishing_under_the_old_key(a, sid: str, tmp_path) -> None:
+    """A (a daemon, started) rekeys shared session `sid`; a push of a message under the old key publishes its
+    revision, held before its pushed mark while the rekey switches the keys, and A is killed there (kill -9)."""
     held = {p: str(tmp_path / p) for p in ("rekey.published", "push.published", "rekey.rotated")}
     a.env["SESSIOND_TEST_PAUSE"] = ",".join(f"{p}:{f}" for p, f in held.items())
     a.restart()
@@ -116,6 +116,19 @@ def test_a_push_under_the_old_key_killed_before_its_mark_while_a_rekey_switched_
         rekey.kill()
         rekey.wait()
     a.env.pop("SESSIOND_TEST_PAUSE")
+
+
+def test_a_push_under_the_old_key_killed_before_its_mark_while_a_rekey_switched_keys_syncs_after_the_restart(
+    make_daemon, store_dir, tmp_path
+):
+    """A push that read the session's key before a rekey switched it publishes its revision sealed under the
+    old key; killed before that revision was marked pushed, the restart published it again sealed under the
+    new key, which was not the head in the store: "the store holds a newer head (revision N) for this
+    device's log of S that this device did not write", every push and pull of the session failing for good
+    (found by the random kills above). The store's head is this device's own revision: it stands, and a new
+    one under the new key follows."""
+    a, b, sid = shared_pair(make_daemon, store_dir)
+    killed_after_publishing_under_the_old_key(a, sid, tmp_path)
     a.start()
     assert a.client().sync(sid, wait=True, timeout=30)["complete"]
     a.client().append(sid, "user", "after")
