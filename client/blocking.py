@@ -23,7 +23,7 @@ from .calls import (
     retryable,
 )
 from .errors import ClientError, DaemonNotAnswering, DaemonNotRunning, answer_of, keyed, lost, raise_for, writes
-from .streams import CompletionStream, EventStream, ResumingEvents
+from .streams import CompletionStream, EventStream, ResumingEvents, close_under_reader
 from .wire import Connection, request_head
 from .wsframes import AppendStream, NoStream, Refused
 
@@ -252,14 +252,20 @@ class Client(Api):
         headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key_for(idempotency_key)}
         # a connection of its own: closing it stops the generation
         conn, resp = self._open("POST", path, body, headers, self.timeout)
-        stream = CompletionStream(conn, resp, sid, self.timeout, headers[IDEMPOTENCY_HEADER])
-        if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
-            try:
-                stream.message = answer_of(resp.status, resp.read())
-            except (OSError, http.client.HTTPException) as exc:  # (the question may have been stored, and answered)
-                raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], False) from None
-            finally:
-                conn.close()
+        try:
+            stream = CompletionStream(conn, resp, sid, self.timeout, headers[IDEMPOTENCY_HEADER])
+            if not resp.getheader("Content-Type", "").startswith("text/event-stream"):
+                try:
+                    stream.message = answer_of(resp.status, resp.read())
+                except (OSError, http.client.HTTPException) as exc:  # (the question may have been stored, answered)
+                    raise keyed(self._failure(exc, "POST", path), headers[IDEMPOTENCY_HEADER], False) from None
+                finally:
+                    conn.close()
+        except BaseException:  # (Ctrl-C before the caller has the stream to close): closed here, so that the daemon
+            # sees the app leave and stops the generation; else the connection stayed open for as long as the
+            # exception's traceback held it (`ask` asking what was kept), and the whole answer was recorded
+            close_under_reader(conn)
+            raise
         return stream
 
     def event_stream(self, last_event_id: str | None = None) -> EventStream:

@@ -462,3 +462,31 @@ def test_an_answer_piped_to_a_reader_that_stops_is_still_recorded_whole(loop):
 
 def _words(n: int) -> str:
     return " ".join(f"w{i}" for i in range(n))
+
+
+def test_ctrl_c_as_the_answer_s_head_arrives_leaves_the_daemon_no_answer_to_record(loop, monkeypatch, capsys):
+    """Ctrl-C landing just as the answer's head arrived, before the client handed `ask` its stream (the daemon
+    had begun a stream, the model silent): the connection stays open while `ask` asks what was kept, so the
+    daemon did not see the app leave, and recorded the model's whole answer once it came (`ask` said "the whole
+    answer is recorded", for a question stopped before any of it arrived). Seen under load, as the `silent`
+    case above sends its Ctrl-C as the provider is asked. Now the client closes the connection first."""
+    from sessiond.cli.main import main
+    from sessiond.client import blocking
+
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.first_delay = 3  # the stream's first chunk of no text, then the model silent: no word yet
+
+    class CtrlC(blocking.CompletionStream):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            raise KeyboardInterrupt  # (the signal's exception, at this point of the client's code)
+
+    monkeypatch.setattr(blocking, "CompletionStream", CtrlC)
+    assert main(["ask", sid, "hello", "--home", d.home]) == 130
+    err = capsys.readouterr().err
+    assert "nothing of it is recorded" in err and "whole answer" not in err, err
+    wait_for(lambda: p.left_unanswered + p.streams_stopped == 1, timeout=20, what="the provider's request dropped")
+    assert assistant(c, sid) == []
