@@ -67,7 +67,8 @@ def note_head(entry: RegistryEntry | None) -> None:
 async def lacking(mirror: Mirrored, reads: Reads, timeout: float) -> list[dict]:
     """Per store of `mirror` written to (not a read-only gateway): {"url", "ok"} and, for a store that
     lacks any of `reads`, "heads" (the keys, hex, of the heads it lacks or holds an older revision of)
-    and "objects" (hashes, hex). A store that cannot be asked now ({"url", "ok": None, "not_checked":
+    and "objects" (hashes, hex), and "none": whether it holds nothing of `reads` (no head of any of their keys,
+    at any revision, nor any of their objects). A store that cannot be asked now ({"url", "ok": None, "not_checked":
     why}): one down, or with writes still waiting in its outbox or under way (it lacks them until they are
     sent, which is no loss)."""
     out: list[dict] = []
@@ -88,11 +89,12 @@ async def lacking(mirror: Mirrored, reads: Reads, timeout: float) -> list[dict]:
             )
             continue
         try:
-            heads = []
+            heads, absent = [], 0
             for pk, rev in sorted(reads.heads.items()):
                 entry = await bounded(st.get_head(pk), timeout)
                 if entry is None or entry.revision < rev:
                     heads.append(pk.hex())
+                absent += entry is None
             objects = []
             wanted = sorted(reads.objects)
             if wanted and await st.first_missing(wanted, timeout=timeout) is not None:
@@ -105,4 +107,5 @@ async def lacking(mirror: Mirrored, reads: Reads, timeout: float) -> list[dict]:
         row["ok"] = not heads and not objects
         if not row["ok"]:
             row["heads"], row["objects"] = heads, objects
+            row["none"] = absent == len(reads.heads) and len(objects) == len(reads.objects)
     return out

@@ -103,13 +103,21 @@ class Verifier:
     async def _each_store(self, sid: str, store: MirrorStore, report: dict, parts: dict[str, Reads]) -> None:
         """A mirror: whether each of its stores holds what was read through it (a read finds each object
         and head in whichever store has it: a store that lost data never shows in it). `parts`: the reads
-        by whose they are, "" this device's log, "members" the members slot, else a device's log."""
+        by whose they are, "" this device's log, "members" the members slot, else a device's log.
+
+        Each device pushes its log to the stores it names, not to this device's: another device's log that a
+        store of the mirror holds none of, while another store of it holds it whole, is a note (`notes`, and the
+        store's `not_held`), not a loss; one that a store holds part of (its head, not all its objects; its head
+        at an older revision) is, as is one no store holds whole. (Which stores another device names is not known
+        here: a store that lost all of a log that device pushes to it is the same note.) This device's log, and
+        the members slot: every store holds them."""
         ctx = self.ctx
         rows: list[dict] = []
         for name, reads in parts.items():
             rows += [row | {"part": name} for row in await lacking(store, reads, ctx.timeout)]
         stores: dict[str, dict] = {}
         problems, elsewhere = report["problems"], report.setdefault("elsewhere", [])
+        notes: list[str] = []
         remote = await ctx.db.remote(sid)
         announced = bool(remote and remote["announced"]) and ctx.keys.write_secret(sid) is not None
         here = False  # whether a store lost what this device wrote (or writes again): its log, the slot
@@ -120,6 +128,14 @@ class Verifier:
                 st["ok"], st["not_checked"] = None, row["not_checked"]
                 continue
             if row["ok"]:
+                continue
+            whole = [r["url"] for r in rows if r["part"] == name and r["ok"]]  # the stores that hold it all
+            if name not in ("", "members") and row["none"] and whole:  # pushed to other stores than this one
+                st.setdefault("not_held", []).append(name)
+                notes.append(
+                    f"device {name}'s log is in {' and '.join(whole)}, not in {url}: {name} pushes to the stores"
+                    f" it names (if they include {url}, `sessiond sync` on device {name} sends it there)"
+                )
                 continue
             st["ok"] = False
             st.setdefault("heads", []).extend(row["heads"])
@@ -143,6 +159,8 @@ class Verifier:
         report["stores"] = [stores[s.url] for s in store.stores if s.url in stores]
         if not elsewhere:
             del report["elsewhere"]
+        if notes:
+            report["notes"] = notes
         if any(st["ok"] is False for st in report["stores"]):
             report["ok"] = False
             fixes = [report.get("repair")]

@@ -48,19 +48,26 @@ def folder_slot(store_dir: str, pk: bytes) -> tuple[int, bytes] | None:
     return asyncio.run(read())
 
 
+def apart(make_daemon, folder: str, relay: str):
+    """Device a on a mirror of `folder` and `relay`, b on `relay` alone; a session of a's ("a1"), shared read-write
+    and pushed: (a, b, the session's id, its code)."""
+    a = make_daemon([folder, relay]).start()
+    b = make_daemon(relay).start()
+    ca = a.client()
+    sid = ca.create_session(name="apart")["id"]
+    ca.append(sid, "user", "a1")
+    code = ca.share(sid, write=True)["code"]
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    return a, b, sid, code
+
+
 def test_a_slot_another_device_wrote_to_the_relay_alone_is_not_lost_from_the_folder_store(
     make_daemon, store_dir, tmp_path
 ):
     relay = Relay(str(tmp_path / "relay")).start()
     try:
-        folder = "file://" + store_dir
-        a = make_daemon([folder, relay.url]).start()
-        b = make_daemon(relay.url).start()
+        a, b, sid, code = apart(make_daemon, "file://" + store_dir, relay.url)
         ca, cb = a.client(), b.client()
-        sid = ca.create_session(name="apart")["id"]
-        ca.append(sid, "user", "a1")
-        code = ca.share(sid, write=True)["code"]
-        assert ca.sync(sid, wait=True, timeout=30)["complete"]
         pk = slot_pk(a, sid)
         shared = folder_slot(store_dir, pk)
         assert shared is not None

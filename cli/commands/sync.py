@@ -195,6 +195,8 @@ def cmd_verify(args) -> int:
         for st in s.get("stores", []):  # a mirror's store that could not be asked whether it holds it all
             if st.get("not_checked"):
                 lines.append(f"          store {st['url']} not checked: {for_home(st['not_checked'], args.home)}")
+        # another device's log in some of a mirror's stores, not all: each device pushes to the stores it names
+        lines += [f"          note: {for_home(n, args.home)}" for n in s.get("notes", ())]
         if s.get("waiting"):  # writers away through a rekey, whose logs are not here to check yet
             lines += [f"          not yet checked: {for_home(w, args.home)}" for w in s["waiting"]]
     if not rep["sessions"]:
