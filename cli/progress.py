@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..client import Client, ClientError
+from ..storage.clock import wait_said
 from .output import for_home, safe
 
 
@@ -131,7 +132,8 @@ class StoreWaits:
                 why = f" ({ev['error']})" if ev.get("error") else ""
                 print(
                     safe(
-                        f"{ev.get('session')}: waiting {wait:.0f} s for the store's Retry-After before the next try"
+                        f"{ev.get('session')}: waiting {wait_said(wait)} for the store's Retry-After before the next"
+                        " try"
                         + why
                         + ("" if wait <= left else f"; that is past --timeout ({left:.0f} s left), so not waiting")
                     ),

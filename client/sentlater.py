@@ -126,7 +126,12 @@ class AsyncCompletionStream(SentLater):
         resp, answered = await self._client._post_complete(self._sid, self._body, self._key)
         if answered is not None:  # a JSON answer (no stream: the model's whole answer at once), its one item
             return resp, _one(answered)
-        return resp, self._client._answer_events(resp, self._sid, self._key)
+        try:
+            return resp, self._client._answer_events(resp, self._sid, self._key)
+        except BaseException:  # (cancelled before the app has the stream to close): closed here, so that the
+            # daemon sees the app leave and stops the generation; else it recorded the model's whole answer
+            resp.close()
+            raise
 
     def _seen(self, item: Any) -> None:
         if isinstance(item, dict):

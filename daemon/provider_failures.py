@@ -11,6 +11,7 @@ import json
 import math
 
 from ..api.types import MAX_TEXT
+from ..storage.clock import wait_said
 from ..storage.redact import shown_url
 from ..stores.http import retry_after_seconds
 from .provider_config import Provider, ProviderError, provider_error
@@ -114,7 +115,7 @@ def classify(
             "provider_rate_limited",
             429,
             f"provider {p.name!r} is rate limiting (HTTP 429{tail})"
-            + (f"; retry after {after:g} s" if after is not None else "; retry later"),
+            + (f"; retry after {wait_said(after)}" if after is not None else "; retry later"),
             provider=p.name,
             provider_status=status,
             retry_after=after,
@@ -125,7 +126,7 @@ def classify(
             "provider_failed",
             502,
             f"provider {p.name!r} failed (HTTP {status}{tail}); "
-            + (f"retry after {after:g} s" if after is not None else "retry later"),
+            + (f"retry after {wait_said(after)}" if after is not None else "retry later"),
             provider=p.name,
             provider_status=status,
             **({"retry_after": after} if after is not None else {}),

@@ -6,7 +6,7 @@ what its failures are called: provider_failures.py."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -25,8 +25,9 @@ from .provider_failures import (
     too_large,
     unreachable,
 )
-from .provider_stream import Drains, read_events
+from .provider_stream import Drains, first_choice, read_events
 from .streambody import Body
+from .toolcalls import Assembled
 
 
 class Providers:
@@ -112,8 +113,13 @@ class Providers:
         return await _json_of(p, await self._open(p, method, path, body, False))
 
     async def complete(self, p: Provider, body: dict) -> dict:
+        """A completion asked whole. A provider that streams it anyway (an event stream, as some servers and
+        proxies do) has its chunks put together into the whole answer."""
         body = {k: x for k, x in body.items() if k != "stream_options"}  # only for streams
-        return _whole(p, await self.request_json(p, "POST", "/chat/completions", {**body, "stream": False}))
+        resp = await self._open(p, "POST", "/chat/completions", {**body, "stream": False}, False)
+        if resp.content_type == "text/event-stream":
+            return _whole(p, await put_together(p, self._events(p, resp)))
+        return _whole(p, await _json_of(p, resp))
 
     async def models(self, p: Provider) -> dict:
         return await self.request_json(p, "GET", "/models")
@@ -133,6 +139,13 @@ class Providers:
             chunk = as_chunk(_whole(p, await _json_of(p, resp)))
             yield json.dumps(chunk, ensure_ascii=False).encode(), chunk
             return
+        async with aclosing(self._events(p, resp)) as events:
+            async for event in events:
+                yield event
+
+    async def _events(self, p: Provider, resp: aiohttp.ClientResponse) -> AsyncGenerator[tuple[bytes, dict], None]:
+        """The chunks of an event stream's answer (`resp`), as stream() gives them; its connection given back
+        after [DONE], else closed (which stops the provider's generation)."""
         done = False
         reader = Body(resp.content)  # all that arrived is read before a failure of the connection is raised
         try:
@@ -206,6 +219,48 @@ def as_chunk(data: dict) -> dict:
     if "usage" in data:
         chunk["usage"] = data["usage"]
     return chunk
+
+
+async def put_together(p: Provider, chunks: AsyncGenerator[tuple[bytes, dict], None]) -> dict:
+    """A stream's chunks put together into the whole answer a request asked whole is answered with (as_chunk's
+    reverse): its first choice's deltas into one message (their texts joined, their tool calls assembled), its
+    finish reason, its usage; the answer's id, model and date as its first chunk gives them."""
+    head: dict | None = None
+    message: dict = {"role": "assistant"}
+    texts: dict[str, list[str]] = {}
+    calls = Assembled()
+    finish = usage = None
+    size = 0
+    async with aclosing(chunks) as events:
+        async for raw, chunk in events:
+            size += len(raw)
+            if size > MAX_ANSWER_BYTES:
+                raise too_large(p, f"its stream goes on past {MAX_ANSWER_BYTES >> 20} MiB")
+            head = head or chunk
+            usage = chunk.get("usage") or usage
+            choice = first_choice(chunk)
+            delta = choice.get("delta") if choice is not None else None
+            if choice is None or not isinstance(delta, dict):
+                continue
+            finish = choice.get("finish_reason") or finish
+            calls.add(chunk)
+            for k, x in delta.items():
+                if isinstance(x, str) and k != "role":
+                    texts.setdefault(k, []).append(x)
+                elif k not in ("role", "tool_calls") and x is not None:
+                    message[k] = x
+    if head is None:
+        raise bad_answer(p, "answered with a stream of no chunk: no answer in it")
+    message.update({k: "".join(v) for k, v in texts.items()})
+    if whole_calls := calls.whole():
+        message["tool_calls"] = whole_calls
+    message.setdefault("content", None if whole_calls else "")
+    data = {k: head[k] for k in ("id", "created", "model", "system_fingerprint") if k in head}
+    data["object"] = "chat.completion"
+    data["choices"] = [{"index": 0, "message": message, "finish_reason": finish}]
+    if usage is not None:
+        data["usage"] = usage
+    return data
 
 
 async def _read_up_to(resp: aiohttp.ClientResponse, limit: int) -> bytes:

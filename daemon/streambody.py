@@ -25,8 +25,9 @@ class LineTooLong(Exception):
 
 
 class Body:
-    """`await body.readline()` as a StreamReader's: a line with its newline, b"" at the end of the body, the
-    failure once every line before it was read. `stop()` ends the reading (the response is the caller's)."""
+    """`await body.readline()` as a StreamReader's: a line with its end (LF, CR or CRLF, as server-sent events
+    end lines), b"" at the end of the body, the failure once every line before it was read. `stop()` ends the
+    reading (the response is the caller's)."""
 
     def __init__(self, content: aiohttp.StreamReader):
         self._content = content
@@ -36,6 +37,7 @@ class Body:
         self._more = asyncio.Event()  # something arrived (or the end did)
         self._room = asyncio.Event()  # the reader took some: there is room again
         self._room.set()
+        self._after_cr = False  # the last line ended in a CR: an LF next is its end's too
         self._task = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
@@ -60,10 +62,19 @@ class Body:
 
     async def readline(self) -> bytes:
         while True:
-            i = self._buf.find(b"\n")
-            if i >= 0:
-                line = bytes(self._buf[: i + 1])
-                del self._buf[: i + 1]
+            if self._after_cr and self._buf:  # the LF of a CRLF whose CR ended the last line
+                self._after_cr = False
+                if self._buf[0] == 0x0A:
+                    del self._buf[:1]
+            end = _line_end(self._buf)
+            if end >= 0:
+                if self._buf[end] == 0x0D:  # a CR: its line ended now, not once the next byte comes
+                    if end + 1 < len(self._buf) and self._buf[end + 1] == 0x0A:
+                        end += 1
+                    else:
+                        self._after_cr = True
+                line = bytes(self._buf[: end + 1])
+                del self._buf[: end + 1]
                 self._room.set()
                 return line
             if len(self._buf) >= AHEAD:
@@ -84,3 +95,10 @@ class Body:
         """stop(), and returns once the reading has ended (the StreamReader is free for another reader)."""
         self._task.cancel()
         await asyncio.wait([self._task])  # (a cancellation of the caller's own is raised)
+
+
+def _line_end(buf: bytearray) -> int:
+    """Where the first line of `buf` ends: its first CR or LF (-1: none yet)."""
+    lf = buf.find(b"\n")
+    cr = buf.find(b"\r", 0, lf if lf >= 0 else len(buf))  # (not past the LF: a long buffer's lines scanned once)
+    return cr if cr >= 0 else lf

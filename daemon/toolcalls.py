@@ -267,20 +267,20 @@ class Assembled:
             self._made.add(index)
         self._first.clear()
 
+    def whole(self) -> list[dict]:
+        """The calls put together, in the order of their indexes, as a whole answer gives them (unchecked)."""
+        return [
+            {
+                **p.get("fields", {}),
+                "id": p.get("id"),
+                "type": p.get("type", "function"),
+                "function": {"name": p.get("name"), "arguments": "".join(p["arguments"])},
+            }
+            for _, p in sorted(self._parts.items())
+        ]
+
     def answered(self) -> Answered:
-        parts = sorted(self._parts.items())
-        return of_answer(
-            [
-                {
-                    **p.get("fields", {}),
-                    "id": p.get("id"),
-                    "type": p.get("type", "function"),
-                    "function": {"name": p.get("name"), "arguments": "".join(p["arguments"])},
-                }
-                for _, p in parts
-            ],
-            [index for index, _ in parts],
-        )
+        return of_answer(self.whole(), sorted(self._parts))
 
     def calls(self) -> list[dict] | None:
         return self.answered().calls

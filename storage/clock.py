@@ -32,6 +32,7 @@ Without the variable `wall()` is `time.time()`."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import stat
 import sys
@@ -193,3 +194,17 @@ def set_test_clock(path: str, offset: float) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(f"{TEST_CLOCK_MAGIC}\n{offset!r}\n")
     os.replace(tmp, path)
+
+
+def wait_said(secs: float) -> str:
+    """A wait of `secs` seconds (a server's Retry-After) in words a person reads, rounded up so that no retry
+    comes early: 2.5 s, 90 s, 25 minutes, 5 hours, 1,000 days (not 8.64e+07 s)."""
+    if secs < 10:
+        return f"{math.ceil(secs * 10) / 10:g} s"  # (tenths: a wait of 5.93128 s is said 6 s)
+    if secs < 120:
+        return f"{math.ceil(secs)} s"
+    for unit, size, below in (("minute", 60, 7200), ("hour", 3600, 2 * 86400), ("day", 86400, 100 * 365 * 86400)):
+        if secs < below:
+            n = math.ceil(secs / size)
+            return f"{n:,} {unit}{'' if n == 1 else 's'}"
+    return "more than 100 years"

@@ -26,7 +26,7 @@ import aiohttp
 import yarl
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..storage.clock import wall
+from ..storage.clock import wait_said, wall
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
 from .base import StoreError
 from .bounded import UNDER_WAY, Arriving, timed_out
@@ -249,7 +249,7 @@ class HttpClient:
         left = self.not_before - time.monotonic()
         if left > 0:
             raise RateLimited(
-                f"{what}: not sent, the server asked us to wait (Retry-After); {left:.0f} s left of its wait", left
+                f"{what}: not sent, the server asked us to wait (Retry-After); {wait_said(left)} left of its wait", left
             )
         last: StoreError | None = None
         for attempt in range(attempts):
@@ -313,7 +313,7 @@ class HttpClient:
                     wait = retry_after_seconds(reply.headers.get("Retry-After"), reply.headers.get("Date"))
                     last = RateLimited(
                         f"{what}: the server asks us to slow down ({detail})"
-                        + (f"; retry after {wait:g} s" if wait is not None else ""),
+                        + (f"; retry after {wait_said(wait)}" if wait is not None else ""),
                         wait,
                     )
                     if wait is not None:

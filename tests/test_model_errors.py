@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import threading
 import time
 
@@ -54,7 +55,7 @@ def test_a_retry_after_as_an_http_date_is_honoured_and_a_broken_one_is_no_error(
         c.complete(sid, "q")
     assert e.value.code == "provider_rate_limited" and e.value.status == 429
     assert 100 <= e.value.details["retry_after"] <= 121, e.value.details
-    assert "retry after 1" in e.value.message, e.value.message
+    assert re.search(r"retry after (1\d\d s|2 minutes)$", e.value.message), e.value.message
     with pytest.raises(openai.RateLimitError) as oe:
         app.chat.completions.create(model="m", messages=msgs)
     assert 100 <= int(oe.value.response.headers["Retry-After"]) <= 121
@@ -311,3 +312,40 @@ def test_a_context_the_model_does_not_take_names_the_ways_to_make_it_fit(refusin
     with pytest.raises(ApiError) as e:
         d.client().complete(sid, "q")
     assert "compact" not in e.value.message, e.value.message
+
+
+def test_a_retry_after_of_months_is_said_in_days_not_in_exponents(refusing):
+    # it was "retry after 8.64e+07 s": a number no one reads as the 1,000 days it is
+    d, said, sid, _ = refusing
+    c = d.client()
+    for value, words in (("86400000", "retry after 1,000 days"), ("5400", "retry after 90 minutes"), ("7", "7 s")):
+        said["headers"] = {"Retry-After": value}
+        for status in (429, 503):
+            said["status"] = status
+            with pytest.raises(ApiError) as e:
+                c.complete(sid, "q")
+            assert words in e.value.message and "e+" not in e.value.message, e.value.message
+            assert e.value.details["retry_after"] == float(value)
+
+
+@pytest.mark.parametrize(
+    "secs, words",
+    [
+        (0, "0 s"),
+        (2.5, "2.5 s"),
+        (5.93128, "6 s"),
+        (59.2, "60 s"),
+        (119.5, "120 s"),
+        (120, "2 minutes"),
+        (5400, "90 minutes"),
+        (7200, "2 hours"),
+        (86400, "24 hours"),
+        (172800, "2 days"),
+        (86400000, "1,000 days"),
+        (1e20, "more than 100 years"),
+    ],
+)
+def test_a_wait_is_said_in_words(secs, words):
+    from sessiond.storage.clock import wait_said
+
+    assert wait_said(secs) == words

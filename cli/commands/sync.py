@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from ...storage.clock import wait_said
 from .. import time_left
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
@@ -137,7 +138,7 @@ def cmd_sync(args) -> int:
                 if st.get("last_error") and st["pending"]
                 else ""
             )
-            + (f", next try in {st.get('retry_in', 0):.0f} s as the store asked (Retry-After)" if waiting else "")
+            + (f", next try in {wait_said(st.get('retry_in', 0))} as the store asked (Retry-After)" if waiting else "")
             + (f", cannot pull: {for_home(st['pull_error'], args.home)}" if st.get("pull_error") else "")
             + (f", waiting for {', '.join(st['waiting_for'])} (away through a rekey)" if st.get("waiting_for") else "")
         )
@@ -152,8 +153,9 @@ def cmd_sync(args) -> int:
         lines.append(
             "all pushed and pulled"
             if res["complete"]
-            else f"not everything could be pushed: the store asked (Retry-After) to wait {max(asked_to_wait):.0f} s "
-            f"before the next try, past the end of --timeout {args.timeout:g} s; the daemon tries again then by itself "
+            else "not everything could be pushed: the store asked (Retry-After) to wait "
+            f"{wait_said(max(asked_to_wait))} before the next try, past the end of --timeout {args.timeout:g} s; the "
+            "daemon tries again then by itself "
             + for_home(f"(or run `sessiond sync --wait --timeout {max(asked_to_wait) + 30:.0f}`)", args.home)
             if not res["pushed"] and asked_to_wait
             else "not everything could be pushed yet (see errors above)"
