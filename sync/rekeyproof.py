@@ -37,8 +37,9 @@ from .fetch import ManifestSealed, read_manifest
 from .membersobject import SEQ_MAX, member_name
 from .sharecode import ShareCode
 
-# how many rekeys after the one being taken are followed to find the keys members' logs moved to
-CHAIN_MAX = 8
+# how many rekeys after the one being taken are followed to find the keys members' logs moved to: a device
+# away through more than these (each a user's rekey) is told to import a new share code (check_notice)
+CHAIN_MAX = 64
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
 ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
@@ -158,11 +159,20 @@ async def check_notice(
             f"the rekey notice of session {sid} does not name a device of the session as its author "
             f"({unnamed_author(author)}); this device keeps its key. " + no_author_way(author, sid, "took it"),
         )
-    later, left_by = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
+    later, left_by, cut = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
     keys = [new_key, *later, *keys]
     claimed, moved, contradicting = await _sightings(
         store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout
     )
+    if moved and cut and not contradicting:
+        # (the chain goes on past what is followed: the members' logs may well be under a key further on)
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"session {sid} was rekeyed more than {CHAIN_MAX} times since this device last took its key, more"
+            f" than it follows to check the first of those rekeys; this device keeps what it has. Ask a device"
+            f" that took the last rekey for a new share code of {sid}, and import it here"
+            f" (`sessiond import < code.txt`)",
+        )
     if moved and left_by is not None and not contradicting:
         # the members went on to a generation after the notice's, which this device was left out of
         left = await left_here(left_by) if left_here is not None else ""
@@ -332,11 +342,13 @@ async def _sightings(
 
 async def _later_keys(
     store: Store, sid: str, key: bytes, announce: bytes, me: bytes, head_key: SigningKey, read_slot: ReadSlot
-) -> tuple[list[bytes], dict | None]:
+) -> tuple[list[bytes], dict | None, bool]:
     """The keys of the rekeys after the notice's (the new generation's own notice, and so on), for this
     device: a member may have moved on to them while this device was away. And the notice of the rekey that
-    left this device out, if the chain ends in one (None if not)."""
+    left this device out, if the chain ends in one (None if not); and whether the chain goes on past the
+    CHAIN_MAX slots followed."""
     out: list[bytes] = []
+    seen = {announce}
     for _ in range(CHAIN_MAX):
         try:
             _rev, _members, notice = await read_slot(store, sid, key, announce)
@@ -346,10 +358,15 @@ async def _later_keys(
             break
         secret = open_box(notice, me, head_key, sid)
         if secret is None:
-            return out, notice
+            return out, notice, False
         key, announce = bytes(secret["k"]), bytes(secret["a"])
+        if announce in seen:
+            break  # a chain that loops back (only a writer's forgery can): it ends here
+        seen.add(announce)
         out.append(key)
-    return out, None
+    else:
+        return out, None, True
+    return out, None, False
 
 
 async def _claims(
