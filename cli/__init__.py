@@ -59,10 +59,19 @@ if AS_COMMAND and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _interrupted_starting)
 
 
+def _interrupted_once(signum, frame) -> None:
+    """SIGINT while the command runs: a KeyboardInterrupt, which the command handles (`ask` closes its stream and
+    says what the daemon kept); pressed again while it does so, or as it ends, nothing (was: a second press cut
+    that short, or printed a second line "interrupted (Ctrl-C)" under it, or killed the command as it exited)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def started_up() -> None:
-    """main()'s imports are done: Ctrl-C is a KeyboardInterrupt again, which the command itself handles."""
-    if signal.getsignal(signal.SIGINT) is _interrupted_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    """main()'s imports are done: Ctrl-C is a KeyboardInterrupt again, once (_interrupted_once), which the command
+    itself handles. The command only: a program importing the package keeps its own Ctrl-C."""
+    if AS_COMMAND and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _interrupted_starting):
+        signal.signal(signal.SIGINT, _interrupted_once)
 
 
 def settled() -> None:
@@ -70,5 +79,6 @@ def settled() -> None:
     interpreter ends (threads joined, the logging module's clean-up), changes nothing; else it cut that end with a
     traceback and the exit status was the signal's. The command only: a program importing the package keeps its
     own Ctrl-C."""
-    if AS_COMMAND and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _interrupted_starting):
+    handlers = (signal.default_int_handler, _interrupted_starting, _interrupted_once)
+    if AS_COMMAND and signal.getsignal(signal.SIGINT) in handlers:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
