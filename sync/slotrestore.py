@@ -6,6 +6,14 @@ in whichever store has it, so that one store's loss never shows in what is read)
 older revision, whole, than another holds has not lost it: another device most likely wrote the later revisions
 to the stores it uses, only some of this mirror's (a device on the relay alone, this one on a folder store and
 the relay). The very entry the other store holds is put there, with its object: no new revision.
+
+One restore of a session runs at a time (Members.restore, bounded.KeyedRuns): the follower's pull, `sessiond
+repair` and the republisher each ask for one, and two that both found the slot lost wrote it twice, two new
+revisions, the second racing the first. One asked while another runs waits for it and takes its result (True:
+written, as the follower expects of a slot it found lost). Lock order, per session: the rekey lock
+(generation.py; the follower's pull holds it around its restore) before the restore's run, never after: nothing
+within a restore takes the rekey lock (nor the push lock, ctx.lock), so a restore waited for under the rekey lock
+ends without it, and a rekey waiting for that lock waits only for that restore.
 """
 
 from __future__ import annotations
