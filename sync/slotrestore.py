@@ -5,7 +5,9 @@ mirror, any of the stores that should hold everything written so far (a read thr
 in whichever store has it, so that one store's loss never shows in what is read). A store of a mirror holding an
 older revision, whole, than another holds has not lost it: another device most likely wrote the later revisions
 to the stores it uses, only some of this mirror's (a device on the relay alone, this one on a folder store and
-the relay). The very entry the other store holds is put there, with its object: no new revision.
+the relay). The very entry the other store holds is put there, with its object: no new revision. Two stores
+holding different slots of the same revision (written apart by two such devices) are merged: a new revision
+listing the writers of both, written to every store.
 
 One restore of a session runs at a time (Members.restore, bounded.KeyedRuns): the follower's pull, `sessiond
 repair` and the republisher each ask for one, and two that both found the slot lost wrote it twice, two new
@@ -52,7 +54,9 @@ class Slots(Protocol):
 
     async def read_apart(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes) -> _Read: ...
 
-    async def ensure_member(self, sid: str, *, rewrite: int | None = None) -> int: ...
+    async def ensure_member(
+        self, sid: str, *, extra: Sequence[dict] = (), frozen: Sequence[dict] = (), rewrite: int | None = None
+    ) -> int: ...
 
 
 async def restore(members: Slots, sid: str) -> bool:
@@ -66,7 +70,14 @@ async def restore(members: Slots, sid: str) -> bool:
     A store of a mirror holding an older revision, whole, while another holds the slot as far as this device has
     seen: carried to (`_carry`). Written again instead, the slot would cost a new revision each time the device
     that wrote it elsewhere writes it, racing that device's own writes; carrying mends a store that rolled back
-    this device's own write as well."""
+    this device's own write as well.
+
+    Stores of a mirror holding different slots of one revision, the highest, each whole (two devices, each on
+    some of the mirror's stores, wrote it apart): a slot listing the writers (and the frozen logs) of them all
+    written at the next revision, to every store (True). Left as they were, a read through the mirror takes one,
+    and the writers only the other lists are followed by no device reading through the mirror, nor learn of
+    the writers on the other store; carried, the entry would be refused (a store keeps the revision it holds).
+    Not when one holds a rekey's notice (the rekey's own slot says whom it keeps)."""
     ctx = members.ctx
     remote = await ctx.db.remote(sid)
     write_secret = ctx.keys.write_secret(sid)
@@ -83,6 +94,7 @@ async def restore(members: Slots, sid: str) -> bool:
     lost, highest, holds = False, seen, False
     behind: list[Store] = []  # (stores of a mirror holding an older revision, whole)
     newest: RegistryEntry | None = None  # (the newest entry a store holds whole: the one carried to those behind)
+    whole: dict[bytes, tuple[int, list[dict], dict | None, list[dict]]] = {}  # each slot held whole, by its data
     mirrored = isinstance(store, MirrorStore)
     for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
         try:
@@ -102,7 +114,7 @@ async def restore(members: Slots, sid: str) -> bool:
                 continue
             # the object read and opened, not only looked for: one damaged (its bytes, or what they decrypt to) is
             # lost as surely as one deleted
-            await members.read_slot(st, sid, session_key, announce_pk, entry=entry)
+            whole[bytes(entry.data)] = await members.read_slot(st, sid, session_key, announce_pk, entry=entry)
             holds = True
             if newest is None or (entry.revision, entry.data) > (newest.revision, newest.data):
                 newest = entry  # (of two of one revision, the one a read through the mirror takes)
@@ -113,6 +125,20 @@ async def restore(members: Slots, sid: str) -> bool:
         except (TimeoutError, StoreError, OSError):
             continue
     lost |= bool(behind) and not holds  # (behind what this device has seen, and no store of the mirror holds it)
+    if not lost and newest is not None and (apart := _apart(whole, newest.revision)):
+        log.warning(
+            "two stores of the mirror hold different members slots of revision %d (devices each on some of its"
+            " stores wrote it apart): writing one listing the writers of both",
+            newest.revision,
+            extra={"session": sid},
+        )
+        await members.ensure_member(
+            sid,
+            extra=[m for slot in apart for m in slot[1]],
+            frozen=[f for slot in apart for f in slot[3]],  # (one per log: ensure_member merges them)
+            rewrite=newest.revision,
+        )
+        return True
     if not lost:
         if behind and newest is not None:
             await _carry(ctx, store, sid, dataclasses.replace(newest, signing_key=ak), behind)
@@ -120,6 +146,17 @@ async def restore(members: Slots, sid: str) -> bool:
     log.warning("the store lost the session's members slot: writing it again", extra={"session": sid})
     await members.ensure_member(sid, rewrite=highest)
     return True
+
+
+def _apart(
+    whole: dict[bytes, tuple[int, list[dict], dict | None, list[dict]]], top: int
+) -> list[tuple[int, list[dict], dict | None, list[dict]]]:
+    """The slots of revision `top` (the highest) that the stores of a mirror hold whole, if they are not all one
+    (two devices, each on some of its stores, wrote that revision apart: a read through the mirror takes one,
+    the same on every device, and the writers the other lists alone are followed by no device on both), and none
+    holds a rekey's notice (the rekey's own slot lists whom it keeps); else none."""
+    apart = [slot for slot in whole.values() if slot[0] == top]
+    return apart if len(apart) > 1 and all(slot[2] is None for slot in apart) else []
 
 
 async def _carry(ctx: SyncContext, mirror: Store, sid: str, entry: RegistryEntry, behind: Sequence[Store]) -> None:
