@@ -20,9 +20,9 @@ ends without it, and a rekey waiting for that lock waits only for that restore.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from ..storage.redact import shown_url
@@ -36,6 +36,8 @@ from .membersobject import MEMBERS_MAX_BYTES
 from .mirror import MirrorStore
 
 log = logging.getLogger("sessiond.sync")
+
+READS = 2  # readings of the stores a restore makes at most: again after a carry refused (restore)
 
 
 class _Read(Protocol):
@@ -77,7 +79,20 @@ async def restore(members: Slots, sid: str) -> bool:
     written at the next revision, to every store (True). Left as they were, a read through the mirror takes one,
     and the writers only the other lists are followed by no device reading through the mirror, nor learn of
     the writers on the other store; carried, the entry would be refused (a store keeps the revision it holds).
-    Not when one holds a rekey's notice (the rekey's own slot says whom it keeps)."""
+    Not when one holds a rekey's notice (the rekey's own slot says whom it keeps).
+
+    A carry refused (the store behind was written meanwhile: a device on it alone wrote the same revision) reads
+    the stores again, once: slots of one revision apart are merged then, not left until the slot's next revision
+    (the follower restores only on one)."""
+    for _ in range(READS):
+        wrote = await _restore_once(members, sid)
+        if wrote is not None:
+            return wrote
+    return False
+
+
+async def _restore_once(members: Slots, sid: str) -> bool | None:
+    """restore, one reading of the stores: None if a carry was refused (the store written meanwhile)."""
     ctx = members.ctx
     remote = await ctx.db.remote(sid)
     write_secret = ctx.keys.write_secret(sid)
@@ -140,8 +155,8 @@ async def restore(members: Slots, sid: str) -> bool:
         )
         return True
     if not lost:
-        if behind and newest is not None:
-            await _carry(ctx, store, sid, dataclasses.replace(newest, signing_key=ak), behind)
+        if behind and newest is not None and not await _carry(ctx, store, sid, replace(newest, signing_key=ak), behind):
+            return None
         return False
     log.warning("the store lost the session's members slot: writing it again", extra={"session": sid})
     await members.ensure_member(sid, rewrite=highest)
@@ -159,19 +174,22 @@ def _apart(
     return apart if len(apart) > 1 and all(slot[2] is None for slot in apart) else []
 
 
-async def _carry(ctx: SyncContext, mirror: Store, sid: str, entry: RegistryEntry, behind: Sequence[Store]) -> None:
+async def _carry(ctx: SyncContext, mirror: Store, sid: str, entry: RegistryEntry, behind: Sequence[Store]) -> bool:
     """The slot's `entry` (as another store of `mirror` holds it, whole) and its object put to each store of
     `behind`, which holds an older revision. The same entry, not a new revision: no race with its writer, whose
     later write replaces it. Without it a device that uses only the store behind would write its own slot at a
     revision the others hold (two slots of one revision: a device reading one follows only the writers it lists),
     and the object that store's slot names, let go once this device read the newer one (SyncContext.named), would
-    go at the next gc. A store that refuses (StaleHead: written meanwhile) or fails is left to the next check."""
+    go at the next gc. A store that fails is left to the next check; False if one refused (StaleHead: written
+    meanwhile), which the caller reads again."""
     ct = await bounded(mirror.get_capped(bytes(entry.data[1:33]), MEMBERS_MAX_BYTES, "a members object"), ctx.timeout)
+    refused = False
     for st in behind:
         try:
             await bounded(st.put(ct), ctx.timeout)
             await bounded(st.set_head(entry), ctx.timeout)
         except StaleHead:
+            refused = True
             continue
         except (TimeoutError, StoreError, OSError) as exc:
             log.info("could not carry the members slot to %s: %s", shown_url(st.url), exc, extra={"session": sid})
@@ -182,3 +200,4 @@ async def _carry(ctx: SyncContext, mirror: Store, sid: str, entry: RegistryEntry
             " the newer to the stores it uses, or the store lost it)",
             extra={"session": sid, "store": st.url},
         )
+    return not refused
