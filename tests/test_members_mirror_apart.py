@@ -60,6 +60,16 @@ def slot_of(store: Store, pk: bytes) -> tuple[int, bytes] | None:
     return asyncio.run(read())
 
 
+def joins(d, sid: str, code: str, text: str) -> int:
+    """Daemon `d` imports `code` (writing itself into the members slot, on its stores only), appends `text` and
+    pushes it: the members revision it wrote."""
+    c = d.client()
+    c.import_code(code)
+    c.append(sid, "assistant", text)
+    assert c.sync(sid, wait=True, timeout=30)["complete"]
+    return c.devices(sid)["members_rev"]
+
+
 def apart(make_daemon, folder: str, relay: str):
     """Device a on a mirror of `folder` and `relay`, b on `relay` alone; a session of a's ("a1"), shared read-write
     and pushed: (a, b, the session's id, its code)."""
@@ -84,10 +94,7 @@ def test_a_slot_another_device_wrote_to_the_relay_alone_is_not_lost_from_the_fol
         shared = folder_slot(store_dir, pk)
         assert shared is not None
 
-        cb.import_code(code)  # b writes itself into the slot, on the relay only
-        cb.append(sid, "assistant", "b1")
-        assert cb.sync(sid, wait=True, timeout=30)["complete"]
-        b_rev = cb.devices(sid)["members_rev"]
+        b_rev = joins(b, sid, code, "b1")  # b writes itself into the slot, on the relay only
         assert b_rev > shared[0]
         wait_for(lambda: "b1" in contents(a, sid), timeout=30, what="a follows b")
         for _ in range(2):  # (a's repair check runs before each sync's pull: the second sees the slot read)
@@ -160,17 +167,15 @@ def test_one_revision_of_the_slot_written_apart_on_each_store_of_a_mirror_is_mer
         folder = "file://" + store_dir
         a = make_daemon([folder, relay.url]).start()
         b, c = make_daemon(relay.url).start(), make_daemon(folder).start()
-        ca, cb, cc = a.client(), b.client(), c.client()
+        ca = a.client()
         sid = ca.create_session(name="apart")["id"]
         ca.append(sid, "user", "a1")
         code = ca.share(sid, write=True)["code"]
         assert ca.sync(sid, wait=True, timeout=30)["complete"]
         pk = slot_pk(a, sid)
         a.stop()
-        for cd, text in ((cb, "b1"), (cc, "c1")):
-            cd.import_code(code)
-            cd.append(sid, "assistant", text)
-            assert cd.sync(sid, wait=True, timeout=30)["complete"]
+        joins(b, sid, code, "b1")
+        joins(c, sid, code, "c1")
         on_folder, on_relay = folder_slot(store_dir, pk), relay_slot(relay.url, pk)
         assert on_folder is not None and on_relay is not None
         assert on_folder[0] == on_relay[0] and on_folder[1] != on_relay[1]  # (two slots of one revision)
