@@ -23,7 +23,7 @@ from ..stores.cid import digest
 from ..stores.errors import failing
 from ..stores.registry import RegistryEntry
 from . import dagcbor
-from .bounded import LRU
+from .bounded import LRU, KeyedRuns
 from .context import SyncContext
 from .crypto import DecryptError, members_key
 from .errors import ImportError_, crash_point, newer_format, store_failed
@@ -90,6 +90,8 @@ class Members:
         # Per session: the fields of the members object last read that this sessiond does not know (a newer
         # one's), written again with the slot (ensure_member): dropped, they would be lost to every device.
         self._unknown: LRU[str, dict] = LRU(MEMBERS_KEPT)
+        # Per session: the restore under way (restore): one asked meanwhile takes its result
+        self._restores: KeyedRuns[bool] = KeyedRuns()
 
     def object_read_ago(self, sid: str) -> float | None:
         """Seconds since this process last read `sid`'s members object from the store or wrote it; None if
@@ -406,5 +408,7 @@ class Members:
 
     async def restore(self, sid: str) -> bool:
         """Write `sid`'s members slot again if this device wrote it and the store lost it; carry it to the stores of
-        a mirror that hold an older revision whole (slotrestore.restore). Returns whether it wrote the slot."""
-        return await restore(self, sid)
+        a mirror that hold an older revision whole (slotrestore.restore). Returns whether it wrote the slot. One at
+        a time per session: one asked while another runs (the follower's, `sessiond repair`'s, the republisher's)
+        waits for it and takes its result, not a second revision racing the first (lock order: slotrestore.py)."""
+        return await self._restores(sid, lambda: restore(self, sid))
