@@ -189,6 +189,7 @@ class SyncState:
                 "last_error": None,
                 "last_push": None,
                 "rekey_claims": None,
+                "head_manifest": None,
             }
         return dict(rows[0])
 
@@ -252,7 +253,7 @@ class SyncState:
             await tx.execute("DELETE FROM meta WHERE key=?", (_STORE_MOVE,))
             await tx.execute("UPDATE remotes SET store_url=? WHERE store_url IS NULL", (old_url,))
             return await tx.execute(
-                "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL "
+                "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL, head_manifest=NULL "
                 "WHERE session_id NOT IN (SELECT session_id FROM remotes)"
             )
 
