@@ -486,7 +486,7 @@ CREATE TABLE head_lies (
     # of a session names (at `head_rev`), written with it by the push: a head published again over a store serving it
     # forged or rolled back names it as `prev` and lets it go for gc (sync/pusher.py), after a restart too. NULL: not
     # known (pushed before this, or the head taken from the store by an import). `logs_seen`: each head of another
-    # device's log (by key) that `verify` found a store of a mirror holding whole (sync/logsseen.py), so that one
+    # device's log (by key) that `verify` found a store of a mirror holding whole (storage/logsseen.py), so that one
     # such store found holding none of it later lost it (a problem) where one never seen there holds a log that
     # device does not push there (a note). A session's rows go with it.
     """
