@@ -482,13 +482,10 @@ CREATE TABLE head_lies (
     synced INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """,
-    # 30: (this device only, never synced) `sync_state.head_manifest`: the manifest the head this device last published
-    # of a session names (at `head_rev`), written with it by the push: a head published again over a store serving it
-    # forged or rolled back names it as `prev` and lets it go for gc (sync/pusher.py), after a restart too. NULL: not
-    # known (pushed before this, or the head taken from the store by an import). `logs_seen`: each head of another
-    # device's log (by key) that `verify` found a store of a mirror holding whole (storage/logsseen.py), so that one
-    # such store found holding none of it later lost it (a problem) where one never seen there holds a log that
-    # device does not push there (a note). A session's rows go with it.
+    # 30: (this device's only) `sync_state.head_manifest`: the manifest its last published head names, written by the
+    # push with it, that a head published again over one a store forged or rolled back names as `prev` (sync/pusher.py),
+    # after a restart too (NULL: not known). `logs_seen`: the stores of a mirror a verify found holding another device's
+    # log whole, by head key (storage/logsseen.py): one holding none of it later lost it, not a note (sync/verify.py).
     """
     ALTER TABLE sync_state ADD COLUMN head_manifest BLOB;
     CREATE TABLE logs_seen (

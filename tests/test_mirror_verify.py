@@ -22,17 +22,23 @@ def wipe(root) -> None:
             os.remove(os.path.join(r, f))
 
 
-def test_verify_names_what_one_store_of_a_mirror_lost_and_sync_refills_it(make_daemon, tmp_path):
-    one, two = f"file://{tmp_path / 'one'}", f"file://{tmp_path / 'two'}"
-    a = make_daemon([one, two]).start()
-    b = make_daemon([one, two]).start()
+def _shared_on(make_daemon, stores: list[str], name: str):
+    """A and B (imported, read-write) on the mirror `stores`, a session of A's each wrote to and synced: (a, b, id)."""
+    a, b = make_daemon(stores).start(), make_daemon(stores).start()
     ca, cb = a.client(), b.client()
-    sid = ca.create_session(name="twice")["id"]
+    sid = ca.create_session(name=name)["id"]
     ca.append(sid, "user", "a1")
     cb.import_code(ca.share(sid, write=True)["code"])
     cb.append(sid, "assistant", "b1")
     assert cb.sync(sid, wait=True, timeout=30)["complete"]
     assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    return a, b, sid
+
+
+def test_verify_names_what_one_store_of_a_mirror_lost_and_sync_refills_it(make_daemon, tmp_path):
+    one, two = f"file://{tmp_path / 'one'}", f"file://{tmp_path / 'two'}"
+    a, b, sid = _shared_on(make_daemon, [one, two], "twice")
+    ca, cb = a.client(), b.client()
     rep = cli_json(a.home, "verify", sid)
     assert rep["ok"], rep
     assert rep["sessions"][0]["stores"] == [{"url": one, "ok": True}, {"url": two, "ok": True}], rep
@@ -84,15 +90,8 @@ def test_a_store_seen_holding_another_device_s_log_before_a_restart_lost_it_afte
     """Which stores of a mirror were seen holding another device's log is kept in the database (table logs_seen,
     migration 30): seen at a verify before a kill -9, and found holding none of it after, the store lost it."""
     one, two = f"file://{tmp_path / 'one'}", f"file://{tmp_path / 'two'}"
-    a = make_daemon([one, two]).start()
-    b = make_daemon([one, two]).start()
-    ca, cb = a.client(), b.client()
-    sid = ca.create_session(name="seen")["id"]
-    ca.append(sid, "user", "a1")
-    cb.import_code(ca.share(sid, write=True)["code"])
-    cb.append(sid, "assistant", "b1")
-    assert cb.sync(sid, wait=True, timeout=30)["complete"]
-    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    a, b, sid = _shared_on(make_daemon, [one, two], "seen")
+    cb = b.client()
     assert cli_json(a.home, "verify", sid)["ok"]
     a.kill()
     a.start()

@@ -8,20 +8,10 @@ without one."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-
 import pytest
 
 from conftest import run_cli
-
-
-def _released(home: str) -> set[bytes]:
-    db = sqlite3.connect(f"file:{os.path.join(home, 'sessions.db')}?mode=ro", uri=True)
-    try:
-        return {bytes(r[0]) for r in db.execute("SELECT hash FROM released")}
-    finally:
-        db.close()
+from test_store_lies import _released
 
 
 def _lie(p, lie: str) -> None:
