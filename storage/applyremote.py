@@ -284,6 +284,7 @@ async def _finish(
             "INSERT INTO sync_state(session_id, pushed_seq, head_rev, tree, rekey_claims) VALUES (?,?,?,?,?) "
             "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=max(pushed_seq, excluded.pushed_seq), "
             "head_rev=max(head_rev, excluded.head_rev), "
+            "head_manifest=CASE WHEN excluded.head_rev > head_rev THEN NULL ELSE head_manifest END, "
             "tree=CASE WHEN excluded.pushed_seq > pushed_seq THEN excluded.tree ELSE tree END, "
             "pending=CASE WHEN excluded.pushed_seq > pushed_seq THEN NULL ELSE pending END, "
             "rekey_claims=coalesce(excluded.rekey_claims, rekey_claims) "

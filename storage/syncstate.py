@@ -16,6 +16,7 @@ from .connections import Connections
 from .errors import Conflict
 from .groupcommit import Transaction
 from .headlies import HeadLies
+from .logsseen import LogsSeen
 from .model import JSON_FIELDS, SESSION_TEXTS, dumps, message_id
 from .sessions import session_row
 
@@ -46,6 +47,7 @@ class SyncState:
     def __init__(self, c: Connections):
         self.c = c
         self.head_lies = HeadLies(c)  # a store found serving this device's head forged or rolled back (verify)
+        self.logs_seen = LogsSeen(c)  # the stores of a mirror verify found holding another device's log whole
 
     # ------------------------------------------------------------------ this device's log
     async def last_seq(self, sid: str, device_id: str | None = None) -> int:
@@ -189,6 +191,7 @@ class SyncState:
                 "last_error": None,
                 "last_push": None,
                 "rekey_claims": None,
+                "head_manifest": None,
             }
         return dict(rows[0])
 
@@ -252,7 +255,7 @@ class SyncState:
             await tx.execute("DELETE FROM meta WHERE key=?", (_STORE_MOVE,))
             await tx.execute("UPDATE remotes SET store_url=? WHERE store_url IS NULL", (old_url,))
             return await tx.execute(
-                "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL "
+                "UPDATE sync_state SET pushed_seq=0, tree=NULL, pending=NULL, head_manifest=NULL "
                 "WHERE session_id NOT IN (SELECT session_id FROM remotes)"
             )
 

@@ -105,11 +105,10 @@ class Pusher:
         # bytes: a repair or a move to another store changes them, and they are decoded again.
         self._levels: LRU[str, tuple[bytes, tuple[tuple[Entry, ...], ...]]] = LRU(LEVELS_KEPT)
         # sessions whose head a repair found served rolled back or forged by a store holding every object of the
-        # log (lostlog.py head_only): their next push publishes a new head over the recorded tree (a forced push)
+        # log (lostlog.py head_only): their next push publishes a new head over the recorded tree (a forced push).
+        # (Not kept across a restart: the next sync's repair finds the head so again.) The new head names the
+        # manifest of the head it replaces as `prev` (sync_state.head_manifest, kept: _commit_revision).
         self._head_again: set[str] = set()
-        # of those, the head this process last published (as in _published), when it knew it at the repair: the
-        # new head names its manifest as `prev`, which the push then lets go for gc, as any head change does
-        self._replaced: dict[str, tuple[str | None, bytes, int, bytes]] = {}
 
     def _levels_of(self, sid: str, tree: bytes | None) -> list[list[Entry]]:
         known = self._levels.get(sid)
@@ -127,7 +126,6 @@ class Pusher:
                 await db.get_session(sid)
             except Exception:
                 self._head_again.discard(sid)
-                self._replaced.pop(sid, None)
                 return {"session": sid, "skipped": "deleted"}
             force = force or sid in self._head_again  # (a repair's: only the head was lost, repair below)
             # The push's start up to its first bulk read ran as one loop step of 300-550 us, which an
@@ -210,7 +208,6 @@ class Pusher:
                 # has written nothing yet too (a write import that a crash cut short before it was listed)
                 await self.members.ensure_member(sid)
             self._head_again.discard(sid)
-            self._replaced.pop(sid, None)
             return out
 
     def _records_of(self, sid: str) -> Callable[[int, int], Awaitable[LogRun]]:
@@ -251,18 +248,21 @@ class Pusher:
         if known is not None and known[:3] == known_key:
             current_rev, current_hash = known[2], known[3]
         else:
-            seen = 0
+            seen, lied = 0, False
             try:
                 current = await bounded(one.store.get_head(one.head_pk), self.ctx.timeout)
             except (RegistryError, LyingServer) as exc:
                 # a head there that does not verify (damaged, forged), or served below a revision seen (rolled
                 # back): none, replaced above the highest revision this device published or saw there
-                current, seen = None, (exc.seen or 0) if isinstance(exc, HeadRolledBack) else 0
+                current, seen, lied = None, (exc.seen or 0) if isinstance(exc, HeadRolledBack) else 0, True
             current_rev = max(state["head_rev"], seen, current.revision if current else 0)
             current_hash = manifest_hash_of(current) if current else None
-            replaced = self._replaced.pop(one.sid, None)
-            if replaced is not None and replaced[:3] == known_key and (current is None or current.revision < rev):
-                current_hash = replaced[3]  # (a repair's: the manifest its head named, let go once this publishes)
+            if (lied or (current is not None and current.revision < rev)) and state.get("head_manifest"):
+                # the store serves this device's head forged or rolled back (a repair's, or a push meeting it): the
+                # manifest the head this device published names, as recorded with it, is the one the new head
+                # follows (let go once it publishes), not the rolled-back head's nor none, in a daemon started
+                # since that head's push too (a restart between a repair and its push)
+                current_hash = bytes(state["head_manifest"])
         try:
             return await self._commit_at(
                 one, current_rev + 1, current_hash, levels, last, lamport, merged, ahead_ok=True
@@ -357,6 +357,7 @@ class Pusher:
             pending=None,
             last_error=None,
             last_push=now(),
+            head_manifest=named,
         )
         crash_point("push:pushed")
         await asyncio.sleep(0)  # (as above)
@@ -426,8 +427,6 @@ class Pusher:
                 return False
             if lack.head_only:
                 self._head_again.add(sid)
-                if (known := self._published.get(sid)) is not None:  # the head it replaces, named as its `prev`
-                    self._replaced[sid] = known
             else:
                 await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
                 self.ctx.repair.discard(sid)

@@ -107,14 +107,18 @@ class Verifier:
 
         Each device pushes its log to the stores it names, not to this device's: another device's log that a
         store of the mirror holds none of, while another store of it holds it whole, is a note (`notes`, and the
-        store's `not_held`), not a loss; one that a store holds part of (its head, not all its objects; its head
-        at an older revision) is, as is one no store holds whole. (Which stores another device names is not known
-        here: a store that lost all of a log that device pushes to it is the same note.) This device's log, and
-        the members slot: every store holds them."""
+        store's `not_held`), not a loss, unless a verify here saw that store hold it whole before (table
+        `logs_seen`, storage/logsseen.py): then the store lost it. One that a store holds part of (its head, not
+        all its objects; its head at an older revision) is a loss too, as is one no store holds whole. This
+        device's log, and the members slot: every store holds them."""
         ctx = self.ctx
+        seen = ctx.db.syncstate.logs_seen
         rows: list[dict] = []
         for name, reads in parts.items():
             rows += [row | {"part": name} for row in await lacking(store, reads, ctx.timeout)]
+        for row in rows:  # (noted before they are judged: a store seen holding a log whole now held it before)
+            if row["part"] not in ("", "members") and row["ok"]:
+                await seen.seen(sid, row["url"], parts[row["part"]].heads)
         stores: dict[str, dict] = {}
         problems, elsewhere = report["problems"], report.setdefault("elsewhere", [])
         notes: list[str] = []
@@ -130,7 +134,9 @@ class Verifier:
             if row["ok"]:
                 continue
             whole = [r["url"] for r in rows if r["part"] == name and r["ok"]]  # the stores that hold it all
-            if name not in ("", "members") and row["none"] and whole:  # pushed to other stores than this one
+            other = name not in ("", "members")
+            held = other and row["none"] and await seen.was_seen(sid, url, parts[name].heads)  # and lost it all
+            if other and row["none"] and whole and not held:  # pushed to other stores than this one
                 st.setdefault("not_held", []).append(name)
                 notes.append(
                     f"device {name}'s log is in {' and '.join(whole)}, not in {url}: {name} pushes to the stores"
@@ -151,8 +157,10 @@ class Verifier:
                 who = "`sessiond sync`" if announced else "`sessiond sync` on a device that wrote it"
                 problems.append(f"store {url} lacks the members slot ({lost}): {who} writes it again")
             else:
+                before = ", which it held before" if held else ""
                 problems.append(
-                    f"store {url} lacks device {name}'s log ({lost}): `sessiond sync` on device {name} sends it again"
+                    f"store {url} lacks device {name}'s log{before} ({lost}): `sessiond sync` on device {name} sends"
+                    " it again"
                 )
                 if name not in elsewhere:
                     elsewhere.append(name)
