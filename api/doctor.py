@@ -10,7 +10,7 @@ from .types import ANSWER, QUERY, QueryBool
 
 @with_config(ANSWER)
 class Finding(TypedDict):
-    check: str  # home, socket, keys, store, pinning, clock, push, pull, verify, daemon
+    check: str  # home, folders, socket, keys, store, pinning, clock, push, pull, verify, daemon
     level: Literal["ok", "warn", "problem"]
     message: str
     fix: str | None  # the exact command that fixes it; None when nothing needs fixing

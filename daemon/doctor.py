@@ -26,6 +26,7 @@ from ..sync.locations import relay_account_fix
 from ..sync.mirror import MirrorStore
 from .doctor_files import check_home, finding
 from .doctor_fixes import for_home, lying_head_fix, pull_fix, relay_account, settled_fix
+from .doctor_folders import check_folders, daemon_folders
 
 if TYPE_CHECKING:
     from .server import Daemon
@@ -42,6 +43,8 @@ SKEW_PROBLEM = 300.0  # ... before a problem: expiries of share codes and checkp
 
 async def diagnose(daemon: Daemon, *, verify: bool = True) -> dict:
     findings = check_home(daemon.home.path)
+    home = daemon.home
+    findings += check_folders(home.path, daemon_folders(home.path, daemon.syncer.ctx.store.url, home.socket))
     lost = await daemon.db.c.file_lost()
     if lost is not None:
         fix = daemon.db.c.file.fix(lost)

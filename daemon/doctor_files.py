@@ -188,7 +188,7 @@ def _check_socket(home: str) -> list[dict]:
     except FileNotFoundError:
         return [finding("socket", "ok", f"no socket at {path} (no daemon is running)")]
     if not stat.S_ISSOCK(st.st_mode):
-        return [finding("socket", "problem", f"{path} is not a socket", f"rm {path} && sessiond start")]
+        return [finding("socket", "problem", f"{path} is not a socket", f"rm {path} && sessiond start --home {home}")]
     p = _mode_problem("socket", path, st, 0o600, "socket")
     out = [p] if p else [finding("socket", "ok", f"socket {path} is private (0600)")]
     folder = os.path.dirname(path)
@@ -235,7 +235,13 @@ def _check_keys(home: str) -> list[dict]:
                 )
             continue
         if not stat.S_ISREG(st.st_mode):
-            out.append(finding("keys", "problem", f"{path} is not a file", None))
+            aside = f"mv {path} {path}.aside"  # (not a key sessiond wrote: kept, out of the way)
+            fix = (
+                f"{aside} && sessiond key import --home {home}  # from your 24-word backup"
+                if path == device
+                else f"{aside}  # then, for the session, sessiond import --home {home} from a share code"
+            )
+            out.append(finding("keys", "problem", f"{path} is not a file (the daemon reads a key there)", fix))
             continue
         p = _mode_problem("keys", path, st, 0o600, "key file")
         if p:

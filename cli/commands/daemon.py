@@ -352,6 +352,17 @@ def cmd_stop(args) -> int:
     return 0
 
 
+SHOWN = 5  # sessions named by each of status's lists of failures; the others counted, with where to see them
+
+
+def _more(listed: dict, what: str, home: str | None) -> list[str]:
+    """The line that says how many sessions `listed` holds past the SHOWN named, and the command that names all."""
+    if len(listed) <= SHOWN:
+        return []
+    said = f"  and {len(listed) - SHOWN} more session(s) {what}: `sessiond status --sessions`"
+    return [for_home(said, home)]
+
+
 def cmd_status(args) -> int:
     try:  # a status is answered at once: a daemon silent for `--timeout` seconds is stuck, not busy
         info = Client(args.home, timeout=args.timeout).status()
@@ -443,11 +454,13 @@ def cmd_status(args) -> int:
             for sid, s in sync.items()
         ]
         lines.append(table(rows, ["session", "state", "pending", "revision", "last push", "last error"]))
-    for sid, err in list(errors.items())[:5]:
+    for sid, err in list(errors.items())[:SHOWN]:
         lines.append(f"  {sid}: {err}")
-    for sid, err in list(pull_errors.items())[:5]:
+    lines += _more(errors, "whose push failed", args.home)
+    for sid, err in list(pull_errors.items())[:SHOWN]:
         lines.append(f"  {sid}: cannot pull: {err}")
-    for sid, devices in list(waiting.items())[:5]:
+    lines += _more(pull_errors, "that cannot pull", args.home)
+    for sid, devices in list(waiting.items())[:SHOWN]:
         said = (
             f"  {sid}: waiting for device(s) {', '.join(devices)}: not yet on the session's latest key; "
             "what they wrote arrives once they are back and have taken it (a device that will not come back: "
@@ -455,5 +468,6 @@ def cmd_status(args) -> int:
             "keeps them for everyone)"
         )
         lines.append(for_home(said, args.home))  # the command as it runs here
+    lines += _more(waiting, "waiting for a device away through a rekey", args.home)
     emit(args, info, "\n".join(lines))
     return 0

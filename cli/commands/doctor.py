@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ...api.locate import socket_path
 from ...client import DaemonNotRunning
 from ...daemon.doctor_files import check_database, check_home, check_wal_of_another, finding
+from ...daemon.doctor_folders import check_folders, daemon_folders, writable_folders
 from ...daemon.home import Config, Home, HomeError, resolve_home
 from ...daemon.storerecord import store_not_recorded
 from ..connect import client
 from ..errors import EXIT_ERROR
 from ..output import emit, for_home, safe
 from . import Commands
-from .service import unit_store
+from .service import unit_folders, unit_store
 
 MARK = {"ok": "ok     ", "warn": "WARN   ", "problem": "PROBLEM"}
 
@@ -46,13 +48,26 @@ def _store_record(home: str) -> list[dict]:
     ]
 
 
+def _folders(home: str) -> list[dict]:
+    """doctor_folders' check with no daemon: the store the home remembers (else its config's), the socket's folder."""
+    try:
+        store = Home(home).remembered_store() or Config.load(home).store or Home(home).default_store
+    except HomeError:
+        store = None  # (a damaged store-url or config.toml: the start's refusal says so)
+    try:
+        socket: str | None = socket_path(home)
+    except HomeError:
+        socket = None
+    return check_folders(home, daemon_folders(home, store, socket))
+
+
 def cmd_doctor(args) -> int:
     home = resolve_home(args.home)
     report: dict[str, Any]
     try:
         report = {**client(args).doctor(verify=args.verify), "daemon": True}
     except DaemonNotRunning:
-        findings = check_home(home)
+        findings = check_home(home) + _folders(home)
         if os.path.isdir(home):
             findings += check_wal_of_another(home) + check_database(home) + _store_record(home)
         findings.append(
@@ -65,6 +80,10 @@ def cmd_doctor(args) -> int:
             )
         )
         report = {"ok": not any(f["level"] == "problem" for f in findings), "findings": findings, "daemon": False}
+    units = writable_folders(unit_folders(home))  # the unit's folder, which the CLI made: checked here too
+    if units:
+        report["findings"] = [f for f in report["findings"] if (f["check"], f["level"]) != ("folders", "ok")] + units
+        report["ok"] = False
     stale = unit_store(home)  # the service's unit, which the CLI wrote: checked here, daemon or not
     if stale is not None:
         report["findings"].append(stale)

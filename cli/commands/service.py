@@ -205,6 +205,16 @@ def _service_store(home: Home, asked: str | None) -> tuple[str, bool]:
     return asked, True
 
 
+def unit_folders(home_path: str) -> list[tuple[str, str]]:
+    """The folders holding this home's installed unit files or plist (for doctor's check of who can write there:
+    daemon/doctor_folders.py)."""
+    spec = make_spec(home_path, None)
+    found = {
+        os.path.dirname(p) for manager in ("systemd", "launchd") for p in _files(manager, spec) if os.path.exists(p)
+    }
+    return [(folder, "the service's unit folder") for folder in sorted(found)]
+
+
 def unit_store(home_path: str) -> dict | None:
     """A doctor finding (daemon/doctor_files.finding) when this home's installed unit or plist names a store
     on the daemon's command line, as `service install` wrote them before units named none: the home's store
