@@ -116,3 +116,24 @@ def waiting_for(done: Callable[[], bool], what: str, at: int) -> Callable[[int, 
             wait_for(done, timeout=30, what=what)
 
     return between
+
+
+def shared_writers(make_daemon, store, name: str) -> tuple:
+    """A and B started on `store` (a URL, or a list: a mirror), A's session `name` holding one message, "first",
+    shared read-write with B: (a, b, its id)."""
+    a, b = make_daemon(store).start(), make_daemon(store).start()
+    sid = a.client().create_session(name=name)["id"]
+    a.client().append(sid, "user", "first")
+    b.client().import_code(a.client().share(sid, write=True)["code"])
+    return a, b, sid
+
+
+def appender(d, sid: str, name: str, acked: list, errors: list) -> Callable[[threading.Event], None]:
+    """A worker for killed_while: `name`1, `name`2, ... appended to `sid` on the daemon `d`, each acknowledged
+    one noted in `acked`."""
+
+    def append(c: Client, i: int) -> None:
+        c.append(sid, "user", f"{name}{i}")
+        acked.append(f"{name}{i}")
+
+    return lambda stop: calls(d.home, append, stop, errors, timeout=20)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from conftest import cli_json
-from killing import calls, contents, converge, killed_while, session_key, waiting_for
+from killing import calls, contents, converge, killed_while, session_key, shared_writers, waiting_for
 from sessiond.client import Client
 
 KILLS = int(os.environ.get("CRASH_KILLS", 7))
@@ -18,16 +18,13 @@ KILLS = int(os.environ.get("CRASH_KILLS", 7))
 
 def test_gc_rekeys_and_appends_killed_at_random_moments_free_nothing_a_device_needs(make_daemon, store_dir):
     url = f"file://{store_dir}"
-    a, b = make_daemon(url).start(), make_daemon(url).start()
-    sid = a.client().create_session(name="collected")["id"]
-    a.client().append(sid, "user", "first")
-    b.client().import_code(a.client().share(sid, write=True)["code"])
+    a, b, sid = shared_writers(make_daemon, url, "collected")
     acked: list[str] = ["first"]
     first_key = session_key(a, sid)
     rekeyed: list[int] = []
     errors: list[BaseException] = []
 
-    def appender(name: str, d):
+    def batches(name: str, d):  # one to three messages an append, a sync now and then
         def append(c: Client, i: int) -> None:
             c.append_many(sid, [{"role": "user", "content": f"{name}{i}.{j}"} for j in range(1 + i % 3)])
             acked.extend(f"{name}{i}.{j}" for j in range(1 + i % 3))
@@ -45,8 +42,8 @@ def test_gc_rekeys_and_appends_killed_at_random_moments_free_nothing_a_device_ne
 
     killed_while(
         [
-            appender("a", a),
-            appender("b", b),
+            batches("a", a),
+            batches("b", b),
             lambda stop: calls(a.home, rekey, stop, errors, timeout=20),
             lambda stop: calls(a.home, collect, stop, errors, timeout=20),
             lambda stop: calls(b.home, collect, stop, errors, timeout=20),

@@ -7,38 +7,32 @@ second store alone holds every message. CRASH_KILLS sets how many kills."""
 from __future__ import annotations
 
 import os
-import tempfile
 
-from killing import calls, contents, converge, killed_while, session_key, waiting_for
+from killing import appender, calls, contents, converge, killed_while, session_key, shared_writers, waiting_for
 
 KILLS = int(os.environ.get("CRASH_KILLS", 7))
 
 
-def test_rekeys_and_appends_on_a_mirror_killed_at_random_moments_converge_in_both_stores(make_daemon, store_dir):
-    second = tempfile.mkdtemp(prefix="sd-store2-", dir=os.path.dirname(store_dir))
-    stores = [f"file://{store_dir}", f"file://{second}"]
-    a, b = make_daemon(stores).start(), make_daemon(stores).start()
-    sid = a.client().create_session(name="mirrored")["id"]
-    a.client().append(sid, "user", "first")
-    b.client().import_code(a.client().share(sid, write=True)["code"])
+def test_rekeys_and_appends_on_a_mirror_killed_at_random_moments_converge_in_both_stores(
+    make_daemon, store_dir, tmp_path
+):
+    stores = [f"file://{store_dir}", f"file://{tmp_path / 'second'}"]
+    a, b, sid = shared_writers(make_daemon, stores, "mirrored")
     acked: list[str] = ["first"]
     first_key = session_key(a, sid)
     rekeyed: list[int] = []
     errors: list[BaseException] = []
-
-    def appender(name: str, d):
-        def append(c, i: int) -> None:
-            c.append(sid, "user", f"{name}{i}")
-            acked.append(f"{name}{i}")
-
-        return lambda stop: calls(d.home, append, stop, errors, timeout=20)
 
     def rekey(c, i: int) -> None:
         c.rekey(sid)
         rekeyed.append(i)
 
     killed_while(
-        [appender("a", a), appender("b", b), lambda stop: calls(b.home, rekey, stop, errors, timeout=20)],
+        [
+            appender(a, sid, "a", acked, errors),
+            appender(b, sid, "b", acked, errors),
+            lambda stop: calls(b.home, rekey, stop, errors, timeout=20),
+        ],
         [a, b],
         KILLS,
         lo=0.1,

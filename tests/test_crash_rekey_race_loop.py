@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from killing import calls, converge, killed_while, session_key, waiting_for
+from killing import appender, calls, converge, killed_while, session_key, shared_writers, waiting_for
 from sessiond.client import ApiError
 
 KILLS = int(os.environ.get("CRASH_KILLS", 7))
@@ -16,35 +16,28 @@ KILLS = int(os.environ.get("CRASH_KILLS", 7))
 
 def test_racing_rekeys_on_both_writers_killed_at_random_moments_converge_under_one_key(make_daemon, store_dir):
     url = f"file://{store_dir}"
-    a, b = make_daemon(url).start(), make_daemon(url).start()
-    sid = a.client().create_session(name="rekeyed twice")["id"]
-    a.client().append(sid, "user", "first")
-    b.client().import_code(a.client().share(sid, write=True)["code"])
+    a, b, sid = shared_writers(make_daemon, url, "rekeyed twice")
     acked: list[str] = ["first"]
     first_key = session_key(a, sid)
     rekeyed: list[str] = []
     lost: list[str] = []  # rekeys refused: the other device's came first
     errors: list[BaseException] = []
 
-    def worker(name: str, d, rekeys: bool):
-        def work(c, i: int) -> None:
-            if rekeys:
-                try:
-                    c.rekey(sid)
-                    rekeyed.append(f"{name}{i}")
-                except ApiError as exc:  # the other device's rekey came first: the documented answer
-                    if exc.code != "conflict":
-                        raise
-                    lost.append(f"{name}{i}")
-                    c.sync(sid, wait=True, timeout=10)  # take its key, then rekey again
-            else:
-                c.append(sid, "user", f"{name}{i}")
-                acked.append(f"{name}{i}")
+    def rekeyer(name: str, d):
+        def rekey(c, i: int) -> None:
+            try:
+                c.rekey(sid)
+                rekeyed.append(f"{name}{i}")
+            except ApiError as exc:  # the other device's rekey came first: the documented answer
+                if exc.code != "conflict":
+                    raise
+                lost.append(f"{name}{i}")
+                c.sync(sid, wait=True, timeout=10)  # take its key, then rekey again
 
-        return lambda stop: calls(d.home, work, stop, errors, timeout=20)
+        return lambda stop: calls(d.home, rekey, stop, errors, timeout=20)
 
     killed_while(
-        [worker("a", a, False), worker("b", b, False), worker("ra", a, True), worker("rb", b, True)],
+        [appender(a, sid, "a", acked, errors), appender(b, sid, "b", acked, errors), rekeyer("a", a), rekeyer("b", b)],
         [a, b],
         KILLS,
         lo=0.1,
