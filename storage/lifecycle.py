@@ -251,6 +251,19 @@ class Released:
         )
         return [dict(r) for r in rows]
 
+    async def still(self, store_url: str, hashes: Iterable[bytes]) -> set[bytes]:
+        """Which of `hashes` are candidates in `store_url` now (one named since it was listed is not)."""
+        hashes = [bytes(h) for h in hashes]
+        out: set[bytes] = set()
+        for i in range(0, len(hashes), 500):  # (SQLite's bound on a statement's variables)
+            part = hashes[i : i + 500]
+            rows = await self.c.committed.fetchall(
+                f"SELECT hash FROM released WHERE store_url=? AND hash IN ({','.join('?' * len(part))})",
+                (store_url, *part),
+            )
+            out.update(bytes(r["hash"]) for r in rows)
+        return out
+
     async def of_session(self, sid: str) -> list[bytes]:
         """The candidates of `sid`'s logs (a delete's: what it keeps in the store, sync/gc.py kept_at_delete)."""
         rows = await self.c.committed.fetchall("SELECT hash FROM released WHERE session_id=?", (sid,))

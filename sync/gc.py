@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from ..storage.clock import kept_before, steady
 from ..storage.redact import shown_store
+from ..storage.testhooks import pause_for_tests
 from ..stores import CannotDelete, Freed, Store, StoreError, check_object
 from ..stores.bounded import bounded
 from ..stores.errors import describe_failure, failing
@@ -443,6 +444,7 @@ class Collector:
     ) -> tuple[int, Freed]:
         """Free `sid`'s candidates not live, under its push lock: (how many were kept, what was freed)."""
         ctx = self.ctx
+        await pause_for_tests("gc.freeing")  # (the tests hold it here: the candidates listed, nothing read or freed)
         async with ctx.lock(sid):
             # what a slot is about to name (SyncContext.put_to_name) stays: taken before the heads are read,
             # so that one named since is read as live, and again after, for one put meanwhile
@@ -452,6 +454,12 @@ class Collector:
             except UNREADABLE as exc:
                 raise _Kept(f"kept its {len(hashes)} objects, its heads could not be read: {describe(exc)}") from None
             naming |= ctx.naming
+            # still candidates, as of after the heads' read: one named since the list was made (a rekey's notice,
+            # then its switch to the new slot, whose heads alone were read just now) is not this round's to free
+            # (a dry run's list holds what its reads would have let go, no candidates yet: as listed)
+            if not dry_run:
+                still = await ctx.db.released.still(store.url, hashes)
+                hashes = [h for h in hashes if h in still]
             referenced = [h for h in hashes if h in now_live]
             todo = [h for h in hashes if h not in now_live and h not in naming]
             if referenced and not dry_run:  # referenced again (a repair re-wrote them): no longer candidates

@@ -272,8 +272,10 @@ class Rekeyer:
             await write_carried(self.ctx, self.members, sid, record)
         self.ctx.keys.clear_rekey_pending(sid)
 
-    async def resume(self, sid: str) -> None:
-        """Finish a rekey that a crash cut short (the caller holds the session's rekey lock)."""
+    async def resume(self, sid: str, *, again: int = 5) -> None:
+        """Finish a rekey that a crash cut short (the caller holds the session's rekey lock). Its notice refused
+        as stale (the old slot written meanwhile: another device's rekey, a writer joined), the slot is looked
+        at again, `again` times at most."""
         ctx = self.ctx
         raw = ctx.keys.rekey_pending(sid)
         if raw is None:
@@ -313,7 +315,14 @@ class Rekeyer:
                     ctx.keys.clear_rekey_pending(sid)
                     raise
                 await self._claim(sid, record)
-                await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+                try:
+                    await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+                except StaleHead:
+                    if again <= 0:
+                        raise ImportError_(
+                            "busy", f"could not rekey {sid}: its members list kept changing; try again"
+                        ) from None
+                    return await self.resume(sid, again=again - 1)  # (read again: another's notice gives way)
             else:  # published, perhaps killed before it was forgotten as a gc candidate: the old slot names
                 # it, which gc no longer reads once this device has switched, and the devices yet to take
                 # the rekey read it there

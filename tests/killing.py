@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from conftest import run_cli, wait_for
 from sessiond.client import ApiError, Client, ClientError
 
 
@@ -59,3 +60,80 @@ def killed_while(
         for t in threads:
             t.join(timeout=60)
     assert not any(t.is_alive() for t in threads), "a worker did not end"
+
+
+def contents(d, sid: str) -> list[str]:
+    """The contents of `sid`'s messages on the daemon `d`, in its order."""
+    with Client(d.home) as c:
+        return [m["content"] for m in c.messages(sid, limit=100_000)["messages"]]
+
+
+def clean(d) -> bool:
+    """`sync --wait`, `verify` and `doctor` of the daemon `d` all exit 0."""
+    if run_cli(d.home, "sync", "--wait").returncode != 0:
+        return False
+    return run_cli(d.home, "verify", "--json").returncode == 0 and run_cli(d.home, "doctor", "--json").returncode == 0
+
+
+def converge(devices: list, sid: str, acked, timeout: float = 40) -> list[str]:
+    """Sync `devices` until each holds `sid`'s same messages in the same order, `acked` among them once: that
+    log."""
+    last: dict = {}
+
+    def converged() -> bool:
+        logs = []
+        for d in devices:
+            with Client(d.home) as c:
+                c.sync(sid, wait=True, timeout=10)
+            logs.append(contents(d, sid))
+        last["missing"] = sorted(set(acked) - set(logs[0]))[:10]
+        last["apart"] = [sorted(set(logs[0]) ^ set(other))[:10] for other in logs[1:]]
+        return all(other == logs[0] for other in logs[1:]) and set(acked) <= set(logs[0])
+
+    try:
+        wait_for(converged, timeout=timeout, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"did not converge: {last}") from None
+    log = contents(devices[0], sid)
+    assert len(log) == len(set(log)), "a message twice"
+    for d in devices:
+        wait_for(lambda d=d: clean(d), timeout=30, what="verify and doctor clean")
+    return log
+
+
+def session_key(d, sid: str) -> bytes:
+    """The key of `sid` the daemon `d` holds (its key file)."""
+    with open(os.path.join(d.home, "keys", "sessions", f"{sid}.key"), "rb") as f:
+        return f.read()
+
+
+def waiting_for(done: Callable[[], bool], what: str, at: int) -> Callable[[int, random.Random], None]:
+    """A `between` for killed_while: before kill `at`, wait (30 s at most) until `done()`, so that the kills
+    after it come once the work it names was answered at least once, however slow the machine."""
+
+    def between(k: int, rnd: random.Random) -> None:
+        if k == at:
+            wait_for(done, timeout=30, what=what)
+
+    return between
+
+
+def shared_writers(make_daemon, store, name: str) -> tuple:
+    """A and B started on `store` (a URL, or a list: a mirror), A's session `name` holding one message, "first",
+    shared read-write with B: (a, b, its id)."""
+    a, b = make_daemon(store).start(), make_daemon(store).start()
+    sid = a.client().create_session(name=name)["id"]
+    a.client().append(sid, "user", "first")
+    b.client().import_code(a.client().share(sid, write=True)["code"])
+    return a, b, sid
+
+
+def appender(d, sid: str, name: str, acked: list, errors: list) -> Callable[[threading.Event], None]:
+    """A worker for killed_while: `name`1, `name`2, ... appended to `sid` on the daemon `d`, each acknowledged
+    one noted in `acked`."""
+
+    def append(c: Client, i: int) -> None:
+        c.append(sid, "user", f"{name}{i}")
+        acked.append(f"{name}{i}")
+
+    return lambda stop: calls(d.home, append, stop, errors, timeout=20)

@@ -1,0 +1,121 @@
+"""kill -9 of A or B at random moments while three devices append to one session and A drops C from it
+(`rekey --drop C`, retried through the kills until answered): C learns it was revoked, every message A and B
+acknowledged is on both once, in one order, under one key, and each of C's acknowledged writes reached A and B
+or is counted as held on C alone (`show`'s `held_here`); verify and doctor are clean on A and B.
+CRASH_KILLS sets how many kills."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from conftest import cli_json, wait_for
+from killing import calls, contents, converge, killed_while, session_key, waiting_for
+from sessiond.client import ApiError, Client, ClientError
+
+KILLS = int(os.environ.get("CRASH_KILLS", 7))
+
+
+def test_a_drop_of_a_third_device_while_a_and_b_are_killed_at_random_moments_converges(make_daemon, store_dir):
+    url = f"file://{store_dir}"
+    a, b, c = (make_daemon(url).start() for _ in range(3))
+    sid = a.client().create_session(name="dropped")["id"]
+    a.client().append(sid, "user", "first")
+    for d in (b, c):
+        d.client().import_code(a.client().share(sid, write=True)["code"])
+    c_id = cli_json(c.home, "status")["device_id"]
+    acked: list[str] = ["first"]
+    by_c: list[str] = []
+    errors: list[BaseException] = []
+    revoked = threading.Event()
+    dropped = threading.Event()
+    started = threading.Event()  # the drop asked (so that later kills may cut it)
+
+    def appender(name: str, d):
+        def append(cl, i: int) -> None:
+            cl.append(sid, "user", f"{name}{i}")
+            acked.append(f"{name}{i}")
+
+        return lambda stop: calls(d.home, append, stop, errors, timeout=20)
+
+    def c_writes(stop: threading.Event) -> None:  # C is not killed: its appends go on until it is refused
+        i = 0
+        with Client(c.home, timeout=20) as cl:
+            while not stop.is_set() and not revoked.is_set():
+                i += 1
+                try:
+                    cl.append(sid, "user", f"c{i}")
+                    by_c.append(f"c{i}")
+                    if i % 4 == 0:
+                        cl.sync(sid)
+                except ApiError as exc:
+                    if exc.code == "revoked":
+                        revoked.set()
+                    else:
+                        errors.append(exc)
+                        return
+
+    def frozen() -> bool:  # A lists C as dropped by a rekey (False: not, or A down)
+        try:
+            with Client(a.home, timeout=20) as cl:
+                return any(dv["device"] == c_id and dv["frozen"] for dv in cl.devices(sid)["devices"])
+        except (ClientError, OSError):
+            return False
+
+    def writer() -> bool:  # A lists C as a writer of the session (True too when A cannot be asked)
+        try:
+            with Client(a.home, timeout=20) as cl:
+                return any(dv["device"] == c_id and dv["writer"] for dv in cl.devices(sid)["devices"])
+        except (ClientError, OSError):
+            return True
+
+    def drop(stop: threading.Event) -> None:  # after C wrote some: A drops it, again after a kill until answered
+        wait_for(lambda: len(by_c) >= 5 or stop.is_set(), timeout=20, what="C's first writes")
+        while not stop.is_set() and not dropped.is_set():
+            try:
+                if frozen():
+                    dropped.set()  # a drop the kill cut short of its answer, done from its record
+                    break
+                with Client(a.home, timeout=20) as cl:
+                    started.set()
+                    cl.rekey(sid, drop=[c_id])
+                    dropped.set()
+            except ApiError as exc:
+                if exc.code == "unknown_device" and not writer():
+                    # the drop a kill cut short, finished from its record by this call before it looked again:
+                    # C is no writer any more, which is what the refusal says
+                    dropped.set()
+                    break
+                errors.append(exc)
+                return
+            except (ClientError, OSError):
+                stop.wait(0.02)
+
+    killed_while(
+        [appender("a", a), appender("b", b), c_writes, drop],
+        [a, b],
+        KILLS,
+        lo=0.2,
+        hi=0.6,
+        between=waiting_for(started.is_set, "the drop asked", KILLS // 2),
+    )
+    assert not errors, errors
+    if not dropped.is_set():  # asked, its answer cut by the last kill: asked again, with no kill now
+        drop(threading.Event())
+    assert dropped.is_set(), "the drop was never answered"
+
+    log = converge([a, b], sid, acked)
+    assert session_key(a, sid) == session_key(b, sid)
+
+    def told() -> bool:
+        c.client().sync(sid, wait=True, timeout=10)
+        return c.client().get_session(sid)["access"] == "revoked"
+
+    wait_for(told, timeout=30, what="C told it was revoked")
+    held = c.client().get_session(sid).get("held_here")
+    lost = [m for m in by_c if m not in log]
+    assert all(log.count(m) == 1 for m in by_c if m in log)
+    if lost:  # what the drop did not carry over stays on C, and C says so
+        assert held is not None, lost
+        assert held["messages"] >= len(lost), (held, lost)
+    assert set(by_c) <= set(contents(c, sid))
