@@ -203,8 +203,8 @@ class Database:
     ) -> dict:
         return await self.sessions.update(sid, fields, event=event)
 
-    async def mark_revoked(self, sid: str, carried: int | None = None) -> bool:
-        return await self.status_changes.mark_revoked(sid, carried)
+    async def mark_revoked(self, sid: str, carried: int | None = None, *, on: bytes | None = None) -> bool:
+        return await self.status_changes.mark_revoked(sid, carried, on=on)
 
     async def set_status(self, sid: str, status: str, *, expired_at: float | None = None) -> dict:
         return await self.status_changes.set_status(sid, status, expired_at=expired_at)

@@ -18,7 +18,7 @@ class StatusChanges:
         self.sessions = sessions
         self.closing = closing  # the sessions closed to questions until their revocation is committed
 
-    async def mark_revoked(self, sid: str, carried: int | None = None) -> bool:
+    async def mark_revoked(self, sid: str, carried: int | None = None, *, on: bytes | None = None) -> bool:
         """Note that the session was rekeyed without this device: its `access` becomes `revoked`, which
         refuses every change (writable_row) until a new code imported over it gives it `write` or `read`
         again. Not an operation of its log (no other device would read it). Whether it changed anything.
@@ -28,11 +28,17 @@ class StatusChanges:
         committed: a question to the session's model meanwhile waits for it, and is refused as a revoked
         session's, the model not asked. Revoked already, its `carried` is raised to `carried` if that is
         further (a kept writer carried this device's log past the notice's "s", which the old members slot
-        says later: sync/rekeycarried.py); never lowered, nor set where the rekey said none."""
+        says later: sync/rekeycarried.py); never lowered, nor set where the rekey said none. `on`: the announce
+        key of the members slot whose rekey left it out; nothing is marked if the session is no longer on it
+        (a new code imported while the check ran moved it to a generation that lists this device)."""
+        still_on = "" if on is None else " AND EXISTS (SELECT 1 FROM remotes WHERE session_id=? AND announce_pk=?)"
+        slot: tuple = () if on is None else (sid, on)
         with self.closing.marked(sid):
             async with self.c.transaction() as tx:
                 changed = await tx.execute(
-                    "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing", (sid,)
+                    "UPDATE sessions SET access='revoked' WHERE id=? AND access!='revoked' AND NOT importing"
+                    + still_on,
+                    (sid, *slot),
                 )
                 if changed:
                     await tx.execute(
@@ -42,7 +48,8 @@ class StatusChanges:
                     self.c.hold_commit("commit.revoke")  # (the tests hold a revocation's commit here)
                 elif carried is not None:
                     await tx.execute(
-                        "UPDATE revocations SET carried=? WHERE session_id=? AND carried<?", (carried, sid, carried)
+                        "UPDATE revocations SET carried=? WHERE session_id=? AND carried<?" + still_on,
+                        (carried, sid, carried, *slot),
                     )
         return bool(changed)
 

@@ -412,7 +412,9 @@ class Rekeyer:
                     store, sid, notice, old_announce=old_announce, members=members, me=my_pk, keys=held,
                     known_revs=known_revs, timeout=ctx.timeout, behind=behind,
                 )  # fmt: skip
-                left = await self._revoked(sid, notice, my_pk)  # (within the mark: no gap)
+                left = await self._revoked(sid, notice, my_pk, on=old_announce)  # (within the mark: no gap)
+            if left is None:  # a new code imported meanwhile: on a generation that lists it, not left out
+                return None
             raise ImportError_(
                 "revoked",
                 f"session {sid} was rekeyed without this device (by device {author}): " + kept_but_left_out(left),
@@ -432,21 +434,34 @@ class Rekeyer:
             read_slot=self.members.read_members,
             timeout=ctx.timeout,
             behind=behind,
-            left_here=lambda later: self._revoked(sid, later, my_pk),  # (a later rekey left it out: revoked)
+            left_here=lambda later: self._left_out_by(sid, later, my_pk, on=old_announce),  # (revoked)
         )
         return secret
 
-    async def _revoked(self, sid: str, notice: dict, me: bytes) -> str:
+    async def _left_out_by(self, sid: str, notice: dict, me: bytes, *, on: bytes) -> str:
+        """_revoked for check_notice (a later rekey left this device out): what it says, '' if nothing was
+        marked as a new code imported meanwhile moved the session on (the pull is refused; the next reads the
+        new generation)."""
+        return await self._revoked(sid, notice, me, on=on) or ""
+
+    async def _revoked(self, sid: str, notice: dict, me: bytes, *, on: bytes) -> str | None:
         """Once a check holds that `notice`'s rekey left this device out: the session marked revoked (its
         writes refused from now on), and what this device wrote that the rekey did not carry over, said
-        (_left_here, read before the mark: a pull's answer names it)."""
+        (_left_here, read before the mark: a pull's answer names it). `on`: the announce key of the members
+        slot the check read; None, nothing marked, if the session is on it no longer: a new write code
+        imported while the check ran (which can take the store's timeout) lists this device in the new
+        generation, and a mark then would refuse its writes for good."""
         # the entries of the slot's "c", as the caller's read of it found them: a kept writer's later freeze
         entries = self.members.carried_as_seen(sid)
         left = await self._left_here(sid, notice, me, entries)
         # how far it carried this device's log over, kept with the mark (raised, if a later read finds it carried
         # further): what was written past it is held here only, which `rm` and the clean-up keep until a new
         # code imported sends it
-        await self.ctx.db.mark_revoked(sid, carried_past(notice, entries, me))
+        await self.ctx.db.mark_revoked(sid, carried_past(notice, entries, me), on=on)
+        await pause_for_tests("rekey.marked")  # (the tests hold here: the check's mark, or none, committed)
+        remote = await self.ctx.db.remote(sid)
+        if remote is None or bytes(remote["announce_pk"]) != on:
+            return None
         return left
 
     async def _left_here(self, sid: str, notice: dict, me: bytes, entries: Sequence[dict] = ()) -> str:
