@@ -25,6 +25,7 @@ from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.registry import RegistryEntry
 from . import dagcbor
+from .bounded import LRU
 from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
@@ -37,6 +38,7 @@ from .pusher import Pusher
 from .rekeycarried import carried_entry, carried_past, left_here, write_carried
 from .rekeyfreeze import applied_past, freeze_dropped, pulled_past
 from .rekeyproof import (
+    Links,
     check_exclusion,
     check_notice,
     kept_but_left_out,
@@ -47,6 +49,9 @@ from .rekeyproof import (
 
 log = logging.getLogger("sessiond.sync")
 
+# sessions whose chain of rekeys, as read by the check of the notice taken last, is kept for the next (Rekeyer._links)
+CHAINS_KEPT = 64
+
 
 class Rekeyer:
     """Rekeys sessions (this device's own rekey) and takes the rekeys of other devices."""
@@ -55,6 +60,10 @@ class Rekeyer:
         self.ctx = ctx
         self.members = members
         self.pusher = pusher
+        # Per session, while it catches up through a chain of rekeys (a notice taken, and the slot it switched to
+        # holding the next): the links of the chain its check read (rekeyproof.Links), for the next notice's
+        # check. So a device k rekeys behind reads the chain once, not once per notice (k*k/2 slots)
+        self._links: LRU[str, Links] = LRU(CHAINS_KEPT)
 
     async def rekey(self, sid: str, drop: Sequence[str] = (), *, drop_all: bool = False) -> dict:
         """Rotate the session key. Every writer device except those in `drop` (every one, with
@@ -408,6 +417,9 @@ class Rekeyer:
                 "revoked",
                 f"session {sid} was rekeyed without this device (by device {author}): " + kept_but_left_out(left),
             )
+        links = self._links.pop(sid) or {}
+        if held:
+            links.pop((store.url, held[0], old_announce), None)  # (this notice's slot: read by the caller just now)
         await check_notice(
             store,
             sid,
@@ -424,7 +436,10 @@ class Rekeyer:
             timeout=ctx.timeout,
             behind=behind,
             left_here=lambda later: self._revoked(sid, later, my_pk),  # (a later rekey left it out: revoked)
+            links=links,
         )
+        if (store.url, bytes(secret["k"]), bytes(secret["a"])) in links:  # the slot it switches to holds the next
+            self._links[sid] = links
         return secret
 
     async def _revoked(self, sid: str, notice: dict, me: bytes) -> str:
