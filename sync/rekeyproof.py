@@ -34,6 +34,7 @@ from ..stores import Store
 from . import dagcbor
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest
+from .manifest import CLAIMS_KEPT
 from .membersobject import SEQ_MAX, member_name
 from .sharecode import ShareCode
 
@@ -319,7 +320,7 @@ async def _sightings(
     claim it; `left_out`: a notice with no box for this device, said so."""
     h = notice_hash(notice)
     moved, contradicting = [], []
-    claimed = False
+    claimed = aged = False
     for m in members:
         pk, device = m["head_pk"], m["device_id"]
         if pk == me and device != author:
@@ -331,8 +332,19 @@ async def _sightings(
         mine = [c for c in claims if c["o"] == old_announce]
         if device == author:
             claimed = claimed or any(c["h"] == h and c["a"] == notice.get("a") for c in mine)
+            # its log keeps its last CLAIMS_KEPT claims, none of this slot: it rekeyed as many times since
+            aged = aged or (len(claims) >= CLAIMS_KEPT and not mine)
         elif mine:
             contradicting.append(member_name(m))
+    if not claimed and aged:
+        # (still refused: a notice its author claims no longer is no more checked than one it never claimed)
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"session {sid} was rekeyed more than {CLAIMS_KEPT} times by device {author} since this device last took"
+            f" its key: the log of {author} keeps the claims of its last {CLAIMS_KEPT} rekeys only, and no longer"
+            f" confirms the first of them, which this device cannot check; it keeps what it has. Ask a device that"
+            f" took the last rekey for a new share code of {sid}, and import it here (`sessiond import < code.txt`)",
+        )
     if not claimed and author not in moved:
         what, kept = ("leaves this device out and names", "its key and access") if left_out else ("names", "its key")
         raise ImportError_(
