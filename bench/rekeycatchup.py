@@ -29,9 +29,21 @@ from sessiond.stores import FileStore, Store
 from sessiond.stores.s5 import S5Store
 from sessiond.sync.engine import Syncer
 from sessiond.sync.errors import ImportError_
+from sessiond.sync.manifest import CLAIMS_KEPT
 
 REKEYS = [int(k) for k in os.environ.get("BENCH_REKEYS", "8,12,16,30,60").split(",")]
 STORES = os.environ.get("BENCH_STORES", "folder,s5").split(",")
+LINKS = os.environ.get("BENCH_LINKS", "1") != "0"
+
+
+class Forget:
+    """In place of Rekeyer._links with BENCH_LINKS=0: keeps nothing."""
+
+    def pop(self, _key, default=None):
+        return default
+
+    def __setitem__(self, _key, _value) -> None:
+        pass
 
 
 class Counts:
@@ -81,21 +93,37 @@ class Counts:
                     delattr(owner, name)
 
 
-async def one(k: int, make_store, tmp: str) -> dict:
-    dbs = [await Database.open(os.path.join(tmp, f"{n}.sqlite")) for n in "ab"]
-    a, b = (Syncer(db, make_store(n), os.path.join(tmp, f"k{n}"), timeout=30) for db, n in zip(dbs, "ab", strict=True))
+async def one(k: int, make_store, tmp: str, rekeyers: int = 1) -> dict:
+    """B away through k rekeys, made in turn by `rekeyers` writers (A, then C, D, ...: each claims its own, of which
+    its log keeps the last 16), then B's one pull."""
+    names = ["a", "b", *"cdefgh"[: rekeyers - 1]]
+    dbs = [await Database.open(os.path.join(tmp, f"{n}.sqlite")) for n in names]
+    sy = [Syncer(db, make_store(n), os.path.join(tmp, f"k{n}"), timeout=30) for db, n in zip(dbs, names, strict=True)]
+    a, b, turn = sy[0], sy[1], [sy[0], *sy[2:]]
     try:
-        await a.start()
+        for who in turn:  # (B is not started: nothing of it runs but its one pull)
+            await who.start()
         sid = (await dbs[0].create_session({"name": "rekeyed often"}))["id"]
         await dbs[0].append_messages(sid, [{"role": "user", "content": "first"}])
-        await b.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+        for other in sy[1:]:
+            await other.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
         await dbs[1].append_messages(sid, [{"role": "user", "content": "from b"}])
         for i in range(k):
-            await a.rekey(sid)
-            await dbs[0].append_messages(sid, [{"role": "user", "content": f"after rekey {i}"}])
-        assert (await a.sync_now(sid, wait=True, timeout=60))["complete"]
-        await a.stop()
+            who = turn[i % len(turn)]
+            if len(turn) > 1:
+                await who.pull(sid)  # (the rekeys before, by the others, taken)
+            await who.rekey(sid)
+            await dbs[sy.index(who)].append_messages(sid, [{"role": "user", "content": f"after rekey {i}"}])
+            await who.sync_now(sid, wait=True, timeout=60)
+        for other in turn:
+            await other.pull(sid)
+            assert (await other.sync_now(sid, wait=True, timeout=60))["complete"]
+        await a.pull(sid)
+        for other in turn:
+            await other.stop()
         counts = Counts()
+        if not LINKS:
+            b.rekeyer._links = Forget()  # type: ignore[assignment]
         with counts.patched(b):
             counts.on = True
             began = time.perf_counter()
@@ -109,13 +137,43 @@ async def one(k: int, make_store, tmp: str) -> dict:
         got = [m["content"] for m in await dbs[1].list_messages(sid, limit=1000)]
         want = [m["content"] for m in await dbs[0].list_messages(sid, limit=1000)]
         converged = b.ctx.keys.session_key(sid) == a.ctx.keys.session_key(sid) and all(w in got for w in want)
-        row = {"rekeys_behind": k, "seconds": round(seconds, 3), "converged_in_one_pull": converged, **counts.n}
+        row = {
+            "rekeys_behind": k,
+            "rekeyers": rekeyers,
+            "seconds": round(seconds, 3),
+            "converged_in_one_pull": converged,
+            **counts.n,
+        }
         return {**row, "error": error} if error else row
     finally:
-        for s in (a, b):
+        for s in sy:
             await s.stop()
         for db in dbs:
             await db.close()
+
+
+async def run(kind: str, k: int, rekeyers: int) -> dict:
+    tmp = tempfile.mkdtemp(prefix="sd-bench-rekeycatchup-")
+    try:
+        if kind == "folder":
+            path = os.path.join(tmp, "store")
+            return await one(k, lambda _n: FileStore(path), tmp, rekeyers)
+        from servers.s5portal import Portal, Threaded, make_app
+
+        portal = Portal()
+        server = Threaded(make_app(portal)).start()
+        portal.authority = f"127.0.0.1:{server.port}"
+        url = f"s5+http://{portal.authority}"
+
+        def s5(n: str) -> Store:
+            return S5Store(url, account_seed=n.encode() * 32, token_dir=os.path.join(tmp, f"tokens-{n}"))
+
+        try:
+            return await one(k, s5, tmp, rekeyers)
+        finally:
+            server.stop()
+    finally:
+        remove(tmp)
 
 
 async def main() -> None:
@@ -123,29 +181,10 @@ async def main() -> None:
     for kind in STORES:
         rows = []
         for k in REKEYS:
-            tmp = tempfile.mkdtemp(prefix="sd-bench-rekeycatchup-")
-            try:
-                if kind == "folder":
-                    path = os.path.join(tmp, "store")
-                    rows.append(await one(k, lambda _n, path=path: FileStore(path), tmp))
-                else:
-                    from servers.s5portal import Portal, Threaded, make_app
-
-                    portal = Portal()
-                    server = Threaded(make_app(portal)).start()
-                    portal.authority = f"127.0.0.1:{server.port}"
-                    url = f"s5+http://{portal.authority}"
-
-                    def s5(n: str, url: str = url, tmp: str = tmp) -> Store:
-                        return S5Store(url, account_seed=n.encode() * 32, token_dir=os.path.join(tmp, f"tokens-{n}"))
-
-                    try:
-                        rows.append(await one(k, s5, tmp))
-                    finally:
-                        server.stop()
-            finally:
-                remove(tmp)
-            print(json.dumps({kind: rows[-1]}), file=sys.stderr)
+            # one device rekeying; and past the claims its log keeps, as few devices as keep every notice claimed
+            for rekeyers in [1] if k <= CLAIMS_KEPT else [1, -(-k // CLAIMS_KEPT)]:
+                rows.append(await run(kind, k, rekeyers))
+                print(json.dumps({kind: rows[-1]}), file=sys.stderr)
         out["stores"][kind] = rows
     print(json.dumps(out, indent=1))
 
