@@ -28,20 +28,16 @@ from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
-from .fetch import BEHIND
 from .frozen import merge_frozen
 from .manifest import CLAIMS_KEPT
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
-from .rekeycarried import carried_entry, carried_past, left_here, write_carried
+from .rekeycarried import carried_entry, write_carried
+from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import applied_past, freeze_dropped, pulled_past
 from .rekeyproof import (
-    check_exclusion,
-    check_notice,
-    kept_but_left_out,
     notice_hash,
-    open_box,
     same_notice,
 )
 
@@ -55,6 +51,7 @@ class Rekeyer:
         self.ctx = ctx
         self.members = members
         self.pusher = pusher
+        self.check = NoticeCheck(ctx, members)  # another device's notice checked before it is taken
 
     async def rekey(self, sid: str, drop: Sequence[str] = (), *, drop_all: bool = False) -> dict:
         """Rotate the session key. Every writer device except those in `drop` (every one, with
@@ -384,90 +381,8 @@ class Rekeyer:
         )
 
     async def confirm(self, sid: str, notice: dict, store: Store, members: list[dict]) -> dict | None:
-        """The secret this device's box in a rekey notice holds ({"a", "k", "w"?}), once the notice is
-        checked to be the rekey its author claims, with no other device contradicting it
-        (rekeyproof.check_notice); None if this device has switched to it already. A notice with no box
-        for this device raises `revoked` only once rekeyproof.check_exclusion holds, the session marked revoked
-        first (a question to its model closed out from the check's start: storage/closing.py); so does one
-        that boxes it, when check_notice finds a later rekey that left it out (marked revoked then). Raises
-        ImportError_ (revoked, rekey_unconfirmed, rekey_conflict, or the store's failure). Changes nothing else.
-        `members`: the list of the slot the notice is in (the generation it ends)."""
-        ctx, keys = self.ctx, self.ctx.keys
-        my_pk = keys.head_pk(sid)
-        remote = await ctx.db.remote(sid)
-        if remote is None or bytes(remote["announce_pk"]) == notice.get("a"):
-            return None  # already switched
-        secret = open_box(notice, my_pk, keys.head_key(sid), sid)
-        peers = await ctx.db.peers(sid)
-        known_revs = {bytes(p["head_pk"]): p["rev"] for p in peers}
-        behind = {bytes(p["head_pk"]): p["rev"] for p in peers if p["last_error"] == BEHIND}
-        old_announce, held = bytes(remote["announce_pk"]), keys.session_keys(sid)
-        if secret is None:  # left out: only once its author stands behind it (it may be a writer's forgery)
-            # a question to its model meanwhile waits for the check (storage/closing.py), and is refused unasked;
-            # one revoked already (a pull of it finds the notice every time) is refused without waiting
-            revoked_already = (await ctx.db.get_session(sid))["access"] == "revoked"
-            with contextlib.nullcontext() if revoked_already else ctx.db.closing.marked(sid, check=True):
-                await pause_for_tests("rekey.left_out")  # (the tests hold the check here)
-                author = await check_exclusion(
-                    store, sid, notice, old_announce=old_announce, members=members, me=my_pk, keys=held,
-                    known_revs=known_revs, timeout=ctx.timeout, behind=behind,
-                )  # fmt: skip
-                left = await self._revoked(sid, notice, my_pk, on=old_announce)  # (within the mark: no gap)
-            if left is None:  # a new code imported meanwhile: on a generation that lists it, not left out
-                return None
-            raise ImportError_(
-                "revoked",
-                f"session {sid} was rekeyed without this device (by device {author}): " + kept_but_left_out(left),
-            )
-        await check_notice(
-            store,
-            sid,
-            notice,
-            old_announce=old_announce,
-            members=members,
-            me=my_pk,
-            head_key=keys.head_key(sid),
-            keys=held,
-            new_key=bytes(secret["k"]),
-            new_announce=bytes(secret["a"]),
-            known_revs=known_revs,
-            read_slot=self.members.read_members,
-            timeout=ctx.timeout,
-            behind=behind,
-            left_here=lambda later: self._left_out_by(sid, later, my_pk, on=old_announce),  # (revoked)
-        )
-        return secret
-
-    async def _left_out_by(self, sid: str, notice: dict, me: bytes, *, on: bytes) -> str:
-        """_revoked for check_notice (a later rekey left this device out): what it says, '' if nothing was
-        marked as a new code imported meanwhile moved the session on (the pull is refused; the next reads the
-        new generation)."""
-        return await self._revoked(sid, notice, me, on=on) or ""
-
-    async def _revoked(self, sid: str, notice: dict, me: bytes, *, on: bytes) -> str | None:
-        """Once a check holds that `notice`'s rekey left this device out: the session marked revoked (its
-        writes refused from now on), and what this device wrote that the rekey did not carry over, said
-        (_left_here, read before the mark: a pull's answer names it). `on`: the announce key of the members
-        slot the check read; None, nothing marked, if the session is on it no longer: a new write code
-        imported while the check ran (which can take the store's timeout) lists this device in the new
-        generation, and a mark then would refuse its writes for good."""
-        # the entries of the slot's "c", as the caller's read of it found them: a kept writer's later freeze
-        entries = self.members.carried_as_seen(sid)
-        left = await self._left_here(sid, notice, me, entries)
-        # how far it carried this device's log over, kept with the mark (raised, if a later read finds it carried
-        # further): what was written past it is held here only, which `rm` and the clean-up keep until a new
-        # code imported sends it
-        await self.ctx.db.mark_revoked(sid, carried_past(notice, entries, me), on=on)
-        await pause_for_tests("rekey.marked")  # (the tests hold here: the check's mark, or none, committed)
-        remote = await self.ctx.db.remote(sid)
-        if remote is None or bytes(remote["announce_pk"]) != on:
-            return None
-        return left
-
-    async def _left_here(self, sid: str, notice: dict, me: bytes, entries: Sequence[dict] = ()) -> str:
-        """What this device wrote that a rekey leaving it out did not carry over, said (rekeycarried.left_here):
-        past the notice's "s" for head key `me`, or the further seq of a kept writer's entry that holds."""
-        return await left_here(self.ctx.db, sid, carried_past(notice, entries, me))
+        """rekeyconfirm.NoticeCheck.confirm: the secret of a notice checked to be its author's rekey."""
+        return await self.check.confirm(sid, notice, store, members)
 
     async def take(self, sid: str, notice: dict, store: Store, members: list[dict]) -> bool:
         """A rekey notice in the members slot: switch to it once `confirm` holds, or learn that access

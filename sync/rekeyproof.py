@@ -34,6 +34,7 @@ from ..stores import Store
 from . import dagcbor
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest
+from .manifest import CLAIMS_KEPT
 from .membersobject import SEQ_MAX, member_name
 from .sharecode import ShareCode
 
@@ -43,6 +44,9 @@ CHAIN_MAX = 64
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
 ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
+# the links of a chain of rekeys, as read (check_notice `links`): (store URL, session key, announce key) of a slot
+# -> (key, announce key) its notice's box for this device gives
+Links = dict[tuple[str, bytes, bytes], tuple[bytes, bytes]]
 
 
 def fork_way(sid: str) -> str:
@@ -143,6 +147,7 @@ async def check_notice(
     timeout: float,
     behind: dict[bytes, int] | None = None,
     left_here: Callable[[dict], Awaitable[str]] | None = None,
+    links: Links | None = None,
 ) -> None:
     """Refuse (ImportError_) a notice its author's head does not claim, or one another member's log
     contradicts. `members`: the old generation's (from the slot the notice is in); `me`: this device's
@@ -159,7 +164,7 @@ async def check_notice(
             f"the rekey notice of session {sid} does not name a device of the session as its author "
             f"({unnamed_author(author)}); this device keeps its key. " + no_author_way(author, sid, "took it"),
         )
-    later, left_by, cut = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot)
+    later, left_by, cut = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot, links)
     keys = [new_key, *later, *keys]
     claimed, moved, contradicting = await _sightings(
         store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout
@@ -315,7 +320,7 @@ async def _sightings(
     claim it; `left_out`: a notice with no box for this device, said so."""
     h = notice_hash(notice)
     moved, contradicting = [], []
-    claimed = False
+    claimed = aged = False
     for m in members:
         pk, device = m["head_pk"], m["device_id"]
         if pk == me and device != author:
@@ -327,8 +332,19 @@ async def _sightings(
         mine = [c for c in claims if c["o"] == old_announce]
         if device == author:
             claimed = claimed or any(c["h"] == h and c["a"] == notice.get("a") for c in mine)
+            # its log keeps its last CLAIMS_KEPT claims, none of this slot: it rekeyed as many times since
+            aged = aged or (len(claims) >= CLAIMS_KEPT and not mine)
         elif mine:
             contradicting.append(member_name(m))
+    if not claimed and aged:
+        # (still refused: a notice its author claims no longer is no more checked than one it never claimed)
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"session {sid} was rekeyed more than {CLAIMS_KEPT} times by device {author} since this device last took"
+            f" its key: the log of {author} keeps the claims of its last {CLAIMS_KEPT} rekeys only, and no longer"
+            f" confirms the first of them, which this device cannot check; it keeps what it has. Ask a device that"
+            f" took the last rekey for a new share code of {sid}, and import it here (`sessiond import < code.txt`)",
+        )
     if not claimed and author not in moved:
         what, kept = ("leaves this device out and names", "its key and access") if left_out else ("names", "its key")
         raise ImportError_(
@@ -341,25 +357,44 @@ async def _sightings(
 
 
 async def _later_keys(
-    store: Store, sid: str, key: bytes, announce: bytes, me: bytes, head_key: SigningKey, read_slot: ReadSlot
+    store: Store,
+    sid: str,
+    key: bytes,
+    announce: bytes,
+    me: bytes,
+    head_key: SigningKey,
+    read_slot: ReadSlot,
+    links: Links | None = None,
 ) -> tuple[list[bytes], dict | None, bool]:
     """The keys of the rekeys after the notice's (the new generation's own notice, and so on), for this
     device: a member may have moved on to them while this device was away. And the notice of the rekey that
     left this device out, if the chain ends in one (None if not); and whether the chain goes on past the
-    CHAIN_MAX slots followed."""
+    CHAIN_MAX slots followed. `links`: the links read before (a device taking the notices of a chain one after
+    the other checks each by the same slots): each slot found there is not read again, and each slot read here
+    whose notice gives this device a key is added. Only a link is kept: the slot where the chain ends (no
+    notice, one leaving this device out, unreadable) is read every time, as a rekey since may have added to it.
+    A link's slot holds a notice already, which no rekey replaces; and each notice this device takes is read
+    from its slot and checked when it is taken."""
     out: list[bytes] = []
     seen = {announce}
     for _ in range(CHAIN_MAX):
-        try:
-            _rev, _members, notice = await read_slot(store, sid, key, announce)
-        except ImportError_:
-            break  # not announced yet, or unreadable: no later rekey is known
-        if notice is None:
-            break
-        secret = open_box(notice, me, head_key, sid)
-        if secret is None:
-            return out, notice, False
-        key, announce = bytes(secret["k"]), bytes(secret["a"])
+        link = (store.url, key, announce)
+        known = links.get(link) if links is not None else None
+        if known is not None:
+            key, announce = known
+        else:
+            try:
+                _rev, _members, notice = await read_slot(store, sid, key, announce)
+            except ImportError_:
+                break  # not announced yet, or unreadable: no later rekey is known
+            if notice is None:
+                break
+            secret = open_box(notice, me, head_key, sid)
+            if secret is None:
+                return out, notice, False
+            key, announce = bytes(secret["k"]), bytes(secret["a"])
+            if links is not None:
+                links[link] = (key, announce)
         if announce in seen:
             break  # a chain that loops back (only a writer's forgery can): it ends here
         seen.add(announce)

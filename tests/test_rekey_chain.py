@@ -12,6 +12,7 @@ import pytest
 from conftest import wait_for
 from sessiond.sync import rekeyproof
 from sessiond.sync.errors import ImportError_
+from sessiond.sync.manifest import CLAIMS_KEPT
 
 REKEYS = 12  # past the 8 of before, well inside rekeyproof.CHAIN_MAX
 
@@ -51,28 +52,46 @@ def test_a_device_away_through_many_rekeys_takes_them_all_and_converges(make_dae
     assert keys[0] == keys[1]  # one key: the last rekey's
 
 
-async def test_a_device_away_through_more_rekeys_than_it_follows_is_told_to_import_a_new_code(devices, monkeypatch):
-    """Past rekeyproof.CHAIN_MAX rekeys (3 here) the device cannot check the first notice: it says so and what to
-    do (was: "two devices claim to have rekeyed it", which sent the user after a second device that did not
-    exist), keeps what it has, and a new share code imported catches it up."""
-    monkeypatch.setattr(rekeyproof, "CHAIN_MAX", 3)
+async def _away_through(devices, rekeys: int) -> tuple[str, str]:
+    """B away while A rekeys the shared session `rekeys` times (a message after each), then B's pull refused:
+    (the session, what the refusal said). Checks B keeps what it had, and that a new share code imported catches
+    it up."""
     a, b = await devices.open()
     await a.start()
     sid = await devices.shared("rekeyed often", write=True)
-    for i in range(5):
+    for i in range(rekeys):
         await a.rekey(sid)
         await devices.dba.append_messages(sid, [{"role": "user", "content": f"after rekey {i}"}])
-    assert (await a.sync_now(sid, wait=True, timeout=20))["complete"]
+    assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
     before = [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)]
     with pytest.raises(ImportError_) as err:
         await b.pull(sid)
-    said = str(err.value)
-    assert err.value.kind == "rekey_unconfirmed" and "more than 3 times" in said and "share code" in said, said
-    assert "two devices" not in said
+    assert err.value.kind == "rekey_unconfirmed", str(err.value)
     assert [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)] == before
     code = (await a.share(sid, write=True, passphrase=None, expires_in=None))["code"]
     await b.import_code(code, None)
     await b.pull(sid)
     want = [m["content"] for m in await devices.dba.list_messages(sid, limit=100)]
     assert [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)] == want
-    assert "after rekey 4" in want
+    assert f"after rekey {rekeys - 1}" in want
+    return sid, str(err.value)
+
+
+async def test_a_device_away_through_more_rekeys_than_it_follows_is_told_to_import_a_new_code(devices, monkeypatch):
+    """Past rekeyproof.CHAIN_MAX rekeys (3 here) the device cannot check the first notice: it says so and what to
+    do (was: "two devices claim to have rekeyed it", which sent the user after a second device that did not
+    exist), keeps what it has, and a new share code imported catches it up."""
+    monkeypatch.setattr(rekeyproof, "CHAIN_MAX", 3)
+    _, said = await _away_through(devices, 5)
+    assert "more than 3 times" in said and "share code" in said, said
+    assert "two devices" not in said
+
+
+async def test_a_device_away_through_more_rekeys_than_its_author_claims_is_told_to_import_a_new_code(devices):
+    """An author's log keeps the claims of its last CLAIMS_KEPT rekeys only (sync/manifest.py): a device away
+    through more rekeys by one device cannot check the first notice, its claim gone from the author's log. Was: told
+    the notice was "forged by a writer" and to go on in a new session (`sessiond fork`), for a rekey every other
+    device took; now told what happened and to import a new share code, which catches it up."""
+    _, said = await _away_through(devices, CLAIMS_KEPT + 2)
+    assert f"more than {CLAIMS_KEPT} times" in said and "new share code" in said, said
+    assert "forged" not in said and "fork" not in said, said
