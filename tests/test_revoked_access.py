@@ -189,19 +189,19 @@ def test_a_dropped_device_whose_log_could_not_be_frozen_claims_none_of_its_write
 
 
 async def test_what_the_revocation_says_of_this_device_s_writes_by_what_the_notice_names(db):
-    """The revocation's words on what this device wrote past its log's frozen end (rekey.py `_left_here`), on
+    """The revocation's words on what this device wrote past its log's frozen end (rekeyconfirm.py `_left_here`), on
     a real database: the notice's `s` names how far the rekey carried this device's log over; a notice of
     sessiond before it names nothing, and what this device wrote is then said to be held here as a
     possibility, as by a notice naming other devices only; nothing written past it, nothing said."""
     import types
 
-    from sessiond.sync.rekey import Rekeyer
+    from sessiond.sync.rekeyconfirm import NoticeCheck
 
     me, other = b"\x01" * 33, b"\x02" * 33
     sid = (await db.create_session({"name": "s"}))["id"]
     ids = [(await db.append_messages(sid, [{"role": "user", "content": f"m{i}"}]))[0]["id"] for i in range(7)]
     seq = await db.last_seq(sid)
-    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+    left = NoticeCheck(types.SimpleNamespace(db=db), None)._left_here  # type: ignore[arg-type]
 
     assert await left(sid, {"s": [{"k": me, "s": seq}]}, me) == ""
     said = await left(sid, {"s": [{"k": other, "s": 0}, {"k": me, "s": seq - 2}]}, me)
@@ -221,12 +221,12 @@ async def test_a_notice_naming_a_seq_no_log_can_reach_is_said_as_not_knowing_how
     such an `s` is taken as none given; one past this device's log but within range names nothing."""
     import types
 
-    from sessiond.sync.rekey import Rekeyer
+    from sessiond.sync.rekeyconfirm import NoticeCheck
 
     me = b"\x01" * 33
     sid = (await db.create_session({"name": "s"}))["id"]
     await db.append_messages(sid, [{"role": "user", "content": "m"}])
-    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+    left = NoticeCheck(types.SimpleNamespace(db=db), None)._left_here  # type: ignore[arg-type]
     for huge in (1 << 63, (1 << 64) - 1):
         said = await left(sid, {"s": [{"k": me, "s": huge}]}, me)
         assert "does not say how far" in said and "held here only" in said, (huge, said)
@@ -240,13 +240,13 @@ async def test_the_revocation_counts_this_device_s_other_changes_past_its_log_s_
     said two of them. Each is counted as what it is now."""
     import types
 
-    from sessiond.sync.rekey import Rekeyer
+    from sessiond.sync.rekeyconfirm import NoticeCheck
 
     me = b"\x01" * 33
     sid = (await db.create_session({"name": "s"}))["id"]
     await db.append_messages(sid, [{"role": "user", "content": "carried over"}])
     seq = await db.last_seq(sid)
-    left = Rekeyer(types.SimpleNamespace(db=db), None, None)._left_here  # type: ignore[arg-type]
+    left = NoticeCheck(types.SimpleNamespace(db=db), None)._left_here  # type: ignore[arg-type]
     await db.append_messages(sid, [{"role": "user", "content": "late 1"}, {"role": "user", "content": "late 2"}])
     await db.create_chat(sid, {"id": "side", "name": "side"})
     assert await db.written_after(sid, seq) == ([f"{db.device_id}-{seq + 1}", f"{db.device_id}-{seq + 2}"], 2, 1)
