@@ -33,6 +33,7 @@ from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
 from .mirror import MirrorStore
+from .mirrorapart import Apart, watching
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
@@ -84,6 +85,7 @@ class Follower:
         # frozen logs (a rekey's dropped writers, pinned in the members slot) taken in by this process:
         # (session, head key, revision); each is read once, for what of it was not applied here yet
         self._frozen_taken: LRU[tuple[str, bytes, int], bool] = LRU(MEMBERS_KEPT)
+        self.apart = Apart()  # sessions whose slot the stores of a mirror were seen holding apart (mirrorapart.py)
 
     @staticmethod
     @contextlib.contextmanager
@@ -120,7 +122,7 @@ class Follower:
         blind = False
         # a store's change feed moves on as it answers: what it named is carried over if this round fails
         changed, self._carried = self._carried, set()
-        due, self._due = self._due, set()
+        due, self._due = self._due | self.apart.back(), set()
         try:
             await self._round(t, full, blind, changed, due)
         except BaseException:
@@ -268,15 +270,16 @@ class Follower:
             and (ago is None or ago >= full_pull_every())
         )
         try:
-            rev, members, notice, frozen = await self.members.read_slot(
-                store,
-                sid,
-                key,
-                announce_pk,
-                min_rev=remote["members_rev"],
-                cached=not audit,
-                unchanged=moved is not None and b"\xed" + announce_pk not in moved,
-            )
+            with watching() as apart:
+                rev, members, notice, frozen = await self.members.read_slot(
+                    store,
+                    sid,
+                    key,
+                    announce_pk,
+                    min_rev=remote["members_rev"],
+                    cached=not audit,
+                    unchanged=moved is not None and b"\xed" + announce_pk not in moved,
+                )
             if notice is not None:
                 async with self.generations.lock(sid):
                     await self.rekeyer.take(sid, notice, store, members)
@@ -290,13 +293,15 @@ class Follower:
             if exc.kind in LOST and not restored and await self._restore(sid, announce_pk):
                 return await self.pull(sid, restored=True)
             raise
-        if rev > remote["members_rev"]:
+        newer = rev > remote["members_rev"]
+        if newer:
             await db.set_remote(sid, members_rev=rev)
-            if isinstance(store, MirrorStore):
-                # a revision new here, which a device on only some of the mirror's stores may have written: carried to
-                # the others, which hold the one before (Members.restore), or a device on those writes its own slot at
-                # this revision there
-                await self._restore(sid, announce_pk)
+        # a revision new here, which a device on only some of the mirror's stores may have written: carried to the
+        # others, which hold the one before (Members.restore), or a device on those writes its own slot at this
+        # revision there. Or the mirror's stores seen holding the slot apart (one that was not caught up when this
+        # device read the revision came back with another copy of it): checked once, not left until its next one
+        if isinstance(store, MirrorStore) and (self.apart.check(sid, store, apart.get(b"\xed" + announce_pk)) or newer):
+            await self._restore(sid, announce_pk)
         await self._write_back(sid, remote, members, frozen)
         new = await self._take_frozen(sid, store, frozen, announce_pk, audit=audit or _ASKED.get()) if frozen else 0
         my_pk = keys.head_pk(sid)

@@ -36,6 +36,7 @@ from ..stores.bounded import bounded
 from ..stores.cid import digest
 from ..stores.errors import LyingServer, RateLimited, ReadOnlyStore, StoreTimeout, failure_kind, server_wait
 from ..stores.registry import RegistryEntry, RegistryError
+from .mirrorapart import note_apart
 from .mirrorcheck import note_head, note_object
 from .mirrordrain import FAILURES, Drain, Health
 from .mirrorurls import SEPARATOR, mirror_urls
@@ -469,6 +470,7 @@ class MirrorStore(Store):
             # the device the other lists alone finds itself unlisted, and writes itself back (sync/follower.py)
             best = max(entries, key=lambda e: (e.revision, e.data))
             note_head(best)
+            note_apart(self, pk, asked, results)  # (the stores holding different entries: a follower checks it)
             return best
         errors = [r for r in results if isinstance(r, BaseException)]
         if len(errors) == len(results):

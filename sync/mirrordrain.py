@@ -37,6 +37,7 @@ class Health:
     server_wait: float | None = None  # what the store asked for (Retry-After, s) when it last failed
     failure: str | None = None  # its last failure's kind, as a person reads it (stores.errors.failure_kind)
     read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
+    catch_ups: int = 0  # times it caught up (its outbox sent, or answering again): a follower waits for one
 
 
 class Drain:
@@ -92,6 +93,7 @@ class Drain:
                         await self.drain(st)
                     else:  # down, nothing waiting for it: is it back?
                         await bounded(st.has(bytes(32)), self.timeout)
+                        h.catch_ups += 1
                         self.ok(st)
                 except asyncio.CancelledError:
                     raise
@@ -120,6 +122,7 @@ class Drain:
                 if h.added != added:  # a write was queued while the outbox was read: read it again
                     continue
                 h.pending = 0
+                h.catch_ups += 1
                 self.ok(st)
                 log.info("mirror store caught up", extra={"store": st.url})
                 return

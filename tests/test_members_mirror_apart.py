@@ -75,12 +75,18 @@ def apart(make_daemon, folder: str, relay: str):
     and pushed: (a, b, the session's id, its code)."""
     a = make_daemon([folder, relay]).start()
     b = make_daemon(relay).start()
+    sid, code = shared_pushed(a)
+    return a, b, sid, code
+
+
+def shared_pushed(a, name: str = "apart") -> tuple[str, str]:
+    """A session of daemon `a`'s ("a1"), shared read-write and pushed: (its id, its code)."""
     ca = a.client()
-    sid = ca.create_session(name="apart")["id"]
+    sid = ca.create_session(name=name)["id"]
     ca.append(sid, "user", "a1")
     code = ca.share(sid, write=True)["code"]
     assert ca.sync(sid, wait=True, timeout=30)["complete"]
-    return a, b, sid, code
+    return sid, code
 
 
 def test_a_slot_another_device_wrote_to_the_relay_alone_is_not_lost_from_the_folder_store(
@@ -167,11 +173,7 @@ def test_one_revision_of_the_slot_written_apart_on_each_store_of_a_mirror_is_mer
         folder = "file://" + store_dir
         a = make_daemon([folder, relay.url]).start()
         b, c = make_daemon(relay.url).start(), make_daemon(folder).start()
-        ca = a.client()
-        sid = ca.create_session(name="apart")["id"]
-        ca.append(sid, "user", "a1")
-        code = ca.share(sid, write=True)["code"]
-        assert ca.sync(sid, wait=True, timeout=30)["complete"]
+        sid, code = shared_pushed(a)
         pk = slot_pk(a, sid)
         a.stop()
         joins(b, sid, code, "b1")
@@ -182,7 +184,6 @@ def test_one_revision_of_the_slot_written_apart_on_each_store_of_a_mirror_is_mer
         n = on_folder[0]
 
         a.start()
-        ca = a.client()
         wait_for(lambda: {"b1", "c1"} <= set(contents(a, sid)), timeout=30, what="a follows both b and c")
         merged = folder_slot(store_dir, pk)
         assert merged is not None and merged[0] == n + 1 and relay_slot(relay.url, pk) == merged

@@ -1,0 +1,119 @@
+"""A store of a mirror that comes back holding another copy of the members slot's revision the device read.
+
+Device A syncs through a mirror of two folder stores; B uses the second alone, C the first alone. While the
+second is away for A (a share not mounted: its folder gone, for A only), B and C each write the slot's next
+revision N to their one store. A, reading the first store alone, takes C's revision N: nothing to merge among
+the stores it could ask. The second store comes back holding B's revision N: A's pulls saw no new revision, so
+A never looked again (the two copies stayed apart until a `sessiond sync` on A or the slot's next revision),
+and a device on either store alone followed only the writers its copy listed. A merges them once the store is
+back: revision N + 1 on both stores, listing the three writers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from conftest import wait_for
+from sessiond.storage.database import Database
+from sessiond.stores import FileStore
+from sessiond.stores.cid import digest
+from sessiond.sync.engine import Syncer
+from sessiond.sync.mirror import MirrorStore
+from test_members_mirror_apart import LOST, contents, folder_slot, joins, shared_pushed, slot_pk, warnings, writers
+from test_members_mirror_race import write_slot
+
+
+def test_a_store_back_with_another_copy_of_the_slot_s_revision_is_merged_without_a_sync(make_daemon, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    link = tmp_path / "second-for-a"  # (A's path to the second store: removed, the store is away for A alone)
+    os.symlink(second, link)
+    a = make_daemon([f"file://{first}", f"file://{link}"]).start()
+    b, c = make_daemon(f"file://{second}").start(), make_daemon(f"file://{first}").start()
+    ca = a.client()
+    sid, code = shared_pushed(a)
+    pk = slot_pk(a, sid)
+    shared = folder_slot(str(first), pk)
+    assert shared is not None and folder_slot(str(second), pk) == shared
+
+    os.unlink(link)  # the second store away for A
+    joins(b, sid, code, "b1")
+    joins(c, sid, code, "c1")
+    on_first, on_second = folder_slot(str(first), pk), folder_slot(str(second), pk)
+    assert on_first is not None and on_second is not None
+    assert on_first[0] == on_second[0] == shared[0] + 1 and on_first[1] != on_second[1]  # (one revision, apart)
+    wait_for(lambda: "c1" in contents(a, sid), timeout=30, what="a follows c, on the first store")
+    assert ca.devices(sid)["members_rev"] == on_first[0]
+
+    os.symlink(second, link)  # back, holding B's copy of the revision A read from the first store
+    wait_for(
+        lambda: (
+            (folder_slot(str(first), pk) or (0,))[0] == on_first[0] + 1
+            and folder_slot(str(first), pk) == folder_slot(str(second), pk)
+        ),
+        timeout=60,
+        what="the two copies merged on both stores (no sync asked)",
+    )
+    wait_for(lambda: {"b1", "c1"} <= set(contents(a, sid)), timeout=30, what="a follows both b and c")
+    for d in (b, c):  # each reads the merged slot on its one store: the three writers
+        assert d.client().sync(sid, wait=True, timeout=30)["complete"]
+    names = writers(a, sid)
+    assert len(names) == 3 and writers(b, sid) == writers(c, sid) == names, names
+    assert not [w for w in warnings(a) if LOST in w], warnings(a)
+
+
+async def test_a_store_read_with_writes_waiting_for_it_is_checked_once_they_are_sent(tmp_path):
+    """A restarts with writes waiting in the second store's outbox (it was down), and the second store holds B's
+    copy of the slot's revision N, the first C's. A's first pull reads both through the mirror, but the restore
+    reads only the stores caught up (the second lacks A's writes until they are sent): nothing to merge then. Once
+    the outbox is sent, A's next poll checks the session again and merges them, with no `sessiond sync`."""
+    db = await Database.open(str(tmp_path / "a.sqlite"))
+    keys = str(tmp_path / "keys")
+    mirror = MirrorStore([FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))], db.outbox)
+    a = Syncer(db, mirror, keys, timeout=10, interval=3600.0, poll_interval=3600.0)
+    await mirror.started()
+    await a.start()
+    sid = (await db.create_session({"name": "apart"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "a1"}])
+    await a.share(sid, write=True, passphrase=None, expires_in=None)
+    n = (await db.remote(sid))["members_rev"]
+    me = {"head_pk": a.ctx.keys.head_pk(sid), "device_id": db.device_id}
+    b = {"head_pk": b"\xed" + b"b" * 32, "device_id": "device-b"}
+    c = {"head_pk": b"\xed" + b"c" * 32, "device_id": "device-c"}
+    first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
+    c_slot = await write_slot(first, a, sid, n + 1, [me, c])
+    b_slot = await write_slot(second, a, sid, n + 1, [me, b])
+    await a.stop()
+
+    sent = asyncio.Event()
+    real_put = second.put
+
+    async def held(data: bytes) -> bytes:  # (the outbox sent only once the test lets it)
+        await sent.wait()
+        return await real_put(data)
+
+    second.put = held  # type: ignore[method-assign]
+    await db.outbox.add_objects(second.url, [(digest(b"waiting"), b"waiting")])
+    mirror = MirrorStore([first, second], db.outbox)
+    a = Syncer(db, mirror, keys, timeout=10, interval=3600.0, poll_interval=3600.0)
+    try:
+        await mirror.started()
+        await a.start()
+        await a.follower.pull(sid)
+        assert (await db.remote(sid))["members_rev"] == n + 1
+        assert [await st.get_head(c_slot.pk) for st in (first, second)] == [c_slot, b_slot]  # (apart: not merged)
+
+        sent.set()
+        deadline = time.monotonic() + 20
+        while (held_now := [await st.get_head(c_slot.pk) for st in (first, second)])[0] in (c_slot, b_slot):
+            assert time.monotonic() < deadline, "the two copies were not merged once the outbox was sent"
+            await a.follower.poll()
+            await asyncio.sleep(0)  # (the drain's turn)
+        assert held_now[0] == held_now[1] and held_now[0] is not None and held_now[0].revision == n + 2, held_now
+        rev, listed, _notice = await a.members.read_members(second, sid, a.ctx.keys.session_key(sid), c_slot.pk[1:])
+        assert rev == n + 2 and {m["device_id"] for m in listed} == {db.device_id, "device-b", "device-c"}
+    finally:
+        await a.stop()
+        await db.close()
