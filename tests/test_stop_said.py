@@ -22,6 +22,14 @@ def _checks(p) -> int:
     return sum(1 for method, path, _ in p.requests if method == "GET" and path == "/s5/registry")
 
 
+def _accepted(sock: str) -> int:
+    """The connections the daemon listening at `sock` has accepted and holds open (Linux: /proc/net/unix, where
+    an accepted socket carries its listener's path; state 03, connected)."""
+    with open("/proc/net/unix") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for r in rows if len(r) >= 8 and r[7] == sock and r[5] == "03")
+
+
 def test_requests_waiting_for_a_hung_store_are_told_the_daemon_is_stopping(tmp_path):
     procs: list[subprocess.Popen] = []
     with threaded_portal() as served:
@@ -30,17 +38,24 @@ def test_requests_waiting_for_a_hung_store_are_told_the_daemon_is_stopping(tmp_p
         try:
             d.start()
             sid = served.push_waiting(d)
+            sock = os.path.join(d.home, "sessiond.sock")
             for argv in (["sync", sid, "--wait", "--timeout", "120"], ["rm", sid], ["share", sid], ["end", sid]):
-                seen = _checks(p)
+                seen, held = _checks(p), _accepted(sock)
                 procs.append(
                     popen_cli(
                         [*argv, "--home", d.home], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
                     )
                 )
-                # in the daemon, its request parked at the store: its sync's check of the store (a read of a
-                # head), not any request (the poll's, a retry's), which let the stop come before the last command
-                # was sent, 1 run in 6 under load ("the connection to the daemon broke" as the listener closed)
-                wait_for(lambda seen=seen: _checks(p) > seen, timeout=30)
+                # in the daemon, its request parked at the store before the next command (else the stop could come
+                # before the last command was sent, 1 run in 6 under load: "the connection to the daemon broke" as
+                # the listener closed): the first command's sync reads the store (a read of a head, not any request:
+                # the poll's, a retry's); the others' wait for that same read (one check of a session's members slot
+                # at a time: sync/bounded.py KeyedRuns), none of their own, so each is seen by its two connections
+                # the daemon accepted (its notices' event stream, then its request)
+                if argv[0] == "sync":
+                    wait_for(lambda seen=seen: _checks(p) > seen, timeout=30, what="the sync's check of the store")
+                else:
+                    wait_for(lambda held=held: _accepted(sock) >= held + 2, timeout=30, what=f"{argv[0]} at the daemon")
             with d.client() as c:  # (end's own mark: the session ended, its push waited for after)
                 wait_for(lambda: c.get_session(sid)["status"] == "ended", timeout=30)
             t0 = time.monotonic()
