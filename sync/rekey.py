@@ -35,7 +35,7 @@ from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
 from .rekeycarried import carried_entry, carried_past, left_here, write_carried
-from .rekeyfreeze import applied_past, freeze_dropped, pulled_past
+from .rekeyfreeze import applied_past, dropped_before, freeze_dropped, pulled_past
 from .rekeyproof import (
     check_exclusion,
     check_notice,
@@ -81,6 +81,7 @@ class Rekeyer:
             new_announce = bytes(announce_key(new_write).verify_key)
             # the last attempt's notice, refused as stale: one store of a mirror may have taken it all the same
             tried: tuple[dict, list[dict], list[dict]] | None = None
+            already: list[str] = []
             for _attempt in range(5):
                 rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
                 if notice is not None and tried is not None and same_notice(notice, tried[0]):
@@ -98,7 +99,9 @@ class Rekeyer:
                 # each writer by its device id, or by its head key's start when its id is not known (its log
                 # never read), as `sessiond devices` lists it: the name `--drop` takes
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
-                unknown = [d for d in drop if d not in others]
+                # no refusal for those a rekey dropped before (a drop asked again after a crash): named so
+                already = await dropped_before(ctx, self.members, store, sid, drop, others, frozen, self._claims)
+                unknown = [d for d in drop if d not in others and d not in already]
                 if unknown:
                     await self._withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
@@ -166,7 +169,9 @@ class Rekeyer:
         return {
             "session": sid,
             "kept": [member_name(m) for m in keep],
-            "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep],
+            # those dropped before too, so that a drop asked again answers as it did, and named as such
+            "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep] + already,
+            "already_dropped": already,
         }
 
     def _notice(self, sid: str, record: dict) -> dict:
