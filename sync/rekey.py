@@ -107,10 +107,11 @@ class Rekeyer:
                     ctx.keys.clear_rekey_pending(sid)
                     raise ImportError_(
                         "unknown_device",
-                        f"no writer device {', '.join(map(repr, unknown))} in session "
-                        f"{sid} to drop (its other writers: "
-                        f"{', '.join(sorted(others)) or 'none'})",
+                        f"no writer device {', '.join(map(repr, unknown))} in session {sid} to drop (its other "
+                        f"writers: {', '.join(sorted(others)) or 'none'})",
                     )
+                if already and tried is None and set(drop) <= set(already):  # all done before: done, as answered
+                    return {"session": sid, "kept": sorted(others), "dropped": already, "already_dropped": already}
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 fresh, seqs = await freeze_dropped(ctx, store, sid, dropped)

@@ -1,7 +1,7 @@
 """`sessiond rekey ID --drop C` cut by a kill -9 of the daemon mid-rekey and asked again (the natural thing after a
 crash): the drop is finished from its record (sync/rekey.py), and the retry answers as the drop's success does, C
-named in `dropped` and in `already_dropped`, not 422 `unknown_device` (found by tests/test_crash_drop_loop.py); a
-device that never was a writer of the session is still refused so."""
+named in `dropped` and in `already_dropped` (nothing rekeyed again), not 422 `unknown_device` (found by
+tests/test_crash_drop_loop.py); a device that never was a writer of the session is still refused so."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import cli_json, popen_cli, run_cli, wait_for
-from killing import shared_writers
+from killing import session_key, shared_writers
 from sessiond.client import ApiError
 
 
@@ -57,10 +57,16 @@ def test_a_drop_killed_mid_rekey_and_asked_again_answers_the_drop(make_daemon, s
 
     res = cli_json(a.home, "rekey", sid, "--drop", c_id)  # asked again: the drop, finished, is its answer
     assert res["dropped"] == [c_id] and res["already_dropped"] == [c_id] and res["kept"] == [b_id], res
+    key = session_key(a, sid)  # the drop's: asked again, nothing is rekeyed again
     out = run_cli(a.home, "rekey", sid, "--drop", c_id, check=True).stdout
     assert f"dropped already: {c_id}" in out, out
     res = a.client().rekey(sid, drop=[c_id])  # and through the API, again
     assert res["dropped"] == [c_id] and res["already_dropped"] == [c_id] and res["kept"] == [b_id], res
+    assert session_key(a, sid) == key
+    a.client().share(sid)  # a code issued since: unshare --device C, asked again, revokes none, as it rekeys nothing
+    res = a.client().unshare(sid, c_id)
+    assert res["dropped"] == res["already_dropped"] == [c_id] and res["codes_revoked"] == 0, res
+    assert session_key(a, sid) == key
 
     for drop in (["notadevice"], [c_id, "notadevice"]):  # never a writer: refused, nothing rekeyed
         with pytest.raises(ApiError) as e:
