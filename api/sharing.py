@@ -67,7 +67,8 @@ class RekeyRequest(TypedDict, total=False):
 class RekeyResult(TypedDict):
     session: str
     kept: list[str]
-    dropped: list[str]
+    dropped: list[str]  # the writer devices dropped: by this rekey, and those asked to drop that one before had
+    already_dropped: list[str]  # those of `dropped` an earlier rekey dropped (a drop asked again after a crash)
 
 
 @with_config(BODY)
@@ -129,6 +130,7 @@ class UnshareResult(TypedDict):
     session: str
     kept: list[str]
     dropped: list[str]
+    already_dropped: list[str]  # as RekeyResult's
     codes_revoked: int  # codes of this device that worked until now and no longer do
     cannot_take_back: list[str]  # what no rekey can undo, said plainly
 

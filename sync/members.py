@@ -191,15 +191,19 @@ class Members:
         await self.ctx.named(store, entry, written=False)
         return entry.revision, members, notice, frozen
 
-    async def read_apart(self, store: Store, sid: str, session_key: bytes, announce_pk: bytes) -> SlotRead:
+    async def read_apart(
+        self, store: Store, sid: str, session_key: bytes | Sequence[bytes], announce_pk: bytes
+    ) -> SlotRead:
         """A members slot of `sid` that is not the one its pulls read (the old slot a kept writer writes how far it
         carried to: rekeycarried.py), read from `store`, its object too, all it holds returned; nothing of it
         taken as the session's slot in this process's memory (_seen, _object_read, _unknown): that is the current
         slot's, which a pull, a push or a verify reads meanwhile, and would put off the current slot's audit
-        (object_read_ago) or lend its fields to the other slot's write."""
+        (object_read_ago) or lend its fields to the other slot's write. `session_key`: several, each tried (the first
+        that opens it), for a slot whose generation is not known here."""
         pk = b"\xed" + announce_pk
         entry = await checked_entry(store, sid, pk, 0, None, self.ctx.timeout)
-        got = await self._object(store, sid, session_key, pk, entry, False)
+        keys = [session_key] if isinstance(session_key, bytes) else list(session_key)
+        got = await self._object(store, sid, keys[0], pk, entry, False, keys)
         assert not isinstance(got, SlotRead)  # (not cached)
         entry, m = got
         members, notice, frozen = parse_members(m)
@@ -207,12 +211,20 @@ class Members:
         return SlotRead(entry.revision, members, notice, frozen, parse_carried(m), unknown_of(m))
 
     async def _object(
-        self, store: Store, sid: str, session_key: bytes, pk: bytes, entry: RegistryEntry, cached: bool
+        self,
+        store: Store,
+        sid: str,
+        session_key: bytes,
+        pk: bytes,
+        entry: RegistryEntry,
+        cached: bool,
+        keys: Sequence[bytes] = (),
     ) -> tuple[RegistryEntry, dict] | SlotRead:
         """The members object the slot's `entry` names, read from `store`, opened and checked: (the entry, read
         again if its object was gone, and the object decoded); with `cached`, what the slot said as last read or
         written here if it holds the same entry since (a SlotRead). An object gone is taken as the slot written
-        over meanwhile, its old object freed by its writer's gc: the entry is read again."""
+        over meanwhile, its old object freed by its writer's gc: the entry is read again. `keys`: opened under the
+        first of them that opens it (none: `session_key`)."""
         timeout = self.ctx.timeout
         for _ in range(READS_AGAIN):
             h, salt = entry.data[1:33], entry.data[33:]
@@ -235,7 +247,7 @@ class Members:
             raise ImportError_("busy", f"the members slot of session {sid} kept changing as it was read; will retry")
         try:
             check_object(h, ct)
-            m = dagcbor.decode(open_members(ct, [session_key], salt))
+            m = dagcbor.decode(open_members(ct, keys or [session_key], salt))
         except (StoreError, DecryptError, dagcbor.DagCborError) as exc:
             raise bad_slot("damaged", sid, f"the members list of session {sid} cannot be read: {exc}") from None
         if not isinstance(m, dict) or m.get("ty") != T_MEMBERS or m.get("s") != sid:

@@ -35,7 +35,7 @@ from .membersobject import SALT_LEN, member_device, member_entries, member_name,
 from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
-from .rekeyfreeze import applied_past, freeze_dropped, pulled_past
+from .rekeyfreeze import applied_past, dropped_before, freeze_dropped, pulled_past
 from .rekeyproof import (
     notice_hash,
     same_notice,
@@ -78,6 +78,7 @@ class Rekeyer:
             new_announce = bytes(announce_key(new_write).verify_key)
             # the last attempt's notice, refused as stale: one store of a mirror may have taken it all the same
             tried: tuple[dict, list[dict], list[dict]] | None = None
+            already: list[str] = []
             for _attempt in range(5):
                 rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
                 if notice is not None and tried is not None and same_notice(notice, tried[0]):
@@ -95,16 +96,19 @@ class Rekeyer:
                 # each writer by its device id, or by its head key's start when its id is not known (its log
                 # never read), as `sessiond devices` lists it: the name `--drop` takes
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
-                unknown = [d for d in drop if d not in others]
+                # no refusal for those a rekey dropped before (a drop asked again after a crash): named so
+                already = await dropped_before(ctx, self.members, store, sid, drop, others, frozen, self._claims)
+                unknown = [d for d in drop if d not in others and d not in already]
                 if unknown:
                     await self._withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
                     raise ImportError_(
                         "unknown_device",
-                        f"no writer device {', '.join(map(repr, unknown))} in session "
-                        f"{sid} to drop (its other writers: "
-                        f"{', '.join(sorted(others)) or 'none'})",
+                        f"no writer device {', '.join(map(repr, unknown))} in session {sid} to drop (its other "
+                        f"writers: {', '.join(sorted(others)) or 'none'})",
                     )
+                if already and tried is None and set(drop) <= set(already):  # all done before: done, as answered
+                    return {"session": sid, "kept": sorted(others), "dropped": already, "already_dropped": already}
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
                 fresh, seqs = await freeze_dropped(ctx, store, sid, dropped)
@@ -163,7 +167,9 @@ class Rekeyer:
         return {
             "session": sid,
             "kept": [member_name(m) for m in keep],
-            "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep],
+            # those dropped before too, so that a drop asked again answers as it did, and named as such
+            "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep] + already,
+            "already_dropped": already,
         }
 
     def _notice(self, sid: str, record: dict) -> dict:

@@ -5,13 +5,16 @@ notice, where it read those it applied past the notice's freeze (docs/FORMATS.md
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from ..stores import Store
 from .context import SyncContext
 from .errors import ImportError_, describe
 from .fetch import freeze_log
+from .frozen import merge_frozen
+from .members import Members
 from .membersobject import member_name
-from .rekeyproof import carried_seq
+from .rekeyproof import carried_seq, notice_hash
 
 log = logging.getLogger("sessiond.sync")
 
@@ -81,3 +84,44 @@ async def applied_past(
             continue
         out.append(f)
     return out
+
+
+async def dropped_before(
+    ctx: SyncContext,
+    members: Members,
+    store: Store,
+    sid: str,
+    drop: Sequence[str],
+    others: set[str],
+    frozen: list[dict],
+    claims: Callable[[str], Awaitable[list[dict]]],
+) -> list[str]:
+    """Of the devices a rekey was asked to `drop` that are no writer of the session (not in `others`), those a rekey
+    dropped before (a drop asked again after a kill cut its answer, finished from its record; or done long before):
+    a frozen log of theirs (`frozen`, the slot's, and those noted here), named by its device id or the start of its
+    head key as `--drop` takes it; or, for this device's own rekeys (its `claims`, the latest first, read only
+    while some are not found so: each names the old slot, which lists the generation its rekey ended, its notice
+    boxing those kept), a writer of that generation its notice has no box for. Never this device. A store that
+    fails fails it."""
+    names = [d for d in dict.fromkeys(drop) if d not in others]
+    if not names:
+        return []
+    me = ctx.keys.head_pk(sid)
+    frozen = merge_frozen(frozen, await members.known_frozen(sid))
+    gone = {n for f in frozen if bytes(f["k"]) != me for n in (str(f["d"]), bytes(f["k"]).hex()[:16])}
+    found = {n for n in names if n in gone}
+    keys = ctx.keys.session_keys(sid)
+    for claim in reversed(await claims(sid)):
+        if found >= set(names):
+            break
+        try:
+            slot = await members.read_apart(store, sid, keys, bytes(claim["o"]))
+        except ImportError_ as exc:
+            if exc.kind == "store":
+                raise
+            continue  # (unreadable: not known from it)
+        if slot.notice is None or notice_hash(slot.notice) != claim["h"]:
+            continue
+        boxed = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {me}
+        found |= {member_name(m) for m in slot.members if bytes(m["head_pk"]) not in boxed} & set(names)
+    return [n for n in names if n in found]

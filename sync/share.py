@@ -185,6 +185,8 @@ class Sharer:
             raise ImportError_("not_shared", f"session {sid} was never shared from this device: no access to end")
         active = sum(1 for s in await self.issued(sid) if s["status"] == "active")
         res = await self.rekeyer.rekey(sid, [device] if device else (), drop_all=device is None)
+        # (none when the device was dropped before, nothing rekeyed again: a retry after a crash)
+        active -= sum(1 for s in await self.issued(sid) if s["status"] == "active")
         notes = ([read_only_too(sid)] if device else []) + CANNOT_TAKE_BACK
         return {**res, "codes_revoked": active, "cannot_take_back": notes}
 

@@ -283,6 +283,8 @@ def cmd_rekey(args) -> int:
     ]
     if res["dropped"]:
         lines.insert(1, f"dropped: {', '.join(res['dropped'])}")
+    if res.get("already_dropped"):  # (an older daemon answers none)
+        lines.insert(2, f"dropped already: {', '.join(res['already_dropped'])} (by an earlier rekey: no writer since)")
     emit(args, res, "\n".join(lines))
     return 0
 
@@ -457,7 +459,12 @@ def cmd_unshare(args) -> int:
     who = f"device {args.device}" if args.device else "every other device"
     lines = [
         f"rekeyed {res['session']}: {who} can read nothing written from now on"
-        + (f" (dropped: {', '.join(res['dropped'])})" if res["dropped"] else ""),
+        + (f" (dropped: {', '.join(res['dropped'])})" if res["dropped"] else "")
+        + (
+            f"; dropped already by an earlier rekey: {', '.join(res['already_dropped'])}"
+            if res.get("already_dropped")
+            else ""
+        ),
         f"{res['codes_revoked']} code(s) issued here stop working"
         + (f"; {len(res['kept'])} writer device(s) keep access ({', '.join(res['kept'])})" if res["kept"] else ""),
         "What this cannot take back:",
