@@ -34,6 +34,7 @@ class Seen:
 
     held: frozenset[tuple[int, bytes]]
     settled: bool
+    stores: frozenset[str] = frozenset()  # the URLs of the stores that hold one
 
 
 _noted: contextvars.ContextVar[dict[bytes, Seen] | None] = contextvars.ContextVar("sessiond_mirror_apart", default=None)
@@ -63,7 +64,7 @@ def note_apart(mirror: Mirrored, pk: bytes, asked: Sequence[Store], results: Seq
     }
     if len(set(held.values())) > 1:
         caught = mirror.caught_up()
-        seen[pk] = Seen(frozenset(held.values()), all(st in caught for st in held))
+        seen[pk] = Seen(frozenset(held.values()), all(st in caught for st in held), frozenset(st.url for st in held))
 
 
 def catch_ups(mirror: Mirrored) -> int:
@@ -76,7 +77,8 @@ class Apart:
 
     def __init__(self) -> None:
         self._checked: LRU[tuple[str, frozenset[tuple[int, bytes]]], bool] = LRU(CHECKED_KEPT)
-        self._waiting: dict[str, tuple[Mirrored, int]] = {}  # session -> its mirror, and its catch_ups then
+        # session -> its mirror, its catch_ups then, and the stores seen holding the slot apart
+        self._waiting: dict[str, tuple[Mirrored, int, frozenset[str]]] = {}
 
     def check(self, sid: str, mirror: Mirrored, seen: Seen | None) -> bool:
         """Whether to run a restore check of `sid` now, its pull having read the slot through `mirror` and seen
@@ -86,7 +88,7 @@ class Apart:
         if seen is None:
             return False
         if not seen.settled:
-            self._waiting[sid] = (mirror, catch_ups(mirror))
+            self._waiting[sid] = (mirror, catch_ups(mirror), seen.stores)
             return False
         self._waiting.pop(sid, None)
         if (sid, seen.held) in self._checked:
@@ -95,9 +97,15 @@ class Apart:
         return True
 
     def back(self) -> set[str]:
-        """The sessions left waiting whose mirror had a store catch up since: to pull in full (their slot read
-        through the mirror again, and checked if the stores still disagree)."""
-        out = {sid for sid, (mirror, then) in self._waiting.items() if catch_ups(mirror) != then}
+        """The sessions left waiting whose mirror had a store catch up since, or whose stores seen apart are all caught
+        up now (one was behind only by a write under way, whose end counts no catch-up; or the catch-up came between
+        the read and its note here): to pull in full (their slot read through the mirror again, and checked if the
+        stores still disagree)."""
+        out = {
+            sid
+            for sid, (mirror, then, stores) in self._waiting.items()
+            if catch_ups(mirror) != then or stores <= {st.url for st in mirror.caught_up()}
+        }
         for sid in out:
             del self._waiting[sid]
         return out

@@ -68,11 +68,16 @@ def contents(d, sid: str) -> list[str]:
         return [m["content"] for m in c.messages(sid, limit=100_000)["messages"]]
 
 
-def clean(d) -> bool:
-    """`sync --wait`, `verify` and `doctor` of the daemon `d` all exit 0."""
-    if run_cli(d.home, "sync", "--wait").returncode != 0:
-        return False
-    return run_cli(d.home, "verify", "--json").returncode == 0 and run_cli(d.home, "doctor", "--json").returncode == 0
+def clean(d, said: dict | None = None) -> bool:
+    """`sync --wait`, `verify` and `doctor` of the daemon `d` all exit 0; `said`, if given, keeps the last output of
+    the first that did not (for the failure's message: which check, and what it found)."""
+    for argv in (["sync", "--wait"], ["verify", "--json"], ["doctor", "--json"]):
+        res = run_cli(d.home, *argv)
+        if res.returncode != 0:
+            if said is not None:
+                said[d.home] = f"{' '.join(argv)} exit {res.returncode}: {res.stdout[-1500:]} {res.stderr[-500:]}"
+            return False
+    return True
 
 
 def converge(devices: list, sid: str, acked, timeout: float = 40) -> list[str]:
@@ -96,8 +101,12 @@ def converge(devices: list, sid: str, acked, timeout: float = 40) -> list[str]:
         raise AssertionError(f"did not converge: {last}") from None
     log = contents(devices[0], sid)
     assert len(log) == len(set(log)), "a message twice"
+    said: dict = {}
     for d in devices:
-        wait_for(lambda d=d: clean(d), timeout=30, what="verify and doctor clean")
+        try:
+            wait_for(lambda d=d: clean(d, said), timeout=30, what="verify and doctor clean")
+        except AssertionError:
+            raise AssertionError(f"verify and doctor not clean within 30 s: {said.get(d.home)}") from None
     return log
 
 
