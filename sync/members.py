@@ -351,7 +351,10 @@ class Members:
                     )
                     if notice is not None:
                         # a rekey's notice: the session has moved on to another key and slot (the next pull
-                        # takes it). Written over, the notice would be lost to every device not past it yet
+                        # takes it). Written over, the notice would be lost to every device not past it yet.
+                        # The frozen logs asked for (a take's freezes past the notice's) are noted: this
+                        # device's write of the next generation's slot carries them on (else lost to it)
+                        await self.keep_frozen(sid, frozen, noted=noted if remote is not None else None)
                         return rev
             except ImportError_ as exc:
                 if exc.kind != "missing" and not (rewrite is not None and exc.kind in LOST):

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from conftest import run_cli, wait_for
+from conftest import cli_json, run_cli, wait_for
 from sessiond.client import ApiError, Client, ClientError
 
 
@@ -146,3 +146,59 @@ def appender(d, sid: str, name: str, acked: list, errors: list) -> Callable[[thr
         acked.append(f"{name}{i}")
 
     return lambda stop: calls(d.home, append, stop, errors, timeout=20)
+
+
+def writer_until_revoked(
+    d, sid: str, name: str, written: list, errors: list, revoked: threading.Event
+) -> Callable[[threading.Event], None]:
+    """A worker for killed_while, of a daemon `d` that is not killed: `name`1, `name`2, ... appended to `sid` (each
+    acknowledged one noted in `written`, a push asked every fourth) until the daemon refuses one as revoked (then
+    `revoked` set); another ApiError is noted in `errors` and ends it."""
+
+    def work(stop: threading.Event) -> None:
+        i = 0
+        with Client(d.home, timeout=20) as cl:
+            while not stop.is_set() and not revoked.is_set():
+                i += 1
+                try:
+                    cl.append(sid, "user", f"{name}{i}")
+                    written.append(f"{name}{i}")
+                    if i % 4 == 0:
+                        cl.sync(sid)
+                except ApiError as exc:
+                    if exc.code == "revoked":
+                        revoked.set()
+                    else:
+                        errors.append(exc)
+                        return
+
+    return work
+
+
+def three_writers(make_daemon, url: str) -> tuple:
+    """A, B and C started on the store at `url`, A's session "dropped" holding one message, "first", shared
+    read-write with B and C: (a, b, c, its id, C's device id)."""
+    a, b, c = (make_daemon(url).start() for _ in range(3))
+    sid = a.client().create_session(name="dropped")["id"]
+    a.client().append(sid, "user", "first")
+    for d in (b, c):
+        d.client().import_code(a.client().share(sid, write=True)["code"])
+    return a, b, c, sid, cli_json(c.home, "status")["device_id"]
+
+
+def dropped_writer_told(c, sid: str, written: list[str], log: list[str]) -> None:
+    """The dropped writer `c` learns it was revoked; of what it `written`, each in the kept devices' `log` once,
+    and what is not there held on `c` alone, which it says (`show`'s `held_here`)."""
+
+    def told() -> bool:
+        c.client().sync(sid, wait=True, timeout=10)
+        return c.client().get_session(sid)["access"] == "revoked"
+
+    wait_for(told, timeout=30, what="C told it was revoked")
+    held = c.client().get_session(sid).get("held_here")
+    lost = [m for m in written if m not in log]
+    assert all(log.count(m) == 1 for m in written if m in log)
+    if lost:  # what the drop did not carry over stays on C, and C says so
+        assert held is not None, lost
+        assert held["messages"] >= len(lost), (held, lost)
+    assert set(written) <= set(contents(c, sid))

@@ -9,21 +9,24 @@ from __future__ import annotations
 import os
 import threading
 
-from conftest import cli_json, wait_for
-from killing import calls, contents, converge, killed_while, session_key, waiting_for
+from conftest import wait_for
+from killing import (
+    calls,
+    converge,
+    dropped_writer_told,
+    killed_while,
+    session_key,
+    three_writers,
+    waiting_for,
+    writer_until_revoked,
+)
 from sessiond.client import ApiError, Client, ClientError
 
 KILLS = int(os.environ.get("CRASH_KILLS", 7))
 
 
 def test_a_drop_of_a_third_device_while_a_and_b_are_killed_at_random_moments_converges(make_daemon, store_dir):
-    url = f"file://{store_dir}"
-    a, b, c = (make_daemon(url).start() for _ in range(3))
-    sid = a.client().create_session(name="dropped")["id"]
-    a.client().append(sid, "user", "first")
-    for d in (b, c):
-        d.client().import_code(a.client().share(sid, write=True)["code"])
-    c_id = cli_json(c.home, "status")["device_id"]
+    a, b, c, sid, c_id = three_writers(make_daemon, f"file://{store_dir}")
     acked: list[str] = ["first"]
     by_c: list[str] = []
     errors: list[BaseException] = []
@@ -37,23 +40,6 @@ def test_a_drop_of_a_third_device_while_a_and_b_are_killed_at_random_moments_con
             acked.append(f"{name}{i}")
 
         return lambda stop: calls(d.home, append, stop, errors, timeout=20)
-
-    def c_writes(stop: threading.Event) -> None:  # C is not killed: its appends go on until it is refused
-        i = 0
-        with Client(c.home, timeout=20) as cl:
-            while not stop.is_set() and not revoked.is_set():
-                i += 1
-                try:
-                    cl.append(sid, "user", f"c{i}")
-                    by_c.append(f"c{i}")
-                    if i % 4 == 0:
-                        cl.sync(sid)
-                except ApiError as exc:
-                    if exc.code == "revoked":
-                        revoked.set()
-                    else:
-                        errors.append(exc)
-                        return
 
     def drop(stop: threading.Event) -> None:  # after C wrote some: A drops it, again after a kill until answered
         wait_for(lambda: len(by_c) >= 5 or stop.is_set(), timeout=20, what="C's first writes")
@@ -71,7 +57,7 @@ def test_a_drop_of_a_third_device_while_a_and_b_are_killed_at_random_moments_con
                 stop.wait(0.02)
 
     killed_while(
-        [appender("a", a), appender("b", b), c_writes, drop],
+        [appender("a", a), appender("b", b), writer_until_revoked(c, sid, "c", by_c, errors, revoked), drop],
         [a, b],
         KILLS,
         lo=0.2,
@@ -86,15 +72,4 @@ def test_a_drop_of_a_third_device_while_a_and_b_are_killed_at_random_moments_con
     log = converge([a, b], sid, acked)
     assert session_key(a, sid) == session_key(b, sid)
 
-    def told() -> bool:
-        c.client().sync(sid, wait=True, timeout=10)
-        return c.client().get_session(sid)["access"] == "revoked"
-
-    wait_for(told, timeout=30, what="C told it was revoked")
-    held = c.client().get_session(sid).get("held_here")
-    lost = [m for m in by_c if m not in log]
-    assert all(log.count(m) == 1 for m in by_c if m in log)
-    if lost:  # what the drop did not carry over stays on C, and C says so
-        assert held is not None, lost
-        assert held["messages"] >= len(lost), (held, lost)
-    assert set(by_c) <= set(contents(c, sid))
+    dropped_writer_told(c, sid, by_c, log)

@@ -132,6 +132,26 @@ def test_a_kept_writer_that_pulled_the_dropped_writer_while_the_rekey_froze_it_h
     _every_device_alike(make_daemon, store_dir, r, k, sid)
 
 
+def test_a_kept_writer_s_freeze_of_the_dropped_writer_reaches_the_slot_of_a_rekey_published_before_it_took_the_drop(
+    make_daemon, store_dir
+):
+    """K pulled what D wrote after R's rekey froze D's log (the notice not out yet); before K took that notice, R
+    rekeyed again, its new slot written from R's (no freeze of K's in it). K, taking the drop, froze D's log as
+    it read it, for the drop's new slot, which held R's next notice by then: written over, that notice would be
+    lost, so nothing was written, nor noted, and K went on to the next generation without its freeze. K kept
+    what D wrote past R's freeze, which R never got (seen in the crash loop: A and B apart by C's messages)."""
+    r, k, d, sid = _three_writers(make_daemon, store_dir)
+    write_config(k.home, poll_interval=3600, sync_interval=3600)  # K pulls only when asked (`sync`)
+    k.restart()
+    _rekey_held_while(r, d, sid, "rekey.notice_put", k)  # D frozen, the notice not published: K pulls D
+    r.stop()
+    del r.env["SESSIOND_TEST_PAUSE"]
+    r.start()
+    r.client().rekey(sid)  # before K took the drop
+    wait_for(lambda: k.client().sync(sid, wait=True, timeout=10) and not _waiting_for(r, sid), timeout=60)
+    _every_device_alike(make_daemon, store_dir, r, k, sid)
+
+
 def _store(d, url: str) -> dict:
     """Daemon `d`'s status of store `url` of its mirror."""
     return next(s for s in d.client().status()["stores"] if s["url"] == url)
