@@ -97,7 +97,9 @@ class Rekeyer:
                 # never read), as `sessiond devices` lists it: the name `--drop` takes
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
                 # no refusal for those a rekey dropped before (a drop asked again after a crash): named so
-                already = await dropped_before(ctx, self.members, store, sid, drop, others, frozen, self._claims)
+                already = await dropped_before(
+                    ctx, self.members, store, sid, drop, others, frozen, self._claims, members
+                )
                 unknown = [d for d in drop if d not in others and d not in already]
                 if unknown:
                     await self._withdraw(sid, old_announce)
@@ -105,7 +107,11 @@ class Rekeyer:
                     raise ImportError_(
                         "unknown_device",
                         f"no writer device {', '.join(map(repr, unknown))} in session {sid} to drop (its other "
-                        f"writers: {', '.join(sorted(others)) or 'none'})",
+                        f"writers: {', '.join(sorted(others)) or 'none'}), nor one a rekey dropped: nothing was "
+                        f"rekeyed. A device that is no writer (one that imported a read-only code, or holds a code "
+                        f"it has not imported) reads what the session's current key opens; any rekey shuts it out "
+                        f"of all written afterwards: `sessiond rekey {sid}` (no --drop), and share codes made "
+                        f"before it stop working",
                     )
                 if already and tried is None and set(drop) <= set(already):  # all done before: done, as answered
                     return {"session": sid, "kept": sorted(others), "dropped": already, "already_dropped": already}
