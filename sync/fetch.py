@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any, cast
 
 from ..storage.errors import Invalid
@@ -256,14 +256,37 @@ async def freeze_log(
     manifests' prev links from the current head (each link the revision before); None if the head is behind
     it, or it is not found within FREEZE_WALK manifests."""
     pk = bytes(member["head_pk"])
-    name = member.get("device_id") or pk.hex()[:16]
+    walk = walk_manifests(store, sid, keys, pk, member.get("device_id"), timeout=timeout, limit=FREEZE_WALK, rev=rev)
+    async with contextlib.aclosing(walk):
+        async for at, mhash, mkey, man in walk:
+            if rev is None or at == rev:
+                return {"d": man.device, "k": pk, "r": at, "h": mhash, "x": mkey}, man.last_seq
+    return None
+
+
+async def walk_manifests(
+    store: Store,
+    sid: str,
+    keys: list[bytes],
+    pk: bytes,
+    device: str | None,
+    *,
+    timeout: float,
+    limit: int,
+    rev: int | None = None,
+) -> AsyncGenerator[tuple[int, bytes, bytes, Manifest], None]:
+    """A member's manifests from its current head down their prev links (each the revision before), `limit` at
+    most, each as (revision, hash, its key, it checked); none if it has pushed nothing (or its head is behind
+    `rev`). Ends at a manifest with no prev link; raises ImportError_ as read_manifest does (a manifest gone from
+    the store: `damaged`), ManifestSealed for one that opens under none of `keys`."""
+    name = device or pk.hex()[:16]
     with _read_failures(store, sid, name):
         async with asyncio.timeout(timeout):
             head = await store.get_head(pk)
         if head is None or (rev is not None and head.revision < rev):
-            return None  # it has pushed nothing (or not that far)
+            return  # it has pushed nothing (or not that far)
         mhash, at = manifest_hash_of(head), head.revision
-        for _ in range(FREEZE_WALK):
+        for _ in range(limit):
             async with asyncio.timeout(timeout):
                 ct = check_object(mhash, await store.get(mhash))
             for key in keys:
@@ -277,12 +300,10 @@ async def freeze_log(
             else:
                 said = f"the log of device {name} of session {sid} is under a key this device does not hold"
                 raise ManifestSealed("sealed", said, at)
-            if rev is None or at == rev:
-                return {"d": man.device, "k": pk, "r": at, "h": mhash, "x": mkey}, man.last_seq
+            yield at, mhash, mkey, man
             if man.prev is None or not man.prev.startswith(CIDV1_RAW_BLAKE3):
-                return None
+                return
             mhash, at = man.prev[len(CIDV1_RAW_BLAKE3) :], at - 1
-    return None
 
 
 def frozen_lost(store: Store, sid: str, frozen: dict) -> ImportError_:

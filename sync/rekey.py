@@ -28,7 +28,7 @@ from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
 from .errors import ImportError_, crash_point, describe
-from .frozen import merge_frozen
+from .frozen import is_frozen, merge_frozen
 from .manifest import CLAIMS_KEPT
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
@@ -97,7 +97,9 @@ class Rekeyer:
                 # never read), as `sessiond devices` lists it: the name `--drop` takes
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
                 # no refusal for those a rekey dropped before (a drop asked again after a crash): named so
-                already = await dropped_before(ctx, self.members, store, sid, drop, others, frozen, self._claims)
+                already = await dropped_before(
+                    ctx, self.members, store, sid, drop, others, frozen, self._claims, members
+                )
                 unknown = [d for d in drop if d not in others and d not in already]
                 if unknown:
                     await self._withdraw(sid, old_announce)
@@ -105,7 +107,11 @@ class Rekeyer:
                     raise ImportError_(
                         "unknown_device",
                         f"no writer device {', '.join(map(repr, unknown))} in session {sid} to drop (its other "
-                        f"writers: {', '.join(sorted(others)) or 'none'})",
+                        f"writers: {', '.join(sorted(others)) or 'none'}), nor one a rekey dropped: nothing was "
+                        f"rekeyed. A device that is no writer (one that imported a read-only code, or holds a code "
+                        f"it has not imported) reads what the session's current key opens; any rekey shuts it out "
+                        f"of all written afterwards: `sessiond rekey {sid}` (no --drop), and share codes made "
+                        f"before it stop working",
                     )
                 if already and tried is None and set(drop) <= set(already):  # all done before: done, as answered
                     return {"session": sid, "kept": sorted(others), "dropped": already, "already_dropped": already}
@@ -137,11 +143,13 @@ class Rekeyer:
                     # no other device, which it says once it learns of the rekey
                     "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],
                 }
-                record["n"] = dagcbor.encode(self._notice(sid, record))  # boxes are random: made once, kept
+                logs = await self._frozen_on(sid, record)
+                # boxes are random: made once, kept. With what the new slot will hold and the old one does not
+                record["n"] = dagcbor.encode(self._notice(sid, record, [f for f in logs if f not in frozen]))
                 try:  # a notice or a new slot past the cap, refused only once recorded and claimed (the notice
                     # out, for the slot), was resumed for good
                     self._sealed_notice(sid, old_key, members, record)
-                    await self._new_slot_fits(sid, record)
+                    self._new_slot_fits(sid, record, logs)
                 except ImportError_:
                     await self._withdraw(sid, old_announce)  # (an attempt before, refused as stale, claimed)
                     ctx.keys.clear_rekey_pending(sid)
@@ -172,16 +180,24 @@ class Rekeyer:
             "already_dropped": already,
         }
 
-    def _notice(self, sid: str, record: dict) -> dict:
+    def _notice(self, sid: str, record: dict, frozen: Sequence[dict]) -> dict:
         """The notice of this device's rekey (docs/FORMATS.md §6): a box for each kept writer and one for
         this device too (so that even without its record it can take its own rekey, as the others do),
-        and this device's id as its author, which its own head's claim confirms."""
+        and this device's id as its author, which its own head's claim confirms. With `frozen`, the frozen
+        logs the new slot will hold (_frozen_on) that the old slot does not (this rekey's freezes, and those noted
+        here that the slot lacks), claimed with it: a device taking the notice writes them into the new slot
+        itself, should this device never write it (killed after its notice, then dropped by a later rekey, or
+        lost: they were else in its rekey record only, and lost for good). Those of the old slot the devices
+        taking the notice noted as they read it; the notice does not carry them again (its size: the old slot
+        may be near the cap with them)."""
         secret = dagcbor.encode({"a": record["a"], "k": record["k"], "w": record["w"]})
         pks = [m["k"] for m in record["m"]] + [self.ctx.keys.head_pk(sid)]
         boxes = [{"k": pk, "x": SealedBox(VerifyKey(pk[1:]).to_curve25519_public_key()).encrypt(secret)} for pk in pks]
         notice = {"a": record["a"], "b": boxes, "d": self.ctx.db.device_id, "t": int(wall())}
         if "s" in record:  # (a record an earlier sessiond wrote, resumed, has none)
             notice["s"] = record["s"]
+        if frozen:  # (absent when empty, as a members object's)
+            notice["f"] = list(frozen)
         return notice
 
     async def _claim(self, sid: str, record: dict) -> None:
@@ -238,6 +254,12 @@ class Rekeyer:
             crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
             await self.ctx.named(store, entry)
 
+    async def _frozen_on(self, sid: str, record: dict) -> list[dict]:
+        """The frozen logs of the new generation: those this rekey froze or carries on ("f"), and every one this
+        device noted (Members.keep_frozen; the slot it read may lack some, which its write of the new slot merges
+        in)."""
+        return merge_frozen(record.get("f", []), await self.members.known_frozen(sid))
+
     @staticmethod
     def _sealed_notice(
         sid: str, old_key: bytes, members: list[dict], record: dict, carried: Sequence[dict] = ()
@@ -248,13 +270,13 @@ class Rekeyer:
         salt = os.urandom(SALT_LEN)
         return salt, seal_members(sid, plain, members_key(old_key, salt), len(members), kept=len(record["m"]))
 
-    async def _new_slot_fits(self, sid: str, record: dict) -> None:
+    def _new_slot_fits(self, sid: str, record: dict, logs: Sequence[dict]) -> None:
         """Refused (members_full) if the new members slot this rekey writes once it switches would be past the cap:
-        this device and the writers kept, with the frozen logs (those of the writers it drops that wrote, ~130
-        bytes each in place of an entry, and every one frozen before: Members.ensure_member merges them in)."""
+        this device and the writers kept, with the frozen logs `logs` (_frozen_on: those of the writers it drops
+        that wrote, ~130 bytes each in place of an entry, and every one frozen before: Members.ensure_member merges
+        them in)."""
         me = {"head_pk": self.ctx.keys.head_pk(sid), "device_id": self.ctx.db.device_id}
         kept = [{"head_pk": m["k"], "device_id": member_device(m.get("d"))} for m in record["m"]]
-        logs = merge_frozen(record.get("f", []), await self.members.known_frozen(sid))
         plain = dagcbor.encode(members_object(sid, [me, *kept], logs))
         seal_members(sid, plain, members_key(record["k"], bytes(SALT_LEN)), len(kept) + 1, frozen=len(logs))
 
@@ -300,7 +322,7 @@ class Rekeyer:
             rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
             if "n" not in record:  # a record from before notices named their author: made here, once
                 record["o"] = old_announce
-                record["n"] = dagcbor.encode(self._notice(sid, record))
+                record["n"] = dagcbor.encode(self._notice(sid, record, ()))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             if notice is not None and not same_notice(notice, record):
                 await self._withdraw(sid, old_announce)
@@ -312,7 +334,7 @@ class Rekeyer:
                 try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                     # given up, as it would be refused at every resume
                     self._sealed_notice(sid, old_key, members, record)
-                    await self._new_slot_fits(sid, record)
+                    self._new_slot_fits(sid, record, await self._frozen_on(sid, record))
                 except ImportError_:
                     await self._withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
@@ -409,8 +431,12 @@ class Rekeyer:
         }
         dropped = [m for m in members if bytes(m["head_pk"]) not in boxed and m["head_pk"] != my_pk]
         applied = await applied_past(self.ctx, sid, store, notice, dropped)
+        # the frozen logs the notice names (its author claims them with it: _notice), for the new slot this device
+        # writes as it switches: its author may never write it (a notice of sessiond before it names none)
+        named = [f for f in notice.get("f", []) if is_frozen(f)] if isinstance(notice.get("f"), list) else []
+        if named or applied:
+            record["f"] = merge_frozen(named, [f for f, _ in applied])
         if applied:
-            record["f"] = [f for f, _ in applied]
             old_key, old_write = keys.session_key(sid), keys.write_secret(sid)
             if old_key is not None and old_write is not None:
                 # how far, signed, for the old slot once the new one holds these freezes (_finish): what the

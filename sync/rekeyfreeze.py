@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from ..stores import Store
 from .context import SyncContext
 from .errors import ImportError_, describe
-from .fetch import freeze_log
+from .fetch import ManifestSealed, freeze_log, read_manifest
 from .frozen import merge_frozen
 from .members import Members
 from .membersobject import member_name
@@ -95,14 +95,16 @@ async def dropped_before(
     others: set[str],
     frozen: list[dict],
     claims: Callable[[str], Awaitable[list[dict]]],
+    writers: Sequence[dict] = (),
 ) -> list[str]:
     """Of the devices a rekey was asked to `drop` that are no writer of the session (not in `others`), those a rekey
     dropped before (a drop asked again after a kill cut its answer, finished from its record; or done long before):
     a frozen log of theirs (`frozen`, the slot's, and those noted here), named by its device id or the start of its
-    head key as `--drop` takes it; or, for this device's own rekeys (its `claims`, the latest first, read only
-    while some are not found so: each names the old slot, which lists the generation its rekey ended, its notice
-    boxing those kept), a writer of that generation its notice has no box for. Never this device. A store that
-    fails fails it."""
+    head key as `--drop` takes it; or, read only while some are not found so, a writer its notice has no box for of
+    the generation a rekey ended: this device's own rekeys (its `claims`, the latest first), then those of the
+    slot's other `writers` (the claims of each one's current manifest: a rekey this device took, which dropped a
+    writer that never pushed, of which no frozen log tells). Each claim names the old slot, which lists the
+    generation its rekey ended, its notice boxing those kept. Never this device. A store that fails fails it."""
     names = [d for d in dict.fromkeys(drop) if d not in others]
     if not names:
         return []
@@ -111,17 +113,42 @@ async def dropped_before(
     gone = {n for f in frozen if bytes(f["k"]) != me for n in (str(f["d"]), bytes(f["k"]).hex()[:16])}
     found = {n for n in names if n in gone}
     keys = ctx.keys.session_keys(sid)
-    for claim in reversed(await claims(sid)):
+    authors = [(me, await claims(sid))] + [(bytes(w["head_pk"]), None) for w in writers if w["head_pk"] != me]
+    read: set[bytes] = set()  # (old slots read: one rekey's, claimed by its author and by no other)
+    for author, claimed in authors:
         if found >= set(names):
             break
-        try:
-            slot = await members.read_apart(store, sid, keys, bytes(claim["o"]))
-        except ImportError_ as exc:
-            if exc.kind == "store":
-                raise
-            continue  # (unreadable: not known from it)
-        if slot.notice is None or notice_hash(slot.notice) != claim["h"]:
-            continue
-        boxed = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {me}
-        found |= {member_name(m) for m in slot.members if bytes(m["head_pk"]) not in boxed} & set(names)
+        if claimed is None:
+            claimed = await _claims_of(ctx, store, sid, keys, author)
+        for claim in reversed(claimed):
+            if found >= set(names):
+                break
+            if bytes(claim["o"]) in read:
+                continue
+            read.add(bytes(claim["o"]))
+            try:
+                slot = await members.read_apart(store, sid, keys, bytes(claim["o"]))
+            except ImportError_ as exc:
+                if exc.kind == "store":
+                    raise
+                continue  # (unreadable: not known from it)
+            if slot.notice is None or notice_hash(slot.notice) != claim["h"]:
+                continue
+            boxed = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {me, author}
+            found |= {member_name(m) for m in slot.members if bytes(m["head_pk"]) not in boxed} & set(names)
     return [n for n in names if n in found]
+
+
+async def _claims_of(ctx: SyncContext, store: Store, sid: str, keys: list[bytes], pk: bytes) -> list[dict]:
+    """The rekey claims of writer `pk`'s current manifest; none if it has no head, or none this device can read (a
+    manifest no key here opens, or damaged: said in the log). A store that fails fails it."""
+    try:
+        man = await read_manifest(store, sid, keys, pk, None, min_rev=0, timeout=ctx.timeout)
+    except ManifestSealed:
+        return []
+    except ImportError_ as exc:
+        if exc.kind == "store":
+            raise
+        log.warning("a writer's rekey claims could not be read", extra={"session": sid, "error": describe(exc)})
+        return []
+    return [] if man is None else man.claims

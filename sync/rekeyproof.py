@@ -24,6 +24,7 @@ nothing here writes anything.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from blake3 import blake3
@@ -33,7 +34,7 @@ from nacl.signing import SigningKey
 from ..stores import Store
 from . import dagcbor
 from .errors import ImportError_
-from .fetch import ManifestSealed, read_manifest
+from .fetch import ManifestSealed, read_manifest, walk_manifests
 from .manifest import CLAIMS_KEPT
 from .membersobject import SEQ_MAX, member_name
 from .sharecode import ShareCode
@@ -41,6 +42,8 @@ from .sharecode import ShareCode
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to: a device
 # away through more than these (each a user's rekey) is told to import a new share code (check_notice)
 CHAIN_MAX = 64
+# an author's older manifests read for a claim of a notice its current one no longer keeps (_claimed_before), at most
+CLAIMS_WALK = 1000
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
 ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
@@ -337,13 +340,18 @@ async def _sightings(
         elif mine:
             contradicting.append(member_name(m))
     if not claimed and aged:
+        # the author's older manifests, down its head's prev links, while its gc has not freed them
+        by = next(m for m in members if m["device_id"] == author)
+        claimed = await _claimed_before(store, sid, by["head_pk"], author, keys, notice, old_announce, timeout)
+    if not claimed and aged:
         # (still refused: a notice its author claims no longer is no more checked than one it never claimed)
         raise ImportError_(
             "rekey_unconfirmed",
             f"session {sid} was rekeyed more than {CLAIMS_KEPT} times by device {author} since this device last took"
-            f" its key: the log of {author} keeps the claims of its last {CLAIMS_KEPT} rekeys only, and no longer"
-            f" confirms the first of them, which this device cannot check; it keeps what it has. Ask a device that"
-            f" took the last rekey for a new share code of {sid}, and import it here (`sessiond import < code.txt`)",
+            f" its key: the log of {author} keeps the claims of its last {CLAIMS_KEPT} rekeys only, and none of its"
+            f" older manifests still in the store claims the first of them (its gc frees them a day after its head"
+            f" left them, by default), so this device cannot check it; it keeps what it has. Ask a device that took"
+            f" the last rekey for a new share code of {sid}, and import it here (`sessiond import < code.txt`)",
         )
     if not claimed and author not in moved:
         what, kept = ("leaves this device out and names", "its key and access") if left_out else ("names", "its key")
@@ -402,6 +410,34 @@ async def _later_keys(
     else:
         return out, None, True
     return out, None, False
+
+
+async def _claimed_before(
+    store: Store,
+    sid: str,
+    pk: bytes,
+    device: str,
+    keys: list[bytes],
+    notice: dict,
+    old_announce: bytes,
+    timeout: float,
+) -> bool:
+    """Whether an older manifest of the author's log claims `notice` (`o`, `a` and `h`): its current one keeps the
+    claims of its last CLAIMS_KEPT rekeys only, and each manifest links the one before (its `prev`, docs/FORMATS.md
+    §4), which the hash chain from its signed head vouches for, until the author's gc frees it (after its grace, 24 h
+    by default). CLAIMS_WALK manifests at most; ends at the first one gone, damaged or sealed under none of `keys`.
+    A store that fails fails it."""
+    h = notice_hash(notice)
+    walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK)
+    try:
+        async with contextlib.aclosing(walk):
+            async for _at, _h, _k, man in walk:
+                if any(c["o"] == old_announce and c["h"] == h and c["a"] == notice.get("a") for c in man.claims):
+                    return True
+    except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
+        if exc.kind == "store":
+            raise
+    return False
 
 
 async def _claims(

@@ -52,10 +52,10 @@ def test_a_device_away_through_many_rekeys_takes_them_all_and_converges(make_dae
     assert keys[0] == keys[1]  # one key: the last rekey's
 
 
-async def _away_through(devices, rekeys: int) -> tuple[str, str]:
+async def _away_through(devices, rekeys: int, *, gc: bool = False) -> tuple[str, str]:
     """B away while A rekeys the shared session `rekeys` times (a message after each), then B's pull refused:
     (the session, what the refusal said). Checks B keeps what it had, and that a new share code imported catches
-    it up."""
+    it up. `gc`: A's gc frees what its log let go (its older manifests) before B comes back."""
     a, b = await devices.open()
     await a.start()
     sid = await devices.shared("rekeyed often", write=True)
@@ -63,6 +63,8 @@ async def _away_through(devices, rekeys: int) -> tuple[str, str]:
         await a.rekey(sid)
         await devices.dba.append_messages(sid, [{"role": "user", "content": f"after rekey {i}"}])
     assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
+    if gc:
+        assert (await a.gc(grace=0, dry_run=False))["objects"] > 0
     before = [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)]
     with pytest.raises(ImportError_) as err:
         await b.pull(sid)
@@ -87,11 +89,30 @@ async def test_a_device_away_through_more_rekeys_than_it_follows_is_told_to_impo
     assert "two devices" not in said
 
 
+async def test_a_device_away_through_more_rekeys_than_its_author_claims_takes_them_while_its_manifests_last(devices):
+    """An author's log keeps the claims of its last CLAIMS_KEPT rekeys only (sync/manifest.py); its older manifests,
+    which claimed the first ones, stay in the store until its gc frees them (a day after, by default). A device away
+    through more rekeys than that by one device, back before the gc, reads the first notice's claim there and takes
+    every rekey (was: told to import a new share code)."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("rekeyed often", write=True)
+    for i in range(CLAIMS_KEPT + 2):
+        await a.rekey(sid)
+        await devices.dba.append_messages(sid, [{"role": "user", "content": f"after rekey {i}"}])
+    assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
+    await b.pull(sid)
+    want = [m["content"] for m in await devices.dba.list_messages(sid, limit=100)]
+    assert [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)] == want
+    assert f"after rekey {CLAIMS_KEPT + 1}" in want
+    assert b.ctx.keys.session_key(sid) == a.ctx.keys.session_key(sid)
+
+
 async def test_a_device_away_through_more_rekeys_than_its_author_claims_is_told_to_import_a_new_code(devices):
     """An author's log keeps the claims of its last CLAIMS_KEPT rekeys only (sync/manifest.py): a device away
-    through more rekeys by one device cannot check the first notice, its claim gone from the author's log. Was: told
+    through more rekeys by one device, its older manifests freed by its gc, cannot check the first notice. Was: told
     the notice was "forged by a writer" and to go on in a new session (`sessiond fork`), for a rekey every other
     device took; now told what happened and to import a new share code, which catches it up."""
-    _, said = await _away_through(devices, CLAIMS_KEPT + 2)
+    _, said = await _away_through(devices, CLAIMS_KEPT + 2, gc=True)
     assert f"more than {CLAIMS_KEPT} times" in said and "new share code" in said, said
     assert "forged" not in said and "fork" not in said, said

@@ -107,7 +107,7 @@ def _frozen(i: int) -> dict:
 
 async def test_a_rekey_whose_new_slot_would_pass_the_cap_is_refused_before_anything_is_written(devices):
     """A rekey's new members slot carries a frozen log (~130 bytes) of each writer it drops that wrote, in place
-    of its entry (~50 bytes), and every log frozen before; its notice carries neither. With the old slot near
+    of its entry (~50 bytes), and every log frozen before; its notice carries only the former. With the old slot near
     the cap, a rekey dropping writers that wrote passed the check of its notice, and was refused (members_full)
     only writing the new slot: its notice out, the switch cut short, resumed and refused at every pull for
     good. What the new slot will hold is measured with the notice, before anything is written."""

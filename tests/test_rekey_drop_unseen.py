@@ -1,0 +1,48 @@
+"""`rekey --drop C` on a device that took another device's rekey which dropped C, a writer that never pushed.
+
+C joined the members slot (a read-write code imported) and wrote nothing; B's rekey dropped it, so no frozen log
+names it, and A, taking B's rekey, had no trace of it left: A's `rekey --drop C` was refused as `unknown_device`,
+which told a user who had seen C among the writers nothing true (C was shut out already: it reads nothing written
+since B's rekey). It answers as the drop does, C dropped already, nothing rekeyed again. A device that never was a
+writer is refused still, the answer saying what such a device can read and what shuts it out."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import cli_json, wait_for
+from killing import session_key, shared_writers
+from sessiond.client import ApiError
+
+
+def test_a_drop_of_a_writer_another_device_dropped_before_it_wrote_answers_dropped_already(make_daemon, store_dir):
+    url = f"file://{store_dir}"
+    a, b, sid = shared_writers(make_daemon, url, "unseen")
+    c = make_daemon(url).start()
+    c.client().import_code(a.client().share(sid, write=True)["code"])  # a writer that never writes
+    c_id = cli_json(c.home, "status")["device_id"]
+
+    def lists_c(d) -> bool:
+        d.client().sync(sid, wait=True, timeout=10)
+        return any(dv["device"] == c_id and dv["writer"] for dv in d.client().devices(sid)["devices"])
+
+    for d in (a, b):
+        wait_for(lambda d=d: lists_c(d), timeout=30, what="C listed as a writer")
+    old = session_key(a, sid)
+    b.client().rekey(sid, drop=[c_id])
+
+    def a_took() -> bool:
+        a.client().sync(sid, wait=True, timeout=10)
+        return session_key(a, sid) != old
+
+    wait_for(a_took, timeout=30, what="A takes B's rekey")
+    key = session_key(a, sid)
+    res = a.client().rekey(sid, drop=[c_id])  # seen as a writer here before: dropped already, by B's rekey
+    assert res["dropped"] == res["already_dropped"] == [c_id], res
+    assert session_key(a, sid) == key  # nothing rekeyed again
+
+    with pytest.raises(ApiError) as e:  # never a writer: refused, saying what such a device reads
+        a.client().rekey(sid, drop=["notadevice"])
+    assert e.value.status == 422 and e.value.code == "unknown_device", e.value
+    assert "notadevice" in str(e.value) and f"sessiond rekey {sid}" in str(e.value), e.value
+    assert session_key(a, sid) == key
