@@ -120,6 +120,27 @@ def session_key(d, sid: str) -> bytes:
         return f.read()
 
 
+# rekeys one device answers in a loop (rekeying): under the 16 claims its log keeps (sync/manifest.py CLAIMS_KEPT), past
+# which a device that has not pulled through that many rekeys by it is told to import a new share code, keeping what it
+# has (a product limit: tests/test_rekey_chain.py). Unbounded, a loaded machine let the other device, killed or slowed
+# (by its own gc loop too), fall that far behind: it ended lacking the rekeying device's later messages for good
+REKEYS = 12
+
+
+def rekeying(sid: str, rekeyed: list[int], most: int = REKEYS) -> Callable[[Client, int], None]:
+    """A `work` for `calls`: `sid` rekeyed, each answered noted in `rekeyed`, `most` times at most (then the loop
+    goes on idle while the others append, collect and kill)."""
+
+    def rekey(c: Client, i: int) -> None:
+        if len(rekeyed) >= most:
+            time.sleep(0.05)  # (enough rekeys: a pause, not a wait for anything)
+            return
+        c.rekey(sid)
+        rekeyed.append(i)
+
+    return rekey
+
+
 def waiting_for(done: Callable[[], bool], what: str, at: int) -> Callable[[int, random.Random], None]:
     """A `between` for killed_while: before kill `at`, wait (30 s at most) until `done()`, so that the kills
     after it come once the work it names was answered at least once, however slow the machine."""
