@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -82,15 +83,18 @@ def clean(d, said: dict | None = None) -> bool:
 
 def converge(devices: list, sid: str, acked, timeout: float = 40) -> list[str]:
     """Sync `devices` until each holds `sid`'s same messages in the same order, `acked` among them once: that
-    log."""
+    log. Failing, it names what was missing or apart, and each device's last pull error (by its place: a, b, ...)."""
     last: dict = {}
 
     def converged() -> bool:
-        logs = []
+        logs, said = [], []
         for d in devices:
             with Client(d.home) as c:
                 c.sync(sid, wait=True, timeout=10)
+                said.append(c.get_session(sid)["sync"].get("pull_error"))
             logs.append(contents(d, sid))
+        # (why a device stays apart is often what its last pull said: a rekey's limit, a log damaged)
+        last["pull_errors"] = {n: e for n, e in zip("abcdefgh", said) if e}
         last["missing"] = sorted(set(acked) - set(logs[0]))[:10]
         last["apart"] = [sorted(set(logs[0]) ^ set(other))[:10] for other in logs[1:]]
         return all(other == logs[0] for other in logs[1:]) and set(acked) <= set(logs[0])
@@ -114,6 +118,27 @@ def session_key(d, sid: str) -> bytes:
     """The key of `sid` the daemon `d` holds (its key file)."""
     with open(os.path.join(d.home, "keys", "sessions", f"{sid}.key"), "rb") as f:
         return f.read()
+
+
+# rekeys one device answers in a loop (rekeying): under the 16 claims its log keeps (sync/manifest.py CLAIMS_KEPT), past
+# which a device that has not pulled through that many rekeys by it is told to import a new share code, keeping what it
+# has (a product limit: tests/test_rekey_chain.py). Unbounded, a loaded machine let the other device, killed or slowed
+# (by its own gc loop too), fall that far behind: it ended lacking the rekeying device's later messages for good
+REKEYS = 12
+
+
+def rekeying(sid: str, rekeyed: list[int], most: int = REKEYS) -> Callable[[Client, int], None]:
+    """A `work` for `calls`: `sid` rekeyed, each answered noted in `rekeyed`, `most` times at most (then the loop
+    goes on idle while the others append, collect and kill)."""
+
+    def rekey(c: Client, i: int) -> None:
+        if len(rekeyed) >= most:
+            time.sleep(0.05)  # (enough rekeys: a pause, not a wait for anything)
+            return
+        c.rekey(sid)
+        rekeyed.append(i)
+
+    return rekey
 
 
 def waiting_for(done: Callable[[], bool], what: str, at: int) -> Callable[[int, random.Random], None]:
@@ -202,3 +227,15 @@ def dropped_writer_told(c, sid: str, written: list[str], log: list[str]) -> None
         assert held is not None, lost
         assert held["messages"] >= len(lost), (held, lost)
     assert set(written) <= set(contents(c, sid))
+
+
+def keep_homes(store_dir: str, *devices) -> None:
+    """With KEEP_HOMES=DIR in the environment, the devices' homes (their logs, databases, keys) and the store are
+    copied there, for a failing run read afterwards (the fixtures delete them)."""
+    keep = os.environ.get("KEEP_HOMES")
+    if not keep:
+        return
+    for n, d in zip("abc", devices):
+        dest = os.path.join(keep, n)
+        shutil.copytree(os.path.dirname(d.home), dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock"))
+    shutil.copytree(store_dir, os.path.join(keep, "store"), dirs_exist_ok=True)

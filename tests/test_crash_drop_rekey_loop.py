@@ -10,7 +10,6 @@ CRASH_KILLS sets how many kills; KEEP_HOMES=DIR keeps the homes of a run that fa
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 
 from conftest import wait_for
@@ -18,6 +17,7 @@ from killing import (
     appender,
     converge,
     dropped_writer_told,
+    keep_homes,
     killed_while,
     session_key,
     three_writers,
@@ -28,18 +28,6 @@ from sessiond.client import ApiError, Client, ClientError
 
 KILLS = int(os.environ.get("CRASH_KILLS", 7))
 REKEYS = 3
-
-
-def _keep_homes(store_dir: str, *devices) -> None:
-    """With KEEP_HOMES=DIR in the environment, the devices' homes (their logs, databases, keys) and the store are
-    copied there, for a failing run read afterwards (the fixtures delete them)."""
-    keep = os.environ.get("KEEP_HOMES")
-    if not keep:
-        return
-    for n, d in zip("abc", devices):
-        dest = os.path.join(keep, n)
-        shutil.copytree(os.path.dirname(d.home), dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock"))
-    shutil.copytree(store_dir, os.path.join(keep, "store"), dirs_exist_ok=True)
 
 
 def test_rekeys_after_a_drop_while_a_and_b_are_killed_at_random_moments_converge(make_daemon, store_dir):
@@ -98,7 +86,7 @@ def test_rekeys_after_a_drop_while_a_and_b_are_killed_at_random_moments_converge
         log = converge([a, b], sid, acked)
         assert session_key(a, sid) == session_key(b, sid)
     except AssertionError:
-        _keep_homes(store_dir, a, b, c)
+        keep_homes(store_dir, a, b, c)
         raise
 
     dropped_writer_told(c, sid, by_c, log)

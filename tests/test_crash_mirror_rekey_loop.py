@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import os
 
-from killing import appender, calls, contents, converge, killed_while, session_key, shared_writers, waiting_for
+from killing import (
+    appender,
+    calls,
+    contents,
+    converge,
+    killed_while,
+    rekeying,
+    session_key,
+    shared_writers,
+    waiting_for,
+)
 
 KILLS = int(os.environ.get("CRASH_KILLS", 7))
 
@@ -23,15 +33,11 @@ def test_rekeys_and_appends_on_a_mirror_killed_at_random_moments_converge_in_bot
     rekeyed: list[int] = []
     errors: list[BaseException] = []
 
-    def rekey(c, i: int) -> None:
-        c.rekey(sid)
-        rekeyed.append(i)
-
     killed_while(
         [
             appender(a, sid, "a", acked, errors),
             appender(b, sid, "b", acked, errors),
-            lambda stop: calls(b.home, rekey, stop, errors, timeout=20),
+            lambda stop: calls(b.home, rekeying(sid, rekeyed), stop, errors, timeout=20),  # (killing.REKEYS at most)
         ],
         [a, b],
         KILLS,

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 from conftest import popen_cli, run_cli, wait_for
-from killing import calls, killed_while
+from killing import calls, killed_while, rekeying
 
 KILLS = 8
-# rekeys answered: under the 16 claims the rekeying device's log keeps (sync/manifest.py CLAIMS_KEPT), past which a
-# device away through that many is told to import a new share code (a product limit; unbounded, a loaded machine let
-# the other device fall that far behind while killed)
-REKEYS = 12
 
 
 def _contents(d, sid: str) -> list[str]:
@@ -47,15 +42,12 @@ def test_rekeys_and_appends_killed_at_random_moments_converge_under_one_key(make
 
     rekeyed: list[int] = []
 
-    def rekey(c, i: int) -> None:
-        if len(rekeyed) >= REKEYS:
-            time.sleep(0.05)  # (enough rekeys: the loop goes on appending and killing)
-            return
-        c.rekey(sid)
-        rekeyed.append(i)
-
     killed_while(
-        [appender("a", a), appender("b", b), lambda stop: calls(a.home, rekey, stop, errors, timeout=20)],
+        [
+            appender("a", a),
+            appender("b", b),
+            lambda stop: calls(a.home, rekeying(sid, rekeyed), stop, errors, timeout=20),
+        ],
         [a, b],
         KILLS,
         lo=0.1,
