@@ -145,14 +145,20 @@ def encoded_keeping(obj: dict, unknown: dict) -> bytes:
 
 def parse_members(m: dict) -> tuple[list[dict], dict | None, list[dict]]:
     """The members (head key, device id or None), the rekey notice and the frozen logs of a members object,
-    decoded."""
+    decoded. An object holding a notice has no frozen logs of its own: its "f", if any, is not read. That object
+    is the old slot's, which every writer of the old generation can sign, a writer the rekey drops too, and no
+    sessiond writes an "f" beside a notice (its rekey's freezes are in the notice's own "f", which its author
+    claims: sync/rekey.py): one there is a dropped writer's, adding its own log frozen past the rekey's freeze,
+    which a kept device taking the notice would carry into the new generation (docs/FORMATS.md §6)."""
     members = []
     for item in m.get("m", []):
         if isinstance(item, dict) and isinstance(item.get("k"), bytes) and len(item["k"]) == 33:
             members.append({"head_pk": item["k"], "device_id": member_device(item.get("d"))})
     notice = m.get("rekey")
+    if isinstance(notice, dict):
+        return members, notice, []
     frozen = [f for f in m.get("f", []) if is_frozen(f)] if isinstance(m.get("f"), list) else []
-    return members, notice if isinstance(notice, dict) else None, frozen
+    return members, None, frozen
 
 
 def _carried_entry(e: object) -> bool:

@@ -144,7 +144,8 @@ async def write_carried(ctx: SyncContext, members: Members, sid: str, record: di
         merged = merge_carried(have, mine)
         if merged == merge_carried(have, []):
             return  # (written already: a resumed take)
-        obj = {**members_object(sid, slot.members, slot.frozen), "rekey": notice, "c": merged}
+        # (no "f" beside the notice: one there is a dropped writer's, not read, and not written on: parse_members)
+        obj = {**members_object(sid, slot.members), "rekey": notice, "c": merged}
         plain = encoded_keeping(obj, slot.unknown)
         salt = os.urandom(SALT_LEN)
         try:
