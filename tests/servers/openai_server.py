@@ -371,7 +371,7 @@ def make_app(p: Provider) -> web.Application:
                     p.cuts += 1
                     return resp
                 if f.delay and i:
-                    await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait
+                    await _silent(request, f.delay)  # the fault itself (a slow stream), not a wait
                 if call:
                     if i == 0 and f.call_text:
                         await resp.write(chunk({"content": f.call_text}))
@@ -410,7 +410,7 @@ def make_app(p: Provider) -> web.Application:
                 )
             await resp.write(b"data: [DONE]\n\n")
             if f.eof_delay:
-                await asyncio.sleep(f.eof_delay)  # the fault itself (a late end of the body), not a wait
+                await _silent(request, f.eof_delay)  # the fault itself (a late end of the body), not a wait
             await resp.write_eof()
             p.completed += 1
         except (ConnectionResetError, ConnectionError, RuntimeError):
