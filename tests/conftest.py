@@ -23,6 +23,13 @@ from waiting import eventually, wait_for  # re-exported: tests import them from 
 
 PY = sys.executable
 
+# pytest rewrites each test module's asserts (parse, rewrite, compile: ~12 s of CPU for the suite's ~390 files)
+# and keeps the result in tests/__pycache__, unless bytecode is not to be written: with PYTHONDONTWRITEBYTECODE
+# set (as on this machine and CI) every xdist worker rewrote every file on every run, four times ~12 s of CPU
+# before the first test. The rewritten modules are kept now (this process only; what it starts inherits the
+# variable); `make test` writes them once before the workers start.
+sys.dont_write_bytecode = False
+
 # Daemons and CLI calls start from a fork server that has imported sessiond once (tests/forkserver.py):
 # the same program as `python -m sessiond.cli.main`, in a process of its own, without ~0.65 s of imports each.
 # A test marked `real_exec` (it reads command lines, say) starts them for real, as SESSIOND_TEST_EXEC=1 does all.

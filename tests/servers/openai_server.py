@@ -33,6 +33,20 @@ from aiohttp import web
 MODELS = ("echo-1", "echo-2")
 
 
+def _gone(request: web.Request) -> bool:
+    """Whether the request's client has gone away (its connection closed)."""
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _silent(request: web.Request, seconds: float) -> None:
+    """The model says nothing for `seconds`, or until the client goes away: aiohttp does not cancel a handler
+    whose client left, so a plain sleep held every test of a client leaving a silent model for the whole
+    silence (~5 s each) before the server noticed. What the client sees is the same: nothing until then."""
+    end = time.monotonic() + seconds
+    while not _gone(request) and (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.05))
+
+
 @dataclass
 class Faults:
     status: int | None = None  # answer the next `times` completions with this status (401, 429, 500)
@@ -220,8 +234,8 @@ def make_app(p: Provider) -> web.Application:
     async def completions(request: web.Request):
         f = p.faults
         if f.hang:
-            await asyncio.sleep(f.hang)  # the fault itself (a provider that does not answer), not a wait
-            if request.transport is None or request.transport.is_closing():  # its client stopped waiting
+            await _silent(request, f.hang)  # the fault itself (a provider that does not answer), not a wait
+            if _gone(request):  # its client stopped waiting
                 p.left_unanswered += 1
                 return web.Response(status=499)
         if (bad := auth(request)) is not None:
@@ -350,14 +364,14 @@ def make_app(p: Provider) -> web.Application:
             elif f.role_chunk:
                 await resp.write(chunk({"role": "assistant", "content": ""}))
                 if f.first_delay:
-                    await asyncio.sleep(f.first_delay)  # the fault itself (a model slow to begin), not a wait
+                    await _silent(request, f.first_delay)  # the fault itself (a model slow to begin), not a wait
             for i, piece in enumerate(pieces):
                 if f.cut_after is not None and i >= f.cut_after:
                     request.transport.abort()  # the connection drops: no [DONE], no end of the chunked body
                     p.cuts += 1
                     return resp
                 if f.delay and i:
-                    await asyncio.sleep(f.delay)  # the fault itself (a slow stream), not a wait
+                    await _silent(request, f.delay)  # the fault itself (a slow stream), not a wait
                 if call:
                     if i == 0 and f.call_text:
                         await resp.write(chunk({"content": f.call_text}))
@@ -396,7 +410,7 @@ def make_app(p: Provider) -> web.Application:
                 )
             await resp.write(b"data: [DONE]\n\n")
             if f.eof_delay:
-                await asyncio.sleep(f.eof_delay)  # the fault itself (a late end of the body), not a wait
+                await _silent(request, f.eof_delay)  # the fault itself (a late end of the body), not a wait
             await resp.write_eof()
             p.completed += 1
         except (ConnectionResetError, ConnectionError, RuntimeError):
