@@ -14,6 +14,7 @@ class PinningStatus(TypedDict):
     pinned: int  # pin requests it holds that this daemon remembers
     pending: int  # objects waiting to be pinned there (its last try failed, or none was made yet)
     last_error: str | None  # why its last try failed (a refused token, the service down), None once one succeeds
+    fix: NotRequired[str]  # while last_error: what to do (the token file to write, or the service to check)
 
 
 @with_config(ANSWER)

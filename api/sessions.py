@@ -238,10 +238,20 @@ class KeptInStore(TypedDict):
 
 
 @with_config(ANSWER)
+class LeftInStore(TypedDict):
+    store: str  # the store's URL, without credentials
+    what: str  # what stays there: its last manifest and the parts objects its nodes name
+    why: str  # the store's head of it could not be read (a store down, or slower than rm waits)
+    fix: str  # what to do: `sessiond gc` frees the rest it let go
+
+
+@with_config(ANSWER)
 class Deleted(TypedDict):
     deleted: str
     # present when the delete kept objects of this device's logs in the store for good (README: gc)
     kept_in_store: NotRequired[KeptInStore]
+    # present when the delete of a session never shared could not read its head in the store (README: gc)
+    left_in_store: NotRequired[LeftInStore]
 
 
 @with_config(QUERY)

@@ -10,7 +10,6 @@ false when any finding is a problem.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -97,14 +96,14 @@ async def check_stores(store: Store, *, own: bool, down: dict[str, str], home: s
     its stores takes it (the others' outboxes keep it), so the mirror as a whole would pass with a store
     down. The mirror is put in `down` only when none of its stores answers (verify reads any of them)."""
     if not isinstance(store, MirrorStore):
-        return await check_store(store, own=own, down=down, home=home, timeout=timeout) + check_pinning(store, home)
+        return await check_store(store, own=own, down=down, home=home, timeout=timeout) + check_pinning(store)
     out: list[dict] = []
     failed: dict[str, str] = {}
     checked = await asyncio.gather(
         *(check_store(st, own=own, down=failed, home=home, mirror=True, timeout=timeout) for st in store.stores)
     )
     for st, found in zip(store.stores, checked, strict=True):
-        out += found + check_pinning(st, home)
+        out += found + check_pinning(st)
     if failed and len(failed) == len(store.stores):
         down[store.url] = "; ".join(failed.values())
     return out
@@ -169,7 +168,7 @@ async def check_store(
     return out + [check_clock(store)]
 
 
-def check_pinning(store: Store, home: str) -> list[dict]:
+def check_pinning(store: Store) -> list[dict]:
     """The pinning service beside a Kubo store (config.toml's pinning_service): a warning while its last
     try failed. A failing service fails no push (the pins wait for its next success), so nothing else
     would say that the objects are pinned nowhere but the node."""
@@ -179,15 +178,13 @@ def check_pinning(store: Store, home: str) -> list[dict]:
     where = f"the pinning service {pinning['service']}"
     if pinning["last_error"] is None:
         return [finding("pinning", "ok", f"{where}: {pinning['pinned']} pin(s) made, {pinning['pending']} waiting")]
-    token = os.path.join(home, "pinning-token")
     return [
         finding(
             "pinning",
             "warn",
             f"{where} failed its last try; {pinning['pending']} object(s) wait to be pinned there (the pushes"
             f" go on, pinned in the node alone): {pinning['last_error']}",
-            f"( umask 077; cat > {token} )  # paste a valid access token if the service refused it (read again at"
-            " the next try), or check the service; the waiting pins are asked for at the next push",
+            pinning["fix"],
         )
     ]
 

@@ -90,7 +90,7 @@ class Operations:
         return (await self.syncer.status(sid)).get(sid, {})
 
     async def delete_session(
-        self, sid: str, *, idle_before: float | None = None, unpushed_ok: bool = True
+        self, sid: str, *, idle_before: float | None = None, unpushed_ok: bool = True, said: dict | None = None
     ) -> KeptForFrozen | bool:
         """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
         before then, and its model is not answering (looked at again here, in the deleting transaction: a
@@ -98,7 +98,8 @@ class Operations:
         without --force): a shared session with changes of this device its store has not taken is refused
         (409 not_pushed), as they would be lost for every device it is shared with. Whether it was deleted (False),
         and if so what it kept in the store for good (a slot pins this device's log as a rekey froze it:
-        Collector.kept_at_delete), or True."""
+        Collector.kept_at_delete), or True. `said` (rm's): filled with what the answer names of what stays in the
+        store (`kept_in_store`, `left_in_store`)."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         # Marked as being deleted from its transaction until its rows are committed: a question to its model
@@ -126,12 +127,17 @@ class Operations:
                     busy=busy,
                     keep_objects=keep,
                     kept=kept.noted() if kept is not None and kept.objects else None,
-                    let_go=let_go,
+                    let_go=let_go.noted() if let_go is not None else None,
                 ):
                     return False
                 crash_point("delete.rows")
                 self.syncer.forget(sid)
         await self.syncer.forget_unused_credentials()
+        if said is not None:
+            if let_go is not None and (left := let_go.left()) is not None:
+                said["left_in_store"] = left
+            if kept is not None and kept.objects:
+                said["kept_in_store"] = kept.said()
         if kept is None or not kept.objects:
             return True
         log.info(
@@ -141,11 +147,12 @@ class Operations:
         )
         return kept
 
-    async def remove(self, sid: str, *, force: bool) -> dict | None:
+    async def remove(self, sid: str, *, force: bool) -> dict:
         """`rm`: delete a session. A shared one holding changes of this device not pushed yet has them pushed
         first (its push may only not have come yet), waiting as long as a store call may take (store_timeout)
         as `end` does; if they still wait (the store down), it is refused unless `force` (delete_session's
-        `unpushed_ok`). What it kept in the store for good, and why (KeptForFrozen.said), or None."""
+        `unpushed_ok`). What the answer names of what stays in the store: what it kept there for good, and why
+        (`kept_in_store`, KeptForFrozen.said), and what its store's head unread left there (`left_in_store`)."""
         if not force and (refused := await self._unpushed(sid)) is not None:
             if isinstance(refused, HeldHere):
                 raise refused  # (no push sends them: only a new code imported does)
@@ -155,8 +162,9 @@ class Operations:
                     f"session {sid} was not deleted, its changes written here not all pushed yet",
                     f"`sessiond rm {sid}` again (or `sessiond rm {sid} --force` to delete it without them)",
                 )
-        deleted = await self.delete_session(sid, unpushed_ok=force)
-        return deleted.said() if isinstance(deleted, KeptForFrozen) else None
+        said: dict = {}
+        await self.delete_session(sid, unpushed_ok=force, said=said)
+        return said
 
     async def _unpushed(self, sid: str) -> NotPushed | None:
         """The refusal (not_pushed) of a delete of shared session `sid` while it holds changes of this device

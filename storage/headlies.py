@@ -6,6 +6,8 @@ head so again after that sync (or a push past that revision)."""
 
 from __future__ import annotations
 
+import json
+
 from .connections import Connections
 
 
@@ -44,3 +46,45 @@ class HeadLies:
         if await self.found(sid) is not None:
             async with self.c.transaction() as tx:
                 await tx.execute("DELETE FROM head_lies WHERE session_id=?", (sid,))
+
+
+# the key prefix (table `meta`) of a head a sync's repair found served rolled back or forged, by session (HeadMends)
+MEND_KEY = "sync.head_mend."
+
+
+class HeadMends:
+    """A head of this device's a sync's repair found its store serving rolled back or forged (sync/lostlog.py), by
+    session: {store, how, published, served} as doctor says it, and `again`: whether a push is still to publish the
+    head anew over the objects the store holds (head_only). Kept in `meta` (no migration: a few rows at most), not
+    the daemon's memory alone: a daemon started again after a kill between the finding and that push publishes the
+    head still, and doctor still warns, until a sync's check finds the store holding the log whole. The row of a
+    session deleted since is dropped when they are read (at the start)."""
+
+    def __init__(self, c: Connections):
+        self.c = c
+
+    async def note(self, sid: str, mend: dict) -> None:
+        async with self.c.transaction() as tx:
+            await tx.execute(
+                "INSERT OR REPLACE INTO meta(key, value) SELECT ?, ? FROM sessions WHERE id=?",
+                (MEND_KEY + sid, json.dumps(mend, separators=(",", ":")), sid),
+            )
+
+    async def clear(self, sid: str) -> None:
+        async with self.c.transaction() as tx:
+            await tx.execute("DELETE FROM meta WHERE key=?", (MEND_KEY + sid,))
+
+    async def all(self) -> dict[str, dict]:
+        """Every session's, by session (those of sessions gone: dropped)."""
+        end = MEND_KEY[:-1] + "/"  # ('/' follows '.': every key with the prefix sorts below it)
+        rows = await self.c.committed.fetchall("SELECT key, value FROM meta WHERE key>=? AND key<?", (MEND_KEY, end))
+        out = {r["key"][len(MEND_KEY) :]: json.loads(r["value"]) for r in rows}
+        if out:
+            ids = await self.c.committed.fetchall(
+                f"SELECT id FROM sessions WHERE id IN ({','.join('?' * len(out))})", tuple(out)
+            )
+            kept = {r["id"] for r in ids}
+            for sid in set(out) - kept:
+                await self.clear(sid)
+                del out[sid]
+        return out

@@ -1,7 +1,8 @@
-"""Where `verify` has seen other devices' logs (table `logs_seen`, migration 30): by session, each store of a mirror
-found holding a log whole, by the log's head key. A store of the mirror that holds none of a log another store holds
-whole was never sent it (its writer pushes to the stores it names: a note) unless it was seen holding it before: then
-it lost it (sync/verify.py). A session's rows go with it; this device's only, never synced."""
+"""Where `verify` or a pull has seen other devices' logs (table `logs_seen`, migration 30): by session, each store of a
+mirror verify found holding a log whole, or a pull's read of its head through the mirror found holding the head as
+read (sync/follower.py: no read of its own), by the log's head key. A store of the mirror that holds none of a log
+another store holds whole was never sent it (its writer pushes to the stores it names: a note) unless it was seen
+holding it before: then it lost it (sync/verify.py). A session's rows go with it; this device's only, never synced."""
 
 from __future__ import annotations
 

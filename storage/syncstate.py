@@ -15,7 +15,7 @@ from typing import Any
 from .connections import Connections
 from .errors import Conflict
 from .groupcommit import Transaction
-from .headlies import HeadLies
+from .headlies import HeadLies, HeadMends
 from .logsseen import LogsSeen
 from .model import JSON_FIELDS, SESSION_TEXTS, dumps, message_id
 from .sessions import session_row
@@ -47,6 +47,7 @@ class SyncState:
     def __init__(self, c: Connections):
         self.c = c
         self.head_lies = HeadLies(c)  # a store found serving this device's head forged or rolled back (verify)
+        self.head_mends = HeadMends(c)  # ... (a sync's repair), and whether its head is still to be published again
         self.logs_seen = LogsSeen(c)  # the stores of a mirror verify found holding another device's log whole
 
     # ------------------------------------------------------------------ this device's log

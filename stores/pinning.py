@@ -146,12 +146,18 @@ class PinningStore(Store):
             del self._pins[next(iter(self._pins))]
 
     def status(self) -> dict:
-        return {
+        out: dict[str, object] = {
             "service": shown_url(self.service),  # a token in its URL is not shown
             "pinned": len(self._pins),
             "pending": len(self._pending),
             "last_error": self.last_error,
         }
+        if self.last_error is not None:  # what to do, as status and doctor say it
+            out["fix"] = (
+                f"( umask 077; cat > {self._token_file} )  # paste a valid access token if the service refused it"
+                " (read again at the next try), or check the service; the waiting pins are asked for at the next push"
+            )
+        return out
 
     # -- the service ----------------------------------------------------------------------------
 

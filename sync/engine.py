@@ -167,6 +167,8 @@ class Syncer:
         self.pushes.start()
         for sid in await self.db.sessions_needing_push():  # resume after a restart
             self.pushes.notify(sid)
+        for sid in await self.pusher.resume_mends():  # a repair's head not published again yet (lostlog.py)
+            self.pushes.notify(sid)
         self._task = asyncio.create_task(self._run(), name="sessiond-sync")
         self._republishing = asyncio.create_task(self.republisher.run(), name="sessiond-republish")
         self._reputting = asyncio.create_task(self.record_keeper.run(), name="sessiond-reput")
@@ -282,8 +284,9 @@ class Syncer:
 
     def head_mends(self) -> dict[str, dict]:
         """The sessions whose head a sync found served rolled back or forged by their store and published again
-        ({store, how, published, served}; sync/lostlog.py), until a sync's check finds the store holding it whole."""
-        return dict(self.ctx.head_mends)
+        ({store, how, published, served}; sync/lostlog.py), until a sync's check finds the store holding it whole
+        (kept across a restart: storage/headlies.py HeadMends)."""
+        return {sid: {k: v for k, v in m.items() if k != "again"} for sid, m in self.ctx.head_mends.items()}
 
     def last_failure(self, sid: str) -> BaseException | None:
         """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""

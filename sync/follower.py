@@ -33,7 +33,7 @@ from .locations import relay_account_fix
 from .members import LOST, MEMBERS_KEPT, Members
 from .membersobject import member_name
 from .mirror import MirrorStore
-from .mirrorapart import Apart, watching
+from .mirrorapart import Apart, holding, watching
 from .rekey import Rekeyer
 
 log = logging.getLogger("sessiond.sync")
@@ -86,6 +86,7 @@ class Follower:
         # (session, head key, revision); each is read once, for what of it was not applied here yet
         self._frozen_taken: LRU[tuple[str, bytes, int], bool] = LRU(MEMBERS_KEPT)
         self.apart = Apart()  # sessions whose slot the stores of a mirror were seen holding apart (mirrorapart.py)
+        self._held_noted: LRU[tuple[str, str, bytes], bool] = LRU(MEMBERS_KEPT)  # logs_seen noted by this process
 
     @staticmethod
     @contextlib.contextmanager
@@ -309,13 +310,15 @@ class Follower:
         heads = [m for m in members if m["head_pk"] != my_pk]
         changed = []
         read: dict[bytes, RegistryEntry | None] = {}  # the heads read here, not read again by fetch_logs
-        for m in heads:
-            k = known.get(m["head_pk"])
-            head = read[m["head_pk"]] = await read_head(store, sid, m["head_pk"], member_name(m), ctx.timeout)
-            # a member not known yet is taken in even without a head (it imported, wrote nothing yet):
-            # its head is then followed, and its first push is seen
-            if k is None or (head is not None and head.revision != k["rev"]):
-                changed.append(m)
+        with holding() as holders:  # (a mirror: the stores seen holding each head read, at no read of its own)
+            for m in heads:
+                k = known.get(m["head_pk"])
+                head = read[m["head_pk"]] = await read_head(store, sid, m["head_pk"], member_name(m), ctx.timeout)
+                # a member not known yet is taken in even without a head (it imported, wrote nothing yet):
+                # its head is then followed, and its first push is seen
+                if k is None or (head is not None and head.revision != k["rev"]):
+                    changed.append(m)
+        await self._seen_holding(sid, holders)
         if not changed:
             return new if await self.generations.on(sid, announce_pk) else new + await self.pull(sid)
         logs, peers = await fetch_logs(
@@ -347,6 +350,16 @@ class Follower:
         # and the new generation's logs not read. Read now: a pull that succeeds read every writer's log under the
         # key the session is on (a shared session's idle end is confirmed by one: daemon/sharedidle.py)
         return new if same else new + await self.pull(sid)
+
+    async def _seen_holding(self, sid: str, holders: dict[bytes, frozenset[str]]) -> None:
+        """The stores of a mirror a pull's reads saw holding other devices' heads: noted as holding their logs
+        (storage/logsseen.py), as verify notes them, so a store wiped after normal syncs, never a verify here, is
+        found to have lost them (sync/verify.py). Each once a process: no write, nor read, at every pull."""
+        for pk, urls in holders.items():
+            for url in urls:
+                if (sid, url, pk) not in self._held_noted:
+                    await self.ctx.db.syncstate.logs_seen.seen(sid, url, [pk])
+                    self._held_noted[(sid, url, pk)] = True
 
     async def _restore(self, sid: str, announce_pk: bytes) -> bool:
         """Members.restore, after a pull found the slot lost, or read a new revision of it through a mirror (carried to

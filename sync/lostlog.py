@@ -93,8 +93,8 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
             return await _objects_held(ctx, st, state["tree"], lie)
         except (TimeoutError, StoreError, OSError):
             answered = False
-    if answered:
-        ctx.head_mends.pop(sid, None)  # (the store holds the log whole: a head published again, kept there)
+    if answered and ctx.head_mends.pop(sid, None) is not None:  # (the store holds the log whole: a head published
+        await ctx.db.syncstate.head_mends.clear(sid)  # again, kept there)
     return None
 
 

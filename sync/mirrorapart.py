@@ -38,6 +38,9 @@ class Seen:
 
 
 _noted: contextvars.ContextVar[dict[bytes, Seen] | None] = contextvars.ContextVar("sessiond_mirror_apart", default=None)
+_holders: contextvars.ContextVar[dict[bytes, frozenset[str]] | None] = contextvars.ContextVar(
+    "sessiond_mirror_holders", default=None
+)
 
 
 @contextlib.contextmanager
@@ -51,18 +54,35 @@ def watching() -> Iterator[dict[bytes, Seen]]:
         _noted.reset(token)
 
 
+@contextlib.contextmanager
+def holding() -> Iterator[dict[bytes, frozenset[str]]]:
+    """The stores written to (not gateways) that the reads of heads through a mirror within the block found holding
+    each head as read (the entry the mirror answered), by key: a pull notes them as holding that device's log
+    (storage/logsseen.py), so a store that later holds none of it lost it (sync/verify.py)."""
+    holders: dict[bytes, frozenset[str]] = {}
+    token = _holders.set(holders)
+    try:
+        yield holders
+    finally:
+        _holders.reset(token)
+
+
 def note_apart(mirror: Mirrored, pk: bytes, asked: Sequence[Store], results: Sequence[object]) -> None:
     """What the stores of `mirror` asked for the head `pk` answered (`results`, in the order of `asked`): noted for
-    the task watching, if the stores written to (not gateways) that hold an entry hold different ones."""
-    seen = _noted.get()
-    if seen is None:  # (nobody watching: nothing to work out)
+    the task watching, if the stores written to (not gateways) that hold an entry hold different ones; and for the
+    task holding, the stores that hold the entry read (the highest)."""
+    seen, holders = _noted.get(), _holders.get()
+    if seen is None and holders is None:  # (nobody watching: nothing to work out)
         return
     held = {
         st: (r.revision, bytes(r.data))
         for st, r in zip(asked, results)
         if isinstance(r, RegistryEntry) and not (st.read_only or mirror.health[st.url].read_only)
     }
-    if len(set(held.values())) > 1:
+    if holders is not None and held:
+        best = max(held.values())
+        holders[pk] = frozenset(st.url for st, h in held.items() if h == best)
+    if seen is not None and len(set(held.values())) > 1:
         caught = mirror.caught_up()
         seen[pk] = Seen(frozenset(held.values()), all(st in caught for st in held), frozenset(st.url for st in held))
 

@@ -106,8 +106,8 @@ class Pusher:
         self._levels: LRU[str, tuple[bytes, tuple[tuple[Entry, ...], ...]]] = LRU(LEVELS_KEPT)
         # sessions whose head a repair found served rolled back or forged by a store holding every object of the
         # log (lostlog.py head_only): their next push publishes a new head over the recorded tree (a forced push).
-        # (Not kept across a restart: the next sync's repair finds the head so again.) The new head names the
-        # manifest of the head it replaces as `prev` (sync_state.head_manifest, kept: _commit_revision).
+        # Kept across a restart (storage/headlies.py HeadMends `again`: resumed by `resume_mends` at the start). The new
+        # head names the manifest of the head it replaces as `prev` (sync_state.head_manifest, kept: _commit_revision).
         self._head_again: set[str] = set()
 
     def _levels_of(self, sid: str, tree: bytes | None) -> list[list[Entry]]:
@@ -207,7 +207,11 @@ class Pusher:
                 # so that the other devices find this device's log, and a rekey keeps it: a writer that
                 # has written nothing yet too (a write import that a crash cut short before it was listed)
                 await self.members.ensure_member(sid)
-            self._head_again.discard(sid)
+            if sid in self._head_again:  # (a repair's head published: no write on the other pushes' way)
+                self._head_again.discard(sid)
+                if (mend := self.ctx.head_mends.get(sid)) is not None and mend.get("again"):
+                    mend = self.ctx.head_mends[sid] = {**mend, "again": False}
+                    await db.syncstate.head_mends.note(sid, mend)
             return out
 
     def _records_of(self, sid: str) -> Callable[[int, int], Awaitable[LogRun]]:
@@ -413,6 +417,16 @@ class Pusher:
         }
 
     # ---------------------------------------------------------------- repair
+    async def resume_mends(self) -> list[str]:
+        """At the start: the heads repairs found served rolled back or forged, as kept (doctor warns of them again),
+        and the sessions whose head is still to be published again (a kill between the finding and its push): the
+        caller queues their push, forced here (_head_again)."""
+        mends = await self.ctx.db.syncstate.head_mends.all()
+        self.ctx.head_mends.update(mends)
+        again = [sid for sid, m in mends.items() if m.get("again")]
+        self._head_again.update(again)
+        return again
+
     async def repair(self, sid: str) -> bool:
         """Reset the push state of `sid` so that its next push sends this device's whole log again, if
         the store lacks any of it, or served its head rolled back or forged (sync/lostlog.py): the push
@@ -431,13 +445,15 @@ class Pusher:
                 await self.ctx.db.save_sync_state(sid, pushed_seq=0, tree=None, pending=None)
                 self.ctx.repair.discard(sid)
             self._published.pop(sid, None)
-            if lack.how is not None:  # (doctor warns of it: a store that does so again lies)
-                self.ctx.head_mends[sid] = {
+            if lack.how is not None:  # (doctor warns of it: a store that does so again lies; kept across a restart)
+                self.ctx.head_mends[sid] = mend = {
                     "store": lack.store,
                     "how": lack.how,
                     "published": lack.published,
                     "served": lack.served,
+                    "again": lack.head_only,
                 }
+                await self.ctx.db.syncstate.head_mends.note(sid, mend)
         log.warning(lack.said(), extra={"session": sid, "event": "repair"})
         if lack.head_only:
             try:

@@ -15,7 +15,9 @@ same bytes) and the manifest before it (its `prev`), none of which a head the st
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from ..storage.redact import shown_store
 from ..stores.bounded import bounded
 from ..stores.cid import CIDV1_RAW_BLAKE3
 from .context import SyncContext
@@ -32,12 +34,40 @@ log = logging.getLogger("sessiond.sync")
 LET_GO_WAIT = 3.0
 
 
-async def let_go_at_delete(ctx: SyncContext, collector: Collector, sid: str) -> tuple[str, frozenset[bytes]] | None:
-    """The store (its URL) and the objects of this device's log of `sid` that a delete here lets go; None for a
-    shared session (or one imported here), and for one never published (the store not asked then). Read from its
-    head in the store within LET_GO_WAIT (and a push cut short: _cut_short); the store failing that read, the pages
-    and nodes of the level tree this device recorded for it (what its nodes and parts objects name, and its last
-    manifest, then stay there; said in the log)."""
+@dataclass(frozen=True)
+class LetGo:
+    """What a delete here lets go in the store `store` (its URL): `hashes`, gc candidates from the delete on; and
+    `unread`, why the store's head could not be read (None: it was), what it names then staying for good."""
+
+    store: str
+    hashes: frozenset[bytes]
+    unread: str | None = None
+
+    def noted(self) -> tuple[str, frozenset[bytes]] | None:
+        """As the delete notes it (storage/sessions.py `let_go`), or None: nothing to note."""
+        return (self.store, self.hashes) if self.hashes else None
+
+    def left(self) -> dict | None:
+        """As `rm`'s answer names what stays in the store for good (`left_in_store`), or None: nothing does."""
+        if self.unread is None:
+            return None
+        return {
+            "store": shown_store(self.store),
+            "what": "what its head there names beyond the pages and nodes this device recorded may stay for good: its"
+            " last manifest and the parts objects (long messages) its nodes name, if any (the session's key went with"
+            " it: nothing here can read its head again to tell them)",
+            "why": f"the store's head of it could not be read: {self.unread}",
+            "fix": f"`sessiond gc` (after its grace) frees the {len(self.hashes)} other object(s) it let go; to let go"
+            " all of a session, `sessiond rm` it while its store answers",
+        }
+
+
+async def let_go_at_delete(ctx: SyncContext, collector: Collector, sid: str) -> LetGo | None:
+    """What a delete here of `sid` lets go of this device's log in its store; None for a shared session (or one
+    imported here), and for one never published (the store not asked then). Read from its head in the store within
+    LET_GO_WAIT (and a push cut short: _cut_short); the store failing that read, the pages and nodes of the level tree
+    this device recorded for it (what its nodes and parts objects name, and its last manifest, then stay there: said
+    in the log, and in `rm`'s answer, LetGo.left)."""
     if await ctx.db.remote(sid) is not None:
         return None
     state = await ctx.db.sync_state(sid)
@@ -45,13 +75,14 @@ async def let_go_at_delete(ctx: SyncContext, collector: Collector, sid: str) -> 
         return None  # never published (what a push put before that is a candidate already): the store not asked
     store = await ctx.store_for(sid)
     out = _cut_short(ctx, sid, state["pending"])
+    unread = None
     try:
         failing = await store.failing_now()  # (a folder store's folder gone: known without asking)
         if failing is not None:
             raise failing
         await bounded(collector.head_objects(store, sid, ctx.keys.head_pk(sid), out), min(ctx.timeout, LET_GO_WAIT))
     except (*UNREADABLE, ValueError) as exc:
-        why = describe(exc) if not isinstance(exc, TimeoutError) else f"no answer within {LET_GO_WAIT:g} s"
+        why = unread = describe(exc) if not isinstance(exc, TimeoutError) else f"no answer within {LET_GO_WAIT:g} s"
         log.warning(
             "a deleted session's head could not be read to let its objects go (its last manifest and the parts"
             " objects its nodes name stay in the store): %s",
@@ -62,7 +93,7 @@ async def let_go_at_delete(ctx: SyncContext, collector: Collector, sid: str) -> 
             out |= {e.ref.hash for lv in levels_from_cbor(state["tree"]) for e in lv}
         except (ValueError, KeyError, TypeError):  # (a tree that does not decode: nothing known)
             pass
-    return (store.url, frozenset(out)) if out else None
+    return LetGo(store.url, frozenset(out), unread) if out or unread else None
 
 
 def _cut_short(ctx: SyncContext, sid: str, pending: bytes | None) -> set[bytes]:

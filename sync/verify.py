@@ -107,7 +107,7 @@ class Verifier:
 
         Each device pushes its log to the stores it names, not to this device's: another device's log that a
         store of the mirror holds none of, while another store of it holds it whole, is a note (`notes`, and the
-        store's `not_held`), not a loss, unless a verify here saw that store hold it whole before (table
+        store's `not_held`), not a loss, unless a verify (or a pull) here saw that store hold it before (table
         `logs_seen`, storage/logsseen.py): then the store lost it. One that a store holds part of (its head, not
         all its objects; its head at an older revision) is a loss too, as is one no store holds whole. This
         device's log, and the members slot: every store holds them."""

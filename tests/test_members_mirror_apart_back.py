@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 
-from conftest import wait_for
+from conftest import eventually, wait_for
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
 from sessiond.stores.cid import digest
@@ -114,6 +114,65 @@ async def test_a_store_read_with_writes_waiting_for_it_is_checked_once_they_are_
         assert held_now[0] == held_now[1] and held_now[0] is not None and held_now[0].revision == n + 2, held_now
         rev, listed, _notice = await a.members.read_members(second, sid, a.ctx.keys.session_key(sid), c_slot.pk[1:])
         assert rev == n + 2 and {m["device_id"] for m in listed} == {db.device_id, "device-b", "device-c"}
+    finally:
+        await a.stop()
+        await db.close()
+
+
+async def test_a_store_read_with_a_direct_write_under_way_is_checked_once_it_ends(tmp_path):
+    """As above, the second store behind by a write sent straight to it (no outbox) and still under way when A's pull
+    reads the slot apart: not counted caught up, so the restore then would leave it out; and the write's end counts
+    no catch-up (its outbox never held it). A's next poll checks the session once the write has ended, and merges
+    the two copies, with no `sessiond sync` (sync/mirrorapart.py Apart.back: the stores seen apart all caught up)."""
+    db = await Database.open(str(tmp_path / "a.sqlite"))
+    keys = str(tmp_path / "keys")
+    mirror = MirrorStore([FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))], db.outbox)
+    a = Syncer(db, mirror, keys, timeout=10, interval=3600.0, poll_interval=3600.0)
+    await mirror.started()
+    await a.start()
+    sid = (await db.create_session({"name": "apart"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "a1"}])
+    await a.share(sid, write=True, passphrase=None, expires_in=None)
+    n = (await db.remote(sid))["members_rev"]
+    me = {"head_pk": a.ctx.keys.head_pk(sid), "device_id": db.device_id}
+    b = {"head_pk": b"\xed" + b"b" * 32, "device_id": "device-b"}
+    c = {"head_pk": b"\xed" + b"c" * 32, "device_id": "device-c"}
+    first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
+    c_slot = await write_slot(first, a, sid, n + 1, [me, c])
+    b_slot = await write_slot(second, a, sid, n + 1, [me, b])
+    await a.stop()
+
+    ended = asyncio.Event()
+    real_put_many = second.put_many
+
+    async def held(*args, **kw):  # (the direct write to the second store ends only once the test lets it)
+        await ended.wait()
+        return await real_put_many(*args, **kw)
+
+    second.put_many = held  # type: ignore[method-assign]
+    mirror = MirrorStore([first, second], db.outbox, lag=60.0)  # (not failed to its outbox while the test holds it)
+    a = Syncer(db, mirror, keys, timeout=10, interval=3600.0, poll_interval=3600.0)
+    try:
+        await mirror.started()
+        await a.start()
+        writing = asyncio.ensure_future(mirror.put(b"under way"))
+        await eventually(lambda: mirror.health[second.url].writing == 1, timeout=10, what="the write under way")
+        await a.follower.pull(sid)
+        assert (await db.remote(sid))["members_rev"] == n + 1
+        assert [await st.get_head(c_slot.pk) for st in (first, second)] == [c_slot, b_slot]  # (apart: not merged)
+        assert second not in mirror.caught_up()
+        await a.follower.poll()  # (the start's full round, the write still under way: no check yet)
+        assert [await st.get_head(c_slot.pk) for st in (first, second)] == [c_slot, b_slot]
+
+        ended.set()
+        await asyncio.wait_for(writing, 10)
+        assert mirror.health[second.url].pending == 0  # (taken straight: no outbox, no catch-up)
+        deadline = time.monotonic() + 20
+        while (held_now := [await st.get_head(c_slot.pk) for st in (first, second)])[0] in (c_slot, b_slot):
+            assert time.monotonic() < deadline, "the two copies were not merged once the write had ended"
+            await a.follower.poll()
+            await asyncio.sleep(0)
+        assert held_now[0] == held_now[1] and held_now[0] is not None and held_now[0].revision == n + 2, held_now
     finally:
         await a.stop()
         await db.close()

@@ -102,3 +102,43 @@ def test_a_store_seen_holding_another_device_s_log_before_a_restart_lost_it_afte
     b_id = cb.status()["device_id"]
     assert "notes" not in s and "not_held" not in s["stores"][1], s
     assert any(p.startswith(f"store {two} lacks device {b_id}'s log, which it held before") for p in s["problems"]), s
+
+
+def test_a_store_that_lost_another_device_s_log_after_a_sync_alone_is_caught(make_daemon, tmp_path):
+    """`logs_seen` was filled by `verify` alone: a mirror store that lost all of another device's log it held,
+    after normal syncs and never a verify here, was taken for one the device never pushed to (a note, verify
+    ok, doctor silent). A pull reading that device's head through the mirror (which asks every store anyway)
+    notes the stores that hold it at the revision read: the store that lost it is found so, naming the store
+    and `sessiond sync` on that device."""
+    one, two = f"file://{tmp_path / 'one'}", f"file://{tmp_path / 'two'}"
+    a, b = make_daemon([one, two]).start(), make_daemon([one, two]).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="synced")["id"]
+    ca.append(sid, "user", "a1")
+    cb.import_code(ca.share(sid, write=True)["code"])
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]
+    assert cb.sync(sid, wait=True, timeout=30)["complete"]
+    before = {os.path.join(r, f) for r, _dirs, files in os.walk(tmp_path / "two") for f in files}
+    cb.append(sid, "assistant", "b1")
+    assert cb.sync(sid, wait=True, timeout=30)["complete"]
+    b_files = {os.path.join(r, f) for r, _dirs, files in os.walk(tmp_path / "two") for f in files} - before
+    assert ca.sync(sid, wait=True, timeout=30)["complete"]  # a's pull reads b's head (a1, b1 here)
+    assert [m["content"] for m in ca.messages(sid)["messages"]] == ["a1", "b1"]
+    bpk = head_key(b, sid)
+    assert any(bpk in f for f in b_files), sorted(b_files)  # (b's head, and its log's objects)
+    for f in b_files:  # two loses all of b's log: its head and every object b's pushes put there
+        if "/heads/" in f and bpk not in f:
+            continue  # (a members slot b may have written is not b's log)
+        os.remove(f)
+    b_id = cb.status()["device_id"]
+    res = run_cli(a.home, "verify", sid, "--json")
+    assert res.returncode == 1, res.stdout  # main: 0, a note that b pushes to the stores it names
+    (s,) = json.loads(res.stdout)["sessions"]
+    assert "notes" not in s, s
+    assert any(p.startswith(f"store {two} lacks device {b_id}'s log, which it held before") for p in s["problems"]), s
+    res = run_cli(a.home, "doctor", "--json")
+    assert res.returncode == 1, res.stdout
+    (found,) = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "verify"]
+    assert found["level"] == "problem" and two in found["message"] and b_id in found["message"], found
+    assert f"`sessiond sync` on device {b_id} sends it again" in found["message"], found
+    assert found["fix"].endswith(f"on device(s) {b_id}"), found

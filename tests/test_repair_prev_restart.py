@@ -12,6 +12,7 @@ import pytest
 
 from conftest import run_cli
 from test_store_lies import _released
+from waiting import wait_for
 
 
 def _lie(p, lie: str) -> None:
@@ -38,6 +39,7 @@ def test_a_head_published_again_after_a_restart_lets_go_of_the_manifest_it_repla
     if how == "restart":
         a.restart()  # (the daemon that published the head is gone: its memory with it)
         _lie(p, lie)
+        assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
     else:
         a.stop()
         a.env["SESSIOND_CRASH_AT"] = "push:put"  # dies as under kill -9 in the repair's push, nothing recorded
@@ -47,15 +49,16 @@ def test_a_head_published_again_after_a_restart_lets_go_of_the_manifest_it_repla
         assert a.proc.wait(timeout=15) == 137
         assert len(p.registry[pk]) == len(history)  # (no head published)
         del a.env["SESSIOND_CRASH_AT"]
-        a.start()
-    assert run_cli(a.home, "sync", "--wait", "--timeout", "10").returncode == 0
+        a.start()  # the start publishes the head again, as the repair had found (tests/test_repair_head_restart.py)
+        wait_for(lambda: p.registry[pk][-1].revision > published, timeout=15, what="the head published again")
     p.faults.forged_head, p.faults.rollback_head = False, None
     head = p.registry[pk][-1]
     assert head.revision == published + 1, [e.revision for e in p.registry[pk]]
     current = manifest_hash_of(head)
+    # main: not noted (the new head's prev: none for a forged head, the rolled-back head's manifest else). (With the
+    # push's mark, just after its head: waited for)
+    wait_for(lambda: replaced in _released(a.home), timeout=10, what="the replaced head's manifest noted for gc")
     released = _released(a.home)
-    # main: not noted (the new head's prev: none for a forged head, the rolled-back head's manifest else)
-    assert replaced in released, "the manifest the replaced head named was never noted for gc"
     assert current not in released
     res = run_cli(a.home, "verify", sid, "--json")
     assert res.returncode == 0, res.stdout

@@ -79,7 +79,8 @@ def test_rm_with_the_store_away_lets_go_the_pages_it_recorded(make_daemon, store
     named = _objects_in(store_dir)
     away = str(tmp_path / "away")
     os.rename(store_dir, away)  # the share unmounted
-    assert cli_json(d.home, "rm", sid) == {"deleted": sid}
+    out = cli_json(d.home, "rm", sid)  # what stays is named (left_in_store), with its way on
+    assert out["deleted"] == sid and "last manifest" in out["left_in_store"]["what"], out
     os.rename(away, store_dir)
     done = cli_json(d.home, "gc", "--grace", "0")
     assert len(_objects_in(store_dir)) == 1 and done["objects"] == len(named) - 1, done

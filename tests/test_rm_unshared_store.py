@@ -6,6 +6,7 @@ its head, left them named by no head the delete could read, so never noted for g
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -37,6 +38,21 @@ def test_rm_answers_promptly_while_the_store_hangs(tmp_path):
         took = time.monotonic() - t0
         assert res.returncode == 0, res.stderr
         assert took < 8, took  # main: the store timeout, 20 s
+        # what the delete could not let go (its head unread: its last manifest and the parts objects its nodes
+        # name) was said in the daemon's log alone; the answer names it, the store and what to do
+        left = json.loads(res.stdout)["left_in_store"]
+        assert left["store"] == f"s5+http://{p.authority}" and "last manifest" in left["what"], left
+        assert "within 3 s" in left["why"] and "sessiond gc" in left["fix"], left
+        with d.client() as c2:
+            sid2 = c2.create_session(name="gone too", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+        server.loop.call_soon_threadsafe(p.faults.hang.set)
+        p.faults.hang = None
+        with d.client() as c2:
+            assert c2.sync(sid2, wait=True, timeout=20)["complete"]
+        p.faults.hang = asyncio.Event()
+        shown = run_cli(d.home, "rm", sid2)
+        assert shown.returncode == 0 and f"deleted {sid2}" in shown.stdout, shown
+        assert "left in the store" in shown.stdout and "sessiond gc" in shown.stdout, shown.stdout
     finally:
         if p.faults.hang is not None:
             server.loop.call_soon_threadsafe(p.faults.hang.set)
@@ -71,7 +87,8 @@ def test_a_push_killed_before_its_head_leaves_nothing_after_rm_and_gc(make_daemo
     away = str(tmp_path / "away")
     os.rename(store_dir, away)  # the share unmounted
     d.start()
-    assert cli_json(d.home, "rm", sid, "--force") == {"deleted": sid}
+    out = cli_json(d.home, "rm", sid, "--force")
+    assert out["deleted"] == sid and "sessiond gc" in out["left_in_store"]["fix"], out  # (the store away: said)
     os.rename(away, store_dir)
     done = cli_json(d.home, "gc", "--grace", "0")
     assert _objects_in(store_dir) == set(), done

@@ -310,7 +310,8 @@ def test_a_pinning_service_refusing_the_token_shows_in_status_and_doctor(make_da
     and doctor all said everything was fine: the refusal was only in the daemon's log, and the objects
     were pinned nowhere but the node. Now status shows each store's pinning service (`stores[].pinning`:
     pinned, waiting, last error) and doctor warns, naming the token file; a valid token written there is
-    read again at the next try, and the waiting pins are made."""
+    read again at the next try, and the waiting pins are made. status's pinning error line came with no
+    way on (every other error line it prints names one): now a `fix:` line follows it, as doctor's."""
     from conftest import run_cli
     from waiting import wait_for
 
@@ -331,7 +332,9 @@ def test_a_pinning_service_refusing_the_token_shows_in_status_and_doctor(make_da
     res = run_cli(d.home, "doctor", "--no-verify", "--json")
     (warn,) = [f for f in json.loads(res.stdout)["findings"] if f["check"] == "pinning"]
     assert warn["level"] == "warn" and token_file in warn["fix"], warn
-    assert "pinning" in run_cli(d.home, "status").stdout
+    shown = run_cli(d.home, "status").stdout  # the error line, and what to do on the line after it
+    assert "pinning" in shown and f"fix: ( umask 077; cat > {token_file} )" in shown, shown
+    assert pinning()["fix"] == warn["fix"], pinning()  # the answer's `fix`: doctor's words
     with open(token_file, "w") as f:
         f.write("s3cret-token\n")
     c.append(sid, "user", "again")  # the next push makes the waiting pins

@@ -425,6 +425,8 @@ def cmd_status(args) -> int:
                 f"pinning:  {pin['service']}: {pin['pinned']} pinned, {pin['pending']} waiting"
                 + (f"; last error: {short(for_home(err, args.home), 80)}" if (err := pin.get("last_error")) else "")
             )
+            if fix := pin.get("fix"):  # (the error line cut short: what to do on a line of its own, whole)
+                lines.append(f"  fix: {for_home(fix, args.home)}")
     if len(stores) == 1 and stores[0].get("reachable") is False and (err := stores[0].get("last_error")):
         lines.append(f"  failing: {for_home(err, args.home)}")  # (its pushes failing, a folder away)
     if len(stores) > 1:  # a mirror: how each of its stores is doing

@@ -328,6 +328,11 @@ def cmd_rm(args) -> int:
             waits.close()
     kept = out.get("kept_in_store")
     said = f"; kept {kept['objects']} of its objects in the store for good: {kept['why']}" if kept else ""
+    if left := out.get("left_in_store"):  # (a session never shared, its head in the store unread)
+        said += (
+            f"\n  left in the store {left['store']}: {left['what']}; {left['why']}"
+            f"\n  fix: {for_home(left['fix'], args.home)}"
+        )
     emit(args, out, f"deleted {args.id}{said}")
     return 0
 

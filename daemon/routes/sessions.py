@@ -66,8 +66,8 @@ async def patch_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    kept = await daemon_of(request).ops.remove(session_id(request), force=bool(query(request).get("force")))
-    return ok({"deleted": session_id(request), **({"kept_in_store": kept} if kept else {})})
+    said = await daemon_of(request).ops.remove(session_id(request), force=bool(query(request).get("force")))
+    return ok({"deleted": session_id(request), **said})
 
 
 async def pause(request: web.Request) -> web.Response:
