@@ -3,13 +3,15 @@ started again. CRASH_SEED picks the moments."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 
-from conftest import cli_json, run_cli, wait_for
+from conftest import cli_json, popen_cli, run_cli, wait_for
 from sessiond.client import ApiError, Client, ClientError
 
 
@@ -202,3 +204,39 @@ def dropped_writer_told(c, sid: str, written: list[str], log: list[str]) -> None
         assert held is not None, lost
         assert held["messages"] >= len(lost), (held, lost)
     assert set(written) <= set(contents(c, sid))
+
+
+class RelayProc:
+    """A `sessiond serve` relay (open registration) on a held loopback port, its data in `data`: a victim for
+    killed_while, as a DaemonProc is (kill: SIGKILL, a host going down; start: again on the same port, where
+    the devices' accounts are)."""
+
+    def __init__(self, data: str, port: int):
+        self.data, self.port = data, port
+        self.url = f"s5+http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RelayProc:
+        argv = ["serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data, "--json", "--open-registration"]
+        self.proc = popen_cli(argv, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        line = self.proc.stdout.readline() if self.proc.stdout else b""
+        if not line:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("sessiond serve did not start")
+        assert json.loads(line)["url"] == self.url, line
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
