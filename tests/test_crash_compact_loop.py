@@ -59,3 +59,43 @@ def test_compactions_of_a_shared_session_killed_at_random_moments_converge(make_
     converge([a, b], sid, acked)
     wait_for(lambda: _context(a, sid) == _context(b, sid), timeout=30, what="the same active context on both")
     assert _context(a, sid)[0] is not None  # the context filled: compacted
+
+
+def test_compactions_on_both_writers_killed_at_random_moments_converge(make_daemon, store_dir):
+    """Both devices compact, uncompact and append: after the kills both show the same active context."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    ca = a.client()
+    sid = ca.create_session(name="filling twice", max_context_tokens=400)["id"]
+    ca.append_many(sid, [{"role": "user", "content": f"pre{i}", "tokens": 10} for i in range(20)])
+    b.client().import_code(ca.share(sid, write=True)["code"])
+    acked: list[str] = [f"pre{i}" for i in range(20)]
+    errors: list[BaseException] = []
+
+    def worker(name: str):
+        def work(c: Client, i: int) -> None:
+            if i % 7 == 0:
+                c.uncompact(sid)
+            elif i % 3 == 0:
+                c.compact(sid, target_tokens=40 + 10 * (i % 5))
+            c.append(sid, "user", f"{name}{i}", tokens=25)
+            acked.append(f"{name}{i}")
+            if i % 4 == 0:
+                c.sync(sid, wait=True, timeout=10)
+
+        return work
+
+    killed_while(
+        [lambda stop, d=d, n=n: calls(d.home, worker(n), stop, errors, timeout=20) for d, n in ((a, "a"), (b, "b"))],
+        [a, b],
+        KILLS,
+    )
+    assert not errors, errors
+    converge([a, b], sid, acked)
+
+    def same() -> bool:
+        for d in (a, b):
+            d.client().sync(sid, wait=True, timeout=10)
+        return _context(a, sid) == _context(b, sid)
+
+    wait_for(same, timeout=30, what="the same active context on both")

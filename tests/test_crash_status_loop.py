@@ -101,3 +101,51 @@ def test_pauses_resumes_and_an_end_killed_at_random_moments_converge(make_daemon
         except ApiError as exc:
             assert refused(exc), exc
     assert log == converge([a, b], sid, acked)
+
+
+def test_pauses_and_resumes_on_both_writers_killed_at_random_moments_converge(make_daemon, store_dir):
+    """Both devices pause, resume and append (each refused while it sees the session paused): after the kills
+    both show the same status and every acknowledged message, once, in one order."""
+    url = f"file://{store_dir}"
+    a, b = make_daemon(url).start(), make_daemon(url).start()
+    ca = a.client()
+    sid = ca.create_session(name="paused twice")["id"]
+    ca.append(sid, "user", "first")
+    b.client().import_code(ca.share(sid, write=True)["code"])
+    acked: list[str] = ["first"]
+    errors: list[BaseException] = []
+
+    def worker(name: str):
+        def work(c: Client, i: int) -> None:
+            try:
+                if i % 4 == 0:
+                    c.pause(sid)
+                elif i % 4 == 2:
+                    c.resume(sid)
+                c.append(sid, "user", f"{name}{i}")
+                acked.append(f"{name}{i}")
+            except ApiError as exc:
+                if not refused(exc):
+                    raise
+                time.sleep(0.02)
+                if c.get_session(sid)["status"] == "paused" and i % 3 == 0:
+                    c.resume(sid)
+            if i % 3 == 0:
+                c.sync(sid, wait=True, timeout=10)
+
+        return work
+
+    killed_while(
+        [lambda stop, d=d, n=n: calls(d.home, worker(n), stop, errors, timeout=20) for d, n in ((a, "a"), (b, "b"))],
+        [a, b],
+        KILLS,
+    )
+    assert not errors, errors
+    converge([a, b], sid, acked)
+
+    def same_status() -> bool:
+        for d in (a, b):
+            d.client().sync(sid, wait=True, timeout=10)
+        return a.client().get_session(sid)["status"] == b.client().get_session(sid)["status"]
+
+    wait_for(same_status, timeout=30, what="the same status on both")
