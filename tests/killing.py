@@ -129,14 +129,32 @@ def waiting_for(done: Callable[[], bool], what: str, at: int) -> Callable[[int, 
     return between
 
 
-def shared_writers(make_daemon, store, name: str) -> tuple:
-    """A and B started on `store` (a URL, or a list: a mirror), A's session `name` holding one message, "first",
-    shared read-write with B: (a, b, its id)."""
+def shared_writers(make_daemon, store, name: str, pre: list[dict] | None = None, **spec) -> tuple:
+    """A and B started on `store` (a URL, or a list: a mirror), A's session `name` (made with `spec`) holding
+    one message, "first" (or the messages `pre`), shared read-write with B: (a, b, its id)."""
     a, b = make_daemon(store).start(), make_daemon(store).start()
-    sid = a.client().create_session(name=name)["id"]
-    a.client().append(sid, "user", "first")
+    sid = a.client().create_session(name=name, **spec)["id"]
+    a.client().append_many(sid, pre or [{"role": "user", "content": "first"}])
     b.client().import_code(a.client().share(sid, write=True)["code"])
     return a, b, sid
+
+
+def each_writing(devices: dict, work: Callable[[str], Callable[[Client, int], None]], errors: list, kills: int) -> None:
+    """killed_while with `work(name)`'s calls on each of `devices` (name -> DaemonProc), any of them the victim."""
+    workers = [lambda stop, d=d, n=n: calls(d.home, work(n), stop, errors, timeout=20) for n, d in devices.items()]
+    killed_while(workers, list(devices.values()), kills)
+
+
+def agreeing(devices: list, sid: str, view: Callable, what: str) -> None:
+    """Sync `devices` until `view(d, sid)` is the same on each (30 s at most)."""
+
+    def same() -> bool:
+        for d in devices:
+            with Client(d.home) as c:
+                c.sync(sid, wait=True, timeout=10)
+        return all(view(d, sid) == view(devices[0], sid) for d in devices[1:])
+
+    wait_for(same, timeout=30, what=what)
 
 
 def appender(d, sid: str, name: str, acked: list, errors: list) -> Callable[[threading.Event], None]:

@@ -10,7 +10,7 @@ import threading
 import time
 
 from conftest import wait_for
-from killing import calls, converge, killed_while
+from killing import agreeing, calls, converge, each_writing, killed_while, shared_writers
 from sessiond.client import ApiError, Client
 
 KILLS = int(os.environ.get("CRASH_KILLS", 8))
@@ -22,12 +22,7 @@ def refused(exc: ApiError) -> bool:
 
 
 def test_pauses_resumes_and_an_end_killed_at_random_moments_converge(make_daemon, store_dir):
-    url = f"file://{store_dir}"
-    a, b = make_daemon(url).start(), make_daemon(url).start()
-    ca = a.client()
-    sid = ca.create_session(name="paused")["id"]
-    ca.append(sid, "user", "first")
-    b.client().import_code(ca.share(sid, write=True)["code"])
+    a, b, sid = shared_writers(make_daemon, f"file://{store_dir}", "paused")
     acked: list[str] = ["first"]
     errors: list[BaseException] = []
     end_now, ended = threading.Event(), threading.Event()
@@ -106,12 +101,7 @@ def test_pauses_resumes_and_an_end_killed_at_random_moments_converge(make_daemon
 def test_pauses_and_resumes_on_both_writers_killed_at_random_moments_converge(make_daemon, store_dir):
     """Both devices pause, resume and append (each refused while it sees the session paused): after the kills
     both show the same status and every acknowledged message, once, in one order."""
-    url = f"file://{store_dir}"
-    a, b = make_daemon(url).start(), make_daemon(url).start()
-    ca = a.client()
-    sid = ca.create_session(name="paused twice")["id"]
-    ca.append(sid, "user", "first")
-    b.client().import_code(ca.share(sid, write=True)["code"])
+    a, b, sid = shared_writers(make_daemon, f"file://{store_dir}", "paused twice")
     acked: list[str] = ["first"]
     errors: list[BaseException] = []
 
@@ -135,17 +125,7 @@ def test_pauses_and_resumes_on_both_writers_killed_at_random_moments_converge(ma
 
         return work
 
-    killed_while(
-        [lambda stop, d=d, n=n: calls(d.home, worker(n), stop, errors, timeout=20) for d, n in ((a, "a"), (b, "b"))],
-        [a, b],
-        KILLS,
-    )
+    each_writing({"a": a, "b": b}, worker, errors, KILLS)
     assert not errors, errors
     converge([a, b], sid, acked)
-
-    def same_status() -> bool:
-        for d in (a, b):
-            d.client().sync(sid, wait=True, timeout=10)
-        return a.client().get_session(sid)["status"] == b.client().get_session(sid)["status"]
-
-    wait_for(same_status, timeout=30, what="the same status on both")
+    agreeing([a, b], sid, lambda d, sid: d.client().get_session(sid)["status"], "the same status on both")
