@@ -3,14 +3,16 @@ started again. CRASH_SEED picks the moments."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 
-from conftest import cli_json, run_cli, wait_for
+from conftest import cli_json, popen_cli, run_cli, wait_for
 from sessiond.client import ApiError, Client, ClientError
 
 
@@ -152,14 +154,32 @@ def waiting_for(done: Callable[[], bool], what: str, at: int) -> Callable[[int, 
     return between
 
 
-def shared_writers(make_daemon, store, name: str) -> tuple:
-    """A and B started on `store` (a URL, or a list: a mirror), A's session `name` holding one message, "first",
-    shared read-write with B: (a, b, its id)."""
+def shared_writers(make_daemon, store, name: str, pre: list[dict] | None = None, **spec) -> tuple:
+    """A and B started on `store` (a URL, or a list: a mirror), A's session `name` (made with `spec`) holding
+    one message, "first" (or the messages `pre`), shared read-write with B: (a, b, its id)."""
     a, b = make_daemon(store).start(), make_daemon(store).start()
-    sid = a.client().create_session(name=name)["id"]
-    a.client().append(sid, "user", "first")
+    sid = a.client().create_session(name=name, **spec)["id"]
+    a.client().append_many(sid, pre or [{"role": "user", "content": "first"}])
     b.client().import_code(a.client().share(sid, write=True)["code"])
     return a, b, sid
+
+
+def each_writing(devices: dict, work: Callable[[str], Callable[[Client, int], None]], errors: list, kills: int) -> None:
+    """killed_while with `work(name)`'s calls on each of `devices` (name -> DaemonProc), any of them the victim."""
+    workers = [lambda stop, d=d, n=n: calls(d.home, work(n), stop, errors, timeout=20) for n, d in devices.items()]
+    killed_while(workers, list(devices.values()), kills)
+
+
+def agreeing(devices: list, sid: str, view: Callable, what: str) -> None:
+    """Sync `devices` until `view(d, sid)` is the same on each (30 s at most)."""
+
+    def same() -> bool:
+        for d in devices:
+            with Client(d.home) as c:
+                c.sync(sid, wait=True, timeout=10)
+        return all(view(d, sid) == view(devices[0], sid) for d in devices[1:])
+
+    wait_for(same, timeout=30, what=what)
 
 
 def appender(d, sid: str, name: str, acked: list, errors: list) -> Callable[[threading.Event], None]:
@@ -239,3 +259,39 @@ def keep_homes(store_dir: str, *devices) -> None:
         dest = os.path.join(keep, n)
         shutil.copytree(os.path.dirname(d.home), dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock"))
     shutil.copytree(store_dir, os.path.join(keep, "store"), dirs_exist_ok=True)
+
+
+class RelayProc:
+    """A `sessiond serve` relay (open registration) on a held loopback port, its data in `data`: a victim for
+    killed_while, as a DaemonProc is (kill: SIGKILL, a host going down; start: again on the same port, where
+    the devices' accounts are)."""
+
+    def __init__(self, data: str, port: int):
+        self.data, self.port = data, port
+        self.url = f"s5+http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RelayProc:
+        argv = ["serve", "--listen", f"127.0.0.1:{self.port}", "--data", self.data, "--json", "--open-registration"]
+        self.proc = popen_cli(argv, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        line = self.proc.stdout.readline() if self.proc.stdout else b""
+        if not line:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("sessiond serve did not start")
+        assert json.loads(line)["url"] == self.url, line
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
