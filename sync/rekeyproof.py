@@ -426,14 +426,25 @@ async def _claimed_before(
     claims of its last CLAIMS_KEPT rekeys only, and each manifest links the one before (its `prev`, docs/FORMATS.md
     §4), which the hash chain from its signed head vouches for, until the author's gc frees it (after its grace, 24 h
     by default). CLAIMS_WALK manifests at most; ends at the first one gone, damaged or sealed under none of `keys`.
-    A store that fails fails it."""
+    A store that fails fails it.
+
+    An older manifest holds the claims its author took back too (a rekey that gave up or lost the slot to another
+    notice withdraws its claim; one that started over claims its new notice in place of the first: sync/rekey.py),
+    whose notices a store may still hold and serve: the first claim of the slot met down the chain decides, and
+    counts only if it left the log by its cap, the manifest after it full and every claim before it gone too."""
     h = notice_hash(notice)
     walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK)
+    after: list[dict] | None = None  # the claims of the manifest after the one read (the one read before it)
     try:
         async with contextlib.aclosing(walk):
             async for _at, _h, _k, man in walk:
-                if any(c["o"] == old_announce and c["h"] == h and c["a"] == notice.get("a") for c in man.claims):
-                    return True
+                at = next((i for i, c in enumerate(man.claims) if c["o"] == old_announce), None)
+                if at is not None:
+                    c = man.claims[at]
+                    if c["h"] != h or c["a"] != notice.get("a") or after is None or len(after) < CLAIMS_KEPT:
+                        return False  # another notice of the slot, or a claim taken back
+                    return not any(o in after for o in man.claims[: at + 1])
+                after = man.claims
     except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
         if exc.kind == "store":
             raise
