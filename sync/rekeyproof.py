@@ -33,6 +33,7 @@ from nacl.signing import SigningKey
 
 from ..stores import Store
 from . import dagcbor
+from .bounded import LRU
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest, walk_manifests
 from .manifest import CLAIMS_KEPT
@@ -44,6 +45,10 @@ from .sharecode import ShareCode
 CHAIN_MAX = 64
 # an author's older manifests read for a claim of a notice its current one no longer keeps (_claimed_before), at most
 CLAIMS_WALK = 1000
+# the result of each walk, by the head's manifest it began at (_claimed_before): a notice refused is checked again at
+# every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
+# there then either), so a pull while the author's head stands reads that manifest only, not up to CLAIMS_WALK
+_WALKED: LRU[tuple, bool] = LRU(256)
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
 ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
@@ -434,21 +439,31 @@ async def _claimed_before(
     counts only if it left the log by its cap, the manifest after it full and every claim before it gone too."""
     h = notice_hash(notice)
     walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK)
-    after: list[dict] | None = None  # the claims of the manifest after the one read (the one read before it)
+    walked: tuple | None = None  # (the walk from this head, for this notice, with these keys: _WALKED)
+    found = False
     try:
         async with contextlib.aclosing(walk):
-            async for _at, _h, _k, man in walk:
+            after: list[dict] | None = None  # the claims of the manifest after the one read (read before it)
+            async for _at, mhash, _k, man in walk:
+                if walked is None:
+                    walked = (store.url, sid, mhash, old_announce, h, notice.get("a"), frozenset(keys))
+                    known = _WALKED.get(walked)
+                    if known is not None:
+                        return known
                 at = next((i for i, c in enumerate(man.claims) if c["o"] == old_announce), None)
                 if at is not None:
                     c = man.claims[at]
-                    if c["h"] != h or c["a"] != notice.get("a") or after is None or len(after) < CLAIMS_KEPT:
-                        return False  # another notice of the slot, or a claim taken back
-                    return not any(o in after for o in man.claims[: at + 1])
+                    # another notice of the slot, or a claim taken back, decides as much as the notice's own
+                    if c["h"] == h and c["a"] == notice.get("a") and after is not None and len(after) >= CLAIMS_KEPT:
+                        found = not any(o in after for o in man.claims[: at + 1])
+                    break
                 after = man.claims
     except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
         if exc.kind == "store":
             raise
-    return False
+    if walked is not None:
+        _WALKED[walked] = found
+    return found
 
 
 async def _claims(

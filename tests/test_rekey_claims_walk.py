@@ -16,6 +16,7 @@ import pytest
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
+from devices import count_gets
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor
 from sessiond.sync.crypto import members_key
@@ -111,3 +112,31 @@ async def test_a_claim_that_left_its_authors_log_by_the_cap_is_found_in_its_olde
     except ImportError_ as exc:  # (the new slot is never written here: what B says of that is not this test's)
         assert exc.kind != "rekey_unconfirmed", exc
     assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_a_notice_refused_after_the_walk_is_not_walked_again_while_its_authors_head_stands(devices):
+    """The walk reads up to CLAIMS_WALK manifests, while the store holds them (a store the author's gc never runs
+    on, or one keeping what it was told to delete, holds them all): a notice it refused was walked again at every
+    pull, up to a thousand reads a pull. The chain from one head does not change: the walk's result is kept for
+    that head, and a pull while it stands reads the head's manifest only."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("walked", write=True)
+    await b.pull(sid)
+    claims: list[dict] = []
+    for _ in range(CLAIMS_KEPT + 24):  # A's rekeys of other slots, one push each: none of them claims the notice
+        claims = [*claims, {"a": os.urandom(32), "h": os.urandom(32), "o": os.urandom(32)}][-CLAIMS_KEPT:]
+        await _claims_pushed(devices, sid, claims)
+    notice, _ = await _abandoned_notice(devices, sid)  # never claimed
+    await _slot_served_with(devices, sid, notice)
+    gets = count_gets(await b.ctx.store_for(sid))
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    walked = len(gets)
+    assert walked > CLAIMS_KEPT + 24, walked  # (the walk, down to A's first manifest)
+    gets.clear()
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    assert len(gets) < CLAIMS_KEPT, (len(gets), walked)
