@@ -325,7 +325,18 @@ async def _sightings(
     manifest claims it, the members whose manifest opens under none of `keys` (gone on under another key),
     and the other members whose manifest claims a rekey of the same slot. This device's own head is read
     only as the author's. Refuses (rekey_unconfirmed) a notice whose author's manifest opens and does not
-    claim it; `left_out`: a notice with no box for this device, said so."""
+    claim it, or whose author the old slot lists under more than one head key; `left_out`: a notice with no box
+    for this device, said so."""
+    listed = [m for m in members if m["device_id"] == author]
+    if len(listed) > 1:  # (check_notice and check_exclusion alike)
+        # (a head key is its device's seed's and the session's: one device, one key. The old slot is any old writer's
+        # to sign, a dropped one's too, which lists a key of its own under the author's id to claim its notice)
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"the rekey notice of session {sid} names device {author} as its author, which the old members slot lists"
+            f" under {len(listed)} head keys (a writer's forgery: one of them claims the notice for it); this device"
+            f" keeps its key and looks again at its next pull; " + fork_way(sid),
+        )
     h = notice_hash(notice)
     moved, contradicting = [], []
     claimed = aged = False
