@@ -97,7 +97,7 @@ class Rekeyer:
                 # never read), as `sessiond devices` lists it: the name `--drop` takes
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
                 # no refusal for those a rekey dropped before (a drop asked again after a crash): named so
-                already = await dropped_before(
+                already, own = await dropped_before(
                     ctx, self.members, store, sid, drop, others, frozen, self._claims, members
                 )
                 unknown = [d for d in drop if d not in others and d not in already]
@@ -113,7 +113,9 @@ class Rekeyer:
                         f"of all written afterwards: `sessiond rekey {sid}` (no --drop), and share codes made "
                         f"before it stop working",
                     )
-                if already and tried is None and set(drop) <= set(already):  # all done before: done, as answered
+                # all done before by this device's own rekeys: done, as answered. Those found otherwise (a frozen
+                # log, another writer's rekey) tell nothing of what the device reads now: rekeyed (none new dropped)
+                if already and tried is None and set(drop) <= set(own):
                     return {"session": sid, "kept": sorted(others), "dropped": already, "already_dropped": already}
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]

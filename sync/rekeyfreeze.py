@@ -96,47 +96,71 @@ async def dropped_before(
     frozen: list[dict],
     claims: Callable[[str], Awaitable[list[dict]]],
     writers: Sequence[dict] = (),
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Of the devices a rekey was asked to `drop` that are no writer of the session (not in `others`), those a rekey
-    dropped before (a drop asked again after a kill cut its answer, finished from its record; or done long before):
-    a frozen log of theirs (`frozen`, the slot's, and those noted here), named by its device id or the start of its
-    head key as `--drop` takes it; or, read only while some are not found so, a writer its notice has no box for of
-    the generation a rekey ended: this device's own rekeys (its `claims`, the latest first), then those of the
-    slot's other `writers` (the claims of each one's current manifest: a rekey this device took, which dropped a
-    writer that never pushed, of which no frozen log tells). Each claim names the old slot, which lists the
-    generation its rekey ended, its notice boxing those kept. Never this device. A store that fails fails it."""
+    dropped before (a drop asked again after a kill cut its answer, finished from its record; or done long before),
+    and of them those this device's own rekeys dropped. Found by: a writer its notice has no box for of the
+    generation one of this device's own rekeys ended (its `claims`, the latest first); a frozen log of theirs
+    (`frozen`, the slot's, and those noted here), named by its device id or the start of its head key as `--drop`
+    takes it; or, read only while some are not found so, the same of the rekeys of the slot's other `writers` (the
+    claims of each one's current manifest: a rekey this device took, which dropped a writer that never pushed, of
+    which no frozen log tells). Each claim names the old slot, which lists the generation its rekey ended, its
+    notice boxing those kept. Never this device. A store that fails fails it.
+
+    Only this device's own rekeys tell that the device reads nothing written since (the caller rekeys nothing
+    again for them): a frozen log, another writer's log and the slots it leads to are any current writer's to
+    write, and a device another rekey dropped may have been given a code since."""
     names = [d for d in dict.fromkeys(drop) if d not in others]
     if not names:
-        return []
+        return [], []
     me = ctx.keys.head_pk(sid)
+    keys = ctx.keys.session_keys(sid)
+    read: set[bytes] = set()  # (old slots read: one rekey's, claimed by its author and by no other)
+    own = await _dropped_by(members, store, sid, keys, me, await claims(sid), set(names), read)
     frozen = merge_frozen(frozen, await members.known_frozen(sid))
     gone = {n for f in frozen if bytes(f["k"]) != me for n in (str(f["d"]), bytes(f["k"]).hex()[:16])}
-    found = {n for n in names if n in gone}
-    keys = ctx.keys.session_keys(sid)
-    authors = [(me, await claims(sid))] + [(bytes(w["head_pk"]), None) for w in writers if w["head_pk"] != me]
-    read: set[bytes] = set()  # (old slots read: one rekey's, claimed by its author and by no other)
-    for author, claimed in authors:
+    found = own | {n for n in names if n in gone}
+    for w in writers:
         if found >= set(names):
             break
-        if claimed is None:
-            claimed = await _claims_of(ctx, store, sid, keys, author)
-        for claim in reversed(claimed):
-            if found >= set(names):
-                break
-            if bytes(claim["o"]) in read:
-                continue
-            read.add(bytes(claim["o"]))
-            try:
-                slot = await members.read_apart(store, sid, keys, bytes(claim["o"]))
-            except ImportError_ as exc:
-                if exc.kind == "store":
-                    raise
-                continue  # (unreadable: not known from it)
-            if slot.notice is None or notice_hash(slot.notice) != claim["h"]:
-                continue
-            boxed = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {me, author}
-            found |= {member_name(m) for m in slot.members if bytes(m["head_pk"]) not in boxed} & set(names)
-    return [n for n in names if n in found]
+        if w["head_pk"] != me:
+            pk = bytes(w["head_pk"])
+            claimed = await _claims_of(ctx, store, sid, keys, pk)
+            found |= await _dropped_by(members, store, sid, keys, pk, claimed, set(names) - found, read, me)
+    return [n for n in names if n in found], [n for n in names if n in own]
+
+
+async def _dropped_by(
+    members: Members,
+    store: Store,
+    sid: str,
+    keys: list[bytes],
+    author: bytes,
+    claimed: list[dict],
+    names: set[str],
+    read: set[bytes],
+    me: bytes | None = None,
+) -> set[str]:
+    """Of `names`, the writers of the generations the rekeys `claimed` by `author` ended that their notices have no
+    box for (dropped_before); each old slot read once (`read`), the latest claims first, while some are not found."""
+    found: set[str] = set()
+    for claim in reversed(claimed):
+        if found >= names:
+            break
+        if bytes(claim["o"]) in read:
+            continue
+        read.add(bytes(claim["o"]))
+        try:
+            slot = await members.read_apart(store, sid, keys, bytes(claim["o"]))
+        except ImportError_ as exc:
+            if exc.kind == "store":
+                raise
+            continue  # (unreadable: not known from it)
+        if slot.notice is None or notice_hash(slot.notice) != claim["h"]:
+            continue
+        boxed = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {author, me or author}
+        found |= {member_name(m) for m in slot.members if bytes(m["head_pk"]) not in boxed} & names
+    return found
 
 
 async def _claims_of(ctx: SyncContext, store: Store, sid: str, keys: list[bytes], pk: bytes) -> list[dict]:

@@ -33,6 +33,7 @@ from nacl.signing import SigningKey
 
 from ..stores import Store
 from . import dagcbor
+from .bounded import LRU
 from .errors import ImportError_
 from .fetch import ManifestSealed, read_manifest, walk_manifests
 from .manifest import CLAIMS_KEPT
@@ -44,6 +45,10 @@ from .sharecode import ShareCode
 CHAIN_MAX = 64
 # an author's older manifests read for a claim of a notice its current one no longer keeps (_claimed_before), at most
 CLAIMS_WALK = 1000
+# the result of each walk, by the head's manifest it began at (_claimed_before): a notice refused is checked again at
+# every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
+# there then either), so a pull while the author's head stands reads that manifest only, not up to CLAIMS_WALK
+_WALKED: LRU[tuple, bool] = LRU(256)
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
 ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
@@ -320,7 +325,18 @@ async def _sightings(
     manifest claims it, the members whose manifest opens under none of `keys` (gone on under another key),
     and the other members whose manifest claims a rekey of the same slot. This device's own head is read
     only as the author's. Refuses (rekey_unconfirmed) a notice whose author's manifest opens and does not
-    claim it; `left_out`: a notice with no box for this device, said so."""
+    claim it, or whose author the old slot lists under more than one head key; `left_out`: a notice with no box
+    for this device, said so."""
+    listed = [m for m in members if m["device_id"] == author]
+    if len(listed) > 1:  # (check_notice and check_exclusion alike)
+        # (a head key is its device's seed's and the session's: one device, one key. The old slot is any old writer's
+        # to sign, a dropped one's too, which lists a key of its own under the author's id to claim its notice)
+        raise ImportError_(
+            "rekey_unconfirmed",
+            f"the rekey notice of session {sid} names device {author} as its author, which the old members slot lists"
+            f" under {len(listed)} head keys (a writer's forgery: one of them claims the notice for it); this device"
+            f" keeps its key and looks again at its next pull; " + fork_way(sid),
+        )
     h = notice_hash(notice)
     moved, contradicting = [], []
     claimed = aged = False
@@ -426,18 +442,39 @@ async def _claimed_before(
     claims of its last CLAIMS_KEPT rekeys only, and each manifest links the one before (its `prev`, docs/FORMATS.md
     §4), which the hash chain from its signed head vouches for, until the author's gc frees it (after its grace, 24 h
     by default). CLAIMS_WALK manifests at most; ends at the first one gone, damaged or sealed under none of `keys`.
-    A store that fails fails it."""
+    A store that fails fails it.
+
+    An older manifest holds the claims its author took back too (a rekey that gave up or lost the slot to another
+    notice withdraws its claim; one that started over claims its new notice in place of the first: sync/rekey.py),
+    whose notices a store may still hold and serve: the first claim of the slot met down the chain decides, and
+    counts only if it left the log by its cap, the manifest after it full and every claim before it gone too."""
     h = notice_hash(notice)
     walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK)
+    walked: tuple | None = None  # (the walk from this head, for this notice, with these keys: _WALKED)
+    found = False
     try:
         async with contextlib.aclosing(walk):
-            async for _at, _h, _k, man in walk:
-                if any(c["o"] == old_announce and c["h"] == h and c["a"] == notice.get("a") for c in man.claims):
-                    return True
+            after: list[dict] | None = None  # the claims of the manifest after the one read (read before it)
+            async for _at, mhash, _k, man in walk:
+                if walked is None:
+                    walked = (store.url, sid, mhash, old_announce, h, notice.get("a"), frozenset(keys))
+                    known = _WALKED.get(walked)
+                    if known is not None:
+                        return known
+                at = next((i for i, c in enumerate(man.claims) if c["o"] == old_announce), None)
+                if at is not None:
+                    c = man.claims[at]
+                    # another notice of the slot, or a claim taken back, decides as much as the notice's own
+                    if c["h"] == h and c["a"] == notice.get("a") and after is not None and len(after) >= CLAIMS_KEPT:
+                        found = not any(o in after for o in man.claims[: at + 1])
+                    break
+                after = man.claims
     except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
         if exc.kind == "store":
             raise
-    return False
+    if walked is not None:
+        _WALKED[walked] = found
+    return found
 
 
 async def _claims(

@@ -28,6 +28,7 @@ from sessiond.sync.crypto import (
     open_sealed,
     seal,
 )
+from sessiond.sync.frozen import is_frozen
 from sessiond.sync.keys import KeyError_, KeyStore, mnemonic_to_seed
 from sessiond.sync.manifest import CLAIMS_KEPT, encode_manifest, parse_manifest
 from sessiond.sync.membersobject import MEMBERS_VERSION, members_object, parse_carried, parse_members, unknown_of
@@ -270,6 +271,20 @@ def test_rekey_notice_hash_and_manifest_claim_vectors():
     assert man.claims == [claim] and man.lamport == 5 and man.last_seq == 0
     # without claims, the manifest is the one sessiond wrote before them: no "rk" key at all
     assert b"rk" not in encode_manifest(v["session"], v["device"], 3, pk, 0, 5, [], None)
+
+
+def test_rekey_notice_with_frozen_logs_vector():
+    """A notice naming the frozen logs its rekey adds ("f", FORMATS.md §6): its bytes and hash; the claim of the
+    notice without them does not confirm it, nor the other way round."""
+    v = V["rekey"]
+    pk = bytes.fromhex(v["head_pk_hex"])
+    notice = {"a": b"\x02" * 32, "b": [{"k": pk, "x": b"\x04" * 80}], "d": v["device"], "t": 1700000000}
+    frozen = {"d": "8899aabbccddeeff", "k": b"\xed" + b"\x05" * 32, "r": 7, "h": b"\x06" * 32, "x": b"\x07" * 32}
+    assert is_frozen(frozen)
+    named = {**notice, "f": [frozen]}
+    assert dagcbor.encode(named).hex() == v["notice_with_frozen_hex"]
+    assert notice_hash(named).hex() == v["notice_with_frozen_hash_hex"] != v["notice_hash_hex"]
+    assert notice_hash(dagcbor.decode(bytes.fromhex(v["notice_with_frozen_hex"]))) == notice_hash(named)
 
 
 def test_members_object_vector_with_a_member_of_no_known_id():

@@ -3,7 +3,8 @@
 C joined the members slot (a read-write code imported) and wrote nothing; B's rekey dropped it, so no frozen log
 names it, and A, taking B's rekey, had no trace of it left: A's `rekey --drop C` was refused as `unknown_device`,
 which told a user who had seen C among the writers nothing true (C was shut out already: it reads nothing written
-since B's rekey). It answers as the drop does, C dropped already, nothing rekeyed again. A device that never was a
+since B's rekey). It answers as the drop does, C dropped already, and rekeys (dropping no one else: another
+device's rekey does not tell that C reads nothing now, the second test). A device that never was a
 writer is refused still, the answer saying what such a device can read and what shuts it out."""
 
 from __future__ import annotations
@@ -39,10 +40,63 @@ def test_a_drop_of_a_writer_another_device_dropped_before_it_wrote_answers_dropp
     key = session_key(a, sid)
     res = a.client().rekey(sid, drop=[c_id])  # seen as a writer here before: dropped already, by B's rekey
     assert res["dropped"] == res["already_dropped"] == [c_id], res
-    assert session_key(a, sid) == key  # nothing rekeyed again
+    assert session_key(a, sid) != key  # rekeyed all the same: B's rekey is no proof of what C reads now (below)
+    key = session_key(a, sid)
 
     with pytest.raises(ApiError) as e:  # never a writer: refused, saying what such a device reads
         a.client().rekey(sid, drop=["notadevice"])
     assert e.value.status == 422 and e.value.code == "unknown_device", e.value
     assert "notadevice" in str(e.value) and f"sessiond rekey {sid}" in str(e.value), e.value
     assert session_key(a, sid) == key
+
+
+def test_a_drop_answered_from_another_devices_rekey_shuts_the_device_out(make_daemon, store_dir):
+    """What another device's log and the old slots it leads to say is no proof that a device reads nothing new: a
+    current writer can write them (a slot of its own making, a claim in its own log), and C, dropped by B before it
+    wrote, may have been given a read-only code since (as here: one the user of A made and forgot). A's `rekey
+    --drop C` answered "dropped already" and rekeyed nothing: C read what was written after it. A drop found only
+    by another device's rekey rekeys (dropping no one else): the answer names C dropped already, and C is out."""
+    url = f"file://{store_dir}"
+    a, b, sid = shared_writers(make_daemon, url, "unseen read")
+    c = make_daemon(url).start()
+    c.client().import_code(a.client().share(sid, write=True)["code"])
+    c_id = cli_json(c.home, "status")["device_id"]
+
+    def lists_c(d) -> bool:
+        d.client().sync(sid, wait=True, timeout=10)
+        return any(dv["device"] == c_id and dv["writer"] for dv in d.client().devices(sid)["devices"])
+
+    for d in (a, b):
+        wait_for(lambda d=d: lists_c(d), timeout=30, what="C listed as a writer")
+    old = session_key(a, sid)
+    b.client().rekey(sid, drop=[c_id])
+    wait_for(
+        lambda: a.client().sync(sid, wait=True, timeout=10) and session_key(a, sid) != old,
+        timeout=30,
+        what="A takes B's rekey",
+    )
+    c.client().import_code(a.client().share(sid)["code"])  # read-only, after C was dropped
+    res = a.client().rekey(sid, drop=[c_id])
+    assert res["dropped"] == res["already_dropped"] == [c_id], res
+    a.client().append(sid, "user", "after the drop")
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    b.client().append(sid, "user", "b after the drop")  # B goes on with A
+    wait_for(
+        lambda: a.client().sync(sid, wait=True, timeout=10) and "b after the drop" in _contents(a, sid),
+        timeout=30,
+        what="B's write after the drop on A",
+    )
+
+    def c_pulled() -> bool:
+        try:
+            c.client().sync(sid, wait=True, timeout=10)
+        except ApiError:
+            pass
+        return c.client().get_session(sid)["access"] == "revoked" or "after the drop" in _contents(c, sid)
+
+    wait_for(c_pulled, timeout=30, what="C pulls")
+    assert "after the drop" not in _contents(c, sid)
+
+
+def _contents(d, sid: str) -> list[str]:
+    return [m["content"] for m in d.client().messages(sid)["messages"]]

@@ -1,0 +1,79 @@
+"""A dropped writer lists a member of its own under the device id of the rekey's author (docs/SECURITY.md, "A
+dropped writer and the devices that have not yet pulled"). The old members slot is signed with a key every writer of
+the old generation holds: after A's rekey, a writer holding the old secrets writes that slot one revision on with a
+notice of its own naming A as its author, boxed to B, and with a member of a head key of its own under A's device id,
+whose log claims the forged notice. The check read the claims of every member under the author's id: the forged
+claim counted as A's, the real A's claim of another notice did not count against it: B, away, took the forger's key
+while A was cut short between its claim and its switch (killed after its notice; `a_switched`: A's log gone on under
+the new key, which B cannot open, was refused already). A notice whose author the old slot lists under more than one
+head key is refused (a head key is its device's seed's and the session's: one device, one key)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from nacl.public import SealedBox
+from nacl.signing import SigningKey, VerifyKey
+
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync import dagcbor
+from sessiond.sync.crypto import manifest_key, members_key, seal
+from sessiond.sync.errors import ImportError_
+from sessiond.sync.manifest import encode_manifest
+from sessiond.sync.members import announce_key
+from sessiond.sync.membersobject import SALT_LEN, members_object, seal_small
+from sessiond.sync.rekeyproof import notice_hash
+
+
+@pytest.mark.parametrize("a_switched", [True, False])
+async def test_a_member_listed_under_the_authors_id_does_not_claim_for_it(devices, a_switched):
+    """`a_switched`: A went on under its new key (its log no longer opens under B's keys); else A claimed its notice
+    and was cut short before it switched (its log under the old key, claiming its own notice)."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("author twice", write=True)
+    await b.pull(sid)
+    key_b = b.ctx.keys.session_key(sid)
+    old_key, old_write = a.ctx.keys.session_key(sid), a.ctx.keys.write_secret(sid)  # what a dropped writer holds
+    a_id, a_pk, b_pk = a.ctx.db.device_id, a.ctx.keys.head_pk(sid), b.ctx.keys.head_pk(sid)
+    store = await a.ctx.store_for(sid)
+    if a_switched:
+        await a.rekey(sid)
+    else:  # A's claim of its own notice, pushed; its notice never reaches the slot, the forger's does
+        own = {"a": os.urandom(32), "h": os.urandom(32), "o": bytes(announce_key(old_write).verify_key)}
+        await devices.dba.save_sync_state(sid, rekey_claims=dagcbor.encode([own]))
+        await a.pusher.push(sid, force=True)
+
+    forged_key, forged_write = os.urandom(32), os.urandom(32)
+    forged_announce = bytes(announce_key(forged_write).verify_key)
+    secret = dagcbor.encode({"a": forged_announce, "k": forged_key, "w": forged_write})
+    box = SealedBox(VerifyKey(b_pk[1:]).to_curve25519_public_key()).encrypt(secret)
+    notice = {"a": forged_announce, "b": [{"k": b_pk, "x": box}], "d": a_id, "t": 1}
+    slot_key = announce_key(old_write)
+    old_announce = bytes(slot_key.verify_key)
+    # the forger's own head, listed under A's id, claiming the forged notice
+    x = SigningKey.generate()
+    x_pk = b"\xed" + bytes(x.verify_key)
+    claim = {"a": forged_announce, "h": notice_hash(notice), "o": old_announce}
+    plain = encode_manifest(sid, a_id, 1, x_pk, 0, 0, [], None, [claim])
+    ct, ref = seal(plain, manifest_key(old_key, x_pk, 1), pad=False)
+    await store.put(ct)
+    await store.set_head(RegistryEntry.create(x, 1, b"\x1e" + ref.hash))
+    entry = await store.get_head(b"\xed" + old_announce)
+    assert entry is not None
+    members = [
+        {"head_pk": x_pk, "device_id": a_id},
+        {"head_pk": a_pk, "device_id": a_id},
+        {"head_pk": b_pk, "device_id": b.ctx.db.device_id},
+    ]
+    obj = {**members_object(sid, members), "rekey": notice}
+    salt = os.urandom(SALT_LEN)
+    h = await store.put(seal_small(dagcbor.encode(obj), members_key(old_key, salt)))
+    await store.set_head(RegistryEntry.create(slot_key, entry.revision + 1, b"\x1e" + h + salt))
+
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind in ("rekey_conflict", "rekey_unconfirmed"), err.value
+    assert b.ctx.keys.session_key(sid) in (key_b, a.ctx.keys.session_key(sid))
+    assert b.ctx.keys.session_key(sid) != forged_key
