@@ -5,7 +5,8 @@ portal stand-in (tests/servers/s5portal.py, served from its own thread on loopba
 (a writer), B is not running while A rekeys k times (a message after each); then A stops, and B's one pull is
 timed (`sessiond sync --wait` makes one: it takes every notice of the chain, a generation at a time,
 sync/follower.py). Counted on B: members slots read (Members.read_slot), the object reads and head reads of
-its store, and the notices taken. Prints JSON: per store, per k, those counts and seconds.
+its store, the notices taken, its pushes (Pusher.push called) and the revisions of its log they wrote (each a manifest
+and a head written: `sync.pushed`). Prints JSON: per store, per k, those counts and seconds.
 
 BENCH_REKEYS (default "8,12,16,30,60"), BENCH_STORES (default "folder,s5").
 """
@@ -51,7 +52,14 @@ class Counts:
 
     def __init__(self) -> None:
         self.on = False
-        self.n = {"slot_reads": 0, "object_reads": 0, "head_reads": 0, "notices_taken": 0}
+        self.n = {
+            "slot_reads": 0,
+            "object_reads": 0,
+            "head_reads": 0,
+            "notices_taken": 0,
+            "pushes": 0,
+            "revisions_pushed": 0,
+        }
 
     @contextlib.contextmanager
     def patched(self, syncer: Syncer):
@@ -73,6 +81,15 @@ class Counts:
             wrap(cls, "get_capped", "object_reads")
             wrap(cls, "get_head", "head_reads")
         wrap(syncer.members, "read_slot", "slot_reads")
+        wrap(syncer.pusher, "push", "pushes")
+        real_event = syncer.ctx.on_event
+
+        def on_event(ev: dict) -> None:
+            if self.on and ev.get("type") == "sync.pushed":
+                self.n["revisions_pushed"] += 1
+            real_event(ev)
+
+        syncer.ctx.on_event = on_event
         real_take = syncer.rekeyer.take
 
         async def take(*args, **kw):
@@ -85,6 +102,7 @@ class Counts:
         try:
             yield
         finally:
+            syncer.ctx.on_event = real_event
             syncer.rekeyer.take = real_take  # type: ignore[method-assign]
             for owner, name, real in reversed(undo):
                 if isinstance(owner, type):

@@ -283,7 +283,11 @@ class Follower:
                 )
             if notice is not None:
                 async with self.generations.lock(sid):
-                    await self.rekeyer.take(sid, notice, store, members)
+                    try:
+                        await self.rekeyer.take(sid, notice, store, members)
+                    except Exception:
+                        await self._settle_quietly(sid)  # (a chain of rekeys cut short: its push left to its end)
+                        raise
                 now = await db.remote(sid)
                 assert now is not None  # taking a notice switches the remote; it does not remove it
                 if bytes(now["announce_pk"]) != announce_pk:
@@ -294,6 +298,9 @@ class Follower:
             if exc.kind in LOST and not restored and await self._restore(sid, announce_pk):
                 return await self.pull(sid, restored=True)
             raise
+        if self.rekeyer.owes(sid):  # (goes on in this generation: a push left to a chain's end, made now)
+            async with self.generations.lock(sid):
+                await self.rekeyer.settle(sid)
         newer = rev > remote["members_rev"]
         if newer:
             await db.set_remote(sid, members_rev=rev)
@@ -360,6 +367,13 @@ class Follower:
                 if (sid, url, pk) not in self._held_noted:
                     await self.ctx.db.syncstate.logs_seen.seen(sid, url, [pk])
                     self._held_noted[(sid, url, pk)] = True
+
+    async def _settle_quietly(self, sid: str) -> None:
+        """Rekeyer.settle, its failure said and left (the failure the pull raises is the take's)."""
+        try:
+            await self.rekeyer.settle(sid)
+        except Exception as exc:
+            log.warning("could not push the log a rekey's switch left: %s", describe(exc), extra={"session": sid})
 
     async def _restore(self, sid: str, announce_pk: bytes) -> bool:
         """Members.restore, after a pull found the slot lost, or read a new revision of it through a mirror (carried to

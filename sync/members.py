@@ -107,6 +107,12 @@ class Members:
             return None
         return [dict(m) for m in seen[4]]
 
+    def notice_as_seen(self, sid: str, announce_pk: bytes) -> bool:
+        """Whether `sid`'s members slot of announce key `announce_pk`, as this process last read or wrote it,
+        held a rekey's notice (the session moved on past it), with no store read; False if not known."""
+        seen = self._seen.get(sid)
+        return seen is not None and seen[0] == b"\xed" + announce_pk and seen[5] is not None
+
     def carried_as_seen(self, sid: str) -> list[dict]:
         """The entries of the "c" of `sid`'s members slot as this process last read or wrote it (none if not
         known): each still to be verified against the notice the slot holds (rekeycarried.carried_past)."""

@@ -156,6 +156,7 @@ class Pusher:
             }
             last = await db.last_seq(sid)
             levels = self._levels_of(sid, state["tree"])
+            committed = False  # a revision of this push's own, under the key it seals with
             if last > state["pushed_seq"]:
                 await asyncio.sleep(0)
 
@@ -185,10 +186,13 @@ class Pusher:
                     out["compaction_bytes"] = one.writer.written.bytes
                     one.writer.written = written
                 out["revision"] = await self._commit_revision(one, state, levels, last, lamport, merged=unpin)
+                committed = True
                 out["objects"], out["bytes"] = one.writer.written.objects, one.writer.written.bytes
                 await self._unpin(one, unpin)
                 state = await db.sync_state(sid)
-            if force and out["revision"] == state["head_rev"]:  # a new manifest even without new operations
+            # a new manifest even without new operations (one is enough: was a second after the operations' own,
+            # naming the same, as `out["revision"]` was compared with the state read after it)
+            if force and not committed:
                 out["revision"] = await self._commit_revision(one, state, levels, state["pushed_seq"], None)
                 state = await db.sync_state(sid)
             if compact and any(len(lv) >= FANOUT for lv in levels):

@@ -52,6 +52,9 @@ class Rekeyer:
         self.members = members
         self.pusher = pusher
         self.check = NoticeCheck(ctx, members)  # another device's notice checked before it is taken
+        # sessions whose switch to a new key left the push of this device's log to the switch at the end of the
+        # chain of rekeys it is catching up through (_switch_key); paid by `settle` if the chain stops short
+        self._owed: set[str] = set()
 
     async def rekey(self, sid: str, drop: Sequence[str] = (), *, drop_all: bool = False) -> dict:
         """Rotate the session key. Every writer device except those in `drop` (every one, with
@@ -293,7 +296,8 @@ class Rekeyer:
         # (a record an earlier sessiond wrote may name a writer of no known id "None")
         kept = [{"device_id": member_device(m.get("d")), "head_pk": m["k"]} for m in record["m"]]
         generation = record.get("own") or "g" in record  # "m" names every other writer kept
-        await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation, record.get("f", []))
+        frozen, take = record.get("f", []), not record.get("own")
+        await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation, frozen, take=take)
         if record.get("c"):  # a take that froze dropped writers' logs past the notice: the new slot holds them
             crash_point("rekey:carry")  # (tests: switched, the old slot not written: the record finishes it)
             await write_carried(self.ctx, self.members, sid, record)
@@ -366,13 +370,20 @@ class Rekeyer:
         members: list[dict],
         generation: bool,
         frozen: Sequence[dict] = (),
+        *,
+        take: bool = False,
     ) -> None:
         """Go over to the new key and members slot. `members`: the other writers the rekey kept; with
         `generation`, exactly those: every other device stops being followed here (a dropped writer keeps
         the old key and its own head, and whatever it writes from now on must reach no one), and the new
         slot, which this device's membership merges its known writers into, does not list it. The old peers
         go before the new slot is named (not announced in it yet): a push in between writes the slot with every
-        writer this device knows (Pusher.push, ensure_member), which the slot keeps."""
+        writer this device knows (Pusher.push, ensure_member), which the slot keeps.
+        `take`: another device's rekey taken. Its new slot holding the next rekey's notice already (a device
+        catching up through a chain of rekeys, a generation at a time), this device's log is not pushed under
+        this key, which no writer stays on: the pull takes the next notice, and the switch at the chain's end
+        pushes it once (was: a push under each key, each written over by the next and left to gc). Killed in
+        between, the next pull goes on along the chain to that end; a chain that stops short pays it (settle)."""
         self.ctx.keys.rotate(sid, key, write)
         crash_point("rekey:rotated")
         await pause_for_tests("rekey.rotated")  # (the tests hold it here: the keys rotated, the old slot named)
@@ -387,9 +398,28 @@ class Rekeyer:
         await pause_for_tests("rekey.announced")  # (the tests hold it here: the new slot written, the log not pushed)
         db = self.ctx.db
         if await db.last_seq(sid) or (await db.sync_state(sid))["head_rev"]:
+            if take and write is not None and self.members.notice_as_seen(sid, announce):  # (ensure_member read it)
+                self._owed.add(sid)
+                crash_point("rekey:push_left")
+                await pause_for_tests("rekey.push_left")  # (the tests hold it here: switched, the next notice seen)
+                return
             # this device's log, now under the new key: also a head that holds no operation (made for a
             # rekey's claim), which a device importing with the new key alone must be able to open
             await self.pusher.push(sid, force=True)
+        self._owed.discard(sid)
+
+    def owes(self, sid: str) -> bool:
+        """Whether a switch left the push of this device's log of `sid` to a chain's end (settle)."""
+        return sid in self._owed
+
+    async def settle(self, sid: str) -> None:
+        """The push of this device's log that a switch left to the end of a chain of rekeys (_switch_key), when
+        the chain stopped short of it: a pull that goes on in this generation (no notice taken), or a notice
+        the device could not take (left out of it: its log stays pushed under the last key it held, as it
+        was before the push waited). A push that fails raises; it is owed still."""
+        if sid in self._owed:
+            await self.pusher.push(sid, force=True)
+            self._owed.discard(sid)
 
     async def _rekeyed_already(self, sid: str, notice: dict, store: Store, members: list[dict]) -> ImportError_:
         """Why this device cannot rekey a session whose members slot holds `notice`: another device's rekey,
