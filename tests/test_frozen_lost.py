@@ -2,7 +2,7 @@
 the session failed on it (fetch_frozen), told to ask the dropped writer to mend its log, which it cannot (its
 log as the rekey froze it is pinned by the members slot, not by its head), and nothing put it back. A writer of
 the session that holds the frozen log's operations (it applied them) now builds it again from its database and
-names it in the members slot in place of the lost one, at its next full pull (Follower._take_frozen); an import
+names it in the members slot in place of the lost one, at its next full pull (followfrozen.py); an import
 meanwhile says what is missing and what to do. Shown in process over a folder store: A rekeys B out, the frozen
 manifest is deleted, C's import fails saying so; A's pull puts the log back; C's import then holds what A
 holds."""

@@ -52,7 +52,7 @@ def _wanted(syncer, sid: str) -> bool:
 
 
 async def test_a_pull_writing_the_slot_back_while_a_rekey_switches_lists_no_dropped_writer(devices, tmp_path):
-    """A's pull read a slot lacking A and was about to write it back (Follower._write_back) while A's rekey
+    """A's pull read a slot lacking A and was about to write it back (followfrozen.py) while A's rekey
     dropping B switched: the keys rotated, B's peer row not dropped yet. The write-back
     wrote the new slot with every writer A knew, B among them, and the rekey's own write of it keeps what a slot
     lists: B, dropped, was a member of the new generation, its head followed by every device. A pull writes the
