@@ -35,7 +35,7 @@ from .membersobject import SALT_LEN, member_device, member_entries, member_name,
 from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
-from .rekeyfreeze import applied_past, dropped_before, freeze_dropped, pulled_past
+from .rekeyfreeze import applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
 from .rekeyproof import (
     notice_hash,
     same_notice,
@@ -113,9 +113,11 @@ class Rekeyer:
                         f"of all written afterwards: `sessiond rekey {sid}` (no --drop), and share codes made "
                         f"before it stop working",
                     )
-                # all done before by this device's own rekeys: done, as answered. Those found otherwise (a frozen
-                # log, another writer's rekey) tell nothing of what the device reads now: rekeyed (none new dropped)
-                if already and tried is None and set(drop) <= set(own):
+                # all dropped by the rekey here that made the current key, nothing let them back in since (no code
+                # issued here since, the slot as this device last saw it): done, as answered. Else (a frozen log,
+                # another writer's rekey, a code since) nothing tells what the device reads now: rekeyed (none new
+                # dropped)
+                if already and tried is None and set(drop) <= set(own) and await shut_out_since(ctx, sid, rev):
                     return {"session": sid, "kept": sorted(others), "dropped": already, "already_dropped": already}
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]
