@@ -88,12 +88,34 @@ async def applied_past(
     return out
 
 
+# Store reads (a writer's manifest, an old slot one of its claims names) dropped_before makes at most for the rekeys of
+# the slot's other writers: the slot is any writer's to write, and one filled with made-up members would else have
+# each one's manifest read and up to CLAIMS_KEPT old slots per member. (This device's own claims: CLAIMS_KEPT at most.)
+OTHERS_READS = 48
+
+
 class Dropped(NamedTuple):
     """What dropped_before found: of the devices asked to drop that are no writer, those a rekey dropped before
-    (`found`), and of them those the rekey of this device that made the current key dropped (`own`)."""
+    (`found`), and of them those the rekey of this device that made the current key dropped (`own`); `capped`:
+    some were not found within OTHERS_READS reads of the other writers' rekeys (not looked for past it)."""
 
     found: list[str]
     own: list[str]
+    capped: bool
+
+
+class _Reads:
+    """The store reads left for the other writers' rekeys (OTHERS_READS)."""
+
+    def __init__(self, left: int):
+        self.left, self.capped = left, False
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            self.capped = True
+            return False
+        self.left -= 1
+        return True
 
 
 async def dropped_before(
@@ -114,8 +136,9 @@ async def dropped_before(
     first); a frozen log of theirs (`frozen`, the slot's, and those noted here), named by its device id or the start
     of its head key as `--drop` takes it; or, read only while some are not found so, the same of the rekeys of the
     slot's other `writers` (the claims of each one's current manifest: a rekey this device took, which dropped a
-    writer that never pushed, of which no frozen log tells). Each claim names the old slot, which lists the
-    generation its rekey ended, its notice boxing those kept. Never this device. A store that fails fails it.
+    writer that never pushed, of which no frozen log tells), OTHERS_READS store reads at most (`capped` past them).
+    Each claim names the old slot, which lists the generation its rekey ended, its notice boxing those kept. Never
+    this device. A store that fails fails it.
 
     Only the rekey of this device's that made the current key tells that the device reads nothing written since,
     and only if nothing let it back in since (shut_out_since: the caller rekeys nothing again then): a frozen log,
@@ -123,7 +146,7 @@ async def dropped_before(
     or an earlier one of this device's, dropped may have been given a code since."""
     names = [d for d in dict.fromkeys(drop) if d not in others]
     if not names:
-        return Dropped([], [])
+        return Dropped([], [], False)
     me = ctx.keys.head_pk(sid)
     keys = ctx.keys.session_keys(sid)
     remote = await ctx.db.remote(sid)
@@ -133,15 +156,18 @@ async def dropped_before(
     frozen = merge_frozen(frozen, await members.known_frozen(sid))
     gone = {n for f in frozen if bytes(f["k"]) != me for n in (str(f["d"]), bytes(f["k"]).hex()[:16])}
     found = set(by) | {n for n in names if n in gone}
+    reads = _Reads(OTHERS_READS)
     for w in writers:
         if found >= set(names):
             break
         if w["head_pk"] != me:
+            if not reads.take():  # (its manifest)
+                break
             pk = bytes(w["head_pk"])
             claimed = await _claims_of(ctx, store, sid, keys, pk)
-            found |= set(await _dropped_by(members, store, sid, keys, pk, claimed, set(names) - found, read, me))
+            found |= set(await _dropped_by(members, store, sid, keys, pk, claimed, set(names) - found, read, me, reads))
     own = [n for n in names if n in by and by[n] == current]
-    return Dropped([n for n in names if n in found], own)
+    return Dropped([n for n in names if n in found], own, reads.capped and not found >= set(names))
 
 
 async def shut_out_since(ctx: SyncContext, sid: str, rev: int) -> bool:
@@ -167,16 +193,19 @@ async def _dropped_by(
     names: set[str],
     read: set[bytes],
     me: bytes | None = None,
+    reads: _Reads | None = None,
 ) -> dict[str, bytes]:
     """Of `names`, the writers of the generations the rekeys `claimed` by `author` ended that their notices have no
     box for (dropped_before), each with the announce key of the generation the latest such rekey began; each old
-    slot read once (`read`), the latest claims first, while some are not found."""
+    slot read once (`read`), the latest claims first, while some are not found, and while `reads` has some left."""
     found: dict[str, bytes] = {}
     for claim in reversed(claimed):
         if set(found) >= names:
             break
         if bytes(claim["o"]) in read:
             continue
+        if reads is not None and not reads.take():
+            break
         read.add(bytes(claim["o"]))
         try:
             slot = await members.read_apart(store, sid, keys, bytes(claim["o"]))
