@@ -37,7 +37,8 @@ def _contents(d, sid: str) -> list[str]:
     return [m["content"] for m in d.client().messages(sid)["messages"]]
 
 
-def _c_reads_nothing_after(a, b, c, sid: str) -> None:
+def c_reads_nothing_after(a, b, c, sid: str) -> None:
+    """A and B write on after A's drop of C, B's write reaching A; C, pulling, reads neither (or is told revoked)."""
     a.client().append(sid, "user", "after the drop")
     assert a.client().sync(sid, wait=True, timeout=30)["complete"]
     b.client().append(sid, "user", "b after the drop")  # B goes on with A
@@ -72,7 +73,7 @@ def test_a_drop_asked_again_after_a_code_was_issued_since_rotates_the_key(make_d
     res = a.client().rekey(sid, drop=[c_id])
     assert res["dropped"] == res["already_dropped"] == [c_id] and res["kept"] == [b_id], res
     assert session_key(a, sid) != key  # rotated: the code opens nothing written from now on
-    _c_reads_nothing_after(a, b, c, sid)
+    c_reads_nothing_after(a, b, c, sid)
 
 
 def test_a_drop_asked_again_over_a_members_slot_rolled_back_rotates_the_key(make_daemon, store_dir):
@@ -100,4 +101,4 @@ def test_a_drop_asked_again_over_a_members_slot_rolled_back_rotates_the_key(make
 
     res = a.client().rekey(sid, drop=[c_id])
     assert c_id in res["dropped"] and session_key(a, sid) != key, res
-    _c_reads_nothing_after(a, b, c, sid)
+    c_reads_nothing_after(a, b, c, sid)
