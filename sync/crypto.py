@@ -17,6 +17,7 @@ the signing key and the revision, and a revision's plaintext is fixed (recorded)
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import blake3
@@ -215,3 +216,9 @@ def open_sealed(ciphertext: bytes, ecid: EncryptedCID) -> bytes:
     if digest(plain) != ecid.plain.hash:
         raise DecryptError("plaintext does not match the blob id in its encrypted CID")
     return plain
+
+
+def key_fingerprint(key: bytes) -> bytes:
+    """A keyed one-way hash of a session key: tells whether a recorded share code still opens the current key
+    (a rekey changes it) without keeping anything that opens the session (share.py, rekeyfreeze.py)."""
+    return hashlib.blake2b(key, digest_size=16, person=b"sessiond-sharefp").digest()

@@ -35,7 +35,7 @@ from .membersobject import SALT_LEN, member_device, member_entries, member_name,
 from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
-from .rekeyfreeze import applied_past, dropped_before, freeze_dropped, pulled_past
+from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
 from .rekeyproof import (
     notice_hash,
     same_notice,
@@ -100,7 +100,7 @@ class Rekeyer:
                 # never read), as `sessiond devices` lists it: the name `--drop` takes
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
                 # no refusal for those a rekey dropped before (a drop asked again after a crash): named so
-                already, own = await dropped_before(
+                already, own, capped = await dropped_before(
                     ctx, self.members, store, sid, drop, others, frozen, self._claims, members
                 )
                 unknown = [d for d in drop if d not in others and d not in already]
@@ -110,15 +110,22 @@ class Rekeyer:
                     raise ImportError_(
                         "unknown_device",
                         f"no writer device {', '.join(map(repr, unknown))} in session {sid} to drop (its other "
-                        f"writers: {', '.join(sorted(others)) or 'none'}), nor one a rekey dropped: nothing was "
-                        f"rekeyed. A device that is no writer (one that imported a read-only code, or holds a code "
-                        f"it has not imported) reads what the session's current key opens; any rekey shuts it out "
-                        f"of all written afterwards: `sessiond rekey {sid}` (no --drop), and share codes made "
-                        f"before it stop working",
+                        f"writers: {', '.join(sorted(others)) or 'none'}), nor one a rekey dropped"
+                        + (
+                            f" as far as the first {OTHERS_READS} reads of the other writers' rekeys tell"
+                            if capped
+                            else ""
+                        )
+                        + ": nothing was rekeyed. A device that is no writer (one that imported a read-only code, or "
+                        f"holds a code it has not imported) reads what the session's current key opens; any rekey "
+                        f"shuts it out of all written afterwards: `sessiond rekey {sid}` (no --drop), and share codes "
+                        f"made before it stop working",
                     )
-                # all done before by this device's own rekeys: done, as answered. Those found otherwise (a frozen
-                # log, another writer's rekey) tell nothing of what the device reads now: rekeyed (none new dropped)
-                if already and tried is None and set(drop) <= set(own):
+                # all dropped by the rekey here that made the current key, nothing let them back in since (no code
+                # issued here since, the slot as this device last saw it): done, as answered. Else (a frozen log,
+                # another writer's rekey, a code since) nothing tells what the device reads now: rekeyed (none new
+                # dropped)
+                if already and tried is None and set(drop) <= set(own) and await shut_out_since(ctx, sid, rev):
                     return {"session": sid, "kept": sorted(others), "dropped": already, "already_dropped": already}
                 keep = [m for m in members if m["head_pk"] != my_pk and member_name(m) not in drop and not drop_all]
                 dropped = [m for m in members if m["head_pk"] != my_pk and m not in keep]

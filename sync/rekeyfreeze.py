@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 from ..stores import Store
 from .context import SyncContext
+from .crypto import key_fingerprint
 from .errors import ImportError_, describe
 from .fetch import ManifestSealed, freeze_log, read_manifest
 from .frozen import merge_frozen
@@ -86,6 +88,36 @@ async def applied_past(
     return out
 
 
+# Store reads (a writer's manifest, an old slot one of its claims names) dropped_before makes at most for the rekeys of
+# the slot's other writers: the slot is any writer's to write, and one filled with made-up members would else have
+# each one's manifest read and up to CLAIMS_KEPT old slots per member. (This device's own claims: CLAIMS_KEPT at most.)
+OTHERS_READS = 48
+
+
+class Dropped(NamedTuple):
+    """What dropped_before found: of the devices asked to drop that are no writer, those a rekey dropped before
+    (`found`), and of them those the rekey of this device that made the current key dropped (`own`); `capped`:
+    some were not found within OTHERS_READS reads of the other writers' rekeys (not looked for past it)."""
+
+    found: list[str]
+    own: list[str]
+    capped: bool
+
+
+class _Reads:
+    """The store reads left for the other writers' rekeys (OTHERS_READS)."""
+
+    def __init__(self, left: int):
+        self.left, self.capped = left, False
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            self.capped = True
+            return False
+        self.left -= 1
+        return True
+
+
 async def dropped_before(
     ctx: SyncContext,
     members: Members,
@@ -96,38 +128,59 @@ async def dropped_before(
     frozen: list[dict],
     claims: Callable[[str], Awaitable[list[dict]]],
     writers: Sequence[dict] = (),
-) -> tuple[list[str], list[str]]:
+) -> Dropped:
     """Of the devices a rekey was asked to `drop` that are no writer of the session (not in `others`), those a rekey
     dropped before (a drop asked again after a kill cut its answer, finished from its record; or done long before),
-    and of them those this device's own rekeys dropped. Found by: a writer its notice has no box for of the
-    generation one of this device's own rekeys ended (its `claims`, the latest first); a frozen log of theirs
-    (`frozen`, the slot's, and those noted here), named by its device id or the start of its head key as `--drop`
-    takes it; or, read only while some are not found so, the same of the rekeys of the slot's other `writers` (the
-    claims of each one's current manifest: a rekey this device took, which dropped a writer that never pushed, of
-    which no frozen log tells). Each claim names the old slot, which lists the generation its rekey ended, its
-    notice boxing those kept. Never this device. A store that fails fails it.
+    and of them those the rekey of this device's that made the session's current key dropped. Found by: a writer
+    its notice has no box for of the generation one of this device's own rekeys ended (its `claims`, the latest
+    first); a frozen log of theirs (`frozen`, the slot's, and those noted here), named by its device id or the start
+    of its head key as `--drop` takes it; or, read only while some are not found so, the same of the rekeys of the
+    slot's other `writers` (the claims of each one's current manifest: a rekey this device took, which dropped a
+    writer that never pushed, of which no frozen log tells), OTHERS_READS store reads at most (`capped` past them).
+    Each claim names the old slot, which lists the generation its rekey ended, its notice boxing those kept. Never
+    this device. A store that fails fails it.
 
-    Only this device's own rekeys tell that the device reads nothing written since (the caller rekeys nothing
-    again for them): a frozen log, another writer's log and the slots it leads to are any current writer's to
-    write, and a device another rekey dropped may have been given a code since."""
+    Only the rekey of this device's that made the current key tells that the device reads nothing written since,
+    and only if nothing let it back in since (shut_out_since: the caller rekeys nothing again then): a frozen log,
+    another writer's log and the slots it leads to are any current writer's to write, and a device another rekey,
+    or an earlier one of this device's, dropped may have been given a code since."""
     names = [d for d in dict.fromkeys(drop) if d not in others]
     if not names:
-        return [], []
+        return Dropped([], [], False)
     me = ctx.keys.head_pk(sid)
     keys = ctx.keys.session_keys(sid)
+    remote = await ctx.db.remote(sid)
+    current = bytes(remote["announce_pk"]) if remote is not None else None
     read: set[bytes] = set()  # (old slots read: one rekey's, claimed by its author and by no other)
-    own = await _dropped_by(members, store, sid, keys, me, await claims(sid), set(names), read)
+    by = await _dropped_by(members, store, sid, keys, me, await claims(sid), set(names), read)
     frozen = merge_frozen(frozen, await members.known_frozen(sid))
     gone = {n for f in frozen if bytes(f["k"]) != me for n in (str(f["d"]), bytes(f["k"]).hex()[:16])}
-    found = own | {n for n in names if n in gone}
+    found = set(by) | {n for n in names if n in gone}
+    reads = _Reads(OTHERS_READS)
     for w in writers:
         if found >= set(names):
             break
         if w["head_pk"] != me:
+            if not reads.take():  # (its manifest)
+                break
             pk = bytes(w["head_pk"])
             claimed = await _claims_of(ctx, store, sid, keys, pk)
-            found |= await _dropped_by(members, store, sid, keys, pk, claimed, set(names) - found, read, me)
-    return [n for n in names if n in found], [n for n in names if n in own]
+            found |= set(await _dropped_by(members, store, sid, keys, pk, claimed, set(names) - found, read, me, reads))
+    own = [n for n in names if n in by and by[n] == current]
+    return Dropped([n for n in names if n in found], own, reads.capped and not found >= set(names))
+
+
+async def shut_out_since(ctx: SyncContext, sid: str, rev: int) -> bool:
+    """Whether nothing since the rekey of this device's that made `sid`'s current key could have let a device it
+    dropped back in, as far as this device can tell: no share code was issued here under the current key (the share
+    log's fingerprint of the key each code opens: a read or write code the dropped device may hold), and the members
+    slot the rekey read (revision `rev`) is the one this device last wrote or read, or later (a store serving an
+    older one hides a writer let back in since, by another writer's code)."""
+    remote, key = await ctx.db.remote(sid), ctx.keys.session_key(sid)
+    if remote is None or key is None or rev < remote["members_rev"]:
+        return False
+    fp = key_fingerprint(key)
+    return not any(bytes(r["key_fp"]) == fp for r in await ctx.db.share_log.list(sid))
 
 
 async def _dropped_by(
@@ -140,15 +193,19 @@ async def _dropped_by(
     names: set[str],
     read: set[bytes],
     me: bytes | None = None,
-) -> set[str]:
+    reads: _Reads | None = None,
+) -> dict[str, bytes]:
     """Of `names`, the writers of the generations the rekeys `claimed` by `author` ended that their notices have no
-    box for (dropped_before); each old slot read once (`read`), the latest claims first, while some are not found."""
-    found: set[str] = set()
+    box for (dropped_before), each with the announce key of the generation the latest such rekey began; each old
+    slot read once (`read`), the latest claims first, while some are not found, and while `reads` has some left."""
+    found: dict[str, bytes] = {}
     for claim in reversed(claimed):
-        if found >= names:
+        if set(found) >= names:
             break
         if bytes(claim["o"]) in read:
             continue
+        if reads is not None and not reads.take():
+            break
         read.add(bytes(claim["o"]))
         try:
             slot = await members.read_apart(store, sid, keys, bytes(claim["o"]))
@@ -159,7 +216,9 @@ async def _dropped_by(
         if slot.notice is None or notice_hash(slot.notice) != claim["h"]:
             continue
         boxed = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {author, me or author}
-        found |= {member_name(m) for m in slot.members if bytes(m["head_pk"]) not in boxed} & names
+        for m in slot.members:
+            if bytes(m["head_pk"]) not in boxed and member_name(m) in names:
+                found.setdefault(member_name(m), bytes(claim["a"]))
     return found
 
 

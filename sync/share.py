@@ -8,7 +8,6 @@ members slot (members.py). Importing a code is importer.py; following the other 
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +17,7 @@ from ..storage.redact import shown_store
 from ..stores import StoreError
 from ..stores.errors import StoreTimeout, failing
 from .context import SyncContext
+from .crypto import key_fingerprint
 from .errors import ImportError_, crash_point, store_failed
 from .locations import locations_of
 from .members import Members, announce_key
@@ -42,12 +42,6 @@ def read_only_too(sid: str) -> str:
         "every read-only follower loses access as well (a rekey ends every code issued before it): give those "
         f"you keep a new code with `sessiond share {shlex.quote(sid)}`"
     )
-
-
-def key_fingerprint(key: bytes) -> bytes:
-    """A keyed one-way hash of a session key: tells whether a recorded code still opens the current key
-    (a rekey changes it) without keeping anything that opens the session."""
-    return hashlib.blake2b(key, digest_size=16, person=b"sessiond-sharefp").digest()
 
 
 class Sharer:

@@ -14,6 +14,7 @@ import pytest
 from conftest import cli_json, wait_for
 from killing import session_key, shared_writers
 from sessiond.client import ApiError
+from test_rekey_drop_since import c_reads_nothing_after
 
 
 def test_a_drop_of_a_writer_another_device_dropped_before_it_wrote_answers_dropped_already(make_daemon, store_dir):
@@ -78,25 +79,4 @@ def test_a_drop_answered_from_another_devices_rekey_shuts_the_device_out(make_da
     c.client().import_code(a.client().share(sid)["code"])  # read-only, after C was dropped
     res = a.client().rekey(sid, drop=[c_id])
     assert res["dropped"] == res["already_dropped"] == [c_id], res
-    a.client().append(sid, "user", "after the drop")
-    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
-    b.client().append(sid, "user", "b after the drop")  # B goes on with A
-    wait_for(
-        lambda: a.client().sync(sid, wait=True, timeout=10) and "b after the drop" in _contents(a, sid),
-        timeout=30,
-        what="B's write after the drop on A",
-    )
-
-    def c_pulled() -> bool:
-        try:
-            c.client().sync(sid, wait=True, timeout=10)
-        except ApiError:
-            pass
-        return c.client().get_session(sid)["access"] == "revoked" or "after the drop" in _contents(c, sid)
-
-    wait_for(c_pulled, timeout=30, what="C pulls")
-    assert "after the drop" not in _contents(c, sid)
-
-
-def _contents(d, sid: str) -> list[str]:
-    return [m["content"] for m in d.client().messages(sid)["messages"]]
+    c_reads_nothing_after(a, b, c, sid)
