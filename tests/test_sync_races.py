@@ -5,9 +5,11 @@ with real daemons over one file:// store, the order of the devices' steps held b
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -206,17 +208,49 @@ def _two_joins(make_daemon, folder: str, relay: Relay, b_order: str) -> None:
             if os.path.exists(flag):
                 os.remove(flag)
         imported.result()
+    with _letting_go(flag):  # C's later slot writes (a pull merging the stores' two slots) pass the hold
+        _every_join_reaches_every_device(a, b, c, sid, relay)
+
+
+def _every_join_reaches_every_device(a, b, c, sid: str, relay: Relay) -> None:
     c.client().append(sid, "user", "from C")
     b.start()
-    wait_for(lambda: _store(b, relay.url)["pending"] == 0, timeout=30)  # B's queued slot write sent (refused)
+    wait_for(lambda: _store(b, relay.url)["pending"] == 0, timeout=30, what="B's queued slot write sent to the relay")
+    wanted = {"from A", "from B", "from C"}
+    lacking: dict[str, list[str]] = {}
 
-    def everywhere():
-        for d in (a, b, c):
+    def everywhere() -> bool:
+        for name, d in (("A", a), ("B", b), ("C", c)):
             d.client().sync(sid, wait=True, timeout=10)
-        return all({"from A", "from B", "from C"} <= set(_messages(d, sid)) for d in (a, b, c))
+            lacking[name] = sorted(wanted - set(_messages(d, sid)))
+        return not any(lacking.values())
 
-    wait_for(everywhere, timeout=40, interval=0.5)
+    try:
+        wait_for(everywhere, timeout=40, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"every join's message on every device not met within 40 s: lacking {lacking}") from None
     assert _messages(a, sid) == _messages(b, sid) == _messages(c, sid)
+
+
+@contextlib.contextmanager
+def _letting_go(flag: str) -> Iterator[None]:
+    """Every arrival of a daemon at the pause point of `flag` let go while the block runs: a hold the test no
+    longer releases by hand would hold that daemon's work there for good (its pulls then end in none of the
+    syncs' timeouts)."""
+    done = threading.Event()
+
+    def release() -> None:
+        while not done.wait(0.02):  # (polls for the daemon's arrival, as the hook polls for the removal)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(flag)
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        done.set()
+        releaser.join()
 
 
 def test_a_rekey_whose_notice_one_store_of_a_mirror_took_and_another_refused_finishes(make_daemon, store_dir, tmp_path):
