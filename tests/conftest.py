@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import json
@@ -229,6 +230,19 @@ class DaemonProc:
     def restart(self) -> DaemonProc:
         self.stop()
         return self.start()
+
+
+_FLAG_ROOT: list[str] = []  # this process's folder of pause flags (flag_dir), removed at its exit
+
+
+def flag_dir() -> str:
+    """A new folder for a pause flag (SESSIOND_TEST_PAUSE=point:FLAG), inside one folder of this test process's,
+    removed when the process exits (the daemons holding flags are stopped by then): a test that ends with a
+    daemon still arrived at its point leaves nothing behind in /tmp."""
+    if not _FLAG_ROOT:
+        _FLAG_ROOT.append(tempfile.mkdtemp(prefix="sd-flags-"))
+        atexit.register(shutil.rmtree, _FLAG_ROOT[0], True)
+    return tempfile.mkdtemp(prefix="f-", dir=_FLAG_ROOT[0])
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -433,6 +434,7 @@ def served_on_a_socket(route: Callable[[web.Application], None]) -> Iterator[str
     finally:
         stop.set()
         t.join(10)
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
 def posted(seen: list[str]) -> Callable:

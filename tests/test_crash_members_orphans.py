@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from conftest import cli_json, popen_cli, run_cli, wait_for
+from conftest import cli_json, flag_dir, popen_cli, run_cli, wait_for
 from test_crash_ops import _clean, _objects_in
 from test_crash_push_orphans import _store
 
@@ -51,7 +51,7 @@ def _after_gc(make_daemon, what: str, point: str | None, kind: str = "folder", h
             assert res.returncode != 0, res.stdout  # the daemon died on the way
             assert d.proc.wait(10) == 137
             d.env.pop("SESSIOND_CRASH_AT")
-            flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "held") if hold is not None else ""
+            flag = os.path.join(flag_dir(), "held") if hold is not None else ""
             if hold is not None:
                 d.env["SESSIOND_TEST_PAUSE"] = f"{hold}:{flag}"
             d.start()  # the start finishes it (a share: its resumed push; a rekey: its first pull)
@@ -105,7 +105,7 @@ def _gc_while_held(make_daemon, point: str) -> int:
         d.client().append(sid, "user", "first")
         d.client().sync(sid, wait=True)
         d.client().share(sid, write=True)
-        flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "held")
+        flag = os.path.join(flag_dir(), "held")
         d.env["SESSIOND_TEST_PAUSE"] = f"{point}:{flag}"
         d.restart()
         unshare = popen_cli(["unshare", sid, "--json", "--home", d.home], env=dict(os.environ), stdout=subprocess.PIPE)

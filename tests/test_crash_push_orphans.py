@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import cli_json, relay_served, run_cli, wait_for, write_config
+from conftest import cli_json, flag_dir, relay_served, run_cli, wait_for, write_config
 from test_crash_ops import _all_messages, _clean, _objects_in
 
 
@@ -37,7 +37,7 @@ def _after_gc(make_daemon, url: str, held: Callable[[], set[str]], *, crash: boo
         assert res.returncode != 0, res.stdout  # the daemon died with the pages put, the revision not recorded
         assert d.proc.wait(10) == 137
         d.env.pop("SESSIOND_CRASH_AT")
-        flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "push")
+        flag = os.path.join(flag_dir(), "push")
         d.env["SESSIOND_TEST_PAUSE"] = f"push.begin:{flag}"
         d.start()  # the push resumed at the start: held until the next append is in
         c = d.client()

@@ -7,10 +7,9 @@ others wrote meanwhile."""
 from __future__ import annotations
 
 import os
-import tempfile
 
 from clocks import clocked
-from conftest import cli_json, run_cli, wait_for
+from conftest import cli_json, flag_dir, run_cli, wait_for
 
 HOUR = 3600
 
@@ -40,7 +39,7 @@ def _pair(make_daemon, store_dir):
 
 def _pulls_held(b) -> str:
     """B (stopped) to hold each pull that read another device's writes before its apply: the flag that holds it."""
-    fetched = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "pull.fetched")
+    fetched = os.path.join(flag_dir(), "pull.fetched")
     b.env["SESSIOND_TEST_PAUSE"] = f"pull.fetched:{fetched}"
     return fetched
 
@@ -233,7 +232,7 @@ def _written_on_b_while_held(make_daemon, store_dir, point: str, what: str) -> N
     """_pair, B started with its expiry's end held at the pause point `point` (arrived: `what`), an append on B
     then: once let go (and a clean-up run since), the session is active on both devices, B's write on A."""
     a, b, sid = _pair(make_daemon, store_dir)
-    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), point)
+    flag = os.path.join(flag_dir(), point)
     b.env["SESSIOND_TEST_PAUSE"] = f"{point}:{flag}"
     cb = b.start().client()
     wait_for(lambda: os.path.exists(flag), timeout=15, what=what)

@@ -6,8 +6,8 @@ the import over a session with a key here is (409 conflict), and the session her
 from __future__ import annotations
 
 import os
-import tempfile
 
+from conftest import flag_dir
 from sessiond.client import ApiError
 from waiting import wait_for
 
@@ -19,7 +19,7 @@ def test_a_code_for_another_session_of_an_id_made_here_before_its_first_push_is_
     ca.append(sid, "user", "a message of the code's session")
     code = ca.share(sid)["code"]
 
-    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "push")
+    flag = os.path.join(flag_dir(), "push")
     b = make_daemon("file://" + store_dir, env={"SESSIOND_TEST_PAUSE": f"push.begin:{flag}"}).start()
     cb = b.client()
     cb.create_session(id=sid, name="mine", initial_messages=[{"role": "user", "content": "mine"}])

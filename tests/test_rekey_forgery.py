@@ -12,7 +12,6 @@ import concurrent.futures
 import json
 import os
 import shlex
-import tempfile
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from blake3 import blake3
 from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
-from conftest import cli_json, rekeys_at_once, run_cli, wait_for, write_config
+from conftest import cli_json, flag_dir, rekeys_at_once, run_cli, wait_for, write_config
 from sessiond.client import ApiError
 from sessiond.stores.cid import CIDV1_RAW_BLAKE3
 from sessiond.stores.file import FileStore
@@ -573,7 +572,7 @@ def test_a_kept_writer_taking_the_notice_first_does_not_leave_the_new_slot_an_ol
     _let_back_in(r, d, sid)
     k.client().sync(sid, wait=True, timeout=10)  # K holds the first freeze, and knows D's newer log too
     r.stop()
-    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "published")
+    flag = os.path.join(flag_dir(), "published")
     r.env["SESSIOND_TEST_PAUSE"] = f"rekey.published:{flag}"
     r.start()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:

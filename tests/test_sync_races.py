@@ -7,13 +7,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import wait_for, write_config
+from conftest import flag_dir, wait_for, write_config
 from test_members_lost import slot_file
 from test_mirror import Relay
 from test_rekey_forgery import _device, _let_back_in, _messages, _three_writers
@@ -53,7 +52,7 @@ def _held(d, point: str):
 def _hold(d, *points: str) -> list[str]:
     """Restart daemon `d` to hold at each of `points`; the flag files that hold them (each removed: let go)."""
     d.stop()
-    base = tempfile.mkdtemp(prefix="sd-flag-")
+    base = flag_dir()
     flags = [os.path.join(base, point) for point in points]
     d.env["SESSIOND_TEST_PAUSE"] = ",".join(f"{point}:{flag}" for point, flag in zip(points, flags))
     d.start()
@@ -187,7 +186,7 @@ def _two_joins(make_daemon, folder: str, relay: Relay, b_order: str) -> None:
     a.client().append(sid, "user", "from A")
     code = a.client().share(sid, write=True)["code"]
     a.client().sync(sid, wait=True, timeout=10)
-    flag = os.path.join(tempfile.mkdtemp(prefix="sd-flag-"), "put")
+    flag = os.path.join(flag_dir(), "put")
     c.env["SESSIOND_TEST_PAUSE"] = f"members.put:{flag}"
     c.start()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -41,6 +42,7 @@ class UnixProxy:
 
     def close(self) -> None:
         self.srv.close()
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
 
 def pipe(src: socket.socket, dst: socket.socket, change: Callable[[bytes], bytes] | None = None) -> None:
