@@ -42,14 +42,16 @@ def prompt_text(text: str, option: str = "--system") -> str:
     return prompt
 
 
-def read_file(path: str) -> str:
+def read_file(path: str, option: str | None = None) -> str:
+    """A text file's content; one that cannot be read is refused naming the `option` it was given to, if any."""
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
+        said = f"{option} {path}: cannot read it" if option else f"cannot read {path}"
+        raise CliError(f"{said}: {exc.strerror}", EXIT_USAGE) from None
     except UnicodeDecodeError:
-        raise CliError(f"{path} is not UTF-8 text", EXIT_USAGE) from None
+        raise CliError(f"{option + ' ' if option else ''}{path} is not UTF-8 text", EXIT_USAGE) from None
 
 
 def read_json(path: str):

@@ -10,7 +10,7 @@ import sys
 
 from ..daemon.home import resolve_home
 from . import settled, started_up
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, run_command
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, run_command, stdout_to_null
 from .options import option_error
 from .output import UTF8_LOCALE_WAY, ascii_locale, fit_locale, watch_output
 from .parser import ParseError, build_parser, dash_hint, is_utf8, not_utf8
@@ -30,6 +30,16 @@ def main(argv: list[str] | None = None) -> int:
         settled()  # (a Ctrl-C while the command exits changes nothing: cli/__init__.py)
 
 
+def _flushed() -> bool:
+    """Standard output written out now, or False (and pointed at /dev/null) when its reader closed the pipe."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_to_null()
+        return False
+    return True
+
+
 def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
     started_up()  # Ctrl-C from here on: a KeyboardInterrupt, caught (not the start's own exit: cli/__init__.py)
     bad = not_utf8(argv)
@@ -44,8 +54,11 @@ def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
         where = exc.parser.prog.partition(" ")[2]  # the subcommand, if any
         said = f"{exc}{dash_hint(exc.parser, argv, str(exc))}"
         return fail(early, "usage", f"{where}: {said}" if where else said, EXIT_USAGE)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    except SystemExit as exc:  # --version, --help: printed as the arguments are parsed, flushed here
+        return int(exc.code or 0) if _flushed() else 0  # (else `| head -1`: the reader had what it wanted)
+    except BrokenPipeError:  # (the same, written out as it was printed: a pipe's reader gone first)
+        stdout_to_null()
+        return 0
     if getattr(args, "fn", None) is None:
         if getattr(args, "command", None):  # a group (`sessiond chat`) without its action
             group = args.command

@@ -441,6 +441,21 @@ def test_the_again_hint_after_a_provider_failure_keeps_the_model_and_provider_as
     assert f"sessiond ask --home {d.home} {sid} --model echo-2 --provider loop --again" in res.stderr, res.stderr
 
 
+def test_the_again_hint_after_a_model_the_provider_lacks_names_another_model(loop):
+    """A model the provider does not have (model_not_found) is told to choose another with --model; the way on
+    for the recorded question repeated the missing model (`ask ID --model nosuch --again`), so run as printed
+    it failed the same way. It names a model to choose instead, keeping the chat and provider asked."""
+    make, _ = loop
+    d = make()
+    sid = d.client().create_session(model="echo-1")["id"]
+    res = run_cli(d.home, "ask", sid, "--model", "nosuch", "--provider", "loop", "what is BLAKE3?")
+    assert res.returncode == 1 and "has no model 'nosuch'" in res.stderr, res
+    assert "--model nosuch --again" not in res.stderr, res.stderr
+    assert f"sessiond ask --home {d.home} {sid} --model MODEL --provider loop --again" in res.stderr, res.stderr
+    res = run_cli(d.home, "ask", sid, "--model", "echo-2", "--provider", "loop", "--again", check=True)
+    assert res.stdout.strip() == "echo: what is BLAKE3?", res
+
+
 def test_ask_again_on_a_chat_already_answered_is_refused_and_adds_no_second_answer(loop):
     """`ask ID --again` is for a question recorded when its provider failed; on a chat whose last message is
     already the model's whole answer it asked the model again and recorded a second answer after the first (a

@@ -976,6 +976,8 @@ def test_ls_says_when_there_are_more_sessions_than_it_shows(daemon):
     res = run_cli(daemon.home, "ls", "--limit", "2", check=True)
     assert len(res.stdout.splitlines()) == 3 and "more sessions than these 2" in res.stderr, res
     assert "--limit" in res.stderr
+    # the hint runs as printed (README, The CLI): the whole command, with the home in use
+    assert f"`sessiond ls --home {daemon.home} --limit N`" in res.stderr, res.stderr
     out = cli_json(daemon.home, "ls", "--limit", "2")
     assert len(out["sessions"]) == 2 and out["more"] is True, out
     res = run_cli(daemon.home, "ls", "--limit", "3", check=True)

@@ -542,3 +542,18 @@ def test_initial_that_is_no_list_is_refused_with_an_example(daemon):
         said = json.loads(res.stdout)["error"]["message"] if extra else res.stderr
         assert "--initial must be a list: a JSON list of messages" in said and '[{"role": "system"' in said, said
     assert cli_json(daemon.home, "ls") == before
+
+
+def test_a_file_option_that_cannot_be_read_is_named_by_its_option(daemon, tmp_path):
+    """`share ID --passphrase-file F` (and `import --code-file F`) with F missing said "cannot read F: No such
+    file or directory", not naming the option it was given to (an import reads three files: which one?), as
+    `serve --cert` names its own. The refusal names the option and the file, exit 2, nothing shared or imported."""
+    sid = daemon.client().create_session(name="s")["id"]
+    missing = str(tmp_path / "none")
+    for argv, option in (
+        (["share", sid, "--passphrase-file", missing], "--passphrase-file"),
+        (["import", "--code-file", missing], "--code-file"),
+    ):
+        message = _usage(run_cli(daemon.home, *argv, "--json"))
+        assert message.startswith(f"{option} {missing}: cannot read it: No such file or directory"), message
+    assert cli_json(daemon.home, "shares")["shares"] == []

@@ -62,3 +62,19 @@ def test_output_into_a_pipe_its_reader_closed_ends_quietly(daemon, command, unbu
         os.close(w)
     err = res.stderr.decode(errors="replace")
     assert res.returncode == 0 and err == "", (res.returncode, err)
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+@pytest.mark.parametrize("argv", [["--version"], ["--version", "--json"], ["--help"], ["ls", "--help"]])
+def test_version_and_help_into_a_pipe_its_reader_closed_end_quietly(tmp_path, argv, unbuffered):
+    """`sessiond --version --json | head -c 20`: the version is printed while the arguments are parsed, before
+    the command runs where a closed pipe is caught, so it ended in Python's 'Exception ignored ... BrokenPipeError'
+    and exit 120 (a traceback, unbuffered). As any command's output: exit 0, nothing said. No daemon needed."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        res = _run(str(tmp_path), argv, unbuffered, w)
+    finally:
+        os.close(w)
+    err = res.stderr.decode(errors="replace")
+    assert res.returncode == 0 and err == "", (res.returncode, err)

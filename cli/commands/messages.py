@@ -378,8 +378,10 @@ def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
     question = kept.get("question")
     if question is None or kept.get("answer") is not None:
         return exc
-    # as it was asked: the chat, and the model and provider chosen for it (else --again asks the chat's own)
-    chosen = (("--chat", args.chat), ("--model", args.model), ("--provider", args.provider))
+    # as it was asked: the chat, model and provider chosen (else --again asks the chat's own); a model the provider
+    # does not have: another, to choose (asked again, it would fail the same way)
+    model = "MODEL" if exc.code == "model_not_found" else args.model
+    chosen = (("--chat", args.chat), ("--model", model), ("--provider", args.provider))
     flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen if value)
     again = f"`sessiond ask {shlex.quote(args.id)}{flags} --again`"  # (--home put in as the error is printed)
     said = (

@@ -201,11 +201,8 @@ def cmd_ls(args) -> int:
     more = len(rows) > args.limit
     rows = rows[: args.limit]
     if more and not args.json:
-        print(
-            f"(there are more sessions than these {len(rows)}: `ls --limit N` lists more, or filter them with "
-            "--user, --status, --tag)",
-            file=sys.stderr,
-        )
+        said = "`sessiond ls --limit N` lists more, or filter them with --user, --status, --tag"
+        print(f"(there are more sessions than these {len(rows)}: {for_home(said, args.home)})", file=sys.stderr)
     emit(
         args,
         {"sessions": rows, "more": more},

@@ -211,7 +211,7 @@ def _passphrase(path: str | None, confirm_hint: str) -> str | None:
     """Passphrases come from a file (or '-' for standard input), never from the command line."""
     if path is None:
         return None
-    data = read_text("-") if path == "-" else read_file(path)
+    data = read_text("-") if path == "-" else read_file(path, "--passphrase-file")
     phrase = data.rstrip("\r\n")
     if not phrase:  # (--passphrase-file -: there is no file to name)
         said = "standard input holds no passphrase" if path == "-" else f"the passphrase file {path} is empty"
@@ -358,7 +358,7 @@ def cmd_import(args) -> int:
         raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
     passphrase = _passphrase(args.passphrase_file, "")
     if args.code_file:
-        code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file))
+        code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file, "--code-file"))
     elif sys.stdin.isatty():
         code = _code_at_prompt()
     else:

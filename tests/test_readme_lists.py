@@ -1,0 +1,81 @@
+"""README.md lists every command `sessiond --help` shows, every route of the socket API and every key
+config.toml takes, and its and docs/*.md's links lead somewhere: a command, route or setting added without
+its line in the user's guide fails here rather than stays unknown to its users."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sessiond.cli.parser import build_parser
+from sessiond.daemon.home import TOP_KEYS
+from sessiond.daemon.provider_config import PROVIDER_KEYS
+from sessiond.daemon.routes import ROUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    """The README's `## title` section, up to the next `## ` heading."""
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
+
+
+def commands(help_text: str) -> list[str]:
+    """The commands a `--help` text lists under its COMMAND positional (indented four spaces)."""
+    listed = help_text.split("positional arguments:", 1)[1].split("options:", 1)[0]
+    return re.findall(r"^ {4}([a-z][a-z-]*)\b", listed, re.M)
+
+
+def test_every_command_of_sessiond_help_is_in_the_readmes_cli_table():
+    names = commands(build_parser().format_help())
+    assert len(names) > 30 and "uncompact" in names and "serve" in names, names
+    table = section("The CLI")
+    missing = [n for n in names if not re.search(rf"`(sessiond )?{re.escape(n)}[ `]", table)]
+    assert not missing, f"commands in `sessiond --help` that README's CLI section does not list: {missing}"
+
+
+def test_every_route_of_the_daemon_is_in_the_readmes_socket_api_section():
+    api = section("The socket API")
+    lines = api.splitlines()
+
+    def listed(method: str, path: str) -> bool:
+        if path == "/v1/openapi.json":
+            return f"GET {path}" in api
+        tail = path.removeprefix("/v1/sessions/{id}/")
+        forms = [re.escape(path) + r"[`?\[ ]"]
+        if tail != path:  # a route of a session, listed in a row as `.../tail` or `/tail` after its first
+            forms += [r"\.\.\./" + re.escape(tail) + r"[`?\[ ]", r"`/" + re.escape(tail) + "`"]
+        return any(method in line and any(re.search(f, line) for f in forms) for line in lines)
+
+    missing = [(r.method, r.path) for r in ROUTES if not listed(r.method, r.path)]
+    assert not missing, f"routes README's socket API section does not list: {missing}"
+
+
+def test_every_key_config_toml_takes_is_in_the_readmes_configuration():
+    block = section("Configuration").split("```toml", 1)[1].split("```", 1)[0]
+    keys = [k for k in TOP_KEYS if k != "providers"]
+    missing = [k for k in keys if not re.search(rf"^(# )?{k} =", block, re.M)]
+    missing += [k for k in PROVIDER_KEYS if not re.search(rf"^# {k} =|\b{k} = ", block, re.M)]
+    assert "[providers." in block and not missing, f"config.toml keys README's Configuration leaves out: {missing}"
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown text's headings."""
+    heads = re.findall(r"^#+\s+(.*?)\s*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def test_every_link_of_the_readme_and_docs_leads_to_a_file_and_heading_there():
+    broken = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, fragment = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            if not file.exists() or (fragment and fragment not in anchors(file.read_text())):
+                broken.append(f"{doc.name}: {target}")
+    assert not broken, broken
