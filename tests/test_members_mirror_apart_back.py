@@ -64,11 +64,9 @@ def test_a_store_back_with_another_copy_of_the_slot_s_revision_is_merged_without
     assert not [w for w in warnings(a) if LOST in w], warnings(a)
 
 
-async def test_a_store_read_with_writes_waiting_for_it_is_checked_once_they_are_sent(tmp_path):
-    """A restarts with writes waiting in the second store's outbox (it was down), and the second store holds B's
-    copy of the slot's revision N, the first C's. A's first pull reads both through the mirror, but the restore
-    reads only the stores caught up (the second lacks A's writes until they are sent): nothing to merge then. Once
-    the outbox is sent, A's next poll checks the session again and merges them, with no `sessiond sync`."""
+async def _slots_apart(tmp_path):
+    """A (stopped) on a mirror of two folder stores, its shared session's slot at revision n + 1 held apart: the
+    first store's copy listing A and C, the second's A and B. (db, a, sid, n, first, second, c_slot, b_slot)."""
     db = await Database.open(str(tmp_path / "a.sqlite"))
     keys = str(tmp_path / "keys")
     mirror = MirrorStore([FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))], db.outbox)
@@ -86,6 +84,16 @@ async def test_a_store_read_with_writes_waiting_for_it_is_checked_once_they_are_
     c_slot = await write_slot(first, a, sid, n + 1, [me, c])
     b_slot = await write_slot(second, a, sid, n + 1, [me, b])
     await a.stop()
+    return db, a, sid, n, first, second, c_slot, b_slot
+
+
+async def test_a_store_read_with_writes_waiting_for_it_is_checked_once_they_are_sent(tmp_path):
+    """A restarts with writes waiting in the second store's outbox (it was down), and the second store holds B's
+    copy of the slot's revision N, the first C's. A's first pull reads both through the mirror, but the restore
+    reads only the stores caught up (the second lacks A's writes until they are sent): nothing to merge then. Once
+    the outbox is sent, A's next poll checks the session again and merges them, with no `sessiond sync`."""
+    db, a, sid, n, first, second, c_slot, b_slot = await _slots_apart(tmp_path)
+    keys = str(tmp_path / "keys")
 
     sent = asyncio.Event()
     real_put = second.put
@@ -124,23 +132,8 @@ async def test_a_store_read_with_a_direct_write_under_way_is_checked_once_it_end
     reads the slot apart: not counted caught up, so the restore then would leave it out; and the write's end counts
     no catch-up (its outbox never held it). A's next poll checks the session once the write has ended, and merges
     the two copies, with no `sessiond sync` (sync/mirrorapart.py Apart.back: the stores seen apart all caught up)."""
-    db = await Database.open(str(tmp_path / "a.sqlite"))
+    db, a, sid, n, first, second, c_slot, b_slot = await _slots_apart(tmp_path)
     keys = str(tmp_path / "keys")
-    mirror = MirrorStore([FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))], db.outbox)
-    a = Syncer(db, mirror, keys, timeout=10, interval=3600.0, poll_interval=3600.0)
-    await mirror.started()
-    await a.start()
-    sid = (await db.create_session({"name": "apart"}))["id"]
-    await db.append_messages(sid, [{"role": "user", "content": "a1"}])
-    await a.share(sid, write=True, passphrase=None, expires_in=None)
-    n = (await db.remote(sid))["members_rev"]
-    me = {"head_pk": a.ctx.keys.head_pk(sid), "device_id": db.device_id}
-    b = {"head_pk": b"\xed" + b"b" * 32, "device_id": "device-b"}
-    c = {"head_pk": b"\xed" + b"c" * 32, "device_id": "device-c"}
-    first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
-    c_slot = await write_slot(first, a, sid, n + 1, [me, c])
-    b_slot = await write_slot(second, a, sid, n + 1, [me, b])
-    await a.stop()
 
     ended = asyncio.Event()
     real_put_many = second.put_many

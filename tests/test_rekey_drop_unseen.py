@@ -17,9 +17,11 @@ from sessiond.client import ApiError
 from test_rekey_drop_since import c_reads_nothing_after
 
 
-def test_a_drop_of_a_writer_another_device_dropped_before_it_wrote_answers_dropped_already(make_daemon, store_dir):
+def _c_a_writer_that_never_writes(make_daemon, store_dir: str, name: str):
+    """A and B writing a shared session, C let in as a writer that never writes, listed as one on A and B:
+    (a, b, c, sid, C's device id)."""
     url = f"file://{store_dir}"
-    a, b, sid = shared_writers(make_daemon, url, "unseen")
+    a, b, sid = shared_writers(make_daemon, url, name)
     c = make_daemon(url).start()
     c.client().import_code(a.client().share(sid, write=True)["code"])  # a writer that never writes
     c_id = cli_json(c.home, "status")["device_id"]
@@ -30,6 +32,11 @@ def test_a_drop_of_a_writer_another_device_dropped_before_it_wrote_answers_dropp
 
     for d in (a, b):
         wait_for(lambda d=d: lists_c(d), timeout=30, what="C listed as a writer")
+    return a, b, c, sid, c_id
+
+
+def test_a_drop_of_a_writer_another_device_dropped_before_it_wrote_answers_dropped_already(make_daemon, store_dir):
+    a, b, c, sid, c_id = _c_a_writer_that_never_writes(make_daemon, store_dir, "unseen")
     old = session_key(a, sid)
     b.client().rekey(sid, drop=[c_id])
 
@@ -57,18 +64,7 @@ def test_a_drop_answered_from_another_devices_rekey_shuts_the_device_out(make_da
     wrote, may have been given a read-only code since (as here: one the user of A made and forgot). A's `rekey
     --drop C` answered "dropped already" and rekeyed nothing: C read what was written after it. A drop found only
     by another device's rekey rekeys (dropping no one else): the answer names C dropped already, and C is out."""
-    url = f"file://{store_dir}"
-    a, b, sid = shared_writers(make_daemon, url, "unseen read")
-    c = make_daemon(url).start()
-    c.client().import_code(a.client().share(sid, write=True)["code"])
-    c_id = cli_json(c.home, "status")["device_id"]
-
-    def lists_c(d) -> bool:
-        d.client().sync(sid, wait=True, timeout=10)
-        return any(dv["device"] == c_id and dv["writer"] for dv in d.client().devices(sid)["devices"])
-
-    for d in (a, b):
-        wait_for(lambda d=d: lists_c(d), timeout=30, what="C listed as a writer")
+    a, b, c, sid, c_id = _c_a_writer_that_never_writes(make_daemon, store_dir, "unseen read")
     old = session_key(a, sid)
     b.client().rekey(sid, drop=[c_id])
     wait_for(
