@@ -285,6 +285,7 @@ async def _finish(
             "ON CONFLICT(session_id) DO UPDATE SET pushed_seq=max(pushed_seq, excluded.pushed_seq), "
             "head_rev=max(head_rev, excluded.head_rev), "
             "head_manifest=CASE WHEN excluded.head_rev > head_rev THEN NULL ELSE head_manifest END, "
+            "head_announce=CASE WHEN excluded.head_rev > head_rev THEN NULL ELSE head_announce END, "
             "tree=CASE WHEN excluded.pushed_seq > pushed_seq THEN excluded.tree ELSE tree END, "
             "pending=CASE WHEN excluded.pushed_seq > pushed_seq THEN NULL ELSE pending END, "
             "rekey_claims=coalesce(excluded.rekey_claims, rekey_claims) "

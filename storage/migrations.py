@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import chatstats, contexttotals
 from .indexedtext import UNINDEX_OLD, tool_text
+from .migrationslate import LATE
 
 # (migration 26) the tags of session_texts row `t`: its text values, as a list's filter matched them (json_each's)
 TAGS_OF = "json_each(CASE WHEN json_valid({t}.tags) THEN {t}.tags ELSE '[]' END) AS j WHERE j.type = 'text'"
@@ -482,18 +483,6 @@ CREATE TABLE head_lies (
     synced INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """,
-    # 30: (this device's only) `sync_state.head_manifest`: the manifest its last published head names, written by the
-    # push with it, that a head published again over one a store forged or rolled back names as `prev` (sync/pusher.py),
-    # after a restart too (NULL: not known). `logs_seen`: the stores of a mirror a verify found holding another device's
-    # log whole, by head key (storage/logsseen.py): one holding none of it later lost it, not a note (sync/verify.py).
-    """
-    ALTER TABLE sync_state ADD COLUMN head_manifest BLOB;
-    CREATE TABLE logs_seen (
-        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-        store_url TEXT NOT NULL,
-        head_pk BLOB NOT NULL,
-        PRIMARY KEY (session_id, store_url, head_pk)
-    ) WITHOUT ROWID;
-    """,
+    *LATE,  # (30 on: storage/migrationslate.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -193,6 +193,7 @@ class SyncState:
                 "last_push": None,
                 "rekey_claims": None,
                 "head_manifest": None,
+                "head_announce": None,
             }
         return dict(rows[0])
 

@@ -294,9 +294,9 @@ class Follower:
             if exc.kind in LOST and not restored and await self._restore(sid, announce_pk):
                 return await self.pull(sid, restored=True)
             raise
-        if self.rekeyer.owes(sid):  # (goes on in this generation: a push left to a chain's end, made now)
+        if await self.rekeyer.owed.owes(sid):  # (goes on in this generation: a push left to a chain's end, made now)
             async with self.generations.lock(sid):
-                await self.rekeyer.settle(sid)
+                await self.rekeyer.owed.settle(sid)
         newer = rev > remote["members_rev"]
         if newer:
             await db.set_remote(sid, members_rev=rev)
@@ -365,9 +365,9 @@ class Follower:
                     self._held_noted[(sid, url, pk)] = True
 
     async def _settle_quietly(self, sid: str) -> None:
-        """Rekeyer.settle, its failure said and left (the failure the pull raises is the take's)."""
+        """OwedPush.settle, its failure said and left (the failure the pull raises is the take's)."""
         try:
-            await self.rekeyer.settle(sid)
+            await self.rekeyer.owed.settle(sid)
         except Exception as exc:
             log.warning("could not push the log a rekey's switch left: %s", describe(exc), extra={"session": sid})
 

@@ -70,6 +70,8 @@ class _OnePush:
         self.head_pk = ctx.keys.head_pk(sid)
         self.writer = LogWriter(sid, ctx.db.device_id, key, store, ctx.timeout, workers=ctx.workers)
         self.url: str | None = getattr(store, "url", None)
+        # the announce key of the members slot the session was on as the push read its key (sync_state.head_announce)
+        self.announce: bytes | None = None
         url = self.url
         if url is not None:
             # What the push puts is noted for gc before its upload, and forgotten in the transaction that
@@ -132,11 +134,15 @@ class Pusher:
             # append arriving meanwhile waited out (bench/results/profile-tail.md): cut in four here and
             # below, so that a request gets the loop in between.
             await asyncio.sleep(0)
+            # the members slot the session is on, read before its key (a switch rotates the key, then names the new
+            # slot): a head recorded as sealed on the slot it names is under that slot's key or a newer one
+            remote = await db.remote(sid)
             # a new key is written off the loop while the first run is read and sealed (see _key_on_disk)
             key, key_written = self.ctx.keys.session_key_early(sid)
             if key is None:  # being made by another caller: wait for it
                 key, key_written = await self.ctx.keys.make_session_key(sid), None
             one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key, key_written)
+            one.announce = bytes(remote["announce_pk"]) if remote is not None else None
             await asyncio.sleep(0)
             state = await db.sync_state(sid)
             if state.get("rekey_claims"):
@@ -366,6 +372,8 @@ class Pusher:
             last_error=None,
             last_push=now(),
             head_manifest=named,
+            # (a head left naming an older key's manifest: not known to be under this slot's key; a new one follows)
+            head_announce=None if older else one.announce,
         )
         crash_point("push:pushed")
         await asyncio.sleep(0)  # (as above)

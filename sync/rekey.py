@@ -36,6 +36,7 @@ from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
+from .rekeyowed import OwedPush
 from .rekeyproof import (
     notice_hash,
     same_notice,
@@ -53,8 +54,8 @@ class Rekeyer:
         self.pusher = pusher
         self.check = NoticeCheck(ctx, members)  # another device's notice checked before it is taken
         # sessions whose switch to a new key left the push of this device's log to the switch at the end of the
-        # chain of rekeys it is catching up through (_switch_key); paid by `settle` if the chain stops short
-        self._owed: set[str] = set()
+        # chain of rekeys it is catching up through (_switch_key); paid (owed.settle) if the chain stops short
+        self.owed = OwedPush(ctx, pusher)
 
     async def rekey(self, sid: str, drop: Sequence[str] = (), *, drop_all: bool = False) -> dict:
         """Rotate the session key. Every writer device except those in `drop` (every one, with
@@ -390,7 +391,8 @@ class Rekeyer:
         catching up through a chain of rekeys, a generation at a time), this device's log is not pushed under
         this key, which no writer stays on: the pull takes the next notice, and the switch at the chain's end
         pushes it once (was: a push under each key, each written over by the next and left to gc). Killed in
-        between, the next pull goes on along the chain to that end; a chain that stops short pays it (settle)."""
+        between, the next pull goes on along the chain to that end; a chain that stops short pays it
+        (OwedPush.settle, which also finds it owed after a restart)."""
         self.ctx.keys.rotate(sid, key, write)
         crash_point("rekey:rotated")
         await pause_for_tests("rekey.rotated")  # (the tests hold it here: the keys rotated, the old slot named)
@@ -406,27 +408,14 @@ class Rekeyer:
         db = self.ctx.db
         if await db.last_seq(sid) or (await db.sync_state(sid))["head_rev"]:
             if take and write is not None and self.members.notice_as_seen(sid, announce):  # (ensure_member read it)
-                self._owed.add(sid)
+                self.owed.note(sid)
                 crash_point("rekey:push_left")
                 await pause_for_tests("rekey.push_left")  # (the tests hold it here: switched, the next notice seen)
                 return
             # this device's log, now under the new key: also a head that holds no operation (made for a
             # rekey's claim), which a device importing with the new key alone must be able to open
             await self.pusher.push(sid, force=True)
-        self._owed.discard(sid)
-
-    def owes(self, sid: str) -> bool:
-        """Whether a switch left the push of this device's log of `sid` to a chain's end (settle)."""
-        return sid in self._owed
-
-    async def settle(self, sid: str) -> None:
-        """The push of this device's log that a switch left to the end of a chain of rekeys (_switch_key), when
-        the chain stopped short of it: a pull that goes on in this generation (no notice taken), or a notice
-        the device could not take (left out of it: its log stays pushed under the last key it held, as it
-        was before the push waited). A push that fails raises; it is owed still."""
-        if sid in self._owed:
-            await self.pusher.push(sid, force=True)
-            self._owed.discard(sid)
+        self.owed.paid(sid)
 
     async def _rekeyed_already(self, sid: str, notice: dict, store: Store, members: list[dict]) -> ImportError_:
         """Why this device cannot rekey a session whose members slot holds `notice`: another device's rekey,

@@ -41,6 +41,7 @@ PINNED = [
     "1cb9c38d7f04cdab",  # (28: slot_objects.gone_at)
     "dfadc80106ae9d19",  # (29: head_lies)
     "6ce905ac890c9dcc",  # (30: sync_state.head_manifest, logs_seen)
+    "40c9894170c08c41",  # (31: sync_state.head_announce)
 ]
 
 

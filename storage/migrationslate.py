@@ -1,0 +1,28 @@
+"""The database's migrations from 30 on (storage/migrations.py lists them all, in order: MIGRATIONS). A migration once
+on main is never edited: a change is a new one."""
+
+from __future__ import annotations
+
+LATE: list[str] = [
+    # 30: (this device's only) `sync_state.head_manifest`: the manifest its last published head names, written by the
+    # push with it, that a head published again over one a store forged or rolled back names as `prev` (sync/pusher.py),
+    # after a restart too (NULL: not known). `logs_seen`: the stores of a mirror a verify found holding another device's
+    # log whole, by head key (storage/logsseen.py): one holding none of it later lost it, not a note (sync/verify.py).
+    """
+    ALTER TABLE sync_state ADD COLUMN head_manifest BLOB;
+    CREATE TABLE logs_seen (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        store_url TEXT NOT NULL,
+        head_pk BLOB NOT NULL,
+        PRIMARY KEY (session_id, store_url, head_pk)
+    ) WITHOUT ROWID;
+    """,
+    # 31: (this device's only) `sync_state.head_announce`: the announce key of the members slot the session was on when
+    # its last published head was sealed, written by the push with it (sync/pusher.py). A shared session now on
+    # another slot holds its head under a key from before a rekey, pushed again (sync/rekey.py Rekeyer.owes: a
+    # catch-up through a chain of rekeys leaves that push to the chain's end, and a kill in between must not lose
+    # it). NULL: not known (pushed before this, or a head this database did not publish): nothing owed.
+    """
+    ALTER TABLE sync_state ADD COLUMN head_announce BLOB;
+    """,
+]
