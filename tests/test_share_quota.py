@@ -74,3 +74,65 @@ def test_a_level_that_another_devices_writes_brought_the_quota_to_is_told_here(p
     assert ca.quota(sid)["level"] == "warning"
     # an app on A follows the quota by its events, as for its own appends' `messages.appended`
     assert seen[-1].get("quota_level") == "warning", seen
+
+
+def test_devices_writing_at_once_can_pass_the_quota_together_and_then_both_refuse(pair):
+    # each device judges the quota by what it holds: two appends made before they sync each fit, and together
+    # pass it (README, "Tokens and quotas"); once synced, both count all of it and take nothing more
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="q", policy={"token_quota": 100})["id"]
+    ca.append(sid, "user", "from a", tokens=40)
+    cb.import_code(ca.share(sid, write=True)["code"])
+    ca.append(sid, "user", "a again", tokens=30)
+    cb.append(sid, "user", "b meanwhile", tokens=50)
+    for c in (ca, cb, ca):
+        c.sync(sid, wait=True)
+    for c in (ca, cb):
+        q = c.quota(sid)
+        assert (q["tokens_used"], q["remaining"], q["level"]) == (120, 0, "exhausted")
+        with pytest.raises(ApiError) as e:
+            c.append(sid, "user", "more", tokens=0)
+        assert e.value.code == "quota_exceeded" and "used 120 of its 100" in e.value.message
+
+
+def test_a_device_s_message_limit_is_its_own_and_a_pull_takes_what_others_wrote_past_it(make_daemon, store_dir):
+    from conftest import started_with
+
+    url = "file://" + store_dir
+    a = started_with(lambda: make_daemon(url), max_messages_per_chat=3)
+    b = make_daemon(url).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="lim")["id"]
+    ca.append(sid, "user", "from a")
+    cb.import_code(ca.share(sid, write=True)["code"])
+    cb.append_many(sid, [{"role": "user", "content": f"b{i}"} for i in range(4)])  # B has no such limit
+    cb.sync(sid, wait=True)
+    ca.sync(sid, wait=True)
+    assert ca.get_session(sid)["message_count"] == 5  # nothing B wrote is left out here
+    with pytest.raises(ApiError) as e:
+        ca.append(sid, "user", "one more on a")
+    assert e.value.status == 429 and e.value.code == "limit_reached" and "holds 5 messages" in e.value.message
+    cb.append(sid, "user", "b goes on")  # B's own limits hold there
+
+
+def test_a_cleanup_on_one_device_leaves_the_session_whole_on_the_others(make_daemon, store_dir):
+    from conftest import wait_for
+
+    url = "file://" + store_dir
+    a, b, c = (make_daemon(url).start() for _ in range(3))
+    ca, cb, cc = a.client(), b.client(), c.client()
+    sid = ca.create_session(name="cl")["id"]
+    ca.append(sid, "user", "from a")
+    cb.import_code(ca.share(sid, write=True)["code"])
+    ca.sync(sid, wait=True)
+    wait_for(lambda: ca.cleanup(0.2, dry_run=True)["sessions"], timeout=10, what="the session idle on A")
+    assert [s["id"] for s in ca.cleanup(0.2)["sessions"]] == [sid]
+    cb.append(sid, "user", "from b")  # B sees nothing of it, and goes on
+    cb.sync(sid, wait=True)
+    assert cb.get_session(sid)["status"] == "active"
+    assert any(d["writer"] and not d["this_device"] for d in cb.devices(sid)["devices"])  # A still a writer
+    # A's log stays in the store: a code from B brings all of it, A's messages too, to a third device and to A
+    for other in (cc, ca):
+        other.import_code(cb.share(sid, write=True)["code"])
+        assert [m["content"] for m in other.messages(sid)["messages"]] == ["from a", "from b"]
