@@ -41,39 +41,55 @@ def test_a_quota_set_on_one_device_holds_on_the_other_and_counts_both(pair):
     assert e.value.status == 429 and e.value.code == "quota_exceeded" and "used 60 of its 60" in e.value.message
 
 
+def pulled_event(c, sid: str, write) -> dict:
+    """The session.synced event of `c`'s daemon for the pull that brings what `write()` (on another device,
+    pushed by it) wrote to `sid`."""
+    seen: list[dict] = []
+    subscribed, done = threading.Event(), threading.Event()
+    stream = c.events()
+
+    def read():
+        subscribed.set()
+        for ev in stream:
+            if ev.get("session") == sid and ev["type"] == "session.synced" and ev.get("new"):
+                seen.append(ev)
+                done.set()
+                return
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    try:
+        assert subscribed.wait(10)
+        write()
+        c.sync(sid, wait=True)
+        assert done.wait(20), "no session.synced event bringing the write"
+    finally:
+        stream.close()
+        t.join(10)
+    return seen[0]
+
+
 def test_a_level_that_another_devices_writes_brought_the_quota_to_is_told_here(pair):
     a, b = pair
     ca, cb = a.client(), b.client()
     sid = ca.create_session(name="q", policy={"token_quota": 100})["id"]
     ca.append(sid, "user", "from a", tokens=10)
     cb.import_code(ca.share(sid, write=True)["code"])
-    seen: list[dict] = []
-    subscribed, done = threading.Event(), threading.Event()
-    stream = ca.events()
 
-    def read():
-        subscribed.set()
-        for ev in stream:
-            if ev.get("session") == sid and ev["type"] == "session.synced":
-                seen.append(ev)
-                if ev.get("new"):
-                    done.set()
-                    return
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    try:
-        assert subscribed.wait(10)
-        cb.append(sid, "user", "from b", tokens=65)  # 75 %: warning
+    def b_writes(tokens: int):
+        cb.append(sid, "user", "from b", tokens=tokens)
         cb.sync(sid, wait=True)
-        ca.sync(sid, wait=True)
-        assert done.wait(20), seen
-    finally:
-        stream.close()
-        t.join(10)
-    assert ca.quota(sid)["level"] == "warning"
+
     # an app on A follows the quota by its events, as for its own appends' `messages.appended`
-    assert seen[-1].get("quota_level") == "warning", seen
+    assert pulled_event(ca, sid, lambda: b_writes(65)).get("quota_level") == "warning"  # 75 %
+    assert ca.quota(sid)["level"] == "warning"
+    assert "quota_level" not in pulled_event(ca, sid, lambda: b_writes(5))  # 80 %: still warning
+
+    def b_raises():  # and a change of the quota by another device: the level may go down too
+        cb.update_session(sid, policy={"token_quota": 1000})
+        b_writes(1)
+
+    assert pulled_event(ca, sid, b_raises).get("quota_level") == "safe"
 
 
 def test_devices_writing_at_once_can_pass_the_quota_together_and_then_both_refuse(pair):
