@@ -17,12 +17,19 @@ def pair(make_daemon, store_dir):
     return make_daemon(url).start(), make_daemon(url).start()
 
 
-def test_a_quota_set_on_one_device_holds_on_the_other_and_counts_both(pair):
+def quota_shared(pair, first_tokens: int):
+    """A session of A's with a token quota of 100 and a first message of `first_tokens` tokens, imported by B
+    read-write: (A's client, B's client, the session)."""
     a, b = pair
     ca, cb = a.client(), b.client()
     sid = ca.create_session(name="q", policy={"token_quota": 100})["id"]
-    ca.append(sid, "user", "from a", tokens=10)
+    ca.append(sid, "user", "from a", tokens=first_tokens)
     cb.import_code(ca.share(sid, write=True)["code"])
+    return ca, cb, sid
+
+
+def test_a_quota_set_on_one_device_holds_on_the_other_and_counts_both(pair):
+    ca, cb, sid = quota_shared(pair, 10)
     ca.update_session(sid, policy={"token_quota": 60})  # lowered after the share: the change syncs
     ca.sync(sid, wait=True)
     cb.sync(sid, wait=True)
@@ -70,11 +77,7 @@ def pulled_event(c, sid: str, write) -> dict:
 
 
 def test_a_level_that_another_devices_writes_brought_the_quota_to_is_told_here(pair):
-    a, b = pair
-    ca, cb = a.client(), b.client()
-    sid = ca.create_session(name="q", policy={"token_quota": 100})["id"]
-    ca.append(sid, "user", "from a", tokens=10)
-    cb.import_code(ca.share(sid, write=True)["code"])
+    ca, cb, sid = quota_shared(pair, 10)
 
     def b_writes(tokens: int):
         cb.append(sid, "user", "from b", tokens=tokens)
@@ -95,11 +98,7 @@ def test_a_level_that_another_devices_writes_brought_the_quota_to_is_told_here(p
 def test_devices_writing_at_once_can_pass_the_quota_together_and_then_both_refuse(pair):
     # each device judges the quota by what it holds: two appends made before they sync each fit, and together
     # pass it (README, "Tokens and quotas"); once synced, both count all of it and take nothing more
-    a, b = pair
-    ca, cb = a.client(), b.client()
-    sid = ca.create_session(name="q", policy={"token_quota": 100})["id"]
-    ca.append(sid, "user", "from a", tokens=40)
-    cb.import_code(ca.share(sid, write=True)["code"])
+    ca, cb, sid = quota_shared(pair, 40)
     ca.append(sid, "user", "a again", tokens=30)
     cb.append(sid, "user", "b meanwhile", tokens=50)
     for c in (ca, cb, ca):
