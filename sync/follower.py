@@ -294,7 +294,7 @@ class Follower:
             if exc.kind in LOST and not restored and await self._restore(sid, announce_pk):
                 return await self.pull(sid, restored=True)
             raise
-        if await self.rekeyer.owed.owes(sid):  # (goes on in this generation: a push left to a chain's end, made now)
+        if await self.rekeyer.owed.owes(sid, remote):  # (goes on in this generation: a push left to a chain's end)
             async with self.generations.lock(sid):
                 await self.rekeyer.owed.settle(sid)
         newer = rev > remote["members_rev"]

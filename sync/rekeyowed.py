@@ -30,21 +30,24 @@ class OwedPush:
         """This device's log of `sid` pushed under the key the session is on."""
         self._owed.discard(sid)
 
-    async def owes(self, sid: str) -> bool:
-        """Whether the push of this device's log of `sid` is owed (noted, or derived: `_head_behind`)."""
+    async def owes(self, sid: str, remote: dict | None = None) -> bool:
+        """Whether the push of this device's log of `sid` is owed (noted, or derived: `_head_behind`). `remote`: the
+        session's row as the caller read it in this generation (a pull's, read at its start), not read again."""
         if sid not in self._derived:
             self._derived.add(sid)
-            if await self._head_behind(sid):
+            if await self._head_behind(sid, remote):
                 self._owed.add(sid)
         return sid in self._owed
 
-    async def _head_behind(self, sid: str) -> bool:
+    async def _head_behind(self, sid: str, remote: dict | None) -> bool:
         """sync_state.head_announce (the slot the session was on as its last head was sealed) names another slot than
         the session's. Unknown (NULL: pushed by a sessiond before it, or a head this database did not publish): no."""
         db = self.ctx.db
         if self.ctx.keys.write_secret(sid) is None:  # (a reader pushes nothing)
             return False
-        state, remote = await db.sync_state(sid), await db.remote(sid)
+        state = await db.sync_state(sid)
+        if remote is None:
+            remote = await db.remote(sid)
         sealed = state.get("head_announce")
         if remote is None or not state["head_rev"] or sealed is None:
             return False
