@@ -4,7 +4,6 @@ result does not depend on the order they arrive in."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from operator import itemgetter
@@ -12,12 +11,12 @@ from typing import TypedDict, Unpack
 
 from .apply import apply_op
 from .connections import Connections
-from .context import warning_level
 from .errors import Conflict, Invalid
 from .groupcommit import Transaction
 from .ids import case_twin
 from .limits import check_imported
 from .model import RECOUNT_SQL, Op, RemoteLog, dumps, now, row_charge
+from .quotalevel import quota_level
 from .search import insert_messages
 
 
@@ -120,14 +119,14 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                     f" as such, a different one refused with what to do)"
                 )
         if row is not None or sum(map(len, msgs)) <= chunk:
-            level = await _quota_level(tx, sid) if row is not None else None
+            level = await quota_level(tx, sid) if row is not None else None
             new = await _apply_logs(tx, sid, ops, msgs, logs, peers=peers, remote=remote, access=access, own=own)
             if rejoin is not None and row is not None:
                 await _switch(tx, sid, **rejoin)
             if row is None:  # a session new here: it must fit the limits on active sessions
                 await check_imported(tx, c.limits, sid)
             ev = {"type": event, "session": sid, "new": new, "chats": chats}
-            if level is not None and (now_level := await _quota_level(tx, sid)) != level:
+            if level is not None and (now_level := await quota_level(tx, sid)) != level:
                 # another device's writes (or its change of the quota) brought it to another level: an app
                 # here is told, as by its own append's messages.appended
                 ev["quota_level"] = now_level
@@ -160,12 +159,6 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
         raise
     c.importing.discard(sid)
     return new
-
-
-async def _quota_level(tx: Transaction, sid: str) -> str:
-    """The level of the session's token quota as `tx` reads it ("safe" with no quota)."""
-    row = await tx.fetchone("SELECT policy, tokens_used FROM sessions WHERE id=?", (sid,))
-    return warning_level(row[1], json.loads(row[0]).get("token_quota")) if row else "safe"
 
 
 class _Tally:

@@ -14,6 +14,7 @@ from .connections import Connections
 from .contexttotals import TOTALS_READ, FixedCache
 from .errors import ContextOverflow, Invalid, new_chat_way, session_path
 from .model import CHAT_POLICY_KEYS, message_id, now
+from .quotalevel import THRESHOLDS, warning_level
 from .sessions import session_row, writable_row
 from .tokens import Estimator, counted_text
 from .tokens import get as get_estimator
@@ -23,17 +24,6 @@ DEFAULT_CONTEXT_MARGIN = 0.8
 # one is set) down to 80 % of it, automatic
 POLICY_DEFAULTS = {"max_context_tokens": None, "context_margin": DEFAULT_CONTEXT_MARGIN, "auto_compact": True}
 DEFAULT_ESTIMATE = get_estimator()  # the daemon's own (config.toml's token_estimator) is Connections.estimate
-# the token quota's warning levels, each from its fraction of the quota used up: the one definition, which
-# warning_level and the quota's answer (its `thresholds`) both read
-WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
-THRESHOLDS = {name: limit for limit, name in reversed(WARNING_LEVELS) if limit}
-
-
-def warning_level(used: int, quota: int | None) -> str:
-    if not quota:
-        return "safe"
-    frac = used / quota
-    return next(name for limit, name in WARNING_LEVELS if frac >= limit)
 
 
 async def chat_budget(q: Any, sid: str, chat: str, policy: dict) -> tuple[dict, list | None]:

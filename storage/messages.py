@@ -15,7 +15,7 @@ from .chatcap import check_chat_room, messages_in_chat
 from .chatorder import in_order
 from .clock import kept_before, steady
 from .connections import Connections, Row
-from .context import budget_of, context_check, warning_level
+from .context import budget_of, context_check
 from .errors import (
     NOT_WRITABLE,
     Conflict,
@@ -45,6 +45,7 @@ from .model import (
     parse_message_id,
     pushed_form,
 )
+from .quotalevel import warning_level
 from .search import PUSHED_COLUMNS, insert_messages
 from .sessions import session_row
 

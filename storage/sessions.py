@@ -19,6 +19,7 @@ from .keptrecords import drop_session_records
 from .lifecycle import Released, note_kept_in
 from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
+from .quotalevel import quota_level
 from .search import PURGE_IF_INDEXED
 
 # A session's row with its texts, which are kept beside it (migration 21: out of the row an append rewrites)
@@ -360,8 +361,13 @@ class Sessions:
                 "SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, fields["current_chat"])
             ):
                 raise NotFound(f"session {sid!r} has no chat {fields['current_chat']!r} (see `sessiond chat ls`)")
+            level = await quota_level(tx, sid) if "policy" in fields else None
             await local_op(tx, self.c.device_id, sid, row["lamport"], "session.update", fields, now())
             ev = {"type": event, "session": sid, "fields": sorted(fields)}
+            if level is not None and (moved := await quota_level(tx, sid)) != level:
+                ev["quota_level"] = (
+                    moved  # (a change of the quota that moved its level: an app is told, as by an append)
+                )
             if "current_chat" in fields:  # (a switch: which chat is current now)
                 ev["chat"] = fields["current_chat"]
             tx.emit(ev)

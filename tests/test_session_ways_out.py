@@ -243,3 +243,52 @@ def test_messages_larger_than_the_whole_token_quota_are_not_sent_to_a_clone_or_f
     assert "sessiond clone" in e.value.message and len(e.value.details["api"]) == 3, e.value.message
     res = run_cli(daemon.home, "add", sid, "--role", "user", "--tokens", "101", "x")
     assert res.returncode == 1 and "whole token quota" in res.stderr and "sessiond clone" not in res.stderr, res.stderr
+
+
+def test_an_app_following_events_is_told_when_a_change_of_the_quota_moves_its_level(daemon):
+    """A pull that moved the quota's level (another device's writes or quota) said so on `session.synced`, an append
+    on `messages.appended`, but this device's own change of the quota (`set --token-quota`, a PATCH) said nothing on
+    its `session.updated`: an app warning its user of a spent quota missed that lowering it spent it. The event names
+    the level it moved to (`safe` too, when raised), and none for a change that leaves it, or changes no quota."""
+    import asyncio
+
+    from sessiond.client import AsyncClient
+
+    h = daemon.home
+    c = daemon.client()
+    sid = c.create_session(token_quota=100)["id"]
+    c.append(sid, "user", "half", tokens=50)
+    opening, last = c.create_session()["id"], c.create_session()["id"]
+
+    async def run() -> list[dict]:
+        seen: list[dict] = []
+        following = asyncio.Event()
+
+        async def follow() -> None:
+            async with AsyncClient(home=h) as ac:
+                async for ev in ac.events():
+                    if ev.get("type") == "session.updated":
+                        following.set()  # (its first: the stream is open, nothing later is missed)
+                        seen.append(ev)
+                        if ev["session"] == last:
+                            return
+
+        task = asyncio.create_task(follow())
+        for _ in range(60):  # until the stream sees a change (a deadline, not a guess at how long it takes)
+            await asyncio.to_thread(c.update_session, opening, name="opening")
+            try:
+                await asyncio.wait_for(following.wait(), 0.5)
+                break
+            except TimeoutError:
+                continue
+        seen.clear()
+        for quota in (60, 58, 50, 1000):  # warning, warning still, exhausted, safe
+            await asyncio.to_thread(c.update_session, sid, token_quota=quota)
+        await asyncio.to_thread(c.update_session, sid, name="renamed")
+        await asyncio.to_thread(c.update_session, last, name="the end")
+        await asyncio.wait_for(task, 30)
+        return seen
+
+    seen = asyncio.run(run())
+    levels = [ev.get("quota_level") for ev in seen if ev["session"] == sid]
+    assert levels == ["warning", None, "exhausted", "safe", None], seen

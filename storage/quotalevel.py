@@ -1,0 +1,25 @@
+"""The token quota's warning levels: the one definition, which an append's event, a pull's, a change of the quota's
+(storage/messages.py, applyremote.py, sessions.py) and the quota's answer (storage/context.py: its `thresholds`)
+all read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# each level from its fraction of the quota used up
+WARNING_LEVELS = ((1.0, "exhausted"), (0.9, "critical"), (0.7, "warning"), (0.0, "safe"))
+THRESHOLDS = {name: limit for limit, name in reversed(WARNING_LEVELS) if limit}
+
+
+def warning_level(used: int, quota: int | None) -> str:
+    if not quota:
+        return "safe"
+    frac = used / quota
+    return next(name for limit, name in WARNING_LEVELS if frac >= limit)
+
+
+async def quota_level(tx: Any, sid: str) -> str:
+    """The level of the session's token quota as the transaction `tx` reads it ("safe" with no quota)."""
+    row = await tx.fetchone("SELECT policy, tokens_used FROM sessions WHERE id=?", (sid,))
+    return warning_level(row[1], json.loads(row[0]).get("token_quota")) if row else "safe"
