@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 
 import pytest
 
@@ -181,47 +182,55 @@ def test_an_app_following_events_is_told_when_an_append_changes_the_quota_level(
     warn its user. The `messages.appended` event of an append that brings the session's token quota to
     another level names it (`quota_level`: warning, critical, exhausted), once per level reached; none for
     one that leaves it where it was, nor for a session with no quota."""
-    import asyncio
-
-    from sessiond.client import AsyncClient
-
-    h = daemon.home
     c = daemon.client()
     sid = c.create_session(token_quota=100)["id"]
     free, last = c.create_session()["id"], c.create_session()["id"]
+
+    def work() -> None:
+        for tokens in (60, 5, 10, 5, 15, 5):  # 60 safe, 65, 75 warning, 80, 95 critical, 100 exhausted
+            c.append(sid, "user", "x", tokens=tokens)
+        c.append(free, "user", "x", tokens=10**6)
+        c.append(last, "user", "the end")
+
+    seen = _events_around(daemon, "messages.appended", lambda: c.append(free, "user", "probe", tokens=1), work, last)
+    levels = [ev.get("quota_level") for ev in seen if ev["session"] == sid]
+    assert levels == [None, None, "warning", None, "critical", "exhausted"], seen
+    assert all("quota_level" not in ev for ev in seen if ev["session"] in (free, last)), seen
+
+
+def _events_around(daemon, kind: str, probe: Callable[[], object], work: Callable[[], None], last: str) -> list[dict]:
+    """The daemon's events of type `kind` from the first that `probe` (called until the stream shows one: a deadline,
+    not a guess at how long it takes to open) causes, through `work`, up to the first of session `last`."""
+    import asyncio
+
+    from sessiond.client import AsyncClient
 
     async def run() -> list[dict]:
         seen: list[dict] = []
         following = asyncio.Event()
 
         async def follow() -> None:
-            async with AsyncClient(home=h) as ac:
+            async with AsyncClient(home=daemon.home) as ac:
                 async for ev in ac.events():
-                    if ev.get("type") == "messages.appended":
+                    if ev.get("type") == kind:
                         following.set()  # (its first: the stream is open, nothing later is missed)
                         seen.append(ev)
                         if ev["session"] == last:
                             return
 
         task = asyncio.create_task(follow())
-        for _ in range(60):  # until the stream sees an append (a deadline, not a guess at how long it takes)
-            await asyncio.to_thread(c.append, free, "user", "probe", tokens=1)
+        for _ in range(60):
+            await asyncio.to_thread(probe)
             try:
                 await asyncio.wait_for(following.wait(), 0.5)
                 break
             except TimeoutError:
                 pass
-        for tokens in (60, 5, 10, 5, 15, 5):  # 60 safe, 65, 75 warning, 80, 95 critical, 100 exhausted
-            await asyncio.to_thread(c.append, sid, "user", "x", tokens=tokens)
-        await asyncio.to_thread(c.append, free, "user", "x", tokens=10**6)
-        await asyncio.to_thread(c.append, last, "user", "the end")
+        await asyncio.to_thread(work)
         await asyncio.wait_for(task, 30)
         return seen
 
-    seen = asyncio.run(run())
-    levels = [ev.get("quota_level") for ev in seen if ev["session"] == sid]
-    assert levels == [None, None, "warning", None, "critical", "exhausted"], seen
-    assert all("quota_level" not in ev for ev in seen if ev["session"] in (free, last)), seen
+    return asyncio.run(run())
 
 
 def test_messages_larger_than_the_whole_token_quota_are_not_sent_to_a_clone_or_fork(daemon):
@@ -250,45 +259,17 @@ def test_an_app_following_events_is_told_when_a_change_of_the_quota_moves_its_le
     on `messages.appended`, but this device's own change of the quota (`set --token-quota`, a PATCH) said nothing on
     its `session.updated`: an app warning its user of a spent quota missed that lowering it spent it. The event names
     the level it moved to (`safe` too, when raised), and none for a change that leaves it, or changes no quota."""
-    import asyncio
-
-    from sessiond.client import AsyncClient
-
-    h = daemon.home
     c = daemon.client()
     sid = c.create_session(token_quota=100)["id"]
     c.append(sid, "user", "half", tokens=50)
     opening, last = c.create_session()["id"], c.create_session()["id"]
 
-    async def run() -> list[dict]:
-        seen: list[dict] = []
-        following = asyncio.Event()
-
-        async def follow() -> None:
-            async with AsyncClient(home=h) as ac:
-                async for ev in ac.events():
-                    if ev.get("type") == "session.updated":
-                        following.set()  # (its first: the stream is open, nothing later is missed)
-                        seen.append(ev)
-                        if ev["session"] == last:
-                            return
-
-        task = asyncio.create_task(follow())
-        for _ in range(60):  # until the stream sees a change (a deadline, not a guess at how long it takes)
-            await asyncio.to_thread(c.update_session, opening, name="opening")
-            try:
-                await asyncio.wait_for(following.wait(), 0.5)
-                break
-            except TimeoutError:
-                continue
-        seen.clear()
+    def work() -> None:
         for quota in (60, 58, 50, 1000):  # warning, warning still, exhausted, safe
-            await asyncio.to_thread(c.update_session, sid, token_quota=quota)
-        await asyncio.to_thread(c.update_session, sid, name="renamed")
-        await asyncio.to_thread(c.update_session, last, name="the end")
-        await asyncio.wait_for(task, 30)
-        return seen
+            c.update_session(sid, token_quota=quota)
+        c.update_session(sid, name="renamed")
+        c.update_session(last, name="the end")
 
-    seen = asyncio.run(run())
+    seen = _events_around(daemon, "session.updated", lambda: c.update_session(opening, name="opening"), work, last)
     levels = [ev.get("quota_level") for ev in seen if ev["session"] == sid]
     assert levels == ["warning", None, "exhausted", "safe", None], seen
