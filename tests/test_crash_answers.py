@@ -57,6 +57,8 @@ def test_answers_given_to_the_app_are_there_after_a_kill_9(daemon):
         got = [(m["role"], m["content"]) for m in d.client().messages(sid, limit=1000)["messages"]]
         assert [g for g in got if g[0] == "assistant"] == want, ask.__name__
         assert len([g for g in got if g[0] == "user"]) == len(want), got
+        # the restart pushes what the kill left unpushed in the background: wait for it, as verify's message says
+        assert run_cli(d.home, "sync", "--wait", "--json").returncode == 0
         assert cli_json(d.home, "verify")["ok"]
         assert run_cli(d.home, "doctor", "--json").returncode == 0
     assert d.client().complete(sid, "after")["content"].startswith("echo: ")
