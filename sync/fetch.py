@@ -274,18 +274,23 @@ async def walk_manifests(
     timeout: float,
     limit: int,
     rev: int | None = None,
+    start: tuple[bytes, int] | None = None,
 ) -> AsyncGenerator[tuple[int, bytes, bytes, Manifest], None]:
     """A member's manifests from its current head down their prev links (each the revision before), `limit` at
     most, each as (revision, hash, its key, it checked); none if it has pushed nothing (or its head is behind
     `rev`). Ends at a manifest with no prev link; raises ImportError_ as read_manifest does (a manifest gone from
-    the store: `damaged`), ManifestSealed for one that opens under none of `keys`."""
+    the store: `damaged`), ManifestSealed for one that opens under none of `keys`. `start`: (hash, revision) of a
+    manifest a walk before met down the chain (the prev link that named it vouches for it): the walk goes on from
+    there, the head not read."""
     name = device or pk.hex()[:16]
     with _read_failures(store, sid, name):
-        async with asyncio.timeout(timeout):
-            head = await store.get_head(pk)
-        if head is None or (rev is not None and head.revision < rev):
-            return  # it has pushed nothing (or not that far)
-        mhash, at = manifest_hash_of(head), head.revision
+        if start is None:
+            async with asyncio.timeout(timeout):
+                head = await store.get_head(pk)
+            if head is None or (rev is not None and head.revision < rev):
+                return  # it has pushed nothing (or not that far)
+            start = manifest_hash_of(head), head.revision
+        mhash, at = start
         for _ in range(limit):
             async with asyncio.timeout(timeout):
                 ct = check_object(mhash, await store.get(mhash))

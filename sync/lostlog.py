@@ -10,10 +10,19 @@ again only if the store lacks an object of it too (a host restored from a backup
 that holds them all (a store that lies about heads only, a cache in front of it serving an old record) is
 given a new head over them, not the whole log at every sync that finds the head so again. A store that does
 not answer (a timeout, unreachable, a 5xx) is not one that lost data: its push says what it met.
+
+A store of a mirror is asked once it holds everything written so far: a write to it under way (another session's
+push) is waited for, at most the sync's timeout, as it may lack what is being written while another store holds it.
+One still not caught up then (a write under way yet, writes waiting in its outbox, down) is unchecked, as a store
+that does not answer: no loss is found there this time, and doctor's warning of a head published again is kept
+until a sync asks every store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from dataclasses import dataclass
 
 from ..storage.redact import shown_url
@@ -65,9 +74,14 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
     store = await ctx.store_for(sid)
     published = state["head_rev"]
     answered = True
-    # a mirror: each of its stores that should hold the log (a read through the mirror finds the head and
-    # every object in whichever store has them, so one store's loss would never show)
-    for st in store.caught_up() if isinstance(store, MirrorStore) else [store]:
+    # a mirror: each of its stores written to (a read through the mirror finds the head and every object in
+    # whichever store has them, so one store's loss would never show)
+    mirror = store if isinstance(store, MirrorStore) else None
+    deadline = time.monotonic() + ctx.timeout
+    for st in [s for s in mirror.stores if not (s.read_only or mirror.health[s.url].read_only)] if mirror else [store]:
+        if mirror is not None and not await _caught_up(mirror, st, deadline):
+            answered = False  # (unchecked: module doc)
+            continue
         lie = Lack(st.url, "forged or damaged", published)
         try:
             head = await bounded(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
@@ -96,6 +110,16 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
     if answered and ctx.head_mends.pop(sid, None) is not None:  # (the store holds the log whole: a head published
         await ctx.db.syncstate.head_mends.clear(sid)  # again, kept there)
     return None
+
+
+async def _caught_up(mirror: MirrorStore, st, deadline: float) -> bool:
+    """Whether `st` holds everything written to `mirror` so far, once the writes to it under way have ended (waited
+    for until `deadline`)."""
+    idle = mirror.health[st.url].idle
+    if not idle.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(idle.wait(), max(0.01, deadline - time.monotonic()))
+    return st in mirror.caught_up()
 
 
 async def _objects_held(ctx: SyncContext, store, tree: bytes | None, lie: Lack) -> Lack:

@@ -247,7 +247,7 @@ class MirrorStore(Store):
             await queue()
             return False
         h = self.health[st.url]
-        h.writing += 1  # (until it is taken, or failed and queued: `caught_up` never counts it as holding it)
+        h.began()  # (until it is taken, or failed and queued: `caught_up` never counts it as holding it)
         try:
             await self._bounded(st, write, took)
             took.set()
@@ -262,7 +262,7 @@ class MirrorStore(Store):
             await queue()
             return False
         finally:
-            h.writing -= 1
+            h.ended()
         self._ok(st)
         return True
 

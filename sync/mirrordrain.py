@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..storage.errors import crash_at
 from ..storage.outbox import HEAD, Outbox
@@ -38,6 +38,21 @@ class Health:
     failure: str | None = None  # its last failure's kind, as a person reads it (stores.errors.failure_kind)
     read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
     catch_ups: int = 0  # times it caught up (its outbox sent, or answering again): a follower waits for one
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no write is under way (`writing` 0)
+
+    def __post_init__(self) -> None:
+        if not self.writing:
+            self.idle.set()
+
+    def began(self) -> None:
+        """A write sent straight to the store (MirrorStore._write_to): under way until `ended`."""
+        self.writing += 1
+        self.idle.clear()
+
+    def ended(self) -> None:
+        self.writing -= 1
+        if not self.writing:
+            self.idle.set()
 
 
 class Drain:

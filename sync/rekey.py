@@ -83,8 +83,16 @@ class Rekeyer:
             # the last attempt's notice, refused as stale: one store of a mirror may have taken it all the same
             tried: tuple[dict, list[dict], list[dict]] | None = None
             already: list[str] = []
+            restored = False
             for _attempt in range(5):
                 rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
+                if notice is None and tried is None and not restored and rev < remote["members_rev"]:
+                    # the store serves the slot older than this device read it (its host restored a backup): written
+                    # again from the writers known here, as a pull's restore does, and read again; else the writers
+                    # let in since would get no key
+                    restored = True
+                    if await self.members.restore(sid):
+                        continue
                 if notice is not None and tried is not None and same_notice(notice, tried[0]):
                     # published: this rekey's own, finished as such; and written again a revision on, so that
                     # the store that refused it (holding another entry of that revision) holds it too

@@ -96,7 +96,7 @@ OTHERS_READS = 48
 
 class Dropped(NamedTuple):
     """What dropped_before found: of the devices asked to drop that are no writer, those a rekey dropped before
-    (`found`), and of them those the rekey of this device that made the current key dropped (`own`); `capped`:
+    (`found`), and of them those the rekey of this device that made the current key gave no key (`own`); `capped`:
     some were not found within OTHERS_READS reads of the other writers' rekeys (not looked for past it)."""
 
     found: list[str]
@@ -140,7 +140,8 @@ async def dropped_before(
     Each claim names the old slot, which lists the generation its rekey ended, its notice boxing those kept. Never
     this device. A store that fails fails it.
 
-    Only the rekey of this device's that made the current key tells that the device reads nothing written since,
+    Only the rekey of this device's that made the current key, which boxed it no key (`own`: it dropped it, or the
+    device was no writer of the slot that rekey read), tells that the device reads nothing written since,
     and only if nothing let it back in since (shut_out_since: the caller rekeys nothing again then): a frozen log,
     another writer's log and the slots it leads to are any current writer's to write, and a device another rekey,
     or an earlier one of this device's, dropped may have been given a code since."""
@@ -152,7 +153,8 @@ async def dropped_before(
     remote = await ctx.db.remote(sid)
     current = bytes(remote["announce_pk"]) if remote is not None else None
     read: set[bytes] = set()  # (old slots read: one rekey's, claimed by its author and by no other)
-    by = await _dropped_by(members, store, sid, keys, me, await claims(sid), set(names), read)
+    boxed: dict[bytes, set[str]] = {}  # (this device's rekeys read: the writers each boxed, by the key it began)
+    by = await _dropped_by(members, store, sid, keys, me, await claims(sid), set(names), read, boxed=boxed)
     frozen = merge_frozen(frozen, await members.known_frozen(sid))
     gone = {n for f in frozen if bytes(f["k"]) != me for n in (str(f["d"]), bytes(f["k"]).hex()[:16])}
     found = set(by) | {n for n in names if n in gone}
@@ -166,7 +168,9 @@ async def dropped_before(
             pk = bytes(w["head_pk"])
             claimed = await _claims_of(ctx, store, sid, keys, pk)
             found |= set(await _dropped_by(members, store, sid, keys, pk, claimed, set(names) - found, read, me, reads))
-    own = [n for n in names if n in by and by[n] == current]
+    # the rekey here that made the current key boxed it none (dropped it, or it was no writer then: a drop asked again
+    # after a code issued since the first, which that rekey was for)
+    own = [n for n in names if n in found and current is not None and n not in boxed.get(current, {n})]
     return Dropped([n for n in names if n in found], own, reads.capped and not found >= set(names))
 
 
@@ -194,10 +198,12 @@ async def _dropped_by(
     read: set[bytes],
     me: bytes | None = None,
     reads: _Reads | None = None,
+    boxed: dict[bytes, set[str]] | None = None,
 ) -> dict[str, bytes]:
     """Of `names`, the writers of the generations the rekeys `claimed` by `author` ended that their notices have no
     box for (dropped_before), each with the announce key of the generation the latest such rekey began; each old
-    slot read once (`read`), the latest claims first, while some are not found, and while `reads` has some left."""
+    slot read once (`read`), the latest claims first, while some are not found, and while `reads` has some left.
+    `boxed`: filled with the names of the writers each rekey read boxed, by the announce key it began."""
     found: dict[str, bytes] = {}
     for claim in reversed(claimed):
         if set(found) >= names:
@@ -215,9 +221,11 @@ async def _dropped_by(
             continue  # (unreadable: not known from it)
         if slot.notice is None or notice_hash(slot.notice) != claim["h"]:
             continue
-        boxed = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {author, me or author}
+        kept = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {author, me or author}
+        if boxed is not None:
+            boxed[bytes(claim["a"])] = {member_name(m) for m in slot.members if bytes(m["head_pk"]) in kept}
         for m in slot.members:
-            if bytes(m["head_pk"]) not in boxed and member_name(m) in names:
+            if bytes(m["head_pk"]) not in kept and member_name(m) in names:
                 found.setdefault(member_name(m), bytes(claim["a"]))
     return found
 

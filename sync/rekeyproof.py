@@ -24,7 +24,6 @@ nothing here writes anything.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from blake3 import blake3
@@ -32,23 +31,17 @@ from nacl.public import SealedBox
 from nacl.signing import SigningKey
 
 from ..stores import Store
-from . import dagcbor
-from .bounded import LRU
+from . import dagcbor, rekeywalk
 from .errors import ImportError_
-from .fetch import ManifestSealed, read_manifest, walk_manifests
+from .fetch import ManifestSealed, read_manifest
 from .manifest import CLAIMS_KEPT
 from .membersobject import SEQ_MAX, member_name
+from .rekeywalk import claimed_before
 from .sharecode import ShareCode
 
 # how many rekeys after the one being taken are followed to find the keys members' logs moved to: a device
 # away through more than these (each a user's rekey) is told to import a new share code (check_notice)
 CHAIN_MAX = 64
-# an author's older manifests read for a claim of a notice its current one no longer keeps (_claimed_before), at most
-CLAIMS_WALK = 1000
-# the result of each walk, by the head's manifest it began at (_claimed_before): a notice refused is checked again at
-# every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
-# there then either), so a pull while the author's head stands reads that manifest only, not up to CLAIMS_WALK
-_WALKED: LRU[tuple, bool] = LRU(256)
 
 # (store, sid, session key, announce public key) -> (revision, members, notice): Members.read_members
 ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict], dict | None]]]
@@ -239,7 +232,19 @@ async def check_exclusion(
         )
     # (a member gone on under a key this device is not given: a kept writer that switched, or the author)
     _, _, contradicting = await _sightings(
-        store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout, left_out=True
+        store,
+        sid,
+        notice,
+        author,
+        old_announce,
+        members,
+        me,
+        keys,
+        known_revs,
+        behind or {},
+        timeout,
+        left_out=True,
+        whole=importing is not None,
     )
     if contradicting and importing is not None:
         raise ImportError_(
@@ -320,13 +325,15 @@ async def _sightings(
     timeout: float,
     *,
     left_out: bool = False,
+    whole: bool = False,
 ) -> tuple[bool, list[str], list[str]]:
     """What the old generation's members' heads say of a notice naming `author`: whether the author's
     manifest claims it, the members whose manifest opens under none of `keys` (gone on under another key),
     and the other members whose manifest claims a rekey of the same slot. This device's own head is read
     only as the author's. Refuses (rekey_unconfirmed) a notice whose author's manifest opens and does not
     claim it, or whose author the old slot lists under more than one head key; `left_out`: a notice with no box
-    for this device, said so."""
+    for this device, said so; `whole`: the author's older manifests walked whole (an import's check, which no next
+    pull goes on with: rekeywalk.py)."""
     listed = [m for m in members if m["device_id"] == author]
     if len(listed) > 1:  # (check_notice and check_exclusion alike)
         # (a head key is its device's seed's and the session's: one device, one key. The old slot is any old writer's
@@ -358,7 +365,17 @@ async def _sightings(
     if not claimed and aged:
         # the author's older manifests, down its head's prev links, while its gc has not freed them
         by = next(m for m in members if m["device_id"] == author)
-        claimed = await _claimed_before(store, sid, by["head_pk"], author, keys, notice, old_announce, timeout)
+        claim = {"o": old_announce, "a": notice.get("a"), "h": h}
+        before = await claimed_before(store, sid, by["head_pk"], author, keys, claim, timeout, bounded=not whole)
+        if before is None:  # (the walk cut short: rekeywalk.py)
+            raise ImportError_(
+                "rekey_unconfirmed",
+                f"session {sid} was rekeyed more than {CLAIMS_KEPT} times by device {author} since this device last"
+                f" took its key: its older manifests are being read for its claim of the first rekey (a pull reads"
+                f" them for {rekeywalk.WALK_SECONDS:g} s at most); this device keeps what it has and goes on at its"
+                f" next pull",
+            )
+        claimed = before
     if not claimed and aged:
         # (still refused: a notice its author claims no longer is no more checked than one it never claimed)
         raise ImportError_(
@@ -426,55 +443,6 @@ async def _later_keys(
     else:
         return out, None, True
     return out, None, False
-
-
-async def _claimed_before(
-    store: Store,
-    sid: str,
-    pk: bytes,
-    device: str,
-    keys: list[bytes],
-    notice: dict,
-    old_announce: bytes,
-    timeout: float,
-) -> bool:
-    """Whether an older manifest of the author's log claims `notice` (`o`, `a` and `h`): its current one keeps the
-    claims of its last CLAIMS_KEPT rekeys only, and each manifest links the one before (its `prev`, docs/FORMATS.md
-    §4), which the hash chain from its signed head vouches for, until the author's gc frees it (after its grace, 24 h
-    by default). CLAIMS_WALK manifests at most; ends at the first one gone, damaged or sealed under none of `keys`.
-    A store that fails fails it.
-
-    An older manifest holds the claims its author took back too (a rekey that gave up or lost the slot to another
-    notice withdraws its claim; one that started over claims its new notice in place of the first: sync/rekey.py),
-    whose notices a store may still hold and serve: the first claim of the slot met down the chain decides, and
-    counts only if it left the log by its cap, the manifest after it full and every claim before it gone too."""
-    h = notice_hash(notice)
-    walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK)
-    walked: tuple | None = None  # (the walk from this head, for this notice, with these keys: _WALKED)
-    found = False
-    try:
-        async with contextlib.aclosing(walk):
-            after: list[dict] | None = None  # the claims of the manifest after the one read (read before it)
-            async for _at, mhash, _k, man in walk:
-                if walked is None:
-                    walked = (store.url, sid, mhash, old_announce, h, notice.get("a"), frozenset(keys))
-                    known = _WALKED.get(walked)
-                    if known is not None:
-                        return known
-                at = next((i for i, c in enumerate(man.claims) if c["o"] == old_announce), None)
-                if at is not None:
-                    c = man.claims[at]
-                    # another notice of the slot, or a claim taken back, decides as much as the notice's own
-                    if c["h"] == h and c["a"] == notice.get("a") and after is not None and len(after) >= CLAIMS_KEPT:
-                        found = not any(o in after for o in man.claims[: at + 1])
-                    break
-                after = man.claims
-    except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
-        if exc.kind == "store":
-            raise
-    if walked is not None:
-        _WALKED[walked] = found
-    return found
 
 
 async def _claims(

@@ -1,5 +1,5 @@
 """A device away through more than CLAIMS_KEPT rekeys by one device reads that device's older manifests for the claim
-of the first notice (sync/rekeyproof.py `_claimed_before`). An older manifest holds every claim its author made, the
+of the first notice (sync/rekeywalk.py `claimed_before`). An older manifest holds every claim its author made, the
 ones it took back too: a rekey that gave up, or lost the slot to another device's notice, withdraws its claim
 (sync/rekey.py `_withdraw`), and one that started over claims its new notice in place of the first. A notice so
 taken back may still be in a store (one store of a mirror took it as the others refused it as stale; a store host
@@ -18,7 +18,7 @@ from nacl.signing import VerifyKey
 
 from devices import count_gets
 from sessiond.stores.registry import RegistryEntry
-from sessiond.sync import dagcbor
+from sessiond.sync import dagcbor, rekeywalk
 from sessiond.sync.crypto import members_key
 from sessiond.sync.errors import ImportError_
 from sessiond.sync.manifest import CLAIMS_KEPT
@@ -63,6 +63,23 @@ async def _slot_served_with(devices, sid: str, notice: dict) -> None:
     await store.set_head(RegistryEntry.create(slot_key, entry.revision + 1, b"\x1e" + h + salt))
 
 
+async def _aged_out(devices, name: str, later: int) -> tuple:
+    """A's session `name`, shared with B (B pulled it); A's claim of a notice of the current slot, then `later` claims
+    of other rekeys, one push each. (a, b, sid, the notice, the key it gives, A's claims as they are)."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared(name, write=True)
+    await b.pull(sid)
+    old_announce = bytes(announce_key(a.ctx.keys.write_secret(sid)).verify_key)
+    notice, new_key = await _abandoned_notice(devices, sid)
+    claims = [{"a": notice["a"], "h": notice_hash(notice), "o": old_announce}]
+    await _claims_pushed(devices, sid, claims)
+    for _ in range(later):
+        claims = [*claims, {"a": os.urandom(32), "h": os.urandom(32), "o": os.urandom(32)}][-CLAIMS_KEPT:]
+        await _claims_pushed(devices, sid, claims)
+    return a, b, sid, notice, new_key, claims
+
+
 @pytest.mark.parametrize("then", ["withdrawn", "claimed_again"])
 async def test_a_claim_its_author_took_back_is_not_found_in_its_older_manifests(devices, then):
     """A claims a notice of the current slot and takes the claim back (`withdrawn`; or claims another notice of the
@@ -95,17 +112,7 @@ async def test_a_claim_its_author_took_back_is_not_found_in_its_older_manifests(
 
 async def test_a_claim_that_left_its_authors_log_by_the_cap_is_found_in_its_older_manifests(devices):
     """The same notice, its claim never taken back: pushed out of A's log by CLAIMS_KEPT later ones. B takes it."""
-    a, b = await devices.open()
-    await a.start()
-    sid = await devices.shared("aged out", write=True)
-    await b.pull(sid)
-    old_announce = bytes(announce_key(a.ctx.keys.write_secret(sid)).verify_key)
-    notice, new_key = await _abandoned_notice(devices, sid)
-    claims = [{"a": notice["a"], "h": notice_hash(notice), "o": old_announce}]
-    await _claims_pushed(devices, sid, claims)
-    for _ in range(CLAIMS_KEPT):
-        claims = [*claims, {"a": os.urandom(32), "h": os.urandom(32), "o": os.urandom(32)}][-CLAIMS_KEPT:]
-        await _claims_pushed(devices, sid, claims)
+    _a, b, sid, notice, new_key, _claims = await _aged_out(devices, "aged out", CLAIMS_KEPT)
     await _slot_served_with(devices, sid, notice)
     try:
         await b.pull(sid)
@@ -140,3 +147,44 @@ async def test_a_notice_refused_after_the_walk_is_not_walked_again_while_its_aut
         await b.pull(sid)
     assert err.value.kind == "rekey_unconfirmed", err.value
     assert len(gets) < CLAIMS_KEPT, (len(gets), walked)
+
+
+async def test_the_walk_is_bounded_per_pull_and_goes_on_at_the_next_one(devices, monkeypatch):
+    """The walk read up to CLAIMS_WALK manifests in one pull: a chain of a thousand on a store answering in 50 ms took
+    53 s (0.5 s on a folder store), the pull stuck so long. Now a pull walks for WALK_SECONDS at most (here none: one
+    manifest a pull past the head's), and the next pull goes on where it stopped, the notice refused meanwhile as not
+    checked yet; a new head of the author's (a push meanwhile) is walked down to where the walk began, then goes on."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    out = 30  # (the manifests since the claim left A's log: the walk reads them all before it)
+    _a, b, sid, notice, new_key, claims = await _aged_out(devices, "walked in steps", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    gets = count_gets(await b.ctx.store_for(sid))
+    reads: list[int] = []
+    for pull in range(out + 20):
+        gets.clear()
+        try:
+            await b.pull(sid)
+        except ImportError_ as exc:
+            if b.ctx.keys.session_key(sid) != new_key:
+                assert exc.kind == "rekey_unconfirmed" and "next pull" in str(exc), exc
+        reads.append(len(gets))
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+        if pull == 4:  # A pushes again (its claims as they are): the walk goes on, not from the start
+            await _claims_pushed(devices, sid, claims)
+    # main: the first pull walked the whole chain (`out` manifests and more), and took the notice
+    assert reads[0] < 10, reads
+    assert b.ctx.keys.session_key(sid) == new_key, reads
+    assert len(reads) <= out + 6, reads  # (one manifest a pull, nothing walked twice but the heads)
+
+
+async def test_an_imports_walk_is_not_cut_short(devices, monkeypatch):
+    """An import's check of a notice (rekeyproof.refused_code) has no next pull to go on: its walk is read whole."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    a, _b, sid, notice, _key, _claims = await _aged_out(devices, "walked whole", CLAIMS_KEPT + 4)
+    old_announce = bytes(announce_key(a.ctx.keys.write_secret(sid)).verify_key)
+    claim = {"a": notice["a"], "h": notice_hash(notice), "o": old_announce}
+    store, pk, keys = await a.ctx.store_for(sid), a.ctx.keys.head_pk(sid), a.ctx.keys.session_keys(sid)
+    args = (store, sid, pk, a.ctx.db.device_id, keys, claim, 10.0)
+    assert await rekeywalk.claimed_before(*args) is None  # (a pull's: cut short)
+    assert await rekeywalk.claimed_before(*args, bounded=False) is True

@@ -102,3 +102,25 @@ def test_a_drop_asked_again_over_a_members_slot_rolled_back_rotates_the_key(make
     res = a.client().rekey(sid, drop=[c_id])
     assert c_id in res["dropped"] and session_key(a, sid) != key, res
     c_reads_nothing_after(a, b, c, sid)
+
+
+def test_a_drop_asked_again_after_the_rotation_it_made_for_a_code_since_rotates_no_more(make_daemon, store_dir):
+    """The drop asked again after a code was issued since rotates the key (above); asked once more, nothing issued
+    since that rotation, it is the answer: C was not boxed the key it made (C no writer then). It rotated at every
+    ask (its check found C dropped only by the first rekey, not by the one that made the current key). A code
+    issued after that rotation has the next ask rotate again."""
+    a, b, c, sid, b_id, c_id = _c_writer(make_daemon, f"file://{store_dir}", "asked once more")
+    a.client().rekey(sid, drop=[c_id])
+    c.client().import_code(a.client().share(sid)["code"])  # read-only, issued after the drop
+    res = a.client().rekey(sid, drop=[c_id])  # rotates: the code opens nothing written from now on
+    key = session_key(a, sid)
+    res = a.client().rekey(sid, drop=[c_id])
+    # main: rotated again, and at every further ask
+    assert res["dropped"] == res["already_dropped"] == [c_id] and res["kept"] == [b_id], res
+    assert session_key(a, sid) == key
+
+    a.client().share(sid)  # a code issued since this rotation (C may hold it): the next ask rotates
+    res = a.client().rekey(sid, drop=[c_id])
+    assert res["dropped"] == res["already_dropped"] == [c_id] and res["kept"] == [b_id], res
+    assert session_key(a, sid) != key
+    c_reads_nothing_after(a, b, c, sid)

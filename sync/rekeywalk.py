@@ -1,0 +1,118 @@
+"""The walk down an author's older manifests for its claim of a rekey notice that its current manifest no longer keeps
+(rekeyproof._sightings: the author rekeyed CLAIMS_KEPT times since), bounded per pull.
+
+Each manifest links the one before (its `prev`, docs/FORMATS.md §4), which the hash chain from the author's signed
+head vouches for, until the author's gc frees it (after its grace, 24 h by default): CLAIMS_WALK manifests at most.
+One call walks for WALK_SECONDS at most: a thousand manifests on a store answering in 50 ms took 53 s (0.5 s on a
+folder store), the pull that checked the notice stuck so long. A walk cut short is kept (`_CUT`, by author and
+notice: where it stopped, the manifest it began at, the claims of the manifest after), and the next call goes on
+there once its own walk from the author's head, moved since or not, meets the manifest that walk began at (the
+manifests since are read first: a later one decides as the walk down from the head would have it). The result of a
+whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull,
+and the chain down from one manifest does not change (but for its older manifests freed: no claim found there then
+either), so a pull while the author's head stands reads that manifest only. Read-only."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from ..stores import Store
+from .bounded import LRU
+from .errors import ImportError_
+from .fetch import walk_manifests
+from .manifest import CLAIMS_KEPT
+
+# an author's older manifests read for a claim of a notice its current one no longer keeps, at most
+CLAIMS_WALK = 1000
+# seconds one call (one pull's check of the notice) walks at most; at least one manifest past those read before
+WALK_SECONDS = 2.0
+_WALKED: LRU[tuple, bool] = LRU(256)
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """A walk cut short: it began at the manifest `top` (the author's head then), and goes on at `at` (hash,
+    revision), `read` manifests down from `top`; `after`: the claims of the manifest before `at` in the walk."""
+
+    top: bytes
+    at: tuple[bytes, int]
+    after: list[dict] | None
+    read: int
+
+
+# the walks cut short, newest first (one that began at a later head, not yet down to where the one before began)
+_CUT: LRU[tuple, list[_Cut]] = LRU(256)
+
+
+async def claimed_before(
+    store: Store,
+    sid: str,
+    pk: bytes,
+    device: str,
+    keys: list[bytes],
+    claim: dict,
+    timeout: float,
+    *,
+    bounded: bool = True,
+) -> bool | None:
+    """Whether an older manifest of the author `pk`'s log claims the notice `claim` names ({o, a, h}); None: not
+    known yet, the walk cut short by WALK_SECONDS (the next call goes on); not `bounded` (an import's check, which
+    has no next pull, its user waiting on it), walked whole. Ends at the first manifest gone, damaged
+    or sealed under none of `keys`. A store that fails fails it.
+
+    An older manifest holds the claims its author took back too (a rekey that gave up or lost the slot to another
+    notice withdraws its claim; one that started over claims its new notice in place of the first: sync/rekey.py),
+    whose notices a store may still hold and serve: the first claim of the slot met down the chain decides, and
+    counts only if it left the log by its cap, the manifest after it full and every claim before it gone too."""
+    slot = (store.url, sid, pk, claim["o"], claim["h"], claim["a"], frozenset(keys))
+    cuts = list(_CUT.get(slot) or [])
+    deadline = time.monotonic() + WALK_SECONDS if bounded else float("inf")
+    walked: tuple | None = None  # (the walk from this head: _WALKED)
+    top = b""
+    after: list[dict] | None = None  # the claims of the manifest after the one read (read before it)
+    read = fresh = 0  # manifests down from the head; read by this call past those read before
+    start: tuple[bytes, int] | None = None
+    found = False
+    try:
+        while True:
+            walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK - read, start=start)
+            start = None
+            async with contextlib.aclosing(walk):
+                async for at, mhash, _k, man in walk:
+                    if walked is None:
+                        walked, top = (slot, mhash), mhash
+                        if (known := _WALKED.get(walked)) is not None:
+                            return known
+                    met = next((i for i, c in enumerate(cuts) if c.top == mhash), None)
+                    if met is not None:  # where a walk cut short began: on from where it stopped
+                        cut, cuts = cuts[met], cuts[met + 1 :]
+                        start, after, read = cut.at, cut.after, read + cut.read
+                        break
+                    if fresh and time.monotonic() >= deadline:
+                        _CUT[slot] = [_Cut(top, (mhash, at), after, read), *cuts]
+                        return None
+                    fresh, read = fresh + 1, read + 1
+                    i = next((i for i, c in enumerate(man.claims) if c["o"] == claim["o"]), None)
+                    if i is not None:
+                        c = man.claims[i]
+                        # another notice of the slot, or a claim taken back, decides as much as the notice's own
+                        if (
+                            c["h"] == claim["h"]
+                            and c["a"] == claim["a"]
+                            and after is not None
+                            and len(after) >= CLAIMS_KEPT
+                        ):
+                            found = not any(o in after for o in man.claims[: i + 1])
+                        break
+                    after = man.claims
+            if start is None:
+                break
+    except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
+        if exc.kind == "store":
+            raise
+    _CUT.pop(slot)
+    if walked is not None:
+        _WALKED[walked] = found
+    return found

@@ -1,0 +1,91 @@
+"""A sync's repair check (sync/lostlog.py store_lacks_log) of a mirror whose store has a write under way.
+
+Device A syncs through a mirror of two folder stores; the second lost this device's log of a session (its head file
+gone: a host restored from a backup). The check asked only the stores caught up, and one with a write sent straight
+to it and not answered yet (another session's push) is not: it was skipped, and the check said the stores held the
+log whole. Nothing was pushed again to the second store, and doctor's warning of a head a repair published again
+(`head_mends`) was cleared without that store looked at. Now the check waits for the write to end (at most the
+sync's timeout) and then asks the store; a store still not caught up is unchecked, as one that does not answer: no
+loss found, and the warning kept for the next sync."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from conftest import eventually
+from sessiond.storage.database import Database
+from sessiond.stores import FileStore
+from sessiond.sync.engine import Syncer
+from sessiond.sync.lostlog import store_lacks_log
+from sessiond.sync.mirror import MirrorStore
+
+
+async def _mirrored(tmp_path, timeout: float):
+    """A on a mirror of two folder stores, a session pushed to both, then its head lost on the second; a write to
+    the second store held under way until `ended` is set. (db, a, mirror, sid, second, ended, writing)"""
+    db = await Database.open(str(tmp_path / "a.sqlite"))
+    first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
+    mirror = MirrorStore([first, second], db.outbox, timeout=30, lag=60.0)  # (the held write not failed to its outbox)
+    a = Syncer(db, mirror, str(tmp_path / "keys"), timeout=timeout, interval=3600.0, poll_interval=3600.0)
+    await mirror.started()
+    await a.start()
+    sid = (await db.create_session({"name": "lost on one"}))["id"]
+    await db.append_messages(sid, [{"role": "user", "content": "a1"}])
+    await a.share(sid, write=True, passphrase=None, expires_in=None)
+    await a.pusher.push(sid)
+    assert (await db.sync_state(sid))["head_rev"]
+    os.remove(os.path.join(str(tmp_path / "second"), "heads", a.ctx.keys.head_pk(sid).hex()))  # (lost there)
+    assert await second.get_head(a.ctx.keys.head_pk(sid)) is None
+
+    ended = asyncio.Event()
+    real_put_many = second.put_many
+
+    async def held(*args, **kw):  # (the write to the second store answers only once the test lets it)
+        await ended.wait()
+        return await real_put_many(*args, **kw)
+
+    second.put_many = held  # type: ignore[method-assign]
+    writing = asyncio.ensure_future(mirror.put(b"another session's object"))
+    await eventually(lambda: mirror.health[second.url].writing == 1, timeout=10, what="the write under way")
+    assert second not in mirror.caught_up()
+    return db, a, mirror, sid, second, first, ended, writing
+
+
+async def test_a_store_with_a_write_under_way_is_checked_once_the_write_ends(tmp_path):
+    db, a, mirror, sid, second, first, ended, writing = await _mirrored(tmp_path, timeout=10)
+    real_first_missing = first.first_missing
+
+    async def first_checked(*args, **kw):  # (the write ends while the check is at the first store)
+        ended.set()
+        return await real_first_missing(*args, **kw)
+
+    first.first_missing = first_checked  # type: ignore[method-assign]
+    try:
+        lack = await store_lacks_log(a.ctx, sid)
+        # main: None (the second store skipped as not caught up): the log lost there never pushed again
+        assert lack is not None and lack.how is None, lack
+        await asyncio.wait_for(writing, 10)
+    finally:
+        ended.set()
+        await a.stop()
+        await db.close()
+
+
+async def test_a_store_whose_write_does_not_end_keeps_the_warning(tmp_path):
+    db, a, mirror, sid, second, first, ended, writing = await _mirrored(tmp_path, timeout=0.5)
+    mend = {"store": second.url, "how": "rolled back", "published": 3, "served": 1, "again": False}
+    a.ctx.head_mends[sid] = mend
+    await db.syncstate.head_mends.note(sid, mend)
+    try:
+        assert await store_lacks_log(a.ctx, sid) is None  # (the second store unchecked: no loss known)
+        # main: cleared, the second store never asked
+        assert a.ctx.head_mends.get(sid) == mend
+        assert (await db.syncstate.head_mends.all()).get(sid) == mend
+        ended.set()
+        await asyncio.wait_for(writing, 10)
+        assert await store_lacks_log(a.ctx, sid) is not None  # (once caught up: asked, the log found lost there)
+    finally:
+        ended.set()
+        await a.stop()
+        await db.close()
