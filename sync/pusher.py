@@ -437,6 +437,10 @@ class Pusher:
         }
 
     # ---------------------------------------------------------------- repair
+    def forget(self, sid: str) -> None:
+        """`sid` was deleted here: no repair's head of it is to be published again."""
+        self._head_again.discard(sid)
+
     async def resume_mends(self) -> list[str]:
         """At the start: the heads repairs found served rolled back or forged, as kept (doctor warns of them again),
         and the sessions whose head is still to be published again (a kill between the finding and its push): the
