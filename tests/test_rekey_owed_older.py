@@ -15,16 +15,11 @@ import pytest
 from sessiond.stores import FileStore
 from sessiond.sync.engine import Syncer
 from sessiond.sync.errors import ImportError_
-from test_rekey_catchup_owed import Killed, _head_opens_under
+from test_rekey_catchup_owed import Killed, _head_opens_under, b_writing, pushed_as_owed, rekeyed_twice_with_c
 
 
 async def test_a_kill_after_a_head_found_under_an_older_key_is_marked_leaves_the_push_owed(devices):
-    a, b = await devices.open()
-    await a.start()
-    sid = await devices.shared("rekeyed twice", write=True)
-    await devices.dbb.append_messages(sid, [{"role": "user", "content": "b joins"}])
-    await b.pusher.push(sid)
-    await a.pull(sid)  # (A knows B)
+    a, b, sid = await b_writing(devices)
 
     # B's push of a message under the first key publishes its head, killed before its pushed mark
     real_save = devices.dbb.save_pushed
@@ -42,14 +37,7 @@ async def test_a_kill_after_a_head_found_under_an_older_key_is_marked_leaves_the
     assert (await devices.dbb.sync_state(sid))["pending"]  # (the revision recorded, its head out, not marked)
 
     # two rekeys by A; C joins with the first one's key (it never held the key B's head is sealed under)
-    await a.rekey(sid)
-    dbc, c = await devices._device("c", None, {})
-    await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
-    await c.pusher.push(sid)
-    await a.pull(sid)
-    await a.rekey(sid)
-    assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
-    await a.stop()
+    c = await rekeyed_twice_with_c(devices, a, sid)
 
     # B started again: it takes the first notice (its push left to the chain's end), the second it can never take,
     # so the owed push is paid; it finds its recorded revision published under the first key, marks it so, and is
@@ -86,12 +74,4 @@ async def test_a_kill_after_a_head_found_under_an_older_key_is_marked_leaves_the
 
     # started once more: the push is still owed, and made
     devices.dbb.save_pushed = real_save  # type: ignore[method-assign]
-    last = restarted()
-    for _ in range(2):  # (every pull from now on is refused at the second notice)
-        with pytest.raises(ImportError_):
-            await last.pull(sid)
-    assert last.ctx.keys.session_key(sid) == on
-    assert await _head_opens_under(last, sid, on)
-    # and C (holding the keys from the first rekey on) reads B's message pushed under the first key
-    await c.pull(sid)
-    assert "under the first key" in [m["content"] for m in await dbc.list_messages(sid, limit=100)]
+    await pushed_as_owed(restarted(), sid, on, c, "under the first key")

@@ -6,14 +6,11 @@ session key and a slot of one generation, always."""
 
 from __future__ import annotations
 
+from test_rekey_catchup_owed import b_writing
+
 
 async def test_a_code_made_by_a_share_whose_sync_takes_a_rekey_imports(devices):
-    a, b = await devices.open()
-    await a.start()
-    sid = await devices.shared("rekeyed before the share", write=True)
-    await devices.dbb.append_messages(sid, [{"role": "user", "content": "b joins"}])
-    await b.pusher.push(sid)
-    await a.pull(sid)  # (A knows B)
+    a, b, sid = await b_writing(devices)
     await a.rekey(sid)  # B has not pulled it yet
     await devices.dba.append_messages(sid, [{"role": "user", "content": "a after the rekey"}])
     assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
