@@ -39,3 +39,12 @@ async def test_a_recount_charges_what_an_append_or_a_pull_charges(tmp_path, prom
         assert first == 1 + (prompt if type(prompt) is int and 0 < prompt <= PROMPT_TOKENS_MAX else 0)
     finally:
         await db.close()
+
+
+def test_a_level_of_a_use_below_nothing_is_safe():
+    """A session's use below 0 (tokens another device wrote past the remote checks, as an older or hostile sessiond
+    might: this device's own database calls): the level of none, not a StopIteration out of the append or pull."""
+    from sessiond.storage.quotalevel import warning_level
+
+    assert warning_level(-5, 100) == "safe"
+    assert warning_level(95, 100) == "critical"
