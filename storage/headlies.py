@@ -7,6 +7,7 @@ head so again after that sync (or a push past that revision)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .connections import Connections
 
@@ -50,6 +51,12 @@ class HeadLies:
 
 # the key prefix (table `meta`) of a head a sync's repair found served rolled back or forged, by session (HeadMends)
 MEND_KEY = "sync.head_mend."
+
+
+async def drop_mend(tx: Any, sid: str) -> None:
+    """In a session's delete transaction: its HeadMends row (`meta` holds no reference to the session: kept, a session
+    taken in again under its id, from a file or a code, came back with the deleted one's finding)."""
+    await tx.execute("DELETE FROM meta WHERE key=?", (MEND_KEY + sid,))
 
 
 class HeadMends:

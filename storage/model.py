@@ -376,12 +376,17 @@ def dumps(value: Any) -> str:
     return _dumps(value)
 
 
+# the most prompt tokens a message's `usage` is charged with (api/types.py MAX_TOKENS: a count sessiond takes); past
+# it, or not a positive whole number, none: another device's message is not checked there (daemon/remote_checks.py)
+PROMPT_TOKENS_MAX = 1 << 40
+
+
 def charge(m: dict) -> int:
     """What a message costs the session's quota: its tokens, plus, for a model's answer, the prompt
-    tokens the provider counted for it (the context sent with the question)."""
+    tokens the provider counted for it (the context sent with the question). CHARGE_SUM_SQL counts the same."""
     usage = m.get("usage")
     prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    return (m.get("tokens") or 0) + (prompt if type(prompt) is int and prompt > 0 else 0)
+    return (m.get("tokens") or 0) + (prompt if type(prompt) is int and 0 < prompt <= PROMPT_TOKENS_MAX else 0)
 
 
 def row_charge(tokens: int | None, extra: str | None) -> int:
@@ -392,9 +397,13 @@ def row_charge(tokens: int | None, extra: str | None) -> int:
 
 
 # the session's quota use recounted from its messages (charge() in SQL)
+# (its prompt tokens a JSON integer in charge()'s range only: was any value, a string "500", a fraction or `true`
+# another device wrote, counted here and not by charge(), so a pull's recount changed the quota's use and level)
 CHARGE_SUM_SQL = (  # the sum of charge() over the message rows of a query (columns tokens, extra)
-    "coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"
-    " max(0, coalesce(json_extract(extra, '$.usage.prompt_tokens'), 0)) END), 0)"
+    "coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"  # (CASE: the JSON read once valid)
+    " CASE WHEN json_type(extra, '$.usage.prompt_tokens') = 'integer'"
+    f" AND json_extract(extra, '$.usage.prompt_tokens') BETWEEN 1 AND {PROMPT_TOKENS_MAX}"
+    " THEN json_extract(extra, '$.usage.prompt_tokens') END END), 0)"
 )
 RECOUNT_SQL = f"(SELECT {CHARGE_SUM_SQL} FROM messages WHERE session_id=?)"
 

@@ -15,8 +15,8 @@ THRESHOLDS = {name: limit for limit, name in reversed(WARNING_LEVELS) if limit}
 def warning_level(used: int, quota: int | None) -> str:
     if not isinstance(quota, int) or isinstance(quota, bool) or quota <= 0:  # none (or, written around the API's
         return "safe"  # checks, one no quota could be: a level of none)
-    frac = used / quota
-    return next(name for limit, name in WARNING_LEVELS if frac >= limit)
+    frac = used / quota  # (below 0, written around the API's checks: safe too)
+    return next((name for limit, name in WARNING_LEVELS if frac >= limit), "safe")
 
 
 async def quota_level(tx: Any, sid: str) -> str:

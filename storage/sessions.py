@@ -14,6 +14,7 @@ from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access, new_session_ways
 from .expiry import expired_for_writes, last_activity, past_expiry, refuse_expired, refuse_if_expiry_ended
+from .headlies import drop_mend
 from .ids import case_twin, check_id, new_id
 from .keptrecords import drop_session_records
 from .lifecycle import Released, note_kept_in
@@ -408,6 +409,7 @@ class Sessions:
                     return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await drop_session_records(tx, sid, head_pk)
+            await drop_mend(tx, sid)
             if keep_objects is True:
                 await tx.execute("DELETE FROM released WHERE session_id=?", (sid,))
             elif keep_objects:

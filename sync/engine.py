@@ -228,6 +228,8 @@ class Syncer:
         self.ctx.pulled.pop(sid, None)  # (its last pull's time: what its idle end waited on)
         self.sync_status.forget(sid)
         self.proofs.forget(sid)
+        self.ctx.head_mends.pop(sid, None)  # (its row went with the delete: storage/headlies.py drop_mend)
+        self.pusher.forget(sid)
         self.keys.delete_session_key(sid)
 
     async def forget_unused_credentials(self) -> None:

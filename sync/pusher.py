@@ -40,6 +40,13 @@ from .push import FANOUT, LogWriter, Written, is_long
 from .revision import Revision
 
 log = logging.getLogger("sessiond.sync")
+
+# sync_state.head_announce of a head found published under a key from before a rekey (Pusher._publish: a push killed
+# after its head, before its mark, while the key switched), marked so before the new head under the current key that
+# the same push publishes next: no members slot's announce key, so owed (was NULL, "not known": a kill between the
+# two left the head under the old key for good)
+OLDER_KEY = b""
+
 # sessions whose last published head is remembered (to commit without reading it again), most recent
 PUBLISHED_KEPT = 2048
 # sessions whose level tree is kept decoded (a push of one of them decodes none), most recently pushed:
@@ -372,8 +379,9 @@ class Pusher:
             last_error=None,
             last_push=now(),
             head_manifest=named,
-            # (a head left naming an older key's manifest: not known to be under this slot's key; a new one follows)
-            head_announce=None if older else one.announce,
+            # (a head left naming an older key's manifest: under a key older than any slot's, OLDER_KEY, so that a
+            # kill before the new head that follows here leaves that push owed: rekeyowed.py)
+            head_announce=OLDER_KEY if older else one.announce,
         )
         crash_point("push:pushed")
         await asyncio.sleep(0)  # (as above)
@@ -429,6 +437,10 @@ class Pusher:
         }
 
     # ---------------------------------------------------------------- repair
+    def forget(self, sid: str) -> None:
+        """`sid` was deleted here: no repair's head of it is to be published again."""
+        self._head_again.discard(sid)
+
     async def resume_mends(self) -> list[str]:
         """At the start: the heads repairs found served rolled back or forged, as kept (doctor warns of them again),
         and the sessions whose head is still to be published again (a kill between the finding and its push): the

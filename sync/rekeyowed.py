@@ -12,7 +12,7 @@ under a key from before the switch, which a device holding only the keys from th
 from __future__ import annotations
 
 from .context import SyncContext
-from .pusher import Pusher
+from .pusher import OLDER_KEY, Pusher
 
 
 class OwedPush:
@@ -41,7 +41,8 @@ class OwedPush:
 
     async def _head_behind(self, sid: str, remote: dict | None) -> bool:
         """sync_state.head_announce (the slot the session was on as its last head was sealed) names another slot than
-        the session's. Unknown (NULL: pushed by a sessiond before it, or a head this database did not publish): no."""
+        the session's, or is OLDER_KEY. Unknown (NULL: pushed by a sessiond before it, or a head this database did not
+        publish): no."""
         db = self.ctx.db
         if self.ctx.keys.write_secret(sid) is None:  # (a reader pushes nothing)
             return False
@@ -51,7 +52,7 @@ class OwedPush:
         sealed = state.get("head_announce")
         if remote is None or not state["head_rev"] or sealed is None:
             return False
-        return bytes(sealed) != bytes(remote["announce_pk"])
+        return bytes(sealed) == OLDER_KEY or bytes(sealed) != bytes(remote["announce_pk"])
 
     async def settle(self, sid: str) -> None:
         """The owed push of `sid`, when the chain stopped short of its end: a pull that goes on in this generation

@@ -110,6 +110,16 @@ class Sharer:
                     url = (await ctx.store_for(sid)).url  # a store failing to answer: the share's store error
                     raise store_failed(exc, url, f"cannot share {sid}") from None
         crash_point("share:member")
+        # the key, the members slot and the write secret of one generation, read under the lock a switch to a new key
+        # holds: the sync above took another device's rekey, or a pull meanwhile did (was: the key read before it and
+        # the slot after, a code every import refused as `damaged`, its members list failing authentication)
+        async with ctx.rekey_lock(sid):
+            if (await ctx.db.get_session(sid))["access"] == "revoked":  # (that rekey left this device out)
+                raise revoked(sid, "share it")
+            now_key, remote = ctx.keys.session_key(sid), await ctx.db.remote(sid)
+            write_secret = ctx.keys.write_secret(sid)
+        assert now_key is not None and remote is not None  # (made above; a switch replaces them, never removes them)
+        key = now_key
         store = await ctx.store_for(sid)
         expires_at = int(wall() + expires_in) if expires_in else None
         places = await locations_of(store)  # networks plus hints, not this device's store URLs as such

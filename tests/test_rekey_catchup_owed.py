@@ -36,22 +36,34 @@ async def _head_opens_under(syncer: Syncer, sid: str, key: bytes) -> bool:
     return True
 
 
-async def test_an_owed_push_survives_a_kill_when_the_chain_is_then_blocked_for_good(devices):
+async def b_writing(devices) -> tuple[Syncer, Syncer, str]:
+    """A (started) and B, writers of a shared session B wrote to, A knowing B: (a, b, session)."""
     a, b = await devices.open()
     await a.start()
     sid = await devices.shared("rekeyed twice", write=True)
     await devices.dbb.append_messages(sid, [{"role": "user", "content": "b joins"}])
     await b.pusher.push(sid)
     await a.pull(sid)  # (A knows B)
+    return a, b, sid
+
+
+async def rekeyed_twice_with_c(devices, a: Syncer, sid: str) -> Syncer:
+    """A rekeys twice, B away, C joining with the first rekey's key (it never held the key B's head was first sealed
+    under); A stopped after: C."""
     await a.rekey(sid)
-    # C joins with the first rekey's key: it never held the key B's head was first sealed under
-    dbc, c = await devices._device("c", None, {})
+    _dbc, c = await devices._device("c", None, {})
     await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
     await c.pusher.push(sid)
     await a.pull(sid)
     await a.rekey(sid)
     assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
     await a.stop()
+    return c
+
+
+async def test_an_owed_push_survives_a_kill_when_the_chain_is_then_blocked_for_good(devices):
+    a, b, sid = await b_writing(devices)
+    c = await rekeyed_twice_with_c(devices, a, sid)
 
     taken: list[dict] = []
     confirm = b.rekeyer.check.confirm
@@ -78,13 +90,17 @@ async def test_an_owed_push_survives_a_kill_when_the_chain_is_then_blocked_for_g
         raise ImportError_("rekey_unconfirmed", "its author does not claim it")
 
     again.rekeyer.check.confirm = never  # type: ignore[method-assign]
+    await pushed_as_owed(again, sid, first, c, "b joins")
+
+
+async def pushed_as_owed(b: Syncer, sid: str, key: bytes, c: Syncer, text: str) -> None:
+    """B's pulls refused at a notice it can never take: the push the switch left is made, B's head under the key it
+    is on (`key`), which every device of that generation (and one importing with that key alone) reads; and C (on
+    the last key, holding the keys from the first rekey on) reads B's `text`."""
     for _ in range(2):  # (every pull from now on is refused at that notice)
         with pytest.raises(ImportError_):
-            await again.pull(sid)
-    # the push the switch left is made: this device's head is under the key it is on, which every device of that
-    # generation (and one importing with that key alone) reads
-    assert again.ctx.keys.session_key(sid) == first
-    assert await _head_opens_under(again, sid, first)
-    # and C (on the last key, holding the keys from the first rekey on) reads B's log
+            await b.pull(sid)
+    assert b.ctx.keys.session_key(sid) == key
+    assert await _head_opens_under(b, sid, key)
     await c.pull(sid)
-    assert "b joins" in [m["content"] for m in await dbc.list_messages(sid, limit=100)]
+    assert text in [m["content"] for m in await c.db.list_messages(sid, limit=100)]
