@@ -254,7 +254,7 @@ def _already_running(args, home: str, info: Status, store: str | None) -> int:
         raise _running_keeps(args, home, info["pid"], info.get("store"), f"not {shown}" if other else "")
     emit(
         args,
-        {"started": False, "pid": info["pid"], "socket": info["socket"]},
+        {"started": False, "pid": info["pid"], "socket": info["socket"], "device_id": info["device_id"]},
         f"sessiond is already running (pid {info['pid']}) on {info['socket']}",
     )
     return 0
