@@ -92,3 +92,13 @@ def test_the_set_up_says_how_to_give_make_run_the_daemons_options():
     setup = section("Set-up: two commands")
     missing = [v for v in variables if not re.search(rf"make run {v}=", setup)]
     assert not missing, f"README's Set-up does not say how to give `make run` {missing}"
+
+
+def test_the_readmes_commands_run_the_tests_servers_with_the_venvs_python():
+    """The section "Talk to a model" said `python tests/servers/openai_server.py 8000`: in a shell without the virtual
+    environment (a third one, beside the daemon's and the CLI's) the system's python has no aiohttp, and the
+    loopback provider failed with ModuleNotFoundError. The README names `.venv/bin/python`, which `make run`
+    made and filled."""
+    bare = re.findall(r"(?<![/\w])python3? (tests/\S+)", README)
+    assert not bare, f"README runs {bare} with a bare python, not .venv/bin/python"
+    assert ".venv/bin/python tests/servers/openai_server.py" in section("Talk to a model")
