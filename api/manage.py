@@ -141,17 +141,9 @@ class OpenAIExport(TypedDict):
 
 @with_config(ANSWER)
 class ExportedMessage(Message):
-    """A message of a session file: as GET .../messages answers it, with its metadata, and a model's answer's
-    model, provider, usage, times (response) and whether it stopped early (interrupted, error); a field with no
-    value is left out."""
-
-    metadata: NotRequired[JsonObject]
-    model: NotRequired[str]
-    provider: NotRequired[str]
-    usage: NotRequired[JsonObject]
-    response: NotRequired[JsonObject]
-    interrupted: NotRequired[bool]
-    error: NotRequired[str]
+    """A message of a session file: as GET .../messages answers it (Message: with its metadata, and a model's
+    answer's model, provider, usage, times (response) and whether it stopped early (interrupted, error); a field
+    with no value is left out)."""
 
 
 @with_config(ANSWER)

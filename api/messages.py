@@ -183,6 +183,16 @@ class Message(TypedDict):
     device: NotRequired[str]
     seq: NotRequired[int]
     lamport: NotRequired[int]
+    metadata: NotRequired[JsonObject]
+    # a model's answer's (storage/model.py ANSWER_KEYS): the model and provider that wrote it, the provider's
+    # usage {prompt_tokens, completion_tokens}, its response times {first_token_ms, total_ms}, and interrupted
+    # (and error) when it stopped before its end; a field with no value is left out
+    model: NotRequired[str]
+    provider: NotRequired[str]
+    usage: NotRequired[JsonObject]
+    response: NotRequired[JsonObject]
+    interrupted: NotRequired[bool]
+    error: NotRequired[str]
 
 
 @with_config(ANSWER)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..client import Client
+import os
+
+from ..client import Client, ClientError
+from .output import safe
 
 
 def client(args, *, timeout: float | None = None) -> Client:
@@ -13,3 +16,32 @@ def client(args, *, timeout: float | None = None) -> Client:
     if timeout is not None:
         return Client(args.home, append_stream=False, timeout=timeout)
     return Client(args.home, append_stream=False)
+
+
+def note_provider_not_here(args, c: Client) -> None:
+    """`--provider NAME` given to `new`, `set`, `chat new` or `chat set`, taken: a name this device's config.toml
+    does not define is kept all the same (the setting syncs, and another device may define it), but every
+    question asked here would be refused, so standard error says so, and where to add it."""
+    import sys
+
+    name = getattr(args, "provider", None)
+    if not name:
+        return
+    try:
+        status = c.status()
+    except ClientError:  # (the change is made: a note that cannot be had is no failure of it)
+        return
+    providers = status.get("providers")
+    names = providers["names"] if providers else []
+    if name in names:
+        return
+    config = os.path.join(status.get("home") or c.home, "config.toml")
+    configured = ", ".join(names) or "none"
+    print(
+        safe(
+            f"sessiond: note: no provider {name!r} in this device's config.toml (configured: {configured}):"
+            f" it is set, and syncs to the devices that have one, but questions asked here are refused until"
+            f" [providers.{name}] is added to {config} (and the daemon restarted)"
+        ),
+        file=sys.stderr,
+    )

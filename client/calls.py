@@ -307,7 +307,7 @@ class Api:
         model: str | None = None,
         provider: str | None = None,
         idempotency_key: str | None = None,
-    ):
+    ) -> Message:
         """Append `content` as the user's message (if given), ask the session's model, and return the
         answer as stored (with its usage, response times, and "interrupted" if it stopped early)."""
         return self._call(

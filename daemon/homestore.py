@@ -83,9 +83,10 @@ def first_uses(home: Home, store_url: str, *, named_again: bool = False) -> set[
 def choose_store(home: Home, wanted: str | None, *, change_store: bool, store_from: str) -> tuple[str, str | None]:
     """The store is remembered in the home (<home>/store-url) from the first start on: a start
     without --store (`wanted` None) uses it, and another one is refused unless --change-store
-    (`change_store`) confirms the move. `store_from`: where `wanted` was asked for ("--store" or
-    "config.toml"). On a move, sessions shared through the old store keep syncing there (where their
-    codes point; the other devices are there), and every other session is pushed to the new store in full.
+    (`change_store`) confirms the move. `store_from`: where `wanted` was asked for (the options that gave it,
+    "--store", "--store-file", or "config.toml"). On a move, sessions shared through the old store keep syncing
+    there (where their codes point; the other devices are there), and every other session is pushed to the new
+    store in full.
     Returns the store to use and the store moved from, if any (the move is made by keep_store, once the new
     one opened). A remembered store whose first use made none of it (a folder that could not be made) is
     no move."""
@@ -97,12 +98,12 @@ def choose_store(home: Home, wanted: str | None, *, change_store: bool, store_fr
             return wanted, None  # a first use that made none of it: nothing went there, no move (its first start)
         if not change_store:
             keep = (
-                "start without --store to keep it"
-                if store_from == "--store"
-                else f"take the store setting out of {home.path}/config.toml to keep it"
+                f"take the store setting out of {home.path}/config.toml to keep it"
+                if store_from == "config.toml"
+                else f"start without {store_from} to keep it"
             )
             raise HomeError(
-                f"this home syncs with the store {shown_store(remembered)} (remembered from its first start), "
+                f"this home syncs with the store {shown_store(remembered)} (remembered in {home.store_record}), "
                 f"not {shown_store(wanted)} ({store_from}); {keep}, or add --change-store to move "
                 f"this home to {shown_store(wanted)} (its sessions are pushed there in full)"
             )

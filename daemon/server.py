@@ -85,7 +85,9 @@ class Daemon:
         self.store_url = store_url  # the store asked for (None: the remembered one); the one used once started
         # what the store's own state said was wrong at start (homestore.store_failing)
         self.store_failures: list[str] = []
-        self.store_from = store_from  # where store_url was asked for: "--store" or "config.toml"
+        self.store_from = (
+            store_from  # where store_url was asked for: its options ("--store", "--store-file") or "config.toml"
+        )
         self.change_store = change_store
         self.reset_device_key = reset_device_key  # a lost device key may be replaced by a new one
         self.version = VERSION
@@ -355,9 +357,11 @@ async def serve(
     as_json: bool = False,
     reset_device_key: bool = False,
     failed_hung: Callable[[BaseException], None] | None = None,
+    store_from: str = "--store",
 ) -> None:
-    """`failed_hung`: called with the error of a start that failed while a store hangs, to say it and end the
-    process there (run's caller, the CLI)."""
+    """`store_from`: the options `store` was given by, named in a refusal of it. `failed_hung`: called with the
+    error of a start that failed while a store hangs, to say it and end the process there (run's caller, the
+    CLI)."""
     home = Home(home_path)
     home.prepare()
     config = Config.load(home.path)
@@ -376,7 +380,7 @@ async def serve(
         config,
         normalize_store_urls(wanted) if wanted else None,
         change_store=change_store,
-        store_from="--store" if store else "config.toml",
+        store_from=store_from if store else "config.toml",
         reset_device_key=reset_device_key,
     )
     try:
@@ -445,9 +449,11 @@ def run(
     as_json: bool = False,
     reset_device_key: bool = False,
     failed_hung: Callable[[BaseException], None] | None = None,
+    store_from: str = "--store",
 ) -> None:
-    """Serve until stopped. A daemon that cannot start raises HomeError, saying why (the CLI prints it); one
-    that cannot start while a store hangs calls `failed_hung` with it instead (see serve)."""
+    """Serve until stopped (`store_from`: the options `store` was given by). A daemon that cannot start raises
+    HomeError, saying why (the CLI prints it); one that cannot start while a store hangs calls `failed_hung` with
+    it instead (see serve)."""
     no_core_dumps()  # before any key is read: a crash leaves no core file holding them
     raise_fd_limit()  # every connection holds a descriptor: the soft limit up to the hard one
     tune_process()
@@ -462,6 +468,7 @@ def run(
                 as_json=as_json,
                 reset_device_key=reset_device_key,
                 failed_hung=failed_hung,
+                store_from=store_from,
             )
         )
     except StoreError as exc:

@@ -84,3 +84,33 @@ def test_no_provider_configured_names_the_config_file(daemon):
         err = json.loads(res.stdout)["error"]
         assert res.returncode == 1 and err["code"] == "no_provider", res
         assert os.path.join(daemon.home, "config.toml") in err["message"], err
+
+
+def test_a_provider_this_device_does_not_configure_is_taken_and_said_so(make_daemon):
+    """`sessiond set ID --provider other` (and `new`, `chat new`, `chat set`) with no [providers.other] in this
+    device's config.toml said only "updated": the user learnt at the next `ask` that every question here is
+    refused. The setting is still taken (it syncs; another device may define it), and a note on standard error
+    names the providers configured here and where to add it; a provider configured here is taken silently."""
+    import json
+
+    from conftest import started_with_provider
+
+    d = started_with_provider(make_daemon, "http://127.0.0.1:9/v1")  # (never asked)
+    h = d.home
+    names = json.loads(run_cli(h, "status", "--json", check=True).stdout)["providers"]["names"]
+    assert names, names
+    sid = cli_json(h, "new")["id"]
+    for argv in (
+        ["set", sid, "--provider", "other"],
+        ["new", "--provider", "other"],
+        ["chat", "new", sid, "--provider", "other"],
+        ["chat", "set", sid, "main", "--provider", "other"],
+    ):
+        res = run_cli(h, *argv)
+        assert res.returncode == 0, (argv, res)
+        assert "no provider 'other'" in res.stderr and f"configured: {', '.join(names)}" in res.stderr, (argv, res)
+        assert "[providers.other]" in res.stderr and os.path.join(h, "config.toml") in res.stderr, (argv, res)
+        res = run_cli(h, *argv, "--json")  # the JSON on standard output stays clean
+        assert res.returncode == 0 and json.loads(res.stdout) and "no provider 'other'" in res.stderr, (argv, res)
+    res = run_cli(h, "set", sid, "--provider", names[0])
+    assert res.returncode == 0 and not res.stderr, res

@@ -79,3 +79,26 @@ def test_every_link_of_the_readme_and_docs_leads_to_a_file_and_heading_there():
             if not file.exists() or (fragment and fragment not in anchors(file.read_text())):
                 broken.append(f"{doc.name}: {target}")
     assert not broken, broken
+
+
+def test_the_set_up_says_how_to_give_make_run_the_daemons_options():
+    """`make run` runs the daemon on its defaults (the user's own home); the Makefile hands it the options of
+    `ARGS` (`make run ARGS="--home DIR"`), which the Set-up did not say: a newcomer trying it in a home of
+    its own had to read the Makefile to find how."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    variables = re.findall(r"\$\((ARGS|[A-Z_]*ARGS)\)", recipe)
+    assert variables, recipe
+    setup = section("Set-up: two commands")
+    missing = [v for v in variables if not re.search(rf"make run {v}=", setup)]
+    assert not missing, f"README's Set-up does not say how to give `make run` {missing}"
+
+
+def test_the_readmes_commands_run_the_tests_servers_with_the_venvs_python():
+    """The section "Talk to a model" said `python tests/servers/openai_server.py 8000`: in a shell without the virtual
+    environment (a third one, beside the daemon's and the CLI's) the system's python has no aiohttp, and the
+    loopback provider failed with ModuleNotFoundError. The README names `.venv/bin/python`, which `make run`
+    made and filled."""
+    bare = re.findall(r"(?<![/\w])python3? (tests/\S+)", README)
+    assert not bare, f"README runs {bare} with a bare python, not .venv/bin/python"
+    assert ".venv/bin/python tests/servers/openai_server.py" in section("Talk to a model")

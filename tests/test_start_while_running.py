@@ -42,6 +42,8 @@ def test_start_asking_what_only_a_start_does_beside_a_running_daemon_is_refused(
             assert res.returncode == 0 and "already running" in res.stdout, (argv, res)
             started = cli_json(home, "start", *argv)
             assert started["started"] is False and started["pid"] == d.proc.pid, started
+            # a script's `start --json` learns the device id whether it started the daemon or found it running
+            assert started["device_id"] == cli_json(home, "status")["device_id"], started
     finally:
         d.stop()
     # and the way it named does what was asked

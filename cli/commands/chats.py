@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..connect import client
+from ..connect import client, note_provider_not_here
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import prompt_text
 from ..options import CHAT_UNSET, add_policy, add_settings, add_unset, policy_of, settings_of, unset_into
@@ -45,7 +45,8 @@ def register(commands: Commands) -> None:
 
 
 def cmd_chat_new(args) -> int:
-    chat = client(args).create_chat(
+    c = client(args)
+    chat = c.create_chat(
         args.id,
         id=args.chat_id,
         name=args.name,
@@ -56,6 +57,7 @@ def cmd_chat_new(args) -> int:
         policy=policy_of(args) or None,
     )
     emit(args, chat, chat["id"])
+    note_provider_not_here(args, c)
     return 0
 
 
@@ -73,8 +75,10 @@ def cmd_chat_set(args) -> int:
     unset_into(args, CHAT_UNSET, fields)
     if not fields:
         raise CliError("nothing to change: give at least one option (see `sessiond chat set --help`)", EXIT_USAGE)
-    chat = client(args).update_chat(args.id, args.chat, **fields)
+    c = client(args)
+    chat = c.update_chat(args.id, args.chat, **fields)
     emit(args, chat, f"updated chat {chat['id']} of {args.id}")
+    note_provider_not_here(args, c)
     return 0
 
 

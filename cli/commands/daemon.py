@@ -40,6 +40,7 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--store-file", dest="store_file", metavar="PATH", help=STORE_FILE_HELP)
     p.add_argument("--store-fd", dest="store_fd", type=int, help=argparse.SUPPRESS)  # from `start`
+    p.add_argument("--store-from", dest="store_from", help=argparse.SUPPRESS)  # `start`'s options that gave it
     p.add_argument(
         "--change-store",
         action="store_true",
@@ -112,6 +113,7 @@ def cmd_daemon(args) -> int:
             as_json=args.json,
             reset_device_key=args.reset_device_key,
             failed_hung=lambda exc: end_failed(args, exc),
+            store_from=args.store_from or store_options(args) or "--store",
         )
     except Exception as exc:
         said = start_failure(args, exc)
@@ -119,6 +121,11 @@ def cmd_daemon(args) -> int:
             raise
         raise said from None
     return 0
+
+
+def store_options(args) -> str:
+    """The options the store URLs were given by, as a refusal of them names them (`--store`, `--store-file`)."""
+    return " and ".join(o for o, given in (("--store", args.store), ("--store-file", args.store_file)) if given)
 
 
 def cmd_start(args) -> int:
@@ -152,7 +159,7 @@ def cmd_start(args) -> int:
         store_read, store_write = os.pipe()
         os.write(store_write, store.encode())
         os.close(store_write)
-        cmd += ["--store-fd", str(store_read)]
+        cmd += ["--store-fd", str(store_read), f"--store-from={store_options(args)}"]
         passed.append(store_read)
     if args.change_store:
         cmd += ["--change-store"]
@@ -247,7 +254,7 @@ def _already_running(args, home: str, info: Status, store: str | None) -> int:
         raise _running_keeps(args, home, info["pid"], info.get("store"), f"not {shown}" if other else "")
     emit(
         args,
-        {"started": False, "pid": info["pid"], "socket": info["socket"]},
+        {"started": False, "pid": info["pid"], "socket": info["socket"], "device_id": info["device_id"]},
         f"sessiond is already running (pid {info['pid']}) on {info['socket']}",
     )
     return 0

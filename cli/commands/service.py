@@ -191,7 +191,7 @@ def _service_store(home: Home, asked: str | None) -> tuple[str, bool]:
         if same_stores(asked, remembered):
             return remembered, False
         raise ServiceError(
-            f"this home syncs with the store {shown_store(remembered)} (remembered from its first start), not"
+            f"this home syncs with the store {shown_store(remembered)} (remembered in {home.store_record}), not"
             f" {shown_store(asked)}: install without --store to keep it. To move the home (its sessions are"
             f" pushed to the new store in full): `sessiond start --home {q} --store URL --change-store`, then"
             f" `sessiond stop --home {q}`, with no service of this home running (`sessiond service uninstall"

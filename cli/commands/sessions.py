@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from ..connect import client
+from ..connect import client, note_provider_not_here
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import json_arg, prompt_text
 from ..options import (
@@ -129,8 +129,10 @@ def cmd_new(args) -> int:
         expires_at=args.expires_at,
         policy=policy_of(args) or None,
     )
-    s = client(args).create_session(**spec)
+    c = client(args)
+    s = c.create_session(**spec)
     emit(args, s, s["id"])
+    note_provider_not_here(args, c)
     return 0
 
 
@@ -174,8 +176,10 @@ def cmd_set(args) -> int:
     unset_into(args, SESSION_UNSET, fields)
     if not fields:
         raise CliError("nothing to change: give at least one option (see `sessiond set --help`)", EXIT_USAGE)
-    s = client(args).update_session(args.id, **fields)
+    c = client(args)
+    s = c.update_session(args.id, **fields)
     emit(args, s, f"updated {s['id']}")
+    note_provider_not_here(args, c)
     return 0
 
 
