@@ -69,7 +69,10 @@ ASYNC_APP = """
             answer = await c.complete(s["id"], "hi", model="m")
             assert_type(answer["content"], str)
             assert_type(await c.messages(s["id"], last=True), MessageList)
-            assert_type((await c.quota(s["id"]))["level"], str)
+            quota = await c.quota(s["id"])
+            assert_type(quota, Quota)
+            level: str = quota["level"]
+            print(level, quota["tokens_used"] + 1)
             assert_type(await c.models(provider="p"), Any)
             await c.sync(wait=True)
 
@@ -152,3 +155,10 @@ def test_an_app_s_type_checker_reads_the_blocking_client_s_types(installed, tmp_
     """The wheel shipped no py.typed marker: an app's mypy said `module is installed, but missing library stubs
     or py.typed marker` at `from sessiond.client import Client`, and every answer was Any."""
     assert mypy_errors(BLOCKING_APP, installed, tmp_path) == ""
+
+
+def test_an_app_s_type_checker_reads_the_async_client_s_calls_as_awaitables(installed, tmp_path):
+    """AsyncClient inherited Client's signatures (calls.Api's, `status() -> Status`): an app's
+    `s = await c.status()` was `Incompatible types in "await" (actual type "Status", expected type
+    "Awaitable[Any]")`, and every answer Any; a streamed answer's and the change events' items were Any too."""
+    assert mypy_errors(ASYNC_APP, installed, tmp_path) == ""
