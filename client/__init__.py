@@ -9,7 +9,8 @@
     async with AsyncClient(home="/tmp/h") as c:
         await c.status()
 
-Both classes expose the same methods (one per API route); the async one returns awaitables.
+Both classes expose the same methods (one per API route); the async one returns awaitables (so typed: an
+app's `s = await c.status()` is a `Status`), and its streams are async iterators.
 Errors from the daemon raise `ApiError` (with .status, .code, .message); no daemon raises
 `DaemonNotRunning`; one that takes the connection and answers nothing within the client's timeout (stuck,
 or busier than the timeout allows) raises `DaemonNotAnswering`; a socket the client will not talk to (a
@@ -23,6 +24,7 @@ safely. Threads may share a `Client` (their calls take turns on its connection).
     calls.py     every API call as a method of `Api`, written once; idempotency keys, what may be retried
     blocking.py  `Client`: http.client over the Unix socket (standard library only: the CLI starts fast)
     aio.py       `AsyncClient`: aiohttp over the Unix socket
+    aiocalls.py  `AsyncApi`, AsyncClient's calls typed as awaitables (GENERATED from `Api`: .ci/aiocalls.py)
     streams.py   the server-sent event streams: change events (`events()` resumes them after a dropped
                  connection, Last-Event-ID), a streamed answer (`CompletionStream`)
     errors.py    `ClientError` and its kinds (`DaemonNotRunning`, `DaemonNotAnswering`, `UnsafeSocket`,

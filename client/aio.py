@@ -1,17 +1,18 @@
 """`AsyncClient`: the asyncio client, aiohttp over the daemon's Unix socket (aiohttp is imported on first
 use, so that importing the client stays standard library only). The same methods as `Client`
-(calls.Api), each returning an awaitable; the streams are async iterators."""
+(calls.Api's, run over this client's coroutine `_call`), each returning an awaitable, and typed so for an app's
+type checker by aiocalls.AsyncApi (generated from Api); the streams are async iterators."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from ..api.locate import default_home, resolve_home
+from .aiocalls import AsyncApi
 from .calls import (
     IDEMPOTENCY_HEADER,
     KEEP_ALIVE_HEADER,
     LAST_EVENT_ID_HEADER,
-    Api,
     call_timeout,
     complete_body,
     key_for,
@@ -61,8 +62,8 @@ async def _closes_read() -> None:
         await asyncio.sleep(0)
 
 
-class AsyncClient(Api):
-    """asyncio client (aiohttp over the Unix socket)."""
+class AsyncClient(AsyncApi):
+    """asyncio client (aiohttp over the Unix socket): Client's calls, each awaited (`s = await c.status()`)."""
 
     def __init__(
         self, home: str | None = None, *, socket: str | None = None, timeout: float = 300.0, append_stream: bool = True

@@ -1,6 +1,7 @@
 """The API's calls, written once: `Api` has one method per route of the socket API, and the blocking
 `Client` (blocking.py) and the asyncio `AsyncClient` (aio.py) inherit them, each giving `_call`, the
-transport (the async one's `_call` is a coroutine, so there every method returns an awaitable).
+transport (the async one's `_call` is a coroutine, so there every method returns an awaitable; aiocalls.py,
+generated from `Api` by .ci/aiocalls.py, types them so for an app's type checker: run it after changing a call).
 
 Also here: how a path and a query string are written, the idempotency key an append or a completion
 carries, which requests may be sent again after a broken connection, and how long an append stream may
@@ -177,8 +178,9 @@ class CallOptions(TypedDict, total=False):
     headers: dict[str, str] | None  # its other headers
 
 
-class Api:
-    """Every route of the API, written once; `_call` does the transport (Client, AsyncClient)."""
+class Calls:
+    """What the calls ask of a client: `_call`, the transport (Client's, AsyncClient's), and `_append`. Api's
+    calls are on top of it; AsyncClient's type (aiocalls.AsyncApi) puts its awaitable calls on top of it too."""
 
     _closings = 0  # the transport's close() calls: one made during a call fails that call (_check_open)
 
@@ -190,6 +192,16 @@ class Api:
 
     def _call(self, method: str, path: str, body: Any = None, **options: Unpack[CallOptions]):  # pragma: no cover
         raise NotImplementedError
+
+    def _append(self, sid: str, body: dict, key: str):
+        """POST /v1/sessions/{sid}/messages; the clients send it on their append stream (GET /v1/appends) when
+        the daemon has one: the same append, answered the same, for less of the daemon's CPU."""
+        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=key)
+
+
+class Api(Calls):
+    """Every route of the API, written once, on the client's `_call` (Client, AsyncClient). Each call's types are
+    the blocking client's: AsyncClient's, the same calls, are typed by aiocalls.AsyncApi (generated from these)."""
 
     # daemon
     def status(self) -> Status:
@@ -271,11 +283,6 @@ class Api:
         if chat is not None:
             body["chat"] = chat
         return self._append(sid, body, key_for(idempotency_key))
-
-    def _append(self, sid: str, body: dict, key: str):
-        """POST /v1/sessions/{sid}/messages; the clients send it on their append stream (GET /v1/appends) when
-        the daemon has one: the same append, answered the same, for less of the daemon's CPU."""
-        return self._call("POST", f"/v1/sessions/{quote_id(sid)}/messages", body, key=key)
 
     def messages(
         self,

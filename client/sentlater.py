@@ -4,8 +4,13 @@ requests and items are the client's (client/aio.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Protocol, Self
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
+
+if TYPE_CHECKING:
+    from ..api.messages import Message
+
+T = TypeVar("T")
 
 
 class StreamsOf(Protocol):
@@ -21,8 +26,8 @@ class StreamsOf(Protocol):
     def _answer_events(self, resp: Any, sid: str, key: str) -> AsyncIterator[Any]: ...
 
 
-class SentLater:
-    """An async iterator over a request's answer, the request sent when awaited or entered (`async with`),
+class SentLater(Generic[T]):
+    """An async iterator over a request's answer (of `T`s), the request sent when awaited or entered (`async with`),
     else at its first step (`_begin`: the answer and its items' async iterator); aclose() (or the `async
     with`'s end) ends the iteration and closes the answer's connection."""
 
@@ -40,7 +45,7 @@ class SentLater:
     async def _begin(self) -> tuple[Any, Any]:
         raise NotImplementedError
 
-    def _seen(self, item: Any) -> None:
+    def _seen(self, item: T) -> None:
         """An item on its way to the app."""
 
     async def _send(self) -> Self:
@@ -50,13 +55,13 @@ class SentLater:
                 await self._close_answer()
         return self
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Self]:
         return self._send().__await__()
 
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> T:
         await self._send()
         if self._closed:
             raise StopAsyncIteration
@@ -96,7 +101,7 @@ class SentLater:
         await self.aclose()
 
 
-class AsyncEvents(SentLater):
+class AsyncEvents(SentLater[dict]):
     """AsyncClient.events(): an async iterator of change events, subscribed when awaited or entered (`async
     with`), else at its first step. `last_event_id`: the last event read (or the stream's start), to resume
     after."""
@@ -111,7 +116,7 @@ class AsyncEvents(SentLater):
         return resp, self._client._events(resp, self, self._reconnect, self._retry_for)
 
 
-class AsyncCompletionStream(SentLater):
+class AsyncCompletionStream(SentLater["str | Message"]):
     """AsyncClient.complete_stream(): a streamed answer, its question sent when awaited or entered (`async
     with`), as Client.complete_stream() sends it when it returns, else at its first step. Its items: the
     answer's texts as they arrive, then the stored answer (a dict), also kept as `.message`. aclose() (or
@@ -120,7 +125,7 @@ class AsyncCompletionStream(SentLater):
     def __init__(self, client: StreamsOf, sid: str, body: dict, key: str):
         super().__init__()
         self._client, self._sid, self._body, self._key = client, sid, body, key
-        self.message: dict | None = None
+        self.message: Message | None = None
 
     async def _begin(self) -> tuple[Any, Any]:
         resp, answered = await self._client._post_complete(self._sid, self._body, self._key)
@@ -133,7 +138,7 @@ class AsyncCompletionStream(SentLater):
             resp.close()
             raise
 
-    def _seen(self, item: Any) -> None:
+    def _seen(self, item: str | Message) -> None:
         if isinstance(item, dict):
             self.message = item
 
