@@ -47,12 +47,21 @@ def _device(d):
 
 
 async def _forge(
-    store_dir: str, forger_home: str, sid: str, author: str, claim: bool, leave_out: str | None = None
+    store_dir: str,
+    forger_home: str,
+    sid: str,
+    author: str,
+    claim: bool,
+    leave_out: str | None = None,
+    later: dict | None = None,
 ) -> bytes:
     """Overwrite the old members slot with a notice naming keys the forger chose, boxed to every member
     (but device `leave_out`: then the slot may hold no notice yet, the forger's own "rekey" dropping that
-    device); with `claim`, the forger's own head claims it first (as a real rekey's author does). Returns
-    the forged session key."""
+    device); with `claim`, the forger's own head claims it first (as a real rekey's author does). `later`:
+    fields a later sessiond adds, {"notice": {...}, "slot": {...}, "member": {...}} (each member entry's), in
+    the notice the forger's own rekey writes (the slot may then hold no notice yet). Returns the forged session
+    key."""
+    own, later = later is not None, later or {}
     ks = KeyStore(os.path.join(forger_home, "keys"))
     old_key, old_write = ks.session_key(sid), ks.write_secret(sid)
     assert old_key is not None and old_write is not None
@@ -63,7 +72,7 @@ async def _forge(
     assert entry is not None
     h, salt = entry.data[1:33], entry.data[33:]
     slot = dagcbor.decode(open_unpadded(await store.get(h), members_key(old_key, salt)))
-    assert "rekey" in slot or leave_out  # the real rekey's notice, which the forger replaces
+    assert "rekey" in slot or leave_out or own  # the real rekey's notice, which the forger replaces
     new_key, new_write = os.urandom(32), os.urandom(32)
     new_announce = bytes(announce_key(new_write).verify_key)
     secret = dagcbor.encode({"a": new_announce, "k": new_key, "w": new_write})
@@ -72,7 +81,7 @@ async def _forge(
         for m in slot["m"]
         if m["d"] != leave_out
     ]
-    notice = {"a": new_announce, "b": boxes, "d": author, "t": int(time.time())}
+    notice = {"a": new_announce, "b": boxes, "d": author, "t": int(time.time()), **later.get("notice", {})}
     if claim:  # the forger's own manifest, one revision on, claiming the forged notice
         pk = ks.head_pk(sid)
         head = await store.get_head(pk)
@@ -91,7 +100,8 @@ async def _forge(
         )
         ct, _ = seal(plain, manifest_key(old_key, pk, rev), pad=False)
         await store.set_head(RegistryEntry.create(ks.head_key(sid), rev, head_data(await store.put(ct))))
-    plain = dagcbor.encode({"m": slot["m"], "rekey": notice, "s": sid, "v": 1, "ty": T_MEMBERS})
+    members = [{**m, **later.get("member", {})} for m in slot["m"]]
+    plain = dagcbor.encode({"m": members, "rekey": notice, "s": sid, "v": 1, "ty": T_MEMBERS, **later.get("slot", {})})
     salt = os.urandom(SALT_LEN)
     h = await store.put(seal_small(plain, members_key(old_key, salt)))
     await store.set_head(RegistryEntry.create(slot_key, entry.revision + 1, b"\x1e" + h + salt))
