@@ -31,7 +31,8 @@ class Quota(TypedDict):
     tokens_used: int
     level: Literal["safe", "warning", "critical", "exhausted"]
     token_quota: NotRequired[int | None]
-    remaining: NotRequired[int | None]
+    remaining: NotRequired[int | None]  # tokens left under the quota, 0 once it is used up or passed
+    over: NotRequired[int | None]  # tokens used past the quota (a model's answer, a lowered quota), else 0
     thresholds: NotRequired[dict]
 
 

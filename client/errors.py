@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..api.locate import HomeError
+
+if TYPE_CHECKING:
+    from ..api.errors import ConflictReason
 
 E = TypeVar("E", bound=BaseException)
 UNKNOWN = "; the request may or may not have been done"  # what an error says of an outcome it does not know
@@ -78,6 +81,14 @@ class ApiError(ClientError):
         (`details.answer`); None for any other error."""
         answer = self.details.get("answer")
         return answer if isinstance(answer, dict) else None
+
+    @property
+    def reason(self) -> ConflictReason | None:
+        """Which refusal a 409 `conflict` is (`details.reason`): "exists", "case_twin", "paused", "ended",
+        "read_only", "name_taken", ... (sessiond.api.errors.CONFLICT_REASONS says each); None for any other error.
+        A newer daemon may answer a reason not listed there: take it as a conflict of no known reason."""
+        reason = self.details.get("reason")
+        return cast("ConflictReason", reason) if self.code == "conflict" and isinstance(reason, str) else None
 
 
 def raise_for(status: int, data: Any) -> None:

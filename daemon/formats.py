@@ -344,7 +344,8 @@ async def import_file(
                 )
                 raise Conflict(
                     f"this file holds {held}: delete it first (`sessiond rm {here}`) to import the file's copy, or"
-                    f' remove the session\'s "id" from the file to import it as a new session'
+                    f' remove the session\'s "id" from the file to import it as a new session',
+                    reason="exists" if here == sid else "case_twin",
                 ) from None
             created.append(s)
             if item.get("diverged_from"):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import math
 
+import aiohttp
+
 from ..api.types import MAX_TEXT
 from ..storage.clock import wait_said
 from ..storage.redact import shown_url
+from ..stores.errors import connect_cause
 from ..stores.http import retry_after_seconds
 from .provider_config import Provider, ProviderError, provider_error
 
@@ -142,12 +145,25 @@ def classify(
     )
 
 
+def connection_failed(exc: BaseException) -> str:
+    """Why no connection to a provider was made, worded as a store's is (stores/http.py): "cannot connect
+    (Connection refused)", a TLS handshake failing said as such; not aiohttp's "Cannot connect to host
+    127.0.0.1:9 ssl:default [...]", whose "ssl:default" of a plain http:// URL reads as a TLS problem."""
+    if isinstance(exc, aiohttp.ClientSSLError):  # (before ClientConnectorError, its base)
+        said = getattr(exc, "certificate_error", None) or exc.os_error
+        return f"no secure connection (TLS) could be made ({said or type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({connect_cause(exc.os_error)})"
+    if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+        return f"cannot connect ({connect_cause(exc)})"
+    return str(exc) or type(exc).__name__
+
+
 def unreachable(p: Provider, exc: BaseException) -> ProviderError:
     return provider_error(
         "provider_unreachable",
         502,
-        f"provider {p.name!r} at {shown_url(p.base_url)} cannot be reached "
-        f"({p.scrub(str(exc)) or type(exc).__name__}); "
+        f"provider {p.name!r} at {shown_url(p.base_url)} cannot be reached: {p.scrub(connection_failed(exc))}; "
         f"is it running? (base_url in [providers.{p.name}] of config.toml)",
         provider=p.name,
     )

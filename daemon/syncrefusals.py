@@ -28,6 +28,8 @@ def share_error(exc: ImportError_) -> SessiondError:
         err.details["api"] = exc.api
     if exc.owner:  # and those that are its owner's, in words
         err.details["owner"] = exc.owner
+    if exc.reason:  # which conflict it is
+        err.details["reason"] = exc.reason
     if exc.kind == "store":  # which store, its failure's class, whether and when to retry, what mends it
         err.details.update(store_details(exc))
     err.code, err.status = exc.kind, status

@@ -98,14 +98,17 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
         row = await tx.fetchone("SELECT importing FROM sessions WHERE id=?", (sid,))
         if row is not None and row[0]:
             if sid in c.importing:
-                raise Conflict(f"session {sid!r} is being imported already; wait for that import to finish")
+                raise Conflict(
+                    f"session {sid!r} is being imported already; wait for that import to finish", reason="importing"
+                )
             # a file's session, hidden until its import ends (a crash's leftovers are gone before the daemon
             # serves): not what a failed import left, and maybe another conversation under this id
             if await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)):
                 raise Conflict(
                     f"session {sid!r} is being imported from a file on this device; wait for that import to"
                     f" finish, then import the code again (the same session is then taken in as such, a"
-                    f" different one refused with what to do)"
+                    f" different one refused with what to do)",
+                    reason="importing",
                 )
             await tx.execute("DELETE FROM sessions WHERE id=?", (sid,))  # what a failed import left
             row = None
@@ -116,7 +119,8 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                     f"session {twin or sid!r} was made on this device (or imported from another code or a file)"
                     f" while this import of session {sid!r} was under way, and may be another conversation under"
                     f" this id: nothing was imported; import the code again (the same session is then taken in"
-                    f" as such, a different one refused with what to do)"
+                    f" as such, a different one refused with what to do)",
+                    reason="exists" if row is not None else "case_twin",
                 )
         if row is not None or sum(map(len, msgs)) <= chunk:
             level = await quota_level(tx, sid) if row is not None else None

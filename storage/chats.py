@@ -30,6 +30,7 @@ async def refuse_if_ended(q: Any, sid: str, session: Row) -> None:
         await refuse_if_expiry_ended(q, sid, session)
         raise Conflict(
             f"session {sid!r} has ended; its chats cannot change (go on in a clone: `sessiond clone {sid}`)",
+            reason="ended",
             api=new_session_ways(sid, fork=False),
         )
 
@@ -68,17 +69,20 @@ async def refuse_taken_name(tx: Any, sid: str, cid: str, name: str, *, new: bool
         if new and other_name == cid:  # first: a new chat given no name is named with its id, and the id is the fix
             raise Conflict(
                 f"{cid!r} is the name of another chat of session {sid!r} (chat {other!r}): a chat is picked by its"
-                " id first, so that one could no longer be picked by its name; choose another id"
+                " id first, so that one could no longer be picked by its name; choose another id",
+                reason="name_taken",
             )
         if other == name:
             raise Conflict(
                 f"{name!r} is the id of another chat of session {sid!r}: a chat is picked by its id or its name, and"
-                f" {name!r} picks that one; choose another name"
+                f" {name!r} picks that one; choose another name",
+                reason="name_taken",
             )
         if other_name == name and name:
             raise Conflict(
                 f"session {sid!r} already has a chat named {name!r} (chat {other!r}): a chat is picked by its name,"
-                " so two cannot share one; choose another name"
+                " so two cannot share one; choose another name",
+                reason="name_taken",
             )
 
 
@@ -105,7 +109,7 @@ class Chats:
             row = await writable_row(tx, sid, self.c)
             await refuse_if_ended(tx, sid, row)
             if await tx.fetchone("SELECT 1 FROM chats WHERE session_id=? AND id=?", (sid, cid)):
-                raise Conflict(f"session {sid!r} already has a chat {cid!r}")
+                raise Conflict(f"session {sid!r} already has a chat {cid!r}", reason="exists")
             await refuse_taken_name(tx, sid, cid, name, new=True)
             cap = self.c.limits.get("max_chats_per_session")
             n = (await tx.fetchall("SELECT count(*) FROM chats WHERE session_id=?", (sid,)))[0][0] if cap else 0
@@ -169,6 +173,6 @@ class Chats:
         if len(rows) == 1:
             return rows[0][0]
         if rows:
-            raise Conflict(f"several chats of session {sid!r} are named {ref!r}; use the chat id")
+            raise Conflict(f"several chats of session {sid!r} are named {ref!r}; use the chat id", reason="ambiguous")
         await session_row(q, sid)  # no such session: say that, rather than that it has no such chat
         raise NotFound(f"session {sid!r} has no chat {ref!r} (see `sessiond chat ls {sid}`)")

@@ -372,6 +372,7 @@ class Context:
             "tokens_used": used,
             "token_quota": quota,
             "remaining": max(0, quota - used) if quota else None,  # (a model's answer may pass the quota)
+            "over": max(0, used - quota) if quota else None,  # how far it did (a lowered quota too)
             "level": warning_level(used, quota),
             "thresholds": dict(THRESHOLDS),
         }

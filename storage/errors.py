@@ -42,15 +42,24 @@ class NotFound(SessiondError):
 
 
 class Conflict(SessiondError):
+    """A request the state of what it names refuses (409). A plain `conflict` says which refusal it is in
+    `details.reason` (api/errors.py CONFLICT_REASONS: "exists", "paused", "ended", "read_only", ...), so that an app
+    need not parse the message; the subclasses with codes of their own need none."""
+
     code = "conflict"
     status = 409
+
+    def __init__(self, message: str, *, reason: str | None = None, **details):
+        if reason is not None:
+            details["reason"] = reason
+        super().__init__(message, **details)
 
 
 class NoLongerExpired(SessiondError):
     """An expiry's end of a session written to since its expiry was found (a shared one's idle end waits for a
     pull, and a write here meanwhile is taken: storage/expiry.py expired_for_writes): it is active, not ended.
     Raised in the end's own transaction (Sessions.update), so that no write commits between the look and the end;
-    the clean-up passes it by."""
+    the clean-up passes it by. (Not a Conflict: what catches those, a read-only import's refusal, must not take it.)"""
 
     code = "conflict"
     status = 409
@@ -124,6 +133,7 @@ def read_only(sid: str, doing: str = "change it") -> Conflict:
         f"session {sid!r} was imported with a read-only share code; this device can follow it but not {doing}"
         f" (ask for a read-write code: `sessiond share {sid} --write` on a device that writes it, then"
         f" `sessiond import` here)",
+        reason="read_only",
         api=[share_again(sid, "a device that writes it")],
     )
 

@@ -165,10 +165,12 @@ def not_active(sid: str, status: str) -> Conflict:
     if status == "paused":
         return Conflict(
             f"session {sid!r} is paused; resume it first (`sessiond resume {sid}`)",
+            reason="paused",
             api=[f"POST {session_path(sid, 'resume')}"],
         )
     return Conflict(
         f"session {sid!r} has ended; an ended session takes no new messages (go on in a clone: `sessiond clone {sid}`)",
+        reason="ended",
         api=new_session_ways(sid, fork=False),
     )
 

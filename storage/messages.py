@@ -222,6 +222,7 @@ class Messages:
                 raise Conflict(
                     f"chat {chat_id!r} of session {sid!r} holds {now_held} messages, not the {held} read before:"
                     " it was written to meanwhile",
+                    reason="written_meanwhile",
                     held=now_held,
                 )
             chats = {m.get("chat") or chat_id for m in messages}

@@ -86,6 +86,7 @@ def refuse_conversation_change(sid: str, current: dict, fields: dict) -> None:
         raise Conflict(
             f"session {sid!r} has ended; its conversation is final: {', '.join(changed)} cannot change (a name,"
             f" tags, metadata and its expiry still do; go on in a clone: `sessiond clone {sid}`)",
+            reason="ended",
             api=new_session_ways(sid, fork=False),
         )
 
@@ -99,10 +100,11 @@ def check_status_change(sid: str, current: str, status: str) -> None:
         raise Conflict(
             f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
             f"`sessiond clone {sid}`)",
+            reason="ended",
             api=new_session_ways(sid, fork=False),
         )
     if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
-        raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}")
+        raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}", reason="status")
 
 
 def session_dict(row: Row) -> dict:
@@ -161,10 +163,12 @@ class Sessions:
         )
         async with self.c.transaction() as tx:
             if await tx.fetchone("SELECT 1 FROM sessions WHERE id=?", (sid,)):
-                raise Conflict(f"a session with id {sid!r} already exists; choose another id or omit it")
+                raise Conflict(
+                    f"a session with id {sid!r} already exists; choose another id or omit it", reason="exists"
+                )
             twin = await case_twin(tx, sid)
             if twin is not None:
-                raise Conflict(case_twin_message(sid, twin) + "; choose another id or omit it")
+                raise Conflict(case_twin_message(sid, twin) + "; choose another id or omit it", reason="case_twin")
             if active:
                 await self._check_limits(tx, spec.get("user"))
             cap = self.c.limits.get("max_chats_per_session")
@@ -335,7 +339,7 @@ class Sessions:
             if expiring and row["status"] != "ended" and not past_expiry(row, now()):
                 # an expiry's end of one written to since its expiry was found (a write taken meanwhile: a shared
                 # one's idle end waits for a pull), looked at in this transaction: no write commits in between
-                raise NoLongerExpired(f"session {sid} was written to since it expired: not ended")
+                raise NoLongerExpired(f"session {sid} was written to since it expired: not ended", reason="not_expired")
             if row["status"] == "ended" and (callable(fields) or "status" not in fields):
                 # a change of its fields (a PATCH, a switch of chat) to a session its expiry ended: refused as
                 # a message to it is, `expired` (an expired session takes no more changes); one ended by hand is

@@ -127,7 +127,10 @@ class SyncState:
             return
         async with self.c.transaction() as tx:
             if await tx.fetchone("SELECT 1 FROM logs WHERE device_id=? LIMIT 1", (self.c.device_id,)) is not None:
-                raise Conflict(f"this home is device {self.c.device_id} and has written sessions as that device")
+                raise Conflict(
+                    f"this home is device {self.c.device_id} and has written sessions as that device",
+                    reason="other_device",
+                )
             await tx.execute("UPDATE meta SET value=? WHERE key='device_id'", (device_id,))
         self.c.device_id = device_id
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import ssl
 
 from ..storage.errors import RAISE_FILE_SIZE_LIMIT, file_size_limit, past_file_size_limit
 from .base import CannotDelete, CorruptObject, ObjectMissing, StaleHead, StoreError
@@ -405,6 +406,19 @@ def failure_fix(exc: BaseException) -> str:
     if isinstance(exc, StoreRedirected):
         return f"if the store moved to where it points, {MOVE_STORE} with that URL; else have its operator check it"
     return "check the store and try again"
+
+
+def connect_cause(err: BaseException | None) -> str:
+    """Why a connection could not be made (aiohttp's ClientConnectorError's os_error), in the system's words: its
+    errno's ("Connection refused", "No route to host"), a name lookup's own ("Name or service not known"), else
+    what it says. asyncio's own text, "Connect call failed ('127.0.0.1', 9)", names the address (which the
+    message names already) and not the cause; aiohttp's, "Cannot connect to host ... ssl:default", reads as TLS."""
+    if isinstance(err, OSError) and not isinstance(err, ssl.SSLError):
+        if isinstance(err.errno, int) and err.errno > 0:
+            return os.strerror(err.errno)
+        if err.strerror:
+            return err.strerror
+    return str(err) or type(err).__name__
 
 
 def describe_failure(exc: BaseException, url: str) -> str:

@@ -46,6 +46,7 @@ from .errors import (
     StoreTimeout,
     StoreUnreachable,
     TlsRefused,
+    connect_cause,
     server_wait,
 )
 
@@ -278,7 +279,7 @@ class HttpClient:
                 raise await self._tls_refused(what, exc) from None
             except aiohttp.ClientConnectorError as exc:
                 last = StoreUnreachable(
-                    f"{what}: cannot connect ({self.scrub(str(exc.os_error or exc))}); "
+                    f"{what}: cannot connect ({self.scrub(connect_cause(exc.os_error or exc))}); "
                     "is the server running and the URL right?"
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError) as exc:

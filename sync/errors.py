@@ -38,14 +38,23 @@ class SyncError(Exception):
 class ImportError_(Exception):
     """An import or pull that cannot be completed; `kind` names the problem. `fix`: what to do about it, when
     the message's own advice is not the whole of it (a relay refusing a device with no account there: the
-    invite it needs), passed on as the API error's `details.fix` and said at the message's end."""
+    invite it needs), passed on as the API error's `details.fix` and said at the message's end. `reason`: which
+    `conflict` it is (api/errors.py CONFLICT_REASONS), passed on as the error's `details.reason`."""
 
     def __init__(
-        self, kind: str, message: str, fix: str | None = None, *, refused: bool = False, no_account: bool = False
+        self,
+        kind: str,
+        message: str,
+        fix: str | None = None,
+        *,
+        refused: bool = False,
+        no_account: bool = False,
+        reason: str | None = None,
     ):
         super().__init__(message)
         self.kind = kind
         self.fix = fix
+        self.reason = reason
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
         self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
         self.api: list[str] | None = None  # the ways on in API terms, passed on as the error's `details.api`

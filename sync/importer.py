@@ -75,7 +75,9 @@ class Importer:
         twin = await db.case_twin(sid)
         if twin is not None:  # before anything touches key files: on such a disk, they would be the twin's
             raise ImportError_(
-                "conflict", case_twin_message(sid, twin) + "; delete the one here first to import this one"
+                "conflict",
+                case_twin_message(sid, twin) + "; delete the one here first to import this one",
+                reason="case_twin",
             )
         store, slot = await find_store(self.ctx, code, store_url)
         try:
@@ -229,6 +231,7 @@ class Importer:
                 f"{what} save this one first (`sessiond export {sid} -o {sid}.json`, which `sessiond import-file`"
                 f' takes back under a new id once its "id" is removed) and delete it here (`sessiond rm {sid}`),'
                 f" then import the code again",
+                reason="exists",
             )
             path = session_path(sid)
             exc.api = [f"GET {path}/export, then DELETE {path}, then {IMPORT_HERE}"]  # (the export kept by the app)
@@ -422,6 +425,7 @@ class Importer:
                 f"this home is device {db.device_id} and has sessions of its own; "
                 f"import the code into a fresh home that holds the restored key "
                 f"(`sessiond key import --home NEW`)",
+                reason="other_device",
             ) from None
         log.info("took the device id of a restored device key", extra={"session": sid, "event": "import"})
 

@@ -442,6 +442,7 @@ class Rekeyer:
             f"session {sid} was rekeyed by another device at the same time; "
             f"this device takes that key at its next pull (`sessiond sync`), "
             f"then run rekey again if you still want to",
+            reason="rekeyed",
         )
 
     async def confirm(self, sid: str, notice: dict, store: Store, members: list[dict]) -> dict | None:

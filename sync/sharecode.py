@@ -201,8 +201,8 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
         if passphrase is None:
             raise ShareCodeError(
                 "passphrase_required",
-                "this share code is protected by a passphrase: give it (the import's `passphrase`;"
-                " `--passphrase-file` of `sessiond import`)",
+                # (the API's request's field: the CLI says its own option instead, cli/commands/sync.py)
+                "this share code is protected by a passphrase: give it in the import's `passphrase`",
             )
         if len(payload) < 2 + 16 + 24 + 16:
             raise ShareCodeError("malformed", "protected share code is too short")

@@ -121,7 +121,7 @@ class _Db:
                 self.asked_before_sql = len(self.provider.requests) > self.asked
             await self.go.wait()
             if self.fail:
-                raise Conflict(f"session {sid!r} is ended; an ended session takes no new messages")
+                raise Conflict(f"session {sid!r} is ended; an ended session takes no new messages", reason="ended")
         self.appended.append(messages)
         return [{"id": f"m{len(self.appended)}"}]
 

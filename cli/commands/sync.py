@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from ...client import ApiError
 from ...storage.clock import wait_said
 from .. import time_left
 from ..connect import client
@@ -369,8 +370,19 @@ def cmd_import(args) -> int:
             f"no share code {where}: give it there (`sessiond import < code.txt`, or paste it at the prompt)"
         )
     c = client(args)
-    with Progress(c, {"import"}):
-        res = c.import_code(code, passphrase, store=store[0] if store else None)
+    try:
+        with Progress(c, {"import"}):
+            res = c.import_code(code, passphrase, store=store[0] if store else None)
+    except ApiError as exc:
+        if exc.code != "passphrase_required":
+            raise
+        # the daemon names its request's field (sync/sharecode.py); a user of the CLI gives the option (the
+        # refusal's code and details kept, for --json)
+        said = (
+            "this share code is protected by a passphrase: give it with --passphrase-file FILE"
+            " ('-': standard input, the code then given with --code-file FILE)"
+        )
+        raise ApiError(exc.status, exc.code, said, exc.details) from None
     emit(args, res, res["session"])
     if not args.json:
         print(

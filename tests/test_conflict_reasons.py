@@ -1,0 +1,133 @@
+"""The socket API answered 409 `conflict` for many different refusals (an id taken, a session paused, one ended,
+a read-only import, a chat's name taken, ...), and an app could tell them apart only by parsing the message. Every
+such refusal now also carries a machine-readable `details.reason` (the code stays `conflict`, so an app that reads
+it is not broken), each reason documented in api/errors.py's CONFLICT_REASONS, the README's errors and the
+OpenAPI document, and exposed typed by the Python client as `ApiError.reason`."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import typing
+
+import pytest
+
+from sessiond.api.errors import CONFLICT_REASONS, ConflictReason
+from sessiond.client import ApiError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("api", "cli", "client", "daemon", "relay", "storage", "stores", "sync")
+
+
+def _refused(call) -> ApiError:
+    with pytest.raises(ApiError) as e:
+        call()
+    return e.value
+
+
+def _reason(call) -> str | None:
+    err = _refused(call)
+    assert err.status == 409 and err.code == "conflict", (err.status, err.code, err.message)
+    assert err.details.get("reason") == err.reason, err.details
+    return err.reason
+
+
+def _conflicts() -> list[tuple[str, int, ast.Call]]:
+    """Every place in the package that makes a refusal answered as `conflict`: a Conflict or NoLongerExpired made,
+    or the sync engine's ImportError_ of kind "conflict"."""
+    found = []
+    for pkg in PACKAGES:
+        for folder, _, files in os.walk(os.path.join(ROOT, pkg)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    tree = ast.parse(f.read(), path)
+                for node in ast.walk(tree):
+                    if not isinstance(node, ast.Call):
+                        continue
+                    fn = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                    kind = node.args[0] if node.args else None
+                    if fn in ("Conflict", "NoLongerExpired") or (
+                        fn == "ImportError_" and isinstance(kind, ast.Constant) and kind.value == "conflict"
+                    ):
+                        found.append((os.path.relpath(path, ROOT), node.lineno, node))
+    return found
+
+
+def test_every_conflict_raised_names_a_documented_reason():
+    places = _conflicts()
+    assert len(places) >= 20, places  # (the scan finds them: a rename of the classes would find none)
+    missing = []
+    for path, line, call in places:
+        given = [k.value for k in call.keywords if k.arg == "reason"]
+        if len(given) != 1:
+            missing.append(f"{path}:{line}: no reason=")
+            continue
+        values = (
+            [given[0].value]
+            if isinstance(given[0], ast.Constant)
+            else [v.value for v in ast.walk(given[0]) if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+        )
+        if not values or any(v not in CONFLICT_REASONS for v in values):
+            missing.append(f"{path}:{line}: reason {values} not in CONFLICT_REASONS")
+    assert not missing, missing
+    assert set(typing.get_args(ConflictReason)) == set(CONFLICT_REASONS)
+
+
+def test_the_reasons_are_documented_in_the_readme_and_the_openapi_document(daemon):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert all(f"`{r}`" in readme for r in CONFLICT_REASONS), [r for r in CONFLICT_REASONS if f"`{r}`" not in readme]
+    doc = daemon.client().openapi()
+    conflict = doc["paths"]["/v1/sessions"]["post"]["responses"]["409"]
+    assert all(r in conflict["description"] for r in CONFLICT_REASONS), conflict["description"]
+    details = doc["components"]["schemas"]["ErrorDetails"]
+    assert set(details["properties"]["reason"]["enum"]) == set(CONFLICT_REASONS), details
+
+
+def test_each_conflict_of_the_api_answers_its_reason(daemon):
+    c = daemon.client()
+    c.create_session(id="dup", initial_messages=[{"role": "user", "content": "hi"}])
+    assert _reason(lambda: c.create_session(id="dup")) == "exists"
+    assert _reason(lambda: c.create_session(id="DUP")) == "case_twin"
+
+    c.create_chat("dup", id="side", name="aside")
+    assert _reason(lambda: c.create_chat("dup", id="side")) == "exists"
+    assert _reason(lambda: c.create_chat("dup", id="other", name="aside")) == "name_taken"
+    assert _reason(lambda: c.update_chat("dup", "side", name="main")) == "name_taken"
+
+    c.pause("dup")
+    assert _reason(lambda: c.append("dup", "user", "while paused")) == "paused"
+    c.resume("dup")
+    c.end("dup")
+    assert _reason(lambda: c.append("dup", "user", "after the end")) == "ended"
+    assert _reason(lambda: c.pause("dup")) == "ended"
+    assert _reason(lambda: c.resume("dup")) == "ended"
+    assert _reason(lambda: c.update_session("dup", system_prompt="new")) == "ended"
+    assert _reason(lambda: c.create_chat("dup", id="late")) == "ended"
+
+    # a session file holding a session of an id here: imported over nothing
+    exported = c.export("dup", "json")
+    assert _reason(lambda: c.import_file(exported, "json")) == "exists"
+
+
+def test_a_read_only_import_refuses_a_change_with_its_reason(make_daemon, store_dir):
+    a = make_daemon("file://" + store_dir).start()
+    b = make_daemon("file://" + store_dir).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+    cb.import_code(ca.share(sid)["code"])
+    assert cb.get_session(sid)["access"] == "read"
+    assert _reason(lambda: cb.append(sid, "user", "from a reader")) == "read_only"
+    assert _reason(lambda: cb.update_session(sid, name="renamed")) == "read_only"
+
+
+def test_the_client_reason_is_none_for_other_errors(daemon):
+    c = daemon.client()
+    err = _refused(lambda: c.get_session("none-such"))
+    assert err.code == "not_found" and err.reason is None
+    body = json.loads(json.dumps({"code": "conflict", "message": "m", "details": {"reason": "paused"}}))
+    assert ApiError(409, body["code"], body["message"], body["details"]).reason == "paused"
