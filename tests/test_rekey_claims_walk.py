@@ -188,3 +188,25 @@ async def test_an_imports_walk_is_not_cut_short(devices, monkeypatch):
     args = (store, sid, pk, a.ctx.db.device_id, keys, claim, 10.0)
     assert await rekeywalk.claimed_before(*args) is None  # (a pull's: cut short)
     assert await rekeywalk.claimed_before(*args, bounded=False) is True
+
+
+async def test_the_walk_goes_on_while_its_author_pushes_before_every_pull(devices, monkeypatch):
+    """The walk went on at each pull from the author's new head down to where the last one began, then on past where
+    it stopped; the time spent on the manifests since counted against the pull's WALK_SECONDS. An author pushing as
+    much before every pull as a pull reads in that time (here: one manifest, none read past the head) had the walk
+    read nothing past where it stopped, pull after pull: the notice was never checked, never taken. Each pull now
+    reads at least one manifest past where the last stopped."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    out = 10
+    _a, b, sid, notice, new_key, claims = await _aged_out(devices, "author busy", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    for _pull in range(2 * (CLAIMS_KEPT + out)):
+        await _claims_pushed(devices, sid, claims)  # (A pushes before every pull)
+        try:
+            await b.pull(sid)
+        except ImportError_ as exc:
+            assert exc.kind == "rekey_unconfirmed", exc
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+    # main: never taken
+    assert b.ctx.keys.session_key(sid) == new_key
