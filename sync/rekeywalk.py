@@ -47,6 +47,12 @@ class _Cut:
 _CUT: LRU[tuple, list[_Cut]] = LRU(256)
 
 
+def under_way(sid: str) -> bool:
+    """Whether a walk for a notice of `sid` was cut short and goes on at the next pull (its refusal, rekey_unconfirmed,
+    a state that passes by itself: doctor_fixes.pull_fix says so)."""
+    return any(slot[1] == sid for slot in _CUT.held())
+
+
 async def claimed_before(
     store: Store,
     sid: str,

@@ -10,6 +10,7 @@ manifest after it full) and no later manifest claims another notice of that slot
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -17,6 +18,7 @@ from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
 from devices import count_gets
+from sessiond.daemon.doctor_fixes import pull_fix
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor, rekeywalk
 from sessiond.sync.crypto import members_key
@@ -210,3 +212,26 @@ async def test_the_walk_goes_on_while_its_author_pushes_before_every_pull(device
             break
     # main: never taken
     assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_doctor_tells_a_walk_under_way_from_a_notice_no_device_takes(devices, monkeypatch):
+    """A pull's walk cut short refuses the notice as `rekey_unconfirmed`, as a notice its author never claimed is:
+    doctor's fix for it was that one's, a new session by `sessiond fork` if it stays so, for a state each pull ends by
+    itself. It says the walk goes on at each pull, and once the walk is done, the fix is the kind's again."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    _a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk told", CLAIMS_KEPT + 3)
+    await _slot_served_with(devices, sid, notice)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    fix = pull_fix("rekey_unconfirmed", sid)
+    # main: the fork of a notice no device takes
+    assert "fork" not in fix and "each pull goes on" in fix, fix
+    for _ in range(40):
+        with contextlib.suppress(ImportError_):
+            await b.pull(sid)
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+    assert b.ctx.keys.session_key(sid) == new_key
+    assert not rekeywalk.under_way(sid)
+    assert "fork" in pull_fix("rekey_unconfirmed", sid)
