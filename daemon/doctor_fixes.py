@@ -25,6 +25,7 @@ from ..stores.errors import (
     StoreRedirected,
     TlsRefused,
 )
+from ..sync import rekeywalk
 from ..sync.errors import FROZEN_PUTTER, NEWER_FIX
 from ..sync.rekeyproof import fork_way
 
@@ -174,6 +175,12 @@ def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: b
         return (
             f"sessiond import < code.txt  # a new share code of {sid} from a device you trust: two devices claim"
             " to have rekeyed it"
+        )
+    if kind == "rekey_unconfirmed" and rekeywalk.under_way(sid):  # (not checked yet: each pull goes on with it)
+        return (
+            f"sessiond sync --wait {sid}  # the rekeying device's older manifests are being read for its claim of"
+            f" the rekey, {rekeywalk.WALK_SECONDS:g} s a pull: each pull goes on where the last stopped, and takes it"
+            " once found"
         )
     if kind == "rekey_unconfirmed":
         # (a writer's notice naming an author that does not claim it: it stays, and no new share code helps)

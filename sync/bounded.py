@@ -120,3 +120,7 @@ class LRU(Generic[K, V]):
 
     def pop(self, key: K, default: V | None = None) -> V | None:
         return self._d.pop(key, default)
+
+    def held(self) -> list[K]:
+        """The keys held, the least recently used first (none made more recent)."""
+        return list(self._d)

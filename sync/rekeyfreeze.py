@@ -153,10 +153,14 @@ async def dropped_before(
     remote = await ctx.db.remote(sid)
     current = bytes(remote["announce_pk"]) if remote is not None else None
     read: set[bytes] = set()  # (old slots read: one rekey's, claimed by its author and by no other)
-    boxed: dict[bytes, set[str]] = {}  # (this device's rekeys read: the writers each boxed, by the key it began)
-    by = await _dropped_by(members, store, sid, keys, me, await claims(sid), set(names), read, boxed=boxed)
+    boxed: dict[bytes, set[bytes]] = {}  # (this device's rekeys read: the head keys each boxed, by the key it began)
+    seen: dict[str, set[bytes]] = {}  # (the head keys each name has in the slots read)
+    by = await _dropped_by(members, store, sid, keys, me, await claims(sid), set(names), read, boxed=boxed, seen=seen)
     frozen = merge_frozen(frozen, await members.known_frozen(sid))
     gone = {n for f in frozen if bytes(f["k"]) != me for n in (str(f["d"]), bytes(f["k"]).hex()[:16])}
+    for f in frozen:
+        for n in {str(f["d"]), bytes(f["k"]).hex()[:16]} & set(names):
+            seen.setdefault(n, set()).add(bytes(f["k"]))
     found = set(by) | {n for n in names if n in gone}
     reads = _Reads(OTHERS_READS)
     for w in writers:
@@ -169,9 +173,29 @@ async def dropped_before(
             claimed = await _claims_of(ctx, store, sid, keys, pk)
             found |= set(await _dropped_by(members, store, sid, keys, pk, claimed, set(names) - found, read, me, reads))
     # the rekey here that made the current key boxed it none (dropped it, or it was no writer then: a drop asked again
-    # after a code issued since the first, which that rekey was for)
-    own = [n for n in names if n in found and current is not None and n not in boxed.get(current, {n})]
+    # after a code issued since the first, which that rekey was for): _boxed_none
+    kept = boxed.get(current) if current is not None else None
+    own = [] if kept is None else await _boxed_none(ctx, sid, [n for n in names if n in found], kept, writers, seen)
     return Dropped([n for n in names if n in found], own, reads.capped and not found >= set(names))
+
+
+async def _boxed_none(
+    ctx: SyncContext, sid: str, names: list[str], kept: set[bytes], writers: Sequence[dict], seen: dict[str, set[bytes]]
+) -> list[str]:
+    """Of `names`, those the rekey here that made the current key boxed no key (`kept`: the head keys its notice, which
+    this device claims, boxed). The old slot that rekey read names the writers, and any writer of that generation can
+    write it one revision on (the notice as it was, a writer left off the list or named otherwise): so a name counts
+    only if no head key it has anywhere here (a slot read, a log pulled, a frozen log) is boxed, and only while every
+    key boxed is a writer of the current slot (which that rekey wrote listing them all: one missing, the slot read
+    now was written without a device that reads; none counts)."""
+    listed = {bytes(w["head_pk"]) for w in writers} | {ctx.keys.head_pk(sid)}
+    if not kept <= listed:
+        return []
+    known: dict[str, set[bytes]] = {n: set(seen.get(n, ())) for n in names}
+    for p in await ctx.db.peers(sid):
+        for n in {p["device_id"], bytes(p["head_pk"]).hex()[:16]} & set(names):
+            known[n].add(bytes(p["head_pk"]))
+    return [n for n in names if not (known[n] & kept) and not any(k.hex()[:16] == n for k in kept)]
 
 
 async def shut_out_since(ctx: SyncContext, sid: str, rev: int) -> bool:
@@ -198,12 +222,14 @@ async def _dropped_by(
     read: set[bytes],
     me: bytes | None = None,
     reads: _Reads | None = None,
-    boxed: dict[bytes, set[str]] | None = None,
+    boxed: dict[bytes, set[bytes]] | None = None,
+    seen: dict[str, set[bytes]] | None = None,
 ) -> dict[str, bytes]:
     """Of `names`, the writers of the generations the rekeys `claimed` by `author` ended that their notices have no
     box for (dropped_before), each with the announce key of the generation the latest such rekey began; each old
     slot read once (`read`), the latest claims first, while some are not found, and while `reads` has some left.
-    `boxed`: filled with the names of the writers each rekey read boxed, by the announce key it began."""
+    `boxed`: filled with the head keys each rekey's notice boxed, by the announce key it began; `seen`: with the head
+    keys each of `names` has in the slots read."""
     found: dict[str, bytes] = {}
     for claim in reversed(claimed):
         if set(found) >= names:
@@ -223,8 +249,10 @@ async def _dropped_by(
             continue
         kept = {bytes(b["k"]) for b in slot.notice.get("b", [])} | {author, me or author}
         if boxed is not None:
-            boxed[bytes(claim["a"])] = {member_name(m) for m in slot.members if bytes(m["head_pk"]) in kept}
+            boxed[bytes(claim["a"])] = kept
         for m in slot.members:
+            if seen is not None and member_name(m) in names:
+                seen.setdefault(member_name(m), set()).add(bytes(m["head_pk"]))
             if bytes(m["head_pk"]) not in kept and member_name(m) in names:
                 found.setdefault(member_name(m), bytes(claim["a"]))
     return found

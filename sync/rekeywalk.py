@@ -7,10 +7,11 @@ One call walks for WALK_SECONDS at most: a thousand manifests on a store answeri
 folder store), the pull that checked the notice stuck so long. A walk cut short is kept (`_CUT`, by author and
 notice: where it stopped, the manifest it began at, the claims of the manifest after), and the next call goes on
 there once its own walk from the author's head, moved since or not, meets the manifest that walk began at (the
-manifests since are read first: a later one decides as the walk down from the head would have it). The result of a
-whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull,
-and the chain down from one manifest does not change (but for its older manifests freed: no claim found there then
-either), so a pull while the author's head stands reads that manifest only. Read-only."""
+manifests since are read first: a later one decides as the walk down from the head would have it; then one at
+least past where it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The
+result of a whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at
+every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
+there then either), so a pull while the author's head stands reads that manifest only. Read-only."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .manifest import CLAIMS_KEPT
 
 # an author's older manifests read for a claim of a notice its current one no longer keeps, at most
 CLAIMS_WALK = 1000
-# seconds one call (one pull's check of the notice) walks at most; at least one manifest past those read before
+# seconds one call (one pull's check of the notice) walks at most; at least one manifest past where the last stopped
 WALK_SECONDS = 2.0
 _WALKED: LRU[tuple, bool] = LRU(256)
 
@@ -44,6 +45,12 @@ class _Cut:
 
 # the walks cut short, newest first (one that began at a later head, not yet down to where the one before began)
 _CUT: LRU[tuple, list[_Cut]] = LRU(256)
+
+
+def under_way(sid: str) -> bool:
+    """Whether a walk for a notice of `sid` was cut short and goes on at the next pull (its refusal, rekey_unconfirmed,
+    a state that passes by itself: doctor_fixes.pull_fix says so)."""
+    return any(slot[1] == sid for slot in _CUT.held())
 
 
 async def claimed_before(
@@ -89,6 +96,7 @@ async def claimed_before(
                     if met is not None:  # where a walk cut short began: on from where it stopped
                         cut, cuts = cuts[met], cuts[met + 1 :]
                         start, after, read = cut.at, cut.after, read + cut.read
+                        fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
                         break
                     if fresh and time.monotonic() >= deadline:
                         _CUT[slot] = [_Cut(top, (mhash, at), after, read), *cuts]

@@ -10,6 +10,7 @@ manifest after it full) and no later manifest claims another notice of that slot
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -17,6 +18,7 @@ from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
 from devices import count_gets
+from sessiond.daemon.doctor_fixes import pull_fix
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor, rekeywalk
 from sessiond.sync.crypto import members_key
@@ -188,3 +190,48 @@ async def test_an_imports_walk_is_not_cut_short(devices, monkeypatch):
     args = (store, sid, pk, a.ctx.db.device_id, keys, claim, 10.0)
     assert await rekeywalk.claimed_before(*args) is None  # (a pull's: cut short)
     assert await rekeywalk.claimed_before(*args, bounded=False) is True
+
+
+async def test_the_walk_goes_on_while_its_author_pushes_before_every_pull(devices, monkeypatch):
+    """The walk went on at each pull from the author's new head down to where the last one began, then on past where
+    it stopped; the time spent on the manifests since counted against the pull's WALK_SECONDS. An author pushing as
+    much before every pull as a pull reads in that time (here: one manifest, none read past the head) had the walk
+    read nothing past where it stopped, pull after pull: the notice was never checked, never taken. Each pull now
+    reads at least one manifest past where the last stopped."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    out = 10
+    _a, b, sid, notice, new_key, claims = await _aged_out(devices, "author busy", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    for _pull in range(2 * (CLAIMS_KEPT + out)):
+        await _claims_pushed(devices, sid, claims)  # (A pushes before every pull)
+        try:
+            await b.pull(sid)
+        except ImportError_ as exc:
+            assert exc.kind == "rekey_unconfirmed", exc
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+    # main: never taken
+    assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_doctor_tells_a_walk_under_way_from_a_notice_no_device_takes(devices, monkeypatch):
+    """A pull's walk cut short refuses the notice as `rekey_unconfirmed`, as a notice its author never claimed is:
+    doctor's fix for it was that one's, a new session by `sessiond fork` if it stays so, for a state each pull ends by
+    itself. It says the walk goes on at each pull, and once the walk is done, the fix is the kind's again."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    _a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk told", CLAIMS_KEPT + 3)
+    await _slot_served_with(devices, sid, notice)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    fix = pull_fix("rekey_unconfirmed", sid)
+    # main: the fork of a notice no device takes
+    assert "fork" not in fix and "each pull goes on" in fix, fix
+    for _ in range(40):
+        with contextlib.suppress(ImportError_):
+            await b.pull(sid)
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+    assert b.ctx.keys.session_key(sid) == new_key
+    assert not rekeywalk.under_way(sid)
+    assert "fork" in pull_fix("rekey_unconfirmed", sid)
