@@ -210,7 +210,8 @@ def test_a_start_beside_a_daemon_still_starting_waits_for_it_and_leaves_its_outp
         assert held.first.returncode == 0 and "sessiond started" in f_out, (f_out, f_err)
         assert second.returncode == 0 and "Traceback" not in s_err, (s_out, s_err)
         running = cli_json(home, "status")
-        assert json.loads(s_out) == {"started": False, "pid": running["pid"], "socket": running["socket"]}
+        want = {"started": False, "pid": running["pid"], "socket": running["socket"], "device_id": running["device_id"]}
+        assert json.loads(s_out) == want
         assert os.stat(held.out).st_ino == ino and not os.path.exists(held.out + ".1")  # where its daemon writes
 
 
