@@ -133,6 +133,11 @@ def idle_end_said(waits: Mapping[str, Any], home: str | None) -> str:
     )
 
 
+def calls_said(m: Mapping[str, Any]) -> list[str]:
+    """An assistant's tool calls as `name(arguments) [id]`, one each (as `log` and `ask` show them)."""
+    return [f"{c['function']['name']}({c['function']['arguments']}) [{c['id']}]" for c in m.get("tool_calls") or ()]
+
+
 def short(text: str | None, n: int = 60) -> str:
     if text is None:
         return ""

@@ -1,5 +1,6 @@
-"""Messages: append (the hot path: limits, quota, context budget, idempotency keys, one batched insert)
-and read them back (a page of a chat, the whole conversation)."""
+"""Messages: append (the hot path: limits, quota, context budget, idempotency keys, one batched insert), and
+what an append with a key answered. Reading them back (a page of a chat, the whole conversation) is the base
+class's, storage/messagereads.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from . import toolresults
 from .appendone import APPEND_ONE
 from .apply import apply_op
 from .chatcap import check_chat_room, messages_in_chat
-from .chatorder import in_order
 from .clock import kept_before, steady
-from .connections import Connections, Row
+from .connections import Row
 from .context import budget_of, context_check
 from .errors import (
     NOT_WRITABLE,
@@ -30,9 +30,9 @@ from .errors import (
     quota_too_small,
     quota_ways_api,
     quota_ways_out,
-    sync_wait,
 )
 from .expiry import expired_for_writes, refuse_expired, refuse_inactive
+from .messagereads import MessageReads
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
     EXTRA_KEYS,
@@ -40,14 +40,11 @@ from .model import (
     Op,
     charge,
     dumps,
-    message_id,
     now,
-    parse_message_id,
     pushed_form,
 )
 from .quotalevel import warning_level
 from .search import PUSHED_COLUMNS, insert_messages
-from .sessions import session_row
 
 # How long, and how many per session, appends' idempotency keys are remembered at least: the time by
 # storage/clock.py's `steady` (no step of the wall clock forgets a key made minutes ago), the number by the
@@ -82,25 +79,6 @@ SESSION_UPDATE = "UPDATE sessions SET lamport=?, last_activity=?, tokens_used=to
 KEY_INSERT = "INSERT INTO idempotency(session_id, key, request, result, created_at) VALUES (?,?,?,?,?)"
 # Where an append that passed a checkpoint mark ended (storage/missedmarks.py): written by that append only
 MARK_END_INSERT = "INSERT OR IGNORE INTO mark_ends(session_id, seq) VALUES (?,?)"
-# a message of a session whose import is under way is not there yet (see apply_remote)
-_VISIBLE = " AND NOT EXISTS (SELECT 1 FROM sessions WHERE id=messages.session_id AND importing)"
-
-
-def message_dict(row: Row) -> dict:
-    d = {
-        "id": message_id(row["device_id"], row["seq"]),
-        "chat": row["chat_id"],
-        "role": row["role"],
-        "content": row["content"],
-        "tokens": row["tokens"],
-        "created_at": row["created_at"],
-        "device": row["device_id"],
-        "seq": row["seq"],
-        "lamport": row["lamport"],
-    }
-    if row["extra"]:
-        d.update(json.loads(row["extra"]))
-    return d
 
 
 async def _stored_result(
@@ -132,9 +110,8 @@ async def _stored_result(
     ]
 
 
-class Messages:
-    def __init__(self, c: Connections):
-        self.c = c
+class Messages(MessageReads):
+    """A session's messages: appended here, read back by MessageReads (storage/messagereads.py)."""
 
     async def append(
         self,
@@ -391,107 +368,7 @@ class Messages:
         if cap:
             await check_chat_room(self.c.committed, self.c.limits, sid, chat, adding, cap, what)
 
-    async def history(self, sid: str, chat: str, limit: int = -1, *, last: bool = False) -> list[dict]:
-        """The first `limit` (all: -1) messages of a chat (`last`: its last ones) as {role, content,
-        tool_calls?, tool_call_id?, interrupted?}, oldest first (compacted ones too): what an app's request is
-        matched by (a stopped answer matches the app's shorter copy of it)."""
-        out = []
-        order = "DESC" if last else ""
-        rows = await self.c.committed.fetchall(
-            "SELECT role, content, extra FROM messages WHERE session_id=? AND chat_id=? "
-            f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?",
-            (sid, chat, limit),
-        )
-        for role, content, extra in reversed(rows) if last else rows:
-            m = {"role": role, "content": content}
-            if extra and ('"tool_call' in extra or '"interrupted"' in extra):
-                e = json.loads(extra)
-                m.update({k: e[k] for k in ("tool_calls", "tool_call_id", "interrupted") if e.get(k) is not None})
-            out.append(m)
-        return out
-
     async def idempotent_result(self, sid: str, key: str) -> list[dict] | None:
         """What an append with this idempotency key answered, if one did (and is still remembered)."""
         rows = await self.c.latest("SELECT result FROM idempotency WHERE session_id=? AND key=?", (sid, key))
         return await _stored_result(self.c.latest, sid, self.c.device_id, rows[0][0]) if rows else None
-
-    async def get(self, sid: str, mid: str) -> dict:
-        dev, seq = parse_message_id(mid)
-        row = await self.c.committed.fetchone(
-            "SELECT * FROM messages WHERE session_id=? AND device_id=? AND seq=?" + _VISIBLE, (sid, dev, seq)
-        )
-        if row is None:
-            await session_row(self.c.committed, sid)
-            raise self._no_message(sid, mid, dev)
-        return message_dict(row)
-
-    async def order(self, sid: str, mid: str) -> tuple:
-        """(lamport, device, seq, chat) of message `mid`."""
-        dev, seq = parse_message_id(mid)
-        row = await self.c.committed.fetchone(
-            "SELECT lamport, device_id, seq, chat_id FROM messages WHERE session_id=? AND device_id=? AND seq=?"
-            + _VISIBLE,
-            (sid, dev, seq),
-        )
-        if row is None:
-            await session_row(self.c.committed, sid)  # no such session: say that, not "no such message"
-            raise self._no_message(sid, mid, dev)
-        return tuple(row)
-
-    def _no_message(self, sid: str, mid: str, dev: str) -> NotFound:
-        """The refusal of message `mid` (written by device `dev`) that session `sid` does not hold: one another
-        device wrote may only not be pulled yet, and its next pull brings it."""
-        said = f"session {sid!r} has no message {mid!r}"
-        if dev != self.c.device_id:
-            said += (
-                f" (written on device {dev}: one not pulled here yet arrives with the next pull,"
-                f" `sessiond sync {sid} --wait`; then try again)"
-            )
-            return NotFound(said, api=[sync_wait(sid)])  # (then the request again)
-        return NotFound(said)
-
-    async def list(
-        self,
-        sid: str,
-        *,
-        chat: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
-        after: str | None = None,
-        all_chats: bool = False,
-        last: bool = False,
-    ) -> list[dict]:
-        """Up to `limit` messages in order; the first ones (past `after`), or the last ones (before
-        `before`, or with `last`: read from the end, by the index, not the whole log)."""
-        srow = await session_row(self.c.committed, sid)
-        where: builtins.list[str] = []
-        args: builtins.list = []
-        if not all_chats:
-            where.append("chat_id=?")
-            args.append(chat or srow["current_chat"])
-        if after:
-            lam, dev, seq, _ = await self.order(sid, after)
-            where.append("(lamport, device_id, seq) > (?,?,?)")
-            args += [lam, dev, seq]
-        if before:
-            lam, dev, seq, _ = await self.order(sid, before)
-            where.append("(lamport, device_id, seq) < (?,?,?)")
-            args += [lam, dev, seq]
-        desc = bool(last or (before and not after))
-        if all_chats:  # every chat's page: a merge of the chats' index ranges (chatorder.py), not a sort of all
-            rows = await in_order(self.c.committed, sid, "*", " AND ".join(where), tuple(args), desc=desc, limit=limit)
-        else:
-            order = "DESC" if desc else "ASC"
-            sql = (
-                f"SELECT * FROM messages WHERE session_id=? AND {' AND '.join(where)} "
-                f"ORDER BY lamport {order}, device_id {order}, seq {order} LIMIT ?"
-            )
-            rows = await self.c.committed.fetchall(sql, (sid, *args, limit))
-        if desc:
-            rows.reverse()
-        return [message_dict(r) for r in rows]
-
-    async def conversation(self, sid: str) -> builtins.list[tuple]:  # `list` here is the method above
-        """Every message of the session in its global order, as (device, seq, chat, role, content, tokens, extra)."""
-        columns = "device_id, seq, chat_id, role, content, coalesce(tokens, 0), extra, lamport"
-        return [tuple(r)[:7] for r in await in_order(self.c.committed, sid, columns)]

@@ -15,8 +15,7 @@ store serving a stale head loses to a newer one (of two entries of one revision,
 the mirror takes, whatever the order of its stores). What a read through the mirror cannot show, whether
 each store holds it, `verify` asks each store (sync/mirrorcheck.py).
 
-`status()` says, per store: whether it answered last time (reachable), what waits in its outbox
-(pending) and the last error.
+Each store's health, and `status()`'s rows of it (reachable, pending, the last error): sync/mirrorhealth.py.
 """
 
 from __future__ import annotations
@@ -34,11 +33,12 @@ from ..storage.redact import shown_url
 from ..stores import CorruptObject, ObjectMissing, StaleHead, Store, StoreError, open_store
 from ..stores.bounded import bounded
 from ..stores.cid import digest
-from ..stores.errors import LyingServer, RateLimited, ReadOnlyStore, StoreTimeout, failure_kind, server_wait
-from ..stores.registry import RegistryEntry, RegistryError
+from ..stores.errors import RateLimited, ReadOnlyStore, StoreTimeout
+from ..stores.registry import RegistryEntry
 from .mirrorapart import note_apart
 from .mirrorcheck import note_head, note_object
-from .mirrordrain import FAILURES, Drain, Health
+from .mirrordrain import FAILURES, Drain
+from .mirrorhealth import MirrorHealth, describe_error
 from .mirrorurls import SEPARATOR, mirror_urls
 from .outboxrows import HeadKey
 from .tasks import stop_tasks
@@ -72,10 +72,6 @@ def open_stores(
     return mirror
 
 
-def describe_error(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
 class MirrorFailed(StoreError):
     """A read no store of a mirror answered: `failures`, each store's own failure and its URL, in the order asked
     (sync/errors.store_details names each)."""
@@ -85,7 +81,7 @@ class MirrorFailed(StoreError):
         self.failures = failures
 
 
-class MirrorStore(Store):
+class MirrorStore(MirrorHealth):
     def __init__(
         self,
         stores: list[Store],
@@ -101,16 +97,12 @@ class MirrorStore(Store):
         format of its own (Kubo: an IPNS record)."""
         if len(stores) < 2:
             raise StoreError("a mirror is two stores or more")
-        self.stores = stores
+        super().__init__(stores, outbox, timeout=timeout, max_backoff=max_backoff)
         for s in stores:  # a store's Retry-After is waited for by the drain, not by a write the others took
             s.fail_rate_limits_at_once()
         self.url = SEPARATOR.join(s.url for s in stores)
-        self.outbox = outbox
-        self.timeout = timeout
-        self.max_backoff = max_backoff
         self.lag = lag  # how long the others wait for a store once one took a write (see _bounded)
         self.head_key = head_key
-        self.health = {s.url: Health() for s in stores}
         self._task: asyncio.Task | None = None
         self._drain = Drain(
             stores, outbox, self.health, timeout=timeout, head_key=head_key, ok=self._ok, failed=self._failed
@@ -144,76 +136,9 @@ class MirrorStore(Store):
         for s in self.stores:
             await s.close()
 
-    # ------------------------------------------------------------------ health
-    def _ok(self, st: Store) -> None:
-        h = self.health[st.url]
-        h.reachable, h.failures, h.retry_at, h.server_wait = True, 0, 0.0, None
-        if not h.pending:
-            h.last_error = None
-
-    def _failed(self, st: Store, exc: BaseException) -> None:
-        h = self.health[st.url]
-        h.reachable = False
-        h.failure = (  # an answer refused is a store that lies (or is damaged), not one that is down
-            "answering what does not verify"
-            if isinstance(exc, (LyingServer, CorruptObject, RegistryError))
-            else failure_kind(exc)
-        )
-        bare_timeout = isinstance(exc, TimeoutError) and not str(exc)  # (asyncio.wait_for's: no message)
-        h.last_error = (
-            f"{shown_url(st.url)}: no answer within {self.timeout:g} s" if bare_timeout else describe_error(exc)
-        )
-        h.failures += 1
-        backoff = min(self.max_backoff, 0.2 * 2 ** (h.failures - 1))
-        asked = server_wait(exc)  # a 429/503 with Retry-After: not asked again before then
-        # kept as the store's wait when it is the one that sets the next try (a `Retry-After: 0`, or a wait
-        # shorter than our backoff, asks for none past it: the next try is our backoff's, and said so)
-        h.server_wait = asked if asked is not None and asked >= backoff else None
-        h.retry_at = time.monotonic() + max(backoff, asked or 0.0)
-        log.warning("mirror store failed: %s", h.last_error, extra={"store": st.url})
-
-    def _usable(self, st: Store) -> bool:
-        """Not known to be down. A store that failed is tried again by the drain loop (after a backoff),
-        not by the reads and writes meanwhile, which would each wait for it to fail again."""
-        return self.health[st.url].reachable is not False
-
     def _direct(self, st: Store) -> bool:
         """Whether a write goes to `st` now (else to its outbox, behind what waits there)."""
         return self._drain.counted and not self.health[st.url].pending and self._usable(st)
-
-    def caught_up(self) -> list[Store]:
-        """The stores that should hold everything written so far: written to (not a gateway), answering,
-        nothing waiting in their outbox, and no write to them under way (another store may have taken it:
-        a read through the mirror finds what this one does not hold yet)."""
-        return [
-            s
-            for s in self.stores
-            if not (s.read_only or (h := self.health[s.url]).read_only or h.pending or h.writing) and self._usable(s)
-        ]
-
-    def _ordered(self) -> list[Store]:
-        """Reads try the stores that answer first."""
-        return sorted(self.stores, key=lambda s: not self._usable(s))
-
-    async def status(self) -> list[dict]:
-        counts = await self.outbox.counts()
-        out: list[dict] = []
-        for s in self.stores:
-            h = self.health[s.url]
-            h.pending = counts.get(s.url, 0)
-            row: dict[str, object] = {
-                "url": s.url,
-                "reachable": h.reachable,
-                "pending": h.pending,
-                "last_error": h.last_error,
-            }
-            if h.reachable is False:
-                row["failure"] = h.failure
-                row["retry_in"] = round(max(0.0, h.retry_at - time.monotonic()), 2)
-                if h.server_wait is not None:
-                    row["retry_after"] = True  # retry_in is the store's own Retry-After
-            out.append(row | s.write_stats() | s.service_status())
-        return out
 
     # ------------------------------------------------------------------ writes
     async def _queue_objects(self, st: Store, items: list[tuple[bytes, bytes]]) -> None:

@@ -17,7 +17,8 @@ from typing import Protocol
 from ..stores import Store
 from ..stores.bounded import bounded
 from ..stores.registry import RegistryEntry
-from .mirrordrain import FAILURES, Health
+from .mirrordrain import FAILURES
+from .mirrorhealth import Health
 
 
 class Mirrored(Protocol):

@@ -1,8 +1,8 @@
 """A mirror's drain (sync/mirror.py): the background task that sends what waits in each store's outbox
 once the store answers again, oldest first (objects before the heads that name them), and asks a store
 that is down, with nothing waiting for it, whether it is back. A failure backs the store off (the
-mirror's `failed`, given to the Drain); the loop never dies of one. Also each store's `Health`, which the
-mirror and its drain share."""
+mirror's `failed`, given to the Drain); the loop never dies of one. Each store's `Health`, which the mirror
+and its drain share, is sync/mirrorhealth.py's."""
 
 from __future__ import annotations
 
@@ -10,49 +10,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..storage.errors import crash_at
 from ..storage.outbox import HEAD, Outbox
 from ..stores import StaleHead, Store, StoreError
 from ..stores.bounded import bounded
 from ..stores.registry import RegistryEntry, RegistryError
+from .mirrorhealth import Health
 from .outboxrows import HeadKey, adopt_renamed, unsendable, with_key
 
 log = logging.getLogger("sessiond.sync")
 
 # what a store of a mirror fails with when it is down (or answers what does not verify)
 FAILURES = (StoreError, RegistryError, TimeoutError, OSError)
-
-
-@dataclass
-class Health:
-    reachable: bool | None = None  # None: not used yet
-    last_error: str | None = None
-    pending: int = 0  # rows in its outbox (at least: an estimate between counts, never below the truth)
-    writing: int = 0  # writes sent straight to it and not answered yet (MirrorStore._write_to)
-    added: int = 0  # writes queued since start (a drain that found the outbox empty checks none came meanwhile)
-    failures: int = 0
-    retry_at: float = 0.0  # monotonic: when a store that failed is tried again
-    server_wait: float | None = None  # what the store asked for (Retry-After, s) when it last failed
-    failure: str | None = None  # its last failure's kind, as a person reads it (stores.errors.failure_kind)
-    read_only: bool = False  # a gateway: read from, never written to (nothing is queued for it)
-    catch_ups: int = 0  # times it caught up (its outbox sent, or answering again): a follower waits for one
-    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no write is under way (`writing` 0)
-
-    def __post_init__(self) -> None:
-        if not self.writing:
-            self.idle.set()
-
-    def began(self) -> None:
-        """A write sent straight to the store (MirrorStore._write_to): under way until `ended`."""
-        self.writing += 1
-        self.idle.clear()
-
-    def ended(self) -> None:
-        self.writing -= 1
-        if not self.writing:
-            self.idle.set()
 
 
 class Drain:

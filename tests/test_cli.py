@@ -721,7 +721,7 @@ def test_ctrl_c_is_an_error_in_json_too(home, monkeypatch, capsys):
     """Ctrl-C ends a command with exit code 130 and, with --json, the JSON error a script reads."""
     import sys as _sys
 
-    from sessiond.cli.commands import messages
+    from sessiond.cli.commands import ask
     from sessiond.cli.main import main
 
     class Keyboard:  # standard input at which the user pressed Ctrl-C
@@ -750,7 +750,7 @@ def test_ctrl_c_is_an_error_in_json_too(home, monkeypatch, capsys):
             return {"key": key, "question": None, "answer": None}
 
     monkeypatch.setattr(_sys, "stdin", Keyboard())
-    monkeypatch.setattr(messages, "client", lambda args, **kw: Fake())
+    monkeypatch.setattr(ask, "client", lambda args, **kw: Fake())
     for argv in (["import"], ["ask", "s1", "hello"]):
         capsys.readouterr()
         assert main([*argv, "--home", home, "--json"]) == 130

@@ -2,7 +2,9 @@
 which adds its commands (argparse parsers whose `fn` runs the command).
 
 To add a command: write a module here with `register()` and list it in `COMMAND_MODULES` in
-cli/parser.py; its place in that list is its place in `sessiond --help`."""
+cli/parser.py; its place in that list is its place in `sessiond --help`. A module whose commands stand among
+another area's in that list is registered by that area's `register()`: ask.py by messages.py's, sharing.py
+by sync.py's."""
 
 from __future__ import annotations
 
