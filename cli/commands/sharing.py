@@ -246,7 +246,8 @@ def cmd_import(args) -> int:
         )
     c = client(args)
     try:
-        with Progress(c, {"import"}):
+        # (a code whose slot holds a rekey notice: its author's older manifests read, up to a thousand: `claims`)
+        with Progress(c, {"import", "claims"}, labels={"claims": "import: reading older manifests of"}):
             res = c.import_code(code, passphrase, store=store[0] if store else None)
     except ApiError as exc:
         if exc.code != "passphrase_required":
