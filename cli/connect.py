@@ -18,17 +18,23 @@ def client(args, *, timeout: float | None = None) -> Client:
     return Client(args.home, append_stream=False)
 
 
+# seconds the note of a provider not defined here waits for the daemon's status: the change is made by then, and a
+# daemon that does not answer (stuck) held the command for the client's default timeout (300 s) for a note
+NOTE_WAIT = 3.0
+
+
 def note_provider_not_here(args, c: Client) -> None:
     """`--provider NAME` given to `new`, `set`, `chat new` or `chat set`, taken: a name this device's config.toml
     does not define is kept all the same (the setting syncs, and another device may define it), but every
-    question asked here would be refused, so standard error says so, and where to add it."""
+    question asked here would be refused, so standard error says so, and where to add it. A status not had
+    within NOTE_WAIT seconds: nothing said."""
     import sys
 
     name = getattr(args, "provider", None)
     if not name:
         return
     try:
-        status = c.status()
+        status = Client(c.home, socket=c.socket, timeout=NOTE_WAIT).status()
     except ClientError:  # (the change is made: a note that cannot be had is no failure of it)
         return
     providers = status.get("providers")

@@ -20,10 +20,18 @@ from .output import for_home, safe
 
 class Progress:
     """`with Progress(client, {"push"}, sessions): ...` shows a bar per (task, session) the daemon
-    reports while the block runs; `sessions` None: every session."""
+    reports while the block runs; `sessions` None: every session. `labels`: a task's bar named so (else by
+    the task's name)."""
 
-    def __init__(self, client: Client, tasks: set[str], sessions: set[str] | None = None):
+    def __init__(
+        self,
+        client: Client,
+        tasks: set[str],
+        sessions: set[str] | None = None,
+        labels: dict[str, str] | None = None,
+    ):
         self.client, self.tasks, self.sessions = client, tasks, sessions
+        self.labels = labels or {}
         self.enabled = sys.stderr.isatty()
         self._bars: dict[tuple[str, str], Any] = {}
         self._open: set[tuple[str, str]] = set()
@@ -66,7 +74,9 @@ class Progress:
             key = (ev["task"], sid)
             bar = self._bars.get(key)
             if bar is None:
-                bar = self._bars[key] = self._view.add_task(f"{ev['task']} {sid}", total=ev["total"])
+                bar = self._bars[key] = self._view.add_task(
+                    f"{self.labels.get(ev['task'], ev['task'])} {sid}", total=ev["total"]
+                )
             self._view.update(bar, completed=ev["done"], total=ev["total"])
             if ev["done"] < ev["total"]:
                 self._open.add(key)

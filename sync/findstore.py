@@ -19,8 +19,9 @@ from .membersentry import expiry_hint
 from .mirrorurls import same_stores
 from .sharecode import ShareCode, network_of_url
 
-# where an import names a store to look in: the request's `store` (the CLI's --store-file, or --store)
-ANOTHER_STORE = " (the import's `store`; `--store-file` or `--store` of `sessiond import`)"
+# where an import names a store to look in: the API's request's field (`sessiond import` says its options instead,
+# --store and --store-file, rewriting this text: cli/commands/sharing.py API_STORE)
+ANOTHER_STORE = ", in the import's `store`"
 IMPORT_WITH_STORE = 'POST /v1/import {"code": CODE, "store": STORE_URL}'
 
 

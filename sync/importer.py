@@ -8,6 +8,7 @@ The checkpoint checks run off the event loop, through `run_check` (the Syncer's 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -120,7 +121,11 @@ class Importer:
         )
         my_pk = keys.head_pk(sid)
         if notice is not None:
-            raise await refused_code(code, store, members, notice, my_pk, existing is not None, self.ctx.timeout)
+            # (the author's older manifests may be walked whole, ~50 s on a slow store: `claims`, its bar)
+            walked = functools.partial(ctx.progress, "claims", sid)
+            raise await refused_code(
+                code, store, members, notice, my_pk, existing is not None, self.ctx.timeout, progress=walked
+            )
         mine = next((m for m in members if m["head_pk"] == my_pk), None)
         if mine is not None:
             await self._adopt_device(sid, mine["device_id"])

@@ -12,10 +12,11 @@ given a new head over them, not the whole log at every sync that finds the head 
 not answer (a timeout, unreachable, a 5xx) is not one that lost data: its push says what it met.
 
 A store of a mirror is asked once it holds everything written so far: a write to it under way (another session's
-push) is waited for, at most the sync's timeout, as it may lack what is being written while another store holds it.
-One still not caught up then (a write under way yet, writes waiting in its outbox, down) is unchecked, as a store
-that does not answer: no loss is found there this time, and doctor's warning of a head published again is kept
-until a sync asks every store.
+push) is waited for (`writes_ended`), at most the sync's timeout, as it may lack what is being written while another
+store holds it. The wait is before the session's push lock is taken (Pusher.repair), so a push or `rm` of the
+session meanwhile is not held by it. One not caught up when checked (under the lock: a write begun again since,
+writes waiting in its outbox, down) is unchecked, as a store that does not answer: no loss is found there this
+time, and doctor's warning of a head published again is kept until a sync asks every store.
 """
 
 from __future__ import annotations
@@ -64,12 +65,40 @@ class Lack:
         )
 
 
-async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
-    """What the store lacks of what this device pushed of `sid` (module doc), or None. Cheap: no object is read."""
-    if sid in ctx.repair:
-        return Lack()
+async def _checked(ctx: SyncContext, sid: str) -> dict | None:
+    """The sync state of `sid` if its store is to be asked (a head published, nothing pending, its key here)."""
     state = await ctx.db.sync_state(sid)
     if not state["head_rev"] or state["pending"] or ctx.keys.session_key(sid) is None:
+        return None
+    return state
+
+
+async def writes_ended(ctx: SyncContext, sid: str) -> None:
+    """Wait, at most the sync's timeout, for the writes under way to the stores of the mirror of `sid` that
+    store_lacks_log would ask (module doc). Called without the session's push lock: nothing is held meanwhile."""
+    if sid in ctx.repair or await _checked(ctx, sid) is None:
+        return
+    mirror = await ctx.store_for(sid)
+    if not isinstance(mirror, MirrorStore):
+        return
+    deadline = time.monotonic() + ctx.timeout
+    for st in _written(mirror):
+        idle = mirror.health[st.url].idle
+        if not idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(idle.wait(), max(0.01, deadline - time.monotonic()))
+
+
+def _written(mirror: MirrorStore) -> list:
+    return [s for s in mirror.stores if not (s.read_only or mirror.health[s.url].read_only)]
+
+
+async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
+    """What the store lacks of what this device pushed of `sid` (module doc), or None. Cheap: no object is read,
+    and nothing waited for (a mirror's store with a write under way is unchecked: writes_ended waits before)."""
+    if sid in ctx.repair:
+        return Lack()
+    if (state := await _checked(ctx, sid)) is None:
         return None
     store = await ctx.store_for(sid)
     published = state["head_rev"]
@@ -77,9 +106,8 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
     # a mirror: each of its stores written to (a read through the mirror finds the head and every object in
     # whichever store has them, so one store's loss would never show)
     mirror = store if isinstance(store, MirrorStore) else None
-    deadline = time.monotonic() + ctx.timeout
-    for st in [s for s in mirror.stores if not (s.read_only or mirror.health[s.url].read_only)] if mirror else [store]:
-        if mirror is not None and not await _caught_up(mirror, st, deadline):
+    for st in _written(mirror) if mirror else [store]:
+        if mirror is not None and st not in mirror.caught_up():
             answered = False  # (unchecked: module doc)
             continue
         lie = Lack(st.url, "forged or damaged", published)
@@ -110,16 +138,6 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
     if answered and ctx.head_mends.pop(sid, None) is not None:  # (the store holds the log whole: a head published
         await ctx.db.syncstate.head_mends.clear(sid)  # again, kept there)
     return None
-
-
-async def _caught_up(mirror: MirrorStore, st, deadline: float) -> bool:
-    """Whether `st` holds everything written to `mirror` so far, once the writes to it under way have ended (waited
-    for until `deadline`)."""
-    idle = mirror.health[st.url].idle
-    if not idle.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(idle.wait(), max(0.01, deadline - time.monotonic()))
-    return st in mirror.caught_up()
 
 
 async def _objects_held(ctx: SyncContext, store, tree: bytes | None, lie: Lack) -> Lack:

@@ -32,7 +32,7 @@ from .context import SyncContext
 from .errors import SyncError, crash_point, describe
 from .heads import encode_levels, head_data, levels_from_cbor, manifest_hash_of, published_before
 from .logloaders import log_loaders
-from .lostlog import store_lacks_log
+from .lostlog import store_lacks_log, writes_ended
 from .manifest import encode_manifest
 from .members import Members
 from .pages import Entry
@@ -457,6 +457,7 @@ class Pusher:
         publishes the head above the highest revision this device published. A store holding every object
         of the log is given a new head only (a forced push, made here: the sync waiting on it finds nothing
         behind). Returns whether it did (the caller queues the push)."""
+        await writes_ended(self.ctx, sid)  # (before the lock: a push or `rm` of it is not held by the wait)
         async with self.ctx.lock(sid):
             if not await self.ctx.db.last_seq(sid):
                 return False

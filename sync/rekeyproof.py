@@ -211,6 +211,7 @@ async def check_exclusion(
     timeout: float,
     behind: dict[bytes, int] | None = None,
     importing: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """For a notice with no box for this device (a rekey that leaves it out): the author it names, once
     checked as far as this device can without the new key; refuses (ImportError_) one whose author is no
@@ -220,7 +221,8 @@ async def check_exclusion(
     switched. Arguments as for check_notice. What this cannot tell apart: a writer that holds the write
     secret and claims its own notice has made a rekey (docs/SECURITY.md, "A writer and the rekey").
     `importing`: the check is an import's, of a code of the slot (what the import leaves here, said in its
-    refusal); such a device is not a member, and has no key or access of the session to keep."""
+    refusal); such a device is not a member, and has no key or access of the session to keep; `progress`: the walk
+    of the author's older manifests, as it goes (rekeywalk.claimed_before)."""
     author = notice.get("d")
     others = {m["device_id"] for m in members if m["head_pk"] != me and m["device_id"] is not None}
     if not isinstance(author, str) or author not in others:
@@ -245,6 +247,7 @@ async def check_exclusion(
         timeout,
         left_out=True,
         whole=importing is not None,
+        progress=progress,
     )
     if contradicting and importing is not None:
         raise ImportError_(
@@ -266,7 +269,14 @@ async def check_exclusion(
 
 
 async def refused_code(
-    code: ShareCode, store: Store, members: list[dict], notice: dict, my_pk: bytes, held: bool, timeout: float
+    code: ShareCode,
+    store: Store,
+    members: list[dict],
+    notice: dict,
+    my_pk: bytes,
+    held: bool,
+    timeout: float,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportError_:
     """Why a code whose members slot holds a rekey notice does not import: the session was rekeyed after
     the code was made (a new code of it, from a device that took the rekey, imports); or the notice is
@@ -275,13 +285,14 @@ async def refused_code(
     of the check is the import's error as the check words it (the notice is not known to be a rekey): a
     store that fails while the heads are read (kind store), another member's head claiming a rekey of the
     same slot (rekey_conflict, worded for a device importing: `held`, whether it has a copy of the
-    session), a member's head forged or its log damaged."""
+    session), a member's head forged or its log damaged. `progress`: the walk of the author's older manifests (up to
+    a thousand reads), as it goes."""
     sid = code.session_id
     try:
         await check_exclusion(
             store, sid, notice, old_announce=code.announce_pk, members=members, me=my_pk,
             keys=[code.session_key], known_revs={}, timeout=timeout,
-            importing="the copy here is kept as it was" if held else "nothing was imported",
+            importing="the copy here is kept as it was" if held else "nothing was imported", progress=progress,
         )  # fmt: skip
     except ImportError_ as exc:
         if exc.kind != "rekey_unconfirmed":  # a store failing, a conflict, a forged or damaged head: itself
@@ -326,6 +337,7 @@ async def _sightings(
     *,
     left_out: bool = False,
     whole: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[bool, list[str], list[str]]:
     """What the old generation's members' heads say of a notice naming `author`: whether the author's
     manifest claims it, the members whose manifest opens under none of `keys` (gone on under another key),
@@ -366,7 +378,9 @@ async def _sightings(
         # the author's older manifests, down its head's prev links, while its gc has not freed them
         by = next(m for m in members if m["device_id"] == author)
         claim = {"o": old_announce, "a": notice.get("a"), "h": h}
-        before = await claimed_before(store, sid, by["head_pk"], author, keys, claim, timeout, bounded=not whole)
+        before = await claimed_before(
+            store, sid, by["head_pk"], author, keys, claim, timeout, bounded=not whole, progress=progress
+        )
         if before is None:  # (the walk cut short: rekeywalk.py)
             raise ImportError_(
                 "rekey_unconfirmed",

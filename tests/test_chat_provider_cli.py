@@ -4,7 +4,9 @@ one for a session. They take it now, as the session's commands do, with --json."
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 from conftest import cli_json, run_cli
 
@@ -114,3 +116,29 @@ def test_a_provider_this_device_does_not_configure_is_taken_and_said_so(make_dae
         assert res.returncode == 0 and json.loads(res.stdout) and "no provider 'other'" in res.stderr, (argv, res)
     res = run_cli(h, "set", sid, "--provider", names[0])
     assert res.returncode == 0 and not res.stderr, res
+
+
+def test_the_note_of_a_provider_not_here_does_not_wait_long_for_a_status(make_daemon, tmp_path):
+    """After `new`/`set`/`chat new`/`chat set --provider NAME` made the change, the note of a provider this device
+    does not define asked the daemon's status with the client's default timeout (300 s): a daemon whose status
+    does not answer held the command that long for a note. It waits a few seconds now, then says nothing."""
+    flag = str(tmp_path / "status.held")
+    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"status:{flag}"}).start()
+    sid = d.client().create_session(name="held")["id"]
+    for args in (["new", "--provider", "gone"], ["set", sid, "--provider", "gone"]):
+        started = time.monotonic()
+        # main: subprocess.TimeoutExpired (the note's status call waited 300 s)
+        res = run_cli(d.home, *args, "--json", timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert time.monotonic() - started < 20
+        assert "no provider" not in res.stderr  # (no note: the status did not answer in time)
+        assert json.loads(res.stdout)["id"]
+    for args in (
+        ["chat", "new", sid, "--id", "two", "--provider", "gone"],
+        ["chat", "set", sid, "two", "--provider", "x"],
+    ):
+        res = run_cli(d.home, *args, "--json", timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)
+    assert os.path.exists(flag)  # (the status calls were held there)
+    os.remove(flag)

@@ -2,8 +2,8 @@
 was refused "give it with --passphrase-file", and a code whose session neither this device's store nor the
 code's hints hold, "import again with --store URL". An app on the socket API gives `passphrase` and `store` in
 the request: each refusal names the field and carries the request in API terms (`details.api`), as the API's
-other refusals do (the passphrase's names the field alone, and `sessiond import` says its option instead; the
-store's names the CLI's options beside it). Nothing is imported."""
+other refusals do; each names the field alone, and `sessiond import` says its options instead. Nothing is
+imported."""
 
 from __future__ import annotations
 
@@ -16,16 +16,25 @@ from conftest import run_cli
 from sessiond.client import ApiError
 
 
-def _refused_naming(c, code: str, kind: str, field: str, option: str, api: str) -> None:
-    """The import of `code` refused as `kind`, naming the request's `field` and the CLI's `option`, with the
-    request in API terms; nothing imported."""
+def _each_surface_names_its_own(d, code: str, kind: str, field: str, option: str, api: str) -> str:
+    """The import of `code` refused as `kind`: through the API naming the request's `field` and not the CLI's
+    `option` (with the request in API terms, `details.api`); through `sessiond import` (and its --json) naming
+    `option` and not `field`, its code and details kept. Nothing imported. The CLI's message."""
+    c = d.client()
     with pytest.raises(ApiError) as exc:
         c.import_code(code)
     err = exc.value
     assert err.code == kind, err
-    assert f"`{field}`" in err.message and option in err.message, err.message
+    assert f"`{field}`" in err.message and f"--{field}" not in err.message, err.message
     assert err.details["api"] == [api], err.details
+    res = run_cli(d.home, "import", input=code)
+    assert res.returncode == 1 and option in res.stderr and f"`{field}`" not in res.stderr, res.stderr
+    res = run_cli(d.home, "import", "--json", input=code)
+    out = json.loads(res.stdout)["error"]
+    assert out["code"] == kind and option in out["message"] and f"`{field}`" not in out["message"], out
+    assert out["details"]["api"] == [api], out  # (its details kept)
     assert c.list_sessions()["sessions"] == []
+    return out["message"]
 
 
 def test_a_code_with_a_passphrase_given_none_names_the_field(daemon):
@@ -36,20 +45,8 @@ def test_a_code_with_a_passphrase_given_none_names_the_field(daemon):
     sid = c.create_session(name="locked")["id"]
     code = c.share(sid, passphrase="correct horse")["code"]
     c.delete_session(sid, force=True)
-    with pytest.raises(ApiError) as exc:
-        c.import_code(code)
-    err = exc.value
-    assert err.code == "passphrase_required", err
-    assert "`passphrase`" in err.message and "--passphrase" not in err.message, err.message
-    assert err.details["api"] == ['POST /v1/import {"code": CODE, "passphrase": PASSPHRASE}'], err.details
-
-    res = run_cli(daemon.home, "import", input=code)
-    assert res.returncode == 1 and "--passphrase-file" in res.stderr and "`passphrase`" not in res.stderr, res.stderr
-    res = run_cli(daemon.home, "import", "--json", input=code)
-    out = json.loads(res.stdout)["error"]
-    assert out["code"] == "passphrase_required" and "--passphrase-file" in out["message"], out
-    assert "`passphrase`" not in out["message"], out
-    assert c.list_sessions()["sessions"] == []
+    api = 'POST /v1/import {"code": CODE, "passphrase": PASSPHRASE}'
+    _each_surface_names_its_own(daemon, code, "passphrase_required", "passphrase", "--passphrase-file", api)
     assert c.import_code(code, "correct horse")["session"] == sid  # the way on, followed
 
 
@@ -62,6 +59,10 @@ def test_a_session_no_store_known_holds_names_the_field(make_daemon, tmp_path):
     code = a.client().share(sid)["code"]
     a.stop()
     os.rename(shared, tmp_path / "moved")  # the code's hint, a folder, is not there any more
+    # main: "(the import's `store`; `--store-file` or `--store` of `sessiond import`)" to both: an app read of CLI
+    # options, a user of the CLI of the API's field
+    api = 'POST /v1/import {"code": CODE, "store": STORE_URL}'
+    said = _each_surface_names_its_own(b, code, "store_needed", "store", "--store URL", api)
+    assert "--store-file FILE" in said and f"session {sid} is shared through" in said, said  # (the rest kept)
     c = b.client()
-    _refused_naming(c, code, "store_needed", "store", "--store", 'POST /v1/import {"code": CODE, "store": STORE_URL}')
     assert c.import_code(code, store=f"file://{tmp_path / 'moved'}")["session"] == sid  # the way on, followed

@@ -6,7 +6,8 @@ to it and not answered yet (another session's push) is not: it was skipped, and 
 log whole. Nothing was pushed again to the second store, and doctor's warning of a head a repair published again
 (`head_mends`) was cleared without that store looked at. Now the check waits for the write to end (at most the
 sync's timeout) and then asks the store; a store still not caught up is unchecked, as one that does not answer: no
-loss found, and the warning kept for the next sync."""
+loss found, and the warning kept for the next sync. The wait is before the session's push lock (Pusher.repair): it
+held a push or `rm` of the session up to the sync's timeout."""
 
 from __future__ import annotations
 
@@ -52,19 +53,59 @@ async def _mirrored(tmp_path, timeout: float):
     return db, a, mirror, sid, second, first, ended, writing
 
 
+class _Watched(asyncio.Event):
+    """A store's `Health.idle` that tells when the check begins to wait on it (`waited`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self):  # type: ignore[override]
+        self.waited.set()
+        return await super().wait()
+
+
+def _watch(mirror, second) -> _Watched:
+    health = mirror.health[second.url]
+    assert not health.idle.is_set()
+    health.idle = watched = _Watched()  # (cleared, as the write is under way)
+    return watched
+
+
 async def test_a_store_with_a_write_under_way_is_checked_once_the_write_ends(tmp_path):
     db, a, mirror, sid, second, first, ended, writing = await _mirrored(tmp_path, timeout=10)
-    real_first_missing = first.first_missing
-
-    async def first_checked(*args, **kw):  # (the write ends while the check is at the first store)
-        ended.set()
-        return await real_first_missing(*args, **kw)
-
-    first.first_missing = first_checked  # type: ignore[method-assign]
+    watched = _watch(mirror, second)
     try:
-        lack = await store_lacks_log(a.ctx, sid)
-        # main: None (the second store skipped as not caught up): the log lost there never pushed again
-        assert lack is not None and lack.how is None, lack
+        repair = asyncio.ensure_future(a.pusher.repair(sid))
+        await asyncio.wait_for(watched.waited.wait(), 10)
+        ended.set()  # (the write ends while the repair waits for it)
+        # before: False (the second store skipped as not caught up): the log lost there never pushed again
+        assert await asyncio.wait_for(repair, 10)
+        await asyncio.wait_for(writing, 10)
+        await a.pusher.push(sid)  # (what the sync queues after the repair)
+        assert await second.get_head(a.ctx.keys.head_pk(sid)) is not None  # (pushed there again)
+    finally:
+        ended.set()
+        await a.stop()
+        await db.close()
+
+
+async def test_the_sessions_push_is_not_held_while_the_check_waits_for_a_write(tmp_path):
+    """The wait is before the session's push lock is taken: a push (or `rm`, which takes the same lock) of the
+    session meanwhile answers at once, not once the write ends or the sync's timeout has passed."""
+    db, a, mirror, sid, second, first, ended, writing = await _mirrored(tmp_path, timeout=10)
+    watched = _watch(mirror, second)
+    try:
+        repair = asyncio.ensure_future(a.pusher.repair(sid))
+        await asyncio.wait_for(watched.waited.wait(), 10)
+        # main: the check waited holding the lock: the push waited for the write to end (up to 10 s)
+        await asyncio.wait_for(a.pusher.push(sid), 2)
+        async with asyncio.timeout(2):
+            async with a.ctx.lock(sid):  # (what `rm` takes: daemon/operations.py delete)
+                pass
+        assert not repair.done()  # (still waiting for the write)
+        ended.set()
+        assert await asyncio.wait_for(repair, 10)  # (then checked under the lock: the log lost there found)
         await asyncio.wait_for(writing, 10)
     finally:
         ended.set()

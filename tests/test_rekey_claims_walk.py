@@ -10,7 +10,9 @@ manifest after it full) and no later manifest claims another notice of that slot
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 
 import pytest
@@ -27,6 +29,7 @@ from sessiond.sync.manifest import CLAIMS_KEPT
 from sessiond.sync.members import announce_key
 from sessiond.sync.membersobject import SALT_LEN, members_object, seal_small
 from sessiond.sync.rekeyproof import notice_hash
+from test_progress import BAR, under_terminal
 
 
 async def _claims_pushed(devices, sid: str, claims: list[dict]) -> None:
@@ -235,3 +238,53 @@ async def test_doctor_tells_a_walk_under_way_from_a_notice_no_device_takes(devic
     assert b.ctx.keys.session_key(sid) == new_key
     assert not rekeywalk.under_way(sid)
     assert "fork" in pull_fix("rekey_unconfirmed", sid)
+
+
+async def test_an_imports_walk_reports_its_progress(devices, monkeypatch):
+    """An import's walk reads up to CLAIMS_WALK manifests (~50 s on a store answering in 50 ms) with nothing said:
+    `sessiond import` sat silent. It reports each manifest read and its end (the daemon's `claims` progress event,
+    which the CLI's import draws as a bar)."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    a, _b, sid, notice, _key, _claims = await _aged_out(devices, "walk shown", CLAIMS_KEPT + 4)
+    old_announce = bytes(announce_key(a.ctx.keys.write_secret(sid)).verify_key)
+    claim = {"a": notice["a"], "h": notice_hash(notice), "o": old_announce}
+    store, pk, keys = await a.ctx.store_for(sid), a.ctx.keys.head_pk(sid), a.ctx.keys.session_keys(sid)
+    seen: list[tuple[int, int]] = []
+    args = (store, sid, pk, a.ctx.db.device_id, keys, claim, 10.0)
+    assert await rekeywalk.claimed_before(*args, bounded=False, progress=lambda d, t: seen.append((d, t))) is True
+    done = [d for d, _t in seen]
+    # main: no progress at all
+    assert len(done) >= 5 and done == sorted(done), seen
+    assert {t for _d, t in seen} == {rekeywalk.CLAIMS_WALK} and done[-1] == rekeywalk.CLAIMS_WALK, seen
+
+
+async def test_an_import_refused_by_a_notice_publishes_the_walks_progress(devices, monkeypatch):
+    """The import's check of a notice (rekeyproof.refused_code) publishes the walk as `claims` progress events of the
+    session, ending complete."""
+    a, b, sid, notice, _key, _claims = await _aged_out(devices, "walk published", CLAIMS_KEPT + 4)
+    code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+    await a.stop()  # (A's polls meanwhile would take its notice up again: its claim back in its current manifest)
+    await _slot_served_with(devices, sid, notice)
+    events: list[dict] = []
+    monkeypatch.setattr(b.ctx, "on_event", events.append)
+    with pytest.raises(ImportError_):
+        await b.import_code(code, None)
+    walked = [(e["done"], e["total"]) for e in events if e["type"] == "progress" and e["task"] == "claims"]
+    # main: none
+    assert walked and walked[-1] == (rekeywalk.CLAIMS_WALK, rekeywalk.CLAIMS_WALK), events
+    assert {e["session"] for e in events if e["type"] == "progress" and e["task"] == "claims"} == {sid}
+
+
+async def test_the_clis_import_draws_the_walk_and_json_stays_clean(devices, make_daemon):
+    """`sessiond import` of a code whose slot holds such a notice: the walk drawn as a bar on a terminal (standard
+    error), standard output with --json the answer alone."""
+    a, _b, sid, notice, _key, _claims = await _aged_out(devices, "walk drawn", CLAIMS_KEPT + 4)
+    code = (await a.share(sid, write=False, passphrase=None, expires_in=None))["code"]
+    await a.stop()  # (A's polls meanwhile would take its notice up again: its claim back in its current manifest)
+    await _slot_served_with(devices, sid, notice)
+    other = make_daemon(devices.store_path).start()
+    status, out, err = await asyncio.to_thread(under_terminal, other.home, "import", "--json", stdin=code.encode())
+    assert status != 0, (out, err)  # (refused: the notice is one no device takes, or the code revoked)
+    assert json.loads(out)["error"]["code"], out  # standard output: the JSON alone
+    # main: no bar at all, the walk silent
+    assert BAR in err and f"import: reading older manifests of {sid}" in err, err

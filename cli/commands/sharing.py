@@ -202,6 +202,11 @@ def _code_at_prompt() -> str:
         sys.stderr.write("\n")
 
 
+# the store an import names, as the daemon's refusals say it (sync/findstore.py ANOTHER_STORE) and as the CLI does
+API_STORE = ", in the import's `store`"
+CLI_STORE = " with --store URL (or --store-file FILE: a URL holding an invite or password)"
+
+
 def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
@@ -246,9 +251,15 @@ def cmd_import(args) -> int:
         )
     c = client(args)
     try:
-        with Progress(c, {"import"}):
+        # (a code whose slot holds a rekey notice: its author's older manifests read, up to a thousand: `claims`)
+        with Progress(c, {"import", "claims"}, labels={"claims": "import: reading older manifests of"}):
             res = c.import_code(code, passphrase, store=store[0] if store else None)
     except ApiError as exc:
+        if exc.code in ("store_needed", "store") and API_STORE in exc.message:
+            # the daemon names its request's field (sync/findstore.py ANOTHER_STORE); a user of the CLI gives the
+            # options (the refusal's code and details kept, for --json)
+            said = exc.message.replace(API_STORE, CLI_STORE)
+            raise ApiError(exc.status, exc.code, said, exc.details) from None
         if exc.code != "passphrase_required":
             raise
         # the daemon names its request's field (sync/sharecode.py); a user of the CLI gives the option (the
