@@ -209,6 +209,17 @@ class Importer:
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
                 f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
             )
+        if rejoin and not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops):
+            # its creator's log not readable under the code's key yet (away through the rekey, or killed in the
+            # middle of its own: its log pushed under the new key at its restart): whether the code's session is the
+            # one held here cannot be told yet (was: refused as "a different session", its user told to delete it)
+            raise ImportError_(
+                "busy",
+                f"the code's logs of session {sid} do not hold its creation yet: the device that created it has not"
+                f" pushed its log under the code's key (it is away, or was stopped in the middle of a rekey); nothing"
+                f" here changed. `sessiond sync --wait {sid}` takes the rekey if it kept this device; else import the"
+                f" code again once that device has synced",
+            )
         # A session here with no key yet (made here moments ago, its first push not begun, or imported from a
         # file): the code's must be the same one (its very creation), else two conversations would merge under
         # one id; so too for a session under another key (a rejoin).
