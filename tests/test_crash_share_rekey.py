@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 
 import pytest
 
 from conftest import popen_cli, wait_for, write_config
-from killing import converge, shared_writers
+from killing import converge, session_key, shared_writers
 from sessiond.client import ApiError
 
 
@@ -68,4 +69,58 @@ def test_a_code_made_while_the_rekeying_creator_is_down_imports_on_a_writer_unde
     converge([a, b, c], sid, acked, timeout=60)
     d = make_daemon(url).start()
     d.client().import_code(b.client().share(sid, write=True)["code"])
+    converge([a, b, c, d], sid, acked, timeout=60)
+
+
+def test_an_import_of_a_code_that_a_pull_meanwhile_went_past_leaves_the_newer_key(make_daemon, store_dir, tmp_path):
+    """C imports a code of A's first rekey's key (C still on the key before it), held once the code's logs are read;
+    meanwhile A rekeys again and C's pull takes both rekeys. The import then went over to the code's key, older than
+    the one the pull took, and its members slot: C's pulls failed for good ("the members list cannot be read: chunk 0
+    fails authentication"), found by tests/test_crash_share_rekey_loop.py. Now the import, finding the key switched
+    since it looked, takes nothing and says to import again (busy); C stays on the newer key, and a kill -9 after it
+    changes nothing: after the restart everything converges and a code made then imports."""
+    url = f"file://{store_dir}"
+    a, b, sid = shared_writers(make_daemon, url, "pulled past")
+    c = make_daemon(url)
+    write_config(c.home, poll_interval=3600, sync_interval=3600)  # C pulls only when asked
+    c.start()
+    c.client().import_code(b.client().share(sid, write=True)["code"])
+    acked = ["first"]
+    flag = str(tmp_path / "fetched")
+    c.env["SESSIOND_TEST_PAUSE"] = f"import.fetched:{flag}"
+    c.restart()
+
+    a.client().rekey(sid)
+    assert b.client().sync(sid, wait=True, timeout=30)  # B takes it
+    code = b.client().share(sid, write=True)["code"]  # of the first rekey's key
+    answer: list = []
+
+    def importing() -> None:
+        try:
+            answer.append(c.client().import_code(code))
+        except ApiError as exc:
+            answer.append(exc)
+
+    t = threading.Thread(target=importing, daemon=True)
+    t.start()
+    _arrived(flag)  # the code's logs read, nothing applied
+    a.client().rekey(sid)
+    new_key = session_key(a, sid)
+    wait_for(
+        lambda: c.client().sync(sid, wait=True, timeout=10) and session_key(c, sid) == new_key,
+        timeout=30,
+        what="C's pull takes both rekeys",
+    )
+    os.unlink(flag)
+    t.join(30)
+    assert session_key(c, sid) == new_key, answer  # (was: the code's key, older)
+    assert answer and isinstance(answer[0], ApiError) and answer[0].code == "busy", answer
+    c.client().append(sid, "user", "c after")
+    acked.append("c after")
+    c.kill()
+    c.env.pop("SESSIOND_TEST_PAUSE")
+    c.start()
+    converge([a, b, c], sid, acked, timeout=60)
+    d = make_daemon(url).start()
+    d.client().import_code(c.client().share(sid, write=True)["code"])
     converge([a, b, c, d], sid, acked, timeout=60)
