@@ -9,14 +9,17 @@ C's sync takes the rekey, and the code imports. After A's restart: every acknowl
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 
 import pytest
 
-from conftest import popen_cli, wait_for, write_config
+from conftest import cli_json, popen_cli, wait_for, write_config
 from killing import converge, session_key, shared_writers
 from sessiond.client import ApiError
+from sessiond.sync.members import announce_key
+from test_rekey_drop_since import _contents
 
 
 def _arrived(flag: str) -> None:
@@ -123,4 +126,39 @@ def test_an_import_of_a_code_that_a_pull_meanwhile_went_past_leaves_the_newer_ke
     converge([a, b, c], sid, acked, timeout=60)
     d = make_daemon(url).start()
     d.client().import_code(c.client().share(sid, write=True)["code"])
+    converge([a, b, c, d], sid, acked, timeout=60)
+
+
+def test_a_rekey_over_a_slot_served_older_killed_as_it_writes_the_slot_again_keeps_the_writers_let_in_since(
+    make_daemon, store_dir, tmp_path
+):
+    """A rekey on A over a members slot the store serves older than A read it (C let in since, by B) writes the slot
+    again before its notice (sync/rekey.py): killed there, the members object put and the slot not written
+    (`members.put`), A started again rekeys: C is kept, every acknowledged message on every device, a code made
+    after the restart imports."""
+    url = f"file://{store_dir}"
+    a, b, sid = shared_writers(make_daemon, url, "stale slot killed")
+    assert a.client().sync(sid, wait=True, timeout=30)["complete"]
+    with open(os.path.join(a.home, "keys", "sessions", f"{sid}.write"), "rb") as f:
+        slot = os.path.join(store_dir, "heads", (b"\xed" + bytes(announce_key(f.read()).verify_key)).hex())
+    old = str(tmp_path / "slot.old")
+    shutil.copyfile(slot, old)
+    c = make_daemon(url).start()
+    c.client().import_code(b.client().share(sid, write=True)["code"])  # B lets C in
+    c.client().append(sid, "user", "from c")
+    assert c.client().sync(sid, wait=True, timeout=30)["complete"]
+    acked = ["first", "from c"]
+    wait_for(lambda: a.client().sync(sid, wait=True, timeout=10) and "from c" in _contents(a, sid), timeout=30)
+    c_id = cli_json(c.home, "status")["device_id"]
+    os.replace(old, slot)  # the store serves the slot from before C came
+
+    killed_at(a, sid, "members.put", str(tmp_path / "put"))  # (A's rekey, or a pull of its restart, writing it again)
+    a.start()
+    res = a.client().rekey(sid)
+    assert c_id in res["kept"] and not res["dropped"], res
+    a.client().append(sid, "user", "a after")
+    acked.append("a after")
+    converge([a, b, c], sid, acked, timeout=60)
+    d = make_daemon(url).start()
+    d.client().import_code(a.client().share(sid, write=True)["code"])
     converge([a, b, c, d], sid, acked, timeout=60)
