@@ -46,6 +46,11 @@ def _slow_check() -> float:
     return float(os.environ.get("SESSIOND_FAULT_SLOW_PROOF_CHECK") or 0)
 
 
+def _announce_of(remote: dict | None) -> bytes | None:
+    """A session row's members slot's announce key (none: no row)."""
+    return bytes(remote["announce_pk"]) if remote is not None else None
+
+
 class Importer:
     """Imports sessions from share codes."""
 
@@ -214,6 +219,17 @@ class Importer:
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
                 f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
             )
+        if rejoin and not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops):
+            # its creator's log not readable under the code's key yet (away through the rekey, or killed in the
+            # middle of its own: its log pushed under the new key at its restart): whether the code's session is the
+            # one held here cannot be told yet (was: refused as "a different session", its user told to delete it)
+            raise ImportError_(
+                "busy",
+                f"the code's logs of session {sid} do not hold its creation yet: the device that created it has not"
+                f" pushed its log under the code's key (it is away, or was stopped in the middle of a rekey); nothing"
+                f" here changed. `sessiond sync --wait {sid}` takes the rekey if it kept this device; else import the"
+                f" code again once that device has synced",
+            )
         # A session here with no key yet (made here moments ago, its first push not begun, or imported from a
         # file): the code's must be the same one (its very creation), else two conversations would merge under
         # one id; so too for a session under another key (a rejoin).
@@ -311,6 +327,19 @@ class Importer:
                 access = "write" if code.write_secret else "read"
             elif existing["access"] == "read" and code.write_secret:
                 access = "write"
+            # nothing awaited from this look to the switch and the write's start below: a pull that took a rekey
+            # since the import looked (was: a rejoin went back over to the code's key, older than the one taken, and
+            # its slot: every pull after it failed, the members list under a wrong key) is seen here, and one taking
+            # one after it goes on from the code's key (not under the rekey lock: a pull's check of a notice holds
+            # that up to the store's timeout, which an import does not wait for)
+            held = existing is not None and key_here is not None  # (a key made above, for a session held without)
+            now = await self._announce(sid) if held else None
+            if held and (keys.session_key(sid), now) != (key_here, _announce_of(remote)):
+                raise ImportError_(
+                    "busy",
+                    f"session {sid} went over to a new key here while the code was imported (a rekey taken): nothing"
+                    f" of the code was taken; import it again",
+                )
             switch = None
             if rejoin:  # the code's keys first (the old kept for the history), then the database, in one step
                 keys.rotate(sid, code.session_key, code.write_secret)
@@ -406,6 +435,10 @@ class Importer:
             and here[0].created_at != kept  # made at another time than its creation says: copied
             and create.device_id != db.device_id
         )
+
+    async def _announce(self, sid: str) -> bytes | None:
+        """The announce key of the members slot `sid` is on here (none: not shared, nor imported)."""
+        return _announce_of(await self.ctx.db.remote(sid))
 
     async def _exists(self, sid: str) -> bool:
         try:

@@ -143,6 +143,25 @@ def rekeying(sid: str, rekeyed: list[int], most: int = REKEYS) -> Callable[[Clie
     return rekey
 
 
+def progressing(
+    acked: list, errors: list, each: int = 1, then: Callable[[int, random.Random], None] | None = None
+) -> Callable[[int, random.Random], None]:
+    """A `between` for killed_while: before each kill, wait (60 s at most) until `each` more of `acked` were
+    acknowledged since the last kill (or a worker ended on an error, noted in `errors`), then `then(k, rnd)` if
+    given. The kills come as the work goes on, however slow the machine (a restart there outlasts the 0.05-0.4 s
+    between kills, which then cut starts, not the work), so a test may ask for `each` acknowledged a kill: a floor
+    a slow machine reaches, later, while work that stops for good fails here (`the work going on`)."""
+    since = [len(acked)]
+
+    def between(k: int, rnd: random.Random) -> None:
+        wait_for(lambda: errors or len(acked) >= since[0] + each, timeout=60, what="the work going on")
+        since[0] = len(acked)
+        if then is not None:
+            then(k, rnd)
+
+    return between
+
+
 def waiting_for(done: Callable[[], bool], what: str, at: int) -> Callable[[int, random.Random], None]:
     """A `between` for killed_while: before kill `at`, wait (30 s at most) until `done()`, so that the kills
     after it come once the work it names was answered at least once, however slow the machine."""

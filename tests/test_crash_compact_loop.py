@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from killing import agreeing, calls, converge, each_writing, killed_while, shared_writers
+from killing import agreeing, calls, converge, each_writing, killed_while, progressing, shared_writers
 from sessiond.client import Client
 
 KILLS = int(os.environ.get("CRASH_KILLS", 8))
@@ -57,9 +57,10 @@ def test_compactions_of_a_shared_session_killed_at_random_moments_converge(make_
         ],
         [a, b],
         KILLS,
+        between=progressing(acked, errors),
     )
     assert not errors, errors
-    assert len(acked) > 40
+    assert len(acked) >= len(PRE) + KILLS  # one acknowledged a kill at least (however slow the machine)
 
     converge([a, b], sid, acked)
     agreeing([a, b], sid, _context, "the same active context on both")

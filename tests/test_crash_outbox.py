@@ -10,7 +10,7 @@ import contextlib
 import pytest
 
 from conftest import cli_json, run_cli, wait_for
-from killing import calls, killed_while
+from killing import calls, killed_while, progressing
 from sessiond.client import Client
 from sessiond.stores.s5 import S5Store
 from test_mirror import Relay, head_revision, stores_of
@@ -37,7 +37,8 @@ def _append_while_killed(d, sid: str, kills: int) -> list[str]:
         c.append(sid, "user", f"m{i}")
         acked.append(f"m{i}")
 
-    killed_while([lambda stop: calls(d.home, append, stop, errors)], [d], kills, lo=0.1)
+    work = [lambda stop: calls(d.home, append, stop, errors)]
+    killed_while(work, [d], kills, lo=0.1, between=progressing(acked, errors))
     assert not errors, errors
     return acked
 
@@ -58,7 +59,7 @@ def test_writes_waiting_for_a_store_that_is_down_survive_kill_9_and_reach_it_onc
 
     relay.stop()  # down: what a pushes waits in the relay's outbox
     acked = ["before"] + _append_while_killed(a, sid, kills=4)
-    assert len(acked) > 5
+    assert len(acked) >= 1 + 4  # one acknowledged a kill at least (however slow the machine)
     assert a.client().sync(sid, wait=True, timeout=30)["complete"]  # (the folder took it: the push is done)
     wait_for(lambda: stores_of(a)[relay.url]["pending"] > 0, what="the relay's outbox holds the writes")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from killing import RelayProc, appender, converge, killed_while, shared_writers
+from killing import RelayProc, appender, converge, killed_while, progressing, shared_writers
 
 KILLS = int(os.environ.get("CRASH_KILLS", 8))
 
@@ -20,9 +20,9 @@ def test_a_shared_session_on_a_relay_killed_at_random_moments_converges_whole(ma
         errors: list[BaseException] = []
 
         workers = [appender(a, sid, "a", acked, errors), appender(b, sid, "b", acked, errors)]
-        killed_while(workers, [a, b, relay], KILLS, lo=0.1, hi=0.6)
+        killed_while(workers, [a, b, relay], KILLS, lo=0.1, hi=0.6, between=progressing(acked, errors))
         assert not errors, errors
-        assert len(acked) > 10
+        assert len(acked) >= 1 + KILLS  # one acknowledged a kill at least (however slow the machine)
         converge([a, b], sid, acked, timeout=60)
     finally:
         relay.stop()

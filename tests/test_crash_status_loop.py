@@ -10,7 +10,7 @@ import threading
 import time
 
 from conftest import wait_for
-from killing import agreeing, calls, converge, each_writing, killed_while, shared_writers
+from killing import agreeing, calls, converge, each_writing, killed_while, progressing, shared_writers
 from sessiond.client import ApiError, Client
 
 KILLS = int(os.environ.get("CRASH_KILLS", 8))
@@ -66,7 +66,11 @@ def test_pauses_resumes_and_an_end_killed_at_random_moments_converge(make_daemon
             elif c.get_session(sid)["status"] == "paused":
                 c.resume(sid)  # a pause the kill cut between it and its resume
 
+    progress = progressing(acked, errors)
+
     def before(k: int, rnd) -> None:
+        if k < KILLS - 2:  # (after the end nothing is acknowledged any more)
+            progress(k, rnd)
         if k == KILLS - 2:
             end_now.set()
 
@@ -85,7 +89,8 @@ def test_pauses_resumes_and_an_end_killed_at_random_moments_converge(make_daemon
             a.client().end(sid)
         except ApiError as exc:
             assert refused(exc) and a.client().get_session(sid)["status"] == "ended", exc
-    assert counts["paused"] and len(acked) > 10, (counts, len(acked))
+    # one acknowledged a kill at least before the end (however slow the machine)
+    assert counts["paused"] and len(acked) >= 1 + KILLS - 2, (counts, len(acked))
 
     log = converge([a, b], sid, acked)
     for d in (a, b):
