@@ -86,9 +86,10 @@ def test_no_usable_hint_asks_for_store_and_old_codes_still_import(world):
     res = run_cli(b.home, "import", input=bare)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "--store" in res.stderr and "relay" in res.stderr
-    with pytest.raises(Exception) as e:  # the socket API: a 4xx saying the same
+    with pytest.raises(Exception) as e:  # the socket API: a 4xx saying the same, naming its own field
         b.client().import_code(bare)
-    assert getattr(e.value, "status", None) == 422 and "--store" in str(e.value)
+    said = str(e.value)
+    assert getattr(e.value, "status", None) == 422 and "the import's `store`" in said and "--store" not in said, said
     assert cli_json(b.home, "import", "--store", relay.url, input=bare)["session"] == sid
 
     sid, share = shared(a, "the old way")
