@@ -39,7 +39,7 @@ BLOCKING_APP = """
                 assert_type(stream, CompletionStream)
                 for text in stream:
                     assert_type(text, str)
-                assert_type(stream.message, dict[Any, Any] | None)
+                assert_type(stream.message, Message | None)
             with c.events() as events:
                 for ev in events:
                     assert_type(ev, dict[Any, Any])
