@@ -1,13 +1,14 @@
 """Every refusal is answered with one JSON shape, {"error": {"code", "message"[, "details"]}}, and a
 status: 400 malformed JSON (bad_json; a key given twice in one object too), a body its Content-Encoding
 does not decode (bad_body), search query (bad_query) or query parameter (bad_parameter: one the route
-does not name, or a yes/no one that is not true, false, 1 or 0), 404 not_found, 409 conflict (which one:
-details.reason, CONFLICT_REASONS), 415 a body whose Content-Type header is not JSON (unsupported_media_type),
-408 a body not whole within the daemon's connection_idle_timeout (request_timeout), 413 a body over 256 MiB
-(too_large: routes that read a body), 422 an invalid field (invalid; the message names the field, dotted:
-metadata.a[2]), 429 a limit was reached, 503 the store is unavailable (store, busy), the home's database was
-lost under the daemon (database_lost) or the daemon's stop cut a request's push short (stopping: a share, a
-delete of a shared session), 507 the disk holding the home is full (disk_full, file_size_limit)."""
+does not name, or a yes/no one that is not true, false, 1 or 0), 404 not_found, 409 conflict and the codes of
+CODES_409 (which one, of those that are several: details.reason, REASONS), 415 a body whose Content-Type header
+is not JSON (unsupported_media_type), 408 a body not whole within the daemon's connection_idle_timeout
+(request_timeout), 413 a body over 256 MiB (too_large: routes that read a body), 422 an invalid field (invalid;
+the message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503 the store is unavailable
+(store, busy), the home's database was lost under the daemon (database_lost) or the daemon's stop cut a
+request's push short (stopping: a share, a delete of a shared session), 507 the disk holding the home is full
+(disk_full, file_size_limit)."""
 
 from typing import Annotated, Literal, NotRequired
 
@@ -53,12 +54,76 @@ CONFLICT_REASONS: dict[str, str] = {
 }
 
 
+# The 409 codes of their own that are several refusals whose ways on differ: which one, in `details.reason` too
+# (names distinct from every other code's, so that one type holds them all: Reason).
+ContextOverflowReason = Literal["over_budget", "beside_fixed", "compaction_off", "system_kept"]
+NoProviderReason = Literal["none_configured", "no_default", "not_configured"]
+ExpiredReason = Literal["expires_at", "idle_timeout"]
+MembersFullReason = Literal["writers", "sealed_keys", "frozen_logs"]
+Reason = Literal[ConflictReason, ContextOverflowReason, NoProviderReason, ExpiredReason, MembersFullReason]
+REASONS: dict[str, dict[str, str]] = {
+    "conflict": CONFLICT_REASONS,
+    "context_overflow": {
+        "over_budget": "the messages alone pass the chat's context budget: send them in smaller parts, or raise it",
+        "beside_fixed": "the messages do not fit beside the system prompt and initial messages, which go with every"
+        " question: send less, shorten the prompt, or raise the budget",
+        "compaction_off": "the chat's automatic compaction is off: compacting it makes room (or turn it on)",
+        "system_kept": "the chat's own system messages, which every compaction keeps, leave no room: send less, or"
+        " raise the budget",
+    },
+    "no_provider": {
+        "none_configured": "this device's config.toml configures no model provider: its owner adds one",
+        "no_default": "several providers are configured and none is the default: name one (the request's"
+        " `provider`, or the session's or chat's settings.provider; details.configured lists them)",
+        "not_configured": "the provider named (details.provider: by the request, or by the session's or chat's"
+        " settings, which sync from other devices) is not configured here: name another (details.configured)",
+    },
+    "expired": {
+        "expires_at": "the session's expires_at passed",
+        "idle_timeout": "the session was idle for longer than its idle timeout",
+    },
+    "members_full": {
+        "writers": "the session's members list would hold too many writers: drop those no longer used by a rekey",
+        "sealed_keys": "a rekey's notice would seal the new key for too many writers kept: drop more of them",
+        "frozen_logs": "a rekey's new members list would hold too many frozen logs: drop fewer writers",
+    },
+}
+# Every code the daemon answers with 409, and what tells an app what to do beside its message (details.api and
+# details.owner, the ways on, aside): its details.reason, or the code alone, with the details named.
+CODES_409: dict[str, str] = {
+    "conflict": "the state of what the request names refuses it; details.reason says which",
+    "revoked": "a rekey left this device out of the session: a new share code imported here lets it write again",
+    "not_pushed": "a shared session's delete while changes written here wait to be pushed (details.pending)",
+    "held_here": "a revoked session's delete while it holds writes of this device no other device has (details.held)",
+    "expired": "the session passed its expiry (details.expired_at; details.reason: why): go on in a new session",
+    "context_overflow": "the chat's context budget cannot take the messages; details.reason: whether compacting"
+    " helps (details.budget, adding, fixed, active: tokens)",
+    "tool_call_unanswered": "the chat ends in tool calls no result answers (details.tool_call_ids)",
+    "no_provider": "no model provider here answers the request; details.reason says why",
+    "read_only": "a share, rekey or checkpoint of a session this device imported read-only",
+    "not_shared": "a rekey or unshare of a session never shared from this device",
+    "behind": "an import's device log is under a key from before a rekey this home does not hold (details.owner)",
+    "members_full": "a members list past its size limit, nothing written; details.reason says which way to drop",
+}
+
+
+def reasons_said(code: str) -> str:
+    """`code`'s reasons and what each means, in one line (the OpenAPI document's words)."""
+    return "; ".join(f"{reason} ({meaning})" for reason, meaning in REASONS[code].items())
+
+
 @with_config(ANSWER)
 class ErrorDetails(TypedDict):
     """An error's details: what its message says, for an app to act on (each code's own fields: README, Errors)."""
 
     reason: NotRequired[
-        Annotated[ConflictReason, Field(description="a 409 `conflict`'s reason: " + "; ".join(CONFLICT_REASONS))]
+        Annotated[
+            Reason,
+            Field(
+                description="which refusal a 409 is, of the codes that are several: "
+                + "; ".join(f"{code}: {', '.join(reasons)}" for code, reasons in REASONS.items())
+            ),
+        ]
     ]
 
 
@@ -78,9 +143,9 @@ ERROR_STATUSES = {
     400: "malformed request",
     404: "unknown session, chat or message",
     408: "the request body did not arrive whole within connection_idle_timeout",
-    409: "conflict; details.reason says which: "
-    + "; ".join(f"{reason} ({meaning})" for reason, meaning in CONFLICT_REASONS.items())
-    + " (other 409 codes: revoked, not_pushed, held_here, context_overflow, tool_call_unanswered, expired, ...)",
+    409: "; ".join(
+        f"{code}: {said}" + (f" ({reasons_said(code)})" if code in REASONS else "") for code, said in CODES_409.items()
+    ),
     415: "a request body whose Content-Type is not JSON",
     422: "invalid field",
     429: "a limit was reached",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..api.locate import HomeError
 
 if TYPE_CHECKING:
-    from ..api.errors import ConflictReason
+    from ..api.errors import Reason
 
 E = TypeVar("E", bound=BaseException)
 UNKNOWN = "; the request may or may not have been done"  # what an error says of an outcome it does not know
@@ -83,12 +83,14 @@ class ApiError(ClientError):
         return answer if isinstance(answer, dict) else None
 
     @property
-    def reason(self) -> ConflictReason | None:
-        """Which refusal a 409 `conflict` is (`details.reason`): "exists", "case_twin", "paused", "ended",
-        "read_only", "name_taken", ... (sessiond.api.errors.CONFLICT_REASONS says each); None for any other error.
-        A newer daemon may answer a reason not listed there: take it as a conflict of no known reason."""
+    def reason(self) -> Reason | None:
+        """Which refusal a 409 is (`details.reason`), of the codes that are several: a `conflict`'s "exists",
+        "case_twin", "paused", "ended", "read_only", ...; a `context_overflow`'s "compaction_off" (compacting makes
+        room) or another; a `no_provider`'s, an `expired`'s, a `members_full`'s (sessiond.api.errors.REASONS says
+        each, by code); None for any other error. A newer daemon may answer a reason not listed there: take it as
+        the code's refusal of no known reason."""
         reason = self.details.get("reason")
-        return cast("ConflictReason", reason) if self.code == "conflict" and isinstance(reason, str) else None
+        return cast("Reason", reason) if self.status == 409 and isinstance(reason, str) else None
 
 
 def raise_for(status: int, data: Any) -> None:

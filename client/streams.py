@@ -10,9 +10,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ApiError, ClientError
+
+if TYPE_CHECKING:
+    from ..api.messages import Message
 
 
 class SseParser:
@@ -62,7 +65,7 @@ class StreamedAnswer:
     """Where the async client keeps a streamed answer's stored message as it arrives."""
 
     def __init__(self) -> None:
-        self.message: dict | None = None
+        self.message: Message | None = None
 
 
 def stream_event(event: str, data: Any, stream: StreamedAnswer | CompletionStream) -> str | None:
@@ -104,7 +107,7 @@ class CompletionStream:
         self._conn, self._resp = conn, resp
         self._sid, self._timeout, self._key = sid, timeout, key
         self._stopped = False  # close() was called: the iteration's end is the app's doing
-        self.message: dict | None = None
+        self.message: Message | None = None
 
     def __iter__(self) -> Iterator[str]:
         parser = SseParser()

@@ -131,7 +131,10 @@ def provider_for(d, session: dict, name: str | None, chat: dict | None = None) -
             else f"session {sid} asks provider {sessions!r}: change it for good with"
             f" `sessiond set {sid} --provider NAME` (or `--unset provider`)"
         )
-        raise NoProvider(f"{exc.message}; {said}", **exc.details) from None
+        # in API terms: the setting changed for good (PROVIDER: one of details.configured), or cleared
+        where = session_path(sid, "chats", str(cid)) if own else session_path(sid)
+        ways = [f'PATCH {where} {{"settings": {{"provider": {v}}}}}' for v in ("PROVIDER", "null")]
+        raise NoProvider(f"{exc.message}; {said}", **{**exc.details, "api": ways}) from None
 
 
 def provider_and_model(d, session: dict, chat: dict, provider: str | None, model: str | None) -> tuple[Provider, str]:

@@ -43,25 +43,39 @@ class Providers:
         self._drains = Drains()  # streams' ends read in the background
 
     def get(self, name: str | None) -> Provider:
+        configured = sorted(self.all)  # (details.configured: the names an app may choose among)
         if name is None:
             name = self.default
             if name is None and self.all:  # several, none of them the default (one alone is: daemon/home.py)
                 raise NoProvider(
-                    f"no default model provider: {self.config_file} configures {', '.join(sorted(self.all))}"
+                    f"no default model provider: {self.config_file} configures {', '.join(configured)}"
                     ' and names none as default_provider: set default_provider = "NAME" at its top, then restart'
                     " the daemon; or choose one for a question (`sessiond ask --provider NAME`, `sessiond models"
-                    " --provider NAME`) or for the session (`sessiond set ID --provider NAME`)"
+                    " --provider NAME`) or for the session (`sessiond set ID --provider NAME`)",
+                    reason="no_default",
+                    configured=configured,
+                    owner=[f'set default_provider = "NAME" at the top of {self.config_file}, then restart the daemon'],
                 )
             if name is None:
                 raise NoProvider(
                     "no model provider is configured: add a [providers.NAME] table with base_url "
-                    f"(and default_provider) to {self.config_file}, then restart the daemon"
+                    f"(and default_provider) to {self.config_file}, then restart the daemon",
+                    reason="none_configured",
+                    configured=configured,
+                    owner=[
+                        f"add a [providers.NAME] table with base_url (and default_provider) to {self.config_file},"
+                        " then restart the daemon"
+                    ],
                 )
         p = self.all.get(name)
         if p is None:
             raise NoProvider(
                 f"no provider {name!r} in this device's config.toml (configured: "
-                f"{', '.join(sorted(self.all)) or 'none'}); add [providers.{name}] or choose another"
+                f"{', '.join(configured) or 'none'}); add [providers.{name}] or choose another",
+                reason="not_configured",
+                provider=name,
+                configured=configured,
+                owner=[f"add a [providers.{name}] table with base_url to {self.config_file}, then restart the daemon"],
             )
         return p
 

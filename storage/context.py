@@ -191,6 +191,7 @@ async def context_check(
                 adding=adding,
                 fixed=fixed,
                 api=[raise_api],
+                reason="beside_fixed",
             )
         raise ContextOverflow(
             f"these messages alone ({adding} tokens) exceed the context budget of chat {chat!r} of session "
@@ -198,6 +199,7 @@ async def context_check(
             budget=budget,
             adding=adding,
             api=[raise_api],
+            reason="over_budget",
         )
     besides = f" (and {fixed} of its system prompt and initial messages)" if fixed else ""
     if p.get("auto_compact") is False:
@@ -221,6 +223,7 @@ async def context_check(
                 _setter_api(sid, chat, own, "auto_compact", "true"),
                 *([new_chat_way(sid)] if another else []),
             ],
+            reason="compaction_off",
         )
     # the one full read: where the compaction cuts (once per compaction, not per append)
     new_cut, left = cut_for(await active(tx, sid, chat, cut), max(0, room / 2 - adding), cut)
@@ -236,6 +239,7 @@ async def context_check(
             adding=adding,
             fixed=fixed,
             api=[raise_api, *([new_chat_way(sid)] if another else [])],
+            reason="system_kept",
         )
     return new_cut
 

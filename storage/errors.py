@@ -44,7 +44,8 @@ class NotFound(SessiondError):
 class Conflict(SessiondError):
     """A request the state of what it names refuses (409). A plain `conflict` says which refusal it is in
     `details.reason` (api/errors.py CONFLICT_REASONS: "exists", "paused", "ended", "read_only", ...), so that an app
-    need not parse the message; the subclasses with codes of their own need none."""
+    need not parse the message. Of the codes of their own (api/errors.py CODES_409), those that are several refusals
+    whose ways on differ (context_overflow, expired, ...) say which in a reason of their own (REASONS)."""
 
     code = "conflict"
     status = 409

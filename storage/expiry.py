@@ -99,7 +99,8 @@ def expired_error(sid: str, s: Any, when: float, state: str, *, forks: bool) -> 
     at a message when it holds one (`forks`); one holding none, a clone, given an expiry of its own."""
     at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
     idle = idle_timeout_of(_field(s, "policy"))
-    if when == _field(s, "expires_at"):
+    reason = "expires_at" if when == _field(s, "expires_at") else "idle_timeout"  # (api/errors.py REASONS)
+    if reason == "expires_at":
         why = f"expired at {at}"
     elif _is_number(idle):
         why = f"expired at {at}, idle for longer than its idle_timeout ({idle:g} s)"
@@ -120,6 +121,7 @@ def expired_error(sid: str, s: Any, when: float, state: str, *, forks: bool) -> 
         session=sid,
         expired_at=when,
         api=new_session_ways(sid, fork=forks),
+        reason=reason,
     )
 
 

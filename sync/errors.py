@@ -39,7 +39,7 @@ class ImportError_(Exception):
     """An import or pull that cannot be completed; `kind` names the problem. `fix`: what to do about it, when
     the message's own advice is not the whole of it (a relay refusing a device with no account there: the
     invite it needs), passed on as the API error's `details.fix` and said at the message's end. `reason`: which
-    `conflict` it is (api/errors.py CONFLICT_REASONS), passed on as the error's `details.reason`."""
+    `conflict` (or `members_full`) it is (api/errors.py REASONS), passed on as the error's `details.reason`."""
 
     def __init__(
         self,

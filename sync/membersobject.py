@@ -47,6 +47,7 @@ def seal_members(
                 f"sessiond devices {sid}  # lists its writer devices; then drop fewer of those that wrote (one kept"
                 f" is an entry of ~50 bytes, one dropped a frozen log of ~130): sessiond rekey {sid} --drop DEVICE"
                 f" ...; or go on in a new session holding the conversation: sessiond fork {sid} --at MESSAGE",
+                reason="frozen_logs",
             )
         if kept is not None:
             raise ImportError_(
@@ -55,6 +56,7 @@ def seal_members(
                 f" key sealed for each of the {kept:,} kept) would be {len(ct):,} bytes, {cap}: nothing was written",
                 f"sessiond devices {sid}  # lists its writer devices; then drop more of them in the rekey, each a"
                 f" sealed key fewer: sessiond rekey {sid} --drop DEVICE --drop DEVICE ...; or sessiond unshare {sid}",
+                reason="sealed_keys",
             )
         raise ImportError_(
             "members_full",
@@ -62,6 +64,7 @@ def seal_members(
             f" 4,000 writers): nothing was written",
             f"sessiond devices {sid}  # lists its writer devices; then drop those no longer used: sessiond rekey"
             f" {sid} --drop DEVICE",
+            reason="writers",
         )
     return ct
 

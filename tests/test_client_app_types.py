@@ -4,9 +4,11 @@ finds no error; `assert_type` in them pins what each call gives (the API's Typed
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -39,7 +41,7 @@ BLOCKING_APP = """
                 assert_type(stream, CompletionStream)
                 for text in stream:
                     assert_type(text, str)
-                assert_type(stream.message, dict[Any, Any] | None)
+                assert_type(stream.message, Message | None)
             with c.events() as events:
                 for ev in events:
                     assert_type(ev, dict[Any, Any])
@@ -132,15 +134,16 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
-def mypy_errors(app: str, installed: Path, tmp_path: Path) -> str:
+def mypy_errors(app: str, installed: Path | None, tmp_path: Path, python: str = sys.executable) -> str:
     """mypy --strict's errors over `app`, with sessiond found among the installed packages (PYTHONPATH: a path of
-    the app's Python, where mypy asks a package for its py.typed), not as source of the app's own."""
+    the app's Python, where mypy asks a package for its py.typed; or those of the app's `python`, its .pth files
+    read), not as source of the app's own."""
     (tmp_path / "app.py").write_text(textwrap.dedent(app))
     (tmp_path / "mypy.ini").write_text("[mypy]\n")  # (none of this repository's settings)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(installed), "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **({"PYTHONPATH": str(installed)} if installed else {})}
     res = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--strict", "--cache-dir", str(tmp_path / "c")]
-        + ["--python-executable", sys.executable, "app.py"],
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--strict", "--no-incremental"]
+        + ["--cache-dir", str(tmp_path / "c"), "--python-executable", python, "app.py"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -162,3 +165,46 @@ def test_an_app_s_type_checker_reads_the_async_client_s_calls_as_awaitables(inst
     `s = await c.status()` was `Incompatible types in "await" (actual type "Status", expected type
     "Awaitable[Any]")`, and every answer Any; a streamed answer's and the change events' items were Any too."""
     assert mypy_errors(ASYNC_APP, installed, tmp_path) == ""
+
+
+def _readme_editable_install() -> list[str]:
+    """The arguments of `pip install` the README gives for an editable install an app's type checker reads."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    said = [line for line in readme.splitlines() if line.startswith("pip install -e ") and "editable_mode=" in line]
+    assert said, "the README names no editable install that an app's type checker reads"
+    return shlex.split(said[0].partition("#")[0])[2:]
+
+
+def test_an_editable_install_is_read_by_an_app_s_type_checker_as_the_readme_says(tmp_path):
+    """`pip install -e` of a checkout (setuptools' default editable mode) maps the folders to `sessiond.<folder>`
+    by an import hook, which Python runs and mypy does not: an app's mypy said `Cannot find implementation or
+    library stub for module named "sessiond.client"`, py.typed shipped or not. The README's command (setuptools'
+    strict mode: a tree of links under the checkout's build/, named by a .pth file) is one mypy reads."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=SKIP)  # (installed from a copy: its build/ is the copy's)
+    venv = tmp_path / "app-venv"  # the app's environment: sessiond installed into it, editable
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    [site] = (venv / "lib").glob("python3*/site-packages")
+    python = str(venv / "bin" / "python")
+
+    def install(args: list[str]) -> None:
+        # by this environment's pip, into the app's (-I: this environment's own sessiond left alone)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "install", "--no-deps"]
+        res = subprocess.run(
+            [*pip, "--no-build-isolation", "--no-index", "-I", "--prefix", str(venv), *args],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert res.returncode == 0, res.stderr
+        # sessiond's dependencies (pydantic, ...), for mypy to read: this environment's
+        (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    install(["-e", str(src)])
+    assert 'named "sessiond.client"' in mypy_errors(BLOCKING_APP, None, tmp_path, python)  # (the README says so)
+    (site / "deps.pth").unlink()
+    args = _readme_editable_install()
+    assert "-e" in args, args
+    args[args.index("-e") + 1] = str(src)  # (the README's path to the checkout)
+    install(args)
+    assert mypy_errors(BLOCKING_APP, None, tmp_path, python) == ""

@@ -93,18 +93,19 @@ def cmd_ask(args) -> int:
         if isinstance(exc, ApiError) and content is not None:
             exc = _question_kept(args, c, key, exc)
         raise exc from None
+    answer = stream.message
     if args.json:
-        emit(args, stream.message)
+        emit(args, answer)
     else:
         if wrote:
             sys.stdout.write("\n")
         # its tool calls, as `log` shows them: the stream's text does not carry them (an answer that is only a
         # call would print nothing)
-        sys.stdout.write("".join(f"-> {safe(c)}\n" for c in calls_said(stream.message or {})))
-    if not (arrived or args.json or (stream.message or {}).get("tool_calls")):  # (else nothing at all would show)
+        sys.stdout.write("".join(f"-> {safe(c)}\n" for c in calls_said(answer or {})))
+    if not (arrived or args.json or (answer and answer.get("tool_calls"))):  # (else nothing at all would show)
         sys.stdout.flush()
         print("sessiond: (the model answered nothing)", file=sys.stderr)
-    for dropped in (stream.message or {}).get("tool_calls_dropped") or ():  # (one with no name: none can run it)
+    for dropped in (answer.get("tool_calls_dropped") if answer else None) or ():  # (one with no name: none can run it)
         sys.stdout.flush()
         said = f"the model's tool call {dropped.get('index')} is not recorded: {dropped.get('reason')}"
         print(f"sessiond: {safe(said)}", file=sys.stderr)
