@@ -158,6 +158,10 @@ class Importer:
         # This device's own log as the store holds it: after `rm`, or on a restored device key, the
         # messages it published come back, and its next sequence number follows the last it published.
         own = None
+        # this device's own log as the store holds it, under a key this device holds or the code's: when this device
+        # created the session (away through rekeys, its log still under the key from before them), the creation the
+        # rejoin's check looks for is there and in no other log under the code's key
+        own_log: RemoteLog | None = None
         if mine is not None:
             try:
                 man, lg = await fetch_log(
@@ -193,6 +197,7 @@ class Importer:
                 )
                 behind.owner = [old_home, new_home]  # (its owner's: other homes, no request to this daemon)
                 raise behind from None
+            own_log = lg
             here = (await db.last_seq(sid), (await db.sync_state(sid))["head_rev"]) if existing is not None else (0, 0)
             # (a log of no operations counts too: a head made only for a rekey's claim, whose revision and
             # claims the next push must go on from, and which a later rekey's switch must push again)
@@ -219,7 +224,9 @@ class Importer:
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
                 f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
             )
-        if rejoin and not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops):
+        # (what tells the code's session this one: the logs read, and this device's own as the store holds it)
+        judged = logs if own_log is None or own_log.device_id in logs else {**logs, own_log.device_id: own_log}
+        if rejoin and not any(op.kind == "session.create" for lg in judged.values() for op in lg.ops):
             # its creator's log not readable under the code's key yet (away through the rekey, or killed in the
             # middle of its own: its log pushed under the new key at its restart): whether the code's session is the
             # one held here cannot be told yet (was: refused as "a different session", its user told to delete it)
@@ -233,8 +240,8 @@ class Importer:
         # A session here with no key yet (made here moments ago, its first push not begun, or imported from a
         # file): the code's must be the same one (its very creation), else two conversations would merge under
         # one id; so too for a session under another key (a rejoin).
-        if (rejoin or (existing is not None and key_here is None)) and not await self._same_session(sid, logs):
-            if await self._file_copy(sid, logs):  # the same conversation to its user: said as what it is
+        if (rejoin or (existing is not None and key_here is None)) and not await self._same_session(sid, judged):
+            if await self._file_copy(sid, judged):  # the same conversation to its user: said as what it is
                 what = (
                     f"session {sid} on this device is a copy of the code's session imported from a file (`sessiond"
                     f" import-file` of its export, which makes a new session under its id): a separate session,"
