@@ -30,9 +30,9 @@ from .errors import NEWER_CODE_FIX, ImportError_, crash_point, log_fix, log_fix_
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .findstore import account_fix, find_store
 from .heads import levels_to_cbor
+from .importsame import creation_not_held, file_copy, same_session
 from .members import Members
 from .membersobject import member_name
-from .pages import op_to_cbor
 from .rekeyproof import refused_code
 from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
@@ -230,18 +230,12 @@ class Importer:
             # its creator's log not readable under the code's key yet (away through the rekey, or killed in the
             # middle of its own: its log pushed under the new key at its restart): whether the code's session is the
             # one held here cannot be told yet (was: refused as "a different session", its user told to delete it)
-            raise ImportError_(
-                "busy",
-                f"the code's logs of session {sid} do not hold its creation yet: the device that created it has not"
-                f" pushed its log under the code's key (it is away, or was stopped in the middle of a rekey); nothing"
-                f" here changed. `sessiond sync --wait {sid}` takes the rekey if it kept this device; else import the"
-                f" code again once that device has synced",
-            )
+            raise creation_not_held(sid, peers)
         # A session here with no key yet (made here moments ago, its first push not begun, or imported from a
         # file): the code's must be the same one (its very creation), else two conversations would merge under
         # one id; so too for a session under another key (a rejoin).
-        if (rejoin or (existing is not None and key_here is None)) and not await self._same_session(sid, judged):
-            if await self._file_copy(sid, judged):  # the same conversation to its user: said as what it is
+        if (rejoin or (existing is not None and key_here is None)) and not await same_session(db, sid, judged):
+            if await file_copy(db, sid, judged):  # the same conversation to its user: said as what it is
                 what = (
                     f"session {sid} on this device is a copy of the code's session imported from a file (`sessiond"
                     f" import-file` of its export, which makes a new session under its id): a separate session,"
@@ -416,32 +410,6 @@ class Importer:
             # checkpoints of a version this sessiond does not know: kept, not checked
             **({"unchecked_checkpoints": [_named(p) for p in newer]} if newer else {}),
         }
-
-    async def _same_session(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
-        """Whether the code's logs hold the very creation of the session held here (same device, sequence
-        number and content): a new key for this session, not another one under its id."""
-        create = next((op for lg in logs.values() for op in lg.ops if op.kind == "session.create"), None)
-        if create is None:
-            return False
-        here = await self.ctx.db.log_ops(sid, create.device_id, create.seq - 1, create.seq)
-        return len(here) == 1 and dagcbor.encode(op_to_cbor(here[0])) == dagcbor.encode(op_to_cbor(create))
-
-    async def _file_copy(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
-        """Whether the session held here is a copy of the code's made from a file (import-file of its export):
-        created here with the creation time of the code's session's creation (a file import keeps the file's,
-        and no other creation here takes another's), which that creation is not."""
-        create = next((op for lg in logs.values() for op in lg.ops if op.kind == "session.create"), None)
-        db = self.ctx.db
-        here = await db.log_ops(sid, db.device_id, 0, 1)
-        if create is None or len(here) != 1 or here[0].kind != "session.create":
-            return False
-        kept, theirs = here[0].body.get("created_at"), create.body.get("created_at")
-        return (
-            isinstance(kept, (int, float))
-            and kept == theirs
-            and here[0].created_at != kept  # made at another time than its creation says: copied
-            and create.device_id != db.device_id
-        )
 
     async def _announce(self, sid: str) -> bytes | None:
         """The announce key of the members slot `sid` is on here (none: not shared, nor imported)."""
