@@ -30,9 +30,9 @@ from .errors import NEWER_CODE_FIX, ImportError_, crash_point, log_fix, log_fix_
 from .fetch import BEHIND, ManifestSealed, fetch_frozen, fetch_log, fetch_logs
 from .findstore import account_fix, find_store
 from .heads import levels_to_cbor
+from .importsame import creation_not_held, file_copy, same_session
 from .members import Members
 from .membersobject import member_name
-from .pages import op_to_cbor
 from .rekeyproof import refused_code
 from .sharecode import ShareCode, ShareCodeError
 from .sharecode import decode as decode_code
@@ -158,6 +158,10 @@ class Importer:
         # This device's own log as the store holds it: after `rm`, or on a restored device key, the
         # messages it published come back, and its next sequence number follows the last it published.
         own = None
+        # this device's own log as the store holds it, under a key this device holds or the code's: when this device
+        # created the session (away through rekeys, its log still under the key from before them), the creation the
+        # rejoin's check looks for is there and in no other log under the code's key
+        own_log: RemoteLog | None = None
         if mine is not None:
             try:
                 man, lg = await fetch_log(
@@ -193,6 +197,7 @@ class Importer:
                 )
                 behind.owner = [old_home, new_home]  # (its owner's: other homes, no request to this daemon)
                 raise behind from None
+            own_log = lg
             here = (await db.last_seq(sid), (await db.sync_state(sid))["head_rev"]) if existing is not None else (0, 0)
             # (a log of no operations counts too: a head made only for a rekey's claim, whose revision and
             # claims the next push must go on from, and which a later rekey's switch must push again)
@@ -219,22 +224,18 @@ class Importer:
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
                 f" --wait {sid}` on the device that created it pushes its log again; then import the code again",
             )
-        if rejoin and not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops):
+        # (what tells the code's session this one: the logs read, and this device's own as the store holds it)
+        judged = logs if own_log is None or own_log.device_id in logs else {**logs, own_log.device_id: own_log}
+        if rejoin and not any(op.kind == "session.create" for lg in judged.values() for op in lg.ops):
             # its creator's log not readable under the code's key yet (away through the rekey, or killed in the
             # middle of its own: its log pushed under the new key at its restart): whether the code's session is the
             # one held here cannot be told yet (was: refused as "a different session", its user told to delete it)
-            raise ImportError_(
-                "busy",
-                f"the code's logs of session {sid} do not hold its creation yet: the device that created it has not"
-                f" pushed its log under the code's key (it is away, or was stopped in the middle of a rekey); nothing"
-                f" here changed. `sessiond sync --wait {sid}` takes the rekey if it kept this device; else import the"
-                f" code again once that device has synced",
-            )
+            raise creation_not_held(sid, peers)
         # A session here with no key yet (made here moments ago, its first push not begun, or imported from a
         # file): the code's must be the same one (its very creation), else two conversations would merge under
         # one id; so too for a session under another key (a rejoin).
-        if (rejoin or (existing is not None and key_here is None)) and not await self._same_session(sid, logs):
-            if await self._file_copy(sid, logs):  # the same conversation to its user: said as what it is
+        if (rejoin or (existing is not None and key_here is None)) and not await same_session(db, sid, judged):
+            if await file_copy(db, sid, judged):  # the same conversation to its user: said as what it is
                 what = (
                     f"session {sid} on this device is a copy of the code's session imported from a file (`sessiond"
                     f" import-file` of its export, which makes a new session under its id): a separate session,"
@@ -409,32 +410,6 @@ class Importer:
             # checkpoints of a version this sessiond does not know: kept, not checked
             **({"unchecked_checkpoints": [_named(p) for p in newer]} if newer else {}),
         }
-
-    async def _same_session(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
-        """Whether the code's logs hold the very creation of the session held here (same device, sequence
-        number and content): a new key for this session, not another one under its id."""
-        create = next((op for lg in logs.values() for op in lg.ops if op.kind == "session.create"), None)
-        if create is None:
-            return False
-        here = await self.ctx.db.log_ops(sid, create.device_id, create.seq - 1, create.seq)
-        return len(here) == 1 and dagcbor.encode(op_to_cbor(here[0])) == dagcbor.encode(op_to_cbor(create))
-
-    async def _file_copy(self, sid: str, logs: dict[str, RemoteLog]) -> bool:
-        """Whether the session held here is a copy of the code's made from a file (import-file of its export):
-        created here with the creation time of the code's session's creation (a file import keeps the file's,
-        and no other creation here takes another's), which that creation is not."""
-        create = next((op for lg in logs.values() for op in lg.ops if op.kind == "session.create"), None)
-        db = self.ctx.db
-        here = await db.log_ops(sid, db.device_id, 0, 1)
-        if create is None or len(here) != 1 or here[0].kind != "session.create":
-            return False
-        kept, theirs = here[0].body.get("created_at"), create.body.get("created_at")
-        return (
-            isinstance(kept, (int, float))
-            and kept == theirs
-            and here[0].created_at != kept  # made at another time than its creation says: copied
-            and create.device_id != db.device_id
-        )
 
     async def _announce(self, sid: str) -> bytes | None:
         """The announce key of the members slot `sid` is on here (none: not shared, nor imported)."""

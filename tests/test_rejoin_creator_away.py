@@ -1,0 +1,83 @@
+"""The device that created a session, away through more rekeys by another device than it can check (past
+rekeyproof.CHAIN_MAX), is told by its pull to import a new share code; imported, the code's logs hold the session's
+creation only in its own log, which is in the store under the key from before the rekeys (it never took them): the
+import was refused as `busy` ("the device that created it has not pushed its log under the code's key ... import the
+code again once that device has synced"), and so was every import after it while its pulls stayed refused: a session
+that never synced again. Its own log, as the store holds it under a key it holds, is the same session's creation."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessiond.sync import rekeyproof
+from sessiond.sync.errors import ImportError_
+
+
+async def test_the_creator_away_through_more_rekeys_than_it_follows_imports_a_new_code(devices, monkeypatch):
+    monkeypatch.setattr(rekeyproof, "CHAIN_MAX", 3)
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("created by a", write=True)  # A created it; B a writer
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "a before"}])
+    assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
+    await a.stop()  # A away: nothing of it runs but what the test calls (no pull takes the rekeys one by one)
+    await b.start()
+    await b.pull(sid)
+    for i in range(5):  # A away through them all
+        await b.rekey(sid)
+        await devices.dbb.append_messages(sid, [{"role": "user", "content": f"b after rekey {i}"}])
+    assert (await b.sync_now(sid, wait=True, timeout=30))["complete"]
+    with pytest.raises(ImportError_) as err:
+        await a.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed" and "share code" in str(err.value), str(err.value)
+
+    code = (await b.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+    await a.import_code(code, None)  # (was: busy, and so at every import after it)
+    await a.pull(sid)
+    assert a.ctx.keys.session_key(sid) == b.ctx.keys.session_key(sid)
+    await devices.dba.append_messages(sid, [{"role": "user", "content": "a after"}])
+    await a.pusher.push(sid, force=True)
+    await b.pull(sid)
+    want = [m["content"] for m in await devices.dba.list_messages(sid, limit=100)]
+    assert [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)] == want
+    assert "a after" in want and "b after rekey 4" in want and "a before" in want
+
+
+async def test_a_writer_rejoining_while_the_creator_is_gone_for_good_is_told_the_way_and_it_works(devices, monkeypatch):
+    """C, a writer, away through more rekeys by B than it can check, imports a new code while A, which created the
+    session, is gone for good (away since before the rekeys: its log, which holds the creation, under the old key).
+    Refused as busy, "import the code again once that device has synced", which it never will: every import refused
+    for good and nothing said of the way out. Now the refusal names it: B drops A (its log frozen into the new
+    generation, the creation with it), and a code made after that imports on C."""
+    monkeypatch.setattr(rekeyproof, "CHAIN_MAX", 3)
+    a, b = await devices.open()
+    dbc, c = await devices._device("c", None, {})
+    await a.start()
+    sid = await devices.shared("created by a", write=True)
+    await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    await dbc.append_messages(sid, [{"role": "user", "content": "c before"}])
+    await c.pusher.push(sid, force=True)
+    assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
+    await a.stop()  # A gone for good
+    await b.start()
+    await b.pull(sid)
+    for i in range(5):
+        await b.rekey(sid)
+        await devices.dbb.append_messages(sid, [{"role": "user", "content": f"b after rekey {i}"}])
+    assert (await b.sync_now(sid, wait=True, timeout=30))["complete"]
+    with pytest.raises(ImportError_) as err:
+        await c.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", str(err.value)
+
+    with pytest.raises(ImportError_) as err:
+        await c.import_code((await b.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    a_id = devices.dba.device_id
+    said = str(err.value)
+    assert err.value.kind == "busy" and f"sessiond rekey {sid} --drop {a_id}`" in said, said  # (was: not said)
+    res = await b.rekey(sid, [a_id])
+    assert res["dropped"] == [a_id], res
+    await c.import_code((await b.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    await c.pull(sid)
+    want = [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)]
+    assert [m["content"] for m in await dbc.list_messages(sid, limit=100)] == want
+    assert "c before" in want and "b after rekey 4" in want
