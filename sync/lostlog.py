@@ -16,7 +16,10 @@ push) is waited for (`writes_ended`), at most the sync's timeout, as it may lack
 store holds it. The wait is before the session's push lock is taken (Pusher.repair), so a push or `rm` of the
 session meanwhile is not held by it. One not caught up when checked (under the lock: a write begun again since,
 writes waiting in its outbox, down) is unchecked, as a store that does not answer: no loss is found there this
-time, and doctor's warning of a head published again is kept until a sync asks every store.
+time, and doctor's warning of a head published again is kept until a sync asks every store. A check that leaves a
+store so while that warning stands is noted (`ctx.repair_deferred`: the store, why, how many checks in a row), for
+doctor to say the check was deferred (a store busy with writes at every sync: the warning would stay with no word of
+why), not that it found the store lacking.
 """
 
 from __future__ import annotations
@@ -100,15 +103,18 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
         return Lack()
     if (state := await _checked(ctx, sid)) is None:
         return None
+    before = ctx.repair_deferred.pop(sid, {})  # (noted again below if this check leaves a store unchecked too)
     store = await ctx.store_for(sid)
     published = state["head_rev"]
     answered = True
     # a mirror: each of its stores written to (a read through the mirror finds the head and every object in
     # whichever store has them, so one store's loss would never show)
     mirror = store if isinstance(store, MirrorStore) else None
+    unchecked: tuple[str, str] | None = None  # (the first store left unchecked, and why: ctx.repair_deferred)
     for st in _written(mirror) if mirror else [store]:
         if mirror is not None and st not in mirror.caught_up():
             answered = False  # (unchecked: module doc)
+            unchecked = unchecked or (st.url, _why_unchecked(mirror, st))
             continue
         lie = Lack(st.url, "forged or damaged", published)
         try:
@@ -120,6 +126,7 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
             return await _objects_held(ctx, st, state["tree"], lie)
         except (TimeoutError, StoreError, OSError):
             answered = False  # a store that does not answer is not one that lost data; the push reports it
+            unchecked = unchecked or (st.url, "it did not answer")
             continue
         if head is None:
             return Lack()
@@ -135,9 +142,23 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
             return await _objects_held(ctx, st, state["tree"], lie)
         except (TimeoutError, StoreError, OSError):
             answered = False
+            unchecked = unchecked or (st.url, "it did not answer")
     if answered and ctx.head_mends.pop(sid, None) is not None:  # (the store holds the log whole: a head published
         await ctx.db.syncstate.head_mends.clear(sid)  # again, kept there)
+    elif unchecked is not None and sid in ctx.head_mends:
+        url, why = unchecked
+        ctx.repair_deferred[sid] = {"store": url, "why": why, "checks": before.get("checks", 0) + 1, "at": time.time()}
     return None
+
+
+def _why_unchecked(mirror: MirrorStore, st) -> str:
+    """Why a store of `mirror` is not caught up, as a person reads it."""
+    h = mirror.health[st.url]
+    if h.writing:
+        return "a write to it was under way (another session's push)"
+    if h.pending:
+        return f"{h.pending} write(s) to it were waiting in its outbox"
+    return "it was not answering"
 
 
 async def _objects_held(ctx: SyncContext, store, tree: bytes | None, lie: Lack) -> Lack:
