@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 
 from sessiond.daemon import doctor
-from test_lostlog_mirror_writing import _mirrored
+from test_lostlog_mirror_writing import _mirrored, mended
 
 
 async def test_a_repair_check_deferred_at_every_sync_is_said_as_such(tmp_path):
     db, a, mirror, sid, second, first, ended, writing = await _mirrored(tmp_path, timeout=0.3)
-    mend = {"store": second.url, "how": "rolled back", "published": 3, "served": 1, "again": False}
-    a.ctx.head_mends[sid] = mend
-    await db.syncstate.head_mends.note(sid, mend)
+    await mended(a, sid, second.url)
     try:
         for _ in range(3):  # (a sync's repair each time: the second store's write under way throughout)
             assert not await a.pusher.repair(sid)

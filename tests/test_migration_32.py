@@ -4,18 +4,9 @@ session's rows go with it, and a database opened again is not migrated again."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from sessiond.storage.database import Database
 from sessiond.storage.migrations import SCHEMA_VERSION
-
-
-def _version(path: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT version FROM schema_version").fetchone()[0]
-    finally:
-        conn.close()
+from test_migration_30 import _version
 
 
 async def test_a_database_of_schema_31_keeps_its_sessions_and_holds_no_walk(tmp_path):
