@@ -70,9 +70,10 @@ def _decoded(data: bytes | None) -> list[_Cut]:
     if data is None:
         return []
     try:
-        return [_Cut(bytes(c["t"]), (bytes(c["m"]), int(c["r"])), c["f"], int(c["n"])) for c in dagcbor.decode(data)]
+        cuts = [_Cut(bytes(c["t"]), (bytes(c["m"]), int(c["r"])), c["f"], int(c["n"])) for c in dagcbor.decode(data)]
     except (TypeError, ValueError, KeyError):
         return []
+    return cuts if all(c.after is None or isinstance(c.after, list) for c in cuts) else []
 
 
 def under_way(sid: str) -> bool:
