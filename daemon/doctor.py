@@ -264,23 +264,35 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
             )
             retry = "sessiond sync --wait"
         out.append(finding("push", "problem", message, fix or retry))
-    for sid, mend in sorted(daemon.syncer.head_mends().items()):
-        served = f" (revision {mend['served']})" if mend["served"] is not None else ""
-        out.append(
-            finding(
-                "push",
-                "warn",
-                f"session {sid}: the store {shown_url(mend['store'])} served this device's head {mend['how']}{served},"
-                f" this device having published revision {mend['published']}; a sync published it again above it"
-                " (its host restored a backup, or the store lies: found so again, move to a store you trust)",
-                f"sessiond verify {sid}  # checks what the store serves now",
-            )
-        )
+    out += [mend_finding(sid, mend) for sid, mend in sorted(daemon.syncer.head_mends().items())]
     if waiting:
         out.append(finding("push", "ok", f"{waiting} session(s) have changes being pushed now"))
     if not out:
         out.append(finding("push", "ok", "every session is pushed"))
     return out
+
+
+def mend_finding(sid: str, mend: dict) -> dict:
+    """Doctor's warning of a head a sync's repair published again (Syncer.head_mends), kept until a sync's check
+    finds the store holding the log whole; while the checks since left a store unchecked (`deferred`: a mirror's
+    store busy with a write at each, or not answering), it says so: no look at the store yet, not a loss found."""
+    served = f" (revision {mend['served']})" if mend["served"] is not None else ""
+    said = (
+        f"session {sid}: the store {shown_url(mend['store'])} served this device's head {mend['how']}{served},"
+        f" this device having published revision {mend['published']}; a sync published it again above it"
+        " (its host restored a backup, or the store lies: found so again, move to a store you trust)"
+    )
+    if (deferred := mend.get("deferred")) is None:
+        return finding("push", "warn", said, f"sessiond verify {sid}  # checks what the store serves now")
+    ago = max(0, round(time.time() - deferred["at"]))
+    return finding(
+        "push",
+        "warn",
+        f"{said}; whether the store holds it now is not checked yet: the repair check was deferred at the last"
+        f" {deferred['checks']} sync(s), the last {ago} s ago, as {deferred['why']} at {shown_url(deferred['store'])}",
+        f"sessiond sync --wait {sid}  # checks again (a write under way waited for, the store timeout at most); "
+        f"sessiond verify {sid} checks what the store serves now",
+    )
 
 
 async def check_verify(daemon: Daemon, down: dict[str, str] | None = None) -> list[dict]:

@@ -25,4 +25,15 @@ LATE: list[str] = [
     """
     ALTER TABLE sync_state ADD COLUMN head_announce BLOB;
     """,
+    # 32: (this device's only) `claims_walks`: where a pull's walk down an author's older manifests for its claim of a
+    # rekey notice stopped, cut short by its bound (sync/rekeywalk.py), by session and walk (storage/claimswalks.py):
+    # the next pull goes on there after a restart too, not from the author's head. Dropped when the walk is done.
+    """
+    CREATE TABLE claims_walks (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        walk BLOB NOT NULL,
+        cuts BLOB NOT NULL,
+        PRIMARY KEY (session_id, walk)
+    ) WITHOUT ROWID;
+    """,
 ]

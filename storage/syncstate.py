@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .claimswalks import ClaimsWalks
 from .connections import Connections
 from .errors import Conflict
 from .groupcommit import Transaction
@@ -49,6 +50,7 @@ class SyncState:
         self.head_lies = HeadLies(c)  # a store found serving this device's head forged or rolled back (verify)
         self.head_mends = HeadMends(c)  # ... (a sync's repair), and whether its head is still to be published again
         self.logs_seen = LogsSeen(c)  # the stores of a mirror verify found holding another device's log whole
+        self.claims_walks = ClaimsWalks(c)  # where a pull's walk of an author's older manifests stopped
 
     # ------------------------------------------------------------------ this device's log
     async def last_seq(self, sid: str, device_id: str | None = None) -> int:

@@ -15,8 +15,14 @@ A store of a mirror is asked once it holds everything written so far: a write to
 push) is waited for (`writes_ended`), at most the sync's timeout, as it may lack what is being written while another
 store holds it. The wait is before the session's push lock is taken (Pusher.repair), so a push or `rm` of the
 session meanwhile is not held by it. One not caught up when checked (under the lock: a write begun again since,
-writes waiting in its outbox, down) is unchecked, as a store that does not answer: no loss is found there this
-time, and doctor's warning of a head published again is kept until a sync asks every store.
+writes waiting in its outbox) is asked all the same: holding the log whole, it holds it whatever is under way (a
+store busy at every sync, another session pushing all the time, would otherwise never be looked at); lacking some of
+it, it may have that on the way, and is unchecked, as a store that does not answer (or one down, not asked): no loss
+is found there this time, and doctor's warning of a head published again is kept until a sync finds every store
+holding it. A check that leaves a
+store so while that warning stands is noted (`ctx.repair_deferred`: the store, why, how many checks in a row), for
+doctor to say the check was deferred (a store busy with writes at every sync: the warning would stay with no word of
+why), not that it found the store lacking.
 """
 
 from __future__ import annotations
@@ -95,49 +101,80 @@ def _written(mirror: MirrorStore) -> list:
 
 async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
     """What the store lacks of what this device pushed of `sid` (module doc), or None. Cheap: no object is read,
-    and nothing waited for (a mirror's store with a write under way is unchecked: writes_ended waits before)."""
+    and nothing waited for (writes_ended waits before: a mirror's store with a write under way that lacks some of
+    the log is unchecked)."""
     if sid in ctx.repair:
         return Lack()
     if (state := await _checked(ctx, sid)) is None:
         return None
+    before = ctx.repair_deferred.pop(sid, {})  # (noted again below if this check leaves a store unchecked too)
     store = await ctx.store_for(sid)
-    published = state["head_rev"]
     answered = True
     # a mirror: each of its stores written to (a read through the mirror finds the head and every object in
     # whichever store has them, so one store's loss would never show)
     mirror = store if isinstance(store, MirrorStore) else None
+    unchecked: tuple[str, str] | None = None  # (the first store left unchecked, and why: ctx.repair_deferred)
     for st in _written(mirror) if mirror else [store]:
-        if mirror is not None and st not in mirror.caught_up():
-            answered = False  # (unchecked: module doc)
+        busy = mirror is not None and st not in mirror.caught_up()
+        if busy and mirror is not None and mirror.health[st.url].reachable is False:
+            answered = False  # (down: unchecked, module doc)
+            unchecked = unchecked or (st.url, "it was not answering")
             continue
-        lie = Lack(st.url, "forged or damaged", published)
         try:
-            head = await bounded(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
-        except HeadRolledBack as exc:  # below a revision this process saw from the store
-            lie.how, lie.served = "rolled back", exc.served
-            return await _objects_held(ctx, st, state["tree"], lie)
-        except (RegistryError, LyingServer):  # a head there that does not verify (damaged, forged)
-            return await _objects_held(ctx, st, state["tree"], lie)
+            lack = await _asked(ctx, st, sid, state)
         except (TimeoutError, StoreError, OSError):
             answered = False  # a store that does not answer is not one that lost data; the push reports it
+            unchecked = unchecked or (st.url, "it did not answer")
             continue
-        if head is None:
-            return Lack()
-        if head.revision < published:
-            lie.how, lie.served = "rolled back", head.revision
-            return await _objects_held(ctx, st, state["tree"], lie)
-        try:
-            levels = levels_from_cbor(state["tree"])
-            hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels for e in lv]
-            if await st.first_missing(hashes, timeout=ctx.timeout) is not None:
-                return Lack()
-        except RegistryError:  # the head's data names no manifest: damaged or forged
-            return await _objects_held(ctx, st, state["tree"], lie)
-        except (TimeoutError, StoreError, OSError):
+        if lack is not None and busy and mirror is not None:  # (what it lacks may be on its way: unchecked)
             answered = False
+            unchecked = unchecked or (st.url, _why_unchecked(mirror, st))
+            continue
+        if lack is not None:
+            return lack
     if answered and ctx.head_mends.pop(sid, None) is not None:  # (the store holds the log whole: a head published
         await ctx.db.syncstate.head_mends.clear(sid)  # again, kept there)
+    elif unchecked is not None and sid in ctx.head_mends:
+        url, why = unchecked
+        ctx.repair_deferred[sid] = {"store": url, "why": why, "checks": before.get("checks", 0) + 1, "at": time.time()}
     return None
+
+
+async def _asked(ctx: SyncContext, st, sid: str, state: dict) -> Lack | None:
+    """What the store `st` lacks of this device's log of `sid` as `state` records it (store_lacks_log), or None;
+    raises what a store that does not answer raises."""
+    published = state["head_rev"]
+    lie = Lack(st.url, "forged or damaged", published)
+    try:
+        head = await bounded(st.get_head(ctx.keys.head_pk(sid)), ctx.timeout)
+    except HeadRolledBack as exc:  # below a revision this process saw from the store
+        lie.how, lie.served = "rolled back", exc.served
+        return await _objects_held(ctx, st, state["tree"], lie)
+    except (RegistryError, LyingServer):  # a head there that does not verify (damaged, forged)
+        return await _objects_held(ctx, st, state["tree"], lie)
+    if head is None:
+        return Lack()
+    if head.revision < published:
+        lie.how, lie.served = "rolled back", head.revision
+        return await _objects_held(ctx, st, state["tree"], lie)
+    try:
+        levels = levels_from_cbor(state["tree"])
+        hashes = [manifest_hash_of(head)] + [e.ref.hash for lv in levels for e in lv]
+        if await st.first_missing(hashes, timeout=ctx.timeout) is not None:
+            return Lack()
+    except RegistryError:  # the head's data names no manifest: damaged or forged
+        return await _objects_held(ctx, st, state["tree"], lie)
+    return None
+
+
+def _why_unchecked(mirror: MirrorStore, st) -> str:
+    """Why a store of `mirror` is not caught up, as a person reads it."""
+    h = mirror.health[st.url]
+    if h.writing:
+        return "a write to it was under way (another session's push)"
+    if h.pending:
+        return f"{h.pending} write(s) to it were waiting in its outbox"
+    return "it was not answering"
 
 
 async def _objects_held(ctx: SyncContext, store, tree: bytes | None, lie: Lack) -> Lack:

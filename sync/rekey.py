@@ -41,6 +41,7 @@ from .rekeyproof import (
     notice_hash,
     same_notice,
 )
+from .slotrestore import served_stale
 
 log = logging.getLogger("sessiond.sync")
 
@@ -83,15 +84,17 @@ class Rekeyer:
             # the last attempt's notice, refused as stale: one store of a mirror may have taken it all the same
             tried: tuple[dict, list[dict], list[dict]] | None = None
             already: list[str] = []
-            restored = False
+            restored: bool | None = None  # (the stale slot's restore: not tried, or whether it wrote the slot)
             for _attempt in range(5):
                 rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
-                if notice is None and tried is None and not restored and rev < remote["members_rev"]:
+                if notice is None and tried is None and rev < remote["members_rev"] and restored is not False:
+                    if restored:  # served as old after it was written again (the store lies): writers would be left out
+                        raise served_stale(sid, store.url, rev, remote["members_rev"])
                     # the store serves the slot older than this device read it (its host restored a backup): written
                     # again from the writers known here, as a pull's restore does, and read again; else the writers
                     # let in since would get no key
-                    restored = True
-                    if await self.members.restore(sid):
+                    restored = await self.members.restore(sid)
+                    if restored:
                         continue
                 if notice is not None and tried is not None and same_notice(notice, tried[0]):
                     # published: this rekey's own, finished as such; and written again a revision on, so that

@@ -64,7 +64,7 @@ class NoticeCheck:
                 await pause_for_tests("rekey.left_out")  # (the tests hold the check here)
                 author = await check_exclusion(
                     store, sid, notice, old_announce=old_announce, members=members, me=my_pk, keys=held,
-                    known_revs=known_revs, timeout=ctx.timeout, behind=behind,
+                    known_revs=known_revs, timeout=ctx.timeout, behind=behind, walks=ctx.db.syncstate.claims_walks,
                 )  # fmt: skip
                 left = await self._revoked(sid, notice, my_pk, on=old_announce)  # (within the mark: no gap)
             if left is None:  # a new code imported meanwhile: on a generation that lists it, not left out
@@ -93,6 +93,7 @@ class NoticeCheck:
             behind=behind,
             left_here=lambda later: self._left_out_by(sid, later, my_pk, on=old_announce),  # (revoked)
             links=links,
+            walks=ctx.db.syncstate.claims_walks,  # (a walk cut short goes on after a restart too: rekeywalk.py)
         )
         if (store.url, bytes(secret["k"]), bytes(secret["a"])) in links:  # the slot it switches to holds the next
             self.links[sid] = links

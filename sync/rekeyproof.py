@@ -30,6 +30,7 @@ from blake3 import blake3
 from nacl.public import SealedBox
 from nacl.signing import SigningKey
 
+from ..storage.claimswalks import ClaimsWalks
 from ..stores import Store
 from . import dagcbor, rekeywalk
 from .errors import ImportError_
@@ -149,6 +150,7 @@ async def check_notice(
     behind: dict[bytes, int] | None = None,
     left_here: Callable[[dict], Awaitable[str]] | None = None,
     links: Links | None = None,
+    walks: ClaimsWalks | None = None,
 ) -> None:
     """Refuse (ImportError_) a notice its author's head does not claim, or one another member's log
     contradicts. `members`: the old generation's (from the slot the notice is in); `me`: this device's
@@ -156,7 +158,8 @@ async def check_notice(
     gave; `known_revs`: the revision of each member's head this device has seen (a lower one is a replay);
     `behind`: the members whose head this device found under an older key than its own, at that revision;
     `left_here`: what this device wrote that a later rekey leaving it out did not carry over, said (given that
-    rekey's notice: Rekeyer._left_here), for the refusal that says it was left out."""
+    rekey's notice: Rekeyer._left_here), for the refusal that says it was left out; `walks`: where a walk of the
+    author's older manifests cut short is kept (rekeywalk.claimed_before)."""
     author = notice.get("d")
     names = {m["device_id"] for m in members if m["device_id"] is not None}  # (a member of no known id is no author)
     if not isinstance(author, str) or author not in names:
@@ -168,7 +171,7 @@ async def check_notice(
     later, left_by, cut = await _later_keys(store, sid, new_key, new_announce, me, head_key, read_slot, links)
     keys = [new_key, *later, *keys]
     claimed, moved, contradicting = await _sightings(
-        store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout
+        store, sid, notice, author, old_announce, members, me, keys, known_revs, behind or {}, timeout, walks=walks
     )
     if moved and cut and not contradicting:
         # (the chain goes on past what is followed: the members' logs may well be under a key further on)
@@ -212,6 +215,7 @@ async def check_exclusion(
     behind: dict[bytes, int] | None = None,
     importing: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    walks: ClaimsWalks | None = None,
 ) -> str:
     """For a notice with no box for this device (a rekey that leaves it out): the author it names, once
     checked as far as this device can without the new key; refuses (ImportError_) one whose author is no
@@ -248,6 +252,7 @@ async def check_exclusion(
         left_out=True,
         whole=importing is not None,
         progress=progress,
+        walks=walks,
     )
     if contradicting and importing is not None:
         raise ImportError_(
@@ -338,6 +343,7 @@ async def _sightings(
     left_out: bool = False,
     whole: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    walks: ClaimsWalks | None = None,
 ) -> tuple[bool, list[str], list[str]]:
     """What the old generation's members' heads say of a notice naming `author`: whether the author's
     manifest claims it, the members whose manifest opens under none of `keys` (gone on under another key),
@@ -379,7 +385,7 @@ async def _sightings(
         by = next(m for m in members if m["device_id"] == author)
         claim = {"o": old_announce, "a": notice.get("a"), "h": h}
         before = await claimed_before(
-            store, sid, by["head_pk"], author, keys, claim, timeout, bounded=not whole, progress=progress
+            store, sid, by["head_pk"], author, keys, claim, timeout, bounded=not whole, progress=progress, kept=walks
         )
         if before is None:  # (the walk cut short: rekeywalk.py)
             raise ImportError_(

@@ -11,7 +11,10 @@ manifests since are read first: a later one decides as the walk down from the he
 least past where it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The
 result of a whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at
 every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
-there then either), so a pull while the author's head stands reads that manifest only. Read-only."""
+there then either), so a pull while the author's head stands reads that manifest only. Read-only but for `kept`: a
+pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short, its row
+dropped when the walk is done), so that the first pull after a restart goes on where the walk stopped, not from the
+author's head (on a slow store with many manifests, minutes of slices at every start)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from blake3 import blake3
+
+from ..storage.claimswalks import ClaimsWalks
 from ..stores import Store
+from . import dagcbor
 from .bounded import LRU
 from .errors import ImportError_
 from .fetch import walk_manifests
@@ -48,6 +55,27 @@ class _Cut:
 _CUT: LRU[tuple, list[_Cut]] = LRU(256)
 
 
+def _walk_id(slot: tuple) -> bytes:
+    """A walk's key in the database: a digest of its store, author and claim, and of the keys it opens under."""
+    url, _sid, pk, o, h, a, keys = slot
+    return blake3(dagcbor.encode([url, pk, o, h, a, sorted(keys)])).digest()
+
+
+def _encoded(cuts: list[_Cut]) -> bytes:
+    return dagcbor.encode([{"t": c.top, "m": c.at[0], "r": c.at[1], "f": c.after, "n": c.read} for c in cuts])
+
+
+def _decoded(data: bytes | None) -> list[_Cut]:
+    """The cuts kept (none if none or unreadable: the walk begins again at the author's head)."""
+    if data is None:
+        return []
+    try:
+        cuts = [_Cut(bytes(c["t"]), (bytes(c["m"]), int(c["r"])), c["f"], int(c["n"])) for c in dagcbor.decode(data)]
+    except (TypeError, ValueError, KeyError):
+        return []
+    return cuts if all(c.after is None or isinstance(c.after, list) for c in cuts) else []
+
+
 def under_way(sid: str) -> bool:
     """Whether a walk for a notice of `sid` was cut short and goes on at the next pull (its refusal, rekey_unconfirmed,
     a state that passes by itself: doctor_fixes.pull_fix says so)."""
@@ -65,20 +93,25 @@ async def claimed_before(
     *,
     bounded: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    kept: ClaimsWalks | None = None,
 ) -> bool | None:
     """Whether an older manifest of the author `pk`'s log claims the notice `claim` names ({o, a, h}); None: not
     known yet, the walk cut short by WALK_SECONDS (the next call goes on); not `bounded` (an import's check, which
     has no next pull, its user waiting on it), walked whole. Ends at the first manifest gone, damaged
     or sealed under none of `keys`. A store that fails fails it. `progress(done, total)`: each manifest read (of
     CLAIMS_WALK at most), and the walk's end (done == total), for an import's bar (the walk takes ~50 s on a store
-    answering in 50 ms).
+    answering in 50 ms). `kept`: where the cuts are kept beside this process's memory (a pull's: the database's).
 
     An older manifest holds the claims its author took back too (a rekey that gave up or lost the slot to another
     notice withdraws its claim; one that started over claims its new notice in place of the first: sync/rekey.py),
     whose notices a store may still hold and serve: the first claim of the slot met down the chain decides, and
     counts only if it left the log by its cap, the manifest after it full and every claim before it gone too."""
     slot = (store.url, sid, pk, claim["o"], claim["h"], claim["a"], frozenset(keys))
+    wid = _walk_id(slot)
     cuts = list(_CUT.get(slot) or [])
+    if not cuts and kept is not None and bounded:  # (after a restart: where the walk stopped, kept)
+        cuts = _decoded(await kept.get(sid, wid))
+    was_cut = bool(cuts)
     deadline = time.monotonic() + WALK_SECONDS if bounded else float("inf")
     walked: tuple | None = None  # (the walk from this head: _WALKED)
     top = b""
@@ -103,7 +136,9 @@ async def claimed_before(
                         fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
                         break
                     if fresh and time.monotonic() >= deadline:
-                        _CUT[slot] = [_Cut(top, (mhash, at), after, read), *cuts]
+                        _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
+                        if kept is not None:
+                            await kept.put(sid, wid, _encoded(now))
                         return None
                     fresh, read = fresh + 1, read + 1
                     if progress is not None:
@@ -130,6 +165,8 @@ async def claimed_before(
         if progress is not None:  # (ended, however: the bar closes)
             progress(CLAIMS_WALK, CLAIMS_WALK)
     _CUT.pop(slot)
+    if was_cut and kept is not None:
+        await kept.drop(sid, wid)
     if walked is not None:
         _WALKED[walked] = found
     return found

@@ -91,6 +91,20 @@ async def restore(members: Slots, sid: str) -> bool:
     return False
 
 
+def served_stale(sid: str, url: str, rev: int, seen: int) -> ImportError_:
+    """Why a rekey is refused (nothing written yet) over a members slot the store serves at revision `rev`, older
+    than `seen` this device read, after a restore wrote it again (sync/rekey.py): a store that lies, a cache in front
+    of it, or its host restoring a backup again. Gone on over it, the writers let in since would get no key."""
+    return ImportError_(
+        "replayed",
+        f"session {sid} was not rekeyed: the store {shown_url(url)} serves its members slot at revision {rev}, older"
+        f" than revision {seen} this device read, even after this device wrote it again (the store lies, a cache in"
+        f" front of it serves an old copy, or its host restored a backup again); a rekey over it would give no key to"
+        f" the writers let in since. Nothing was rekeyed. Check the store (`sessiond verify {sid}`), and move to a"
+        f" store you trust if it stays so (`sessiond start --change-store URL`)",
+    )
+
+
 async def _restore_once(members: Slots, sid: str) -> bool | None:
     """restore, one reading of the stores: None if a carry was refused (the store written meanwhile)."""
     ctx = members.ctx

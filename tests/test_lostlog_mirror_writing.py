@@ -53,6 +53,14 @@ async def _mirrored(tmp_path, timeout: float):
     return db, a, mirror, sid, second, first, ended, writing
 
 
+async def mended(a, sid: str, url: str) -> dict:
+    """A repair of `sid`'s head on the store `url` noted, as a sync's repair notes it (doctor's warning): the mend."""
+    mend = {"store": url, "how": "rolled back", "published": 3, "served": 1, "again": False}
+    a.ctx.head_mends[sid] = mend
+    await a.ctx.db.syncstate.head_mends.note(sid, mend)
+    return mend
+
+
 class _Watched(asyncio.Event):
     """A store's `Health.idle` that tells when the check begins to wait on it (`waited`)."""
 
@@ -115,9 +123,7 @@ async def test_the_sessions_push_is_not_held_while_the_check_waits_for_a_write(t
 
 async def test_a_store_whose_write_does_not_end_keeps_the_warning(tmp_path):
     db, a, mirror, sid, second, first, ended, writing = await _mirrored(tmp_path, timeout=0.5)
-    mend = {"store": second.url, "how": "rolled back", "published": 3, "served": 1, "again": False}
-    a.ctx.head_mends[sid] = mend
-    await db.syncstate.head_mends.note(sid, mend)
+    mend = await mended(a, sid, second.url)
     try:
         assert await store_lacks_log(a.ctx, sid) is None  # (the second store unchecked: no loss known)
         # main: cleared, the second store never asked

@@ -42,6 +42,7 @@ PINNED = [
     "dfadc80106ae9d19",  # (29: head_lies)
     "6ce905ac890c9dcc",  # (30: sync_state.head_manifest, logs_seen)
     "40c9894170c08c41",  # (31: sync_state.head_announce)
+    "dcbd6e7cf8552fd4",  # (32: claims_walks)
 ]
 
 

@@ -1,0 +1,36 @@
+"""Where this device's walks down an author's older manifests stopped (table `claims_walks`, migration 32): by session
+and walk (a digest of the store, the author's head key, the claim looked for and the keys it opens under:
+sync/rekeywalk.py), the walk's cuts, as that module encodes them. A pull's walk is bounded to a few seconds, and one
+cut short goes on at the next pull, after a restart too: kept in memory only, a restart walked again from the start
+(on a slow store with many manifests, minutes of slices at every start). Each write is one statement, so one
+transaction: a walk's cuts are the old ones or the new ones, never half. A walk done drops its row; a session's rows go
+with it. This device's only, never synced."""
+
+from __future__ import annotations
+
+from .connections import Connections
+
+
+class ClaimsWalks:
+    def __init__(self, c: Connections):
+        self.c = c
+
+    async def get(self, sid: str, walk: bytes) -> bytes | None:
+        """The cuts kept for `walk` of `sid` (None: none, the walk not cut short or done)."""
+        row = await self.c.committed.fetchone(
+            "SELECT cuts FROM claims_walks WHERE session_id=? AND walk=?", (sid, walk)
+        )
+        return bytes(row[0]) if row is not None else None
+
+    async def put(self, sid: str, walk: bytes, cuts: bytes) -> None:
+        """`cuts` kept for `walk` of `sid`, in place of any before (nothing, if the session is gone)."""
+        async with self.c.transaction() as tx:
+            await tx.execute(
+                "INSERT OR REPLACE INTO claims_walks(session_id, walk, cuts) SELECT id, ?, ? FROM sessions WHERE id=?",
+                (walk, cuts, sid),
+            )
+
+    async def drop(self, sid: str, walk: bytes) -> None:
+        """`walk` of `sid` done: its cuts dropped."""
+        async with self.c.transaction() as tx:
+            await tx.execute("DELETE FROM claims_walks WHERE session_id=? AND walk=?", (sid, walk))

@@ -1,0 +1,142 @@
+"""A pull's walk down an author's older manifests (sync/rekeywalk.py) is bounded to WALK_SECONDS, and one cut short
+goes on at the next pull. Where it stopped was kept in memory only: a restart walked again from the author's head, on
+a slow store with many manifests minutes of slices at every start. It is kept in the database now (table
+`claims_walks`, storage/claimswalks.py): a restart goes on where the walk stopped, and the row goes once the walk is
+done, or with its session."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from devices import count_gets
+from sessiond.storage.database import Database
+from sessiond.stores import FileStore
+from sessiond.sync import rekeywalk
+from sessiond.sync.engine import Syncer
+from sessiond.sync.errors import ImportError_
+from sessiond.sync.fetch import walk_manifests
+from sessiond.sync.manifest import CLAIMS_KEPT
+from test_rekey_claims_walk import _aged_out, _slot_served_with
+
+
+async def _walks(db: Database) -> list[tuple]:
+    return await db.c.committed.fetchall("SELECT session_id, walk FROM claims_walks")
+
+
+def _forget_the_process() -> None:
+    """What a restart loses: the walks kept in this process's memory."""
+    for kept in (rekeywalk._CUT, rekeywalk._WALKED):
+        for k in kept.held():
+            kept.pop(k)
+
+
+async def _pulled(b, sid: str) -> None:
+    with contextlib.suppress(ImportError_):
+        await b.pull(sid)
+
+
+async def _reopened_b(devices) -> Syncer:
+    """B stopped and its database closed, the process's memory of walks gone, and B opened again on the same files."""
+    await devices.b.stop()
+    await devices.dbb.close()
+    devices.syncers.remove(devices.b)
+    devices.dbs.remove(devices.dbb)
+    _forget_the_process()
+    devices.dbb, devices.b = await devices._device("b", None, {})
+    await devices.b.start()
+    return devices.b
+
+
+async def test_a_walk_cut_short_goes_on_after_a_restart_where_it_stopped(devices, monkeypatch):
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)  # (one manifest a pull past the head's)
+    out = 30
+    _a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk kept", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    before = 20
+    for _ in range(before):
+        await _pulled(b, sid)
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert len(await _walks(devices.dbb)) == 1  # (kept: where it stopped)
+    b = await _reopened_b(devices)
+    gets = count_gets(await b.ctx.store_for(sid))
+    after = 0
+    while b.ctx.keys.session_key(sid) != new_key and after < 2 * (out + CLAIMS_KEPT):
+        await _pulled(b, sid)
+        after += 1
+    assert b.ctx.keys.session_key(sid) == new_key
+    # main: walked again from A's head, as many pulls as before the restart and more
+    assert after <= out + CLAIMS_KEPT - before + 4, (after, len(gets))
+    assert await _walks(devices.dbb) == []  # (done: dropped)
+
+
+async def test_a_walk_kept_goes_with_its_session(devices, monkeypatch):
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    _a, b, sid, notice, _new_key, _claims = await _aged_out(devices, "walk removed", CLAIMS_KEPT + 4)
+    await _slot_served_with(devices, sid, notice)
+    await _pulled(b, sid)
+    assert len(await _walks(devices.dbb)) == 1
+    await devices.dbb.delete_session(sid)
+    assert await _walks(devices.dbb) == []
+
+
+async def test_a_real_daemon_restarted_goes_on_with_the_walk(devices, make_daemon, monkeypatch):
+    """B a real daemon: its walk cut short (here, in this process, before it starts), the manifests the walk read
+    then freed from the store; a walk from the author's head again ends at the first one gone and refuses the notice
+    for good; the daemon started goes on where the walk stopped, and takes it."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    proc = make_daemon("file://" + devices.store_path)
+    os.makedirs(proc.home, mode=0o700)
+    a, _b = await devices.open()
+    await devices.b.stop()
+    await devices.dbb.close()
+    devices.syncers.remove(devices.b)
+    devices.dbs.remove(devices.dbb)
+    devices.dbb = await Database.open(os.path.join(proc.home, "sessions.db"))
+    devices.b = Syncer(devices.dbb, FileStore(devices.store_path), os.path.join(proc.home, "keys"), timeout=10)
+    devices.dbs.append(devices.dbb)
+    devices.syncers.append(devices.b)
+    monkeypatch.setattr(devices, "open", _opened_already(a, devices.b))
+    _a, b, sid, notice, _new_key, _claims = await _aged_out(devices, "walk in a daemon", CLAIMS_KEPT + 12)
+    await _slot_served_with(devices, sid, notice)
+    read = 6
+    for _ in range(read):
+        await _pulled(b, sid)
+    assert len(await _walks(devices.dbb)) == 1
+    # the manifests read so far but A's head's, gone from the store: only a walk that goes on gets past them
+    store = FileStore(devices.store_path)
+    chain = [
+        mhash
+        async for _at, mhash, _k, _m in walk_manifests(
+            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=read
+        )
+    ]
+    await a.stop()  # (A's pushes meanwhile would move its head: a new one read down to where the walk began, gone)
+    await b.stop()
+    await devices.dbb.close()
+    devices.syncers.remove(b)
+    devices.dbs.remove(devices.dbb)
+    await store.free(chain[1:])
+    _forget_the_process()
+    proc.start()
+    try:
+        for _ in range(5):
+            with contextlib.suppress(Exception):
+                proc.client().sync(sid, wait=True, timeout=20)
+    finally:
+        assert proc.stop() == 0
+    db = await Database.open(os.path.join(proc.home, "sessions.db"))
+    try:
+        remote = await db.remote(sid)
+        # main: walked again from A's head, the notice refused at the first manifest gone
+        assert bytes(remote["announce_pk"]) == notice["a"]
+        assert await _walks(db) == []
+    finally:
+        await db.close()
+
+
+def _opened_already(a, b):
+    async def opened(**_kw):
+        return a, b
+
+    return opened
