@@ -125,6 +125,37 @@ def test_a_read_only_import_refuses_a_change_with_its_reason(make_daemon, store_
     assert _reason(lambda: cb.update_session(sid, name="renamed")) == "read_only"
 
 
+def test_a_read_only_import_refuses_a_share_a_rekey_an_unshare_and_a_checkpoint_as_read_only(make_daemon, store_dir):
+    """A device that imported a session with a read-only code was refused an append or a change as 409 `conflict`,
+    reason `read_only`, but a share for writing, a rekey, an unshare and a checkpoint with another 409 code,
+    `read_only`, which the README's errors do not name and which carries no reason: an app acting on
+    `ApiError.reason == "read_only"` (ask for a read-write code) missed those four. Each is the same refusal now,
+    with the way on in API terms (`details.api`), and changes nothing."""
+    from conftest import run_cli
+
+    a = make_daemon("file://" + store_dir).start()
+    b = make_daemon("file://" + store_dir).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+    cb.import_code(ca.share(sid)["code"])
+    before = cb.get_session(sid)
+    for what, call in (
+        ("share --write", lambda: cb.share(sid, write=True)),
+        ("rekey", lambda: cb.rekey(sid)),
+        ("unshare", lambda: cb.unshare(sid)),
+        ("checkpoint", lambda: cb.checkpoint(sid)),
+    ):
+        err = _refused(call)
+        assert (err.status, err.code, err.reason) == (409, "conflict", "read_only"), (what, err.code, err.message)
+        assert "read-only" in err.message and err.details.get("api"), (what, err.message, err.details)
+    after = cb.get_session(sid)
+    assert after["access"] == "read" and after.get("messages") == before.get("messages"), after
+    assert cb.shares(sid)["shares"] == [] and cb.checkpoints(sid)["checkpoints"] == [], cb.checkpoints(sid)
+    res = run_cli(b.home, "rekey", sid, "--json")
+    err = json.loads(res.stdout)["error"]
+    assert res.returncode == 1 and err["code"] == "conflict" and err["details"]["reason"] == "read_only", res
+
+
 def test_the_client_reason_is_none_for_other_errors(daemon):
     c = daemon.client()
     err = _refused(lambda: c.get_session("none-such"))
