@@ -162,3 +162,46 @@ def test_the_client_reason_is_none_for_other_errors(daemon):
     assert err.code == "not_found" and err.reason is None
     body = json.loads(json.dumps({"code": "conflict", "message": "m", "details": {"reason": "paused"}}))
     assert ApiError(409, body["code"], body["message"], body["details"]).reason == "paused"
+
+
+def test_a_session_made_under_the_id_of_one_being_imported_is_refused_as_importing(make_daemon, tmp_path):
+    """A session file's session is written hidden while its import runs (not listed, 404 by its id). A new
+    session (`POST /v1/sessions`, a clone's or a fork's `id`) under that id meanwhile was refused as `exists`,
+    "a session with id X already exists": an app that then read or deleted X was answered 404, and the reason
+    named none of what to do (wait for that import: one that fails frees the id). It is `importing` now, as
+    an import of a share code of that id is refused meanwhile, and nothing is made."""
+    import threading
+
+    from conftest import wait_for
+
+    flag = tmp_path / "paused"
+    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"import-file.batch:{flag}"}).start()
+    c = d.client()
+    sid = c.create_session(id="filed", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+    c.append(sid, "user", "in the file")
+    exported = c.export(sid, "json")
+    c.delete_session(sid)
+    other = c.create_session(name="other")["id"]
+    done: dict = {}
+
+    def imported() -> None:
+        with d.client() as ci:
+            done["res"] = ci.import_file(exported, "json")
+
+    t = threading.Thread(target=imported)
+    t.start()
+    try:
+        wait_for(flag.exists, timeout=60, interval=0.01, what="the file's session written, its import paused")
+        assert _refused(lambda: c.get_session(sid)).code == "not_found"  # hidden while its import runs
+        for make in (
+            lambda: c.create_session(id=sid),
+            lambda: c.clone(other, new_id=sid),
+        ):
+            err = _refused(make)
+            assert (err.status, err.code, err.reason) == (409, "conflict", "importing"), (err.reason, err.message)
+            assert "being imported" in err.message, err.message
+    finally:
+        flag.unlink()
+        t.join(60)
+    assert [s["id"] for s in done["res"]["sessions"]] == [sid], done
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["in the file"]  # (its initial message apart)
