@@ -42,7 +42,8 @@ CONFLICT_REASONS: dict[str, str] = {
     " two would share one key file)",
     "paused": "the session is paused: resume it first",
     "ended": "the session has ended: its messages, chats and conversation are final (go on in a clone)",
-    "read_only": "the session was imported with a read-only share code: this device follows it but cannot change it",
+    "read_only": "the session was imported with a read-only share code: this device follows it but cannot change it"
+    " (nor make a checkpoint of it, share it for writing, rekey it or end access to it)",
     "name_taken": "a chat's name or id would pick another chat of the session (names and ids pick chats)",
     "ambiguous": "several chats of the session have the name given: name the chat by its id",
     "written_meanwhile": "the chat was written to since it was read",

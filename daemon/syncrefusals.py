@@ -14,7 +14,6 @@ def share_error(exc: ImportError_) -> SessiondError:
     status = {
         "store": 503,
         "conflict": 409,
-        "read_only": 409,
         "not_shared": 409,
         "busy": 503,
         "behind": 409,

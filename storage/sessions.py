@@ -162,7 +162,14 @@ class Sessions:
             created_at=spec.get("created_at") or t, current_chat=spec.get("current_chat") or chats[0]["id"], chats=chats
         )
         async with self.c.transaction() as tx:
-            if await tx.fetchone("SELECT 1 FROM sessions WHERE id=?", (sid,)):
+            held = await tx.fetchone("SELECT importing FROM sessions WHERE id=?", (sid,))
+            if held is not None and held[0]:  # hidden (404 by its id) until its import ends: which may free the id
+                raise Conflict(
+                    f"session {sid!r} is being imported on this device (from a share code or a file); wait for that"
+                    f" import to end (one that fails frees the id), or choose another id or omit it",
+                    reason="importing",
+                )
+            if held is not None:
                 raise Conflict(
                     f"a session with id {sid!r} already exists; choose another id or omit it", reason="exists"
                 )

@@ -336,7 +336,9 @@ class Members:
         write_secret = ctx.keys.write_secret(sid)
         session_key = ctx.keys.session_key(sid)
         if write_secret is None or session_key is None:
-            raise ImportError_("read_only", f"this device cannot add writers to {sid} (no write secret)")
+            raise ImportError_(
+                "conflict", f"this device cannot add writers to {sid} (no write secret)", reason="read_only"
+            )
         ak = announce_key(write_secret)
         # the session's row, read once: its store, the frozen logs noted (keep_frozen), its members revision
         remote = await ctx.db.remote(sid)

@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 from ..storage.clock import wall
-from ..storage.errors import revoked
+from ..storage.errors import read_only, revoked
 from ..storage.ids import ID_RE
 from ..storage.testhooks import pause_in_thread
 from ..stores import StoreError
@@ -111,7 +111,7 @@ class Proofs:
         if access == "revoked":
             raise revoked(sid, "make a checkpoint of it")
         if access == "read":
-            raise ImportError_("read_only", f"session {sid} is read-only here; checkpoints are made by its writers")
+            raise read_only(sid, "make a checkpoint of it, which its writers make")
         chain, ident, ops = await self._conversation_chain(sid, upto)
         # nothing new since this device's latest checkpoint (`end` right after one, a second request): a
         # new one would prove the same conversation again (its setting too); that one stands, nothing is written

@@ -18,7 +18,7 @@ from nacl.public import SealedBox
 from nacl.signing import VerifyKey
 
 from ..storage.clock import wall
-from ..storage.errors import revoked
+from ..storage.errors import read_only, revoked
 from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store
 from ..stores.bounded import bounded
@@ -63,8 +63,11 @@ class Rekeyer:
         `drop_all`) gets the new key, sealed to its head key, through a notice in the old members slot;
         everyone else (read-only followers, old codes) can read nothing written from now on."""
         ctx = self.ctx
-        if (await ctx.db.get_session(sid))["access"] == "revoked":  # its members slot has a rekey already
+        access = (await ctx.db.get_session(sid))["access"]
+        if access == "revoked":  # its members slot has a rekey already
             raise revoked(sid, "rekey it")
+        if access == "read":  # no write secret: a rekey is its writers' to make
+            raise read_only(sid, "rekey it")
         async with ctx.rekey_lock(sid):
             if ctx.keys.rekey_pending(sid) is not None:
                 await self.resume(sid)  # an earlier one, cut short: finish it first
@@ -75,7 +78,11 @@ class Rekeyer:
                     "not_shared", f"session {sid} was never shared: no other device has its key, so nothing to rekey"
                 )
             if old_key is None or old_write is None:
-                raise ImportError_("read_only", f"only a device that can write {sid} and has shared it can rekey it")
+                raise ImportError_(
+                    "conflict",
+                    f"only a device that can write {sid} and has shared it can rekey it",
+                    reason="read_only",
+                )
             store = await ctx.store_for(sid)
             my_pk = ctx.keys.head_pk(sid)
             old_announce = bytes(remote["announce_pk"])

@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 
 from ..storage.clock import wall
-from ..storage.errors import revoked, stopping
+from ..storage.errors import read_only, revoked, stopping
 from ..storage.redact import shown_store
 from ..stores import StoreError
 from ..stores.errors import StoreTimeout, failing
@@ -67,11 +67,8 @@ class Sharer:
         session = await ctx.db.get_session(sid)
         if session["access"] == "revoked":  # its code would name a key and a members slot the others left
             raise revoked(sid, "share it")
-        if session["access"] == "read" and write:
-            raise ImportError_(
-                "read_only",
-                f"session {sid} was imported read-only here; it can only be shared read-only from this device",
-            )
+        if session["access"] == "read" and write:  # (a read-only code of it, this device can share)
+            raise read_only(sid, "share it for writing, only read-only")
         key = await ctx.keys.make_session_key(sid)  # a new one written off the event loop
         res = await self.sync_now(sid, wait=True, timeout=ctx.timeout)
         if not res["pushed"] and res.get("stopping"):
@@ -184,7 +181,8 @@ class Sharer:
         """End access the one way that ends it: a rekey. With `device`, that writer device is left out
         (and, as with every rekey, each read-only follower); without, every other device is."""
         ctx = self.ctx
-        await ctx.db.get_session(sid)
+        if (await ctx.db.get_session(sid))["access"] == "read":  # (a rekey: its writers' to make)
+            raise read_only(sid, "end access to it")
         if await ctx.db.remote(sid) is None:
             raise ImportError_("not_shared", f"session {sid} was never shared from this device: no access to end")
         active = sum(1 for s in await self.issued(sid) if s["status"] == "active")

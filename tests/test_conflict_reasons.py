@@ -125,9 +125,83 @@ def test_a_read_only_import_refuses_a_change_with_its_reason(make_daemon, store_
     assert _reason(lambda: cb.update_session(sid, name="renamed")) == "read_only"
 
 
+def test_a_read_only_import_refuses_a_share_a_rekey_an_unshare_and_a_checkpoint_as_read_only(make_daemon, store_dir):
+    """A device that imported a session with a read-only code was refused an append or a change as 409 `conflict`,
+    reason `read_only`, but a share for writing, a rekey, an unshare and a checkpoint with another 409 code,
+    `read_only`, which the README's errors do not name and which carries no reason: an app acting on
+    `ApiError.reason == "read_only"` (ask for a read-write code) missed those four. Each is the same refusal now,
+    with the way on in API terms (`details.api`), and changes nothing."""
+    from conftest import run_cli
+
+    a = make_daemon("file://" + store_dir).start()
+    b = make_daemon("file://" + store_dir).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="shared", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+    cb.import_code(ca.share(sid)["code"])
+    before = cb.get_session(sid)
+    for what, call in (
+        ("share --write", lambda: cb.share(sid, write=True)),
+        ("rekey", lambda: cb.rekey(sid)),
+        ("unshare", lambda: cb.unshare(sid)),
+        ("checkpoint", lambda: cb.checkpoint(sid)),
+    ):
+        err = _refused(call)
+        assert (err.status, err.code, err.reason) == (409, "conflict", "read_only"), (what, err.code, err.message)
+        assert "read-only" in err.message and err.details.get("api"), (what, err.message, err.details)
+    after = cb.get_session(sid)
+    assert after["access"] == "read" and after.get("messages") == before.get("messages"), after
+    assert cb.shares(sid)["shares"] == [] and cb.checkpoints(sid)["checkpoints"] == [], cb.checkpoints(sid)
+    res = run_cli(b.home, "rekey", sid, "--json")
+    err = json.loads(res.stdout)["error"]
+    assert res.returncode == 1 and err["code"] == "conflict" and err["details"]["reason"] == "read_only", res
+
+
 def test_the_client_reason_is_none_for_other_errors(daemon):
     c = daemon.client()
     err = _refused(lambda: c.get_session("none-such"))
     assert err.code == "not_found" and err.reason is None
     body = json.loads(json.dumps({"code": "conflict", "message": "m", "details": {"reason": "paused"}}))
     assert ApiError(409, body["code"], body["message"], body["details"]).reason == "paused"
+
+
+def test_a_session_made_under_the_id_of_one_being_imported_is_refused_as_importing(make_daemon, tmp_path):
+    """A session file's session is written hidden while its import runs (not listed, 404 by its id). A new
+    session (`POST /v1/sessions`, a clone's or a fork's `id`) under that id meanwhile was refused as `exists`,
+    "a session with id X already exists": an app that then read or deleted X was answered 404, and the reason
+    named none of what to do (wait for that import: one that fails frees the id). It is `importing` now, as
+    an import of a share code of that id is refused meanwhile, and nothing is made."""
+    import threading
+
+    from conftest import wait_for
+
+    flag = tmp_path / "paused"
+    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"import-file.batch:{flag}"}).start()
+    c = d.client()
+    sid = c.create_session(id="filed", initial_messages=[{"role": "user", "content": "hi"}])["id"]
+    c.append(sid, "user", "in the file")
+    exported = c.export(sid, "json")
+    c.delete_session(sid)
+    other = c.create_session(name="other")["id"]
+    done: dict = {}
+
+    def imported() -> None:
+        with d.client() as ci:
+            done["res"] = ci.import_file(exported, "json")
+
+    t = threading.Thread(target=imported)
+    t.start()
+    try:
+        wait_for(flag.exists, timeout=60, interval=0.01, what="the file's session written, its import paused")
+        assert _refused(lambda: c.get_session(sid)).code == "not_found"  # hidden while its import runs
+        for make in (
+            lambda: c.create_session(id=sid),
+            lambda: c.clone(other, new_id=sid),
+        ):
+            err = _refused(make)
+            assert (err.status, err.code, err.reason) == (409, "conflict", "importing"), (err.reason, err.message)
+            assert "being imported" in err.message, err.message
+    finally:
+        flag.unlink()
+        t.join(60)
+    assert [s["id"] for s in done["res"]["sessions"]] == [sid], done
+    assert [m["content"] for m in c.messages(sid)["messages"]] == ["in the file"]  # (its initial message apart)
