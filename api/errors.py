@@ -101,7 +101,6 @@ CODES_409: dict[str, str] = {
     " helps (details.budget, adding, fixed, active: tokens)",
     "tool_call_unanswered": "the chat ends in tool calls no result answers (details.tool_call_ids)",
     "no_provider": "no model provider here answers the request; details.reason says why",
-    "read_only": "a share, rekey or checkpoint of a session this device imported read-only",
     "not_shared": "a rekey or unshare of a session never shared from this device",
     "behind": "an import's device log is under a key from before a rekey this home does not hold (details.owner)",
     "members_full": "a members list past its size limit, nothing written; details.reason says which way to drop",
