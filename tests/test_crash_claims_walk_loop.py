@@ -1,0 +1,67 @@
+"""kill -9 at random moments of a device catching up through more rekeys by one device than that device's manifest
+keeps claims of (CLAIMS_KEPT), so that each pull's check of the first notices walks down the author's older
+manifests for its claim (sync/rekeywalk.py), many of them (the author pushed again and again between its rekeys),
+while both append. B, away through them, is started and killed again and again (A too, now and then) as it takes the
+chain; after the restarts both converge on every acknowledged message once, in one order, under one key; `sync
+--wait`, verify and doctor are clean on both, and a device importing a fresh code holds every message. CRASH_KILLS
+sets how many kills; the long version (CRASH_LONG=1) makes more rekeys, pushes between them and kills, each round a
+new seed (CRASH_SEED, then the next ones)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import wait_for
+from killing import appender, contents, converge, keep_homes, killed_while, progressing, session_key, shared_writers
+from sessiond.sync.manifest import CLAIMS_KEPT
+
+LONG = bool(os.environ.get("CRASH_LONG"))
+KILLS = int(os.environ.get("CRASH_KILLS", 16 if LONG else 5))
+ROUNDS = 3 if LONG else 1
+SEED = int(os.environ.get("CRASH_SEED", "1"))
+REKEYS = CLAIMS_KEPT + (8 if LONG else 2)  # past what A's manifest keeps claims of: the first ones walked for
+PUSHES = 6 if LONG else 3  # A's pushes between two rekeys: the manifests a walk reads
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_device_catching_up_past_the_claims_kept_killed_at_random_moments_converges(
+    make_daemon, store_dir, monkeypatch, round_
+):
+    monkeypatch.setenv("CRASH_SEED", str(SEED + round_))
+    url = f"file://{store_dir}"
+    a, b, sid = shared_writers(make_daemon, url, "walked")
+    acked: list[str] = ["first"]
+    with b.client() as cb:
+        cb.append(sid, "user", "b joins")  # (B a writer A knows)
+    acked.append("b joins")
+    assert b.client().sync(sid, wait=True, timeout=30)["complete"]
+    wait_for(lambda: a.client().sync(sid, wait=True, timeout=10) and "b joins" in contents(a, sid), timeout=30)
+    b.stop()  # away through A's rekeys
+    with a.client() as ca:
+        for r in range(REKEYS):
+            ca.rekey(sid)
+            for p in range(PUSHES):
+                ca.append(sid, "user", f"r{r}.{p}")
+                acked.append(f"r{r}.{p}")
+                ca.sync(sid, wait=True, timeout=10)
+    b.start()
+    errors: list[BaseException] = []
+    killed_while(
+        [appender(a, sid, "a", acked, errors), appender(b, sid, "b", acked, errors)],
+        [b, b, a],  # (B, catching up, the victim most often)
+        KILLS,
+        lo=0.1,
+        hi=0.8,
+        between=progressing(acked, errors),
+    )
+    assert not errors, errors
+    try:
+        converge([a, b], sid, acked, timeout=90)
+    finally:
+        keep_homes(store_dir, a, b)
+    assert session_key(a, sid) == session_key(b, sid)  # (B took the whole chain)
+    d = make_daemon(url).start()
+    d.client().import_code(a.client().share(sid)["code"])
+    wait_for(lambda: set(acked) <= set(contents(d, sid)), timeout=30, what="D holds every message")
