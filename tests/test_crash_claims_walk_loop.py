@@ -5,7 +5,8 @@ while both append. B, away through them, is started and killed again and again (
 chain; after the restarts both converge on every acknowledged message once, in one order, under one key; `sync
 --wait`, verify and doctor are clean on both, and a device importing a fresh code holds every message. CRASH_KILLS
 sets how many kills; the long version (CRASH_LONG=1) makes more rekeys, pushes between them and kills, each round a
-new seed (CRASH_SEED, then the next ones)."""
+new seed (CRASH_SEED, then the next ones), and runs over a relay too, with so many manifests between the rekeys that
+a walk outlasts its bound a pull (rekeywalk.WALK_SECONDS: cut, the next pull goes on with it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ import os
 import pytest
 
 from conftest import wait_for
-from killing import appender, contents, converge, keep_homes, killed_while, progressing, session_key, shared_writers
+from killing import (
+    RelayProc,
+    appender,
+    contents,
+    converge,
+    keep_homes,
+    killed_while,
+    progressing,
+    session_key,
+    shared_writers,
+)
 from sessiond.sync.manifest import CLAIMS_KEPT
 
 LONG = bool(os.environ.get("CRASH_LONG"))
@@ -23,6 +34,7 @@ ROUNDS = 3 if LONG else 1
 SEED = int(os.environ.get("CRASH_SEED", "1"))
 REKEYS = CLAIMS_KEPT + (8 if LONG else 2)  # past what A's manifest keeps claims of: the first ones walked for
 PUSHES = 6 if LONG else 3  # A's pushes between two rekeys: the manifests a walk reads
+RELAY_PUSHES = 30  # (over a relay, the long version: some 700 manifests, a walk of more than a pull's bound)
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
@@ -30,7 +42,23 @@ def test_a_device_catching_up_past_the_claims_kept_killed_at_random_moments_conv
     make_daemon, store_dir, monkeypatch, round_
 ):
     monkeypatch.setenv("CRASH_SEED", str(SEED + round_))
-    url = f"file://{store_dir}"
+    caught_up_killed(make_daemon, f"file://{store_dir}", store_dir, PUSHES)
+
+
+@pytest.mark.skipif(not LONG, reason="the long version: CRASH_LONG=1")
+def test_a_device_catching_up_past_the_claims_kept_on_a_relay_killed_at_random_moments_converges(
+    make_daemon, tmp_path, reserved_port
+):
+    relay = RelayProc(str(tmp_path / "relay"), reserved_port.port).start()
+    try:
+        caught_up_killed(make_daemon, relay.url, str(tmp_path / "relay"), RELAY_PUSHES)
+    finally:
+        relay.stop()
+
+
+def caught_up_killed(make_daemon, url: str, store_dir: str, pushes: int) -> None:
+    """A and B writers on the store at `url`; B away through REKEYS rekeys by A, `pushes` pushes of A's after each;
+    B started and killed (A too) at random moments as both append; then both converge, and a new device holds all."""
     a, b, sid = shared_writers(make_daemon, url, "walked")
     acked: list[str] = ["first"]
     with b.client() as cb:
@@ -42,7 +70,7 @@ def test_a_device_catching_up_past_the_claims_kept_killed_at_random_moments_conv
     with a.client() as ca:
         for r in range(REKEYS):
             ca.rekey(sid)
-            for p in range(PUSHES):
+            for p in range(pushes):
                 ca.append(sid, "user", f"r{r}.{p}")
                 acked.append(f"r{r}.{p}")
                 ca.sync(sid, wait=True, timeout=10)
