@@ -10,38 +10,36 @@ a walk outlasts its bound a pull (rekeywalk.WALK_SECONDS: cut, the next pull goe
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from conftest import wait_for
 from killing import (
+    LONG,
     RelayProc,
     appender,
     contents,
     converge,
     keep_homes,
     killed_while,
+    kills,
     progressing,
+    seeded_rounds,
     session_key,
     shared_writers,
 )
 from sessiond.sync.manifest import CLAIMS_KEPT
 
-LONG = bool(os.environ.get("CRASH_LONG"))
-KILLS = int(os.environ.get("CRASH_KILLS", 16 if LONG else 5))
-ROUNDS = 3 if LONG else 1
-SEED = int(os.environ.get("CRASH_SEED", "1"))
+KILLS = kills(5, 16)
 REKEYS = CLAIMS_KEPT + (8 if LONG else 2)  # past what A's manifest keeps claims of: the first ones walked for
 PUSHES = 6 if LONG else 3  # A's pushes between two rekeys: the manifests a walk reads
 RELAY_PUSHES = 30  # (over a relay, the long version: some 700 manifests, a walk of more than a pull's bound)
 
 
-@pytest.mark.parametrize("round_", range(ROUNDS))
+@seeded_rounds(3)
 def test_a_device_catching_up_past_the_claims_kept_killed_at_random_moments_converges(
-    make_daemon, store_dir, monkeypatch, round_
+    make_daemon, store_dir, monkeypatch, seed
 ):
-    monkeypatch.setenv("CRASH_SEED", str(SEED + round_))
+    monkeypatch.setenv("CRASH_SEED", str(seed))
     caught_up_killed(make_daemon, f"file://{store_dir}", store_dir, PUSHES)
 
 

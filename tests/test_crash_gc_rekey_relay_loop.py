@@ -8,35 +8,27 @@ tests/test_crash_gc_rekey_loop.py is the same over a folder store. CRASH_KILLS s
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
-from conftest import cli_json, wait_for
+from conftest import wait_for
 from killing import (
     RelayProc,
-    calls,
-    contents,
     converge,
     killed_while,
+    kills,
     progressing,
-    rekeying,
+    seeded_rounds,
     session_key,
     shared_writers,
 )
-from sessiond.client import Client
+from test_crash_gc_rekey_loop import collecting, nothing_freed
 
-LONG = bool(os.environ.get("CRASH_LONG"))
-KILLS = int(os.environ.get("CRASH_KILLS", 20 if LONG else 5))
-ROUNDS = 3 if LONG else 1
-SEED = int(os.environ.get("CRASH_SEED", "1"))
+KILLS = kills(5, 20)
 
 
-@pytest.mark.parametrize("round_", range(ROUNDS))
+@seeded_rounds(3)
 def test_gc_rekeys_and_appends_over_a_relay_killed_at_random_moments_free_nothing_a_device_needs(
-    make_daemon, tmp_path, reserved_port, monkeypatch, round_
+    make_daemon, tmp_path, reserved_port, monkeypatch, seed
 ):
-    monkeypatch.setenv("CRASH_SEED", str(SEED + round_))
+    monkeypatch.setenv("CRASH_SEED", str(seed))
     relay = RelayProc(str(tmp_path / "relay"), reserved_port.port).start()
     try:
         a, b, sid = shared_writers(make_daemon, relay.url, "collected")
@@ -44,18 +36,6 @@ def test_gc_rekeys_and_appends_over_a_relay_killed_at_random_moments_free_nothin
         acked: list[str] = ["first"]
         rekeyed: list[int] = []
         errors: list[BaseException] = []
-
-        def batches(name: str, d):  # one to three messages an append, a sync now and then
-            def append(c: Client, i: int) -> None:
-                c.append_many(sid, [{"role": "user", "content": f"{name}{i}.{j}"} for j in range(1 + i % 3)])
-                acked.extend(f"{name}{i}.{j}" for j in range(1 + i % 3))
-                if i % 4 == 0:
-                    c.sync(sid, wait=True, timeout=10)
-
-            return lambda stop: calls(d.home, append, stop, errors, timeout=20)
-
-        def collect(c: Client, i: int) -> None:
-            c.gc(grace=0)
 
         then = progressing(acked, errors)
 
@@ -65,13 +45,7 @@ def test_gc_rekeys_and_appends_over_a_relay_killed_at_random_moments_free_nothin
                 wait_for(lambda: bool(rekeyed) or bool(errors), timeout=30, what="a rekey answered")
 
         killed_while(
-            [
-                batches("a", a),
-                batches("b", b),
-                lambda stop: calls(a.home, rekeying(sid, rekeyed), stop, errors, timeout=20),
-                lambda stop: calls(a.home, collect, stop, errors, timeout=20),
-                lambda stop: calls(b.home, collect, stop, errors, timeout=20),
-            ],
+            collecting(a, b, sid, acked, rekeyed, errors),
             [a, b, relay],
             KILLS,
             lo=0.1,
@@ -82,14 +56,6 @@ def test_gc_rekeys_and_appends_over_a_relay_killed_at_random_moments_free_nothin
         assert len(acked) >= 1 + KILLS  # one acknowledged a kill at least (however slow the machine)
         log = converge([a, b], sid, acked, timeout=60)
         assert session_key(a, sid) == session_key(b, sid) != first_key
-        c = make_daemon(relay.url).start()
-        c.client().import_code(a.client().share(sid)["code"])
-        assert contents(c, sid) == log
-        for d in (a, b):
-            cli_json(d.home, "gc", "--grace", "0")  # and once more, all quiet
-        d = make_daemon(relay.url).start()
-        d.client().import_code(b.client().share(sid)["code"])
-        assert contents(d, sid) == log
-        assert cli_json(d.home, "verify")["ok"]
+        nothing_freed(make_daemon, relay.url, a, b, sid, log)
     finally:
         relay.stop()

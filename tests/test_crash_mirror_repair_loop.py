@@ -12,17 +12,23 @@ import os
 import random
 import threading
 
-import pytest
-
 from conftest import wait_for
-from killing import appender, calls, contents, converge, keep_homes, killed_while, progressing, shared_writers
+from killing import (
+    appender,
+    calls,
+    contents,
+    converge,
+    keep_homes,
+    killed_while,
+    kills,
+    progressing,
+    seeded_rounds,
+    shared_writers,
+)
 from sessiond.client import Client
 from sessiond.sync.keys import KeyStore
 
-LONG = bool(os.environ.get("CRASH_LONG"))
-KILLS = int(os.environ.get("CRASH_KILLS", 24 if LONG else 5))
-ROUNDS = 4 if LONG else 1
-SEED = int(os.environ.get("CRASH_SEED", "1"))
+KILLS = kills(5, 24)
 
 
 def _log_heads(sid: str, *devices) -> list[str]:
@@ -47,11 +53,11 @@ def _losing(second: str, names: list[str], lost: list[int], rnd: random.Random):
     return lose
 
 
-@pytest.mark.parametrize("round_", range(ROUNDS))
+@seeded_rounds(4)
 def test_a_mirror_losing_logs_on_one_store_killed_at_random_moments_is_repaired_whole(
-    make_daemon, tmp_path, monkeypatch, round_
+    make_daemon, tmp_path, monkeypatch, seed
 ):
-    monkeypatch.setenv("CRASH_SEED", str(SEED + round_))
+    monkeypatch.setenv("CRASH_SEED", str(seed))
     first, second = str(tmp_path / "first"), str(tmp_path / "second")
     a, b, sid = shared_writers(make_daemon, [f"file://{first}", f"file://{second}"], "repaired")
     acked: list[str] = ["first"]
@@ -69,7 +75,7 @@ def test_a_mirror_losing_logs_on_one_store_killed_at_random_moments_is_repaired_
             appender(b, sid, "b", acked, errors),
             lambda stop: calls(a.home, syncing, stop, errors, timeout=20),
             lambda stop: calls(b.home, syncing, stop, errors, timeout=20),
-            _losing(second, _log_heads(sid, a, b), lost, random.Random(SEED + round_)),
+            _losing(second, _log_heads(sid, a, b), lost, random.Random(seed)),
         ],
         [a, b],
         KILLS,

@@ -16,7 +16,7 @@ import os
 import sqlite3
 
 from conftest import cli_json, flag_dir, wait_for
-from killing import contents, session_key
+from killing import contents, session_key, shared_writers
 from sessiond.stores import FileStore
 from sessiond.sync.heads import manifest_hash_of, open_manifest
 from sessiond.sync.keys import KeyStore
@@ -51,10 +51,7 @@ def _head_opens_under(d, sid: str, store_dir: str, key: bytes) -> bool:
 
 def test_a_kill_after_a_head_found_under_a_pre_rekey_key_was_marked_leaves_its_push_owed(make_daemon, store_dir):
     url = f"file://{store_dir}"
-    a, b = make_daemon(url).start(), make_daemon(url).start()
-    sid = a.client().create_session(name="owed older")["id"]
-    a.client().append(sid, "user", "first")
-    b.client().import_code(a.client().share(sid, write=True)["code"])
+    a, b, sid = shared_writers(make_daemon, url, "owed older")
     b.client().append(sid, "user", "b joins")
     assert b.client().sync(sid, wait=True, timeout=30)["complete"]
 
