@@ -45,7 +45,7 @@ def test_gc_rekeys_and_appends_over_a_relay_killed_at_random_moments_free_nothin
                 wait_for(lambda: bool(rekeyed) or bool(errors), timeout=30, what="a rekey answered")
 
         killed_while(
-            collecting(a, b, sid, acked, rekeyed, errors),
+            collecting(a, b, sid, acked, rekeyed, errors, store_killed=True),
             [a, b, relay],
             KILLS,
             lo=0.1,
