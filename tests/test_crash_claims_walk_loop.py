@@ -44,6 +44,7 @@ def test_a_device_catching_up_past_the_claims_kept_killed_at_random_moments_conv
 
 
 @pytest.mark.skipif(not LONG, reason="the long version: CRASH_LONG=1")
+@pytest.mark.timeout(1200)  # (some 700 pushes made first, over HTTP: minutes)
 def test_a_device_catching_up_past_the_claims_kept_on_a_relay_killed_at_random_moments_converges(
     make_daemon, tmp_path, reserved_port
 ):
