@@ -1,10 +1,11 @@
 """kill -9 of either writer at random moments while both append and sync on a mirror of two folder stores, and the
-mirror's second store loses the writers' logs again and again (their head files gone: a host restored from a
-backup), so that the devices' repair checks (sync/lostlog.py: a sync's, a pull's) write them there again as the kills
-cut them: after the restarts, the losses stopped, the writers converge on every acknowledged message once, in one
-order; `sync --wait`, verify (each store of the mirror checked on its own) and doctor are clean on both, and a device
-importing a fresh code from the second store alone holds every message. CRASH_KILLS sets how many kills; the long
-version (CRASH_LONG=1) makes more of them, each round a new seed (CRASH_SEED, then the next ones)."""
+mirror's second store loses the writers' logs and the session's members slot again and again (their head files gone:
+a host restored from a backup), so that the devices' repairs (sync/lostlog.py: a sync's check, a pull's; a slot
+restored: sync/slotrestore.py) write them there again as the kills cut them: after the restarts, the losses
+stopped, the writers converge on every acknowledged message once, in one order; `sync --wait`, verify (each store of
+the mirror checked on its own) and doctor are clean on both, and a device importing a fresh code from the second
+store alone holds every message. CRASH_KILLS sets how many kills; the long version (CRASH_LONG=1) makes more of
+them, each round a new seed (CRASH_SEED, then the next ones)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,15 @@ def _log_heads(sid: str, *devices) -> list[str]:
 
 
 def _losing(second: str, names: list[str], lost: list[int], rnd: random.Random):
-    """A worker for killed_while: the second store's log heads `names` removed, one or both, every 0.1 to 0.5 s
-    (each removal noted in `lost`)."""
+    """A worker for killed_while: of the second store's log heads `names` and its members slots, one or all removed
+    every 0.1 to 0.5 s (each removal noted in `lost`)."""
 
     def lose(stop: threading.Event) -> None:
         heads = os.path.join(second, "heads")
         while not stop.wait(rnd.uniform(0.1, 0.5)):  # (the fault's own pace: a store losing files now and then)
-            for h in names if rnd.random() < 0.3 else [rnd.choice(names)]:
+            slots = [h for h in os.listdir(heads) if h.startswith("ed") and h not in names]  # (the members slot)
+            every = names + slots
+            for h in every if rnd.random() < 0.3 else [rnd.choice(every)]:
                 try:
                     os.remove(os.path.join(heads, h))
                     lost.append(1)
