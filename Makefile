@@ -77,6 +77,7 @@ test: lint
 test-long: $(TEST_STAMP)
 	SESSIOND_TEST_EXEC=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	CRASH_KILLS=200 CRASH_SEED=7 $(PY) -m pytest -q tests/test_crash.py
+	CRASH_LONG=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout=3600 tests/test_crash_claims_walk_loop.py tests/test_crash_mirror_repair_loop.py tests/test_crash_gc_rekey_relay_loop.py
 	SCHEMATHESIS_EXAMPLES=300 FUZZ_EXAMPLES=300 $(PY) -m pytest -q --timeout=3600 tests/test_schemathesis.py tests/test_fuzz.py
 	STATEFUL_EXAMPLES=50 STATEFUL_STEPS=30 $(PY) -m pytest -q --timeout=7200 tests/test_stateful.py
 	CONVERGE_EXAMPLES=300 $(PY) -m pytest -q --timeout=3600 tests/test_converge.py

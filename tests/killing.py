@@ -12,8 +12,25 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from conftest import cli_json, popen_cli, run_cli, wait_for
 from sessiond.client import ApiError, Client, ClientError
+
+# the long versions of the kill loops (more kills, rounds of their own seeds), run only with CRASH_LONG=1
+LONG = bool(os.environ.get("CRASH_LONG"))
+
+
+def kills(short: int, long: int) -> int:
+    """How many kills a loop makes: CRASH_KILLS, else `short` (the default run's), or `long` with CRASH_LONG=1."""
+    return int(os.environ.get("CRASH_KILLS", long if LONG else short))
+
+
+def seeded_rounds(long: int):
+    """A loop test parametrized by `seed`: one round (CRASH_SEED, 1 unless set), or `long` with CRASH_LONG=1, each
+    the next seed; the test passes its seed on with `monkeypatch.setenv("CRASH_SEED", str(seed))`."""
+    first = int(os.environ.get("CRASH_SEED", "1"))
+    return pytest.mark.parametrize("seed", [first + r for r in range(long if LONG else 1)])
 
 
 def calls(home: str, work: Callable[[Client, int], None], stop: threading.Event, errors: list, timeout: float = 10):

@@ -8,6 +8,7 @@ more gc on each too. CRASH_KILLS sets how many kills; KEEP_HOMES=DIR keeps the h
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from conftest import cli_json
 from killing import (
@@ -21,7 +22,7 @@ from killing import (
     shared_writers,
     waiting_for,
 )
-from sessiond.client import Client
+from sessiond.client import ApiError, Client
 
 KILLS = int(os.environ.get("CRASH_KILLS", 7))
 
@@ -33,29 +34,8 @@ def test_gc_rekeys_and_appends_killed_at_random_moments_free_nothing_a_device_ne
     first_key = session_key(a, sid)
     rekeyed: list[int] = []
     errors: list[BaseException] = []
-
-    def batches(name: str, d):  # one to three messages an append, a sync now and then
-        def append(c: Client, i: int) -> None:
-            c.append_many(sid, [{"role": "user", "content": f"{name}{i}.{j}"} for j in range(1 + i % 3)])
-            acked.extend(f"{name}{i}.{j}" for j in range(1 + i % 3))
-            if i % 4 == 0:
-                c.sync(sid, wait=True, timeout=10)
-
-        return lambda stop: calls(d.home, append, stop, errors, timeout=20)
-
-    def collect(c: Client, i: int) -> None:
-        c.gc(grace=0)
-
     killed_while(
-        [
-            batches("a", a),
-            batches("b", b),
-            # (A rekeys killing.REKEYS times at most: B, killed or slowed by its gc, fell past the 16 a device may be
-            # behind, and kept what it had: 7 runs in 30 under CPU hogs, before)
-            lambda stop: calls(a.home, rekeying(sid, rekeyed), stop, errors, timeout=20),
-            lambda stop: calls(a.home, collect, stop, errors, timeout=20),
-            lambda stop: calls(b.home, collect, stop, errors, timeout=20),
-        ],
+        collecting(a, b, sid, acked, rekeyed, errors),
         [a, b],
         KILLS,
         lo=0.1,
@@ -69,9 +49,53 @@ def test_gc_rekeys_and_appends_killed_at_random_moments_free_nothing_a_device_ne
     except AssertionError:
         keep_homes(store_dir, a, b)
         raise
-    code = a.client().share(sid)["code"]
+    nothing_freed(make_daemon, url, a, b, sid, log)
+
+
+def collecting(a, b, sid: str, acked: list[str], rekeyed: list[int], errors: list, *, store_killed=False) -> list:
+    """The workers for killed_while: A and B append one to three messages at a time (a sync now and then, each
+    acknowledged one noted in `acked`), A rekeys (killing.REKEYS times at most, each noted in `rekeyed`) and both run
+    `gc --grace 0` again and again. `store_killed`: the store is a victim too, and a rekey or gc refused as its store
+    unreachable meanwhile (503 `store`: nothing done, to be asked again) goes on."""
+
+    def tried(work: Callable[[Client, int], None]) -> Callable[[Client, int], None]:
+        def attempt(c: Client, i: int) -> None:
+            try:
+                work(c, i)
+            except ApiError as exc:
+                if not (store_killed and exc.code == "store"):
+                    raise
+
+        return attempt
+
+    def batches(name: str, d):
+        def append(c: Client, i: int) -> None:
+            c.append_many(sid, [{"role": "user", "content": f"{name}{i}.{j}"} for j in range(1 + i % 3)])
+            acked.extend(f"{name}{i}.{j}" for j in range(1 + i % 3))
+            if i % 4 == 0:
+                c.sync(sid, wait=True, timeout=10)
+
+        return lambda stop: calls(d.home, append, stop, errors, timeout=20)
+
+    def collect(c: Client, i: int) -> None:
+        c.gc(grace=0)
+
+    return [
+        batches("a", a),
+        batches("b", b),
+        # (A rekeys killing.REKEYS times at most: B, killed or slowed by its gc, fell past the 16 a device may be
+        # behind, and kept what it had: 7 runs in 30 under CPU hogs, before)
+        lambda stop: calls(a.home, tried(rekeying(sid, rekeyed)), stop, errors, timeout=20),
+        lambda stop: calls(a.home, tried(collect), stop, errors, timeout=20),
+        lambda stop: calls(b.home, tried(collect), stop, errors, timeout=20),
+    ]
+
+
+def nothing_freed(make_daemon, url: str, a, b, sid: str, log: list[str]) -> None:
+    """Nothing the devices need was freed: a device importing a fresh code from the store at `url` reads `log`, and
+    so does one importing after one more gc on each of `a` and `b`."""
     c = make_daemon(url).start()
-    c.client().import_code(code)
+    c.client().import_code(a.client().share(sid)["code"])
     assert contents(c, sid) == log
     for d in (a, b):
         cli_json(d.home, "gc", "--grace", "0")  # and once more, all quiet
