@@ -43,7 +43,7 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
-from .openai_history import own_part, past_stored, request_messages, resent, text_of
+from .openai_history import TEXT_ALONE, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import SESSION_HEADER, chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
 from .providers import usage_of
@@ -310,6 +310,11 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             if parted:  # what an earlier call appended past where the app's history parts from the chat's
                 new = new[resent(new, await d.db.chat_history(sid, chat_id, limit=len(new), last=True)) :]
             await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
+            for m in new:
+                m.pop(TEXT_ALONE, None)  # (what the history was matched by too: not stored)
+                m["tokens"] = d.estimate(counted_text(m))
+            if new:  # the quota's room and the context budget, judged as recording them will: before the request
+                await d.db.check_fits(sid, chat_id, new)
             # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
             p, model = provider_and_model(d, session, chat, None, model)
             # The app's own request goes on as it is (its tools, formats, ...), with sessiond's defaults for
@@ -329,7 +334,6 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 await asyncio.sleep(0)
                 if new:
                     for m in new:
-                        m["tokens"] = d.estimate(counted_text(m))
                         if "call_fields" in m:
                             # the app sent its calls' fields to this provider, which took them: its own, sent
                             # back to it and to no other (one that does not know a field refuses it)

@@ -15,10 +15,10 @@ from . import validate as v
 from .checker import too_long
 
 
-def _matched(m: dict) -> tuple:
-    """What of a message the request's history is matched by: role, content, and the tool calls it makes
-    or answers (two calls with no text differ by them)."""
-    return (m["role"], m["content"], m.get("tool_calls"), m.get("tool_call_id"))
+def _matched(m: dict, content: str | None = None) -> tuple:
+    """What of a message the request's history is matched by: role, content (`content`, else its own), and the
+    tool calls it makes or answers (two calls with no text differ by them)."""
+    return (m["role"], m["content"] if content is None else content, m.get("tool_calls"), m.get("tool_call_id"))
 
 
 def new_part(session: dict, chat: dict, history: list[dict], msgs: list[dict]) -> list[dict]:
@@ -66,6 +66,8 @@ def _same(sent: dict, stored: dict) -> bool:
     the same message when it is a prefix of the recorded text (not a new one, stored after it)."""
     if _matched(sent) == _matched(stored):
         return True
+    if TEXT_ALONE in sent and _matched(sent, sent[TEXT_ALONE]) == _matched(stored):
+        return True  # its parts that are not text, as an older sessiond recorded them: left out
     return bool(
         stored.get("interrupted")
         and sent["role"] == stored["role"] == "assistant"
@@ -74,13 +76,34 @@ def _same(sent: dict, stored: dict) -> bool:
     )
 
 
+# A request message's text as an older sessiond recorded it (its text parts alone), beside the text recorded now
+# (openai_compat.py drops it before the message is stored): the history it recorded still matches.
+TEXT_ALONE = "text_alone"
+# what a part that is not text is recorded as, in its place in the message's text: sessiond keeps text
+PART_NOTES = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
+
+
 def text_of(content) -> str:
-    """A message's content as text: a string, or the text parts of a list of parts."""
+    """A message's content as text: a string, or its list of parts: the text parts' texts, and each other
+    part (an image, audio, a file) noted by its kind, a line of its own (`[image]`)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
+    if not isinstance(content, list):
+        return ""
+    parts = [p for p in content if isinstance(p, dict)]
+    if all(isinstance(p.get("text"), str) or not p.get("type") for p in parts):
+        return _texts(parts)
+    return "\n".join(p["text"] if isinstance(p.get("text"), str) else _note(p.get("type")) for p in parts)
+
+
+def _texts(parts: list) -> str:
+    return "".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+
+
+def _note(kind) -> str:
+    if kind in PART_NOTES:
+        return PART_NOTES[kind]
+    return f"[{kind}]" if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 40 else "[part]"
 
 
 # the field a refusal of a message names first, as OpenAI's `param`: messages[1].tool_calls[0].function.arguments
@@ -115,6 +138,11 @@ def _read_messages(body: dict) -> list[dict]:
         if len(text) > v.MAX_TEXT:
             raise Invalid(too_long(f"messages[{i}].content", len(text), v.MAX_TEXT))
         rec = {"role": role, "content": text}
+        if (
+            isinstance(m.get("content"), list)
+            and (alone := _texts([p for p in m["content"] if isinstance(p, dict)])) != text
+        ):
+            rec[TEXT_ALONE] = alone
         if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
             rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
         if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:

@@ -11,6 +11,7 @@ import json
 import math
 
 import aiohttp
+from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
 
 from ..api.types import MAX_TEXT
 from ..storage.clock import wait_said
@@ -193,7 +194,19 @@ def read_failed(p: Provider, exc: BaseException, when: str) -> ProviderError:
     silence past the provider's timeout, or the answer cut off."""
     if isinstance(exc, TimeoutError):
         return timed_out(p, when)
-    return stream_cut(p, str(exc) or type(exc).__name__)
+    return stream_cut(p, _cut_said(exc))
+
+
+def _cut_said(exc: BaseException) -> str:
+    """What broke a read of the provider's answer, said as sessiond says it: aiohttp's ClientPayloadError
+    prints its cause as "<TransferEncodingError: 400, message='...'>", whose 400 (aiohttp's code for a
+    malformed message) reads as the provider's HTTP status. Its cause's own text is kept: how much came."""
+    cause = exc.__cause__
+    said = cause.message.strip().rstrip(".") if isinstance(cause, HttpProcessingError) else ""
+    said = said[:1].lower() + said[1:]
+    if isinstance(cause, (ContentLengthError, TransferEncodingError)):  # the body ended before its length
+        return "its connection closed" + (f": {said}" if said else "")
+    return said or str(exc) or type(exc).__name__
 
 
 def bad_answer(p: Provider, what: str) -> ProviderError:

@@ -296,6 +296,10 @@ class Database(SyncDatabase):
             check_results=check_results,
         )
 
+    async def check_fits(self, sid: str, chat: str, messages: list[dict]) -> None:
+        """Refuse, before it is done, what appending `messages` would refuse for the quota or the context budget."""
+        await self.messages.check_fits(sid, chat, messages)
+
     async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:
         """Refuse, before it is done, what would add `adding` messages to the chat past max_messages_per_chat."""
         await self.messages.check_room(sid, chat, adding, what)

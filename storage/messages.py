@@ -110,6 +110,29 @@ async def _stored_result(
     ]
 
 
+def check_quota_room(sid: str, used: int, quota: int | None, messages: list[dict], new_tokens: int) -> None:
+    """Refuse (quota_exceeded) `messages`, `new_tokens` of the quota, that a session `used` tokens into its
+    `quota` has no room for. One rule: a quota used up (100 %: `exhausted`) takes nothing more, a 0-token
+    append neither, as a question to a model is refused from 100 % on; below it an append is taken if it fits."""
+    if not quota or (used < quota and used + new_tokens <= quota):
+        return
+    whole = new_tokens > quota  # more than the whole quota: no clone or fork (the same quota) takes them
+    raise QuotaExceeded(
+        quota_too_small(sid, used, quota, messages, new_tokens)
+        if whole
+        else (
+            f"{quota_exhausted(sid, used, quota)}. "
+            if used >= quota  # nothing left: however few tokens these are (0 too), they do not fit
+            else f"{quota_short(sid, used, quota, messages, new_tokens)}. "
+        )
+        + quota_ways_out(sid),
+        used=used,
+        quota=quota,
+        needed=new_tokens,
+        api=quota_ways_api(sid, copies=not whole),
+    )
+
+
 class Messages(MessageReads):
     """A session's messages: appended here, read back by MessageReads (storage/messagereads.py)."""
 
@@ -219,24 +242,8 @@ class Messages(MessageReads):
                     await check_chat_room(tx, self.c.limits, sid, c, adding, cap)
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
-            # one rule: a quota used up (100 %: `exhausted`) takes nothing more, a 0-token append neither, as a
-            # question to a model is refused from 100 % on; below it an append is taken if it fits
-            if quota and (used >= quota or used + new_tokens > quota) and not (answer or importing):
-                whole = new_tokens > quota  # more than the whole quota: no clone or fork (the same quota) takes them
-                raise QuotaExceeded(
-                    quota_too_small(sid, used, quota, messages, new_tokens)
-                    if whole
-                    else (
-                        f"{quota_exhausted(sid, used, quota)}. "
-                        if used >= quota  # nothing left: however few tokens these are (0 too), they do not fit
-                        else f"{quota_short(sid, used, quota, messages, new_tokens)}. "
-                    )
-                    + quota_ways_out(sid),
-                    used=used,
-                    quota=quota,
-                    needed=new_tokens,
-                    api=quota_ways_api(sid, copies=not whole),
-                )
+            if not (answer or importing):
+                check_quota_room(sid, used, quota, messages, new_tokens)
             seq = seq or 0
             session_budget = "max_context_tokens" in policy
             for c in sorted(chats):  # context budgets, before anything is written
@@ -360,6 +367,28 @@ class Messages(MessageReads):
             if mark:
                 await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
         return out
+
+    async def check_fits(self, sid: str, chat: str, messages: list[dict]) -> None:
+        """Refuse, before it is done, what appending `messages` (their tokens counted) to the chat would refuse
+        for the session's token quota or the chat's context budget, as `append` judges them (a compaction it
+        would make is not made here): the OpenAI endpoint sends a request on to the provider before it records
+        the request's new messages, and one they do not fit must ask the model nothing."""
+        row = await self.c.committed.fetchone("SELECT policy, tokens_used FROM sessions WHERE id=?", (sid,))
+        if row is None:
+            raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
+        policy = json.loads(row[0]) if row[0] and row[0] != "{}" else {}
+        check_quota_room(sid, row[1], policy.get("token_quota"), messages, sum(map(charge, messages)))
+        adding = sum(m.get("tokens") or 0 for m in messages)
+        await context_check(
+            self.c.committed,
+            sid,
+            chat,
+            policy,
+            adding,
+            estimate=self.c.estimate,
+            cache=self.c.fixed_cache,
+            limits=self.c.limits,
+        )
 
     async def check_room(self, sid: str, chat: str, adding: int, what: str = "") -> None:
         """Refuse (limit_reached) what would add `adding` messages to a chat past max_messages_per_chat,

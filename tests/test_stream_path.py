@@ -110,6 +110,9 @@ class _Db:
     async def check_room(self, sid, chat, adding, what=""):
         return None  # (no max_messages_per_chat here)
 
+    async def check_fits(self, sid, chat, messages):
+        return None  # (no token quota nor context budget here)
+
     async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False):
         if not answer:
             if self.provider is not None:  # the SQL blocks the loop: the request must have left before it

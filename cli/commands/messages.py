@@ -224,12 +224,13 @@ def cmd_log(args) -> int:
         answers = f" (answers {safe(m['tool_call_id'])})" if m.get("tool_call_id") else ""
         mark = (" [compacted]" if m["id"] in aside else "") + (" [interrupted]" if m.get("interrupted") else "")
         calls = calls_said(m)
+        who = f"{safe(m['role']):>9}" + (f" ({safe(named)})" if args.all else "")  # (--short's line)
         print(
             f"{head} {m['id']}{mark}{answers}:\n"
             + (f"{safe(m['content'], keep_lines=True)}\n" if m["content"] or not calls else "")
             + "".join(f"-> {safe(c)}\n" for c in calls)
             if not args.short
-            else f"{safe(m['role']):>9}:{mark} {short(m['content'] or '; '.join(calls), 100)}"
+            else f"{who}:{mark} {short(m['content'] or '; '.join(calls), 100)}"
         )
     return 0
 

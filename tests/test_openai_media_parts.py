@@ -1,0 +1,66 @@
+"""A message an app sends the OpenAI-compatible endpoint with parts that are not text (an image, audio, a file)
+is recorded with a note of each such part in its place (`[image]`), sessiond keeping text. The parts were
+dropped without a trace: a vision app's question "what is this" beside its image was recorded as "what is
+this", and an image sent alone as a user's message with no text at all (""), which the session's own append
+refuses as blank, and which `sessiond ask` then sent the model as an empty question. The provider is still
+sent the parts as the app gave them, and the app's history, sent again with its next call, matches what was
+recorded (also as an older sessiond recorded it, the text alone): nothing is appended twice."""
+
+from __future__ import annotations
+
+from conftest import openai_app
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+
+
+def _kept(c, sid: str) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in c.messages(sid)["messages"]]
+
+
+def test_an_image_alone_is_recorded_as_a_note_not_as_a_blank_message(served_openai):
+    d, p = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    history = [{"role": "user", "content": [IMAGE]}]
+    answer = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    assert p.requests[-1]["messages"] == history  # the provider is sent the image as the app gave it
+    assert _kept(c, sid) == [("user", "[image]"), ("assistant", answer)]
+    history += [{"role": "assistant", "content": answer}, {"role": "user", "content": [AUDIO]}]
+    again = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    assert _kept(c, sid) == [("user", "[image]"), ("assistant", answer), ("user", "[audio]"), ("assistant", again)]
+
+
+def test_text_beside_an_image_keeps_the_image_s_place_and_matches_when_sent_again(served_openai):
+    d, p = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    history = [{"role": "user", "content": [{"type": "text", "text": "what is this"}, IMAGE]}]
+    answer = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "and now?"}]
+    app.chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, sid)
+    assert kept[:3] == [("user", "what is this\n[image]"), ("assistant", answer), ("user", "and now?")], kept
+    assert len(kept) == 4
+    assert p.requests[-1]["messages"][0] == history[0]
+
+
+def test_a_history_an_older_sessiond_recorded_without_its_image_still_matches(served_openai):
+    """An older sessiond kept a message's text parts alone: the app's history, sent again, matches that."""
+    d, p = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "what is this")  # as recorded before: the text, not the image
+    c.append(sid, "assistant", "a cat")
+    app = openai_app(d, sid)
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "what is this"}, IMAGE]},
+        {"role": "assistant", "content": "a cat"},
+        {"role": "user", "content": "and now?"},
+    ]
+    app.chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, sid)
+    assert kept[:3] == [("user", "what is this"), ("assistant", "a cat"), ("user", "and now?")], kept
+    assert len(kept) == 4, kept
