@@ -14,31 +14,23 @@ import logging
 import os
 from collections.abc import Sequence
 
-from nacl.public import SealedBox
-from nacl.signing import VerifyKey
-
-from ..storage.clock import wall
 from ..storage.errors import read_only, revoked
 from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store
-from ..stores.bounded import bounded
-from ..stores.cid import digest
-from ..stores.registry import RegistryEntry
 from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
-from .errors import ImportError_, crash_point, describe
+from .errors import ImportError_, crash_point
 from .frozen import is_frozen, merge_frozen
-from .manifest import CLAIMS_KEPT
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
 from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
+from .rekeynotice import RekeyNotices
 from .rekeyowed import OwedPush
 from .rekeyproof import (
-    notice_hash,
     same_notice,
 )
 from .slotrestore import served_stale
@@ -53,6 +45,7 @@ class Rekeyer:
         self.ctx = ctx
         self.members = members
         self.pusher = pusher
+        self.notices = RekeyNotices(ctx, pusher)  # this rekey's notice and its claim in this device's head
         self.check = NoticeCheck(ctx, members)  # another device's notice checked before it is taken
         # sessions whose switch to a new key left the push of this device's log to the switch at the end of the
         # chain of rekeys it is catching up through (_switch_key); paid (owed.settle) if the chain stops short
@@ -109,10 +102,10 @@ class Rekeyer:
                     record, keep, members = tried
                     carried = self.members.carried_as_seen(sid)  # (kept writers' entries since: kept)
                     with contextlib.suppress(StaleHead):
-                        await self._publish_notice(store, sid, old_key, old_write, rev, members, record, carried)
+                        await self.notices.publish(store, sid, old_key, old_write, rev, members, record, carried)
                     break
                 if notice is not None:
-                    await self._withdraw(sid, old_announce)  # ours never reached the store
+                    await self.notices.withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
                     raise await self._rekeyed_already(sid, notice, store, members)
                 # each writer by its device id, or by its head key's start when its id is not known (its log
@@ -120,11 +113,11 @@ class Rekeyer:
                 others = {member_name(m) for m in members if m["head_pk"] != my_pk}
                 # no refusal for those a rekey dropped before (a drop asked again after a crash): named so
                 already, own, capped = await dropped_before(
-                    ctx, self.members, store, sid, drop, others, frozen, self._claims, members
+                    ctx, self.members, store, sid, drop, others, frozen, self.notices.claims, members
                 )
                 unknown = [d for d in drop if d not in others and d not in already]
                 if unknown:
-                    await self._withdraw(sid, old_announce)
+                    await self.notices.withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
                     raise ImportError_(
                         "unknown_device",
@@ -176,27 +169,27 @@ class Rekeyer:
                 }
                 logs = await self._frozen_on(sid, record)
                 # boxes are random: made once, kept. With what the new slot will hold and the old one does not
-                record["n"] = dagcbor.encode(self._notice(sid, record, [f for f in logs if f not in frozen]))
+                record["n"] = dagcbor.encode(self.notices.notice(sid, record, [f for f in logs if f not in frozen]))
                 try:  # a notice or a new slot past the cap, refused only once recorded and claimed (the notice
                     # out, for the slot), was resumed for good
-                    self._sealed_notice(sid, old_key, members, record)
+                    self.notices.sealed(sid, old_key, members, record)
                     self._new_slot_fits(sid, record, logs)
                 except ImportError_:
-                    await self._withdraw(sid, old_announce)  # (an attempt before, refused as stale, claimed)
+                    await self.notices.withdraw(sid, old_announce)  # (an attempt before, refused as stale, claimed)
                     ctx.keys.clear_rekey_pending(sid)
                     raise
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
                 crash_point("rekey:pending")
-                await self._claim(sid, record)  # this device's head claims the notice before it is published
+                await self.notices.claim(sid, record)  # this device's head claims the notice before it is published
                 crash_point("rekey:claimed")
                 try:
-                    await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+                    await self.notices.publish(store, sid, old_key, old_write, rev, members, record)
                 except StaleHead:
                     tried = (record, keep, members)
                     continue  # the slot changed meanwhile (a writer joined, or another rekey): look again
                 break
             else:
-                await self._withdraw(sid, old_announce)
+                await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)
                 raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
             crash_point("rekey:published")
@@ -211,95 +204,11 @@ class Rekeyer:
             "already_dropped": already,
         }
 
-    def _notice(self, sid: str, record: dict, frozen: Sequence[dict]) -> dict:
-        """The notice of this device's rekey (docs/FORMATS.md §6): a box for each kept writer and one for
-        this device too (so that even without its record it can take its own rekey, as the others do),
-        and this device's id as its author, which its own head's claim confirms. With `frozen`, the frozen
-        logs the new slot will hold (_frozen_on) that the old slot does not (this rekey's freezes, and those noted
-        here that the slot lacks), claimed with it: a device taking the notice writes them into the new slot
-        itself, should this device never write it (killed after its notice, then dropped by a later rekey, or
-        lost: they were else in its rekey record only, and lost for good). Those of the old slot the devices
-        taking the notice noted as they read it; the notice does not carry them again (its size: the old slot
-        may be near the cap with them)."""
-        secret = dagcbor.encode({"a": record["a"], "k": record["k"], "w": record["w"]})
-        pks = [m["k"] for m in record["m"]] + [self.ctx.keys.head_pk(sid)]
-        boxes = [{"k": pk, "x": SealedBox(VerifyKey(pk[1:]).to_curve25519_public_key()).encrypt(secret)} for pk in pks]
-        notice = {"a": record["a"], "b": boxes, "d": self.ctx.db.device_id, "t": int(wall())}
-        if "s" in record:  # (a record an earlier sessiond wrote, resumed, has none)
-            notice["s"] = record["s"]
-        if frozen:  # (absent when empty, as a members object's)
-            notice["f"] = list(frozen)
-        return notice
-
-    async def _claim(self, sid: str, record: dict) -> None:
-        """Add this rekey's claim to this device's manifest and push it (under the old key, where the
-        devices taking the notice look first): in place of an earlier claim of the same generation (a
-        rekey that had to start over). A push that fails fails the rekey, which resumes from its record."""
-        claim = {"a": record["a"], "h": notice_hash(dagcbor.decode(record["n"])), "o": record["o"]}
-        claims = [c for c in await self._claims(sid) if c["o"] != record["o"]] + [claim]
-        await self.ctx.db.save_sync_state(sid, rekey_claims=dagcbor.encode(claims[-CLAIMS_KEPT:]))
-        await self.pusher.push(sid, force=True)
-
-    async def _withdraw(self, sid: str, old_announce: bytes) -> None:
-        """Take back a claim whose notice was never published (another device's rekey came first, or this
-        one gave up): a device taking the other notice would otherwise see two rekeys. If the push fails,
-        the next one carries the change (and this device's switch to the other key pushes anyway)."""
-        claims = await self._claims(sid)
-        if not any(c["o"] == old_announce for c in claims):
-            return
-        kept = [c for c in claims if c["o"] != old_announce]
-        await self.ctx.db.save_sync_state(sid, rekey_claims=dagcbor.encode(kept) if kept else None)
-        try:
-            await self.pusher.push(sid, force=True)
-        except Exception as exc:  # said here; the next push carries it
-            log.warning(
-                "could not push the withdrawal of a rekey claim", extra={"session": sid, "error": describe(exc)}
-            )
-
-    async def _claims(self, sid: str) -> list[dict]:
-        raw = (await self.ctx.db.sync_state(sid)).get("rekey_claims")
-        return list(dagcbor.decode(raw)) if raw else []
-
-    async def _publish_notice(
-        self,
-        store: Store,
-        sid: str,
-        old_key: bytes,
-        old_write: bytes,
-        rev: int,
-        members: list[dict],
-        record: dict,
-        carried: Sequence[dict] = (),
-    ) -> None:
-        """The notice, as revision rev+1 of the old members slot (with `carried`, the "c" of the slot holding it
-        already: rekeycarried)."""
-        salt, sealed = self._sealed_notice(sid, old_key, members, record, carried)
-        # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name): killed in
-        # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing.
-        # The members object the slot named before, if this device put it, is let go once the notice is written
-        entry = RegistryEntry.create(announce_key(old_write), rev + 1, b"\x1e" + digest(sealed) + salt)
-        async with self.ctx.put_to_name(store, sid, sealed, entry.pk, entry.revision):
-            crash_point("rekey:notice_put")  # (tests: the notice put, the slot not written)
-            await pause_for_tests("rekey.notice_put")  # (the tests hold it here: put, the slot not written)
-            await bounded(store.set_head(entry), self.ctx.timeout)
-            crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
-            await self.ctx.named(store, entry)
-
     async def _frozen_on(self, sid: str, record: dict) -> list[dict]:
         """The frozen logs of the new generation: those this rekey froze or carries on ("f"), and every one this
         device noted (Members.keep_frozen; the slot it read may lack some, which its write of the new slot merges
         in)."""
         return merge_frozen(record.get("f", []), await self.members.known_frozen(sid))
-
-    @staticmethod
-    def _sealed_notice(
-        sid: str, old_key: bytes, members: list[dict], record: dict, carried: Sequence[dict] = ()
-    ) -> tuple[bytes, bytes]:
-        """The notice as the old slot's object: (its salt, it sealed); refused (members_full) past the cap."""
-        obj = {**members_object(sid, members), "rekey": dagcbor.decode(record["n"])}
-        plain = dagcbor.encode({**obj, "c": list(carried)} if carried else obj)
-        salt = os.urandom(SALT_LEN)
-        return salt, seal_members(sid, plain, members_key(old_key, salt), len(members), kept=len(record["m"]))
 
     def _new_slot_fits(self, sid: str, record: dict, logs: Sequence[dict]) -> None:
         """Refused (members_full) if the new members slot this rekey writes once it switches would be past the cap:
@@ -310,13 +219,6 @@ class Rekeyer:
         kept = [{"head_pk": m["k"], "device_id": member_device(m.get("d"))} for m in record["m"]]
         plain = dagcbor.encode(members_object(sid, [me, *kept], logs))
         seal_members(sid, plain, members_key(record["k"], bytes(SALT_LEN)), len(kept) + 1, frozen=len(logs))
-
-    async def _notice_named(self, store: Store, old_announce: bytes) -> None:
-        """The object the old members slot names (this device's notice) is no longer a gc candidate, and the
-        members object it named before, if this device put it, is let go (SyncContext.named)."""
-        entry = await bounded(store.get_head(b"\xed" + old_announce), self.ctx.timeout)
-        if entry is not None:
-            await self.ctx.named(store, entry)
 
     async def _finish(self, sid: str, record: dict) -> None:
         # (a record an earlier sessiond wrote may name a writer of no known id "None")
@@ -354,10 +256,10 @@ class Rekeyer:
             rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
             if "n" not in record:  # a record from before notices named their author: made here, once
                 record["o"] = old_announce
-                record["n"] = dagcbor.encode(self._notice(sid, record, ()))
+                record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             if notice is not None and not same_notice(notice, record):
-                await self._withdraw(sid, old_announce)
+                await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
                 return
@@ -365,15 +267,15 @@ class Rekeyer:
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                     # given up, as it would be refused at every resume
-                    self._sealed_notice(sid, old_key, members, record)
+                    self.notices.sealed(sid, old_key, members, record)
                     self._new_slot_fits(sid, record, await self._frozen_on(sid, record))
                 except ImportError_:
-                    await self._withdraw(sid, old_announce)
+                    await self.notices.withdraw(sid, old_announce)
                     ctx.keys.clear_rekey_pending(sid)
                     raise
-                await self._claim(sid, record)
+                await self.notices.claim(sid, record)
                 try:
-                    await self._publish_notice(store, sid, old_key, old_write, rev, members, record)
+                    await self.notices.publish(store, sid, old_key, old_write, rev, members, record)
                 except StaleHead:
                     if again <= 0:
                         raise ImportError_(
@@ -383,7 +285,7 @@ class Rekeyer:
             else:  # published, perhaps killed before it was forgotten as a gc candidate: the old slot names
                 # it, which gc no longer reads once this device has switched, and the devices yet to take
                 # the rekey read it there
-                await self._notice_named(store, old_announce)
+                await self.notices.named(store, old_announce)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
 
@@ -478,8 +380,9 @@ class Rekeyer:
         }
         dropped = [m for m in members if bytes(m["head_pk"]) not in boxed and m["head_pk"] != my_pk]
         applied = await applied_past(self.ctx, sid, store, notice, dropped)
-        # the frozen logs the notice names (its author claims them with it: _notice), for the new slot this device
-        # writes as it switches: its author may never write it (a notice of sessiond before it names none)
+        # the frozen logs the notice names (its author claims them with it: RekeyNotices.notice), for the new slot
+        # this device writes as it switches: its author may never write it (a notice of sessiond before it names
+        # none)
         named = [f for f in notice.get("f", []) if is_frozen(f)] if isinstance(notice.get("f"), list) else []
         if named or applied:
             record["f"] = merge_frozen(named, [f for f, _ in applied])
