@@ -312,7 +312,12 @@ class Sessions(RuleBasedStateMachine):
             "settings": {"temperature": temperature, "top_p": top_p},
         }
         self.note(f"D{dev} set {s.sid} {fields}")
-        got = self.devices[dev].client().update_session(s.sid, **fields)
+        c = self.devices[dev].client()
+        if s.status == "ended":  # an ended session's conversation is final: its settings refused, a name still set
+            if c.get_session(s.sid)["settings"] != fields["settings"]:
+                self._refused(lambda: c.update_session(s.sid, **fields), "settings")
+            del fields["settings"]
+        got = c.update_session(s.sid, **fields)
         for k, v in fields.items():
             assert got[k] == v or (k == "settings" and {kk: got[k].get(kk) for kk in v} == v), (k, got[k])
         s.fields.update(fields)
