@@ -24,11 +24,13 @@ def thinking(make_daemon):
     server.stop()
 
 
-def ask_and_leave(d, sid: str, path: str, body: dict, extra: str = "") -> None:
+def ask_and_leave(d, p: Provider, sid: str, path: str, body: dict, extra: str = "") -> None:
     """The request sent on the daemon's socket; the connection closed, unanswered, once its question is
-    stored."""
+    stored and has reached the provider (closed sooner, on a loaded machine, the daemon rightly asks no model:
+    there is then no generation to see stopped)."""
     s = raw_post(d.socket, path, body, extra)
     wait_for(lambda: d.client().messages(sid)["messages"], what="the question stored")
+    wait_for(lambda: p.arrived, what="the question at the provider")
     s.close()
 
 
@@ -39,10 +41,10 @@ def test_an_app_gone_before_the_answer_stops_the_generation_and_records_no_answe
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
     if route == "complete":
-        ask_and_leave(d, sid, f"/v1/sessions/{sid}/complete", {"content": "hello", "stream": stream})
+        ask_and_leave(d, p, sid, f"/v1/sessions/{sid}/complete", {"content": "hello", "stream": stream})
     else:
         body = {"model": "echo-1", "messages": [{"role": "user", "content": "hello"}], "stream": stream}
-        ask_and_leave(d, sid, "/openai/v1/chat/completions", body, f"X-Sessiond-Session: {sid}\r\n")
+        ask_and_leave(d, p, sid, "/openai/v1/chat/completions", body, f"X-Sessiond-Session: {sid}\r\n")
     wait_for(lambda: p.left_unanswered + p.completed + p.streams_stopped, timeout=20, what="the provider done")
     gone = p.left_unanswered
     # the next question is answered, and the session holds only what its app got

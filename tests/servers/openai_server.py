@@ -84,6 +84,7 @@ class Provider:
     streams_stopped: int = 0  # streams whose client went away before the end
     cuts: int = 0  # streams it cut (faults.cut_after): what it wrote is sent, then the connection dropped
     left_unanswered: int = 0  # requests whose client went away while it was still thinking (`hang`)
+    arrived: int = 0  # completion requests that reached the provider, counted before any fault
     completed: int = 0
     words_sent: int = 0  # a stream's word chunks written, all streams together
     models: tuple = MODELS  # what its GET /v1/models lists
@@ -233,6 +234,7 @@ def make_app(p: Provider) -> web.Application:
 
     async def completions(request: web.Request):
         f = p.faults
+        p.arrived += 1
         if f.hang:
             await _silent(request, f.hang)  # the fault itself (a provider that does not answer), not a wait
             if _gone(request):  # its client stopped waiting
