@@ -1,0 +1,70 @@
+"""A session being imported from a share code is written hidden, in chunks (storage/applyremote.py): listed nowhere,
+404 by its id, until the last chunk. What else wants its id meanwhile (a session made here, a file's session, one
+whose id differs only in case) is refused as `importing`, with what to do (wait for that import: one that fails
+frees the id), not as a session here to delete first, which GET and DELETE answer 404."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conftest import wait_for
+from sessiond.client import ApiError
+
+CONTENT = "a message of a typical length, with a few words of text in it"
+
+
+def _refused(call) -> ApiError:
+    with pytest.raises(ApiError) as e:
+        call()
+    return e.value
+
+
+def _held_import(make_daemon, store_dir, tmp_path):
+    """A's 2,500-message session shared by code; B's import of it held after its first chunk (the session written
+    hidden). Yields (A's client, B, B's client, sid, the flag that holds it, the thread importing)."""
+    url = "file://" + store_dir
+    a = make_daemon(url).start()
+    flag = tmp_path / "chunk.held"
+    b = make_daemon(url, env={"SESSIOND_TEST_PAUSE": f"import.chunk:{flag}"}).start()
+    ca, cb = a.client(), b.client()
+    sid = ca.create_session(name="long")["id"]
+    ca.append_many(sid, [{"role": "user", "content": f"{j} {CONTENT}"} for j in range(2_500)])  # (two chunks)
+    code = ca.share(sid)["code"]
+    done: dict = {}
+
+    def imported() -> None:
+        with b.client() as c:
+            done["res"] = c.import_code(code)
+
+    t = threading.Thread(target=imported)
+    t.start()
+    wait_for(flag.exists, timeout=60, interval=0.01, what="the code's first chunk written, its import held")
+    assert _refused(lambda: cb.get_session(sid)).status == 404  # (hidden while its import runs)
+    return ca, cb, sid, flag, t, done
+
+
+def _ended(cb, sid: str, flag, t, done) -> None:
+    """The import let go on (held again at each chunk: let go each time), and ended whole."""
+    deadline = time.monotonic() + 60
+    while t.is_alive() and time.monotonic() < deadline:
+        flag.unlink(missing_ok=True)
+        t.join(0.05)
+    assert done["res"]["session"] == sid, done
+    assert cb.get_session(sid)["message_count"] == 2_500
+
+
+def test_a_files_session_of_an_id_being_imported_by_code_is_refused_as_importing(make_daemon, store_dir, tmp_path):
+    """`sessiond import-file` of a file holding a session of that id (an export of it) was told "this file holds
+    session X, which is on this device already: delete it first (`sessiond rm X`)", reason `exists`: `rm X`
+    answered 404, and once the code's import ended there was nothing to delete but the session just imported."""
+    ca, cb, sid, flag, t, done = _held_import(make_daemon, store_dir, tmp_path)
+    try:
+        err = _refused(lambda: cb.import_file(ca.export(sid, "json"), "json"))
+        # main: reason exists, "delete it first (`sessiond rm X`)"
+        assert (err.status, err.code, err.reason) == (409, "conflict", "importing"), (err.reason, err.message)
+        assert "being imported" in err.message and "sessiond rm" not in err.message, err.message
+    finally:
+        _ended(cb, sid, flag, t, done)
