@@ -68,3 +68,31 @@ def test_a_files_session_of_an_id_being_imported_by_code_is_refused_as_importing
         assert "being imported" in err.message and "sessiond rm" not in err.message, err.message
     finally:
         _ended(cb, sid, flag, t, done)
+
+
+def test_an_id_differing_only_in_case_from_one_being_imported_is_refused_as_importing(make_daemon, store_dir, tmp_path):
+    """A session made under an id that differs only in case from the one being imported (`new --id`, a file's
+    session, another code's) was refused as `case_twin`, "session X already exists on this device": X answered 404
+    (hidden till its import ends), and a share code's refusal said to delete it first. It is `importing` now: wait
+    for that import (one that fails frees the id), naming both ids."""
+    ca, cb, sid, flag, t, done = _held_import(make_daemon, store_dir, tmp_path)
+    twin = sid.upper()
+    c = make_daemon("file://" + store_dir).start().client()  # another device's session of the twin id, shared
+    c.create_session(id=twin, initial_messages=[{"role": "user", "content": "hi"}])
+    code = c.share(twin)["code"]
+    exported = ca.export(sid, "json")
+    exported = {**exported, "session": {**exported["session"], "id": twin}}  # (a file of the twin id)
+    try:
+        for make in (
+            lambda: cb.create_session(id=twin),
+            lambda: cb.import_file(exported, "json"),
+            lambda: cb.import_code(code),
+        ):
+            err = _refused(make)
+            # main: reason case_twin, "session X already exists on this device" (and "delete the one here first")
+            assert (err.status, err.code, err.reason) == (409, "conflict", "importing"), (err.reason, err.message)
+            assert "being imported" in err.message and sid in err.message and twin in err.message, err.message
+            assert "sessiond rm" not in err.message and "delete" not in err.message, err.message
+    finally:
+        _ended(cb, sid, flag, t, done)
+    assert _refused(lambda: cb.create_session(id=twin)).reason == "case_twin"  # (once imported: the twin is here)
