@@ -288,3 +288,59 @@ async def test_the_clis_import_draws_the_walk_and_json_stays_clean(devices, make
     assert json.loads(out)["error"]["code"], out  # standard output: the JSON alone
     # main: no bar at all, the walk silent
     assert BAR in err and f"import: reading older manifests of {sid}" in err, err
+
+
+async def test_a_walk_left_behind_by_another_notice_in_the_slot_does_not_say_wait(devices, monkeypatch):
+    """A walk cut short stays kept (in memory and in the database) once the slot holds another notice, whose own walk
+    ends refusing it: `rekeywalk.under_way(sid)` was true for any cut walk of the session, so doctor said to wait
+    for a walk that never goes on, not the fork a notice no device takes calls for, and the walk's row stayed in
+    claims_walks for as long as the session. under_way names only the walk of the notice the last check was of, and
+    a walk left behind is dropped, in memory and in the database."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    _a, b, sid, first, _key, _claims = await _aged_out(devices, "walk left", CLAIMS_KEPT + 3)
+    await _slot_served_with(devices, sid, first)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed" and rekeywalk.under_way(sid), err.value
+    other, _ = await _abandoned_notice(devices, sid)  # (a notice of the slot its author never claimed)
+    await _slot_served_with(devices, sid, other)
+    for _ in range(40):
+        with pytest.raises(ImportError_) as err:
+            await b.pull(sid)
+        assert err.value.kind == "rekey_unconfirmed", err.value
+        if "none of its older manifests" in str(err.value):  # (its walk done: refused for good)
+            break
+    assert "none of its older manifests" in str(err.value), err.value
+    # main: the first notice's walk, cut short, still counted as under way: "sessiond sync --wait" for it
+    assert not rekeywalk.under_way(sid)
+    assert "fork" in pull_fix("rekey_unconfirmed", sid)
+    rows = await devices.dbb.syncstate.claims_walks.c.committed.fetchall(
+        "SELECT walk FROM claims_walks WHERE session_id=?", (sid,)
+    )
+    assert rows == [], rows  # main: the first notice's walk, kept for good
+
+
+async def test_a_walk_left_behind_as_the_keys_switch_is_dropped_from_the_database(devices, monkeypatch):
+    """A walk cut short, then the slot holds another notice its author claims in its current manifest (no walk): the
+    device takes it and switches keys. The first notice's walk, of a generation the session left, stayed in
+    claims_walks for as long as the session: dropped as the keys switch."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    _a, b, sid, first, _key, claims = await _aged_out(devices, "walk switched", CLAIMS_KEPT + 3)
+    await _slot_served_with(devices, sid, first)
+    with pytest.raises(ImportError_):
+        await b.pull(sid)
+    walks = devices.dbb.syncstate.claims_walks.c.committed
+    assert await walks.fetchall("SELECT walk FROM claims_walks WHERE session_id=?", (sid,))  # (the walk kept)
+    old_announce = bytes(announce_key(devices.a.ctx.keys.write_secret(sid)).verify_key)
+    taken, new_key = await _abandoned_notice(devices, sid)
+    mine = {"a": taken["a"], "h": notice_hash(taken), "o": old_announce}
+    await _claims_pushed(devices, sid, [*claims, mine][-CLAIMS_KEPT:])
+    await _slot_served_with(devices, sid, taken)
+    try:
+        await b.pull(sid)
+    except ImportError_ as exc:  # (the new slot is never written here: what B says of that is not this test's)
+        assert exc.kind != "rekey_unconfirmed", exc
+    assert b.ctx.keys.session_key(sid) == new_key
+    assert not rekeywalk.under_way(sid)
+    # main: the first notice's walk kept for good
+    assert await walks.fetchall("SELECT walk FROM claims_walks WHERE session_id=?", (sid,)) == []
