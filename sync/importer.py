@@ -221,6 +221,8 @@ class Importer:
             if logs[db.device_id].last_seq > held:
                 own = {"pushed_seq": 0, "head_rev": int(mine_frozen["r"]), "tree": None}
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
+            if any(p["last_error"] == BEHIND for p in peers):  # (its creator's log under an older key: not damaged)
+                raise creation_not_held(sid, peers, fresh=True)
             raise ImportError_(
                 "damaged",
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
