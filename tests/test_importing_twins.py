@@ -24,7 +24,7 @@ def _refused(call) -> ApiError:
 
 def _held_import(make_daemon, store_dir, tmp_path):
     """A's 2,500-message session shared by code; B's import of it held after its first chunk (the session written
-    hidden). Yields (A's client, B, B's client, sid, the flag that holds it, the thread importing)."""
+    hidden). (A's client, B's client, sid, the flag that holds it, the thread importing, where its answer goes)."""
     url = "file://" + store_dir
     a = make_daemon(url).start()
     flag = tmp_path / "chunk.held"

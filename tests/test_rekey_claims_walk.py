@@ -68,6 +68,16 @@ async def _slot_served_with(devices, sid: str, notice: dict) -> None:
     await store.set_head(RegistryEntry.create(slot_key, entry.revision + 1, b"\x1e" + h + salt))
 
 
+async def _taken(devices, b, sid: str, notice: dict, new_key: bytes) -> None:
+    """The slot served holding `notice`, and B's pull takes it (its key `new_key`)."""
+    await _slot_served_with(devices, sid, notice)
+    try:
+        await b.pull(sid)
+    except ImportError_ as exc:  # (the new slot is never written here: what B says of that is not this test's)
+        assert exc.kind != "rekey_unconfirmed", exc
+    assert b.ctx.keys.session_key(sid) == new_key
+
+
 async def _aged_out(devices, name: str, later: int) -> tuple:
     """A's session `name`, shared with B (B pulled it); A's claim of a notice of the current slot, then `later` claims
     of other rekeys, one push each. (a, b, sid, the notice, the key it gives, A's claims as they are)."""
@@ -118,12 +128,7 @@ async def test_a_claim_its_author_took_back_is_not_found_in_its_older_manifests(
 async def test_a_claim_that_left_its_authors_log_by_the_cap_is_found_in_its_older_manifests(devices):
     """The same notice, its claim never taken back: pushed out of A's log by CLAIMS_KEPT later ones. B takes it."""
     _a, b, sid, notice, new_key, _claims = await _aged_out(devices, "aged out", CLAIMS_KEPT)
-    await _slot_served_with(devices, sid, notice)
-    try:
-        await b.pull(sid)
-    except ImportError_ as exc:  # (the new slot is never written here: what B says of that is not this test's)
-        assert exc.kind != "rekey_unconfirmed", exc
-    assert b.ctx.keys.session_key(sid) == new_key
+    await _taken(devices, b, sid, notice, new_key)
 
 
 async def test_a_notice_refused_after_the_walk_is_not_walked_again_while_its_authors_head_stands(devices):
@@ -335,12 +340,7 @@ async def test_a_walk_left_behind_as_the_keys_switch_is_dropped_from_the_databas
     taken, new_key = await _abandoned_notice(devices, sid)
     mine = {"a": taken["a"], "h": notice_hash(taken), "o": old_announce}
     await _claims_pushed(devices, sid, [*claims, mine][-CLAIMS_KEPT:])
-    await _slot_served_with(devices, sid, taken)
-    try:
-        await b.pull(sid)
-    except ImportError_ as exc:  # (the new slot is never written here: what B says of that is not this test's)
-        assert exc.kind != "rekey_unconfirmed", exc
-    assert b.ctx.keys.session_key(sid) == new_key
+    await _taken(devices, b, sid, taken, new_key)
     assert not rekeywalk.under_way(sid)
     # main: the first notice's walk kept for good
     assert await walks.fetchall("SELECT walk FROM claims_walks WHERE session_id=?", (sid,)) == []
