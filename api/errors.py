@@ -47,7 +47,8 @@ CONFLICT_REASONS: dict[str, str] = {
     "name_taken": "a chat's name or id would pick another chat of the session (names and ids pick chats)",
     "ambiguous": "several chats of the session have the name given: name the chat by its id",
     "written_meanwhile": "the chat was written to since it was read",
-    "importing": "the session is being imported (from a share code or a file) already: wait for that import",
+    "importing": "the session (or one whose id differs from it only in case) is being imported (from a share code or"
+    " a file) already, hidden till that import ends: wait for it",
     "status": "a status change the session's lifecycle does not allow",
     "other_device": "this home has written sessions as another device than the share code's key names",
     "rekeyed": "another device rekeyed the session at the same time: pull (`sync`), then rekey again if still wanted",

@@ -34,7 +34,8 @@ def note_provider_not_here(args, c: Client) -> None:
     if not name:
         return
     try:
-        status = Client(c.home, socket=c.socket, timeout=NOTE_WAIT).status()
+        with Client(c.home, socket=c.socket, timeout=NOTE_WAIT) as note:  # (its connection closed once answered)
+            status = note.status()
     except ClientError:  # (the change is made: a note that cannot be had is no failure of it)
         return
     providers = status.get("providers")

@@ -330,8 +330,9 @@ async def import_file(
                     file_import=True,
                     active=item.get("status", "active") == "active",  # (a paused or ended one: not limited)
                 )
-            except Conflict:
-                if not (sid := item["spec"].get("id")):
+            except Conflict as exc:
+                # (one being imported, hidden: no session here to delete, 404 by its id; the refusal says to wait)
+                if not (sid := item["spec"].get("id")) or exc.details.get("reason") == "importing":
                     raise
                 # import-file takes no id: say what to do with the file or the session here (which may be one
                 # whose id differs from the file's only in case: the two would share a key file)

@@ -3,8 +3,9 @@ and walk (a digest of the store, the author's head key, the claim looked for and
 sync/rekeywalk.py), the walk's cuts, as that module encodes them. A pull's walk is bounded to a few seconds, and one
 cut short goes on at the next pull, after a restart too: kept in memory only, a restart walked again from the start
 (on a slow store with many manifests, minutes of slices at every start). Each write is one statement, so one
-transaction: a walk's cuts are the old ones or the new ones, never half. A walk done drops its row; a session's rows go
-with it. This device's only, never synced."""
+transaction: a walk's cuts are the old ones or the new ones, never half. A walk done drops its row, and so does one
+left behind (another notice, other keys, a generation left: `keep_only`); a session's rows go with it. This device's
+only, never synced."""
 
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ class ClaimsWalks:
                 "INSERT OR REPLACE INTO claims_walks(session_id, walk, cuts) SELECT id, ?, ? FROM sessions WHERE id=?",
                 (walk, cuts, sid),
             )
+
+    async def keep_only(self, sid: str, walks: set[bytes]) -> None:
+        """The cuts of `sid`'s walks but `walks` dropped: walks left behind (rekeywalk._left_behind). Read first, so
+        that a pull's walk writes nothing when there are none (the usual case)."""
+        rows = await self.c.committed.fetchall("SELECT walk FROM claims_walks WHERE session_id=?", (sid,))
+        stale = [bytes(r[0]) for r in rows if bytes(r[0]) not in walks]
+        if stale:
+            async with self.c.transaction() as tx:
+                for walk in stale:
+                    await tx.execute("DELETE FROM claims_walks WHERE session_id=? AND walk=?", (sid, walk))
 
     async def drop(self, sid: str, walk: bytes) -> None:
         """`walk` of `sid` done: its cuts dropped."""

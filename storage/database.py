@@ -176,6 +176,10 @@ class Database(SyncDatabase):
         """A session whose id differs from `sid` only in case (see sessions.case_twin), if any."""
         return await self.sessions.case_twin(sid)
 
+    async def held_twin(self, sid: str) -> tuple[str, bool] | None:
+        """case_twin's session, and whether it is being imported (ids.held_twin), if any."""
+        return await self.sessions.held_twin(sid)
+
     async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], list[str]]:
         """The sessions imports from files made of other apps' conversations (Sessions.imported_from)."""
         return await self.sessions.imported_from(fields)

@@ -41,5 +41,12 @@ async def case_twin(q: Any, sid: str) -> str | None:
     """A session here whose id differs from `sid` only in case, if any: the two would share key files
     (keys/sessions/<id>.key) on a case-insensitive disk (macOS, Windows), so no second one is made or
     imported."""
-    row = await q.fetchone("SELECT id FROM sessions WHERE id=? COLLATE NOCASE AND id<>?", (sid, sid))
-    return None if row is None else row[0]
+    twin = await held_twin(q, sid)
+    return None if twin is None else twin[0]
+
+
+async def held_twin(q: Any, sid: str) -> tuple[str, bool] | None:
+    """case_twin's session and whether it is being imported (hidden, 404 by its id, until its import ends: an
+    import that fails frees its id, so the refusal is to wait, not to delete it)."""
+    row = await q.fetchone("SELECT id, importing FROM sessions WHERE id=? COLLATE NOCASE AND id<>?", (sid, sid))
+    return None if row is None else (row[0], bool(row[1]))

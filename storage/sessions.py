@@ -15,7 +15,7 @@ from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access, new_session_ways
 from .expiry import expired_for_writes, last_activity, past_expiry, refuse_expired, refuse_if_expiry_ended
 from .headlies import drop_mend
-from .ids import case_twin, check_id, new_id
+from .ids import case_twin, check_id, held_twin, new_id
 from .keptrecords import drop_session_records
 from .lifecycle import Released, note_kept_in
 from .limits import check_active_limits
@@ -173,9 +173,11 @@ class Sessions:
                 raise Conflict(
                     f"a session with id {sid!r} already exists; choose another id or omit it", reason="exists"
                 )
-            twin = await case_twin(tx, sid)
+            twin = await held_twin(tx, sid)
+            if twin is not None and twin[1]:
+                raise Conflict(importing_twin_message(sid, twin[0]) + ", or choose another id", reason="importing")
             if twin is not None:
-                raise Conflict(case_twin_message(sid, twin) + "; choose another id or omit it", reason="case_twin")
+                raise Conflict(case_twin_message(sid, twin[0]) + "; choose another id or omit it", reason="case_twin")
             if active:
                 await self._check_limits(tx, spec.get("user"))
             cap = self.c.limits.get("max_chats_per_session")
@@ -239,6 +241,9 @@ class Sessions:
 
     async def case_twin(self, sid: str) -> str | None:
         return await case_twin(self.c.committed, sid)
+
+    async def held_twin(self, sid: str) -> tuple[str, bool] | None:
+        return await held_twin(self.c.committed, sid)
 
     async def imported_from(self, fields: dict[str, str]) -> dict[tuple[str, str], builtins.list[str]]:
         """The sessions imports from files made of other apps' conversations, for the sources `fields`
@@ -455,4 +460,13 @@ def case_twin_message(sid: str, twin: str) -> str:
     return (
         f"session {twin!r} already exists on this device, and {sid!r} differs from it only in case: on a"
         f" case-insensitive disk (macOS, Windows) the two would share one key file"
+    )
+
+
+def importing_twin_message(sid: str, twin: str) -> str:
+    """A case twin being imported: hidden (404 by its id) until its import ends, which frees its id if it fails."""
+    return (
+        f"session {twin!r} is being imported on this device (from a share code or a file), and {sid!r} differs"
+        f" from it only in case (on a case-insensitive disk the two would share one key file): wait for that"
+        f" import to end (one that fails frees the id)"
     )

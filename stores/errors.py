@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import resource
 import ssl
 
@@ -412,13 +413,25 @@ def connect_cause(err: BaseException | None) -> str:
     """Why a connection could not be made (aiohttp's ClientConnectorError's os_error), in the system's words: its
     errno's ("Connection refused", "No route to host"), a name lookup's own ("Name or service not known"), else
     what it says. asyncio's own text, "Connect call failed ('127.0.0.1', 9)", names the address (which the
-    message names already) and not the cause; aiohttp's, "Cannot connect to host ... ssl:default", reads as TLS."""
+    message names already) and not the cause; aiohttp's, "Cannot connect to host ... ssl:default", reads as TLS.
+    A host of several addresses that each failed differently (IPv4 refused, IPv6 unreachable): happy eyeballs
+    raises one OSError of no errno, "Multiple exceptions: [Errno 111] Connect call failed (...), [Errno 101] ...",
+    said as each cause in the system's words, once each ("Connection refused; Network is unreachable")."""
     if isinstance(err, OSError) and not isinstance(err, ssl.SSLError):
         if isinstance(err.errno, int) and err.errno > 0:
             return os.strerror(err.errno)
         if err.strerror:
             return err.strerror
+        said = str(err)
+        causes = dict.fromkeys(os.strerror(int(n)) for n in _ERRNO.findall(said)) if said.startswith(MULTIPLE) else {}
+        if causes:
+            return "; ".join(causes)
     return str(err) or type(err).__name__
+
+
+# how asyncio's and aiohappyeyeballs' connect combine the errors of a host's addresses, each "[Errno N] ..."
+MULTIPLE = "Multiple exceptions: "
+_ERRNO = re.compile(r"\[Errno ([1-9][0-9]*)\]")
 
 
 def describe_failure(exc: BaseException, url: str) -> str:

@@ -18,7 +18,7 @@ from operator import itemgetter
 
 from ..storage.errors import IMPORT_HERE, session_path
 from ..storage.model import Op, RemoteLog
-from ..storage.sessions import case_twin_message
+from ..storage.sessions import case_twin_message, importing_twin_message
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store, StoreError
 from ..stores.errors import failing
@@ -78,11 +78,13 @@ class Importer:
                 err.api = ['POST /v1/import {"code": CODE, "passphrase": PASSPHRASE}']
             raise err from None
         sid = code.session_id
-        twin = await db.case_twin(sid)
+        twin = await db.held_twin(sid)
+        if twin is not None and twin[1]:  # (hidden, 404 by its id: no session here to delete yet)
+            raise ImportError_("conflict", importing_twin_message(sid, twin[0]), reason="importing")
         if twin is not None:  # before anything touches key files: on such a disk, they would be the twin's
             raise ImportError_(
                 "conflict",
-                case_twin_message(sid, twin) + "; delete the one here first to import this one",
+                case_twin_message(sid, twin[0]) + "; delete the one here first to import this one",
                 reason="case_twin",
             )
         store, slot = await find_store(self.ctx, code, store_url)
@@ -219,6 +221,8 @@ class Importer:
             if logs[db.device_id].last_seq > held:
                 own = {"pushed_seq": 0, "head_rev": int(mine_frozen["r"]), "tree": None}
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
+            if any(p["last_error"] == BEHIND for p in peers):  # (its creator's log under an older key: not damaged)
+                raise creation_not_held(sid, peers, fresh=True)
             raise ImportError_(
                 "damaged",
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"

@@ -44,11 +44,13 @@ async def file_copy(db: Database, sid: str, logs: dict[str, RemoteLog]) -> bool:
     )
 
 
-def creation_not_held(sid: str, peers: list[dict]) -> ImportError_:
+def creation_not_held(sid: str, peers: list[dict], *, fresh: bool = False) -> ImportError_:
     """A rejoin's refusal (busy) when the code's logs do not hold the session's creation: its creator's log is not
     under the code's key yet. `peers`: the writers as the import read them, those away (BEHIND) named, the creator
     among them: one gone for good would hold every rejoin back for ever, unless a device that took the rekey drops
-    it (its log then frozen into the new generation, the creation with it)."""
+    it (its log then frozen into the new generation, the creation with it). `fresh`: the import of a device that
+    holds no copy of the session (no rekey of it to take here), refused so as long as a writer is away (was: as a
+    damaged log, to be mended by the creator's verify, which a creator gone for good never runs)."""
     away = [member_name(p) for p in peers if p["last_error"] == BEHIND]
     gone = ""
     if away:
@@ -59,10 +61,14 @@ def creation_not_held(sid: str, peers: list[dict]) -> ImportError_:
             f"{among}: its log, which holds the creation, goes into the new generation as it stands), and a code made"
             f" after that imports here"
         )
+    here = (
+        "nothing was imported. Import"
+        if fresh
+        else f"nothing here changed. `sessiond sync --wait {sid}` takes the rekey if it kept this device; else import"
+    )
     return ImportError_(
         "busy",
         f"the code's logs of session {sid} do not hold its creation yet: the device that created it has not pushed its"
-        f" log under the code's key (it is away, or was stopped in the middle of a rekey); nothing here changed."
-        f" `sessiond sync --wait {sid}` takes the rekey if it kept this device; else import the code again once that"
-        f" device has synced{gone}",
+        f" log under the code's key (it is away, or was stopped in the middle of a rekey); {here} the code again once"
+        f" that device has synced{gone}",
     )

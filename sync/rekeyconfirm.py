@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ..storage.testhooks import pause_for_tests
 from ..stores import Store
+from . import rekeywalk
 from .bounded import LRU
 from .context import SyncContext
 from .errors import ImportError_
@@ -47,6 +48,7 @@ class NoticeCheck:
         ImportError_ (revoked, rekey_unconfirmed, rekey_conflict, or the store's failure). Changes nothing else.
         `members`: the list of the slot the notice is in (the generation it ends)."""
         ctx, keys = self.ctx, self.ctx.keys
+        rekeywalk.checking(sid)  # (a walk cut short by an earlier check is under way only if this one goes on with it)
         my_pk = keys.head_pk(sid)
         remote = await ctx.db.remote(sid)
         if remote is None or bytes(remote["announce_pk"]) == notice.get("a"):
@@ -97,6 +99,8 @@ class NoticeCheck:
         )
         if (store.url, bytes(secret["k"]), bytes(secret["a"])) in links:  # the slot it switches to holds the next
             self.links[sid] = links
+        # the keys switch to it: a walk cut short for any other notice is of a generation the session leaves
+        await rekeywalk.forget(sid, ctx.db.syncstate.claims_walks)
         return secret
 
     async def _left_out_by(self, sid: str, notice: dict, me: bytes, *, on: bytes) -> str:

@@ -14,7 +14,9 @@ every pull, and the chain down from one manifest does not change (but for its ol
 there then either), so a pull while the author's head stands reads that manifest only. Read-only but for `kept`: a
 pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short, its row
 dropped when the walk is done), so that the first pull after a restart goes on where the walk stopped, not from the
-author's head (on a slow store with many manifests, minutes of slices at every start)."""
+author's head (on a slow store with many manifests, minutes of slices at every start). A walk left behind (the slot
+holding another notice, the keys changed, a generation the session left) is no walk under way: dropped as the next
+walk of its session begins or its keys switch, and `under_way` names only the walk the last check cut short."""
 
 from __future__ import annotations
 
@@ -53,6 +55,10 @@ class _Cut:
 
 # the walks cut short, newest first (one that began at a later head, not yet down to where the one before began)
 _CUT: LRU[tuple, list[_Cut]] = LRU(256)
+# by session: the walk its last check of the notice in its slot left cut short (none: the check needed no walk, or
+# ended it, or refused the notice before it). A walk of another notice, of keys since changed or of a generation
+# the session left, is no walk under way: no pull goes on with it
+_NOW: LRU[str, tuple] = LRU(256)
 
 
 def _walk_id(slot: tuple) -> bytes:
@@ -77,9 +83,41 @@ def _decoded(data: bytes | None) -> list[_Cut]:
 
 
 def under_way(sid: str) -> bool:
-    """Whether a walk for a notice of `sid` was cut short and goes on at the next pull (its refusal, rekey_unconfirmed,
-    a state that passes by itself: doctor_fixes.pull_fix says so)."""
-    return any(slot[1] == sid for slot in _CUT.held())
+    """Whether the walk of the last check of the notice in `sid`'s members slot was cut short and goes on at the next
+    pull (its refusal, rekey_unconfirmed, a state that passes by itself: doctor_fixes.pull_fix says so). Not a walk
+    left behind by a later check: of another notice, under other keys, of an older generation."""
+    slot = _NOW.get(sid)
+    return slot is not None and slot in _CUT
+
+
+def checking(sid: str) -> None:
+    """A check of the notice in `sid`'s members slot begins (rekeyconfirm.NoticeCheck.confirm): the walk of the last
+    one is under way only if this one goes on with it (claimed_before)."""
+    _NOW.pop(sid)
+
+
+async def forget(sid: str, kept: ClaimsWalks | None) -> None:
+    """`sid`'s keys switch (a notice taken, a new code imported): every walk of its cut short is of a generation it
+    leaves, dropped in memory and in `kept`."""
+    _NOW.pop(sid)
+    for slot in _CUT.held():
+        if slot[1] == sid:
+            _CUT.pop(slot)
+    if kept is not None:
+        await kept.keep_only(sid, set())
+
+
+async def _left_behind(slot: tuple, wid: bytes, kept: ClaimsWalks | None) -> None:
+    """The walks of `slot`'s session left behind as a walk for `slot` goes (another notice of the slot, the keys
+    changed, a generation the session left: no check goes on with them), dropped, in memory and in `kept`: but
+    for the same walk on another store (a mirror's, each walked on its own)."""
+    sid, same = slot[1], slot[2:]
+    for other in _CUT.held():
+        if other[1] == sid and other[2:] != same:
+            _CUT.pop(other)
+    if kept is not None:
+        walks = {wid, *(_walk_id(s) for s in _CUT.held() if s[1] == sid)}
+        await kept.keep_only(sid, walks)
 
 
 async def claimed_before(
@@ -108,6 +146,8 @@ async def claimed_before(
     counts only if it left the log by its cap, the manifest after it full and every claim before it gone too."""
     slot = (store.url, sid, pk, claim["o"], claim["h"], claim["a"], frozenset(keys))
     wid = _walk_id(slot)
+    if bounded:
+        await _left_behind(slot, wid, kept)
     cuts = list(_CUT.get(slot) or [])
     if not cuts and kept is not None and bounded:  # (after a restart: where the walk stopped, kept)
         cuts = _decoded(await kept.get(sid, wid))
@@ -137,6 +177,7 @@ async def claimed_before(
                         break
                     if fresh and time.monotonic() >= deadline:
                         _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
+                        _NOW[sid] = slot
                         if kept is not None:
                             await kept.put(sid, wid, _encoded(now))
                         return None

@@ -201,7 +201,7 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
         if passphrase is None:
             raise ShareCodeError(
                 "passphrase_required",
-                # (the API's request's field: the CLI says its own option instead, cli/commands/sync.py)
+                # (the API's request's field: the CLI says its own option instead, cli/commands/sharing.py)
                 "this share code is protected by a passphrase: give it in the import's `passphrase`",
             )
         if len(payload) < 2 + 16 + 24 + 16:

@@ -142,3 +142,22 @@ def test_the_note_of_a_provider_not_here_does_not_wait_long_for_a_status(make_da
         assert json.loads(res.stdout)
     assert os.path.exists(flag)  # (the status calls were held there)
     os.remove(flag)
+
+
+def test_the_note_of_a_provider_not_here_closes_its_connection(daemon, capsys):
+    """The note asked the daemon's status on a client of its own, never closed: its connection to the daemon stayed
+    open until the command's end, and its socket was dropped unclosed (a ResourceWarning where warnings show; one
+    connection more held open per call for a program that calls the CLI's commands in-process)."""
+    import argparse
+    import gc
+    import warnings
+
+    from sessiond.cli.connect import note_provider_not_here
+
+    with daemon.client() as c, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        note_provider_not_here(argparse.Namespace(provider="elsewhere"), c)
+        gc.collect()
+    assert "no provider 'elsewhere'" in capsys.readouterr().err  # (the note was said: its status was had)
+    # main: ResourceWarning: unclosed <socket.socket ... family=AF_UNIX ...>
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)], [str(w.message) for w in seen]

@@ -81,3 +81,37 @@ async def test_a_writer_rejoining_while_the_creator_is_gone_for_good_is_told_the
     want = [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)]
     assert [m["content"] for m in await dbc.list_messages(sid, limit=100)] == want
     assert "c before" in want and "b after rekey 4" in want
+
+
+async def test_a_fresh_device_importing_while_the_creator_is_gone_for_good_is_told_the_way_and_it_works(devices):
+    """D, a device new to the session, imports B's code after B's rekey while A, which created it, is gone for good
+    (away since before the rekey: its log, which alone holds the creation, under the old key). Refused as `damaged`,
+    "the shared logs lack its creation: `sessiond verify` ... on the device that created it": no log is damaged, and
+    the device named never runs again. Now said as what it is, the creator's log not under the code's key, with the
+    way out: B drops A (its log frozen into the new generation, the creation with it), and a code made after that
+    imports on D."""
+    a, b = await devices.open()
+    dbd, d = await devices._device("d", None, {})
+    await a.start()
+    sid = await devices.shared("created by a", write=True)
+    assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
+    await a.stop()  # A gone for good
+    await b.start()
+    await b.pull(sid)
+    await b.rekey(sid)
+    await devices.dbb.append_messages(sid, [{"role": "user", "content": "b after the rekey"}])
+    assert (await b.sync_now(sid, wait=True, timeout=30))["complete"]
+
+    with pytest.raises(ImportError_) as err:
+        await d.import_code((await b.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    a_id = devices.dba.device_id
+    said = str(err.value)
+    # main: damaged, "`sessiond verify ... && sessiond sync --wait ...` on the device that created it"
+    assert err.value.kind == "busy" and f"sessiond rekey {sid} --drop {a_id}`" in said, said
+    assert "sync --wait" not in said and "took the rekey if it kept this device" not in said, said
+    res = await b.rekey(sid, [a_id])
+    assert res["dropped"] == [a_id], res
+    await d.import_code((await b.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    want = [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)]
+    assert [m["content"] for m in await dbd.list_messages(sid, limit=100)] == want
+    assert "b after the rekey" in want

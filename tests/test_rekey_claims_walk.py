@@ -68,6 +68,16 @@ async def _slot_served_with(devices, sid: str, notice: dict) -> None:
     await store.set_head(RegistryEntry.create(slot_key, entry.revision + 1, b"\x1e" + h + salt))
 
 
+async def _taken(devices, b, sid: str, notice: dict, new_key: bytes) -> None:
+    """The slot served holding `notice`, and B's pull takes it (its key `new_key`)."""
+    await _slot_served_with(devices, sid, notice)
+    try:
+        await b.pull(sid)
+    except ImportError_ as exc:  # (the new slot is never written here: what B says of that is not this test's)
+        assert exc.kind != "rekey_unconfirmed", exc
+    assert b.ctx.keys.session_key(sid) == new_key
+
+
 async def _aged_out(devices, name: str, later: int) -> tuple:
     """A's session `name`, shared with B (B pulled it); A's claim of a notice of the current slot, then `later` claims
     of other rekeys, one push each. (a, b, sid, the notice, the key it gives, A's claims as they are)."""
@@ -118,12 +128,7 @@ async def test_a_claim_its_author_took_back_is_not_found_in_its_older_manifests(
 async def test_a_claim_that_left_its_authors_log_by_the_cap_is_found_in_its_older_manifests(devices):
     """The same notice, its claim never taken back: pushed out of A's log by CLAIMS_KEPT later ones. B takes it."""
     _a, b, sid, notice, new_key, _claims = await _aged_out(devices, "aged out", CLAIMS_KEPT)
-    await _slot_served_with(devices, sid, notice)
-    try:
-        await b.pull(sid)
-    except ImportError_ as exc:  # (the new slot is never written here: what B says of that is not this test's)
-        assert exc.kind != "rekey_unconfirmed", exc
-    assert b.ctx.keys.session_key(sid) == new_key
+    await _taken(devices, b, sid, notice, new_key)
 
 
 async def test_a_notice_refused_after_the_walk_is_not_walked_again_while_its_authors_head_stands(devices, monkeypatch):
@@ -291,3 +296,54 @@ async def test_the_clis_import_draws_the_walk_and_json_stays_clean(devices, make
     assert json.loads(out)["error"]["code"], out  # standard output: the JSON alone
     # main: no bar at all, the walk silent
     assert BAR in err and f"import: reading older manifests of {sid}" in err, err
+
+
+async def test_a_walk_left_behind_by_another_notice_in_the_slot_does_not_say_wait(devices, monkeypatch):
+    """A walk cut short stays kept (in memory and in the database) once the slot holds another notice, whose own walk
+    ends refusing it: `rekeywalk.under_way(sid)` was true for any cut walk of the session, so doctor said to wait
+    for a walk that never goes on, not the fork a notice no device takes calls for, and the walk's row stayed in
+    claims_walks for as long as the session. under_way names only the walk of the notice the last check was of, and
+    a walk left behind is dropped, in memory and in the database."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    _a, b, sid, first, _key, _claims = await _aged_out(devices, "walk left", CLAIMS_KEPT + 3)
+    await _slot_served_with(devices, sid, first)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed" and rekeywalk.under_way(sid), err.value
+    other, _ = await _abandoned_notice(devices, sid)  # (a notice of the slot its author never claimed)
+    await _slot_served_with(devices, sid, other)
+    for _ in range(40):
+        with pytest.raises(ImportError_) as err:
+            await b.pull(sid)
+        assert err.value.kind == "rekey_unconfirmed", err.value
+        if "none of its older manifests" in str(err.value):  # (its walk done: refused for good)
+            break
+    assert "none of its older manifests" in str(err.value), err.value
+    # main: the first notice's walk, cut short, still counted as under way: "sessiond sync --wait" for it
+    assert not rekeywalk.under_way(sid)
+    assert "fork" in pull_fix("rekey_unconfirmed", sid)
+    rows = await devices.dbb.syncstate.claims_walks.c.committed.fetchall(
+        "SELECT walk FROM claims_walks WHERE session_id=?", (sid,)
+    )
+    assert rows == [], rows  # main: the first notice's walk, kept for good
+
+
+async def test_a_walk_left_behind_as_the_keys_switch_is_dropped_from_the_database(devices, monkeypatch):
+    """A walk cut short, then the slot holds another notice its author claims in its current manifest (no walk): the
+    device takes it and switches keys. The first notice's walk, of a generation the session left, stayed in
+    claims_walks for as long as the session: dropped as the keys switch."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    _a, b, sid, first, _key, claims = await _aged_out(devices, "walk switched", CLAIMS_KEPT + 3)
+    await _slot_served_with(devices, sid, first)
+    with pytest.raises(ImportError_):
+        await b.pull(sid)
+    walks = devices.dbb.syncstate.claims_walks.c.committed
+    assert await walks.fetchall("SELECT walk FROM claims_walks WHERE session_id=?", (sid,))  # (the walk kept)
+    old_announce = bytes(announce_key(devices.a.ctx.keys.write_secret(sid)).verify_key)
+    taken, new_key = await _abandoned_notice(devices, sid)
+    mine = {"a": taken["a"], "h": notice_hash(taken), "o": old_announce}
+    await _claims_pushed(devices, sid, [*claims, mine][-CLAIMS_KEPT:])
+    await _taken(devices, b, sid, taken, new_key)
+    assert not rekeywalk.under_way(sid)
+    # main: the first notice's walk kept for good
+    assert await walks.fetchall("SELECT walk FROM claims_walks WHERE session_id=?", (sid,)) == []
