@@ -318,7 +318,7 @@ class Rekeyer:
         await pause_for_tests("rekey.rotated")  # (the tests hold it here: the keys rotated, the old slot named)
         if generation:
             await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
-        await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        await self.ctx.db.syncstate.switch_slot(sid, announce)  # (its notices' walks dropped: settled)
         await pause_for_tests("rekey.switching")  # (the tests hold it here: the new slot named, not written)
         crash_point("rekey:switched")
         if write is not None:

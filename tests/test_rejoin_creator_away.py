@@ -32,7 +32,9 @@ async def test_the_creator_away_through_more_rekeys_than_it_follows_imports_a_ne
     assert err.value.kind == "rekey_unconfirmed" and "share code" in str(err.value), str(err.value)
 
     code = (await b.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+    await devices.dba.syncstate.claims_walks.put(sid, b"w" * 32, b"\x80")  # (a walk of the generation it leaves)
     await a.import_code(code, None)  # (was: busy, and so at every import after it)
+    assert await devices.dba.c.committed.fetchall("SELECT * FROM claims_walks") == []  # (gone with it)
     await a.pull(sid)
     assert a.ctx.keys.session_key(sid) == b.ctx.keys.session_key(sid)
     await devices.dba.append_messages(sid, [{"role": "user", "content": "a after"}])
