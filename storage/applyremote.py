@@ -245,6 +245,7 @@ async def _arrived(tx: Transaction, sid: str, before: float | None) -> None:
 async def _switch(tx: Transaction, sid: str, *, members_rev: int, keep: Sequence[bytes], push_again: bool) -> None:
     """A rejoin's switch to a code's generation (apply_remote's `rejoin`)."""
     await tx.execute("UPDATE remotes SET members_rev=?, announced=0 WHERE session_id=?", (members_rev, sid))
+    await tx.execute("DELETE FROM claims_walks WHERE session_id=?", (sid,))  # (the old generation's: claimswalks.py)
     await tx.execute(
         f"DELETE FROM peers WHERE session_id=? AND head_pk NOT IN ({','.join('?' * len(keep))})", (sid, *keep)
     )

@@ -358,6 +358,16 @@ class SyncState:
         sets = ", ".join(f"{k}=?" for k in fields)
         await self.c.write(f"UPDATE remotes SET {sets} WHERE session_id=?", (*fields.values(), sid))
 
+    async def switch_slot(self, sid: str, announce_pk: bytes) -> None:
+        """`sid` gone over to the members slot of `announce_pk` (a rekey made or taken: sync/rekey.py), at its revision
+        0, this device not announced in it yet; the walks for the old slot's notices dropped with it, settled
+        (claimswalks.py: a later notice's walk opens under other keys, a walk of its own)."""
+        async with self.c.transaction() as tx:
+            await tx.execute(
+                "UPDATE remotes SET announce_pk=?, members_rev=0, announced=0 WHERE session_id=?", (announce_pk, sid)
+            )
+            await tx.execute("DELETE FROM claims_walks WHERE session_id=?", (sid,))
+
     async def add_remote(self, sid: str, store_url: str | None, announce_pk: bytes) -> None:
         await self.c.write(
             "INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",

@@ -222,7 +222,7 @@ class Importer:
                 own = {"pushed_seq": 0, "head_rev": int(mine_frozen["r"]), "tree": None}
         if not any(op.kind == "session.create" for lg in logs.values() for op in lg.ops) and existing is None:
             if any(p["last_error"] == BEHIND for p in peers):  # (its creator's log under an older key: not damaged)
-                raise creation_not_held(sid, peers, fresh=True)
+                raise await creation_not_held(db, sid, peers, fresh=True)
             raise ImportError_(
                 "damaged",
                 f"the shared logs of session {sid} lack its creation: `sessiond verify {sid} && sessiond sync"
@@ -234,7 +234,7 @@ class Importer:
             # its creator's log not readable under the code's key yet (away through the rekey, or killed in the
             # middle of its own: its log pushed under the new key at its restart): whether the code's session is the
             # one held here cannot be told yet (was: refused as "a different session", its user told to delete it)
-            raise creation_not_held(sid, peers)
+            raise await creation_not_held(db, sid, peers)
         # A session here with no key yet (made here moments ago, its first push not begun, or imported from a
         # file): the code's must be the same one (its very creation), else two conversations would merge under
         # one id; so too for a session under another key (a rejoin).

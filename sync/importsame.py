@@ -44,18 +44,28 @@ async def file_copy(db: Database, sid: str, logs: dict[str, RemoteLog]) -> bool:
     )
 
 
-def creation_not_held(sid: str, peers: list[dict], *, fresh: bool = False) -> ImportError_:
+async def _created(db: Database, sid: str, device: str) -> bool:
+    """Whether `device`'s log of `sid`, as held here, begins with the session's creation."""
+    first = await db.log_ops(sid, device, 0, 1)
+    return len(first) == 1 and first[0].kind == "session.create"
+
+
+async def creation_not_held(db: Database, sid: str, peers: list[dict], *, fresh: bool = False) -> ImportError_:
     """A rejoin's refusal (busy) when the code's logs do not hold the session's creation: its creator's log is not
     under the code's key yet. `peers`: the writers as the import read them, those away (BEHIND) named, the creator
     among them: one gone for good would hold every rejoin back for ever, unless a device that took the rekey drops
-    it (its log then frozen into the new generation, the creation with it). `fresh`: the import of a device that
-    holds no copy of the session (no rekey of it to take here), refused so as long as a writer is away (was: as a
-    damaged log, to be mended by the creator's verify, which a creator gone for good never runs)."""
-    away = [member_name(p) for p in peers if p["last_error"] == BEHIND]
+    it (its log then frozen into the new generation, the creation with it). Which of those away created it is told
+    from its log as held here, when the session is (a rejoin): a writer merely away, dropped, would be left out for
+    nothing. `fresh`: the import of a device that holds no copy of the session (no rekey of it to take here), refused
+    so as long as a writer is away (was: as a damaged log, to be mended by the creator's verify, which a creator gone
+    for good never runs)."""
+    away = [p for p in peers if p["last_error"] == BEHIND]
+    creator = [p for p in away if not fresh and p["device_id"] and await _created(db, sid, p["device_id"])]
     gone = ""
     if away:
-        which = away[0] if len(away) == 1 else "DEVICE"
-        among = "" if len(away) == 1 else f", one of {', '.join(away)}"
+        names = [member_name(p) for p in creator or away]
+        which = names[0] if len(names) == 1 else "DEVICE"
+        among = "" if len(names) == 1 else f", one of {', '.join(names)}"
         gone = (
             f"; if it is gone for good, a device that took the rekey drops it (`sessiond rekey {sid} --drop {which}`"
             f"{among}: its log, which holds the creation, goes into the new generation as it stands), and a code made"

@@ -89,7 +89,7 @@ class Rekeyer:
                 rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
                 if notice is None and tried is None and rev < remote["members_rev"] and restored is not False:
                     if restored:  # served as old after it was written again (the store lies): writers would be left out
-                        raise served_stale(sid, store.url, rev, remote["members_rev"])
+                        raise served_stale(sid, store.url, rev, remote["members_rev"], own=store is ctx.store)
                     # the store serves the slot older than this device read it (its host restored a backup): written
                     # again from the writers known here, as a pull's restore does, and read again; else the writers
                     # let in since would get no key
@@ -318,7 +318,7 @@ class Rekeyer:
         await pause_for_tests("rekey.rotated")  # (the tests hold it here: the keys rotated, the old slot named)
         if generation:
             await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
-        await self.ctx.db.set_remote(sid, announce_pk=announce, members_rev=0, announced=0)
+        await self.ctx.db.syncstate.switch_slot(sid, announce)  # (its notices' walks dropped: settled)
         await pause_for_tests("rekey.switching")  # (the tests hold it here: the new slot named, not written)
         crash_point("rekey:switched")
         if write is not None:

@@ -12,11 +12,12 @@ least past where it stopped, whatever they took: an author pushing as fast as a 
 result of a whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at
 every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
 there then either), so a pull while the author's head stands reads that manifest only. Read-only but for `kept`: a
-pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short, its row
-dropped when the walk is done), so that the first pull after a restart goes on where the walk stopped, not from the
-author's head (on a slow store with many manifests, minutes of slices at every start). A walk left behind (the slot
-holding another notice, the keys changed, a generation the session left) is no walk under way: dropped as the next
-walk of its session begins or its keys switch, and `under_way` names only the walk the last check cut short."""
+pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once
+the walk found the claim, that in their place, until the session's key changes), so that the first pull after a
+restart goes on where the walk stopped, not from the author's head (on a slow store with many manifests, minutes of
+slices at every start), nor walks again one done before its notice was taken. A walk left behind (the slot holding
+another notice, the keys changed, a generation the session left) is no walk under way: dropped as the next walk of
+its session begins or its keys switch, and `under_way` names only the walk the last check cut short."""
 
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ _WALKED: LRU[tuple, bool] = LRU(256)
 @dataclass(frozen=True)
 class _Cut:
     """A walk cut short: it began at the manifest `top` (the author's head then), and goes on at `at` (hash,
-    revision), `read` manifests down from `top`; `after`: the claims of the manifest before `at` in the walk."""
+    revision), `read` manifests down from `top`; `after`: the claims of the manifest before `at` in the walk.
+    `found` (kept in the database only): a walk from `top` that ended finding the claim (`at` and `after` unused)."""
 
     top: bytes
     at: tuple[bytes, int]
     after: list[dict] | None
     read: int
+    found: bool | None = None
 
 
 # the walks cut short, newest first (one that began at a later head, not yet down to where the one before began)
@@ -68,7 +71,9 @@ def _walk_id(slot: tuple) -> bytes:
 
 
 def _encoded(cuts: list[_Cut]) -> bytes:
-    return dagcbor.encode([{"t": c.top, "m": c.at[0], "r": c.at[1], "f": c.after, "n": c.read} for c in cuts])
+    return dagcbor.encode(
+        [{"t": c.top, "m": c.at[0], "r": c.at[1], "f": c.after, "n": c.read, "d": c.found} for c in cuts]
+    )
 
 
 def _decoded(data: bytes | None) -> list[_Cut]:
@@ -76,10 +81,14 @@ def _decoded(data: bytes | None) -> list[_Cut]:
     if data is None:
         return []
     try:
-        cuts = [_Cut(bytes(c["t"]), (bytes(c["m"]), int(c["r"])), c["f"], int(c["n"])) for c in dagcbor.decode(data)]
-    except (TypeError, ValueError, KeyError):
+        cuts = [
+            _Cut(bytes(c["t"]), (bytes(c["m"]), int(c["r"])), c["f"], int(c["n"]), c.get("d"))
+            for c in dagcbor.decode(data)
+        ]
+    except (TypeError, ValueError, KeyError, AttributeError):
         return []
-    return cuts if all(c.after is None or isinstance(c.after, list) for c in cuts) else []
+    ok = all((c.after is None or isinstance(c.after, list)) and c.found in (None, True, False) for c in cuts)
+    return cuts if ok else []
 
 
 def under_way(sid: str) -> bool:
@@ -96,15 +105,15 @@ def checking(sid: str) -> None:
     _NOW.pop(sid)
 
 
-async def forget(sid: str, kept: ClaimsWalks | None) -> None:
+def forget(sid: str) -> None:
     """`sid`'s keys switch (a notice taken, a new code imported): every walk of its cut short is of a generation it
-    leaves, dropped in memory and in `kept`."""
+    leaves, dropped in memory. The database's rows go with the switch itself (SyncState.switch_slot, a rejoin's), not
+    before it: a kill in between kept the walk that found the claim, which a restart would walk again from the head
+    (past manifests freed since: the notice refused for good)."""
     _NOW.pop(sid)
     for slot in _CUT.held():
         if slot[1] == sid:
             _CUT.pop(slot)
-    if kept is not None:
-        await kept.keep_only(sid, set())
 
 
 async def _left_behind(slot: tuple, wid: bytes, kept: ClaimsWalks | None) -> None:
@@ -172,6 +181,9 @@ async def claimed_before(
                     met = next((i for i, c in enumerate(cuts) if c.top == mhash), None)
                     if met is not None:  # where a walk cut short began: on from where it stopped
                         cut, cuts = cuts[met], cuts[met + 1 :]
+                        if cut.found is not None:  # (where a walk that ended began: what it found, kept)
+                            found = cut.found
+                            break
                         start, after, read = cut.at, cut.after, read + cut.read
                         fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
                         break
@@ -207,7 +219,15 @@ async def claimed_before(
             progress(CLAIMS_WALK, CLAIMS_WALK)
     _CUT.pop(slot)
     if was_cut and kept is not None:
-        await kept.drop(sid, wid)
+        # the claim found kept in place of its cuts, until the session's key changes (SyncState.switch_slot): dropped
+        # here, a kill before the notice is taken (or the check's next step failing, then a restart) walked again
+        # from the head, past manifests the author's gc freed since, and refused the notice for good. (None found:
+        # dropped, walked again after a restart, as a head moved since is: a manifest missing for a while, on a
+        # store catching up, refuses no notice for good.)
+        if found and walked is not None:
+            await kept.put(sid, wid, _encoded([_Cut(top, (top, 0), None, read, True)]))
+        else:
+            await kept.drop(sid, wid)
     if walked is not None:
         _WALKED[walked] = found
     return found

@@ -91,17 +91,24 @@ async def restore(members: Slots, sid: str) -> bool:
     return False
 
 
-def served_stale(sid: str, url: str, rev: int, seen: int) -> ImportError_:
+def served_stale(sid: str, url: str, rev: int, seen: int, *, own: bool) -> ImportError_:
     """Why a rekey is refused (nothing written yet) over a members slot the store serves at revision `rev`, older
     than `seen` this device read, after a restore wrote it again (sync/rekey.py): a store that lies, a cache in front
-    of it, or its host restoring a backup again. Gone on over it, the writers let in since would get no key."""
+    of it, or its host restoring a backup again. Gone on over it, the writers let in since would get no key. `own`:
+    the store is this daemon's (which a move of the home's store leaves), not one the session was imported through."""
+    away = (
+        "move this device to a store you trust (`sessiond stop && sessiond start --store URL --change-store`)"
+        if own
+        else "import a new share code of it through a store you trust (`sessiond import < code.txt`), made by a device"
+        " that writes it"
+    )
     return ImportError_(
         "replayed",
         f"session {sid} was not rekeyed: the store {shown_url(url)} serves its members slot at revision {rev}, older"
         f" than revision {seen} this device read, even after this device wrote it again (the store lies, a cache in"
         f" front of it serves an old copy, or its host restored a backup again); a rekey over it would give no key to"
-        f" the writers let in since. Nothing was rekeyed. Check the store (`sessiond verify {sid}`), and move to a"
-        f" store you trust if it stays so (`sessiond start --change-store URL`)",
+        f" the writers let in since. Nothing was rekeyed. Check the store (`sessiond verify {sid}`); if it stays so,"
+        f" {away}",
     )
 
 

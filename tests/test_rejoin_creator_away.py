@@ -21,18 +21,15 @@ async def test_the_creator_away_through_more_rekeys_than_it_follows_imports_a_ne
     await devices.dba.append_messages(sid, [{"role": "user", "content": "a before"}])
     assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
     await a.stop()  # A away: nothing of it runs but what the test calls (no pull takes the rekeys one by one)
-    await b.start()
-    await b.pull(sid)
-    for i in range(5):  # A away through them all
-        await b.rekey(sid)
-        await devices.dbb.append_messages(sid, [{"role": "user", "content": f"b after rekey {i}"}])
-    assert (await b.sync_now(sid, wait=True, timeout=30))["complete"]
+    await _rekeyed_by_b(devices, sid)  # A away through them all
     with pytest.raises(ImportError_) as err:
         await a.pull(sid)
     assert err.value.kind == "rekey_unconfirmed" and "share code" in str(err.value), str(err.value)
 
     code = (await b.share(sid, write=True, passphrase=None, expires_in=None))["code"]
+    await devices.dba.syncstate.claims_walks.put(sid, b"w" * 32, b"\x80")  # (a walk of the generation it leaves)
     await a.import_code(code, None)  # (was: busy, and so at every import after it)
+    assert await devices.dba.c.committed.fetchall("SELECT * FROM claims_walks") == []  # (gone with it)
     await a.pull(sid)
     assert a.ctx.keys.session_key(sid) == b.ctx.keys.session_key(sid)
     await devices.dba.append_messages(sid, [{"role": "user", "content": "a after"}])
@@ -59,12 +56,7 @@ async def test_a_writer_rejoining_while_the_creator_is_gone_for_good_is_told_the
     await c.pusher.push(sid, force=True)
     assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
     await a.stop()  # A gone for good
-    await b.start()
-    await b.pull(sid)
-    for i in range(5):
-        await b.rekey(sid)
-        await devices.dbb.append_messages(sid, [{"role": "user", "content": f"b after rekey {i}"}])
-    assert (await b.sync_now(sid, wait=True, timeout=30))["complete"]
+    await _rekeyed_by_b(devices, sid)
     with pytest.raises(ImportError_) as err:
         await c.pull(sid)
     assert err.value.kind == "rekey_unconfirmed", str(err.value)
@@ -115,3 +107,40 @@ async def test_a_fresh_device_importing_while_the_creator_is_gone_for_good_is_to
     want = [m["content"] for m in await devices.dbb.list_messages(sid, limit=100)]
     assert [m["content"] for m in await dbd.list_messages(sid, limit=100)] == want
     assert "b after the rekey" in want
+
+
+async def test_the_way_out_names_the_creator_among_writers_away(devices, monkeypatch):
+    """As above, and D, another writer, away through the rekeys too (on holiday, not gone). The refusal named the way
+    out as `sessiond rekey ID --drop DEVICE`, "one of A, D": which of them created the session it did not say, though
+    the device refused holds the session and its creation; a user who dropped D left a writer that is merely away
+    out (it then needs a new code), and C's import was refused as before. It names A now, and not D."""
+    monkeypatch.setattr(rekeyproof, "CHAIN_MAX", 3)
+    a, b = await devices.open()
+    dbc, c = await devices._device("c", None, {})
+    dbd, d = await devices._device("d", None, {})
+    await a.start()
+    sid = await devices.shared("created by a", write=True)
+    for db, dev in ((dbc, c), (dbd, d)):
+        await dev.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+        await db.append_messages(sid, [{"role": "user", "content": f"{db.device_id} before"}])
+        await dev.pusher.push(sid, force=True)
+    assert (await a.sync_now(sid, wait=True, timeout=30))["complete"]
+    await a.stop()  # A gone for good; D away
+    await _rekeyed_by_b(devices, sid)
+    with pytest.raises(ImportError_) as err:
+        await c.import_code((await b.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    said = str(err.value)
+    assert err.value.kind == "busy", said
+    # main: "`sessiond rekey ID --drop DEVICE`, one of A, D"
+    assert f"--drop {devices.dba.device_id}`" in said and dbd.device_id not in said, said
+
+
+async def _rekeyed_by_b(devices, sid: str) -> None:
+    """B rekeys `sid` five times, writing after each, and pushes (the others away through them all)."""
+    b = devices.b
+    await b.start()
+    await b.pull(sid)
+    for i in range(5):
+        await b.rekey(sid)
+        await devices.dbb.append_messages(sid, [{"role": "user", "content": f"b after rekey {i}"}])
+    assert (await b.sync_now(sid, wait=True, timeout=30))["complete"]

@@ -140,3 +140,52 @@ def _opened_already(a, b):
         return a, b
 
     return opened
+
+
+async def test_a_walk_done_and_cut_off_before_the_notice_is_taken_is_not_walked_again_from_the_head(
+    devices, monkeypatch
+):
+    """B's walk, cut short across pulls, ends: A's older manifest claims the notice. Its row was dropped there,
+    before the notice was taken (the rest of the check, the key's switch): a kill -9 in between (here: the check's
+    next step failing, then a restart) lost what the walk found. Walked again from A's head, past manifests A's gc
+    has freed since (the walk took long: the case its kept row is for), it ends at the first one gone and refuses
+    the notice for good. What the walk found is kept until the notice is settled: the restart takes it."""
+    from sessiond.sync import rekeyproof
+
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)  # (one manifest a pull past the head's)
+    out = 8
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk done", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    real = rekeyproof.claimed_before
+    found: list[bool | None] = []
+
+    async def cut_off_once_found(*args, **kw):
+        res = await real(*args, **kw)
+        found.append(res)
+        if res and found.count(True) == 1:
+            raise ImportError_("store", "(killed here: the walk ended, the notice not taken)")
+        return res
+
+    monkeypatch.setattr(rekeyproof, "claimed_before", cut_off_once_found)
+    for _ in range(2 * (out + CLAIMS_KEPT)):
+        if True in found:
+            break
+        await _pulled(b, sid)
+    assert True in found and b.ctx.keys.session_key(sid) != new_key, found
+    monkeypatch.setattr(rekeyproof, "claimed_before", real)
+    store = FileStore(devices.store_path)
+    chain = [
+        mhash
+        async for _at, mhash, _k, _m in walk_manifests(
+            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=3
+        )
+    ]
+    await a.stop()  # (its head stays)
+    b = await _reopened_b(devices)
+    await store.free(chain[1:])  # (freed by A's gc since: well above the manifest that claims it)
+    for _ in range(2 * (out + CLAIMS_KEPT)):  # (a walk from the head: one manifest a pull)
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+        await _pulled(b, sid)
+    # main: walked again from A's head, ended at the first manifest gone: refused, for good
+    assert b.ctx.keys.session_key(sid) == new_key

@@ -10,9 +10,12 @@ let in since."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 
 import pytest
 
+from sessiond.cli.parser import ParseError, build_parser
 from sessiond.stores import FileStore, StaleHead
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync.errors import ImportError_
@@ -75,5 +78,20 @@ async def test_a_rekey_over_a_slot_still_served_stale_after_its_restore_is_refus
     # main: rekeyed, C given no key (kept: B alone)
     assert err.value.kind == "replayed", err.value
     assert "Nothing was rekeyed" in str(err.value) and store_a.url in str(err.value), err.value
+    _commands_run(str(err.value))  # main: `sessiond start --change-store URL`, which the CLI refuses
     assert a.ctx.keys.session_key(sid) == key
     assert a.ctx.keys.rekey_pending(sid) is None
+
+
+def _commands_run(said: str) -> None:
+    """Each command a refusal names (in backquotes) is one the CLI takes, URL standing for a store's URL."""
+    named = re.findall(r"`(sessiond [^`]+)`", said)
+    assert named, said
+    for command in (c for n in named for c in n.split(" && ")):
+        words = shlex.split(command)[1:]
+        words = words[: words.index("<")] if "<" in words else words  # (a redirection: the shell's)
+        argv = ["file:///elsewhere" if a == "URL" else a for a in words]
+        try:
+            build_parser().parse_args(argv)
+        except (ParseError, SystemExit):
+            raise AssertionError(f"the CLI refuses {command!r}: {said}") from None
