@@ -64,3 +64,31 @@ def test_a_history_an_older_sessiond_recorded_without_its_image_still_matches(se
     kept = _kept(c, sid)
     assert kept[:3] == [("user", "what is this"), ("assistant", "a cat"), ("user", "and now?")], kept
     assert len(kept) == 4, kept
+
+
+def test_a_history_resent_with_its_older_images_left_out_still_matches(served_openai):
+    """An app that sends a turn's image once, and its later calls that turn's text alone (older images left out,
+    as apps do to keep a request small), sends the history the chat holds: nothing is appended twice. Recorded
+    with its note (`what is this` and `[image]`), the message matched its text alone no longer, and the whole
+    history from it on was appended again after the chat's end, as a history that parted from the chat's."""
+    d, p = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    first = [{"role": "user", "content": [{"type": "text", "text": "what is this"}, IMAGE]}]
+    answer = app.chat.completions.create(model="echo-1", messages=first).choices[0].message.content
+    alone = [{"role": "user", "content": [IMAGE]}]
+    history = [{"role": "user", "content": "what is this"}, {"role": "assistant", "content": answer}, *alone]
+    again = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    history[2:] = [{"role": "user", "content": ""}, {"role": "assistant", "content": again}]
+    history.append({"role": "user", "content": "and now?"})
+    app.chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, sid)
+    assert kept[:5] == [
+        ("user", "what is this\n[image]"),
+        ("assistant", answer),
+        ("user", "[image]"),
+        ("assistant", again),
+        ("user", "and now?"),
+    ], kept
+    assert len(kept) == 6, kept
