@@ -182,7 +182,8 @@ class Messages(MessageReads):
         `asked`: a question a model was asked already, its room, quota and context budget checked before
         (check_room, check_fits: the OpenAI endpoint sends the request before it records the question): recorded
         past them as its answer is, though a write that committed meanwhile took what they were judged by (refused,
-        it was lost with its prompt billed). Its session's state (paused, ended, expired) still holds."""
+        it was lost with its prompt billed), and in a session paused meanwhile; an ended or expired one still
+        refuses it."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -220,8 +221,9 @@ class Messages(MessageReads):
                 if await expired_for_writes(tx, sid, s, t):
                     await refuse_expired(self.c, tx, sid, s)
             # a model's answer to a question the session took is recorded though it was paused meanwhile (a
-            # pause stops new questions, not an answer already paid for); an ended session's proofs are final
-            if status != "active" and not (answer and status == "paused"):
+            # pause stops new questions, not an answer already paid for), and so is a question the model was asked
+            # already (`asked`); an ended session's proofs are final
+            if status != "active" and not ((answer or asked) and status == "paused"):
                 await refuse_inactive(tx, sid, status)
             chat_id = chat or current
             if held is not None and (now_held := await messages_in_chat(tx, sid, chat_id)) != held:

@@ -5,7 +5,9 @@ A write that committed in between (the app's own append, an answer of another ch
 answer's prompt tokens charge) could take the room they were judged by: the question's append then refused it
 (429 quota_exceeded, 400 context_length_exceeded, 409 limit_reached) after the model was asked and began answering,
 its prompt billed, and nothing of it kept. Once asked, the question is recorded as its answer is: past what a write
-meanwhile took. (The daemon is held where the request has left and the question is not recorded yet.)"""
+meanwhile took, and in a session paused meanwhile (a pause stops new questions, not one the model is answering:
+its answer is kept, as /complete keeps it). (The daemon is held where the request has left and the question is
+not recorded yet.)"""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ def _arrived(flag: str) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("took", ["quota", "budget", "room"])
+@pytest.mark.parametrize("took", ["quota", "budget", "room", "paused"])
 def test_a_question_sent_on_is_recorded_past_what_a_write_meanwhile_took(make_daemon, tmp_path, took):
     from servers.openai_server import Provider, serve_threaded
 
@@ -56,8 +58,10 @@ def test_a_question_sent_on_is_recorded_past_what_a_write_meanwhile_took(make_da
                 c.append(sid, "user", "elsewhere", tokens=60)
             elif took == "budget":
                 c.append(sid, "user", "elsewhere", tokens=40)
-            else:  # the chat's last room (4 of 4), which the question and its answer were judged by
+            elif took == "room":  # the chat's last room (4 of 4), which the question and its answer were judged by
                 c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(4)])
+            else:  # a pause stops new questions, not one the model is answering (as an answer paid for is kept)
+                c.pause(sid)
             os.remove(flag)
             try:
                 answer = call.result(timeout=30).choices[0].message.content
