@@ -331,9 +331,24 @@ async def import_file(
                     active=item.get("status", "active") == "active",  # (a paused or ended one: not limited)
                 )
             except Conflict as exc:
-                # (one being imported, hidden: no session here to delete, 404 by its id; the refusal says to wait)
-                if not (sid := item["spec"].get("id")) or exc.details.get("reason") == "importing":
+                if not (sid := item["spec"].get("id")):
                     raise
+                new_one = 'remove the session\'s "id" from the file to import it as a new session'
+                if exc.details.get("reason") == "importing":
+                    # one being imported, hidden: no session here to delete (404 by its id), and no id to choose
+                    # but the file's: wait for that import, or import the file's as a new session
+                    twin = await db.held_twin(sid)
+                    held = (
+                        f"session {sid!r}, and session {twin[0]!r}, whose id differs from it only in case (on a"
+                        f" case-insensitive disk the two would share one key file),"
+                        if twin is not None
+                        else f"session {sid!r}, which"
+                    )
+                    raise Conflict(
+                        f"this file holds {held} is being imported on this device (from a share code or a file): wait"
+                        f" for that import to end (one that fails frees the id), or {new_one}",
+                        reason="importing",
+                    ) from None
                 # import-file takes no id: say what to do with the file or the session here (which may be one
                 # whose id differs from the file's only in case: the two would share a key file)
                 here = await db.case_twin(sid) or sid
@@ -345,7 +360,7 @@ async def import_file(
                 )
                 raise Conflict(
                     f"this file holds {held}: delete it first (`sessiond rm {here}`) to import the file's copy, or"
-                    f' remove the session\'s "id" from the file to import it as a new session',
+                    f" {new_one}",
                     reason="exists" if here == sid else "case_twin",
                 ) from None
             created.append(s)

@@ -48,6 +48,7 @@ from .openai_names import SESSION_HEADER, chat_named, chat_of, named, session_na
 from .provider_config import ProviderError
 from .providers import usage_of
 from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
+from .testhooks import pause_for_tests
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
@@ -332,13 +333,16 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 # 3.11; eagerly from 3.12), so two turns of the loop.
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
+                await pause_for_tests("openai.asked")  # (the tests hold it here: asked, its question not recorded)
                 if new:
                     for m in new:
                         if "call_fields" in m:
                             # the app sent its calls' fields to this provider, which took them: its own, sent
                             # back to it and to no other (one that does not know a field refuses it)
                             m["provider"] = p.name
-                    await d.db.append_messages(sid, new, chat_id)
+                    # asked: judged before the request left (check_room, check_fits), recorded past what a write
+                    # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
+                    await d.db.append_messages(sid, new, chat_id, asked=True)
             except BaseException:
                 await ahead.drop()
                 raise

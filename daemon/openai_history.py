@@ -68,6 +68,16 @@ def _same(sent: dict, stored: dict) -> bool:
         return True
     if TEXT_ALONE in sent and _matched(sent, sent[TEXT_ALONE]) == _matched(stored):
         return True  # its parts that are not text, as an older sessiond recorded them: left out
+    # recorded with a part's note (`[image]`), sent again with fewer such parts or none (an app leaving its older
+    # turns' images out): the same text, as sessiond keeps it, is the same message (a user's: OpenAI's API takes
+    # parts that are not text from a user only)
+    if (
+        sent["role"] == stored["role"] == "user"
+        and isinstance(stored.get("content"), str)
+        and (bare := _notes_left_out(stored["content"])) is not None
+        and _matched(sent, _notes_left_out(sent["content"])) == _matched(stored, bare)
+    ):
+        return True
     return bool(
         stored.get("interrupted")
         and sent["role"] == stored["role"] == "assistant"
@@ -94,6 +104,17 @@ def text_of(content) -> str:
     if all(isinstance(p.get("text"), str) or not p.get("type") for p in parts):
         return _texts(parts)
     return "\n".join(p["text"] if isinstance(p.get("text"), str) else _note(p.get("type")) for p in parts)
+
+
+# a line text_of wrote for a part that is not text (_note): `[image]`, `[audio]`, `[file]`, `[kind]`, `[part]`
+_NOTE_LINE = re.compile(r"\[[A-Za-z_][A-Za-z0-9_]{0,39}\]")
+
+
+def _notes_left_out(text: str) -> str | None:
+    """A message's text without the lines noting its parts that are not text (text_of); None if it has none."""
+    lines = text.split("\n")
+    kept = [line for line in lines if not _NOTE_LINE.fullmatch(line)]
+    return "\n".join(kept) if len(kept) < len(lines) else None
 
 
 def _texts(parts: list) -> str:

@@ -287,6 +287,7 @@ class Database(SyncDatabase):
         importing: bool = False,
         held: int | None = None,
         check_results: bool = False,
+        asked: bool = False,
     ) -> list[dict]:
         return await self.messages.append(
             sid,
@@ -298,6 +299,7 @@ class Database(SyncDatabase):
             importing=importing,
             held=held,
             check_results=check_results,
+            asked=asked,
         )
 
     async def check_fits(self, sid: str, chat: str, messages: list[dict]) -> None:

@@ -148,6 +148,7 @@ class Messages(MessageReads):
         importing: bool = False,
         held: int | None = None,
         check_results: bool = False,
+        asked: bool = False,
     ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). This is the hot path: the common case, one message, is two
@@ -176,7 +177,13 @@ class Messages(MessageReads):
 
         `check_results`: a tool's message naming a call (tool_call_id) must name one of its chat's (the append
         routes': toolresults.py); an import, or an app's history through the OpenAI endpoint, keeps it as
-        given."""
+        given.
+
+        `asked`: a question a model was asked already, its room, quota and context budget checked before
+        (check_room, check_fits: the OpenAI endpoint sends the request before it records the question): recorded
+        past them as its answer is, though a write that committed meanwhile took what they were judged by (refused,
+        it was lost with its prompt billed), and in a session paused meanwhile; an ended or expired one still
+        refuses it."""
         if not messages:
             raise Invalid("no messages to append")
         t = now()
@@ -214,8 +221,9 @@ class Messages(MessageReads):
                 if await expired_for_writes(tx, sid, s, t):
                     await refuse_expired(self.c, tx, sid, s)
             # a model's answer to a question the session took is recorded though it was paused meanwhile (a
-            # pause stops new questions, not an answer already paid for); an ended session's proofs are final
-            if status != "active" and not (answer and status == "paused"):
+            # pause stops new questions, not an answer already paid for), and so is a question the model was asked
+            # already (`asked`); an ended session's proofs are final
+            if status != "active" and not ((answer or asked) and status == "paused"):
                 await refuse_inactive(tx, sid, status)
             chat_id = chat or current
             if held is not None and (now_held := await messages_in_chat(tx, sid, chat_id)) != held:
@@ -236,13 +244,13 @@ class Messages(MessageReads):
             if check_results and any("tool_call_id" in m for m in messages):  # (nothing more for any other)
                 await toolresults.check_results(tx, sid, chat_id, messages)
             cap = self.c.limits.get("max_messages_per_chat")
-            if cap and not answer:  # (an answer's room was checked before the model was asked: check_room)
+            if cap and not (answer or asked):  # (their room was checked before the model was asked: check_room)
                 for c in chats:
                     adding = sum(1 for m in messages if (m.get("chat") or chat_id) == c)
                     await check_chat_room(tx, self.c.limits, sid, c, adding, cap)
             new_tokens = sum(map(charge, messages))
             quota = policy.get("token_quota")
-            if not (answer or importing):
+            if not (answer or importing or asked):
                 check_quota_room(sid, used, quota, messages, new_tokens)
             seq = seq or 0
             session_budget = "max_context_tokens" in policy
@@ -266,7 +274,7 @@ class Messages(MessageReads):
                         limits=self.c.limits,
                     )
                 except ContextOverflow:
-                    if not (answer or importing):
+                    if not (answer or importing or asked):
                         raise
                     cut = None
                 if cut is not None:

@@ -66,6 +66,8 @@ def test_a_files_session_of_an_id_being_imported_by_code_is_refused_as_importing
         # main: reason exists, "delete it first (`sessiond rm X`)"
         assert (err.status, err.code, err.reason) == (409, "conflict", "importing"), (err.reason, err.message)
         assert "being imported" in err.message and "sessiond rm" not in err.message, err.message
+        # import-file takes no id: the file's is what to change (main: "or choose another id or omit it")
+        assert "choose another id" not in err.message and 'remove the session\'s "id"' in err.message, err.message
     finally:
         _ended(cb, sid, flag, t, done)
 
@@ -83,16 +85,19 @@ def test_an_id_differing_only_in_case_from_one_being_imported_is_refused_as_impo
     exported = ca.export(sid, "json")
     exported = {**exported, "session": {**exported["session"], "id": twin}}  # (a file of the twin id)
     try:
-        for make in (
+        ways = (  # new --id, import-file, import
             lambda: cb.create_session(id=twin),
             lambda: cb.import_file(exported, "json"),
             lambda: cb.import_code(code),
-        ):
+        )
+        for i, make in enumerate(ways):
             err = _refused(make)
             # main: reason case_twin, "session X already exists on this device" (and "delete the one here first")
             assert (err.status, err.code, err.reason) == (409, "conflict", "importing"), (err.reason, err.message)
             assert "being imported" in err.message and sid in err.message and twin in err.message, err.message
             assert "sessiond rm" not in err.message and "delete" not in err.message, err.message
+            if i:
+                assert "choose another id" not in err.message, err.message  # (no id to choose but the file's)
     finally:
         _ended(cb, sid, flag, t, done)
     assert _refused(lambda: cb.create_session(id=twin)).reason == "case_twin"  # (once imported: the twin is here)

@@ -32,13 +32,20 @@ def test_an_image_alone_is_recorded_as_a_note_not_as_a_blank_message(served_open
     assert _kept(c, sid) == [("user", "[image]"), ("assistant", answer), ("user", "[audio]"), ("assistant", again)]
 
 
-def test_text_beside_an_image_keeps_the_image_s_place_and_matches_when_sent_again(served_openai):
-    d, p = served_openai
+def _text_and_image(d):
+    """A new session, its app, and the app's first call: a question's text beside an image, answered.
+    (client, session id, app, the call's history, the answer)"""
     c = d.client()
     sid = c.create_session(model="echo-1")["id"]
     app = openai_app(d, sid)
     history = [{"role": "user", "content": [{"type": "text", "text": "what is this"}, IMAGE]}]
     answer = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    return c, sid, app, history, answer
+
+
+def test_text_beside_an_image_keeps_the_image_s_place_and_matches_when_sent_again(served_openai):
+    d, p = served_openai
+    c, sid, app, history, answer = _text_and_image(d)
     history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "and now?"}]
     app.chat.completions.create(model="echo-1", messages=history)
     kept = _kept(c, sid)
@@ -64,3 +71,27 @@ def test_a_history_an_older_sessiond_recorded_without_its_image_still_matches(se
     kept = _kept(c, sid)
     assert kept[:3] == [("user", "what is this"), ("assistant", "a cat"), ("user", "and now?")], kept
     assert len(kept) == 4, kept
+
+
+def test_a_history_resent_with_its_older_images_left_out_still_matches(served_openai):
+    """An app that sends a turn's image once, and its later calls that turn's text alone (older images left out,
+    as apps do to keep a request small), sends the history the chat holds: nothing is appended twice. Recorded
+    with its note (`what is this` and `[image]`), the message matched its text alone no longer, and the whole
+    history from it on was appended again after the chat's end, as a history that parted from the chat's."""
+    d, _ = served_openai
+    c, sid, app, _, answer = _text_and_image(d)
+    alone = [{"role": "user", "content": [IMAGE]}]
+    history = [{"role": "user", "content": "what is this"}, {"role": "assistant", "content": answer}, *alone]
+    again = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    history[2:] = [{"role": "user", "content": ""}, {"role": "assistant", "content": again}]
+    history.append({"role": "user", "content": "and now?"})
+    app.chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, sid)
+    assert kept[:5] == [
+        ("user", "what is this\n[image]"),
+        ("assistant", answer),
+        ("user", "[image]"),
+        ("assistant", again),
+        ("user", "and now?"),
+    ], kept
+    assert len(kept) == 6, kept

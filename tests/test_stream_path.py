@@ -113,7 +113,7 @@ class _Db:
     async def check_fits(self, sid, chat, messages):
         return None  # (no token quota nor context budget here)
 
-    async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False):
+    async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False, asked=False):
         if not answer:
             if self.provider is not None:  # the SQL blocks the loop: the request must have left before it
                 # The loop stays blocked here (as by the SQL), so it sends nothing meanwhile: a request the
