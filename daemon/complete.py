@@ -28,6 +28,7 @@ from ..storage.errors import (
     Invalid,
     QuotaExceeded,
     SessiondError,
+    Stopping,
     ToolCallUnanswered,
     check_access,
     quota_exhausted,
@@ -39,10 +40,12 @@ from ..storage.expiry import past_expiry
 from ..storage.model import now
 from . import sendable, toolcalls
 from . import validate as v
-from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole
+from .answering import STOP_CUT, AppWatch, gone_before
+from .answers import Plan, end, left, left_unasked, pass_on, record_whole
 from .provider_config import NoProvider, Provider, ProviderError
 from .providers import usage_of
 from .testhooks import pause_for_tests
+from .unread import STOP_GRACE as HANG_UP
 from .unread import idle_of
 
 log = logging.getLogger("sessiond.complete")
@@ -395,8 +398,11 @@ async def _stream(request: web.Request, d, plan: Plan, asked: dict) -> web.Strea
     if ended.gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "complete.interrupted"})
         return resp
-    if ended.error is not None:
-        error = ended.error
+    # the daemon's stop: the app told so and what was kept, as for a provider's failure (else its connection broke)
+    error = ended.error
+    if ended.stopped:
+        error = Stopping(f"{STOP_CUT}; start the daemon again (`sessiond start`) before asking")
+    if error is not None:
         if ended.stored is not None:
             error = _cut_way_on(plan, asked, error, ended.stored)
         else:  # (a stream cut before its first word: as a failure before its head)
@@ -411,7 +417,8 @@ async def _stream(request: web.Request, d, plan: Plan, asked: dict) -> web.Strea
         }
         if ended.stored is not None:
             body["message"] = ended.stored
-        await end(request, resp, sse("error", body), idle_of(d))
+        # (the stop's: not waited for past its grace by an app that leaves it unread)
+        await end(request, resp, sse("error", body), min(idle_of(d), HANG_UP) if ended.stopped else idle_of(d))
     else:
         await end(request, resp, sse("message", ended.stored), idle_of(d))
     return resp

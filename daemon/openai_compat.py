@@ -30,8 +30,9 @@ from ..storage.errors import Invalid, LimitReached, SessiondError
 from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
-from . import toolcalls
-from .answers import AppWatch, Plan, end, left, pass_on, record_whole
+from . import openai_cut, toolcalls
+from .answering import AppWatch
+from .answers import Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import (
     ANSWER_ONLY,
@@ -44,11 +45,12 @@ from .complete import (
 )
 from .home import HomeError
 from .openai_history import TEXT_ALONE, own_part, past_stored, request_messages, resent, text_of
-from .openai_names import SESSION_HEADER, chat_named, chat_of, named, session_named, session_of
+from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
 from .providers import usage_of
 from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
 from .testhooks import pause_for_tests
+from .unread import STOP_GRACE as HANG_UP
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
@@ -429,7 +431,10 @@ async def _stream(
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
     if ended.gone:
         return resp
-    if ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
+    if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)
+        error = openai_cut.stopped(ended.stored, plan.sid if made else None)
+        await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", min(idle_of(d), HANG_UP))
+    elif ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
         error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
         if isinstance(ended.error, ProviderError):  # (not a record refused: the session ended, went away)
             if made and ended.stored is None:
@@ -438,37 +443,11 @@ async def _stream(
                 # header, makes one session holding its question once, none left holding it alone
                 await d.ops.delete_session(plan.sid)
                 made = False
-            error.update(_way_on(ended.error.message, ended.stored, plan.sid if made else None))
+            error.update(openai_cut.way_on(ended.error.message, ended.stored, plan.sid if made else None))
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
-
-
-RETRY = "the same request"
-
-
-def _way_on(message: str, stored: dict | None, made: str | None) -> dict:
-    """The error fields of a provider's failure mid-stream (`message`) that name the way on: the part that
-    arrived, kept (`stored`, marked interrupted; None: nothing of the answer arrived), and the retry. The same
-    request again matches the history the session stores (openai_history.py): its question is not recorded
-    twice, and the model's new answer follows the kept part, as `sessiond ask --again` answers after it.
-    `made`: the session this request made, which the retry must name (without it, another is made)."""
-    kept = (
-        f"what arrived is recorded as message {stored['id']}, marked interrupted"
-        if stored is not None
-        else "nothing of the answer was recorded"
-    )
-    named = "" if made is None else f" with the header {SESSION_HEADER}: {made} (the session this request made)"
-    said = f"{message}; {kept}: send the same request again{named} to have the model answer anew (its messages"
-    said += " are not recorded twice)"
-    retry = RETRY if made is None else f"{RETRY}, with the header {SESSION_HEADER}: {made}"
-    return {
-        "message": said,
-        "retry": retry,
-        **({"message_id": stored["id"]} if stored is not None else {}),
-        **({"session": made} if made is not None else {}),
-    }
 
 
 ROUTES = [("POST", PREFIX + "/chat/completions", chat_completions), ("GET", PREFIX + "/models", models)]

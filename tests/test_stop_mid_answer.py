@@ -4,7 +4,8 @@ requests under way aiohttp's 60 s to end, so `stop` said nothing for its 15 s, t
 * A model answering (a long answer streaming to `sessiond ask`): the part of the answer that had arrived was
   lost, though `ask` had said "the daemon records what it had of the answer, marked interrupted". A stop now
   ends each answer under way as an app leaving does: the generation stopped, what arrived recorded, marked
-  interrupted.
+  interrupted; and (since 0.37) the stream's `error` event tells the app so before it ends (code `stopping`,
+  the message kept and `ask --again`), where `ask` said only that the connection broke.
 * A `sync --wait` for a store that is down (and `share`, `rm`, `end` waiting for a push): the stop now gives
   such requests a few seconds (STOP_GRACE), then ends them, their apps told the connection broke.
 Either way the daemon stops at once, cleanly."""
@@ -48,11 +49,13 @@ def test_stop_while_a_model_answers_records_what_arrived_and_stops_at_once(slow_
         assert proc.stdout is not None and proc.stdout.read(17) == b"echo: word0 word1"
 
     code, err = _stopped_while(d, ["ask", sid, question], some_arrived)
-    assert code == 1 and b"broke in the middle of the answer" in err, err
+    # told why and what was kept, not that the connection broke (the stream's error event, before its end)
+    assert code == 1 and b"the daemon is stopping" in err and b"broke" not in err, err
     d.start()
     q, a = d.client().messages(sid)["messages"]
     assert q["content"] == question and a["role"] == "assistant" and a["interrupted"] is True, a
     assert a["content"].startswith("echo: word0 word1") and len(a["content"]) < len("echo: " + question), a
+    assert f"recorded as message {a['id']}, marked interrupted".encode() in err and b"--again" in err, err
 
 
 def test_stop_while_sync_waits_for_a_store_that_is_down_stops_cleanly(reserved_port, tmp_path):
