@@ -97,7 +97,7 @@ async def record(
             "total_ms": round((end - started) * 1000),
         },
     }
-    m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(counted_text(m))
+    m["tokens"] = _answer_tokens(d, plan, usage, m)
     if usage:
         m["usage"] = usage
     if interrupted:
@@ -115,6 +115,20 @@ async def record(
         dropped_calls(d, plan, out["id"], dropped)
         out["tool_calls_dropped"] = dropped
     return out
+
+
+def _answer_tokens(d, plan: Plan, usage: dict | None, m: dict) -> int:
+    """The tokens of the answer recorded, `m`, which a chat's context budget counts: the provider's count, or
+    the daemon's estimate without one. A request for several answers (OpenAI's `n`) records the first only,
+    while the provider counts every answer's tokens (`usage.completion_tokens`, kept as billed: the quota counts
+    it, storage/model.py `charge`): its own estimated then, within that count."""
+    billed = usage.get("completion_tokens") if usage else None
+    if billed is None:
+        return d.estimate(counted_text(m))
+    n = plan.request.get("n")
+    if type(n) is int and n > 1:
+        return min(billed, d.estimate(counted_text(m)))
+    return billed
 
 
 def dropped_calls(d, plan: Plan, message: str, dropped: list[dict]) -> None:
