@@ -14,10 +14,7 @@ from aiohttp import web
 GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
 SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose apps left to be recorded
 # why a stream the daemon's stop cut ended (its app told so on its wire: `Answering.tell_at_stop`)
-STOP_CUT = (
-    "the daemon is stopping (stopped by its user or the system's shutdown): the model's answer was cut off there,"
-    " not by the model"
-)
+STOP_CUT = "the daemon is stopping (stopped by its user or the system's shutdown), which stopped the model's answer"
 
 
 def app_gone(request: web.Request) -> bool:
@@ -72,9 +69,10 @@ class Answering:
     async def end_all(self, wait: float) -> None:
         """At the daemon's stop: each question under way is ended as its app leaving ends it (its connection
         closed: the watch on the model's answer stops the generation, and what arrived is recorded, marked
-        interrupted), or, a stream that can say it (`tell_at_stop`), told to end so and say why on its wire
-        first; waited for up to `wait` s, then every connection of theirs closed. Else the stop waited for every
-        answer to end (aiohttp's 60 s) and `sessiond stop` killed the daemon first, losing what had arrived."""
+        interrupted), or, one whose app can be told (`tell_at_stop`), ended so and its app told why first;
+        waited for up to `wait` s, then the connections of those still under way closed. Else the stop waited for
+        every answer to end (aiohttp's 60 s) and `sessiond stop` killed the daemon first, losing what had
+        arrived."""
         under_way = [(request, done) for mine in self._by_session.values() for request, done in mine.values()]
         for request, _ in under_way:
             told = self._told.pop(id(request), None)
@@ -87,8 +85,8 @@ class Answering:
             _, late = await asyncio.wait(waits, timeout=wait)
             for w in late:
                 w.cancel()
-        for request, _ in under_way:  # (a stream that said the stop: its last event written, or not in time)
-            if request.transport is not None:
+        for request, done in under_way:  # one told the stop that did not end in time: closed now (one that did
+            if not done.is_set() and request.transport is not None:  # is answered and closed by the runner's stop)
                 request.transport.close()
 
     async def settle(self, sid: str, request: web.Request) -> bool:
@@ -112,8 +110,12 @@ class AppWatch:
     read. `again=True`: one watch for many waits (a stream's chunks), looking on between them (`gone` is set
     then too; the caller looks at it before each wait) until `close()`."""
 
-    def __init__(self, request: web.Request, *, again: bool = False):
+    def __init__(self, request: web.Request, *, again: bool = False, told: Answering | None = None):
+        """`told`: the daemon's questions under way, which then tell this watch the daemon's stop (`stop`,
+        `Answering.tell_at_stop`) instead of closing the app's connection, until `close()`: the caller answers
+        the app that the daemon stops."""
         self.request = request
+        self._told = told
         self.gone = False
         self.stopped = False  # the daemon's stop ended the wait (`stop`): the app is still there, to be told
         self._again = again
@@ -123,6 +125,8 @@ class AppWatch:
     async def __aenter__(self) -> AppWatch:
         self._task = asyncio.current_task()
         self._inside = True
+        if self._told is not None:
+            self._told.tell_at_stop(self.request, self.stop)
         if self._handle is None and not (self.gone or self.stopped):
             self._loop = asyncio.get_running_loop()
             self._handle = self._loop.call_later(GONE_POLL, self._look)
@@ -158,6 +162,8 @@ class AppWatch:
             self._task.cancel()
 
     def close(self) -> None:
+        if self._told is not None:
+            self._told.untold(self.request)
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

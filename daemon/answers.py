@@ -257,9 +257,8 @@ async def pass_on(
     size = 0  # the characters of text and calls' arguments taken: a message holds MAX_TEXT at most
     error: ProviderError | None = None
     gone = stopped = False
-    watch = AppWatch(request, again=True)
+    watch = AppWatch(request, again=True, told=d.answering)  # the daemon's stop: the generation stopped, app told
     out = Writes(request, resp, idle_of(d))  # an app that leaves the answer unread is hung up on (unread.py)
-    d.answering.tell_at_stop(request, watch.stop)  # the daemon's stop: the generation stopped, the app told
     try:
         try:
             await resp.prepare(request)
@@ -335,7 +334,6 @@ async def pass_on(
             )
         raise
     finally:
-        d.answering.untold(request)
         watch.close()
         await chunks.aclose()
     try:

@@ -323,8 +323,11 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
             if plan.done is not None:
                 return ok(plan.done)
             started = time.monotonic()
-            async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+            # an app gone before the answer: stopped, nothing recorded; the daemon stopping: the app told so
+            async with AppWatch(request, told=d.answering) as watch:
                 data = await d.providers.complete(plan.provider, plan.request)
+            if watch.stopped:
+                raise _stopped(plan, asked)
             if watch.gone:
                 return left(plan)
             text, calls = _answer(data)
@@ -349,6 +352,18 @@ def _way_on(exc: SessiondError, plan: Plan, asked: dict) -> None:
             f" question (`sessiond chat set {sid} {chat} --max-context-tokens N`)"
         )
         exc.args = (exc.message,)
+
+
+def _stopped(plan: Plan, asked: dict) -> Stopping:
+    """The refusal of a question whose model the daemon's stop stopped before its answer: the question kept,
+    nothing of an answer; the way to have it answered once the daemon runs again named (`_way_on`)."""
+    sid, chat = shlex.quote(plan.sid), shlex.quote(plan.chat)
+    exc = Stopping(
+        f"{STOP_CUT} before it began; nothing of it was recorded, the question is: start the daemon again"
+        f" (`sessiond start`), then `sessiond ask {sid} --chat {chat} --again`"
+    )
+    _way_on(exc, plan, asked)
+    return exc
 
 
 def _again_api(plan: Plan, asked: dict) -> str:
@@ -385,13 +400,15 @@ async def _stream(request: web.Request, d, plan: Plan, asked: dict) -> web.Strea
     # Errors before the first chunk (unreachable, 401, 404, 429, a timeout) answer as JSON with their own
     # status: nothing has been said yet.
     head = None
-    async with AppWatch(request) as watch:  # as a whole answer's, as one left mid-stream
+    async with AppWatch(request, told=d.answering) as watch:  # as a whole answer's, as one left mid-stream
         try:
             head = await chunks.__anext__()
         except StopAsyncIteration:
             pass
-    if watch.gone:
+    if watch.gone or watch.stopped:
         await chunks.aclose()
+        if watch.stopped:
+            raise _stopped(plan, asked)
         return left(plan)
     await pause_for_tests("complete.head")
     ended = await pass_on(d, plan, request, resp, chunks, head, _delta, started=started)

@@ -352,13 +352,14 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         return _from(exc, sid, chat_id)
     if not stream:
         try:
-            async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+            # an app gone before the answer: stopped, nothing recorded; the daemon stopping: the app told so
+            async with AppWatch(request, told=d.answering) as watch:
                 data = await ahead.answer()
         except ProviderError as exc:
             return await _failed(d, exc, plan, made)
-        if watch.gone:
+        if watch.gone or watch.stopped:
             await ahead.drop()
-            return left(plan)
+            return _stopped(plan, made) if watch.stopped else left(plan)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = text_of(msg.get("content"))
@@ -396,6 +397,14 @@ async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response
     return _from(exc, plan.sid, plan.chat)
 
 
+def _stopped(plan: Plan, made: bool) -> web.Response:
+    """The answer to an app whose model the daemon's stop stopped before its answer (nothing of it recorded, the
+    question kept): 503 `stopping`, which the SDKs raise and, told so, do not retry against a daemon gone."""
+    error = openai_cut.stopped(None, plan.sid if made else None)
+    headers = {**named(plan.sid, plan.chat), "x-should-retry": "false"}
+    return web.json_response({"error": error}, status=503, headers=headers)
+
+
 async def _stream(
     request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: bool
 ) -> web.StreamResponse:
@@ -403,7 +412,7 @@ async def _stream(
     chunks = ahead.chunks
     assert chunks is not None
     try:
-        async with AppWatch(request) as watch:  # as a whole answer's, as one left mid-stream
+        async with AppWatch(request, told=d.answering) as watch:  # as a whole answer's, as one left mid-stream
             head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
@@ -411,9 +420,9 @@ async def _stream(
     except BaseException:
         await ahead.drop()
         raise
-    if watch.gone:
+    if watch.gone or watch.stopped:
         await ahead.drop()
-        return left(plan)
+        return _stopped(plan, made) if watch.stopped else left(plan)
     resp = web.StreamResponse(
         status=200,
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},

@@ -74,3 +74,31 @@ def test_stop_while_sync_waits_for_a_store_that_is_down_stops_cleanly(reserved_p
             assert c.get_session(sid)["sync"]["pending"] >= 1
     finally:
         d.stop()
+
+
+def test_stop_before_the_models_first_word_says_so_and_keeps_the_question(make_daemon):
+    """The model still thinking when the daemon stopped: `ask` said the connection broke. It now says that the
+    daemon is stopping, nothing of the answer was recorded, and how to have the question answered."""
+    from conftest import started_with_provider
+    from servers.openai_server import Faults, Provider, serve_threaded
+
+    p, server = serve_threaded(Provider(faults=Faults(held=True)))
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
+        sid = d.client().create_session(model="echo-1")["id"]
+
+        def asked(proc: subprocess.Popen) -> None:
+            deadline = time.monotonic() + 10
+            while not p.requests and time.monotonic() < deadline:  # the model asked: it thinks, held
+                time.sleep(0.02)
+            assert p.requests
+
+        code, err = _stopped_while(d, ["ask", sid, "count"], asked)
+        p.resume.set()
+        assert code == 1 and b"the daemon is stopping" in err and b"broke" not in err, err
+        assert b"--again" in err, err
+        d.start()
+        assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
+    finally:
+        p.resume.set()
+        server.stop()
