@@ -7,8 +7,8 @@ is not JSON (unsupported_media_type), 408 a body not whole within the daemon's c
 (request_timeout), 413 a body over 256 MiB (too_large: routes that read a body), 422 an invalid field (invalid;
 the message names the field, dotted: metadata.a[2]), 429 a limit was reached, 503 the store is unavailable
 (store, busy), the home's database was lost under the daemon (database_lost) or the daemon's stop cut a
-request's push short (stopping: a share, a delete of a shared session), 507 the disk holding the home is full
-(disk_full, file_size_limit)."""
+request's push short or a model's answer (stopping: a share, a delete of a shared session, a question), 507 the
+disk holding the home is full (disk_full, file_size_limit)."""
 
 from typing import Annotated, Literal, NotRequired
 
@@ -152,7 +152,8 @@ ERROR_STATUSES = {
     429: "a limit was reached",
     503: (
         "the store is unavailable (store, busy), the home's database was lost under the daemon (database_lost), or"
-        " the daemon's stop cut the push a share or a shared session's delete waited for short (stopping); a"
+        " the daemon's stop cut the push a share or a shared session's delete waited for short, or stopped a"
+        " model's answer (stopping); a"
         " `store` refusal's details.store names the store, failure its class (unreachable, timeout, full, ...), retry"
         " whether the same request may succeed later with no one acting, retry_after the seconds the store asked to"
         " wait (when it said), owner what mends it in words"

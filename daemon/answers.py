@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from ..api.types import MAX_TEXT
 from ..storage.errors import SessiondError
 from ..storage.model import ANSWER_KEYS
 from ..storage.tokens import counted_text
+from .answering import AppWatch
 from .provider_config import Provider, ProviderError
 from .provider_failures import text_too_large
 from .provider_stream import call_chars, delta_text, first_choice
@@ -35,8 +36,6 @@ APP_GONE = (ConnectionResetError, ConnectionError, RuntimeError)  # what writing
 # in the next delta or so; some, vLLM's streams, never do): a call is not held back from the app, nor are
 # its parsed chunks kept, while the model writes all of it
 HOLD_CHUNKS = 8
-GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
-SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose apps left to be recorded
 
 
 @dataclass
@@ -50,131 +49,6 @@ class Plan:
     done: dict | None = None  # the answer a previous try with the same key recorded
     question: str | None = None  # the id of the question this request recorded (or a try with its key did)
     timing: dict = field(default_factory=dict)
-
-
-def app_gone(request: web.Request) -> bool:
-    """Whether the app that sent `request` closed its connection (aiohttp does not cancel the handler)."""
-    t = request.transport
-    return t is None or t.is_closing()
-
-
-class Answering:
-    """The questions to a model under way, per session, so that a session's next question comes after what
-    its apps that left already caused: an app that stops a stream (a chat app's Stop) and sends its next
-    question at once, before the daemon's next look (GONE_POLL) has seen it go, would otherwise have that
-    question matched and appended first, and the part of the answer it was given recorded after it."""
-
-    def __init__(self) -> None:
-        self._by_session: dict[str, dict[int, tuple[web.Request, asyncio.Event]]] = {}
-        # told a session's questions are all over (the clean-up, which left it alone meanwhile, looks again)
-        self.on_done: Callable[[str], None] = lambda sid: None
-
-    @contextlib.asynccontextmanager
-    async def under_way(self, sid: str, request: web.Request) -> AsyncIterator[None]:
-        """Around a question's handling, from before its question is recorded until its answer is (or
-        nothing of it will be)."""
-        done = asyncio.Event()
-        mine = self._by_session.setdefault(sid, {})
-        mine[id(request)] = (request, done)
-        try:
-            yield
-        finally:
-            done.set()
-            del mine[id(request)]
-            if not mine:
-                del self._by_session[sid]
-                self.on_done(sid)
-
-    def busy(self, sid: str) -> bool:
-        """Whether a question to session `sid`'s model is under way: its model answering is the session's
-        activity, so the clean-up does not end it as idle meanwhile (operations.py)."""
-        return sid in self._by_session
-
-    async def end_all(self, wait: float) -> None:
-        """At the daemon's stop: each question under way is ended as its app leaving ends it (its connection
-        closed: the watch on the model's answer stops the generation, and what arrived is recorded, marked
-        interrupted), waited for up to `wait` s. Else the stop waited for every answer to end (aiohttp's 60 s)
-        and `sessiond stop` killed the daemon first, losing what had arrived."""
-        under_way = [(request, done) for mine in self._by_session.values() for request, done in mine.values()]
-        for request, _ in under_way:
-            if request.transport is not None:
-                request.transport.close()
-        waits = [asyncio.ensure_future(done.wait()) for _, done in under_way if not done.is_set()]
-        if waits:
-            _, late = await asyncio.wait(waits, timeout=wait)
-            for w in late:
-                w.cancel()
-
-    async def settle(self, sid: str, request: web.Request) -> bool:
-        """Wait for the session's answers whose apps went away to be recorded (or given up), up to
-        SETTLE_WAIT; answers to apps still there are theirs, and not waited for. Whether it waited."""
-        left_ones = [
-            done.wait()
-            for other, done in self._by_session.get(sid, {}).values()
-            if other is not request and not done.is_set() and app_gone(other)
-        ]
-        if left_ones:
-            await asyncio.wait([asyncio.ensure_future(w) for w in left_ones], timeout=SETTLE_WAIT)
-        return bool(left_ones)
-
-
-class AppWatch:
-    """`async with AppWatch(request) as w:` around a wait for the provider (its whole answer, a stream's
-    first event or next one): if the app goes away meanwhile (looked at every GONE_POLL s), the wait is
-    cancelled, which drops the provider's request and so stops the generation, and `w.gone` is set. The
-    wait stays in the handler's own task: nothing is added between the provider's first event and the next
-    read. `again=True`: one watch for many waits (a stream's chunks), looking on between them (`gone` is set
-    then too; the caller looks at it before each wait) until `close()`."""
-
-    def __init__(self, request: web.Request, *, again: bool = False):
-        self.request = request
-        self.gone = False
-        self._again = again
-        self._handle: asyncio.TimerHandle | None = None
-        self._inside = False
-
-    async def __aenter__(self) -> AppWatch:
-        self._task = asyncio.current_task()
-        self._inside = True
-        if self._handle is None and not self.gone:
-            self._loop = asyncio.get_running_loop()
-            self._handle = self._loop.call_later(GONE_POLL, self._look)
-        return self
-
-    def _look(self) -> None:
-        if app_gone(self.request):
-            self.gone = True
-            self._handle = None
-            if self._inside:
-                assert self._task is not None
-                self._task.cancel()
-        else:
-            self._handle = self._loop.call_later(GONE_POLL, self._look)
-
-    async def __aexit__(self, typ, exc, tb) -> bool:
-        self._inside = False
-        if not self._again:
-            self.close()
-        if self.gone and typ is asyncio.CancelledError:
-            assert self._task is not None
-            self._task.uncancel()
-            return True  # the app left: the caller answers nobody (`left`)
-        return False
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-async def gone_before(request: web.Request) -> bool:
-    """Whether the app closed its connection before its request was taken (`sessiond ask` stopped by Ctrl-C
-    just after it sent its question, the daemon busy). Two turns of the loop first, in which it reads the end
-    of the connection an app sent before: an app that then asked what its key recorded (GET ?key=, on
-    another connection) was told nothing, and nothing is."""
-    for _ in range(2):
-        await asyncio.sleep(0)
-    return app_gone(request)
 
 
 def left_unasked(sid: str) -> web.Response:
@@ -223,7 +97,7 @@ async def record(
             "total_ms": round((end - started) * 1000),
         },
     }
-    m["tokens"] = usage["completion_tokens"] if usage and "completion_tokens" in usage else d.estimate(counted_text(m))
+    m["tokens"] = _answer_tokens(d, plan, usage, m)
     if usage:
         m["usage"] = usage
     if interrupted:
@@ -241,6 +115,20 @@ async def record(
         dropped_calls(d, plan, out["id"], dropped)
         out["tool_calls_dropped"] = dropped
     return out
+
+
+def _answer_tokens(d, plan: Plan, usage: dict | None, m: dict) -> int:
+    """The tokens of the answer recorded, `m`, which a chat's context budget counts: the provider's count, or
+    the daemon's estimate without one. A request for several answers (OpenAI's `n`) records the first only,
+    while the provider counts every answer's tokens (`usage.completion_tokens`, kept as billed: the quota counts
+    it, storage/model.py `charge`): its own estimated then, within that count."""
+    billed = usage.get("completion_tokens") if usage else None
+    if billed is None:
+        return d.estimate(counted_text(m))
+    n = plan.request.get("n")
+    if type(n) is int and n > 1:
+        return min(billed, d.estimate(counted_text(m)))
+    return billed
 
 
 def dropped_calls(d, plan: Plan, message: str, dropped: list[dict]) -> None:
@@ -336,6 +224,7 @@ class Streamed:
     stored: dict | None
     error: SessiondError | None  # the provider's (ProviderError), or why the answer could not be recorded
     gone: bool
+    stopped: bool = False  # the daemon's stop ended it (the app still there: the caller tells it so)
 
 
 # the event for one chunk on the app's wire, from (its raw bytes, the chunk, the text it adds, its
@@ -367,8 +256,8 @@ async def pass_on(
     usage = first = None
     size = 0  # the characters of text and calls' arguments taken: a message holds MAX_TEXT at most
     error: ProviderError | None = None
-    gone = False
-    watch = AppWatch(request, again=True)
+    gone = stopped = False
+    watch = AppWatch(request, again=True, told=d.answering)  # the daemon's stop: the generation stopped, app told
     out = Writes(request, resp, idle_of(d))  # an app that leaves the answer unread is hung up on (unread.py)
     try:
         try:
@@ -413,6 +302,9 @@ async def pass_on(
             if watch.gone:
                 gone = True
                 break
+            if watch.stopped:
+                stopped = True
+                break
             async with watch:
                 try:
                     event = await chunks.__anext__()
@@ -420,6 +312,9 @@ async def pass_on(
                     event = None
             if watch.gone:
                 gone = True
+                break
+            if watch.stopped:
+                stopped = True
                 break
         if held and not gone:  # the stream ended with a call still waiting for its id: one is made
             try:
@@ -443,13 +338,13 @@ async def pass_on(
         await chunks.aclose()
     try:
         stored = await record_streamed(
-            d, plan, parts, usage, started=started, first=first, gone=gone, error=error, calls=calls
+            d, plan, parts, usage, started=started, first=first, gone=gone or stopped, error=error, calls=calls
         )
     except SessiondError as exc:  # paused, ended or deleted meanwhile: the app has the text, not a record of it
         said = "the answer above was not recorded" if parts or calls.calls() else "nothing of an answer was recorded"
         exc.message = f"{said}: {exc.message}"
         return Streamed(None, exc, gone)
-    return Streamed(stored, error, gone)
+    return Streamed(stored, error, gone, stopped and not gone)
 
 
 def _ends_calls(chunk: dict) -> bool:

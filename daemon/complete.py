@@ -28,6 +28,7 @@ from ..storage.errors import (
     Invalid,
     QuotaExceeded,
     SessiondError,
+    Stopping,
     ToolCallUnanswered,
     check_access,
     quota_exhausted,
@@ -39,10 +40,12 @@ from ..storage.expiry import past_expiry
 from ..storage.model import now
 from . import sendable, toolcalls
 from . import validate as v
-from .answers import AppWatch, Plan, end, gone_before, left, left_unasked, pass_on, record_whole
+from .answering import STOP_CUT, AppWatch, gone_before
+from .answers import Plan, end, left, left_unasked, pass_on, record_whole
 from .provider_config import NoProvider, Provider, ProviderError
 from .providers import usage_of
 from .testhooks import pause_for_tests
+from .unread import STOP_GRACE as HANG_UP
 from .unread import idle_of
 
 log = logging.getLogger("sessiond.complete")
@@ -320,8 +323,11 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
             if plan.done is not None:
                 return ok(plan.done)
             started = time.monotonic()
-            async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+            # an app gone before the answer: stopped, nothing recorded; the daemon stopping: the app told so
+            async with AppWatch(request, told=d.answering) as watch:
                 data = await d.providers.complete(plan.provider, plan.request)
+            if watch.stopped:
+                raise _stopped(plan, asked)
             if watch.gone:
                 return left(plan)
             text, calls = _answer(data)
@@ -346,6 +352,18 @@ def _way_on(exc: SessiondError, plan: Plan, asked: dict) -> None:
             f" question (`sessiond chat set {sid} {chat} --max-context-tokens N`)"
         )
         exc.args = (exc.message,)
+
+
+def _stopped(plan: Plan, asked: dict) -> Stopping:
+    """The refusal of a question whose model the daemon's stop stopped before its answer: the question kept,
+    nothing of an answer; the way to have it answered once the daemon runs again named (`_way_on`)."""
+    sid, chat = shlex.quote(plan.sid), shlex.quote(plan.chat)
+    exc = Stopping(
+        f"{STOP_CUT} before it began; nothing of it was recorded, the question is: start the daemon again"
+        f" (`sessiond start`), then `sessiond ask {sid} --chat {chat} --again`"
+    )
+    _way_on(exc, plan, asked)
+    return exc
 
 
 def _again_api(plan: Plan, asked: dict) -> str:
@@ -382,21 +400,26 @@ async def _stream(request: web.Request, d, plan: Plan, asked: dict) -> web.Strea
     # Errors before the first chunk (unreachable, 401, 404, 429, a timeout) answer as JSON with their own
     # status: nothing has been said yet.
     head = None
-    async with AppWatch(request) as watch:  # as a whole answer's, as one left mid-stream
+    async with AppWatch(request, told=d.answering) as watch:  # as a whole answer's, as one left mid-stream
         try:
             head = await chunks.__anext__()
         except StopAsyncIteration:
             pass
-    if watch.gone:
+    if watch.gone or watch.stopped:
         await chunks.aclose()
+        if watch.stopped:
+            raise _stopped(plan, asked)
         return left(plan)
     await pause_for_tests("complete.head")
     ended = await pass_on(d, plan, request, resp, chunks, head, _delta, started=started)
     if ended.gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "complete.interrupted"})
         return resp
-    if ended.error is not None:
-        error = ended.error
+    # the daemon's stop: the app told so and what was kept, as for a provider's failure (else its connection broke)
+    error = ended.error
+    if ended.stopped:
+        error = Stopping(f"{STOP_CUT}; start the daemon again (`sessiond start`) before asking")
+    if error is not None:
         if ended.stored is not None:
             error = _cut_way_on(plan, asked, error, ended.stored)
         else:  # (a stream cut before its first word: as a failure before its head)
@@ -411,7 +434,8 @@ async def _stream(request: web.Request, d, plan: Plan, asked: dict) -> web.Strea
         }
         if ended.stored is not None:
             body["message"] = ended.stored
-        await end(request, resp, sse("error", body), idle_of(d))
+        # (the stop's: not waited for past its grace by an app that leaves it unread)
+        await end(request, resp, sse("error", body), min(idle_of(d), HANG_UP) if ended.stopped else idle_of(d))
     else:
         await end(request, resp, sse("message", ended.stored), idle_of(d))
     return resp

@@ -30,8 +30,9 @@ from ..storage.errors import Invalid, LimitReached, SessiondError
 from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
-from . import toolcalls
-from .answers import AppWatch, Plan, end, left, pass_on, record_whole
+from . import openai_cut, toolcalls
+from .answering import AppWatch
+from .answers import Plan, end, left, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import (
     ANSWER_ONLY,
@@ -44,11 +45,12 @@ from .complete import (
 )
 from .home import HomeError
 from .openai_history import TEXT_ALONE, own_part, past_stored, request_messages, resent, text_of
-from .openai_names import SESSION_HEADER, chat_named, chat_of, named, session_named, session_of
+from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
 from .providers import usage_of
 from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
 from .testhooks import pause_for_tests
+from .unread import STOP_GRACE as HANG_UP
 from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
@@ -350,13 +352,14 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         return _from(exc, sid, chat_id)
     if not stream:
         try:
-            async with AppWatch(request) as watch:  # an app gone before the answer: stopped, nothing recorded
+            # an app gone before the answer: stopped, nothing recorded; the daemon stopping: the app told so
+            async with AppWatch(request, told=d.answering) as watch:
                 data = await ahead.answer()
         except ProviderError as exc:
             return await _failed(d, exc, plan, made)
-        if watch.gone:
+        if watch.gone or watch.stopped:
             await ahead.drop()
-            return left(plan)
+            return _stopped(plan, made) if watch.stopped else left(plan)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = text_of(msg.get("content"))
@@ -394,6 +397,14 @@ async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response
     return _from(exc, plan.sid, plan.chat)
 
 
+def _stopped(plan: Plan, made: bool) -> web.Response:
+    """The answer to an app whose model the daemon's stop stopped before its answer (nothing of it recorded, the
+    question kept): 503 `stopping`, which the SDKs raise and, told so, do not retry against a daemon gone."""
+    error = openai_cut.stopped(None, plan.sid if made else None)
+    headers = {**named(plan.sid, plan.chat), "x-should-retry": "false"}
+    return web.json_response({"error": error}, status=503, headers=headers)
+
+
 async def _stream(
     request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: bool
 ) -> web.StreamResponse:
@@ -401,7 +412,7 @@ async def _stream(
     chunks = ahead.chunks
     assert chunks is not None
     try:
-        async with AppWatch(request) as watch:  # as a whole answer's, as one left mid-stream
+        async with AppWatch(request, told=d.answering) as watch:  # as a whole answer's, as one left mid-stream
             head = await ahead.head()
     except ProviderError as exc:
         await chunks.aclose()
@@ -409,9 +420,9 @@ async def _stream(
     except BaseException:
         await ahead.drop()
         raise
-    if watch.gone:
+    if watch.gone or watch.stopped:
         await ahead.drop()
-        return left(plan)
+        return _stopped(plan, made) if watch.stopped else left(plan)
     resp = web.StreamResponse(
         status=200,
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},
@@ -429,7 +440,10 @@ async def _stream(
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
     if ended.gone:
         return resp
-    if ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
+    if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)
+        error = openai_cut.stopped(ended.stored, plan.sid if made else None)
+        await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", min(idle_of(d), HANG_UP))
+    elif ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
         error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
         if isinstance(ended.error, ProviderError):  # (not a record refused: the session ended, went away)
             if made and ended.stored is None:
@@ -438,37 +452,11 @@ async def _stream(
                 # header, makes one session holding its question once, none left holding it alone
                 await d.ops.delete_session(plan.sid)
                 made = False
-            error.update(_way_on(ended.error.message, ended.stored, plan.sid if made else None))
+            error.update(openai_cut.way_on(ended.error.message, ended.stored, plan.sid if made else None))
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
-
-
-RETRY = "the same request"
-
-
-def _way_on(message: str, stored: dict | None, made: str | None) -> dict:
-    """The error fields of a provider's failure mid-stream (`message`) that name the way on: the part that
-    arrived, kept (`stored`, marked interrupted; None: nothing of the answer arrived), and the retry. The same
-    request again matches the history the session stores (openai_history.py): its question is not recorded
-    twice, and the model's new answer follows the kept part, as `sessiond ask --again` answers after it.
-    `made`: the session this request made, which the retry must name (without it, another is made)."""
-    kept = (
-        f"what arrived is recorded as message {stored['id']}, marked interrupted"
-        if stored is not None
-        else "nothing of the answer was recorded"
-    )
-    named = "" if made is None else f" with the header {SESSION_HEADER}: {made} (the session this request made)"
-    said = f"{message}; {kept}: send the same request again{named} to have the model answer anew (its messages"
-    said += " are not recorded twice)"
-    retry = RETRY if made is None else f"{RETRY}, with the header {SESSION_HEADER}: {made}"
-    return {
-        "message": said,
-        "retry": retry,
-        **({"message_id": stored["id"]} if stored is not None else {}),
-        **({"session": made} if made is not None else {}),
-    }
 
 
 ROUTES = [("POST", PREFIX + "/chat/completions", chat_completions), ("GET", PREFIX + "/models", models)]

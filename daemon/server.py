@@ -118,7 +118,7 @@ class Daemon:
         # the questions to a model under way, by session and Idempotency-Key: a retry waits for its first try
         self.asking = KeyedLocks()
         # the questions to a model under way, by session: a question waits for the answers whose apps left
-        from .answers import Answering
+        from .answering import Answering
 
         self.answering = Answering()
 

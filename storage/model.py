@@ -383,10 +383,17 @@ PROMPT_TOKENS_MAX = 1 << 40
 
 def charge(m: dict) -> int:
     """What a message costs the session's quota: its tokens, plus, for a model's answer, the prompt
-    tokens the provider counted for it (the context sent with the question). CHARGE_SUM_SQL counts the same."""
+    tokens the provider counted for it (the context sent with the question); and, when the provider counted
+    more completion tokens than the message's own (a request for several answers, OpenAI's `n`, of which the
+    first is recorded: its tokens are that answer's, what the context holds), those, as billed. CHARGE_SUM_SQL
+    counts the same."""
     usage = m.get("usage")
     prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    return (m.get("tokens") or 0) + (prompt if type(prompt) is int and 0 < prompt <= PROMPT_TOKENS_MAX else 0)
+    billed = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    tokens = m.get("tokens") or 0
+    if type(billed) is int and tokens < billed <= PROMPT_TOKENS_MAX:
+        tokens = billed
+    return tokens + (prompt if type(prompt) is int and 0 < prompt <= PROMPT_TOKENS_MAX else 0)
 
 
 def row_charge(tokens: int | None, extra: str | None) -> int:
@@ -403,7 +410,11 @@ CHARGE_SUM_SQL = (  # the sum of charge() over the message rows of a query (colu
     "coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN"  # (CASE: the JSON read once valid)
     " CASE WHEN json_type(extra, '$.usage.prompt_tokens') = 'integer'"
     f" AND json_extract(extra, '$.usage.prompt_tokens') BETWEEN 1 AND {PROMPT_TOKENS_MAX}"
-    " THEN json_extract(extra, '$.usage.prompt_tokens') END END), 0)"
+    " THEN json_extract(extra, '$.usage.prompt_tokens') ELSE 0 END"
+    # the completion tokens billed past the message's own (several answers asked, one recorded)
+    " + CASE WHEN json_type(extra, '$.usage.completion_tokens') = 'integer'"
+    f" AND json_extract(extra, '$.usage.completion_tokens') BETWEEN coalesce(tokens, 0) + 1 AND {PROMPT_TOKENS_MAX}"
+    " THEN json_extract(extra, '$.usage.completion_tokens') - coalesce(tokens, 0) ELSE 0 END END), 0)"
 )
 RECOUNT_SQL = f"(SELECT {CHARGE_SUM_SQL} FROM messages WHERE session_id=?)"
 

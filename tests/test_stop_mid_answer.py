@@ -4,7 +4,8 @@ requests under way aiohttp's 60 s to end, so `stop` said nothing for its 15 s, t
 * A model answering (a long answer streaming to `sessiond ask`): the part of the answer that had arrived was
   lost, though `ask` had said "the daemon records what it had of the answer, marked interrupted". A stop now
   ends each answer under way as an app leaving does: the generation stopped, what arrived recorded, marked
-  interrupted.
+  interrupted; and (since 0.37) the stream's `error` event tells the app so before it ends (code `stopping`,
+  the message kept and `ask --again`), where `ask` said only that the connection broke.
 * A `sync --wait` for a store that is down (and `share`, `rm`, `end` waiting for a push): the stop now gives
   such requests a few seconds (STOP_GRACE), then ends them, their apps told the connection broke.
 Either way the daemon stops at once, cleanly."""
@@ -48,11 +49,13 @@ def test_stop_while_a_model_answers_records_what_arrived_and_stops_at_once(slow_
         assert proc.stdout is not None and proc.stdout.read(17) == b"echo: word0 word1"
 
     code, err = _stopped_while(d, ["ask", sid, question], some_arrived)
-    assert code == 1 and b"broke in the middle of the answer" in err, err
+    # told why and what was kept, not that the connection broke (the stream's error event, before its end)
+    assert code == 1 and b"the daemon is stopping" in err and b"broke" not in err, err
     d.start()
     q, a = d.client().messages(sid)["messages"]
     assert q["content"] == question and a["role"] == "assistant" and a["interrupted"] is True, a
     assert a["content"].startswith("echo: word0 word1") and len(a["content"]) < len("echo: " + question), a
+    assert f"recorded as message {a['id']}, marked interrupted".encode() in err and b"--again" in err, err
 
 
 def test_stop_while_sync_waits_for_a_store_that_is_down_stops_cleanly(reserved_port, tmp_path):
@@ -71,3 +74,31 @@ def test_stop_while_sync_waits_for_a_store_that_is_down_stops_cleanly(reserved_p
             assert c.get_session(sid)["sync"]["pending"] >= 1
     finally:
         d.stop()
+
+
+def test_stop_before_the_models_first_word_says_so_and_keeps_the_question(make_daemon):
+    """The model still thinking when the daemon stopped: `ask` said the connection broke. It now says that the
+    daemon is stopping, nothing of the answer was recorded, and how to have the question answered."""
+    from conftest import started_with_provider
+    from servers.openai_server import Faults, Provider, serve_threaded
+
+    p, server = serve_threaded(Provider(faults=Faults(held=True)))
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", default_provider="loop")
+        sid = d.client().create_session(model="echo-1")["id"]
+
+        def asked(proc: subprocess.Popen) -> None:
+            deadline = time.monotonic() + 10
+            while not p.requests and time.monotonic() < deadline:  # the model asked: it thinks, held
+                time.sleep(0.02)
+            assert p.requests
+
+        code, err = _stopped_while(d, ["ask", sid, "count"], asked)
+        p.resume.set()
+        assert code == 1 and b"the daemon is stopping" in err and b"broke" not in err, err
+        assert b"--again" in err, err
+        d.start()
+        assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
+    finally:
+        p.resume.set()
+        server.stop()

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import wait_for
 from servers.openai_server import Provider, serve_threaded
-from sessiond.daemon.answers import Answering
+from sessiond.daemon.answering import Answering
 from sessiond.daemon.appkeys import DAEMON_KEY
 from sessiond.daemon.openai_compat import PREFIX, ROUTES, Compat
 from sessiond.daemon.providers import Providers

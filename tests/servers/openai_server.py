@@ -295,10 +295,13 @@ def make_app(p: Provider) -> web.Application:
             pieces = [a[i : i + 4] for i in range(0, len(a), 4)]
         elif f.empty:
             text, pieces = "", []
+        # `n` answers (a request's n): answer j > 0 is the first's in capitals; the usage counts them all, as
+        # OpenAI bills them (a stream's chunks of the first are each followed by the others', naming its index)
+        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 and not call else 1
         usage = {
             "prompt_tokens": p.prompt_tokens(body),
-            "completion_tokens": len(pieces),
-            "total_tokens": p.prompt_tokens(body) + len(pieces),
+            "completion_tokens": len(pieces) * n,
+            "total_tokens": p.prompt_tokens(body) + len(pieces) * n,
         }
         cid, created = f"chatcmpl-{len(p.requests)}", int(time.time())
         if not body.get("stream"):
@@ -310,13 +313,14 @@ def make_app(p: Provider) -> web.Application:
                     "model": model,
                     "choices": [
                         {
-                            "index": 0,
+                            "index": j,
                             "message": {"role": "assistant", "content": f.call_text or None, "tool_calls": [call]}
                             if call
-                            else {"role": "assistant", "content": text},
+                            else {"role": "assistant", "content": text.upper() if j else text},
                             "finish_reason": "tool_calls" if call else "stop",
                             "logprobs": None,
                         }
+                        for j in range(n)
                     ],
                     "usage": usage,
                 }
@@ -333,10 +337,6 @@ def make_app(p: Provider) -> web.Application:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        # `n` answers (a request's n): each chunk of the first is followed by the others', each naming its index;
-        # answer j > 0 is the first's in capitals
-        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 and not call else 1
 
         def chunk(delta: dict, finish: str | None = None, index: int = 0) -> bytes:
             c = {

@@ -1,0 +1,43 @@
+"""The error event that ends an OpenAI-endpoint stream cut mid-answer (openai_compat.py): by the provider's
+failure, or by the daemon's stop. OpenAI sends `data: {"error": {...}}` mid-stream, which its SDKs raise as
+APIError (the `openai` package's `Stream`: an event carrying "error"), its `code` and its fields in the
+error's `body`; so the app learns what the session kept of the answer and the way on, not only that the
+connection broke."""
+
+from __future__ import annotations
+
+from .answering import STOP_CUT
+from .openai_names import SESSION_HEADER
+
+RETRY = "the same request"
+
+
+def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "") -> dict:
+    """The error fields of an answer cut mid-stream (`message`: why) that name the way on: the part that
+    arrived, kept (`stored`, marked interrupted; None: nothing of the answer arrived), and the retry. The same
+    request again matches the history the session stores (openai_history.py): its question is not recorded
+    twice, and the model's new answer follows the kept part, as `sessiond ask --again` answers after it.
+    `made`: the session this request made, which the retry must name (without it, another is made); `once`:
+    when to retry, if not at once."""
+    kept = (
+        f"what arrived ({len(stored['content'])} characters) is recorded as message {stored['id']}, marked interrupted"
+        if stored is not None
+        else "nothing of the answer was recorded"
+    )
+    named = "" if made is None else f" with the header {SESSION_HEADER}: {made} (the session this request made)"
+    said = f"{message}; {kept}: send the same request again{once}{named} to have the model answer anew (its"
+    said += " messages are not recorded twice)"
+    retry = RETRY if made is None else f"{RETRY}, with the header {SESSION_HEADER}: {made}"
+    return {
+        "message": said,
+        "retry": retry,
+        **({"message_id": stored["id"], "kept_chars": len(stored["content"])} if stored is not None else {}),
+        **({"session": made} if made is not None else {}),
+    }
+
+
+def stopped(stored: dict | None, made: str | None) -> dict:
+    """The error of a stream the daemon's stop cut (`stopping`, as the socket API's refusals the stop causes):
+    what was kept and the retry once the daemon runs again."""
+    fields = way_on(STOP_CUT, stored, made, once=" once the daemon runs again")
+    return {"message": fields.pop("message"), "type": "api_error", "param": None, "code": "stopping", **fields}

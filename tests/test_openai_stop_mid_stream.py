@@ -1,0 +1,93 @@
+"""The daemon stopped (`sessiond stop`, SIGTERM) while an app streamed an answer through the OpenAI-compatible
+endpoint: the stop closed the app's connection in the middle of the stream, so an app on the official `openai`
+SDK saw only `APIConnectionError: Connection error.`, though the session kept what had arrived (marked
+interrupted). Before the stream ends, the app is now sent the error event OpenAI's streams carry mid-stream
+(which the SDK raises as APIError), coded `stopping`, naming what was kept and the way on; the stop stays
+within its deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import openai
+import pytest
+
+from conftest import openai_app, run_cli
+
+SCRIPT = [({"content": "one "}, None), ({"content": "two "}, None), ({"content": "three"}, "stop")]
+
+
+def test_a_stop_mid_stream_tells_the_openai_app_what_was_kept(served_openai):
+    d, p = served_openai
+    sid = d.client().create_session(model="echo-1")["id"]
+    p.faults.script, p.faults.script_wait = SCRIPT, 2  # "one ", "two ", then the model pauses
+    got: list[str] = []
+    took = None
+    try:
+        with pytest.raises(openai.APIError) as exc:
+            for ch in openai_app(d, sid).chat.completions.create(
+                model="echo-1", messages=[{"role": "user", "content": "count"}], stream=True
+            ):
+                got += [ch.choices[0].delta.content or ""] if ch.choices else []
+                if "".join(got) == "one two " and took is None:  # the model paused mid-answer: the stop now
+                    t0 = time.monotonic()
+                    res = run_cli(d.home, "stop")
+                    took = time.monotonic() - t0
+                    assert res.returncode == 0 and "killed" not in res.stdout + res.stderr, res
+    finally:
+        p.resume.set()
+    assert took is not None and took < 12, took  # within the stop's deadline, not killed
+    assert d.proc is not None and d.proc.wait(10) == 0  # a clean stop
+    err = exc.value
+    assert not isinstance(err, openai.APIConnectionError), err
+    assert err.code == "stopping" and err.type == "api_error", err.body
+    assert "the daemon is stopping" in err.message, err.message
+    d.start()
+    [q, a] = d.client().messages(sid)["messages"]
+    assert a["interrupted"] is True and a["content"] == "one two ", a
+    assert err.body["message_id"] == a["id"] and a["id"] in err.message, err.body
+    assert err.body["kept_chars"] == len("one two ") and "8 characters" in err.message, err.message
+    assert err.body["retry"] == "the same request", err.body
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_before_the_answer_tells_the_openai_app_so(served_openai, stream):
+    """The model still thinking (a whole answer waited for, a stream before its first chunk): the stop closed
+    the connection, an APIConnectionError (which the SDK retries, against a daemon gone). The app is answered
+    503 `stopping`, not retried (x-should-retry: false), naming the retry once the daemon runs again; the
+    question stays, recorded once."""
+    d, p = served_openai
+    sid = d.client().create_session(model="echo-1")["id"]
+    p.faults.held = True
+    q = [{"role": "user", "content": "count"}]
+    out: list = []
+
+    def ask() -> None:
+        try:
+            res = openai_app(d, sid).chat.completions.create(model="echo-1", messages=q, stream=stream)
+            list(res) if stream else None
+        except Exception as exc:
+            out.append(exc)
+
+    app = threading.Thread(target=ask)
+    app.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not p.requests and time.monotonic() < deadline:  # the model asked: it thinks, held
+            time.sleep(0.02)
+        assert p.requests
+        t0 = time.monotonic()
+        res = run_cli(d.home, "stop")
+        assert res.returncode == 0 and "killed" not in res.stdout + res.stderr, res
+        assert time.monotonic() - t0 < 12
+        app.join(20)
+    finally:
+        p.resume.set()
+    [err] = out
+    assert isinstance(err, openai.APIStatusError) and err.status_code == 503, err
+    assert err.code == "stopping" and "the daemon is stopping" in err.message, err.body
+    assert err.response.headers.get("x-should-retry") == "false" and err.body["retry"] == "the same request"
+    assert "nothing of the answer was recorded" in err.message, err.message
+    d.start()
+    assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
