@@ -88,3 +88,26 @@ async def test_a_pulled_rows_extra_does_not_stand_for_its_tokens(tmp_path, extra
         assert await used() == 2 * first
     finally:
         await db.close()
+
+
+async def test_a_pulled_rows_extra_does_not_stand_for_its_own_fields(tmp_path):
+    """Another device's extra fields holding a message's own fields (its content, role, chat, tokens, id: sessiond
+    keeps none there) overrode the row's as the message was read (GET .../messages showed the extra's content
+    under the row's id, another id) and as it was copied by a fork (the fork held the extra's content, and a
+    string for tokens failed it, TypeError). The row's own fields stand; the extra's others are kept."""
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({}))["id"]
+        peer = "peer-device"
+        forged = {"content": "forged", "role": "user", "tokens": "x", "id": "other-1", "seq": 99, "metadata": {"a": 1}}
+        row = (sid, "main", peer, 1, 101, "assistant", "said", 5, 1.0, json.dumps(forged))
+        await db.apply_remote(sid, {peer: RemoteLog(peer, [row], [], 1)})
+        [m] = await db.list_messages(sid)
+        assert (m["id"], m["role"], m["content"], m["tokens"], m["seq"]) == (f"{peer}-1", "assistant", "said", 5, 1), m
+        assert m["metadata"] == {"a": 1}
+        assert (await db.get_message(sid, m["id"]))["content"] == "said"
+        fork = await db.fork(sid, m["id"])
+        [c] = await db.list_messages(fork["id"])
+        assert (c["role"], c["content"], c["tokens"], c["metadata"]) == ("assistant", "said", 5, {"a": 1}), c
+    finally:
+        await db.close()
