@@ -23,6 +23,10 @@ def app_gone(request: web.Request) -> bool:
     return t is None or t.is_closing()
 
 
+def _let_end() -> None:
+    """(The stop's call for a question finishing, `Answering.finishing`: nothing to stop.)"""
+
+
 class Answering:
     """The questions to a model under way, per session, so that a session's next question comes after what
     its apps that left already caused: an app that stops a stream (a chat app's Stop) and sends its next
@@ -33,8 +37,10 @@ class Answering:
         self._by_session: dict[str, dict[int, tuple[web.Request, asyncio.Event]]] = {}
         # told a session's questions are all over (the clean-up, which left it alone meanwhile, looks again)
         self.on_done: Callable[[str], None] = lambda sid: None
-        # the streams under way whose wire can say the stop before it closes (`tell_at_stop`), by request
+        # the streams under way whose wire can say the stop before it closes (`tell_at_stop`), by request; and
+        # the questions whose model's answer is in, being recorded and sent (`finishing`): let end at the stop
         self._told: dict[int, Callable[[], None]] = {}
+        self.stopping = False  # the daemon's stop began (`end_all`): a watch begun after it is stopped at once
 
     @contextlib.asynccontextmanager
     async def under_way(self, sid: str, request: web.Request) -> AsyncIterator[None]:
@@ -48,6 +54,7 @@ class Answering:
         finally:
             done.set()
             del mine[id(request)]
+            self._told.pop(id(request), None)
             if not mine:
                 del self._by_session[sid]
                 self.on_done(sid)
@@ -58,21 +65,28 @@ class Answering:
         return sid in self._by_session
 
     def tell_at_stop(self, request: web.Request, stop: Callable[[], None]) -> None:
-        """A stream passed on to its app whose wire has an error event (until `untold`): at the daemon's stop,
-        `stop()` is called instead of its connection being closed, so that the app is told the stop and what was
-        kept before the stream ends (the connection closed after it, or when `end_all`'s wait is over)."""
+        """A stream passed on to its app whose wire has an error event (until its watch closes: `finishing`): at
+        the daemon's stop, `stop()` is called instead of its connection being closed, so that the app is told the
+        stop and what was kept before the stream ends (the connection closed after it, or when `end_all`'s wait is
+        over)."""
         self._told[id(request)] = stop
 
-    def untold(self, request: web.Request) -> None:
-        self._told.pop(id(request), None)
+    def finishing(self, request: web.Request) -> None:
+        """A question whose watch on its model is over (`AppWatch.close`): its answer is in, recorded and sent
+        now, or its end told. At the daemon's stop it is let end, within `end_all`'s wait (its connection closed
+        then), not closed at once: an app given a whole answer was told that the connection broke in the middle
+        of it, its record waiting for its commit. A watch of it begun after the stop is stopped at once."""
+        self._told[id(request)] = _let_end
 
     async def end_all(self, wait: float) -> None:
         """At the daemon's stop: each question under way is ended as its app leaving ends it (its connection
         closed: the watch on the model's answer stops the generation, and what arrived is recorded, marked
-        interrupted), or, one whose app can be told (`tell_at_stop`), ended so and its app told why first;
+        interrupted), or, one whose app can be told (`tell_at_stop`), ended so and its app told why first, or, one
+        whose model's answer is in (`finishing`), let end;
         waited for up to `wait` s, then the connections of those still under way closed. Else the stop waited for
         every answer to end (aiohttp's 60 s) and `sessiond stop` killed the daemon first, losing what had
         arrived."""
+        self.stopping = True
         under_way = [(request, done) for mine in self._by_session.values() for request, done in mine.values()]
         for request, _ in under_way:
             told = self._told.pop(id(request), None)
@@ -121,12 +135,16 @@ class AppWatch:
         self._again = again
         self._handle: asyncio.TimerHandle | None = None
         self._inside = False
+        self._early = False  # stopped as it began (`__aenter__`): its cancellation may not have reached the wait
 
     async def __aenter__(self) -> AppWatch:
         self._task = asyncio.current_task()
         self._inside = True
         if self._told is not None:
             self._told.tell_at_stop(self.request, self.stop)
+            if self._told.stopping and not self.stopped:  # (begun after the stop's call: between two watches)
+                self._early = True
+                self.stop()
         if self._handle is None and not (self.gone or self.stopped):
             self._loop = asyncio.get_running_loop()
             self._handle = self._loop.call_later(GONE_POLL, self._look)
@@ -148,6 +166,14 @@ class AppWatch:
         self._inside = False
         if not self._again:
             self.close()
+        if self._early:
+            self._early = False
+            if typ is None:  # the wait ended before the stop's cancellation reached it: taken here
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    assert self._task is not None
+                    self._task.uncancel()
         if (self.gone or self.stopped) and typ is asyncio.CancelledError:
             assert self._task is not None
             self._task.uncancel()
@@ -163,7 +189,7 @@ class AppWatch:
 
     def close(self) -> None:
         if self._told is not None:
-            self._told.untold(self.request)
+            self._told.finishing(self.request)
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

@@ -76,8 +76,9 @@ class Copies:
         try:
             crash_at("fork.created")
             if rows:
+                # (the row's own fields, not those another device's extra fields may hold: sessiond keeps none there)
                 msgs = [
-                    {"chat": r[0], "role": r[1], "content": r[2], "tokens": r[3], **(json.loads(r[4]) if r[4] else {})}
+                    {**(json.loads(r[4]) if r[4] else {}), "chat": r[0], "role": r[1], "content": r[2], "tokens": r[3]}
                     for r in rows
                 ]
                 # the history was accepted once: copied as it is, past the quota or a context budget (these

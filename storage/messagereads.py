@@ -30,7 +30,10 @@ def message_dict(row: Row) -> dict:
         "lamport": row["lamport"],
     }
     if row["extra"]:
-        d.update(json.loads(row["extra"]))
+        # (the row's own fields stand: another device's extra fields may hold a "content" or an "id", which
+        # sessiond keeps there never)
+        for k, x in json.loads(row["extra"]).items():
+            d.setdefault(k, x)
     return d
 
 

@@ -397,9 +397,11 @@ def charge(m: dict) -> int:
 
 
 def row_charge(tokens: int | None, extra: str | None) -> int:
-    """charge() of a stored message row (its tokens and extra columns)."""
+    """charge() of a stored message row (its tokens and extra columns). Its tokens are the column's, as in
+    CHARGE_SUM_SQL: not a "tokens" another device's extra fields hold (sessiond writes none there)."""
     if extra and '"usage"' in extra:
-        return charge({"tokens": tokens, **json.loads(extra)})
+        e = json.loads(extra)
+        return charge({"tokens": tokens, "usage": e.get("usage") if isinstance(e, dict) else None})
     return tokens or 0
 
 
