@@ -57,6 +57,9 @@ LONGEST_FIRST = (
     "test_crash_push_orphans.py",
     "test_stop_budget.py",
     "test_crash_outbox.py",
+    "test_crash_gc_rekey_relay_loop.py",  # (~11 s: one test, else handed out last)
+    "test_crash_mirror_repair_loop.py",
+    "test_crash_claims_walk_loop.py",
 )
 
 
