@@ -13,11 +13,12 @@ result of a whole walk is kept by the head's manifest it began at (`_WALKED`): a
 every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
 there then either), so a pull while the author's head stands reads that manifest only. Read-only but for `kept`: a
 pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once
-the walk found the claim, that in their place, until the session's key changes), so that the first pull after a
-restart goes on where the walk stopped, not from the author's head (on a slow store with many manifests, minutes of
-slices at every start), nor walks again one done before its notice was taken. A walk left behind (the slot holding
-another notice, the keys changed, a generation the session left) is no walk under way: dropped as the next walk of
-its session begins or its keys switch, and `under_way` names only the walk the last check cut short."""
+a pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so
+that the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with
+many manifests, minutes of slices at every start), nor walks again one done before its notice was taken. A walk left
+behind (the slot holding another notice, the keys changed, a generation the session left) is no walk under way:
+dropped as the next walk of its session begins or its keys switch, and `under_way` names only the walk the last check
+cut short."""
 
 from __future__ import annotations
 
@@ -218,16 +219,16 @@ async def claimed_before(
         if progress is not None:  # (ended, however: the bar closes)
             progress(CLAIMS_WALK, CLAIMS_WALK)
     _CUT.pop(slot)
-    if was_cut and kept is not None:
-        # the claim found kept in place of its cuts, until the session's key changes (SyncState.switch_slot): dropped
-        # here, a kill before the notice is taken (or the check's next step failing, then a restart) walked again
-        # from the head, past manifests the author's gc freed since, and refused the notice for good. (None found:
-        # dropped, walked again after a restart, as a head moved since is: a manifest missing for a while, on a
-        # store catching up, refuses no notice for good.)
-        if found and walked is not None:
-            await kept.put(sid, wid, _encoded([_Cut(top, (top, 0), None, read, True)]))
-        else:
-            await kept.drop(sid, wid)
+    if kept is not None and bounded and found and walked is not None:
+        # the claim found kept (in place of any cuts), until the session's key changes (SyncState.switch_slot): not
+        # kept, a kill before the notice is taken (or the check's next step failing, then a restart) walked again
+        # from the head, past manifests the author's gc freed since, and refused the notice for good; so too for a
+        # walk that ended in the pull that began it (was: kept only for one cut short before, in memory else)
+        await kept.put(sid, wid, _encoded([_Cut(top, (top, 0), None, read, True)]))
+    elif was_cut and kept is not None:
+        # (None found: dropped, walked again after a restart, as a head moved since is: a manifest missing for a
+        # while, on a store catching up, refuses no notice for good.)
+        await kept.drop(sid, wid)
     if walked is not None:
         _WALKED[walked] = found
     return found

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+import pytest
+
 from devices import count_gets
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
@@ -142,18 +144,22 @@ def _opened_already(a, b):
     return opened
 
 
+@pytest.mark.parametrize("walk", ["cut_short", "at_once"])
 async def test_a_walk_done_and_cut_off_before_the_notice_is_taken_is_not_walked_again_from_the_head(
-    devices, monkeypatch
+    devices, monkeypatch, walk
 ):
-    """B's walk, cut short across pulls, ends: A's older manifest claims the notice. Its row was dropped there,
-    before the notice was taken (the rest of the check, the key's switch): a kill -9 in between (here: the check's
-    next step failing, then a restart) lost what the walk found. Walked again from A's head, past manifests A's gc
-    has freed since (the walk took long: the case its kept row is for), it ends at the first one gone and refuses
-    the notice for good. What the walk found is kept until the notice is settled: the restart takes it."""
+    """B's walk, cut short across pulls (`cut_short`), ends: A's older manifest claims the notice. Its row was dropped
+    there, before the notice was taken (the rest of the check, the key's switch): a kill -9 in between (here: the
+    check's next step failing, then a restart) lost what the walk found. Walked again from A's head, past manifests
+    A's gc has freed since (the walk took long: the case its kept row is for), it ends at the first one gone and
+    refuses the notice for good. What the walk found is kept until the notice is settled: the restart takes it.
+    `at_once`: the walk is never cut short, it ends in the pull that began it (a fast store, few manifests): what it
+    found was kept in the process's memory only (a row was kept only for a walk once cut short), lost the same way."""
     from sessiond.sync import rekeyproof
 
-    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)  # (one manifest a pull past the head's)
-    out = 8
+    if walk == "cut_short":
+        monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)  # (one manifest a pull past the head's)
+    out = 8 if walk == "cut_short" else 2
     a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk done", CLAIMS_KEPT + out)
     await _slot_served_with(devices, sid, notice)
     real = rekeyproof.claimed_before
@@ -172,6 +178,8 @@ async def test_a_walk_done_and_cut_off_before_the_notice_is_taken_is_not_walked_
             break
         await _pulled(b, sid)
     assert True in found and b.ctx.keys.session_key(sid) != new_key, found
+    if walk == "at_once":
+        assert found == [True], found  # (one pull: never cut short)
     monkeypatch.setattr(rekeyproof, "claimed_before", real)
     store = FileStore(devices.store_path)
     chain = [
@@ -189,3 +197,4 @@ async def test_a_walk_done_and_cut_off_before_the_notice_is_taken_is_not_walked_
         await _pulled(b, sid)
     # main: walked again from A's head, ended at the first manifest gone: refused, for good
     assert b.ctx.keys.session_key(sid) == new_key
+    assert await _walks(devices.dbb) == []  # (settled with the switch: dropped)
