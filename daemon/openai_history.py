@@ -75,7 +75,7 @@ def _same(sent: dict, stored: dict) -> bool:
         sent["role"] == stored["role"] == "user"
         and isinstance(stored.get("content"), str)
         and (bare := _notes_left_out(stored["content"])) is not None
-        and _matched(sent, _notes_left_out(sent["content"])) == _matched(stored, bare)
+        and _matched(stored, bare) in (_matched(sent, _notes_left_out(sent["content"])), _matched(sent, _lines(sent)))
     ):
         return True
     return bool(
@@ -89,6 +89,18 @@ def _same(sent: dict, stored: dict) -> bool:
 # A request message's text as an older sessiond recorded it (its text parts alone), beside the text recorded now
 # (openai_compat.py drops it before the message is stored): the history it recorded still matches.
 TEXT_ALONE = "text_alone"
+# A request message of several parts, all text, as its lines would be beside a part that is not text (text_of): the
+# text a message recorded with such parts holds without its notes (sent again, its images left out, it matches).
+TEXT_LINES = "text_lines"
+# what of a request's message it is matched by only (not stored)
+MATCH_ONLY = (TEXT_ALONE, TEXT_LINES)
+
+
+def _lines(sent: dict) -> str | None:
+    """The request's message `sent`'s text parts, a line each (TEXT_LINES), or its text without its notes."""
+    return sent.get(TEXT_LINES, _notes_left_out(sent["content"]))
+
+
 # what a part that is not text is recorded as, in its place in the message's text: sessiond keeps text
 PART_NOTES = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
 
@@ -118,7 +130,11 @@ def _notes_left_out(text: str) -> str | None:
 
 
 def _texts(parts: list) -> str:
-    return "".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+    return "".join(_text_parts(parts))
+
+
+def _text_parts(content: list) -> list[str]:
+    return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
 
 
 def _note(kind) -> str:
@@ -164,6 +180,9 @@ def _read_messages(body: dict) -> list[dict]:
             and (alone := _texts([p for p in m["content"] if isinstance(p, dict)])) != text
         ):
             rec[TEXT_ALONE] = alone
+        texts = _text_parts(m["content"]) if isinstance(m.get("content"), list) else []
+        if len(texts) > 1 and (lines := "\n".join(texts)) != text:  # (several, all text: `text` joins them as they are)
+            rec[TEXT_LINES] = lines
         if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
             rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
         if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:

@@ -95,3 +95,24 @@ def test_a_history_resent_with_its_older_images_left_out_still_matches(served_op
         ("user", "and now?"),
     ], kept
     assert len(kept) == 6, kept
+
+
+def test_several_text_parts_resent_without_their_image_still_match(served_openai):
+    """A message of several text parts and an image is recorded as its parts' lines (`look here`, `and here`,
+    `[image]`); resent with the image left out, its text parts alone are one text (OpenAI's parts of text are
+    joined as they are), which matched the recorded message's text without its note no longer: the history from
+    it on was appended again, as one that parted from the chat's (one text part resent alone matched)."""
+    d, _ = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    texts = [{"type": "text", "text": "look here"}, {"type": "text", "text": "and here"}]
+    history = [{"role": "user", "content": [*texts, IMAGE]}]
+    answer = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    assert _kept(c, sid)[0] == ("user", "look here\nand here\n[image]")
+    history = [{"role": "user", "content": texts}, {"role": "assistant", "content": answer}]
+    history.append({"role": "user", "content": "and now?"})
+    app.chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, sid)
+    assert kept[:3] == [("user", "look here\nand here\n[image]"), ("assistant", answer), ("user", "and now?")], kept
+    assert len(kept) == 4, kept
