@@ -12,18 +12,20 @@ from .openai_names import SESSION_HEADER
 RETRY = "the same request"
 
 
-def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "") -> dict:
+def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "", dropped: bool = False) -> dict:
     """The error fields of an answer cut mid-stream (`message`: why) that name the way on: the part that
     arrived, kept (`stored`, marked interrupted; None: nothing of the answer arrived), and the retry. The same
     request again matches the history the session stores (openai_history.py): its question is not recorded
     twice, and the model's new answer follows the kept part, as `sessiond ask --again` answers after it.
     `made`: the session this request made, which the retry must name (without it, another is made); `once`:
-    when to retry, if not at once."""
+    when to retry, if not at once; `dropped`: the session the request made was deleted, nothing of the answer kept."""
     kept = (
         f"what arrived ({len(stored['content'])} characters) is recorded as message {stored['id']}, marked interrupted"
         if stored is not None
         else "nothing of the answer was recorded"
     )
+    if dropped:
+        kept += ", and no session was kept (the one this request made is deleted, with its question)"
     named = "" if made is None else f" with the header {SESSION_HEADER}: {made} (the session this request made)"
     said = f"{message}; {kept}: send the same request again{once}{named} to have the model answer anew (its"
     said += " messages are not recorded twice)"
@@ -36,8 +38,8 @@ def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "
     }
 
 
-def stopped(stored: dict | None, made: str | None) -> dict:
+def stopped(stored: dict | None, made: str | None, *, dropped: bool = False) -> dict:
     """The error of a stream the daemon's stop cut (`stopping`, as the socket API's refusals the stop causes):
-    what was kept and the retry once the daemon runs again."""
-    fields = way_on(STOP_CUT, stored, made, once=" once the daemon runs again")
+    what was kept and the retry once the daemon runs again (`dropped`: way_on's)."""
+    fields = way_on(STOP_CUT, stored, made, once=" once the daemon runs again", dropped=dropped)
     return {"message": fields.pop("message"), "type": "api_error", "param": None, "code": "stopping", **fields}

@@ -91,3 +91,47 @@ def test_a_stop_before_the_answer_tells_the_openai_app_so(served_openai, stream)
     assert "nothing of the answer was recorded" in err.message, err.message
     d.start()
     assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_before_the_answer_keeps_no_session_the_request_made(served_openai, stream):
+    """A request naming no session (X-Sessiond-Session) makes one. The stop before the model's answer kept that
+    session, holding the question alone, and named it for the retry; but the app's retry is the same request, as an
+    SDK sends it (with no header: its own retry of a connection the stop closed, or the app's), which made a second
+    session, the first left holding the question alone. Nothing of the answer kept, the session made is deleted, as
+    on a provider's failure before the answer: the same request again makes one session, its question once."""
+    d, p = served_openai
+    p.faults.held = True
+    q = [{"role": "user", "content": "count"}]
+    out: list = []
+
+    def ask() -> None:
+        try:
+            res = openai_app(d, None).chat.completions.create(model="echo-1", messages=q, stream=stream)
+            list(res) if stream else None
+        except Exception as exc:
+            out.append(exc)
+
+    app = threading.Thread(target=ask)
+    app.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not p.requests and time.monotonic() < deadline:  # the model asked: it thinks, held
+            time.sleep(0.02)
+        assert p.requests
+        res = run_cli(d.home, "stop")
+        assert res.returncode == 0 and "killed" not in res.stdout + res.stderr, res
+        app.join(20)
+    finally:
+        p.resume.set()
+    [err] = out
+    assert isinstance(err, openai.APIStatusError) and err.status_code == 503 and err.code == "stopping", err
+    assert "session" not in err.body and err.body["retry"] == "the same request", err.body
+    assert "X-Sessiond-Session" not in err.message and "no session was kept" in err.message, err.message
+    d.start()
+    c = d.client()
+    assert c.list_sessions()["sessions"] == [], "the session the request made, holding its question alone, kept"
+    p.faults.held = False
+    openai_app(d, None).chat.completions.create(model="echo-1", messages=q)  # the same request, once it runs
+    [s] = c.list_sessions()["sessions"]
+    assert [m["role"] for m in c.messages(s["id"])["messages"]] == ["user", "assistant"]
