@@ -360,7 +360,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return await _failed(d, exc, plan, made)
         if watch.gone or watch.stopped:
             await ahead.drop()
-            return await _stopped(d, plan, made) if watch.stopped else left(plan)
+            return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = text_of(msg.get("content"))
@@ -398,29 +398,6 @@ async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response
     return _from(exc, plan.sid, plan.chat)
 
 
-async def _stopped(d, plan: Plan, made: bool) -> web.Response:
-    """The answer to an app whose model the daemon's stop stopped before its answer (nothing of it recorded, the
-    question kept): 503 `stopping`, which the SDKs raise and, told so, do not retry against a daemon gone. A session
-    this request made is deleted, with its question (`_drop_made`), as on a provider's failure (`_failed`)."""
-    dropped = made and await _drop_made(d, plan.sid)
-    error = openai_cut.stopped(None, plan.sid if made and not dropped else None, dropped=dropped)
-    headers = {**named(None if dropped else plan.sid, plan.chat), "x-should-retry": "false"}
-    return web.json_response({"error": error}, status=503, headers=headers)
-
-
-async def _drop_made(d, sid: str) -> bool:
-    """Delete the session a request made (holding its question alone) at the daemon's stop, nothing of the answer
-    kept: the app's retry is the same request, as an SDK sends it (its own retry of a connection the stop closed,
-    too), without the session's header, which makes another; so one session holds the question once, none holds it
-    alone. Whether it was deleted (refused, it is kept, and named for the retry)."""
-    try:
-        await d.ops.delete_session(sid)
-    except SessiondError as exc:
-        log.warning("the session an OpenAI request made is kept at the stop: %s", exc.message, extra={"session": sid})
-        return False
-    return True
-
-
 async def _stream(
     request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: bool
 ) -> web.StreamResponse:
@@ -438,7 +415,7 @@ async def _stream(
         raise
     if watch.gone or watch.stopped:
         await ahead.drop()
-        return await _stopped(d, plan, made) if watch.stopped else left(plan)
+        return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
     resp = web.StreamResponse(
         status=200,
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},
@@ -457,7 +434,7 @@ async def _stream(
     if ended.gone:
         return resp
     if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)
-        dropped = made and ended.stored is None and await _drop_made(d, plan.sid)
+        dropped = made and ended.stored is None and await openai_cut.drop_made(d, plan.sid)
         error = openai_cut.stopped(ended.stored, plan.sid if made and not dropped else None, dropped=dropped)
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", min(idle_of(d), HANG_UP))
     elif ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
