@@ -104,7 +104,8 @@ CODES_409: dict[str, str] = {
     "no_provider": "no model provider here answers the request; details.reason says why",
     "not_shared": "a rekey or unshare of a session never shared from this device",
     "behind": "an import's device log is under a key from before a rekey this home does not hold (details.owner)",
-    "members_full": "a members list past its size limit, nothing written; details.reason says which way to drop",
+    "members_full": "a members list past its size limit, nothing written; details.reason says which way to drop"
+    " (details.api: the requests)",
 }
 
 

@@ -44,7 +44,7 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
-from .openai_history import TEXT_ALONE, own_part, past_stored, request_messages, resent, text_of
+from .openai_history import MATCH_ONLY, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
 from .providers import usage_of
@@ -314,7 +314,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 new = new[resent(new, await d.db.chat_history(sid, chat_id, limit=len(new), last=True)) :]
             await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
             for m in new:
-                m.pop(TEXT_ALONE, None)  # (what the history was matched by too: not stored)
+                for k in MATCH_ONLY:  # (what the history was matched by too: not stored)
+                    m.pop(k, None)
                 m["tokens"] = d.estimate(counted_text(m))
             if new:  # the quota's room and the context budget, judged as recording them will: before the request
                 await d.db.check_fits(sid, chat_id, new)
@@ -359,7 +360,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return await _failed(d, exc, plan, made)
         if watch.gone or watch.stopped:
             await ahead.drop()
-            return _stopped(plan, made) if watch.stopped else left(plan)
+            return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = text_of(msg.get("content"))
@@ -397,14 +398,6 @@ async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response
     return _from(exc, plan.sid, plan.chat)
 
 
-def _stopped(plan: Plan, made: bool) -> web.Response:
-    """The answer to an app whose model the daemon's stop stopped before its answer (nothing of it recorded, the
-    question kept): 503 `stopping`, which the SDKs raise and, told so, do not retry against a daemon gone."""
-    error = openai_cut.stopped(None, plan.sid if made else None)
-    headers = {**named(plan.sid, plan.chat), "x-should-retry": "false"}
-    return web.json_response({"error": error}, status=503, headers=headers)
-
-
 async def _stream(
     request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: bool
 ) -> web.StreamResponse:
@@ -422,7 +415,7 @@ async def _stream(
         raise
     if watch.gone or watch.stopped:
         await ahead.drop()
-        return _stopped(plan, made) if watch.stopped else left(plan)
+        return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
     resp = web.StreamResponse(
         status=200,
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},
@@ -441,9 +434,11 @@ async def _stream(
     if ended.gone:
         return resp
     if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)
-        error = openai_cut.stopped(ended.stored, plan.sid if made else None)
+        dropped = made and ended.stored is None and await openai_cut.drop_made(d, plan.sid)
+        error = openai_cut.stopped(ended.stored, plan.sid if made and not dropped else None, dropped=dropped)
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", min(idle_of(d), HANG_UP))
     elif ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
+        dropped = False
         error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
         if isinstance(ended.error, ProviderError):  # (not a record refused: the session ended, went away)
             if made and ended.stored is None:
@@ -451,8 +446,10 @@ async def _stream(
                 # before any answer (_failed), so that the app's retry, the same request without the session's
                 # header, makes one session holding its question once, none left holding it alone
                 await d.ops.delete_session(plan.sid)
-                made = False
-            error.update(openai_cut.way_on(ended.error.message, ended.stored, plan.sid if made else None))
+                made, dropped = False, True
+            error.update(
+                openai_cut.way_on(ended.error.message, ended.stored, plan.sid if made else None, dropped=dropped)
+            )
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))

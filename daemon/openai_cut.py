@@ -1,29 +1,38 @@
 """The error event that ends an OpenAI-endpoint stream cut mid-answer (openai_compat.py): by the provider's
-failure, or by the daemon's stop. OpenAI sends `data: {"error": {...}}` mid-stream, which its SDKs raise as
-APIError (the `openai` package's `Stream`: an event carrying "error"), its `code` and its fields in the
-error's `body`; so the app learns what the session kept of the answer and the way on, not only that the
-connection broke."""
+failure, or by the daemon's stop; and the answer to a request the stop cut before its answer (`answer_stopped`).
+OpenAI sends `data: {"error": {...}}` mid-stream, which its SDKs raise as APIError (the `openai` package's
+`Stream`: an event carrying "error"), its `code` and its fields in the error's `body`; so the app learns what the
+session kept of the answer and the way on, not only that the connection broke."""
 
 from __future__ import annotations
 
+import logging
+
+from aiohttp import web
+
+from ..storage.errors import SessiondError
 from .answering import STOP_CUT
-from .openai_names import SESSION_HEADER
+from .openai_names import SESSION_HEADER, named
+
+log = logging.getLogger("sessiond.openai")
 
 RETRY = "the same request"
 
 
-def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "") -> dict:
+def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "", dropped: bool = False) -> dict:
     """The error fields of an answer cut mid-stream (`message`: why) that name the way on: the part that
     arrived, kept (`stored`, marked interrupted; None: nothing of the answer arrived), and the retry. The same
     request again matches the history the session stores (openai_history.py): its question is not recorded
     twice, and the model's new answer follows the kept part, as `sessiond ask --again` answers after it.
     `made`: the session this request made, which the retry must name (without it, another is made); `once`:
-    when to retry, if not at once."""
+    when to retry, if not at once; `dropped`: the session the request made was deleted, nothing of the answer kept."""
     kept = (
         f"what arrived ({len(stored['content'])} characters) is recorded as message {stored['id']}, marked interrupted"
         if stored is not None
         else "nothing of the answer was recorded"
     )
+    if dropped:
+        kept += ", and no session was kept (the one this request made is deleted, with its question)"
     named = "" if made is None else f" with the header {SESSION_HEADER}: {made} (the session this request made)"
     said = f"{message}; {kept}: send the same request again{once}{named} to have the model answer anew (its"
     said += " messages are not recorded twice)"
@@ -36,8 +45,32 @@ def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "
     }
 
 
-def stopped(stored: dict | None, made: str | None) -> dict:
+def stopped(stored: dict | None, made: str | None, *, dropped: bool = False) -> dict:
     """The error of a stream the daemon's stop cut (`stopping`, as the socket API's refusals the stop causes):
-    what was kept and the retry once the daemon runs again."""
-    fields = way_on(STOP_CUT, stored, made, once=" once the daemon runs again")
+    what was kept and the retry once the daemon runs again (`dropped`: way_on's)."""
+    fields = way_on(STOP_CUT, stored, made, once=" once the daemon runs again", dropped=dropped)
     return {"message": fields.pop("message"), "type": "api_error", "param": None, "code": "stopping", **fields}
+
+
+async def answer_stopped(d, plan, made: bool) -> web.Response:
+    """The answer to an app whose model the daemon's stop stopped before its answer (nothing of it recorded, the
+    question kept): 503 `stopping`, which the SDKs raise and, told so, do not retry against a daemon gone. A session
+    this request made is deleted, with its question (`drop_made`), as on a provider's failure (openai_compat's
+    `_failed`)."""
+    dropped = made and await drop_made(d, plan.sid)
+    error = stopped(None, plan.sid if made and not dropped else None, dropped=dropped)
+    headers = {**named(None if dropped else plan.sid, plan.chat), "x-should-retry": "false"}
+    return web.json_response({"error": error}, status=503, headers=headers)
+
+
+async def drop_made(d, sid: str) -> bool:
+    """Delete the session a request made (holding its question alone) at the daemon's stop, nothing of the answer
+    kept: the app's retry is the same request, as an SDK sends it (its own retry of a connection the stop closed,
+    too), without the session's header, which makes another; so one session holds the question once, none holds it
+    alone. Whether it was deleted (refused, it is kept, and named for the retry)."""
+    try:
+        await d.ops.delete_session(sid)
+    except SessiondError as exc:
+        log.warning("the session an OpenAI request made is kept at the stop: %s", exc.message, extra={"session": sid})
+        return False
+    return True

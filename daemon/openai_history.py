@@ -74,8 +74,8 @@ def _same(sent: dict, stored: dict) -> bool:
     if (
         sent["role"] == stored["role"] == "user"
         and isinstance(stored.get("content"), str)
-        and (bare := _notes_left_out(stored["content"])) is not None
-        and _matched(sent, _notes_left_out(sent["content"])) == _matched(stored, bare)
+        and (bare := _notes_left_out(stored)) is not None
+        and _matched(stored, bare) == _matched(sent, sent.get(TEXT_LINES))
     ):
         return True
     return bool(
@@ -89,8 +89,19 @@ def _same(sent: dict, stored: dict) -> bool:
 # A request message's text as an older sessiond recorded it (its text parts alone), beside the text recorded now
 # (openai_compat.py drops it before the message is stored): the history it recorded still matches.
 TEXT_ALONE = "text_alone"
+# A request message's text parts, a line each, without the notes of its parts that are not text (text_of): the
+# text a message recorded with such parts holds without its notes (sent again, its images left out, it matches).
+# Only a list of parts has one; a string is the user's own text, a line such as `[x]` in it content, not a note.
+TEXT_LINES = "text_lines"
+# what of a request's message it is matched by only (not stored)
+MATCH_ONLY = (TEXT_ALONE, TEXT_LINES)
+# The lines of a message's text that note its parts that are not text (text_of: `[image]`), by number from 0, kept
+# with the message (its extra fields), so that only those, not a user's own line such as `[x]`, are left out when a
+# history is matched. A message recorded before they were kept (0.37.0) names none: there, only PART_NOTES' lines.
+PART_NOTES_KEY = "part_notes"
 # what a part that is not text is recorded as, in its place in the message's text: sessiond keeps text
 PART_NOTES = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
+_KNOWN_NOTES = frozenset(PART_NOTES.values())
 
 
 def text_of(content) -> str:
@@ -106,19 +117,41 @@ def text_of(content) -> str:
     return "\n".join(p["text"] if isinstance(p.get("text"), str) else _note(p.get("type")) for p in parts)
 
 
-# a line text_of wrote for a part that is not text (_note): `[image]`, `[audio]`, `[file]`, `[kind]`, `[part]`
-_NOTE_LINE = re.compile(r"\[[A-Za-z_][A-Za-z0-9_]{0,39}\]")
+def part_notes(content) -> list[int]:
+    """Which lines of text_of(`content`) note its parts that are not text (PART_NOTES_KEY), by number from 0."""
+    if not isinstance(content, list):
+        return []
+    parts = [p for p in content if isinstance(p, dict)]
+    if all(isinstance(p.get("text"), str) or not p.get("type") for p in parts):
+        return []
+    notes, line = [], 0
+    for p in parts:
+        if isinstance(p.get("text"), str):
+            line += p["text"].count("\n") + 1
+        else:
+            notes.append(line)
+            line += 1
+    return notes
 
 
-def _notes_left_out(text: str) -> str | None:
-    """A message's text without the lines noting its parts that are not text (text_of); None if it has none."""
-    lines = text.split("\n")
-    kept = [line for line in lines if not _NOTE_LINE.fullmatch(line)]
-    return "\n".join(kept) if len(kept) < len(lines) else None
+def _notes_left_out(stored: dict) -> str | None:
+    """A stored message's text without the lines noting its parts that are not text: those it names
+    (PART_NOTES_KEY), else, recorded before they were named, the lines PART_NOTES holds. None if it has none."""
+    lines = stored["content"].split("\n")
+    named = stored.get(PART_NOTES_KEY)
+    if isinstance(named, list):  # (another device's: only line numbers the text has)
+        notes = {n for n in named if type(n) is int and 0 <= n < len(lines)}
+    else:
+        notes = {i for i, line in enumerate(lines) if line in _KNOWN_NOTES}
+    return "\n".join(line for i, line in enumerate(lines) if i not in notes) if notes else None
 
 
 def _texts(parts: list) -> str:
-    return "".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+    return "".join(_text_parts(parts))
+
+
+def _text_parts(content: list) -> list[str]:
+    return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
 
 
 def _note(kind) -> str:
@@ -164,6 +197,10 @@ def _read_messages(body: dict) -> list[dict]:
             and (alone := _texts([p for p in m["content"] if isinstance(p, dict)])) != text
         ):
             rec[TEXT_ALONE] = alone
+        if isinstance(m.get("content"), list):  # (a string: the user's own text, matched as it is)
+            rec[TEXT_LINES] = "\n".join(_text_parts(m["content"]))
+            if notes := part_notes(m["content"]):
+                rec[PART_NOTES_KEY] = notes
         if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
             rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
         if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:

@@ -70,7 +70,8 @@ class NoLongerExpired(SessiondError):
 # A refusal whose message names CLI commands as its way on also carries that way as socket API requests, in
 # its error's `details.api` (README, "The socket API", Errors): an app that talks to the API has no CLI. Each
 # item is one way on, in the message's order: requests "METHOD PATH [BODY]", one after another joined by
-# " then "; N, MESSAGE_ID, CODE, SESSION_ID, CHAT, RESULT, QUESTION and INVITE stand for what the app fills in.
+# " then "; N, MESSAGE_ID, CODE, SESSION_ID, CHAT, RESULT, QUESTION, DEVICE and INVITE stand for what the app
+# fills in.
 # A way on that is no request to this daemon, only its owner's to take (a config.toml limit raised, an upgrade,
 # another store or home, a relay's invite asked for), is in `details.owner` instead, in words.
 

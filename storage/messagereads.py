@@ -43,8 +43,8 @@ class MessageReads:
 
     async def history(self, sid: str, chat: str, limit: int = -1, *, last: bool = False) -> list[dict]:
         """The first `limit` (all: -1) messages of a chat (`last`: its last ones) as {role, content,
-        tool_calls?, tool_call_id?, interrupted?}, oldest first (compacted ones too): what an app's request is
-        matched by (a stopped answer matches the app's shorter copy of it)."""
+        tool_calls?, tool_call_id?, interrupted?, part_notes?}, oldest first (compacted ones too): what an app's
+        request is matched by (a stopped answer matches the app's shorter copy of it)."""
         out = []
         order = "DESC" if last else ""
         rows = await self.c.committed.fetchall(
@@ -54,9 +54,10 @@ class MessageReads:
         )
         for role, content, extra in reversed(rows) if last else rows:
             m = {"role": role, "content": content}
-            if extra and ('"tool_call' in extra or '"interrupted"' in extra):
+            if extra and ('"tool_call' in extra or '"interrupted"' in extra or '"part_notes"' in extra):
                 e = json.loads(extra)
-                m.update({k: e[k] for k in ("tool_calls", "tool_call_id", "interrupted") if e.get(k) is not None})
+                kept = ("tool_calls", "tool_call_id", "interrupted", "part_notes")
+                m.update({k: e[k] for k in kept if e.get(k) is not None})
             out.append(m)
         return out
 

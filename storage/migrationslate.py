@@ -36,4 +36,22 @@ LATE: list[str] = [
         PRIMARY KEY (session_id, walk)
     ) WITHOUT ROWID;
     """,
+    # 33: each session's quota count (`tokens_used`) recounted from its messages, as 0.37.0 charges them
+    # (storage/model.py charge, CHARGE_SUM_SQL: a model's answer its tokens and its prompt's, and, where the provider
+    # billed more completion tokens than the answer's own, several answers asked (OpenAI's `n`) and one recorded,
+    # those). A 0.36.0 device charged such an answer, pulled from a 0.37.0 one, its own tokens alone, and kept that
+    # count: its quota under what was billed and every other device's, for good. (CHARGE_SUM_SQL as it stands in
+    # 0.37.0, written out: a migration is never edited, the code's may be.)
+    """
+    UPDATE sessions SET tokens_used = (
+        SELECT coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN
+            CASE WHEN json_type(extra, '$.usage.prompt_tokens') = 'integer'
+                AND json_extract(extra, '$.usage.prompt_tokens') BETWEEN 1 AND 1099511627776
+                THEN json_extract(extra, '$.usage.prompt_tokens') ELSE 0 END
+            + CASE WHEN json_type(extra, '$.usage.completion_tokens') = 'integer'
+                AND json_extract(extra, '$.usage.completion_tokens') BETWEEN coalesce(tokens, 0) + 1 AND 1099511627776
+                THEN json_extract(extra, '$.usage.completion_tokens') - coalesce(tokens, 0) ELSE 0 END END), 0)
+        FROM messages WHERE session_id = sessions.id
+    );
+    """,
 ]

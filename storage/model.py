@@ -69,7 +69,8 @@ CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "setting
 ANSWER_KEYS = ("model", "provider", "usage", "response", "interrupted", "error")
 # A model's answer's calls' own fields from its provider (Gemini 3's thought signature), by call id: sent
 # back with the calls to that provider only (daemon/toolcalls.py).
-EXTRA_KEYS = ("name", "tool_call_id", "tool_calls", "call_fields", "metadata", *ANSWER_KEYS)
+# (part_notes: the lines of a message's text that note its parts that are not text, daemon/openai_history.py)
+EXTRA_KEYS = ("name", "tool_call_id", "tool_calls", "call_fields", "metadata", "part_notes", *ANSWER_KEYS)
 PLAIN_KEYS = frozenset({"role", "content", "tokens", "chat"})  # a message with only these has no extra
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 

@@ -39,7 +39,8 @@ class ImportError_(Exception):
     """An import or pull that cannot be completed; `kind` names the problem. `fix`: what to do about it, when
     the message's own advice is not the whole of it (a relay refusing a device with no account there: the
     invite it needs), passed on as the API error's `details.fix` and said at the message's end. `reason`: which
-    `conflict` (or `members_full`) it is (api/errors.py REASONS), passed on as the error's `details.reason`."""
+    `conflict` (or `members_full`) it is (api/errors.py REASONS), passed on as the error's `details.reason`; `api`: its
+    ways on in API terms (`details.api`), set here or later."""
 
     def __init__(
         self,
@@ -50,6 +51,7 @@ class ImportError_(Exception):
         refused: bool = False,
         no_account: bool = False,
         reason: str | None = None,
+        api: list[str] | None = None,
     ):
         super().__init__(message)
         self.kind = kind
@@ -57,7 +59,7 @@ class ImportError_(Exception):
         self.reason = reason
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
         self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
-        self.api: list[str] | None = None  # the ways on in API terms, passed on as the error's `details.api`
+        self.api = api  # the ways on in API terms, passed on as the error's `details.api`
         # the ways on that are no request to this daemon, its owner's (an upgrade, another home, a relay's invite
         # asked for), in words: passed on as the error's `details.owner`
         self.owner: list[str] | None = None

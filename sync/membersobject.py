@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
+from ..storage.errors import session_path
 from . import dagcbor
 from .crypto import DecryptError, encrypt, members_key, open_unpadded
 from .errors import ImportError_
@@ -37,6 +38,8 @@ def seal_members(
     the new slot a rekey will write, its writers and `frozen` frozen logs (rekey.py measures it first)."""
     ct = seal_small(plain, key)
     if len(ct) > MEMBERS_MAX_BYTES:
+        # the way on the message names, in API terms (details.api): the writers listed, then some dropped
+        drop = f'GET {session_path(sid, "devices")}, then POST {session_path(sid, "rekey")} {{"drop": [DEVICE, ...]}}'
         cap = f"more than the {MEMBERS_MAX_BYTES >> 10} KiB a members list may be"
         if frozen is not None:
             raise ImportError_(
@@ -48,6 +51,7 @@ def seal_members(
                 f" is an entry of ~50 bytes, one dropped a frozen log of ~130): sessiond rekey {sid} --drop DEVICE"
                 f" ...; or go on in a new session holding the conversation: sessiond fork {sid} --at MESSAGE",
                 reason="frozen_logs",
+                api=[drop, f'POST {session_path(sid, "fork")} {{"at": MESSAGE_ID}}'],
             )
         if kept is not None:
             raise ImportError_(
@@ -57,6 +61,7 @@ def seal_members(
                 f"sessiond devices {sid}  # lists its writer devices; then drop more of them in the rekey, each a"
                 f" sealed key fewer: sessiond rekey {sid} --drop DEVICE --drop DEVICE ...; or sessiond unshare {sid}",
                 reason="sealed_keys",
+                api=[drop, f"POST {session_path(sid, 'unshare')}"],
             )
         raise ImportError_(
             "members_full",
@@ -65,6 +70,7 @@ def seal_members(
             f"sessiond devices {sid}  # lists its writer devices; then drop those no longer used: sessiond rekey"
             f" {sid} --drop DEVICE",
             reason="writers",
+            api=[drop],
         )
     return ct
 

@@ -43,6 +43,7 @@ PINNED = [
     "6ce905ac890c9dcc",  # (30: sync_state.head_manifest, logs_seen)
     "40c9894170c08c41",  # (31: sync_state.head_announce)
     "dcbd6e7cf8552fd4",  # (32: claims_walks)
+    "362d8e7931b2b71b",  # (33: tokens_used recounted as 0.37.0 charges)
 ]
 
 

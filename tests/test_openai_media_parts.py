@@ -95,3 +95,90 @@ def test_a_history_resent_with_its_older_images_left_out_still_matches(served_op
         ("user", "and now?"),
     ], kept
     assert len(kept) == 6, kept
+
+
+def test_several_text_parts_resent_without_their_image_still_match(served_openai):
+    """A message of several text parts and an image is recorded as its parts' lines (`look here`, `and here`,
+    `[image]`); resent with the image left out, its text parts alone are one text (OpenAI's parts of text are
+    joined as they are), which matched the recorded message's text without its note no longer: the history from
+    it on was appended again, as one that parted from the chat's (one text part resent alone matched)."""
+    d, _ = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    texts = [{"type": "text", "text": "look here"}, {"type": "text", "text": "and here"}]
+    history = [{"role": "user", "content": [*texts, IMAGE]}]
+    answer = app.chat.completions.create(model="echo-1", messages=history).choices[0].message.content
+    assert _kept(c, sid)[0] == ("user", "look here\nand here\n[image]")
+    history = [{"role": "user", "content": texts}, {"role": "assistant", "content": answer}]
+    history.append({"role": "user", "content": "and now?"})
+    app.chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, sid)
+    assert kept[:3] == [("user", "look here\nand here\n[image]"), ("assistant", answer), ("user", "and now?")], kept
+    assert len(kept) == 4, kept
+
+
+def _edited(d, first: str, again: str):
+    """A session whose app's first question is `first` (a string: the user's own text), answered; then its history
+    sent again with that question as `again` and a next one. (client, session id, the first answer)"""
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    answer = app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": first}])
+    answer = answer.choices[0].message.content
+    history = [{"role": "user", "content": again}, {"role": "assistant", "content": answer}]
+    app.chat.completions.create(model="echo-1", messages=[*history, {"role": "user", "content": "and now?"}])
+    return c, sid, answer
+
+
+def test_a_users_own_line_like_a_note_is_content_not_a_note(served_openai):
+    """Lines such as `[x]` were taken out of both messages before they were matched, whoever wrote them: a user's
+    question whose own text has the line `[x]`, edited in the app to leave it out, matched the recorded one, and the
+    edit was not recorded (the model was asked the edited history, the session kept the first). Only the notes the
+    daemon wrote for a message's parts that are not text are left out now: the edited question is a new one."""
+    d, _ = served_openai
+    c, sid, answer = _edited(d, "hello\n[x]", "hello")
+    kept = _kept(c, sid)
+    assert kept[:4] == [("user", "hello\n[x]"), ("assistant", answer), ("user", "hello"), ("assistant", answer)], kept
+    assert kept[4] == ("user", "and now?") and len(kept) == 6, kept
+
+
+def test_a_line_like_a_note_sent_as_text_is_content(served_openai):
+    """A message recorded with its image's note, sent again as text whose own line is `[x]` (no part that is not
+    text: the user's words) is another message, not the recorded one with its notes left out."""
+    d, _ = served_openai
+    c, sid, app, history, answer = _text_and_image(d)
+    history = [{"role": "user", "content": "what is this\n[x]"}, {"role": "assistant", "content": answer}]
+    app.chat.completions.create(model="echo-1", messages=[*history, {"role": "user", "content": "and now?"}])
+    kept = _kept(c, sid)
+    assert kept[:3] == [("user", "what is this\n[image]"), ("assistant", answer), ("user", "what is this\n[x]")], kept
+    assert len(kept) == 6, kept
+
+
+def test_the_notes_named_are_the_lines_text_of_wrote():
+    """part_notes numbers the very lines text_of wrote for the parts that are not text (a text part of several lines
+    counted as they are); a stored message's numbers that its text does not have (another device's) are not read."""
+    from sessiond.daemon.openai_history import part_notes, past_stored, request_messages, text_of
+
+    content = [{"type": "text", "text": "a\n[x]"}, IMAGE, {"type": "text", "text": "c"}, AUDIO]
+    lines = text_of(content).split("\n")
+    assert [lines[n] for n in part_notes(content)] == ["[image]", "[audio]"] and part_notes(content) == [2, 4]
+    assert part_notes("a\n[image]") == part_notes([{"type": "text", "text": "a"}]) == []
+    [sent] = request_messages({"messages": [{"role": "user", "content": content[:1] + content[2:3]}]})
+    stored = {"role": "user", "content": "a\n[x]\n[image]\nc\n[audio]", "part_notes": [2, 4, 9, "1"]}
+    assert past_stored([sent], [stored]) == ([], False)  # the same message, its media left out
+    stored["part_notes"] = [1]  # (the user's own line named: not the message the app sent)
+    assert past_stored([sent], [stored])[1]
+
+
+def test_a_message_recorded_with_its_note_by_0_37_still_matches_without_its_image(served_openai):
+    """0.37.0 recorded the notes without naming their lines: there the lines `[image]`, `[audio]` and `[file]` are
+    notes (no other), and such a message sent again with its image left out still matches."""
+    d, _ = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "what is this\n[image]")  # (as 0.37.0 recorded it: no part_notes)
+    c.append(sid, "assistant", "a cat")
+    history = [{"role": "user", "content": "what is this"}, {"role": "assistant", "content": "a cat"}]
+    openai_app(d, sid).chat.completions.create(model="echo-1", messages=[*history, {"role": "user", "content": "so?"}])
+    assert [m["content"] for m in c.messages(sid)["messages"]][:3] == ["what is this\n[image]", "a cat", "so?"]

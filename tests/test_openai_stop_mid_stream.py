@@ -51,14 +51,9 @@ def test_a_stop_mid_stream_tells_the_openai_app_what_was_kept(served_openai):
     assert err.body["retry"] == "the same request", err.body
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_stop_before_the_answer_tells_the_openai_app_so(served_openai, stream):
-    """The model still thinking (a whole answer waited for, a stream before its first chunk): the stop closed
-    the connection, an APIConnectionError (which the SDK retries, against a daemon gone). The app is answered
-    503 `stopping`, not retried (x-should-retry: false), naming the retry once the daemon runs again; the
-    question stays, recorded once."""
-    d, p = served_openai
-    sid = d.client().create_session(model="echo-1")["id"]
+def _stopped_while_the_model_thinks(d, p, sid: str | None, stream: bool) -> Exception:
+    """An app's question "count" to session `sid` (None: none named), the daemon stopped while its model thinks
+    (held): the app's error."""
     p.faults.held = True
     q = [{"role": "user", "content": "count"}]
     out: list = []
@@ -85,9 +80,43 @@ def test_a_stop_before_the_answer_tells_the_openai_app_so(served_openai, stream)
     finally:
         p.resume.set()
     [err] = out
+    return err
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_before_the_answer_tells_the_openai_app_so(served_openai, stream):
+    """The model still thinking (a whole answer waited for, a stream before its first chunk): the stop closed
+    the connection, an APIConnectionError (which the SDK retries, against a daemon gone). The app is answered
+    503 `stopping`, not retried (x-should-retry: false), naming the retry once the daemon runs again; the
+    question stays, recorded once."""
+    d, p = served_openai
+    sid = d.client().create_session(model="echo-1")["id"]
+    err = _stopped_while_the_model_thinks(d, p, sid, stream)
     assert isinstance(err, openai.APIStatusError) and err.status_code == 503, err
     assert err.code == "stopping" and "the daemon is stopping" in err.message, err.body
     assert err.response.headers.get("x-should-retry") == "false" and err.body["retry"] == "the same request"
     assert "nothing of the answer was recorded" in err.message, err.message
     d.start()
     assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_before_the_answer_keeps_no_session_the_request_made(served_openai, stream):
+    """A request naming no session (X-Sessiond-Session) makes one. The stop before the model's answer kept that
+    session, holding the question alone, and named it for the retry; but the app's retry is the same request, as an
+    SDK sends it (with no header: its own retry of a connection the stop closed, or the app's), which made a second
+    session, the first left holding the question alone. Nothing of the answer kept, the session made is deleted, as
+    on a provider's failure before the answer: the same request again makes one session, its question once."""
+    d, p = served_openai
+    q = [{"role": "user", "content": "count"}]
+    err = _stopped_while_the_model_thinks(d, p, None, stream)
+    assert isinstance(err, openai.APIStatusError) and err.status_code == 503 and err.code == "stopping", err
+    assert "session" not in err.body and err.body["retry"] == "the same request", err.body
+    assert "X-Sessiond-Session" not in err.message and "no session was kept" in err.message, err.message
+    d.start()
+    c = d.client()
+    assert c.list_sessions()["sessions"] == [], "the session the request made, holding its question alone, kept"
+    p.faults.held = False
+    openai_app(d, None).chat.completions.create(model="echo-1", messages=q)  # the same request, once it runs
+    [s] = c.list_sessions()["sessions"]
+    assert [m["role"] for m in c.messages(s["id"])["messages"]] == ["user", "assistant"]

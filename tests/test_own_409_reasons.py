@@ -192,3 +192,13 @@ def test_members_full_says_which_way_to_drop(given, reason):
     assert err.status == 409 and err.code == "members_full", err
     assert err.details["reason"] == reason, err.details
     assert ApiError(409, err.code, err.message, err.details).reason == reason
+    # the way on the message names with the CLI (`sessiond devices`, `sessiond rekey --drop`), in API terms too:
+    # an app that talks to the API has no CLI (the other 409s whose call mends them carry it so)
+    [first, *more] = err.details["api"]
+    assert first.startswith('GET /v1/sessions/s/devices, then POST /v1/sessions/s/rekey {"drop": [DEVICE'), first
+    if reason == "frozen_logs":
+        assert more == ['POST /v1/sessions/s/fork {"at": MESSAGE_ID}'], more
+    elif reason == "sealed_keys":
+        assert more == ["POST /v1/sessions/s/unshare"], more
+    else:
+        assert more == [], more
