@@ -44,7 +44,7 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
-from .openai_history import TEXT_ALONE, own_part, past_stored, request_messages, resent, text_of
+from .openai_history import MATCHED_ONLY, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
 from .providers import usage_of
@@ -314,7 +314,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 new = new[resent(new, await d.db.chat_history(sid, chat_id, limit=len(new), last=True)) :]
             await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
             for m in new:
-                m.pop(TEXT_ALONE, None)  # (what the history was matched by too: not stored)
+                for k in MATCHED_ONLY:  # (what the history was matched by too: not stored)
+                    m.pop(k, None)
                 m["tokens"] = d.estimate(counted_text(m))
             if new:  # the quota's room and the context budget, judged as recording them will: before the request
                 await d.db.check_fits(sid, chat_id, new)

@@ -75,7 +75,7 @@ def _same(sent: dict, stored: dict) -> bool:
         sent["role"] == stored["role"] == "user"
         and isinstance(stored.get("content"), str)
         and (bare := _notes_left_out(stored["content"])) is not None
-        and _matched(sent, _notes_left_out(sent["content"])) == _matched(stored, bare)
+        and _matched(sent, _bare(sent.get(TEXT_LINES, sent["content"]))) == _matched(stored, bare)
     ):
         return True
     return bool(
@@ -89,6 +89,11 @@ def _same(sent: dict, stored: dict) -> bool:
 # A request message's text as an older sessiond recorded it (its text parts alone), beside the text recorded now
 # (openai_compat.py drops it before the message is stored): the history it recorded still matches.
 TEXT_ALONE = "text_alone"
+# A request message's text parts a line each, as they stand in its text beside its notes (`[image]`), when that is
+# not its text: a message sent with no notes is the parts put together with nothing between them, and matches its
+# record with notes (the same text parts, with an image the app now leaves out) by its parts a line each
+TEXT_LINES = "text_lines"
+MATCHED_ONLY = (TEXT_ALONE, TEXT_LINES)  # what a request message is matched by, never stored (openai_compat.py)
 # what a part that is not text is recorded as, in its place in the message's text: sessiond keeps text
 PART_NOTES = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
 
@@ -115,6 +120,12 @@ def _notes_left_out(text: str) -> str | None:
     lines = text.split("\n")
     kept = [line for line in lines if not _NOTE_LINE.fullmatch(line)]
     return "\n".join(kept) if len(kept) < len(lines) else None
+
+
+def _bare(text: str) -> str:
+    """`text` without its notes' lines (itself when it has none)."""
+    bare = _notes_left_out(text)
+    return text if bare is None else bare
 
 
 def _texts(parts: list) -> str:
@@ -159,11 +170,12 @@ def _read_messages(body: dict) -> list[dict]:
         if len(text) > v.MAX_TEXT:
             raise Invalid(too_long(f"messages[{i}].content", len(text), v.MAX_TEXT))
         rec = {"role": role, "content": text}
-        if (
-            isinstance(m.get("content"), list)
-            and (alone := _texts([p for p in m["content"] if isinstance(p, dict)])) != text
-        ):
-            rec[TEXT_ALONE] = alone
+        if isinstance(m.get("content"), list):
+            texts = [p["text"] for p in m["content"] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+            if (alone := "".join(texts)) != text:
+                rec[TEXT_ALONE] = alone
+            if (lines := "\n".join(texts)) != text:
+                rec[TEXT_LINES] = lines
         if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
             rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
         if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:
