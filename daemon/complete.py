@@ -357,13 +357,21 @@ def _way_on(exc: SessiondError, plan: Plan, asked: dict) -> None:
 def _stopped(plan: Plan, asked: dict) -> Stopping:
     """The refusal of a question whose model the daemon's stop stopped before its answer: the question kept,
     nothing of an answer; the way to have it answered once the daemon runs again named (`_way_on`)."""
-    sid, chat = shlex.quote(plan.sid), shlex.quote(plan.chat)
+    kept = ", the question is" if plan.question is not None else ""
     exc = Stopping(
-        f"{STOP_CUT} before it began; nothing of it was recorded, the question is: start the daemon again"
-        f" (`sessiond start`), then `sessiond ask {sid} --chat {chat} --again`"
+        f"{STOP_CUT} before it began; nothing of it was recorded{kept}: start the daemon again"
+        f" (`sessiond start`), then {_again_cli(plan, asked)}"
     )
     _way_on(exc, plan, asked)
     return exc
+
+
+def _again_cli(plan: Plan, asked: dict) -> str:
+    """The command that has the model answer `plan`'s chat as it stands, with the model and provider the request
+    chose (`asked`), if any: without them, `--again` asks the chat's or the session's own."""
+    chosen = (("--chat", plan.chat), *((f"--{k}", v) for k, v in asked.items()))
+    flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen)
+    return f"`sessiond ask {plan.sid}{flags} --again`"
 
 
 def _again_api(plan: Plan, asked: dict) -> str:
@@ -376,11 +384,9 @@ def _cut_way_on(plan: Plan, asked: dict, error: SessiondError, stored: dict) -> 
     """A provider's failure mid-answer, whose part that arrived is recorded (`stored`, marked interrupted):
     the error naming that message and the way on, in words and in API terms (details.message_id, api): the
     model asked again answers the chat, which ends in that part."""
-    chosen = (("--chat", plan.chat), *((f"--{k}", v) for k, v in asked.items()))
-    flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen)
     said = (
         f"{error.message}; what arrived is recorded as message {stored['id']}, marked interrupted: to have the"
-        f" model answer again, `sessiond ask {plan.sid}{flags} --again`"
+        f" model answer again, {_again_cli(plan, asked)}"
     )
     out = SessiondError(said)
     out.code, out.status = error.code, error.status
