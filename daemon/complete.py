@@ -26,6 +26,7 @@ from aiohttp import web
 from ..storage.errors import (
     IdempotencyKeyReused,
     Invalid,
+    LimitReached,
     QuotaExceeded,
     SessiondError,
     Stopping,
@@ -184,10 +185,16 @@ async def prepare(
     # configured here would not give (a revoked device needs a new share code, not a provider).
     await check_writable(db, session)
     check_quota(session)
-    # room for the answer too: one that could not be recorded would be lost, its tokens spent
-    await db.check_room(
-        sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
-    )
+    # room for the answer too: one that could not be recorded would be lost, its tokens spent; a retry's question
+    # that its first try recorded (in this chat) is there already, and its answer alone needs room
+    try:
+        await db.check_room(
+            sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
+        )
+    except LimitReached:
+        if content is None or not await _recorded_question(db, sid, chat_id, key):
+            raise
+        await db.check_room(sid, chat_id, 1, ANSWER_ONLY)
     p, model = provider_and_model(d, session, chat_row, provider, model)
     question = None
     if content is not None:  # the question is recorded first: it stays, whatever the model does
@@ -207,6 +214,15 @@ async def prepare(
         raise _unanswered(session, chat_id, ids)
     req = {"model": model, "messages": sent, **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key, question=question)
+
+
+async def _recorded_question(db, sid: str, chat: str, key: str | None) -> bool:
+    """Whether a request sent with Idempotency-Key `key` recorded its question in `chat` already (a first try that
+    got no answer: the provider failed, the daemon stopped), which the retry's `_question` does not store again."""
+    if key is None:
+        return False
+    seen = await db.idempotent_result(sid, f"{key}:question")
+    return bool(seen) and all(m.get("chat") == chat for m in seen)
 
 
 def _nothing_to_answer(session: dict, chat: str) -> Invalid:
