@@ -44,7 +44,7 @@ from . import validate as v
 from .answering import STOP_CUT, AppWatch, gone_before
 from .answers import Plan, end, left, left_unasked, pass_on, record_whole
 from .provider_config import NoProvider, Provider, ProviderError
-from .providers import usage_of
+from .providers import reasoning_of, usage_of
 from .testhooks import pause_for_tests
 from .unread import STOP_GRACE as HANG_UP
 from .unread import idle_of
@@ -347,7 +347,11 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
             if watch.gone:
                 return left(plan)
             text, calls = _answer(data)
-            return ok(await record_whole(d, plan, text, usage_of(data), started=started, calls=calls), 201)
+            reasoning = reasoning_of(data)
+            return ok(
+                await record_whole(d, plan, text, usage_of(data), started=started, calls=calls, reasoning=reasoning),
+                201,
+            )
         return await _stream(request, d, plan, asked)
     except ProviderError as exc:  # before any answer: the question stays, and the way to have it answered is named
         _way_on(exc, plan, asked)
