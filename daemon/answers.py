@@ -25,7 +25,7 @@ from .answering import AppWatch
 from .provider_config import Provider, ProviderError
 from .provider_failures import text_too_large
 from .provider_stream import call_chars, delta_text, first_choice
-from .providers import usage_of
+from .providers import reasoning_of, usage_of
 from .toolcalls import Answered, Assembled
 from .unread import Writes, idle_of
 
@@ -78,12 +78,14 @@ async def record(
     tool_calls: list[dict] | None = None,
     dropped: list[dict] | None = None,
     call_fields: dict | None = None,
+    reasoning: int | None = None,
 ) -> dict:
     """The answer as the chat's next assistant message (its text, and the tools it calls), with its usage
     and times; returned as stored. `dropped`: the calls it made that cannot be recorded (toolcalls.Answered),
     said (dropped_calls) and returned as `tool_calls_dropped`; `call_fields`: the provider's own fields of
-    its calls, by call id (toolcalls.fields), kept to be sent back to it. Refused, the error's details carry
-    the answer as it would have been returned, without its record's id and times (`answer`)."""
+    its calls, by call id (toolcalls.fields), kept to be sent back to it; `reasoning`: the hidden tokens its
+    usage counts (providers.reasoning_of). Refused, the error's details carry the answer as it would have been
+    returned, without its record's id and times (`answer`)."""
     end = time.monotonic()
     m: dict = {
         "role": "assistant",
@@ -97,7 +99,7 @@ async def record(
             "total_ms": round((end - started) * 1000),
         },
     }
-    m["tokens"] = _answer_tokens(d, plan, usage, m)
+    m["tokens"] = _answer_tokens(d, plan, usage, m, reasoning)
     if usage:
         m["usage"] = usage
     if interrupted:
@@ -117,18 +119,20 @@ async def record(
     return out
 
 
-def _answer_tokens(d, plan: Plan, usage: dict | None, m: dict) -> int:
+def _answer_tokens(d, plan: Plan, usage: dict | None, m: dict, reasoning: int | None = None) -> int:
     """The tokens of the answer recorded, `m`, which a chat's context budget counts: the provider's count, or
     the daemon's estimate without one. A request for several answers (OpenAI's `n`) records the first only,
     while the provider counts every answer's tokens (`usage.completion_tokens`, kept as billed: the quota counts
-    it, storage/model.py `charge`): its own estimated then, within that count."""
+    it, storage/model.py `charge`): its own estimated then, within that count. A reasoning model's count holds
+    its hidden thinking too (`reasoning`), which the context never holds: not the answer's."""
     billed = usage.get("completion_tokens") if usage else None
     if billed is None:
         return d.estimate(counted_text(m))
+    own = billed - reasoning if reasoning is not None and reasoning <= billed else billed
     n = plan.request.get("n")
     if type(n) is int and n > 1:
-        return min(billed, d.estimate(counted_text(m)))
-    return billed
+        return min(own, d.estimate(counted_text(m)))
+    return own
 
 
 def dropped_calls(d, plan: Plan, message: str, dropped: list[dict]) -> None:
@@ -155,7 +159,14 @@ def dropped_calls(d, plan: Plan, message: str, dropped: list[dict]) -> None:
 
 
 async def record_whole(
-    d, plan: Plan, text: str, usage: dict | None, *, started: float, calls: Answered | None = None
+    d,
+    plan: Plan,
+    text: str,
+    usage: dict | None,
+    *,
+    started: float,
+    calls: Answered | None = None,
+    reasoning: int | None = None,
 ) -> dict:
     """`record` of a whole (not streamed) answer, with the tool calls it made (`calls`); refused (the session
     ended or went away meanwhile), the error says that the model's answer is what was not recorded, not
@@ -172,6 +183,7 @@ async def record_whole(
             tool_calls=calls.calls,
             dropped=calls.dropped,
             call_fields=calls.fields,
+            reasoning=reasoning,
         )
     except SessiondError as exc:
         exc.message = f"the model's answer was not recorded: {exc.message}"
@@ -190,6 +202,7 @@ async def record_streamed(
     gone: bool,
     error,
     calls: Assembled | None = None,
+    reasoning: int | None = None,
 ) -> dict | None:
     """A streamed answer as it ended: recorded whole, or marked interrupted when the app left or the
     provider failed mid-answer (nothing at all is recorded when nothing arrived before that). `calls`: its
@@ -212,6 +225,7 @@ async def record_streamed(
         tool_calls=tool_calls,
         dropped=answered.dropped,
         call_fields=answered.fields,
+        reasoning=reasoning,
     )
 
 
@@ -253,10 +267,25 @@ async def pass_on(
     parts: list[str] = []
     calls = Assembled()
     held: list[tuple[bytes, dict, str, dict | None]] = []  # events held back while a call waits for its id
-    usage = first = None
+    usage = first = reasoning = None
     size = 0  # the characters of text and calls' arguments taken: a message holds MAX_TEXT at most
     error: ProviderError | None = None
     gone = stopped = False
+
+    def recorded(away: bool, failed: ProviderError | None):  # (what arrived so far, as the stream ended)
+        return record_streamed(
+            d,
+            plan,
+            parts,
+            usage,
+            started=started,
+            first=first,
+            gone=away,
+            error=failed,
+            calls=calls,
+            reasoning=reasoning,
+        )
+
     watch = AppWatch(request, again=True, told=d.answering)  # the daemon's stop: the generation stopped, app told
     out = Writes(request, resp, idle_of(d))  # an app that leaves the answer unread is hung up on (unread.py)
     try:
@@ -273,6 +302,7 @@ async def pass_on(
                 raise text_too_large(plan.provider)
             u = usage_of(chunk)
             usage = u or usage
+            reasoning = reasoning_of(chunk) or reasoning
             if text:
                 first = first or time.monotonic()
                 parts.append(text)
@@ -329,17 +359,13 @@ async def pass_on(
     except asyncio.CancelledError:
         await chunks.aclose()
         if parts or calls.calls():  # recorded even so: shielded from the cancellation of this request
-            await asyncio.shield(
-                record_streamed(d, plan, parts, usage, started=started, first=first, gone=True, error=None, calls=calls)
-            )
+            await asyncio.shield(recorded(True, None))
         raise
     finally:
         watch.close()
         await chunks.aclose()
     try:
-        stored = await record_streamed(
-            d, plan, parts, usage, started=started, first=first, gone=gone or stopped, error=error, calls=calls
-        )
+        stored = await recorded(gone or stopped, error)
     except SessiondError as exc:  # paused, ended or deleted meanwhile: the app has the text, not a record of it
         said = "the answer above was not recorded" if parts or calls.calls() else "nothing of an answer was recorded"
         exc.message = f"{said}: {exc.message}"

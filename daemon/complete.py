@@ -26,6 +26,7 @@ from aiohttp import web
 from ..storage.errors import (
     IdempotencyKeyReused,
     Invalid,
+    LimitReached,
     QuotaExceeded,
     SessiondError,
     Stopping,
@@ -43,7 +44,7 @@ from . import validate as v
 from .answering import STOP_CUT, AppWatch, gone_before
 from .answers import Plan, end, left, left_unasked, pass_on, record_whole
 from .provider_config import NoProvider, Provider, ProviderError
-from .providers import usage_of
+from .providers import reasoning_of, usage_of
 from .testhooks import pause_for_tests
 from .unread import STOP_GRACE as HANG_UP
 from .unread import idle_of
@@ -184,10 +185,16 @@ async def prepare(
     # configured here would not give (a revoked device needs a new share code, not a provider).
     await check_writable(db, session)
     check_quota(session)
-    # room for the answer too: one that could not be recorded would be lost, its tokens spent
-    await db.check_room(
-        sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
-    )
+    # room for the answer too: one that could not be recorded would be lost, its tokens spent; a retry's question
+    # that its first try recorded (in this chat) is there already, and its answer alone needs room
+    try:
+        await db.check_room(
+            sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
+        )
+    except LimitReached:
+        if content is None or not await _recorded_question(db, sid, chat_id, key):
+            raise
+        await db.check_room(sid, chat_id, 1, ANSWER_ONLY)
     p, model = provider_and_model(d, session, chat_row, provider, model)
     question = None
     if content is not None:  # the question is recorded first: it stays, whatever the model does
@@ -207,6 +214,15 @@ async def prepare(
         raise _unanswered(session, chat_id, ids)
     req = {"model": model, "messages": sent, **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key, question=question)
+
+
+async def _recorded_question(db, sid: str, chat: str, key: str | None) -> bool:
+    """Whether a request sent with Idempotency-Key `key` recorded its question in `chat` already (a first try that
+    got no answer: the provider failed, the daemon stopped), which the retry's `_question` does not store again."""
+    if key is None:
+        return False
+    seen = await db.idempotent_result(sid, f"{key}:question")
+    return bool(seen) and all(m.get("chat") == chat for m in seen)
 
 
 def _nothing_to_answer(session: dict, chat: str) -> Invalid:
@@ -331,7 +347,11 @@ async def _ask(request: web.Request, d, sid: str, body: dict, key: str | None) -
             if watch.gone:
                 return left(plan)
             text, calls = _answer(data)
-            return ok(await record_whole(d, plan, text, usage_of(data), started=started, calls=calls), 201)
+            reasoning = reasoning_of(data)
+            return ok(
+                await record_whole(d, plan, text, usage_of(data), started=started, calls=calls, reasoning=reasoning),
+                201,
+            )
         return await _stream(request, d, plan, asked)
     except ProviderError as exc:  # before any answer: the question stays, and the way to have it answered is named
         _way_on(exc, plan, asked)
@@ -357,13 +377,21 @@ def _way_on(exc: SessiondError, plan: Plan, asked: dict) -> None:
 def _stopped(plan: Plan, asked: dict) -> Stopping:
     """The refusal of a question whose model the daemon's stop stopped before its answer: the question kept,
     nothing of an answer; the way to have it answered once the daemon runs again named (`_way_on`)."""
-    sid, chat = shlex.quote(plan.sid), shlex.quote(plan.chat)
+    kept = ", the question is" if plan.question is not None else ""
     exc = Stopping(
-        f"{STOP_CUT} before it began; nothing of it was recorded, the question is: start the daemon again"
-        f" (`sessiond start`), then `sessiond ask {sid} --chat {chat} --again`"
+        f"{STOP_CUT} before it began; nothing of it was recorded{kept}: start the daemon again"
+        f" (`sessiond start`), then {_again_cli(plan, asked)}"
     )
     _way_on(exc, plan, asked)
     return exc
+
+
+def _again_cli(plan: Plan, asked: dict) -> str:
+    """The command that has the model answer `plan`'s chat as it stands, with the model and provider the request
+    chose (`asked`), if any: without them, `--again` asks the chat's or the session's own."""
+    chosen = (("--chat", plan.chat), *((f"--{k}", v) for k, v in asked.items()))
+    flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen)
+    return f"`sessiond ask {plan.sid}{flags} --again`"
 
 
 def _again_api(plan: Plan, asked: dict) -> str:
@@ -376,11 +404,9 @@ def _cut_way_on(plan: Plan, asked: dict, error: SessiondError, stored: dict) -> 
     """A provider's failure mid-answer, whose part that arrived is recorded (`stored`, marked interrupted):
     the error naming that message and the way on, in words and in API terms (details.message_id, api): the
     model asked again answers the chat, which ends in that part."""
-    chosen = (("--chat", plan.chat), *((f"--{k}", v) for k, v in asked.items()))
-    flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen)
     said = (
         f"{error.message}; what arrived is recorded as message {stored['id']}, marked interrupted: to have the"
-        f" model answer again, `sessiond ask {plan.sid}{flags} --again`"
+        f" model answer again, {_again_cli(plan, asked)}"
     )
     out = SessiondError(said)
     out.code, out.status = error.code, error.status

@@ -47,7 +47,7 @@ from .home import HomeError
 from .openai_history import MATCH_ONLY, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
-from .providers import usage_of
+from .providers import reasoning_of, usage_of
 from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
 from .testhooks import pause_for_tests
 from .unread import STOP_GRACE as HANG_UP
@@ -366,7 +366,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         text = text_of(msg.get("content"))
         calls = toolcalls.of_answer(msg.get("tool_calls"))
         try:
-            await record_whole(d, plan, text, usage_of(data), started=started, calls=calls)
+            await record_whole(
+                d, plan, text, usage_of(data), started=started, calls=calls, reasoning=reasoning_of(data)
+            )
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
             # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
             return _from(exc, sid, chat_id, completion=data)

@@ -314,3 +314,21 @@ def usage_of(data: dict) -> dict | None:
         return None
     out = {k: u[k] for k in ("prompt_tokens", "completion_tokens") if type(u.get(k)) is int and 0 <= u[k] <= MAX_TOKENS}
     return out or None
+
+
+def reasoning_of(data: dict) -> int | None:
+    """The tokens of a reasoning model's hidden thinking its usage counts in completion_tokens (OpenAI's
+    `completion_tokens_details.reasoning_tokens`), if it says so: billed, but no part of the answer it shows.
+    None when they are not within completion_tokens: more than it, or counted beside it (a provider whose
+    total_tokens adds them to the prompt's and completion's, as xAI's does)."""
+    u = data.get("usage")
+    details = u.get("completion_tokens_details") if isinstance(u, dict) else None
+    n = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if not (type(n) is int and 0 < n <= MAX_TOKENS) or not isinstance(u, dict):
+        return None
+    completion, prompt, total = u.get("completion_tokens"), u.get("prompt_tokens"), u.get("total_tokens")
+    if type(completion) is not int or n > completion:
+        return None
+    if type(prompt) is int and type(total) is int and total >= prompt + completion + n:
+        return None  # (beside it)
+    return n

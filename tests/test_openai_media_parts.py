@@ -182,3 +182,34 @@ def test_a_message_recorded_with_its_note_by_0_37_still_matches_without_its_imag
     history = [{"role": "user", "content": "what is this"}, {"role": "assistant", "content": "a cat"}]
     openai_app(d, sid).chat.completions.create(model="echo-1", messages=[*history, {"role": "user", "content": "so?"}])
     assert [m["content"] for m in c.messages(sid)["messages"]][:3] == ["what is this\n[image]", "a cat", "so?"]
+
+
+def test_several_text_parts_resent_with_the_images_left_out_still_match(served_openai):
+    """A question in several text parts beside its images (an app's caption and question, each a part) is recorded
+    with the parts a line each (`compare these`, `two photos`, `[image]`); sent again with the images left out, its
+    text parts alone were put together with nothing between them (`compare thesetwo photos`), which matched the
+    record with its notes left out no longer: the whole history from that message on was appended again after the
+    chat's end (every message twice, each charged twice to the quota)."""
+    d, _ = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    texts = [{"type": "text", "text": "compare these"}, {"type": "text", "text": "two photos"}]
+    first = app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": [*texts, IMAGE, IMAGE]}])
+    answer = first.choices[0].message.content
+    used = c.quota(sid)["tokens_used"]
+    history = [
+        {"role": "user", "content": texts},  # (the images left out, the text parts as they were)
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "and now?"},
+    ]
+    app.chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, sid)
+    assert kept[:3] == [
+        ("user", "compare these\ntwo photos\n[image]\n[image]"),
+        ("assistant", answer),
+        ("user", "and now?"),
+    ], kept
+    assert len(kept) == 4, kept
+    [q, a] = c.messages(sid)["messages"][2:]  # the quota charged the new question and its answer, nothing again
+    assert c.quota(sid)["tokens_used"] == used + q["tokens"] + a["tokens"] + a["usage"]["prompt_tokens"]

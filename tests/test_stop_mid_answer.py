@@ -17,6 +17,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import pytest
+
 from conftest import DaemonProc, popen_cli, run_cli
 
 
@@ -76,9 +78,11 @@ def test_stop_while_sync_waits_for_a_store_that_is_down_stops_cleanly(reserved_p
         d.stop()
 
 
-def test_stop_before_the_models_first_word_says_so_and_keeps_the_question(make_daemon):
+@pytest.mark.parametrize("chosen", [[], ["--model", "echo-2"]])
+def test_stop_before_the_models_first_word_says_so_and_keeps_the_question(make_daemon, chosen):
     """The model still thinking when the daemon stopped: `ask` said the connection broke. It now says that the
-    daemon is stopping, nothing of the answer was recorded, and how to have the question answered."""
+    daemon is stopping, nothing of the answer was recorded, and how to have the question answered: as it was
+    asked (the way on named `ask --again` without the model the question chose, which asks the session's own)."""
     from conftest import started_with_provider
     from servers.openai_server import Faults, Provider, serve_threaded
 
@@ -93,10 +97,11 @@ def test_stop_before_the_models_first_word_says_so_and_keeps_the_question(make_d
                 time.sleep(0.02)
             assert p.requests
 
-        code, err = _stopped_while(d, ["ask", sid, "count"], asked)
+        code, err = _stopped_while(d, ["ask", sid, *chosen, "count"], asked)
         p.resume.set()
         assert code == 1 and b"the daemon is stopping" in err and b"broke" not in err, err
-        assert b"--again" in err, err
+        assert f"{sid} --chat main{''.join(' ' + a for a in chosen)} --again`".encode() in err, err  # (--home before)
+        assert p.requests[-1]["model"] == (chosen[1] if chosen else "echo-1")
         d.start()
         assert [m["role"] for m in d.client().messages(sid)["messages"]] == ["user"]
     finally:

@@ -73,6 +73,9 @@ class Faults:
     # Gemini 3's thought signatures: each call carries one (its extra_content), a stream's in the call's first
     # delta, and a history whose call of the current turn (after the last user's message) lacks it is refused
     signed: bool = False
+    # a reasoning model's hidden tokens: counted in its usage's completion_tokens (billed), and said apart in
+    # completion_tokens_details.reasoning_tokens, as OpenAI's o-series and gpt-5 models report them
+    reasoning: int = 0
 
 
 @dataclass
@@ -303,6 +306,10 @@ def make_app(p: Provider) -> web.Application:
             "completion_tokens": len(pieces) * n,
             "total_tokens": p.prompt_tokens(body) + len(pieces) * n,
         }
+        if f.reasoning:
+            usage["completion_tokens"] += f.reasoning
+            usage["total_tokens"] += f.reasoning
+            usage["completion_tokens_details"] = {"reasoning_tokens": f.reasoning}
         cid, created = f"chatcmpl-{len(p.requests)}", int(time.time())
         if not body.get("stream"):
             raw = json.dumps(
