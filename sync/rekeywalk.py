@@ -6,8 +6,9 @@ head vouches for, until the author's gc frees it (after its grace, 24 h by defau
 One call walks for WALK_SECONDS at most: a thousand manifests on a store answering in 50 ms took 53 s (0.5 s on a
 folder store), the pull that checked the notice stuck so long. A walk cut short is kept (`_CUT`, by author and
 notice: where it stopped, the manifest it began at, the claims of the manifest after), and the next call goes on
-there once its own walk from the author's head, moved since or not, meets the manifest that walk began at (the
-manifests since are read first: a later one decides as the walk down from the head would have it; then one at
+there once its own walk from the author's head, moved since or not, meets the manifest that walk began at, or one
+whose prev link names it (the author's gc frees the manifests its head moved on from, that one too) (the manifests
+since are read first: a later one decides as the walk down from the head would have it; then one at
 least past where it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The
 result of a whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at
 every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
@@ -31,11 +32,12 @@ from blake3 import blake3
 
 from ..storage.claimswalks import ClaimsWalks
 from ..stores import Store
+from ..stores.cid import CIDV1_RAW_BLAKE3
 from . import dagcbor
 from .bounded import LRU
 from .errors import ImportError_
 from .fetch import walk_manifests
-from .manifest import CLAIMS_KEPT
+from .manifest import CLAIMS_KEPT, Manifest
 
 # an author's older manifests read for a claim of a notice its current one no longer keeps, at most
 CLAIMS_WALK = 1000
@@ -130,6 +132,17 @@ async def _left_behind(slot: tuple, wid: bytes, kept: ClaimsWalks | None) -> Non
         await kept.keep_only(sid, walks)
 
 
+def _met(cuts: list[_Cut], mhash: bytes | None) -> int | None:
+    """Which of `cuts` began at the manifest `mhash`, if any."""
+    return next((i for i, c in enumerate(cuts) if c.top == mhash), None) if mhash is not None else None
+
+
+def _below(man: Manifest) -> bytes | None:
+    """The hash of the manifest `man`'s prev link names (None: none)."""
+    prev = man.prev
+    return prev[len(CIDV1_RAW_BLAKE3) :] if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3) else None
+
+
 async def claimed_before(
     store: Store,
     sid: str,
@@ -179,37 +192,43 @@ async def claimed_before(
                         walked, top = (slot, mhash), mhash
                         if (known := _WALKED.get(walked)) is not None:
                             return known
-                    met = next((i for i, c in enumerate(cuts) if c.top == mhash), None)
-                    if met is not None:  # where a walk cut short began: on from where it stopped
-                        cut, cuts = cuts[met], cuts[met + 1 :]
-                        if cut.found is not None:  # (where a walk that ended began: what it found, kept)
-                            found = cut.found
+                    met = _met(cuts, mhash)
+                    if met is None:
+                        if fresh and time.monotonic() >= deadline:
+                            _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
+                            _NOW[sid] = slot
+                            if kept is not None:
+                                await kept.put(sid, wid, _encoded(now))
+                            return None
+                        fresh, read = fresh + 1, read + 1
+                        if progress is not None:
+                            progress(read, CLAIMS_WALK)
+                        i = next((i for i, c in enumerate(man.claims) if c["o"] == claim["o"]), None)
+                        if i is not None:
+                            c = man.claims[i]
+                            # another notice of the slot, or a claim taken back, decides as much as the notice's own
+                            if (
+                                c["h"] == claim["h"]
+                                and c["a"] == claim["a"]
+                                and after is not None
+                                and len(after) >= CLAIMS_KEPT
+                            ):
+                                found = not any(o in after for o in man.claims[: i + 1])
                             break
-                        start, after, read = cut.at, cut.after, read + cut.read
-                        fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
+                        after = man.claims
+                        # the manifest next down, where a walk kept began, met as surely as read: this one's prev link
+                        # vouches for it, and the author's gc may have freed it since its head moved on (was: the walk
+                        # ended there, at a manifest gone, and refused the notice what it found before was kept for)
+                        if (met := _met(cuts, _below(man))) is None:
+                            continue
+                    # where a walk cut short began: on from where it stopped
+                    cut, cuts = cuts[met], cuts[met + 1 :]
+                    if cut.found is not None:  # (where a walk that ended began: what it found, kept)
+                        found = cut.found
                         break
-                    if fresh and time.monotonic() >= deadline:
-                        _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
-                        _NOW[sid] = slot
-                        if kept is not None:
-                            await kept.put(sid, wid, _encoded(now))
-                        return None
-                    fresh, read = fresh + 1, read + 1
-                    if progress is not None:
-                        progress(read, CLAIMS_WALK)
-                    i = next((i for i, c in enumerate(man.claims) if c["o"] == claim["o"]), None)
-                    if i is not None:
-                        c = man.claims[i]
-                        # another notice of the slot, or a claim taken back, decides as much as the notice's own
-                        if (
-                            c["h"] == claim["h"]
-                            and c["a"] == claim["a"]
-                            and after is not None
-                            and len(after) >= CLAIMS_KEPT
-                        ):
-                            found = not any(o in after for o in man.claims[: i + 1])
-                        break
-                    after = man.claims
+                    start, after, read = cut.at, cut.after, read + cut.read
+                    fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
+                    break
             if start is None:
                 break
     except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
