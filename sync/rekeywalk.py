@@ -17,7 +17,7 @@ pull's cuts are kept in the database too (storage/claimswalks.py, one statement 
 a pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so
 that the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with
 many manifests, minutes of slices at every start), nor walks again one done before its notice was taken. A walk left
-behind (the slot holding another notice, the keys changed, a generation the session left) is no walk under way:
+behind (the slot holding another notice, a generation the session left) is no walk under way:
 dropped as the next walk of its session begins or its keys switch, and `under_way` names only the walk the last check
 cut short."""
 
@@ -68,7 +68,18 @@ _NOW: LRU[str, tuple] = LRU(256)
 
 
 def _walk_id(slot: tuple) -> bytes:
-    """A walk's key in the database: a digest of its store, author and claim, and of the keys it opens under."""
+    """A walk's key in the database: a digest of its store, author and claim. Not of the keys it opens under (the
+    notice's new key, those of the rekeys after it this device reads, and its own): the chain of the author's signed
+    manifests and the claims in it are the same whatever opens them, and those keys change while the notice stands
+    (a rekey after it, or a read of one of those slots failing on a slow store), the walk's row then dropped as left
+    behind (was: what the walk found lost, walked again from the head past manifests freed since, refused for good)."""
+    url, _sid, pk, o, h, a, _keys = slot
+    return blake3(dagcbor.encode([url, pk, o, h, a])).digest()
+
+
+def _walk_id_037(slot: tuple) -> bytes:
+    """A walk's key in the database as sessiond 0.37.0 kept it (a digest of the keys too): its row taken over under
+    `_walk_id` (_left_behind), so that a walk found before the upgrade is not walked again from the head."""
     url, _sid, pk, o, h, a, keys = slot
     return blake3(dagcbor.encode([url, pk, o, h, a, sorted(keys)])).digest()
 
@@ -120,14 +131,18 @@ def forget(sid: str) -> None:
 
 
 async def _left_behind(slot: tuple, wid: bytes, kept: ClaimsWalks | None) -> None:
-    """The walks of `slot`'s session left behind as a walk for `slot` goes (another notice of the slot, the keys
-    changed, a generation the session left: no check goes on with them), dropped, in memory and in `kept`: but
-    for the same walk on another store (a mirror's, each walked on its own)."""
+    """The walks of `slot`'s session left behind as a walk for `slot` goes (another notice of the slot, a generation
+    the session left: no check goes on with them; in memory, the same under other keys too, its row in `kept` the
+    same walk's), dropped, in memory and in `kept`: but for the same walk on another store (a mirror's, each walked
+    on its own)."""
     sid, same = slot[1], slot[2:]
     for other in _CUT.held():
         if other[1] == sid and other[2:] != same:
             _CUT.pop(other)
     if kept is not None:
+        # (a row of sessiond 0.37.0's under this walk's id of then, taken over: one statement, before the rest go)
+        if (old := await kept.get(sid, _walk_id_037(slot))) is not None and await kept.get(sid, wid) is None:
+            await kept.put(sid, wid, old)
         walks = {wid, *(_walk_id(s) for s in _CUT.held() if s[1] == sid)}
         await kept.keep_only(sid, walks)
 
