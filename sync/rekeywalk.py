@@ -8,18 +8,18 @@ folder store), the pull that checked the notice stuck so long. A walk cut short 
 notice: where it stopped, the manifest it began at, the claims of the manifest after), and the next call goes on
 there once its own walk from the author's head, moved since or not, meets the manifest that walk began at, or one
 whose prev link names it (the author's gc frees the manifests its head moved on from, that one too) (the manifests
-since are read first: a later one decides as the walk down from the head would have it; then one at
-least past where it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The
-result of a whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at
-every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
-there then either), so a pull while the author's head stands reads that manifest only. Read-only but for `kept`: a
-pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once
-a pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so
-that the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with
-many manifests, minutes of slices at every start), nor walks again one done before its notice was taken. A walk left
-behind (the slot holding another notice, a generation the session left) is no walk under way:
-dropped as the next walk of its session begins or its keys switch, and `under_way` names only the walk the last check
-cut short."""
+since are read first: a later one decides as the walk down from the head would have it; then one at least past where
+it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The result of a whole
+walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull, and the
+chain down from one manifest does not change (but for its older manifests freed: no claim found there then either),
+so a pull while the author's head stands reads that manifest only; not a walk that ended short of where one kept as
+finding the claim began (a manifest missing for a while), which keeps that row too. Read-only but for `kept`: a
+pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once a
+pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so that
+the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with many
+manifests, minutes of slices at every start), nor walks again one done before its notice was taken. A walk left
+behind (the slot holding another notice, a generation the session left) is no walk under way: dropped as the next
+walk of its session begins or its keys switch, and `under_way` names only the walk the last check cut short."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ async def claimed_before(
     after: list[dict] | None = None  # the claims of the manifest after the one read (read before it)
     read = fresh = 0  # manifests down from the head; read by this call past those read before
     start: tuple[bytes, int] | None = None
-    found = False
+    found = decided = False  # (decided: by a claim of the slot met, not the chain's end)
     try:
         while True:
             walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK - read, start=start)
@@ -229,6 +229,7 @@ async def claimed_before(
                                 and len(after) >= CLAIMS_KEPT
                             ):
                                 found = not any(o in after for o in man.claims[: i + 1])
+                            decided = True
                             break
                         after = man.claims
                         # the manifest next down, where a walk kept began, met as surely as read: this one's prev link
@@ -253,6 +254,11 @@ async def claimed_before(
         if progress is not None:  # (ended, however: the bar closes)
             progress(CLAIMS_WALK, CLAIMS_WALK)
     _CUT.pop(slot)
+    # what a walk before found, which this one did not reach (a manifest above it missing for a while, on a store
+    # catching up; a head served rolled back): kept, and this walk's end not taken for the chain's (was: the row
+    # dropped, the head's result kept in memory, and once the store held those manifests again a walk went on past
+    # where that one began, down to manifests the author's gc freed since: the notice refused for good)
+    unmet = [c for c in cuts if c.found] if not found and not decided else []
     if kept is not None and bounded and found and walked is not None:
         # the claim found kept (in place of any cuts), until the session's key changes (SyncState.switch_slot): not
         # kept, a kill before the notice is taken (or the check's next step failing, then a restart) walked again
@@ -262,7 +268,7 @@ async def claimed_before(
     elif was_cut and kept is not None:
         # (None found: dropped, walked again after a restart, as a head moved since is: a manifest missing for a
         # while, on a store catching up, refuses no notice for good.)
-        await kept.drop(sid, wid)
-    if walked is not None:
+        await (kept.put(sid, wid, _encoded(unmet)) if unmet else kept.drop(sid, wid))
+    if walked is not None and not unmet:
         _WALKED[walked] = found
     return found

@@ -176,3 +176,46 @@ async def test_a_walk_found_kept_by_sessiond_0_37_0_is_taken_over(devices, monke
     with contextlib.suppress(ImportError_):
         await b.pull(sid)
     assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_a_walk_found_is_kept_through_a_walk_that_did_not_reach_it(devices, monkeypatch):
+    """What B's walk found is kept until the notice is taken; a later walk from A's head that ended before it met the
+    manifest the found walk began at (a manifest between missing for a while: a store catching up, one of a mirror
+    behind, a host's backup put back) found nothing, and dropped the row as a walk done finding no claim: once the
+    store held that manifest again, the walk went on past it to manifests A's gc had freed, and the notice was
+    refused for good."""
+    out = 2
+    a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk not reached", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    real = rekeyproof.claimed_before
+
+    async def cut_off(*args, **kw):
+        assert await real(*args, **kw)
+        raise ImportError_("store", "(killed here: the walk ended, the notice not taken)")
+
+    monkeypatch.setattr(rekeyproof, "claimed_before", cut_off)
+    await _pulled(b, sid)
+    monkeypatch.setattr(rekeyproof, "claimed_before", real)
+    assert len(await _walks(devices.dbb)) == 1
+    for _ in range(2):  # A writes on: its head two manifests past where B's walk began
+        await _claims_pushed(devices, sid, claims)
+    store = FileStore(devices.store_path)
+    chain = [
+        mhash
+        async for _at, mhash, _k, _m in walk_manifests(
+            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=5
+        )
+    ]
+    await a.stop()
+    b = await _reopened_b(devices)
+    await store.free(chain[2:])  # (freed by A's gc since: where B's walk began, and below)
+    between = await store.get(chain[1])
+    await store.free(chain[1:2])  # (missing for a while)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    assert await store.put(between) == chain[1]  # (the store caught up)
+    with contextlib.suppress(ImportError_):
+        await b.pull(sid)
+    # main: the row dropped by the walk that ended at the manifest missing; walked again, refused for good
+    assert b.ctx.keys.session_key(sid) == new_key
