@@ -17,16 +17,15 @@ from blake3 import blake3
 
 from sessiond.stores import FileStore
 from sessiond.stores.registry import RegistryEntry
-from sessiond.sync import dagcbor, rekeyproof, rekeywalk
+from sessiond.sync import dagcbor, rekeywalk
 from sessiond.sync.crypto import members_key
 from sessiond.sync.errors import ImportError_
-from sessiond.sync.fetch import walk_manifests
 from sessiond.sync.manifest import CLAIMS_KEPT
 from sessiond.sync.members import announce_key
 from sessiond.sync.membersobject import SALT_LEN, members_object, seal_small
 from sessiond.sync.rekeyproof import notice_hash, open_box
 from test_rekey_claims_walk import _abandoned_notice, _aged_out, _claims_pushed, _slot_served_with
-from test_rekey_claims_walk_kept import _pulled, _reopened_b, _walks
+from test_rekey_claims_walk_kept import _reopened_b, _walks, authors_chain, found_then_cut_off
 
 
 @pytest.mark.parametrize("walk", ["cut_short", "at_once"])
@@ -36,33 +35,13 @@ async def test_a_walk_found_is_kept_when_the_authors_head_moved_and_its_old_head
     out = 8 if walk == "cut_short" else 2
     a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk moved", CLAIMS_KEPT + out)
     await _slot_served_with(devices, sid, notice)
-    real = rekeyproof.claimed_before
-    found: list[bool | None] = []
-
-    async def cut_off_once_found(*args, **kw):
-        res = await real(*args, **kw)
-        found.append(res)
-        if res and found.count(True) == 1:
-            raise ImportError_("store", "(killed here: the walk ended, the notice not taken)")
-        return res
-
-    monkeypatch.setattr(rekeyproof, "claimed_before", cut_off_once_found)
-    for _ in range(2 * (out + CLAIMS_KEPT)):
-        if True in found:
-            break
-        await _pulled(b, sid)
-    assert True in found and b.ctx.keys.session_key(sid) != new_key, found
-    monkeypatch.setattr(rekeyproof, "claimed_before", real)
+    await found_then_cut_off(devices, monkeypatch, sid, 2 * (out + CLAIMS_KEPT))
+    assert b.ctx.keys.session_key(sid) != new_key
     assert len(await _walks(devices.dbb)) == 1  # (what it found, kept)
     # A writes on: its head moves past the manifest B's walk began at
     await _claims_pushed(devices, sid, claims)
     store = FileStore(devices.store_path)
-    chain = [
-        mhash
-        async for _at, mhash, _k, _m in walk_manifests(
-            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=4
-        )
-    ]
+    chain = await authors_chain(store, a, sid, 4)
     await a.stop()
     b = await _reopened_b(devices)
     # A's gc since: every manifest its head moved on from freed, the one B's walk began at among them
@@ -106,29 +85,12 @@ async def test_a_walk_found_is_kept_when_a_later_rekey_comes_meanwhile(devices, 
     out = 2
     a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk rekeyed on", CLAIMS_KEPT + out)
     await _slot_served_with(devices, sid, notice)
-    real = rekeyproof.claimed_before
-    found: list[bool | None] = []
-
-    async def cut_off_once_found(*args, **kw):
-        res = await real(*args, **kw)
-        found.append(res)
-        if res and found.count(True) == 1:
-            raise ImportError_("store", "(killed here: the walk ended, the notice not taken)")
-        return res
-
-    monkeypatch.setattr(rekeyproof, "claimed_before", cut_off_once_found)
-    await _pulled(b, sid)
-    assert found == [True] and b.ctx.keys.session_key(sid) != new_key, found
-    monkeypatch.setattr(rekeyproof, "claimed_before", real)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
+    assert b.ctx.keys.session_key(sid) != new_key
     assert len(await _walks(devices.dbb)) == 1
     later_key = await _next_rekey_in(devices, sid, notice)
     store = FileStore(devices.store_path)
-    chain = [
-        mhash
-        async for _at, mhash, _k, _m in walk_manifests(
-            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=3
-        )
-    ]
+    chain = await authors_chain(store, a, sid, 3)
     await a.stop()  # (its head stays)
     b = await _reopened_b(devices)
     await store.free(chain[1:])  # (freed by A's gc since)
@@ -146,15 +108,7 @@ async def test_a_walk_found_kept_by_sessiond_0_37_0_is_taken_over(devices, monke
     out = 2
     a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk of 0.37.0", CLAIMS_KEPT + out)
     await _slot_served_with(devices, sid, notice)
-    real = rekeyproof.claimed_before
-
-    async def cut_off(*args, **kw):
-        assert await real(*args, **kw)
-        raise ImportError_("store", "(killed here: the walk ended, the notice not taken)")
-
-    monkeypatch.setattr(rekeyproof, "claimed_before", cut_off)
-    await _pulled(b, sid)
-    monkeypatch.setattr(rekeyproof, "claimed_before", real)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
     [(_sid, walk, cuts)] = await devices.dbb.c.committed.fetchall("SELECT session_id, walk, cuts FROM claims_walks")
     # the same row under the id 0.37.0 gave it: the keys it opened under (the notice's, no later one, B's own)
     keys = sorted({new_key, *b.ctx.keys.session_keys(sid)})
@@ -164,12 +118,7 @@ async def test_a_walk_found_kept_by_sessiond_0_37_0_is_taken_over(devices, monke
     assert old != bytes(walk)
     await devices.dbb.c.write("UPDATE claims_walks SET walk=? WHERE session_id=?", (old, sid))
     store = FileStore(devices.store_path)
-    chain = [
-        mhash
-        async for _at, mhash, _k, _m in walk_manifests(
-            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=3
-        )
-    ]
+    chain = await authors_chain(store, a, sid, 3)
     await a.stop()
     b = await _reopened_b(devices)
     await store.free(chain[1:])
@@ -187,25 +136,12 @@ async def test_a_walk_found_is_kept_through_a_walk_that_did_not_reach_it(devices
     out = 2
     a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk not reached", CLAIMS_KEPT + out)
     await _slot_served_with(devices, sid, notice)
-    real = rekeyproof.claimed_before
-
-    async def cut_off(*args, **kw):
-        assert await real(*args, **kw)
-        raise ImportError_("store", "(killed here: the walk ended, the notice not taken)")
-
-    monkeypatch.setattr(rekeyproof, "claimed_before", cut_off)
-    await _pulled(b, sid)
-    monkeypatch.setattr(rekeyproof, "claimed_before", real)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
     assert len(await _walks(devices.dbb)) == 1
     for _ in range(2):  # A writes on: its head two manifests past where B's walk began
         await _claims_pushed(devices, sid, claims)
     store = FileStore(devices.store_path)
-    chain = [
-        mhash
-        async for _at, mhash, _k, _m in walk_manifests(
-            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=5
-        )
-    ]
+    chain = await authors_chain(store, a, sid, 5)
     await a.stop()
     b = await _reopened_b(devices)
     await store.free(chain[2:])  # (freed by A's gc since: where B's walk began, and below)
