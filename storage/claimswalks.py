@@ -1,13 +1,13 @@
 """Where this device's walks down an author's older manifests stopped (table `claims_walks`, migration 32): by session
-and walk (a digest of the store, the author's head key, the claim looked for and the keys it opens under:
-sync/rekeywalk.py), the walk's cuts, as that module encodes them. A pull's walk is bounded to a few seconds, and one
-cut short goes on at the next pull, after a restart too: kept in memory only, a restart walked again from the start
-(on a slow store with many manifests, minutes of slices at every start). Each write is one statement, so one
-transaction: a walk's cuts are the old ones or the new ones, never half. A walk that found the claim (cut short
-before or not) keeps that in
-place of its cuts until the session goes over to another key (the notice taken, or a new code imported:
-SyncState.switch_slot, applyremote's rejoin); one that did not drops its row, and so does one left behind (another
-notice, other keys, a generation left: `keep_only`); a session's rows go with it. This device's only, never synced."""
+and walk (a digest of the store, the author's head key, the claim looked for, not the keys it opens under, which
+change while the notice stands: sync/rekeywalk.py), the walk's cuts, as that module encodes them. A pull's walk is
+bounded to a few seconds, and one cut short goes on at the next pull, after a restart too: kept in memory only, a
+restart walked again from the start (on a slow store with many manifests, minutes of slices at every start). Each
+write is one statement, so one transaction: a walk's cuts are the old ones or the new ones, never half. A walk that
+found the claim (cut short before or not) keeps that in place of its cuts until the session goes over to another key
+(the notice taken, or a new code imported: SyncState.switch_slot, applyremote's rejoin); one that did not drops its
+row, and so does one left behind (another notice, a generation left: `keep_only`); a session's rows go with it. This
+device's only, never synced."""
 
 from __future__ import annotations
 

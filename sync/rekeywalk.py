@@ -6,19 +6,20 @@ head vouches for, until the author's gc frees it (after its grace, 24 h by defau
 One call walks for WALK_SECONDS at most: a thousand manifests on a store answering in 50 ms took 53 s (0.5 s on a
 folder store), the pull that checked the notice stuck so long. A walk cut short is kept (`_CUT`, by author and
 notice: where it stopped, the manifest it began at, the claims of the manifest after), and the next call goes on
-there once its own walk from the author's head, moved since or not, meets the manifest that walk began at (the
-manifests since are read first: a later one decides as the walk down from the head would have it; then one at
-least past where it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The
-result of a whole walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at
-every pull, and the chain down from one manifest does not change (but for its older manifests freed: no claim found
-there then either), so a pull while the author's head stands reads that manifest only. Read-only but for `kept`: a
-pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once
-a pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so
-that the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with
-many manifests, minutes of slices at every start), nor walks again one done before its notice was taken. A walk left
-behind (the slot holding another notice, the keys changed, a generation the session left) is no walk under way:
-dropped as the next walk of its session begins or its keys switch, and `under_way` names only the walk the last check
-cut short."""
+there once its own walk from the author's head, moved since or not, meets the manifest that walk began at, or one
+whose prev link names it (the author's gc frees the manifests its head moved on from, that one too) (the manifests
+since are read first: a later one decides as the walk down from the head would have it; then one at least past where
+it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The result of a whole
+walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull, and the
+chain down from one manifest does not change (but for its older manifests freed: no claim found there then either),
+so a pull while the author's head stands reads that manifest only; not a walk that ended short of where one kept as
+finding the claim began (a manifest missing for a while), which keeps that row too. Read-only but for `kept`: a
+pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once a
+pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so that
+the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with many
+manifests, minutes of slices at every start), nor walks again one done before its notice was taken. A walk left
+behind (the slot holding another notice, a generation the session left) is no walk under way: dropped as the next
+walk of its session begins or its keys switch, and `under_way` names only the walk the last check cut short."""
 
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ from blake3 import blake3
 
 from ..storage.claimswalks import ClaimsWalks
 from ..stores import Store
+from ..stores.cid import CIDV1_RAW_BLAKE3
 from . import dagcbor
 from .bounded import LRU
 from .errors import ImportError_
 from .fetch import walk_manifests
-from .manifest import CLAIMS_KEPT
+from .manifest import CLAIMS_KEPT, Manifest
 
 # an author's older manifests read for a claim of a notice its current one no longer keeps, at most
 CLAIMS_WALK = 1000
@@ -66,7 +68,18 @@ _NOW: LRU[str, tuple] = LRU(256)
 
 
 def _walk_id(slot: tuple) -> bytes:
-    """A walk's key in the database: a digest of its store, author and claim, and of the keys it opens under."""
+    """A walk's key in the database: a digest of its store, author and claim. Not of the keys it opens under (the
+    notice's new key, those of the rekeys after it this device reads, and its own): the chain of the author's signed
+    manifests and the claims in it are the same whatever opens them, and those keys change while the notice stands
+    (a rekey after it, or a read of one of those slots failing on a slow store), the walk's row then dropped as left
+    behind (was: what the walk found lost, walked again from the head past manifests freed since, refused for good)."""
+    url, _sid, pk, o, h, a, _keys = slot
+    return blake3(dagcbor.encode([url, pk, o, h, a])).digest()
+
+
+def _walk_id_037(slot: tuple) -> bytes:
+    """A walk's key in the database as sessiond 0.37.0 kept it (a digest of the keys too): its row taken over under
+    `_walk_id` (_left_behind), so that a walk found before the upgrade is not walked again from the head."""
     url, _sid, pk, o, h, a, keys = slot
     return blake3(dagcbor.encode([url, pk, o, h, a, sorted(keys)])).digest()
 
@@ -118,16 +131,31 @@ def forget(sid: str) -> None:
 
 
 async def _left_behind(slot: tuple, wid: bytes, kept: ClaimsWalks | None) -> None:
-    """The walks of `slot`'s session left behind as a walk for `slot` goes (another notice of the slot, the keys
-    changed, a generation the session left: no check goes on with them), dropped, in memory and in `kept`: but
-    for the same walk on another store (a mirror's, each walked on its own)."""
+    """The walks of `slot`'s session left behind as a walk for `slot` goes (another notice of the slot, a generation
+    the session left: no check goes on with them; in memory, the same under other keys too, its row in `kept` the
+    same walk's), dropped, in memory and in `kept`: but for the same walk on another store (a mirror's, each walked
+    on its own)."""
     sid, same = slot[1], slot[2:]
     for other in _CUT.held():
         if other[1] == sid and other[2:] != same:
             _CUT.pop(other)
     if kept is not None:
+        # (a row of sessiond 0.37.0's under this walk's id of then, taken over: one statement, before the rest go)
+        if (old := await kept.get(sid, _walk_id_037(slot))) is not None and await kept.get(sid, wid) is None:
+            await kept.put(sid, wid, old)
         walks = {wid, *(_walk_id(s) for s in _CUT.held() if s[1] == sid)}
         await kept.keep_only(sid, walks)
+
+
+def _met(cuts: list[_Cut], mhash: bytes | None) -> int | None:
+    """Which of `cuts` began at the manifest `mhash`, if any."""
+    return next((i for i, c in enumerate(cuts) if c.top == mhash), None) if mhash is not None else None
+
+
+def _below(man: Manifest) -> bytes | None:
+    """The hash of the manifest `man`'s prev link names (None: none)."""
+    prev = man.prev
+    return prev[len(CIDV1_RAW_BLAKE3) :] if prev is not None and prev.startswith(CIDV1_RAW_BLAKE3) else None
 
 
 async def claimed_before(
@@ -168,7 +196,7 @@ async def claimed_before(
     after: list[dict] | None = None  # the claims of the manifest after the one read (read before it)
     read = fresh = 0  # manifests down from the head; read by this call past those read before
     start: tuple[bytes, int] | None = None
-    found = False
+    found = decided = False  # (decided: by a claim of the slot met, not the chain's end)
     try:
         while True:
             walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK - read, start=start)
@@ -179,37 +207,44 @@ async def claimed_before(
                         walked, top = (slot, mhash), mhash
                         if (known := _WALKED.get(walked)) is not None:
                             return known
-                    met = next((i for i, c in enumerate(cuts) if c.top == mhash), None)
-                    if met is not None:  # where a walk cut short began: on from where it stopped
-                        cut, cuts = cuts[met], cuts[met + 1 :]
-                        if cut.found is not None:  # (where a walk that ended began: what it found, kept)
-                            found = cut.found
+                    met = _met(cuts, mhash)
+                    if met is None:
+                        if fresh and time.monotonic() >= deadline:
+                            _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
+                            _NOW[sid] = slot
+                            if kept is not None:
+                                await kept.put(sid, wid, _encoded(now))
+                            return None
+                        fresh, read = fresh + 1, read + 1
+                        if progress is not None:
+                            progress(read, CLAIMS_WALK)
+                        i = next((i for i, c in enumerate(man.claims) if c["o"] == claim["o"]), None)
+                        if i is not None:
+                            c = man.claims[i]
+                            # another notice of the slot, or a claim taken back, decides as much as the notice's own
+                            if (
+                                c["h"] == claim["h"]
+                                and c["a"] == claim["a"]
+                                and after is not None
+                                and len(after) >= CLAIMS_KEPT
+                            ):
+                                found = not any(o in after for o in man.claims[: i + 1])
+                            decided = True
                             break
-                        start, after, read = cut.at, cut.after, read + cut.read
-                        fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
+                        after = man.claims
+                        # the manifest next down, where a walk kept began, met as surely as read: this one's prev link
+                        # vouches for it, and the author's gc may have freed it since its head moved on (was: the walk
+                        # ended there, at a manifest gone, and refused the notice what it found before was kept for)
+                        if (met := _met(cuts, _below(man))) is None:
+                            continue
+                    # where a walk cut short began: on from where it stopped
+                    cut, cuts = cuts[met], cuts[met + 1 :]
+                    if cut.found is not None:  # (where a walk that ended began: what it found, kept)
+                        found = cut.found
                         break
-                    if fresh and time.monotonic() >= deadline:
-                        _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
-                        _NOW[sid] = slot
-                        if kept is not None:
-                            await kept.put(sid, wid, _encoded(now))
-                        return None
-                    fresh, read = fresh + 1, read + 1
-                    if progress is not None:
-                        progress(read, CLAIMS_WALK)
-                    i = next((i for i, c in enumerate(man.claims) if c["o"] == claim["o"]), None)
-                    if i is not None:
-                        c = man.claims[i]
-                        # another notice of the slot, or a claim taken back, decides as much as the notice's own
-                        if (
-                            c["h"] == claim["h"]
-                            and c["a"] == claim["a"]
-                            and after is not None
-                            and len(after) >= CLAIMS_KEPT
-                        ):
-                            found = not any(o in after for o in man.claims[: i + 1])
-                        break
-                    after = man.claims
+                    start, after, read = cut.at, cut.after, read + cut.read
+                    fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
+                    break
             if start is None:
                 break
     except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
@@ -219,6 +254,11 @@ async def claimed_before(
         if progress is not None:  # (ended, however: the bar closes)
             progress(CLAIMS_WALK, CLAIMS_WALK)
     _CUT.pop(slot)
+    # what a walk before found, which this one did not reach (a manifest above it missing for a while, on a store
+    # catching up; a head served rolled back): kept, and this walk's end not taken for the chain's (was: the row
+    # dropped, the head's result kept in memory, and once the store held those manifests again a walk went on past
+    # where that one began, down to manifests the author's gc freed since: the notice refused for good)
+    unmet = [c for c in cuts if c.found] if not found and not decided else []
     if kept is not None and bounded and found and walked is not None:
         # the claim found kept (in place of any cuts), until the session's key changes (SyncState.switch_slot): not
         # kept, a kill before the notice is taken (or the check's next step failing, then a restart) walked again
@@ -228,7 +268,7 @@ async def claimed_before(
     elif was_cut and kept is not None:
         # (None found: dropped, walked again after a restart, as a head moved since is: a manifest missing for a
         # while, on a store catching up, refuses no notice for good.)
-        await kept.drop(sid, wid)
-    if walked is not None:
+        await (kept.put(sid, wid, _encoded(unmet)) if unmet else kept.drop(sid, wid))
+    if walked is not None and not unmet:
         _WALKED[walked] = found
     return found

@@ -155,13 +155,34 @@ async def test_a_walk_done_and_cut_off_before_the_notice_is_taken_is_not_walked_
     refuses the notice for good. What the walk found is kept until the notice is settled: the restart takes it.
     `at_once`: the walk is never cut short, it ends in the pull that began it (a fast store, few manifests): what it
     found was kept in the process's memory only (a row was kept only for a walk once cut short), lost the same way."""
-    from sessiond.sync import rekeyproof
-
     if walk == "cut_short":
         monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)  # (one manifest a pull past the head's)
     out = 8 if walk == "cut_short" else 2
     a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk done", CLAIMS_KEPT + out)
     await _slot_served_with(devices, sid, notice)
+    found = await found_then_cut_off(devices, monkeypatch, sid, 2 * (out + CLAIMS_KEPT))
+    assert b.ctx.keys.session_key(sid) != new_key
+    if walk == "at_once":
+        assert found == [True], found  # (one pull: never cut short)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()  # (its head stays)
+    b = await _reopened_b(devices)
+    await store.free(chain[1:])  # (freed by A's gc since: well above the manifest that claims it)
+    for _ in range(2 * (out + CLAIMS_KEPT)):  # (a walk from the head: one manifest a pull)
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+        await _pulled(b, sid)
+    # main: walked again from A's head, ended at the first manifest gone: refused, for good
+    assert b.ctx.keys.session_key(sid) == new_key
+    assert await _walks(devices.dbb) == []  # (settled with the switch: dropped)
+
+
+async def found_then_cut_off(devices, monkeypatch, sid: str, pulls: int) -> list[bool | None]:
+    """B pulls `sid` (`pulls` times at most) until its walk finds A's claim, and the check is cut off right there
+    (a kill -9 before the notice is taken: here, the check's next step failing); what each walk answered."""
+    from sessiond.sync import rekeyproof
+
     real = rekeyproof.claimed_before
     found: list[bool | None] = []
 
@@ -173,28 +194,18 @@ async def test_a_walk_done_and_cut_off_before_the_notice_is_taken_is_not_walked_
         return res
 
     monkeypatch.setattr(rekeyproof, "claimed_before", cut_off_once_found)
-    for _ in range(2 * (out + CLAIMS_KEPT)):
-        if True in found:
-            break
-        await _pulled(b, sid)
-    assert True in found and b.ctx.keys.session_key(sid) != new_key, found
-    if walk == "at_once":
-        assert found == [True], found  # (one pull: never cut short)
-    monkeypatch.setattr(rekeyproof, "claimed_before", real)
-    store = FileStore(devices.store_path)
-    chain = [
-        mhash
-        async for _at, mhash, _k, _m in walk_manifests(
-            store, sid, a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid), "a", timeout=10, limit=3
-        )
-    ]
-    await a.stop()  # (its head stays)
-    b = await _reopened_b(devices)
-    await store.free(chain[1:])  # (freed by A's gc since: well above the manifest that claims it)
-    for _ in range(2 * (out + CLAIMS_KEPT)):  # (a walk from the head: one manifest a pull)
-        if b.ctx.keys.session_key(sid) == new_key:
-            break
-        await _pulled(b, sid)
-    # main: walked again from A's head, ended at the first manifest gone: refused, for good
-    assert b.ctx.keys.session_key(sid) == new_key
-    assert await _walks(devices.dbb) == []  # (settled with the switch: dropped)
+    try:
+        for _ in range(pulls):
+            if True in found:
+                break
+            await _pulled(devices.b, sid)
+    finally:
+        monkeypatch.setattr(rekeyproof, "claimed_before", real)
+    assert True in found, found
+    return found
+
+
+async def authors_chain(store, a, sid: str, limit: int) -> list[bytes]:
+    """The hashes of A's manifests of `sid` from its head down, `limit` at most."""
+    keys, pk = a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid)
+    return [mhash async for _at, mhash, _k, _m in walk_manifests(store, sid, keys, pk, "a", timeout=10, limit=limit)]

@@ -1,0 +1,157 @@
+"""A pull's walk down an author's older manifests that found the claim of a rekey notice keeps that (table
+`claims_walks`) until the notice is taken: a kill in between, and the restart takes it without walking again past
+manifests the author's gc freed since. What it found is kept by the manifest the walk began at (the author's head
+then), met again as the walk from the author's head now goes down. The author writing on meanwhile moves its head,
+and its gc frees the manifest its head moved on from after its grace, the one the walk began at too: the walk from
+the new head never read it (its prev link names it, the object gone), ended there, and refused the notice for good,
+the very case the kept row is for. A manifest's prev link vouches for the manifest it names (the hash chain from
+the signed head): naming the one a kept walk began at, the walk has met it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+from blake3 import blake3
+
+from sessiond.stores import FileStore
+from sessiond.stores.registry import RegistryEntry
+from sessiond.sync import dagcbor, rekeywalk
+from sessiond.sync.crypto import members_key
+from sessiond.sync.errors import ImportError_
+from sessiond.sync.manifest import CLAIMS_KEPT
+from sessiond.sync.members import announce_key
+from sessiond.sync.membersobject import SALT_LEN, members_object, seal_small
+from sessiond.sync.rekeyproof import notice_hash, open_box
+from test_rekey_claims_walk import _abandoned_notice, _aged_out, _claims_pushed, _slot_served_with
+from test_rekey_claims_walk_kept import _reopened_b, _walks, authors_chain, found_then_cut_off
+
+
+@pytest.mark.parametrize("walk", ["cut_short", "at_once"])
+async def test_a_walk_found_is_kept_when_the_authors_head_moved_and_its_old_head_was_freed(devices, monkeypatch, walk):
+    if walk == "cut_short":
+        monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)  # (one manifest a pull past the head's)
+    out = 8 if walk == "cut_short" else 2
+    a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk moved", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    await found_then_cut_off(devices, monkeypatch, sid, 2 * (out + CLAIMS_KEPT))
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert len(await _walks(devices.dbb)) == 1  # (what it found, kept)
+    # A writes on: its head moves past the manifest B's walk began at
+    await _claims_pushed(devices, sid, claims)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 4)
+    await a.stop()
+    b = await _reopened_b(devices)
+    # A's gc since: every manifest its head moved on from freed, the one B's walk began at among them
+    await store.free(chain[1:])
+    for _ in range(2 * (out + CLAIMS_KEPT)):
+        if b.ctx.keys.session_key(sid) == new_key:
+            break
+        with contextlib.suppress(ImportError_):
+            await b.pull(sid)
+    # main: the walk from A's new head ended at the manifest gone, and the notice was refused for good
+    assert b.ctx.keys.session_key(sid) == new_key
+    assert await _walks(devices.dbb) == []
+
+
+async def _next_rekey_in(devices, sid: str, notice: dict) -> bytes:
+    """The slot `notice` switches to written (revision 1, A and B its writers), holding the notice of a rekey after
+    it, boxed to A and B: the chain of rekeys one longer. The key that later notice gives."""
+    b = devices.b
+    secret = open_box(notice, b.ctx.keys.head_pk(sid), b.ctx.keys.head_key(sid), sid)
+    assert secret is not None
+    key, slot_key = bytes(secret["k"]), announce_key(bytes(secret["w"]))
+    later, later_key = await _abandoned_notice(devices, sid)
+    members = [
+        {"head_pk": devices.a.ctx.keys.head_pk(sid), "device_id": devices.a.ctx.db.device_id},
+        {"head_pk": b.ctx.keys.head_pk(sid), "device_id": b.ctx.db.device_id},
+    ]
+    obj = {**members_object(sid, members), "rekey": later}
+    salt = os.urandom(SALT_LEN)
+    store = FileStore(devices.store_path)
+    h = await store.put(seal_small(dagcbor.encode(obj), members_key(key, salt)))
+    await store.set_head(RegistryEntry.create(slot_key, 1, b"\x1e" + h + salt))
+    return later_key
+
+
+async def test_a_walk_found_is_kept_when_a_later_rekey_comes_meanwhile(devices, monkeypatch):
+    """What B's walk found is kept under the walk's id, a digest of the keys it opens under among the rest: the
+    notice's new key and those of the rekeys after it that B can read (rekeyproof._later_keys). A rekey after it while
+    B is away (or a read of one of those slots failing at the next pull: a slow store) made the id another, and the
+    row kept was dropped as a walk left behind; walked again from A's head past manifests its gc freed since, the
+    notice was refused for good."""
+    out = 2
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk rekeyed on", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert len(await _walks(devices.dbb)) == 1
+    later_key = await _next_rekey_in(devices, sid, notice)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()  # (its head stays)
+    b = await _reopened_b(devices)
+    await store.free(chain[1:])  # (freed by A's gc since)
+    for _ in range(4):
+        if b.ctx.keys.session_key(sid) in (new_key, later_key):
+            break
+        with contextlib.suppress(ImportError_):
+            await b.pull(sid)
+    # main: the walk's id another, its row dropped, walked again from A's head to the first manifest gone: refused
+    assert b.ctx.keys.session_key(sid) in (new_key, later_key)
+
+
+async def test_a_walk_found_kept_by_sessiond_0_37_0_is_taken_over(devices, monkeypatch):
+    """A row 0.37.0 kept (its walk id a digest of the keys too): an upgrade does not walk again from the head."""
+    out = 2
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk of 0.37.0", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
+    [(_sid, walk, cuts)] = await devices.dbb.c.committed.fetchall("SELECT session_id, walk, cuts FROM claims_walks")
+    # the same row under the id 0.37.0 gave it: the keys it opened under (the notice's, no later one, B's own)
+    keys = sorted({new_key, *b.ctx.keys.session_keys(sid)})
+    url = (await b.ctx.store_for(sid)).url
+    o = bytes(announce_key(a.ctx.keys.write_secret(sid)).verify_key)
+    old = blake3(dagcbor.encode([url, a.ctx.keys.head_pk(sid), o, notice_hash(notice), notice["a"], keys])).digest()
+    assert old != bytes(walk)
+    await devices.dbb.c.write("UPDATE claims_walks SET walk=? WHERE session_id=?", (old, sid))
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()
+    b = await _reopened_b(devices)
+    await store.free(chain[1:])
+    with contextlib.suppress(ImportError_):
+        await b.pull(sid)
+    assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_a_walk_found_is_kept_through_a_walk_that_did_not_reach_it(devices, monkeypatch):
+    """What B's walk found is kept until the notice is taken; a later walk from A's head that ended before it met the
+    manifest the found walk began at (a manifest between missing for a while: a store catching up, one of a mirror
+    behind, a host's backup put back) found nothing, and dropped the row as a walk done finding no claim: once the
+    store held that manifest again, the walk went on past it to manifests A's gc had freed, and the notice was
+    refused for good."""
+    out = 2
+    a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk not reached", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
+    assert len(await _walks(devices.dbb)) == 1
+    for _ in range(2):  # A writes on: its head two manifests past where B's walk began
+        await _claims_pushed(devices, sid, claims)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 5)
+    await a.stop()
+    b = await _reopened_b(devices)
+    await store.free(chain[2:])  # (freed by A's gc since: where B's walk began, and below)
+    between = await store.get(chain[1])
+    await store.free(chain[1:2])  # (missing for a while)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    assert await store.put(between) == chain[1]  # (the store caught up)
+    with contextlib.suppress(ImportError_):
+        await b.pull(sid)
+    # main: the row dropped by the walk that ended at the manifest missing; walked again, refused for good
+    assert b.ctx.keys.session_key(sid) == new_key
