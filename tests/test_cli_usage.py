@@ -60,6 +60,27 @@ def test_sync_timeout_out_of_range_is_a_usage_error(daemon):
     assert cli_json(daemon.home, "sync", "--timeout", "3600") is not None
 
 
+def test_a_timeout_takes_a_unit_as_every_duration_does(daemon):
+    """`sync --wait --timeout 5s` was refused ("not a number of seconds ... '5s'"), while every other duration
+    (`--expires 1h`, `--older-than 7d`) must have its unit: a user who learnt the one rule typed the other. A
+    --timeout, in seconds, takes s, m or h too (never needs it); out of range or no number is refused as before."""
+    assert cli_json(daemon.home, "sync", "--wait", "--timeout", "5s")["complete"] is True
+    assert cli_json(daemon.home, "sync", "--timeout", "1h") is not None
+    assert cli_json(daemon.home, "status", "--timeout", "2.5s")["pid"]
+    message = _usage(run_cli(daemon.home, "sync", "--timeout", "61m", "--json"))
+    assert "--timeout" in message and "1 hour" in message and "'61m'" in message, message
+    for value in ("5d", "s", "5 s5", "-1s"):
+        message = _usage(run_cli(daemon.home, "sync", f"--timeout={value}", "--json"))
+        assert "--timeout" in message and "e.g. 15, 2.5 or 5s" in message, message
+    message = _usage(run_cli(daemon.home, "status", "--timeout", "0s", "--json"))
+    assert "--timeout" in message and "more than 0" in message, message
+    message = _usage(run_cli(daemon.home, "stop", "--timeout", "soon", "--json"))
+    assert "--timeout" in message and "e.g. 15, 2.5 or 5s" in message, message
+    for argv in (["sync"], ["status"], ["stop"]):  # and each --help says so
+        said = " ".join(run_cli(daemon.home, *argv, "--help", check=True).stdout.split())
+        assert "s, m or h" in said.split(" --timeout ", 1)[1], said
+
+
 def test_usage_exits_say_usage_in_json(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for argv, says in (

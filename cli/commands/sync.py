@@ -21,7 +21,8 @@ def register(commands: Commands) -> None:
         "--timeout",
         type=seconds_up_to(3600),
         default=60.0,
-        help="how long to wait for the daemon, in seconds from the command's start: 0 to 3600 (default 60)",
+        help="how long to wait for the daemon, in seconds from the command's start: 0 to 3600 (default 60; s, m or h "
+        "may follow: 5m)",
     )
     p = commands.add("verify", cmd_verify, "check the store's copy of each session against this device")
     p.add_argument("id", nargs="?")
