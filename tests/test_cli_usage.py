@@ -387,6 +387,28 @@ def test_a_file_store_url_no_folder_can_have_is_a_usage_error(tmp_path):
     assert not os.path.exists(home)  # (`daemon` made the home, then refused its --store)
 
 
+def test_a_store_url_a_slash_or_a_scheme_off_names_the_url_meant(tmp_path):
+    """A newcomer's `--store file://tmp/shared` (a slash short) was told to use file:///CWD/tmp/shared, a folder
+    under wherever they stood, not /tmp/shared; and `--store http://HOST:5050`, the relay's address as typed in a
+    browser (or `s5://HOST`), was told the schemes without the relay's own, s5+http://HOST:PORT. Each usage error
+    names the URL most likely meant (a secret in it still hidden), nothing started."""
+    home = str(tmp_path / "h")
+    for url, meant in (
+        ("file://tmp/shared", "file:///tmp/shared"),
+        ("http://relay.example:5050", "s5+http://relay.example:5050"),
+        ("https://INVITE@relay.example", "s5+https://***@relay.example"),
+        ("s5://relay.example:5050", "s5+https://relay.example:5050"),
+    ):
+        res = run_cli(home, "start", "--store", url, "--json")
+        message = _usage(res)
+        assert f"did you mean {meant}" in message, (url, message)
+        assert url.startswith("file") or "s5+http://HOST:PORT (your relay" in message, message
+        assert "INVITE" not in res.stdout + res.stderr, res
+    message = _usage(run_cli(home, "start", "--store", "http://127.0.0.1:5001", "--json"))
+    assert "ipfs+http://127.0.0.1:5001" in message, message  # (a Kubo node's RPC port: named as the other way)
+    assert not os.path.exists(home)
+
+
 def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_secret(tmp_path):
     """`start --store 's5+https://[::1'` (a bracket left open) ended in urlparse's traceback, and a port out
     of range or not a number was found only by the daemon, after it started ("the daemon did not start",
