@@ -140,6 +140,7 @@ def seconds_up_to(high: float):
     return parse
 
 
+ID_HELP = "the session's id (`sessiond ls` lists them)"
 NO_USER_HELP = "the sessions with no user (none set, or an empty one an older sessiond stored)"
 
 

@@ -145,6 +145,9 @@ def test_every_commands_help_ends_with_an_example_that_parses():
         if len(tail) != 2 or f"sessiond {' '.join(argv)}" not in tail[1]:
             missing.append(" ".join(argv))
     assert not missing, f"commands whose --help ends with no example of themselves: {missing}"
+    # and the session id each takes says what it is, where it comes from (its line was a bare `id`)
+    bare = [" ".join(argv) for argv in every if re.search(r"^  id\s*$", _help(*argv), re.M)]
+    assert not bare, f"commands whose --help lists `id` with nothing said of it: {bare}"
     assert set(EXAMPLES) == {" ".join(argv) for argv in every}, set(EXAMPLES) ^ {" ".join(a) for a in every}
     for command, lines in EXAMPLES.items():
         for line in lines:

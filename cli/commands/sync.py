@@ -15,7 +15,7 @@ from . import Commands, sharing
 
 def register(commands: Commands) -> None:
     p = commands.add("sync", cmd_sync, "push (and pull) now")
-    p.add_argument("id", nargs="?")
+    p.add_argument("id", nargs="?", help="only this session, by its id (default: every one)")
     p.add_argument("--wait", action="store_true", help="wait until everything is pushed")
     p.add_argument(
         "--timeout",
@@ -25,7 +25,7 @@ def register(commands: Commands) -> None:
         "may follow: 5m)",
     )
     p = commands.add("verify", cmd_verify, "check the store's copy of each session against this device")
-    p.add_argument("id", nargs="?")
+    p.add_argument("id", nargs="?", help="only this session, by its id (default: every one)")
 
     sharing.register(commands)  # (here: their place in `sessiond --help`, between `verify` and `gc`)
     p = commands.add("gc", cmd_gc, "free store objects this device's logs no longer reference")
