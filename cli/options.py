@@ -22,7 +22,7 @@ def duration(text: str) -> float:
     naming the units, for every option that takes a duration: an expiry, an idle time, a clean-up's age, a
     grace, a login's life. 7 meant as 7 days and read as 7 seconds ends a session, a share code or a login
     early, or deletes or frees what was meant to stay. (A wait the CLI does, `--timeout S`, is in seconds,
-    as every tool's timeout is: `seconds()` below.)"""
+    as every tool's timeout is, its unit taken but not needed: `seconds()` below.)"""
     m = _DURATION.match(text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
@@ -97,25 +97,32 @@ def count(text: str) -> int:
     return value
 
 
+_WAIT = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([smh]?)$")
+WAIT_EXAMPLES = "e.g. 15, 2.5 or 5s; s, m or h may follow the number"
+
+
+def _wait(text: str) -> float:
+    """Seconds in a wait: a number of seconds (15, 2.5) or one with its unit, s, m or h (5s, 2m, 1h), as every
+    duration takes one (`--expires 1h`); NaN for anything else."""
+    m = _WAIT.match(text.strip())
+    if not m:
+        return math.nan
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 def seconds(text: str) -> float:
-    """A wait in seconds: a finite number, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    """A wait in seconds: a finite number, 0 or more (or one with its unit: 30s, 2m)."""
+    value = _wait(text)
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (0 or more, e.g. 15 or 2.5)")
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (0 or more, {WAIT_EXAMPLES})")
     return value
 
 
 def positive_seconds(text: str) -> float:
-    """A wait in seconds that must be some wait: a finite number more than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    """A wait in seconds that must be some wait: a finite number more than 0 (or one with its unit)."""
+    value = _wait(text)
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds more than 0: {text!r} (e.g. 15 or 2.5)")
+        raise argparse.ArgumentTypeError(f"not a number of seconds more than 0: {text!r} ({WAIT_EXAMPLES})")
     return value
 
 
@@ -123,19 +130,17 @@ def seconds_up_to(high: float):
     """An argparse type: a wait in seconds (as seconds()) of at most `high`, the daemon's limit."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
+        value = _wait(text)
         if not math.isfinite(value) or not 0 <= value <= high:
             raise argparse.ArgumentTypeError(
-                f"not a number of seconds from 0 to {high:g} ({span(high)}): {text!r} (e.g. 15 or 2.5)"
+                f"not a number of seconds from 0 to {high:g} ({span(high)}): {text!r} ({WAIT_EXAMPLES})"
             )
         return value
 
     return parse
 
 
+ID_HELP = "the session's id (`sessiond ls` lists them)"
 NO_USER_HELP = "the sessions with no user (none set, or an empty one an older sessiond stored)"
 
 

@@ -96,7 +96,11 @@ def _guessed(message: str, prog: str) -> str:
     typed, known = m[1], re.findall(r"'([^']*)'", m[2])
     word = OTHER_WORDS.get(typed)
     guess = word if word in known else next(iter(difflib.get_close_matches(typed, known, n=1, cutoff=0.6)), None)
-    return message if guess is None else f"{message}: did you mean `{prog} {guess}`?"
+    if guess is None:
+        return message  # (the list of every command is then the help)
+    # the guess alone: at the end of argparse's list of all the commands, it was lost far off to the right
+    kind = "command" if prog == "sessiond" else "action"
+    return f"no {kind} '{typed}': did you mean `{prog} {guess}`? (see `{prog} --help`)"
 
 
 class _Version(argparse.Action):

@@ -149,8 +149,16 @@ def provider_and_model(d, session: dict, chat: dict, provider: str | None, model
     model = model or chat.get("model") or session.get("model")
     if not model:
         sid = session["id"]
+        q = shlex.quote(sid)
         raise Invalid(
-            f'no model to ask: give one (--model / "model") or set the session\'s (`sessiond set {sid} --model NAME`)'
+            f"no model to ask: session {sid!r} sets none; `sessiond models --provider {shlex.quote(p.name)}` lists"
+            f" {p.name!r}'s, then set one, `sessiond set {q} --model NAME`, or give one for this question,"
+            f" `sessiond ask {q} --model NAME TEXT`",
+            api=[
+                f'PATCH {session_path(sid)} {{"model": MODEL}}',
+                f'POST {session_path(sid, "complete")} {{"model": MODEL, ...}}',
+                "GET /openai/v1/models",
+            ],
         )
     return p, model
 

@@ -22,6 +22,7 @@ from ..api.locate import (
     socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
 from .provider_config import check_providers
+from .urlguess import SCHEMES_SAID, file_url_meant, network_url_meant
 
 
 def normalize_store_url(url: str) -> str:
@@ -38,8 +39,8 @@ def normalize_store_url(url: str) -> str:
         raise HomeError(f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]") from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         raise HomeError(
-            f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// "
-            f"is taken as a host name); for a folder here use file://{os.path.abspath(parsed.netloc + parsed.path)}"
+            f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// is taken as a host"
+            f" name); {file_url_meant(parsed.netloc, parsed.path)}"
         )
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme else url
@@ -61,8 +62,8 @@ def normalize_store_url(url: str) -> str:
         _check_host(parsed.scheme, url)
         return url.rstrip("/")
     raise HomeError(
-        f"unsupported store URL scheme {parsed.scheme!r} in {shown_url(url)!r}: use file:///path/to/folder, "
-        f"s5+https://PORTAL, ipfs+http://HOST:PORT (a Kubo node) or ipfs+https://GATEWAY"
+        f"unsupported store URL scheme {parsed.scheme!r} in {shown_url(url)!r}{network_url_meant(url)}: use "
+        + SCHEMES_SAID
     )
 
 

@@ -45,6 +45,7 @@ from .model import (
 )
 from .quotalevel import warning_level
 from .search import PUSHED_COLUMNS, insert_messages
+from .unknown import no_session
 
 # How long, and how many per session, appends' idempotency keys are remembered at least: the time by
 # storage/clock.py's `steady` (no step of the wall clock forgets a key made minutes ago), the number by the
@@ -202,7 +203,7 @@ class Messages(MessageReads):
                     )
                 return await _stored_result(tx.fetchall, sid, device, result)  # a repeat: answered as the first time
             if row is None:
-                raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
+                raise await no_session(tx, sid)
             status, access, current, lamport, policy_text, used, seq, chat_row, chat_policy, compacted = row[:10]
             exp, act = row[11], row[12]
             if access in NOT_WRITABLE:
@@ -383,7 +384,7 @@ class Messages(MessageReads):
         the request's new messages, and one they do not fit must ask the model nothing."""
         row = await self.c.committed.fetchone("SELECT policy, tokens_used FROM sessions WHERE id=?", (sid,))
         if row is None:
-            raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
+            raise await no_session(self.c.committed, sid)
         policy = json.loads(row[0]) if row[0] and row[0] != "{}" else {}
         check_quota_room(sid, row[1], policy.get("token_quota"), messages, sum(map(charge, messages)))
         adding = sum(m.get("tokens") or 0 for m in messages)

@@ -22,6 +22,7 @@ from .limits import check_active_limits
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .quotalevel import quota_level
 from .search import PURGE_IF_INDEXED
+from .unknown import no_session
 
 # A session's row with its texts, which are kept beside it (migration 21: out of the row an append rewrites)
 _COLUMNS = (
@@ -49,7 +50,7 @@ async def session_row(q: Any, sid: str, *, importing: bool = False, texts: bool 
     )
     row = await q.fetchone(sql, (sid, int(importing)))
     if row is None:
-        raise NotFound(f"no session {sid!r} on this device (see `sessiond ls`)")
+        raise await no_session(q, sid)
     return row
 
 

@@ -210,7 +210,11 @@ def decode(text: str, passphrase: str | None = None, *, now: float | None = None
         try:
             payload = crypto_aead_xchacha20poly1305_ietf_decrypt(ct, body[:2], nonce, _kdf(passphrase, salt, ops, mem))
         except CryptoError:
-            raise ShareCodeError("passphrase", "wrong passphrase for this share code") from None
+            raise ShareCodeError(
+                "passphrase",
+                "wrong passphrase for this share code (the code itself is whole): check the passphrase with whoever"
+                " made the code, exactly as they sent it: spaces and case count",
+            ) from None
     try:
         m = dagcbor.decode(payload)
         code = ShareCode(

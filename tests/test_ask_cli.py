@@ -522,3 +522,29 @@ def test_ctrl_c_as_the_answer_s_head_arrives_leaves_the_daemon_no_answer_to_reco
     assert "nothing of it is recorded" in err and "whole answer" not in err, err
     wait_for(lambda: p.left_unanswered + p.streams_stopped == 1, timeout=20, what="the provider's request dropped")
     assert assistant(c, sid) == []
+
+
+def test_a_question_to_a_session_with_no_model_names_how_to_find_and_set_one(loop):
+    """A newcomer's `sessiond new` then `sessiond ask ID "hi"` was refused with 'no model to ask: give one (--model
+    / "model") or set the session's': the API's field name in the CLI's words, and nothing said of where a model's
+    name comes from. The refusal (nothing recorded or sent) names `sessiond models` for the provider asked, the
+    setting and the one-question way, each a command to run; the API's ways in `details.api`."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(name="no model")["id"]
+    res = run_cli(d.home, "ask", sid, "hi")
+    assert res.returncode == 1, res
+    said = res.stderr
+    assert f"`sessiond models --home {d.home} --provider loop`" in said, said
+    assert f"`sessiond set --home {d.home} {sid} --model NAME`" in said, said
+    assert f"`sessiond ask --home {d.home} {sid} --model NAME TEXT`" in said and '"model"' not in said, said
+    assert p.requests == [] and c.messages(sid)["messages"] == []
+    with pytest.raises(ApiError) as refused:
+        c.complete(sid, "hi")
+    assert refused.value.status == 422 and refused.value.details["api"] == [
+        f'PATCH /v1/sessions/{sid} {{"model": MODEL}}',
+        f'POST /v1/sessions/{sid}/complete {{"model": MODEL, ...}}',
+        "GET /openai/v1/models",
+    ], refused.value.details
+    assert c.messages(sid)["messages"] == []

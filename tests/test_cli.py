@@ -114,6 +114,34 @@ def test_errors_from_the_daemon_exit_nonzero_with_json(daemon):
     assert res.returncode == 2 and "UTF-8" in res.stderr
 
 
+def test_a_session_id_mistyped_cut_short_or_given_as_its_name_is_refused_naming_the_one_meant(daemon):
+    """A newcomer's `sessiond log "trip plans"` (the name `ls` shows beside the id), an id with one character
+    mistyped, or the start of one copied short was refused with "no session ... (see `sessiond ls`)" alone,
+    leaving them to find it in a listing. The refusal (still not_found, exit 1, nothing done) names the session
+    meant; an id like none names none."""
+    sid = cli_json(daemon.home, "new", "--name", "trip plans")["id"]
+    other = cli_json(daemon.home, "new", "--name", "other")["id"]
+    typo = sid[:10] + ("x" if sid[10] != "x" else "y") + sid[11:]
+    for typed, says in (
+        ("trip plans", f"the session named 'trip plans' is {sid}"),
+        (typo, f"did you mean {sid}?"),
+        (sid[:12], f"did you mean {sid}?"),
+    ):
+        for args in (["log", typed], ["add", typed, "--role", "user", "x"], ["show", typed]):
+            res = run_cli(daemon.home, *args, "--json")
+            assert res.returncode == 1, res
+            err = json.loads(res.stdout)["error"]
+            assert err["code"] == "not_found" and says in err["message"], (args, err)
+            assert says in run_cli(daemon.home, *args).stderr
+    assert cli_json(daemon.home, "log", sid)["messages"] == []  # nothing added to the one meant
+    res = run_cli(daemon.home, "show", "zzzzzzzzzzzz", "--json")
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "did you mean" not in message and "named" not in message and other not in message, message
+    cli_json(daemon.home, "new", "--name", "trip plans")  # two of that name: both named, for the user to choose
+    message = json.loads(run_cli(daemon.home, "show", "trip plans", "--json").stdout)["error"]["message"]
+    assert "2 sessions are named 'trip plans'" in message and sid in message, message
+
+
 def test_every_command_has_json(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for args in (

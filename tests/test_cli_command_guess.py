@@ -19,6 +19,9 @@ def test_a_mistyped_command_is_refused_naming_the_likely_one(tmp_path, typed, me
     res = run_cli(str(tmp_path / "home"), typed)
     assert res.returncode == 2, res
     assert f"did you mean `sessiond {meant}`?" in res.stderr, res.stderr
+    # the guess is the message, not the end of a line listing all 45 commands (the guess lost at its far end)
+    said = res.stderr.splitlines()[-1]
+    assert "choose from" not in said and len(said) < 200 and f"'{typed}'" in said, said
 
 
 def test_a_word_like_no_command_names_none_and_json_says_it_too(tmp_path):
@@ -34,3 +37,5 @@ def test_a_mistyped_action_of_a_group_names_the_groups_own(tmp_path, typed, mean
     res = run_cli(str(tmp_path / "home"), "chat", typed)
     assert res.returncode == 2, res
     assert f"did you mean `sessiond chat {meant}`?" in res.stderr, res.stderr
+    said = res.stderr.splitlines()[-1]
+    assert "choose from" not in said and f"'{typed}'" in said, said

@@ -60,6 +60,27 @@ def test_sync_timeout_out_of_range_is_a_usage_error(daemon):
     assert cli_json(daemon.home, "sync", "--timeout", "3600") is not None
 
 
+def test_a_timeout_takes_a_unit_as_every_duration_does(daemon):
+    """`sync --wait --timeout 5s` was refused ("not a number of seconds ... '5s'"), while every other duration
+    (`--expires 1h`, `--older-than 7d`) must have its unit: a user who learnt the one rule typed the other. A
+    --timeout, in seconds, takes s, m or h too (never needs it); out of range or no number is refused as before."""
+    assert cli_json(daemon.home, "sync", "--wait", "--timeout", "5s")["complete"] is True
+    assert cli_json(daemon.home, "sync", "--timeout", "1h") is not None
+    assert cli_json(daemon.home, "status", "--timeout", "2.5s")["pid"]
+    message = _usage(run_cli(daemon.home, "sync", "--timeout", "61m", "--json"))
+    assert "--timeout" in message and "1 hour" in message and "'61m'" in message, message
+    for value in ("5d", "s", "5 s5", "-1s"):
+        message = _usage(run_cli(daemon.home, "sync", f"--timeout={value}", "--json"))
+        assert "--timeout" in message and "e.g. 15, 2.5 or 5s" in message, message
+    message = _usage(run_cli(daemon.home, "status", "--timeout", "0s", "--json"))
+    assert "--timeout" in message and "more than 0" in message, message
+    message = _usage(run_cli(daemon.home, "stop", "--timeout", "soon", "--json"))
+    assert "--timeout" in message and "e.g. 15, 2.5 or 5s" in message, message
+    for argv in (["sync"], ["status"], ["stop"]):  # and each --help says so
+        said = " ".join(run_cli(daemon.home, *argv, "--help", check=True).stdout.split())
+        assert "s, m or h" in said.split(" --timeout ", 1)[1], said
+
+
 def test_usage_exits_say_usage_in_json(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for argv, says in (
@@ -364,6 +385,28 @@ def test_a_file_store_url_no_folder_can_have_is_a_usage_error(tmp_path):
             assert why in message and "file:///" in message, (command, url, message)
     assert not os.path.exists(tmp_path / "store")
     assert not os.path.exists(home)  # (`daemon` made the home, then refused its --store)
+
+
+def test_a_store_url_a_slash_or_a_scheme_off_names_the_url_meant(tmp_path):
+    """A newcomer's `--store file://tmp/shared` (a slash short) was told to use file:///CWD/tmp/shared, a folder
+    under wherever they stood, not /tmp/shared; and `--store http://HOST:5050`, the relay's address as typed in a
+    browser (or `s5://HOST`), was told the schemes without the relay's own, s5+http://HOST:PORT. Each usage error
+    names the URL most likely meant (a secret in it still hidden), nothing started."""
+    home = str(tmp_path / "h")
+    for url, meant in (
+        ("file://tmp/shared", "file:///tmp/shared"),
+        ("http://relay.example:5050", "s5+http://relay.example:5050"),
+        ("https://INVITE@relay.example", "s5+https://***@relay.example"),
+        ("s5://relay.example:5050", "s5+https://relay.example:5050"),
+    ):
+        res = run_cli(home, "start", "--store", url, "--json")
+        message = _usage(res)
+        assert f"did you mean {meant}" in message, (url, message)
+        assert url.startswith("file") or "s5+http://HOST:PORT (your relay" in message, message
+        assert "INVITE" not in res.stdout + res.stderr, res
+    message = _usage(run_cli(home, "start", "--store", "http://127.0.0.1:5001", "--json"))
+    assert "ipfs+http://127.0.0.1:5001" in message, message  # (a Kubo node's RPC port: named as the other way)
+    assert not os.path.exists(home)
 
 
 def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_secret(tmp_path):

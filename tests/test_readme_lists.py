@@ -102,3 +102,55 @@ def test_the_readmes_commands_run_the_tests_servers_with_the_venvs_python():
     bare = re.findall(r"(?<![/\w])python3? (tests/\S+)", README)
     assert not bare, f"README runs {bare} with a bare python, not .venv/bin/python"
     assert ".venv/bin/python tests/servers/openai_server.py" in section("Talk to a model")
+
+
+def _every_command() -> list[tuple[str, ...]]:
+    """Every command `sessiond --help` lists, and every action of a group (`chat new`, `serve invite`)."""
+    parser = build_parser()
+    found = []
+    for name in commands(parser.format_help()):
+        found.append((name,))
+        text = _help(name)
+        if "ACTION" in text.split("\n\n", 1)[0]:
+            found += [(name, action) for action in commands(text)]
+    return found
+
+
+def _help(*argv: str) -> str:
+    """`sessiond ARGV --help` as printed (argparse exits after printing it)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return out.getvalue()
+
+
+def test_every_commands_help_ends_with_an_example_that_parses():
+    """A newcomer's `sessiond new --help` said what each option is but not how a whole command looks: most
+    commands' help had no example (`show`, `log`, `ask`, `import`, `sync`...). Each command and each action of a
+    group ends its help with one to copy, and each example is a command line this parser takes (an option
+    renamed or made required fails here, not in a user's shell)."""
+    import shlex
+
+    from sessiond.cli.examples import EXAMPLES
+
+    every = _every_command()
+    assert ("chat", "new") in every and ("serve", "invite") in every and ("service", "install") in every, every
+    missing = []
+    for argv in every:
+        text = _help(*argv)
+        tail = text.rsplit("\n\nexample", 1)
+        if len(tail) != 2 or f"sessiond {' '.join(argv)}" not in tail[1]:
+            missing.append(" ".join(argv))
+    assert not missing, f"commands whose --help ends with no example of themselves: {missing}"
+    # and the session id each takes says what it is, where it comes from (its line was a bare `id`)
+    bare = [" ".join(argv) for argv in every if re.search(r"^  id\s*$", _help(*argv), re.M)]
+    assert not bare, f"commands whose --help lists `id` with nothing said of it: {bare}"
+    assert set(EXAMPLES) == {" ".join(argv) for argv in every}, set(EXAMPLES) ^ {" ".join(a) for a in every}
+    for command, lines in EXAMPLES.items():
+        for line in lines:
+            words = shlex.split(line.split("sessiond ", 1)[1].split(" > ")[0].split(" < ")[0].split(")")[0])
+            assert words[: len(command.split())] == command.split(), line
+            build_parser().parse_args(words)  # (a usage error raises, naming the example's fault)

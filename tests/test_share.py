@@ -180,6 +180,8 @@ def test_passphrase_and_expiry(pair, tmp_path):
     bad.write_text("wrong wrong wrong\n")
     r = run_cli(b.home, "import", "--passphrase-file", str(bad), input=code)
     assert r.returncode == 1 and "wrong passphrase" in r.stderr
+    # and what to do: the code is whole (its checksum held), the passphrase is what to check, exactly as sent
+    assert "the code itself is whole" in r.stderr and "spaces and case count" in r.stderr, r.stderr
     assert session_count(b) == 0
     r = run_cli(b.home, "import", "--passphrase-file", str(pf), input=code)
     assert r.returncode == 0 and r.stdout.strip() == sid

@@ -9,8 +9,12 @@ by sync.py's."""
 from __future__ import annotations
 
 import argparse
+import shutil
+import textwrap
 from collections.abc import Callable
 from typing import Any
+
+from ..examples import epilog
 
 Command = Callable[[Any], int]
 
@@ -19,10 +23,11 @@ class Commands:
     """Where a command module adds its commands: every command gets the shared options (--home, --json)
     and runs its `fn` with the parsed arguments."""
 
-    def __init__(self, subparsers: Any, common: argparse.ArgumentParser, describe: bool = True):
+    def __init__(self, subparsers: Any, common: argparse.ArgumentParser, describe: bool = True, group: str = ""):
         self._subparsers = subparsers  # what argparse's add_subparsers() returned
         self._common = common
         self._describe = describe
+        self._group = group  # the command whose actions these are ("chat "), or ""
 
     def add(
         self, name: str, fn: Command | None, help: str, *, intermixed: bool = False, **kw: Any
@@ -31,6 +36,12 @@ class Commands:
         its optional positional may follow its options (cli/parser.py _Parser.intermixed)."""
         if self._describe:
             kw["description"] = help
+        examples = epilog(self._group + name)
+        if examples is not None:  # (its lines kept as written: a description wrapped here, as argparse would)
+            kw["epilog"] = examples
+            kw["formatter_class"] = argparse.RawDescriptionHelpFormatter
+            if "description" in kw:
+                kw["description"] = textwrap.fill(kw["description"], max(shutil.get_terminal_size().columns - 2, 40))
         p = self._subparsers.add_parser(name, parents=[self._common], help=help, **kw)
         p.set_defaults(fn=fn)
         if intermixed:
@@ -40,4 +51,5 @@ class Commands:
     def actions(self, parent: argparse.ArgumentParser, dest: str) -> Commands:
         """Second-level commands under `parent` (`sessiond chat new`); `dest` names the chosen action.
         Their --help shows their usage and options without a description (as always)."""
-        return Commands(parent.add_subparsers(dest=dest, metavar="ACTION"), self._common, describe=False)
+        group = parent.prog.split(" ", 1)[1] + " "  # ("sessiond chat" -> "chat ")
+        return Commands(parent.add_subparsers(dest=dest, metavar="ACTION"), self._common, describe=False, group=group)

@@ -17,6 +17,7 @@ from ...client.calls import new_idempotency_key
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError, fail, stdout_to_null
 from ..inputs import message_text
+from ..options import ID_HELP
 from ..output import calls_said, emit, for_home, safe
 from . import Commands
 
@@ -28,7 +29,7 @@ def register(commands: Commands) -> None:
         "ask the session's model: appends TEXT, prints the answer as it streams, records it",
         intermixed=True,  # (TEXT, which --again leaves out, after the options: `ask ID --json TEXT`)
     )
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--model", help="this model instead of the chat's or session's")
     p.add_argument("--provider", help="this provider (config.toml [providers.NAME]) instead of the session's")

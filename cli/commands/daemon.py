@@ -71,14 +71,14 @@ def register(commands: Commands) -> None:
         "--timeout",
         type=seconds,
         default=15.0,
-        help="seconds to wait for a clean stop before killing the daemon (default 15)",
+        help="seconds to wait for a clean stop before killing the daemon (default 15; s, m or h may follow: 1m)",
     )
     p = commands.add("status", cmd_status, "socket, pid, version, device id, counts and sync state")
     p.add_argument(
         "--timeout",
         type=positive_seconds,
         default=10.0,
-        help="seconds to wait for the daemon's answer before calling it stuck (default 10)",
+        help="seconds to wait for the daemon's answer before calling it stuck (default 10; s, m or h may follow: 30s)",
     )
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")
 

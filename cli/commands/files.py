@@ -15,6 +15,7 @@ from ..connect import client
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
 from ..llmdb import is_sqlite, read_logs_db
+from ..options import ID_HELP
 from ..output import emit, for_home, safe
 from ..progress import Progress
 from . import Commands
@@ -27,7 +28,7 @@ IMPORT_FORMATS = ["openai", "json", "chatgpt", "claude", "openwebui", "llm"]
 
 def register(commands: Commands) -> None:
     p = commands.add("export", cmd_export, "write a session as OpenAI chat messages, full JSON or Markdown")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--format", choices=["openai", "json", "markdown"], default="json")
     p.add_argument("--chat", help="(openai only) which chat; default: the current one")
     p.add_argument("-o", "--output", help="write to this file instead of standard output ('-': standard output)")

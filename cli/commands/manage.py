@@ -12,7 +12,7 @@ from ...client import ApiError
 from ..connect import client
 from ..errors import EXIT_ERROR, EXIT_USAGE, CliError, UsageError
 from ..inputs import read_json
-from ..options import NO_USER_HELP, counted, duration, user_or_none
+from ..options import ID_HELP, NO_USER_HELP, counted, duration, user_or_none
 from ..output import emit, for_home, idle_end_said, safe, table, when
 from . import Commands
 
@@ -22,37 +22,37 @@ if TYPE_CHECKING:
 
 def register(commands: Commands) -> None:
     p = commands.add("quota", cmd_quota, "tokens used, the quota and its warning level")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p = commands.add("context", cmd_context, "a chat's active context: tokens, budget, what is compacted")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--chat")
     p = commands.add(
         "compact", cmd_compact, "drop the oldest messages from a chat's active context (history keeps them)"
     )
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--chat")
     p.add_argument("--target-tokens", type=int, dest="target_tokens", help="keep at most this many tokens active")
     p = commands.add("uncompact", cmd_uncompact, "restore every compacted message of a chat to its context")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--chat")
     p = commands.add("clone", cmd_clone, "a new session with the same settings and initial context, no conversation")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--id", dest="new_id", help="the new session's id")
     p.add_argument("--name")
     p = commands.add("fork", cmd_fork, "a new session with the history up to a message")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--at", required=True, help="message id (see `sessiond log`)")
     p.add_argument("--id", dest="new_id", help="the new session's id")
     p.add_argument("--name")
     p = commands.add("checkpoint", cmd_checkpoint, "make a signed checkpoint of the conversation now")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p = commands.add("checkpoints", cmd_checkpoints, "list a session's checkpoints")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p = commands.add("verify-proof", cmd_verify_proof, "check checkpoint proofs (JSON file, or '-') against a session")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("proof")
     p = commands.add("stats", cmd_stats, "statistics of one session, one user, or the whole daemon")
-    p.add_argument("id", nargs="?")
+    p.add_argument("id", nargs="?", help="one session's, by its id (default: every session's)")
     p.add_argument("--user")
     p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
     p = commands.add("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")

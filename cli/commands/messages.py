@@ -11,14 +11,14 @@ from ...client import ApiError
 from ..connect import client
 from ..errors import UsageError
 from ..inputs import message_text
-from ..options import count
+from ..options import ID_HELP, count
 from ..output import calls_said, emit, safe, short, when
 from . import Commands, ask
 
 
 def register(commands: Commands) -> None:
     p = commands.add("add", cmd_add, "append a message", intermixed=True)
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--role", required=True, choices=["system", "user", "assistant", "tool"])
     p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--tokens", type=int, help="token count, if the app knows it")
@@ -62,7 +62,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--session", help="the models of the provider a question to this session goes to")
     p.add_argument("--chat", help="(with --session) that of this chat (id or name) instead of the current chat's")
     p = commands.add("log", cmd_log, "print a session's messages")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--chat", help="chat id or name (default: the current chat)")
     which.add_argument("--all", action="store_true", help="every chat, interleaved in order")

@@ -10,6 +10,7 @@ from ..connect import client, note_provider_not_here
 from ..errors import EXIT_USAGE, CliError
 from ..inputs import json_arg, prompt_text
 from ..options import (
+    ID_HELP,
     NO_USER_HELP,
     SESSION_UNSET,
     YEARS_10,
@@ -85,7 +86,7 @@ def register(commands: Commands) -> None:
         cmd_set,
         "change a session's name, prompt, model, settings, tags, metadata, preferences or expiry (--unset clears one)",
     )
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     _add_session_options(p, change=True)
     add_unset(p, SESSION_UNSET, "the session")
 
@@ -96,9 +97,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--tag")
     p.add_argument("--limit", type=count, default=1000, help="list at most this many (default 1000)")
     p = commands.add("show", cmd_show, "show one session")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p = commands.add("rm", cmd_rm, "delete a session (and its key) from this device")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument(
         "--force",
         action="store_true",
@@ -110,7 +111,7 @@ def register(commands: Commands) -> None:
         ("end", "end a session"),
     ):
         p = commands.add(action, _status_cmd(action), helptext)
-        p.add_argument("id")
+        p.add_argument("id", help=ID_HELP)
 
 
 def cmd_new(args) -> int:

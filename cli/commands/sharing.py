@@ -14,7 +14,7 @@ from ...client import ApiError
 from ..connect import client
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
-from ..options import YEARS_10, duration_in
+from ..options import ID_HELP, YEARS_10, duration_in
 from ..output import emit, for_home, safe, table, when
 from ..progress import Progress, StoreWaits
 from . import Commands
@@ -22,7 +22,7 @@ from . import Commands
 
 def register(commands: Commands) -> None:
     p = commands.add("share", cmd_share, "print a share code for a session (read-only unless --write)")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--write", action="store_true", help="let the importer add to the session too")
     p.add_argument(
         "--passphrase-file",
@@ -57,7 +57,7 @@ def register(commands: Commands) -> None:
     )
 
     p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument(
         "--drop",
         action="append",
@@ -73,9 +73,9 @@ def register(commands: Commands) -> None:
         "list a session's devices as this daemon knows them: writers, messages, and last seen: the time of its "
         "latest write held here, by its own clock (not when it last ran or pulled)",
     )
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p = commands.add("unshare", cmd_unshare, "end access to a session by a rekey: one device, or every other one")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument(
         "--device",
         metavar="D",

@@ -15,16 +15,17 @@ from . import Commands, sharing
 
 def register(commands: Commands) -> None:
     p = commands.add("sync", cmd_sync, "push (and pull) now")
-    p.add_argument("id", nargs="?")
+    p.add_argument("id", nargs="?", help="only this session, by its id (default: every one)")
     p.add_argument("--wait", action="store_true", help="wait until everything is pushed")
     p.add_argument(
         "--timeout",
         type=seconds_up_to(3600),
         default=60.0,
-        help="how long to wait for the daemon, in seconds from the command's start: 0 to 3600 (default 60)",
+        help="how long to wait for the daemon, in seconds from the command's start: 0 to 3600 (default 60; s, m or h "
+        "may follow: 5m)",
     )
     p = commands.add("verify", cmd_verify, "check the store's copy of each session against this device")
-    p.add_argument("id", nargs="?")
+    p.add_argument("id", nargs="?", help="only this session, by its id (default: every one)")
 
     sharing.register(commands)  # (here: their place in `sessiond --help`, between `verify` and `gc`)
     p = commands.add("gc", cmd_gc, "free store objects this device's logs no longer reference")
