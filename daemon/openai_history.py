@@ -138,12 +138,20 @@ def _notes_left_out(stored: dict) -> str | None:
     """A stored message's text without the lines noting its parts that are not text: those it names
     (PART_NOTES_KEY), else, recorded before they were named, the lines PART_NOTES holds. None if it has none."""
     lines = stored["content"].split("\n")
-    named = stored.get(PART_NOTES_KEY)
-    if isinstance(named, list):  # (another device's: only line numbers the text has)
-        notes = {n for n in named if type(n) is int and 0 <= n < len(lines)}
+    named = named_notes(stored.get(PART_NOTES_KEY), len(lines))
+    if named is not None:
+        notes = set(named)
     else:
         notes = {i for i, line in enumerate(lines) if line in _KNOWN_NOTES}
     return "\n".join(line for i, line in enumerate(lines) if i not in notes) if notes else None
+
+
+def named_notes(named, lines: int) -> list[int] | None:
+    """The lines a message's PART_NOTES_KEY names, as stored (another device's, a session file's: any value), that
+    its text has (`lines` of them), in order, once each; None if it is no list (the message names none)."""
+    if not isinstance(named, list):
+        return None
+    return sorted({n for n in named if type(n) is int and 0 <= n < lines})
 
 
 def _texts(parts: list) -> str:
