@@ -237,3 +237,14 @@ def test_a_session_exported_and_imported_back_keeps_which_lines_are_notes(served
     kept = _kept(c, new)
     assert kept[:3] == [("user", "see this\n[video_url]"), ("assistant", answer), ("user", "and now?")], kept
     assert len(kept) == 4, kept
+
+
+def test_a_users_own_image_line_is_content_in_a_message_this_daemon_recorded(served_openai):
+    """A line `[image]` of a user's own text (no image part sent: a string) was taken for a note all the same, as
+    in a message 0.37.0 recorded, which names no notes: the question edited in the app to leave the line out
+    matched the recorded one, and the edit was not recorded. A message recorded now names its notes, none there."""
+    d, _ = served_openai
+    c, sid, answer = _edited(d, "hello\n[image]", "hello")
+    kept = _kept(c, sid)
+    assert kept[:4] == [("user", "hello\n[image]"), ("assistant", answer), ("user", "hello"), ("assistant", answer)]
+    assert kept[4] == ("user", "and now?") and len(kept) == 6, kept
