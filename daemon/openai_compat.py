@@ -32,7 +32,7 @@ from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
 from . import openai_cut, toolcalls
 from .answering import AppWatch
-from .answers import Plan, end, left, pass_on, record_whole
+from .answers import Plan, end, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import (
     ANSWER_ONLY,
@@ -364,7 +364,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return await _failed(d, exc, plan, made)
         if watch.gone or watch.stopped:
             await ahead.drop()
-            return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
+            return await (openai_cut.answer_stopped if watch.stopped else openai_cut.answer_left)(d, plan, made)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = text_of(msg.get("content"))
@@ -420,7 +420,7 @@ async def _stream(
         raise
     if watch.gone or watch.stopped:
         await ahead.drop()
-        return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
+        return await (openai_cut.answer_stopped if watch.stopped else openai_cut.answer_left)(d, plan, made)
     resp = web.StreamResponse(
         status=200,
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},
@@ -436,7 +436,9 @@ async def _stream(
         return b"data: " + raw + b"\n\n"
 
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
-    if ended.gone:
+    if ended.gone:  # (a session this request made, nothing of the answer kept: deleted, as at the stop)
+        if made is not None and ended.stored is None:
+            await openai_cut.drop_made(d, plan.sid, made)
         return resp
     if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)
         dropped = made is not None and ended.stored is None and await openai_cut.drop_made(d, plan.sid, made)

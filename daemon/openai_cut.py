@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..storage.errors import SessiondError
 from .answering import STOP_CUT
+from .answers import left
 from .openai_names import SESSION_HEADER, named
 
 log = logging.getLogger("sessiond.openai")
@@ -61,6 +62,15 @@ async def answer_stopped(d, plan, made: int | None) -> web.Response:
     error = stopped(None, plan.sid if made is not None and not dropped else None, dropped=dropped)
     headers = {**named(None if dropped else plan.sid, plan.chat), "x-should-retry": "false"}
     return web.json_response({"error": error}, status=503, headers=headers)
+
+
+async def answer_left(d, plan, made: int | None) -> web.Response:
+    """The answer to an app gone before its model's answer (its SDK's timeout, whose retry is the same request with
+    no session's header: it never had the id), which nobody reads: a session this request made is deleted
+    (drop_made), so that the retries do not leave one holding the question alone each."""
+    if made is not None:
+        await drop_made(d, plan.sid, made)
+    return left(plan)
 
 
 async def drop_made(d, sid: str, made: int) -> bool:
