@@ -32,7 +32,7 @@ from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
 from . import openai_cut, toolcalls
 from .answering import AppWatch
-from .answers import Plan, end, left, pass_on, record_whole
+from .answers import Plan, end, pass_on, record_whole
 from .appkeys import DAEMON_KEY
 from .complete import (
     ANSWER_ONLY,
@@ -276,7 +276,10 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 "stream_options.include_usage must be true or false",
                 param="stream_options.include_usage",
             )
-        made = sid is None
+        # the session this request made (None: it named one): its lamport once the request's messages are recorded,
+        # with which its deletion checks that nothing else was written to it since (openai_cut.drop_made)
+        made: int | None = None
+        fresh = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
             if not model:
@@ -295,7 +298,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             # is matched against the history it ends, not after this request's messages
             await d.answering.settle(sid, request)
             await answering.enter_async_context(d.answering.under_way(sid, request))
-            if not made:
+            if not fresh:
                 # read as it is now: the answers it waited for counted, a delete or end under way over
                 # (storage/closing.py: gone, ended or revoked, the app told so, the provider not asked)
                 await d.ops.closing.settled(sid)
@@ -345,7 +348,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                             m["provider"] = p.name
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
-                    await d.db.append_messages(sid, new, chat_id, asked=True)
+                    stored = await d.db.append_messages(sid, new, chat_id, asked=True)
+                    made = stored[-1]["lamport"] if fresh else None
             except BaseException:
                 await ahead.drop()
                 raise
@@ -360,7 +364,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return await _failed(d, exc, plan, made)
         if watch.gone or watch.stopped:
             await ahead.drop()
-            return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
+            return await (openai_cut.answer_stopped if watch.stopped else openai_cut.answer_left)(d, plan, made)
         choices = data.get("choices") or [{}]
         msg = (choices[0] or {}).get("message") or {}
         text = text_of(msg.get("content"))
@@ -390,18 +394,17 @@ def _fits_a_chat(d, msgs: list[dict]) -> None:
         )
 
 
-async def _failed(d, exc: ProviderError, plan: Plan, made: bool) -> web.Response:
+async def _failed(d, exc: ProviderError, plan: Plan, made: int | None) -> web.Response:
     """A provider's failure before any answer. A session this request made is deleted, with the question it
     holds: its id would reach the app only in this error's header, which SDKs do not read, and each of their
-    retries (of a 429 or 5xx) would make another."""
-    if made:
-        await d.ops.delete_session(plan.sid)
+    retries (of a 429 or 5xx) would make another (kept if another app wrote to it meanwhile: drop_made)."""
+    if made is not None and await openai_cut.drop_made(d, plan.sid, made):
         return _from(exc, None)
     return _from(exc, plan.sid, plan.chat)
 
 
 async def _stream(
-    request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: bool
+    request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: int | None
 ) -> web.StreamResponse:
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     chunks = ahead.chunks
@@ -417,7 +420,7 @@ async def _stream(
         raise
     if watch.gone or watch.stopped:
         await ahead.drop()
-        return await openai_cut.answer_stopped(d, plan, made) if watch.stopped else left(plan)
+        return await (openai_cut.answer_stopped if watch.stopped else openai_cut.answer_left)(d, plan, made)
     resp = web.StreamResponse(
         status=200,
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **named(plan.sid, plan.chat)},
@@ -433,25 +436,27 @@ async def _stream(
         return b"data: " + raw + b"\n\n"
 
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
-    if ended.gone:
+    if ended.gone:  # (a session this request made, nothing of the answer kept: deleted, as at the stop)
+        if made is not None and ended.stored is None:
+            await openai_cut.drop_made(d, plan.sid, made)
         return resp
     if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)
-        dropped = made and ended.stored is None and await openai_cut.drop_made(d, plan.sid)
-        error = openai_cut.stopped(ended.stored, plan.sid if made and not dropped else None, dropped=dropped)
+        dropped = made is not None and ended.stored is None and await openai_cut.drop_made(d, plan.sid, made)
+        error = openai_cut.stopped(
+            ended.stored, plan.sid if made is not None and not dropped else None, dropped=dropped
+        )
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", min(idle_of(d), HANG_UP))
     elif ended.error is not None:  # mid-stream: the OpenAI SDKs raise an event carrying "error"
         dropped = False
         error = {"message": ended.error.message, "type": "api_error", "param": None, "code": ended.error.code}
         if isinstance(ended.error, ProviderError):  # (not a record refused: the session ended, went away)
-            if made and ended.stored is None:
+            if made is not None and ended.stored is None:
                 # nothing of the answer to keep: the session this request made is deleted, as on a failure
                 # before any answer (_failed), so that the app's retry, the same request without the session's
                 # header, makes one session holding its question once, none left holding it alone
-                await d.ops.delete_session(plan.sid)
-                made, dropped = False, True
-            error.update(
-                openai_cut.way_on(ended.error.message, ended.stored, plan.sid if made else None, dropped=dropped)
-            )
+                dropped = await openai_cut.drop_made(d, plan.sid, made)
+            kept = plan.sid if made is not None and not dropped else None
+            error.update(openai_cut.way_on(ended.error.message, ended.stored, kept, dropped=dropped))
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..storage.errors import SessiondError
 from .answering import STOP_CUT
+from .answers import left
 from .openai_names import SESSION_HEADER, named
 
 log = logging.getLogger("sessiond.openai")
@@ -52,25 +53,39 @@ def stopped(stored: dict | None, made: str | None, *, dropped: bool = False) -> 
     return {"message": fields.pop("message"), "type": "api_error", "param": None, "code": "stopping", **fields}
 
 
-async def answer_stopped(d, plan, made: bool) -> web.Response:
+async def answer_stopped(d, plan, made: int | None) -> web.Response:
     """The answer to an app whose model the daemon's stop stopped before its answer (nothing of it recorded, the
     question kept): 503 `stopping`, which the SDKs raise and, told so, do not retry against a daemon gone. A session
     this request made is deleted, with its question (`drop_made`), as on a provider's failure (openai_compat's
-    `_failed`)."""
-    dropped = made and await drop_made(d, plan.sid)
-    error = stopped(None, plan.sid if made and not dropped else None, dropped=dropped)
+    `_failed`). `made`: drop_made's."""
+    dropped = made is not None and await drop_made(d, plan.sid, made)
+    error = stopped(None, plan.sid if made is not None and not dropped else None, dropped=dropped)
     headers = {**named(None if dropped else plan.sid, plan.chat), "x-should-retry": "false"}
     return web.json_response({"error": error}, status=503, headers=headers)
 
 
-async def drop_made(d, sid: str) -> bool:
-    """Delete the session a request made (holding its question alone) at the daemon's stop, nothing of the answer
-    kept: the app's retry is the same request, as an SDK sends it (its own retry of a connection the stop closed,
-    too), without the session's header, which makes another; so one session holds the question once, none holds it
-    alone. Whether it was deleted (refused, it is kept, and named for the retry)."""
+async def answer_left(d, plan, made: int | None) -> web.Response:
+    """The answer to an app gone before its model's answer (its SDK's timeout, whose retry is the same request with
+    no session's header: it never had the id), which nobody reads: a session this request made is deleted
+    (drop_made), so that the retries do not leave one holding the question alone each."""
+    if made is not None:
+        await drop_made(d, plan.sid, made)
+    return left(plan)
+
+
+async def drop_made(d, sid: str, made: int) -> bool:
+    """Delete the session a request made (holding its question alone), nothing of the answer kept (the daemon's
+    stop, the provider's failure): the app's retry is the same request, as an SDK sends it (its own retry of a
+    connection the stop closed, too), without the session's header, which makes another; so one session holds the
+    question once, none holds it alone. Only if nothing was written to it since the request's messages (`made`,
+    their lamport) and it was not shared: its id is another app's once known (`sessiond ls`, a stream's header),
+    and what that app wrote there is not deleted with it. Whether it was deleted (if not, it is kept, and named for
+    the retry)."""
     try:
-        await d.ops.delete_session(sid)
+        deleted = await d.ops.delete_session(sid, unchanged_since=made)
     except SessiondError as exc:
-        log.warning("the session an OpenAI request made is kept at the stop: %s", exc.message, extra={"session": sid})
+        log.warning("the session an OpenAI request made is kept: %s", exc.message, extra={"session": sid})
         return False
-    return True
+    if deleted is False:
+        log.info("the session an OpenAI request made is kept: written to since", extra={"session": sid})
+    return deleted is not False

@@ -97,7 +97,8 @@ TEXT_LINES = "text_lines"
 MATCH_ONLY = (TEXT_ALONE, TEXT_LINES)
 # The lines of a message's text that note its parts that are not text (text_of: `[image]`), by number from 0, kept
 # with the message (its extra fields), so that only those, not a user's own line such as `[x]`, are left out when a
-# history is matched. A message recorded before they were kept (0.37.0) names none: there, only PART_NOTES' lines.
+# history is matched. A message recorded before they were kept (0.37.0) names none: there, only PART_NOTES' lines
+# (a message recorded since with such a line of the user's own names an empty list).
 PART_NOTES_KEY = "part_notes"
 # what a part that is not text is recorded as, in its place in the message's text: sessiond keeps text
 PART_NOTES = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
@@ -138,12 +139,20 @@ def _notes_left_out(stored: dict) -> str | None:
     """A stored message's text without the lines noting its parts that are not text: those it names
     (PART_NOTES_KEY), else, recorded before they were named, the lines PART_NOTES holds. None if it has none."""
     lines = stored["content"].split("\n")
-    named = stored.get(PART_NOTES_KEY)
-    if isinstance(named, list):  # (another device's: only line numbers the text has)
-        notes = {n for n in named if type(n) is int and 0 <= n < len(lines)}
+    named = named_notes(stored.get(PART_NOTES_KEY), len(lines))
+    if named is not None:
+        notes = set(named)
     else:
         notes = {i for i, line in enumerate(lines) if line in _KNOWN_NOTES}
     return "\n".join(line for i, line in enumerate(lines) if i not in notes) if notes else None
+
+
+def named_notes(named, lines: int) -> list[int] | None:
+    """The lines a message's PART_NOTES_KEY names, as stored (another device's, a session file's: any value), that
+    its text has (`lines` of them), in order, once each; None if it is no list (the message names none)."""
+    if not isinstance(named, list):
+        return None
+    return sorted({n for n in named if type(n) is int and 0 <= n < lines})
 
 
 def _texts(parts: list) -> str:
@@ -199,8 +208,11 @@ def _read_messages(body: dict) -> list[dict]:
             rec[TEXT_ALONE] = alone
         if isinstance(m.get("content"), list):  # (a string: the user's own text, matched as it is)
             rec[TEXT_LINES] = "\n".join(_text_parts(m["content"]))
-            if notes := part_notes(m["content"]):
-                rec[PART_NOTES_KEY] = notes
+        notes = part_notes(m.get("content"))
+        if notes or not _KNOWN_NOTES.isdisjoint(text.split("\n")):
+            # named, none too where a line of the user's own is one such as `[image]`: a message that names none
+            # is taken as 0.37.0 recorded it, where such a line is a note (_notes_left_out)
+            rec[PART_NOTES_KEY] = notes
         if m.get("name") is not None:  # stored as the API's append stores it; refused as it refuses it
             rec["name"] = v.message_name(m["name"], f"messages[{i}].name")
         if isinstance(m.get("tool_call_id"), str) and 0 < len(m["tool_call_id"]) <= 200:

@@ -11,6 +11,7 @@ from ..api.types import MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..storage.model import parse_message_id
+from .openai_history import PART_NOTES_KEY, named_notes
 
 STATUSES = ("active", "paused", "ended")
 
@@ -87,6 +88,13 @@ def answer(m: dict, where: str) -> dict:
                 raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {MAX_TOKENS}")
         out[k] = m[k]
     return out
+
+
+def part_notes(m: dict, content: str) -> dict:
+    """A message's `part_notes` in a session file (export writes them: the lines of its text that note its parts
+    that are not text), kept as a reader reads them: those its text has (openai_history.named_notes)."""
+    named = named_notes(m.get(PART_NOTES_KEY), content.count("\n") + 1)
+    return {} if named is None else {PART_NOTES_KEY: named}
 
 
 def proven(data: dict) -> bool:

@@ -403,6 +403,7 @@ class Sessions:
         keep_objects: bool | frozenset[bytes] = False,
         kept: dict | None = None,
         let_go: tuple[str, frozenset[bytes]] | None = None,
+        unchanged_since: int | None = None,
     ) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
@@ -415,7 +416,9 @@ class Sessions:
         own_log_frozen): all of them (True), or those of these hashes (what that slot pins: sync/gc.py
         kept_at_delete), and `kept` ({store, objects, why}) noted for `sessiond gc` to name (lifecycle.note_kept_in).
         `let_go` (a store's URL, hashes): objects of its log in that store noted as gc candidates (a session no
-        other device can read: sync/unshared.py). Whether it was deleted."""
+        other device can read: sync/unshared.py). `unchanged_since` (a lamport: a session an OpenAI request made, at
+        its question): only if nothing was written to it since, nor was it shared (WRITTEN_SINCE).
+        Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
             if shown:
@@ -423,6 +426,10 @@ class Sessions:
                 if idle_before is not None and last_activity(row) >= idle_before:
                     return False
                 if busy is not None and busy(sid):
+                    return False
+                if unchanged_since is not None and await tx.fetchone(
+                    WRITTEN_SINCE, (sid, unchanged_since) * 2 + (sid,)
+                ):
                     return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await drop_session_records(tx, sid, head_pk)
@@ -455,6 +462,15 @@ class Sessions:
             (t + most_set_back(),),  # (a stamp of this run judged before `t` after a step back)
         )
         return [{**dict(r), "last_activity": judged} for r in rows if (judged := last_activity(r)) < t]
+
+
+# What was written to a session after a lamport (a message, an operation: not a checkpoint the daemon made of what
+# was there), or its sharing (Sessions.delete's `unchanged_since`)
+WRITTEN_SINCE = (
+    "SELECT 1 FROM messages WHERE session_id=? AND lamport>?"
+    " UNION ALL SELECT 1 FROM ops WHERE session_id=? AND lamport>? AND kind<>'checkpoint.add'"
+    " UNION ALL SELECT 1 FROM remotes WHERE session_id=? LIMIT 1"
+)
 
 
 def case_twin_message(sid: str, twin: str) -> str:

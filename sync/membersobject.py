@@ -38,8 +38,9 @@ def seal_members(
     the new slot a rekey will write, its writers and `frozen` frozen logs (rekey.py measures it first)."""
     ct = seal_small(plain, key)
     if len(ct) > MEMBERS_MAX_BYTES:
-        # the way on the message names, in API terms (details.api): the writers listed, then some dropped
-        drop = f'GET {session_path(sid, "devices")}, then POST {session_path(sid, "rekey")} {{"drop": [DEVICE, ...]}}'
+        # the way on the message names, in API terms (details.api): the writers listed, then some dropped (the body
+        # JSON once DEVICE is filled in, as every way on's: more devices in the list as the app chooses)
+        drop = f'GET {session_path(sid, "devices")}, then POST {session_path(sid, "rekey")} {{"drop": [DEVICE]}}'
         cap = f"more than the {MEMBERS_MAX_BYTES >> 10} KiB a members list may be"
         if frozen is not None:
             raise ImportError_(

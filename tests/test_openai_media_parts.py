@@ -8,7 +8,7 @@ recorded (also as an older sessiond recorded it, the text alone): nothing is app
 
 from __future__ import annotations
 
-from conftest import openai_app
+from conftest import imported_back, openai_app
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
@@ -213,3 +213,38 @@ def test_several_text_parts_resent_with_the_images_left_out_still_match(served_o
     assert len(kept) == 4, kept
     [q, a] = c.messages(sid)["messages"][2:]  # the quota charged the new question and its answer, nothing again
     assert c.quota(sid)["tokens_used"] == used + q["tokens"] + a["tokens"] + a["usage"]["prompt_tokens"]
+
+
+def test_a_session_exported_and_imported_back_keeps_which_lines_are_notes(served_openai, tmp_path):
+    """`export` (json) left a message's `part_notes` out, and `import-file` of it had none: the imported session's
+    messages were as 0.37.0 recorded them, where only `[image]`, `[audio]` and `[file]` lines are notes. A note of
+    another kind (`[video_url]`, a part some providers take) was then the user's text: the app's history, sent to
+    the imported session with its video left out, matched no longer, and was appended again whole."""
+    d, _ = served_openai
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    video = {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}}
+    first = [{"role": "user", "content": [{"type": "text", "text": "see this"}, video]}]
+    answer = openai_app(d, sid).chat.completions.create(model="echo-1", messages=first).choices[0].message.content
+    new = imported_back(d.home, sid, tmp_path)
+    assert c.messages(new)["messages"][0].get("part_notes") == [1], c.messages(new)["messages"][0]
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "see this"}]},  # (the video left out)
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "and now?"},
+    ]
+    openai_app(d, new).chat.completions.create(model="echo-1", messages=history)
+    kept = _kept(c, new)
+    assert kept[:3] == [("user", "see this\n[video_url]"), ("assistant", answer), ("user", "and now?")], kept
+    assert len(kept) == 4, kept
+
+
+def test_a_users_own_image_line_is_content_in_a_message_this_daemon_recorded(served_openai):
+    """A line `[image]` of a user's own text (no image part sent: a string) was taken for a note all the same, as
+    in a message 0.37.0 recorded, which names no notes: the question edited in the app to leave the line out
+    matched the recorded one, and the edit was not recorded. A message recorded now names its notes, none there."""
+    d, _ = served_openai
+    c, sid, answer = _edited(d, "hello\n[image]", "hello")
+    kept = _kept(c, sid)
+    assert kept[:4] == [("user", "hello\n[image]"), ("assistant", answer), ("user", "hello"), ("assistant", answer)]
+    assert kept[4] == ("user", "and now?") and len(kept) == 6, kept

@@ -67,3 +67,28 @@ def test_a_provider_s_own_failure_is_left_to_the_sdk_s_retries(loop):
     answer = retrying_app(d).chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "q"}])
     assert answer.choices[0].message.content == "echo: q"
     assert len(p.requests) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_app_that_times_out_leaves_no_session_holding_its_question_alone(loop, stream):
+    """An app whose SDK times out while the model thinks (a reasoning model past the app's `timeout`) leaves, and
+    the SDK sends the same request again, twice, with no X-Sessiond-Session: the app never had the id of the session
+    its first try made (the answer's header), and each try made one, left holding the question alone (three
+    sessions for one question, none answered). As at the daemon's stop, the session a request made is deleted when
+    its app leaves before any of the answer."""
+    import time
+
+    d, p = loop
+    p.faults.held = True
+    app = retrying_app(d).with_options(timeout=1.0)
+    q = [{"role": "user", "content": "count"}]
+    try:
+        with pytest.raises(openai.APITimeoutError):
+            res = app.chat.completions.create(model="m", messages=q, stream=stream)
+            list(res) if stream else None
+        c, deadline = d.client(), time.monotonic() + 15
+        while (made := c.list_sessions()["sessions"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert made == [], [c.messages(s["id"])["messages"] for s in made]
+    finally:
+        p.resume.set()

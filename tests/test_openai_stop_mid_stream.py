@@ -51,11 +51,13 @@ def test_a_stop_mid_stream_tells_the_openai_app_what_was_kept(served_openai):
     assert err.body["retry"] == "the same request", err.body
 
 
-def _stopped_while_the_model_thinks(d, p, sid: str | None, stream: bool) -> Exception:
-    """An app's question "count" to session `sid` (None: none named), the daemon stopped while its model thinks
-    (held): the app's error."""
+def _stopped_while_the_model_thinks(
+    d, p, sid: str | None, stream: bool, meanwhile=None, question: str = "count"
+) -> Exception:
+    """An app's question ("count") to session `sid` (None: none named), the daemon stopped while its model thinks
+    (held), after `meanwhile()` if given: the app's error."""
     p.faults.held = True
-    q = [{"role": "user", "content": "count"}]
+    q = [{"role": "user", "content": question}]
     out: list = []
 
     def ask() -> None:
@@ -72,6 +74,8 @@ def _stopped_while_the_model_thinks(d, p, sid: str | None, stream: bool) -> Exce
         while not p.requests and time.monotonic() < deadline:  # the model asked: it thinks, held
             time.sleep(0.02)
         assert p.requests
+        if meanwhile is not None:
+            meanwhile()
         t0 = time.monotonic()
         res = run_cli(d.home, "stop")
         assert res.returncode == 0 and "killed" not in res.stdout + res.stderr, res
@@ -120,3 +124,49 @@ def test_a_stop_before_the_answer_keeps_no_session_the_request_made(served_opena
     openai_app(d, None).chat.completions.create(model="echo-1", messages=q)  # the same request, once it runs
     [s] = c.list_sessions()["sessions"]
     assert [m["role"] for m in c.messages(s["id"])["messages"]] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_keeps_the_session_a_request_made_once_another_wrote_to_it(served_openai, stream):
+    """The session a request made is another app's too once it knows its id (`sessiond ls`, the stream's header):
+    a note appended to it while the model thought was deleted with it at the stop, which also told the app that no
+    session was kept. Written to since the request's question, it is kept, and named for the retry."""
+    d, p = served_openai
+    c = d.client()
+
+    def note() -> None:
+        c.append(_made(c), "user", "a note of mine")
+
+    err = _stopped_while_the_model_thinks(d, p, None, stream, note)
+    assert isinstance(err, openai.APIStatusError) and err.status_code == 503 and err.code == "stopping", err
+    d.start()
+    [s] = c.list_sessions()["sessions"]
+    assert [m["content"] for m in c.messages(s["id"])["messages"]] == ["count", "a note of mine"]
+    assert s["id"] in err.message and "no session was kept" not in err.message, err.message
+
+
+def _made(c) -> str:
+    """The session an app's request made, once its question is recorded (while the model thinks)."""
+    deadline = time.monotonic() + 10
+    while not (made := c.list_sessions()["sessions"]) or not c.messages(made[0]["id"])["messages"]:
+        assert time.monotonic() < deadline, "the request's question never recorded"
+        time.sleep(0.02)
+    return made[0]["id"]
+
+
+def test_a_stop_deletes_the_session_a_request_made_past_a_checkpoint_mark(served_openai):
+    """A question long enough to pass the session's checkpoint interval has the daemon checkpoint the session
+    after it: that checkpoint is no write of another app, and the session the request made is deleted all the same."""
+    d, p = served_openai
+    c = d.client()
+
+    def checkpointed() -> None:
+        sid, deadline = _made(c), time.monotonic() + 10
+        while not c.checkpoints(sid)["checkpoints"]:
+            assert time.monotonic() < deadline, "no checkpoint made"
+            time.sleep(0.02)
+
+    err = _stopped_while_the_model_thinks(d, p, None, False, checkpointed, question="word " * 2000)
+    assert isinstance(err, openai.APIStatusError) and "no session was kept" in err.message, err
+    d.start()
+    assert c.list_sessions()["sessions"] == []

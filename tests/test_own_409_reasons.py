@@ -10,6 +10,7 @@ answers is listed in api/errors.py's CODES_409 and the README's errors, and thos
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import typing
@@ -196,6 +197,12 @@ def test_members_full_says_which_way_to_drop(given, reason):
     # an app that talks to the API has no CLI (the other 409s whose call mends them carry it so)
     [first, *more] = err.details["api"]
     assert first.startswith('GET /v1/sessions/s/devices, then POST /v1/sessions/s/rekey {"drop": [DEVICE'), first
+    # each request's body is JSON once its placeholders are filled in (README: DEVICE, a device's id), as every
+    # other way on's: `[DEVICE, ...]` was not, and an app that filled it in as told sent a body refused as not JSON
+    for step in (s for way in err.details["api"] for s in way.split(", then ")):
+        if "{" in step:
+            body = re.sub(r"\b(DEVICE|MESSAGE_ID)\b", '"x"', step[step.index("{") :])
+            assert isinstance(json.loads(body), dict), step
     if reason == "frozen_logs":
         assert more == ['POST /v1/sessions/s/fork {"at": MESSAGE_ID}'], more
     elif reason == "sealed_keys":
