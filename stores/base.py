@@ -22,6 +22,9 @@ from .registry import RegistryEntry
 
 MAX_OBJECT_SIZE = 1 << 20  # every stored object is at most 1 MiB (so it is also a valid raw IPFS block)
 PUT_CONCURRENCY = 4  # Store.put_many's default: at most this many put() calls in flight
+# a network store's cap on its polled requests (head reads), a second (stores/http.py's RateCap); here, not in
+# http.py, so that what reads the default (stores/config.py, and so the CLI) does not import aiohttp
+DEFAULT_MAX_REQUESTS_PER_SECOND = 20.0
 
 
 class StoreError(Exception):

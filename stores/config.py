@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from ..storage.redact import hide_everywhere, shown_url, url_secrets
-from .base import Store, StoreError
+from .base import DEFAULT_MAX_REQUESTS_PER_SECOND, Store, StoreError
 from .file import FileStore
-from .http import DEFAULT_MAX_REQUESTS_PER_SECOND
 
 NETWORK_SCHEMES = (
     "s5+http",

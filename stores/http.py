@@ -28,7 +28,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..storage.clock import wait_said, wall
 from ..storage.redact import hide_everywhere, scrub_text, shown_url, url_secrets
-from .base import StoreError
+from .base import DEFAULT_MAX_REQUESTS_PER_SECOND, StoreError
 from .bounded import UNDER_WAY, Arriving, timed_out
 from .errors import (
     RELAY_INVITE,
@@ -124,9 +124,6 @@ def _http_date(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return (when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)).timestamp()
-
-
-DEFAULT_MAX_REQUESTS_PER_SECOND = 20.0
 
 
 class RateCap:

@@ -123,6 +123,9 @@ def serve(path: str) -> dict | None:
     sel.register(listener, selectors.EVENT_READ, None)
     sel.register(sys.stdin, selectors.EVENT_READ, "parent")  # closed when the suite's process ends
     children: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (connection, pid)
+    # tests/tools/cpu_per_file.py: each child's CPU at its end, with its arguments, appended to this file
+    log_rusage = os.environ.get("FORKSERVER_RUSAGE_LOG")
+    req_args: dict[int, list[str]] = {}  # pid -> its arguments (log_rusage only)
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # (found once: each child calls it, _die_with)
     print("ready", flush=True)
     while True:
@@ -156,6 +159,8 @@ def serve(path: str) -> dict | None:
                     os.close(fd)
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = (conn, pid)
+                if log_rusage:
+                    req_args[pid] = req["args"]
                 sel.register(pidfd, selectors.EVENT_READ, "child")
                 conn.settimeout(None)
                 conn.sendall(f"{pid}\n".encode())
@@ -164,12 +169,21 @@ def serve(path: str) -> dict | None:
                 conn, pid = children.pop(pidfd)
                 sel.unregister(pidfd)
                 os.close(pidfd)
-                _, status = os.waitpid(pid, 0)
+                _, status, usage = os.wait4(pid, 0)
+                if log_rusage:
+                    _log_rusage(log_rusage, req_args.pop(pid, []), usage)
                 try:
                     conn.sendall(f"{status}\n".encode())
                 except OSError:
                     pass
                 conn.close()
+
+
+def _log_rusage(path: str, args: list[str], usage) -> None:
+    """One line of JSON: a child's arguments (the command's first two words) and its CPU."""
+    line = json.dumps({"args": args[:2], "user": usage.ru_utime, "sys": usage.ru_stime})
+    with open(path, "a") as f:
+        f.write(line + "\n")
 
 
 def zygote_main(path: str) -> None:

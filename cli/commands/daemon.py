@@ -9,9 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...api.meta import Status
 from ...client import Client, ClientError, DaemonNotRunning, UnsafeSocket
 from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
@@ -22,6 +21,9 @@ from ..options import positive_seconds, seconds
 from ..output import emit, for_home, safe, short, table, when
 from ..startfail import end_failed, not_started, start_failure, unwritable
 from . import Commands
+
+if TYPE_CHECKING:  # (the model needs pydantic, which a command need not import: ~0.1 s of every CLI call's start)
+    from ...api.meta import Status
 
 MAX_STORE_BYTES = 32768  # the store URL(s) `start` hands its daemon through a pipe (its buffer holds 64 KiB)
 STORE_FILE_HELP = (
