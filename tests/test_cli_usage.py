@@ -623,3 +623,15 @@ def test_a_store_url_a_scheme_off_with_a_secret_mistyped_into_its_host_is_not_ec
         if not url.startswith("file"):
             assert "s5+http" in message and "HOST" in message and "'%'" in message, (url, message)
     assert not os.path.exists(home)
+
+
+def test_a_timeout_too_long_for_a_socket_is_a_usage_error(tmp_path):
+    """`status --timeout 300000000h` (or 1000000000000, seconds) was taken, a finite number, and ended in
+    OverflowError's traceback when the client set it on the socket ("timestamp out of range for platform
+    time_t"): a wait is taken up to 10 years, as every duration is, and past it refused as a usage error."""
+    home = str(tmp_path / "h")
+    for argv in (["status", "--timeout", "300000000h"], ["status", "--timeout", "1000000000000"]):
+        message = _usage(run_cli(home, *argv, "--json"))
+        assert "--timeout" in message and "10 years" in message, message
+    message = _usage(run_cli(home, "stop", "--timeout", "100000000000", "--json"))
+    assert "--timeout" in message and "10 years" in message, message
