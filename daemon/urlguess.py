@@ -36,10 +36,14 @@ HIDES_SECRET = (
 
 
 def file_url_meant(netloc: str, path: str) -> str:
-    """What `file://NETLOC/PATH` was meant to be: the absolute folder a slash short, or one relative to here. Not
+    """What `file://NETLOC/PATH` was meant to be: the absolute folder a slash short, or one relative to here, or one
+    under the home (`file://~/shared`). Not
     for a NETLOC with a user part (`USER:PASSWORD@HOST`: no folder a slash short, and its password not quoted)."""
     if "@" in netloc or host_hides_secret("file://" + netloc):
         return "a file URL takes no user or password (not quoted here): give file:///path/to/folder"
+    if netloc.startswith("~") and (home := os.path.expanduser(netloc + path)) != netloc + path:
+        # (`file://~/shared`: the home's folder, as a shell takes ~/shared; was named as /~/shared or CWD/~/shared)
+        return f"did you mean file://{home}? (a URL's path takes no ~: the folder under the home, written whole)"
     absolute = "file:///" + (netloc + path).lstrip("/")
     here = "file://" + os.path.abspath(netloc + path)
     return f"did you mean {absolute}? (a folder relative to here: {here})"

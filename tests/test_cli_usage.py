@@ -635,3 +635,14 @@ def test_a_timeout_too_long_for_a_socket_is_a_usage_error(tmp_path):
         assert "--timeout" in message and "10 years" in message, message
     message = _usage(run_cli(home, "stop", "--timeout", "100000000000", "--json"))
     assert "--timeout" in message and "10 years" in message, message
+
+
+def test_a_file_store_url_of_a_folder_under_home_a_slash_short_names_that_folder(tmp_path):
+    """`--store file://~/shared` (the home's folder, as a shell takes `~/shared`) was named back as file:///~/shared, a
+    folder named `~` at the root, or as CWD/~/shared, a folder named `~` where the user stood: neither the one meant,
+    and each made there once copied. The guess names the folder under the user's home."""
+    home, user = str(tmp_path / "h"), str(tmp_path / "user")
+    message = _usage(run_cli(home, "start", "--store", "file://~/shared", "--json", env={"HOME": user}))
+    assert f"did you mean file://{user}/shared?" in message, message
+    assert "~/shared" not in message.replace("'file://~/shared'", ""), message  # (the URL as typed, quoted only)
+    assert not os.path.exists(home)
