@@ -111,18 +111,24 @@ def _wait(text: str) -> float:
 
 
 def seconds(text: str) -> float:
-    """A wait in seconds: a finite number, 0 or more (or one with its unit: 30s, 2m)."""
+    """A wait in seconds: a finite number, 0 or more, 10 years at most (or one with its unit: 30s, 2m). (More: a
+    socket's timeout past the platform's time_t, OverflowError's traceback at the client's first call.)"""
     value = _wait(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (0 or more, {WAIT_EXAMPLES})")
+    if not math.isfinite(value) or not 0 <= value <= YEARS_10:
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds: {text!r} (0 or more, 10 years at most, {WAIT_EXAMPLES})"
+        )
     return value
 
 
 def positive_seconds(text: str) -> float:
-    """A wait in seconds that must be some wait: a finite number more than 0 (or one with its unit)."""
+    """A wait in seconds that must be some wait: a finite number more than 0, 10 years at most (or one with its
+    unit)."""
     value = _wait(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds more than 0: {text!r} ({WAIT_EXAMPLES})")
+    if not math.isfinite(value) or not 0 < value <= YEARS_10:
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds more than 0: {text!r} (10 years at most, {WAIT_EXAMPLES})"
+        )
     return value
 
 

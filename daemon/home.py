@@ -22,7 +22,7 @@ from ..api.locate import (
     socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
 from .provider_config import check_providers
-from .urlguess import SCHEMES_SAID, file_url_meant, network_url_meant
+from .urlguess import HIDES_SECRET, file_url_meant, host_hides_secret, unsupported_scheme
 
 
 def normalize_store_url(url: str) -> str:
@@ -38,8 +38,9 @@ def normalize_store_url(url: str) -> str:
     except ValueError as exc:
         raise HomeError(f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]") from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        shown = "" if "@" in parsed.netloc or host_hides_secret(url) else f" {url!r}"
         raise HomeError(
-            f"store URL {url!r}: a file store is file:///absolute/path (the part after file:// is taken as a host"
+            f"store URL{shown}: a file store is file:///absolute/path (the part after file:// is taken as a host"
             f" name); {file_url_meant(parsed.netloc, parsed.path)}"
         )
     if parsed.scheme in ("", "file"):
@@ -61,27 +62,21 @@ def normalize_store_url(url: str) -> str:
             raise HomeError(f"store URL {shown_url(url)!r} has no host")
         _check_host(parsed.scheme, url)
         return url.rstrip("/")
-    raise HomeError(
-        f"unsupported store URL scheme {parsed.scheme!r} in {shown_url(url)!r}{network_url_meant(url)}: use "
-        + SCHEMES_SAID
-    )
+    raise HomeError(unsupported_scheme(url))
 
 
 def _check_host(scheme: str, url: str) -> None:
     """Refuse a network store URL whose host holds a '%' or a space (a bracketed IPv6 literal's zone,
     `[fe80::1%25eth0]`, excepted): no host name does, and it is an invite or a password mistyped (its '@'
     written %40, or a space for it), which leaves no userinfo, so the whole of it would be taken, and shown,
-    as the host. The refusal quotes nothing of the host, which would be that secret."""
-    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
-    host = authority.rpartition("@")[2]
-    if (not host.startswith("[") and "%" in host) or any(c.isspace() for c in host):
+    as the host (urlguess.host_hides_secret). The refusal quotes nothing of the host, which would be that secret."""
+    if host_hides_secret(url):
         # the way on names the user part's place without a scheme before it: every message is shown through
         # scrub_text, which hides a URL's user part, and would show `[INVITE@]HOST` as `***@]HOST`
         who, secret = ("an invite", "INVITE") if scheme.startswith("s5") else ("a user and password", "USER:PASSWORD")
         raise HomeError(
-            f"the {scheme}:// store URL's host holds a '%' or a space, which no host name does (not quoted here: it "
-            f"may be an invite or a password mistyped, its '@' written %40 or left out); give {scheme}://HOST[:PORT], "
-            f"{who} put before its host as the URL's user part ({secret}@HOST[:PORT])"
+            f"the {scheme}:// store URL's {HIDES_SECRET}; give {scheme}://HOST[:PORT], {who} put before its host as"
+            f" the URL's user part ({secret}@HOST[:PORT])"
         )
 
 

@@ -1,11 +1,13 @@
 """The store URL a mistyped one most likely meant, for the refusal of it (daemon/home.py normalize_store_url):
 a file URL a slash short (`file://tmp/shared`: `tmp` read as a host), and a relay's or a portal's address given as
 a browser takes it (`http://HOST:5050`) or with the network alone (`s5://HOST`). Every URL it names is shown with
-its credentials hidden (storage/redact.py)."""
+its credentials hidden (storage/redact.py); one whose host holds a secret mistyped (`host_hides_secret`), and a
+file URL with a user part, quoted nowhere, its shape named instead."""
 
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlparse
 
 from ..storage.redact import shown_url
@@ -18,18 +20,48 @@ SCHEMES_SAID = (
 )
 
 
+def host_hides_secret(url: str) -> bool:
+    """Whether `url`'s host holds a '%' or a space (a bracketed IPv6 literal's zone, `[fe80::1%25eth0]`, excepted):
+    no host name does, and it is an invite or a password mistyped (its '@' written %40, or a space for it), which
+    leaves no userinfo, so that the whole of it is taken, and would be shown, as the host."""
+    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+    host = authority.rpartition("@")[2]
+    return (not host.startswith("[") and "%" in host) or any(c.isspace() for c in host)
+
+
+HIDES_SECRET = (
+    "host holds a '%' or a space, which no host name does (not quoted here: it may be an invite or a password"
+    " mistyped, its '@' written %40 or left out)"
+)
+
+
 def file_url_meant(netloc: str, path: str) -> str:
-    """What `file://NETLOC/PATH` was meant to be: the absolute folder a slash short, or one relative to here."""
+    """What `file://NETLOC/PATH` was meant to be: the absolute folder a slash short, or one relative to here, or one
+    under the home (`file://~/shared`). Not
+    for a NETLOC with a user part (`USER:PASSWORD@HOST`: no folder a slash short, and its password not quoted)."""
+    if "@" in netloc or host_hides_secret("file://" + netloc):
+        return "a file URL takes no user or password (not quoted here): give file:///path/to/folder"
+    if netloc.startswith("~") and (home := os.path.expanduser(netloc + path)) != netloc + path:
+        # (`file://~/shared`: the home's folder, as a shell takes ~/shared; was named as /~/shared or CWD/~/shared)
+        return f"did you mean file://{home}? (a URL's path takes no ~: the folder under the home, written whole)"
     absolute = "file:///" + (netloc + path).lstrip("/")
     here = "file://" + os.path.abspath(netloc + path)
     return f"did you mean {absolute}? (a folder relative to here: {here})"
 
 
+def unsupported_scheme(url: str) -> str:
+    """The refusal of a store URL of a scheme no store has: the URL (credentials hidden), the one most likely meant,
+    and the schemes. One whose host hides a secret (host_hides_secret) quoted nowhere: its shape named instead."""
+    scheme = urlparse(url).scheme
+    what = f", and its {HIDES_SECRET}" if host_hides_secret(url) else f" in {shown_url(url)!r}"
+    return f"unsupported store URL scheme {scheme!r}{what}{network_url_meant(url)}: use {SCHEMES_SAID}"
+
+
 def network_url_meant(url: str) -> str:
     """The store URL a network address with a scheme no store has most likely meant, as `; did you mean URL?`
-    ('' for a scheme that is no such slip)."""
+    ('' for a scheme that is no such slip); HOST[:PORT] in place of a host that hides a secret."""
     parsed = urlparse(url)
-    rest = shown_url(url).split("://", 1)[-1]
+    rest = "HOST:PORT" if host_hides_secret(url) else shown_url(url).split("://", 1)[-1]
     if parsed.scheme in ("http", "https"):
         kubo = parsed.scheme == "http" and parsed.port == KUBO_RPC_PORT
         first, other = ("ipfs+http", "s5+http") if kubo else (f"s5+{parsed.scheme}", "ipfs+http")

@@ -13,7 +13,8 @@ it stopped, whatever they took: an author pushing as fast as a pull reads stops 
 walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull, and the
 chain down from one manifest does not change (but for its older manifests freed: no claim found there then either),
 so a pull while the author's head stands reads that manifest only; not a walk that ended short of where one kept as
-finding the claim began (a manifest missing for a while), which keeps that row too. Read-only but for `kept`: a
+finding the claim began (a manifest missing for a while), which keeps that row too, and whose end the next walk
+from the same head asks for first (`_SHORT`: read again only once that manifest is back). Read-only but for `kept`: a
 pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once a
 pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so that
 the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with many
@@ -23,6 +24,7 @@ walk of its session begins or its keys switch, and `under_way` names only the wa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -31,12 +33,13 @@ from dataclasses import dataclass
 from blake3 import blake3
 
 from ..storage.claimswalks import ClaimsWalks
-from ..stores import Store
+from ..stores import Store, StoreError, check_object
 from ..stores.cid import CIDV1_RAW_BLAKE3
+from ..stores.errors import failing
 from . import dagcbor
 from .bounded import LRU
-from .errors import ImportError_
-from .fetch import walk_manifests
+from .errors import ImportError_, store_failed
+from .fetch import ManifestSealed, walk_manifests
 from .manifest import CLAIMS_KEPT, Manifest
 
 # an author's older manifests read for a claim of a notice its current one no longer keeps, at most
@@ -44,6 +47,9 @@ CLAIMS_WALK = 1000
 # seconds one call (one pull's check of the notice) walks at most; at least one manifest past where the last stopped
 WALK_SECONDS = 2.0
 _WALKED: LRU[tuple, bool] = LRU(256)
+# a walk from a head that ended at a manifest it could not read, short of where one kept as finding the claim began
+# (_WALKED's key -> that manifest's hash): the next from the same head reads whether that one is back, not the rest
+_SHORT: LRU[tuple, bytes] = LRU(256)
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,8 @@ async def claimed_before(
     read = fresh = 0  # manifests down from the head; read by this call past those read before
     start: tuple[bytes, int] | None = None
     found = decided = False  # (decided: by a claim of the slot met, not the chain's end)
+    below: bytes | None = None  # the manifest the walk reads next, once past the head's
+    gone: bytes | None = None  # the one it could not read (missing or damaged), where it ended
     try:
         while True:
             walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=CLAIMS_WALK - read, start=start)
@@ -207,6 +215,10 @@ async def claimed_before(
                         walked, top = (slot, mhash), mhash
                         if (known := _WALKED.get(walked)) is not None:
                             return known
+                        if (gone := _SHORT.get(walked)) is not None:
+                            if not await _back(store, gone, timeout):
+                                return False
+                            _SHORT.pop(walked)
                     met = _met(cuts, mhash)
                     if met is None:
                         if fresh and time.monotonic() >= deadline:
@@ -231,11 +243,11 @@ async def claimed_before(
                                 found = not any(o in after for o in man.claims[: i + 1])
                             decided = True
                             break
-                        after = man.claims
+                        after, below = man.claims, _below(man)
                         # the manifest next down, where a walk kept began, met as surely as read: this one's prev link
                         # vouches for it, and the author's gc may have freed it since its head moved on (was: the walk
                         # ended there, at a manifest gone, and refused the notice what it found before was kept for)
-                        if (met := _met(cuts, _below(man))) is None:
+                        if (met := _met(cuts, below)) is None:
                             continue
                     # where a walk cut short began: on from where it stopped
                     cut, cuts = cuts[met], cuts[met + 1 :]
@@ -243,6 +255,7 @@ async def claimed_before(
                         found = cut.found
                         break
                     start, after, read = cut.at, cut.after, read + cut.read
+                    below = cut.at[0]
                     fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
                     break
             if start is None:
@@ -250,6 +263,8 @@ async def claimed_before(
     except ImportError_ as exc:  # (ManifestSealed too: older than every key here)
         if exc.kind == "store":
             raise
+        if not isinstance(exc, ManifestSealed):  # (a sealed one stays so under these keys: the chain's end)
+            gone = below
     finally:
         if progress is not None:  # (ended, however: the bar closes)
             progress(CLAIMS_WALK, CLAIMS_WALK)
@@ -269,6 +284,24 @@ async def claimed_before(
         # (None found: dropped, walked again after a restart, as a head moved since is: a manifest missing for a
         # while, on a store catching up, refuses no notice for good.)
         await (kept.put(sid, wid, _encoded(unmet)) if unmet else kept.drop(sid, wid))
-    if walked is not None and not unmet:
-        _WALKED[walked] = found
+    if walked is not None:
+        # a walk short of what was found, ended at a manifest it could not read: the next from this head asks whether
+        # that one is back first (was: every pull walked again all the manifests down to it, its row written again)
+        if unmet and gone is not None:
+            _SHORT[walked] = gone
+        else:  # (ended at the chain's own end: as a walk that decided, the same from this head whatever follows)
+            _WALKED[walked] = found
     return found
+
+
+async def _back(store: Store, mhash: bytes, timeout: float) -> bool:
+    """Whether the manifest `mhash`, which a walk from the same head could not read, is back in `store` (a store
+    catching up): a store that fails fails it, as the walk would."""
+    try:
+        async with asyncio.timeout(timeout):
+            check_object(mhash, await store.get(mhash))
+    except (TimeoutError, StoreError, OSError) as exc:  # (missing or damaged still: not back)
+        if failing(exc):
+            raise store_failed(exc, store.url) from None
+        return False
+    return True

@@ -600,3 +600,49 @@ def test_a_file_option_that_cannot_be_read_is_named_by_its_option(daemon, tmp_pa
         message = _usage(run_cli(daemon.home, *argv, "--json"))
         assert message.startswith(f"{option} {missing}: cannot read it: No such file or directory"), message
     assert cli_json(daemon.home, "shares")["shares"] == []
+
+
+def test_a_store_url_a_scheme_off_with_a_secret_mistyped_into_its_host_is_not_echoed(tmp_path):
+    """`--store http://INVITE%40relay.example:5050` (the relay's address as a browser takes it, its invite's '@'
+    written %40) or `s5://INVITE RELAY` (a space for it): no userinfo is left, the invite is read as the host, and
+    the refusal of the scheme quoted the URL and named the URL meant twice over, the invite in full each time (a
+    network scheme's URL so mistyped is refused quoting nothing of its host). And `file://USER:PASSWORD@HOST/x`
+    named `file:///USER:PASSWORD@HOST/x` as the folder meant, the password in clear. Neither is quoted; the way on
+    names the URL's shape."""
+    home = str(tmp_path / "h")
+    secret = "inv_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
+    for url in (
+        f"http://{secret}%40relay.example:5050",
+        f"https://{secret}%40portal.example",
+        f"s5://{secret} relay.example",
+        f"file://alice:{secret}@nas.example/sessions",
+    ):
+        res = run_cli(home, "start", "--store", url, "--json")
+        message = _usage(res)
+        assert secret not in res.stdout + res.stderr, (url, message)
+        if not url.startswith("file"):
+            assert "s5+http" in message and "HOST" in message and "'%'" in message, (url, message)
+    assert not os.path.exists(home)
+
+
+def test_a_timeout_too_long_for_a_socket_is_a_usage_error(tmp_path):
+    """`status --timeout 300000000h` (or 1000000000000, seconds) was taken, a finite number, and ended in
+    OverflowError's traceback when the client set it on the socket ("timestamp out of range for platform
+    time_t"): a wait is taken up to 10 years, as every duration is, and past it refused as a usage error."""
+    home = str(tmp_path / "h")
+    for argv in (["status", "--timeout", "300000000h"], ["status", "--timeout", "1000000000000"]):
+        message = _usage(run_cli(home, *argv, "--json"))
+        assert "--timeout" in message and "10 years" in message, message
+    message = _usage(run_cli(home, "stop", "--timeout", "100000000000", "--json"))
+    assert "--timeout" in message and "10 years" in message, message
+
+
+def test_a_file_store_url_of_a_folder_under_home_a_slash_short_names_that_folder(tmp_path):
+    """`--store file://~/shared` (the home's folder, as a shell takes `~/shared`) was named back as file:///~/shared, a
+    folder named `~` at the root, or as CWD/~/shared, a folder named `~` where the user stood: neither the one meant,
+    and each made there once copied. The guess names the folder under the user's home."""
+    home, user = str(tmp_path / "h"), str(tmp_path / "user")
+    message = _usage(run_cli(home, "start", "--store", "file://~/shared", "--json", env={"HOME": user}))
+    assert f"did you mean file://{user}/shared?" in message, message
+    assert "~/shared" not in message.replace("'file://~/shared'", ""), message  # (the URL as typed, quoted only)
+    assert not os.path.exists(home)

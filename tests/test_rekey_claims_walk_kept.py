@@ -28,7 +28,7 @@ async def _walks(db: Database) -> list[tuple]:
 
 def _forget_the_process() -> None:
     """What a restart loses: the walks kept in this process's memory."""
-    for kept in (rekeywalk._CUT, rekeywalk._WALKED):
+    for kept in (rekeywalk._CUT, rekeywalk._WALKED, rekeywalk._SHORT):
         for k in kept.held():
             kept.pop(k)
 

@@ -15,6 +15,7 @@ import os
 import pytest
 from blake3 import blake3
 
+from devices import count_gets
 from sessiond.stores import FileStore
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor, rekeywalk
@@ -155,3 +156,34 @@ async def test_a_walk_found_is_kept_through_a_walk_that_did_not_reach_it(devices
         await b.pull(sid)
     # main: the row dropped by the walk that ended at the manifest missing; walked again, refused for good
     assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_a_walk_that_cannot_reach_what_was_found_is_not_walked_again_at_every_pull(devices, monkeypatch):
+    """What B's walk found is kept; A writes on and its gc frees the manifest the walk began at and the one after
+    (its prev link naming it) too: the walk from A's head ends at the first manifest gone, short of it. It keeps the
+    row (the manifest may be back: a store catching up) and cached nothing, so that every pull of the session, while
+    A's head stood, walked again every manifest down from it to the one gone (up to WALK_SECONDS of the store's reads
+    a pull, for each session so; a DB write each time too): a pull from the same head reads only whether the
+    manifest gone is back."""
+    out = 2
+    a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk unreachable", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
+    for _ in range(8):  # A writes on: its head eight manifests past where B's walk began
+        await _claims_pushed(devices, sid, claims)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 12)
+    await a.stop()
+    b = await _reopened_b(devices)
+    await store.free(chain[6:])  # (A's gc: where B's walk began, the one after it, and more)
+    walked: list[int] = []
+    for _ in range(3):
+        gets = count_gets(await b.ctx.store_for(sid))
+        with pytest.raises(ImportError_) as err:
+            await b.pull(sid)
+        assert err.value.kind == "rekey_unconfirmed", err.value
+        walked.append(len([h for h in gets if h in chain[1:6]]))
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert len(await _walks(devices.dbb)) == 1  # (still kept: the manifests gone may be back)
+    # main: [5, 5, 5], the same five manifests read again at every pull
+    assert walked[0] == 5 and walked[1:] == [0, 0], walked
