@@ -19,7 +19,7 @@ from sessiond.sync.engine import Syncer
 from sessiond.sync.errors import ImportError_
 from sessiond.sync.fetch import walk_manifests
 from sessiond.sync.manifest import CLAIMS_KEPT
-from test_rekey_claims_walk import _aged_out, _slot_served_with
+from test_rekey_claims_walk import AUTHOR_QUIET, _aged_out, _slot_served_with
 
 
 async def _walks(db: Database) -> list[tuple]:
@@ -89,7 +89,7 @@ async def test_a_real_daemon_restarted_goes_on_with_the_walk(devices, make_daemo
     monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
     proc = make_daemon("file://" + devices.store_path)
     os.makedirs(proc.home, mode=0o700)
-    a, _b = await devices.open()
+    a, _b = await devices.open(a=AUTHOR_QUIET)  # (A pulls only when asked: test_rekey_claims_walk.py)
     await devices.b.stop()
     await devices.dbb.close()
     devices.syncers.remove(devices.b)
