@@ -61,11 +61,12 @@ async def drop_mend(tx: Any, sid: str) -> None:
 
 class HeadMends:
     """A head of this device's a sync's repair found its store serving rolled back or forged (sync/lostlog.py), by
-    session: {store, how, published, served} as doctor says it, and `again`: whether a push is still to publish the
-    head anew over the objects the store holds (head_only). Kept in `meta` (no migration: a few rows at most), not
-    the daemon's memory alone: a daemon started again after a kill between the finding and that push publishes the
-    head still, and doctor still warns, until a sync's check finds the store holding the log whole. The row of a
-    session deleted since is dropped when they are read (at the start)."""
+    session: {store, how, published, served} as doctor says it, `again`: whether a push is still to publish the
+    head anew over the objects the store holds (head_only), and `deferred` while the checks since left a store
+    unchecked (sync/lostlog.py: doctor says so, after a restart too). Kept in `meta` (no migration: a few rows at
+    most), not the daemon's memory alone: a daemon started again after a kill between the finding and that push
+    publishes the head still, and doctor still warns, until a sync's check finds the store holding the log whole.
+    The row of a session deleted since is dropped when they are read (at the start)."""
 
     def __init__(self, c: Connections):
         self.c = c

@@ -74,12 +74,11 @@ class SyncContext:
     repair: set[str] = field(default_factory=set)  # sessions whose log verify found incomplete in the store
     # per session: this device's head found served rolled back or forged by its store, and published again by a
     # sync's repair (sync/lostlog.py: {store, how, published, served}); doctor warns of it until a sync's check
-    # finds the store holding the log whole
+    # finds the store holding the log whole. `deferred` in one: the last sync checks left a store unchecked
+    # ({store, why, checks, at}: a mirror's store with a write under way or writes in its outbox, or a store not
+    # answering), which doctor says as such: the warning kept because the store was not looked at, not because it
+    # was found lacking. Each kept in the database too (storage/headlies.py HeadMends): a restart keeps them.
     head_mends: dict[str, dict] = field(default_factory=dict)
-    # per session in head_mends: the last sync checks that left a store unchecked (sync/lostlog.py: {store, why,
-    # checks, at}: a mirror's store with a write under way or writes in its outbox, or a store not answering), which
-    # doctor says as such: the warning kept because the store was not looked at, not because it was found lacking
-    repair_deferred: dict[str, dict] = field(default_factory=dict)
     # sessions with another device on them (shared from here or imported: a `remotes` row), pushed first
     shared: set[str] = field(default_factory=set)
     stopping: bool = False  # set by Syncer.stop: long loops end early

@@ -229,7 +229,6 @@ class Syncer:
         self.sync_status.forget(sid)
         self.proofs.forget(sid)
         self.ctx.head_mends.pop(sid, None)  # (its row went with the delete: storage/headlies.py drop_mend)
-        self.ctx.repair_deferred.pop(sid, None)
         self.pusher.forget(sid)
         self.keys.delete_session_key(sid)
 
@@ -289,15 +288,9 @@ class Syncer:
         """The sessions whose head a sync found served rolled back or forged by their store and published again
         ({store, how, published, served}; sync/lostlog.py), until a sync's check finds the store holding it whole
         (kept across a restart: storage/headlies.py HeadMends); `deferred` while the last checks since left a store
-        unchecked ({store, why, checks, at}: sync/lostlog.py), the warning kept for want of a look, not a loss found."""
-        deferred = self.ctx.repair_deferred
-        return {
-            sid: {
-                **{k: v for k, v in m.items() if k != "again"},
-                **({"deferred": deferred[sid]} if sid in deferred else {}),
-            }
-            for sid, m in self.ctx.head_mends.items()
-        }
+        unchecked ({store, why, checks, at}: sync/lostlog.py; kept with the mend), the warning kept for want of a
+        look, not a loss found."""
+        return {sid: {k: v for k, v in m.items() if k != "again"} for sid, m in self.ctx.head_mends.items()}
 
     def last_failure(self, sid: str) -> BaseException | None:
         """Why `sid`'s last push failed (its class: what mends it), while that failure is still the last."""

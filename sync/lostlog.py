@@ -20,9 +20,10 @@ store busy at every sync, another session pushing all the time, would otherwise 
 it, it may have that on the way, and is unchecked, as a store that does not answer (or one down, not asked): no loss
 is found there this time, and doctor's warning of a head published again is kept until a sync finds every store
 holding it. A check that leaves a
-store so while that warning stands is noted (`ctx.repair_deferred`: the store, why, how many checks in a row), for
-doctor to say the check was deferred (a store busy with writes at every sync: the warning would stay with no word of
-why), not that it found the store lacking.
+store so while that warning stands is noted (`deferred` in the mend: the store, why, how many checks in a row; kept
+with it in the database, storage/headlies.py HeadMends, a restart keeping it too), for doctor to say the check was
+deferred (a store busy with writes at every sync: the warning would stay with no word of why), not that it found
+the store lacking. A check that looks at every store, or finds a loss, drops it.
 """
 
 from __future__ import annotations
@@ -107,13 +108,12 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
         return Lack()
     if (state := await _checked(ctx, sid)) is None:
         return None
-    before = ctx.repair_deferred.pop(sid, {})  # (noted again below if this check leaves a store unchecked too)
     store = await ctx.store_for(sid)
     answered = True
     # a mirror: each of its stores written to (a read through the mirror finds the head and every object in
     # whichever store has them, so one store's loss would never show)
     mirror = store if isinstance(store, MirrorStore) else None
-    unchecked: tuple[str, str] | None = None  # (the first store left unchecked, and why: ctx.repair_deferred)
+    unchecked: tuple[str, str] | None = None  # (the first store left unchecked, and why: _deferred)
     for st in _written(mirror) if mirror else [store]:
         busy = mirror is not None and st not in mirror.caught_up()
         if busy and mirror is not None and mirror.health[st.url].reachable is False:
@@ -131,13 +131,32 @@ async def store_lacks_log(ctx: SyncContext, sid: str) -> Lack | None:
             unchecked = unchecked or (st.url, _why_unchecked(mirror, st))
             continue
         if lack is not None:
+            await _deferred(ctx, sid, None)  # (a loss found: not deferred; the repair notes what it found)
             return lack
     if answered and ctx.head_mends.pop(sid, None) is not None:  # (the store holds the log whole: a head published
         await ctx.db.syncstate.head_mends.clear(sid)  # again, kept there)
-    elif unchecked is not None and sid in ctx.head_mends:
-        url, why = unchecked
-        ctx.repair_deferred[sid] = {"store": url, "why": why, "checks": before.get("checks", 0) + 1, "at": time.time()}
+    else:
+        await _deferred(ctx, sid, unchecked)
     return None
+
+
+async def _deferred(ctx: SyncContext, sid: str, unchecked: tuple[str, str] | None) -> None:
+    """The mend of `sid` (if any) after a check that left the store `unchecked` ((url, why): one more check deferred
+    in a row) or looked at every store it could (None: not deferred), in memory and in its row (HeadMends, one
+    transaction; written only when it changes: a sync that checks every store writes nothing)."""
+    if (mend := ctx.head_mends.get(sid)) is None:
+        return
+    before = mend.get("deferred")
+    if unchecked is None:
+        if before is None:
+            return
+        mend = {k: v for k, v in mend.items() if k != "deferred"}
+    else:
+        url, why = unchecked
+        checks = (before or {}).get("checks", 0) + 1
+        mend = {**mend, "deferred": {"store": url, "why": why, "checks": checks, "at": time.time()}}
+    ctx.head_mends[sid] = mend
+    await ctx.db.syncstate.head_mends.note(sid, mend)
 
 
 async def _asked(ctx: SyncContext, st, sid: str, state: dict) -> Lack | None:

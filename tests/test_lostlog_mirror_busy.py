@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from sessiond.daemon import doctor
+from sessiond.sync.engine import Syncer
 from test_lostlog_mirror_writing import _mirrored, mended
 
 
@@ -50,6 +51,44 @@ async def test_a_busy_store_holding_the_log_whole_ends_the_warning(tmp_path):
         # main: kept (the second store never asked while a write to it is under way)
         assert sid not in a.head_mends(), a.head_mends()
         assert not writing.done()  # (the write under way throughout)
+    finally:
+        ended.set()
+        await a.stop()
+        await db.close()
+
+
+async def test_a_deferred_repair_check_is_said_so_after_a_restart(tmp_path):
+    """The deferred state is kept with the mend (storage/headlies.py HeadMends, in `meta`): a daemon started again
+    says the check was deferred, and counts the next deferred check on from there, not the plain warning."""
+    db, a, mirror, sid, second, first, ended, writing = await _mirrored(tmp_path, timeout=0.3)
+    await mended(a, sid, second.url)
+    try:
+        for _ in range(2):
+            assert not await a.pusher.repair(sid)
+        before = a.head_mends()[sid]["deferred"]
+        await a.stop()
+        again = Syncer(db, mirror, str(tmp_path / "keys"), timeout=0.3, interval=3600.0, poll_interval=3600.0)
+        await again.start()
+        try:
+            got = again.head_mends()[sid]
+            # main: no "deferred" after the restart (kept in memory only): the plain warning until a sync
+            assert got.get("deferred") == before, got
+            assert "not checked" in doctor.mend_finding(sid, got)["message"]
+            assert not await again.pusher.repair(sid)  # (deferred once more: counted on)
+            assert again.head_mends()[sid]["deferred"]["checks"] == 3, again.head_mends()
+            ended.set()
+            await asyncio.wait_for(writing, 10)
+            await again.pusher.repair(sid)  # (checked now: the loss found, pushed again; no longer deferred)
+            assert "deferred" not in again.head_mends().get(sid, {}), again.head_mends()
+            await again.stop()
+            third = Syncer(db, mirror, str(tmp_path / "keys"), timeout=0.3, interval=3600.0, poll_interval=3600.0)
+            await third.start()
+            try:
+                assert "deferred" not in third.head_mends().get(sid, {}), third.head_mends()
+            finally:
+                await third.stop()
+        finally:
+            await again.stop()
     finally:
         ended.set()
         await a.stop()

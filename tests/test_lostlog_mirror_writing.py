@@ -127,8 +127,10 @@ async def test_a_store_whose_write_does_not_end_keeps_the_warning(tmp_path):
     try:
         assert await store_lacks_log(a.ctx, sid) is None  # (the second store unchecked: no loss known)
         # main: cleared, the second store never asked
-        assert a.ctx.head_mends.get(sid) == mend
-        assert (await db.syncstate.head_mends.all()).get(sid) == mend
+        kept = a.ctx.head_mends.get(sid)
+        assert kept is not None and kept["deferred"]["store"] == second.url, kept  # (said deferred: doctor)
+        assert {k: v for k, v in kept.items() if k != "deferred"} == mend
+        assert (await db.syncstate.head_mends.all()).get(sid) == kept
         ended.set()
         await asyncio.wait_for(writing, 10)
         assert await store_lacks_log(a.ctx, sid) is not None  # (once caught up: asked, the log found lost there)

@@ -19,7 +19,7 @@ from sessiond.sync.engine import Syncer
 from sessiond.sync.errors import ImportError_
 from sessiond.sync.fetch import walk_manifests
 from sessiond.sync.manifest import CLAIMS_KEPT
-from test_rekey_claims_walk import _aged_out, _slot_served_with
+from test_rekey_claims_walk import AUTHOR_QUIET, _aged_out, _slot_served_with
 
 
 async def _walks(db: Database) -> list[tuple]:
@@ -89,7 +89,7 @@ async def test_a_real_daemon_restarted_goes_on_with_the_walk(devices, make_daemo
     monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
     proc = make_daemon("file://" + devices.store_path)
     os.makedirs(proc.home, mode=0o700)
-    a, _b = await devices.open()
+    a, _b = await devices.open(a=AUTHOR_QUIET)  # (A pulls only when asked: test_rekey_claims_walk.py)
     await devices.b.stop()
     await devices.dbb.close()
     devices.syncers.remove(devices.b)
@@ -209,3 +209,59 @@ async def authors_chain(store, a, sid: str, limit: int) -> list[bytes]:
     """The hashes of A's manifests of `sid` from its head down, `limit` at most."""
     keys, pk = a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid)
     return [mhash async for _at, mhash, _k, _m in walk_manifests(store, sid, keys, pk, "a", timeout=10, limit=limit)]
+
+
+async def test_a_kill_between_the_keys_rotating_and_the_rows_going_loses_no_walk(devices, monkeypatch):
+    """The walk's rows go in the switch's transaction (SyncState.switch_slot), after the key files rotate
+    (Rekeyer._switch_key): a kill between the two (here: the switch's next step failing, then a restart) leaves the
+    keys on the new generation and the slot, the peers and the walk's row on the old. The notice was checked before
+    the rekey's record was kept (Rekeyer.take: keys.set_rekey_pending), and the restart's pull finishes the switch
+    from that record, checking nothing again: no walk, from A's head past manifests A's gc freed since or from its
+    row; the row goes with the switch. (Such a kill costs nothing: a kill before the record leaves the row, which the
+    next check meets: test_a_walk_done_and_cut_off_before_the_notice_is_taken_is_not_walked_again_from_the_head.)"""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 0.0)
+    out = 8
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "killed in the switch", CLAIMS_KEPT + out)
+    await _slot_served_with(devices, sid, notice)
+    db = devices.dbb
+    real_keep, real_switch = db.keep_peers, db.syncstate.switch_slot
+
+    async def killed(*_args, **_kw):
+        raise ImportError_("store", "(killed here: the keys rotated, the slot not switched)")
+
+    monkeypatch.setattr(db, "keep_peers", killed)
+    monkeypatch.setattr(db.syncstate, "switch_slot", killed)
+    try:
+        for _ in range(2 * (out + CLAIMS_KEPT)):
+            if b.ctx.keys.session_key(sid) == new_key:
+                break
+            await _pulled(b, sid)
+    finally:
+        monkeypatch.setattr(db, "keep_peers", real_keep)
+        monkeypatch.setattr(db.syncstate, "switch_slot", real_switch)
+    assert b.ctx.keys.session_key(sid) == new_key  # (rotated: the files)
+    assert bytes((await db.remote(sid))["announce_pk"]) != notice["a"]  # (not switched: the database)
+    assert len(await _walks(db)) == 1  # (the walk that found the claim, kept)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()
+    b = await _reopened_b(devices)
+    await store.free(chain[1:])  # (freed by A's gc since)
+    from sessiond.sync import rekeyproof
+
+    walked: list = []
+    real_walk = rekeyproof.claimed_before
+
+    async def walking(*args, **kw):
+        walked.append(args[1])
+        return await real_walk(*args, **kw)
+
+    monkeypatch.setattr(rekeyproof, "claimed_before", walking)
+    for _ in range(3):
+        await _pulled(b, sid)
+        if bytes((await devices.dbb.remote(sid))["announce_pk"]) == notice["a"]:
+            break
+    assert bytes((await devices.dbb.remote(sid))["announce_pk"]) == notice["a"]  # (taken: switched)
+    assert walked == [], walked  # (nothing checked again: the switch resumed from the rekey's record)
+    assert b.ctx.keys.session_key(sid) == new_key
+    assert await _walks(devices.dbb) == []  # (settled with the switch: dropped)
