@@ -28,7 +28,9 @@ async def _mirrored(tmp_path, timeout: float):
     db = await Database.open(str(tmp_path / "a.sqlite"))
     first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
     mirror = MirrorStore([first, second], db.outbox, timeout=30, lag=60.0)  # (the held write not failed to its outbox)
-    a = Syncer(db, mirror, str(tmp_path / "keys"), timeout=timeout, interval=3600.0, poll_interval=3600.0)
+    # (set up with a store timeout any load allows: a share's push given 0.3 s on a loaded machine timed out, the test
+    # failing before it began; the timeout the test is about is set once the session is in both stores)
+    a = Syncer(db, mirror, str(tmp_path / "keys"), timeout=max(timeout, 30.0), interval=3600.0, poll_interval=3600.0)
     await mirror.started()
     await a.start()
     sid = (await db.create_session({"name": "lost on one"}))["id"]
@@ -38,6 +40,7 @@ async def _mirrored(tmp_path, timeout: float):
     assert (await db.sync_state(sid))["head_rev"]
     os.remove(os.path.join(str(tmp_path / "second"), "heads", a.ctx.keys.head_pk(sid).hex()))  # (lost there)
     assert await second.get_head(a.ctx.keys.head_pk(sid)) is None
+    a.ctx.timeout = timeout  # (each push and check reads it as it begins)
 
     ended = asyncio.Event()
     real_put_many = second.put_many

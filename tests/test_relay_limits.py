@@ -181,12 +181,14 @@ async def test_a_head_change_costs_the_feed_what_changed_not_every_head_per_foll
     waiters = [asyncio.create_task(feed.wait("a", cursor, feed.epoch, 30)) for _ in range(2000)]
     others = [asyncio.create_task(feed.wait(acct, 0, feed.epoch, 30)) for acct in ("b", "c") for _ in range(1000)]
     await asyncio.sleep(0)  # each parks
-    started = time.monotonic()
+    # the work counted as this process's CPU, not the wall clock: on a loaded machine (a suite's other workers) the
+    # wall time of the same work passed the bound (1.3 s), while sorting every head per follower costs seconds of CPU
+    started = time.process_time()
     await feed.changed(changing, 7)
     answers = await asyncio.gather(*waiters)
-    took = time.monotonic() - started
+    took = time.process_time() - started
     assert all(a == (False, 1, [(changing, 7)]) for a in answers)
-    assert took < 1.0, f"2,000 followers answered in {took:.2f} s"
+    assert took < 1.0, f"2,000 followers answered in {took:.2f} s of CPU"
     assert not any(t.done() for t in others)  # the accounts not following the head still wait
     for t in others:
         t.cancel()
