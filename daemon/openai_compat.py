@@ -350,7 +350,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
                     stored = await d.db.append_messages(sid, new, chat_id, asked=True)
-                    made = (stored[0]["lamport"], stored[-1]["lamport"]) if fresh else None
+                    if fresh:
+                        made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request)
             except BaseException:
                 await ahead.drop()
                 raise

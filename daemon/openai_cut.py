@@ -7,6 +7,7 @@ session kept of the answer and the way on, not only that the connection broke.""
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -18,9 +19,13 @@ from .openai_names import SESSION_HEADER, named
 log = logging.getLogger("sessiond.openai")
 
 RETRY = "the same request"
-# The session an OpenAI request made (no X-Sessiond-Session), as its deletion knows it: the lamports, first and last, of
-# the request's messages recorded there (drop_made)
-Made = tuple[int, int]
+
+
+class Made(NamedTuple):
+    """The session an OpenAI request made (no X-Sessiond-Session), as its deletion knows it (drop_made)."""
+
+    lamports: tuple[int, int]  # first and last, of the request's messages recorded there
+    request: web.Request  # the request (another's question to its model under way keeps it)
 
 
 def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "", dropped: bool = False) -> dict:
@@ -81,15 +86,19 @@ async def drop_made(d, sid: str, made: Made) -> bool:
     stop, the provider's failure): the app's retry is the same request, as an SDK sends it (its own retry of a
     connection the stop closed, too), without the session's header, which makes another; so one session holds the
     question once, none holds it alone. Only if nothing else was written to it (`made`: the lamports of the request's
-    messages; a note before them too, written while the question was sent on) and it was not shared: its id is
+    messages; a note before them too, written while the question was sent on), no other question to its model is
+    under way (sent on, its question not recorded yet: its answer would be refused, the session gone), and it was
+    not shared: its id is
     another app's once known (`sessiond ls`, the session.created event, a stream's header), and what that app wrote
     there is not deleted with it. Whether it was deleted (if not, it is kept, and named for
     the retry)."""
     try:
-        deleted = await d.ops.delete_session(sid, holding_only=made)
+        deleted = await d.ops.delete_session(
+            sid, holding_only=made.lamports, busy=lambda s: d.answering.busy(s, but=made.request)
+        )
     except SessiondError as exc:
         log.warning("the session an OpenAI request made is kept: %s", exc.message, extra={"session": sid})
         return False
     if deleted is False:
-        log.info("the session an OpenAI request made is kept: written to meanwhile", extra={"session": sid})
+        log.info("the session an OpenAI request made is kept: written to, or asked, meanwhile", extra={"session": sid})
     return deleted is not False

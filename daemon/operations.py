@@ -97,6 +97,7 @@ class Operations:
         unpushed_ok: bool = True,
         said: dict | None = None,
         holding_only: tuple[int, int] | None = None,
+        busy: Callable[[str], bool] | None = None,
     ) -> KeptForFrozen | bool:
         """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
         before then, and its model is not answering (looked at again here, in the deleting transaction: a
@@ -107,7 +108,8 @@ class Operations:
         Collector.kept_at_delete), or True. `said` (rm's): filled with what the answer names of what stays in the
         store (`kept_in_store`, `left_in_store`). `holding_only` (an OpenAI request's, of the session it made: the
         lamports of its question's messages): only if nothing else was written to it, nor was it shared
-        (Sessions.delete)."""
+        (Sessions.delete); `busy` (its): only if that says no question to its model is under way, looked at in the
+        deleting transaction (a question that comes after it waits for the delete's outcome: storage/closing.py)."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         # Marked as being deleted from its transaction until its rows are committed: a question to its model
@@ -126,7 +128,8 @@ class Operations:
             with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
-                busy = self.answering if idle_before is not None else None
+                if busy is None and idle_before is not None:
+                    busy = self.answering
                 keep = (True if kept.hashes is None else kept.hashes) if kept is not None else False
                 if not await self.db.delete_session(
                     sid,
