@@ -59,10 +59,12 @@ class Answering:
                 del self._by_session[sid]
                 self.on_done(sid)
 
-    def busy(self, sid: str) -> bool:
-        """Whether a question to session `sid`'s model is under way: its model answering is the session's
-        activity, so the clean-up does not end it as idle meanwhile (operations.py)."""
-        return sid in self._by_session
+    def busy(self, sid: str, *, but: web.Request | None = None) -> bool:
+        """Whether a question to session `sid`'s model is under way (`but`: one other than that request's): its model
+        answering is the session's activity, so the clean-up does not end it as idle meanwhile (operations.py)."""
+        if but is None:
+            return sid in self._by_session
+        return any(other is not but for other, _ in self._by_session.get(sid, {}).values())
 
     def tell_at_stop(self, request: web.Request, stop: Callable[[], None]) -> None:
         """A stream passed on to its app whose wire has an error event (until its watch closes: `finishing`): at

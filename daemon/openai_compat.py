@@ -44,6 +44,7 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
+from .openai_cut import Made
 from .openai_history import MATCH_ONLY, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
@@ -276,9 +277,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 "stream_options.include_usage must be true or false",
                 param="stream_options.include_usage",
             )
-        # the session this request made (None: it named one): its lamport once the request's messages are recorded,
-        # with which its deletion checks that nothing else was written to it since (openai_cut.drop_made)
-        made: int | None = None
+        # the session this request made (None: it named one): the lamports of the request's messages once recorded,
+        # with which its deletion checks that nothing else was written to it (openai_cut.drop_made)
+        made: Made | None = None
         fresh = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
@@ -349,7 +350,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
                     stored = await d.db.append_messages(sid, new, chat_id, asked=True)
-                    made = stored[-1]["lamport"] if fresh else None
+                    if fresh:
+                        made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request)
             except BaseException:
                 await ahead.drop()
                 raise
@@ -394,7 +396,7 @@ def _fits_a_chat(d, msgs: list[dict]) -> None:
         )
 
 
-async def _failed(d, exc: ProviderError, plan: Plan, made: int | None) -> web.Response:
+async def _failed(d, exc: ProviderError, plan: Plan, made: Made | None) -> web.Response:
     """A provider's failure before any answer. A session this request made is deleted, with the question it
     holds: its id would reach the app only in this error's header, which SDKs do not read, and each of their
     retries (of a 429 or 5xx) would make another (kept if another app wrote to it meanwhile: drop_made)."""
@@ -404,7 +406,7 @@ async def _failed(d, exc: ProviderError, plan: Plan, made: int | None) -> web.Re
 
 
 async def _stream(
-    request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: int | None
+    request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: Made | None
 ) -> web.StreamResponse:
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     chunks = ahead.chunks

@@ -7,6 +7,7 @@ session kept of the answer and the way on, not only that the connection broke.""
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -18,6 +19,13 @@ from .openai_names import SESSION_HEADER, named
 log = logging.getLogger("sessiond.openai")
 
 RETRY = "the same request"
+
+
+class Made(NamedTuple):
+    """The session an OpenAI request made (no X-Sessiond-Session), as its deletion knows it (drop_made)."""
+
+    lamports: tuple[int, int]  # first and last, of the request's messages recorded there
+    request: web.Request  # the request (another's question to its model under way keeps it)
 
 
 def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "", dropped: bool = False) -> dict:
@@ -53,7 +61,7 @@ def stopped(stored: dict | None, made: str | None, *, dropped: bool = False) -> 
     return {"message": fields.pop("message"), "type": "api_error", "param": None, "code": "stopping", **fields}
 
 
-async def answer_stopped(d, plan, made: int | None) -> web.Response:
+async def answer_stopped(d, plan, made: Made | None) -> web.Response:
     """The answer to an app whose model the daemon's stop stopped before its answer (nothing of it recorded, the
     question kept): 503 `stopping`, which the SDKs raise and, told so, do not retry against a daemon gone. A session
     this request made is deleted, with its question (`drop_made`), as on a provider's failure (openai_compat's
@@ -64,7 +72,7 @@ async def answer_stopped(d, plan, made: int | None) -> web.Response:
     return web.json_response({"error": error}, status=503, headers=headers)
 
 
-async def answer_left(d, plan, made: int | None) -> web.Response:
+async def answer_left(d, plan, made: Made | None) -> web.Response:
     """The answer to an app gone before its model's answer (its SDK's timeout, whose retry is the same request with
     no session's header: it never had the id), which nobody reads: a session this request made is deleted
     (drop_made), so that the retries do not leave one holding the question alone each."""
@@ -73,19 +81,24 @@ async def answer_left(d, plan, made: int | None) -> web.Response:
     return left(plan)
 
 
-async def drop_made(d, sid: str, made: int) -> bool:
+async def drop_made(d, sid: str, made: Made) -> bool:
     """Delete the session a request made (holding its question alone), nothing of the answer kept (the daemon's
     stop, the provider's failure): the app's retry is the same request, as an SDK sends it (its own retry of a
     connection the stop closed, too), without the session's header, which makes another; so one session holds the
-    question once, none holds it alone. Only if nothing was written to it since the request's messages (`made`,
-    their lamport) and it was not shared: its id is another app's once known (`sessiond ls`, a stream's header),
-    and what that app wrote there is not deleted with it. Whether it was deleted (if not, it is kept, and named for
+    question once, none holds it alone. Only if nothing else was written to it (`made`: the lamports of the request's
+    messages; a note before them too, written while the question was sent on), no other question to its model is
+    under way (sent on, its question not recorded yet: its answer would be refused, the session gone), and it was
+    not shared: its id is
+    another app's once known (`sessiond ls`, the session.created event, a stream's header), and what that app wrote
+    there is not deleted with it. Whether it was deleted (if not, it is kept, and named for
     the retry)."""
     try:
-        deleted = await d.ops.delete_session(sid, unchanged_since=made)
+        deleted = await d.ops.delete_session(
+            sid, holding_only=made.lamports, busy=lambda s: d.answering.busy(s, but=made.request)
+        )
     except SessiondError as exc:
         log.warning("the session an OpenAI request made is kept: %s", exc.message, extra={"session": sid})
         return False
     if deleted is False:
-        log.info("the session an OpenAI request made is kept: written to since", extra={"session": sid})
+        log.info("the session an OpenAI request made is kept: written to, or asked, meanwhile", extra={"session": sid})
     return deleted is not False

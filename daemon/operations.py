@@ -96,7 +96,8 @@ class Operations:
         idle_before: float | None = None,
         unpushed_ok: bool = True,
         said: dict | None = None,
-        unchanged_since: int | None = None,
+        holding_only: tuple[int, int] | None = None,
+        busy: Callable[[str], bool] | None = None,
     ) -> KeptForFrozen | bool:
         """Delete a session, its key files too; `idle_before` (a clean-up's): only if it is still idle since
         before then, and its model is not answering (looked at again here, in the deleting transaction: a
@@ -105,8 +106,10 @@ class Operations:
         (409 not_pushed), as they would be lost for every device it is shared with. Whether it was deleted (False),
         and if so what it kept in the store for good (a slot pins this device's log as a rekey froze it:
         Collector.kept_at_delete), or True. `said` (rm's): filled with what the answer names of what stays in the
-        store (`kept_in_store`, `left_in_store`). `unchanged_since` (an OpenAI request's, of the session it made):
-        only if nothing was written to it since that lamport, nor was it shared (Sessions.delete)."""
+        store (`kept_in_store`, `left_in_store`). `holding_only` (an OpenAI request's, of the session it made: the
+        lamports of its question's messages): only if nothing else was written to it, nor was it shared
+        (Sessions.delete); `busy` (its): only if that says no question to its model is under way, looked at in the
+        deleting transaction (a question that comes after it waits for the delete's outcome: storage/closing.py)."""
         # In turn with the session's push: a push under way ends before its key is destroyed, so none
         # can make a new key for a session that is gone (a stray key an import would have to discard).
         # Marked as being deleted from its transaction until its rows are committed: a question to its model
@@ -125,7 +128,8 @@ class Operations:
             with self.closing.marked(sid):
                 # this device's head key for it, whose kept IPNS record goes with its rows (storage/keptrecords.py)
                 own = self.syncer.keys.head_pk(sid)
-                busy = self.answering if idle_before is not None else None
+                if busy is None and idle_before is not None:
+                    busy = self.answering
                 keep = (True if kept.hashes is None else kept.hashes) if kept is not None else False
                 if not await self.db.delete_session(
                     sid,
@@ -135,7 +139,7 @@ class Operations:
                     keep_objects=keep,
                     kept=kept.noted() if kept is not None and kept.objects else None,
                     let_go=let_go.noted() if let_go is not None else None,
-                    unchanged_since=unchanged_since,
+                    holding_only=holding_only,
                 ):
                     return False
                 crash_point("delete.rows")

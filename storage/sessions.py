@@ -403,7 +403,7 @@ class Sessions:
         keep_objects: bool | frozenset[bytes] = False,
         kept: dict | None = None,
         let_go: tuple[str, frozenset[bytes]] | None = None,
-        unchanged_since: int | None = None,
+        holding_only: tuple[int, int] | None = None,
     ) -> bool:
         """Delete a session, or one an import from a file is still writing (its rollback, or the next
         start's after a crash). `idle_before` (a clean-up's): only if its last activity is still before then,
@@ -416,8 +416,9 @@ class Sessions:
         own_log_frozen): all of them (True), or those of these hashes (what that slot pins: sync/gc.py
         kept_at_delete), and `kept` ({store, objects, why}) noted for `sessiond gc` to name (lifecycle.note_kept_in).
         `let_go` (a store's URL, hashes): objects of its log in that store noted as gc candidates (a session no
-        other device can read: sync/unshared.py). `unchanged_since` (a lamport: a session an OpenAI request made, at
-        its question): only if nothing was written to it since, nor was it shared (WRITTEN_SINCE).
+        other device can read: sync/unshared.py). `holding_only` (the lamports, first and last, of the messages a
+        session an OpenAI request made was made for: its question): only if nothing else was written to it since it
+        was made, before them or after them, nor was it shared (WRITTEN_BESIDE).
         Whether it was deleted."""
         async with self.c.transaction() as tx:
             shown = await tx.fetchone("SELECT 1 FROM file_imports WHERE session_id=?", (sid,)) is None
@@ -427,9 +428,7 @@ class Sessions:
                     return False
                 if busy is not None and busy(sid):
                     return False
-                if unchanged_since is not None and await tx.fetchone(
-                    WRITTEN_SINCE, (sid, unchanged_since) * 2 + (sid,)
-                ):
+                if holding_only is not None and await tx.fetchone(WRITTEN_BESIDE, (sid, *holding_only, sid, sid)):
                     return False
             await tx.execute(PURGE_IF_INDEXED, (sid,))
             await drop_session_records(tx, sid, head_pk)
@@ -464,11 +463,13 @@ class Sessions:
         return [{**dict(r), "last_activity": judged} for r in rows if (judged := last_activity(r)) < t]
 
 
-# What was written to a session after a lamport (a message, an operation: not a checkpoint the daemon made of what
-# was there), or its sharing (Sessions.delete's `unchanged_since`)
-WRITTEN_SINCE = (
-    "SELECT 1 FROM messages WHERE session_id=? AND lamport>?"
-    " UNION ALL SELECT 1 FROM ops WHERE session_id=? AND lamport>? AND kind<>'checkpoint.add'"
+# What was written to a session beside its making and the messages of the lamports given (a message, an operation:
+# not a checkpoint the daemon made of what was there), or its sharing (Sessions.delete's `holding_only`). Beside them,
+# not after them: its id is known from its making on (`sessiond ls`, the session.created event), and another app's
+# note may be written before the request that made it records its question (which commits while the model thinks)
+WRITTEN_BESIDE = (
+    "SELECT 1 FROM messages WHERE session_id=? AND lamport NOT BETWEEN ? AND ?"
+    " UNION ALL SELECT 1 FROM ops WHERE session_id=? AND kind NOT IN ('session.create', 'checkpoint.add')"
     " UNION ALL SELECT 1 FROM remotes WHERE session_id=? LIMIT 1"
 )
 

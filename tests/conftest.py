@@ -514,6 +514,36 @@ def served_openai(make_daemon):
     server.stop()
 
 
+@pytest.fixture
+def asked_paused(make_daemon, tmp_path):
+    """(daemon, provider, flag): as served_openai, the daemon held where an OpenAI request has left for the provider
+    and its question is not recorded yet (SESSIOND_TEST_PAUSE openai.asked: the flag file appears at each arrival,
+    and the request goes on once the test removes it; `arrived(flag)` waits for it)."""
+    from servers.openai_server import Provider, serve_threaded
+
+    flag = str(tmp_path / "asked")
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(
+            lambda: make_daemon(env={"SESSIOND_TEST_PAUSE": f"openai.asked:{flag}"}),
+            f"http://127.0.0.1:{server.port}/v1",
+            openai_listen="127.0.0.1:0",
+            max_messages_per_chat=4,
+        )
+        yield d, p, flag
+    finally:
+        p.resume.set()
+        server.stop()
+
+
+def arrived(flag: str) -> None:
+    """Wait for a request held at a test pause (its flag file made: asked_paused)."""
+    deadline = time.monotonic() + 20
+    while not os.path.exists(flag):
+        assert time.monotonic() < deadline, "the request never reached the provider"
+        time.sleep(0.01)
+
+
 def cli_json(home: str, *args: str, **kw):
     res = run_cli(home, *args, "--json", check=True, **kw)
     return json.loads(res.stdout)

@@ -13,63 +13,43 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import time
 
 import openai
 import pytest
 
-from conftest import openai_app, started_with_provider
-
-
-def _arrived(flag: str) -> None:
-    deadline = time.monotonic() + 20
-    while not os.path.exists(flag):
-        assert time.monotonic() < deadline, "the request never reached the provider"
-        time.sleep(0.01)
+from conftest import arrived, openai_app
 
 
 @pytest.mark.parametrize("took", ["quota", "budget", "room", "paused"])
-def test_a_question_sent_on_is_recorded_past_what_a_write_meanwhile_took(make_daemon, tmp_path, took):
-    from servers.openai_server import Provider, serve_threaded
-
-    flag = str(tmp_path / "asked")
-    p, server = serve_threaded(Provider())
-    try:
-        d = started_with_provider(
-            lambda: make_daemon(env={"SESSIOND_TEST_PAUSE": f"openai.asked:{flag}"}),
-            f"http://127.0.0.1:{server.port}/v1",
-            openai_listen="127.0.0.1:0",
-            max_messages_per_chat=4,
+def test_a_question_sent_on_is_recorded_past_what_a_write_meanwhile_took(asked_paused, took):
+    d, p, flag = asked_paused
+    c = d.client()
+    sid = c.create_session(model="echo-1", auto_compact=False)["id"]
+    if took == "quota":
+        c.update_session(sid, token_quota=100)  # the question's 50 tokens fit, and so do the other 60 alone
+    elif took == "budget":
+        c.update_session(sid, max_context_tokens=100)  # 80 for the chat's messages: 50, or 40, not both
+    question = "word " * 40
+    app = openai_app(d, sid)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(
+            app.chat.completions.create, model="echo-1", messages=[{"role": "user", "content": question}]
         )
-        c = d.client()
-        sid = c.create_session(model="echo-1", auto_compact=False)["id"]
+        arrived(flag)  # checked and sent on; its question not recorded yet
         if took == "quota":
-            c.update_session(sid, token_quota=100)  # the question's 50 tokens fit, and so do the other 60 alone
+            c.append(sid, "user", "elsewhere", tokens=60)
         elif took == "budget":
-            c.update_session(sid, max_context_tokens=100)  # 80 for the chat's messages: 50, or 40, not both
-        question = "word " * 40
-        app = openai_app(d, sid)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            call = pool.submit(
-                app.chat.completions.create, model="echo-1", messages=[{"role": "user", "content": question}]
-            )
-            _arrived(flag)  # checked and sent on; its question not recorded yet
-            if took == "quota":
-                c.append(sid, "user", "elsewhere", tokens=60)
-            elif took == "budget":
-                c.append(sid, "user", "elsewhere", tokens=40)
-            elif took == "room":  # the chat's last room (4 of 4), which the question and its answer were judged by
-                c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(4)])
-            else:  # a pause stops new questions, not one the model is answering (as an answer paid for is kept)
-                c.pause(sid)
-            os.remove(flag)
-            try:
-                answer = call.result(timeout=30).choices[0].message.content
-            except openai.APIStatusError as exc:
-                pytest.fail(f"the question the provider was asked was refused: {exc.status_code} {exc.body}")
-        assert [r["messages"][-1]["content"] for r in p.requests] == [question]
-        assert answer.startswith("echo: word")
-        kept = [(m["role"], m["content"]) for m in c.messages(sid)["messages"]]
-        assert kept[-2:] == [("user", question), ("assistant", answer)], kept
-    finally:
-        server.stop()
+            c.append(sid, "user", "elsewhere", tokens=40)
+        elif took == "room":  # the chat's last room (4 of 4), which the question and its answer were judged by
+            c.append_many(sid, [{"role": "user", "content": f"m{i}"} for i in range(4)])
+        else:  # a pause stops new questions, not one the model is answering (as an answer paid for is kept)
+            c.pause(sid)
+        os.remove(flag)
+        try:
+            answer = call.result(timeout=30).choices[0].message.content
+        except openai.APIStatusError as exc:
+            pytest.fail(f"the question the provider was asked was refused: {exc.status_code} {exc.body}")
+    assert [r["messages"][-1]["content"] for r in p.requests] == [question]
+    assert answer.startswith("echo: word")
+    kept = [(m["role"], m["content"]) for m in c.messages(sid)["messages"]]
+    assert kept[-2:] == [("user", question), ("assistant", answer)], kept

@@ -1,0 +1,91 @@
+"""The session an OpenAI request made (no X-Sessiond-Session) is deleted when nothing of the answer is kept (the
+provider's failure, the daemon's stop, the app leaving), but only if nothing else was written to it: its id is
+another app's as soon as it is made (`sessiond ls`, the `session.created` event). The check was "nothing written
+after the request's question": a note another app appended between the session's making and the question's
+recording (the request has left for the provider then, the question commits while the model thinks) was older than
+the question, and deleted with it. (The daemon is held where the request has left and the question is not recorded
+yet.)"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import os
+import time
+from urllib.parse import urlsplit
+
+import openai
+import pytest
+
+from conftest import arrived, cli_json, openai_app
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_note_written_before_the_question_is_recorded_keeps_the_made_session(asked_paused, stream):
+    d, p, flag = asked_paused
+    c = d.client()
+    p.faults.status, p.faults.times = 500, 1  # the provider fails before any answer
+    app = openai_app(d, None)
+    q = [{"role": "user", "content": "count"}]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+
+        def ask():
+            res = app.chat.completions.create(model="echo-1", messages=q, stream=stream)
+            return list(res) if stream else res
+
+        call = pool.submit(ask)
+        arrived(flag)  # the session made, the request sent on; its question not recorded yet
+        [s] = c.list_sessions()["sessions"]
+        c.append(s["id"], "user", "a note of mine")
+        os.remove(flag)
+        with pytest.raises(openai.APIError):
+            call.result(timeout=30)
+    [s] = c.list_sessions()["sessions"]  # kept, with the note and the question
+    assert sorted(m["content"] for m in c.messages(s["id"])["messages"]) == ["a note of mine", "count"]
+
+
+def test_a_question_under_way_to_the_made_session_keeps_it(asked_paused):
+    """Another app's question to the made session (named by its id) is under way, sent on to the model and not
+    recorded yet, when the request that made it ends with nothing of its answer (its app gone): the session was
+    deleted under that question, whose model was asked (billed) and whose answer was then refused, the session
+    gone. A session with another question to its model under way is kept."""
+    d, p, flag = asked_paused
+    c = d.client()
+    p.faults.held = True  # each model thinks until let go
+    info = cli_json(d.home, "status")["openai"]
+    url, key = urlsplit(info["base_url"]), open(info["api_key_file"]).read().strip()
+    first = http.client.HTTPConnection(url.hostname, url.port, timeout=30)  # the app that will leave
+    body = {"model": "echo-1", "messages": [{"role": "user", "content": "count"}]}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    first.request("POST", url.path.rstrip("/") + "/chat/completions", json.dumps(body), headers)
+    arrived(flag)
+    os.remove(flag)  # its question recorded now, its model thinking
+    deadline = time.monotonic() + 10
+    while not (made := c.list_sessions()["sessions"]) or not c.messages(made[0]["id"])["messages"]:
+        assert time.monotonic() < deadline, "the first question never recorded"
+        time.sleep(0.02)
+    other = openai_app(d, made[0]["id"])
+    q = [{"role": "user", "content": "count"}, {"role": "user", "content": "and mine"}]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(other.chat.completions.create, model="echo-1", messages=q)
+        arrived(flag)  # the other app's question sent on to the model, not recorded yet
+        first.close()  # the first app leaves, nothing of its answer given
+        deadline = time.monotonic() + 10
+        while c.list_sessions()["sessions"] and not _said_kept(d.home):  # (deleted, or said kept)
+            assert time.monotonic() < deadline, "the first request never ended"
+            time.sleep(0.05)
+        os.remove(flag)
+        p.resume.set()
+        answer = call.result(timeout=30).choices[0].message.content
+    assert answer.startswith("echo: "), answer
+    [s] = c.list_sessions()["sessions"]
+    assert [m["content"] for m in c.messages(s["id"])["messages"]][:2] == ["count", "and mine"]
+
+
+def _said_kept(home: str) -> bool:
+    try:
+        with open(os.path.join(home, "logs", "sessiond.log")) as f:
+            return "the session an OpenAI request made is kept" in f.read()
+    except FileNotFoundError:
+        return False
