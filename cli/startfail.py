@@ -12,6 +12,7 @@ from ..api.locate import resolve_home
 from ..storage.errors import is_disk_full
 from ..storage.redact import scrub_text
 from .errors import EXIT_ERROR, EXIT_USAGE, CliError
+from .forkstart import ForkedDaemon
 
 
 def start_failure(args, exc: Exception) -> Exception:
@@ -76,7 +77,7 @@ def unwritable(exc: OSError, home: str) -> CliError | None:
     return CliError(f"cannot start: cannot write {exc.filename or home} ({exc.strerror}); {way}", EXIT_ERROR)
 
 
-def not_started(home: str, proc: subprocess.Popen, out_path: str) -> CliError:
+def not_started(home: str, proc: subprocess.Popen | ForkedDaemon, out_path: str) -> CliError:
     """Why the daemon `start` spawned did not start: the last line written to daemon.out. Not the line of a
     daemon that found the home taken (this one's, losing to another start whose daemon then failed: that
     one's reason is the line before), unless it is the only one."""

@@ -34,6 +34,8 @@ sys.dont_write_bytecode = False
 # Daemons and CLI calls start from a fork server that has imported sessiond once (tests/forkserver.py):
 # the same program as `python -m sessiond.cli.main`, in a process of its own, without ~0.65 s of imports each.
 # A test marked `real_exec` (it reads command lines, say) starts them for real, as SESSIOND_TEST_EXEC=1 does all.
+# A `sessiond start` from the fork server forks its daemon in turn (SESSIOND_TEST_FORK_START, cli/forkstart.py:
+# ~0.5 s of CPU less a start), but in a test marked `exec_start` (it reads that daemon's command line).
 EXEC_ONLY = os.environ.get("SESSIOND_TEST_EXEC") == "1"
 _fork: dict = {}  # "server": this worker's ForkServer (None if it could not start); "exec": the test's marker
 _fork_lock = threading.Lock()
@@ -59,6 +61,8 @@ def popen_cli(args: list[str], *, env: dict, **kw):
     start_new_session)."""
     server = _fork_server()
     if server is not None and server.can_run(env):
+        if not _fork.get("exec_start"):  # its `start` forks its daemon too (cli/forkstart.py)
+            env = {**env, "SESSIOND_TEST_FORK_START": "1"}
         return server.spawn(args, env=env, **kw)
     if "new_session" in kw:
         kw["start_new_session"] = kw.pop("new_session")
@@ -68,6 +72,7 @@ def popen_cli(args: list[str], *, env: dict, **kw):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     _fork["exec"] = item.get_closest_marker("real_exec") is not None  # before the test's fixtures start
+    _fork["exec_start"] = item.get_closest_marker("exec_start") is not None
 
 
 def pytest_collection_modifyitems(items):

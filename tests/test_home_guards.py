@@ -12,6 +12,8 @@ import sqlite3
 import stat
 import subprocess
 
+import pytest
+
 from conftest import DaemonProc, cli_json, popen_cli, run_cli
 from sessiond.storage.schema import SCHEMA_VERSION
 from sessiond.sync.keys import mnemonic_to_seed
@@ -162,6 +164,7 @@ def test_a_damaged_database_is_refused_in_one_line(home):
         assert not doctor["ok"]
 
 
+@pytest.mark.exec_start  # finds the daemons by their command lines
 def test_two_starts_at_once_one_daemon_and_both_say_it_runs(home):
     """Two `sessiond start` racing on one home: one starts the daemon, the other says that one is running, as a
     later `start` does, and exits 0 as it does (the one losing the race exited 1 with "already running (or

@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 import secretcheck
 from conftest import cli_json, run_cli
 
 # The command line read is that of the daemon `sessiond start` started, which start runs as a new program
-# wherever it runs itself: no test here needs the `real_exec` mark (every CLI call a new program).
+# wherever it runs itself under the `exec_start` mark (else the suite's `start` forks it: cli/forkstart.py): no
+# test here needs the `real_exec` mark (every CLI call a new program).
 
 
+@pytest.mark.exec_start  # reads the command line of the daemon `start` ran
 def test_store_file_keeps_the_invite_out_of_argv_for_start_and_import(invite_relay, secret_homes, tmp_path):
     data, host = invite_relay
     a, b = secret_homes("a"), secret_homes("b")

@@ -9,15 +9,19 @@ import os
 import socket
 import time
 
+import pytest
+
 import secretcheck
 from conftest import cli_json, run_cli
 
-# The tests here that read a daemon's command line read that of the daemon `sessiond start` started: `start`
-# runs it as a new program (sys.executable -m sessiond.cli.main daemon) wherever `start` itself runs, so none
-# needs the `real_exec` mark (which starts every CLI call of the test as a new program, ~0.65 s of imports
-# each); each asserts the command line it reads is the daemon's own.
+# The tests here that read a daemon's command line read that of the daemon `sessiond start` started: marked
+# `exec_start`, `start` runs it as a new program (sys.executable -m sessiond.cli.main daemon) wherever `start`
+# itself runs (else the suite's `start` forks it: cli/forkstart.py), so none needs the `real_exec` mark
+# (which starts every CLI call of the test as a new program, ~0.65 s of imports each); each asserts the
+# command line it reads is the daemon's own.
 
 
+@pytest.mark.exec_start  # reads the command line of the daemon `start` ran
 def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(invite_relay, secret_homes):
     data, host = invite_relay
     invite = secretcheck.invite(data)
@@ -50,6 +54,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.exec_start  # reads the command line of the daemon `start` ran
 def test_passwords_and_tokens_of_store_urls_are_never_shown(secret_homes, reserved_port):
     """A Kubo RPC behind basic auth (user:password@) with a token in its query, down: the failures
     name the store, never its password or token, in status, sync, doctor, logs and start's errors."""

@@ -16,6 +16,7 @@ from ...daemon.home import read_lock, resolve_home
 from ...daemon.homelock import holds_lock
 from ...storage.redact import scrub_text, shown_store
 from ..errors import EXIT_USAGE, CliError, stuck
+from ..forkstart import ForkedDaemon, fork_daemon, fork_wanted
 from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, safe, short, table, when
@@ -177,15 +178,19 @@ def cmd_start(args) -> int:
         if refused is None:
             raise
         raise refused from None
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=fd,
-        stderr=fd,
-        pass_fds=tuple(passed),
-        start_new_session=True,
-        close_fds=True,
-    )
+    proc: subprocess.Popen | ForkedDaemon
+    if fork_wanted():  # the test suite's alone: the daemon forked from this command (cli/forkstart.py)
+        proc = fork_daemon(cmd[3:], fd, passed)
+    else:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            pass_fds=tuple(passed),
+            start_new_session=True,
+            close_fds=True,
+        )
     os.close(fd)
     for passed_fd in passed:
         os.close(passed_fd)
@@ -262,7 +267,7 @@ def _already_running(args, home: str, info: Status, store: str | None) -> int:
     return 0
 
 
-def _lost_to_another(home: str, proc: subprocess.Popen) -> bool:
+def _lost_to_another(home: str, proc: subprocess.Popen | ForkedDaemon) -> bool:
     from ...daemon.homelock import lock_held
     from ...daemon.listen import lock_holder
 
@@ -280,7 +285,7 @@ def other_start_wait() -> float:
     return float(text) if text else OTHER_START_WAIT
 
 
-def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen, out_path: str) -> int:
+def _wait_for_other(args, home: str, store: str | None, proc: subprocess.Popen | ForkedDaemon, out_path: str) -> int:
     """The daemon this start spawned found another holding the home's lock: a start racing this one won, or a
     daemon was still starting when this one asked. The outcome asked for is that one's: once it answers, said
     as a start beside a running daemon says it (exit 0, not an error for the same outcome); still starting
