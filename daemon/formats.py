@@ -130,6 +130,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
                         "tool_calls",
                         "call_fields",  # a provider's own fields of the calls, by call id
                         "metadata",
+                        "part_notes",  # the lines of its text noting an app's parts that are not text
                         *ANSWER_KEYS,  # a model's answer: what it costs the quota (usage), its times
                     )
                     if m.get(k) is not None
@@ -243,6 +244,7 @@ def parse_json(data: Any) -> dict:
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]", call_fields=True)
         pm.update(sessionfile.answer(m, f"messages[{i}]"))
+        pm.update(sessionfile.part_notes(m, f"messages[{i}]"))
         if (when := importers.timestamp(m.get("created_at"), f"messages[{i}].created_at")) is not None:
             pm["created_at"] = when  # its own time, as a fork's copy keeps it (_append takes it out)
         if isinstance(m.get("id"), str):

@@ -89,6 +89,23 @@ def answer(m: dict, where: str) -> dict:
     return out
 
 
+def part_notes(m: dict, where: str) -> dict:
+    """A user's message's `part_notes` in a session file (daemon/openai_history.py): the numbers, from 0, of the
+    lines of its text that note the parts an OpenAI-endpoint app sent that are not text, each once; a file's
+    number that names no line of its text is refused, as the file's other fields are."""
+    notes = m.get("part_notes")
+    if notes is None:
+        return {}
+    lines = m["content"].count("\n") + 1 if isinstance(m.get("content"), str) else 0
+    if (
+        not isinstance(notes, list)
+        or any(type(n) is not int or not 0 <= n < lines for n in notes)
+        or len(set(notes)) != len(notes)
+    ):
+        raise Invalid(f"{where}.part_notes must be the numbers, from 0 and each once, of lines of its content")
+    return {"part_notes": notes} if notes else {}
+
+
 def proven(data: dict) -> bool:
     """Whether the file's session was proven where it came from (its `checkpoints`). Those proofs are not
     taken: each hashes the source device's message ids and is signed by that device's key, so none verifies
