@@ -244,7 +244,7 @@ def parse_json(data: Any) -> dict:
     for i, m in enumerate(msgs):
         pm = _message(m, f"messages[{i}]", call_fields=True)
         pm.update(sessionfile.answer(m, f"messages[{i}]"))
-        pm.update(sessionfile.part_notes(m, pm["content"]))  # (an OpenAI app's message: which lines note its media)
+        pm.update(sessionfile.part_notes(m, f"messages[{i}]"))
         if (when := importers.timestamp(m.get("created_at"), f"messages[{i}].created_at")) is not None:
             pm["created_at"] = when  # its own time, as a fork's copy keeps it (_append takes it out)
         if isinstance(m.get("id"), str):

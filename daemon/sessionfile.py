@@ -11,7 +11,6 @@ from ..api.types import MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..storage.model import parse_message_id
-from .openai_history import PART_NOTES_KEY, named_notes
 
 STATUSES = ("active", "paused", "ended")
 
@@ -90,11 +89,22 @@ def answer(m: dict, where: str) -> dict:
     return out
 
 
-def part_notes(m: dict, content: str) -> dict:
-    """A message's `part_notes` in a session file (export writes them: the lines of its text that note its parts
-    that are not text), kept as a reader reads them: those its text has (openai_history.named_notes)."""
-    named = named_notes(m.get(PART_NOTES_KEY), content.count("\n") + 1)
-    return {} if named is None else {PART_NOTES_KEY: named}
+def part_notes(m: dict, where: str) -> dict:
+    """A user's message's `part_notes` in a session file (daemon/openai_history.py): the numbers, from 0, of the
+    lines of its text that note the parts an OpenAI-endpoint app sent that are not text, each once; a file's
+    number that names no line of its text is refused, as the file's other fields are. An empty list is kept: it
+    says the message's lines such as `[image]` are its user's own text, not notes."""
+    notes = m.get("part_notes")
+    if notes is None:
+        return {}
+    lines = m["content"].count("\n") + 1 if isinstance(m.get("content"), str) else 0
+    if (
+        not isinstance(notes, list)
+        or any(type(n) is not int or not 0 <= n < lines for n in notes)
+        or len(set(notes)) != len(notes)
+    ):
+        raise Invalid(f"{where}.part_notes must be the numbers, from 0 and each once, of lines of its content")
+    return {"part_notes": notes}
 
 
 def proven(data: dict) -> bool:
