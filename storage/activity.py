@@ -24,6 +24,10 @@ from typing import Any
 
 from .clock import stepped
 
+# Less than this between the wall clock and the clock since boot is their drift (NTP slewing the wall clock, each
+# read's own delay), not a step: a last activity judged shifted by it moved a few ms between two reads of a session
+# nothing had written to (`ls` twice disagreed), while an idle timeout or a clean-up counts in seconds at least
+DRIFT = 1.0
 _noted: dict[str, tuple[float, float]] = {}  # session id -> (its last_activity as stamped, stepped() then)
 
 _WATCH_SQL = """
@@ -61,7 +65,10 @@ def judged(sid: Any, stamp: Any) -> Any:
     seen = _noted.get(sid) if isinstance(sid, str) else None
     if seen is None or seen[0] != stamp:
         return stamp
-    return stamp + round((stepped() - seen[1]) * 1000) / 1000
+    shift = stepped() - seen[1]
+    if abs(shift) < DRIFT:  # (the clocks' drift, not a step: a session's listing read twice said two times)
+        return stamp
+    return stamp + round(shift * 1000) / 1000
 
 
 def most_set_back() -> float:
