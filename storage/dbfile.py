@@ -137,10 +137,18 @@ class DatabaseFile:
     def _overwritten(self, st: os.stat_result | None) -> None:
         """(self._lock held.) The file (`st`: its stat now), still the one opened, changed by none of the
         daemon's checkpoints."""
-        moved = self._changed is None and self._checkpoints == 0 and _content(st) != self._content
+        changed = _content(st) != self._content
+        # (a checkpoint running may be moving the content, but never makes the file shorter: seen at once, not at
+        # its end, for a read meeting the copy's missing pages meanwhile asks now)
+        moved = self._changed is None and changed and (self._checkpoints == 0 or self._shrunk(st))
         if moved and st is not None and (st.st_dev, st.st_ino) == self._identity:  # (else lost() says what)
             self._changed = OVERWRITTEN
             self.overwritten = True
+
+    def _shrunk(self, st: os.stat_result | None) -> bool:
+        """(self._lock held.) The file (`st`) shorter than the daemon's checkpoints ever leave it (_left)."""
+        least = max(self._floor, self._content[0] if self._content is not None else 0)
+        return not self._shrinks and st is not None and st.st_size < least
 
     @contextlib.contextmanager
     def checkpointing(self) -> Iterator[bool]:
@@ -176,9 +184,7 @@ class DatabaseFile:
         meanwhile; nor shorter than the database's pages a whole checkpoint sized it to (at_least). (A copy as long or
         longer meanwhile is taken for the checkpoint's writes: unseen.)"""
         now = _content(st)
-        least = max(self._floor, self._content[0] if self._content is not None else 0)
-        shrunk = not self._shrinks and now is not None and now[0] < least
-        if shrunk and st is not None and (st.st_dev, st.st_ino) == self._identity and self._changed is None:
+        if self._shrunk(st) and st is not None and (st.st_dev, st.st_ino) == self._identity and self._changed is None:
             self._changed = OVERWRITTEN
             self.overwritten = True
             return

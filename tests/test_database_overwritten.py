@@ -189,6 +189,26 @@ def test_a_shorter_copy_while_one_of_the_daemons_checkpoints_runs_is_seen(tmp_pa
     assert f.lost() == dbfile.OVERWRITTEN and f.overwritten
 
 
+def test_a_shorter_copy_is_seen_while_the_daemons_checkpoint_still_runs(tmp_path):
+    # A read meeting the shorter copy's missing pages ("database disk image is malformed") asks lost() at once, while
+    # the checkpoint the copy landed in may still run: the shrink was judged only when the checkpoint ended, so the
+    # read answered 500 internal, not database_lost (a fresh clone's run: test_database_shrunk's page of messages).
+    # No checkpoint of the daemon's makes the file shorter than it found it, running or ended.
+    from sessiond.storage import dbfile
+
+    path = tmp_path / "sessions.db"
+    path.write_bytes(b"\0" * 16384)
+    f = dbfile.DatabaseFile(str(path))
+    with f.checkpointing() as go:
+        assert go
+        with open(path, "r+b") as out:  # the checkpoint's own writes, the file grown: not a copy
+            out.seek(16384)
+            out.write(b"\1" * 4096)
+        assert f.lost(by_version=False) is None
+        path.write_bytes(b"\2" * 8192)  # `cp backup.db sessions.db` meanwhile: shorter
+        assert f.lost(by_version=False) == dbfile.OVERWRITTEN and f.overwritten
+
+
 async def test_a_failed_request_during_the_daemons_own_truncation_is_not_taken_for_another_writer(tmp_path):
     """A request failing with an SQLite error looks whether the file was lost (Connections.as_lost, through
     daemon/routes/failures.lost_instead): it read the writer's data_version without the writer's lock, and during
