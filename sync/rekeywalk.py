@@ -12,9 +12,10 @@ since are read first: a later one decides as the walk down from the head would h
 it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The result of a whole
 walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull, and the
 chain down from one manifest does not change (but for its older manifests freed: no claim found there then either),
-so a pull while the author's head stands reads that manifest only; not a walk that ended short of where one kept as
-finding the claim began (a manifest missing for a while), which keeps that row too, and whose end the next walk
-from the same head asks for first (`_SHORT`: read again only once that manifest is back). Read-only but for `kept`: a
+so a pull while the author's head stands reads that manifest only; not a walk that ended at a manifest it could not
+read (freed by the author's gc, or missing for a while: a store catching up), whose end the next walk from the same
+head asks for first (`_SHORT`: read again only once that manifest is back); one that ended so short of where one kept
+as finding the claim began keeps that row too. Read-only but for `kept`: a
 pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once a
 pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so that
 the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with many
@@ -47,8 +48,8 @@ CLAIMS_WALK = 1000
 # seconds one call (one pull's check of the notice) walks at most; at least one manifest past where the last stopped
 WALK_SECONDS = 2.0
 _WALKED: LRU[tuple, bool] = LRU(256)
-# a walk from a head that ended at a manifest it could not read, short of where one kept as finding the claim began
-# (_WALKED's key -> that manifest's hash): the next from the same head reads whether that one is back, not the rest
+# a walk from a head that ended at a manifest it could not read (_WALKED's key -> that manifest's hash): the next from
+# the same head reads whether that one is back, not the rest
 _SHORT: LRU[tuple, bytes] = LRU(256)
 
 
@@ -285,9 +286,12 @@ async def claimed_before(
         # while, on a store catching up, refuses no notice for good.)
         await (kept.put(sid, wid, _encoded(unmet)) if unmet else kept.drop(sid, wid))
     if walked is not None:
-        # a walk short of what was found, ended at a manifest it could not read: the next from this head asks whether
-        # that one is back first (was: every pull walked again all the manifests down to it, its row written again)
-        if unmet and gone is not None:
+        # a walk ended at a manifest it could not read: the next from this head asks whether that one is back first
+        # (was: short of what was found, every pull walked again all the manifests down to it, its row written again;
+        # short of the claim with nothing found before, its end cached as the chain's: once the store held that
+        # manifest again, every pull while the author's head stood refused the notice unread, a quiet author's for
+        # good, its gc freeing the rest meanwhile)
+        if gone is not None:
             _SHORT[walked] = gone
         else:  # (ended at the chain's own end: as a walk that decided, the same from this head whatever follows)
             _WALKED[walked] = found

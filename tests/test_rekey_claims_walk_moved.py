@@ -187,3 +187,26 @@ async def test_a_walk_that_cannot_reach_what_was_found_is_not_walked_again_at_ev
     assert len(await _walks(devices.dbb)) == 1  # (still kept: the manifests gone may be back)
     # main: [5, 5, 5], the same five manifests read again at every pull
     assert walked[0] == 5 and walked[1:] == [0, 0], walked
+
+
+async def test_a_manifest_missing_for_a_while_at_the_first_walk_refuses_nothing_for_good(devices):
+    """B's first walk down A's older manifests ends at one missing from the store (a store catching up, one of a
+    mirror behind), short of A's claim: refused for now. The walk's end was kept as the chain's for A's head
+    (_WALKED): once the store held that manifest again, every pull while A's head stood (a quiet author: for good,
+    its gc freeing the rest meanwhile) refused the notice from memory without reading a manifest."""
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk missing at first", CLAIMS_KEPT + 2)
+    await _slot_served_with(devices, sid, notice)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()  # (its head stays)
+    between = await store.get(chain[1])
+    await store.free(chain[1:2])  # (missing for a while)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert await store.put(between) == chain[1]  # (the store caught up)
+    with contextlib.suppress(ImportError_):
+        await b.pull(sid)
+    # main: refused again from memory, the walk's end at the manifest missing taken for the chain's
+    assert b.ctx.keys.session_key(sid) == new_key
