@@ -210,3 +210,44 @@ async def test_a_manifest_missing_for_a_while_at_the_first_walk_refuses_nothing_
         await b.pull(sid)
     # main: refused again from memory, the walk's end at the manifest missing taken for the chain's
     assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_a_walk_ended_at_a_manifest_it_reads_but_cannot_parse_is_not_walked_again_at_every_pull(
+    devices, monkeypatch
+):
+    """What B's walk found is kept; A writes on, and the manifest between its head and where that walk began is one B
+    reads but cannot take (a newer sessiond's, or its author's damaged within: a hash that matches). The walk ends
+    there, short of the row, as at one missing (_SHORT), whose return (_back: the object there, its hash right) it
+    found at every next pull: every pull walked again down to it, and wrote the row again."""
+    from sessiond.sync import fetch
+    from sessiond.sync.pages import LogError
+
+    a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk unparsed", CLAIMS_KEPT + 2)
+    await _slot_served_with(devices, sid, notice)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
+    for _ in range(2):  # A writes on: its head two manifests past where B's walk began
+        await _claims_pushed(devices, sid, claims)
+    store = FileStore(devices.store_path)
+    keys, pk = a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid)
+    chain = [(at, h) async for at, h, _k, _m in fetch.walk_manifests(store, sid, keys, pk, "a", timeout=10, limit=3)]
+    await a.stop()
+    unread_rev, unread = chain[1]
+    real = fetch.parse_manifest
+
+    def parse(plain: bytes, *, sid: str, head_pk: bytes, rev: int):
+        if head_pk == pk and rev == unread_rev:
+            raise LogError("a field this sessiond does not know")
+        return real(plain, sid=sid, head_pk=head_pk, rev=rev)
+
+    monkeypatch.setattr(fetch, "parse_manifest", parse)
+    walked: list[int] = []
+    for _ in range(3):
+        gets = count_gets(await b.ctx.store_for(sid))
+        with pytest.raises(ImportError_) as err:
+            await b.pull(sid)
+        assert err.value.kind == "rekey_unconfirmed", err.value
+        walked.append(gets.count(unread))
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert len(await _walks(devices.dbb)) == 1  # (still kept)
+    # main: [2, 2, 2], walked down to it (and asked whether it was back) at every pull
+    assert walked[1:] == [0, 0], walked
