@@ -224,6 +224,12 @@ async def claimed_before(
                     met = _met(cuts, mhash)
                     if met is None:
                         if fresh and time.monotonic() >= deadline:
+                            if (known := _WALKED.get(walked)) is not None:
+                                # another check's walk from this head ended meanwhile (a verify's, which doctor runs,
+                                # beside a pull's): it decides, its row stands (was: this cut written over the row
+                                # that found the claim; a kill before the next pull, and the restart went on from
+                                # the cut, past manifests the author's gc freed since: refused for good)
+                                return known
                             _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
                             _NOW[sid] = slot
                             if kept is not None:
