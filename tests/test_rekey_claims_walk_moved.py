@@ -176,13 +176,7 @@ async def test_a_walk_that_cannot_reach_what_was_found_is_not_walked_again_at_ev
     await a.stop()
     b = await _reopened_b(devices)
     await store.free(chain[6:])  # (A's gc: where B's walk began, the one after it, and more)
-    walked: list[int] = []
-    for _ in range(3):
-        gets = count_gets(await b.ctx.store_for(sid))
-        with pytest.raises(ImportError_) as err:
-            await b.pull(sid)
-        assert err.value.kind == "rekey_unconfirmed", err.value
-        walked.append(len([h for h in gets if h in chain[1:6]]))
+    walked = await _refused_reading(b, sid, chain[1:6])
     assert b.ctx.keys.session_key(sid) != new_key
     assert len(await _walks(devices.dbb)) == 1  # (still kept: the manifests gone may be back)
     # main: [5, 5, 5], the same five manifests read again at every pull
@@ -240,14 +234,20 @@ async def test_a_walk_ended_at_a_manifest_it_reads_but_cannot_parse_is_not_walke
         return real(plain, sid=sid, head_pk=head_pk, rev=rev)
 
     monkeypatch.setattr(fetch, "parse_manifest", parse)
-    walked: list[int] = []
-    for _ in range(3):
-        gets = count_gets(await b.ctx.store_for(sid))
-        with pytest.raises(ImportError_) as err:
-            await b.pull(sid)
-        assert err.value.kind == "rekey_unconfirmed", err.value
-        walked.append(gets.count(unread))
+    walked = await _refused_reading(b, sid, [unread])
     assert b.ctx.keys.session_key(sid) != new_key
     assert len(await _walks(devices.dbb)) == 1  # (still kept)
     # main: [2, 2, 2], walked down to it (and asked whether it was back) at every pull
     assert walked[1:] == [0, 0], walked
+
+
+async def _refused_reading(b, sid: str, manifests: list[bytes], pulls: int = 3) -> list[int]:
+    """B's pulls of `sid`, each refusing the notice for now: how many reads of `manifests` each made."""
+    walked = []
+    for _ in range(pulls):
+        gets = count_gets(await b.ctx.store_for(sid))
+        with pytest.raises(ImportError_) as err:
+            await b.pull(sid)
+        assert err.value.kind == "rekey_unconfirmed", err.value
+        walked.append(len([h for h in gets if h in manifests]))
+    return walked
