@@ -4,23 +4,25 @@
 Each manifest links the one before (its `prev`, docs/FORMATS.md §4), which the hash chain from the author's signed
 head vouches for, until the author's gc frees it (after its grace, 24 h by default): CLAIMS_WALK manifests at most.
 One call walks for WALK_SECONDS at most: a thousand manifests on a store answering in 50 ms took 53 s (0.5 s on a
-folder store), the pull that checked the notice stuck so long. A walk cut short is kept (`_CUT`, by author and
-notice: where it stopped, the manifest it began at, the claims of the manifest after), and the next call goes on
-there once its own walk from the author's head, moved since or not, meets the manifest that walk began at, or one
-whose prev link names it (the author's gc frees the manifests its head moved on from, that one too) (the manifests
-since are read first: a later one decides as the walk down from the head would have it; then one at least past where
-it stopped, whatever they took: an author pushing as fast as a pull reads stops it no more). The result of a whole
-walk is kept by the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull, and the
-chain down from one manifest does not change (but for its older manifests freed: no claim found there then either),
-so a pull while the author's head stands reads that manifest only; not a walk that ended short of where one kept as
-finding the claim began (a manifest missing for a while), which keeps that row too, and whose end the next walk
-from the same head asks for first (`_SHORT`: read again only once that manifest is back). Read-only but for `kept`: a
-pull's cuts are kept in the database too (storage/claimswalks.py, one statement each time a walk is cut short; once a
-pull's walk found the claim, cut short before or not, that in their place, until the session's key changes), so that
-the first pull after a restart goes on where the walk stopped, not from the author's head (on a slow store with many
-manifests, minutes of slices at every start), nor walks again one done before its notice was taken. A walk left
-behind (the slot holding another notice, a generation the session left) is no walk under way: dropped as the next
-walk of its session begins or its keys switch, and `under_way` names only the walk the last check cut short."""
+folder store), the pull that checked the notice stuck so long. A walk cut short is kept (`_CUT`, by author and notice:
+where it stopped, the manifest it began at, the claims of the manifest after), and the next call goes on there once
+its own walk from the author's head, moved since or not, meets the manifest that walk began at, or one whose prev link
+names it (the author's gc frees the manifests its head moved on from, that one too) (the manifests since are read
+first: a later one decides as the walk down from the head would have it; then one at least past where it stopped,
+whatever they took: an author pushing as fast as a pull reads stops it no more). The result of a whole walk is kept by
+the head's manifest it began at (`_WALKED`): a notice refused is checked again at every pull, and the chain down from
+one manifest does not change (but for its older manifests freed: no claim found there then either), so a pull while
+the author's head stands reads that manifest only; not a walk that ended at a manifest it could not read (freed by the
+author's gc, or missing for a while: a store catching up), whose end the next walk from the same head asks for first
+(`_SHORT`: read again only once that manifest is back; one there that it reads but cannot take, a newer sessiond's, is
+the chain's end from that head); one that ended so short of where one kept as finding the claim began keeps that row
+too. Read-only but for `kept`: a pull's cuts are kept in the database too (storage/claimswalks.py, one statement each
+time a walk is cut short; once a pull's walk found the claim, cut short before or not, that in their place, until the
+session's key changes), so that the first pull after a restart goes on where the walk stopped, not from the author's
+head (on a slow store with many manifests, minutes of slices at every start), nor walks again one done before its
+notice was taken. A walk left behind (the slot holding another notice, a generation the session left) is no walk under
+way: dropped as the next walk of its session begins or its keys switch, and `under_way` names only the walk the last
+check cut short."""
 
 from __future__ import annotations
 
@@ -47,8 +49,8 @@ CLAIMS_WALK = 1000
 # seconds one call (one pull's check of the notice) walks at most; at least one manifest past where the last stopped
 WALK_SECONDS = 2.0
 _WALKED: LRU[tuple, bool] = LRU(256)
-# a walk from a head that ended at a manifest it could not read, short of where one kept as finding the claim began
-# (_WALKED's key -> that manifest's hash): the next from the same head reads whether that one is back, not the rest
+# a walk from a head that ended at a manifest it could not read (_WALKED's key -> that manifest's hash): the next from
+# the same head reads whether that one is back, not the rest
 _SHORT: LRU[tuple, bytes] = LRU(256)
 
 
@@ -222,6 +224,12 @@ async def claimed_before(
                     met = _met(cuts, mhash)
                     if met is None:
                         if fresh and time.monotonic() >= deadline:
+                            if (known := _WALKED.get(walked)) is not None:
+                                # another check's walk from this head ended meanwhile (a verify's, which doctor runs,
+                                # beside a pull's): it decides, its row stands (was: this cut written over the row
+                                # that found the claim; a kill before the next pull, and the restart went on from
+                                # the cut, past manifests the author's gc freed since: refused for good)
+                                return known
                             _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
                             _NOW[sid] = slot
                             if kept is not None:
@@ -268,6 +276,11 @@ async def claimed_before(
     finally:
         if progress is not None:  # (ended, however: the bar closes)
             progress(CLAIMS_WALK, CLAIMS_WALK)
+    if gone is not None and await _back(store, gone, timeout):
+        # read, its hash right, but not taken (a newer sessiond's, or damaged within by its author): no store catching
+        # up brings another, the chain's end from this head, as one sealed is (was: taken for one missing, _back
+        # found it there at every next pull, and every pull walked again down to it)
+        gone = None
     _CUT.pop(slot)
     # what a walk before found, which this one did not reach (a manifest above it missing for a while, on a store
     # catching up; a head served rolled back): kept, and this walk's end not taken for the chain's (was: the row
@@ -285,9 +298,12 @@ async def claimed_before(
         # while, on a store catching up, refuses no notice for good.)
         await (kept.put(sid, wid, _encoded(unmet)) if unmet else kept.drop(sid, wid))
     if walked is not None:
-        # a walk short of what was found, ended at a manifest it could not read: the next from this head asks whether
-        # that one is back first (was: every pull walked again all the manifests down to it, its row written again)
-        if unmet and gone is not None:
+        # a walk ended at a manifest it could not read: the next from this head asks whether that one is back first
+        # (was: short of what was found, every pull walked again all the manifests down to it, its row written again;
+        # short of the claim with nothing found before, its end cached as the chain's: once the store held that
+        # manifest again, every pull while the author's head stood refused the notice unread, a quiet author's for
+        # good, its gc freeing the rest meanwhile)
+        if gone is not None:
             _SHORT[walked] = gone
         else:  # (ended at the chain's own end: as a walk that decided, the same from this head whatever follows)
             _WALKED[walked] = found

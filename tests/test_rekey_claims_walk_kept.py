@@ -6,8 +6,11 @@ done, or with its session."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
+import types
 
 import pytest
 
@@ -265,3 +268,44 @@ async def test_a_kill_between_the_keys_rotating_and_the_rows_going_loses_no_walk
     assert walked == [], walked  # (nothing checked again: the switch resumed from the rekey's record)
     assert b.ctx.keys.session_key(sid) == new_key
     assert await _walks(devices.dbb) == []  # (settled with the switch: dropped)
+
+
+async def test_a_walk_found_by_a_verify_meanwhile_is_not_written_over_by_the_pulls_cut(devices, monkeypatch):
+    """A `verify` (doctor runs one) checks the notice as a pull does, beside it (not under the pull's generation
+    lock): its walk ends finding A's claim and keeps that row while the pull's walk of the same head, begun before,
+    is still under way; the pull's walk then reached its bound and wrote where it stopped over that row (a cut, not
+    found), and refused the notice for now. A kill before the next pull took it (from memory: _WALKED), and the
+    restart went on from that cut, past manifests A's gc freed since: refused for good."""
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk verified", CLAIMS_KEPT + 2)
+    await _slot_served_with(devices, sid, notice)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()  # (its head stays)
+    late = [0.0]  # (the pull's bound reached once the verify is done: its clock moved on)
+    monkeypatch.setattr(rekeywalk, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + late[0]))
+    bs = await b.ctx.store_for(sid)
+    held, release = asyncio.Event(), asyncio.Event()
+    real_get = bs.get
+
+    async def get(h, *args, **kw):
+        if h == chain[1] and not held.is_set():  # (the pull's walk, past A's head: held there)
+            held.set()
+            await release.wait()
+        return await real_get(h, *args, **kw)
+
+    monkeypatch.setattr(bs, "get", get)
+    pull = asyncio.create_task(b.pull(sid))
+    try:
+        await asyncio.wait_for(held.wait(), 10)
+        report = await b.verify(sid)  # (its walk ends: the claim found, kept)
+        assert report["sessions"][0]["ok"], report
+        late[0] = 3600.0
+    finally:
+        release.set()
+        with contextlib.suppress(ImportError_):
+            await pull
+    b = await _reopened_b(devices)  # (killed before another pull)
+    await store.free(chain[1:])  # (freed by A's gc since)
+    await _pulled(b, sid)
+    # main: the pull's cut written over the row found, gone on from after a restart: refused at the manifest freed
+    assert b.ctx.keys.session_key(sid) == new_key

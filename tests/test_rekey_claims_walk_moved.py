@@ -176,14 +176,78 @@ async def test_a_walk_that_cannot_reach_what_was_found_is_not_walked_again_at_ev
     await a.stop()
     b = await _reopened_b(devices)
     await store.free(chain[6:])  # (A's gc: where B's walk began, the one after it, and more)
-    walked: list[int] = []
-    for _ in range(3):
-        gets = count_gets(await b.ctx.store_for(sid))
-        with pytest.raises(ImportError_) as err:
-            await b.pull(sid)
-        assert err.value.kind == "rekey_unconfirmed", err.value
-        walked.append(len([h for h in gets if h in chain[1:6]]))
+    walked = await _refused_reading(b, sid, chain[1:6])
     assert b.ctx.keys.session_key(sid) != new_key
     assert len(await _walks(devices.dbb)) == 1  # (still kept: the manifests gone may be back)
     # main: [5, 5, 5], the same five manifests read again at every pull
     assert walked[0] == 5 and walked[1:] == [0, 0], walked
+
+
+async def test_a_manifest_missing_for_a_while_at_the_first_walk_refuses_nothing_for_good(devices):
+    """B's first walk down A's older manifests ends at one missing from the store (a store catching up, one of a
+    mirror behind), short of A's claim: refused for now. The walk's end was kept as the chain's for A's head
+    (_WALKED): once the store held that manifest again, every pull while A's head stood (a quiet author: for good,
+    its gc freeing the rest meanwhile) refused the notice from memory without reading a manifest."""
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk missing at first", CLAIMS_KEPT + 2)
+    await _slot_served_with(devices, sid, notice)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()  # (its head stays)
+    between = await store.get(chain[1])
+    await store.free(chain[1:2])  # (missing for a while)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert await store.put(between) == chain[1]  # (the store caught up)
+    with contextlib.suppress(ImportError_):
+        await b.pull(sid)
+    # main: refused again from memory, the walk's end at the manifest missing taken for the chain's
+    assert b.ctx.keys.session_key(sid) == new_key
+
+
+async def test_a_walk_ended_at_a_manifest_it_reads_but_cannot_parse_is_not_walked_again_at_every_pull(
+    devices, monkeypatch
+):
+    """What B's walk found is kept; A writes on, and the manifest between its head and where that walk began is one B
+    reads but cannot take (a newer sessiond's, or its author's damaged within: a hash that matches). The walk ends
+    there, short of the row, as at one missing (_SHORT), whose return (_back: the object there, its hash right) it
+    found at every next pull: every pull walked again down to it, and wrote the row again."""
+    from sessiond.sync import fetch
+    from sessiond.sync.pages import LogError
+
+    a, b, sid, notice, new_key, claims = await _aged_out(devices, "walk unparsed", CLAIMS_KEPT + 2)
+    await _slot_served_with(devices, sid, notice)
+    assert await found_then_cut_off(devices, monkeypatch, sid, 1) == [True]
+    for _ in range(2):  # A writes on: its head two manifests past where B's walk began
+        await _claims_pushed(devices, sid, claims)
+    store = FileStore(devices.store_path)
+    keys, pk = a.ctx.keys.session_keys(sid), a.ctx.keys.head_pk(sid)
+    chain = [(at, h) async for at, h, _k, _m in fetch.walk_manifests(store, sid, keys, pk, "a", timeout=10, limit=3)]
+    await a.stop()
+    unread_rev, unread = chain[1]
+    real = fetch.parse_manifest
+
+    def parse(plain: bytes, *, sid: str, head_pk: bytes, rev: int):
+        if head_pk == pk and rev == unread_rev:
+            raise LogError("a field this sessiond does not know")
+        return real(plain, sid=sid, head_pk=head_pk, rev=rev)
+
+    monkeypatch.setattr(fetch, "parse_manifest", parse)
+    walked = await _refused_reading(b, sid, [unread])
+    assert b.ctx.keys.session_key(sid) != new_key
+    assert len(await _walks(devices.dbb)) == 1  # (still kept)
+    # main: [2, 2, 2], walked down to it (and asked whether it was back) at every pull
+    assert walked[1:] == [0, 0], walked
+
+
+async def _refused_reading(b, sid: str, manifests: list[bytes], pulls: int = 3) -> list[int]:
+    """B's pulls of `sid`, each refusing the notice for now: how many reads of `manifests` each made."""
+    walked = []
+    for _ in range(pulls):
+        gets = count_gets(await b.ctx.store_for(sid))
+        with pytest.raises(ImportError_) as err:
+            await b.pull(sid)
+        assert err.value.kind == "rekey_unconfirmed", err.value
+        walked.append(len([h for h in gets if h in manifests]))
+    return walked
