@@ -80,8 +80,14 @@ def test_appends_go_on_while_a_long_session_is_imported(make_daemon, store_dir):
     assert len(during) >= 10, f"only {len(during)} appends during a {t1 - t0:.2f} s import"
     p99 = during[min(len(during) - 1, int(len(during) * 0.99))]
     # (before: p99 1.2-1.6 s, the whole import; after: 80-220 ms on 2 shared cores, a write transaction
-    # takes at most 65 ms, the rest is the import's own work on the daemon's event loop)
-    assert p99 < 0.7, f"appends during the import: p99 {p99 * 1000:.0f} ms, max {during[-1] * 1000:.0f} ms"
+    # takes at most 65 ms, the rest is the import's own work on the daemon's event loop). A machine loaded by
+    # other work slows the import and the appends alike: the bound grows with the import's length (an append held
+    # for the whole import is still over it), not a fixed wall time a loaded machine misses.
+    bound = max(0.7, 0.4 * (t1 - t0))
+    assert p99 < bound, (
+        f"appends during a {t1 - t0:.2f} s import: p99 {p99 * 1000:.0f} ms (over {bound * 1000:.0f} ms),"
+        f" max {during[-1] * 1000:.0f} ms"
+    )
     # each read saw the session absent, or there with all its messages, and once there, it stayed
     assert sum(t0 < r[3] < t1 for r in seen) >= 3, "too few reads during the import"
     listed, sessions, counts, _ = zip(*seen)
