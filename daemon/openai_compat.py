@@ -438,8 +438,12 @@ async def _stream(
         return b"data: " + raw + b"\n\n"
 
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
-    if ended.gone:  # (a session this request made, nothing of the answer kept: deleted, as at the stop)
-        if made is not None and ended.stored is None:
+    if ended.gone:
+        log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "openai.interrupted"})
+        # a session this request made, nothing of the answer kept, is deleted (as at the stop) only if the app left
+        # before the stream's head, which names it: an app given its id (a chat app's Stop before the model's first
+        # word) goes on with it, and no SDK retries a stream it was given (nothing makes a second one)
+        if made is not None and ended.stored is None and not ended.began:
             await openai_cut.drop_made(d, plan.sid, made)
         return resp
     if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)
