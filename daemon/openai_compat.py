@@ -295,10 +295,12 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             )
             sid = session["id"]
         async with _compat(request).lock(sid):
+            # under way from here: a session made by a request whose app left, which this one waits for (below), is
+            # not deleted under it (openai_cut.drop_made: only with no other question under way), as complete.py's
+            await answering.enter_async_context(d.answering.under_way(sid, request))
             # an answer whose app left (a Stop, then this request at once) is recorded before this request
             # is matched against the history it ends, not after this request's messages
             await d.answering.settle(sid, request)
-            await answering.enter_async_context(d.answering.under_way(sid, request))
             if not fresh:
                 # read as it is now: the answers it waited for counted, a delete or end under way over
                 # (storage/closing.py: gone, ended or revoked, the app told so, the provider not asked)
