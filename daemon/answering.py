@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from .testhooks import pause_for_tests
+
 GONE_POLL = 0.1  # seconds between two looks at whether an app waiting for a model's answer is still there
 SETTLE_WAIT = 5.0  # at most this long a question waits for the answers whose apps left to be recorded
 # why a stream the daemon's stop cut ended (its app told so on its wire: `Answering.tell_at_stop`)
@@ -114,6 +116,7 @@ class Answering:
             if other is not request and not done.is_set() and app_gone(other)
         ]
         if left_ones:
+            await pause_for_tests("answering.settle")  # (the tests hold a question here, waiting for those)
             await asyncio.wait([asyncio.ensure_future(w) for w in left_ones], timeout=SETTLE_WAIT)
         return bool(left_ones)
 

@@ -239,6 +239,8 @@ class Streamed:
     error: SessiondError | None  # the provider's (ProviderError), or why the answer could not be recorded
     gone: bool
     stopped: bool = False  # the daemon's stop ended it (the app still there: the caller tells it so)
+    # the response's head (its status and headers: the OpenAI endpoint's names the session) was sent to the app
+    began: bool = True
 
 
 # the event for one chunk on the app's wire, from (its raw bytes, the chunk, the text it adds, its
@@ -271,6 +273,7 @@ async def pass_on(
     size = 0  # the characters of text and calls' arguments taken: a message holds MAX_TEXT at most
     error: ProviderError | None = None
     gone = stopped = False
+    began = False  # (Streamed.began)
 
     def recorded(away: bool, failed: ProviderError | None):  # (what arrived so far, as the stream ended)
         return record_streamed(
@@ -291,6 +294,7 @@ async def pass_on(
     try:
         try:
             await resp.prepare(request)
+            began = True
         except APP_GONE:  # the app left after the provider's first event, before anything was sent to it
             gone = True
         event = head
@@ -369,8 +373,8 @@ async def pass_on(
     except SessiondError as exc:  # paused, ended or deleted meanwhile: the app has the text, not a record of it
         said = "the answer above was not recorded" if parts or calls.calls() else "nothing of an answer was recorded"
         exc.message = f"{said}: {exc.message}"
-        return Streamed(None, exc, gone)
-    return Streamed(stored, error, gone, stopped and not gone)
+        return Streamed(None, exc, gone, began=began)
+    return Streamed(stored, error, gone, stopped and not gone, began)
 
 
 def _ends_calls(chunk: dict) -> bool:

@@ -179,7 +179,10 @@ async def prepare(
     db = d.db
     await d.ops.closing.settled(sid)  # a delete, end or revocation under way: its outcome first (nothing asked)
     session = await db.get_session(sid)
-    chat_id = await db.resolve_chat(sid, chat) if chat else session["current_chat"]
+    # the chat a keyed request's first try recorded its question in, if it did (a retry of one naming no chat asks
+    # that one, current then: another app may have switched the session to another since)
+    recorded = await _question_chat(db, sid, key)
+    chat_id = await db.resolve_chat(sid, chat) if chat else recorded or session["current_chat"]
     chat_row = await db.get_chat(sid, chat_id)
     answer_key = f"{key}:answer" if key is not None else None
     if answer_key is not None:
@@ -200,7 +203,7 @@ async def prepare(
             sid, chat_id, 2 if content is not None else 1, WITH_ANSWER if content is not None else ANSWER_ONLY
         )
     except LimitReached:
-        if content is None or not await _recorded_question(db, sid, chat_id, key):
+        if content is None or recorded != chat_id:
             raise
         await db.check_room(sid, chat_id, 1, ANSWER_ONLY)
     p, model = provider_and_model(d, session, chat_row, provider, model)
@@ -224,13 +227,12 @@ async def prepare(
     return Plan(sid, chat_id, p, model, req, answer_key, question=question)
 
 
-async def _recorded_question(db, sid: str, chat: str, key: str | None) -> bool:
-    """Whether a request sent with Idempotency-Key `key` recorded its question in `chat` already (a first try that
-    got no answer: the provider failed, the daemon stopped), which the retry's `_question` does not store again."""
-    if key is None:
-        return False
-    seen = await db.idempotent_result(sid, f"{key}:question")
-    return bool(seen) and all(m.get("chat") == chat for m in seen)
+async def _question_chat(db, sid: str, key: str | None) -> str | None:
+    """The chat a request sent with Idempotency-Key `key` recorded its question in already (a first try that got no
+    answer: the provider failed, the daemon stopped; or one that did), which the retry's `_question` does not store
+    again; None if it recorded none."""
+    seen = await db.idempotent_result(sid, f"{key}:question") if key is not None else None
+    return seen[0].get("chat") if seen else None
 
 
 def _nothing_to_answer(session: dict, chat: str) -> Invalid:

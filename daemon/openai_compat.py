@@ -295,10 +295,12 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             )
             sid = session["id"]
         async with _compat(request).lock(sid):
+            # under way from here: a session made by a request whose app left, which this one waits for (below), is
+            # not deleted under it (openai_cut.drop_made: only with no other question under way), as complete.py's
+            await answering.enter_async_context(d.answering.under_way(sid, request))
             # an answer whose app left (a Stop, then this request at once) is recorded before this request
             # is matched against the history it ends, not after this request's messages
             await d.answering.settle(sid, request)
-            await answering.enter_async_context(d.answering.under_way(sid, request))
             if not fresh:
                 # read as it is now: the answers it waited for counted, a delete or end under way over
                 # (storage/closing.py: gone, ended or revoked, the app told so, the provider not asked)
@@ -438,8 +440,12 @@ async def _stream(
         return b"data: " + raw + b"\n\n"
 
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
-    if ended.gone:  # (a session this request made, nothing of the answer kept: deleted, as at the stop)
-        if made is not None and ended.stored is None:
+    if ended.gone:
+        log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "openai.interrupted"})
+        # a session this request made, nothing of the answer kept, is deleted (as at the stop) only if the app left
+        # before the stream's head, which names it: an app given its id (a chat app's Stop before the model's first
+        # word) goes on with it, and no SDK retries a stream it was given (nothing makes a second one)
+        if made is not None and ended.stored is None and not ended.began:
             await openai_cut.drop_made(d, plan.sid, made)
         return resp
     if ended.stopped:  # the daemon's stop: the app told so, and what was kept (else it saw a connection broken)

@@ -529,16 +529,21 @@ def asked_paused(make_daemon, tmp_path):
     flag = str(tmp_path / "asked")
     p, server = serve_threaded(Provider())
     try:
-        d = started_with_provider(
-            lambda: make_daemon(env={"SESSIOND_TEST_PAUSE": f"openai.asked:{flag}"}),
-            f"http://127.0.0.1:{server.port}/v1",
-            openai_listen="127.0.0.1:0",
-            max_messages_per_chat=4,
-        )
-        yield d, p, flag
+        yield openai_paused(make_daemon, server.port, f"openai.asked:{flag}", max_messages_per_chat=4), p, flag
     finally:
         p.resume.set()
         server.stop()
+
+
+def openai_paused(make_daemon, port: int, pauses: str, **config) -> DaemonProc:
+    """A daemon with the OpenAI-compatible listener, whose one provider is the tests' loopback one on `port`, held at
+    the test pauses `pauses` (SESSIOND_TEST_PAUSE: POINT:FLAG, comma-separated; `arrived(flag)` waits for one)."""
+    return started_with_provider(
+        lambda: make_daemon(env={"SESSIOND_TEST_PAUSE": pauses}),
+        f"http://127.0.0.1:{port}/v1",
+        openai_listen="127.0.0.1:0",
+        **config,
+    )
 
 
 def arrived(flag: str) -> None:

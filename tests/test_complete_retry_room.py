@@ -37,5 +37,26 @@ def test_a_retry_of_a_recorded_question_needs_room_for_its_answer_alone(make_dae
         with pytest.raises(ApiError) as e:
             c.complete(sid, "three")
         assert e.value.code == "limit_reached", e.value
+        _a_retry_after_the_current_chat_switched_answers_its_own_chat(c, p)
     finally:
         server.stop()
+
+
+def _a_retry_after_the_current_chat_switched_answers_its_own_chat(c, p) -> None:
+    """A keyed question naming no chat goes to the session's current chat; its first try recorded it there and got
+    no answer, and another app switched the session to another chat before the retry (the same request, the CLI's
+    own retry of a broken connection, `ask` again). The retry was judged in the chat current then: refused 409
+    idempotency_key_reused, "already used for another question" (its record names the first try's chat), though it
+    was the same question; or, that chat full, refused for the room of a question and its answer. It is the first
+    try's question: answered in the chat that holds it."""
+    sid = c.create_session(model="echo-1")["id"]
+    p.faults.status, p.faults.times = 500, 1  # the first try's model fails: its question stays, unanswered
+    with pytest.raises(ApiError):
+        c.complete(sid, "one", idempotency_key="k-one")
+    c.create_chat(sid, id="other")
+    c.switch_chat(sid, "other")  # another app's switch, before the retry
+    answer = c.complete(sid, "one", idempotency_key="k-one")  # the same request again
+    assert answer["chat"] == "main" and answer["content"] == "echo: one", answer
+    kept = [(m["role"], m["content"]) for m in c.messages(sid, chat="main")["messages"]]
+    assert kept == [("user", "one"), ("assistant", "echo: one")], kept
+    assert c.messages(sid, chat="other")["messages"] == []

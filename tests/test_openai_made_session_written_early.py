@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 
-from conftest import arrived, cli_json, openai_app
+from conftest import arrived, cli_json, openai_app, openai_paused
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -53,19 +53,8 @@ def test_a_question_under_way_to_the_made_session_keeps_it(asked_paused):
     d, p, flag = asked_paused
     c = d.client()
     p.faults.held = True  # each model thinks until let go
-    info = cli_json(d.home, "status")["openai"]
-    url, key = urlsplit(info["base_url"]), open(info["api_key_file"]).read().strip()
-    first = http.client.HTTPConnection(url.hostname, url.port, timeout=30)  # the app that will leave
-    body = {"model": "echo-1", "messages": [{"role": "user", "content": "count"}]}
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    first.request("POST", url.path.rstrip("/") + "/chat/completions", json.dumps(body), headers)
-    arrived(flag)
-    os.remove(flag)  # its question recorded now, its model thinking
-    deadline = time.monotonic() + 10
-    while not (made := c.list_sessions()["sessions"]) or not c.messages(made[0]["id"])["messages"]:
-        assert time.monotonic() < deadline, "the first question never recorded"
-        time.sleep(0.02)
-    other = openai_app(d, made[0]["id"])
+    first, made = _asked_by_an_app_that_will_leave(d, flag)
+    other = openai_app(d, made)
     q = [{"role": "user", "content": "count"}, {"role": "user", "content": "and mine"}]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(other.chat.completions.create, model="echo-1", messages=q)
@@ -83,9 +72,66 @@ def test_a_question_under_way_to_the_made_session_keeps_it(asked_paused):
     assert [m["content"] for m in c.messages(s["id"])["messages"]][:2] == ["count", "and mine"]
 
 
+def _asked_by_an_app_that_will_leave(d, flag: str | None = None) -> tuple[http.client.HTTPConnection, str]:
+    """An app's question ("count") with no X-Sessiond-Session, on a connection of its own (which the test closes: the
+    app leaving), let go at the test pause `flag` if given: the connection, and the session it made once its question
+    is recorded (its model thinking)."""
+    info = cli_json(d.home, "status")["openai"]
+    url, key = urlsplit(info["base_url"]), open(info["api_key_file"]).read().strip()
+    first = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = {"model": "echo-1", "messages": [{"role": "user", "content": "count"}]}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    first.request("POST", url.path.rstrip("/") + "/chat/completions", json.dumps(body), headers)
+    if flag is not None:
+        arrived(flag)
+        os.remove(flag)
+    c, deadline = d.client(), time.monotonic() + 10
+    while not (made := c.list_sessions()["sessions"]) or not c.messages(made[0]["id"])["messages"]:
+        assert time.monotonic() < deadline, "the first question never recorded"
+        time.sleep(0.02)
+    return first, made[0]["id"]
+
+
 def _said_kept(home: str) -> bool:
     try:
         with open(os.path.join(home, "logs", "sessiond.log")) as f:
             return "the session an OpenAI request made is kept" in f.read()
     except FileNotFoundError:
         return False
+
+
+def test_a_question_waiting_for_the_made_session_s_left_answer_keeps_it(make_daemon, tmp_path):
+    """Another app's question to the made session arrived while the app that made it had just left (its SDK's timeout
+    while the model thought): the question waits for that request's end (Answering.settle: what an app that left
+    caused comes first) but was not counted as under way meanwhile, so the session was deleted under it, and the
+    question, sent to a session it had named and seen, was refused 404. A question waiting so keeps the session."""
+    from servers.openai_server import Provider, serve_threaded
+
+    deleting, settling = str(tmp_path / "deleting"), str(tmp_path / "settling")
+    p, server = serve_threaded(Provider())
+    try:
+        d = openai_paused(make_daemon, server.port, f"delete.lock:{deleting},answering.settle:{settling}")
+        c = d.client()
+        p.faults.held = True  # the model thinks until let go
+        first, made = _asked_by_an_app_that_will_leave(d)
+        other = openai_app(d, made)
+        first.close()  # the first app leaves, nothing of its answer given
+        arrived(deleting)  # its session about to be deleted
+        q = [{"role": "user", "content": "count"}, {"role": "user", "content": "and mine"}]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            call = pool.submit(other.chat.completions.create, model="echo-1", messages=q)
+            arrived(settling)  # the other app's question waits for the first request's end
+            os.remove(deleting)
+            deadline = time.monotonic() + 10
+            while c.list_sessions()["sessions"] and not _said_kept(d.home):  # (deleted, or said kept)
+                assert time.monotonic() < deadline, "the first request never ended"
+                time.sleep(0.05)
+            p.resume.set()
+            os.remove(settling)
+            answer = call.result(timeout=30).choices[0].message.content
+    finally:
+        p.resume.set()
+        server.stop()
+    assert answer == "echo: and mine", answer
+    [s] = c.list_sessions()["sessions"]
+    assert [m["content"] for m in c.messages(s["id"])["messages"]] == ["count", "and mine", answer]

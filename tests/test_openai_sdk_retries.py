@@ -92,3 +92,48 @@ def test_an_app_that_times_out_leaves_no_session_holding_its_question_alone(loop
         assert made == [], [c.messages(s["id"])["messages"] for s in made]
     finally:
         p.resume.set()
+
+
+def test_an_app_that_stops_a_stream_it_was_given_keeps_the_session_its_header_named(loop):
+    """A stream's response names the session its request made (X-Sessiond-Session, the endpoint's one way to learn
+    it) as soon as it begins. An app that read it and stopped the stream before the model's first word (a chat
+    app's Stop while a reasoning model thinks) had that session deleted with its question, as if it had timed out
+    before any answer: its next question, naming the session it was given, was refused 404, its conversation gone.
+    No SDK retries a stream it was given, so nothing makes a second session: the session is kept, and goes on."""
+    import http.client
+    import json
+    import os
+    import time
+    from urllib.parse import urlsplit
+
+    d, p = loop
+    p.faults.script, p.faults.script_wait = [({"content": "late"}, "stop")], 0  # the role chunk, then it thinks
+    info = cli_json(d.home, "status")["openai"]
+    url, key = urlsplit(info["base_url"]), open(info["api_key_file"]).read().strip()
+    goes_on = retrying_app(d)  # (made before the Stop: its question comes right after it)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    q = {"role": "user", "content": "count"}
+    body = {"model": "echo-1", "messages": [q], "stream": True}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    try:
+        conn.request("POST", url.path.rstrip("/") + "/chat/completions", json.dumps(body), headers)
+        resp = conn.getresponse()
+        sid = resp.getheader("X-Sessiond-Session")
+        assert resp.status == 200 and sid, (resp.status, resp.getheaders())
+        assert resp.readline().startswith(b"data: ")  # the role chunk: the stream has begun
+        conn.close()  # the app's Stop, before any word
+        log, c, deadline = os.path.join(d.home, "logs", "sessiond.log"), d.client(), time.monotonic() + 15
+        while any(s["id"] == sid for s in c.list_sessions()["sessions"]):  # (deleted, or its end logged)
+            if os.path.exists(log) and "answer interrupted by the app" in open(log).read():
+                break
+            assert time.monotonic() < deadline, "the stopped stream never ended"
+            time.sleep(0.05)
+        p.faults.script = None
+        answer = goes_on.with_options(default_headers={"X-Sessiond-Session": sid}).chat.completions.create(
+            model="echo-1", messages=[q, {"role": "user", "content": "and now?"}]
+        )
+    finally:
+        p.resume.set()
+    assert answer.choices[0].message.content == "echo: and now?"
+    kept = [m["content"] for m in c.messages(sid)["messages"]]
+    assert kept == ["count", "and now?", "echo: and now?"], kept
