@@ -195,7 +195,16 @@ async def prepare(
     # The session's own refusals first (README, "Errors"): their way on is the session's, which a provider
     # configured here would not give (a revoked device needs a new share code, not a provider).
     await check_writable(db, session)
-    check_quota(session)
+    try:
+        check_quota(session)
+    except QuotaExceeded as exc:
+        # a retry whose first try recorded its question (charged it) and got no answer is judged as that try was,
+        # before its question: the quota it had room in was spent by that question, not by the retry
+        asked = (
+            await db.idempotent_result(sid, f"{key}:question") if content is not None and recorded == chat_id else None
+        )
+        if not asked or session["tokens_used"] - sum(m.get("tokens") or 0 for m in asked) >= exc.details["quota"]:
+            raise
     # room for the answer too: one that could not be recorded would be lost, its tokens spent; a retry's question
     # that its first try recorded (in this chat) is there already, and its answer alone needs room
     try:
