@@ -1,6 +1,6 @@
 """The questions to a model under way and the watch on their apps: `Answering` (per session, the questions
 under way, so that a session's next question comes after what its apps that left caused; at the daemon's stop,
-each ended as its app leaving ends it, or told the stop first, a stream whose wire has an error event) and
+each ended with its app told so: its watch stopped, or begun stopped) and
 `AppWatch` (a wait for the model cancelled when its app goes away, or when the daemon's stop says so)."""
 
 from __future__ import annotations
@@ -83,21 +83,21 @@ class Answering:
         self._told[id(request)] = _let_end
 
     async def end_all(self, wait: float) -> None:
-        """At the daemon's stop: each question under way is ended as its app leaving ends it (its connection
-        closed: the watch on the model's answer stops the generation, and what arrived is recorded, marked
-        interrupted), or, one whose app can be told (`tell_at_stop`), ended so and its app told why first, or, one
-        whose model's answer is in (`finishing`), let end;
-        waited for up to `wait` s, then the connections of those still under way closed. Else the stop waited for
-        every answer to end (aiohttp's 60 s) and `sessiond stop` killed the daemon first, losing what had
-        arrived."""
+        """At the daemon's stop: each question under way is ended, its app told why: one whose watch on the model
+        is under way (`tell_at_stop`) is stopped so (what arrived recorded, marked interrupted); one whose model's
+        answer is in (`finishing`) is let end; one whose watch has not begun (its question being recorded, its
+        provider asked) is ended by that watch, begun stopped (`stopping`). Waited for up to `wait` s, then the
+        connections of those still under way closed. Else the stop waited for every answer to end (aiohttp's 60 s)
+        and `sessiond stop` killed the daemon first, losing what had arrived; and closing the connection of a
+        question not yet watched at once told its app only that the connection broke (an SDK retried it against a
+        daemon gone)."""
         self.stopping = True
         under_way = [(request, done) for mine in self._by_session.values() for request, done in mine.values()]
         for request, _ in under_way:
             told = self._told.pop(id(request), None)
             if told is not None:
                 told()
-            elif request.transport is not None:
-                request.transport.close()
+            # (else its watch has not begun: begun after `stopping` is set, it is stopped at once, its app told so)
         waits = [asyncio.ensure_future(done.wait()) for _, done in under_way if not done.is_set()]
         if waits:
             _, late = await asyncio.wait(waits, timeout=wait)
@@ -179,6 +179,11 @@ class AppWatch:
                 except asyncio.CancelledError:
                     assert self._task is not None
                     self._task.uncancel()
+                if not self._again:
+                    # what it waited for is in hand (a whole answer, a stream's first chunk): kept, not dropped
+                    # unread; a whole answer recorded and given (let end, as `finishing`), a stream's first chunk
+                    # passed on and recorded, its next watch stopped at once
+                    self.stopped = False
         if (self.gone or self.stopped) and typ is asyncio.CancelledError:
             assert self._task is not None
             self._task.uncancel()

@@ -30,7 +30,6 @@ from ..storage.errors import (
     QuotaExceeded,
     SessiondError,
     Stopping,
-    ToolCallUnanswered,
     check_access,
     quota_exhausted,
     quota_ways_api,
@@ -195,7 +194,16 @@ async def prepare(
     # The session's own refusals first (README, "Errors"): their way on is the session's, which a provider
     # configured here would not give (a revoked device needs a new share code, not a provider).
     await check_writable(db, session)
-    check_quota(session)
+    try:
+        check_quota(session)
+    except QuotaExceeded as exc:
+        # a retry whose first try recorded its question (charged it) and got no answer is judged as that try was,
+        # before its question: the quota it had room in was spent by that question, not by the retry
+        asked = (
+            await db.idempotent_result(sid, f"{key}:question") if content is not None and recorded == chat_id else None
+        )
+        if not asked or session["tokens_used"] - sum(m.get("tokens") or 0 for m in asked) >= exc.details["quota"]:
+            raise
     # room for the answer too: one that could not be recorded would be lost, its tokens spent; a retry's question
     # that its first try recorded (in this chat) is there already, and its answer alone needs room
     try:
@@ -220,9 +228,9 @@ async def prepare(
     # as the model takes them (sendable.py); what the session holds is as it was given
     sent = sendable.history(messages)
     if content is None and all(m["role"] == "system" for m in sent):
-        raise _nothing_to_answer(session, chat_id)
+        raise sendable.nothing_to_answer(session, chat_id)
     if content is None and (ids := sendable.unanswered(sent)):
-        raise _unanswered(session, chat_id, ids)
+        raise sendable.calls_unanswered(session, chat_id, ids)
     req = {"model": model, "messages": sent, **request_settings(p, session, chat_row)}
     return Plan(sid, chat_id, p, model, req, answer_key, question=question)
 
@@ -233,39 +241,6 @@ async def _question_chat(db, sid: str, key: str | None) -> str | None:
     again; None if it recorded none."""
     seen = await db.idempotent_result(sid, f"{key}:question") if key is not None else None
     return seen[0].get("chat") if seen else None
-
-
-def _nothing_to_answer(session: dict, chat: str) -> Invalid:
-    """The refusal of a request for the model's next answer (no question) to a chat holding no message (its
-    system prompt aside): the provider would be sent none (OpenAI refuses an empty `messages`, 400)."""
-    sid = session["id"]
-    where = "" if chat == session["current_chat"] else f" --chat {shlex.quote(chat)}"
-    return Invalid(
-        f"chat {chat!r} of session {sid} holds no message for the model to answer, so nothing is sent to it: ask"
-        f" a question (`sessiond ask {sid}{where} TEXT`)",
-        api=[f'POST {session_path(sid, "complete")} {{"chat": {json.dumps(chat)}, "content": QUESTION}}'],
-    )
-
-
-def _unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:
-    """The refusal of a request for the model's next answer (no question) to a chat that ends in tool calls
-    no result answers: OpenAI's API refuses such a history (400), and the model has nothing to go on from."""
-    sid = session["id"]
-    where = "" if chat == session["current_chat"] else f" --chat {shlex.quote(chat)}"
-    named = ", ".join(ids)
-    # in API terms (details.api): each result appended (one batch), then the same request again; or a question
-    answers = ", ".join(f'{{"role": "tool", "tool_call_id": {json.dumps(i)}, "content": RESULT}}' for i in ids)
-    to, ask = json.dumps(chat), f"POST {session_path(sid, 'complete')}"
-    results = f'POST {session_path(sid, "messages")} {{"messages": [{answers}], "chat": {to}}}'
-    # (the id quoted for a shell, and given with `=`: one beginning with "-" is no option to argparse)
-    return ToolCallUnanswered(
-        f"chat {chat!r} of session {sid} ends in the model's tool call{'s' if len(ids) > 1 else ''} {named}, which"
-        f" no tool's result answers yet, so nothing is sent to the model: add each result first (`sessiond add"
-        f" {sid}{where} --role tool --tool-call-id={shlex.quote(ids[0])} TEXT`; POST /v1/sessions/{sid}/messages"
-        f" with its tool_call_id), or ask a question (the call is then sent answered {sendable.NO_RESULT!r})",
-        tool_call_ids=ids,
-        api=[f'{results}, then {ask} {{"chat": {to}}}', f'{ask} {{"chat": {to}, "content": QUESTION}}'],
-    )
 
 
 async def _question(d, sid: str, content: str, chat: str, key: str | None) -> str:

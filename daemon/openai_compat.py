@@ -44,7 +44,9 @@ from .complete import (
     request_settings,
 )
 from .home import HomeError
+from .openai_choices import Choices, Others, others_of
 from .openai_cut import Made
+from .openai_errors import oai_error, refusal
 from .openai_history import MATCH_ONLY, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import chat_named, chat_of, named, session_named, session_of
 from .provider_config import ProviderError
@@ -57,66 +59,6 @@ from .unread import hang_up_stalled, idle_of, send, waits
 log = logging.getLogger("sessiond.openai")
 PREFIX = "/openai/v1"
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def oai_error(
-    status: int, code: str, message: str, sid: str | None = None, headers: dict | None = None, **more: object
-) -> web.Response:
-    """OpenAI's error shape; `more`: its `param`, and fields of sessiond's own beside OpenAI's in the error
-    object (`completion`: a refused answer's)."""
-    quota = code in ("quota_exceeded", "provider_quota_exceeded")
-    typ = "insufficient_quota" if quota else _TYPES.get(status, "api_error")
-    h = {**(headers or {}), **named(sid)}
-    return web.json_response(
-        {"error": {"message": message, "type": typ, "param": None, "code": code, **more}}, status=status, headers=h
-    )
-
-
-def _from(exc: SessiondError, sid: str | None, chat: str | None = None, **more: object) -> web.Response:
-    headers = named(None, chat)  # (the session's: oai_error's)
-    details = exc.details if isinstance(exc.details, dict) else {}
-    after = details.get("retry_after")
-    if after is not None:
-        headers["Retry-After"] = str(int(after + 0.999))
-    status, code, param = exc.status, exc.code, details.get("param")
-    if code == "provider_rejected" and 400 <= details.get("provider_status", 0) < 500:
-        # the app gets the provider's own refusal (a 400 is the SDK's BadRequestError), with its code
-        status, code = details["provider_status"], details.get("provider_code") or code
-    elif code == "context_overflow":  # as OpenAI refuses a context too long for its model
-        status, code, param = 400, "context_length_exceeded", "messages"
-    elif status == 409:
-        # a session that takes no more (ended, expired, paused, read-only; no provider for it): OpenAI's
-        # SDKs retry a 409 (a lock timeout, to them), each retry refused again; a 400 they do not
-        status = 400
-    elif code in NOT_RETRIED:  # OpenAI's own status, but no retry mends it before the user does
-        headers["x-should-retry"] = "false"
-    return oai_error(status, code, exc.message, sid, headers=headers, param=param, **more)
-
-
-# refusals and failures with a status OpenAI's SDKs retry (429, 5xx) that stand until the user changes something:
-# a spent quota, a full session; a provider refusing sessiond's key, a key sessiond cannot read, an answer too
-# large to keep (each retry asked the provider again with the refused key, or had it generate that answer again),
-# the provider's account out of quota
-NOT_RETRIED = frozenset(
-    {
-        "quota_exceeded",
-        "limit_reached",
-        "provider_unauthorized",
-        "provider_key_unreadable",
-        "provider_answer_too_large",
-        "provider_quota_exceeded",
-    }
-)
-
 
 class Compat:
     """The routes' state: one lock per session, so that two calls of one app match and append in turn."""
@@ -124,6 +66,7 @@ class Compat:
     def __init__(self, daemon):
         self.d = daemon
         self._locks: dict[str, asyncio.Lock] = {}
+        self.choices = Choices()  # the other answers of a request for several: one the app goes on from is billed
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
 
@@ -233,7 +176,7 @@ async def models(request: web.Request) -> web.Response:
         p = provider_for(d, session, request.query.get("provider") or None, chat)  # (`sessiond models --provider`)
         return web.json_response(await d.providers.models(p))
     except SessiondError as exc:
-        return _from(exc, sid)
+        return refusal(exc, sid)
 
 
 NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothing is sent to the model)"
@@ -315,14 +258,20 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             # only as much history as the request has messages can match it: a read of O(request), not
             # O(chat), in front of the first token
             history = await d.db.chat_history(sid, chat_id, limit=len(msgs))
-            new, parted = past_stored(msgs[own_part(session, chat, msgs) :], history)
+            rest = msgs[own_part(session, chat, msgs) :]
+            new, parted = past_stored(rest, history)
+            went_on = None  # the chat's message where the app's history parts from it, its own next (openai_choices)
             if parted:  # what an earlier call appended past where the app's history parts from the chat's
-                new = new[resent(new, await d.db.chat_history(sid, chat_id, limit=len(new), last=True)) :]
+                at = history[len(rest) - len(new)]
+                cut = resent(new, await d.db.chat_history(sid, chat_id, limit=len(new), last=True))
+                new, went_on = new[cut:], (None if cut else at)
             await d.db.check_room(sid, chat_id, len(new) + 1, NEW_AND_ANSWER if new else ANSWER_ONLY)
             for m in new:
                 for k in MATCH_ONLY:  # (what the history was matched by too: not stored)
                     m.pop(k, None)
                 m["tokens"] = d.estimate(counted_text(m))
+            if went_on is not None:
+                _compat(request).choices.billed(sid, chat_id, went_on, new[0])
             if new:  # the quota's room and the context budget, judged as recording them will: before the request
                 await d.db.check_fits(sid, chat_id, new)
             # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
@@ -358,7 +307,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 await ahead.drop()
                 raise
     except SessiondError as exc:
-        return _from(exc, sid, chat_id)
+        return refusal(exc, sid, chat_id)
     if not stream:
         try:
             # an app gone before the answer: stopped, nothing recorded; the daemon stopping: the app told so
@@ -377,9 +326,10 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             await record_whole(
                 d, plan, text, usage_of(data), started=started, calls=calls, reasoning=reasoning_of(data)
             )
+            _compat(request).choices.remember(sid, plan.chat, text, others_of(data))
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
             # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
-            return _from(exc, sid, chat_id, completion=data)
+            return refusal(exc, sid, chat_id, completion=data)
         return web.json_response(data, headers=named(sid, chat_id))
     return await _stream(request, d, plan, body, ahead, started, made)
 
@@ -403,14 +353,15 @@ async def _failed(d, exc: ProviderError, plan: Plan, made: Made | None) -> web.R
     holds: its id would reach the app only in this error's header, which SDKs do not read, and each of their
     retries (of a 429 or 5xx) would make another (kept if another app wrote to it meanwhile: drop_made)."""
     if made is not None and await openai_cut.drop_made(d, plan.sid, made):
-        return _from(exc, None)
-    return _from(exc, plan.sid, plan.chat)
+        return refusal(exc, None)
+    return refusal(exc, plan.sid, plan.chat)
 
 
 async def _stream(
     request: web.Request, d, plan: Plan, body: dict, ahead: Ahead, started: float, made: Made | None
 ) -> web.StreamResponse:
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    others = Others() if type(body.get("n")) is int and body["n"] > 1 else None  # (several answers asked: their others)
     chunks = ahead.chunks
     assert chunks is not None
     try:
@@ -433,6 +384,8 @@ async def _stream(
     def event_of(raw: bytes, chunk: dict, text: str, usage: dict | None) -> bytes | None:
         # passed on as it came (its bytes: nothing decoded and encoded again), one event per chunk; the
         # usage-only chunk sessiond asked for is passed on only to an app that asked for it too
+        if others is not None:
+            others.add(chunk)
         if not (want_usage or chunk.get("choices") or not usage):
             return None
         if b"\n" in raw:  # sent on several data: lines: passed on as one
@@ -467,6 +420,8 @@ async def _stream(
             error.update(openai_cut.way_on(ended.error.message, ended.stored, kept, dropped=dropped))
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
+        if others is not None and ended.stored is not None:
+            _compat(request).choices.remember(plan.sid, plan.chat, ended.stored["content"], others.digests())
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
 

@@ -97,8 +97,9 @@ TEXT_LINES = "text_lines"
 MATCH_ONLY = (TEXT_ALONE, TEXT_LINES)
 # The lines of a message's text that note its parts that are not text (text_of: `[image]`), by number from 0, kept
 # with the message (its extra fields), so that only those, not a user's own line such as `[x]`, are left out when a
-# history is matched. A message recorded before they were kept (0.37.0) names none: there, only PART_NOTES' lines
-# (a message recorded since with such a line of the user's own names an empty list).
+# history is matched. A message recorded before they were kept (0.37.0) names none: there, only PART_NOTES' lines,
+# and only beside text (a message of such lines alone is text as it stands); a message recorded since with such a
+# line of the user's own names an empty list.
 PART_NOTES_KEY = "part_notes"
 # what a part that is not text is recorded as, in its place in the message's text: sessiond keeps text
 PART_NOTES = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
@@ -137,13 +138,17 @@ def part_notes(content) -> list[int]:
 
 def _notes_left_out(stored: dict) -> str | None:
     """A stored message's text without the lines noting its parts that are not text: those it names
-    (PART_NOTES_KEY), else, recorded before they were named, the lines PART_NOTES holds. None if it has none."""
+    (PART_NOTES_KEY), else, recorded before they were named (0.37.0), the lines PART_NOTES holds, unless every line
+    is one: a user's own text (`[image]`) then, as likely as an image alone, and left out it would be nothing, which
+    any message sent in its place without text of its own (an audio clip alone) matched. None if it has none."""
     lines = stored["content"].split("\n")
     named = named_notes(stored.get(PART_NOTES_KEY), len(lines))
     if named is not None:
         notes = set(named)
     else:
         notes = {i for i, line in enumerate(lines) if line in _KNOWN_NOTES}
+        if len(notes) == len(lines):
+            return None
     return "\n".join(line for i, line in enumerate(lines) if i not in notes) if notes else None
 
 

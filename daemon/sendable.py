@@ -3,13 +3,17 @@ it is): OpenAI's API refuses a function name outside ^[a-zA-Z0-9_-]{1,64}$, argu
 tool's message answering no call of the assistant's message just before it, and a call no tool's message
 answers, which histories imported from other apps (ChatGPT's `dalle.text2im`, `python` with its code as the
 arguments, a tool's output with no call) hold. README, "Talk to a model". A request that ends in calls no
-output answers yet (`unanswered`) is the caller's to refuse: no made-up result stands in for the one to come."""
+output answers yet (`unanswered`) is the caller's to refuse (`calls_unanswered`): no made-up result stands in for the
+one to come; so is a request with nothing to answer (`nothing_to_answer`)."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
+
+from ..storage.errors import Invalid, ToolCallUnanswered, session_path
 
 _BAD = re.compile(r"[^a-zA-Z0-9_-]")
 MAX_NAME = 64
@@ -92,3 +96,36 @@ def unanswered(sent: list[dict]) -> list[str]:
         return []
     answered = {m.get("tool_call_id") for m in sent[i:]}
     return [c.get("id") for c in sent[i - 1]["tool_calls"] if c.get("id") not in answered]
+
+
+def nothing_to_answer(session: dict, chat: str) -> Invalid:
+    """The refusal of a request for the model's next answer (no question) to a chat holding no message (its
+    system prompt aside): the provider would be sent none (OpenAI refuses an empty `messages`, 400)."""
+    sid = session["id"]
+    where = "" if chat == session["current_chat"] else f" --chat {shlex.quote(chat)}"
+    return Invalid(
+        f"chat {chat!r} of session {sid} holds no message for the model to answer, so nothing is sent to it: ask"
+        f" a question (`sessiond ask {sid}{where} TEXT`)",
+        api=[f'POST {session_path(sid, "complete")} {{"chat": {json.dumps(chat)}, "content": QUESTION}}'],
+    )
+
+
+def calls_unanswered(session: dict, chat: str, ids: list[str]) -> ToolCallUnanswered:
+    """The refusal of a request for the model's next answer (no question) to a chat that ends in tool calls
+    no result answers: OpenAI's API refuses such a history (400), and the model has nothing to go on from."""
+    sid = session["id"]
+    where = "" if chat == session["current_chat"] else f" --chat {shlex.quote(chat)}"
+    named = ", ".join(ids)
+    # in API terms (details.api): each result appended (one batch), then the same request again; or a question
+    answers = ", ".join(f'{{"role": "tool", "tool_call_id": {json.dumps(i)}, "content": RESULT}}' for i in ids)
+    to, ask = json.dumps(chat), f"POST {session_path(sid, 'complete')}"
+    results = f'POST {session_path(sid, "messages")} {{"messages": [{answers}], "chat": {to}}}'
+    # (the id quoted for a shell, and given with `=`: one beginning with "-" is no option to argparse)
+    return ToolCallUnanswered(
+        f"chat {chat!r} of session {sid} ends in the model's tool call{'s' if len(ids) > 1 else ''} {named}, which"
+        f" no tool's result answers yet, so nothing is sent to the model: add each result first (`sessiond add"
+        f" {sid}{where} --role tool --tool-call-id={shlex.quote(ids[0])} TEXT`; POST /v1/sessions/{sid}/messages"
+        f" with its tool_call_id), or ask a question (the call is then sent answered {NO_RESULT!r})",
+        tool_call_ids=ids,
+        api=[f'{results}, then {ask} {{"chat": {to}}}', f'{ask} {{"chat": {to}, "content": QUESTION}}'],
+    )

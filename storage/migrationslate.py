@@ -54,4 +54,44 @@ LATE: list[str] = [
         FROM messages WHERE session_id = sessions.id
     );
     """,
+    # 34: the tokens a fork says it copied (`provenance.copied_tokens`, which the statistics of several sessions
+    # subtract, so that its source's history is counted once, storage/stats.py) recounted as migration 33 counts the
+    # quota, where 0.36.0 counted them: a copied model's answer its tokens and its prompt's alone, not the completion
+    # tokens billed past its own (several answers asked, one recorded). Such a fork's quota use held them since
+    # migration 33, its copied tokens did not, and `stats` counted them twice. Only a fork whose source is here and
+    # whose count is 0.36.0's for the source's messages up to its fork point (storage/copies.py fork: each chat's, by
+    # (lamport, device, seq)), where the two counts differ: anything else is left as it was (a count made since, or
+    # not made of those messages).
+    """
+    CREATE TEMP TABLE fork_recount AS
+    SELECT s.id AS id, json_extract(s.provenance, '$.copied_tokens') AS copied,
+        coalesce(sum(m.tokens), 0) + coalesce(sum(CASE WHEN json_valid(m.extra)
+            AND json_type(m.extra, '$.usage.prompt_tokens') = 'integer'
+            AND json_extract(m.extra, '$.usage.prompt_tokens') BETWEEN 1 AND 1099511627776
+            THEN json_extract(m.extra, '$.usage.prompt_tokens') ELSE 0 END), 0) AS then_count,
+        coalesce(sum(m.tokens), 0) + coalesce(sum(CASE WHEN json_valid(m.extra) THEN
+            CASE WHEN json_type(m.extra, '$.usage.prompt_tokens') = 'integer'
+                AND json_extract(m.extra, '$.usage.prompt_tokens') BETWEEN 1 AND 1099511627776
+                THEN json_extract(m.extra, '$.usage.prompt_tokens') ELSE 0 END
+            + CASE WHEN json_type(m.extra, '$.usage.completion_tokens') = 'integer'
+                AND json_extract(m.extra, '$.usage.completion_tokens')
+                    BETWEEN coalesce(m.tokens, 0) + 1 AND 1099511627776
+                THEN json_extract(m.extra, '$.usage.completion_tokens') - coalesce(m.tokens, 0) ELSE 0 END END), 0)
+            AS now_count
+    FROM sessions s
+    JOIN messages p ON p.session_id = json_extract(s.provenance, '$.session') AND p.session_id <> s.id
+        AND p.device_id = substr(json_extract(s.provenance, '$.message'), 1,
+            instr(json_extract(s.provenance, '$.message'), '-') - 1)
+        AND p.seq = CAST(substr(json_extract(s.provenance, '$.message'),
+            instr(json_extract(s.provenance, '$.message'), '-') + 1) AS INTEGER)
+    JOIN messages m ON m.session_id = p.session_id
+        AND (m.lamport, m.device_id, m.seq) <= (p.lamport, p.device_id, p.seq)
+    WHERE s.provenance IS NOT NULL AND json_valid(s.provenance) AND json_extract(s.provenance, '$.kind') = 'fork'
+        AND json_type(s.provenance, '$.copied_tokens') = 'integer' AND json_type(s.provenance, '$.message') = 'text'
+    GROUP BY s.id;
+    UPDATE sessions SET provenance = json_set(provenance, '$.copied_tokens',
+        (SELECT now_count FROM fork_recount f WHERE f.id = sessions.id))
+    WHERE id IN (SELECT id FROM fork_recount WHERE copied = then_count AND then_count <> now_count);
+    DROP TABLE fork_recount;
+    """,
 ]

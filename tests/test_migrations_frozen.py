@@ -44,6 +44,7 @@ PINNED = [
     "40c9894170c08c41",  # (31: sync_state.head_announce)
     "dcbd6e7cf8552fd4",  # (32: claims_walks)
     "362d8e7931b2b71b",  # (33: tokens_used recounted as 0.37.0 charges)
+    "efc98db807fe2474",  # (34: a fork's copied_tokens 0.36.0 counted, recounted)
 ]
 
 

@@ -248,3 +248,20 @@ def test_a_users_own_image_line_is_content_in_a_message_this_daemon_recorded(ser
     kept = _kept(c, sid)
     assert kept[:4] == [("user", "hello\n[image]"), ("assistant", answer), ("user", "hello"), ("assistant", answer)]
     assert kept[4] == ("user", "and now?") and len(kept) == 6, kept
+
+
+def test_a_message_0_37_recorded_of_a_note_like_line_alone_is_the_users_text():
+    """0.37.0 named no notes, so a message it recorded is read with every `[image]`, `[audio]` and `[file]` line a
+    note; one of such a line alone, `[image]` (a user's own text, or an image alone), was then read as nothing at all:
+    an app's message sent in its place with no text of its own (another part alone, an audio clip; a blank) matched
+    it, and was not recorded. A message that would be left with no text is the user's text as it stands; one with text
+    beside its notes still matches without its image (test_a_message_recorded_with_its_note_by_0_37_...)."""
+    from sessiond.daemon.openai_history import past_stored, request_messages
+
+    for content in ([AUDIO], "", "[image]\n[image]"):
+        for recorded in ("[image]", "[image]\n[image]"):
+            [sent] = request_messages({"messages": [{"role": "user", "content": content}]})
+            if sent["content"] != recorded:
+                assert past_stored([sent], [{"role": "user", "content": recorded}])[1], (content, recorded)
+    [sent] = request_messages({"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this"}]}]})
+    assert past_stored([sent], [{"role": "user", "content": "what is this\n[image]"}]) == ([], False)

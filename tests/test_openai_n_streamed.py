@@ -1,30 +1,86 @@
 """A streamed request for several answers (OpenAI's `n`) gets each chunk naming its choice's index, the
 answers' chunks interleaved. The daemon took each chunk's first choice as the answer's, whatever its index:
 the answer it recorded was every answer's words interleaved ("echo: ECHO: q Q"), one no model gave. It
-records the first answer (index 0), as for a whole answer; the app is passed every chunk as it came."""
+records the first answer (index 0), as for a whole answer; the app is passed every chunk as it came. An app that
+goes on from another of the answers has it recorded as the next message, charged nothing more: the provider billed
+it with the request that asked for it."""
 
 from __future__ import annotations
 
-from conftest import openai_app, started_with_provider
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from conftest import DaemonProc, openai_app, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 
 
-def test_a_stream_of_two_answers_records_the_first(make_daemon):
+@pytest.fixture(scope="module")
+def n_daemon():
+    """(daemon, provider): the module's one daemon, its OpenAI endpoint on a loopback port."""
+    tmp = tempfile.mkdtemp(prefix="sd-n-")
     p, server = serve_threaded(Provider())
+    d = DaemonProc(os.path.join(tmp, "home"))
     try:
-        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
-        c = d.client()
-        sid = c.create_session(model="echo-1")["id"]
-        q = [{"role": "user", "content": "two ways"}]
-        got: dict[int, str] = {}
-        for ch in openai_app(d, sid).chat.completions.create(model="echo-1", messages=q, stream=True, n=2):
-            for choice in ch.choices:
-                got[choice.index] = got.get(choice.index, "") + (choice.delta.content or "")
-        assert got == {0: "echo: two ways", 1: "ECHO: TWO WAYS"}  # the app's: both, as they came
-        stored = [(m["role"], m["content"]) for m in c.messages(sid)["messages"]]
-        assert stored == [("user", "two ways"), ("assistant", "echo: two ways")]
-        # and whole: the first choice, as before
-        whole = openai_app(d, sid).chat.completions.create(model="echo-1", messages=q, n=2)
-        assert whole.choices[0].message.content == "echo: two ways"
+        yield started_with_provider(lambda: d, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0"), p
     finally:
+        d.stop()
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_stream_of_two_answers_records_the_first(n_daemon):
+    d, _ = n_daemon
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    q = [{"role": "user", "content": "two ways"}]
+    got: dict[int, str] = {}
+    for ch in openai_app(d, sid).chat.completions.create(model="echo-1", messages=q, stream=True, n=2):
+        for choice in ch.choices:
+            got[choice.index] = got.get(choice.index, "") + (choice.delta.content or "")
+    assert got == {0: "echo: two ways", 1: "ECHO: TWO WAYS"}  # the app's: both, as they came
+    stored = [(m["role"], m["content"]) for m in c.messages(sid)["messages"]]
+    assert stored == [("user", "two ways"), ("assistant", "echo: two ways")]
+    # and whole: the first choice, as before
+    whole = openai_app(d, sid).chat.completions.create(model="echo-1", messages=q, n=2)
+    assert whole.choices[0].message.content == "echo: two ways"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_app_going_on_from_another_answer_is_charged_it_once(n_daemon, stream):
+    """The app's history then holds the answer it chose (index 1), where the chat holds the first: it parts from
+    the chat there, and that answer is recorded after the first (the parted-history rule), charged its tokens as
+    a message appended is, though the provider billed them already, as completion tokens of the request for two
+    answers (the first answer's `usage`, which the quota counts whole): the quota counted them twice."""
+    d, _ = n_daemon
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    q = [{"role": "user", "content": "two ways"}]
+    if stream:
+        chosen = "".join(
+            ch.choices[0].delta.content or ""
+            for ch in app.chat.completions.create(model="echo-1", messages=q, stream=True, n=2)
+            if ch.choices and ch.choices[0].index == 1
+        )
+    else:
+        chosen = app.chat.completions.create(model="echo-1", messages=q, n=2).choices[1].message.content
+    assert chosen == "ECHO: TWO WAYS"
+    [question, first] = c.messages(sid)["messages"]
+    billed = first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]  # both answers'
+    assert c.quota(sid)["tokens_used"] == question["tokens"] + billed
+    history = [*q, {"role": "assistant", "content": chosen}, {"role": "user", "content": "and so?"}]
+    app.chat.completions.create(model="echo-1", messages=history)
+    msgs = c.messages(sid)["messages"]
+    assert [(m["role"], m["content"]) for m in msgs] == [
+        ("user", "two ways"),
+        ("assistant", "echo: two ways"),
+        ("assistant", "ECHO: TWO WAYS"),
+        ("user", "and so?"),
+        ("assistant", "echo: and so?"),
+    ]
+    answer = msgs[4]
+    then = answer["usage"]["prompt_tokens"] + answer["tokens"]
+    assert c.quota(sid)["tokens_used"] == question["tokens"] + billed + msgs[3]["tokens"] + then

@@ -208,3 +208,70 @@ def test_a_question_that_cannot_be_recorded_stops_the_provider_and_is_the_answer
     assert db.appended == []  # no answer recorded without its question
     if stream:
         wait_for(lambda: p.streams_stopped == stopped + 1, timeout=20)  # the generation was stopped
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_before_the_model_is_watched_tells_the_app_so(loop_provider, stream):
+    """The daemon's stop in the few ms between a question taken (under way) and the watch on its model begun (here:
+    its question being recorded, the provider asked) closed the app's connection: an SDK saw a connection error and
+    retried against a daemon gone, not told `stopping`. Such a question is ended by its watch, begun stopped."""
+    p, server = loop_provider
+    p.faults.held = True  # the model thinks: nothing of its answer arrives before the stop
+    db = _Db(fail=False)
+    body = {"model": "echo-1", "stream": stream, "messages": [{"role": "user", "content": "x y"}]}
+
+    async def go() -> tuple[int, dict]:
+        d = _Daemon(server, db)
+        app = web.Application()
+        app[DAEMON_KEY] = d
+        for method, path, handler in ROUTES:
+            app.router.add_route(method, path, handler)
+        try:
+            async with TestClient(TestServer(app)) as http:
+                posting = asyncio.ensure_future(
+                    http.post(PREFIX + "/chat/completions", json=body, headers={"X-Sessiond-Session": "s1"})
+                )
+                deadline = time.monotonic() + 10
+                while not d.answering.busy("s1"):  # taken, its question being recorded: no watch yet
+                    assert time.monotonic() < deadline and not posting.done(), "the question was not taken"
+                    await asyncio.sleep(0.005)
+                stopping = asyncio.ensure_future(d.answering.end_all(5.0))
+                await asyncio.sleep(0)  # (the stop's call made while the question is recorded)
+                db.go.set()
+                resp = await asyncio.wait_for(posting, 10)
+                got = await resp.json()
+                await asyncio.wait_for(stopping, 10)
+                return resp.status, got
+        finally:
+            await d.providers.close()
+
+    try:
+        status, got = asyncio.run(go())
+    finally:
+        p.faults.held = False
+        p.resume.set()
+        p.resume.clear()
+    assert status == 503 and got["error"]["code"] == "stopping", (status, got)
+    assert [[m["role"] for m in ms] for ms in db.appended] == [["user"]]  # the question kept, no answer
+
+
+def test_a_watch_begun_after_the_stop_keeps_what_arrived_before_it():
+    """A watch begun after the daemon's stop began (`stopping`) is stopped at once; but what it waits for may be in
+    hand already (the provider, asked before the question was recorded, answered meanwhile): that answer was
+    dropped unread, paid for, and the app told nothing of it was recorded. It is kept: the watch is not stopped."""
+    from sessiond.daemon.answering import AppWatch
+
+    async def go() -> tuple[bool, bool]:
+        answering = Answering()
+        request = types.SimpleNamespace(transport=None)
+        await answering.end_all(0)  # (nothing under way: the stop begun)
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        done.set_result("the answer")
+        async with AppWatch(request, told=answering) as in_hand:  # type: ignore[arg-type]
+            assert await done == "the answer"
+        thinking: asyncio.Future = asyncio.get_running_loop().create_future()
+        async with AppWatch(request, told=answering) as waiting:  # type: ignore[arg-type]
+            await thinking
+        return in_hand.stopped, waiting.stopped
+
+    assert asyncio.run(go()) == (False, True)

@@ -1,0 +1,92 @@
+"""The other answers of an OpenAI-endpoint request for several (OpenAI's `n`), remembered so that an app going on
+from one of them is not charged it again (openai_compat.py).
+
+The session records the first answer, charged what the provider billed for all of them (its `usage`, storage/model.py
+`charge`). An app that goes on from another sends that one in its history where the chat holds the first: the history
+parts from the chat there, and the answer it chose is appended (openai_history.py), as a message an app appends is,
+charged its tokens, which the provider billed already with the request that asked for it. Remembered (by a digest of
+its text, the latest such request of each chat, in this daemon's memory: a restart forgets them, and the answer is
+then charged as any message the app sends), it is recorded with `tokens` 0 instead: what every device's count of the
+quota reads, so that the session's use is the same everywhere, and charged once, as billed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+MOST = 1024  # chats whose latest request for several answers is remembered (the oldest forgotten past it)
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+class Choices:
+    """Per chat, the first answer of its latest request for several (recorded) and the others' digests."""
+
+    def __init__(self) -> None:
+        self._by_chat: OrderedDict[tuple[str, str], tuple[bytes, set[bytes]]] = OrderedDict()
+
+    def remember(self, sid: str, chat: str, recorded: str, others: set[bytes]) -> None:
+        """A request for several answers to `chat`, whose first was recorded with the text `recorded`, the others'
+        texts' digests `others` (none: a request for one answer, nothing remembered)."""
+        if not others:
+            return
+        self._by_chat[(sid, chat)] = (digest(recorded), others)
+        self._by_chat.move_to_end((sid, chat))
+        while len(self._by_chat) > MOST:
+            self._by_chat.popitem(last=False)
+
+    def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> None:
+        """The app's message `sent`, to be appended where its history parts from the chat's, at the chat's
+        `stored`: if `stored` is the first of the chat's latest several answers and `sent` another of them, it
+        is given `tokens` 0 (the provider billed it with them), once."""
+        mine = self._by_chat.get((sid, chat))
+        if (
+            mine is None
+            or sent["role"] != "assistant"
+            or stored["role"] != "assistant"
+            or sent.get("tool_calls")
+            or digest(stored["content"]) != mine[0]
+        ):
+            return
+        if (d := digest(sent["content"])) in mine[1]:
+            mine[1].discard(d)
+            sent["tokens"] = 0
+
+
+def others_of(data: dict) -> set[bytes]:
+    """The digests of a whole answer's choices past the first (none, a request for one answer): those with text and
+    no tool call, which an app sends back as they are."""
+    choices = data.get("choices")
+    out = set()
+    for c in choices[1:] if isinstance(choices, list) else ():
+        msg = c.get("message") if isinstance(c, dict) else None
+        if isinstance(msg, dict) and isinstance(msg.get("content"), str) and not msg.get("tool_calls"):
+            out.add(digest(msg["content"]))
+    return out
+
+
+class Others:
+    """A stream's choices past the first, their texts' digests put together from their deltas as the chunks pass
+    (`add`): nothing of their text kept."""
+
+    def __init__(self) -> None:
+        self._texts: dict[int, Any] = {}  # (hashlib's running sha256, by choice)
+        self._calls: set[int] = set()
+
+    def add(self, chunk: dict) -> None:
+        choices = chunk.get("choices")
+        for c in choices if isinstance(choices, list) else ():
+            index = c.get("index") if isinstance(c, dict) else None
+            delta = c.get("delta") if isinstance(c, dict) else None
+            if type(index) is not int or index == 0 or not isinstance(delta, dict):
+                continue
+            if delta.get("tool_calls"):
+                self._calls.add(index)
+            if isinstance(delta.get("content"), str):
+                self._texts.setdefault(index, hashlib.sha256()).update(delta["content"].encode())
+
+    def digests(self) -> set[bytes]:
+        return {h.digest() for i, h in self._texts.items() if i not in self._calls}
