@@ -11,6 +11,7 @@ from ..api.types import MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..storage.model import parse_message_id
+from ..storage.pulledextra import ANSWER_COUNTS, ANSWER_TEXTS, is_count, text_ok
 
 STATUSES = ("active", "paused", "ended")
 
@@ -66,24 +67,25 @@ def provenance(session: dict) -> dict | None:
 
 def answer(m: dict, where: str) -> dict:
     """A model's answer's own fields in a session file (daemon/answers.py records them): its model and
-    provider, its usage (whose prompt tokens the quota counts), response times, whether it was cut short."""
+    provider, its usage (whose prompt tokens the quota counts), response times, whether it was cut short. Checked
+    by the rules a pull keeps another device's by (storage/pulledextra.py), which drops what a file is refused for."""
     out: dict[str, Any] = {}
-    for k in ("model", "provider", "error"):
+    for k, most in ANSWER_TEXTS.items():
         if m.get(k) is not None:
-            if not isinstance(m[k], str) or len(m[k]) > (200 if k != "error" else 2000):
-                raise Invalid(f"{where}.{k} must be a string of at most {200 if k != 'error' else 2000} characters")
+            if not text_ok(k, m[k]):
+                raise Invalid(f"{where}.{k} must be a string of at most {most} characters")
             out[k] = m[k]
     if m.get("interrupted") is not None:
         if not isinstance(m["interrupted"], bool):
             raise Invalid(f"{where}.interrupted must be true or false")
         out["interrupted"] = m["interrupted"]
-    for k, fields in (("usage", ("prompt_tokens", "completion_tokens")), ("response", ("first_token_ms", "total_ms"))):
+    for k, fields in ANSWER_COUNTS.items():
         if m.get(k) is None:
             continue
         if not isinstance(m[k], dict) or not m[k].keys() <= set(fields):
             raise Invalid(f"{where}.{k} must be an object of {' and '.join(fields)}")
         for f, n in m[k].items():
-            if type(n) is not int or not 0 <= n <= MAX_TOKENS:
+            if not is_count(n):
                 raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {MAX_TOKENS}")
         out[k] = m[k]
     return out

@@ -5,9 +5,10 @@ bounded to a few seconds, and one cut short goes on at the next pull, after a re
 restart walked again from the start (on a slow store with many manifests, minutes of slices at every start). Each
 write is one statement, so one transaction: a walk's cuts are the old ones or the new ones, never half. A walk that
 found the claim (cut short before or not) keeps that in place of its cuts until the session goes over to another key
-(the notice taken, or a new code imported: SyncState.switch_slot, applyremote's rejoin); one that did not drops its
-row, and so does one left behind (another notice, a generation left: `keep_only`); a session's rows go with it. This
-device's only, never synced."""
+(the notice taken, or a new code imported: SyncState.switch_slot, applyremote's rejoin); one that ended finding none
+keeps that, or where it ended (a manifest it could not read), so that a walk from the author's head moved since goes
+on there; one left behind (another notice, a generation left: `keep_only`) drops its row; a session's rows go with
+it. This device's only, never synced."""
 
 from __future__ import annotations
 

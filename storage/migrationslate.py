@@ -3,6 +3,24 @@ on main is never edited: a change is a new one."""
 
 from __future__ import annotations
 
+# (migration 35, frozen with it) a field of a message's extra (json_each row `f`) a pull drops (storage/pulledextra.py)
+_DROPPED_35 = """
+            key IN ('id', 'chat', 'role', 'content', 'tokens', 'created_at', 'device', 'seq', 'lamport',
+                'tool_calls_dropped')
+            OR key IN ('model', 'provider') AND (type <> 'text' OR length(value) > 200)
+            OR key = 'error' AND (type <> 'text' OR length(value) > 2000)
+            OR key = 'interrupted' AND type NOT IN ('true', 'false')
+            OR key IN ('usage', 'response') AND (type <> 'object' OR NOT EXISTS (
+                SELECT 1 FROM json_each(f.value) AS c WHERE c.type = 'integer' AND c.value BETWEEN 0 AND 1099511627776
+                    AND c.key IN (CASE f.key WHEN 'usage' THEN 'prompt_tokens' ELSE 'first_token_ms' END,
+                        CASE f.key WHEN 'usage' THEN 'completion_tokens' ELSE 'total_ms' END)))"""
+# (migration 35, frozen with it) the extra's object `k` (usage or response) holding its counts `fields` alone
+_COUNT_35 = "type = 'integer' AND value BETWEEN 0 AND 1099511627776 AND key IN ({fields})"
+_COUNTS_KEPT_35 = f"""UPDATE messages SET extra = json_set(extra, '$.{{k}}', (
+        SELECT json_group_object(key, value) FROM json_each(messages.extra, '$.{{k}}') WHERE {_COUNT_35}
+    )) WHERE CASE WHEN instr(extra, '"{{k}}"') AND json_valid(extra) AND json_type(extra, '$.{{k}}') = 'object'
+        THEN EXISTS (SELECT 1 FROM json_each(messages.extra, '$.{{k}}') WHERE NOT ({_COUNT_35})) ELSE 0 END;"""
+
 LATE: list[str] = [
     # 30: (this device's only) `sync_state.head_manifest`: the manifest its last published head names, written by the
     # push with it, that a head published again over one a store forged or rolled back names as `prev` (sync/pusher.py),
@@ -93,5 +111,23 @@ LATE: list[str] = [
         (SELECT now_count FROM fork_recount f WHERE f.id = sessions.id))
     WHERE id IN (SELECT id FROM fork_recount WHERE copied = then_count AND then_count <> now_count);
     DROP TABLE fork_recount;
+    """,
+    # 35: the extra fields of the message rows a pull stored before it checked them, as a pull keeps them now
+    # (storage/pulledextra.py): those naming one of the message's own (0.38.0 drops them at the pull, the rows of pulls
+    # before kept them: a message with two contents in its row, which a frozen log built again from the rows carries
+    # on), an answer's `tool_calls_dropped`, and answer fields the API would not take (0.40.0 drops them: `export`
+    # wrote them into a file `import-file` refused); of `usage` and `response`, the counts kept alone. A row holding
+    # none of them is not written. (pulledextra.py as it stands in 0.40.0, written out: a migration is never edited.)
+    f"""
+    UPDATE messages SET extra = (
+        SELECT nullif(json_group_object(key, CASE type WHEN 'object' THEN json(value) WHEN 'array' THEN json(value)
+            WHEN 'true' THEN json('true') WHEN 'false' THEN json('false') WHEN 'null' THEN json('null')
+            ELSE value END), '{{}}')
+        FROM json_each(messages.extra) AS f WHERE NOT ({_DROPPED_35})
+    ) WHERE CASE WHEN json_valid(extra) AND json_type(extra) = 'object' THEN EXISTS (
+        SELECT 1 FROM json_each(messages.extra) AS f WHERE {_DROPPED_35}
+    ) ELSE 0 END;
+    {_COUNTS_KEPT_35.format(k="usage", fields="'prompt_tokens', 'completion_tokens'")}
+    {_COUNTS_KEPT_35.format(k="response", fields="'first_token_ms', 'total_ms'")}
     """,
 ]

@@ -74,7 +74,8 @@ EXTRA_KEYS = ("name", "tool_call_id", "tool_calls", "call_fields", "metadata", "
 PLAIN_KEYS = frozenset({"role", "content", "tokens", "chat"})  # a message with only these has no extra
 # A message's own fields, as a read gives them from its row's columns (storage/messagereads.py message_dict): none is
 # ever an extra field. Another device's extra fields naming one are dropped as a pull reads its pages (sync/pages.py
-# parse_page): a message says one thing (its content, role, id...), here and wherever its row goes on from here.
+# parse_page, storage/pulledextra.py): a message says one thing (its content, role, id...), here and wherever its row
+# goes on from here.
 MESSAGE_OWN_KEYS = frozenset({"id", "chat", "role", "content", "tokens", "created_at", "device", "seq", "lamport"})
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 

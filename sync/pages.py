@@ -13,7 +13,8 @@ from itertools import compress, repeat
 from operator import truediv
 from typing import Any
 
-from ..storage.model import MESSAGE_OWN_KEYS, Op, RemoteLog
+from ..storage.model import Op, RemoteLog
+from ..storage.pulledextra import pulled_extra
 from ..stores.cid import CIDError
 from . import dagcbor
 from .crypto import EncryptedCID
@@ -58,7 +59,7 @@ def op_to_cbor(op: Op) -> dict:
     if op.kind == MESSAGE:
         b = op.body
         body: dict = {"c": b["chat"]}
-        if extra := own_fields_dropped(b.get("extra")):  # (as a pull keeps it: a row a 0.38.0 pull stored too)
+        if extra := pulled_extra(b.get("extra")):  # (as a pull keeps it: a row an older pull stored too)
             body["e"] = dagcbor.canon(extra)
         if b.get("tokens") is not None:
             body["n"] = b["tokens"]
@@ -194,16 +195,8 @@ def parse_page(plain: bytes, e: Entry, sid: str, device: str) -> Page:
     why = page.malformed()
     if why:
         raise LogError(f"page {name} is malformed: {why}")
-    page.drop_own_fields()
+    page.keep_extras()
     return page
-
-
-def own_fields_dropped(extra: Any) -> Any:
-    """A message's extra fields without those naming one of the message's own (MESSAGE_OWN_KEYS: sessiond writes
-    none there; another device's, hostile or buggy, would make the message say two things): None if none is left."""
-    if not isinstance(extra, dict) or extra.keys().isdisjoint(MESSAGE_OWN_KEYS):
-        return extra
-    return {k: v for k, v in extra.items() if k not in MESSAGE_OWN_KEYS} or None
 
 
 _NONE = type(None)
@@ -223,16 +216,17 @@ class Page:
     tokens: list
     maps: list  # a message's extra fields or None; another operation's body
 
-    def drop_own_fields(self) -> None:
-        """Each message's extra fields without those naming its own (own_fields_dropped), as a pull reads the
-        page: not stored, not carried on from here, as an imported file's fields that are not a message's are not
-        (daemon/formats.py); its other extra fields (a newer sessiond's among them) kept."""
+    def keep_extras(self) -> None:
+        """Each message's extra fields as a pull keeps them (storage/pulledextra.py: those naming its own, and answer
+        fields the API would not take, dropped): not stored, not carried on from here, as an imported file's fields
+        that are not a message's are not (daemon/formats.py); its other extra fields (a newer sessiond's among them)
+        kept."""
         maps = self.maps
         if maps.count(None) == len(maps):
             return
         for i, m in enumerate(maps):
             if m is not None and self.kinds[i] == MESSAGE:
-                maps[i] = own_fields_dropped(m)
+                maps[i] = pulled_extra(m)
 
     def others(self) -> list[int]:
         """Indexes of the operations that are not messages."""

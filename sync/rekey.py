@@ -192,6 +192,7 @@ class Rekeyer:
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)
                 raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
+            self._published(sid, record)
             crash_point("rekey:published")
             await pause_for_tests("rekey.published")  # (the tests hold it here: the notice out, no new slot)
             await self._finish(sid, record)
@@ -258,12 +259,24 @@ class Rekeyer:
                 record["o"] = old_announce
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
-            if notice is not None and not same_notice(notice, record):
+            replaced = notice is not None and not same_notice(notice, record)
+            if replaced and not record.get("p"):
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
                 return
-            if notice is None:
+            if replaced:
+                # this device's notice was published (the record says so), and another is in its place: no writer
+                # writes over a notice but its author, and the slot's key is one the writers this rekey dropped
+                # hold too. Its rekey stands: finished, its claim kept (was: taken for another device's rekey that
+                # came first, the claim withdrawn and the rekey given up, and the pull then took the other notice,
+                # which nothing contradicted any more: rekeyed by a writer it had dropped)
+                log.warning(
+                    "the old members slot holds another notice than the one this device's rekey published (written"
+                    " over by a holder of the old slot's key: a writer the rekey dropped); finishing this rekey",
+                    extra={"session": sid, "event": "rekey"},
+                )
+            elif notice is None:
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                     # given up, as it would be refused at every resume
@@ -286,8 +299,17 @@ class Rekeyer:
                 # it, which gc no longer reads once this device has switched, and the devices yet to take
                 # the rekey read it there
                 await self.notices.named(store, old_announce)
+            self._published(sid, record)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
+
+    def _published(self, sid: str, record: dict) -> None:
+        """This device's rekey `record`'s notice is in the old slot: its record says so (`p`), so that a resume
+        finding another notice there takes it for what it is, a writer of the old slot's key writing over it (a
+        writer the rekey dropped), not another device's rekey that came first (resume)."""
+        if not record.get("p"):
+            record["p"] = True
+            self.ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
 
     async def _switch_key(
         self,

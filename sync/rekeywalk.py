@@ -18,7 +18,9 @@ author's gc, or missing for a while: a store catching up), whose end the next wa
 the chain's end from that head); one that ended so short of where one kept as finding the claim began keeps that row
 too. Read-only but for `kept`: a pull's cuts are kept in the database too (storage/claimswalks.py, one statement each
 time a walk is cut short; once a pull's walk found the claim, cut short before or not, that in their place, until the
-session's key changes), so that the first pull after a restart goes on where the walk stopped, not from the author's
+session's key changes; one that ended finding none, that too, or where it ended at a manifest it could not read: a walk
+from a head moved since reads the manifests since, then goes on from there, not down the whole chain again at each push
+of the author's), so that the first pull after a restart goes on where the walk stopped, not from the author's
 head (on a slow store with many manifests, minutes of slices at every start), nor walks again one done before its
 notice was taken. A walk left behind (the slot holding another notice, a generation the session left) is no walk under
 way: dropped as the next walk of its session begins or its keys switch, and `under_way` names only the walk the last
@@ -58,7 +60,8 @@ _SHORT: LRU[tuple, bytes] = LRU(256)
 class _Cut:
     """A walk cut short: it began at the manifest `top` (the author's head then), and goes on at `at` (hash,
     revision), `read` manifests down from `top`; `after`: the claims of the manifest before `at` in the walk.
-    `found` (kept in the database only): a walk from `top` that ended finding the claim (`at` and `after` unused)."""
+    `found` (kept in the database only): a walk from `top` that ended, whether it found the claim (`at` and `after`
+    unused)."""
 
     top: bytes
     at: tuple[bytes, int]
@@ -195,8 +198,9 @@ async def claimed_before(
     if bounded:
         await _left_behind(slot, wid, kept)
     cuts = list(_CUT.get(slot) or [])
-    if not cuts and kept is not None and bounded:  # (after a restart: where the walk stopped, kept)
-        cuts = _decoded(await kept.get(sid, wid))
+    loaded: bytes | None = None  # (the walk's row as read: not written again unchanged)
+    if not cuts and kept is not None and bounded:  # (after a restart, or a walk that ended: what it kept)
+        cuts = _decoded(loaded := await kept.get(sid, wid))
     was_cut = bool(cuts)
     deadline = time.monotonic() + WALK_SECONDS if bounded else float("inf")
     walked: tuple | None = None  # (the walk from this head: _WALKED)
@@ -206,6 +210,7 @@ async def claimed_before(
     start: tuple[bytes, int] | None = None
     found = decided = False  # (decided: by a claim of the slot met, not the chain's end)
     below: bytes | None = None  # the manifest the walk reads next, once past the head's
+    nxt: tuple[bytes, int] | None = None  # (that one's hash and revision)
     gone: bytes | None = None  # the one it could not read (missing or damaged), where it ended
     try:
         while True:
@@ -252,6 +257,7 @@ async def claimed_before(
                             decided = True
                             break
                         after, below = man.claims, _below(man)
+                        nxt = (below, at - 1) if below is not None else None
                         # the manifest next down, where a walk kept began, met as surely as read: this one's prev link
                         # vouches for it, and the author's gc may have freed it since its head moved on (was: the walk
                         # ended there, at a manifest gone, and refused the notice what it found before was kept for)
@@ -260,10 +266,10 @@ async def claimed_before(
                     # where a walk cut short began: on from where it stopped
                     cut, cuts = cuts[met], cuts[met + 1 :]
                     if cut.found is not None:  # (where a walk that ended began: what it found, kept)
-                        found = cut.found
+                        found, read = cut.found, read + cut.read
                         break
                     start, after, read = cut.at, cut.after, read + cut.read
-                    below = cut.at[0]
+                    below, nxt = cut.at[0], cut.at
                     fresh = 0  # (one past it at least: the manifests since, however many, are no progress)
                     break
             if start is None:
@@ -287,12 +293,21 @@ async def claimed_before(
     # dropped, the head's result kept in memory, and once the store held those manifests again a walk went on past
     # where that one began, down to manifests the author's gc freed since: the notice refused for good)
     unmet = [c for c in cuts if c.found] if not found and not decided else []
-    if kept is not None and bounded and found and walked is not None:
-        # the claim found kept (in place of any cuts), until the session's key changes (SyncState.switch_slot): not
-        # kept, a kill before the notice is taken (or the check's next step failing, then a restart) walked again
-        # from the head, past manifests the author's gc freed since, and refused the notice for good; so too for a
-        # walk that ended in the pull that began it (was: kept only for one cut short before, in memory else)
-        await kept.put(sid, wid, _encoded([_Cut(top, (top, 0), None, read, True)]))
+    if kept is not None and bounded and walked is not None:
+        # what the walk from this head found kept by the manifest it began at, its end too (the claim found, in place of
+        # any cuts, until the session's key changes (SyncState.switch_slot): not kept, a kill before the notice is
+        # taken walked again from the head, past manifests the author's gc freed since, and refused the notice for
+        # good; none found, or the chain's end: the same from this manifest whatever follows); one that ended at a
+        # manifest it could not read (the author's gc freed it, or a store catching up) where it ended, to go on from
+        # there, and what walks before found that it did not reach. The next walk from a head moved since reads the
+        # manifests since and goes on there (was: a walk that found nothing kept nothing, and every push of the
+        # author's walked the whole chain again at the next pull, for as long as the notice stood in the slot)
+        if found or (not unmet and (decided or gone is None or nxt is None)):
+            now = [_Cut(top, (top, 0), None, read, found)]
+        else:
+            now = ([_Cut(top, nxt, after, read)] if gone is not None and nxt is not None else []) + unmet
+        if (encoded := _encoded(now) if now else None) != loaded:
+            await (kept.put(sid, wid, encoded) if encoded is not None else kept.drop(sid, wid))
     elif was_cut and kept is not None:
         # (None found: dropped, walked again after a restart, as a head moved since is: a manifest missing for a
         # while, on a store catching up, refuses no notice for good.)

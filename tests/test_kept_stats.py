@@ -289,7 +289,8 @@ async def test_the_migration_opens_a_home_whose_times_sum_past_sqlites_integers(
         assert [r[0] for r in kept] == [plain]
         got = (await db.stats(odd))["per_chat"]
         assert [(c["messages"], c["answers"], c["avg_answer_seconds"]) for c in got] == [(2, 1, 0.005)], got
-        assert got[0]["avg_first_token_seconds"] == round(2 * big / 2 / 1000, 3), got
+        # (times past 2^40 ms: no count the API takes, dropped as a pull drops them since, by migration 35)
+        assert got[0]["avg_first_token_seconds"] is None, got
         await _check(db, plain)
     finally:
         await db.close()

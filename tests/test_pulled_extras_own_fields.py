@@ -105,3 +105,47 @@ def test_the_fields_dropped_are_those_a_message_read_names_of_its_own():
     others = dict.fromkeys(MESSAGE_OWN_KEYS - {"role", "content", "tokens"}, 1)
     kept = formats._message({"role": "user", "content": "x", **others}, "m")
     assert set(kept) == {"role", "content"}, kept
+
+
+# A peer's answer fields (storage/model.py ANSWER_KEYS, and an answer's `tool_calls_dropped`, which no sessiond stores)
+# holding what the API takes from no app, a session file (daemon/sessionfile.py answer) nor a provider
+BAD_ANSWER = {
+    "usage": {"prompt_tokens": "500", "completion_tokens": 3, "cached_tokens": 9},
+    "response": [1, 2],
+    "interrupted": "yes",
+    "tool_calls_dropped": [{"index": "x"}],
+    "model": 5,
+    "error": "e" * 3000,
+    "provider": "p1",
+}
+# ...as a pull keeps them: what the API takes of each, the rest dropped
+KEPT_ANSWER = {"usage": {"completion_tokens": 3}, "provider": "p1"}
+
+
+async def test_a_pulled_messages_answer_fields_are_checked_and_its_session_exports_and_imports(devices):
+    """A peer's answer fields were stored as they came: the session's `export --format json` then wrote them, and
+    `import-file` of that file refused it (`messages[1].usage.prompt_tokens must be a whole number...`), and the API's
+    reads of the message showed an `interrupted` of "yes" and a `tool_calls_dropped` no answer made. Each is checked
+    at the pull as a session file's is: one the API would not take dropped (a count of usage or response alone), as
+    the fields naming the message's own are."""
+    a, b = await devices.open()
+    await a.start()
+    await b.start()
+    sid = await devices.shared("answer fields")
+    await devices.dba.append_messages(sid, [{"role": "assistant", "content": "said", "metadata": {"a": 1}}])
+    await _forge(devices.dba, sid, devices.dba.device_id, {**BAD_ANSWER, "metadata": {"a": 1}})
+    await a.pusher.push(sid)
+    await b.pull(sid)
+    got = await _extra(devices.dbb, sid, devices.dba.device_id)
+    # main: stored as they came
+    assert got == {**KEPT_ANSWER, "metadata": {"a": 1}}, got
+    [m] = [m for m in await devices.dbb.list_messages(sid) if m["role"] == "assistant"]
+    assert "interrupted" not in m and "tool_calls_dropped" not in m, m
+    exported = await formats.export(devices.dbb, sid, "json")
+    del exported["session"]["id"]  # (a copy beside the one here)
+    db = devices.dbb
+    [made], _ = await formats.import_file(db, exported, "json", db.c.estimate, remove=db.delete_session)
+    ms = await db.list_messages(made["id"])
+    assert [x.get("usage") for x in ms if x["role"] == "assistant"] == [KEPT_ANSWER["usage"]], ms
+    report = await b.verify(sid)  # (A's log in the store holds them: compared as a pull keeps it)
+    assert report["ok"], report

@@ -10,6 +10,7 @@ head key is refused (a head key is its device's seed's and the session's: one de
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -77,3 +78,80 @@ async def test_a_member_listed_under_the_authors_id_does_not_claim_for_it(device
     assert err.value.kind in ("rekey_conflict", "rekey_unconfirmed"), err.value
     assert b.ctx.keys.session_key(sid) in (key_b, a.ctx.keys.session_key(sid))
     assert b.ctx.keys.session_key(sid) != forged_key
+
+
+class _Killed(Exception):
+    pass
+
+
+async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_writers_in_its_place(devices, monkeypatch):
+    """A's rekey drops B; A is killed once its notice is in the old slot, before it switches (its record says
+    finish it). B, dropped, holds the old slot's key: it writes the slot one revision on with a notice of its own,
+    boxed to A, and claims it in its own head. A's restart read the slot, found a notice other than its own, took
+    that for another device's rekey that came first: it withdrew its claim and gave its rekey up, and its pull then
+    took B's notice (no member claimed another of the slot any more), rekeyed by the writer it had dropped. A notice
+    of its own published is its rekey's, whatever the slot holds since: no honest writer writes over one."""
+    from sessiond.sync import rekey as rekey_module
+    from test_rekey_forgery import _forge
+
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("replaced", write=True)
+    await devices.dbb.append_messages(sid, [{"role": "user", "content": "B writes"}])
+    await b.pusher.push(sid)  # (B a writer: listed in the slot)
+    await a.pull(sid)
+    old = a.ctx.keys.session_key(sid)
+
+    def killed(name: str) -> None:
+        if name == "rekey:published":
+            raise _Killed(name)
+
+    monkeypatch.setattr(rekey_module, "crash_point", killed)
+    with pytest.raises(_Killed):
+        await a.rekey(sid, drop=[devices.dbb.device_id])
+    monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
+    raw = a.ctx.keys.rekey_pending(sid)
+    assert raw is not None and a.ctx.keys.session_key(sid) == old
+    mine = bytes(dagcbor.decode(raw)["k"])
+    home = os.path.join(devices.tmp, "forger")  # (B's keys, as the forger's home holds them)
+    os.makedirs(home)
+    os.symlink(os.path.join(devices.tmp, "kb"), os.path.join(home, "keys"))
+    forged = await _forge(devices.store_path, home, sid, devices.dbb.device_id, claim=True)
+    for _ in range(2):  # (the restart's pull: the rekey finished, then the slot read again)
+        with contextlib.suppress(ImportError_):
+            await a.pull(sid)
+    # main: B's key, rekeyed into the generation of the writer A dropped
+    assert a.ctx.keys.session_key(sid) != forged
+    assert a.ctx.keys.session_key(sid) == mine
+    assert a.ctx.keys.rekey_pending(sid) is None
+
+
+async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_over_it(devices):
+    """A's rekey drops C and keeps B, which takes it; then C writes the old slot one revision on with a notice of
+    its own boxed to A and B, and claims it. Neither A nor B reads the old slot once switched: both stay on the key
+    they took."""
+    from test_rekey_forgery import _forge
+
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("taken, then replaced", write=True)
+    dbc, c = await devices._device("c", None, {})
+    await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    for db, s in ((devices.dbb, b), (dbc, c)):  # (B and C writers: listed in the slot)
+        await db.append_messages(sid, [{"role": "user", "content": "writes"}])
+        await s.pusher.push(sid)
+    await a.pull(sid)
+    await b.pull(sid)
+    await a.rekey(sid, drop=[dbc.device_id])
+    with contextlib.suppress(ImportError_):  # (the new slot as B reads it is not this test's)
+        await b.pull(sid)
+    taken = a.ctx.keys.session_key(sid)
+    assert b.ctx.keys.session_key(sid) == taken
+    home = os.path.join(devices.tmp, "forger")  # (C's keys, as the forger's home holds them)
+    os.makedirs(home)
+    os.symlink(os.path.join(devices.tmp, "kc"), os.path.join(home, "keys"))
+    forged = await _forge(devices.store_path, home, sid, dbc.device_id, claim=True)
+    for s in (a, b):
+        with contextlib.suppress(ImportError_):
+            await s.pull(sid)
+        assert s.ctx.keys.session_key(sid) == taken != forged

@@ -25,7 +25,13 @@ from sessiond.sync.manifest import CLAIMS_KEPT
 from sessiond.sync.members import announce_key
 from sessiond.sync.membersobject import SALT_LEN, members_object, seal_small
 from sessiond.sync.rekeyproof import notice_hash, open_box
-from test_rekey_claims_walk import _abandoned_notice, _aged_out, _claims_pushed, _slot_served_with
+from test_rekey_claims_walk import (
+    _abandoned_notice,
+    _aged_out,
+    _claims_pushed,
+    _slot_served_with,
+    never_claimed,
+)
 from test_rekey_claims_walk_kept import _reopened_b, _walks, authors_chain, found_then_cut_off
 
 
@@ -251,3 +257,34 @@ async def _refused_reading(b, sid: str, manifests: list[bytes], pulls: int = 3) 
         assert err.value.kind == "rekey_unconfirmed", err.value
         walked.append(len([h for h in gets if h in manifests]))
     return walked
+
+
+async def test_a_notice_refused_walks_only_what_is_new_when_its_authors_head_moves(devices, monkeypatch):
+    """A walk's result was kept by the head it began at (rekeywalk._WALKED, in memory), and a walk that ended finding
+    no claim kept nothing in the database: once the author pushed again (its head moved), the next pull walked its
+    whole chain again from the new head, down to the first manifest its gc had freed (up to CLAIMS_WALK reads, in
+    WALK_SECONDS slices a pull), for as long as the notice stood in the slot, and so after every restart. Where it
+    ended is kept now, as a walk that found the claim is: a moved head is read down to where the last walk began,
+    then on from where it ended (the manifest it could not read: back, or not)."""
+    monkeypatch.setattr(rekeywalk, "WALK_SECONDS", 600.0)  # (whole in one pull, however loaded the machine)
+    a, b, sid, claims = await never_claimed(devices, "walked on", CLAIMS_KEPT + 6)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, CLAIMS_KEPT + 4)
+    await store.free(chain[-1:])  # (A's gc: the walk ends at the first manifest gone)
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    walked = []
+    for restart in (False, True):
+        for _ in range(2):  # A writes on: its head moves past where B's walk began
+            await _claims_pushed(devices, sid, claims)
+        if restart:
+            b = await _reopened_b(devices)
+        gets = count_gets(await b.ctx.store_for(sid))
+        with pytest.raises(ImportError_) as err:
+            await b.pull(sid)
+        assert err.value.kind == "rekey_unconfirmed", err.value
+        walked.append(len([h for h in gets if h in chain]))
+        chain = await authors_chain(store, a, sid, 2) + chain
+    # main: [CLAIMS_KEPT + 3, CLAIMS_KEPT + 5], walked again down to the manifest gone
+    assert walked == [2, 2], walked  # (whether the one gone is back: the walk's read of it, and _back's)
