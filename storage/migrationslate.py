@@ -115,9 +115,9 @@ LATE: list[str] = [
     # 35: the extra fields of the message rows a pull stored before it checked them, as a pull keeps them now
     # (storage/pulledextra.py): those naming one of the message's own (0.38.0 drops them at the pull, the rows of pulls
     # before kept them: a message with two contents in its row, which a frozen log built again from the rows carries
-    # on), an answer's `tool_calls_dropped`, and answer fields the API would not take (0.40.0 drops them: `export`
+    # on), an answer's `tool_calls_dropped`, and answer fields the API would not take (0.39.0 drops them: `export`
     # wrote them into a file `import-file` refused); of `usage` and `response`, the counts kept alone. A row holding
-    # none of them is not written. (pulledextra.py as it stands in 0.40.0, written out: a migration is never edited.)
+    # none of them is not written. (pulledextra.py as it stands in 0.39.0, written out: a migration is never edited.)
     f"""
     UPDATE messages SET extra = (
         SELECT nullif(json_group_object(key, CASE type WHEN 'object' THEN json(value) WHEN 'array' THEN json(value)

@@ -1,6 +1,6 @@
 """Migration 35: the extra fields of the message rows a pull stored before the pull checked them, as a pull keeps them
 now (storage/pulledextra.py). sessiond 0.38.0 drops a field naming one of the message's own (`content`, `role`,
-`id`...) as a pull reads it, and 0.40.0 an answer field the API would not take, but the rows pulled before kept them:
+`id`...) as a pull reads it, and 0.39.0 an answer field the API would not take, but the rows pulled before kept them:
 a message with two contents in its row, carried on wherever the row is read whole (a frozen log this device builds
 again from its database puts back the forged `content`: its pages are read from the rows, storage/logrun.py), and a
 `model` of 5 or an `interrupted` of "yes" that `export` writes into a file `import-file` refuses. Migrated once, such a
