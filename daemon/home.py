@@ -22,7 +22,14 @@ from ..api.locate import (
     socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
 from .provider_config import check_providers
-from .urlguess import HIDES_SECRET, file_url_meant, host_hides_secret, unsupported_scheme
+from .urlguess import (
+    HIDES_SECRET,
+    UNPARSED_SECRET,
+    file_url_meant,
+    host_hides_secret,
+    unparsed_hides_secret,
+    unsupported_scheme,
+)
 
 
 def normalize_store_url(url: str) -> str:
@@ -36,6 +43,14 @@ def normalize_store_url(url: str) -> str:
         parsed = urlparse(url)
         parsed.port  # noqa: B018 (read for its check: a port out of range or not a number)
     except ValueError as exc:
+        if unparsed_hides_secret(url):
+            scheme = url.partition("://")[0]
+            scheme = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme) else "SCHEME"
+            # (the user part's place named without a scheme before it, which scrub_text would take for a URL's)
+            raise HomeError(
+                f"store URL {scheme}://... is malformed: {UNPARSED_SECRET}; give {scheme}://HOST[:PORT], an invite or"
+                " a password put before its host as the URL's user part (INVITE@HOST[:PORT], USER:PASSWORD@HOST[:PORT])"
+            ) from None
         raise HomeError(f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]") from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         shown = "" if "@" in parsed.netloc or host_hides_secret(url) else f" {url!r}"

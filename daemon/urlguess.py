@@ -29,6 +29,33 @@ def host_hides_secret(url: str) -> bool:
     return (not host.startswith("[") and "%" in host) or any(c.isspace() for c in host)
 
 
+def unparsed_hides_secret(url: str) -> bool:
+    """Whether a network URL that does not parse (urlparse's ValueError) may have a secret where a host is read:
+    no user part ('@') and a second ':' (`s5+http://INVITE:HOST:PORT`, an invite's or a password's '@' typed as
+    ':'), or brackets round what is no IP address (`[INVITE]`). Neither the URL nor urlparse's reason, which
+    quotes the part after a ':' or the brackets' content, may then be quoted. A user part is hidden where shown."""
+    import ipaddress
+
+    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+    if "@" in authority:
+        return False
+    if authority.startswith("["):
+        inside, closed, authority = authority[1:].partition("]")
+        try:
+            ipaddress.ip_address(inside.split("%", 1)[0])
+        except ValueError:
+            return True
+        if not closed:
+            return False
+    return authority.count(":") > 1
+
+
+UNPARSED_SECRET = (
+    "its host and port are not HOST[:PORT] (not quoted here: it may hold an invite or a password, its '@' typed as"
+    " ':' or left out)"
+)
+
+
 HIDES_SECRET = (
     "host holds a '%' or a space, which no host name does (not quoted here: it may be an invite or a password"
     " mistyped, its '@' written %40 or left out)"

@@ -116,6 +116,36 @@ def test_the_one_helper_hides_every_kind_of_store_credential():
     assert "secret-value" not in scrub_text("the token secret-value was refused", ["secret-value"])
 
 
+def test_a_store_url_mistyped_around_its_secret_is_refused_without_echoing_it():
+    """A store URL whose invite or password was typed with ':' for its '@' (`s5+http://INVITE:relay:5050`), or
+    inside brackets, did not parse: its refusal ("malformed") quoted the URL whole, and urlparse's reason quoted
+    the rest of it, with no userinfo left for the redaction to hide; one with a third slash
+    (`s5+http:///INVITE@relay`, as file:/// is written) was refused as having no host, quoting the invite as its
+    path. `start --store` printed them (and --json too), as the daemon would log them; neither quotes it now."""
+    from sessiond.daemon.home import HomeError, normalize_store_url
+    from sessiond.storage.redact import scrub_text
+
+    secret = "inv4f9a8b7c6d5e"
+    for url in (
+        f"s5+http://{secret}:relay.example:5050",
+        f"http://{secret}:relay.example:5050",
+        f"ipfs+http://alice:{secret}:127.0.0.1:5001",
+        f"s5+http://[{secret}]",
+        f"s5+http:///{secret}@relay.example:5050",
+        f"s5+https:///{secret}@portal.example",
+    ):
+        with pytest.raises(HomeError) as refused:
+            normalize_store_url(url)
+        message = scrub_text(str(refused.value))  # (as `start` shows it; the daemon logs it so)
+        assert secret not in message, (url, message)
+        assert "store URL" in message and ("malformed" in message or "no host" in message), message
+    # what is no secret is still quoted: a port not a number, after the user part hidden or with no user part
+    for url, said in (("ipfs+http://host:abc", "'abc'"), ("s5+http://INVITE@h:99999", "s5+http://***@h:99999")):
+        with pytest.raises(HomeError, match="malformed") as refused:
+            normalize_store_url(url)
+        assert said in str(refused.value) and "INVITE" not in str(refused.value), str(refused.value)
+
+
 def test_store_objects_show_no_credentials(tmp_path):
     """What a store object itself shows (its repr, a pinning service's status) hides the credentials
     of its URL, which it keeps for its requests."""
