@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from conftest import cli_json, run_cli
 
 
@@ -79,6 +81,25 @@ def test_a_timeout_takes_a_unit_as_every_duration_does(daemon):
     for argv in (["sync"], ["status"], ["stop"]):  # and each --help says so
         said = " ".join(run_cli(daemon.home, *argv, "--help", check=True).stdout.split())
         assert "s, m or h" in said.split(" --timeout ", 1)[1], said
+
+
+def test_a_timeout_takes_every_number_it_took_before_its_unit():
+    """`--timeout` took what Python's float() reads until it took a unit (0.38.0): `1e3`, `5.`, `+5`, ` 5 `, which
+    a script computing its wait may pass (`str(1e-05)`, awk's `%g`, a float's `repr`); the unit's pattern took only
+    digits and a point, and each was refused as "not a number of seconds". Each is taken again, with its unit
+    or without; what is no wait (a sign below zero, nan, inf, past 10 years) is refused as before."""
+    from sessiond.cli.parser import ParseError, build_parser
+
+    parser = build_parser(True)
+    for value, secs in (("1e3", 1000.0), ("5.", 5.0), ("+5", 5.0), (" 7 ", 7.0), ("2.5e1s", 25.0), ("1E-2", 0.01)):
+        assert parser.parse_args(["status", "--timeout", value]).timeout == secs, value
+        assert parser.parse_args(["stop", "--timeout", value]).timeout == secs, value
+        assert parser.parse_args(["sync", "--timeout", value]).timeout == secs, value
+    assert parser.parse_args(["stop", "--timeout", "1e1m"]).timeout == 600.0
+    for value in ("-1e3", "nan", "inf", "1e400", "1e9h", "e3", "1e", "0x10", "5 s5"):
+        for argv in (["status", "--timeout", value], ["stop", "--timeout", value], ["sync", "--timeout", value]):
+            with pytest.raises(ParseError, match="--timeout"):
+                parser.parse_args(argv)
 
 
 def test_usage_exits_say_usage_in_json(daemon):
