@@ -22,13 +22,23 @@ from conftest import cli_json, run_cli
 
 
 @pytest.mark.exec_start  # reads the command line of the daemon `start` ran
-def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(invite_relay, secret_homes):
+def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(
+    invite_relay, secret_homes, tmp_path, monkeypatch
+):
     data, host = invite_relay
     invite = secretcheck.invite(data)
     home = secret_homes("a")
     url = f"s5+http://{invite}@{host}"
+    # `start` run from a folder holding a module of a name the daemon imports (a project's nacl.py, a file another
+    # user dropped in /tmp): the daemon, `python -m` a new program, put that folder first on its sys.path, and ran
+    # the folder's module in its place (so ended: "the daemon did not start")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "nacl.py").write_text("raise SystemExit('nacl.py of the folder start ran in was imported')\n")
+    monkeypatch.chdir(here)
     res = run_cli(home, "start", "--store", url)  # the old form still works
     assert res.returncode == 0, res.stderr
+    monkeypatch.undo()
     st = cli_json(home, "status")
     cmdline = secretcheck.cmdline(st["pid"])  # what any local user can read (ps)
     assert "sessiond.cli.main daemon" in cmdline and invite not in cmdline, cmdline
