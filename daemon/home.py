@@ -27,6 +27,7 @@ from .urlguess import (
     UNPARSED_SECRET,
     file_url_meant,
     host_hides_secret,
+    scheme_left_out,
     unparsed_hides_secret,
     unsupported_scheme,
 )
@@ -39,6 +40,9 @@ def normalize_store_url(url: str) -> str:
 
     from ..storage.redact import shown_url
 
+    left_out = scheme_left_out(url)  # (a relay's address without its scheme: no folder's path)
+    if left_out is not None:
+        raise HomeError(left_out)
     try:
         parsed = urlparse(url)
         parsed.port  # noqa: B018 (read for its check: a port out of range or not a number)

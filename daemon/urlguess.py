@@ -76,6 +76,41 @@ def file_url_meant(netloc: str, path: str) -> str:
     return f"did you mean {absolute}? (a folder relative to here: {here})"
 
 
+# HOST:PORT given alone, a user part before it or not: `127.0.0.1:5050` (as `sessiond serve` says where it listens),
+# `INVITE@relay.example:5050`, `[::1]:5050`
+_BARE_ADDRESS = re.compile(
+    r"(?:([^/@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})/?"
+)
+_COLON_SHORT = re.compile(r"(s5\+https?|ipfs\+https?|https?)//", re.I)  # `s5+http//HOST`: a ':' short
+
+
+def scheme_left_out(url: str) -> str | None:
+    """The refusal of a store URL given without its scheme, which would be read as a folder's path here: a relay's
+    address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
+    (`s5+http//HOST:PORT`); None for any other. Its user part (an invite, a password) quoted nowhere."""
+    m = _COLON_SHORT.match(url)
+    if m:
+        meant = f"{m.group(1).lower()}://{url[m.end() :]}"
+        guess = (
+            network_url_meant(meant)
+            if m.group(1).lower() in ("http", "https")
+            else f"; did you mean {shown_url(meant)}?"
+        )
+        return f"store URL {m.group(1)}//...: a ':' short after its scheme (read as a folder's path){guess}"
+    m = _BARE_ADDRESS.fullmatch(url)
+    if m is None or os.path.lexists(url):  # (a folder of that name that is there: taken as ever)
+        return None
+    user, address = ("***@" if m.group(1) else ""), f"{m.group(2)}:{m.group(3)}"
+    first, other = ("ipfs+http", "s5+http") if int(m.group(3)) == KUBO_RPC_PORT else ("s5+http", "ipfs+http")
+    what = "a relay" if first == "s5+http" else "a Kubo node"
+    folder = "./FOLDER" if user else f"./{url}"
+    return (
+        f"store URL {user}{address} has no scheme (read as a folder's path here); did you mean {first}://{user}{address}?"
+        f" ({what}; {other}://{address} for {'a Kubo node' if other == 'ipfs+http' else 'a relay'}; a new folder"
+        f" here: {folder})"
+    )
+
+
 def unsupported_scheme(url: str) -> str:
     """The refusal of a store URL of a scheme no store has: the URL (credentials hidden), the one most likely meant,
     and the schemes. One whose host hides a secret (host_hides_secret) quoted nowhere: its shape named instead."""

@@ -430,6 +430,39 @@ def test_a_store_url_a_slash_or_a_scheme_off_names_the_url_meant(tmp_path):
     assert not os.path.exists(home)
 
 
+def test_a_relays_address_given_without_its_scheme_is_refused_naming_the_url_meant(tmp_path, monkeypatch):
+    """`start --store 127.0.0.1:5050` (the address `sessiond serve` listens on, as it says it) or
+    `--store INVITE@relay.example:5050` (the scheme left out) was taken as a folder of that name where the user
+    stood: the daemon started on an empty folder store, not the relay, and with the invite its path, shown by
+    `status`, kept in the home's store-url and its logs; `s5+http//HOST:PORT` (a ':' short) too. Each is a usage
+    error naming the URL meant, the invite hidden, nothing made; a folder of such a name that is there is still
+    taken, and one to be made is given as ./NAME."""
+    from sessiond.daemon.home import HomeError, normalize_store_url
+
+    monkeypatch.chdir(tmp_path)
+    for given, meant in (
+        ("127.0.0.1:5050", "s5+http://127.0.0.1:5050"),
+        ("relay.example:5050", "s5+http://relay.example:5050"),
+        ("INVITE@relay.example:5050/", "s5+http://***@relay.example:5050"),
+        ("[::1]:5050", "s5+http://[::1]:5050"),
+        ("s5+http//relay.example:5050", "s5+http://relay.example:5050"),
+        ("ipfs+http//127.0.0.1:5001", "ipfs+http://127.0.0.1:5001"),
+    ):
+        with pytest.raises(HomeError) as refused:
+            normalize_store_url(given)
+        message = str(refused.value)
+        assert f"did you mean {meant}?" in message and "INVITE" not in message, (given, message)
+    assert not os.listdir(tmp_path)
+    (tmp_path / "10.0.0.1:5050").mkdir()  # (a folder that is there: taken as ever)
+    assert normalize_store_url("10.0.0.1:5050") == f"file://{tmp_path}/10.0.0.1:5050"
+    assert normalize_store_url("./relay.example:5050") == f"file://{tmp_path}/relay.example:5050"
+    home = str(tmp_path / "h")
+    res = run_cli(home, "start", "--store", "INVITE@relay.example:5050", "--json")
+    message = _usage(res)
+    assert "s5+http://***@relay.example:5050" in message and "INVITE" not in res.stdout + res.stderr, res
+    assert not os.path.exists(home)
+
+
 def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_secret(tmp_path):
     """`start --store 's5+https://[::1'` (a bracket left open) ended in urlparse's traceback, and a port out
     of range or not a number was found only by the daemon, after it started ("the daemon did not start",
