@@ -198,6 +198,31 @@ def test_a_passphrase_too_short_is_named_by_its_option(daemon, tmp_path):
     assert cli_json(daemon.home, "share", sid, "--passphrase-file", str(long_enough))["code"]
 
 
+def test_a_passphrase_or_code_given_as_an_option_is_refused_without_echoing_it(tmp_path):
+    """`share ID --passphrase hunter2` or `import --code CODE` (the option a newcomer guesses) was taken by
+    argparse as --passphrase-file or --code-file abbreviated, and refused as a file it could not read, quoting the
+    passphrase or the whole code in the error ("--passphrase-file hunter2: cannot read it"), which a script's log
+    keeps. Each is refused saying how to give it, quoting nothing of it, before anything is read or asked."""
+    home = str(tmp_path / "h")
+    secret, code = "hunter2-PASSWORD-77", "sessiond1" + "a" * 200
+    for argv, way in (
+        (["share", "some-id", "--passphrase", secret], "--passphrase-file"),
+        (["share", "some-id", f"--passphrase={secret}"], "--passphrase-file"),
+        (["import", "--passphrase", secret], "--passphrase-file"),
+        (["import", "--code", code], "standard input"),
+        (["import", f"--code={code}"], "standard input"),
+    ):
+        res = run_cli(home, *argv, "--json")
+        message = _usage(res)
+        assert way in message and secret not in res.stdout + res.stderr, (argv, message)
+        assert "a" * 50 not in res.stdout + res.stderr, (argv, message)
+    assert not os.path.exists(home)
+    # a file that is there is that file, as the abbreviation took it (`import --code code.txt`)
+    (tmp_path / "code.txt").write_text("sessiond1zzzz\n")
+    res = run_cli(home, "import", "--code", str(tmp_path / "code.txt"), "--json")  # (read; then no daemon to ask)
+    assert res.returncode == 3 and json.loads(res.stdout)["error"]["code"] == "daemon_not_running", res
+
+
 def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
     """`cleanup --older-than 7` (meaning a week) read 7 as seconds and deleted every session idle for more
     than 7 s, nearly all of them; `new`/`set --expires-in 7` and `--idle-timeout 60` likewise ended a session
