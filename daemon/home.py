@@ -24,11 +24,10 @@ from ..api.locate import (
 from .provider_config import check_providers
 from .urlguess import (
     HIDES_SECRET,
-    UNPARSED_SECRET,
     file_url_meant,
     host_hides_secret,
     scheme_left_out,
-    unparsed_hides_secret,
+    unparsed_refusal,
     unsupported_scheme,
 )
 
@@ -47,15 +46,10 @@ def normalize_store_url(url: str) -> str:
         parsed = urlparse(url)
         parsed.port  # noqa: B018 (read for its check: a port out of range or not a number)
     except ValueError as exc:
-        if unparsed_hides_secret(url):
-            scheme = url.partition("://")[0]
-            scheme = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme) else "SCHEME"
-            # (the user part's place named without a scheme before it, which scrub_text would take for a URL's)
-            raise HomeError(
-                f"store URL {scheme}://... is malformed: {UNPARSED_SECRET}; give {scheme}://HOST[:PORT], an invite or"
-                " a password put before its host as the URL's user part (INVITE@HOST[:PORT], USER:PASSWORD@HOST[:PORT])"
-            ) from None
-        raise HomeError(f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]") from None
+        said = unparsed_refusal(url)  # (None: nothing of it may be a secret, quoted as urlparse says it)
+        raise HomeError(
+            said or f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]"
+        ) from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         shown = "" if "@" in parsed.netloc or host_hides_secret(url) else f" {url!r}"
         raise HomeError(

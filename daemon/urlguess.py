@@ -50,10 +50,19 @@ def unparsed_hides_secret(url: str) -> bool:
     return authority.count(":") > 1
 
 
-UNPARSED_SECRET = (
-    "its host and port are not HOST[:PORT] (not quoted here: it may hold an invite or a password, its '@' typed as"
-    " ':' or left out)"
-)
+def unparsed_refusal(url: str) -> str | None:
+    """The refusal of a network URL that does not parse whose host may hold a secret (unparsed_hides_secret), quoting
+    only its scheme; None for one whose refusal may quote it (its user part hidden) and urlparse's reason."""
+    if not unparsed_hides_secret(url):
+        return None
+    scheme = url.partition("://")[0]
+    scheme = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme) else "SCHEME"
+    # (the user part's place named without a scheme before it, which scrub_text would take for a URL's)
+    return (
+        f"store URL {scheme}://... is malformed: its host and port are not HOST[:PORT] (not quoted here: it may hold"
+        f" an invite or a password, its '@' typed as ':' or left out); give {scheme}://HOST[:PORT], an invite or a"
+        " password put before its host as the URL's user part (INVITE@HOST[:PORT], USER:PASSWORD@HOST[:PORT])"
+    )
 
 
 HIDES_SECRET = (
@@ -81,6 +90,7 @@ def file_url_meant(netloc: str, path: str) -> str:
 _BARE_ADDRESS = re.compile(
     r"(?:([^/@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})/?"
 )
+_SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5+http:INVITE@HOST`: its own refusal
 _COLON_SHORT = re.compile(r"(s5\+https?|ipfs\+https?|https?)//", re.I)  # `s5+http//HOST`: a ':' short
 
 
@@ -98,7 +108,7 @@ def scheme_left_out(url: str) -> str | None:
         )
         return f"store URL {m.group(1)}//...: a ':' short after its scheme (read as a folder's path){guess}"
     m = _BARE_ADDRESS.fullmatch(url)
-    if m is None or os.path.lexists(url):  # (a folder of that name that is there: taken as ever)
+    if m is None or _SCHEME_NO_SLASH.match(url) or os.path.lexists(url):  # (a folder there: taken as ever)
         return None
     user, address = ("***@" if m.group(1) else ""), f"{m.group(2)}:{m.group(3)}"
     first, other = ("ipfs+http", "s5+http") if int(m.group(3)) == KUBO_RPC_PORT else ("s5+http", "ipfs+http")
