@@ -223,6 +223,19 @@ def test_a_passphrase_or_code_given_as_an_option_is_refused_without_echoing_it(t
     assert res.returncode == 3 and json.loads(res.stdout)["error"]["code"] == "daemon_not_running", res
 
 
+def test_backup_words_given_on_the_command_line_are_refused_without_echoing_them(tmp_path):
+    """`sessiond key import WORD1 ... WORD24` (or `--words ...`): argparse refused the words as unrecognized
+    arguments, quoting all 24 in the error, and they are the device key itself (whoever has them signs as this
+    device). Refused saying to give them on standard input, quoting none of them, nothing made."""
+    home = str(tmp_path / "h")
+    words = [f"secretword{i}" for i in range(24)]
+    for argv in (["key", "import", *words], ["key", "import", "--words", *words], ["key", "import", "--force", *words]):
+        res = run_cli(home, *argv, "--json")
+        message = _usage(res)
+        assert "standard input" in message and "secretword" not in res.stdout + res.stderr, (argv, message)
+    assert not os.path.exists(home)
+
+
 def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
     """`cleanup --older-than 7` (meaning a week) read 7 as seconds and deleted every session idle for more
     than 7 s, nearly all of them; `new`/`set --expires-in 7` and `--idle-timeout 60` likewise ended a session
