@@ -236,6 +236,25 @@ def test_backup_words_given_on_the_command_line_are_refused_without_echoing_them
     assert not os.path.exists(home)
 
 
+def test_a_store_url_given_to_store_file_is_refused_naming_the_option_without_its_secret(tmp_path):
+    """`start --store-file s5+http://INVITE@HOST:PORT` (the URL where its file goes) was refused as "cannot read
+    s5+http://INVITE@HOST:PORT: No such file or directory", the invite (or a password) quoted in the error and no
+    option named. It names --store-file, what it takes, and the URL with its credentials hidden; nothing made. And
+    an argument the parser does not take (`service install --store-file URL`, which has no such option) is quoted
+    in its refusal with a URL's credentials hidden."""
+    home = str(tmp_path / "h")
+    for argv in (
+        ["start", "--store-file", "s5+http://INVITE-SECRET-1@relay.example:5050"],
+        ["import", "--store-file", "ipfs+http://alice:PW-SECRET-2@127.0.0.1:5001"],
+        ["service", "install", "--store-file", "s5+http://INVITE-SECRET-3@relay.example:5050"],
+    ):
+        res = run_cli(home, *argv, "--json")
+        message = _usage(res)
+        assert "SECRET" not in res.stdout + res.stderr and "***@" in message, (argv, message)
+        assert argv[0] == "service" or message.startswith("--store-file"), (argv, message)
+    assert not os.path.exists(home)
+
+
 def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
     """`cleanup --older-than 7` (meaning a week) read 7 as seconds and deleted every session idle for more
     than 7 s, nearly all of them; `new`/`set --expires-in 7` and `--idle-timeout 60` likewise ended a session
