@@ -211,6 +211,9 @@ def test_a_passphrase_or_code_given_as_an_option_is_refused_without_echoing_it(t
         (["import", "--passphrase", secret], "--passphrase-file"),
         (["import", "--code", code], "standard input"),
         (["import", f"--code={code}"], "standard input"),
+        (["share", "some-id", "--passphrase-file", secret], "--passphrase-file"),  # (the passphrase for its file)
+        (["import", "--passphrase-file", secret], "--passphrase-file"),
+        (["import", "--code-file", code], "standard input"),
     ):
         res = run_cli(home, *argv, "--json")
         message = _usage(res)

@@ -114,8 +114,9 @@ def _secret_options(p: argparse.ArgumentParser, code: bool = False) -> None:
 
 
 def _secret_given(args) -> None:
-    """A passphrase or a share code given on the command line (_secret_options): refused quoting none of it. One
-    naming a file that is there ('-': standard input) is that file, as the abbreviation always took it."""
+    """A passphrase or a share code given on the command line (_secret_options, or where its file's name goes):
+    refused quoting none of it. One naming a file that is there ('-': standard input) is that file, as the
+    abbreviation always took it."""
     import os
 
     for given, dest in (("code_given", "code_file"), ("passphrase_given", "passphrase_file")):
@@ -123,8 +124,18 @@ def _secret_given(args) -> None:
         if value is not None and getattr(args, dest) is None and (value == "-" or os.path.isfile(value)):
             setattr(args, dest, value)
             setattr(args, given, None)
-    if getattr(args, "code_given", None) is not None:
+    code_file = getattr(args, "code_file", None)
+    if getattr(args, "code_given", None) is not None or (
+        code_file not in (None, "-") and code_file.startswith("sessiond1") and not os.path.exists(code_file)
+    ):  # (--code-file CODE: the code where its file goes)
         raise CliError(_CODE_ON_COMMAND_LINE, EXIT_USAGE)
+    passphrase_file = args.passphrase_file
+    if passphrase_file not in (None, "-") and "/" not in passphrase_file and not os.path.exists(passphrase_file):
+        raise CliError(  # (a bare word, not quoted: typed where its file goes, the passphrase itself; a path is)
+            "--passphrase-file: no such file (its name not quoted here, in case it is the passphrase itself: the"
+            " option takes a file holding the passphrase, or - to type it on standard input)",
+            EXIT_USAGE,
+        )
     if args.passphrase_given is not None:
         raise CliError(
             "--passphrase takes no passphrase on the command line, where other users could read it in `ps` (not"
