@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..api.jsonkeys import DuplicateKey, loads
@@ -92,7 +93,15 @@ STORE_ARGV_WARNING = (
 def store_from_file(path: str) -> list[str]:
     """Store URLs from a file ('-': standard input), one a line; blank lines and # comments skipped. A
     store URL can carry a secret (an invite, a password): read this way it never is in argv."""
-    text = read_text("-") if path == "-" else read_file(path)
+    if path != "-" and "://" in path and not os.path.exists(path):  # the URL itself given where its file goes
+        from ..storage.redact import shown_url
+
+        raise CliError(
+            f"--store-file takes a file holding the store URL, not the URL ({shown_url(path)!r}, its credentials not"
+            " quoted here): put it in a file, one a line, or give it on standard input with --store-file -",
+            EXIT_USAGE,
+        )
+    text = read_text("-") if path == "-" else read_file(path, "--store-file")
     urls = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     if not urls:
         where = "standard input" if path == "-" else path

@@ -9,6 +9,7 @@ import shlex
 import sys
 
 from ..daemon.home import resolve_home
+from ..storage.redact import scrub_text
 from . import settled, started_up
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, run_command, stdout_to_null
 from .options import option_error
@@ -52,7 +53,9 @@ def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
         if not wants_json:
             exc.parser.print_usage(sys.stderr)
         where = exc.parser.prog.partition(" ")[2]  # the subcommand, if any
-        said = f"{exc}{dash_hint(exc.parser, argv, str(exc))}"
+        said = scrub_text(
+            f"{exc}{dash_hint(exc.parser, argv, str(exc))}"
+        )  # (an argument quoted: a URL's secret hidden)
         return fail(early, "usage", f"{where}: {said}" if where else said, EXIT_USAGE)
     except SystemExit as exc:  # --version, --help: printed as the arguments are parsed, flushed here
         return int(exc.code or 0) if _flushed() else 0  # (else `| head -1`: the reader had what it wanted)

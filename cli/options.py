@@ -97,17 +97,19 @@ def count(text: str) -> int:
     return value
 
 
-_WAIT = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([smh]?)$")
+_WAIT = re.compile(r"^(.*?)\s*([smh]?)$")
 WAIT_EXAMPLES = "e.g. 15, 2.5 or 5s; s, m or h may follow the number"
 
 
 def _wait(text: str) -> float:
     """Seconds in a wait: a number of seconds (15, 2.5) or one with its unit, s, m or h (5s, 2m, 1h), as every
-    duration takes one (`--expires 1h`); NaN for anything else."""
+    duration takes one (`--expires 1h`); NaN for anything else. The number is any Python's float() reads, as a
+    --timeout took before it took a unit: `1e3`, `5.`, `+5`, which a script computing its wait may pass."""
     m = _WAIT.match(text.strip())
-    if not m:
+    try:
+        return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)] if m else math.nan
+    except ValueError:
         return math.nan
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
 def seconds(text: str) -> float:

@@ -86,6 +86,14 @@ class _Parser(argparse.ArgumentParser):
 OTHER_WORDS = {"list": "ls", "delete": "rm", "remove": "rm", "create": "new", "append": "add", "history": "log"}
 
 
+def _swapped(typed: str, name: str) -> bool:
+    """Whether `typed` is `name` with two neighbouring letters swapped."""
+    if len(typed) != len(name) or typed == name:
+        return False
+    at = [i for i, (a, b) in enumerate(zip(typed, name)) if a != b]
+    return len(at) == 2 and at[1] == at[0] + 1 and typed[at[0]] == name[at[1]] and typed[at[1]] == name[at[0]]
+
+
 def _guessed(message: str, prog: str) -> str:
     """argparse's refusal of a command it does not know, with the likely one named (a typo, or another tool's word
     for it), as a mistyped option's names its likely one; `prog`, the refusing parser's (`sessiond chat`: a group's
@@ -95,6 +103,8 @@ def _guessed(message: str, prog: str) -> str:
         return message
     typed, known = m[1], re.findall(r"'([^']*)'", m[2])
     word = OTHER_WORDS.get(typed)
+    if word not in known:  # two neighbouring letters swapped, the commonest slip, first (`strat`: not `stats`)
+        word = next((k for k in known if _swapped(typed, k)), None)
     guess = word if word in known else next(iter(difflib.get_close_matches(typed, known, n=1, cutoff=0.6)), None)
     if guess is None:
         return message  # (the list of every command is then the help)

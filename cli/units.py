@@ -58,8 +58,9 @@ def unit_name(home: str) -> str:
 
 def daemon_argv(home: str) -> list[str]:
     """The current interpreter (the venv's, not resolved: resolving would leave the venv) running this
-    package, as `sessiond start` does, on the home: with the store it syncs with (none given)."""
-    return [os.path.abspath(sys.executable), "-m", "sessiond.cli.main", "daemon", "--home", home]
+    package, as `sessiond start` does, on the home: with the store it syncs with (none given). -P: the folder it
+    runs in (a user unit's: the user's home) not first on its sys.path, where a ~/secrets.py would be imported."""
+    return [os.path.abspath(sys.executable), "-P", "-m", "sessiond.cli.main", "daemon", "--home", home]
 
 
 def make_spec(home: str, store: str | None) -> Spec:

@@ -22,7 +22,14 @@ from ..api.locate import (
     socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
 from .provider_config import check_providers
-from .urlguess import HIDES_SECRET, file_url_meant, host_hides_secret, unsupported_scheme
+from .urlguess import (
+    HIDES_SECRET,
+    file_url_meant,
+    host_hides_secret,
+    scheme_left_out,
+    unparsed_refusal,
+    unsupported_scheme,
+)
 
 
 def normalize_store_url(url: str) -> str:
@@ -32,11 +39,17 @@ def normalize_store_url(url: str) -> str:
 
     from ..storage.redact import shown_url
 
+    left_out = scheme_left_out(url)  # (a relay's address without its scheme: no folder's path)
+    if left_out is not None:
+        raise HomeError(left_out)
     try:
         parsed = urlparse(url)
         parsed.port  # noqa: B018 (read for its check: a port out of range or not a number)
     except ValueError as exc:
-        raise HomeError(f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]") from None
+        said = unparsed_refusal(url)  # (None: nothing of it may be a secret, quoted as urlparse says it)
+        raise HomeError(
+            said or f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]"
+        ) from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
         shown = "" if "@" in parsed.netloc or host_hides_secret(url) else f" {url!r}"
         raise HomeError(

@@ -29,6 +29,42 @@ def host_hides_secret(url: str) -> bool:
     return (not host.startswith("[") and "%" in host) or any(c.isspace() for c in host)
 
 
+def unparsed_hides_secret(url: str) -> bool:
+    """Whether a network URL that does not parse (urlparse's ValueError) may have a secret where a host is read:
+    no user part ('@') and a second ':' (`s5+http://INVITE:HOST:PORT`, an invite's or a password's '@' typed as
+    ':'), or brackets round what is no IP address (`[INVITE]`). Neither the URL nor urlparse's reason, which
+    quotes the part after a ':' or the brackets' content, may then be quoted. A user part is hidden where shown."""
+    import ipaddress
+
+    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+    if "@" in authority:
+        return False
+    if authority.startswith("["):
+        inside, closed, authority = authority[1:].partition("]")
+        try:
+            ipaddress.ip_address(inside.split("%", 1)[0])
+        except ValueError:
+            return True
+        if not closed:
+            return False
+    return authority.count(":") > 1
+
+
+def unparsed_refusal(url: str) -> str | None:
+    """The refusal of a network URL that does not parse whose host may hold a secret (unparsed_hides_secret), quoting
+    only its scheme; None for one whose refusal may quote it (its user part hidden) and urlparse's reason."""
+    if not unparsed_hides_secret(url):
+        return None
+    scheme = url.partition("://")[0]
+    scheme = scheme if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme) else "SCHEME"
+    # (the user part's place named without a scheme before it, which scrub_text would take for a URL's)
+    return (
+        f"store URL {scheme}://... is malformed: its host and port are not HOST[:PORT] (not quoted here: it may hold"
+        f" an invite or a password, its '@' typed as ':' or left out); give {scheme}://HOST[:PORT], an invite or a"
+        " password put before its host as the URL's user part (INVITE@HOST[:PORT], USER:PASSWORD@HOST[:PORT])"
+    )
+
+
 HIDES_SECRET = (
     "host holds a '%' or a space, which no host name does (not quoted here: it may be an invite or a password"
     " mistyped, its '@' written %40 or left out)"
@@ -47,6 +83,42 @@ def file_url_meant(netloc: str, path: str) -> str:
     absolute = "file:///" + (netloc + path).lstrip("/")
     here = "file://" + os.path.abspath(netloc + path)
     return f"did you mean {absolute}? (a folder relative to here: {here})"
+
+
+# HOST:PORT given alone, a user part before it or not: `127.0.0.1:5050` (as `sessiond serve` says where it listens),
+# `INVITE@relay.example:5050`, `[::1]:5050`
+_BARE_ADDRESS = re.compile(
+    r"(?:([^/@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})/?"
+)
+_SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5+http:INVITE@HOST`: its own refusal
+_COLON_SHORT = re.compile(r"(s5\+https?|ipfs\+https?|https?)//", re.I)  # `s5+http//HOST`: a ':' short
+
+
+def scheme_left_out(url: str) -> str | None:
+    """The refusal of a store URL given without its scheme, which would be read as a folder's path here: a relay's
+    address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
+    (`s5+http//HOST:PORT`); None for any other. Its user part (an invite, a password) quoted nowhere."""
+    m = _COLON_SHORT.match(url)
+    if m:
+        meant = f"{m.group(1).lower()}://{url[m.end() :]}"
+        guess = (
+            network_url_meant(meant)
+            if m.group(1).lower() in ("http", "https")
+            else f"; did you mean {shown_url(meant)}?"
+        )
+        return f"store URL {m.group(1)}//...: a ':' short after its scheme (read as a folder's path){guess}"
+    m = _BARE_ADDRESS.fullmatch(url)
+    if m is None or _SCHEME_NO_SLASH.match(url) or os.path.lexists(url):  # (a folder there: taken as ever)
+        return None
+    user, address = ("***@" if m.group(1) else ""), f"{m.group(2)}:{m.group(3)}"
+    first, other = ("ipfs+http", "s5+http") if int(m.group(3)) == KUBO_RPC_PORT else ("s5+http", "ipfs+http")
+    what = "a relay" if first == "s5+http" else "a Kubo node"
+    folder = "./FOLDER" if user else f"./{url}"
+    return (
+        f"store URL {user}{address} has no scheme (read as a folder's path here); did you mean {first}://{user}{address}?"
+        f" ({what}; {other}://{address} for {'a Kubo node' if other == 'ipfs+http' else 'a relay'}; a new folder"
+        f" here: {folder})"
+    )
 
 
 def unsupported_scheme(url: str) -> str:

@@ -6,10 +6,10 @@ idle timeout, `cleanup --older-than` and the clean-up's plans compare it with th
 forward while the daemon runs (a machine with no RTC set right by NTP an hour after it booted at a wrong date, a
 clock set by hand) made a session written to seconds before idle by the step: ended by the clean-up, its next write
 refused as expired, deleted by `cleanup --older-than`. So every last activity stamped during this run is noted
-here with how far the wall clock had been stepped then (clock.stepped()), and judged (`judged`) shifted by the steps
-since: a stamp of 12:00 before a step of an hour forward is 13:00 on the clock as it reads now, the time it was
-by that clock. A stamp of an earlier run (no note) is judged as stored: the wall clock between runs is unknown,
-and only a step forward while no daemon ran ages it.
+here with how far the wall clock had been stepped then (clock.stepped(), as `counted`), and judged (`judged`)
+shifted by the steps since: a stamp of 12:00 before a step of an hour forward is 13:00 on the clock as it reads
+now, the time it was by that clock. A stamp of an earlier run (no note) is judged as stored: the wall clock
+between runs is unknown, and only a step forward while no daemon ran ages it.
 
 Noted by the writer's triggers (`watch`), whatever write sets the column (an append, an update, another device's
 writes arriving, a session made or imported), in the writer's transaction; a note whose stamp is not the row's
@@ -28,7 +28,21 @@ from .clock import stepped
 # read's own delay), not a step: a last activity judged shifted by it moved a few ms between two reads of a session
 # nothing had written to (`ls` twice disagreed), while an idle timeout or a clean-up counts in seconds at least
 DRIFT = 1.0
-_noted: dict[str, tuple[float, float]] = {}  # session id -> (its last_activity as stamped, stepped() then)
+# The wall clock's steps as counted (`counted()`): stepped() as it read when it last moved DRIFT or more from the
+# count. One value between two reads, so a session's listed time moves only at a step; judged by each read's own
+# stepped(), it moved by the drift again after any step, and steps under DRIFT added up were lost for good.
+_counted = [0.0]
+_noted: dict[str, tuple[float, float]] = {}  # session id -> (its last_activity as stamped, counted() then)
+
+
+def counted() -> float:
+    """The wall clock's steps since the daemon's start (seconds, forward positive) as counted: a drift under DRIFT
+    from the last count is none; once it moves DRIFT or more (one step, or several small ones), all of it is."""
+    now = stepped()
+    if abs(now - _counted[0]) >= DRIFT:
+        _counted[0] = now
+    return _counted[0]
+
 
 _WATCH_SQL = """
 CREATE TEMP TRIGGER activity_made AFTER INSERT ON main.sessions BEGIN
@@ -48,7 +62,7 @@ def _note(sid: str, stamp: float | None) -> None:
     if stamp is None:
         _noted.pop(sid, None)
     elif isinstance(stamp, (int, float)):
-        _noted[sid] = (stamp, stepped())
+        _noted[sid] = (stamp, counted())
 
 
 def watch(writer: sqlite3.Connection) -> None:
@@ -65,14 +79,12 @@ def judged(sid: Any, stamp: Any) -> Any:
     seen = _noted.get(sid) if isinstance(sid, str) else None
     if seen is None or seen[0] != stamp:
         return stamp
-    shift = stepped() - seen[1]
-    if abs(shift) < DRIFT:  # (the clocks' drift, not a step: a session's listing read twice said two times)
-        return stamp
-    return stamp + round(shift * 1000) / 1000
+    shift = counted() - seen[1]  # (0 with no step counted since: the clocks' drift moves no listed time)
+    return stamp + round(shift * 1000) / 1000 if shift else stamp
 
 
 def most_set_back() -> float:
     """How far (seconds, 0 or more) `judged` sets a stamp of this run back at most: what a query of the stored
     stamps before a time must add to it to miss none judged before it."""
-    now = stepped()
+    now = counted()
     return max((0.0, *(seen[1] - now for seen in _noted.values())))

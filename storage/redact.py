@@ -106,8 +106,9 @@ def shown_url(url: str) -> str:
     return f"{scheme}{sep}{authority}{path}{q}{query}" + (f"#{HIDDEN}" if hash_ and fragment else hash_)
 
 
-# a scheme and its colon, and up to two slashes: "s5+http://", or as mistyped "s5+http:/", "s5+http:"
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)(:/{0,2})")
+# a scheme and its colon, and its slashes: "s5+http://", or as mistyped "s5+http:/", "s5+http:", "s5+http:///"
+# (a third slash, as file:/// is written: the user part after it is an invite or a password all the same)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)(:/*)")
 
 
 def _scheme_split(url: str) -> tuple[str, str, str]:

@@ -142,6 +142,30 @@ def test_a_session_id_mistyped_cut_short_or_given_as_its_name_is_refused_naming_
     assert "2 sessions are named 'trip plans'" in message and sid in message, message
 
 
+def test_a_share_code_given_where_a_session_id_goes_is_named_as_one_and_not_echoed(daemon):
+    """A newcomer given a share code runs `sessiond show CODE` (or `ask CODE ...`) before `sessiond import`: the
+    refusal quoted the code whole ("no session 'sessiond1...'"), in the error a script's log or a pasted bug report
+    keeps, and whoever sees a code can read its session. It says what was given and the way on, quoting none of it;
+    an id longer than any can be is not quoted either."""
+    sid = cli_json(daemon.home, "new")["id"]
+    code = cli_json(daemon.home, "share", sid)["code"]
+    for args in (["show", code], ["ask", code, "hi"], ["add", code, "--role", "user", "x"], ["log", code]):
+        res = run_cli(daemon.home, *args, "--json")
+        assert res.returncode == 1, res
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "not_found" and "share code" in err["message"], (args, err)
+        assert "`sessiond import" in err["message"], err
+        assert code[9:40] not in res.stdout + res.stderr, (args, res)
+    long = "a" + "b" * 200
+    res = run_cli(daemon.home, "show", long, "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "not_found", res
+    assert "b" * 100 not in res.stdout + res.stderr and "128" in res.stderr, res
+    from sessiond.storage import ids, unknown
+    from sessiond.sync import sharecode
+
+    assert unknown._SHARE_CODE == sharecode.PREFIX and ids.ID_RE.match("a" * 128) and not ids.ID_RE.match("a" * 129)
+
+
 def test_every_command_has_json(daemon):
     sid = cli_json(daemon.home, "new")["id"]
     for args in (

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from conftest import cli_json, run_cli
 
 
@@ -79,6 +81,25 @@ def test_a_timeout_takes_a_unit_as_every_duration_does(daemon):
     for argv in (["sync"], ["status"], ["stop"]):  # and each --help says so
         said = " ".join(run_cli(daemon.home, *argv, "--help", check=True).stdout.split())
         assert "s, m or h" in said.split(" --timeout ", 1)[1], said
+
+
+def test_a_timeout_takes_every_number_it_took_before_its_unit():
+    """`--timeout` took what Python's float() reads until it took a unit (0.38.0): `1e3`, `5.`, `+5`, ` 5 `, which
+    a script computing its wait may pass (`str(1e-05)`, awk's `%g`, a float's `repr`); the unit's pattern took only
+    digits and a point, and each was refused as "not a number of seconds". Each is taken again, with its unit
+    or without; what is no wait (a sign below zero, nan, inf, past 10 years) is refused as before."""
+    from sessiond.cli.parser import ParseError, build_parser
+
+    parser = build_parser(True)
+    for value, secs in (("1e3", 1000.0), ("5.", 5.0), ("+5", 5.0), (" 7 ", 7.0), ("2.5e1s", 25.0), ("1E-2", 0.01)):
+        assert parser.parse_args(["status", "--timeout", value]).timeout == secs, value
+        assert parser.parse_args(["stop", "--timeout", value]).timeout == secs, value
+        assert parser.parse_args(["sync", "--timeout", value]).timeout == secs, value
+    assert parser.parse_args(["stop", "--timeout", "1e1m"]).timeout == 600.0
+    for value in ("-1e3", "nan", "inf", "1e400", "1e9h", "e3", "1e", "0x10", "5 s5"):
+        for argv in (["status", "--timeout", value], ["stop", "--timeout", value], ["sync", "--timeout", value]):
+            with pytest.raises(ParseError, match="--timeout"):
+                parser.parse_args(argv)
 
 
 def test_usage_exits_say_usage_in_json(daemon):
@@ -175,6 +196,62 @@ def test_a_passphrase_too_short_is_named_by_its_option(daemon, tmp_path):
     long_enough = tmp_path / "passphrase"
     long_enough.write_text("secret-passphrase\n")
     assert cli_json(daemon.home, "share", sid, "--passphrase-file", str(long_enough))["code"]
+
+
+def test_a_passphrase_or_code_given_as_an_option_is_refused_without_echoing_it(tmp_path):
+    """`share ID --passphrase hunter2` or `import --code CODE` (the option a newcomer guesses) was taken by
+    argparse as --passphrase-file or --code-file abbreviated, and refused as a file it could not read, quoting the
+    passphrase or the whole code in the error ("--passphrase-file hunter2: cannot read it"), which a script's log
+    keeps. Each is refused saying how to give it, quoting nothing of it, before anything is read or asked."""
+    home = str(tmp_path / "h")
+    secret, code = "hunter2-PASSWORD-77", "sessiond1" + "a" * 200
+    for argv, way in (
+        (["share", "some-id", "--passphrase", secret], "--passphrase-file"),
+        (["import", "--passphrase", secret], "--passphrase-file"),
+        (["import", "--code", code], "standard input"),
+        (["share", "some-id", "--passphrase-file", secret], "--passphrase-file"),  # (the passphrase for its file)
+        (["import", "--code-file", code], "standard input"),
+    ):
+        res = run_cli(home, *argv, "--json")
+        message = _usage(res)
+        assert way in message and secret not in res.stdout + res.stderr, (argv, message)
+        assert "a" * 50 not in res.stdout + res.stderr, (argv, message)
+    assert not os.path.exists(home)
+    # a file that is there is that file, as the abbreviation took it (`import --code code.txt`)
+    (tmp_path / "code.txt").write_text("sessiond1zzzz\n")
+    res = run_cli(home, "import", "--code", str(tmp_path / "code.txt"), "--json")  # (read; then no daemon to ask)
+    assert res.returncode == 3 and json.loads(res.stdout)["error"]["code"] == "daemon_not_running", res
+
+
+def test_backup_words_given_on_the_command_line_are_refused_without_echoing_them(tmp_path):
+    """`sessiond key import WORD1 ... WORD24` (or `--words ...`): argparse refused the words as unrecognized
+    arguments, quoting all 24 in the error, and they are the device key itself (whoever has them signs as this
+    device). Refused saying to give them on standard input, quoting none of them, nothing made."""
+    home = str(tmp_path / "h")
+    words = [f"secretword{i}" for i in range(24)]
+    for argv in (["key", "import", "--force", *words], ["key", "import", "--words", *words]):
+        res = run_cli(home, *argv, "--json")
+        message = _usage(res)
+        assert "standard input" in message and "secretword" not in res.stdout + res.stderr, (argv, message)
+    assert not os.path.exists(home)
+
+
+def test_a_store_url_given_to_store_file_is_refused_naming_the_option_without_its_secret(tmp_path):
+    """`start --store-file s5+http://INVITE@HOST:PORT` (the URL where its file goes) was refused as "cannot read
+    s5+http://INVITE@HOST:PORT: No such file or directory", the invite (or a password) quoted in the error and no
+    option named. It names --store-file, what it takes, and the URL with its credentials hidden; nothing made. And
+    an argument the parser does not take (`service install --store-file URL`, which has no such option) is quoted
+    in its refusal with a URL's credentials hidden."""
+    home = str(tmp_path / "h")
+    for argv in (
+        ["start", "--store-file", "s5+http://INVITE-SECRET-1@relay.example:5050"],
+        ["service", "install", "--store-file", "s5+http://INVITE-SECRET-3@relay.example:5050"],
+    ):
+        res = run_cli(home, *argv, "--json")
+        message = _usage(res)
+        assert "SECRET" not in res.stdout + res.stderr and "***@" in message, (argv, message)
+        assert argv[0] == "service" or message.startswith("--store-file"), (argv, message)
+    assert not os.path.exists(home)
 
 
 def test_a_duration_that_ends_or_deletes_sessions_needs_its_unit(daemon):
@@ -406,6 +483,39 @@ def test_a_store_url_a_slash_or_a_scheme_off_names_the_url_meant(tmp_path):
         assert "INVITE" not in res.stdout + res.stderr, res
     message = _usage(run_cli(home, "start", "--store", "http://127.0.0.1:5001", "--json"))
     assert "ipfs+http://127.0.0.1:5001" in message, message  # (a Kubo node's RPC port: named as the other way)
+    assert not os.path.exists(home)
+
+
+def test_a_relays_address_given_without_its_scheme_is_refused_naming_the_url_meant(tmp_path, monkeypatch):
+    """`start --store 127.0.0.1:5050` (the address `sessiond serve` listens on, as it says it) or
+    `--store INVITE@relay.example:5050` (the scheme left out) was taken as a folder of that name where the user
+    stood: the daemon started on an empty folder store, not the relay, and with the invite its path, shown by
+    `status`, kept in the home's store-url and its logs; `s5+http//HOST:PORT` (a ':' short) too. Each is a usage
+    error naming the URL meant, the invite hidden, nothing made; a folder of such a name that is there is still
+    taken, and one to be made is given as ./NAME."""
+    from sessiond.daemon.home import HomeError, normalize_store_url
+
+    monkeypatch.chdir(tmp_path)
+    for given, meant in (
+        ("127.0.0.1:5050", "s5+http://127.0.0.1:5050"),
+        ("relay.example:5050", "s5+http://relay.example:5050"),
+        ("INVITE@relay.example:5050/", "s5+http://***@relay.example:5050"),
+        ("[::1]:5050", "s5+http://[::1]:5050"),
+        ("s5+http//relay.example:5050", "s5+http://relay.example:5050"),
+        ("ipfs+http//127.0.0.1:5001", "ipfs+http://127.0.0.1:5001"),
+    ):
+        with pytest.raises(HomeError) as refused:
+            normalize_store_url(given)
+        message = str(refused.value)
+        assert f"did you mean {meant}?" in message and "INVITE" not in message, (given, message)
+    assert not os.listdir(tmp_path)
+    (tmp_path / "10.0.0.1:5050").mkdir()  # (a folder that is there: taken as ever)
+    assert normalize_store_url("10.0.0.1:5050") == f"file://{tmp_path}/10.0.0.1:5050"
+    assert normalize_store_url("./relay.example:5050") == f"file://{tmp_path}/relay.example:5050"
+    home = str(tmp_path / "h")
+    res = run_cli(home, "start", "--store", "INVITE@relay.example:5050", "--json")
+    message = _usage(res)
+    assert "s5+http://***@relay.example:5050" in message and "INVITE" not in res.stdout + res.stderr, res
     assert not os.path.exists(home)
 
 

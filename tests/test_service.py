@@ -247,6 +247,7 @@ def test_units_carry_home_store_socket_and_modes(tmp):
     argv = shlex.split(svc["Service"]["ExecStart"][0])  # systemd's quoting, for these characters, is the shell's
     assert argv == [
         os.path.abspath(sys.executable),
+        "-P",  # (the folder it runs in, a user unit's the user's home, not first on its sys.path)
         "-m",
         "sessiond.cli.main",
         "daemon",
@@ -303,7 +304,7 @@ def test_launchd_plist_content(tmp):
     spec = spec_for(home, os.path.join(tmp, "store"))
     data = plistlib.loads(service_units.launchd_plist(spec))
     assert data["Label"] == spec.label and spec.name in spec.label
-    assert data["ProgramArguments"] == spec.argv and data["ProgramArguments"][5] == home
+    assert data["ProgramArguments"] == spec.argv and data["ProgramArguments"][6] == home
     assert data["RunAtLoad"] is True and data["KeepAlive"] == {"SuccessfulExit": False}
     assert data["Umask"] == 0o077
     assert data["StandardErrorPath"] == os.path.join(home, "logs", "daemon.out")
@@ -476,10 +477,10 @@ def _unit_store(unit_text: str, home: str) -> str:
     from conftest import popen_cli
 
     argv = shlex.split(parse_unit(unit_text)["Service"]["ExecStart"][0])
-    assert argv[:3] == [os.path.abspath(sys.executable), "-m", "sessiond.cli.main"], argv
+    assert argv[:4] == [os.path.abspath(sys.executable), "-P", "-m", "sessiond.cli.main"], argv
     r, w = os.pipe()
     proc = popen_cli(
-        [*argv[3:], "--ready-fd", str(w)],
+        [*argv[4:], "--ready-fd", str(w)],
         env=dict(os.environ),
         pass_fds=(w,),
         stdout=subprocess.PIPE,

@@ -22,13 +22,23 @@ from conftest import cli_json, run_cli
 
 
 @pytest.mark.exec_start  # reads the command line of the daemon `start` ran
-def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(invite_relay, secret_homes):
+def test_a_relay_invite_in_start_store_is_in_no_status_log_or_cmdline(
+    invite_relay, secret_homes, tmp_path, monkeypatch
+):
     data, host = invite_relay
     invite = secretcheck.invite(data)
     home = secret_homes("a")
     url = f"s5+http://{invite}@{host}"
+    # `start` run from a folder holding a module of a name the daemon imports (a project's nacl.py, a file another
+    # user dropped in /tmp): the daemon, `python -m` a new program, put that folder first on its sys.path, and ran
+    # the folder's module in its place (so ended: "the daemon did not start")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "nacl.py").write_text("raise SystemExit('nacl.py of the folder start ran in was imported')\n")
+    monkeypatch.chdir(here)
     res = run_cli(home, "start", "--store", url)  # the old form still works
     assert res.returncode == 0, res.stderr
+    monkeypatch.undo()
     st = cli_json(home, "status")
     cmdline = secretcheck.cmdline(st["pid"])  # what any local user can read (ps)
     assert "sessiond.cli.main daemon" in cmdline and invite not in cmdline, cmdline
@@ -114,6 +124,36 @@ def test_the_one_helper_hides_every_kind_of_store_credential():
     text = "POST http://bob:hunter22@h:1/api/v0/block/put: cannot connect; 'ipfs+http://u:p@x:2' down"
     assert scrub_text(text) == "POST http://***@h:1/api/v0/block/put: cannot connect; 'ipfs+http://***@x:2' down"
     assert "secret-value" not in scrub_text("the token secret-value was refused", ["secret-value"])
+
+
+def test_a_store_url_mistyped_around_its_secret_is_refused_without_echoing_it():
+    """A store URL whose invite or password was typed with ':' for its '@' (`s5+http://INVITE:relay:5050`), or
+    inside brackets, did not parse: its refusal ("malformed") quoted the URL whole, and urlparse's reason quoted
+    the rest of it, with no userinfo left for the redaction to hide; one with a third slash
+    (`s5+http:///INVITE@relay`, as file:/// is written) was refused as having no host, quoting the invite as its
+    path. `start --store` printed them (and --json too), as the daemon would log them; neither quotes it now."""
+    from sessiond.daemon.home import HomeError, normalize_store_url
+    from sessiond.storage.redact import scrub_text
+
+    secret = "inv4f9a8b7c6d5e"
+    for url in (
+        f"s5+http://{secret}:relay.example:5050",
+        f"http://{secret}:relay.example:5050",
+        f"ipfs+http://alice:{secret}:127.0.0.1:5001",
+        f"s5+http://[{secret}]",
+        f"s5+http:///{secret}@relay.example:5050",
+        f"s5+https:///{secret}@portal.example",
+    ):
+        with pytest.raises(HomeError) as refused:
+            normalize_store_url(url)
+        message = scrub_text(str(refused.value))  # (as `start` shows it; the daemon logs it so)
+        assert secret not in message, (url, message)
+        assert "store URL" in message and ("malformed" in message or "no host" in message), message
+    # what is no secret is still quoted: a port not a number, after the user part hidden or with no user part
+    for url, said in (("ipfs+http://host:abc", "'abc'"), ("s5+http://INVITE@h:99999", "s5+http://***@h:99999")):
+        with pytest.raises(HomeError, match="malformed") as refused:
+            normalize_store_url(url)
+        assert said in str(refused.value) and "INVITE" not in str(refused.value), str(refused.value)
 
 
 def test_store_objects_show_no_credentials(tmp_path):

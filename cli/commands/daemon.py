@@ -152,8 +152,10 @@ def cmd_start(args) -> int:
         raise stuck(home.path, exc) from None
     home.prepare()
     read_fd, write_fd = os.pipe()
-    # The daemon runs this package's entry point (cli/main.py) with the command `daemon`.
-    cmd = [sys.executable, "-m", "sessiond.cli.main", "daemon", "--home", home.path, "--ready-fd", str(write_fd)]
+    # The daemon runs this package's entry point (cli/main.py) with the command `daemon`; -P: not with the folder
+    # `start` ran in first on its sys.path, as `python -m` puts it (a nacl.py or secrets.py there was imported)
+    program = [sys.executable, "-P", "-m", "sessiond.cli.main"]
+    daemon_args = ["daemon", "--home", home.path, "--ready-fd", str(write_fd)]
     passed = [write_fd]
     if store:
         # The store URL can carry a secret (an invite, a password): it goes to the daemon through a
@@ -162,12 +164,12 @@ def cmd_start(args) -> int:
         store_read, store_write = os.pipe()
         os.write(store_write, store.encode())
         os.close(store_write)
-        cmd += ["--store-fd", str(store_read), f"--store-from={store_options(args)}"]
+        daemon_args += ["--store-fd", str(store_read), f"--store-from={store_options(args)}"]
         passed.append(store_read)
     if args.change_store:
-        cmd += ["--change-store"]
+        daemon_args += ["--change-store"]
     if args.reset_device_key:
-        cmd += ["--reset-device-key"]
+        daemon_args += ["--reset-device-key"]
     out_path = os.path.join(home.logs, "daemon.out")
     # (each start appends to it; moved aside past its cap, as sessiond.log is, by the daemon that takes the
     # home's lock: logs.cap_output; never by a start losing to another, which writes into it still)
@@ -180,10 +182,10 @@ def cmd_start(args) -> int:
         raise refused from None
     proc: subprocess.Popen | ForkedDaemon
     if fork_wanted():  # the test suite's alone: the daemon forked from this command (cli/forkstart.py)
-        proc = fork_daemon(cmd[3:], fd, passed)
+        proc = fork_daemon(daemon_args, fd, passed)
     else:
         proc = subprocess.Popen(
-            cmd,
+            program + daemon_args,
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=fd,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shlex
@@ -10,7 +11,7 @@ import sys
 from ...client import Client, DaemonNotRunning
 from ...daemon.home import resolve_home
 from ...storage.fsutil import sqlite_ro_uri
-from ..errors import CliError
+from ..errors import EXIT_USAGE, CliError
 from ..inputs import read_text
 from ..output import emit
 from . import Commands
@@ -27,6 +28,10 @@ def register(commands: Commands) -> None:
     key.add("export", cmd_key_export, "print the device key as 24 words")
     q = key.add("import", cmd_key_import, "restore the device key from words on standard input")
     q.add_argument("--force", action="store_true")
+    # the words given on the command line (`key import WORD...`, `--words WORD...`), taken to be refused as such:
+    # argparse's "unrecognized arguments" quoted them all, the device key itself
+    q.add_argument("words", nargs="*", help=argparse.SUPPRESS)
+    q.add_argument("--words", "--mnemonic", dest="words_given", nargs="*", help=argparse.SUPPRESS)
 
 
 def cmd_key_export(args) -> int:
@@ -56,6 +61,13 @@ def cmd_key_import(args) -> int:
     from ...daemon.home import Home, HomeError
     from ...sync.keys import DEVICE_KEY, KeyError_, device_key_problem, mnemonic_to_seed, restore_device_key
 
+    if args.words or args.words_given is not None:  # (quoted nowhere: whoever has them signs as this device)
+        raise CliError(
+            "key import: give the backup words on standard input (`sessiond key import < device-key-words.txt`, or"
+            " type them at the prompt), not on the command line, where other users could read them in `ps` (not"
+            " quoted here)",
+            EXIT_USAGE,
+        )
     # No KeyStore here: one makes a new random key where there is none, and refuses a damaged one, the
     # two things this command is there to repair.
     home = Home(resolve_home(args.home))

@@ -35,6 +35,7 @@ def register(commands: Commands) -> None:
         help="the code stops working after this long, with its unit (1 second to 10 years, e.g. 1h, 7d)",
     )
     p.add_argument("--qr", action="store_true", help="also print it as a QR code")
+    _secret_options(p)
     p = commands.add(
         "import", cmd_import, "import a session from a share code (read from standard input) and keep it in sync"
     )
@@ -55,6 +56,7 @@ def register(commands: Commands) -> None:
         help="read that store's URL from this file instead of --store ('-': standard input, then give the "
         "code with --code-file): an invite or password in it stays out of the process list",
     )
+    _secret_options(p, code=True)
 
     p = commands.add("rekey", cmd_rekey, "rotate a shared session's key; old codes read nothing written after it")
     p.add_argument("id", help=ID_HELP)
@@ -102,7 +104,55 @@ def _share_meanwhile(_left: float) -> str:
     )
 
 
+def _secret_options(p: argparse.ArgumentParser, code: bool = False) -> None:
+    """`--passphrase` (and import's `--code`), the options a newcomer guesses, taken so that they are refused as
+    such (_secret_given): argparse read them as --passphrase-file and --code-file abbreviated, and the refusal of
+    a file it could not read quoted the passphrase or the code."""
+    p.add_argument("--passphrase", dest="passphrase_given", help=argparse.SUPPRESS)
+    if code:
+        p.add_argument("--code", dest="code_given", help=argparse.SUPPRESS)
+
+
+def _secret_given(args) -> None:
+    """A passphrase or a share code given on the command line (_secret_options, or where its file's name goes):
+    refused quoting none of it. One naming a file that is there ('-': standard input) is that file, as the
+    abbreviation always took it."""
+    import os
+
+    for given, dest in (("code_given", "code_file"), ("passphrase_given", "passphrase_file")):
+        value = getattr(args, given, None)
+        if value is not None and getattr(args, dest) is None and (value == "-" or os.path.isfile(value)):
+            setattr(args, dest, value)
+            setattr(args, given, None)
+    code_file = getattr(args, "code_file", None)
+    if getattr(args, "code_given", None) is not None or (
+        code_file not in (None, "-") and code_file.startswith("sessiond1") and not os.path.exists(code_file)
+    ):  # (--code-file CODE: the code where its file goes)
+        raise CliError(_CODE_ON_COMMAND_LINE, EXIT_USAGE)
+    passphrase_file = args.passphrase_file
+    if passphrase_file not in (None, "-") and "/" not in passphrase_file and not os.path.exists(passphrase_file):
+        raise CliError(  # (a bare word, not quoted: typed where its file goes, the passphrase itself; a path is)
+            "--passphrase-file: no such file (its name not quoted here, in case it is the passphrase itself: the"
+            " option takes a file holding the passphrase, or - to type it on standard input)",
+            EXIT_USAGE,
+        )
+    if args.passphrase_given is not None:
+        raise CliError(
+            "--passphrase takes no passphrase on the command line, where other users could read it in `ps` (not"
+            " quoted here): put it in a file and give --passphrase-file FILE, or --passphrase-file - to type it on"
+            " standard input",
+            EXIT_USAGE,
+        )
+
+
+_CODE_ON_COMMAND_LINE = (
+    "give the share code on standard input (e.g. `sessiond import < code.txt`, or paste it at "
+    "the prompt), not on the command line, where other users could read it in `ps`"
+)
+
+
 def cmd_share(args) -> int:
+    _secret_given(args)
     passphrase = _passphrase(args.passphrase_file, "")
     c = client(args)
     waits = StoreWaits(c, args.id, 0.0, _share_meanwhile, pulls=False)  # (a session is shared once pushed)
@@ -211,11 +261,8 @@ def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
     if args.code not in (None, "-"):
-        raise CliError(
-            "give the share code on standard input (e.g. `sessiond import < code.txt`, or paste it at "
-            "the prompt), not on the command line, where other users could read it in `ps`",
-            EXIT_USAGE,
-        )
+        raise CliError(_CODE_ON_COMMAND_LINE, EXIT_USAGE)
+    _secret_given(args)
     if args.store == "":  # `--store "$URL"` with URL unset: never read as "no --store"
         raise UsageError("import: --store is empty: give the store's URL, or leave --store out")
     # Standard input is read to its end once: the code (its default), a passphrase or a store URL, not two.
