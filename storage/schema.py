@@ -1,10 +1,13 @@
-"""The database schema: its migrations, applied in order, one per transaction, and the version stored."""
+"""The database schema: its migrations, applied in order, one per transaction, and the version stored. A new database
+(version 0, empty) is made at once from the schema they leave (freshschema.py), in one transaction."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
+from . import freshschema
+from .errors import crash_at
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -63,12 +66,17 @@ async def _repair_first_search_index(conn: Any, current: int) -> None:
         raise
 
 
-async def migrate(conn: Any, upto: int | None = None) -> None:
-    """Bring the schema up to date in place, one migration per transaction."""
+async def migrate(conn: Any, upto: int | None = None, *, each: bool = False) -> None:
+    """Bring the schema up to date in place, one migration per transaction; a new database (`each`: not so, one
+    migration after another as for any other) at once, made as they make it (create_fresh)."""
     target = SCHEMA_VERSION if upto is None else upto
     current = await schema_version(conn)
     if current > SCHEMA_VERSION:
         raise NewerSchema(current)
+    fresh = current == 0 and target == freshschema.VERSION == SCHEMA_VERSION and not each
+    if fresh and not await conn.execute_fetchall("SELECT 1 FROM sqlite_master LIMIT 1"):  # (not empty: migrated, fails)
+        await create_fresh(conn)
+        return
     await _repair_first_search_index(conn, current)
     for version in range(current + 1, target + 1):
         await conn.execute("BEGIN IMMEDIATE")
@@ -83,3 +91,21 @@ async def migrate(conn: Any, upto: int | None = None) -> None:
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
+
+
+async def create_fresh(conn: Any) -> None:
+    """An empty database made what migrations 1 to SCHEMA_VERSION make of it, in one transaction: a kill before
+    its commit leaves the database empty (its WAL's frames uncommitted), and the next open makes it whole."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql in freshschema.SCHEMA:
+            await conn.execute(sql)
+        for sql, row in freshschema.ROWS:
+            await conn.execute(sql, row)
+        for name, value in freshschema.PRAGMAS:
+            await conn.execute(f"PRAGMA {name}={int(value)}")
+        crash_at("schema:fresh")  # (tests: killed with the schema written, not committed)
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise

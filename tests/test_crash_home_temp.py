@@ -4,12 +4,16 @@ there for good, a secret in some of them: the next start deletes them, as it del
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sqlite3
 import time
 
 import pytest
 
 from conftest import DaemonProc, write_config
+from sessiond.storage.database import Database
+from sessiond.storage.migrations import SCHEMA_VERSION
 
 LONG_AGO = time.time() - 3600
 
@@ -76,3 +80,31 @@ def test_a_first_start_killed_writing_the_device_key_makes_it_at_the_next(home, 
         assert c.verify()["ok"]
     finally:
         d.stop()
+
+
+def test_a_first_start_killed_making_the_database_leaves_it_empty_and_the_next_open_makes_it_whole(home):
+    """A new database is made in one transaction (storage/schema.py create_fresh): a first start killed before its
+    commit leaves an empty database (its WAL's frames not committed), which the next open makes whole, not one with
+    part of the schema, which no version could open (the migrations would find tables there already)."""
+    d = DaemonProc(home, env={"SESSIOND_CRASH_AT": "schema:fresh"})
+    with pytest.raises(RuntimeError):
+        d.start()
+    assert d.proc is not None and d.proc.returncode == 137  # (killed there: storage/errors.py crash_at)
+    path = os.path.join(home, "sessions.db")
+    assert os.path.exists(path)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchall() == [(0,)]
+    finally:
+        conn.close()
+
+    async def reopened() -> None:
+        db = await Database.open(path)  # (in process: the daemon's next start opens it so, first)
+        try:
+            assert await db.schema_version() == SCHEMA_VERSION
+            sid = (await db.create_session({"name": "after", "tags": ["t"]}))["id"]
+            assert [s["id"] for s in await db.list_sessions(tag="t")] == [sid]
+        finally:
+            await db.close()
+
+    asyncio.run(reopened())

@@ -2,13 +2,23 @@
 next migration may fail on it or leave it different from a fresh one (migration 9 was once edited in place: a home
 that ran the first text could later be opened by no version; storage/schema.py repairs those). A change to the
 schema is a new migration. Each migration's SQL (as the code makes it: some are built by helpers, such as
-storage/contexttotals.py's) is pinned here by its digest; a new migration appends its digest."""
+storage/contexttotals.py's) is pinned here by its digest; a new migration appends its digest.
+
+A new database is not migrated one by one but made at once from storage/freshschema.py, the schema the migrations
+leave: written from them by tests/tools/write_freshschema.py, and compared here with a database they make."""
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 
-from sessiond.storage.migrations import MIGRATIONS
+from sessiond.storage import freshschema
+from sessiond.storage.database import Database
+from sessiond.storage.migrations import MIGRATIONS, SCHEMA_VERSION
+from sessiond.storage.schema import create_fresh, migrate
+from sessiond.storage.sqliteconns import Inline
+
+REWRITE = "run `.venv/bin/python tests/tools/write_freshschema.py` (it writes storage/freshschema.py from them)"
 
 PINNED = [
     "ca8fd1f7db96074c",
@@ -56,4 +66,61 @@ def test_no_migration_that_ran_is_edited():
         f"migration(s) {edited} changed: homes that ran them keep the old text; make the change a new migration"
     )
     assert len(got) >= len(PINNED), "a migration was taken out: homes at its version would skip the next one"
-    assert len(got) == len(PINNED), f"new migration(s) {list(range(len(PINNED) + 1, len(got) + 1))}: pin them here"
+    assert len(got) == len(PINNED), (
+        f"new migration(s) {list(range(len(PINNED) + 1, len(got) + 1))}: pin them here, and {REWRITE}"
+    )
+
+
+# Values a database draws at random, its own, left out of the comparison: meta's device_id (written by the open, after
+# the schema) and text_gens.gen (random(), one per session: a new database has none).
+OWN = {"meta": "key = 'device_id'", "text_gens": "1"}
+PRAGMAS = ("user_version", "application_id", "auto_vacuum", "page_size", "encoding", "journal_mode", "integrity_check")
+
+
+def _contents(path: str) -> tuple[list, dict, dict]:
+    conn = sqlite3.connect(path)
+    try:
+        master = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid").fetchall()
+        tables = [r[1] for r in conn.execute("PRAGMA table_list") if r[0] == "main" and r[2] in ("table", "shadow")]
+        rows = {
+            t: conn.execute(f'SELECT * FROM "{t}" WHERE NOT ({OWN.get(t, "0")})').fetchall()
+            for t in tables
+            if t != "sqlite_schema"
+        }
+        return master, rows, {p: conn.execute(f"PRAGMA {p}").fetchall() for p in PRAGMAS}
+    finally:
+        conn.close()
+
+
+async def test_a_new_database_is_made_as_the_migrations_make_it(tmp_path):
+    """One made at once (create_fresh: storage/freshschema.py) and one made by every migration in turn have the same
+    sqlite_master (type, name, table, SQL, in order: what a later migration's ALTER sees), the same rows in every
+    table (the FTS index's own too) and the same PRAGMAs; Database.open makes a new database so (the same again, its
+    device id aside), at once (its schema cookie, which counts the statements that changed the schema, is
+    create_fresh's)."""
+    assert freshschema.VERSION == SCHEMA_VERSION, (
+        f"storage/freshschema.py makes schema {freshschema.VERSION}, not {SCHEMA_VERSION}: new databases are migrated "
+        f"one by one (~30 ms more each); {REWRITE}"
+    )
+    made = {}
+    for how in ("each", "fresh"):
+        made[how] = path = str(tmp_path / f"{how}.db")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")  # (as Connections.open sets it)
+        await (migrate(Inline(conn), each=True) if how == "each" else create_fresh(Inline(conn)))
+        conn.close()
+    each, fresh = _contents(made["each"]), _contents(made["fresh"])
+    for i, what in enumerate(("sqlite_master", "rows", "PRAGMAs")):
+        assert fresh[i] == each[i], f"a new database's {what} differ from the migrations': {REWRITE}"
+    assert each[1]["schema_version"] == [(SCHEMA_VERSION,)] and each[2]["integrity_check"] == [("ok",)]
+    for path in (made["each"], str(tmp_path / "opened.db")):  # (a device id written into each, as at a first start)
+        db = await Database.open(path)
+        assert await db.schema_version() == SCHEMA_VERSION
+        await db.close()
+    assert _contents(str(tmp_path / "opened.db")) == _contents(made["each"])
+    cookies = {}
+    for name in ("each", "fresh", "opened"):
+        conn = sqlite3.connect(str(tmp_path / f"{name}.db"))
+        cookies[name] = conn.execute("PRAGMA schema_version").fetchall()
+        conn.close()
+    assert cookies["opened"] == cookies["fresh"] != cookies["each"], cookies
