@@ -16,6 +16,7 @@ from .commands import (
     daemon,
     doctor,
     files,
+    formatter_at,
     keys,
     manage,
     messages,
@@ -24,6 +25,7 @@ from .commands import (
     service,
     sessions,
     sync,
+    terminal_width,
 )
 
 # Every command module, in the order `sessiond --help` lists their commands. A new command (for
@@ -130,7 +132,8 @@ class _Version(argparse.Action):
 
 def build_parser(wants_json: bool = False) -> argparse.ArgumentParser:
     """The CLI's parser; `wants_json`: --json was given (what --version, which answers at once, prints)."""
-    common = argparse.ArgumentParser(add_help=False)
+    width = terminal_width()
+    common = argparse.ArgumentParser(add_help=False, formatter_class=formatter_at(width))
     common.add_argument(
         "--home",
         default=argparse.SUPPRESS,
@@ -138,11 +141,15 @@ def build_parser(wants_json: bool = False) -> argparse.ArgumentParser:
     )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
-    parser = _Parser(prog="sessiond", description="Private, durable LLM chat sessions on every device.")
+    parser = _Parser(
+        prog="sessiond",
+        description="Private, durable LLM chat sessions on every device.",
+        formatter_class=formatter_at(width),
+    )
     parser.add_argument("--version", action=_Version, as_json=wants_json, help="print sessiond's version and exit")
     parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
-    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
+    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common, width)
     for module in COMMAND_MODULES:
         module.register(commands)
     return parser
