@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Collection
 
 from .commands import (
     Commands,
@@ -26,6 +27,7 @@ from .commands import (
     sessions,
     sync,
     terminal_width,
+    with_stand_ins,
 )
 
 # Every command module, in the order `sessiond --help` lists their commands. A new command (for
@@ -130,8 +132,10 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser(wants_json: bool = False) -> argparse.ArgumentParser:
-    """The CLI's parser; `wants_json`: --json was given (what --version, which answers at once, prints)."""
+def build_parser(wants_json: bool = False, argv: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; `wants_json`: --json was given (what --version, which answers at once, prints). `argv`: the
+    command line it is to parse: only the commands among its words are built (the one it names is), the others
+    listed with their help (commands.NotBuilt), a twentieth of the CPU of building all 56; None: all, to parse any."""
     width = terminal_width()
     common = argparse.ArgumentParser(add_help=False, formatter_class=formatter_at(width))
     common.add_argument(
@@ -149,7 +153,8 @@ def build_parser(wants_json: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, as_json=wants_json, help="print sessiond's version and exit")
     parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
-    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common, width)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=with_stand_ins(_Parser))
+    commands = Commands(subparsers, common, width, named=None if argv is None else frozenset(argv))
     for module in COMMAND_MODULES:
         module.register(commands)
     return parser
