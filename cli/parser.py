@@ -132,18 +132,21 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """The options every command takes (after its -h, before its own)."""
+    p.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="the daemon's home folder (default: $SESSIOND_HOME or the user data folder)",
+    )
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+
+
 def build_parser(wants_json: bool = False, argv: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; `wants_json`: --json was given (what --version, which answers at once, prints). `argv`: the
     command line it is to parse: only the commands among its words are built (the one it names is), the others
     listed with their help (commands.NotBuilt), a twentieth of the CPU of building all 56; None: all, to parse any."""
     width = terminal_width()
-    common = argparse.ArgumentParser(add_help=False, formatter_class=formatter_at(width))
-    common.add_argument(
-        "--home",
-        default=argparse.SUPPRESS,
-        help="the daemon's home folder (default: $SESSIOND_HOME or the user data folder)",
-    )
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
     parser = _Parser(
         prog="sessiond",
@@ -154,7 +157,7 @@ def build_parser(wants_json: bool = False, argv: Collection[str] | None = None) 
     parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=with_stand_ins(_Parser))
-    commands = Commands(subparsers, common, width, named=None if argv is None else frozenset(argv))
+    commands = Commands(subparsers, _add_common, width, named=None if argv is None else frozenset(argv))
     for module in COMMAND_MODULES:
         module.register(commands)
     return parser

@@ -107,14 +107,14 @@ class Commands:
     def __init__(
         self,
         subparsers: Any,
-        common: argparse.ArgumentParser,
+        common: Callable[[argparse.ArgumentParser], None],
         width: int,
         describe: bool = True,
         group: str = "",
         named: Collection[str] | None = None,
     ):
         self._subparsers = subparsers  # what argparse's add_subparsers() returned (parser_class: with_stand_ins)
-        self._common = common
+        self._common = common  # adds the options every command takes (--home, --json) to its parser
         self._width = width  # of the help (terminal_width()), read once
         self._describe = describe
         self._group = group  # the command whose actions these are ("chat "), or ""
@@ -135,7 +135,8 @@ class Commands:
             kw["formatter_class"] = formatter_at(self._width, argparse.RawDescriptionHelpFormatter)
             if "description" in kw:
                 kw["description"] = textwrap.fill(kw["description"], max(self._width, 40))
-        p = self._subparsers.add_parser(name, parents=[self._common], help=help, **kw)
+        p = self._subparsers.add_parser(name, help=help, **kw)
+        self._common(p)
         p.set_defaults(fn=fn)
         if intermixed:
             p.intermixed = True
