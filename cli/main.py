@@ -46,7 +46,7 @@ def _main(argv: list[str], wants_json: bool, early: argparse.Namespace) -> int:
     bad = not_utf8(argv)
     if bad:
         return fail(early, "usage", bad, EXIT_USAGE)
-    parser = build_parser(wants_json)
+    parser = build_parser(wants_json, argv)  # (the command argv names built, the others listed)
     try:
         args = parser.parse_args(argv)
     except ParseError as exc:

@@ -10,6 +10,7 @@ import shlex
 from datetime import datetime
 from typing import Any
 
+from .commands import Arguments
 from .errors import EXIT_USAGE, CliError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
@@ -165,7 +166,7 @@ def user_or_none(args) -> None:
         )
 
 
-def add_settings(p: argparse.ArgumentParser) -> None:
+def add_settings(p: Arguments) -> None:
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int, dest="top_k")
     p.add_argument("--top-p", type=float, dest="top_p")
@@ -181,7 +182,7 @@ def settings_of(args) -> Any:  # a Settings body or None (the daemon checks it)
     return s or None
 
 
-def add_policy(p: argparse.ArgumentParser, chat: bool = False) -> None:
+def add_policy(p: Arguments, chat: bool = False) -> None:
     p.add_argument(
         "--max-context-tokens",
         type=int,
@@ -356,7 +357,7 @@ def _indexed(values: Any, index: str) -> str | None:
     return values[i] if i < len(values) else None
 
 
-def add_unset(p: argparse.ArgumentParser, fields: dict, what: str) -> None:
+def add_unset(p: Arguments, fields: dict, what: str) -> None:
     p.add_argument(
         "--unset",
         action="append",

@@ -54,3 +54,96 @@ def test_two_letters_swapped_name_the_command_they_spell():
             parser.parse_args([typed])
     with pytest.raises(ParseError, match="did you mean `sessiond chat switch`"):
         parser.parse_args(["chat", "swtich"])
+
+
+# ---------------------------------------------------------------- the parser built for the command named alone
+# A CLI call builds the parser of the command its line names, the others listed by name and help only (cli/commands
+# NotBuilt): building all 56 with their ~270 arguments was ~10 ms of CPU a call, paid ~6,500 times by the suite. What
+# the user reads is what the whole parser gives: every --help, and each refusal of an argument with its guess.
+
+
+def _main(argv: list[str], whole=None) -> tuple[int, str, str]:
+    """main(argv) in this process: its exit code, standard output and error; `whole`: main given these parsers
+    (wants_json -> the whole parser, built once) in place of its own, which builds the command `argv` names."""
+    import contextlib
+    import io
+
+    import sessiond.cli.main as cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        if whole is not None:
+            mp.setattr(cli, "build_parser", lambda wants_json, argv: whole[wants_json])
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _listed(help_text: str) -> list[str]:
+    """The commands (or a group's actions) a --help lists under its positional (indented four spaces)."""
+    import re
+
+    return re.findall(r"^ {4}([a-z][a-z-]*)\b", help_text.split("positional arguments:", 1)[1], re.M)
+
+
+def test_every_help_and_refusal_is_what_the_whole_parser_gives(monkeypatch, tmp_path):
+    from sessiond.cli.parser import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("SESSIOND_HOME", str(tmp_path / "home"))
+    whole = {False: build_parser(False), True: build_parser(True)}
+    every: list[list[str]] = [[]]
+    for name in _listed(_main(["--help"], whole)[1]):
+        every.append([name])
+        text = _main([name, "--help"], whole)[1]
+        if "ACTION" in text.split("\n\n", 1)[0]:  # a group: its actions too
+            every += [[name, action] for action in _listed(text)]
+    assert len(every) > 55 and ["chat", "new"] in every and ["status"] in every, every
+    for argv in every:
+        argv = [*argv, "--help"]
+        assert _main(argv) == _main(argv, whole), argv
+    refused = [
+        [],
+        ["--json"],
+        ["satus"],
+        ["stauts"],
+        ["list", "--json"],
+        ["zzzz"],
+        ["chat"],
+        ["chat", "swich"],
+        ["key", "exprt"],
+        ["status", "--sesions"],
+        ["ls", "--limt", "3", "--json"],
+        ["chat", "new", "ID", "--nmae", "x"],
+        ["new", "--name", "-draft"],
+        ["add", "ID", "-draft"],
+        ["serve", "invite", "--quota", "1G"],
+        ["--home", "status", "--bogus"],
+        ["set", "ID", "--unset", "bogus"],
+    ]
+    for argv in refused:
+        code, out, err = _main(argv)
+        assert code == 2 and (code, out, err) == _main(argv, whole), argv
+    # and the guesses are there (not the list of every command)
+    assert "did you mean `sessiond status`?" in _main(["satus"])[2]
+    assert "did you mean `sessiond chat switch`?" in _main(["chat", "swich"])[2]
+    assert "(did you mean --sessions?)" in _main(["status", "--sesions"])[2]
+    assert "(did you mean --name?)" in _main(["chat", "new", "ID", "--nmae", "x"])[2]
+
+
+def test_the_help_fills_the_width_columns_gives(monkeypatch):
+    """The width is read once a parser (not by argparse for each of its formatters): $COLUMNS still sets it."""
+    widths = {}
+    for columns in ("57", "200"):
+        monkeypatch.setenv("COLUMNS", columns)
+        text = _main(["new", "--help"])[1].split("\noptions:")[1].split("\nexample")[0]  # (the options, wrapped)
+        widths[columns] = max(len(line) for line in text.splitlines())
+    assert 45 < widths["57"] <= 55 < 100 < widths["200"], widths  # (argparse fills COLUMNS less 2)
+
+
+def test_a_command_not_on_the_line_is_listed_not_built():
+    from sessiond.cli.parser import build_parser
+
+    parser = build_parser(False, ["status"])
+    assert parser.parse_args(["status"]).command == "status"
+    with pytest.raises(RuntimeError, match="not built"):  # (ls listed only: its arguments never added)
+        parser.parse_args(["ls"])

@@ -21,7 +21,7 @@ from ..inputs import STORE_ARGV_WARNING, hide_store_secrets, read_fd, store_args
 from ..options import positive_seconds, seconds
 from ..output import emit, for_home, safe, short, table, when
 from ..startfail import end_failed, not_started, start_failure, unwritable
-from . import Commands
+from . import Arguments, Commands
 
 if TYPE_CHECKING:  # (the model needs pydantic, which a command need not import: ~0.1 s of every CLI call's start)
     from ...api.meta import Status
@@ -86,7 +86,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--sessions", action="store_true", help="list every session's sync state")
 
 
-def _reset_device_key_option(p: argparse.ArgumentParser) -> None:
+def _reset_device_key_option(p: Arguments) -> None:
     p.add_argument(
         "--reset-device-key",
         action="store_true",

@@ -17,6 +17,7 @@ from ...relay.conns import DEFAULT_PER_ADDRESS
 from ..errors import EXIT_USAGE, CliError, UsageError
 from ..options import count, duration
 from ..output import safe
+from . import Arguments
 
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
 
@@ -118,7 +119,7 @@ _RELAY_OPTIONS = (
 )
 
 
-def _add_data(q: argparse.ArgumentParser) -> None:
+def _add_data(q: Arguments) -> None:
     # SUPPRESS: the action's own --data, when given, wins; else `serve --data D ACTION`'s stays (argparse would
     # otherwise overwrite it with this parser's default, and the action would use the default folder).
     q.add_argument("--data", default=argparse.SUPPRESS, help="the relay's folder (as given to `sessiond serve`)")

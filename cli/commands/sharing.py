@@ -17,7 +17,7 @@ from ..inputs import STORE_ARGV_WARNING, read_file, read_text, store_args
 from ..options import ID_HELP, YEARS_10, duration_in
 from ..output import emit, for_home, safe, table, when
 from ..progress import Progress, StoreWaits
-from . import Commands
+from . import Arguments, Commands
 
 
 def register(commands: Commands) -> None:
@@ -104,7 +104,7 @@ def _share_meanwhile(_left: float) -> str:
     )
 
 
-def _secret_options(p: argparse.ArgumentParser, code: bool = False) -> None:
+def _secret_options(p: Arguments, code: bool = False) -> None:
     """`--passphrase` (and import's `--code`), the options a newcomer guesses, taken so that they are refused as
     such (_secret_given): argparse read them as --passphrase-file and --code-file abbreviated, and the refusal of
     a file it could not read quoted the passphrase or the code."""
