@@ -38,6 +38,7 @@ log = logging.getLogger("sessiond.sync")
 
 NOTE = "heads_refreshed_at"  # the database note: when the last round ended (Unix time)
 MAX_EVERY = 24 * 3600.0  # seconds between two rounds at most
+EVERY_ENV = "SESSIOND_IPNS_REPUBLISH_EVERY"  # seconds between two rounds, if set (tests: a republish seen sooner)
 
 
 class Republisher:
@@ -55,7 +56,7 @@ class Republisher:
         self.rewrite_members = rewrite_members
         self.lifetime = ipns.lifetime()
         self.margin = self.lifetime / 2  # republished once less than half its lifetime is left
-        self.every = min(MAX_EVERY, self.lifetime.total_seconds() / 4)
+        self.every = ipns.env_seconds(EVERY_ENV) or min(MAX_EVERY, self.lifetime.total_seconds() / 4)
 
     async def run(self) -> None:
         """The background loop (Syncer.start): a round whenever `every` has passed since the last one."""

@@ -343,7 +343,9 @@ def store_dir():
 @contextlib.contextmanager
 def appends_meanwhile(daemon: DaemonProc, sid: str):
     """A thread appending to `sid`, one message at a time, until the block ends: yields the list of each
-    append's (start, end) monotonic times, filled as they are answered."""
+    append's (start, end) monotonic times, filled as they are answered. (An app's pace, an append every 10 ms
+    at most: back to back, ~2,000 a second, they cost seconds of CPU to show what a hundred show, an append
+    held up by what runs meanwhile.)"""
     spans: list[tuple[float, float]] = []
     stop = threading.Event()
 
@@ -353,6 +355,7 @@ def appends_meanwhile(daemon: DaemonProc, sid: str):
                 t = time.monotonic()
                 c.append(sid, "user", "meanwhile")
                 spans.append((t, time.monotonic()))
+                stop.wait(max(0.0, t + 0.01 - time.monotonic()))
 
     th = threading.Thread(target=appender)
     th.start()

@@ -23,14 +23,17 @@ from sessiond.stores.base import HeadExpired
 from sessiond.stores.cid import digest
 from sessiond.stores.kubo import KuboStore
 from sessiond.stores.registry import RegistryEntry
+from sessiond.sync.republish import EVERY_ENV as REPUBLISH_EVERY_ENV
 from sessiond.sync.reput import REPUT_ENV
 from waiting import wait_for
 
-LIFETIME = 6.0  # seconds: a record of the daemon under test ends this long after it was signed
-# A daemon republishes a record once less than half its lifetime is left, in rounds a quarter of it apart:
-# the round that does comes a quarter of the lifetime before the record's end at the latest, if its
-# daemon is never held off the CPU. The test of that republish gives its daemon this lifetime: 3 s to spare.
-REPUBLISH_LIFETIME = 12.0
+LIFETIME = 4.0  # seconds: a record of the daemon under test ends this long after it was signed
+# A daemon republishes a record once less than half its lifetime is left, in rounds a quarter of it apart
+# (REPUBLISH_EVERY when set): the round that does comes half the lifetime less a round before the record's
+# end at the latest, if its daemon is never held off the CPU. The test of that republish gives its daemon
+# this lifetime and rounds half a second apart: 3 s to spare (12 s and rounds of 3 s spared as much).
+REPUBLISH_LIFETIME = 7.0
+REPUBLISH_ROUNDS = {REPUBLISH_EVERY_ENV: "0.5"}
 
 
 def test_a_record_past_its_lifetime_is_refused_and_the_lifetime_is_configurable(monkeypatch):
@@ -187,7 +190,8 @@ def test_a_shared_session_stays_importable_past_its_first_records_end(tmp_path):
     round had 1.5 s to spare: a daemon held off the CPU that long, on a loaded machine, came after the end
     of life and rightly wrote the heads again at a higher revision, which is not what this test shows.)"""
     lifetime = REPUBLISH_LIFETIME
-    with kubo_pair(tmp_path, "left alone", a_env={ipns.LIFETIME_ENV: str(lifetime)}) as (node, a, b, sid, code):
+    a_env = {ipns.LIFETIME_ENV: str(lifetime), **REPUBLISH_ROUNDS}
+    with kubo_pair(tmp_path, "left alone", a_env=a_env) as (node, a, b, sid, code):
         first = {name: hist[-1] for name, hist in list(node.records.items())}
         assert len(first) == 2  # the log's head and the members slot
         first_eol = {}
@@ -238,14 +242,17 @@ def test_heads_expired_while_the_daemon_was_off_are_written_again_at_its_start(t
         assert_imports(b, sid, code)
 
 
-FORGETS = 4.0  # seconds: the stand-in's DHT forgets a record this long after it was put (Kubo's: 48 h)
+# seconds: the stand-in's DHT forgets a record this long after it was put (Kubo's: 48 h); a daemon putting again
+# every second (REPUT) has 2 s to spare
+FORGETS = 3.0
 REPUT = {REPUT_ENV: "1"}  # a daemon that puts the records it keeps again every second (by default 12 h)
 
 
 def served_after(node: Node, since: float) -> dict[str, bool]:
     """Once every record put before `since` (time.monotonic()) is past the stand-in's FORGETS: whether
-    each head's record is still served (put again since)."""
-    wait_for(lambda: time.monotonic() > since + FORGETS + 1, timeout=FORGETS + 5, what="the DHT's record age")
+    each head's record is still served (put again since). (The stand-in ages a record by this process's
+    monotonic clock from when it took it: FORGETS after `since`, any record taken before is forgotten.)"""
+    wait_for(lambda: time.monotonic() > since + FORGETS + 0.25, timeout=FORGETS + 5, what="the DHT's record age")
     return {name: served_record(node, name) is not None for name in list(node.records)}
 
 

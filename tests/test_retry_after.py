@@ -114,7 +114,7 @@ def test_sync_wait_says_it_waits_for_the_store_s_retry_after_then_completes(port
     p, server = portal
     d = DaemonProc(str(tmp_path / "home"), f"s5+http://127.0.0.1:{server.port}").start()
     try:
-        refuse(p, "6", times=1)
+        refuse(p, "4", times=1)  # (long enough for the CLI's start on a loaded machine: it sees the wait under way)
         with d.client() as c:
             sid = c.create_session(name="limited", initial_messages=[{"role": "user", "content": "hi"}])["id"]
         wait_for(lambda: p.faults.times == 0, timeout=20, what="the store's 429")

@@ -32,7 +32,7 @@ def _big_export(home: str, sid: str, path: str) -> None:
     # 220 MB, and the old stop still passes 15 s; 200,000 of them: the old stop within 10 s, as the new)
     data["messages"] = [{"role": "user", "content": f"m{i}"} for i in range(1_000_000)]
     with open(path, "w") as f:
-        json.dump(data, f)
+        f.write(json.dumps(data))  # (the same bytes as json.dump, by the C encoder: 1 s of CPU less)
 
 
 def test_a_stop_with_everything_under_way_ends_within_its_budget(tmp_path):

@@ -378,13 +378,14 @@ def test_a_kept_writer_s_pull_that_read_the_dropped_writer_before_it_took_the_no
         wait_for(lambda: os.path.exists(notice_put), timeout=20)  # D's log frozen and recorded, no notice out
         d.client().append(sid, "assistant", "D while R rekeys")
         d.client().sync(sid, wait=True, timeout=10)
-        held = pool.submit(k.client().sync, sid, wait=True, timeout=3)  # K's pull reads D's head: held
+        # K's pull reads D's head: held (the pull goes on past the answer, which only paces the test)
+        held = pool.submit(k.client().sync, sid, wait=True, timeout=1)
         wait_for(lambda: os.path.exists(fetched), timeout=30)
         os.remove(notice_put)
         assert rekeyed.result(timeout=30)["dropped"] == [_device(d)]
         held.result(timeout=30)
         # K's next pull takes the notice and switches (its log pushed under the new key: R waits for it no more)
-        wait_for(lambda: k.client().sync(sid, wait=True, timeout=3) and not _waiting_for(r, sid), timeout=60)
+        wait_for(lambda: k.client().sync(sid, wait=True, timeout=1) and not _waiting_for(r, sid), timeout=60)
     _let_the_pulls_apply(k, fetched, applied)
     _every_device_alike(make_daemon, store_dir, r, k, sid)
 
