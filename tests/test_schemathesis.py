@@ -12,7 +12,6 @@ request (by the document) that is refused as invalid is a failure: document and 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 
@@ -70,35 +69,6 @@ class UnixAdapter(HTTPAdapter):
 
     def get_connection(self, url, proxies=None):  # requests < 2.32
         return _UnixPool(self._socket_path)
-
-
-# schemathesis folds a string's minLength/maxLength into its pattern's quantifier (`^[^\u0000]*$` and a message's
-# maxLength of 8 MiB: `^[^\x00]{0,8388608}$`), and keeps the fold only if jsonschema-rs compiles it: for a bound
-# of 300,000 or more its regex engine refuses it, after trying (~0.9 s of CPU and ~220 MB for each such fold of the
-# document). Such a fold is refused here at once: the same answer, the pattern kept as the document has it (1.4 s
-# of this file's CPU less, measured with one hypothesis seed). (A library's function, not its API: if it is gone,
-# the fold runs as it would.)
-HUGE_BOUND = re.compile(r"\{(?:\d*,)?(\d{6,})\}")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_huge_folds():
-    try:
-        from schemathesis.specs.openapi import converter
-
-        compiles = converter.is_valid_jsonschema_rs_regex
-    except (ImportError, AttributeError):
-        yield
-        return
-
-    def quick(pattern: str) -> bool:
-        if any(int(n) >= 1_000_000 for n in HUGE_BOUND.findall(pattern)):
-            return False
-        return compiles(pattern)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(converter, "is_valid_jsonschema_rs_regex", quick)
-        yield
 
 
 @pytest.fixture(scope="module")
