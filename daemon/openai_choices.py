@@ -38,10 +38,12 @@ class Choices:
         while len(self._by_chat) > MOST:
             self._by_chat.popitem(last=False)
 
-    def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> None:
+    def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> bytes | None:
         """The app's message `sent`, to be appended where its history parts from the chat's, at the chat's
         `stored`: if `stored` is the first of the chat's latest several answers and `sent` another of them, it
-        is given `tokens` 0 (the provider billed it with them), once."""
+        is given `tokens` 0 (the provider billed it with them), and its digest returned, which `recorded` forgets
+        once it is recorded (a request refused before that, the quota or a budget, records nothing: its retry's
+        message is the one billed already)."""
         mine = self._by_chat.get((sid, chat))
         if (
             mine is None
@@ -50,10 +52,16 @@ class Choices:
             or sent.get("tool_calls")
             or digest(stored["content"]) != mine[0]
         ):
-            return
+            return None
         if (d := digest(sent["content"])) in mine[1]:
-            mine[1].discard(d)
             sent["tokens"] = 0
+            return d
+        return None
+
+    def recorded(self, sid: str, chat: str, billed: bytes | None) -> None:
+        """The message `billed` gave `tokens` 0 recorded: charged nothing once, another going on from it charged."""
+        if billed is not None and (mine := self._by_chat.get((sid, chat))) is not None:
+            mine[1].discard(billed)
 
 
 def others_of(data: dict) -> set[bytes]:

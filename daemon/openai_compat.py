@@ -270,8 +270,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 for k in MATCH_ONLY:  # (what the history was matched by too: not stored)
                     m.pop(k, None)
                 m["tokens"] = d.estimate(counted_text(m))
-            if went_on is not None:
-                _compat(request).choices.billed(sid, chat_id, went_on, new[0])
+            billed = None if went_on is None else _compat(request).choices.billed(sid, chat_id, went_on, new[0])
             if new:  # the quota's room and the context budget, judged as recording them will: before the request
                 await d.db.check_fits(sid, chat_id, new)
             # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
@@ -301,6 +300,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
                     stored = await d.db.append_messages(sid, new, chat_id, asked=True)
+                    _compat(request).choices.recorded(sid, chat_id, billed)
                     if fresh:
                         made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request)
             except BaseException:

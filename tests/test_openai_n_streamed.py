@@ -84,3 +84,26 @@ def test_an_app_going_on_from_another_answer_is_charged_it_once(n_daemon, stream
     answer = msgs[4]
     then = answer["usage"]["prompt_tokens"] + answer["tokens"]
     assert c.quota(sid)["tokens_used"] == question["tokens"] + billed + msgs[3]["tokens"] + then
+
+
+def test_a_going_on_refused_before_it_is_recorded_leaves_the_answer_unbilled(n_daemon):
+    """A request going on from another answer that is refused before its messages are recorded (the quota has no
+    room for its question, a context budget) records nothing; the app's retry, once the user made room, records
+    that answer as billed. The daemon forgot it was billed at the refused request: the retry charged it again."""
+    import openai
+
+    d, _ = n_daemon
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    app = openai_app(d, sid)
+    q = [{"role": "user", "content": "two ways"}]
+    chosen = app.chat.completions.create(model="echo-1", messages=q, n=2).choices[1].message.content
+    c.update_session(sid, token_quota=c.quota(sid)["tokens_used"] + 5)  # no room for a long question
+    history = [*q, {"role": "assistant", "content": chosen}, {"role": "user", "content": "and so? " * 40}]
+    with pytest.raises(openai.RateLimitError):
+        app.chat.completions.create(model="echo-1", messages=history)
+    assert len(c.messages(sid)["messages"]) == 2  # nothing recorded
+    c.update_session(sid, token_quota=1_000_000)
+    app.chat.completions.create(model="echo-1", messages=history)
+    msgs = c.messages(sid)["messages"]
+    assert (msgs[2]["role"], msgs[2]["content"], msgs[2]["tokens"]) == ("assistant", chosen, 0)
