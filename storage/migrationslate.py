@@ -14,7 +14,9 @@ _COUNTED_35 = """NOT EXISTS (SELECT 1 FROM json_each(messages.extra, '$.{k}') AS
 _DROPPED_35 = {
     **dict.fromkeys(_OWN_35, "1"),
     **{
-        k: f"{_T_35} <> 'text' OR length(json_extract(extra, '$.{k}')) > {n}"
+        # (its length counted with each NUL, written \u0000 in the text, read as a space: SQLite's length() and
+        # json_extract stop at a NUL; `\\u0000`, a backslash written out before u0000, so keeps its length too)
+        k: f"{_T_35} <> 'text' OR length(json_extract(replace(extra, '\\u0000', '\\u0020'), '$.{k}')) > {n}"
         for k, n in (("model", 200), ("provider", 200), ("error", 2000))
     },
     "interrupted": f"{_T_35} NOT IN ('true', 'false')",
