@@ -3,17 +3,32 @@ on main is never edited: a change is a new one."""
 
 from __future__ import annotations
 
-# (migration 35, frozen with it) a field of a message's extra (json_each row `f`) a pull drops (storage/pulledextra.py)
-_DROPPED_35 = """
-            key IN ('id', 'chat', 'role', 'content', 'tokens', 'created_at', 'device', 'seq', 'lamport',
-                'tool_calls_dropped')
-            OR key IN ('model', 'provider') AND (type <> 'text' OR length(value) > 200)
-            OR key = 'error' AND (type <> 'text' OR length(value) > 2000)
-            OR key = 'interrupted' AND type NOT IN ('true', 'false')
-            OR key IN ('usage', 'response') AND (type <> 'object' OR NOT EXISTS (
-                SELECT 1 FROM json_each(f.value) AS c WHERE c.type = 'integer' AND c.value BETWEEN 0 AND 1099511627776
-                    AND c.key IN (CASE f.key WHEN 'usage' THEN 'prompt_tokens' ELSE 'first_token_ms' END,
-                        CASE f.key WHEN 'usage' THEN 'completion_tokens' ELSE 'total_ms' END)))"""
+# (migration 35, frozen with it) by field `k`: whether the message's extra holds it as a pull drops it
+# (storage/pulledextra.py). Those removed from the text (json_remove), the others kept as their text stands (was: the
+# row built again from json_each's SQL values: a number past SQLite's integers, or a fraction of 17 digits, made
+# another, than the one the peer's page signed)
+_OWN_35 = ("id", "chat", "role", "content", "tokens", "created_at", "device", "seq", "lamport", "tool_calls_dropped")
+_T_35 = "json_type(extra, '$.{k}')"
+_COUNTED_35 = """NOT EXISTS (SELECT 1 FROM json_each(messages.extra, '$.{k}') AS c WHERE c.type = 'integer'
+    AND c.value BETWEEN 0 AND 1099511627776 AND c.key IN ({fields}))"""
+_DROPPED_35 = {
+    **dict.fromkeys(_OWN_35, "1"),
+    **{
+        # (its length counted with each NUL, written \u0000 in the text, read as a space: SQLite's length() and
+        # json_extract stop at a NUL; `\\u0000`, a backslash written out before u0000, so keeps its length too)
+        k: f"{_T_35} <> 'text' OR length(json_extract(replace(extra, '\\u0000', '\\u0020'), '$.{k}')) > {n}"
+        for k, n in (("model", 200), ("provider", 200), ("error", 2000))
+    },
+    "interrupted": f"{_T_35} NOT IN ('true', 'false')",
+    "usage": f"{_T_35} <> 'object' OR {_COUNTED_35}".replace("{fields}", "'prompt_tokens', 'completion_tokens'"),
+    "response": f"{_T_35} <> 'object' OR {_COUNTED_35}".replace("{fields}", "'first_token_ms', 'total_ms'"),
+}
+_DROPPED_35 = {  # (the text names it, a cheap look first)
+    k: f"instr(extra, '\"{k}\"') AND {_T_35} IS NOT NULL AND ({v})".replace("{k}", k) for k, v in _DROPPED_35.items()
+}
+# ('$[0]': no field of an object, removes nothing)
+_REMOVED_35 = ", ".join(f"CASE WHEN {v} THEN '$.{k}' ELSE '$[0]' END" for k, v in _DROPPED_35.items())
+_ANY_35 = " OR ".join(f"({v})" for v in _DROPPED_35.values())
 # (migration 35, frozen with it) the extra's object `k` (usage or response) holding its counts `fields` alone
 _COUNT_35 = "type = 'integer' AND value BETWEEN 0 AND 1099511627776 AND key IN ({fields})"
 _COUNTS_KEPT_35 = f"""UPDATE messages SET extra = json_set(extra, '$.{{k}}', (
@@ -119,14 +134,8 @@ LATE: list[str] = [
     # wrote them into a file `import-file` refused); of `usage` and `response`, the counts kept alone. A row holding
     # none of them is not written. (pulledextra.py as it stands in 0.39.0, written out: a migration is never edited.)
     f"""
-    UPDATE messages SET extra = (
-        SELECT nullif(json_group_object(key, CASE type WHEN 'object' THEN json(value) WHEN 'array' THEN json(value)
-            WHEN 'true' THEN json('true') WHEN 'false' THEN json('false') WHEN 'null' THEN json('null')
-            ELSE value END), '{{}}')
-        FROM json_each(messages.extra) AS f WHERE NOT ({_DROPPED_35})
-    ) WHERE CASE WHEN json_valid(extra) AND json_type(extra) = 'object' THEN EXISTS (
-        SELECT 1 FROM json_each(messages.extra) AS f WHERE {_DROPPED_35}
-    ) ELSE 0 END;
+    UPDATE messages SET extra = nullif(json_remove(extra, {_REMOVED_35}), '{{}}')
+    WHERE CASE WHEN json_valid(extra) AND json_type(extra) = 'object' THEN {_ANY_35} ELSE 0 END;
     {_COUNTS_KEPT_35.format(k="usage", fields="'prompt_tokens', 'completion_tokens'")}
     {_COUNTS_KEPT_35.format(k="response", fields="'first_token_ms', 'total_ms'")}
     """,

@@ -226,6 +226,7 @@ async def claimed_before(
                             if not await _back(store, gone, timeout):
                                 return False
                             _SHORT.pop(walked)
+                            gone = None  # (back: where the walk ends is this walk's to say)
                     met = _met(cuts, mhash)
                     if met is None:
                         if fresh and time.monotonic() >= deadline:
@@ -282,10 +283,18 @@ async def claimed_before(
     finally:
         if progress is not None:  # (ended, however: the bar closes)
             progress(CLAIMS_WALK, CLAIMS_WALK)
-    if gone is not None and await _back(store, gone, timeout):
-        # read, its hash right, but not taken (a newer sessiond's, or damaged within by its author): no store catching
-        # up brings another, the chain's end from this head, as one sealed is (was: taken for one missing, _back
-        # found it there at every next pull, and every pull walked again down to it)
+    # read, its hash right, but not taken (a newer sessiond's, or damaged within by its author): no store catching up
+    # brings another, the chain's end from this head, as one sealed is (was: taken for one missing, _back found it
+    # there at every next pull, and every pull walked again down to it). One that reads now was missing at the walk's
+    # read and is back (a store catching up): no end, the walk goes on there at the next pull, as at one missing still
+    # (was: taken for one read but not taken, its end kept as the chain's in memory and in the database, refused
+    # for good)
+    if (
+        gone is not None
+        and nxt is not None
+        and await _back(store, gone, timeout)
+        and not await _takes(store, sid, keys, pk, device, nxt, timeout)
+    ):
         gone = None
     _CUT.pop(slot)
     # what a walk before found, which this one did not reach (a manifest above it missing for a while, on a store
@@ -323,6 +332,22 @@ async def claimed_before(
         else:  # (ended at the chain's own end: as a walk that decided, the same from this head whatever follows)
             _WALKED[walked] = found
     return found
+
+
+async def _takes(
+    store: Store, sid: str, keys: list[bytes], pk: bytes, device: str, at: tuple[bytes, int], timeout: float
+) -> bool:
+    """Whether the manifest `at` (hash, revision) of the author `pk`'s chain, which a walk could not read, reads now
+    (as the walk reads it: its bytes, a key of `keys`, its fields): a store that fails fails it."""
+    try:
+        walk = walk_manifests(store, sid, keys, pk, device, timeout=timeout, limit=1, start=at)
+        async with contextlib.aclosing(walk):
+            async for _ in walk:
+                return True
+    except ImportError_ as exc:
+        if exc.kind == "store":
+            raise
+    return False
 
 
 async def _back(store: Store, mhash: bytes, timeout: float) -> bool:

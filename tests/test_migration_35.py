@@ -37,6 +37,14 @@ EXTRAS = [
     {"content": "only"},
     {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}], "chat": "c"},
     {"metadata": {"usage": "x"}, "part_notes": [0]},
+    # the fields kept of a row written, each as it was: a number past SQLite's integers, or a fraction of 17 digits
+    # (was: the row built again from json_each's SQL values, 2**64 - 1 made 1.84467440737096e+19 and the fraction
+    # 0.3, another value than the one the peer's page signed: the row's page encoded again for verify or a frozen log
+    # differed from the store's)
+    {"content": "x", "big": 2**64 - 1, "f": 0.30000000000000004, "o": {"f": 0.1}, "n": None, "t": True},
+    {"model": 5, "fraction": 1.0000000000000002, "small": -(2**63) - 1, "s": 'a"\\\u2028'},
+    # a text holding a NUL, counted whole (was: SQLite's length() stopped at the NUL, a model of 302 characters kept)
+    {"model": "a\0" + "x" * 300, "provider": "\0" * 200, "error": "\\u0000" + "e" * 1995, "content": "\0"},
 ]
 
 

@@ -55,7 +55,7 @@ PINNED = [
     "dcbd6e7cf8552fd4",  # (32: claims_walks)
     "362d8e7931b2b71b",  # (33: tokens_used recounted as 0.37.0 charges)
     "efc98db807fe2474",  # (34: a fork's copied_tokens 0.36.0 counted, recounted)
-    "6874e85c5e2ac52f",  # (35: pulled extras as a pull keeps them)
+    "1cb274830b50e4aa",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove)
 ]
 
 

@@ -212,6 +212,40 @@ async def test_a_manifest_missing_for_a_while_at_the_first_walk_refuses_nothing_
     assert b.ctx.keys.session_key(sid) == new_key
 
 
+async def test_a_manifest_back_between_the_walks_read_and_the_check_of_its_return_refuses_nothing_for_good(devices):
+    """B's walk down A's older manifests ends at one the store misses (a store catching up), and the store holds it
+    again by the time the walk asks whether it is back (_back, just after). That answer was taken for a manifest read
+    but not taken (a newer sessiond's), the chain's end: the walk's end kept as the chain's, in memory and as a row
+    found=False in the database, so that every pull after, a restart's too, refused the notice for good, the store
+    serving every manifest by then."""
+    from sessiond.stores.base import ObjectMissing
+
+    a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk back meanwhile", CLAIMS_KEPT + 2)
+    await _slot_served_with(devices, sid, notice)
+    store = FileStore(devices.store_path)
+    chain = await authors_chain(store, a, sid, 3)
+    await a.stop()  # (its head stays)
+    bstore = await b.ctx.store_for(sid)
+    real = bstore.get
+    missed: list[bytes] = []
+
+    async def get(h, *args, **kw):
+        if h == chain[1] and not missed:  # (missing at the walk's read, there at the next)
+            missed.append(h)
+            raise ObjectMissing(h)
+        return await real(h, *args, **kw)
+
+    bstore.get = get
+    with pytest.raises(ImportError_) as err:
+        await b.pull(sid)
+    assert err.value.kind == "rekey_unconfirmed", err.value
+    assert missed and b.ctx.keys.session_key(sid) != new_key
+    with contextlib.suppress(ImportError_):
+        await b.pull(sid)
+    # main: refused again, the walk's end taken for the chain's (and kept so in the database)
+    assert b.ctx.keys.session_key(sid) == new_key
+
+
 async def test_a_walk_ended_at_a_manifest_it_reads_but_cannot_parse_is_not_walked_again_at_every_pull(
     devices, monkeypatch
 ):
