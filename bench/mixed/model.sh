@@ -60,7 +60,7 @@ c $O clone $s >$T-clone${TAG:-}.out 2>&1 && ok "$OLDV clones it" || bad "$OLDV c
 cl=$(tail -1 $T-clone${TAG:-}.out); imp $N "$(share $O $cl)"; converge $cl $O $N
 note "  (a clone copies settings, not messages: $(nmsgs $N $cl) lines)"
 
-c $N export $s --format json -o $T-exp${TAG:-}.json >/dev/null 2>&1 || bad "$NEWV export json"
+rm -f $T-exp${TAG:-}.json; c $N export $s --format json -o $T-exp${TAG:-}.json >/dev/null 2>&1 || bad "$NEWV export json"
 grep -q part_notes $T-exp${TAG:-}.json && ok "$NEWV's json export holds part_notes" || note "  ($NEWV's json export has no part_notes)"
 $PY -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); del d["session"]["id"]; json.dump(d, open(p,"w"))' $T-exp${TAG:-}.json
 e=$(c $O import-file $T-exp${TAG:-}.json --format json 2>&1) && ok "$OLDV imports $NEWV's json export ($(printf '%s' "$e" | head -1 | cut -c1-40))" || bad "$OLDV import-file of $NEWV's export: $e"
@@ -111,6 +111,17 @@ qn=$(c $N quota $k 2>&1); qo=$(c $O quota $k 2>&1); qu=$(c $U quota $k 2>&1); no
 ask $O $k "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"two ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"and so?"},{"role":"assistant","content":"echo: and so?"},{"role":"user","content":"old goes on"}]))' "$ch1")" >/dev/null
 converge $k $N $O $U
 [ "$(used $N $k)" = "$(used $O $k)" ] && ok "after $OLDV went on: tokens_used $(used $N $k) the same" || bad "after $OLDV went on: $(used $N $k) vs $(used $O $k)"
+for pair in "$N $O" "$O $N"; do  # the session as a file: export on one side, import-file on the other
+  set -- $pair; rm -f $T-expk$TAG.json; c $1 export $k --format json -o $T-expk$TAG.json >/dev/null 2>&1 || bad "export k on ${VER[$1]}"
+  $PY -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); del d["session"]["id"]; json.dump(d, open(p,"w"))' $T-expk$TAG.json
+  kf=$(c $2 import-file $T-expk$TAG.json --format json 2>&1 | tail -1)
+  [ "$(used $2 "$kf")" = "$(used $1 $k)" ] && ok "import-file on ${VER[$2]} of ${VER[$1]}'s export of k: tokens_used $(used $2 "$kf") the same" || bad "import-file on ${VER[$2]}: $(used $2 "$kf") ($kf) vs $(used $1 $k)"
+done
+s2=$(c $N new --name "n-went-on-streamed" --model echo-1 --token-quota 400); imp $O "$(share $N $s2 --write)"
+ch1=$(PICK=1 STREAM=1 ask $N $s2 '[{"role":"user","content":"two ways"}]' 2); note "  streamed choice 1: $ch1"
+ask $N $s2 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"two ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"and so?"}]))' "$ch1")" >/dev/null
+converge $s2 $N $O
+msgs $O $s2 | sed -n 3p | grep -q '"tokens": 0' && [ "$(used $N $s2)" = "$(used $O $s2)" ] && ok "streamed: the chosen answer tokens 0 on $OLDV too, tokens_used $(used $O $s2) the same" || bad "streamed: $(msgs $O $s2 | sed -n 3p) $(used $N $s2) vs $(used $O $s2)"
 
 note "[P4] U ($OLDV): a rekey and a rekey --drop done, images, then upgraded in place to $NEWV (migration 34)"
 imp $U "$(share $N $s --write)"; converge $s $N $U
