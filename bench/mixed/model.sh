@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Through the daemons' OpenAI endpoints (the official SDK, tests/servers/openai_server.py as the provider): an image
+# part, n>1 answers and one an app went on from, quota counts on every device; an old home with forks and quota
+# used upgraded in place (its recount against a fresh pull). Usage: MIXED_OLD=... [TAG=x] bench/mixed/model.sh
+MAINPID=$$
+MODE=${TAG:-both}
+source "$(dirname "$0")/lib.sh"
+
+APP=$HERE/app.py
+cleanup() { [ "$BASHPID" = "$MAINPID" ] || return 0; for h in "${!VER[@]}"; do stop $h; done; [ -n "${PROV_PID:-}" ] && kill $PROV_PID 2>/dev/null; }
+trap cleanup EXIT
+PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+(cd $NEWDIR/tests && exec $PY servers/openai_server.py $PORT) >$T-prov.out 2>&1 & PROV_PID=$!
+for i in $(seq 100); do $PY -c "import socket; socket.create_connection(('127.0.0.1',$PORT),0.2)" 2>/dev/null && break; sleep 0.1; done
+note "  provider on $PORT (pid $PROV_PID)"
+cfg() { mkdir -p -m 700 $1; printf 'default_provider = "loop"\nopenai_listen = "127.0.0.1:0"\n[providers.loop]\nbase_url = "http://127.0.0.1:%s/v1"\n' $PORT > $1/config.toml; }
+ask() {  # ask HOME SID MESSAGES_JSON [N] -> the first answer's text
+  local st; st=$(c $1 status --json) || { bad "status $1"; return 1; }
+  $PY $APP "$st" "$2" "$3" "${@:4}" 2>>$T-model${TAG:-}.err || { bad "ask on $1 (${VER[$1]}): $(tail -3 $T-model${TAG:-}.err)"; return 1; }
+}
+msgs() { c $1 log $2 --json | $PY -c '
+import json,sys; d=json.load(sys.stdin); m=d["messages"] if isinstance(d,dict) else d
+for x in m: print(json.dumps({k: x.get(k) for k in ("role","content","part_notes","usage","tokens")}, sort_keys=True))'; }
+used() { c $1 show $2 --json | $PY -c 'import json,sys; d=json.load(sys.stdin); print(d.get("tokens_used"))'; }
+nmsgs() { c $1 log $2 --short | wc -l; }
+IMG='{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}'
+
+[ -z "${MIXED_STORE:-}" ] && rm -rf $T-mstore2; rm -rf $T-x${TAG:-}-*; mkdir -p $T-mstore2; STORE=${MIXED_STORE:-file://$T-mstore2}
+O=$T-x${TAG:-}-old N=$T-x${TAG:-}-new U=$T-x${TAG:-}-up
+for h in $O $N $U; do cfg $h; done
+start old $O; start new $N; start old $U
+
+note "[P1] an image part through $NEWV's endpoint: part_notes pulled by $OLDV, forked and re-shared there, pulled back"
+s=$(mk $N "img"); c $N set $s --model echo-1 >/dev/null
+H1='[{"role": "user", "content": [{"type": "text", "text": "what is this"}, '"$IMG"']}]'
+a1=$(ask $N $s "$H1"); note "  answer: $a1"
+msgs $N $s | head -3 >&2
+msgs $N $s | grep -q '"part_notes": \[1\]' && ok "$NEWV recorded part_notes [1]" || bad "no part_notes on $NEWV"
+imp $O "$(share $N $s --write)"; converge $s $N $O
+msgs $O $s | grep -q '"part_notes": \[1\]' && ok "$OLDV holds the pulled part_notes" || bad "$OLDV lacks part_notes: $(msgs $O $s | head -2)"
+H2=$($PY -c 'import json,sys; h=json.loads(sys.argv[1]); h+= [{"role":"assistant","content":sys.argv[2]},{"role":"user","content":"and now?"}]; print(json.dumps(h))' "$H1" "$a1")
+a2=$(ask $O $s "$H2"); n=$(nmsgs $O $s); [ "$n" = 4 ] && ok "$OLDV's endpoint matched the resent history with the image (4 messages)" || bad "$OLDV: $n messages after a resent history"
+converge $s $N $O
+# the history resent to $NEWV without its image (text parts alone)
+H3=$($PY -c 'import json,sys; h=json.loads(sys.argv[1]); h[0]["content"]=[p for p in h[0]["content"] if p["type"]=="text"]; h+=[{"role":"assistant","content":sys.argv[2]},{"role":"user","content":"more?"}]; print(json.dumps(h))' "$H2" "$a2")
+a3=$(ask $N $s "$H3"); n=$(nmsgs $N $s); [ "$n" = 6 ] && ok "$NEWV matched the history resent without its image (6 messages)" || bad "$NEWV: $n messages after a history without its image"
+converge $s $N $O
+mid=$(c $O log $s --json | $PY -c 'import json,sys; d=json.load(sys.stdin); m=d["messages"] if isinstance(d,dict) else d; print(m[-1]["id"])')
+f=$(c $O fork $s --at "$mid" 2>$T-model${TAG:-}.err | tail -1) && ok "$OLDV forks the session holding part_notes" || bad "$OLDV fork: $(cat $T-model${TAG:-}.err)"
+msgs $O $f | grep -q '"part_notes": \[1\]' && note "  ($OLDV's fork keeps part_notes)" || note "  ($OLDV's fork drops part_notes, as its append keeps only the extra fields it knows)"
+imp $N "$(share $O $f --write)"; converge $f $O $N
+[ "$(msgs $N $f | head -1)" = "$(msgs $O $f | head -1)" ] && ok "$NEWV holds the fork's image message as $OLDV wrote it" || bad "$NEWV's copy of the fork differs: $(msgs $N $f | head -1)"
+H4=$($PY -c 'import json,sys; h=json.loads(sys.argv[1]); h+=[{"role":"assistant","content":sys.argv[2]},{"role":"user","content":"fork q"}]; print(json.dumps(h))' "$H3" "$a3")
+ask $N $f "$H4" >/dev/null; n=$(nmsgs $N $f); [ "$n" = 8 ] && ok "$NEWV matched the fork's resent history without its image (8 messages)" || bad "$NEWV fork: $n messages"
+H4i=$($PY -c 'import json,sys; h=json.loads(sys.argv[1]); h[0]=json.loads(sys.argv[2])[0]; print(json.dumps(h))' "$H4" "$H1")
+ask $O $f "$H4i" >/dev/null || true; converge $f $O $N; n=$(nmsgs $O $f); [ "$n" = 9 ] && ok "$OLDV matched the fork's history with its image (9 messages: all 7 matched, its answer)" || bad "$OLDV fork: $n messages"
+c $O add $s --role user "o-after-fork" >/dev/null; converge $s $N $O
+msgs $N $s | grep -q '"part_notes": \[1\]' && ok "$NEWV's own image message keeps part_notes after $OLDV's appends" || bad "lost"
+c $O clone $s >$T-clone${TAG:-}.out 2>&1 && ok "$OLDV clones it" || bad "$OLDV clone: $(cat $T-clone${TAG:-}.out)"
+cl=$(tail -1 $T-clone${TAG:-}.out); imp $N "$(share $O $cl)"; converge $cl $O $N
+note "  (a clone copies settings, not messages: $(nmsgs $N $cl) lines)"
+
+rm -f $T-exp${TAG:-}.json; c $N export $s --format json -o $T-exp${TAG:-}.json >/dev/null 2>&1 || bad "$NEWV export json"
+grep -q part_notes $T-exp${TAG:-}.json && ok "$NEWV's json export holds part_notes" || note "  ($NEWV's json export has no part_notes)"
+$PY -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); del d["session"]["id"]; json.dump(d, open(p,"w"))' $T-exp${TAG:-}.json
+e=$(c $O import-file $T-exp${TAG:-}.json --format json 2>&1) && ok "$OLDV imports $NEWV's json export ($(printf '%s' "$e" | head -1 | cut -c1-40))" || bad "$OLDV import-file of $NEWV's export: $e"
+note "[P2] an image through $OLDV's endpoint (no part_notes), pulled by $NEWV, resent there without the image"
+t=$(mk $O "img-old"); c $O set $t --model echo-1 >/dev/null
+G1='[{"role": "user", "content": [{"type": "text", "text": "old look"}, '"$IMG"']}]'
+b1=$(ask $O $t "$G1")
+imp $N "$(share $O $t --write)"; converge $t $O $N
+G2=$($PY -c 'import json,sys; h=json.loads(sys.argv[1]); h[0]["content"]=[p for p in h[0]["content"] if p["type"]=="text"]; h+=[{"role":"assistant","content":sys.argv[2]},{"role":"user","content":"again"}]; print(json.dumps(h))' "$G1" "$b1")
+ask $N $t "$G2" >/dev/null; n=$(nmsgs $N $t); [ "$n" = 4 ] && ok "$NEWV matched $OLDV's image message resent without the image (4 messages)" || bad "$NEWV: $n messages ($(c $N log $t --short | tr '\n' '|'))"
+converge $t $O $N
+
+note "[P3] n>1 answers on either side: tokens_used and quota levels the same everywhere"
+q=$(c $N new --name "n3" --model echo-1 --token-quota 400)
+imp $O "$(share $N $q --write)"; imp $U "$(share $N $q --write)"
+ask $N $q '[{"role":"user","content":"one two three"}]' 3 >/dev/null
+converge $q $N $O $U
+ask $O $q '[{"role":"user","content":"one two three"},{"role":"assistant","content":"echo: one two three"},{"role":"user","content":"four five"}]' 3 >/dev/null
+converge $q $N $O $U
+un=$(used $N $q); uo=$(used $O $q); uu=$(used $U $q); note "  tokens_used: new $un, old $uo, old(to upgrade) $uu"
+[ "$un" = "$uo" ] && [ "$uo" = "$uu" ] && ok "tokens_used $un the same on $NEWV and both $OLDV devices" || bad "tokens_used differ: $un $uo $uu"
+msgs $N $q | tail -1 >&2
+sn=$(c $N show $q 2>&1 | grep -i "quota" | head -2 | tr '\n' '|'); so=$(c $O show $q 2>&1 | grep -i "quota" | head -2 | tr '\n' '|'); note "  new: $sn"; note "  old: $so"
+[ "$sn" = "$so" ] && ok "show's quota lines the same" || note "  (show's quota lines differ in wording?)"
+qn=$(c $N quota $q 2>&1); qo=$(c $O quota $q 2>&1); qu=$(c $U quota $q 2>&1); note "  quota on $NEWV: $(printf '%s' "$qn" | tr '\n' '|')"
+[ "$qn" = "$qo" ] && [ "$qo" = "$qu" ] && ok "\`quota\` the same on $NEWV and both $OLDV devices" || bad "quota differs: new $qn | old $qo | up $qu"
+r=$(c $U new --name "u-n" --model echo-1 --token-quota 500)
+ask $U $r '[{"role":"user","content":"alpha beta gamma delta"}]' 4 >/dev/null
+imp $N "$(share $U $r --write)"; converge $r $U $N
+ask $N $r '[{"role":"user","content":"alpha beta gamma delta"},{"role":"assistant","content":"echo: alpha beta gamma delta"},{"role":"user","content":"eps"}]' 2 >/dev/null
+converge $r $U $N
+[ "$(used $U $r)" = "$(used $N $r)" ] && ok "tokens_used of U's own n>1 session $(used $N $r) the same" || bad "r differs: $(used $U $r) $(used $N $r)"
+ss=$(c $N stats 2>&1 | head -5 | tr '\n' '|'); note "  new stats: $ss"
+
+note "[P3b] $NEWV: an n>1 answer continued from choice 1 (recorded with tokens 0), pulled by $OLDV: the same quota use"
+k=$(c $N new --name "n-went-on" --model echo-1 --token-quota 400)
+imp $O "$(share $N $k --write)"; imp $U "$(share $N $k --write)"
+ch1=$(PICK=1 ask $N $k '[{"role":"user","content":"two ways"}]' 2); note "  choice 1: $ch1"
+ask $N $k "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"two ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"and so?"}]))' "$ch1")" >/dev/null
+converge $k $N $O $U
+msgs $N $k >&2
+msgs $N $k | sed -n 3p | grep -q '"tokens": 0' && ok "$NEWV recorded the chosen answer (3rd message) with tokens 0" || bad "$NEWV's 3rd message: $(msgs $N $k | sed -n 3p)"
+[ "$(msgs $N $k)" = "$(msgs $O $k)" ] && [ "$(msgs $N $k)" = "$(msgs $U $k)" ] && ok "$OLDV devices hold the same rows (tokens 0 kept)" || bad "rows differ: old $(msgs $O $k | sed -n 3p)"
+un=$(used $N $k); uo=$(used $O $k); uu=$(used $U $k); note "  tokens_used: new $un, old $uo, old(to upgrade) $uu"
+[ "$un" = "$uo" ] && [ "$uo" = "$uu" ] && ok "tokens_used $un the same on $NEWV and both $OLDV devices" || bad "tokens_used differ: $un $uo $uu"
+qn=$(c $N quota $k 2>&1); qo=$(c $O quota $k 2>&1); qu=$(c $U quota $k 2>&1); note "  quota on $NEWV: $(printf '%s' "$qn" | tr '\n' '|')"
+[ "$qn" = "$qo" ] && [ "$qo" = "$qu" ] && ok "\`quota\` the same on $NEWV and both $OLDV devices" || bad "quota differs: new $qn | old $qo | up $qu"
+ask $O $k "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"two ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"and so?"},{"role":"assistant","content":"echo: and so?"},{"role":"user","content":"old goes on"}]))' "$ch1")" >/dev/null
+converge $k $N $O $U
+[ "$(used $N $k)" = "$(used $O $k)" ] && ok "after $OLDV went on: tokens_used $(used $N $k) the same" || bad "after $OLDV went on: $(used $N $k) vs $(used $O $k)"
+for pair in "$N $O" "$O $N"; do  # the session as a file: export on one side, import-file on the other
+  set -- $pair; rm -f $T-expk$TAG.json; c $1 export $k --format json -o $T-expk$TAG.json >/dev/null 2>&1 || bad "export k on ${VER[$1]}"
+  $PY -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); del d["session"]["id"]; json.dump(d, open(p,"w"))' $T-expk$TAG.json
+  kf=$(c $2 import-file $T-expk$TAG.json --format json 2>&1 | tail -1)
+  [ "$(used $2 "$kf")" = "$(used $1 $k)" ] && ok "import-file on ${VER[$2]} of ${VER[$1]}'s export of k: tokens_used $(used $2 "$kf") the same" || bad "import-file on ${VER[$2]}: $(used $2 "$kf") ($kf) vs $(used $1 $k)"
+done
+s2=$(c $N new --name "n-went-on-streamed" --model echo-1 --token-quota 400); imp $O "$(share $N $s2 --write)"
+ch1=$(PICK=1 STREAM=1 ask $N $s2 '[{"role":"user","content":"two ways"}]' 2); note "  streamed choice 1: $ch1"
+ask $N $s2 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"two ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"and so?"}]))' "$ch1")" >/dev/null
+converge $s2 $N $O
+msgs $O $s2 | sed -n 3p | grep -q '"tokens": 0' && [ "$(used $N $s2)" = "$(used $O $s2)" ] && ok "streamed: the chosen answer tokens 0 on $OLDV too, tokens_used $(used $O $s2) the same" || bad "streamed: $(msgs $O $s2 | sed -n 3p) $(used $N $s2) vs $(used $O $s2)"
+
+note "[P4] U ($OLDV): a rekey and a rekey --drop done, images, then upgraded in place to $NEWV (migration 34)"
+imp $U "$(share $N $s --write)"; converge $s $N $U
+c $U rekey $r >/dev/null || bad "U rekey r"
+z=$(mk $U "z"); c $U set $z --model echo-1 >/dev/null; code=$(share $U $z --write); imp $N "$code"; imp $O "$code"
+ask $U $z '[{"role":"user","content":[{"type":"text","text":"zz"},'"$IMG"']}]' 2 >/dev/null
+c $O add $z --role user "o-z" >/dev/null; converge $z $U $N $O
+c $U rekey $z --drop "$(devid $O)" >/dev/null || bad "U rekey --drop O"
+c $U add $z --role user "u-after-drop" >/dev/null; converge $z $U $N
+c $U compact $z --target-tokens 10 >/dev/null 2>&1 || note "  (compact z refused)"
+c $U checkpoint $q >/dev/null 2>&1 || note "  (checkpoint q refused)"
+kmid=$(c $U log $k --json | $PY -c 'import json,sys; d=json.load(sys.stdin); m=d["messages"] if isinstance(d,dict) else d; print(m[3]["id"])')
+uf=$(c $U fork $k --at "$kmid" 2>$T-model${TAG:-}.err | tail -1); [ -n "$uf" ] && ok "$OLDV (to upgrade) forks the session holding the tokens-0 row: $uf" || bad "U fork k: $(cat $T-model${TAG:-}.err)"
+imp $N "$(share $U $uf)"
+for h in $U $N; do c $h sync --wait >/dev/null 2>&1; done
+declare -A BEFORE
+for sid in $(c $U ls --json | $PY -c 'import json,sys; d=json.load(sys.stdin); d=d.get("sessions", d) if isinstance(d,dict) else d; print(" ".join(x["id"] for x in d))'); do BEFORE[$sid]=$(used $U $sid); done
+note "  before: $(for k in "${!BEFORE[@]}"; do printf '%s=%s ' $k ${BEFORE[$k]}; done)"
+stb=$(c $U stats 2>&1)
+stop $U; start new $U
+sta=$(c $U stats 2>&1); [ "$stb" = "$sta" ] && ok "stats on U the same before and after the upgrade (migration 34 left $OLDV forks alone)" || bad "stats changed by the upgrade: before $(printf '%s' "$stb" | tr '\n' '|') after $(printf '%s' "$sta" | tr '\n' '|')"
+ver=$(c $U status --json | $PY -c 'import json,sys; d=json.load(sys.stdin); print(d.get("version"), d.get("schema"))'); note "  upgraded: $ver"
+c $U sync --wait >/dev/null 2>&1
+c $U rekey $q >/dev/null || bad "upgraded rekey q"; c $N add $q --role user "n-after-upgraded-rekey" >/dev/null; converge $q $U $N $O
+F=$T-x${TAG:-}-fresh; cfg $F; start new $F
+for sid in "${!BEFORE[@]}"; do
+  imp $F "$(share $U $sid)" || continue
+  c $F sync --wait >/dev/null 2>&1
+  converge $sid $U $F >/dev/null 2>&1
+  a=$(used $U $sid); b=$(used $F $sid)
+  [ "$a" = "$b" ] && ok "session $sid: upgraded tokens_used $a (was ${BEFORE[$sid]}) = a fresh $NEWV pull's $b" || bad "session $sid: upgraded $a (was ${BEFORE[$sid]}), fresh pull $b"
+done
+ask $U $z '[{"role":"user","content":[{"type":"text","text":"zz"}]}]' >/dev/null; n=$(nmsgs $U $z); note "  z after a resent history on the upgraded home: $n messages ($(c $U log $z --short | tr '\n' '|' | cut -c1-300))"
+verify $N $U $F; doctor $N $U $F
+out=$(c $O verify 2>&1) && bad "verify on O (dropped from z) passed" || { [ "$(printf '%s\n' "$out" | grep -c '^FAILED')" = 1 ] && printf '%s' "$out" | grep -q "$z" && ok "verify O: only z fails, as revoked" || bad "verify O: $out"; }
+note "=== $PASSES ok, $FAILS failed"
+[ $FAILS = 0 ]
