@@ -264,6 +264,25 @@ def test_a_secret_left_over_as_an_extra_argument_is_not_echoed(tmp_path, capsys)
     assert not os.path.exists(home)
 
 
+def test_a_store_url_without_its_scheme_given_to_store_file_is_refused_without_its_secret(tmp_path, capsys):
+    """The URL given where --store-file's file goes was refused without its invite only when it had its '://': the
+    slips --store refuses as such, the scheme left out (`INVITE@relay.example:5050`, as `serve invite`'s address
+    may be copied) or a ':' short (`s5+http//INVITE@HOST:PORT`), were read as a file's name, and its refusal ("cannot
+    read it") quoted the invite. In process: refused before anything is made."""
+    from sessiond.cli.main import main
+
+    home = str(tmp_path / "h")
+    for argv in (
+        ["start", "--store-file", "INVITE-SECRET-4@relay.example:5050"],
+        ["import", "--store-file", "s5+http//INVITE-SECRET-5@relay.example:5050"],
+    ):
+        assert main([*argv, "--home", home, "--json"]) == 2, argv
+        out, err = capsys.readouterr()
+        message = json.loads(out)["error"]["message"]
+        assert "SECRET" not in out + err and message.startswith("--store-file"), (argv, message)
+    assert not os.path.exists(home)
+
+
 def test_a_store_url_given_to_store_file_is_refused_naming_the_option_without_its_secret(tmp_path):
     """`start --store-file s5+http://INVITE@HOST:PORT` (the URL where its file goes) was refused as "cannot read
     s5+http://INVITE@HOST:PORT: No such file or directory", the invite (or a password) quoted in the error and no
