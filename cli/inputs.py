@@ -101,6 +101,13 @@ def store_from_file(path: str) -> list[str]:
             " quoted here): put it in a file, one a line, or give it on standard input with --store-file -",
             EXIT_USAGE,
         )
+    if path != "-" and ("@" in path or "//" in path) and not os.path.exists(path):
+        # (a URL's slip, its scheme left out or a ':' short, `INVITE@HOST:PORT`, `s5+http//INVITE@HOST`: no file's)
+        raise CliError(
+            "--store-file: no such file (its name not quoted here: it looks like the store URL itself, an invite or"
+            " a password in it); the option takes a file holding the store URL, one a line, or - for standard input",
+            EXIT_USAGE,
+        )
     text = read_text("-") if path == "-" else read_file(path, "--store-file")
     urls = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     if not urls:

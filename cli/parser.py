@@ -52,6 +52,11 @@ class _Parser(argparse.ArgumentParser):
     # with the first one (ID) and TEXT given after the options is refused as unrecognized. (Commands.add)
     intermixed = False
     _in_intermixed = False
+    # A command given secrets (share's passphrase, import's code, the device key's words): a word of its command line
+    # that its parse refuses (left over, or not one of its actions) is not quoted, only counted; an option's name is.
+    # (Its own checks refuse a secret given on the command line without quoting it, but only once the parse is
+    # through.) (Commands.add)
+    unquoted = False
 
     def parse_known_args(self, args=None, namespace=None):
         if self._in_intermixed:  # (one of parse_known_intermixed_args' own passes: its extras are its business)
@@ -72,6 +77,12 @@ class _Parser(argparse.ArgumentParser):
         """What parse_args says of arguments no option or positional takes, with the option most like the
         first one that looks like an option (a typo, or another command's), and where the options are."""
         message = f"unrecognized arguments: {' '.join(extras)}"
+        if self.unquoted:
+            shown = [a.partition("=")[0] + ("=..." if "=" in a else "") for a in extras if _OPTION_LIKE.fullmatch(a)]
+            words = len(extras) - len(shown)
+            if words:
+                shown.append(f"{words} word(s), not quoted here (a secret given on the command line?)")
+            message = f"unrecognized arguments: {' '.join(shown)}"
         typed = next((a.partition("=")[0] for a in extras if a.startswith("--") and len(a) > 2), None)
         if typed is not None:
             # every option of this command, as its usage line lists them (argparse has no public list of them;
@@ -83,7 +94,7 @@ class _Parser(argparse.ArgumentParser):
         return f"{message}; see `{self.prog} --help`"
 
     def error(self, message: str):
-        raise ParseError(self, _guessed(message, self.prog))
+        raise ParseError(self, _guessed(message, self.prog, self.unquoted))
 
 
 # Other tools' words for a command (what `sessiond list` meant): named as the likely one when typed
@@ -98,23 +109,25 @@ def _swapped(typed: str, name: str) -> bool:
     return len(at) == 2 and at[1] == at[0] + 1 and typed[at[0]] == name[at[1]] and typed[at[1]] == name[at[0]]
 
 
-def _guessed(message: str, prog: str) -> str:
+def _guessed(message: str, prog: str, unquoted: bool = False) -> str:
     """argparse's refusal of a command it does not know, with the likely one named (a typo, or another tool's word
     for it), as a mistyped option's names its likely one; `prog`, the refusing parser's (`sessiond chat`: a group's
-    action is named with its group)."""
+    action is named with its group); `unquoted`: the word typed not quoted (_Parser.unquoted)."""
     m = re.fullmatch(r"argument (?:COMMAND|ACTION): invalid choice: '(.*)' \(choose from (.*)\)", message, re.S)
     if m is None:
         return message
     typed, known = m[1], re.findall(r"'([^']*)'", m[2])
+    # (unquoted: `key WORD...`, `import` left out, the first of the device key's words where the action goes)
+    shown = "given (not quoted here: one of the key's words?)" if unquoted else repr(typed)
     word = OTHER_WORDS.get(typed)
     if word not in known:  # two neighbouring letters swapped, the commonest slip, first (`strat`: not `stats`)
         word = next((k for k in known if _swapped(typed, k)), None)
     guess = word if word in known else next(iter(difflib.get_close_matches(typed, known, n=1, cutoff=0.6)), None)
-    if guess is None:
-        return message  # (the list of every command is then the help)
+    if guess is None:  # (the list of every command is then the help)
+        return f"argument ACTION: not one of {m[2]}, the word {shown}" if unquoted else message
     # the guess alone: at the end of argparse's list of all the commands, it was lost far off to the right
     kind = "command" if prog == "sessiond" else "action"
-    return f"no {kind} '{typed}': did you mean `{prog} {guess}`? (see `{prog} --help`)"
+    return f"no {kind} {shown}: did you mean `{prog} {guess}`? (see `{prog} --help`)"
 
 
 class _Version(argparse.Action):
@@ -208,6 +221,8 @@ def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) ->
         return ""
     if "required" not in message and "unrecognized arguments" not in message:
         return ""
+    if getattr(parser, "unquoted", False):
+        return ""  # (the hint quotes the word: one of a secret's)
     if not any(not a.option_strings and a.nargs != argparse.PARSER for a in parser._actions):
         return ""  # a command that takes no text nor query (`ls -l`): an option mistyped, not a value
     known = set(re.findall(r"(?<![\w-])--?[a-zA-Z0-9][a-zA-Z0-9-]*", parser.format_usage()))

@@ -129,6 +129,16 @@ def plist_argv(data: bytes) -> list[str] | None:
     return [str(a) for a in argv] if isinstance(argv, list) else None
 
 
+def safe_path(argv: list[str]) -> bool:
+    """Whether a unit's command line (as daemon_argv writes it: PYTHON [OPTIONS] -m MODULE ...) runs python with
+    -P (or -I, which implies it): the folder it runs in not first on sys.path. True as well for a command line
+    not of that shape (none of sessiond's writing: not judged)."""
+    if "-m" not in argv[1:]:
+        return True
+    flags = [w for w in argv[1 : argv.index("-m", 1)] if w.startswith("-") and not w.startswith("--")]
+    return any("P" in w or "I" in w for w in flags)
+
+
 def argv_stores(argv: list[str]) -> list[str]:
     """The stores a daemon's command line names (`--store URL` or `--store=URL`, repeated for a mirror), as
     `service install` wrote them into a unit before units named none."""

@@ -236,6 +236,53 @@ def test_backup_words_given_on_the_command_line_are_refused_without_echoing_them
     assert not os.path.exists(home)
 
 
+def test_a_secret_left_over_as_an_extra_argument_is_not_echoed(tmp_path, capsys):
+    """`share ID PASSPHRASE` (or `share ID -p PASSPHRASE`) and `import CODE REST` (a code cut in two by a space, two
+    codes pasted): argparse refused the words left over as unrecognized arguments, quoting them, the passphrase or
+    the code (the checks that refuse a secret given on the command line without quoting it run after the parse);
+    `key WORD...` (`import` left out) quoted the first of the device key's words as the action it did not know.
+    Their refusal quotes no word that is no option; an option's name is still quoted (and guessed). In process: the
+    parse fails before anything is read or asked."""
+    from sessiond.cli.main import main
+
+    home = str(tmp_path / "h")
+    code = "sessiond1" + "q" * 60
+    for argv in (
+        ["share", "some-id", "hunter2-PASSWORD-77"],
+        ["share", "some-id", "-p", "hunter2-PASSWORD-77"],
+        ["import", code[:30], code[30:]],
+        ["key", "hunter2-PASSWORD-77", "ability"],
+    ):
+        assert main([*argv, "--home", home, "--json"]) == 2, argv
+        out, err = capsys.readouterr()
+        message = json.loads(out)["error"]["message"]
+        assert "PASSWORD" not in out + err and "q" * 20 not in out + err, (argv, message)
+        assert "not quoted" in message, (argv, message)
+    assert main(["share", "some-id", "--expires=1h", "--qr-code", "--home", home, "--json"]) == 2
+    message = json.loads(capsys.readouterr()[0])["error"]["message"]
+    assert "--qr-code" in message and "did you mean --qr?" in message, message
+    assert not os.path.exists(home)
+
+
+def test_a_store_url_without_its_scheme_given_to_store_file_is_refused_without_its_secret(tmp_path, capsys):
+    """The URL given where --store-file's file goes was refused without its invite only when it had its '://': the
+    slips --store refuses as such, the scheme left out (`INVITE@relay.example:5050`, as `serve invite`'s address
+    may be copied) or a ':' short (`s5+http//INVITE@HOST:PORT`), were read as a file's name, and its refusal ("cannot
+    read it") quoted the invite. In process: refused before anything is made."""
+    from sessiond.cli.main import main
+
+    home = str(tmp_path / "h")
+    for argv in (
+        ["start", "--store-file", "INVITE-SECRET-4@relay.example:5050"],
+        ["import", "--store-file", "s5+http//INVITE-SECRET-5@relay.example:5050"],
+    ):
+        assert main([*argv, "--home", home, "--json"]) == 2, argv
+        out, err = capsys.readouterr()
+        message = json.loads(out)["error"]["message"]
+        assert "SECRET" not in out + err and message.startswith("--store-file"), (argv, message)
+    assert not os.path.exists(home)
+
+
 def test_a_store_url_given_to_store_file_is_refused_naming_the_option_without_its_secret(tmp_path):
     """`start --store-file s5+http://INVITE@HOST:PORT` (the URL where its file goes) was refused as "cannot read
     s5+http://INVITE@HOST:PORT: No such file or directory", the invite (or a password) quoted in the error and no

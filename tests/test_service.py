@@ -598,6 +598,26 @@ def test_doctor_names_a_unit_left_on_the_store_the_home_moved_from(tmp):
     assert json.loads(run_cli(home, "service", "status", "--json", env=env, check=True).stdout)["unit_store"] is None
 
 
+def test_doctor_names_a_unit_that_runs_the_daemon_without_python_P(tmp):
+    """0.39.0's units run `python -P` (the folder the daemon runs in, a user unit's: the user's home, not first on
+    its sys.path, where a ~/json.py would be imported inside the daemon); a unit an older `service install` wrote
+    lacks it and stays so across the upgrade: doctor said nothing of it, the hardening reached no installed
+    service. It is a warning now, with the fix: install again (which writes -P: the other tests' doctor then
+    finds nothing)."""
+    env, _ = cli_env(tmp)
+    home = private_home(tmp)
+    spec = spec_for(home)
+    spec.argv.remove("-P")
+    path = os.path.join(tmp, "config dir", "systemd", "user", f"{spec.name}.service")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(service_units.systemd_units(spec)[f"{spec.name}.service"])
+    code, found = _service_finding(home, env)
+    assert code == 0 and found is not None and found["level"] == "warn", found
+    assert path in found["message"] and "-P" in found["message"], found
+    assert found["fix"] == f"sessiond service install --home {home}"
+
+
 def test_doctor_with_a_daemon_running_names_the_unit_too(tmp, make_daemon):
     env, _ = cli_env(tmp)
     d = make_daemon(f"file://{tmp}/now").start()

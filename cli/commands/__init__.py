@@ -120,10 +120,13 @@ class Commands:
         self._group = group  # the command whose actions these are ("chat "), or ""
         self._named = named  # the command line's words: a command not among them is listed, not built (None: all)
 
-    def add(self, name: str, fn: Command | None, help: str, *, intermixed: bool = False, **kw: Any) -> CommandParser:
+    def add(
+        self, name: str, fn: Command | None, help: str, *, intermixed: bool = False, unquoted: bool = False, **kw: Any
+    ) -> CommandParser:
         """A command `name` running `fn` (None: a group whose actions are added with actions()); `intermixed`:
-        its optional positional may follow its options (cli/parser.py _Parser.intermixed). A command the command
-        line does not name gets a NotBuilt (its name and help listed)."""
+        its optional positional may follow its options (cli/parser.py _Parser.intermixed); `unquoted`: a word its
+        parse refuses is not quoted (_Parser.unquoted: one of a secret's). A command the command line does not name
+        gets a NotBuilt (its name and help listed)."""
         if self._named is not None and name not in self._named:
             return self._subparsers.add_parser(name, help=help, stand_in=True)
         if self._describe:
@@ -140,6 +143,8 @@ class Commands:
         p.set_defaults(fn=fn)
         if intermixed:
             p.intermixed = True
+        if unquoted:
+            p.unquoted = True
         return p
 
     def actions(self, parent: CommandParser, dest: str) -> Commands:

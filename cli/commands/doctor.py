@@ -4,7 +4,8 @@ With a daemon running, it answers GET /v1/doctor (the home's files, then each st
 pushes and every session's stored copy). Without one, the CLI checks what needs no daemon itself (the
 home's permissions and key files, daemon/doctor_files.py; a home an older sessiond used that cannot start
 without --store, daemon/storerecord.py) and says what it could not check. Either way
-the CLI adds the service's unit, which it wrote (service.py unit_store: one that names a store)."""
+the CLI adds the service's unit, which it wrote (service.py unit_store: one that names a store, or runs python
+without -P)."""
 
 from __future__ import annotations
 

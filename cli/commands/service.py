@@ -37,6 +37,7 @@ from ..units import (
     launchd_plist,
     make_spec,
     plist_argv,
+    safe_path,
     systemd_units,
 )
 
@@ -220,7 +221,9 @@ def unit_store(home_path: str) -> dict | None:
     on the daemon's command line, as `service install` wrote them before units named none: the home's store
     moves (`start --change-store`), the unit's does not, and the service's daemon is then refused at every
     start (a problem); one naming the home's own store is a warning (the next move would leave it behind).
-    The fix either way: install again. None: no unit of this home, or one that names no store."""
+    The fix either way: install again. One naming none that runs python without -P (an install before 0.39.0:
+    the folder the daemon runs in first on its sys.path) is a warning too, with the same fix. None: no unit of
+    this home, or one as this sessiond writes it."""
     from ...daemon.doctor_files import finding
     from ...daemon.home import normalize_store_urls
     from ...storage.redact import shown_store
@@ -236,6 +239,16 @@ def unit_store(home_path: str) -> dict | None:
             continue
         argv = plist_argv(data) if manager == "launchd" else exec_argv(data.decode(errors="replace"))
         named = argv_stores(argv or [])
+        fix = f"sessiond service install --home {shlex.quote(home_path)}"
+        if not named and argv and not safe_path(argv):
+            return finding(
+                "service",
+                "warn",
+                f"the service's {path} runs the daemon without python's -P (written by a sessiond before 0.39.0):"
+                " the folder it runs in (a user unit's: your home) comes first on its sys.path, so a module there"
+                " named as one the daemon imports (json.py, secrets.py, ...) would run inside the daemon",
+                fix,
+            )
         if not named:
             continue
         named_store: str | None = None
@@ -245,7 +258,6 @@ def unit_store(home_path: str) -> dict | None:
             home_store = _service_store(Home(home_path), None)[0]
         except HomeError:  # (a store URL or a config.toml it cannot read: it says only that the unit names one)
             pass
-        fix = f"sessiond service install --home {shlex.quote(home_path)}"
         if named_store is not None and home_store is not None and not same_stores(named_store, home_store):
             return finding(
                 "service",

@@ -21,7 +21,7 @@ from . import Arguments, Commands
 
 
 def register(commands: Commands) -> None:
-    p = commands.add("share", cmd_share, "print a share code for a session (read-only unless --write)")
+    p = commands.add("share", cmd_share, "print a share code for a session (read-only unless --write)", unquoted=True)
     p.add_argument("id", help=ID_HELP)
     p.add_argument("--write", action="store_true", help="let the importer add to the session too")
     p.add_argument(
@@ -37,7 +37,10 @@ def register(commands: Commands) -> None:
     p.add_argument("--qr", action="store_true", help="also print it as a QR code")
     _secret_options(p)
     p = commands.add(
-        "import", cmd_import, "import a session from a share code (read from standard input) and keep it in sync"
+        "import",
+        cmd_import,
+        "import a session from a share code (read from standard input) and keep it in sync",
+        unquoted=True,
     )
     p.add_argument("code", nargs="?", help=argparse.SUPPRESS)
     p.add_argument(
