@@ -209,6 +209,11 @@ def _away(store: FileStore) -> None:
         setattr(store, name, down)
 
 
+async def _slot_pk(db: Database, sid: str) -> bytes:
+    """The registry key of the members slot of `sid` as `db`'s device knows it (0xed | announce key)."""
+    return b"\xed" + bytes((await db.remote(sid))["announce_pk"])
+
+
 def _at_most_one_finished(done: list) -> None:
     """Of A's and B's rekeys (their answers or errors, `done`), one finished at the most."""
     finished = [name for name, r in zip("AB", done) if isinstance(r, dict)]
@@ -258,16 +263,18 @@ async def test_a_rekey_refused_by_one_store_for_another_rekey_s_notice_does_not_
     suppressed) and finishes too. The first store held another rekey's notice, not a join's members write: B cannot
     tell whether that rekey finished, and may not finish as well."""
     sid, (dba, a, a_first, a_second), (dbb, b, b_first, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
     b_publishing, a_done = asyncio.Event(), asyncio.Event()
     refused: list[StaleHead] = []
     a_set, b_set = a_first.set_head, b_first.set_head
 
     async def a_after_b_read(entry):  # (A's notice to the first store once B has read revision r and publishes)
-        await b_publishing.wait()
+        if entry.pk == slot:
+            await b_publishing.wait()
         return await a_set(entry)
 
     async def b_after_a_done(entry):  # (B's to the first store once A's rekey has finished: refused as stale)
-        if entry.revision == (await dbb.remote(sid))["members_rev"] + 1 and not b_publishing.is_set():
+        if entry.pk == slot and not b_publishing.is_set():
             b_publishing.set()
             await a_done.wait()
             try:
@@ -292,5 +299,44 @@ async def test_a_rekey_refused_by_one_store_for_another_rekey_s_notice_does_not_
         done = await asyncio.gather(a_rekey(), b.rekey(sid), return_exceptions=True)
         assert refused, "B's notice was not refused by the first store"  # (the retry path taken)
         _at_most_one_finished(done)
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+async def test_two_rekeys_at_once_whose_notices_each_store_took_in_another_order_finish_one(tmp_path):
+    """Both stores answer both devices: A's notice reaches the first store before B's, B's the second before A's (each
+    of the two refused as stale by one store). Each rekey reads the slot again from both stores, and both rank the two
+    notices of one revision alike (MirrorStore.get_head): one finishes, writing its notice again a revision on, and
+    the other gives way (`conflict`, taken at its next pull)."""
+    sid, (dba, a, a_first, a_second), (dbb, b, b_first, b_second) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    a_first_done, b_second_done = asyncio.Event(), asyncio.Event()
+    held = {"a second", "b first"}  # (the first write of the slot of each there: the notice)
+
+    def ordered(set_head, name: str, after: asyncio.Event | None, then: asyncio.Event | None):
+        async def write(entry):
+            if entry.pk != slot:  # (a head of a device's log: a rekey's claim)
+                return await set_head(entry)
+            if after is not None and name in held:
+                held.discard(name)
+                await after.wait()
+            try:
+                return await set_head(entry)
+            finally:
+                if then is not None:
+                    then.set()
+
+        return write
+
+    a_first.set_head = ordered(a_first.set_head, "a first", None, a_first_done)  # type: ignore[method-assign]
+    a_second.set_head = ordered(a_second.set_head, "a second", b_second_done, None)  # type: ignore[method-assign]
+    b_first.set_head = ordered(b_first.set_head, "b first", a_first_done, None)  # type: ignore[method-assign]
+    b_second.set_head = ordered(b_second.set_head, "b second", None, b_second_done)  # type: ignore[method-assign]
+    try:
+        done = await asyncio.gather(a.rekey(sid), b.rekey(sid), return_exceptions=True)
+        assert not held, held  # (each notice was refused by one store: the other's came first there)
+        assert sorted(type(r).__name__ for r in done) == ["ImportError_", "dict"], done
+        lost = next(r for r in done if not isinstance(r, dict))
+        assert lost.kind == "conflict" and "rekeyed by another device" in str(lost), lost
     finally:
         await _closed(dba, a, dbb, b)
