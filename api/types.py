@@ -32,6 +32,7 @@ FIELD_DEPTH = 1
 INT_MIN, INT_MAX = -(1 << 64), (1 << 64) - 1  # what DAG-CBOR holds
 YEARS_10 = 10 * 365 * 86400
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also matches before a final newline
+_SHARE_CODE = "sessiond1"  # sync/sharecode.py PREFIX (api/ imports no other package of ours)
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # the same in JSON Schema (ECMA "$" is the very end)
 
 # Request bodies: unknown fields are refused, and nothing is coerced (no "5" for 5, no 1 for true).
@@ -93,12 +94,21 @@ def Ident(what: str = "id") -> Any:
     """A caller-chosen id (`what`: "session id", "chat id", named so in errors)."""
 
     def check(s: str) -> str:
+        if len(s) > 128 and s.startswith(_SHARE_CODE):  # (storage/ids.py check_id's refusal, word for word)
+            raise PydanticCustomError(
+                "sessiond",
+                "a share code was given where an id goes (not quoted here: whoever sees a code can read its session);"
+                " to take in the session it shares, `sessiond import` with the code on standard input (it keeps the"
+                " session's id)",
+                {"what": what},
+            )
         if not ID_RE.match(s):
             raise PydanticCustomError(
                 "sessiond",
                 "must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit (got {got})",
-                {"what": what, "got": f"{s!r:.80}"},
+                # (what is longer than an id is quoted nowhere: it may be a secret given where an id goes)
+                {"what": what, "got": f"{len(s)} characters" if len(s) > 128 else f"{s!r:.80}"},
             )
         return s
 

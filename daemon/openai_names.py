@@ -8,13 +8,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..storage.errors import Invalid, NotFound
+from ..storage.ids import LONGEST_ID, NOT_QUOTED, share_code_given
 
 SESSION_HEADER = "X-Sessiond-Session"
 CHAT_HEADER = "X-Sessiond-Chat"
 
 
 def named(sid: str | None, chat: str | None = None) -> dict:
-    """The response's headers that name the request's session and chat, those known."""
+    """The response's headers that name the request's session and chat, those known. A header's value longer than an
+    id can be is named back to no one (a refusal's: no session has it; it may be a share code pasted there)."""
+    sid = sid if sid is None or len(sid) <= LONGEST_ID else None
     return {k: x for k, x in ((SESSION_HEADER, sid), (CHAT_HEADER, chat)) if x}
 
 
@@ -57,11 +60,28 @@ async def session_of(d, sid: str) -> dict:
     try:
         return await d.db.get_session(sid)
     except NotFound:
-        raise NotFound(
-            f"no session {sid!r} on this device, which the {SESSION_HEADER} header names: give the id of one of its"
-            f" sessions (`sessiond ls`, GET /v1/sessions), or leave the header out for a new session",
-            param=SESSION_HEADER,
-        ) from None
+        raise NotFound(not_here(sid), param=SESSION_HEADER) from None
+
+
+def not_here(sid: str) -> str:
+    """session_of's refusal, quoting nothing longer than an id can be: a share code pasted into the header (an app's
+    setting for the session it uses) was quoted whole, to the app that shows or logs it, and whoever sees a code
+    reads its session."""
+    way_on = (
+        "give the id of one of its sessions (`sessiond ls`, GET /v1/sessions), or leave the header out for a new"
+        " session"
+    )
+    if share_code_given(sid):
+        return (
+            f"a share code was given in the {SESSION_HEADER} header ({NOT_QUOTED}): `sessiond import` it on this"
+            f" device, then give the id it prints there, or leave the header out for a new session"
+        )
+    if len(sid) > LONGEST_ID:
+        return (
+            f"no session has the id the {SESSION_HEADER} header gives, {len(sid)} characters (an id is {LONGEST_ID}"
+            f" at most): {way_on}"
+        )
+    return f"no session {sid!r} on this device, which the {SESSION_HEADER} header names: {way_on}"
 
 
 async def chat_of(d, sid: str, session: dict, ref: str | None) -> dict:

@@ -15,6 +15,7 @@ from .clock import started, steady
 from .connections import Connections
 from .groupcommit import Transaction
 from .model import now
+from .unknown import no_session
 
 
 class ShareLog:
@@ -32,6 +33,9 @@ class ShareLog:
         key_fp: bytes,
     ) -> int:
         async with self.c.transaction() as tx:
+            # (a session deleted since its share began: refused as its share would have been, not a foreign key's 500)
+            if await tx.fetchone("SELECT 1 FROM sessions WHERE id=? AND NOT importing", (sid,)) is None:
+                raise await no_session(tx, sid)
             await tx.execute(
                 "INSERT INTO shares (session_id, capability, created_at, expires_at, protected, store_url, key_fp)"
                 " VALUES (?,?,?,?,?,?,?)",

@@ -369,10 +369,15 @@ class SyncState:
             await tx.execute("DELETE FROM claims_walks WHERE session_id=?", (sid,))
 
     async def add_remote(self, sid: str, store_url: str | None, announce_pk: bytes) -> None:
-        await self.c.write(
-            "INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
-            (sid, store_url, announce_pk),
-        )
+        """`sid` shared (sync/share.py). A session deleted meanwhile (a share racing its `rm`, or the deletion of the
+        session an OpenAI request made: openai_cut.drop_made) is refused `not_found` as its share would have been,
+        looked at in the inserting transaction (was: the foreign key failing at the commit, answered 500)."""
+        async with self.c.transaction() as tx:
+            await session_row(tx, sid)
+            await tx.execute(
+                "INSERT OR IGNORE INTO remotes(session_id, store_url, announce_pk) VALUES (?,?,?)",
+                (sid, store_url, announce_pk),
+            )
 
     async def remote_store_urls(self) -> list[str]:
         """The other stores shared sessions sync through (imported from a code naming another store)."""

@@ -11,27 +11,23 @@ import difflib
 from typing import Any
 
 from .errors import NotFound
+from .ids import LONGEST_ID, NOT_QUOTED, share_code_given
 
 _NAMED_SHOWN = 3  # at most this many sessions of one name are listed
 _CANDIDATES = 50  # ids read for a one-edit guess, from each half of the id typed
 _TOP = "\U0010ffff"  # sorts after every text that starts the same (SQLite compares ids as UTF-8 bytes)
 
 
-_LONGEST_ID = 128  # storage/ids.py ID_RE: what is longer is no session's id, and is not quoted
-_SHARE_CODE = "sessiond1"  # sync/sharecode.py PREFIX (storage imports nothing of sync)
-
-
 async def no_session(q: Any, sid: str) -> NotFound:
     """NotFound for `sid`, read through `q` (the committed state, or the transaction you hold); raise it."""
-    if len(sid) > _LONGEST_ID:  # (no id: quoted nowhere, as it may be a secret given where an id goes)
-        if sid.startswith(_SHARE_CODE):  # (a code given before it was imported)
+    if len(sid) > LONGEST_ID:  # (no id: quoted nowhere, as it may be a secret given where an id goes)
+        if share_code_given(sid):  # (a code given before it was imported)
             return NotFound(
-                "a share code was given where a session's id goes (not quoted here: whoever sees a code can read its"
-                " session); import it first, `sessiond import` with the code on standard input, then use the id it"
-                " prints (`sessiond ls`)"
+                f"a share code was given where a session's id goes ({NOT_QUOTED}); import it first, `sessiond"
+                " import` with the code on standard input, then use the id it prints (`sessiond ls`)"
             )
         return NotFound(
-            f"no session has that id: it is {len(sid)} characters, an id is {_LONGEST_ID} at most (see `sessiond ls`)"
+            f"no session has that id: it is {len(sid)} characters, an id is {LONGEST_ID} at most (see `sessiond ls`)"
         )
     message = f"no session {sid!r} on this device (see `sessiond ls`)"
     guess = await _guess(q, sid)

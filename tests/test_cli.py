@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import cli_json, popen_cli, run_cli
+from sessiond.client import ApiError
 from terminal import on_terminal
 
 
@@ -160,10 +161,24 @@ def test_a_share_code_given_where_a_session_id_goes_is_named_as_one_and_not_echo
     res = run_cli(daemon.home, "show", long, "--json")
     assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "not_found", res
     assert "b" * 100 not in res.stdout + res.stderr and "128" in res.stderr, res
-    from sessiond.storage import ids, unknown
+    # given as a new session's id (`new --id CODE`, or a clone's): named as a code, the way on `sessiond import`
+    res = run_cli(daemon.home, "new", "--id", code, "--json")
+    err = json.loads(res.stdout)["error"]
+    assert res.returncode == 2 and err["code"] == "usage" and "share code" in err["message"], res
+    assert "`sessiond import" in err["message"] and code[9:40] not in res.stdout + res.stderr, res
+    for make in (lambda: daemon.client().clone(sid, new_id=code), lambda: daemon.client().create_session(id=long)):
+        with pytest.raises(ApiError) as e:
+            make()
+        assert e.value.status == 422 and code[9:40] not in e.value.message and "b" * 60 not in e.value.message, e
+    from sessiond.api import types
+    from sessiond.storage import ids
     from sessiond.sync import sharecode
 
-    assert unknown._SHARE_CODE == sharecode.PREFIX and ids.ID_RE.match("a" * 128) and not ids.ID_RE.match("a" * 129)
+    assert (
+        ids._SHARE_CODE == types._SHARE_CODE == sharecode.PREFIX
+        and ids.ID_RE.match("a" * 128)
+        and not ids.ID_RE.match("a" * 129)
+    )
 
 
 def test_every_command_has_json(daemon):

@@ -58,9 +58,22 @@ def test_a_new_session_without_a_model_names_it(served_openai):
 
 def test_an_empty_session_header_is_named_as_param(served_openai):
     d, _ = served_openai
+    app = openai_app(d, "")
     with pytest.raises(openai.UnprocessableEntityError) as exc:
-        openai_app(d, "").chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
+        app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
     assert exc.value.body["param"] == "X-Sessiond-Session", exc.value.body
+    # A share code pasted into the header (an app's setting for the session to use) was quoted whole in the refusal
+    # the app shows or logs, and whoever sees a code reads its session: nothing longer than an id is quoted
+    for value, said in (("sessiond1" + "q" * 150, "share code"), ("x" * 300, "300 characters")):
+        with pytest.raises(openai.NotFoundError) as exc:
+            app.with_options(default_headers={"X-Sessiond-Session": value}).chat.completions.create(
+                model="echo-1", messages=[{"role": "user", "content": "x"}]
+            )
+        body = exc.value.body
+        assert body["param"] == "X-Sessiond-Session" and said in body["message"], body
+        assert value[9:60] not in body["message"] and "leave the header out" in body["message"], body
+        assert "X-Sessiond-Session" not in exc.value.response.headers, exc.value.response.headers  # (nor named back)
+    assert d.client().list_sessions()["sessions"] == []
 
 
 @pytest.mark.parametrize("route", ["chat", "models"])

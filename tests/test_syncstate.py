@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from sessiond.storage.database import Database
+from sessiond.storage.errors import NotFound
 
 
 async def test_sync_states_of_some_sessions_read_only_those(tmp_path):
@@ -35,5 +38,24 @@ async def test_expiry_reads_sessions_with_an_expiry_or_an_idle_timeout(tmp_path)
         later = time.time() + 1
         assert {s["id"] for s in await db.expired(later)} == {dated, idle}
         assert plain and quota
+    finally:
+        await db.close()
+
+
+async def test_a_share_s_records_of_a_session_deleted_meanwhile_are_refused_as_not_found(tmp_path):
+    """A share racing its session's deletion (the session an OpenAI request made, dropped when its provider failed:
+    openai_cut.drop_made; or a `sessiond rm`) wrote its remote, or its issued code's record, for a session gone: the
+    foreign key failed, and the share was answered 500 `internal` where a share of a deleted session is 404."""
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.delete_session(sid)
+        with pytest.raises(NotFound, match="no session"):
+            await db.add_remote(sid, None, b"\x01" * 32)
+        with pytest.raises(NotFound, match="no session"):
+            await db.share_log.add(
+                sid, capability="read", expires_at=None, protected=False, store_url=None, key_fp=b"\x02" * 8
+            )
+        assert await db.remote(sid) is None and await db.share_log.list(sid) == []
     finally:
         await db.close()
