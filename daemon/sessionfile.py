@@ -11,7 +11,7 @@ from ..api.types import MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..storage.model import parse_message_id
-from ..storage.pulledextra import ANSWER_COUNTS, ANSWER_TEXTS, is_count, text_ok
+from ..storage.pulledextra import ANSWER_COUNTS, ANSWER_TEXTS, CONTEXT_TOKENS, is_count, text_ok
 
 STATUSES = ("active", "paused", "ended")
 
@@ -89,6 +89,20 @@ def answer(m: dict, where: str) -> dict:
                 raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {MAX_TOKENS}")
         out[k] = m[k]
     return out
+
+
+def context_tokens(m: dict, where: str) -> dict:
+    """A message's `context_tokens` in a session file (storage/contextcount.py: its tokens in its chat's context
+    where they are not its quota's), checked by the rule a pull keeps another device's by (storage/pulledextra.py)."""
+    n = m.get(CONTEXT_TOKENS)
+    if n is None:
+        return {}
+    if not is_count(n):
+        raise Invalid(
+            f"{where}.{CONTEXT_TOKENS} must be the message's tokens in its chat's context, a whole number between 0"
+            f" and {MAX_TOKENS}"
+        )
+    return {CONTEXT_TOKENS: n}
 
 
 def part_notes(m: dict, where: str) -> dict:
