@@ -328,6 +328,8 @@ async def import_file(
             if "shared" in item:  # a new branch's fork: the tokens of the history it copies (stats.py)
                 copied = _tokens(item["messages"][: item["shared"]], estimate)
                 spec["provenance"] = {**spec["provenance"], "copied_tokens": copied}
+            elif "provenance" in spec:  # a session file's fork: its copy counted as the quota counts it (0.36.0's not)
+                spec["provenance"] = sessionfile.copied_as_charged(spec["provenance"], item["messages"], estimate)
             try:
                 s = await db.create_session(
                     spec,
