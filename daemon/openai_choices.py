@@ -7,7 +7,9 @@ parts from the chat there, and the answer it chose is appended (openai_history.p
 charged its tokens, which the provider billed already with the request that asked for it. Remembered (by a digest of
 its text, the latest such request of each chat, in this daemon's memory: a restart forgets them, and the answer is
 then charged as any message the app sends), it is recorded with `tokens` 0 instead: what every device's count of the
-quota reads, so that the session's use is the same everywhere, and charged once, as billed."""
+quota reads, so that the session's use is the same everywhere, and charged once, as billed. Its tokens (the daemon's
+estimate) are its `context_tokens`, which the chat's context counts (storage/contextcount.py): it is there as much as
+any other message."""
 
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ class Choices:
         ):
             return None
         if (d := digest(sent["content"])) in mine[1]:
-            sent["tokens"] = 0
+            # in the chat's context all the same: its tokens there kept apart (storage/contextcount.py)
+            sent["context_tokens"], sent["tokens"] = sent["tokens"], 0
             return d
         return None
 

@@ -3,6 +3,8 @@ on main is never edited: a change is a new one."""
 
 from __future__ import annotations
 
+from . import contextcount
+
 # (migration 35, frozen with it) by field `k`: whether the message's extra holds it as a pull drops it
 # (storage/pulledextra.py). Those removed from the text (json_remove), the others kept as their text stands (was: the
 # row built again from json_each's SQL values: a number past SQLite's integers, or a fraction of 17 digits, made
@@ -139,4 +141,8 @@ LATE: list[str] = [
     {_COUNTS_KEPT_35.format(k="usage", fields="'prompt_tokens', 'completion_tokens'")}
     {_COUNTS_KEPT_35.format(k="response", fields="'first_token_ms', 'total_ms'")}
     """,
+    # 36: a message's tokens in its chat's context where they are not its quota's, `extra.context_tokens` (an answer an
+    # OpenAI-endpoint app went on from, of several asked, recorded with `tokens` 0: billed with its request), read by
+    # the triggers of each chat's active tokens, made again (storage/contextcount.py)
+    contextcount.MIGRATION,
 ]
