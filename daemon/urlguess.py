@@ -91,7 +91,9 @@ _BARE_ADDRESS = re.compile(
     r"(?:([^/@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})/?"
 )
 _SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5+http:INVITE@HOST`: its own refusal
-_COLON_SHORT = re.compile(r"(s5\+https?|ipfs\+https?|https?)//", re.I)  # `s5+http//HOST`: a ':' short
+# every store's scheme (stores/config.py NETWORK_SCHEMES) and a browser's, longest first
+_SCHEMES = r"(s5\+https?|ipfs(?:\+rpc|\+gateway)?\+https?|https?)"
+_COLON_SHORT = re.compile(_SCHEMES + "//", re.I)  # `s5+http//HOST`, `ipfs+rpc+https//HOST`: a ':' short
 
 
 def scheme_left_out(url: str) -> str | None:
