@@ -102,12 +102,7 @@ def scheme_left_out(url: str) -> str | None:
     (`s5+http//HOST:PORT`); None for any other. Its user part (an invite, a password) quoted nowhere."""
     m = _COLON_SHORT.match(url)
     if m:
-        meant = f"{m.group(1).lower()}://{url[m.end() :]}"
-        guess = (
-            network_url_meant(meant)
-            if m.group(1).lower() in ("http", "https")
-            else f"; did you mean {shown_url(meant)}?"
-        )
+        guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
         return f"store URL {m.group(1)}//...: a ':' short after its scheme (read as a folder's path){guess}"
     m = _BARE_ADDRESS.fullmatch(url)
     if m is None or _SCHEME_NO_SLASH.match(url) or os.path.lexists(url):  # (a folder there: taken as ever)
@@ -123,6 +118,18 @@ def scheme_left_out(url: str) -> str | None:
     )
 
 
+def url_meant(meant: str) -> str:
+    """`; did you mean URL?` for the store URL `meant` (a mistyped one put right): credentials hidden, and in place
+    of a host that may be a secret mistyped (host_hides_secret, unparsed_hides_secret) HOST[:PORT]; a browser's
+    scheme as a store's (network_url_meant)."""
+    scheme = meant.partition("://")[0]
+    if scheme in ("http", "https"):
+        return network_url_meant(meant)
+    if host_hides_secret(meant) or unparsed_hides_secret(meant):
+        return f"; did you mean {scheme}://HOST[:PORT]? (its host not quoted here: it may hold an invite or a password)"
+    return f"; did you mean {shown_url(meant)}?"
+
+
 def unsupported_scheme(url: str) -> str:
     """The refusal of a store URL of a scheme no store has: the URL (credentials hidden), the one most likely meant,
     and the schemes. One whose host hides a secret (host_hides_secret) quoted nowhere: its shape named instead."""
@@ -135,9 +142,14 @@ def network_url_meant(url: str) -> str:
     """The store URL a network address with a scheme no store has most likely meant, as `; did you mean URL?`
     ('' for a scheme that is no such slip); HOST[:PORT] in place of a host that hides a secret."""
     parsed = urlparse(url)
-    rest = "HOST:PORT" if host_hides_secret(url) else shown_url(url).split("://", 1)[-1]
+    hidden = host_hides_secret(url) or unparsed_hides_secret(url)
+    rest = "HOST:PORT" if hidden else shown_url(url).split("://", 1)[-1]
     if parsed.scheme in ("http", "https"):
-        kubo = parsed.scheme == "http" and parsed.port == KUBO_RPC_PORT
+        try:
+            port = parsed.port
+        except ValueError:  # (not a number: no Kubo node's, whatever was meant)
+            port = None
+        kubo = parsed.scheme == "http" and port == KUBO_RPC_PORT
         first, other = ("ipfs+http", "s5+http") if kubo else (f"s5+{parsed.scheme}", "ipfs+http")
         return f"; did you mean {first}://{rest}? ({other}://{rest} if it is a {'relay' if kubo else 'Kubo node'})"
     if parsed.scheme in ("s5", "ipfs"):

@@ -28,3 +28,20 @@ def test_a_store_url_a_colon_short_names_the_url_meant_for_every_scheme(tmp_path
         message = _refusal(f"{scheme}//host:5001")
         assert f"did you mean {scheme}://host:5001?" in message, (scheme, message)
     assert not os.listdir(tmp_path)
+
+
+def test_the_guess_of_a_url_a_colon_short_quotes_no_secret_typed_where_its_host_goes(tmp_path, monkeypatch):
+    """An invite whose '@' was written %40 or ':' (`s5+https//INVITE%40host`, `s5+http//INVITE:host:5050`), which
+    the URL's own refusal never quotes (_check_host, unparsed_refusal), was quoted whole in the guess of the URL a
+    ':' short; and `http//INVITE:host:5050` ended in a traceback (the guess read its port: 'host:5050')."""
+    monkeypatch.chdir(tmp_path)
+    for given, meant in (
+        ("s5+https//INVITE%40relay.example", "s5+https://HOST[:PORT]"),
+        ("s5+http//INVITE:relay.example:5050", "s5+http://HOST[:PORT]"),
+        ("ipfs+rpc+https//[INVITE]:5001", "ipfs+rpc+https://HOST[:PORT]"),
+        ("http//INVITE:relay.example:5050", "s5+http://HOST:PORT"),
+        ("https//INVITE%40relay.example", "s5+https://HOST:PORT"),
+    ):
+        message = _refusal(given)
+        assert f"did you mean {meant}?" in message and "INVITE" not in message, (given, message)
+    assert not os.listdir(tmp_path)
