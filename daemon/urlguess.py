@@ -90,20 +90,27 @@ def file_url_meant(netloc: str, path: str) -> str:
 _BARE_ADDRESS = re.compile(
     r"(?:([^/@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})/?"
 )
-_SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5+http:INVITE@HOST`: its own refusal
+_SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5:HOST`, `file:x`: not HOST:PORT
 # every store's scheme (stores/config.py NETWORK_SCHEMES) and a browser's, longest first
 _SCHEMES = r"(s5\+https?|ipfs(?:\+rpc|\+gateway)?\+https?|https?)"
 _COLON_SHORT = re.compile(_SCHEMES + "//", re.I)  # `s5+http//HOST`, `ipfs+rpc+https//HOST`: a ':' short
+_SLASHES_SHORT = re.compile(_SCHEMES + ":/?(?!/)", re.I)  # `http:INVITE@HOST:PORT`, `s5+https:/HOST`: no '//'
 
 
 def scheme_left_out(url: str) -> str | None:
     """The refusal of a store URL given without its scheme, which would be read as a folder's path here: a relay's
     address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
-    (`s5+http//HOST:PORT`); None for any other. Its user part (an invite, a password) quoted nowhere."""
+    (`s5+http//HOST:PORT`), or one whose '//' is left out (`http:INVITE@HOST:PORT`, `s5+https:/HOST`: read as one
+    with no host, or of a scheme whose host is the scheme typed); None for any other. Its user part (an invite, a
+    password) quoted nowhere."""
     m = _COLON_SHORT.match(url)
     if m:
         guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
         return f"store URL {m.group(1)}//...: a ':' short after its scheme (read as a folder's path){guess}"
+    m = _SLASHES_SHORT.match(url)
+    if m and url[m.end() :] and not os.path.lexists(url):  # (a folder there: taken as ever)
+        guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
+        return f"store URL {m.group(1)}:...: the '//' after its scheme is left out{guess}"
     m = _BARE_ADDRESS.fullmatch(url)
     if m is None or _SCHEME_NO_SLASH.match(url) or os.path.lexists(url):  # (a folder there: taken as ever)
         return None

@@ -45,3 +45,25 @@ def test_the_guess_of_a_url_a_colon_short_quotes_no_secret_typed_where_its_host_
         message = _refusal(given)
         assert f"did you mean {meant}?" in message and "INVITE" not in message, (given, message)
     assert not os.listdir(tmp_path)
+
+
+def test_a_store_url_without_its_slashes_names_the_url_meant_without_its_secret(tmp_path, monkeypatch):
+    """`http:INVITE@relay.example:5050` (the '//' left out) was told "did you mean s5+http://http:***@relay...?",
+    its scheme taken into the host's place; `s5+http:INVITE@HOST:PORT` only that it "has no host", and
+    `s5+http:/HOST:PORT` (a '/' short) alike. Each names the URL meant, the invite hidden, nothing made."""
+    monkeypatch.chdir(tmp_path)
+    for given, meant in (
+        ("http:INVITE@relay.example:5050", "s5+http://***@relay.example:5050"),
+        ("https:INVITE@relay.example", "s5+https://***@relay.example"),
+        ("http:127.0.0.1:5001", "ipfs+http://127.0.0.1:5001"),
+        ("s5+http:INVITE@relay.example:5050", "s5+http://***@relay.example:5050"),
+        ("s5+https:/relay.example", "s5+https://relay.example"),
+        ("ipfs+rpc+https:host:5001", "ipfs+rpc+https://host:5001"),
+        ("s5+http:INVITE%40relay.example:5050", "s5+http://HOST[:PORT]"),
+        ("http:INVITE:relay.example:5050", "s5+http://HOST:PORT"),
+    ):
+        message = _refusal(given)
+        assert f"did you mean {meant}?" in message and "INVITE" not in message, (given, message)
+        assert message.startswith(f"store URL {given.partition(':')[0]}:...: "), message  # (its scheme alone)
+    assert not os.listdir(tmp_path)
+    assert normalize_store_url("file:/tmp/shared") == "file:///tmp/shared"  # (a file URL so is one: taken as ever)
