@@ -2,7 +2,7 @@
 a file URL a slash short (`file://tmp/shared`: `tmp` read as a host), and a relay's or a portal's address given as
 a browser takes it (`http://HOST:5050`) or with the network alone (`s5://HOST`). Every URL it names is shown with
 its credentials hidden (storage/redact.py); one whose host holds a secret mistyped (`host_hides_secret`), and a
-file URL with a user part, quoted nowhere, its shape named instead."""
+file URL with a user part, quoted nowhere, its shape named instead (`check_host`: the refusal of such a host)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import re
 from urllib.parse import urlparse
 
+from ..api.locate import HomeError
 from ..storage.redact import shown_url
 
 KUBO_RPC_PORT = 5001  # Kubo's RPC port: an http:// URL to it is a Kubo node's, not a relay's
@@ -162,3 +163,18 @@ def network_url_meant(url: str) -> str:
     if parsed.scheme in ("s5", "ipfs"):
         return f"; did you mean {parsed.scheme}+https://{rest}?"
     return ""
+
+
+def check_host(scheme: str, url: str) -> None:
+    """Refuse a network store URL whose host holds a '%' or a space (a bracketed IPv6 literal's zone,
+    `[fe80::1%25eth0]`, excepted): no host name does, and it is an invite or a password mistyped (its '@'
+    written %40, or a space for it), which leaves no userinfo, so the whole of it would be taken, and shown,
+    as the host (host_hides_secret). The refusal quotes nothing of the host, which would be that secret."""
+    if host_hides_secret(url):
+        # the way on names the user part's place without a scheme before it: every message is shown through
+        # scrub_text, which hides a URL's user part, and would show `[INVITE@]HOST` as `***@]HOST`
+        who, secret = ("an invite", "INVITE") if scheme.startswith("s5") else ("a user and password", "USER:PASSWORD")
+        raise HomeError(
+            f"the {scheme}:// store URL's {HIDES_SECRET}; give {scheme}://HOST[:PORT], {who} put before its host as"
+            f" the URL's user part ({secret}@HOST[:PORT])"
+        )

@@ -32,7 +32,7 @@ def test_a_store_url_a_colon_short_names_the_url_meant_for_every_scheme(tmp_path
 
 def test_the_guess_of_a_url_a_colon_short_quotes_no_secret_typed_where_its_host_goes(tmp_path, monkeypatch):
     """An invite whose '@' was written %40 or ':' (`s5+https//INVITE%40host`, `s5+http//INVITE:host:5050`), which
-    the URL's own refusal never quotes (_check_host, unparsed_refusal), was quoted whole in the guess of the URL a
+    the URL's own refusal never quotes (check_host, unparsed_refusal), was quoted whole in the guess of the URL a
     ':' short; and `http//INVITE:host:5050` ended in a traceback (the guess read its port: 'host:5050')."""
     monkeypatch.chdir(tmp_path)
     for given, meant in (
@@ -67,3 +67,24 @@ def test_a_store_url_without_its_slashes_names_the_url_meant_without_its_secret(
         assert message.startswith(f"store URL {given.partition(':')[0]}:...: "), message  # (its scheme alone)
     assert not os.listdir(tmp_path)
     assert normalize_store_url("file:/tmp/shared") == "file:///tmp/shared"  # (a file URL so is one: taken as ever)
+
+
+def test_a_mistyped_store_url_in_config_toml_is_refused_naming_the_file(tmp_path, monkeypatch):
+    """`store = "http:INVITE@HOST:PORT"` (or a `stores` list holding such a URL) in config.toml stopped the start with
+    "store URL http:...: the '//' after its scheme is left out; ...", naming neither the file nor the key: a
+    newcomer who gave no --store could not tell where the URL came from. Named as every other refused setting is."""
+    from sessiond.daemon.home import Config
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "config.toml"
+    for text in ('store = "http:INVITE@relay.example:5050"\n', 'stores = ["file:///x", "s5+http//INVITE@h:1"]\n'):
+        path.write_text(text)
+        with pytest.raises(HomeError) as refused:
+            Config.load(str(tmp_path))
+        message = str(refused.value)
+        key = text.split(" ")[0]
+        assert message.startswith(f"{path}: {key!r}: store URL ") and "did you mean" in message, message
+        assert "INVITE" not in message, message
+    path.write_text('store = "file:///x/store"\n')
+    assert Config.load(str(tmp_path)).store == "file:///x/store"  # (kept as given: normalized at the start)
+    assert sorted(os.listdir(tmp_path)) == ["config.toml"]
