@@ -84,14 +84,21 @@ class _Killed(Exception):
     pass
 
 
-async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_writers_in_its_place(devices, monkeypatch):
+@pytest.mark.parametrize("killed_at", ["rekey:published", "rekey:notice_set"])
+async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_writers_in_its_place(
+    devices, monkeypatch, killed_at
+):
     """A's rekey drops B; A is killed once its notice is in the old slot, before it switches (its record says
     finish it). B, dropped, holds the old slot's key: it writes the slot one revision on with a notice of its own,
     boxed to A, and claims it in its own head. A's restart read the slot, found a notice other than its own, took
     that for another device's rekey that came first: it withdrew its claim and gave its rekey up, and its pull then
     took B's notice (no member claimed another of the slot any more), rekeyed by the writer it had dropped. A notice
-    of its own published is its rekey's, whatever the slot holds since: no honest writer writes over one."""
+    of its own published is its rekey's, whatever the slot holds since: no honest writer writes over one.
+    `rekey:notice_set`: killed as the store took the notice, before its record noted it published (`p`): the
+    restart gave its rekey up all the same (it took B's notice for another device's rekey that came first); its
+    record notes the revision its notice was sent for (`r`), and the slot past it is one written over its own."""
     from sessiond.sync import rekey as rekey_module
+    from sessiond.sync import rekeynotice
     from test_rekey_forgery import _forge
 
     a, b = await devices.open()
@@ -103,15 +110,18 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     old = a.ctx.keys.session_key(sid)
 
     def killed(name: str) -> None:
-        if name == "rekey:published":
+        if name == killed_at:
             raise _Killed(name)
 
-    monkeypatch.setattr(rekey_module, "crash_point", killed)
+    for module in (rekey_module, rekeynotice):
+        monkeypatch.setattr(module, "crash_point", killed)
     with pytest.raises(_Killed):
         await a.rekey(sid, drop=[devices.dbb.device_id])
-    monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
+    for module in (rekey_module, rekeynotice):
+        monkeypatch.setattr(module, "crash_point", lambda _name: None)
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and a.ctx.keys.session_key(sid) == old
+    assert bool(dagcbor.decode(raw).get("p")) == (killed_at == "rekey:published")
     mine = bytes(dagcbor.decode(raw)["k"])
     home = os.path.join(devices.tmp, "forger")  # (B's keys, as the forger's home holds them)
     os.makedirs(home)
@@ -124,6 +134,40 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     assert a.ctx.keys.session_key(sid) != forged
     assert a.ctx.keys.session_key(sid) == mine
     assert a.ctx.keys.rekey_pending(sid) is None
+
+
+async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_rekey_that_came_first(devices, monkeypatch):
+    """The bound of the above: A's record notes the revision its notice is sent for (`r`) before the store is asked;
+    killed there, the store not taking it, while B's rekey took that revision first: A's restart finds B's notice at
+    that revision, not past it, and gives its rekey up (B's came first: the pull takes it)."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("raced", write=True)
+    await devices.dbb.append_messages(sid, [{"role": "user", "content": "B writes"}])
+    await b.pusher.push(sid)  # (B a writer: listed in the slot)
+    await a.pull(sid)
+    await b.pull(sid)
+    store = await a.ctx.store_for(sid)
+    slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    real_set_head = store.set_head
+
+    async def killed_while_asked(entry, *args, **kw):
+        if entry.pk == slot:  # (A's notice: the store asked, A killed before it answers; it does not take it)
+            raise _Killed("set_head")
+        return await real_set_head(entry, *args, **kw)
+
+    monkeypatch.setattr(store, "set_head", killed_while_asked)
+    with pytest.raises(_Killed):
+        await a.rekey(sid)
+    monkeypatch.setattr(store, "set_head", real_set_head)
+    raw = a.ctx.keys.rekey_pending(sid)
+    assert raw is not None and isinstance(dagcbor.decode(raw).get("r"), int)
+    await b.rekey(sid)  # (the revision A's notice was sent for: B's)
+    for _ in range(2):
+        with contextlib.suppress(ImportError_):
+            await a.pull(sid)
+    assert a.ctx.keys.rekey_pending(sid) is None
+    assert a.ctx.keys.session_key(sid) == b.ctx.keys.session_key(sid)
 
 
 async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_over_it(devices):
