@@ -170,10 +170,14 @@ async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_reke
     assert a.ctx.keys.session_key(sid) == b.ctx.keys.session_key(sid)
 
 
-async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_over_it(devices):
-    """A's rekey drops C and keeps B, which takes it; then C writes the old slot one revision on with a notice of
-    its own boxed to A and B, and claims it. Neither A nor B reads the old slot once switched: both stay on the key
-    they took."""
+async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_over_it(devices, monkeypatch):
+    """A's rekey drops C and keeps B; A is killed once its notice is published, before it switches, and B takes the
+    notice meanwhile. Then C writes the old slot one revision on with a notice of its own boxed to A and B, and
+    claims it. B, switched, no longer reads the old slot; A's restart finishes its own rekey (its record notes its
+    notice published): both on the key A's rekey made. (Was: A switched before C wrote, so neither read the old slot
+    again: the test passed with A's resume giving its rekey up to C's notice, which it then took, the session split
+    between B on A's key and A on C's.)"""
+    from sessiond.sync import rekey as rekey_module
     from test_rekey_forgery import _forge
 
     a, b = await devices.open()
@@ -186,16 +190,31 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
         await s.pusher.push(sid)
     await a.pull(sid)
     await b.pull(sid)
-    await a.rekey(sid, drop=[dbc.device_id])
+
+    def killed(name: str) -> None:
+        if name == "rekey:published":
+            raise _Killed(name)
+
+    monkeypatch.setattr(rekey_module, "crash_point", killed)
+    with pytest.raises(_Killed):
+        await a.rekey(sid, drop=[dbc.device_id])
+    await a.stop()  # (killed: its loop does not finish the rekey before C writes)
+    monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
+    raw = a.ctx.keys.rekey_pending(sid)
+    assert raw is not None
+    taken = bytes(dagcbor.decode(raw)["k"])
     with contextlib.suppress(ImportError_):  # (the new slot as B reads it is not this test's)
         await b.pull(sid)
-    taken = a.ctx.keys.session_key(sid)
-    assert b.ctx.keys.session_key(sid) == taken
+    assert b.ctx.keys.session_key(sid) == taken  # (B took A's notice, A not switched yet)
     home = os.path.join(devices.tmp, "forger")  # (C's keys, as the forger's home holds them)
     os.makedirs(home)
     os.symlink(os.path.join(devices.tmp, "kc"), os.path.join(home, "keys"))
     forged = await _forge(devices.store_path, home, sid, dbc.device_id, claim=True)
-    for s in (a, b):
+    assert a.ctx.keys.rekey_pending(sid) == raw  # (A's rekey not finished yet)
+    for s in (a, b, a):  # (A's restart: its rekey finished, then the slot read again)
         with contextlib.suppress(ImportError_):
             await s.pull(sid)
+    # main: A gave its rekey up and took C's notice, B on A's key: split, A in the generation of the writer it dropped
+    for s in (a, b):
         assert s.ctx.keys.session_key(sid) == taken != forged
+    assert a.ctx.keys.rekey_pending(sid) is None
