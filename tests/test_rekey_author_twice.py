@@ -84,6 +84,32 @@ class _Killed(Exception):
     pass
 
 
+async def _writers(devices, name: str):
+    """A (started) and B, both writers of a session A shared: B listed in its members slot, A having read it."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared(name, write=True)
+    await devices.dbb.append_messages(sid, [{"role": "user", "content": "B writes"}])
+    await b.pusher.push(sid)  # (B a writer: listed in the slot)
+    await a.pull(sid)
+    return a, b, sid
+
+
+async def _killed(devices) -> None:
+    """A, killed: its loop stopped (it finishes no rekey before its restart) and its database closed."""
+    await devices.a.stop()
+    await devices.dba.close()
+    devices.syncers.remove(devices.a)
+    devices.dbs.remove(devices.dba)
+
+
+async def _restarted(devices):
+    """A opened again on the same files, and started (its restart)."""
+    devices.dba, devices.a = await devices._device("a", None, {})
+    await devices.a.start()
+    return devices.a
+
+
 @pytest.mark.parametrize("killed_at", ["rekey:published", "rekey:notice_set"])
 async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_writers_in_its_place(
     devices, monkeypatch, killed_at
@@ -101,12 +127,7 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     from sessiond.sync import rekeynotice
     from test_rekey_forgery import _forge
 
-    a, b = await devices.open()
-    await a.start()
-    sid = await devices.shared("replaced", write=True)
-    await devices.dbb.append_messages(sid, [{"role": "user", "content": "B writes"}])
-    await b.pusher.push(sid)  # (B a writer: listed in the slot)
-    await a.pull(sid)
+    a, b, sid = await _writers(devices, "replaced")
     old = a.ctx.keys.session_key(sid)
 
     def killed(name: str) -> None:
@@ -119,6 +140,7 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
         await a.rekey(sid, drop=[devices.dbb.device_id])
     for module in (rekey_module, rekeynotice):
         monkeypatch.setattr(module, "crash_point", lambda _name: None)
+    await _killed(devices)
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and a.ctx.keys.session_key(sid) == old
     assert bool(dagcbor.decode(raw).get("p")) == (killed_at == "rekey:published")
@@ -127,6 +149,7 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     os.makedirs(home)
     os.symlink(os.path.join(devices.tmp, "kb"), os.path.join(home, "keys"))
     forged = await _forge(devices.store_path, home, sid, devices.dbb.device_id, claim=True)
+    a = await _restarted(devices)
     for _ in range(2):  # (the restart's pull: the rekey finished, then the slot read again)
         with contextlib.suppress(ImportError_):
             await a.pull(sid)
@@ -140,12 +163,7 @@ async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_reke
     """The bound of the above: A's record notes the revision its notice is sent for (`r`) before the store is asked;
     killed there, the store not taking it, while B's rekey took that revision first: A's restart finds B's notice at
     that revision, not past it, and gives its rekey up (B's came first: the pull takes it)."""
-    a, b = await devices.open()
-    await a.start()
-    sid = await devices.shared("raced", write=True)
-    await devices.dbb.append_messages(sid, [{"role": "user", "content": "B writes"}])
-    await b.pusher.push(sid)  # (B a writer: listed in the slot)
-    await a.pull(sid)
+    a, b, sid = await _writers(devices, "raced")
     await b.pull(sid)
     store = await a.ctx.store_for(sid)
     slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
@@ -159,10 +177,12 @@ async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_reke
     monkeypatch.setattr(store, "set_head", killed_while_asked)
     with pytest.raises(_Killed):
         await a.rekey(sid)
+    await _killed(devices)
     monkeypatch.setattr(store, "set_head", real_set_head)
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and isinstance(dagcbor.decode(raw).get("r"), int)
     await b.rekey(sid)  # (the revision A's notice was sent for: B's)
+    a = await _restarted(devices)
     for _ in range(2):
         with contextlib.suppress(ImportError_):
             await a.pull(sid)
@@ -198,7 +218,7 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
     monkeypatch.setattr(rekey_module, "crash_point", killed)
     with pytest.raises(_Killed):
         await a.rekey(sid, drop=[dbc.device_id])
-    await a.stop()  # (killed: its loop does not finish the rekey before C writes)
+    await _killed(devices)
     monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None
@@ -210,7 +230,7 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
     os.makedirs(home)
     os.symlink(os.path.join(devices.tmp, "kc"), os.path.join(home, "keys"))
     forged = await _forge(devices.store_path, home, sid, dbc.device_id, claim=True)
-    assert a.ctx.keys.rekey_pending(sid) == raw  # (A's rekey not finished yet)
+    a = await _restarted(devices)
     for s in (a, b, a):  # (A's restart: its rekey finished, then the slot read again)
         with contextlib.suppress(ImportError_):
             await s.pull(sid)
