@@ -260,13 +260,20 @@ class Rekeyer:
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             replaced = notice is not None and not same_notice(notice, record)
-            if replaced and not record.get("p"):
+            # published (`p`); or killed as the store took its notice, before its record noted it: the slot is past
+            # the revision the notice was sent for (`r`, noted just before: NoticeWriter.publish), which the notice
+            # took then (a device whose rekey came first took that revision itself: a store refuses a second entry
+            # there), another written over it since (was: taken for another device's rekey that came first, the
+            # rekey given up, and the pull took the other notice: rekeyed into the generation of a writer it had
+            # dropped)
+            sent = record.get("p") or (replaced and isinstance(record.get("r"), int) and rev > record["r"])
+            if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
                 return
             if replaced:
-                # this device's notice was published (the record says so), and another is in its place: no writer
+                # this device's notice was published (as above), and another is in its place: no writer
                 # writes over a notice but its author, and the slot's key is one the writers this rekey dropped
                 # hold too. Its rekey stands: finished, its claim kept (was: taken for another device's rekey that
                 # came first, the claim withdrawn and the rekey given up, and the pull then took the other notice,
