@@ -194,9 +194,16 @@ class Rekeyer:
                     continue  # the slot changed meanwhile (a writer joined, or another rekey): look again
                 break
             else:
+                busy = f"could not rekey {sid}: its members list kept changing"
+                if tried is not None and slot is not store:  # some stores of a mirror may hold the notice: kept
+                    raise ImportError_(
+                        "busy",
+                        f"{busy}, and its notice may be on some stores of the mirror already: the next pull "
+                        f"(`sessiond sync {sid}`) finishes the rekey, or takes another device's that came first",
+                    )
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)
-                raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
+                raise ImportError_("busy", f"{busy}; try again")
             self._published(sid, record)
             crash_point("rekey:published")
             await pause_for_tests("rekey.published")  # (the tests hold it here: the notice out, no new slot)

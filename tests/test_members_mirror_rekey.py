@@ -14,6 +14,7 @@ from sessiond.sync import dagcbor
 from sessiond.sync.engine import Syncer
 from sessiond.sync.errors import ImportError_
 from test_members_mirror_apart_back import _away, _closed, _rekeying_pair, _slot_pk
+from test_members_mirror_race import write_slot
 
 
 class _Killed(Exception):
@@ -170,6 +171,45 @@ async def test_two_rekeys_killed_between_the_stores_in_crossed_order_resume_to_o
         assert a.ctx.keys.session_key(sid) == keys[ranked] != old, ranked
         first, second = await _heads(tmp_path, slot)
         assert first == second and first.revision == r0.revision + 2, (first, second)
+        await _exchanging(sid, (dba, a), (dbb, b))
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+async def test_a_rekey_that_kept_finding_the_slot_changed_on_a_mirror_keeps_its_record(tmp_path):
+    """Another writer's members write reaches the second store at each revision A's notice is written at, just
+    before A's: A's notice is taken by the first store and refused by the second, each of its five attempts, and
+    A's rekey ends `busy`. Its notice is on the first store all the same: its record is kept (was: its claim
+    withdrawn and its record dropped, leaving a notice its author no longer claims), and the next pull finishes it,
+    every store holding the same slot."""
+    sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    old = a.ctx.keys.session_key(sid)
+    writers = [
+        {"head_pk": a.ctx.keys.head_pk(sid), "device_id": dba.device_id},
+        {"head_pk": b.ctx.keys.head_pk(sid), "device_id": dbb.device_id},
+    ]
+    behind = FileStore(str(tmp_path / "second"))
+
+    async def joined_first(entry):  # (the other writer's write of that revision there first)
+        if entry.pk == slot:
+            await write_slot(behind, a, sid, entry.revision, writers)
+        return await FileStore.set_head(a_second, entry)
+
+    a_second.set_head = joined_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ImportError_) as busy:
+            await a.rekey(sid)
+        assert busy.value.kind == "busy" and "next pull" in str(busy.value), busy.value
+        _pending_unpublished(a, sid)
+        assert a.ctx.keys.session_key(sid) == old
+
+        _back(a_second)
+        await a.pull(sid)
+        assert a.ctx.keys.rekey_pending(sid) is None and a.ctx.keys.session_key(sid) != old
+        first, second = await _heads(tmp_path, slot)
+        assert first == second, (first, second)
+        await b.pull(sid)
         await _exchanging(sid, (dba, a), (dbb, b))
     finally:
         await _closed(dba, a, dbb, b)
