@@ -401,8 +401,8 @@ class Syncer:
         except (StoreError, TimeoutError, ImportError_) as exc:
             failed = not_every_store(exc)  # a store of a mirror that a rekey's notice needs did not answer
             if failed is not None:
-                url, pending = (await self.ctx.store_for(sid)).url, self.ctx.keys.rekey_pending(sid) is not None
-                raise rekey_refused(sid, failed, url, doing, pending=pending) from None
+                pending = self.ctx.keys.rekey_pending(sid) is not None
+                raise rekey_refused(sid, failed, doing, pending=pending) from None
             if isinstance(exc, ImportError_) or not (failing(exc) or isinstance(exc, (LyingServer, ReadOnlyStore))):
                 raise
             raise store_failed(exc, (await self.ctx.store_for(sid)).url, f"cannot {doing} {sid}") from None

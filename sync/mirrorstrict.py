@@ -141,8 +141,8 @@ def not_every_store(exc: BaseException) -> NotEveryStore | None:
     return None
 
 
-def rekey_refused(sid: str, failed: NotEveryStore, url: str, doing: str, *, pending: bool) -> ImportError_:
-    """A rekey of `sid` (`doing`: "rekey", "unshare") through the mirror `url` that a store of it did not answer, as
+def rekey_refused(sid: str, failed: NotEveryStore, doing: str, *, pending: bool) -> ImportError_:
+    """A rekey of `sid` (`doing`: "rekey", "unshare") through a mirror that a store of it did not answer, as
     the `store` refusal it is (details.stores names each store): `pending`, whether its notice may be out on some
     store already (its record kept: the next pull finishes the rekey, or gives way to another device's), else
     nothing was rekeyed."""
@@ -159,5 +159,6 @@ def rekey_refused(sid: str, failed: NotEveryStore, url: str, doing: str, *, pend
         f"cannot {doing} {sid}: {failed}. A rekey on a mirror writes its notice to every store of it at once (so that "
         f"two devices rekeying at once cannot both finish); {then}",
     )
-    err.failure = (failed, url)
+    err.failures = list(failed.failures)  # (each store named in details.stores, the top-level fields the last one's)
+    err.failure = err.failures[-1]
     return err

@@ -12,7 +12,7 @@ from sessiond.storage.database import Database
 from sessiond.stores import FileStore
 from sessiond.sync import dagcbor
 from sessiond.sync.engine import Syncer
-from sessiond.sync.errors import ImportError_
+from sessiond.sync.errors import ImportError_, store_details
 from test_members_mirror_apart_back import _away, _closed, _rekeying_pair, _slot_pk
 from test_members_mirror_race import write_slot
 
@@ -50,9 +50,9 @@ async def _exchanging(sid: str, a: tuple, b: tuple) -> None:
 
 
 async def test_a_rekey_with_a_store_of_the_mirror_down_is_refused_and_changes_nothing(tmp_path):
-    """The second store away for A: A's rekey is refused (`store`, naming it, saying nothing was rekeyed) before it
-    writes anything: no record, no claim, the old key in use, both stores' slot as it was. Back, a rekey works: both
-    stores hold its notice, and B takes the new key."""
+    """The second store away for A: A's rekey (and unshare) is refused (`store`, naming it, saying nothing was
+    rekeyed) before it writes anything: no record, no claim, the old key in use, both stores' slot as it was. Back, a
+    rekey works: both stores hold its notice, and B takes the new key."""
     sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
     slot = await _slot_pk(dba, sid)
     old, before = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
@@ -63,6 +63,11 @@ async def test_a_rekey_with_a_store_of_the_mirror_down_is_refused_and_changes_no
         said = str(refused.value)
         assert refused.value.kind == "store" and a_second.url in said and "nothing was rekeyed" in said, said
         assert "every store" in said and "try again once it answers" in said, said
+        details = store_details(refused.value)  # (the API error's details: the store that failed, alone)
+        assert details["store"] == a_second.url and [s["store"] for s in details["stores"]] == [a_second.url], details
+        with pytest.raises(ImportError_) as unshared:  # (`unshare`, a rekey: the same)
+            await a.unshare(sid, None)
+        assert unshared.value.kind == "store" and "cannot unshare" in str(unshared.value), unshared.value
         assert a.ctx.keys.session_key(sid) == old and a.ctx.keys.rekey_pending(sid) is None
         assert not (await dba.sync_state(sid)).get("rekey_claims")
         assert await _heads(tmp_path, slot) == before
