@@ -22,7 +22,7 @@ from ..stores.cid import digest
 from ..stores.errors import failure_kind
 from ..stores.registry import RegistryEntry
 from .errors import ImportError_
-from .mirror import MirrorFailed, MirrorStore
+from .mirror import MirrorFailed, MirrorStore, highest
 from .mirrordrain import FAILURES
 from .mirrorhealth import describe_error
 
@@ -107,7 +107,7 @@ class EveryStore(Store):
         self._failed(stores, written)
         self.read[pk] = list(written)
         entries = [r for r in results if isinstance(r, RegistryEntry)]
-        return max(entries, key=lambda e: (e.revision, e.data)) if entries else None
+        return highest(entries) if entries else None
 
     async def get(self, h: bytes) -> bytes:
         return await self.mirror.get(h)
