@@ -19,7 +19,7 @@ from ..storage.redact import shown_url
 from ..stores import StaleHead, Store
 from ..stores.bounded import bounded
 from ..stores.cid import digest
-from ..stores.errors import failure_kind
+from ..stores.errors import ReadOnlyStore, failure_kind
 from ..stores.registry import RegistryEntry
 from .errors import ImportError_
 from .mirror import MirrorFailed, MirrorStore, highest
@@ -54,7 +54,7 @@ class EveryStore(Store):
         async def one(st: Store):
             try:
                 out = await bounded(call(st), m.timeout)
-            except StaleHead as exc:
+            except (StaleHead, ReadOnlyStore) as exc:  # (answers: a gateway takes no write, as in the mirror)
                 m._ok(st)
                 return exc
             except FAILURES as exc:
@@ -75,13 +75,28 @@ class EveryStore(Store):
             raise NotEveryStore("; ".join(said), failures)
 
     # ------------------------------------------------------------------ writes: straight to every store
+    async def _write(self, call) -> list:
+        """`call(store)` on every store this device writes: their answers (a StaleHead among them); NotEveryStore
+        if one failed. A store that refuses it as read-only is left out from then on (noted so, as the mirror
+        does); ReadOnlyStore if none is left."""
+        m = self.mirror
+        stores = self._written()
+        results = await self._each(stores, call)
+        for st, r in zip(stores, results):
+            if isinstance(r, ReadOnlyStore):
+                m.health[st.url].read_only = True
+        kept = [(s, r) for s, r in zip(stores, results) if not isinstance(r, ReadOnlyStore)]
+        if not kept:
+            raise ReadOnlyStore(f"no store of the mirror {shown_url(m.url)} takes writes")
+        self._failed([s for s, _ in kept], [r for _, r in kept])
+        return [r for _, r in kept]
+
     async def put_many(
         self, items: list[bytes], hashes: Sequence[bytes | None] | None = None, *, timeout: float | None = None
     ) -> list[bytes]:
         hs = [h if h is not None else digest(d) for h, d in zip(hashes or [None] * len(items), items)]
-        stores = self._written()
         t = self.mirror.timeout
-        self._failed(stores, await self._each(stores, lambda st: st.put_many(items, hs, timeout=t)))
+        await self._write(lambda st: st.put_many(items, hs, timeout=t))
         return hs
 
     async def put(self, data: bytes) -> bytes:
@@ -90,9 +105,7 @@ class EveryStore(Store):
     async def set_head(self, entry: RegistryEntry) -> None:
         """Written to every store: StaleHead when any holds an equal or higher revision (once each has answered);
         NotEveryStore when any failed. Either way the others may have taken it."""
-        stores = self._written()
-        results = await self._each(stores, lambda st: st.set_head(entry))
-        self._failed(stores, results)
+        results = await self._write(lambda st: st.set_head(entry))
         stale = next((r for r in results if isinstance(r, StaleHead)), None)
         if stale is not None:
             raise stale

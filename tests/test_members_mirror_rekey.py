@@ -10,9 +10,11 @@ import pytest
 
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore
+from sessiond.stores.errors import ReadOnlyStore
 from sessiond.sync import dagcbor
 from sessiond.sync.engine import Syncer
 from sessiond.sync.errors import ImportError_, store_details
+from sessiond.sync.mirror import MirrorStore
 from test_members_mirror_apart_back import _away, _closed, _rekeying_pair, _slot_pk
 from test_members_mirror_race import write_slot
 
@@ -216,5 +218,44 @@ async def test_a_rekey_that_kept_finding_the_slot_changed_on_a_mirror_keeps_its_
         assert first == second, (first, second)
         await b.pull(sid)
         await _exchanging(sid, (dba, a), (dbb, b))
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+def _read_only(store: FileStore) -> None:
+    """`store` refusing every write as a gateway does (ReadOnlyStore), though it does not say so beforehand."""
+
+    async def refused(*args, **kw):
+        raise ReadOnlyStore(f"{store.url} is a read-only gateway (test)")
+
+    for name in ("put", "put_many", "set_head"):
+        setattr(store, name, refused)
+
+
+async def test_a_rekey_resumed_on_a_mirror_leaves_out_a_store_that_takes_no_writes(tmp_path):
+    """A is killed between its two stores' writes of its notice; restarted, the second store of its mirror refuses
+    writes as a gateway does (its health fresh: nothing written to it since the start). The resume writes its notice
+    again to the store that takes writes and finishes, the other left out as the mirror leaves it out of every write
+    (was: the refusal counted as a store down, and every pull's resume failed on it)."""
+    sid, (dba, a, a_first, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    old, (r0, _) = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
+    _killed_between(a_first, a_second, slot)
+    with pytest.raises(_Killed):
+        await a.rekey(sid)
+    await a.stop()
+    first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
+    _read_only(second)
+    mirror = MirrorStore([first, second], dba.outbox)
+    a = Syncer(dba, mirror, str(tmp_path / "keys-a"), timeout=10, interval=3600.0, poll_interval=3600.0)
+    try:
+        await mirror.started()
+        await a.start()
+        await a.pull(sid)  # (its resume)
+        assert a.ctx.keys.rekey_pending(sid) is None and a.ctx.keys.session_key(sid) != old
+        on_first, on_second = await _heads(tmp_path, slot)
+        assert on_first.revision == r0.revision + 2 and on_second == r0
+        await b.pull(sid)
+        assert b.ctx.keys.session_key(sid) == a.ctx.keys.session_key(sid)
     finally:
         await _closed(dba, a, dbb, b)
