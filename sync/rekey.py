@@ -278,8 +278,12 @@ class Rekeyer:
             # took then (a device whose rekey came first took that revision itself: a store refuses a second entry
             # there), another written over it since (was: taken for another device's rekey that came first, the
             # rekey given up, and the pull took the other notice: rekeyed into the generation of a writer it had
-            # dropped)
-            sent = record.get("p") or (replaced and isinstance(record.get("r"), int) and rev > record["r"])
+            # dropped). Not on a mirror: there the notice ranked first of two of one revision (two rekeys at once,
+            # each killed between its stores) is written again a revision on by its author's resume, so another
+            # device's rekey that won is past `r` too (mirrorstrict.py): only `p` says this one was published
+            sent = record.get("p") or (
+                replaced and slot is store and isinstance(record.get("r"), int) and rev > record["r"]
+            )
             if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
