@@ -128,3 +128,36 @@ async def test_each_marks_checkpoint_carries_the_chain_on_from_the_one_before(de
     assert [start for start, n in hashed if n] == [True] + [False] * (MARKS - 1), hashed
     assert await a.checkpoint_marks(sid) == []  # none due now
     assert [k["number"] for k in await db.checkpoints(sid)] == list(range(1, MARKS + 1))
+
+
+async def test_one_sessions_marks_are_read_without_walking_the_others(db):
+    """The marks due of one session (read after each append that passes one) cost the same however many other
+    sessions have marks due: the read walked every active session's row, its latest checkpoint and its messages
+    since, once per mark passed (bench/load.py: 1,000 sessions, two marks each, every one read all the others)."""
+    import sqlite3
+
+    from sessiond.storage import missedmarks
+
+    async def due_session() -> str:
+        sid = (await db.create_session({"name": "marks", "policy": {"checkpoint_interval": INTERVAL}}))["id"]
+        for i in range(3):  # three marks passed, no checkpoint made (no daemon here)
+            await db.append_messages(sid, [{"role": "user", "content": f"m{i}", "tokens": INTERVAL}])
+        return sid
+
+    def steps(sid: str) -> tuple[int, list]:
+        """The SQLite VM steps (in tens) of the read of `sid`'s marks due, and what it read."""
+        n = [0]
+        with sqlite3.connect(db.path, isolation_level=None) as conn:
+            conn.set_progress_handler(lambda: n.__setitem__(0, n[0] + 1), 10)
+            got = missedmarks._due(conn, db.device_id, sid)
+            conn.set_progress_handler(None, 10)
+        return n[0], got
+
+    one = await due_session()
+    alone, got = steps(one)
+    assert [s for s, _ in got] == [one] and len(got[0][1]) == 3, got
+    for _ in range(40):
+        await due_session()
+    among, got_among = steps(one)
+    assert got_among == got
+    assert among <= alone + 2, (alone, among)  # before: +24 (tens of steps: the 40 others walked)
