@@ -68,3 +68,20 @@ async def test_a_session_with_fewer_keys_than_it_keeps_prunes_without_ordering_t
     assert PRUNE_EVERY + 1 <= IDEMPOTENCY_KEEP
     again = await db.append_messages(sid, [{"role": "user", "content": "m0"}], key="k0")  # every key still kept
     assert again[0]["id"] == first[0]["id"]
+
+
+async def test_a_session_past_the_keys_it_keeps_forgets_the_oldest(db):
+    """The other side of the edge skipped above: once a session's keys pass IDEMPOTENCY_KEEP, a pruning leaves the
+    newest IDEMPOTENCY_KEEP and forgets the older (a retry of the oldest then appends again)."""
+    from sessiond.storage.messages import IDEMPOTENCY_KEEP, PRUNE_EVERY
+
+    sid = (await db.create_session({"name": "many keys"}))["id"]
+    made = []
+    n = (IDEMPOTENCY_KEEP // PRUNE_EVERY + 2) * PRUNE_EVERY  # past KEEP, then past one more pruning
+    for i in range(n):
+        made.append(await db.append_messages(sid, [{"role": "user", "content": f"m{i}"}], key=f"k{i}"))
+    kept = n - IDEMPOTENCY_KEEP  # among the newest KEEP at every pruning
+    again = await db.append_messages(sid, [{"role": "user", "content": f"m{kept}"}], key=f"k{kept}")
+    assert again[0]["id"] == made[kept][0]["id"]  # kept: answered as the first time
+    anew = await db.append_messages(sid, [{"role": "user", "content": "m0"}], key="k0")  # PRUNE_EVERY+ past KEEP
+    assert anew[0]["id"] != made[0][0]["id"]  # forgotten: appended again
