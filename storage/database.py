@@ -169,6 +169,9 @@ class Database(SyncDatabase):
     async def get_session(self, sid: str, *, counts: bool = False) -> dict:
         return await self.sessions.get(sid, counts=counts)
 
+    async def has_session(self, sid: str) -> bool:
+        return await self.sessions.exists(sid)
+
     async def session_access(self, sid: str) -> str:
         return await self.sessions.access(sid)
 

@@ -367,12 +367,16 @@ class Messages(MessageReads):
                     "DELETE FROM idempotency WHERE session_id=? AND created_at < ?",
                     (sid, kept_before(IDEMPOTENCY_TTL)),
                 )
-                edge = await tx.fetchone(  # (the table's rowids: the order its keys were made in)
-                    "SELECT rowid FROM idempotency WHERE session_id=? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-                    (sid, IDEMPOTENCY_KEEP),
-                )
-                if edge is not None:
-                    await tx.execute("DELETE FROM idempotency WHERE session_id=? AND rowid <= ?", (sid, edge[0]))
+                # The edge orders every key of the session by rowid (a sort: no index has that order). A session
+                # holds fewer keys than its lamport, which each keyed append moves on by one or more (pulls only
+                # raise it): one whose lamport is within IDEMPOTENCY_KEEP keeps all of its keys.
+                if lam0 + n - 1 > IDEMPOTENCY_KEEP:
+                    edge = await tx.fetchone(  # (the table's rowids: the order its keys were made in)
+                        "SELECT rowid FROM idempotency WHERE session_id=? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                        (sid, IDEMPOTENCY_KEEP),
+                    )
+                    if edge is not None:
+                        await tx.execute("DELETE FROM idempotency WHERE session_id=? AND rowid <= ?", (sid, edge[0]))
             if mark:
                 await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
         return out

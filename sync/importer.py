@@ -104,8 +104,8 @@ class Importer:
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
         sid = code.session_id
-        try:
-            existing = await db.get_session(sid)
+        try:  # (a miss, the common case, read without the refusal's guess: Database.has_session)
+            existing = await db.get_session(sid) if await db.has_session(sid) else None
         except Exception:
             existing = None
         key_here = keys.session_key(sid)
@@ -431,10 +431,9 @@ class Importer:
 
     async def _exists(self, sid: str) -> bool:
         try:
-            await self.ctx.db.get_session(sid)
-        except Exception:  # the database's "not found" (as for `existing` above)
+            return await self.ctx.db.has_session(sid)
+        except Exception:  # (as for `existing` above)
             return False
-        return True
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:
         """The members list names this device's head key under another device id: this home holds a
