@@ -66,7 +66,7 @@ class Compat:
     def __init__(self, daemon):
         self.d = daemon
         self._locks: dict[str, asyncio.Lock] = {}
-        self.choices = Choices()  # the other answers of a request for several: one the app goes on from is billed
+        self.choices = Choices(daemon)  # the other answers of a request for several: one the app goes on from is billed
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
 
@@ -270,7 +270,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 for k in MATCH_ONLY:  # (what the history was matched by too: not stored)
                     m.pop(k, None)
                 m["tokens"] = d.estimate(counted_text(m))
-            billed = None if went_on is None else _compat(request).choices.billed(sid, chat_id, went_on, new[0])
+            billed = None if went_on is None else await _compat(request).choices.billed(sid, chat_id, went_on, new[0])
             if new:  # the quota's room and the context budget, judged as recording them will: before the request
                 await d.db.check_fits(sid, chat_id, new)
             # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
@@ -300,7 +300,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
                     stored = await d.db.append_messages(sid, new, chat_id, asked=True)
-                    _compat(request).choices.recorded(sid, chat_id, billed)
+                    await _compat(request).choices.recorded(sid, chat_id, billed)
                     if fresh:
                         made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request)
             except BaseException:
@@ -326,7 +326,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             await record_whole(
                 d, plan, text, usage_of(data), started=started, calls=calls, reasoning=reasoning_of(data)
             )
-            _compat(request).choices.remember(sid, plan.chat, text, others_of(data))
+            await _compat(request).choices.remember(sid, plan.chat, text, others_of(data))
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
             # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
             return refusal(exc, sid, chat_id, completion=data)
@@ -421,7 +421,7 @@ async def _stream(
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
         if others is not None and ended.stored is not None:
-            _compat(request).choices.remember(plan.sid, plan.chat, ended.stored["content"], others.digests())
+            await _compat(request).choices.remember(plan.sid, plan.chat, ended.stored["content"], others.digests())
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
 
