@@ -26,7 +26,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Invalid, LimitReached, SessiondError
+from ..storage.errors import Invalid, LimitReached, NotFound, SessiondError
 from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
@@ -49,6 +49,7 @@ from .openai_cut import Made
 from .openai_errors import oai_error, refusal
 from .openai_history import MATCH_ONLY, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import chat_named, chat_of, named, session_named, session_of
+from .openai_retries import Retries
 from .provider_config import ProviderError
 from .providers import reasoning_of, usage_of
 from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
@@ -67,6 +68,7 @@ class Compat:
         self.d = daemon
         self._locks: dict[str, asyncio.Lock] = {}
         self.choices = Choices(daemon)  # the other answers of a request for several: one the app goes on from is billed
+        self.retries = Retries()  # the sessions requests made that their failure kept, for the SDKs' retries
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
 
@@ -223,6 +225,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         # the session this request made (None: it named one): the lamports of the request's messages once recorded,
         # with which its deletion checks that nothing else was written to it (openai_cut.drop_made)
         made: Made | None = None
+        if sid is None and (kept := await _retried(d, request, raw)) is not None:
+            sid, chat_ref = kept  # an SDK's retry: on in the session its first try made and a failure kept
         fresh = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
@@ -302,7 +306,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                     stored = await d.db.append_messages(sid, new, chat_id, asked=True)
                     await _compat(request).choices.recorded(sid, chat_id, billed)
                     if fresh:
-                        made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request)
+                        made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request, raw, chat_id)
             except BaseException:
                 await ahead.drop()
                 raise
@@ -332,6 +336,19 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             return refusal(exc, sid, chat_id, completion=data)
         return web.json_response(data, headers=named(sid, chat_id))
     return await _stream(request, d, plan, body, ahead, started, made)
+
+
+async def _retried(d, request: web.Request, raw: bytes) -> tuple[str, str] | None:
+    """The session and chat the first try of this request (an SDK's retry, naming no session) made and a failure kept
+    (openai_retries.py), if they are still there."""
+    kept = d.compat.retries.retried(request, raw)
+    if kept is None:
+        return None
+    try:
+        await d.db.get_chat(*kept)
+    except NotFound:  # (deleted meanwhile: the retry makes a session, as its first try did)
+        return None
+    return kept
 
 
 def _fits_a_chat(d, msgs: list[dict]) -> None:
