@@ -11,7 +11,7 @@ migration. (A VERSION behind SCHEMA_VERSION is never used: new databases are the
 
 from __future__ import annotations
 
-VERSION = 36
+VERSION = 37
 
 # sqlite_master's SQL, in its order
 SCHEMA: list[str] = [
@@ -346,11 +346,18 @@ END""",
     """CREATE TRIGGER chat_tokens_chat_delete AFTER DELETE ON chats BEGIN
     INSERT INTO chat_tokens(session_id, chat_id, active) SELECT old.session_id, old.id, (SELECT coalesce(sum((CASE WHEN instr(m.extra, '"context_tokens"') AND json_valid(m.extra) AND json_type(m.extra, '$.context_tokens') = 'integer' AND json_extract(m.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(m.extra, '$.context_tokens') ELSE coalesce(m.tokens, 0) END)), 0) FROM messages m WHERE m.session_id=old.session_id AND m.chat_id=old.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
 END""",
+    """CREATE TABLE openai_choices (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        chat_id TEXT NOT NULL,
+        recorded BLOB NOT NULL,
+        other BLOB NOT NULL,
+        PRIMARY KEY (session_id, chat_id, other)
+    )""",
 ]
 
 # the rows the migrations write
 ROWS: list[tuple[str, tuple]] = [
-    ("INSERT INTO schema_version VALUES (?)", (36,)),
+    ("INSERT INTO schema_version VALUES (?)", (37,)),
 ]
 
 # the PRAGMAs the migrations set (in the database file's header)

@@ -145,4 +145,18 @@ LATE: list[str] = [
     # OpenAI-endpoint app went on from, of several asked, recorded with `tokens` 0: billed with its request), read by
     # the triggers of each chat's active tokens, made again (storage/contextcount.py)
     contextcount.MIGRATION,
+    # 37: (this device's only, never synced) `openai_choices`: the other answers of the OpenAI endpoint's latest request
+    # for several (`n`) of each chat, by their texts' digests beside the digest of the answer recorded
+    # (storage/openaichoices.py): an app going on from one of them is not charged it again, after a restart too (they
+    # were kept in the daemon's memory). A session's rows go with it. (IF NOT EXISTS: the tests that set a database
+    # of this schema back to an older version to migrate it again keep their tables.)
+    """
+    CREATE TABLE IF NOT EXISTS openai_choices (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        chat_id TEXT NOT NULL,
+        recorded BLOB NOT NULL,
+        other BLOB NOT NULL,
+        PRIMARY KEY (session_id, chat_id, other)
+    );
+    """,
 ]

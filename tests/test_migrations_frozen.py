@@ -57,6 +57,7 @@ PINNED = [
     "efc98db807fe2474",  # (34: a fork's copied_tokens 0.36.0 counted, recounted)
     "1cb274830b50e4aa",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove)
     "f5df4e41773e0b97",  # (36: a message's context_tokens counted in its chat's context)
+    "0ac61ab74e5338de",  # (37: openai_choices)
 ]
 
 

@@ -136,3 +136,23 @@ def test_an_answer_gone_on_from_counts_in_the_context(n_daemon):
     # over the 400: compacted before the going on's messages, the question and the first answer set aside
     assert ctx["compacted_upto"] == first["id"], ctx
     assert ctx["active_tokens"] == counted, (ctx, msgs)
+
+
+def test_an_app_going_on_after_a_restart_is_charged_it_once(n_daemon):
+    """The answers an app may go on from were remembered in the daemon's memory only: after a restart (an update, a
+    reboot) the app going on from the second answer was charged it again, though the provider had billed it with
+    the request for two. They are kept in the database, with the session."""
+    d, _ = n_daemon
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    q = [{"role": "user", "content": "two ways"}]
+    chosen = openai_app(d, sid).chat.completions.create(model="echo-1", messages=q, n=2).choices[1].message.content
+    used = c.quota(sid)["tokens_used"]
+    d.restart()
+    c = d.client()
+    history = [*q, {"role": "assistant", "content": chosen}, {"role": "user", "content": "and so?"}]
+    openai_app(d, sid).chat.completions.create(model="echo-1", messages=history)
+    msgs = c.messages(sid)["messages"]
+    assert (msgs[2]["role"], msgs[2]["content"], msgs[2]["tokens"]) == ("assistant", chosen, 0), msgs[2]
+    answer = msgs[4]
+    assert c.quota(sid)["tokens_used"] == used + msgs[3]["tokens"] + answer["usage"]["prompt_tokens"] + answer["tokens"]
