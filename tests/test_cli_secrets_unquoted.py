@@ -1,0 +1,47 @@
+"""Secrets typed in the wrong place, refused by the CLI without quoting them (stderr, and --json's stdout, which a
+script's log or a pasted report keeps): the slips the last pass's checks (test_cli_usage.py) did not reach. All in
+process: each is refused by the parse or a command's first check, before a daemon is asked or a home made."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+CODE = "sessiond1" + "aeakkylblaqm2dajrmbsumxv2jclkf3au2jc3y3ipj6qeskekivakmo3jhx6l4lbmnqxeylllaqb7n4cojv6iy5" * 2
+PASSPHRASE = "hunter2PASSWORD77"
+
+
+def _refused(capsys, home: str, *argv: str) -> str:
+    """main(argv --home HOME --json): its exit code 2 checked, what it printed (stdout and stderr) returned."""
+    from sessiond.cli.main import main
+
+    code = main([*argv, "--home", home, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2, (argv, out, err)
+    json.loads(out)  # (--json's error on stdout)
+    return out + err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["import-file", CODE],  # (import-file for import: the code where its file goes)
+        ["ls", CODE],
+        ["status", CODE],
+        ["import", "--store-file", CODE],
+        ["import", "--code-file", f"./{CODE}"],
+        ["import", "--code-file", CODE.upper()],  # (a code is read in either case)
+        ["export", "some-id", "-o", f"{CODE}/x.json"],
+    ],
+)
+def test_a_share_code_given_where_no_code_goes_is_never_quoted(tmp_path, capsys, argv):
+    """A share code given to a command that takes none, or as a file's name, was quoted whole in its refusal
+    ('ls: unrecognized arguments: sessiond1...', 'cannot read sessiond1...'): only the id's place (show CODE), new
+    --id and import's own options named a code as one. Whoever sees a code reads its session. Every refusal the
+    CLI prints names a code as one, quoting none of it."""
+    said = _refused(capsys, str(tmp_path / "h"), *argv)
+    assert CODE[20:60] not in said and CODE[20:60].upper() not in said, said
+    assert "share code" in said, said
+    assert not os.path.exists(tmp_path / "h")
