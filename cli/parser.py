@@ -94,6 +94,9 @@ class _Parser(argparse.ArgumentParser):
         return f"{message}; see `{self.prog} --help`"
 
     def error(self, message: str):
+        m = re.fullmatch(r"(ambiguous option: -[^\s=]*)=.* (could match .*)", message, re.S)
+        if m:  # (`--pass=SECRET`: what followed the '=' quoted with the abbreviation, a passphrase, a code)
+            message = f"{m[1]}=... {m[2]} (its value not quoted here)"
         raise ParseError(self, _guessed(message, self.prog, self.unquoted))
 
 
