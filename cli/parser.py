@@ -75,14 +75,38 @@ class _Parser(argparse.ArgumentParser):
 
     def _unrecognized(self, extras: list[str]) -> str:
         """What parse_args says of arguments no option or positional takes, with the option most like the
-        first one that looks like an option (a typo, or another command's), and where the options are."""
-        message = f"unrecognized arguments: {' '.join(extras)}"
-        if self.unquoted:
-            shown = [a.partition("=")[0] + ("=..." if "=" in a else "") for a in extras if _OPTION_LIKE.fullmatch(a)]
-            words = len(extras) - len(shown)
-            if words:
-                shown.append(f"{words} word(s), not quoted here (a secret given on the command line?)")
-            message = f"unrecognized arguments: {' '.join(shown)}"
+        first one that looks like an option (a typo, or another command's), and where the options are. An option
+        named for a secret (`--passphrase`, `--api-key`: _SECRET_OPTION) is named without its value ('...'); in an
+        unquoted parser, no word that is no option's name is quoted, nor what follows an option's letter
+        (`-pSECRET`, as `mysql -pPASSWORD` is typed)."""
+        shown: list[str] = []
+        words = 0  # (unquoted: the words left over, counted)
+        value_hidden = after_secret = False
+        for a in extras:
+            name, eq, _value = a.partition("=")
+            if _OPTION_LIKE.fullmatch(a):
+                secret = self.unquoted or _SECRET_OPTION.search(name) is not None
+                after_secret = secret and not eq
+                if self.unquoted and not a.startswith("--") and len(name) > 2:
+                    shown.append(a[:2] + "...")
+                    value_hidden = True
+                elif eq and secret:
+                    shown.append(name + "=...")
+                    value_hidden = True
+                else:
+                    shown.append(a)
+            elif after_secret and not self.unquoted:
+                shown.append("...")
+                value_hidden = after_secret = True
+            elif self.unquoted:
+                words += 1
+            else:
+                shown.append(a)
+        if words:
+            shown.append(f"{words} word(s), not quoted here (a secret given on the command line?)")
+        message = f"unrecognized arguments: {' '.join(shown)}"
+        if value_hidden:
+            message += " ('...': a value not quoted here, as it may be a secret)"
         typed = next((a.partition("=")[0] for a in extras if a.startswith("--") and len(a) > 2), None)
         if typed is not None:
             # every option of this command, as its usage line lists them (argparse has no public list of them;
@@ -202,6 +226,8 @@ def is_utf8(raw: bytes) -> bool:
         return False
 
 
+# an option's name that says it holds a secret: its value is not quoted when the option is refused (_unrecognized)
+_SECRET_OPTION = re.compile(r"pass|key|token|secret|code|invite|auth|cred|word|mnemonic", re.I)
 # an option as typed: `--name`, `-h` (not a value that begins with a dash, `-1h`, `-draft note`, `---`)
 _OPTION_LIKE = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*(=.*)?")
 

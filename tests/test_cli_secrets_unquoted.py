@@ -63,3 +63,24 @@ def test_an_ambiguous_option_given_its_value_with_an_equals_sign_is_not_quoted_w
     said = _refused(capsys, str(tmp_path / "h"), *argv)
     assert PASSPHRASE not in said and "could match" in said, said
     assert not os.path.exists(tmp_path / "h")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rekey", "some-id", "--passphrase", PASSPHRASE],  # (share's option, given to rekey: no such option)
+        ["unshare", "some-id", f"--passphrase-file={PASSPHRASE}"],
+        ["ask", "some-id", "hi", "--api-key", PASSPHRASE],
+        ["start", "--password", PASSPHRASE],
+        ["share", "some-id", f"-p{PASSPHRASE}"],  # (`mysql -pPASSWORD`'s habit: the word read as an option's)
+        ["key", "export", "abandon", PASSPHRASE],  # (the words after export, where import was meant)
+    ],
+)
+def test_an_option_for_a_secret_that_the_command_does_not_take_is_refused_without_its_value(tmp_path, capsys, argv):
+    """'rekey: unrecognized arguments: --passphrase hunter2' quoted the value given to an option the command does
+    not have when its name says it holds a secret (a passphrase, a key, a token): argparse refuses the option and
+    the word after it alike. And in a command given secrets (share), a word like an option (`-pSECRET`) was quoted
+    as one. The option is named (and guessed); its value is not quoted."""
+    said = _refused(capsys, str(tmp_path / "h"), *argv)
+    assert PASSPHRASE not in said and "not quoted" in said, said
+    assert not os.path.exists(tmp_path / "h")
