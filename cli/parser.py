@@ -84,7 +84,10 @@ class _Parser(argparse.ArgumentParser):
         value_hidden = after_secret = False
         for a in extras:
             name, eq, _value = a.partition("=")
-            if _OPTION_LIKE.fullmatch(a):
+            if after_secret and not self.unquoted and not a.startswith("--"):  # (its value, `-SECRET` too)
+                shown.append("...")
+                value_hidden, after_secret = True, False
+            elif _OPTION_LIKE.fullmatch(a):
                 secret = self.unquoted or _SECRET_OPTION.search(name) is not None
                 after_secret = secret and not eq
                 if self.unquoted and not a.startswith("--") and len(name) > 2:
@@ -232,6 +235,12 @@ _SECRET_OPTION = re.compile(r"pass|key|token|secret|code|invite|auth|cred|word|m
 _OPTION_LIKE = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*(=.*)?")
 
 
+def _may_hold_secret(parser: argparse.ArgumentParser, option: str, value: str) -> bool:
+    """Whether `value`, given after `option`, may be a secret not to quote: in a command given secrets (share,
+    import, key), after an option named for one (--passphrase-file, --api-key), or a URL's user part ('@')."""
+    return getattr(parser, "unquoted", False) or bool(_SECRET_OPTION.search(option)) or "@" in value
+
+
 def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) -> str:
     """What to add to argparse's `message` when a value that begins with a dash was read as an option: its
     words ("expected one argument", "the following arguments are required", "unrecognized arguments") do
@@ -243,6 +252,11 @@ def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) ->
         for i, arg in enumerate(head[:-1]):
             value = head[i + 1]
             if arg == option and value.startswith("-") and value != "-":
+                if _may_hold_secret(parser, option, value):  # (quoted nowhere, nor to be put on the line)
+                    return (
+                        f" (the value given after {option} begins with a dash, so it was read as an option; not quoted"
+                        " here, as it may be a secret)"
+                    )
                 return (
                     f" ('{value}' begins with a dash, so it was read as an option, not as {option}'s value: "
                     f"give it as {shlex.quote(f'{option}={value}')})"
@@ -255,10 +269,12 @@ def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) ->
     if not any(not a.option_strings and a.nargs != argparse.PARSER for a in parser._actions):
         return ""  # a command that takes no text nor query (`ls -l`): an option mistyped, not a value
     known = set(re.findall(r"(?<![\w-])--?[a-zA-Z0-9][a-zA-Z0-9-]*", parser.format_usage()))
-    for arg in head:
+    for i, arg in enumerate(head):
         if len(arg) > 1 and arg.startswith("-") and arg.partition("=")[0] not in known:
             if _OPTION_LIKE.fullmatch(arg) and arg.startswith("--"):
                 continue  # an option mistyped, or another command's: the message names it (did you mean)
+            if i and _may_hold_secret(parser, head[i - 1], arg):
+                return ""  # (the value of an option named for a secret: _unrecognized quoted it as '...')
             return (
                 f" ('{arg}' begins with a dash, so it was read as an option: to give it as an argument (a text, a "
                 f"query, an id), put `--` before it, after the options: `{parser.prog} ... -- {shlex.quote(arg)}`)"

@@ -84,3 +84,21 @@ def test_an_option_for_a_secret_that_the_command_does_not_take_is_refused_withou
     said = _refused(capsys, str(tmp_path / "h"), *argv)
     assert PASSPHRASE not in said and "not quoted" in said, said
     assert not os.path.exists(tmp_path / "h")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["share", "some-id", "--passphrase-file", f"-{PASSPHRASE}"],  # (the passphrase where its file goes)
+        ["share", "some-id", "--passphrase", f"-{PASSPHRASE}"],
+        ["start", "--store", f"-{PASSPHRASE}@relay.example:5050"],  # (no scheme: no URL the redaction reads)
+    ],
+)
+def test_a_secret_that_begins_with_a_dash_is_not_quoted_by_the_hint_on_dashes(tmp_path, capsys, argv):
+    """`share ID --passphrase-file -SECRET`: argparse read the value as an option and said '--passphrase-file:
+    expected one argument', and the hint on values beginning with a dash quoted it twice ('-SECRET' begins with a
+    dash ...: give it as --passphrase-file=-SECRET), telling the user to put a passphrase on the command line. In a
+    command given secrets, or for an option named for one, the hint says how to give such a value, quoting none."""
+    said = _refused(capsys, str(tmp_path / "h"), *argv)
+    assert PASSPHRASE not in said and "begins with a dash" in said, said
+    assert not os.path.exists(tmp_path / "h")
