@@ -149,6 +149,12 @@ def _guessed(message: str, prog: str, unquoted: bool = False) -> str:
     typed, known = m[1], re.findall(r"'([^']*)'", m[2])
     # (unquoted: `key WORD...`, `import` left out, the first of the device key's words where the action goes)
     shown = "given (not quoted here: one of the key's words?)" if unquoted else repr(typed)
+    kind = "command" if prog == "sessiond" else "action"
+    if typed == "help":  # (`sessiond help [COMMAND]`, git's way: the help is an option's)
+        return (
+            f"no {kind} 'help': `{prog} --help` lists the {kind}s, `{prog} {kind.upper()} --help` tells of one"
+            f" (e.g. `{prog} {known[0]} --help`)"
+        )
     word = OTHER_WORDS.get(typed)
     if word not in known:  # two neighbouring letters swapped, the commonest slip, first (`strat`: not `stats`)
         word = next((k for k in known if _swapped(typed, k)), None)
@@ -156,7 +162,6 @@ def _guessed(message: str, prog: str, unquoted: bool = False) -> str:
     if guess is None:  # (the list of every command is then the help)
         return f"argument ACTION: not one of {m[2]}, the word {shown}" if unquoted else message
     # the guess alone: at the end of argparse's list of all the commands, it was lost far off to the right
-    kind = "command" if prog == "sessiond" else "action"
     return f"no {kind} {shown}: did you mean `{prog} {guess}`? (see `{prog} --help`)"
 
 

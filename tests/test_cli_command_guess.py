@@ -147,3 +147,15 @@ def test_a_command_not_on_the_line_is_listed_not_built():
     assert parser.parse_args(["status"]).command == "status"
     with pytest.raises(RuntimeError, match="not built"):  # (ls listed only: its arguments never added)
         parser.parse_args(["ls"])
+
+
+def test_help_typed_as_a_command_says_where_the_help_is(tmp_path):
+    """`sessiond help` and `sessiond help show` (git's and most tools' way) were refused as an invalid choice
+    followed by all 44 commands in one line, `--help` named nowhere. The refusal (exit 2, nothing done) says where
+    the help is: the commands', and one command's; a group's `help` action likewise."""
+    for argv, way in ((["help"], "`sessiond --help`"), (["help", "show"], "`sessiond COMMAND --help`")):
+        code, out, err = _main([*argv, "--home", str(tmp_path / "h")])
+        said = err.splitlines()[-1]
+        assert code == 2 and way in said and "choose from" not in said, said
+    code, out, err = _main(["chat", "help", "--home", str(tmp_path / "h")])
+    assert code == 2 and "sessiond chat --help" in err.splitlines()[-1], err
