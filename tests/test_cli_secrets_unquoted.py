@@ -102,3 +102,24 @@ def test_a_secret_that_begins_with_a_dash_is_not_quoted_by_the_hint_on_dashes(tm
     said = _refused(capsys, str(tmp_path / "h"), *argv)
     assert PASSPHRASE not in said and "begins with a dash" in said, said
     assert not os.path.exists(tmp_path / "h")
+
+
+@pytest.mark.parametrize(
+    "url, meant",
+    [
+        (f'"s5+http://{PASSPHRASE}@relay.example:5050"', "s5+http://***@relay.example:5050"),  # (config.toml's line)
+        (f"'s5+http://{PASSPHRASE}@relay.example:5050'", "s5+http://***@relay.example:5050"),
+        (f"<s5+http://{PASSPHRASE}@relay.example:5050>", "s5+http://***@relay.example:5050"),  # (a mail's link)
+        (f"s5+http;//{PASSPHRASE}@relay.example:5050", "s5+http://***@relay.example:5050"),  # (':' without shift)
+    ],
+)
+def test_a_quoted_or_semicolon_store_url_is_refused_not_made_a_folder(tmp_path, capsys, monkeypatch, url, meant):
+    """A store URL given with the quotes or brackets it was copied in (config.toml's `store = "URL"`, a line of a
+    --store-file, a mail's <URL>), or its ':' typed without shift (`s5+http;//`), was no URL to the store's parse,
+    so a folder's path: the daemon started on an empty folder store of that name where the user stood (not the
+    relay), the invite in its path, shown by `status` and kept in the home's store-url and its log. Refused now,
+    naming the URL meant, its invite not quoted, nothing made."""
+    monkeypatch.chdir(tmp_path)
+    said = _refused(capsys, str(tmp_path / "h"), "start", "--store", url)
+    assert PASSPHRASE not in said and f"did you mean {meant}?" in said, said
+    assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)
