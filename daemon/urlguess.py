@@ -10,6 +10,7 @@ import os
 import re
 from urllib.parse import urlparse
 
+from ..storage.ids import NOT_QUOTED, share_code_given
 from ..storage.redact import shown_url
 
 KUBO_RPC_PORT = 5001  # Kubo's RPC port: an http:// URL to it is a Kubo node's, not a relay's
@@ -121,6 +122,11 @@ def scheme_left_out(url: str) -> str | None:
     address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
     (`s5+http//HOST:PORT`), in quotes or brackets, or a ';' for its ':'; None for any other (and for a folder of
     that name that is there). Its user part (an invite, a password) quoted nowhere."""
+    if share_code_given(url):  # (`start --store CODE`: the code where the store goes, made a folder named by it)
+        return (
+            f"a share code was given as the store URL ({NOT_QUOTED}): leave the store out (or give the store's URL),"
+            " then `sessiond import` with the code on standard input"
+        )
     said = None if os.path.lexists(url) else _wrapped_or_semicolon(url)
     if said is not None:
         return said

@@ -13,6 +13,16 @@ CODE = "sessiond1" + "aeakkylblaqm2dajrmbsumxv2jclkf3au2jc3y3ipj6qeskekivakmo3jh
 PASSPHRASE = "hunter2PASSWORD77"
 
 
+@pytest.fixture(autouse=True)
+def _no_daemon_left(tmp_path):
+    """A daemon a refusal failed to prevent (a `start` let through: the defect) stopped, not left running."""
+    yield
+    if os.path.exists(tmp_path / "h" / "daemon.lock"):
+        from sessiond.cli.main import main
+
+        main(["stop", "--home", str(tmp_path / "h")])
+
+
 def _refused(capsys, home: str, *argv: str) -> str:
     """main(argv --home HOME --json): its exit code 2 checked, what it printed (stdout and stderr) returned."""
     from sessiond.cli.main import main
@@ -123,3 +133,18 @@ def test_a_quoted_or_semicolon_store_url_is_refused_not_made_a_folder(tmp_path, 
     said = _refused(capsys, str(tmp_path / "h"), "start", "--store", url)
     assert PASSPHRASE not in said and f"did you mean {meant}?" in said, said
     assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("option", ["--store", "--store-file"])
+def test_a_share_code_given_as_the_store_is_refused_not_made_a_folder(tmp_path, capsys, monkeypatch, option):
+    """`sessiond start --store CODE` (the code given where the store goes, on the device that is to import it; or a
+    --store-file holding the code, for --code-file) was a folder's path: the daemon started on an empty folder store
+    named by the code where the user stood, shown by `status` and kept in the home's store-url. Refused as a code,
+    with the way on (`sessiond import`), nothing made."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "code.txt").write_text(CODE + "\n")
+    value = CODE if option == "--store" else str(tmp_path / "w" / "code.txt")
+    said = _refused(capsys, str(tmp_path / "h"), "start", option, value)
+    assert CODE[20:60] not in said and "sessiond import" in said, said
+    assert sorted(os.listdir(tmp_path)) == ["w"] and os.listdir(tmp_path / "w") == ["code.txt"]
