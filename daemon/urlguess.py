@@ -96,6 +96,7 @@ _SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5
 _SCHEMES = r"(s5\+https?|ipfs(?:\+rpc|\+gateway)?\+https?|https?)"
 _COLON_SHORT = re.compile(_SCHEMES + "//", re.I)  # `s5+http//HOST`, `ipfs+rpc+https//HOST`: a ':' short
 _SLASHES_SHORT = re.compile(_SCHEMES + ":/?(?!/)", re.I)  # `http:INVITE@HOST:PORT`, `s5+https:/HOST`: no '//'
+_SLASHES_OVER = re.compile(_SCHEMES + ":///+(?!/)", re.I)  # `s5+http:///HOST:PORT`: a '/' too many (no host)
 
 
 def scheme_left_out(url: str) -> str | None:
@@ -103,7 +104,12 @@ def scheme_left_out(url: str) -> str | None:
     address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
     (`s5+http//HOST:PORT`), or one whose '//' is left out (`http:INVITE@HOST:PORT`, `s5+https:/HOST`: read as one
     with no host, or of a scheme whose host is the scheme typed); None for any other. Its user part (an invite, a
-    password) quoted nowhere."""
+    password) quoted nowhere. And one a '/' too many (`s5+http:///HOST:PORT`: read as one with no host, whose
+    refusal quoted it whole, a secret typed where its host goes too)."""
+    m = _SLASHES_OVER.match(url)
+    if m and url[m.end() :]:
+        guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
+        return f"store URL {m.group(1)}:///...: a '/' too many after its scheme (read as one with no host){guess}"
     m = _COLON_SHORT.match(url)
     if m:
         guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
