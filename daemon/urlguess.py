@@ -97,6 +97,7 @@ _SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5
 _SCHEMES = r"(s5\+https?|ipfs(?:\+rpc|\+gateway)?\+https?|https?)"
 _COLON_SHORT = re.compile(_SCHEMES + "//", re.I)  # `s5+http//HOST`, `ipfs+rpc+https//HOST`: a ':' short
 _SLASHES_SHORT = re.compile(_SCHEMES + ":/?(?!/)", re.I)  # `http:INVITE@HOST:PORT`, `s5+https:/HOST`: no '//'
+_SLASHES_OVER = re.compile(_SCHEMES + ":///+(?!/)", re.I)  # `s5+http:///HOST:PORT`: a '/' too many (no host)
 
 
 # a URL in the quotes or brackets it was copied in (config.toml's `store = "URL"`, a mail's <URL>), or its ':' typed
@@ -125,9 +126,10 @@ def scheme_left_out(url: str) -> str | None:
     """The refusal of a store URL given without its scheme, which would be read as a folder's path here: a relay's
     address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
     (`s5+http//HOST:PORT`), or one whose '//' is left out (`http:INVITE@HOST:PORT`, `s5+https:/HOST`: read as one
-    with no host, or of a scheme whose host is the scheme typed), in quotes or brackets, or a ';' for its ':'; None
-    for any other (and for a folder of that name that is there). Its user part (an invite, a password) quoted
-    nowhere."""
+    with no host, or of a scheme whose host is the scheme typed), or a '/' too many (`s5+http:///HOST:PORT`: read as
+    one with no host, whose refusal quoted it whole, a secret typed where its host goes too), in quotes or brackets,
+    or a ';' for its ':'; None for any other (and for a folder of that name that is there). Its user part (an
+    invite, a password) quoted nowhere."""
     if share_code_given(url):  # (`start --store CODE`: the code where the store goes, made a folder named by it)
         return (
             f"a share code was given as the store URL ({NOT_QUOTED}): leave the store out (or give the store's URL),"
@@ -136,6 +138,10 @@ def scheme_left_out(url: str) -> str | None:
     said = None if os.path.lexists(url) else _wrapped_or_semicolon(url)
     if said is not None:
         return said
+    m = _SLASHES_OVER.match(url)
+    if m and url[m.end() :]:
+        guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
+        return f"store URL {m.group(1)}:///...: a '/' too many after its scheme (read as one with no host){guess}"
     m = _COLON_SHORT.match(url)
     if m:
         guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
