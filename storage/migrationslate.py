@@ -29,11 +29,13 @@ _DROPPED_35 = {  # (the text names it, a cheap look first)
 # ('$[0]': no field of an object, removes nothing)
 _REMOVED_35 = ", ".join(f"CASE WHEN {v} THEN '$.{k}' ELSE '$[0]' END" for k, v in _DROPPED_35.items())
 _ANY_35 = " OR ".join(f"({v})" for v in _DROPPED_35.values())
-# (migration 35, frozen with it) the extra's object `k` (usage or response) holding its counts `fields` alone
+# (migration 35, frozen with it) the extra's object `k` (usage or response) holding its counts `fields` alone (set as
+# JSON by json(), directly: a JSON function's value through a scalar subquery is set as a string holding its text
+# where SQLite drops its JSON subtype there, as 3.54.1 does)
 _COUNT_35 = "type = 'integer' AND value BETWEEN 0 AND 1099511627776 AND key IN ({fields})"
-_COUNTS_KEPT_35 = f"""UPDATE messages SET extra = json_set(extra, '$.{{k}}', (
+_COUNTS_KEPT_35 = f"""UPDATE messages SET extra = json_set(extra, '$.{{k}}', json((
         SELECT json_group_object(key, value) FROM json_each(messages.extra, '$.{{k}}') WHERE {_COUNT_35}
-    )) WHERE CASE WHEN instr(extra, '"{{k}}"') AND json_valid(extra) AND json_type(extra, '$.{{k}}') = 'object'
+    ))) WHERE CASE WHEN instr(extra, '"{{k}}"') AND json_valid(extra) AND json_type(extra, '$.{{k}}') = 'object'
         THEN EXISTS (SELECT 1 FROM json_each(messages.extra, '$.{{k}}') WHERE NOT ({_COUNT_35})) ELSE 0 END;"""
 
 LATE: list[str] = [

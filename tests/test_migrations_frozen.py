@@ -55,7 +55,8 @@ PINNED = [
     "dcbd6e7cf8552fd4",  # (32: claims_walks)
     "362d8e7931b2b71b",  # (33: tokens_used recounted as 0.37.0 charges)
     "efc98db807fe2474",  # (34: a fork's copied_tokens 0.36.0 counted, recounted)
-    "1cb274830b50e4aa",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove)
+    "9272acd446125deb",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove,
+    # then json() around the counts kept, set as a string where SQLite drops the subtype through a subquery: 3.54.1)
 ]
 
 
