@@ -187,6 +187,10 @@ class Message(TypedDict):
     # a user's message an OpenAI-endpoint app sent with parts that are not text: which lines of its content (from 0)
     # note them (`[image]`), as another device wrote them (a number past its lines, or not one, is not read)
     part_notes: NotRequired[list[Any]]
+    # its tokens in its chat's context where they are not its `tokens`, which the quota counts: an answer an
+    # OpenAI-endpoint app went on from, of several it asked for (`n`), recorded with `tokens` 0 (billed with that
+    # request) and counted in the context by these (storage/contextcount.py)
+    context_tokens: NotRequired[int]
     # a model's answer's (storage/model.py ANSWER_KEYS): the model and provider that wrote it, the provider's
     # usage {prompt_tokens, completion_tokens}, its response times {first_token_ms, total_ms}, and interrupted
     # (and error) when it stopped before its end; a field with no value is left out

@@ -94,7 +94,23 @@ class _Parser(argparse.ArgumentParser):
         return f"{message}; see `{self.prog} --help`"
 
     def error(self, message: str):
-        raise ParseError(self, _guessed(message, self.prog, self.unquoted))
+        raise ParseError(self, _guessed(message, self.prog, self.unquoted) + self._values_said(message))
+
+    def _values_said(self, message: str) -> str:
+        """For the options argparse says are required and were left out, the values each takes (its choices, as
+        its usage line lists them: `--role {system,user,...}`): the refusal said only "the following arguments are
+        required: --role", not what to give. '' for any other refusal, and for an option that takes any value."""
+        m = re.fullmatch(r"the following arguments are required: (.*)", message)
+        if m is None:
+            return ""
+        usage = self.format_usage()
+        said = []
+        for option in m[1].split(", "):
+            listed = re.search(rf"(?<![\w-]){re.escape(option)}\s+\{{([^}}]*)\}}", usage)
+            if option.startswith("-") and listed:
+                *first, last = listed[1].split(",")
+                said.append(f"{option} {', '.join(first)} or {last}" if first else f"{option} {last}")
+        return f" (give {'; '.join(said)})" if said else ""
 
 
 # Other tools' words for a command (what `sessiond list` meant): named as the likely one when typed

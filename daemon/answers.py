@@ -339,16 +339,17 @@ async def pass_on(
             if watch.stopped:
                 stopped = True
                 break
+            came = False  # (the wait ended by the watch: nothing in hand)
             async with watch:
                 try:
                     event = await chunks.__anext__()
                 except StopAsyncIteration:
-                    event = None
-            if watch.gone:
-                gone = True
-                break
-            if watch.stopped:
-                stopped = True
+                    event = None  # (the stream's end)
+                came = True
+            # a chunk in hand as the watch ended the wait (read off the wire without waiting, the watch begun
+            # stopped; or the app's leaving seen just as it came): taken in as the rest was, then the stream ends
+            gone, stopped = watch.gone, watch.stopped
+            if not came:
                 break
         if held and not gone:  # the stream ended with a call still waiting for its id: one is made
             try:

@@ -151,8 +151,8 @@ def provider_and_model(d, session: dict, chat: dict, provider: str | None, model
         q = shlex.quote(sid)
         raise Invalid(
             f"no model to ask: session {sid!r} sets none; `sessiond models --provider {shlex.quote(p.name)}` lists"
-            f" {p.name!r}'s, then set one, `sessiond set {q} --model NAME`, or give one for this question,"
-            f" `sessiond ask {q} --model NAME TEXT`",
+            f" the models of provider {p.name!r}, then set one, `sessiond set {q} --model NAME`, or give one for this"
+            f" question, `sessiond ask {q} --model NAME TEXT`",
             api=[
                 f'PATCH {session_path(sid)} {{"model": MODEL}}',
                 f'POST {session_path(sid, "complete")} {{"model": MODEL, ...}}',

@@ -131,6 +131,7 @@ async def export(db, sid: str, fmt: str, chat: str | None = None, progress=None)
                         "call_fields",  # a provider's own fields of the calls, by call id
                         "metadata",
                         "part_notes",  # the lines of its text noting its parts that are not text (openai_history)
+                        "context_tokens",  # its tokens in its chat's context where not its quota's (contextcount)
                         *ANSWER_KEYS,  # a model's answer: what it costs the quota (usage), its times
                     )
                     if m.get(k) is not None
@@ -245,6 +246,7 @@ def parse_json(data: Any) -> dict:
         pm = _message(m, f"messages[{i}]", call_fields=True)
         pm.update(sessionfile.answer(m, f"messages[{i}]"))
         pm.update(sessionfile.part_notes(m, f"messages[{i}]"))
+        pm.update(sessionfile.context_tokens(m, f"messages[{i}]"))
         if (when := importers.timestamp(m.get("created_at"), f"messages[{i}].created_at")) is not None:
             pm["created_at"] = when  # its own time, as a fork's copy keeps it (_append takes it out)
         if isinstance(m.get("id"), str):
@@ -326,6 +328,8 @@ async def import_file(
             if "shared" in item:  # a new branch's fork: the tokens of the history it copies (stats.py)
                 copied = _tokens(item["messages"][: item["shared"]], estimate)
                 spec["provenance"] = {**spec["provenance"], "copied_tokens": copied}
+            elif "provenance" in spec:  # a session file's fork: its copy counted as the quota counts it (0.36.0's not)
+                spec["provenance"] = sessionfile.copied_as_charged(spec["provenance"], item["messages"], estimate)
             try:
                 s = await db.create_session(
                     spec,

@@ -23,7 +23,7 @@ from ..api.locate import (
 )
 from .provider_config import check_providers
 from .urlguess import (
-    HIDES_SECRET,
+    check_host,
     file_url_meant,
     host_hides_secret,
     scheme_left_out,
@@ -73,24 +73,9 @@ def normalize_store_url(url: str) -> str:
     if parsed.scheme in NETWORK_SCHEMES:
         if not parsed.netloc:
             raise HomeError(f"store URL {shown_url(url)!r} has no host")
-        _check_host(parsed.scheme, url)
+        check_host(parsed.scheme, url)
         return url.rstrip("/")
     raise HomeError(unsupported_scheme(url))
-
-
-def _check_host(scheme: str, url: str) -> None:
-    """Refuse a network store URL whose host holds a '%' or a space (a bracketed IPv6 literal's zone,
-    `[fe80::1%25eth0]`, excepted): no host name does, and it is an invite or a password mistyped (its '@'
-    written %40, or a space for it), which leaves no userinfo, so the whole of it would be taken, and shown,
-    as the host (urlguess.host_hides_secret). The refusal quotes nothing of the host, which would be that secret."""
-    if host_hides_secret(url):
-        # the way on names the user part's place without a scheme before it: every message is shown through
-        # scrub_text, which hides a URL's user part, and would show `[INVITE@]HOST` as `***@]HOST`
-        who, secret = ("an invite", "INVITE") if scheme.startswith("s5") else ("a user and password", "USER:PASSWORD")
-        raise HomeError(
-            f"the {scheme}:// store URL's {HIDES_SECRET}; give {scheme}://HOST[:PORT], {who} put before its host as"
-            f" the URL's user part ({secret}@HOST[:PORT])"
-        )
 
 
 def normalize_store_urls(urls: str | list[str]) -> str:
@@ -101,6 +86,17 @@ def normalize_store_urls(urls: str | list[str]) -> str:
     if not out:
         raise HomeError("no store URL given")
     return "\n".join(out)
+
+
+def _store_checked(path: str, key: str, urls: str) -> str:
+    """config.toml's `store` or `stores` (`urls`, joined by newlines), as given (normalized at the start, as --store
+    is), once it is seen to normalize: a URL refused is named by the file and its key, as every setting refused is
+    (the refusal alone did not say where a URL no --store gave came from)."""
+    try:
+        normalize_store_urls(urls)
+    except HomeError as exc:
+        raise HomeError(f"{path}: {key!r}: {exc}") from None
+    return urls
 
 
 def _home_text(path: str, then: str) -> str:
@@ -259,14 +255,14 @@ class Config:
                     raise HomeError(f"{path}: 'store' must be a URL string such as file:///path")
                 if "stores" in data:
                     raise HomeError(f"{path}: give 'store' (one) or 'stores' (a mirror), not both")
-                cfg.store = value
+                cfg.store = _store_checked(path, key, value)
             elif key == "stores":
                 if not isinstance(value, list) or not value or not all(isinstance(u, str) and u for u in value):
                     raise HomeError(
                         f"{path}: 'stores' must be a list of store URLs, such as "
                         f'stores = ["file:///path", "s5+https://PORTAL"] (each store gets every write)'
                     )
-                cfg.store = "\n".join(value)  # normalized with the daemon's --store (normalize_store_urls)
+                cfg.store = _store_checked(path, key, "\n".join(value))  # normalized with the daemon's --store
             elif key in ("sync_interval", "push_delay", "poll_interval", "cleanup_interval"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                     raise HomeError(f"{path}: {key!r} must be a non-negative number of seconds")

@@ -5,17 +5,20 @@ The session records the first answer, charged what the provider billed for all o
 `charge`). An app that goes on from another sends that one in its history where the chat holds the first: the history
 parts from the chat there, and the answer it chose is appended (openai_history.py), as a message an app appends is,
 charged its tokens, which the provider billed already with the request that asked for it. Remembered (by a digest of
-its text, the latest such request of each chat, in this daemon's memory: a restart forgets them, and the answer is
-then charged as any message the app sends), it is recorded with `tokens` 0 instead: what every device's count of the
-quota reads, so that the session's use is the same everywhere, and charged once, as billed."""
+its text, the latest such request of each chat, in the database: storage/openaichoices.py, so a restart forgets
+nothing), it is recorded with `tokens` 0 instead: what every device's count of the quota reads, so that the session's
+use is the same everywhere, and charged once, as billed. Its tokens (the daemon's estimate) are its `context_tokens`,
+which the chat's context counts (storage/contextcount.py): it is there as much as any other message."""
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import logging
 from typing import Any
 
-MOST = 1024  # chats whose latest request for several answers is remembered (the oldest forgotten past it)
+from ..storage.errors import SessiondError
+
+log = logging.getLogger("sessiond.openai")
 
 
 def digest(text: str) -> bytes:
@@ -23,45 +26,46 @@ def digest(text: str) -> bytes:
 
 
 class Choices:
-    """Per chat, the first answer of its latest request for several (recorded) and the others' digests."""
+    """Per chat, the first answer of its latest request for several (recorded) and the others' digests, kept by the
+    daemon's database (`d.db.openai_choices`)."""
 
-    def __init__(self) -> None:
-        self._by_chat: OrderedDict[tuple[str, str], tuple[bytes, set[bytes]]] = OrderedDict()
+    def __init__(self, daemon) -> None:
+        self.d = daemon
 
-    def remember(self, sid: str, chat: str, recorded: str, others: set[bytes]) -> None:
+    async def remember(self, sid: str, chat: str, recorded: str, others: set[bytes]) -> None:
         """A request for several answers to `chat`, whose first was recorded with the text `recorded`, the others'
         texts' digests `others` (none: a request for one answer, nothing remembered)."""
         if not others:
             return
-        self._by_chat[(sid, chat)] = (digest(recorded), others)
-        self._by_chat.move_to_end((sid, chat))
-        while len(self._by_chat) > MOST:
-            self._by_chat.popitem(last=False)
+        try:
+            await self.d.db.openai_choices.remember(sid, chat, digest(recorded), others)
+        except SessiondError as exc:  # (the answer is recorded and given: going on from another is charged, no more)
+            log.warning("the other answers of a request for several not kept: %s", exc.message, extra={"session": sid})
 
-    def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> bytes | None:
+    async def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> bytes | None:
         """The app's message `sent`, to be appended where its history parts from the chat's, at the chat's
         `stored`: if `stored` is the first of the chat's latest several answers and `sent` another of them, it
         is given `tokens` 0 (the provider billed it with them), and its digest returned, which `recorded` forgets
         once it is recorded (a request refused before that, the quota or a budget, records nothing: its retry's
         message is the one billed already)."""
-        mine = self._by_chat.get((sid, chat))
         if (
-            mine is None
-            or sent["role"] != "assistant"
+            sent["role"] != "assistant"
             or stored["role"] != "assistant"
             or sent.get("tool_calls")
-            or digest(stored["content"]) != mine[0]
+            or not isinstance(stored.get("content"), str)
         ):
             return None
-        if (d := digest(sent["content"])) in mine[1]:
-            sent["tokens"] = 0
+        d = digest(sent["content"])
+        if await self.d.db.openai_choices.holds(sid, chat, digest(stored["content"]), d):
+            # in the chat's context all the same: its tokens there kept apart (storage/contextcount.py)
+            sent["context_tokens"], sent["tokens"] = sent["tokens"], 0
             return d
         return None
 
-    def recorded(self, sid: str, chat: str, billed: bytes | None) -> None:
+    async def recorded(self, sid: str, chat: str, billed: bytes | None) -> None:
         """The message `billed` gave `tokens` 0 recorded: charged nothing once, another going on from it charged."""
-        if billed is not None and (mine := self._by_chat.get((sid, chat))) is not None:
-            mine[1].discard(billed)
+        if billed is not None:
+            await self.d.db.openai_choices.forget(sid, chat, billed)
 
 
 def others_of(data: dict) -> set[bytes]:

@@ -26,7 +26,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Invalid, LimitReached, SessiondError
+from ..storage.errors import Invalid, LimitReached, NotFound, SessiondError
 from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
@@ -49,6 +49,7 @@ from .openai_cut import Made
 from .openai_errors import oai_error, refusal
 from .openai_history import MATCH_ONLY, own_part, past_stored, request_messages, resent, text_of
 from .openai_names import chat_named, chat_of, named, session_named, session_of
+from .openai_retries import Retries
 from .provider_config import ProviderError
 from .providers import reasoning_of, usage_of
 from .stopgrace import SETTLED, STOP_GRACE, UNDER_WAY_KEY, install, stop_runner
@@ -66,7 +67,8 @@ class Compat:
     def __init__(self, daemon):
         self.d = daemon
         self._locks: dict[str, asyncio.Lock] = {}
-        self.choices = Choices()  # the other answers of a request for several: one the app goes on from is billed
+        self.choices = Choices(daemon)  # the other answers of a request for several: one the app goes on from is billed
+        self.retries = Retries()  # the sessions requests made that their failure kept, for the SDKs' retries
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
 
@@ -223,6 +225,8 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         # the session this request made (None: it named one): the lamports of the request's messages once recorded,
         # with which its deletion checks that nothing else was written to it (openai_cut.drop_made)
         made: Made | None = None
+        if sid is None and (kept := await _retried(d, request, raw)) is not None:
+            sid, chat_ref = kept  # an SDK's retry: on in the session its first try made and a failure kept
         fresh = sid is None
         if sid is None:  # a new session for this app; its id comes back in the X-Sessiond-Session header
             p = provider_for(d, {}, None)  # checked first: a request that cannot go anywhere creates nothing
@@ -270,7 +274,7 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 for k in MATCH_ONLY:  # (what the history was matched by too: not stored)
                     m.pop(k, None)
                 m["tokens"] = d.estimate(counted_text(m))
-            billed = None if went_on is None else _compat(request).choices.billed(sid, chat_id, went_on, new[0])
+            billed = None if went_on is None else await _compat(request).choices.billed(sid, chat_id, went_on, new[0])
             if new:  # the quota's room and the context budget, judged as recording them will: before the request
                 await d.db.check_fits(sid, chat_id, new)
             # the provider and the model last, as for POST /v1/sessions/ID/complete (complete.prepare)
@@ -300,9 +304,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
                     stored = await d.db.append_messages(sid, new, chat_id, asked=True)
-                    _compat(request).choices.recorded(sid, chat_id, billed)
+                    await _compat(request).choices.recorded(sid, chat_id, billed)
                     if fresh:
-                        made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request)
+                        made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request, raw, chat_id)
             except BaseException:
                 await ahead.drop()
                 raise
@@ -326,12 +330,25 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
             await record_whole(
                 d, plan, text, usage_of(data), started=started, calls=calls, reasoning=reasoning_of(data)
             )
-            _compat(request).choices.remember(sid, plan.chat, text, others_of(data))
+            await _compat(request).choices.remember(sid, plan.chat, text, others_of(data))
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
             # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
             return refusal(exc, sid, chat_id, completion=data)
         return web.json_response(data, headers=named(sid, chat_id))
     return await _stream(request, d, plan, body, ahead, started, made)
+
+
+async def _retried(d, request: web.Request, raw: bytes) -> tuple[str, str] | None:
+    """The session and chat the first try of this request (an SDK's retry, naming no session) made and a failure kept
+    (openai_retries.py), if they are still there."""
+    kept = d.compat.retries.retried(request, raw)
+    if kept is None:
+        return None
+    try:
+        await d.db.get_chat(*kept)
+    except NotFound:  # (deleted meanwhile: the retry makes a session, as its first try did)
+        return None
+    return kept
 
 
 def _fits_a_chat(d, msgs: list[dict]) -> None:
@@ -421,7 +438,7 @@ async def _stream(
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
         if others is not None and ended.stored is not None:
-            _compat(request).choices.remember(plan.sid, plan.chat, ended.stored["content"], others.digests())
+            await _compat(request).choices.remember(plan.sid, plan.chat, ended.stored["content"], others.digests())
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
 

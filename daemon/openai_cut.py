@@ -26,6 +26,8 @@ class Made(NamedTuple):
 
     lamports: tuple[int, int]  # first and last, of the request's messages recorded there
     request: web.Request  # the request (another's question to its model under way keeps it)
+    body: bytes  # its body, and the chat its question is in: a session kept, its retry goes on there (openai_retries)
+    chat: str
 
 
 def way_on(message: str, stored: dict | None, made: str | None, *, once: str = "", dropped: bool = False) -> dict:
@@ -91,14 +93,19 @@ async def drop_made(d, sid: str, made: Made) -> bool:
     not shared: its id is
     another app's once known (`sessiond ls`, the session.created event, a stream's header), and what that app wrote
     there is not deleted with it. Whether it was deleted (if not, it is kept, and named for
-    the retry)."""
+    the retry; an SDK's retry, which reads no such name, goes on in it all the same: openai_retries.py)."""
     try:
         deleted = await d.ops.delete_session(
             sid, holding_only=made.lamports, busy=lambda s: d.answering.busy(s, but=made.request)
         )
     except SessiondError as exc:
         log.warning("the session an OpenAI request made is kept: %s", exc.message, extra={"session": sid})
-        return False
-    if deleted is False:
-        log.info("the session an OpenAI request made is kept: written to, or asked, meanwhile", extra={"session": sid})
+        deleted = False
+    else:
+        if deleted is False:
+            log.info(
+                "the session an OpenAI request made is kept: written to, or asked, meanwhile", extra={"session": sid}
+            )
+    if deleted is False:  # the SDK's retry of the request, naming no session still, goes on in it (not in another)
+        d.compat.retries.kept(made.request, made.body, sid, made.chat)
     return deleted is not False

@@ -76,12 +76,19 @@ def not_here(sid: str) -> str:
             f"a share code was given in the {SESSION_HEADER} header ({NOT_QUOTED}): `sessiond import` it on this"
             f" device, then give the id it prints there, or leave the header out for a new session"
         )
-    if len(sid) > LONGEST_ID:
-        return (
-            f"no session has the id the {SESSION_HEADER} header gives, {len(sid)} characters (an id is {LONGEST_ID}"
-            f" at most): {way_on}"
-        )
-    return f"no session {sid!r} on this device, which the {SESSION_HEADER} header names: {way_on}"
+    return f"no session {given(sid, SESSION_HEADER)} on this device, which the {SESSION_HEADER} header names: {way_on}"
+
+
+def given(value: str, header: str) -> str:
+    """A header's value as a refusal names it: quoted when it may be an id (or a chat's name), else by its length
+    only (an app may put anything in a header: a share code, a key pasted into the wrong setting)."""
+    if len(value) > LONGEST_ID:
+        kind = "a share code, " if share_code_given(value) else ""
+        return f"({kind}the {header} header's {len(value)} characters, {NOT_SHOWN} {LONGEST_ID} at most)"
+    return repr(value)
+
+
+NOT_SHOWN = "not quoted: longer than an id, which is"
 
 
 async def chat_of(d, sid: str, session: dict, ref: str | None) -> dict:
@@ -93,8 +100,8 @@ async def chat_of(d, sid: str, session: dict, ref: str | None) -> dict:
         cid = await d.db.resolve_chat(sid, ref)
     except NotFound:
         raise NotFound(
-            f"session {sid!r} has no chat {ref!r}, which the {CHAT_HEADER} header names: give one of its chats'"
-            f" ids or names (`sessiond chat ls {sid}`), or leave the header out for its current chat",
+            f"session {sid!r} has no chat {given(ref, CHAT_HEADER)}, which the {CHAT_HEADER} header names: give one"
+            f" of its chats' ids or names (`sessiond chat ls {sid}`), or leave the header out for its current chat",
             param=CHAT_HEADER,
         ) from None
     return await d.db.get_chat(sid, cid)

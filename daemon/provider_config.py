@@ -120,6 +120,7 @@ class Provider:
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an environment variable's name, as a shell takes it
 PROVIDER_KEYS = ("base_url", "api_key_file", "api_key_env", "timeout", "connect_timeout", "top_k")
+_KEY_WRITTEN = ("api_key", "apikey", "key", "token", "api_token")  # the key itself, written where its file goes
 
 
 def check_providers(path: str, value, top_keys: tuple[str, ...]) -> dict:
@@ -138,6 +139,12 @@ def check_providers(path: str, value, top_keys: tuple[str, ...]) -> dict:
             raise HomeError(
                 f"{where}: {', '.join(top)} is a top-level setting, but in TOML a key below a [table] "
                 f"header belongs to that table; move it above the first [ line of the file"
+            )
+        if inline := [k for k in extra if k.lower().replace("-", "_") in _KEY_WRITTEN]:
+            raise HomeError(  # (the key not quoted: config.toml is no place for it, nor is an error)
+                f"{where}: {inline[0]} is no setting: the key itself is never written in config.toml; put it in a"
+                f' file of its own (chmod 600) named by api_key_file = "/path/to/key", or in the daemon\'s'
+                f' environment named by api_key_env = "VARIABLE", and delete the {inline[0]} line'
             )
         if extra:
             raise HomeError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(PROVIDER_KEYS)}")

@@ -5,13 +5,15 @@ was proven (checkpoints). daemon/formats.py reads the rest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..api.types import MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
-from ..storage.model import parse_message_id
-from ..storage.pulledextra import ANSWER_COUNTS, ANSWER_TEXTS, is_count, text_ok
+from ..storage.model import charge, parse_message_id
+from ..storage.pulledextra import ANSWER_COUNTS, ANSWER_TEXTS, CONTEXT_TOKENS, is_count, text_ok
+from ..storage.tokens import counted_text
 
 STATUSES = ("active", "paused", "ended")
 
@@ -65,6 +67,34 @@ def provenance(session: dict) -> dict | None:
     return dict(p)
 
 
+def copied_as_charged(p: dict, messages: list[dict], estimate: Callable[[str], int]) -> dict:
+    """A fork's provenance `p` from a session file whose `messages` are the fork's (its copy of the source's history
+    first, in the session's order), its `copied_tokens` made the quota's count of its copy where it is 0.36.0's of
+    it: a copied answer its tokens and its prompt's, not the completion tokens billed past its own (several answers
+    asked, one recorded), which the quota counts since 0.37.0 (storage/model.py charge; a home's forks so recounted
+    by migration 34). The copy is the first messages up to the one the count is 0.36.0's of; kept as the file says
+    it where no such run of them, or several counted otherwise by the quota, is found (a count made since, or not of
+    these messages)."""
+    copied = p.get("copied_tokens") if p.get("kind") == "fork" else None
+    if type(copied) is not int:
+        return p
+    then = now = 0
+    found = set()
+    for m in messages:
+        if then == copied:
+            found.add(now)
+        tokens = m["tokens"] if m.get("tokens") is not None else estimate(counted_text(m))
+        usage = m.get("usage")
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        then += charge({"tokens": tokens, "usage": {"prompt_tokens": prompt}})
+        now += charge({**m, "tokens": tokens})
+        if then > copied:
+            break
+    if then == copied:
+        found.add(now)
+    return {**p, "copied_tokens": found.pop()} if len(found) == 1 and copied not in found else p
+
+
 def answer(m: dict, where: str) -> dict:
     """A model's answer's own fields in a session file (daemon/answers.py records them): its model and
     provider, its usage (whose prompt tokens the quota counts), response times, whether it was cut short. Checked
@@ -89,6 +119,20 @@ def answer(m: dict, where: str) -> dict:
                 raise Invalid(f"{where}.{k}.{f} must be a whole number between 0 and {MAX_TOKENS}")
         out[k] = m[k]
     return out
+
+
+def context_tokens(m: dict, where: str) -> dict:
+    """A message's `context_tokens` in a session file (storage/contextcount.py: its tokens in its chat's context
+    where they are not its quota's), checked by the rule a pull keeps another device's by (storage/pulledextra.py)."""
+    n = m.get(CONTEXT_TOKENS)
+    if n is None:
+        return {}
+    if not is_count(n):
+        raise Invalid(
+            f"{where}.{CONTEXT_TOKENS} must be the message's tokens in its chat's context, a whole number between 0"
+            f" and {MAX_TOKENS}"
+        )
+    return {CONTEXT_TOKENS: n}
 
 
 def part_notes(m: dict, where: str) -> dict:

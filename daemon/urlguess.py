@@ -2,7 +2,7 @@
 a file URL a slash short (`file://tmp/shared`: `tmp` read as a host), and a relay's or a portal's address given as
 a browser takes it (`http://HOST:5050`) or with the network alone (`s5://HOST`). Every URL it names is shown with
 its credentials hidden (storage/redact.py); one whose host holds a secret mistyped (`host_hides_secret`), and a
-file URL with a user part, quoted nowhere, its shape named instead."""
+file URL with a user part, quoted nowhere, its shape named instead (`check_host`: the refusal of such a host)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import re
 from urllib.parse import urlparse
 
+from ..api.locate import HomeError
 from ..storage.redact import shown_url
 
 KUBO_RPC_PORT = 5001  # Kubo's RPC port: an http:// URL to it is a Kubo node's, not a relay's
@@ -90,23 +91,27 @@ def file_url_meant(netloc: str, path: str) -> str:
 _BARE_ADDRESS = re.compile(
     r"(?:([^/@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})/?"
 )
-_SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5+http:INVITE@HOST`: its own refusal
-_COLON_SHORT = re.compile(r"(s5\+https?|ipfs\+https?|https?)//", re.I)  # `s5+http//HOST`: a ':' short
+_SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5:HOST`, `file:x`: not HOST:PORT
+# every store's scheme (stores/config.py NETWORK_SCHEMES) and a browser's, longest first
+_SCHEMES = r"(s5\+https?|ipfs(?:\+rpc|\+gateway)?\+https?|https?)"
+_COLON_SHORT = re.compile(_SCHEMES + "//", re.I)  # `s5+http//HOST`, `ipfs+rpc+https//HOST`: a ':' short
+_SLASHES_SHORT = re.compile(_SCHEMES + ":/?(?!/)", re.I)  # `http:INVITE@HOST:PORT`, `s5+https:/HOST`: no '//'
 
 
 def scheme_left_out(url: str) -> str | None:
     """The refusal of a store URL given without its scheme, which would be read as a folder's path here: a relay's
     address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
-    (`s5+http//HOST:PORT`); None for any other. Its user part (an invite, a password) quoted nowhere."""
+    (`s5+http//HOST:PORT`), or one whose '//' is left out (`http:INVITE@HOST:PORT`, `s5+https:/HOST`: read as one
+    with no host, or of a scheme whose host is the scheme typed); None for any other. Its user part (an invite, a
+    password) quoted nowhere."""
     m = _COLON_SHORT.match(url)
     if m:
-        meant = f"{m.group(1).lower()}://{url[m.end() :]}"
-        guess = (
-            network_url_meant(meant)
-            if m.group(1).lower() in ("http", "https")
-            else f"; did you mean {shown_url(meant)}?"
-        )
+        guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
         return f"store URL {m.group(1)}//...: a ':' short after its scheme (read as a folder's path){guess}"
+    m = _SLASHES_SHORT.match(url)
+    if m and url[m.end() :] and not os.path.lexists(url):  # (a folder there: taken as ever)
+        guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
+        return f"store URL {m.group(1)}:...: the '//' after its scheme is left out{guess}"
     m = _BARE_ADDRESS.fullmatch(url)
     if m is None or _SCHEME_NO_SLASH.match(url) or os.path.lexists(url):  # (a folder there: taken as ever)
         return None
@@ -121,6 +126,18 @@ def scheme_left_out(url: str) -> str | None:
     )
 
 
+def url_meant(meant: str) -> str:
+    """`; did you mean URL?` for the store URL `meant` (a mistyped one put right): credentials hidden, and in place
+    of a host that may be a secret mistyped (host_hides_secret, unparsed_hides_secret) HOST[:PORT]; a browser's
+    scheme as a store's (network_url_meant)."""
+    scheme = meant.partition("://")[0]
+    if scheme in ("http", "https"):
+        return network_url_meant(meant)
+    if host_hides_secret(meant) or unparsed_hides_secret(meant):
+        return f"; did you mean {scheme}://HOST[:PORT]? (its host not quoted here: it may hold an invite or a password)"
+    return f"; did you mean {shown_url(meant)}?"
+
+
 def unsupported_scheme(url: str) -> str:
     """The refusal of a store URL of a scheme no store has: the URL (credentials hidden), the one most likely meant,
     and the schemes. One whose host hides a secret (host_hides_secret) quoted nowhere: its shape named instead."""
@@ -133,11 +150,31 @@ def network_url_meant(url: str) -> str:
     """The store URL a network address with a scheme no store has most likely meant, as `; did you mean URL?`
     ('' for a scheme that is no such slip); HOST[:PORT] in place of a host that hides a secret."""
     parsed = urlparse(url)
-    rest = "HOST:PORT" if host_hides_secret(url) else shown_url(url).split("://", 1)[-1]
+    hidden = host_hides_secret(url) or unparsed_hides_secret(url)
+    rest = "HOST:PORT" if hidden else shown_url(url).split("://", 1)[-1]
     if parsed.scheme in ("http", "https"):
-        kubo = parsed.scheme == "http" and parsed.port == KUBO_RPC_PORT
+        try:
+            port = parsed.port
+        except ValueError:  # (not a number: no Kubo node's, whatever was meant)
+            port = None
+        kubo = parsed.scheme == "http" and port == KUBO_RPC_PORT
         first, other = ("ipfs+http", "s5+http") if kubo else (f"s5+{parsed.scheme}", "ipfs+http")
         return f"; did you mean {first}://{rest}? ({other}://{rest} if it is a {'relay' if kubo else 'Kubo node'})"
     if parsed.scheme in ("s5", "ipfs"):
         return f"; did you mean {parsed.scheme}+https://{rest}?"
     return ""
+
+
+def check_host(scheme: str, url: str) -> None:
+    """Refuse a network store URL whose host holds a '%' or a space (a bracketed IPv6 literal's zone,
+    `[fe80::1%25eth0]`, excepted): no host name does, and it is an invite or a password mistyped (its '@'
+    written %40, or a space for it), which leaves no userinfo, so the whole of it would be taken, and shown,
+    as the host (host_hides_secret). The refusal quotes nothing of the host, which would be that secret."""
+    if host_hides_secret(url):
+        # the way on names the user part's place without a scheme before it: every message is shown through
+        # scrub_text, which hides a URL's user part, and would show `[INVITE@]HOST` as `***@]HOST`
+        who, secret = ("an invite", "INVITE") if scheme.startswith("s5") else ("a user and password", "USER:PASSWORD")
+        raise HomeError(
+            f"the {scheme}:// store URL's {HIDES_SECRET}; give {scheme}://HOST[:PORT], {who} put before its host as"
+            f" the URL's user part ({secret}@HOST[:PORT])"
+        )

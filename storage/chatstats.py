@@ -34,15 +34,22 @@ from .errors import DatabaseLost, file_size_limit, is_disk_full
 # -- the count, by trigger (migration 22's, replaced: the same active tokens, and the count in the same upsert)
 
 
-def _count(m: str, sign: str = "") -> str:
+def _count(m: str, sign: str = "", of: str = "") -> str:
     """Add message row `m` to its chat's row (`sign` "-": take it): its count, and its active tokens if it counts
-    in the context, as contexttotals.py `_add` did (which upserted only then)."""
-    tokens = f"CASE WHEN coalesce({m}.tokens, 0) <> 0 AND {counts_in_context(m)} THEN {m}.tokens ELSE 0 END"
+    in the context, as contexttotals.py `_add` did (which upserted only then). `of`: SQL of the row's tokens in
+    the context (migration 36's, storage/contextcount.py); none: its tokens (migration 25's)."""
+    if of:
+        tokens = f"CASE WHEN {of} <> 0 AND {counts_in_context(m)} THEN {of} ELSE 0 END"
+    else:
+        tokens = f"CASE WHEN coalesce({m}.tokens, 0) <> 0 AND {counts_in_context(m)} THEN {m}.tokens ELSE 0 END"
     return (
         f"INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT {m}.session_id, {m}.chat_id,"
         f" {sign}{tokens}, {sign}1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET"
         " active = active + excluded.active, messages = messages + excluded.messages;"
     )
+
+
+count_message = _count  # (migration 36's triggers, storage/contextcount.py)
 
 
 async def chat_messages(q: Any, sid: str, chat: str) -> int:

@@ -8,11 +8,17 @@ found the claim (cut short before or not) keeps that in place of its cuts until 
 (the notice taken, or a new code imported: SyncState.switch_slot, applyremote's rejoin); one that ended finding none
 keeps that, or where it ended (a manifest it could not read), so that a walk from the author's head moved since goes
 on there; one left behind (another notice, a generation left: `keep_only`) drops its row; a session's rows go with
-it. This device's only, never synced."""
+it. A walk that did not find the claim writes its row only if no other walk (a `verify` beside a pull) found it
+meanwhile (`put_unless`, read and written in one transaction): the found row wins. This device's only, never synced."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .connections import Connections
+
+# (nothing, if the session is gone)
+_PUT = "INSERT OR REPLACE INTO claims_walks(session_id, walk, cuts) SELECT id, ?, ? FROM sessions WHERE id=?"
 
 
 class ClaimsWalks:
@@ -29,10 +35,21 @@ class ClaimsWalks:
     async def put(self, sid: str, walk: bytes, cuts: bytes) -> None:
         """`cuts` kept for `walk` of `sid`, in place of any before (nothing, if the session is gone)."""
         async with self.c.transaction() as tx:
-            await tx.execute(
-                "INSERT OR REPLACE INTO claims_walks(session_id, walk, cuts) SELECT id, ?, ? FROM sessions WHERE id=?",
-                (walk, cuts, sid),
-            )
+            await tx.execute(_PUT, (walk, cuts, sid))
+
+    async def put_unless(self, sid: str, walk: bytes, cuts: bytes | None, stands: Callable[[bytes], bool]) -> bool:
+        """`cuts` kept for `walk` of `sid` (None: its row dropped), unless the row there now is one `stands` says
+        wins (another walk's, written while this one read the store: a `verify` beside a pull), read in the same
+        transaction: that row then stands unchanged (False)."""
+        async with self.c.transaction() as tx:
+            row = await tx.fetchone("SELECT cuts FROM claims_walks WHERE session_id=? AND walk=?", (sid, walk))
+            if row is not None and stands(bytes(row[0])):
+                return False
+            if cuts is None:
+                await tx.execute("DELETE FROM claims_walks WHERE session_id=? AND walk=?", (sid, walk))
+            else:
+                await tx.execute(_PUT, (walk, cuts, sid))
+        return True
 
     async def keep_only(self, sid: str, walks: set[bytes]) -> None:
         """The cuts of `sid`'s walks but `walks` dropped: walks left behind (rekeywalk._left_behind). Read first, so

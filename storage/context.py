@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import contextcount
 from .apply import local_op
 from .chatcap import room_for_chat
 from .chats import Chats, refuse_if_ended
@@ -23,6 +24,7 @@ DEFAULT_CONTEXT_MARGIN = 0.8
 # what a chat's budget policy is when neither the chat nor its session sets a key: no budget, compaction (when
 # one is set) down to 80 % of it, automatic
 POLICY_DEFAULTS = {"max_context_tokens": None, "context_margin": DEFAULT_CONTEXT_MARGIN, "auto_compact": True}
+_IN_CONTEXT = contextcount.sql("m")  # a message's tokens in the context (its context_tokens, else its tokens)
 DEFAULT_ESTIMATE = get_estimator()  # the daemon's own (config.toml's token_estimator) is Connections.estimate
 
 
@@ -40,17 +42,17 @@ def budget_of(chat_policy: str | None, compacted: str | None, policy: dict) -> t
 
 
 async def active(q: Any, sid: str, chat: str, cut: list | None) -> list[tuple]:
-    """The chat's active context: (lamport, device, seq, role, tokens) after the compaction cutoff
-    (system messages always stay)."""
+    """The chat's active context: (lamport, device, seq, role, tokens in the context: storage/contextcount.py)
+    after the compaction cutoff (system messages always stay)."""
     if cut is None:
         rows = await q.fetchall(
-            "SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
+            f"SELECT lamport, device_id, seq, role, {_IN_CONTEXT} FROM messages m WHERE"
             " session_id=? AND chat_id=? ORDER BY lamport, device_id, seq",
             (sid, chat),
         )
     else:
         rows = await q.fetchall(
-            "SELECT lamport, device_id, seq, role, coalesce(tokens, 0) FROM messages WHERE"
+            f"SELECT lamport, device_id, seq, role, {_IN_CONTEXT} FROM messages m WHERE"
             " session_id=? AND chat_id=? AND ((lamport, device_id, seq) > (?,?,?) OR"
             " role='system') ORDER BY lamport, device_id, seq",
             (sid, chat, *cut),

@@ -57,14 +57,18 @@ def _add(m: str, sign: str = "") -> str:
     )
 
 
-def _recount(c: str) -> str:
-    """Count chat `c` (a chats row, old or new) again from its messages, under its row as it stands now."""
+def _recount(c: str, tokens: Callable[[str], str] = lambda m: f"coalesce({m}.tokens, 0)") -> str:
+    """Count chat `c` (a chats row, old or new) again from its messages, under its row as it stands now: each
+    message's `tokens(row)` (SQL; migration 22's: its tokens, migration 36's: context_tokens)."""
     return (
         f"INSERT INTO chat_tokens(session_id, chat_id, active) SELECT {c}.session_id, {c}.id,"
-        f" (SELECT coalesce(sum(coalesce(m.tokens, 0)), 0) FROM messages m"
+        f" (SELECT coalesce(sum({tokens('m')}), 0) FROM messages m"
         f" WHERE m.session_id={c}.session_id AND m.chat_id={c}.id AND {_counts('m')})"
         " WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;"
     )
+
+
+recount_chat = _recount  # (migration 36's triggers, storage/contextcount.py)
 
 
 def _restamp(sid: str) -> str:
@@ -90,9 +94,14 @@ def _stamps() -> str:
 _STAMPS = _stamps()
 
 
-def message_triggers(add: Callable[[str, str], str]) -> str:
-    """The triggers of a message in, out or moved, each running `add(row, sign)` (sign "-": take it) on the
-    message's row: migration 22's with `_add`, migration 25's (storage/chatstats.py) with its count too."""
+# the columns of a message whose update moves it in or out of a chat's counts (migration 36's: its extra too)
+MOVED = "session_id, chat_id, device_id, seq, lamport, role, tokens"
+
+
+def message_triggers(add: Callable[[str, str], str], moved: str = MOVED) -> str:
+    """The triggers of a message in, out or moved (an update of the columns `moved`), each running `add(row,
+    sign)` (sign "-": take it) on the message's row: migration 22's with `_add`, migration 25's
+    (storage/chatstats.py) with its count too, migration 36's (storage/contextcount.py) with context_tokens."""
     return f"""CREATE TRIGGER chat_tokens_message_insert AFTER INSERT ON messages BEGIN
     {add("new", "")}
 END;
@@ -100,12 +109,31 @@ CREATE TRIGGER chat_tokens_message_delete AFTER DELETE ON messages BEGIN
     {add("old", "-")}
 END;
 CREATE TRIGGER chat_tokens_message_update
-AFTER UPDATE OF session_id, chat_id, device_id, seq, lamport, role, tokens ON messages BEGIN
+AFTER UPDATE OF {moved} ON messages BEGIN
     {add("old", "-")}
     {add("new", "")}
 END;
 """
 
+
+def chat_triggers(recount: Callable[[str], str]) -> str:
+    """The triggers of a chat's row made, its cut changed or the row deleted, each running `recount(row)` (the chat
+    counted again): migration 22's with `_recount`, migration 36's (storage/contextcount.py) with context_tokens."""
+    return f"""CREATE TRIGGER chat_tokens_chat_insert AFTER INSERT ON chats BEGIN
+    {recount("new")}
+END;
+CREATE TRIGGER chat_tokens_chat_update AFTER UPDATE OF session_id, id, compacted ON chats
+WHEN old.compacted IS NOT new.compacted OR old.session_id IS NOT new.session_id OR old.id IS NOT new.id BEGIN
+    {recount("old")}
+    {recount("new")}
+END;
+CREATE TRIGGER chat_tokens_chat_delete AFTER DELETE ON chats BEGIN
+    {recount("old")}
+END;
+"""
+
+
+_TRIGGERS = message_triggers(_add) + chat_triggers(_recount) + _STAMPS
 
 # 22: see the module's docstring. MIGRATION is the SQL migration 22 ran on every home: the helpers above are part of
 # it, so a change to what they make is a new migration (dropping and making the triggers again), never an edit here.
@@ -123,18 +151,7 @@ INSERT INTO chat_tokens(session_id, chat_id, active)
     GROUP BY m.session_id, m.chat_id;
 CREATE TABLE text_gens (session_id TEXT PRIMARY KEY, gen INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO text_gens(session_id, gen) SELECT id, random() FROM sessions;
-{message_triggers(_add)}CREATE TRIGGER chat_tokens_chat_insert AFTER INSERT ON chats BEGIN
-    {_recount("new")}
-END;
-CREATE TRIGGER chat_tokens_chat_update AFTER UPDATE OF session_id, id, compacted ON chats
-WHEN old.compacted IS NOT new.compacted OR old.session_id IS NOT new.session_id OR old.id IS NOT new.id BEGIN
-    {_recount("old")}
-    {_recount("new")}
-END;
-CREATE TRIGGER chat_tokens_chat_delete AFTER DELETE ON chats BEGIN
-    {_recount("old")}
-END;
-{_STAMPS}CREATE TRIGGER context_totals_session_delete AFTER DELETE ON sessions BEGIN
+{_TRIGGERS}CREATE TRIGGER context_totals_session_delete AFTER DELETE ON sessions BEGIN
     DELETE FROM chat_tokens WHERE session_id=old.id;
     DELETE FROM text_gens WHERE session_id=old.id;
 END;

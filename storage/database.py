@@ -48,6 +48,7 @@ from .lifecycle import Released, ShareLog
 from .logrun import LogReads
 from .messages import Messages
 from .model import now
+from .openaichoices import OpenaiChoices
 from .outbox import Outbox
 from .pushedmark import PushedMark
 from .schema import schema_version
@@ -83,6 +84,7 @@ class Database(SyncDatabase):
         self.kept_records = KeptRecords(c)  # IPNS records put again before a DHT forgets them (sync/reput.py)
         self.searcher = Search(c)
         self.copies = Copies(c, self.sessions, self.chats, self.messages, self.budgets)  # clone and fork
+        self.openai_choices = OpenaiChoices(c)  # the other answers of an OpenAI request for several (n)
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:
@@ -168,6 +170,9 @@ class Database(SyncDatabase):
 
     async def get_session(self, sid: str, *, counts: bool = False) -> dict:
         return await self.sessions.get(sid, counts=counts)
+
+    async def has_session(self, sid: str) -> bool:
+        return await self.sessions.exists(sid)
 
     async def session_access(self, sid: str) -> str:
         return await self.sessions.access(sid)

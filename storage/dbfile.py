@@ -55,15 +55,16 @@ class DatabaseFile:
         self._wal_identity = _identity(self.wal)
         self._writer = writer
         self._version = self._data_version()
-        # the file never shrinks (no VACUUM runs), unless made to vacuum itself at each commit (auto_vacuum: set
-        # when a file is made, by the SQLite build's default or another tool): then a checkpoint may shrink it
-        self._shrinks = writer is not None and writer.execute("PRAGMA auto_vacuum").fetchone()[0] != 0
+        # the file never shrinks (no VACUUM runs), unless made to vacuum itself at each commit (auto_vacuum=FULL, 1:
+        # set when a file is made, by the SQLite build's default or another tool): then a checkpoint may shrink it.
+        # INCREMENTAL (2) shrinks it only at a PRAGMA incremental_vacuum, which sessiond never runs: as NONE (0)
+        self._shrinks = writer is not None and writer.execute("PRAGMA auto_vacuum").fetchone()[0] == 1
         # the database file as the last of the daemon's checkpoints left it (in WAL mode only they write it)
         self._lock = threading.Lock()  # (checkpoints run on threads of their own)
         self._content = _content(_stat(path))
         self._checkpoints = 0  # running: the file's content may be moving
         # the least the file holds (a checkpoint that copied the whole WAL back sizes it to the database's pages,
-        # which never shrink but with auto_vacuum): one shorter after a checkpoint is a copy over it (at_least)
+        # which never shrink but with auto_vacuum=FULL): one shorter after a checkpoint is a copy over it (at_least)
         self._floor = 0
         self._changed: str | None = None  # OVERWRITTEN or WRITTEN_ELSEWHERE once seen: for good
         # OVERWRITTEN seen (for good): what the file holds is neither database whole, so reads are refused too
@@ -180,9 +181,9 @@ class DatabaseFile:
     def _left(self, st: os.stat_result | None) -> None:
         """(self._lock held.) The file as the last of the daemon's checkpoints running left it: its content from
         then on, unless it is shorter than before, which no checkpoint of the daemon's makes (nothing runs VACUUM:
-        the database never shrinks, its freed pages stay in the file; but one made with auto_vacuum), a copy over it
-        meanwhile; nor shorter than the database's pages a whole checkpoint sized it to (at_least). (A copy as long or
-        longer meanwhile is taken for the checkpoint's writes: unseen.)"""
+        the database never shrinks, its freed pages stay in the file; but one made with auto_vacuum=FULL), a copy
+        over it meanwhile; nor shorter than the database's pages a whole checkpoint sized it to (at_least). (A copy
+        as long or longer meanwhile is taken for the checkpoint's writes: unseen.)"""
         now = _content(st)
         if self._shrunk(st) and st is not None and (st.st_dev, st.st_ino) == self._identity and self._changed is None:
             self._changed = OVERWRITTEN

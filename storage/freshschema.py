@@ -11,7 +11,7 @@ migration. (A VERSION behind SCHEMA_VERSION is never used: new databases are the
 
 from __future__ import annotations
 
-VERSION = 35
+VERSION = 37
 
 # sqlite_master's SQL, in its order
 SCHEMA: list[str] = [
@@ -219,17 +219,6 @@ SCHEMA: list[str] = [
     PRIMARY KEY (session_id, chat_id)
 ) WITHOUT ROWID""",
     """CREATE TABLE text_gens (session_id TEXT PRIMARY KEY, gen INTEGER NOT NULL) WITHOUT ROWID""",
-    """CREATE TRIGGER chat_tokens_chat_insert AFTER INSERT ON chats BEGIN
-    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT new.session_id, new.id, (SELECT coalesce(sum(coalesce(m.tokens, 0)), 0) FROM messages m WHERE m.session_id=new.session_id AND m.chat_id=new.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
-END""",
-    """CREATE TRIGGER chat_tokens_chat_update AFTER UPDATE OF session_id, id, compacted ON chats
-WHEN old.compacted IS NOT new.compacted OR old.session_id IS NOT new.session_id OR old.id IS NOT new.id BEGIN
-    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT old.session_id, old.id, (SELECT coalesce(sum(coalesce(m.tokens, 0)), 0) FROM messages m WHERE m.session_id=old.session_id AND m.chat_id=old.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
-    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT new.session_id, new.id, (SELECT coalesce(sum(coalesce(m.tokens, 0)), 0) FROM messages m WHERE m.session_id=new.session_id AND m.chat_id=new.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
-END""",
-    """CREATE TRIGGER chat_tokens_chat_delete AFTER DELETE ON chats BEGIN
-    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT old.session_id, old.id, (SELECT coalesce(sum(coalesce(m.tokens, 0)), 0) FROM messages m WHERE m.session_id=old.session_id AND m.chat_id=old.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
-END""",
     """CREATE TRIGGER text_gens_session_insert AFTER INSERT ON session_texts BEGIN
     INSERT INTO text_gens(session_id, gen) VALUES (new.session_id, random()) ON CONFLICT(session_id) DO UPDATE SET gen = excluded.gen;
 END""",
@@ -264,17 +253,6 @@ END""",
         PRIMARY KEY (store_url, hash)
     ) WITHOUT ROWID""",
     """CREATE INDEX slot_objects_slot ON slot_objects(store_url, slot_pk, rev)""",
-    """CREATE TRIGGER chat_tokens_message_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT new.session_id, new.chat_id, CASE WHEN coalesce(new.tokens, 0) <> 0 AND (new.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=new.session_id AND c.id=new.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((new.lamport, new.device_id, new.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN new.tokens ELSE 0 END, 1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
-END""",
-    """CREATE TRIGGER chat_tokens_message_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT old.session_id, old.chat_id, -CASE WHEN coalesce(old.tokens, 0) <> 0 AND (old.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=old.session_id AND c.id=old.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((old.lamport, old.device_id, old.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN old.tokens ELSE 0 END, -1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
-END""",
-    """CREATE TRIGGER chat_tokens_message_update
-AFTER UPDATE OF session_id, chat_id, device_id, seq, lamport, role, tokens ON messages BEGIN
-    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT old.session_id, old.chat_id, -CASE WHEN coalesce(old.tokens, 0) <> 0 AND (old.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=old.session_id AND c.id=old.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((old.lamport, old.device_id, old.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN old.tokens ELSE 0 END, -1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
-    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT new.session_id, new.chat_id, CASE WHEN coalesce(new.tokens, 0) <> 0 AND (new.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=new.session_id AND c.id=new.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((new.lamport, new.device_id, new.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN new.tokens ELSE 0 END, 1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
-END""",
     """CREATE TABLE chat_walks (
     session_id TEXT NOT NULL,
     chat_id TEXT NOT NULL,
@@ -346,11 +324,40 @@ END""",
         cuts BLOB NOT NULL,
         PRIMARY KEY (session_id, walk)
     ) WITHOUT ROWID""",
+    """CREATE TRIGGER chat_tokens_message_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT new.session_id, new.chat_id, CASE WHEN (CASE WHEN instr(new.extra, '"context_tokens"') AND json_valid(new.extra) AND json_type(new.extra, '$.context_tokens') = 'integer' AND json_extract(new.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(new.extra, '$.context_tokens') ELSE coalesce(new.tokens, 0) END) <> 0 AND (new.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=new.session_id AND c.id=new.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((new.lamport, new.device_id, new.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN (CASE WHEN instr(new.extra, '"context_tokens"') AND json_valid(new.extra) AND json_type(new.extra, '$.context_tokens') = 'integer' AND json_extract(new.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(new.extra, '$.context_tokens') ELSE coalesce(new.tokens, 0) END) ELSE 0 END, 1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
+END""",
+    """CREATE TRIGGER chat_tokens_message_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT old.session_id, old.chat_id, -CASE WHEN (CASE WHEN instr(old.extra, '"context_tokens"') AND json_valid(old.extra) AND json_type(old.extra, '$.context_tokens') = 'integer' AND json_extract(old.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(old.extra, '$.context_tokens') ELSE coalesce(old.tokens, 0) END) <> 0 AND (old.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=old.session_id AND c.id=old.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((old.lamport, old.device_id, old.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN (CASE WHEN instr(old.extra, '"context_tokens"') AND json_valid(old.extra) AND json_type(old.extra, '$.context_tokens') = 'integer' AND json_extract(old.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(old.extra, '$.context_tokens') ELSE coalesce(old.tokens, 0) END) ELSE 0 END, -1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
+END""",
+    """CREATE TRIGGER chat_tokens_message_update
+AFTER UPDATE OF session_id, chat_id, device_id, seq, lamport, role, tokens, extra ON messages BEGIN
+    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT old.session_id, old.chat_id, -CASE WHEN (CASE WHEN instr(old.extra, '"context_tokens"') AND json_valid(old.extra) AND json_type(old.extra, '$.context_tokens') = 'integer' AND json_extract(old.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(old.extra, '$.context_tokens') ELSE coalesce(old.tokens, 0) END) <> 0 AND (old.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=old.session_id AND c.id=old.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((old.lamport, old.device_id, old.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN (CASE WHEN instr(old.extra, '"context_tokens"') AND json_valid(old.extra) AND json_type(old.extra, '$.context_tokens') = 'integer' AND json_extract(old.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(old.extra, '$.context_tokens') ELSE coalesce(old.tokens, 0) END) ELSE 0 END, -1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
+    INSERT INTO chat_tokens(session_id, chat_id, active, messages) SELECT new.session_id, new.chat_id, CASE WHEN (CASE WHEN instr(new.extra, '"context_tokens"') AND json_valid(new.extra) AND json_type(new.extra, '$.context_tokens') = 'integer' AND json_extract(new.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(new.extra, '$.context_tokens') ELSE coalesce(new.tokens, 0) END) <> 0 AND (new.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=new.session_id AND c.id=new.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((new.lamport, new.device_id, new.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END)) THEN (CASE WHEN instr(new.extra, '"context_tokens"') AND json_valid(new.extra) AND json_type(new.extra, '$.context_tokens') = 'integer' AND json_extract(new.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(new.extra, '$.context_tokens') ELSE coalesce(new.tokens, 0) END) ELSE 0 END, 1 WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = active + excluded.active, messages = messages + excluded.messages;
+END""",
+    """CREATE TRIGGER chat_tokens_chat_insert AFTER INSERT ON chats BEGIN
+    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT new.session_id, new.id, (SELECT coalesce(sum((CASE WHEN instr(m.extra, '"context_tokens"') AND json_valid(m.extra) AND json_type(m.extra, '$.context_tokens') = 'integer' AND json_extract(m.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(m.extra, '$.context_tokens') ELSE coalesce(m.tokens, 0) END)), 0) FROM messages m WHERE m.session_id=new.session_id AND m.chat_id=new.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
+END""",
+    """CREATE TRIGGER chat_tokens_chat_update AFTER UPDATE OF session_id, id, compacted ON chats
+WHEN old.compacted IS NOT new.compacted OR old.session_id IS NOT new.session_id OR old.id IS NOT new.id BEGIN
+    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT old.session_id, old.id, (SELECT coalesce(sum((CASE WHEN instr(m.extra, '"context_tokens"') AND json_valid(m.extra) AND json_type(m.extra, '$.context_tokens') = 'integer' AND json_extract(m.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(m.extra, '$.context_tokens') ELSE coalesce(m.tokens, 0) END)), 0) FROM messages m WHERE m.session_id=old.session_id AND m.chat_id=old.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
+    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT new.session_id, new.id, (SELECT coalesce(sum((CASE WHEN instr(m.extra, '"context_tokens"') AND json_valid(m.extra) AND json_type(m.extra, '$.context_tokens') = 'integer' AND json_extract(m.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(m.extra, '$.context_tokens') ELSE coalesce(m.tokens, 0) END)), 0) FROM messages m WHERE m.session_id=new.session_id AND m.chat_id=new.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
+END""",
+    """CREATE TRIGGER chat_tokens_chat_delete AFTER DELETE ON chats BEGIN
+    INSERT INTO chat_tokens(session_id, chat_id, active) SELECT old.session_id, old.id, (SELECT coalesce(sum((CASE WHEN instr(m.extra, '"context_tokens"') AND json_valid(m.extra) AND json_type(m.extra, '$.context_tokens') = 'integer' AND json_extract(m.extra, '$.context_tokens') BETWEEN 0 AND 1099511627776 THEN json_extract(m.extra, '$.context_tokens') ELSE coalesce(m.tokens, 0) END)), 0) FROM messages m WHERE m.session_id=old.session_id AND m.chat_id=old.id AND (m.role = 'system' OR NOT EXISTS (SELECT 1 FROM chats c WHERE c.session_id=m.session_id AND c.id=m.chat_id AND CASE WHEN json_valid(c.compacted) THEN CASE WHEN json_type(c.compacted) = 'array' THEN ((m.lamport, m.device_id, m.seq) > (json_extract(c.compacted, '$[0]'), json_extract(c.compacted, '$[1]'), json_extract(c.compacted, '$[2]'))) IS NOT TRUE END END))) WHERE true ON CONFLICT(session_id, chat_id) DO UPDATE SET active = excluded.active;
+END""",
+    """CREATE TABLE openai_choices (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        chat_id TEXT NOT NULL,
+        recorded BLOB NOT NULL,
+        other BLOB NOT NULL,
+        PRIMARY KEY (session_id, chat_id, other)
+    )""",
 ]
 
 # the rows the migrations write
 ROWS: list[tuple[str, tuple]] = [
-    ("INSERT INTO schema_version VALUES (?)", (35,)),
+    ("INSERT INTO schema_version VALUES (?)", (37,)),
 ]
 
 # the PRAGMAs the migrations set (in the database file's header)

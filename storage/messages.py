@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 
-from . import toolresults
+from . import contextcount, toolresults
 from .appendone import APPEND_ONE
 from .apply import apply_op
 from .chatcap import check_chat_room, messages_in_chat
@@ -261,7 +261,7 @@ class Messages(MessageReads):
                     if not session_budget and chat_policy in (None, "{}"):
                         continue  # neither the session nor the chat has one: nothing to count
                     known = budget_of(chat_policy, compacted, policy)
-                chat_tokens = sum(m.get("tokens") or 0 for m in messages if (m.get("chat") or chat_id) == c)
+                chat_tokens = sum(contextcount.of(m) for m in messages if (m.get("chat") or chat_id) == c)
                 try:
                     cut = await context_check(
                         tx,
@@ -367,12 +367,16 @@ class Messages(MessageReads):
                     "DELETE FROM idempotency WHERE session_id=? AND created_at < ?",
                     (sid, kept_before(IDEMPOTENCY_TTL)),
                 )
-                edge = await tx.fetchone(  # (the table's rowids: the order its keys were made in)
-                    "SELECT rowid FROM idempotency WHERE session_id=? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-                    (sid, IDEMPOTENCY_KEEP),
-                )
-                if edge is not None:
-                    await tx.execute("DELETE FROM idempotency WHERE session_id=? AND rowid <= ?", (sid, edge[0]))
+                # The edge orders every key of the session by rowid (a sort: no index has that order). A session
+                # holds fewer keys than its lamport, which each keyed append moves on by one or more (pulls only
+                # raise it): one whose lamport is within IDEMPOTENCY_KEEP keeps all of its keys.
+                if lam0 + n - 1 > IDEMPOTENCY_KEEP:
+                    edge = await tx.fetchone(  # (the table's rowids: the order its keys were made in)
+                        "SELECT rowid FROM idempotency WHERE session_id=? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                        (sid, IDEMPOTENCY_KEEP),
+                    )
+                    if edge is not None:
+                        await tx.execute("DELETE FROM idempotency WHERE session_id=? AND rowid <= ?", (sid, edge[0]))
             if mark:
                 await tx.execute(MARK_END_INSERT, (sid, seq0 + n - 1))
         return out
@@ -387,7 +391,7 @@ class Messages(MessageReads):
             raise await no_session(self.c.committed, sid)
         policy = json.loads(row[0]) if row[0] and row[0] != "{}" else {}
         check_quota_room(sid, row[1], policy.get("token_quota"), messages, sum(map(charge, messages)))
-        adding = sum(m.get("tokens") or 0 for m in messages)
+        adding = sum(map(contextcount.of, messages))  # (their tokens in the context: contextcount.py)
         await context_check(
             self.c.committed,
             sid,

@@ -3,6 +3,8 @@ on main is never edited: a change is a new one."""
 
 from __future__ import annotations
 
+from . import contextcount
+
 # (migration 35, frozen with it) by field `k`: whether the message's extra holds it as a pull drops it
 # (storage/pulledextra.py). Those removed from the text (json_remove), the others kept as their text stands (was: the
 # row built again from json_each's SQL values: a number past SQLite's integers, or a fraction of 17 digits, made
@@ -140,5 +142,23 @@ LATE: list[str] = [
     WHERE CASE WHEN json_valid(extra) AND json_type(extra) = 'object' THEN {_ANY_35} ELSE 0 END;
     {_COUNTS_KEPT_35.format(k="usage", fields="'prompt_tokens', 'completion_tokens'")}
     {_COUNTS_KEPT_35.format(k="response", fields="'first_token_ms', 'total_ms'")}
+    """,
+    # 36: a message's tokens in its chat's context where they are not its quota's, `extra.context_tokens` (an answer an
+    # OpenAI-endpoint app went on from, of several asked, recorded with `tokens` 0: billed with its request), read by
+    # the triggers of each chat's active tokens, made again (storage/contextcount.py)
+    contextcount.MIGRATION,
+    # 37: (this device's only, never synced) `openai_choices`: the other answers of the OpenAI endpoint's latest request
+    # for several (`n`) of each chat, by their texts' digests beside the digest of the answer recorded
+    # (storage/openaichoices.py): an app going on from one of them is not charged it again, after a restart too (they
+    # were kept in the daemon's memory). A session's rows go with it. (IF NOT EXISTS: the tests that set a database
+    # of this schema back to an older version to migrate it again keep their tables.)
+    """
+    CREATE TABLE IF NOT EXISTS openai_choices (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        chat_id TEXT NOT NULL,
+        recorded BLOB NOT NULL,
+        other BLOB NOT NULL,
+        PRIMARY KEY (session_id, chat_id, other)
+    );
     """,
 ]

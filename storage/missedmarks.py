@@ -30,7 +30,10 @@ from .model import CHARGE_SUM_SQL, DEFAULT_CHECKPOINT_INTERVAL, row_charge
 # frontier), and only by this device's appends (a pull passing a mark makes no checkpoint). One query: a
 # session row each, its latest checkpoint by its key, and for those this device wrote to since, per device
 # an index range of the messages since (at most an interval's worth of tokens, but for those due).
-_CANDIDATES = f"""
+# `-- which`: every active session's (the start), or one's, found by its key (after each append that passed a
+# mark: `(?2 IS NULL OR s.id=?2)` took no index, and each read walked every active session's row, ~17 SQLite
+# steps a session, the cost of a mark growing with the sessions the daemon holds)
+_CANDIDATES_OF = f"""
 WITH c AS (
   SELECT s.id, s.tokens_used AS used, s.created_at,
     coalesce(nullif(json_extract(s.policy, '$.checkpoint_interval'), 0), {DEFAULT_CHECKPOINT_INTERVAL}) AS iv,
@@ -38,7 +41,7 @@ WITH c AS (
       ORDER BY number DESC LIMIT 1) AS f
   FROM sessions s
   WHERE s.status IN ('active', 'paused') AND s.access NOT IN ('read', 'revoked') AND NOT s.importing
-    AND (?2 IS NULL OR s.id=?2)
+    -- which
 )
 SELECT id, used, created_at, iv, f FROM c
 WHERE used >= iv
@@ -50,14 +53,17 @@ WHERE used >= iv
   WHERE l.session_id=c.id)) / iv < used / iv
 ORDER BY id
 """
+_CANDIDATES = _CANDIDATES_OF.replace("-- which", "")
+_CANDIDATES_ONE = _CANDIDATES_OF.replace("-- which", "AND s.id=?2")
 
-# a device's messages past a checkpoint's frontier, with the order they were written in here (rowid), and
-# whether an append of this device (?4) that passed a mark ended at it
+# a device's messages past a checkpoint's frontier, with the order they were written in here (rowid); and the
+# seqs of this device's appends that passed a mark (a handful: made checkpoints delete theirs), matched in
+# Python: a LEFT JOIN looked mark_ends up for every message, ~26 SQLite steps each, twice the read's own
 _SINCE = (
-    "SELECT m.rowid, m.device_id, m.seq, m.tokens, m.extra, m.created_at, e.seq IS NOT NULL FROM messages m"
-    " LEFT JOIN mark_ends e ON m.device_id=?4 AND e.session_id=m.session_id AND e.seq=m.seq"
+    "SELECT m.rowid, m.device_id, m.seq, m.tokens, m.extra, m.created_at FROM messages m"
     " WHERE m.session_id=?1 AND m.device_id=?2 AND m.seq > ?3"
 )
+_ENDS = "SELECT seq FROM mark_ends WHERE session_id=?"
 
 
 async def missed_checkpoints(c: Connections, sid: str | None = None) -> list[tuple[str, list[dict[str, int]]]]:
@@ -72,14 +78,17 @@ def _due(conn: sqlite3.Connection, own: str, one: str | None) -> list[tuple[str,
     cur.execute("BEGIN")
     try:
         out = []
-        for sid, used, created, iv, f in cur.execute(_CANDIDATES, (own, one)).fetchall():
+        found = cur.execute(_CANDIDATES, (own,)) if one is None else cur.execute(_CANDIDATES_ONE, (own, one))
+        for sid, used, created, iv, f in found.fetchall():
             done: dict[str, int] = json.loads(f) if f else {}
             logs: dict[str, int] = dict(
                 cur.execute("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,)).fetchall()
             )
+            ends = {seq for (seq,) in cur.execute(_ENDS, (sid,)).fetchall()}
             rows: list[Any] = []
             for device in logs:
-                rows += cur.execute(_SINCE, (sid, device, done.get(device, 0), own)).fetchall()
+                since = cur.execute(_SINCE, (sid, device, done.get(device, 0))).fetchall()
+                rows += [(*r, device == own and r[2] in ends) for r in since]
             rows.sort()  # in the order they were written here: an append's `used` counted those before it
             cuts = _cuts(own, int(used), float(created), int(iv), done, logs, rows)
             if cuts:

@@ -69,8 +69,18 @@ CHAT_FIELDS = ("compacted", "policy", "name", "system_prompt", "model", "setting
 ANSWER_KEYS = ("model", "provider", "usage", "response", "interrupted", "error")
 # A model's answer's calls' own fields from its provider (Gemini 3's thought signature), by call id: sent
 # back with the calls to that provider only (daemon/toolcalls.py).
-# (part_notes: the lines of a message's text that note its parts that are not text, daemon/openai_history.py)
-EXTRA_KEYS = ("name", "tool_call_id", "tool_calls", "call_fields", "metadata", "part_notes", *ANSWER_KEYS)
+# (part_notes: the lines of a message's text that note its parts that are not text, daemon/openai_history.py;
+# context_tokens: its tokens in its chat's context where they are not its quota's, storage/contextcount.py)
+EXTRA_KEYS = (
+    "name",
+    "tool_call_id",
+    "tool_calls",
+    "call_fields",
+    "metadata",
+    "part_notes",
+    "context_tokens",
+    *ANSWER_KEYS,
+)
 PLAIN_KEYS = frozenset({"role", "content", "tokens", "chat"})  # a message with only these has no extra
 # A message's own fields, as a read gives them from its row's columns (storage/messagereads.py message_dict): none is
 # ever an extra field. Another device's extra fields naming one are dropped as a pull reads its pages (sync/pages.py

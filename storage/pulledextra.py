@@ -6,7 +6,9 @@ sessiond writes none there; another device's would make the message say two thin
 answer field holding what the API takes from no provider, app or file (a model's name not text or past 200
 characters, an error past 2000, `interrupted` not true or false, a count of `usage` or `response` not a whole number
 from 0 to MAX_TOKENS, or one of neither's: was stored as it came, then written by `export` into a file `import-file`
-refused, and shown by the API's reads). Its other fields are kept, a newer sessiond's among them."""
+refused, and shown by the API's reads), and a `context_tokens` that is not such a count either (storage/contextcount.py:
+what the chat's context counts of the message, in place of its tokens: a forged one would make a chat compact at every
+question, or never). Its other fields are kept, a newer sessiond's among them."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ ANSWER_TEXTS = {"model": 200, "provider": 200, "error": 2000}
 # an answer's counts: the fields each holds (whole numbers from 0 to MAX_TOKENS)
 ANSWER_COUNTS = {"usage": ("prompt_tokens", "completion_tokens"), "response": ("first_token_ms", "total_ms")}
 NEVER_KEPT = MESSAGE_OWN_KEYS | {"tool_calls_dropped"}
-_LOOKED_AT = NEVER_KEPT | ANSWER_TEXTS.keys() | ANSWER_COUNTS.keys() | {"interrupted"}
+# a message's tokens in its chat's context where they are not its quota's (storage/contextcount.py): such a count
+CONTEXT_TOKENS = "context_tokens"
+_LOOKED_AT = NEVER_KEPT | ANSWER_TEXTS.keys() | ANSWER_COUNTS.keys() | {"interrupted", CONTEXT_TOKENS}
 _GONE = object()
 
 
@@ -44,6 +48,8 @@ def _kept(k: str, v: Any) -> Any:
         return v if text_ok(k, v) else _GONE
     if k == "interrupted":
         return v if type(v) is bool else _GONE
+    if k == CONTEXT_TOKENS:
+        return v if is_count(v) else _GONE
     if type(v) is not dict:
         return _GONE
     fields = ANSWER_COUNTS[k]

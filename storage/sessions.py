@@ -449,6 +449,11 @@ class Sessions:
         self.c.deleted()  # and out of the WAL's old frames, and the search index's words, soon
         return True
 
+    async def exists(self, sid: str) -> bool:
+        """Whether the session is on this device (its import done): the row's key alone, and no refusal made for a
+        miss (get's names the session likely meant, unknown.py: a scan of every session, for a person to read)."""
+        return await self.c.committed.fetchone("SELECT 1 FROM sessions WHERE id=? AND importing=0", (sid,)) is not None
+
     async def access(self, sid: str) -> str:
         """What this device may do in the session (its `access`), from its row alone (not its texts)."""
         return (await session_row(self.c.committed, sid))["access"]

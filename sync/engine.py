@@ -45,6 +45,7 @@ from .heads import open_manifest as _open_manifest  # noqa: F401 (re-exported fo
 from .importer import Importer
 from .keys import KeyStore
 from .members import Members
+from .mirrorstrict import not_every_store, rekey_refused
 from .proofs import Proofs
 from .pusher import Pusher
 from .rekey import Rekeyer
@@ -397,8 +398,12 @@ class Syncer:
         details: errors.store_details), not an internal error."""
         try:
             yield
-        except (StoreError, TimeoutError) as exc:
-            if not (failing(exc) or isinstance(exc, (LyingServer, ReadOnlyStore))):
+        except (StoreError, TimeoutError, ImportError_) as exc:
+            failed = not_every_store(exc)  # a store of a mirror that a rekey's notice needs did not answer
+            if failed is not None:
+                pending = self.ctx.keys.rekey_pending(sid) is not None
+                raise rekey_refused(sid, failed, doing, pending=pending) from None
+            if isinstance(exc, ImportError_) or not (failing(exc) or isinstance(exc, (LyingServer, ReadOnlyStore))):
                 raise
             raise store_failed(exc, (await self.ctx.store_for(sid)).url, f"cannot {doing} {sid}") from None
 

@@ -104,8 +104,8 @@ class Importer:
         ctx = self.ctx
         db, keys = ctx.db, ctx.keys
         sid = code.session_id
-        try:
-            existing = await db.get_session(sid)
+        try:  # (a miss, the common case, read without the refusal's guess: Database.has_session)
+            existing = await db.get_session(sid) if await db.has_session(sid) else None
         except Exception:
             existing = None
         key_here = keys.session_key(sid)
@@ -123,6 +123,16 @@ class Importer:
         )
         if existing is not None and existing["access"] == "owner" and remote is not None and not rejoin:
             return {"session": sid, "new": 0, "capability": "owner", "already": True}
+        if rejoin and code.session_key in keys.session_keys(sid)[1:]:
+            # a code of a key this device holds as an earlier one: made before a rekey it took (or made), which its
+            # slot's notice says. Checked as a notice leaving this device out, its author this device or a member
+            # on the new key, it read as one no device takes (`refused_code`)
+            raise ImportError_(
+                "revoked",
+                f"this share code was revoked: session {sid} was rekeyed after it was made, and this device holds the"
+                f" session already, under that rekey's key; nothing was imported (`sessiond share {sid}` here makes"
+                f" a code of it now)",
+            )
         rev, members, notice, frozen = await self.members.read_slot(
             store, sid, code.session_key, code.announce_pk, entry=slot
         )
@@ -421,10 +431,9 @@ class Importer:
 
     async def _exists(self, sid: str) -> bool:
         try:
-            await self.ctx.db.get_session(sid)
-        except Exception:  # the database's "not found" (as for `existing` above)
+            return await self.ctx.db.has_session(sid)
+        except Exception:  # (as for `existing` above)
             return False
-        return True
 
     async def _adopt_device(self, sid: str, device: str | None) -> None:
         """The members list names this device's head key under another device id: this home holds a

@@ -72,6 +72,12 @@ def open_stores(
     return mirror
 
 
+def highest(entries: Sequence[RegistryEntry]) -> RegistryEntry:
+    """The head a mirror reads of several stores' `entries`: the highest revision; of two of one revision, the same one
+    on every device, whatever its stores' order (a rekey ranks two notices held apart by it: sync/mirrorstrict.py)."""
+    return max(entries, key=lambda e: (e.revision, e.data))
+
+
 class MirrorFailed(StoreError):
     """A read no store of a mirror answered: `failures`, each store's own failure and its URL, in the order asked
     (sync/errors.store_details names each)."""
@@ -393,7 +399,7 @@ class MirrorStore(MirrorHealth):
             # of two entries of one revision (two devices wrote a members slot's same revision to the stores
             # apart, one store down for one of them), the same one on every device, whatever its stores' order:
             # the device the other lists alone finds itself unlisted, and writes itself back (sync/follower.py)
-            best = max(entries, key=lambda e: (e.revision, e.data))
+            best = highest(entries)
             note_head(best)
             note_apart(self, pk, asked, results)  # (the stores holding different entries: a follower checks it)
             return best

@@ -131,9 +131,11 @@ class Pusher:
         db = self.ctx.db
         await pause_for_tests("push.begin")  # (a test holds a session's first push before its key is made)
         async with self.ctx.lock(sid):
-            try:
-                await db.get_session(sid)
+            try:  # (its row's key alone: not its texts, nor a guess of the session meant when it is gone)
+                here = await db.has_session(sid)
             except Exception:
+                here = False
+            if not here:
                 self._head_again.discard(sid)
                 return {"session": sid, "skipped": "deleted"}
             force = force or sid in self._head_again  # (a repair's: only the head was lost, repair below)

@@ -9,7 +9,6 @@ finishes the rekey from it. A device taking another's rekey keeps such a record 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from .errors import ImportError_, crash_point
 from .frozen import is_frozen, merge_frozen
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
+from .mirrorstrict import every_store, held_everywhere
 from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
@@ -77,16 +77,17 @@ class Rekeyer:
                     reason="read_only",
                 )
             store = await ctx.store_for(sid)
+            slot = every_store(store)  # (a mirror's stores each read and written: mirrorstrict.py)
             my_pk = ctx.keys.head_pk(sid)
             old_announce = bytes(remote["announce_pk"])
             new_key, new_write = os.urandom(32), os.urandom(32)
             new_announce = bytes(announce_key(new_write).verify_key)
-            # the last attempt's notice, refused as stale: one store of a mirror may have taken it all the same
+            # the last attempt's notice, refused as stale: some stores of a mirror may have taken it all the same
             tried: tuple[dict, list[dict], list[dict]] | None = None
             already: list[str] = []
             restored: bool | None = None  # (the stale slot's restore: not tried, or whether it wrote the slot)
             for _attempt in range(5):
-                rev, members, notice, frozen = await self.members.read_slot(store, sid, old_key, old_announce)
+                rev, members, notice, frozen = await self.members.read_slot(slot, sid, old_key, old_announce)
                 if notice is None and tried is None and rev < remote["members_rev"] and restored is not False:
                     if restored:  # served as old after it was written again (the store lies): writers would be left out
                         raise served_stale(sid, store.url, rev, remote["members_rev"], own=store is ctx.store)
@@ -97,12 +98,16 @@ class Rekeyer:
                     if restored:
                         continue
                 if notice is not None and tried is not None and same_notice(notice, tried[0]):
-                    # published: this rekey's own, finished as such; and written again a revision on, so that
-                    # the store that refused it (holding another entry of that revision) holds it too
+                    # this rekey's own, the highest of every store of a mirror (the one each device reads there):
+                    # written again a revision on, so that the stores that refused it (holding another entry of that
+                    # revision, another device's notice perhaps, which gives way) hold it too, and finished once
+                    # every store took it. Refused again (written meanwhile): looked at again
                     record, keep, members = tried
                     carried = self.members.carried_as_seen(sid)  # (kept writers' entries since: kept)
-                    with contextlib.suppress(StaleHead):
-                        await self.notices.publish(store, sid, old_key, old_write, rev, members, record, carried)
+                    try:
+                        await self.notices.publish(slot, sid, old_key, old_write, rev, members, record, carried)
+                    except StaleHead:
+                        continue
                     break
                 if notice is not None:
                     await self.notices.withdraw(sid, old_announce)  # ours never reached the store
@@ -182,16 +187,23 @@ class Rekeyer:
                 crash_point("rekey:pending")
                 await self.notices.claim(sid, record)  # this device's head claims the notice before it is published
                 crash_point("rekey:claimed")
-                try:
-                    await self.notices.publish(store, sid, old_key, old_write, rev, members, record)
+                try:  # (on a mirror, published once every store took it: else NotEveryStore, the record kept)
+                    await self.notices.publish(slot, sid, old_key, old_write, rev, members, record)
                 except StaleHead:
                     tried = (record, keep, members)
                     continue  # the slot changed meanwhile (a writer joined, or another rekey): look again
                 break
             else:
+                busy = f"could not rekey {sid}: its members list kept changing"
+                if tried is not None and slot is not store:  # some stores of a mirror may hold the notice: kept
+                    raise ImportError_(
+                        "busy",
+                        f"{busy}, and its notice may be on some stores of the mirror already: the next pull "
+                        f"(`sessiond sync {sid}`) finishes the rekey, or takes another device's that came first",
+                    )
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)
-                raise ImportError_("busy", f"could not rekey {sid}: its members list kept changing; try again")
+                raise ImportError_("busy", f"{busy}; try again")
             self._published(sid, record)
             crash_point("rekey:published")
             await pause_for_tests("rekey.published")  # (the tests hold it here: the notice out, no new slot)
@@ -253,20 +265,32 @@ class Rekeyer:
             # this device's own rekey: was its notice published?
             assert old_key is not None  # this device's own rekey began with the key it held
             store = await ctx.store_for(sid)
+            slot = every_store(store)  # (a mirror's stores each read: one that does not answer fails the resume)
             old_announce = bytes(remote["announce_pk"])
-            rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
+            rev, members, notice = await self.members.read_members(slot, sid, old_key, old_announce)
             if "n" not in record:  # a record from before notices named their author: made here, once
                 record["o"] = old_announce
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             replaced = notice is not None and not same_notice(notice, record)
-            if replaced and not record.get("p"):
+            # published (`p`); or killed as the store took its notice, before its record noted it: the slot is past
+            # the revision the notice was sent for (`r`, noted just before: NoticeWriter.publish), which the notice
+            # took then (a device whose rekey came first took that revision itself: a store refuses a second entry
+            # there), another written over it since (was: taken for another device's rekey that came first, the
+            # rekey given up, and the pull took the other notice: rekeyed into the generation of a writer it had
+            # dropped). Not on a mirror: there the notice ranked first of two of one revision (two rekeys at once,
+            # each killed between its stores) is written again a revision on by its author's resume, so another
+            # device's rekey that won is past `r` too (mirrorstrict.py): only `p` says this one was published
+            sent = record.get("p") or (
+                replaced and slot is store and isinstance(record.get("r"), int) and rev > record["r"]
+            )
+            if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
                 log.warning("rekey abandoned: another device rekeyed first", extra={"session": sid})
                 return
             if replaced:
-                # this device's notice was published (the record says so), and another is in its place: no writer
+                # this device's notice was published (as above), and another is in its place: no writer
                 # writes over a notice but its author, and the slot's key is one the writers this rekey dropped
                 # hold too. Its rekey stands: finished, its claim kept (was: taken for another device's rekey that
                 # came first, the claim withdrawn and the rekey given up, and the pull then took the other notice,
@@ -276,19 +300,26 @@ class Rekeyer:
                     " over by a holder of the old slot's key: a writer the rekey dropped); finishing this rekey",
                     extra={"session": sid, "event": "rekey"},
                 )
-            elif notice is None:
+            elif notice is None or not held_everywhere(slot, b"\xed" + old_announce):
+                # not out, or the highest of a mirror's stores but not held by them all (killed between two stores'
+                # writes, or refused by one for another device's notice, which gives way to it): written (again, a
+                # revision on) to every store, and only then counted as published
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
-                try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
-                    # given up, as it would be refused at every resume
-                    self.notices.sealed(sid, old_key, members, record)
-                    self._new_slot_fits(sid, record, await self._frozen_on(sid, record))
-                except ImportError_:
-                    await self.notices.withdraw(sid, old_announce)
-                    ctx.keys.clear_rekey_pending(sid)
-                    raise
-                await self.notices.claim(sid, record)
+                carried: Sequence[dict] = ()
+                if notice is None:
+                    try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
+                        # given up, as it would be refused at every resume
+                        self.notices.sealed(sid, old_key, members, record)
+                        self._new_slot_fits(sid, record, await self._frozen_on(sid, record))
+                    except ImportError_:
+                        await self.notices.withdraw(sid, old_announce)
+                        ctx.keys.clear_rekey_pending(sid)
+                        raise
+                    await self.notices.claim(sid, record)
+                else:
+                    carried = self.members.carried_as_seen(sid)  # (as the rekey's own retry: kept writers' entries)
                 try:
-                    await self.notices.publish(store, sid, old_key, old_write, rev, members, record)
+                    await self.notices.publish(slot, sid, old_key, old_write, rev, members, record, carried)
                 except StaleHead:
                     if again <= 0:
                         raise ImportError_(

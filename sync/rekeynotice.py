@@ -97,7 +97,9 @@ class RekeyNotices:
         carried: Sequence[dict] = (),
     ) -> None:
         """The notice, as revision rev+1 of the old members slot (with `carried`, the "c" of the slot holding it
-        already: rekeycarried)."""
+        already: rekeycarried). That revision noted in `record` (`r`, kept) before the store is asked to take it: a
+        resume finding the slot past it, holding another notice, knows its own was taken and written over since
+        (Rekeyer.resume)."""
         salt, sealed = self.sealed(sid, old_key, members, record, carried)
         # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name): killed in
         # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing.
@@ -106,6 +108,9 @@ class RekeyNotices:
         async with self.ctx.put_to_name(store, sid, sealed, entry.pk, entry.revision):
             crash_point("rekey:notice_put")  # (tests: the notice put, the slot not written)
             await pause_for_tests("rekey.notice_put")  # (the tests hold it here: put, the slot not written)
+            if record.get("r") != entry.revision:
+                record["r"] = entry.revision
+                self.ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             await bounded(store.set_head(entry), self.ctx.timeout)
             crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
             await self.ctx.named(store, entry)

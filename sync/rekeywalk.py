@@ -202,6 +202,7 @@ async def claimed_before(
     if not cuts and kept is not None and bounded:  # (after a restart, or a walk that ended: what it kept)
         cuts = _decoded(loaded := await kept.get(sid, wid))
     was_cut = bool(cuts)
+    began = {c.top for c in cuts if c.found}  # (what walks before found: a row found since is another walk's)
     deadline = time.monotonic() + WALK_SECONDS if bounded else float("inf")
     walked: tuple | None = None  # (the walk from this head: _WALKED)
     top = b""
@@ -236,10 +237,11 @@ async def claimed_before(
                                 # that found the claim; a kill before the next pull, and the restart went on from
                                 # the cut, past manifests the author's gc freed since: refused for good)
                                 return known
-                            _CUT[slot] = now = [_Cut(top, (mhash, at), after, read), *cuts]
+                            now = [_Cut(top, (mhash, at), after, read), *cuts]
+                            if kept is not None and await _found_meanwhile(kept, sid, wid, _encoded(now), began):
+                                return True  # (its row found meanwhile, written after the check just above)
+                            _CUT[slot] = now
                             _NOW[sid] = slot
-                            if kept is not None:
-                                await kept.put(sid, wid, _encoded(now))
                             return None
                         fresh, read = fresh + 1, read + 1
                         if progress is not None:
@@ -316,11 +318,18 @@ async def claimed_before(
         else:
             now = ([_Cut(top, nxt, after, read)] if gone is not None and nxt is not None else []) + unmet
         if (encoded := _encoded(now) if now else None) != loaded:
-            await (kept.put(sid, wid, encoded) if encoded is not None else kept.drop(sid, wid))
-    elif was_cut and kept is not None:
+            if found:
+                await kept.put(sid, wid, _encoded(now))
+            elif await _found_meanwhile(kept, sid, wid, encoded, began):
+                return True  # (this walk's end, short of the claim, is no chain's end: nothing cached)
+    elif (
+        was_cut
+        and kept is not None
         # (None found: dropped, walked again after a restart, as a head moved since is: a manifest missing for a
         # while, on a store catching up, refuses no notice for good.)
-        await (kept.put(sid, wid, _encoded(unmet)) if unmet else kept.drop(sid, wid))
+        and await _found_meanwhile(kept, sid, wid, _encoded(unmet) if unmet else None, began)
+    ):
+        return True
     if walked is not None:
         # a walk ended at a manifest it could not read: the next from this head asks whether that one is back first
         # (was: short of what was found, every pull walked again all the manifests down to it, its row written again;
@@ -332,6 +341,18 @@ async def claimed_before(
         else:  # (ended at the chain's own end: as a walk that decided, the same from this head whatever follows)
             _WALKED[walked] = found
     return found
+
+
+async def _found_meanwhile(kept: ClaimsWalks, sid: str, wid: bytes, encoded: bytes | None, began: set[bytes]) -> bool:
+    """`encoded` kept as the walk's row (None: dropped), unless another walk of the same notice found the claim while
+    this one read the store (a `verify`'s, which doctor runs, beside a pull's: not under its generation lock): that
+    row stands, read in the write's transaction, and decides (was: the pull's walk, begun before, ended at a manifest
+    it could not read (the author's gc freed it since the verify read it, or a store catching up) and wrote where it
+    ended over the row found; the notice refused, and after a kill the restart went on from that end, at the manifest
+    freed: refused for good)."""
+    return not await kept.put_unless(
+        sid, wid, encoded, lambda row: any(c.found and c.top not in began for c in _decoded(row))
+    )
 
 
 async def _takes(

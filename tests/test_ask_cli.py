@@ -538,7 +538,8 @@ def test_a_question_to_a_session_with_no_model_names_how_to_find_and_set_one(loo
     res = run_cli(d.home, "ask", sid, "hi")
     assert res.returncode == 1, res
     said = res.stderr
-    assert f"`sessiond models --home {d.home} --provider loop`" in said, said
+    assert f"`sessiond models --home {d.home} --provider loop` lists the models of provider 'loop'" in said, said
+    assert "''s" not in said, said  # (was: "lists 'loop''s")
     assert f"`sessiond set --home {d.home} {sid} --model NAME`" in said, said
     assert f"`sessiond ask --home {d.home} {sid} --model NAME TEXT`" in said and '"model"' not in said, said
     assert p.requests == [] and c.messages(sid)["messages"] == []

@@ -8,6 +8,7 @@ appends gave other checkpoints depending on whether the daemon had crashed."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from conftest import wait_for
 from sessiond.client.wsframes import AppendStream, frame
@@ -41,6 +42,18 @@ def _proven(c, sid: str, n: int) -> list[dict]:
         what="the last mark's checkpoint",
     )
     return c.checkpoints(sid)["checkpoints"]
+
+
+def _walk_steps(db, sid: str, every: int = 1) -> tuple[int, list]:
+    """The SQLite VM steps (counted every `every`) of missedmarks' read of `sid`'s marks due, and what it read."""
+    from sessiond.storage import missedmarks
+
+    n = [0]
+    with sqlite3.connect(db.path, isolation_level=None) as conn:
+        conn.set_progress_handler(lambda: n.__setitem__(0, n[0] + 1), every)
+        got = missedmarks._due(conn, db.device_id, sid)
+        conn.set_progress_handler(None, every)
+    return n[0], got
 
 
 def _summary(proofs: list[dict], device: str) -> list[tuple]:
@@ -128,3 +141,43 @@ async def test_each_marks_checkpoint_carries_the_chain_on_from_the_one_before(de
     assert [start for start, n in hashed if n] == [True] + [False] * (MARKS - 1), hashed
     assert await a.checkpoint_marks(sid) == []  # none due now
     assert [k["number"] for k in await db.checkpoints(sid)] == list(range(1, MARKS + 1))
+
+
+async def test_one_sessions_marks_are_read_without_walking_the_others(db):
+    """The marks due of one session (read after each append that passes one) cost the same however many other
+    sessions have marks due: the read walked every active session's row, its latest checkpoint and its messages
+    since, once per mark passed (bench/load.py: 1,000 sessions, two marks each, every one read all the others)."""
+
+    async def due_session() -> str:
+        sid = (await db.create_session({"name": "marks", "policy": {"checkpoint_interval": INTERVAL}}))["id"]
+        for i in range(3):  # three marks passed, no checkpoint made (no daemon here)
+            await db.append_messages(sid, [{"role": "user", "content": f"m{i}", "tokens": INTERVAL}])
+        return sid
+
+    one = await due_session()
+    alone, got = _walk_steps(db, one, 10)
+    assert [s for s, _ in got] == [one] and len(got[0][1]) == 3, got
+    for _ in range(40):
+        await due_session()
+    among, got_among = _walk_steps(db, one, 10)
+    assert got_among == got
+    assert among <= alone + 2, (alone, among)  # before: +24 (tens of steps: the 40 others walked)
+
+
+async def test_the_marks_walk_reads_each_message_once_without_a_lookup(db):
+    """The walk of one session's marks due reads the messages since its latest checkpoint, and which of them ended
+    an append that passed a mark (mark_ends: a handful of rows): read with a lookup of mark_ends per message (a
+    LEFT JOIN), each message cost ~14 SQLite VM steps more, half again the read of the message itself."""
+    sid = (await db.create_session({"name": "walk", "policy": {"checkpoint_interval": 1000}}))["id"]
+
+    async def append(k: int, tokens: int) -> None:
+        for i in range(k):
+            await db.append_messages(sid, [{"role": "user", "content": f"m{i}", "tokens": tokens}])
+
+    await append(10, 100)  # a mark passed at the tenth
+    few, got = _walk_steps(db, sid)
+    assert [len(f) for _, f in got] == [1], got
+    await append(60, 1)  # 60 more messages since, no mark
+    many, got_many = _walk_steps(db, sid)
+    assert got_many == got
+    assert (many - few) / 60 < 34, (few, many)  # before: ~41 a message (the sum ~16, the read ~25); now ~27

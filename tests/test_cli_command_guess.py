@@ -147,3 +147,15 @@ def test_a_command_not_on_the_line_is_listed_not_built():
     assert parser.parse_args(["status"]).command == "status"
     with pytest.raises(RuntimeError, match="not built"):  # (ls listed only: its arguments never added)
         parser.parse_args(["ls"])
+
+
+def test_a_required_option_left_out_names_the_values_it_takes():
+    """`sessiond add ID "text"` (the README's `add` with its --role left out, a newcomer's first try) was refused
+    "add: the following arguments are required: --role", not what to give. The refusal names its values."""
+    code, _out, err = _main(["add", "some-id", "What is BLAKE3?"])
+    assert code == 2 and "the following arguments are required: --role" in err, err
+    assert "give --role system, user, assistant or tool" in err, err
+    code, out, err = _main(["add", "some-id", "hi", "--json"])
+    assert code == 2 and "give --role system, user, assistant or tool" in json.loads(out)["error"]["message"], out
+    code, _out, err = _main(["fork", "some-id"])  # (an option that takes any value: as it was)
+    assert code == 2 and err.rstrip().endswith("the following arguments are required: --at"), err

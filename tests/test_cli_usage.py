@@ -223,6 +223,28 @@ def test_a_passphrase_or_code_given_as_an_option_is_refused_without_echoing_it(t
     assert res.returncode == 3 and json.loads(res.stdout)["error"]["code"] == "daemon_not_running", res
 
 
+def test_a_passphrase_holding_a_slash_given_for_its_file_is_not_quoted(tmp_path):
+    """`share ID --passphrase-file 'my/pass-phrase'` (the passphrase where its file goes) was refused as a path:
+    "--passphrase-file my/pass-phrase: cannot read it: No such file or directory", the passphrase on the terminal
+    and in a script's log (only a bare word was taken for one). No file there: said so, quoting none of it,
+    before anything is read or asked; a file that is there is still named when it cannot be read."""
+    home = str(tmp_path / "h")
+    for argv, secret in (
+        (["share", "some-id"], "my/pass-phrase-77"),
+        (["import"], "/slash-first-pass"),
+        (["share", "some-id"], "pass/"),
+    ):
+        res = run_cli(home, *argv, "--passphrase-file", secret, "--json")
+        message = _usage(res)
+        assert "no such file" in message and secret not in res.stdout + res.stderr, (argv, message)
+        assert "pass-phrase" not in message and "slash-first" not in message, message
+    assert not os.path.exists(home)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()  # (there, and no file: named, as a path that is there is no passphrase)
+    message = _usage(run_cli(home, "share", "some-id", "--passphrase-file", str(folder), "--json"))
+    assert str(folder) in message and "cannot read it" in message, message
+
+
 def test_backup_words_given_on_the_command_line_are_refused_without_echoing_them(tmp_path):
     """`sessiond key import WORD1 ... WORD24` (or `--words ...`): argparse refused the words as unrecognized
     arguments, quoting all 24 in the error, and they are the device key itself (whoever has them signs as this
@@ -728,7 +750,7 @@ def test_import_refuses_two_stores_before_it_asks_for_the_code(daemon, tmp_path)
     message = _usage(run_cli(daemon.home, "import", "--store", "file:///tmp/x", "--store-file", str(f), "--json"))
     assert "give one store" in message and "share code" not in message, message
     message = _usage(run_cli(daemon.home, "import", "--passphrase-file", str(tmp_path / "none"), "--json"))
-    assert "cannot read" in message and "share code" not in message, message  # so a passphrase file missing
+    assert "no such file" in message and "share code" not in message, message  # so a passphrase file missing
 
 
 def test_initial_that_is_no_list_is_refused_with_an_example(daemon):
@@ -747,15 +769,17 @@ def test_initial_that_is_no_list_is_refused_with_an_example(daemon):
 def test_a_file_option_that_cannot_be_read_is_named_by_its_option(daemon, tmp_path):
     """`share ID --passphrase-file F` (and `import --code-file F`) with F missing said "cannot read F: No such
     file or directory", not naming the option it was given to (an import reads three files: which one?), as
-    `serve --cert` names its own. The refusal names the option and the file, exit 2, nothing shared or imported."""
+    `serve --cert` names its own. The refusal names the option and the file, exit 2, nothing shared or imported;
+    a --passphrase-file that names no file, the option alone (what names no file may be the passphrase itself,
+    typed where its file goes: test_a_passphrase_holding_a_slash_given_for_its_file_is_not_quoted)."""
     sid = daemon.client().create_session(name="s")["id"]
     missing = str(tmp_path / "none")
-    for argv, option in (
-        (["share", sid, "--passphrase-file", missing], "--passphrase-file"),
-        (["import", "--code-file", missing], "--code-file"),
+    for argv, said in (
+        (["share", sid, "--passphrase-file", missing], "--passphrase-file: no such file (its name not quoted"),
+        (["import", "--code-file", missing], f"--code-file {missing}: cannot read it: No such file or directory"),
     ):
         message = _usage(run_cli(daemon.home, *argv, "--json"))
-        assert message.startswith(f"{option} {missing}: cannot read it: No such file or directory"), message
+        assert message.startswith(said), message
     assert cli_json(daemon.home, "shares")["shares"] == []
 
 

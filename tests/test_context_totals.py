@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from sessiond.storage import contextcount
 from sessiond.storage.context import active, budget_totals, chat_budget, cut_for, fixed_tokens
 from sessiond.storage.errors import ContextOverflow
 from sessiond.storage.model import Op, RemoteLog
@@ -167,7 +168,7 @@ class _Remote:
             if kind == "message.add":
                 b = body
                 log.messages.append(
-                    (self.sid, b["chat"], REMOTE, self.seq, lamport, b["role"], "r", b["tokens"], T0, None)
+                    (self.sid, b["chat"], REMOTE, self.seq, lamport, b["role"], "r", b["tokens"], T0, b.get("extra"))
                 )
             else:
                 log.ops.append(Op(self.sid, REMOTE, self.seq, lamport, kind, body, T0))
@@ -185,6 +186,14 @@ async def _make(db, sid: str, rnd: random.Random) -> None:
         }
     )
     await db.create_chat(sid, {"id": "side", "name": "side", "system_prompt": "c" * rnd.randrange(0, 100)})
+
+
+def _extra(rnd: random.Random) -> dict:
+    """A remote message's extra, at times with a context_tokens: a count, or none (its tokens count)."""
+    if rnd.random() < 0.7:
+        return {}
+    counted = rnd.choice([rnd.randrange(20), rnd.randrange(20), "9", 2**41, -1, True, 1.5, None])
+    return {"extra": json.dumps({"model": "m", "context_tokens": counted})}
 
 
 # make test: 6 seeds; more with CONTEXT_TOTALS_SEEDS=N
@@ -215,7 +224,10 @@ async def test_kept_totals_and_decisions_are_the_full_recounts(db, seed):
                 }
                 for _ in range(rnd.randint(1, 3))
             ]
-            adding = sum(m["tokens"] for m in msgs)
+            for m in msgs:  # (an answer gone on from, of several: its tokens in the context alone, contextcount.py)
+                if rnd.random() < 0.2:
+                    m["context_tokens"], m["tokens"] = m["tokens"], 0
+            adding = sum(map(contextcount.of, msgs))
             refused, cut_before, cut_after = await _reference(db, sid, chat, adding)
             before = (await db.context(sid, chat))["messages"]
             try:
@@ -234,7 +246,7 @@ async def test_kept_totals_and_decisions_are_the_full_recounts(db, seed):
             items = [
                 (
                     "message.add",
-                    {"chat": chat, "role": rnd.choice(["user", "system"]), "tokens": rnd.randrange(20)},
+                    {"chat": chat, "role": rnd.choice(["user", "system"]), "tokens": rnd.randrange(20), **_extra(rnd)},
                     max(1, lamport + i),
                 )
                 for i in range(rnd.randint(1, 3))
@@ -317,6 +329,7 @@ async def test_a_migrated_database_has_the_totals_of_its_chats(tmp_path):
         await db.compact(sid, target_tokens=20)
         want = (await db.context(sid))["active_tokens"]
         for stmt in (
+            "DROP TABLE openai_choices",  # (37's)
             "DROP TABLE claims_walks",  # (32's)
             "ALTER TABLE sync_state DROP COLUMN head_announce",  # (31's, first: SQLite checks the triggers)
             "ALTER TABLE sync_state DROP COLUMN head_manifest",  # (30's)

@@ -259,16 +259,29 @@ async def test_a_database_that_vacuums_itself_shrinking_at_a_checkpoint_is_not_t
         await db.close()
 
 
-async def test_a_copy_landing_after_a_whole_checkpoint_shorter_than_the_database_is_seen(tmp_path, monkeypatch):
+@pytest.mark.parametrize("auto_vacuum", [None, "INCREMENTAL"])
+async def test_a_copy_landing_after_a_whole_checkpoint_shorter_than_the_database_is_seen(
+    tmp_path, monkeypatch, auto_vacuum
+):
     """A copy put over the file while one of the daemon's checkpoints ran (its last fsync: most of its time) is
     taken for the checkpoint's writes unless it leaves the file shorter than the checkpoint before left it: a
     backup as long as that (an older copy of the database) went unseen, and appends were acknowledged into it
     (h-flake28 saw it once under load: reads 500 internal, an append answered). A checkpoint that copied the whole
-    WAL back sizes the file to the database's pages, so a file shorter than those after it is a copy too."""
+    WAL back sizes the file to the database's pages, so a file shorter than those after it is a copy too.
+    A database made with auto_vacuum=INCREMENTAL (by another tool, or an SQLite built with it as its default) was
+    taken for one that shrinks at a checkpoint, and such a copy went unseen: it never shrinks unless told to
+    (PRAGMA incremental_vacuum, which sessiond never runs); FULL alone shrinks by itself."""
     path = str(tmp_path / "db.sqlite")
     flag = str(tmp_path / "checkpointed")
+    if auto_vacuum is not None:
+        with contextlib.closing(sqlite3.connect(path)) as made:
+            made.execute(f"PRAGMA auto_vacuum={auto_vacuum}")
+            made.execute("CREATE TABLE t(a)")
+            made.execute("DROP TABLE t")
     db = await Database.open(path)
     try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == (2 if auto_vacuum else 0)  # (as made)
         sid, cp = await _grown_and_checkpointed(db)
         before = os.path.getsize(path)  # as the checkpoints left it: a backup of then is as long
         monkeypatch.setenv("SESSIOND_TEST_PAUSE", f"wal.checkpointed:{flag}")

@@ -8,7 +8,8 @@ A never looked again (the two copies stayed apart until a `sessiond sync` on A o
 and a device on either store alone followed only the writers its copy listed. A merges them once the store is
 back: revision N + 1 on both stores, listing the three writers.
 
-Two rekeys at once whose notices the stores of a mirror took apart (xfail: a defect open, named in each reason)."""
+Two rekeys at once whose notices the stores of a mirror would take apart: at most one finishes (a rekey's notice is read
+from and written to every store of a mirror: sync/mirrorstrict.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,12 @@ import asyncio
 import os
 import time
 
-import pytest
-
 from conftest import eventually, wait_for
 from sessiond.storage.database import Database
 from sessiond.stores import FileStore, StaleHead, StoreError
 from sessiond.stores.cid import digest
 from sessiond.sync.engine import Syncer
+from sessiond.sync.errors import ImportError_
 from sessiond.sync.mirror import MirrorStore
 from test_members_mirror_apart import LOST, contents, folder_slot, joins, shared_pushed, slot_pk, warnings, writers
 from test_members_mirror_race import write_slot
@@ -227,41 +227,37 @@ async def _closed(*sides) -> None:
         await db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rekey's notice counts as published once one store of a mirror took it (the others' queued): two "
-    "devices rekeying while each reaches a different store both finish, and the session splits in two generations",
-)
 async def test_two_rekeys_at_once_each_taken_by_another_store_of_a_mirror_do_not_both_finish(tmp_path):
     """A and B both hold the write key and rekey at the same time, the second store away for A and the first for B (a
-    partition): A's notice is taken by the first store (queued for the second), B's by the second (queued for the
-    first), each at the old slot's next revision. Each rekey saw one store take its notice and none refuse it, and
-    finished: two new keys, each device sure it rekeyed, the stores holding two notices of one revision (the queued
-    writes refused as stale once sent); from then on each device's pull finds the other's log `damaged` (sealed
-    under a key it lacks), and nothing either writes reaches the other. At most one of two rekeys at once may finish."""
+    partition). Was: A's notice taken by the first store (queued for the second), B's by the second (queued for the
+    first), each at the old slot's next revision; each rekey saw one store take its notice and none refuse it, and
+    finished: two new keys, each device sure it rekeyed, the stores holding two notices of one revision; from then on
+    each device's pull found the other's log `damaged` (sealed under a key it lacks), and nothing either wrote reached
+    the other. At most one of two rekeys at once may finish: here neither, each refused (`store`) naming the store
+    it cannot reach, before anything was written."""
     sid, (dba, a, _, a_second), (dbb, b, b_first, _) = await _rekeying_pair(tmp_path)
+    old = a.ctx.keys.session_key(sid)
     try:
         _away(a_second)
         _away(b_first)
         done = await asyncio.gather(a.rekey(sid), b.rekey(sid), return_exceptions=True)
         _at_most_one_finished(done)
+        for r, away in zip(done, (a_second, b_first)):
+            assert isinstance(r, ImportError_) and r.kind == "store", done
+            assert away.url in str(r) and "nothing was rekeyed" in str(r), r
+        assert a.ctx.keys.session_key(sid) == b.ctx.keys.session_key(sid) == old
     finally:
         await _closed(dba, a, dbb, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rekey whose notice one store of a mirror refused as stale and that then reads its own notice back "
-    "(rekey.py: `tried`, the retry) writes it again a revision on with StaleHead suppressed and finishes, though the "
-    "store refused it for another device's notice: both rekeys finish, and the session splits in two generations",
-)
 async def test_a_rekey_refused_by_one_store_for_another_rekey_s_notice_does_not_finish_too(tmp_path):
-    """A and B rekey at once, both having read the old slot at revision r; the second store is away for A, so A's
-    notice (revision r + 1) is taken by the first store alone, and A finishes. B's notice is taken by the second
-    store and refused as stale by the first, which then fails B's read (a store that stops answering): B reads the
-    slot again from the second store alone, finds its own notice, writes it again at r + 2 (the first's refusal
-    suppressed) and finishes too. The first store held another rekey's notice, not a join's members write: B cannot
-    tell whether that rekey finished, and may not finish as well."""
+    """A and B rekey at once, both having read the old slot at revision r; the second store then takes no head from A
+    (away once A has read it), so A's notice (revision r + 1) is taken by the first store alone: A finished (was; now
+    refused, `store`, its record kept for its next pull). B's notice is taken by the second store and refused as
+    stale by the first, which then fails B's read (a store that stops answering). Was: B read the slot again from the
+    second store alone, found its own notice, wrote it again at r + 2 (the first's refusal suppressed) and finished
+    too. The first store held another rekey's notice, not a join's members write: B cannot tell whether that rekey
+    finished, and may not finish as well (now refused, `store`, as its read needs every store)."""
     sid, (dba, a, a_first, a_second), (dbb, b, b_first, _) = await _rekeying_pair(tmp_path)
     slot = await _slot_pk(dba, sid)
     b_publishing, a_done = asyncio.Event(), asyncio.Event()
@@ -292,13 +288,17 @@ async def test_a_rekey_refused_by_one_store_for_another_rekey_s_notice_does_not_
         finally:
             a_done.set()
 
+    async def a_second_away(entry):  # (the second store away for A once A has read the slot)
+        raise StoreError(f"{a_second.url}: away (test)")
+
     try:
-        _away(a_second)
+        a_second.set_head = a_second_away  # type: ignore[method-assign]
         a_first.set_head = a_after_b_read  # type: ignore[method-assign]
         b_first.set_head = b_after_a_done  # type: ignore[method-assign]
         done = await asyncio.gather(a_rekey(), b.rekey(sid), return_exceptions=True)
         assert refused, "B's notice was not refused by the first store"  # (the retry path taken)
         _at_most_one_finished(done)
+        assert all(isinstance(r, ImportError_) and r.kind == "store" for r in done), done
     finally:
         await _closed(dba, a, dbb, b)
 

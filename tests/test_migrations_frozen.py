@@ -57,6 +57,8 @@ PINNED = [
     "efc98db807fe2474",  # (34: a fork's copied_tokens 0.36.0 counted, recounted)
     "9272acd446125deb",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove,
     # then json() around the counts kept, set as a string where SQLite drops the subtype through a subquery: 3.54.1)
+    "f5df4e41773e0b97",  # (36: a message's context_tokens counted in its chat's context)
+    "0ac61ab74e5338de",  # (37: openai_choices)
 ]
 
 

@@ -518,6 +518,22 @@ def test_bad_provider_config_is_a_clear_error(home, text, says):
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr
 
 
+def test_an_api_key_written_in_config_toml_is_refused_saying_where_it_goes(tmp_path):
+    """`api_key = "sk-..."` in a [providers.NAME] table (OpenAI's own examples' word) was refused as an unknown key
+    with the allowed ones listed: not that the key is never written in config.toml, nor where it goes. Said so,
+    the key quoted nowhere."""
+    from sessiond.daemon.home import HomeError
+    from sessiond.daemon.provider_config import check_providers
+
+    key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
+    for name in ("api_key", "apikey", "key"):
+        with pytest.raises(HomeError) as refused:
+            check_providers(str(tmp_path / "config.toml"), {"x": {"base_url": "http://h:1/v1", name: key}}, ())
+        message = str(refused.value)
+        assert "api_key_file = " in message and "api_key_env = " in message and key not in message, message
+        assert f"{name} is no setting: the key itself" in message, message
+
+
 def test_key_is_read_when_needed_and_never_stored(setup, tmp_path):
     make, p, server = setup
     p.key = "sk-test-secret-123"

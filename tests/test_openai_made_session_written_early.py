@@ -135,3 +135,39 @@ def test_a_question_waiting_for_the_made_session_s_left_answer_keeps_it(make_dae
     assert answer == "echo: and mine", answer
     [s] = c.list_sessions()["sessions"]
     assert [m["content"] for m in c.messages(s["id"])["messages"]] == ["count", "and mine", answer]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_sdk_s_retry_of_a_502_goes_on_in_the_made_session_kept(asked_paused, stream):
+    """The provider's 502 ends a request that made a session, which is kept (another app wrote to it meanwhile: not
+    deleted under that app) and named in the 502's header, which no SDK reads: the official client's own retry, the
+    same request without X-Sessiond-Session, made a second session holding the question again. The retry (its
+    `x-stainless-retry-count`, the same body) goes on in the session its first try made."""
+    d, p, flag = asked_paused
+    c = d.client()
+    p.faults.status, p.faults.times = 502, 2  # the first try and the SDK's first retry fail; its second is answered
+    info = cli_json(d.home, "status")["openai"]
+    app = openai.OpenAI(base_url=info["base_url"], api_key=open(info["api_key_file"]).read().strip(), max_retries=2)
+    q = [{"role": "user", "content": "count"}]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+
+        def ask():
+            raw = app.chat.completions.with_raw_response.create(model="echo-1", messages=q, stream=stream)
+            res = raw.parse()
+            text = "".join(ch.choices[0].delta.content or "" for ch in res if ch.choices) if stream else None
+            return raw.headers.get("X-Sessiond-Session"), text or res.choices[0].message.content
+
+        call = pool.submit(ask)
+        arrived(flag)  # the session made, the request sent on; its question not recorded yet
+        [s] = c.list_sessions()["sessions"]
+        c.append(s["id"], "user", "a note of mine")
+        os.remove(flag)
+        for _ in range(2):
+            arrived(flag)  # an SDK's retry, sent on
+            os.remove(flag)
+        named, answer = call.result(timeout=30)
+    assert answer == "echo: count" and len(p.requests) == 3, answer
+    sessions = c.list_sessions()["sessions"]
+    assert [x["id"] for x in sessions] == [s["id"]] == [named], (sessions, named)
+    kept = [(m["role"], m["content"]) for m in c.messages(s["id"])["messages"]]
+    assert kept == [("user", "a note of mine"), ("user", "count"), ("assistant", "echo: count")], kept

@@ -107,3 +107,52 @@ def test_a_going_on_refused_before_it_is_recorded_leaves_the_answer_unbilled(n_d
     app.chat.completions.create(model="echo-1", messages=history)
     msgs = c.messages(sid)["messages"]
     assert (msgs[2]["role"], msgs[2]["content"], msgs[2]["tokens"]) == ("assistant", chosen, 0)
+
+
+def test_an_answer_gone_on_from_counts_in_the_context(n_daemon):
+    """The answer the app went on from (index 1) is recorded with `tokens` 0, what the quota counts (billed with
+    the request that asked for it), but it is in the chat's context all the same: the context budget counted it
+    as 0 tokens, so compaction came late and the provider could refuse the request for its length. It is counted
+    there by its `context_tokens` (the daemon's estimate): in the chat's active tokens, and in the budget's
+    check, which compacts the chat before the going on's messages as it would for any other message as long."""
+    d, _ = n_daemon
+    c = d.client()
+    words = " ".join(f"w{i}" for i in range(150))  # ~ 160 tokens a text
+    sid = c.create_session(model="echo-1", max_context_tokens=500)["id"]
+    app = openai_app(d, sid)
+    q = [{"role": "user", "content": words}]
+    chosen = app.chat.completions.create(model="echo-1", messages=q, n=2).choices[1].message.content
+    assert chosen == "ECHO: " + words.upper()
+    [question, first] = c.messages(sid)["messages"]
+    assert c.context(sid)["compacted_upto"] is None  # ~ 320 of the 400 the budget leaves
+    history = [*q, {"role": "assistant", "content": chosen}, {"role": "user", "content": "and so?"}]
+    app.chat.completions.create(model="echo-1", messages=history)
+    msgs = c.messages(sid)["messages"]
+    went_on = msgs[2]
+    assert (went_on["content"], went_on["tokens"]) == (chosen, 0)  # the quota: charged once, as billed
+    assert went_on["context_tokens"] == first["tokens"] > 100, went_on  # the context: as long as the first
+    ctx = c.context(sid)
+    counted = sum(m.get("context_tokens", m["tokens"]) for m in msgs if m["lamport"] > msgs[1]["lamport"])
+    # over the 400: compacted before the going on's messages, the question and the first answer set aside
+    assert ctx["compacted_upto"] == first["id"], ctx
+    assert ctx["active_tokens"] == counted, (ctx, msgs)
+
+
+def test_an_app_going_on_after_a_restart_is_charged_it_once(n_daemon):
+    """The answers an app may go on from were remembered in the daemon's memory only: after a restart (an update, a
+    reboot) the app going on from the second answer was charged it again, though the provider had billed it with
+    the request for two. They are kept in the database, with the session."""
+    d, _ = n_daemon
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    q = [{"role": "user", "content": "two ways"}]
+    chosen = openai_app(d, sid).chat.completions.create(model="echo-1", messages=q, n=2).choices[1].message.content
+    used = c.quota(sid)["tokens_used"]
+    d.restart()
+    c = d.client()
+    history = [*q, {"role": "assistant", "content": chosen}, {"role": "user", "content": "and so?"}]
+    openai_app(d, sid).chat.completions.create(model="echo-1", messages=history)
+    msgs = c.messages(sid)["messages"]
+    assert (msgs[2]["role"], msgs[2]["content"], msgs[2]["tokens"]) == ("assistant", chosen, 0), msgs[2]
+    answer = msgs[4]
+    assert c.quota(sid)["tokens_used"] == used + msgs[3]["tokens"] + answer["usage"]["prompt_tokens"] + answer["tokens"]

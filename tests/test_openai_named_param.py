@@ -76,16 +76,38 @@ def test_an_empty_session_header_is_named_as_param(served_openai):
     assert d.client().list_sessions()["sessions"] == []
 
 
-@pytest.mark.parametrize("route", ["chat", "models"])
-def test_a_session_not_here_names_the_header_and_the_way_on(served_openai, route):
-    d, p = served_openai
-    app = openai_app(d, "not-here")
+def _refused(app, route: str) -> openai.NotFoundError:
+    """The 404 a call of `route` (chat, models) gets."""
     with pytest.raises(openai.NotFoundError) as exc:
         if route == "chat":
             app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
         else:
             app.models.list()
-    body = exc.value.body
+    return exc.value
+
+
+@pytest.mark.parametrize("route", ["chat", "models"])
+def test_a_session_not_here_names_the_header_and_the_way_on(served_openai, route):
+    d, p = served_openai
+    body = _refused(openai_app(d, "not-here"), route).body
     assert body["code"] == "not_found" and body["param"] == "X-Sessiond-Session", body
     assert "X-Sessiond-Session" in body["message"] and "leave the header out" in body["message"], body
     assert d.client().list_sessions()["sessions"] == [] and p.requests == []
+
+
+@pytest.mark.parametrize("route", ["chat", "models"])
+def test_a_chat_header_longer_than_an_id_is_not_quoted(served_openai, route):
+    """X-Sessiond-Chat's value was quoted whole in its refusal (an app may put anything there: a share code pasted
+    into the wrong setting, whoever sees it reading its session), as X-Sessiond-Session's was: a value longer than
+    an id is named by its length, a share code as one, neither quoted; a short one (a chat's id or name) still is."""
+    d, p = served_openai
+    sid = d.client().create_session(model="echo-1")["id"]
+    for value, said in (("sessiond1" + "q" * 150, "share code"), ("x" * 300, "300 characters"), ("nope", "'nope'")):
+        exc = _refused(openai_app(d, sid, **{"X-Sessiond-Chat": value}), route)
+        body = exc.body
+        assert body["param"] == "X-Sessiond-Chat" and said in body["message"], body
+        assert "sessiond chat ls" in body["message"] and "leave the header out" in body["message"], body
+        if len(value) > 128:
+            assert value[9:60] not in body["message"], body
+            assert "X-Sessiond-Chat" not in exc.response.headers, exc.response.headers
+    assert d.client().messages(sid)["messages"] == [] and p.requests == []

@@ -137,3 +137,25 @@ def test_an_app_that_stops_a_stream_it_was_given_keeps_the_session_its_header_na
     assert answer.choices[0].message.content == "echo: and now?"
     kept = [m["content"] for m in c.messages(sid)["messages"]]
     assert kept == ["count", "and now?", "echo: and now?"], kept
+
+
+def test_only_a_retry_of_the_same_request_goes_on_in_the_session_its_first_try_kept():
+    """openai_retries.Retries: an SDK's retry (x-stainless-retry-count 1 and up) of the same body, or a request with
+    the same Idempotency-Key, is the first try's; a first try of the same body (another conversation begun with
+    the same words) or another body is not."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sessiond.daemon.openai_retries import Retries
+
+    def req(**headers: str):
+        return make_mocked_request("POST", "/openai/v1/chat/completions", headers=headers)
+
+    r = Retries()
+    r.kept(req(**{"x-stainless-retry-count": "0"}), b"body", "s1", "main")
+    assert r.retried(req(**{"x-stainless-retry-count": "0"}), b"body") is None  # a new request, the same words
+    assert r.retried(req(**{"x-stainless-retry-count": "1"}), b"other") is None
+    assert r.retried(req(**{"x-stainless-retry-count": "1"}), b"body") == ("s1", "main")
+    assert r.retried(req(**{"x-stainless-retry-count": "2"}), b"body") == ("s1", "main")  # (that retry failed too)
+    r.kept(req(**{"Idempotency-Key": "k1"}), b"body", "s2", "c")
+    assert r.retried(req(**{"Idempotency-Key": "k2", "x-stainless-retry-count": "1"}), b"body") is None
+    assert r.retried(req(**{"Idempotency-Key": "k1"}), b"body") == ("s2", "c")

@@ -123,7 +123,7 @@ async def test_a_push_gives_the_loop_back_between_its_lookups_and_between_sealin
         await db.append_messages(sid, [{"role": "user", "content": "first"}])
         await syncer.pusher.push(sid)  # (the session's key made, its head read: the steady case below)
         await db.append_messages(sid, [{"role": "user", "content": "second"}])
-        monkeypatch.setattr(db, "get_session", marking("start", db.get_session))
+        monkeypatch.setattr(db, "has_session", marking("start", db.has_session))
         monkeypatch.setattr(db, "log_run", marking("read", db.log_run))
         monkeypatch.setattr(LogWriter, "seal_manifest", marking("sealed", LogWriter.seal_manifest))
         monkeypatch.setattr(RegistryEntry, "create", marking("signed", RegistryEntry.create))
@@ -158,3 +158,27 @@ def test_a_manifest_read_quickly_is_the_one_read_strictly_and_a_non_canonical_on
     assert parse_manifest(dagcbor.encode(m), sid="sid", head_pk=pk, rev=3).lamport == 0
     with pytest.raises(LogError, match="replayed"):
         parse_manifest(plain, sid="sid", head_pk=pk, rev=4)
+
+
+async def test_a_push_reads_its_session_row_not_its_texts(tmp, monkeypatch):
+    """A push checks that its session is still here (deleted: skipped) by the row's key alone: it read the whole
+    session with its texts (system prompt, initial messages, metadata: megabytes at most) at every push, and a
+    deleted session's check built the refusal's guess of the session meant (a scan of every session)."""
+    db = await Database.open(os.path.join(tmp, "db.sqlite"))
+    syncer = Syncer(db, FileStore(os.path.join(tmp, "store")), os.path.join(tmp, "keys"), push_delay=0, timeout=10)
+    try:
+        sid = (await db.create_session({"name": "rowonly", "system_prompt": "p" * 10_000}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "first"}])
+
+        async def no_texts(*a, **k):
+            raise AssertionError("a push read the session with its texts")
+
+        monkeypatch.setattr(db, "get_session", no_texts)
+        await syncer.pusher.push(sid)
+        assert (await db.sync_state(sid))["pushed_seq"] == await db.last_seq(sid)
+        monkeypatch.undo()
+        await db.delete_session(sid)
+        assert (await syncer.pusher.push(sid))["skipped"] == "deleted"
+    finally:
+        await syncer.stop()
+        await db.close()

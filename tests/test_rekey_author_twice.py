@@ -84,39 +84,72 @@ class _Killed(Exception):
     pass
 
 
-async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_writers_in_its_place(devices, monkeypatch):
+async def _writers(devices, name: str):
+    """A (started) and B, both writers of a session A shared: B listed in its members slot, A having read it."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared(name, write=True)
+    await devices.dbb.append_messages(sid, [{"role": "user", "content": "B writes"}])
+    await b.pusher.push(sid)  # (B a writer: listed in the slot)
+    await a.pull(sid)
+    return a, b, sid
+
+
+async def _killed(devices) -> None:
+    """A, killed: its loop stopped (it finishes no rekey before its restart) and its database closed."""
+    await devices.a.stop()
+    await devices.dba.close()
+    devices.syncers.remove(devices.a)
+    devices.dbs.remove(devices.dba)
+
+
+async def _restarted(devices):
+    """A opened again on the same files, and started (its restart)."""
+    devices.dba, devices.a = await devices._device("a", None, {})
+    await devices.a.start()
+    return devices.a
+
+
+@pytest.mark.parametrize("killed_at", ["rekey:published", "rekey:notice_set"])
+async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_writers_in_its_place(
+    devices, monkeypatch, killed_at
+):
     """A's rekey drops B; A is killed once its notice is in the old slot, before it switches (its record says
     finish it). B, dropped, holds the old slot's key: it writes the slot one revision on with a notice of its own,
     boxed to A, and claims it in its own head. A's restart read the slot, found a notice other than its own, took
     that for another device's rekey that came first: it withdrew its claim and gave its rekey up, and its pull then
     took B's notice (no member claimed another of the slot any more), rekeyed by the writer it had dropped. A notice
-    of its own published is its rekey's, whatever the slot holds since: no honest writer writes over one."""
+    of its own published is its rekey's, whatever the slot holds since: no honest writer writes over one.
+    `rekey:notice_set`: killed as the store took the notice, before its record noted it published (`p`): the
+    restart gave its rekey up all the same (it took B's notice for another device's rekey that came first); its
+    record notes the revision its notice was sent for (`r`), and the slot past it is one written over its own."""
     from sessiond.sync import rekey as rekey_module
+    from sessiond.sync import rekeynotice
     from test_rekey_forgery import _forge
 
-    a, b = await devices.open()
-    await a.start()
-    sid = await devices.shared("replaced", write=True)
-    await devices.dbb.append_messages(sid, [{"role": "user", "content": "B writes"}])
-    await b.pusher.push(sid)  # (B a writer: listed in the slot)
-    await a.pull(sid)
+    a, b, sid = await _writers(devices, "replaced")
     old = a.ctx.keys.session_key(sid)
 
     def killed(name: str) -> None:
-        if name == "rekey:published":
+        if name == killed_at:
             raise _Killed(name)
 
-    monkeypatch.setattr(rekey_module, "crash_point", killed)
+    for module in (rekey_module, rekeynotice):
+        monkeypatch.setattr(module, "crash_point", killed)
     with pytest.raises(_Killed):
         await a.rekey(sid, drop=[devices.dbb.device_id])
-    monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
+    for module in (rekey_module, rekeynotice):
+        monkeypatch.setattr(module, "crash_point", lambda _name: None)
+    await _killed(devices)
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and a.ctx.keys.session_key(sid) == old
+    assert bool(dagcbor.decode(raw).get("p")) == (killed_at == "rekey:published")
     mine = bytes(dagcbor.decode(raw)["k"])
     home = os.path.join(devices.tmp, "forger")  # (B's keys, as the forger's home holds them)
     os.makedirs(home)
     os.symlink(os.path.join(devices.tmp, "kb"), os.path.join(home, "keys"))
     forged = await _forge(devices.store_path, home, sid, devices.dbb.device_id, claim=True)
+    a = await _restarted(devices)
     for _ in range(2):  # (the restart's pull: the rekey finished, then the slot read again)
         with contextlib.suppress(ImportError_):
             await a.pull(sid)
@@ -126,10 +159,45 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     assert a.ctx.keys.rekey_pending(sid) is None
 
 
-async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_over_it(devices):
-    """A's rekey drops C and keeps B, which takes it; then C writes the old slot one revision on with a notice of
-    its own boxed to A and B, and claims it. Neither A nor B reads the old slot once switched: both stay on the key
-    they took."""
+async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_rekey_that_came_first(devices, monkeypatch):
+    """The bound of the above: A's record notes the revision its notice is sent for (`r`) before the store is asked;
+    killed there, the store not taking it, while B's rekey took that revision first: A's restart finds B's notice at
+    that revision, not past it, and gives its rekey up (B's came first: the pull takes it)."""
+    a, b, sid = await _writers(devices, "raced")
+    await b.pull(sid)
+    store = await a.ctx.store_for(sid)
+    slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    real_set_head = store.set_head
+
+    async def killed_while_asked(entry, *args, **kw):
+        if entry.pk == slot:  # (A's notice: the store asked, A killed before it answers; it does not take it)
+            raise _Killed("set_head")
+        return await real_set_head(entry, *args, **kw)
+
+    monkeypatch.setattr(store, "set_head", killed_while_asked)
+    with pytest.raises(_Killed):
+        await a.rekey(sid)
+    await _killed(devices)
+    monkeypatch.setattr(store, "set_head", real_set_head)
+    raw = a.ctx.keys.rekey_pending(sid)
+    assert raw is not None and isinstance(dagcbor.decode(raw).get("r"), int)
+    await b.rekey(sid)  # (the revision A's notice was sent for: B's)
+    a = await _restarted(devices)
+    for _ in range(2):
+        with contextlib.suppress(ImportError_):
+            await a.pull(sid)
+    assert a.ctx.keys.rekey_pending(sid) is None
+    assert a.ctx.keys.session_key(sid) == b.ctx.keys.session_key(sid)
+
+
+async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_over_it(devices, monkeypatch):
+    """A's rekey drops C and keeps B; A is killed once its notice is published, before it switches, and B takes the
+    notice meanwhile. Then C writes the old slot one revision on with a notice of its own boxed to A and B, and
+    claims it. B, switched, no longer reads the old slot; A's restart finishes its own rekey (its record notes its
+    notice published): both on the key A's rekey made. (Was: A switched before C wrote, so neither read the old slot
+    again: the test passed with A's resume giving its rekey up to C's notice, which it then took, the session split
+    between B on A's key and A on C's.)"""
+    from sessiond.sync import rekey as rekey_module
     from test_rekey_forgery import _forge
 
     a, b = await devices.open()
@@ -142,16 +210,31 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
         await s.pusher.push(sid)
     await a.pull(sid)
     await b.pull(sid)
-    await a.rekey(sid, drop=[dbc.device_id])
+
+    def killed(name: str) -> None:
+        if name == "rekey:published":
+            raise _Killed(name)
+
+    monkeypatch.setattr(rekey_module, "crash_point", killed)
+    with pytest.raises(_Killed):
+        await a.rekey(sid, drop=[dbc.device_id])
+    await _killed(devices)
+    monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
+    raw = a.ctx.keys.rekey_pending(sid)
+    assert raw is not None
+    taken = bytes(dagcbor.decode(raw)["k"])
     with contextlib.suppress(ImportError_):  # (the new slot as B reads it is not this test's)
         await b.pull(sid)
-    taken = a.ctx.keys.session_key(sid)
-    assert b.ctx.keys.session_key(sid) == taken
+    assert b.ctx.keys.session_key(sid) == taken  # (B took A's notice, A not switched yet)
     home = os.path.join(devices.tmp, "forger")  # (C's keys, as the forger's home holds them)
     os.makedirs(home)
     os.symlink(os.path.join(devices.tmp, "kc"), os.path.join(home, "keys"))
     forged = await _forge(devices.store_path, home, sid, dbc.device_id, claim=True)
-    for s in (a, b):
+    a = await _restarted(devices)
+    for s in (a, b, a):  # (A's restart: its rekey finished, then the slot read again)
         with contextlib.suppress(ImportError_):
             await s.pull(sid)
+    # main: A gave its rekey up and took C's notice, B on A's key: split, A in the generation of the writer it dropped
+    for s in (a, b):
         assert s.ctx.keys.session_key(sid) == taken != forged
+    assert a.ctx.keys.rekey_pending(sid) is None

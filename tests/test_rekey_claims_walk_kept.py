@@ -270,12 +270,17 @@ async def test_a_kill_between_the_keys_rotating_and_the_rows_going_loses_no_walk
     assert await _walks(devices.dbb) == []  # (settled with the switch: dropped)
 
 
-async def test_a_walk_found_by_a_verify_meanwhile_is_not_written_over_by_the_pulls_cut(devices, monkeypatch):
+@pytest.mark.parametrize("ends", ["at_its_bound", "at_a_manifest_gone"])
+async def test_a_walk_found_by_a_verify_meanwhile_is_not_written_over_by_the_pulls_cut(devices, monkeypatch, ends):
     """A `verify` (doctor runs one) checks the notice as a pull does, beside it (not under the pull's generation
     lock): its walk ends finding A's claim and keeps that row while the pull's walk of the same head, begun before,
     is still under way; the pull's walk then reached its bound and wrote where it stopped over that row (a cut, not
     found), and refused the notice for now. A kill before the next pull took it (from memory: _WALKED), and the
-    restart went on from that cut, past manifests A's gc freed since: refused for good."""
+    restart went on from that cut, past manifests A's gc freed since: refused for good. `at_a_manifest_gone`: the
+    pull's walk does not reach its bound, it ends at a manifest it cannot read (A's gc freed it between the verify's
+    read and the pull's, or a store catching up), and kept where it ended over the row found (the cuts it began with
+    had no found one): refused at that pull, and the restart went on from there, at the manifest gone. The found row
+    wins."""
     a, b, sid, notice, new_key, _claims = await _aged_out(devices, "walk verified", CLAIMS_KEPT + 2)
     await _slot_served_with(devices, sid, notice)
     store = FileStore(devices.store_path)
@@ -299,7 +304,10 @@ async def test_a_walk_found_by_a_verify_meanwhile_is_not_written_over_by_the_pul
         await asyncio.wait_for(held.wait(), 10)
         report = await b.verify(sid)  # (its walk ends: the claim found, kept)
         assert report["sessions"][0]["ok"], report
-        late[0] = 3600.0
+        if ends == "at_its_bound":
+            late[0] = 3600.0
+        else:
+            await store.free(chain[2:3])  # (the next the pull's walk reads: gone since the verify read it)
     finally:
         release.set()
         with contextlib.suppress(ImportError_):
@@ -307,5 +315,6 @@ async def test_a_walk_found_by_a_verify_meanwhile_is_not_written_over_by_the_pul
     b = await _reopened_b(devices)  # (killed before another pull)
     await store.free(chain[1:])  # (freed by A's gc since)
     await _pulled(b, sid)
-    # main: the pull's cut written over the row found, gone on from after a restart: refused at the manifest freed
+    # main: the pull's cut (or end) written over the row found, gone on from after a restart: refused at the
+    # manifest freed
     assert b.ctx.keys.session_key(sid) == new_key

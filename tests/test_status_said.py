@@ -28,3 +28,26 @@ def test_status_says_the_command_for_each_push_that_failed(make_daemon, store_di
     # main: the other two left out, unsaid
     assert f"and 2 more session(s) whose push failed: `sessiond status --home {d.home} --sessions`" in out, out
     d.stop()
+
+
+def test_a_failing_store_is_said_under_the_store_not_under_the_provider(make_daemon, store_dir):
+    """With a provider configured, `status` printed the store's failure last, indented under the `provider:` line
+    ("provider: local (default)" then "  failing: cannot use the store: ..."), as if the provider were failing. It is
+    said right under the `store:` line it is about."""
+    d = make_daemon(f"file://{store_dir}")
+    write_config(d.home, default_provider="local")
+    with open(os.path.join(d.home, "config.toml"), "a") as f:
+        f.write('[providers.local]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    d.start()
+    c = d.client()
+    sid = c.create_session(name="s")["id"]
+    assert c.sync(None, wait=True)["complete"]
+    shutil.rmtree(store_dir)  # the share unmounted
+    c.append(sid, "user", "hello")
+    wait_for(lambda: c.status()["stores"][0]["reachable"] is False, timeout=30, what="the store failing")
+    lines = run_cli(d.home, "status").stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("store:"))
+    assert lines[at + 1].startswith("  failing: ") and "store folder" in lines[at + 1], lines
+    provider = next(i for i, line in enumerate(lines) if line.startswith("provider:"))
+    assert provider + 1 == len(lines) or not lines[provider + 1].startswith("  "), lines
+    d.stop()

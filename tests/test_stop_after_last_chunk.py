@@ -110,3 +110,24 @@ def test_a_stop_between_the_models_first_event_and_the_stream_says_so(held):
     assert ask.returncode == 1 and b"the daemon is stopping" in err and b"broke" not in err, err
     d.start()
     assert d.client().messages(sid)["messages"][0]["content"] == "w1 w2 w3"
+
+
+def test_a_chunk_in_hand_as_the_stop_stops_the_streams_watch_is_kept(held):
+    """The stop came after the model's first event, and the next had arrived too (read from the provider's wire
+    without a wait) when the watch on the rest began, stopped at once: that chunk, in hand, was dropped unrecorded,
+    the app told nothing of the answer was kept though its words had arrived (and were billed). It is kept, and
+    passed on, as the rest of an interrupted answer is."""
+    d, flag, p, run = held("complete.head")
+    p.faults.delay = 0.0  # the whole answer arrives at once: the chunk after the first event is in hand at once
+    with d.client() as c:
+        sid = c.create_session(model="echo-1")["id"]
+    ask = run("ask", sid, "w1 w2 w3")
+    _until(lambda: os.path.exists(flag) and p.completed, "the model's whole answer in, held at its first event")
+    stop = _stopped(d, flag, run)
+    out, err = ask.communicate(timeout=30)
+    assert stop.wait(30) == 0
+    assert ask.returncode == 1 and b"the daemon is stopping" in err, err
+    d.start()
+    q, a = d.client().messages(sid)["messages"]
+    assert q["content"] == "w1 w2 w3" and a["interrupted"] and "echo: w1 w2 w3".startswith(a["content"]), a
+    assert out.decode().strip() == a["content"], (out, a)

@@ -297,15 +297,16 @@ def test_a_pull_error_shown_by_status_hides_the_secrets_this_process_knows():
 
 
 def test_a_store_url_with_a_slash_left_out_is_refused_without_its_invite(secret_homes, tmp_path):
-    """`s5+http:/INVITE@HOST` (one slash typed, or none) is refused as having no host, and the refusal quoted
-    the URL as written, the invite in full on the terminal: the hiding read credentials only after '://'."""
+    """`s5+http:/INVITE@HOST` (one slash typed, or none) is refused (as having no host, then as the '//' left
+    out, naming the URL meant), and the refusal quoted the URL as written, the invite in full on the terminal:
+    the hiding read credentials only after '://'."""
     home = secret_homes("typo")
     invite = "INVITE-9c41e07d2b55aa"
     for typed in (f"s5+http:/{invite}@127.0.0.1:1", f"s5+http:{invite}@127.0.0.1:1", f"ipfs+http:/u:{invite}@h:1"):
         f = tmp_path / "store"
         f.write_text(typed + "\n")
         res = run_cli(home, "start", "--store-file", str(f))
-        assert res.returncode != 0 and "has no host" in res.stderr, res
+        assert res.returncode != 0 and "the '//' after its scheme is left out" in res.stderr, res
         assert invite not in res.stderr + res.stdout + secretcheck.logs(home), res.stderr
         assert "***@" in res.stderr, res.stderr  # the URL is still named, its credentials hidden
 

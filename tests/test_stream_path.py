@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import types
 
@@ -216,6 +217,9 @@ def test_a_stop_before_the_model_is_watched_tells_the_app_so(loop_provider, stre
     its question being recorded, the provider asked) closed the app's connection: an SDK saw a connection error and
     retried against a daemon gone, not told `stopping`. Such a question is ended by its watch, begun stopped."""
     p, server = loop_provider
+    # (an event of this test's own: one set for good at the end of another, whose provider's thread may begin its wait
+    # on it only then, would be cleared under that wait, held 30 s, past the module server's 10 s stop)
+    p.resume = threading.Event()
     p.faults.held = True  # the model thinks: nothing of its answer arrives before the stop
     db = _Db(fail=False)
     body = {"model": "echo-1", "stream": stream, "messages": [{"role": "user", "content": "x y"}]}
@@ -249,8 +253,7 @@ def test_a_stop_before_the_model_is_watched_tells_the_app_so(loop_provider, stre
         status, got = asyncio.run(go())
     finally:
         p.faults.held = False
-        p.resume.set()
-        p.resume.clear()
+        p.resume.set()  # (left set: a wait the provider's thread begins only now returns at once)
     assert status == 503 and got["error"]["code"] == "stopping", (status, got)
     assert [[m["role"] for m in ms] for ms in db.appended] == [["user"]]  # the question kept, no answer
 

@@ -61,3 +61,24 @@ def test_the_session_meant_is_named_reading_a_bounded_number_of_rows():
     assert q.rows <= 5, q.rows
     said = _said(q, "nothing-like-any-id-here")
     assert "did you mean" not in said and "named" not in said, said
+
+
+async def test_an_import_makes_no_guess(devices, monkeypatch):
+    """The guess is for a refusal a person reads; an import's checks that its session is not here yet (a miss
+    expected every time) made it twice, each a scan of every session's name and id and a difflib: on a follower
+    importing 1,000 sessions (bench/load.py) each import cost more than the one before."""
+    from sessiond.storage import unknown
+
+    guessed: list[str] = []
+    real = unknown._guess
+
+    async def counted(q, sid: str) -> str:
+        guessed.append(sid)
+        return await real(q, sid)
+
+    monkeypatch.setattr(unknown, "_guess", counted)
+    sid, code = await devices.started_share("guessless", write=True)
+    guessed.clear()
+    assert (await devices.b.import_code(code, None))["session"] == sid
+    assert guessed == []
+    assert (await devices.dbb.get_session(sid))["name"] == "guessless"

@@ -199,7 +199,8 @@ def _not_of_format(exc: ApiError, data: Any, fmt: str | None) -> ApiError:
     """A file refused as malformed by the parser of the --format named, when the file's shape says for
     certain it is of another format (daemon/importers.detect, what a file without --format is read as): the
     parser's words say nothing of the format (Claude's names the file conversations.json). Said so, with the
-    way on; any other refusal as it is."""
+    way on; any other refusal as it is, and so is one that names that --format already (a session file read as
+    openai: the daemon's own words say what it is and the way on)."""
     if exc.code != "invalid" or fmt is None or fmt == "llm":
         return exc
     from ...daemon.formats import JSON_FORMAT
@@ -210,7 +211,7 @@ def _not_of_format(exc: ApiError, data: Any, fmt: str | None) -> ApiError:
         its = detect(data, JSON_FORMAT)
     except Invalid:  # its shape says nothing for certain: the parser's refusal stands
         return exc
-    if its == fmt or its not in _FILES:
+    if its == fmt or its not in _FILES or f"--format {its}`" in exc.message:  # (the daemon's names it: once)
         return exc
     return ApiError(
         exc.status,

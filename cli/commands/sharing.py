@@ -133,10 +133,11 @@ def _secret_given(args) -> None:
     ):  # (--code-file CODE: the code where its file goes)
         raise CliError(_CODE_ON_COMMAND_LINE, EXIT_USAGE)
     passphrase_file = args.passphrase_file
-    if passphrase_file not in (None, "-") and "/" not in passphrase_file and not os.path.exists(passphrase_file):
-        raise CliError(  # (a bare word, not quoted: typed where its file goes, the passphrase itself; a path is)
+    if passphrase_file not in (None, "-") and not os.path.exists(passphrase_file):
+        raise CliError(  # (not quoted: typed where its file goes, the passphrase itself, a '/' in it or not)
             "--passphrase-file: no such file (its name not quoted here, in case it is the passphrase itself: the"
-            " option takes a file holding the passphrase, or - to type it on standard input)",
+            " option takes a file holding the passphrase, a relative path read from the current folder, or - to"
+            " type it on standard input)",
             EXIT_USAGE,
         )
     if args.passphrase_given is not None:

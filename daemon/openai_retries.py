@@ -1,0 +1,74 @@
+"""An SDK's retry of an OpenAI-endpoint request that made a session, kept after the request failed (openai_compat.py).
+
+A request naming no session (no X-Sessiond-Session) makes one. When the provider fails it before any answer (a 5xx,
+a 429, a timeout: what OpenAI's SDKs retry by themselves) or its app leaves first (its SDK's timeout), the session it
+made is deleted with its question (openai_cut.drop_made), so that the retry, the same request still naming no session
+(the SDK never reads the failure's header naming it), makes the one session that holds the question. But one another
+app wrote to meanwhile, or shared, is kept; and the retry then made a second session, holding the question again.
+Such a kept session is remembered here for a while, and the retry goes on in it: the same request, told a retry by the
+official SDKs' `x-stainless-retry-count` (1 and up on each retry; the same body, byte for byte) or by an
+`Idempotency-Key` header the app sends with every try of a request (the OpenAI SDKs send none of their own: an app
+gives one in `extra_headers`). Its history matches what the session holds (openai_history.py): the question is not
+recorded twice. Kept in memory (a retry comes seconds later; the daemon's stop tells the SDKs not to retry), for
+KEEP seconds, MOST of them."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+
+from aiohttp import web
+
+from ..api.idempotency import IDEMPOTENCY_HEADER
+
+KEEP = 600.0  # seconds a kept session waits for its request's retry (the SDKs' backoff: seconds)
+MOST = 256  # such sessions remembered (the oldest forgotten past it)
+RETRY_COUNT = "x-stainless-retry-count"  # what the official SDKs (Stainless-generated) send: 0, then 1, 2, ...
+
+
+def _keys(request: web.Request, raw: bytes) -> list[tuple[str, str]]:
+    """What names this request's tries: its Idempotency-Key, if it gives one, and its body."""
+    keys = [("body", hashlib.sha256(raw).hexdigest())]
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key:
+        keys.insert(0, ("key", hashlib.sha256(key.encode()).hexdigest()))
+    return keys
+
+
+def _a_retry(request: web.Request) -> bool:
+    count = request.headers.get(RETRY_COUNT, "")
+    return count.isascii() and count.isdigit() and int(count) > 0
+
+
+class Retries:
+    def __init__(self) -> None:
+        self._kept: OrderedDict[tuple[str, str], tuple[float, str, str]] = OrderedDict()
+
+    def kept(self, request: web.Request, raw: bytes, sid: str, chat: str) -> None:
+        """The request `raw` (its body), which made session `sid`, failed; the session is kept, its question in
+        `chat`: its retry goes on there."""
+        for k in _keys(request, raw):
+            self._kept[k] = (time.monotonic() + KEEP, sid, chat)
+            self._kept.move_to_end(k)
+        while len(self._kept) > MOST:
+            self._kept.popitem(last=False)
+
+    def retried(self, request: web.Request, raw: bytes) -> tuple[str, str] | None:
+        """The session and chat the first try of this request (naming no session) made and kept, if it is a retry of
+        one: by its Idempotency-Key, else, an SDK's retry, by its body. Each retry's (one that fails too is retried
+        again; and a later request of the same body, its first try's session deleted, asks what this one kept)."""
+        keys = _keys(request, raw)
+        if not request.headers.get(IDEMPOTENCY_HEADER):
+            if not _a_retry(request):
+                return None
+        else:
+            keys = keys[:1]  # (a key given names the request: another body under it is another request)
+        now = time.monotonic()
+        for k in keys:
+            found = self._kept.get(k)
+            if found is not None and found[0] <= now:
+                del self._kept[k]
+            elif found is not None:
+                return found[1], found[2]
+        return None

@@ -1,0 +1,261 @@
+"""A rekey on a mirror needs every store of it (sync/mirrorstrict.py): refused, nothing changed, while one is down; a
+rekey cut short between two stores' writes of its notice is finished (or given up, for another device's rekey that
+ranks first) by its resume, every store holding the same notice at the end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sessiond.storage.database import Database
+from sessiond.stores import FileStore
+from sessiond.stores.errors import ReadOnlyStore
+from sessiond.sync import dagcbor
+from sessiond.sync.engine import Syncer
+from sessiond.sync.errors import ImportError_, store_details
+from sessiond.sync.mirror import MirrorStore
+from test_members_mirror_apart_back import _away, _closed, _rekeying_pair, _slot_pk
+from test_members_mirror_race import write_slot
+
+
+class _Killed(Exception):
+    """The rekey's process killed at this point (in-process: nothing after it runs, its record as written)."""
+
+
+def _back(store: FileStore) -> None:
+    """`store` answering again (undoes _away, and any write held: the class's own methods)."""
+    for name in ("get", "get_capped", "has", "put", "put_many", "get_head", "set_head"):
+        store.__dict__.pop(name, None)
+
+
+async def _heads(tmp_path, slot: bytes) -> list:
+    """The slot's head as each store holds it (read straight from each folder)."""
+    return [await FileStore(str(tmp_path / name)).get_head(slot) for name in ("first", "second")]
+
+
+async def _texts(db: Database, sid: str) -> set[str]:
+    return {m["content"] for m in await db.list_messages(sid, all_chats=True)}
+
+
+async def _exchanging(sid: str, a: tuple, b: tuple) -> None:
+    """A and B on one key, and what each writes reaching the other."""
+    (dba, sa), (dbb, sb) = a, b
+    assert sa.ctx.keys.session_key(sid) == sb.ctx.keys.session_key(sid)
+    await dba.append_messages(sid, [{"role": "user", "content": "a after"}])
+    await dbb.append_messages(sid, [{"role": "user", "content": "b after"}])
+    await sa.push(sid)
+    await sb.push(sid)
+    await sa.pull(sid)
+    await sb.pull(sid)
+    assert {"a after", "b after"} <= (await _texts(dba, sid)) & (await _texts(dbb, sid))
+
+
+async def test_a_rekey_with_a_store_of_the_mirror_down_is_refused_and_changes_nothing(tmp_path):
+    """The second store away for A: A's rekey (and unshare) is refused (`store`, naming it, saying nothing was
+    rekeyed) before it writes anything: no record, no claim, the old key in use, both stores' slot as it was. Back, a
+    rekey works: both stores hold its notice, and B takes the new key."""
+    sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    old, before = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
+    try:
+        _away(a_second)
+        with pytest.raises(ImportError_) as refused:
+            await a.rekey(sid)
+        said = str(refused.value)
+        assert refused.value.kind == "store" and a_second.url in said and "nothing was rekeyed" in said, said
+        assert "every store" in said and "try again once it answers" in said, said
+        details = store_details(refused.value)  # (the API error's details: the store that failed, alone)
+        assert details["store"] == a_second.url and [s["store"] for s in details["stores"]] == [a_second.url], details
+        with pytest.raises(ImportError_) as unshared:  # (`unshare`, a rekey: the same)
+            await a.unshare(sid, None)
+        assert unshared.value.kind == "store" and "cannot unshare" in str(unshared.value), unshared.value
+        assert a.ctx.keys.session_key(sid) == old and a.ctx.keys.rekey_pending(sid) is None
+        assert not (await dba.sync_state(sid)).get("rekey_claims")
+        assert await _heads(tmp_path, slot) == before
+
+        _back(a_second)
+        await a.rekey(sid)
+        new = a.ctx.keys.session_key(sid)
+        assert new != old and a.ctx.keys.rekey_pending(sid) is None
+        first, second = await _heads(tmp_path, slot)
+        assert first == second and first is not None and first.revision == before[0].revision + 1
+        await b.pull(sid)
+        await _exchanging(sid, (dba, a), (dbb, b))
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+def _killed_between(first: FileStore, second: FileStore, slot: bytes, after: asyncio.Event | None = None):
+    """`first` takes the slot's next write (once `after` is set, if given); `second`'s write of it then kills the
+    rekey (_Killed), `first` holding the notice and `second` not. Returns the event set once `first` took it."""
+    took = asyncio.Event()
+    first_set = first.set_head
+
+    async def one(entry):
+        if entry.pk == slot and after is not None:
+            await after.wait()
+        await first_set(entry)
+        if entry.pk == slot:
+            took.set()
+
+    async def other(entry):
+        if entry.pk == slot:
+            await took.wait()
+            raise _Killed("between the two stores' writes of the notice")
+        return await FileStore.set_head(second, entry)
+
+    first.set_head = one  # type: ignore[method-assign]
+    second.set_head = other  # type: ignore[method-assign]
+    return took
+
+
+def _pending_unpublished(syncer: Syncer, sid: str) -> bytes:
+    """The new key of `syncer`'s rekey of `sid`, whose record is kept, its notice not published."""
+    raw = syncer.ctx.keys.rekey_pending(sid)
+    assert raw is not None and not dagcbor.decode(raw).get("p"), "the rekey's record, not published"
+    return bytes(dagcbor.decode(raw)["k"])
+
+
+async def test_a_rekey_killed_between_two_stores_is_finished_by_its_resume_on_every_store(tmp_path):
+    """A is killed once the first store holds its notice (r + 1) and the second does not (the slot at r there). B's
+    rekey then finds A's notice the highest of the stores: it gives way (`conflict`). A's next pull resumes: it reads
+    every store, finds its notice on one only, writes it again a revision on to both, and only then switches (was:
+    switched at once, the second store left without the notice, a device reading it alone never rekeyed)."""
+    sid, (dba, a, a_first, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    old, (r0, _) = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
+    try:
+        _killed_between(a_first, a_second, slot)
+        with pytest.raises(_Killed):
+            await a.rekey(sid)
+        _back(a_first)
+        _back(a_second)
+        _pending_unpublished(a, sid)
+        first, second = await _heads(tmp_path, slot)
+        assert first.revision == r0.revision + 1 and second == r0
+        assert a.ctx.keys.session_key(sid) == old
+
+        with pytest.raises(ImportError_) as gave_way:
+            await b.rekey(sid)
+        assert gave_way.value.kind == "conflict", gave_way.value
+        assert b.ctx.keys.rekey_pending(sid) is None
+
+        await a.pull(sid)  # (its resume)
+        assert a.ctx.keys.rekey_pending(sid) is None and a.ctx.keys.session_key(sid) != old
+        first, second = await _heads(tmp_path, slot)
+        assert first == second and first.revision == r0.revision + 2, (first, second)
+        await b.pull(sid)
+        await _exchanging(sid, (dba, a), (dbb, b))
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+async def test_two_rekeys_killed_between_the_stores_in_crossed_order_resume_to_one(tmp_path):
+    """A and B rekey at once and are both killed between their two stores' writes: the first store holds A's notice,
+    the second B's (one revision, r + 1), neither published. Their resumes read every store and rank the two alike
+    (the mirror's order): the first ranked finishes, writing its notice again a revision on to both stores; the other
+    gives its rekey up and takes the first's at its pull. Either way: one key, both stores holding the same notice."""
+    sid, (dba, a, a_first, a_second), (dbb, b, b_first, b_second) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    old, (r0, _) = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
+    b_took = _killed_between(b_second, b_first, slot)  # (B's notice: the second store, then killed)
+    a_took = _killed_between(a_first, a_second, slot, after=b_took)  # (A's: the first, once B's is on the second)
+    try:
+        done = await asyncio.gather(a.rekey(sid), b.rekey(sid), return_exceptions=True)
+        assert [type(r) for r in done] == [_Killed, _Killed] and a_took.is_set(), done
+        for st in (a_first, a_second, b_first, b_second):
+            _back(st)
+        keys = {"a": _pending_unpublished(a, sid), "b": _pending_unpublished(b, sid)}
+        first, second = await _heads(tmp_path, slot)
+        assert first.revision == second.revision == r0.revision + 1 and first != second
+        ranked = "a" if first.data > second.data else "b"  # (A's on the first store: MirrorStore.get_head's order)
+
+        await a.pull(sid)
+        await b.pull(sid)
+        await a.pull(sid)  # (the one that gave way takes the other's notice as written again)
+        assert a.ctx.keys.rekey_pending(sid) is None and b.ctx.keys.rekey_pending(sid) is None
+        assert a.ctx.keys.session_key(sid) == keys[ranked] != old, ranked
+        first, second = await _heads(tmp_path, slot)
+        assert first == second and first.revision == r0.revision + 2, (first, second)
+        await _exchanging(sid, (dba, a), (dbb, b))
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+async def test_a_rekey_that_kept_finding_the_slot_changed_on_a_mirror_keeps_its_record(tmp_path):
+    """Another writer's members write reaches the second store at each revision A's notice is written at, just
+    before A's: A's notice is taken by the first store and refused by the second, each of its five attempts, and
+    A's rekey ends `busy`. Its notice is on the first store all the same: its record is kept (was: its claim
+    withdrawn and its record dropped, leaving a notice its author no longer claims), and the next pull finishes it,
+    every store holding the same slot."""
+    sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    old = a.ctx.keys.session_key(sid)
+    writers = [
+        {"head_pk": a.ctx.keys.head_pk(sid), "device_id": dba.device_id},
+        {"head_pk": b.ctx.keys.head_pk(sid), "device_id": dbb.device_id},
+    ]
+    behind = FileStore(str(tmp_path / "second"))
+
+    async def joined_first(entry):  # (the other writer's write of that revision there first)
+        if entry.pk == slot:
+            await write_slot(behind, a, sid, entry.revision, writers)
+        return await FileStore.set_head(a_second, entry)
+
+    a_second.set_head = joined_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ImportError_) as busy:
+            await a.rekey(sid)
+        assert busy.value.kind == "busy" and "next pull" in str(busy.value), busy.value
+        _pending_unpublished(a, sid)
+        assert a.ctx.keys.session_key(sid) == old
+
+        _back(a_second)
+        await a.pull(sid)
+        assert a.ctx.keys.rekey_pending(sid) is None and a.ctx.keys.session_key(sid) != old
+        first, second = await _heads(tmp_path, slot)
+        assert first == second, (first, second)
+        await b.pull(sid)
+        await _exchanging(sid, (dba, a), (dbb, b))
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+def _read_only(store: FileStore) -> None:
+    """`store` refusing every write as a gateway does (ReadOnlyStore), though it does not say so beforehand."""
+
+    async def refused(*args, **kw):
+        raise ReadOnlyStore(f"{store.url} is a read-only gateway (test)")
+
+    for name in ("put", "put_many", "set_head"):
+        setattr(store, name, refused)
+
+
+async def test_a_rekey_resumed_on_a_mirror_leaves_out_a_store_that_takes_no_writes(tmp_path):
+    """A is killed between its two stores' writes of its notice; restarted, the second store of its mirror refuses
+    writes as a gateway does (its health fresh: nothing written to it since the start). The resume writes its notice
+    again to the store that takes writes and finishes, the other left out as the mirror leaves it out of every write
+    (was: the refusal counted as a store down, and every pull's resume failed on it)."""
+    sid, (dba, a, a_first, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    old, (r0, _) = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
+    _killed_between(a_first, a_second, slot)
+    with pytest.raises(_Killed):
+        await a.rekey(sid)
+    await a.stop()
+    first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
+    _read_only(second)
+    mirror = MirrorStore([first, second], dba.outbox)
+    a = Syncer(dba, mirror, str(tmp_path / "keys-a"), timeout=10, interval=3600.0, poll_interval=3600.0)
+    try:
+        await mirror.started()
+        await a.start()
+        await a.pull(sid)  # (its resume)
+        assert a.ctx.keys.rekey_pending(sid) is None and a.ctx.keys.session_key(sid) != old
+        on_first, on_second = await _heads(tmp_path, slot)
+        assert on_first.revision == r0.revision + 2 and on_second == r0
+        await b.pull(sid)
+        assert b.ctx.keys.session_key(sid) == a.ctx.keys.session_key(sid)
+    finally:
+        await _closed(dba, a, dbb, b)
