@@ -55,10 +55,10 @@ PINNED = [
     "dcbd6e7cf8552fd4",  # (32: claims_walks)
     "362d8e7931b2b71b",  # (33: tokens_used recounted as 0.37.0 charges)
     "efc98db807fe2474",  # (34: a fork's copied_tokens 0.36.0 counted, recounted)
-    "9272acd446125deb",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove,
-    # then json() around the counts kept, set as a string where SQLite drops the subtype through a subquery: 3.54.1)
+    "1cb274830b50e4aa",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove)
     "f5df4e41773e0b97",  # (36: a message's context_tokens counted in its chat's context)
     "0ac61ab74e5338de",  # (37: openai_choices)
+    "7205b3f13e5fa281",  # (38: a usage or response 35 set as a string on SQLite 3.54.1 an object again)
 ]
 
 
