@@ -5,6 +5,7 @@ ranks first) by its resume, every store holding the same notice at the end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -257,5 +258,55 @@ async def test_a_rekey_resumed_on_a_mirror_leaves_out_a_store_that_takes_no_writ
         assert on_first.revision == r0.revision + 2 and on_second == r0
         await b.pull(sid)
         assert b.ctx.keys.session_key(sid) == a.ctx.keys.session_key(sid)
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+@pytest.mark.parametrize("written_over_on", [("first",), ("first", "second")])
+async def test_a_rekey_killed_once_every_store_took_its_notice_does_not_take_a_dropped_writers_over_it(
+    tmp_path, monkeypatch, written_over_on
+):
+    """A's rekey drops B; every store of the mirror takes A's notice and A is killed before its record notes it
+    published (`rekey:notice_set`). B, dropped, holds the old slot's key: it writes the slot one revision on with a
+    notice of its own, boxed to A and claimed in its head, on one store (or both). A's resume must finish its own
+    rekey (was: on a mirror only `p` counted, so the notice every store had taken was taken for a rekey that lost:
+    A gave its rekey up and its pull took B's notice, rekeyed into the generation of the writer it had dropped)."""
+    import os
+
+    from sessiond.sync import rekey as rekey_module
+    from sessiond.sync import rekeynotice
+    from test_rekey_forgery import _forge
+
+    sid, (dba, a, _, _), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    old = a.ctx.keys.session_key(sid)
+
+    def killed(name: str) -> None:
+        if name == "rekey:notice_set":
+            raise _Killed(name)
+
+    try:
+        for module in (rekey_module, rekeynotice):
+            monkeypatch.setattr(module, "crash_point", killed)
+        with pytest.raises(_Killed):
+            await a.rekey(sid, drop=[dbb.device_id])
+        for module in (rekey_module, rekeynotice):
+            monkeypatch.setattr(module, "crash_point", lambda _name: None)
+        raw = a.ctx.keys.rekey_pending(sid)
+        assert raw is not None and a.ctx.keys.session_key(sid) == old
+        mine = bytes(dagcbor.decode(raw)["k"])
+        slot = await _slot_pk(dba, sid)
+        first, second = await _heads(tmp_path, slot)
+        assert first == second and first is not None  # (every store took A's notice)
+        home = tmp_path / "forger"  # (B's keys, as the forger's home holds them)
+        home.mkdir()
+        os.symlink(tmp_path / "keys-b", home / "keys")
+        forged = {
+            await _forge(str(tmp_path / name), str(home), sid, dbb.device_id, claim=True) for name in written_over_on
+        }
+        for _ in range(2):  # (A's resume at its pull, then the slot read again)
+            with contextlib.suppress(ImportError_):
+                await a.pull(sid)
+        assert a.ctx.keys.session_key(sid) not in forged  # main: B's key
+        assert a.ctx.keys.session_key(sid) == mine and a.ctx.keys.rekey_pending(sid) is None
     finally:
         await _closed(dba, a, dbb, b)
