@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from ..storage.errors import read_only, revoked
 from ..storage.testhooks import pause_for_tests
-from ..stores import StaleHead, Store
+from ..stores import StaleHead, Store, StoreError
 from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
@@ -23,7 +23,7 @@ from .errors import ImportError_, crash_point
 from .frozen import is_frozen, merge_frozen
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
-from .mirrorstrict import every_store, held_everywhere
+from .mirrorstrict import every_store, held_everywhere, not_every_store
 from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
@@ -267,7 +267,17 @@ class Rekeyer:
             store = await ctx.store_for(sid)
             slot = every_store(store)  # (a mirror's stores each read: one that does not answer fails the resume)
             old_announce = bytes(remote["announce_pk"])
-            rev, members, notice = await self.members.read_members(slot, sid, old_key, old_announce)
+            read: Store = slot
+            try:
+                rev, members, notice = await self.members.read_members(slot, sid, old_key, old_announce)
+            except (StoreError, ImportError_) as exc:
+                # published (`p`: every store of a mirror took it), a store of it down: the slot read as a pull reads
+                # it, from the stores that answer; nothing is written to it but where another wrote over it (was:
+                # every pull failed until that store came back, the device left on the old key)
+                if not (record.get("p") and not_every_store(exc)):
+                    raise
+                read = store
+                rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
             if "n" not in record:  # a record from before notices named their author: made here, once
                 record["o"] = old_announce
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
@@ -300,7 +310,7 @@ class Rekeyer:
                     " over by a holder of the old slot's key: a writer the rekey dropped); finishing this rekey",
                     extra={"session": sid, "event": "rekey"},
                 )
-            elif notice is None or not held_everywhere(slot, b"\xed" + old_announce):
+            elif notice is None or not held_everywhere(read, b"\xed" + old_announce):
                 # not out, or the highest of a mirror's stores but not held by them all (killed between two stores'
                 # writes, or refused by one for another device's notice, which gives way to it): written (again, a
                 # revision on) to every store, and only then counted as published

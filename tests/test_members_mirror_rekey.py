@@ -310,3 +310,40 @@ async def test_a_rekey_killed_once_every_store_took_its_notice_does_not_take_a_d
         assert a.ctx.keys.session_key(sid) == mine and a.ctx.keys.rekey_pending(sid) is None
     finally:
         await _closed(dba, a, dbb, b)
+
+
+async def test_a_published_rekey_is_finished_by_its_resume_with_a_store_of_the_mirror_down(tmp_path, monkeypatch):
+    """A is killed once every store took its notice and its record noted it published (`rekey:published`), before
+    it switched; B takes the new key and writes. A restarts with the second store away: its resume needs no store
+    but one to finish (the notice is on every store; nothing is written to the old slot), so its pull finishes the
+    rekey and brings in B's writes (was: the resume read the slot from every store, and every pull of the session
+    failed `store` until the second store came back, A on the old key, reading nothing B wrote)."""
+    from sessiond.sync import rekey as rekey_module
+
+    sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+
+    def killed(name: str) -> None:
+        if name == "rekey:published":
+            raise _Killed(name)
+
+    try:
+        monkeypatch.setattr(rekey_module, "crash_point", killed)
+        with pytest.raises(_Killed):
+            await a.rekey(sid)
+        monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
+        raw = a.ctx.keys.rekey_pending(sid)
+        assert raw is not None and dagcbor.decode(raw).get("p")
+        mine = bytes(dagcbor.decode(raw)["k"])
+        await b.pull(sid)
+        assert b.ctx.keys.session_key(sid) == mine
+        await dbb.append_messages(sid, [{"role": "user", "content": "b on the new key"}])
+        await b.push(sid)
+
+        _away(a_second)
+        await a.pull(sid)  # (its resume, then the pull on the new key)
+        assert a.ctx.keys.session_key(sid) == mine and a.ctx.keys.rekey_pending(sid) is None
+        await a.pull(sid)
+        assert "b on the new key" in await _texts(dba, sid)
+    finally:
+        _back(a_second)
+        await _closed(dba, a, dbb, b)
