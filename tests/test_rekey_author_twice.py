@@ -172,14 +172,25 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     assert a.ctx.keys.rekey_pending(sid) is None
 
 
-async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_rekey_that_came_first(devices, monkeypatch):
+@pytest.mark.parametrize("written_again", [False, True])
+async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_rekey_that_came_first(
+    devices, monkeypatch, written_again
+):
     """The bound of the above: A's record notes the revision its notice is sent for (`r`) before the store is asked;
     killed there, the store not taking it, while B's rekey took that revision first: A's restart finds B's notice at
-    that revision, not past it, and gives its rekey up (B's came first: the pull takes it)."""
+    that revision, not past it, and gives its rekey up (B's came first: the pull takes it). `written_again`: B's
+    notice written again one revision on before A restarts, as its author's retry writes it (its store took it and
+    answered StaleHead), or a kept writer that took it with what it carried over (rekeycarried): the slot past `r`
+    holding another notice, A's never in it, A must give way all the same (was: it finished its rekey, alone on a
+    key no other device has: the session split for good); B is a writer A's rekey keeps, no dropped writer."""
+    from sessiond.stores import FileStore
+    from sessiond.sync.members import announce_key
+
     a, b, sid = await _writers(devices, "raced")
     await b.pull(sid)
     store = await a.ctx.store_for(sid)
     slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    old_write = a.ctx.keys.write_secret(sid)
     real_set_head = store.set_head
 
     async def killed_while_asked(entry, *args, **kw):
@@ -195,6 +206,11 @@ async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_reke
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and isinstance(dagcbor.decode(raw).get("r"), int)
     await b.rekey(sid)  # (the revision A's notice was sent for: B's)
+    if written_again:  # (the same object one revision on, as its author's retry writes it)
+        folder = FileStore(devices.store_path, create=False)
+        took = await folder.get_head(slot)
+        assert took is not None and took.revision == dagcbor.decode(raw)["r"]
+        await folder.set_head(RegistryEntry.create(announce_key(old_write), took.revision + 1, took.data))
     a = await _restarted(devices)
     for _ in range(2):
         with contextlib.suppress(ImportError_):
