@@ -13,6 +13,7 @@ from typing import Any
 
 from ..client import ApiError, ClientError, DaemonNotAnswering, DaemonNotRunning
 from ..daemon.home import HomeError
+from ..storage.redact import hide_share_codes
 from .output import OutputFailed, for_home, safe
 
 EXIT_ERROR = 1
@@ -91,8 +92,9 @@ def _for_home(key: str, value: Any, args: Any) -> Any:
 
 def fail(args: Any, code: str, message: str, exit_code: int, details: dict | None = None) -> int:
     """`details`: the daemon's refusal's (which store failed and how, when to retry, the ways on), in `--json` only;
-    a model's answer it carries is `ask`'s to print, not repeated here."""
-    message = for_home(message, getattr(args, "home", None))  # the commands it names, for this home
+    a model's answer it carries is `ask`'s to print, not repeated here. A share code in `message` (one typed where a
+    file's name or an argument goes, quoted by the refusal) is named as one, not quoted."""
+    message = hide_share_codes(for_home(message, getattr(args, "home", None)))  # (its commands, for this home)
     if getattr(args, "json", False):
         err: dict[str, Any] = {"code": code, "message": message}
         kept = {k: _for_home(k, v, args) for k, v in (details or {}).items() if k != "answer"}

@@ -75,14 +75,41 @@ class _Parser(argparse.ArgumentParser):
 
     def _unrecognized(self, extras: list[str]) -> str:
         """What parse_args says of arguments no option or positional takes, with the option most like the
-        first one that looks like an option (a typo, or another command's), and where the options are."""
-        message = f"unrecognized arguments: {' '.join(extras)}"
-        if self.unquoted:
-            shown = [a.partition("=")[0] + ("=..." if "=" in a else "") for a in extras if _OPTION_LIKE.fullmatch(a)]
-            words = len(extras) - len(shown)
-            if words:
-                shown.append(f"{words} word(s), not quoted here (a secret given on the command line?)")
-            message = f"unrecognized arguments: {' '.join(shown)}"
+        first one that looks like an option (a typo, or another command's), and where the options are. An option
+        named for a secret (`--passphrase`, `--api-key`: _SECRET_OPTION) is named without its value ('...'); in an
+        unquoted parser, no word that is no option's name is quoted, nor what follows an option's letter
+        (`-pSECRET`, as `mysql -pPASSWORD` is typed)."""
+        shown: list[str] = []
+        words = 0  # (unquoted: the words left over, counted)
+        value_hidden = after_secret = False
+        for a in extras:
+            name, eq, _value = a.partition("=")
+            if after_secret and not self.unquoted and not a.startswith("--"):  # (its value, `-SECRET` too)
+                shown.append("...")
+                value_hidden, after_secret = True, False
+            elif _OPTION_LIKE.fullmatch(a):
+                secret = self.unquoted or _SECRET_OPTION.search(name) is not None
+                after_secret = secret and not eq
+                if self.unquoted and not a.startswith("--") and len(name) > 2:
+                    shown.append(a[:2] + "...")
+                    value_hidden = True
+                elif eq and secret:
+                    shown.append(name + "=...")
+                    value_hidden = True
+                else:
+                    shown.append(a)
+            elif after_secret and not self.unquoted:
+                shown.append("...")
+                value_hidden = after_secret = True
+            elif self.unquoted:
+                words += 1
+            else:
+                shown.append(a)
+        if words:
+            shown.append(f"{words} word(s), not quoted here (a secret given on the command line?)")
+        message = f"unrecognized arguments: {' '.join(shown)}"
+        if value_hidden:
+            message += " ('...': a value not quoted here, as it may be a secret)"
         typed = next((a.partition("=")[0] for a in extras if a.startswith("--") and len(a) > 2), None)
         if typed is not None:
             # every option of this command, as its usage line lists them (argparse has no public list of them;
@@ -94,6 +121,9 @@ class _Parser(argparse.ArgumentParser):
         return f"{message}; see `{self.prog} --help`"
 
     def error(self, message: str):
+        m = re.fullmatch(r"(ambiguous option: -[^\s=]*)=.* (could match .*)", message, re.S)
+        if m:  # (`--pass=SECRET`: what followed the '=' quoted with the abbreviation, a passphrase, a code)
+            message = f"{m[1]}=... {m[2]} (its value not quoted here)"
         raise ParseError(self, _guessed(message, self.prog, self.unquoted) + self._values_said(message))
 
     def _values_said(self, message: str) -> str:
@@ -135,6 +165,12 @@ def _guessed(message: str, prog: str, unquoted: bool = False) -> str:
     typed, known = m[1], re.findall(r"'([^']*)'", m[2])
     # (unquoted: `key WORD...`, `import` left out, the first of the device key's words where the action goes)
     shown = "given (not quoted here: one of the key's words?)" if unquoted else repr(typed)
+    kind = "command" if prog == "sessiond" else "action"
+    if typed == "help":  # (`sessiond help [COMMAND]`, git's way: the help is an option's)
+        return (
+            f"no {kind} 'help': `{prog} --help` lists the {kind}s, `{prog} {kind.upper()} --help` tells of one"
+            f" (e.g. `{prog} {known[0]} --help`)"
+        )
     word = OTHER_WORDS.get(typed)
     if word not in known:  # two neighbouring letters swapped, the commonest slip, first (`strat`: not `stats`)
         word = next((k for k in known if _swapped(typed, k)), None)
@@ -142,7 +178,6 @@ def _guessed(message: str, prog: str, unquoted: bool = False) -> str:
     if guess is None:  # (the list of every command is then the help)
         return f"argument ACTION: not one of {m[2]}, the word {shown}" if unquoted else message
     # the guess alone: at the end of argparse's list of all the commands, it was lost far off to the right
-    kind = "command" if prog == "sessiond" else "action"
     return f"no {kind} {shown}: did you mean `{prog} {guess}`? (see `{prog} --help`)"
 
 
@@ -215,8 +250,16 @@ def is_utf8(raw: bytes) -> bool:
         return False
 
 
+# an option's name that says it holds a secret: its value is not quoted when the option is refused (_unrecognized)
+_SECRET_OPTION = re.compile(r"pass|key|token|secret|code|invite|auth|cred|word|mnemonic", re.I)
 # an option as typed: `--name`, `-h` (not a value that begins with a dash, `-1h`, `-draft note`, `---`)
 _OPTION_LIKE = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*(=.*)?")
+
+
+def _may_hold_secret(parser: argparse.ArgumentParser, option: str, value: str) -> bool:
+    """Whether `value`, given after `option`, may be a secret not to quote: in a command given secrets (share,
+    import, key), after an option named for one (--passphrase-file, --api-key), or a URL's user part ('@')."""
+    return getattr(parser, "unquoted", False) or bool(_SECRET_OPTION.search(option)) or "@" in value
 
 
 def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) -> str:
@@ -230,6 +273,11 @@ def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) ->
         for i, arg in enumerate(head[:-1]):
             value = head[i + 1]
             if arg == option and value.startswith("-") and value != "-":
+                if _may_hold_secret(parser, option, value):  # (quoted nowhere, nor to be put on the line)
+                    return (
+                        f" (the value given after {option} begins with a dash, so it was read as an option; not quoted"
+                        " here, as it may be a secret)"
+                    )
                 return (
                     f" ('{value}' begins with a dash, so it was read as an option, not as {option}'s value: "
                     f"give it as {shlex.quote(f'{option}={value}')})"
@@ -242,10 +290,12 @@ def dash_hint(parser: argparse.ArgumentParser, argv: list[str], message: str) ->
     if not any(not a.option_strings and a.nargs != argparse.PARSER for a in parser._actions):
         return ""  # a command that takes no text nor query (`ls -l`): an option mistyped, not a value
     known = set(re.findall(r"(?<![\w-])--?[a-zA-Z0-9][a-zA-Z0-9-]*", parser.format_usage()))
-    for arg in head:
+    for i, arg in enumerate(head):
         if len(arg) > 1 and arg.startswith("-") and arg.partition("=")[0] not in known:
             if _OPTION_LIKE.fullmatch(arg) and arg.startswith("--"):
                 continue  # an option mistyped, or another command's: the message names it (did you mean)
+            if i and _may_hold_secret(parser, head[i - 1], arg):
+                return ""  # (the value of an option named for a secret: _unrecognized quoted it as '...')
             return (
                 f" ('{arg}' begins with a dash, so it was read as an option: to give it as an argument (a text, a "
                 f"query, an id), put `--` before it, after the options: `{parser.prog} ... -- {shlex.quote(arg)}`)"

@@ -21,7 +21,7 @@ from ..api.locate import (
     runtime_socket_path,
     socket_path,  # noqa: F401 (re-exported from api.locate: importers use daemon.home)
 )
-from .provider_config import check_providers
+from .provider_config import check_providers, top_level_provider_key
 from .urlguess import (
     check_host,
     file_url_meant,
@@ -313,6 +313,8 @@ class Config:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise HomeError(f"{path}: {key!r} must be a whole number of at least 1")
                 cfg.limits[key] = value
+            elif (said := top_level_provider_key(key)) is not None:  # (a provider's, outside its table)
+                raise HomeError(f"{path}: {said}")
             else:  # a mistyped key would otherwise be ignored without a word
                 import difflib
 

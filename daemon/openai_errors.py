@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..storage.errors import SessiondError
+from ..storage.redact import hide_share_codes
 from .openai_names import named
 
 _TYPES = {
@@ -27,6 +28,7 @@ def oai_error(
     quota = code in ("quota_exceeded", "provider_quota_exceeded")
     typ = "insufficient_quota" if quota else _TYPES.get(status, "api_error")
     h = {**(headers or {}), **named(sid)}
+    message = hide_share_codes(message)  # (one pasted into a header, the chat's: quoted by the refusal)
     return web.json_response(
         {"error": {"message": message, "type": typ, "param": None, "code": code, **more}}, status=status, headers=h
     )

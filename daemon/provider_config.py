@@ -123,6 +123,27 @@ PROVIDER_KEYS = ("base_url", "api_key_file", "api_key_env", "timeout", "connect_
 _KEY_WRITTEN = ("api_key", "apikey", "key", "token", "api_token")  # the key itself, written where its file goes
 
 
+def key_written(name: str) -> str:
+    """The refusal of `name` (one of _KEY_WRITTEN), the key itself written in config.toml: where it goes instead
+    (the key not quoted: config.toml is no place for it, nor is an error)."""
+    return (
+        f"{name} is no setting: the key itself is never written in config.toml; put it in a file of its own"
+        ' (chmod 600) named by api_key_file = "/path/to/key", or in the daemon\'s environment named by'
+        f' api_key_env = "VARIABLE", and delete the {name} line'
+    )
+
+
+def top_level_provider_key(name: str) -> str | None:
+    """The refusal of a provider's setting (or its key itself) written at the top of config.toml, outside any
+    [providers.NAME] table: a newcomer's first try, told only that it is an unknown setting. None for another."""
+    table = '[providers.NAME] table (e.g. [providers.openai] with base_url = "https://api.openai.com/v1")'
+    if name.lower().replace("-", "_") in _KEY_WRITTEN:
+        return f"{key_written(name)}; both go in a {table}"
+    if name in PROVIDER_KEYS:
+        return f"{name} belongs in a {table}: write it below that table's header line"
+    return None
+
+
 def check_providers(path: str, value, top_keys: tuple[str, ...]) -> dict:
     """The [providers.NAME] tables of config.toml at `path`, each checked; the key itself is never read here
     (only when needed). `top_keys`: the file's top-level settings, named when one was written below a table."""
@@ -141,11 +162,7 @@ def check_providers(path: str, value, top_keys: tuple[str, ...]) -> dict:
                 f"header belongs to that table; move it above the first [ line of the file"
             )
         if inline := [k for k in extra if k.lower().replace("-", "_") in _KEY_WRITTEN]:
-            raise HomeError(  # (the key not quoted: config.toml is no place for it, nor is an error)
-                f"{where}: {inline[0]} is no setting: the key itself is never written in config.toml; put it in a"
-                f' file of its own (chmod 600) named by api_key_file = "/path/to/key", or in the daemon\'s'
-                f' environment named by api_key_env = "VARIABLE", and delete the {inline[0]} line'
-            )
+            raise HomeError(f"{where}: {key_written(inline[0])}")
         if extra:
             raise HomeError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(PROVIDER_KEYS)}")
         url = p.get("base_url")

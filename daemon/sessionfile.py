@@ -74,13 +74,16 @@ def copied_as_charged(p: dict, messages: list[dict], estimate: Callable[[str], i
     asked, one recorded), which the quota counts since 0.37.0 (storage/model.py charge; a home's forks so recounted
     by migration 34). The copy is the first messages up to the one the count is 0.36.0's of; kept as the file says
     it where no such run of them, or several counted otherwise by the quota, is found (a count made since, or not of
-    these messages)."""
+    these messages), and where it is the quota's count of a run of them (a count made since: the fork's own messages
+    after its copy may bring 0.36.0's count of a longer run to the same number)."""
     copied = p.get("copied_tokens") if p.get("kind") == "fork" else None
     if type(copied) is not int:
         return p
     then = now = 0
     found = set()
     for m in messages:
+        if now == copied:
+            return p  # the quota's count of the run so far: made since 0.36.0 (or the same either way)
         if then == copied:
             found.add(now)
         tokens = m["tokens"] if m.get("tokens") is not None else estimate(counted_text(m))
@@ -90,9 +93,11 @@ def copied_as_charged(p: dict, messages: list[dict], estimate: Callable[[str], i
         now += charge({**m, "tokens": tokens})
         if then > copied:
             break
+    if now == copied:
+        return p
     if then == copied:
         found.add(now)
-    return {**p, "copied_tokens": found.pop()} if len(found) == 1 and copied not in found else p
+    return {**p, "copied_tokens": found.pop()} if len(found) == 1 else p
 
 
 def answer(m: dict, where: str) -> dict:

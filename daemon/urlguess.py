@@ -11,6 +11,7 @@ import re
 from urllib.parse import urlparse
 
 from ..api.locate import HomeError
+from ..storage.ids import NOT_QUOTED, share_code_given
 from ..storage.redact import shown_url
 
 KUBO_RPC_PORT = 5001  # Kubo's RPC port: an http:// URL to it is a Kubo node's, not a relay's
@@ -96,14 +97,51 @@ _SCHEME_NO_SLASH = re.compile(r"(s5|ipfs|https?|file)(\+[a-z]+)*:", re.I)  # `s5
 _SCHEMES = r"(s5\+https?|ipfs(?:\+rpc|\+gateway)?\+https?|https?)"
 _COLON_SHORT = re.compile(_SCHEMES + "//", re.I)  # `s5+http//HOST`, `ipfs+rpc+https//HOST`: a ':' short
 _SLASHES_SHORT = re.compile(_SCHEMES + ":/?(?!/)", re.I)  # `http:INVITE@HOST:PORT`, `s5+https:/HOST`: no '//'
+_SLASHES_OVER = re.compile(_SCHEMES + ":///+(?!/)", re.I)  # `s5+http:///HOST:PORT`: a '/' too many (no host)
+
+
+# a URL in the quotes or brackets it was copied in (config.toml's `store = "URL"`, a mail's <URL>), or its ':' typed
+# without shift (`s5+http;//`): no scheme to the parse, so a folder's path, the invite in it
+_WRAPPED = re.compile(r"""(["'<])([A-Za-z][A-Za-z0-9+.\-]*:/.*)(["'>])""", re.S)
+_SEMICOLON = re.compile(r"(s5\+https?|ipfs\+https?|https?|file);(//.*)", re.I | re.S)
+
+
+def _wrapped_or_semicolon(url: str) -> str | None:
+    """scheme_left_out's refusal of a URL in quotes or brackets, or with a ';' for its ':' (_WRAPPED, _SEMICOLON)."""
+    m = _WRAPPED.fullmatch(url)
+    if m and {"<": ">"}.get(m[1], m[1]) == m[3]:
+        kind = "brackets" if m[1] == "<" else "quotes"
+        return f"store URL given in its {kind} (read as a folder's path); did you mean {shown_url(m[2])}?"
+    m = _SEMICOLON.fullmatch(url)
+    if m:
+        meant = f"{m[1].lower()}:{m[2]}"
+        return (
+            f"store URL {m[1]};//...: a ';' for the ':' after its scheme (read as a folder's path); did you mean"
+            f" {shown_url(meant)}?"
+        )
+    return None
 
 
 def scheme_left_out(url: str) -> str | None:
     """The refusal of a store URL given without its scheme, which would be read as a folder's path here: a relay's
     address alone (HOST:PORT, a user part before it or not) that names no folder here, or a network URL a ':' short
     (`s5+http//HOST:PORT`), or one whose '//' is left out (`http:INVITE@HOST:PORT`, `s5+https:/HOST`: read as one
-    with no host, or of a scheme whose host is the scheme typed); None for any other. Its user part (an invite, a
-    password) quoted nowhere."""
+    with no host, or of a scheme whose host is the scheme typed), or a '/' too many (`s5+http:///HOST:PORT`: read as
+    one with no host, whose refusal quoted it whole, a secret typed where its host goes too), in quotes or brackets,
+    or a ';' for its ':'; None for any other (and for a folder of that name that is there). Its user part (an
+    invite, a password) quoted nowhere."""
+    if share_code_given(url):  # (`start --store CODE`: the code where the store goes, made a folder named by it)
+        return (
+            f"a share code was given as the store URL ({NOT_QUOTED}): leave the store out (or give the store's URL),"
+            " then `sessiond import` with the code on standard input"
+        )
+    said = None if os.path.lexists(url) else _wrapped_or_semicolon(url)
+    if said is not None:
+        return said
+    m = _SLASHES_OVER.match(url)
+    if m and url[m.end() :]:
+        guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")
+        return f"store URL {m.group(1)}:///...: a '/' too many after its scheme (read as one with no host){guess}"
     m = _COLON_SHORT.match(url)
     if m:
         guess = url_meant(f"{m.group(1).lower()}://{url[m.end() :]}")

@@ -38,6 +38,30 @@ _COUNTS_KEPT_35 = f"""UPDATE messages SET extra = json_set(extra, '$.{{k}}', (
     )) WHERE CASE WHEN instr(extra, '"{{k}}"') AND json_valid(extra) AND json_type(extra, '$.{{k}}') = 'object'
         THEN EXISTS (SELECT 1 FROM json_each(messages.extra, '$.{{k}}') WHERE NOT ({_COUNT_35})) ELSE 0 END;"""
 
+# (migration 38, frozen with it) the extra's `k` (usage or response) a text holding a JSON object: what 35 set where
+# SQLite dropped the JSON subtype of its rebuilt object through a subquery (3.54.1). json(), a direct argument, carries
+# the subtype on every SQLite, and every value 38 sets passes through it.
+_TEXT_38 = """CASE WHEN json_type(extra, '$.{k}') = 'text' AND json_valid(json_extract(extra, '$.{k}'))
+        THEN json_type(json_extract(extra, '$.{k}')) = 'object' ELSE 0 END"""
+_MENDED_38 = " OR ".join(_TEXT_38.format(k=k) for k in ("usage", "response"))
+_COUNTED_38 = f"EXISTS (SELECT 1 FROM json_each(messages.extra, '$.{{k}}') WHERE {_COUNT_35})"
+_MEND_38 = f"""UPDATE messages SET extra = json_set(extra, '$.{{k}}', json(json_extract(extra, '$.{{k}}')))
+    WHERE rowid IN (SELECT r FROM mended_38) AND {_TEXT_38};
+    UPDATE messages SET extra = nullif(CASE WHEN {_COUNTED_38} THEN json_set(extra, '$.{{k}}', json((
+        SELECT json_group_object(key, value) FROM json_each(messages.extra, '$.{{k}}') WHERE {_COUNT_35}
+    ))) ELSE json_remove(extra, '$.{{k}}') END, '{{{{}}}}')
+    WHERE rowid IN (SELECT r FROM mended_38) AND json_type(extra, '$.{{k}}') = 'object' AND (NOT {_COUNTED_38}
+        OR EXISTS (SELECT 1 FROM json_each(messages.extra, '$.{{k}}') WHERE NOT ({_COUNT_35})));"""
+
+# (migration 33, frozen with it; 38's recount too) storage/model.py CHARGE_SUM_SQL as it stands in 0.37.0, written out
+_CHARGE_SUM_33 = """coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN
+            CASE WHEN json_type(extra, '$.usage.prompt_tokens') = 'integer'
+                AND json_extract(extra, '$.usage.prompt_tokens') BETWEEN 1 AND 1099511627776
+                THEN json_extract(extra, '$.usage.prompt_tokens') ELSE 0 END
+            + CASE WHEN json_type(extra, '$.usage.completion_tokens') = 'integer'
+                AND json_extract(extra, '$.usage.completion_tokens') BETWEEN coalesce(tokens, 0) + 1 AND 1099511627776
+                THEN json_extract(extra, '$.usage.completion_tokens') - coalesce(tokens, 0) ELSE 0 END END), 0)"""
+
 LATE: list[str] = [
     # 30: (this device's only) `sync_state.head_manifest`: the manifest its last published head names, written by the
     # push with it, that a head published again over one a store forged or rolled back names as `prev` (sync/pusher.py),
@@ -77,15 +101,9 @@ LATE: list[str] = [
     # those). A 0.36.0 device charged such an answer, pulled from a 0.37.0 one, its own tokens alone, and kept that
     # count: its quota under what was billed and every other device's, for good. (CHARGE_SUM_SQL as it stands in
     # 0.37.0, written out: a migration is never edited, the code's may be.)
-    """
+    f"""
     UPDATE sessions SET tokens_used = (
-        SELECT coalesce(sum(tokens), 0) + coalesce(sum(CASE WHEN json_valid(extra) THEN
-            CASE WHEN json_type(extra, '$.usage.prompt_tokens') = 'integer'
-                AND json_extract(extra, '$.usage.prompt_tokens') BETWEEN 1 AND 1099511627776
-                THEN json_extract(extra, '$.usage.prompt_tokens') ELSE 0 END
-            + CASE WHEN json_type(extra, '$.usage.completion_tokens') = 'integer'
-                AND json_extract(extra, '$.usage.completion_tokens') BETWEEN coalesce(tokens, 0) + 1 AND 1099511627776
-                THEN json_extract(extra, '$.usage.completion_tokens') - coalesce(tokens, 0) ELSE 0 END END), 0)
+        SELECT {_CHARGE_SUM_33}
         FROM messages WHERE session_id = sessions.id
     );
     """,
@@ -158,5 +176,25 @@ LATE: list[str] = [
         other BLOB NOT NULL,
         PRIMARY KEY (session_id, chat_id, other)
     );
+    """,
+    # 38: what migration 35 (0.39.0) wrote where SQLite drops a JSON function's subtype through a subquery (3.54.1, as a
+    # user's Python may bring): the counts kept of a `usage` or `response`, rebuilt as an object passed to json_set
+    # through a subquery, were set as a string holding its text (`"usage": "{\"completion_tokens\":3}"`): its tokens
+    # out of the quota's recount at the next pull and of the chat's statistics, `verify` finding the row unlike the
+    # peer's page, `import-file` refusing its export. Such a field (a text that is a JSON object: 35 left no other
+    # text there, a pull keeps none) is made that object again, then kept as a pull keeps it (storage/pulledextra.py:
+    # its counts alone, none: the field dropped, nothing left: no extra); the quota of the sessions holding such a row
+    # recounted as a pull recounts it (33's sum: 0.37.0's CHARGE_SUM_SQL). A home SQLite did not so damage (3.40 to
+    # 3.54.0) holds no such row: nothing is written. Written so that no value passes a subquery without json().
+    f"""
+    CREATE TEMP TABLE mended_38 AS SELECT rowid AS r, session_id AS s FROM messages
+    WHERE CASE WHEN (instr(extra, '"usage"') OR instr(extra, '"response"')) AND json_valid(extra)
+        AND json_type(extra) = 'object' THEN {_MENDED_38} ELSE 0 END;
+    {_MEND_38.format(k="usage", fields="'prompt_tokens', 'completion_tokens'")}
+    {_MEND_38.format(k="response", fields="'first_token_ms', 'total_ms'")}
+    UPDATE sessions SET tokens_used = (SELECT {_CHARGE_SUM_33}
+        FROM messages WHERE session_id = sessions.id)
+    WHERE id IN (SELECT s FROM mended_38);
+    DROP TABLE mended_38;
     """,
 ]

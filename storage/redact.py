@@ -37,6 +37,20 @@ _KEY_LIKE = re.compile(
 _WORD = re.compile(r"[A-Za-z0-9_\-]{8,}")
 
 
+# A share code (sync/sharecode.py: its prefix, then base32, read in either case) in running text: whoever sees one
+# reads its session. No word of any other text is so (an id is 128 characters at most, of another alphabet's).
+_SHARE_CODE_IN_TEXT = re.compile(r"sessiond1[a-z2-7]{40,}", re.I)
+SHARE_CODE_HIDDEN = (
+    "<a share code, not quoted here: whoever sees one reads its session; `sessiond import` takes it on standard input>"
+)
+
+
+def hide_share_codes(text: str) -> str:
+    """`text` with every share code in it replaced by SHARE_CODE_HIDDEN: for a refusal that quotes what was typed,
+    a code typed where a file's name or an argument went."""
+    return _SHARE_CODE_IN_TEXT.sub(SHARE_CODE_HIDDEN, text)
+
+
 def is_api_key(text: str) -> bool:
     """Whether `text` is, whole, an API key by its usual prefix (`_KEY_LIKE`) and length: no path or file
     name (no '/' or '.', at least 20 characters), so that a configured file name that is one can be refused

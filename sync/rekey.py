@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from ..storage.errors import read_only, revoked
 from ..storage.testhooks import pause_for_tests
-from ..stores import StaleHead, Store
+from ..stores import StaleHead, Store, StoreError
 from . import dagcbor
 from .context import SyncContext
 from .crypto import members_key
@@ -23,7 +23,7 @@ from .errors import ImportError_, crash_point
 from .frozen import is_frozen, merge_frozen
 from .members import Members, announce_key
 from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
-from .mirrorstrict import every_store, held_everywhere
+from .mirrorstrict import every_store, held_everywhere, not_every_store
 from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
@@ -267,7 +267,17 @@ class Rekeyer:
             store = await ctx.store_for(sid)
             slot = every_store(store)  # (a mirror's stores each read: one that does not answer fails the resume)
             old_announce = bytes(remote["announce_pk"])
-            rev, members, notice = await self.members.read_members(slot, sid, old_key, old_announce)
+            read: Store = slot
+            try:
+                rev, members, notice = await self.members.read_members(slot, sid, old_key, old_announce)
+            except (StoreError, ImportError_) as exc:
+                # published (`p`: every store of a mirror took it), a store of it down: the slot read as a pull reads
+                # it, from the stores that answer; nothing is written to it but where another wrote over it (was:
+                # every pull failed until that store came back, the device left on the old key)
+                if not (record.get("p") and not_every_store(exc)):
+                    raise
+                read = store
+                rev, members, notice = await self.members.read_members(store, sid, old_key, old_announce)
             if "n" not in record:  # a record from before notices named their author: made here, once
                 record["o"] = old_announce
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
@@ -280,9 +290,14 @@ class Rekeyer:
             # rekey given up, and the pull took the other notice: rekeyed into the generation of a writer it had
             # dropped). Not on a mirror: there the notice ranked first of two of one revision (two rekeys at once,
             # each killed between its stores) is written again a revision on by its author's resume, so another
-            # device's rekey that won is past `r` too (mirrorstrict.py): only `p` says this one was published
+            # device's rekey that won is past `r` too (mirrorstrict.py): only `p` says this one was published. Nor
+            # for the notice of a writer this rekey keeps, which may be past `r` with this one never taken (_by_kept)
             sent = record.get("p") or (
-                replaced and slot is store and isinstance(record.get("r"), int) and rev > record["r"]
+                replaced
+                and slot is store
+                and isinstance(record.get("r"), int)
+                and rev > record["r"]
+                and not self._by_kept(notice, members, record)
             )
             if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
@@ -300,7 +315,7 @@ class Rekeyer:
                     " over by a holder of the old slot's key: a writer the rekey dropped); finishing this rekey",
                     extra={"session": sid, "event": "rekey"},
                 )
-            elif notice is None or not held_everywhere(slot, b"\xed" + old_announce):
+            elif notice is None or not held_everywhere(read, b"\xed" + old_announce):
                 # not out, or the highest of a mirror's stores but not held by them all (killed between two stores'
                 # writes, or refused by one for another device's notice, which gives way to it): written (again, a
                 # revision on) to every store, and only then counted as published
@@ -333,6 +348,18 @@ class Rekeyer:
             self._published(sid, record)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
+
+    @staticmethod
+    def _by_kept(notice: dict | None, members: list[dict], record: dict) -> bool:
+        """Whether `notice` (another than this device's rekey `record`'s, in the old slot past the revision that
+        rekey's notice was sent for) is the rekey of a writer `record` keeps: the old slot lists its author under
+        one head key, one of those. Such a writer does not write over a notice (a dropped one would: it is left out
+        of the new generation), and its own rekey's notice may be past that revision without this one's ever taken:
+        written again by its author's retry, or by a device that took it with what it carried over (rekeycarried).
+        That rekey came first (was: this one finished, its notice in no store: the device left alone on its key)."""
+        author = notice.get("d") if notice is not None else None
+        heads = {bytes(m["head_pk"]) for m in members if author is not None and m.get("device_id") == author}
+        return len(heads) == 1 and heads <= {bytes(m["k"]) for m in record.get("m", [])}
 
     def _published(self, sid: str, record: dict) -> None:
         """This device's rekey `record`'s notice is in the old slot: its record says so (`p`), so that a resume

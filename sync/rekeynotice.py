@@ -99,7 +99,7 @@ class RekeyNotices:
         """The notice, as revision rev+1 of the old members slot (with `carried`, the "c" of the slot holding it
         already: rekeycarried). That revision noted in `record` (`r`, kept) before the store is asked to take it: a
         resume finding the slot past it, holding another notice, knows its own was taken and written over since
-        (Rekeyer.resume)."""
+        (Rekeyer.resume); taken, `record` notes it published (`p`, kept) at once."""
         salt, sealed = self.sealed(sid, old_key, members, record, carried)
         # noted for gc before its put, forgotten once the slot names it (SyncContext.put_to_name): killed in
         # between, the resumed rekey puts another (a new salt); refused as stale, the object is named by nothing.
@@ -112,6 +112,13 @@ class RekeyNotices:
                 record["r"] = entry.revision
                 self.ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             await bounded(store.set_head(entry), self.ctx.timeout)
+            # published (every store of a mirror took it: sync/mirrorstrict.py): noted (`p`) before anything else,
+            # as only `p` tells a resume on a mirror that it was (`r` does not there: Rekeyer.resume). Was: noted
+            # by the caller after the slot named it for gc; killed in between, a dropped writer's notice over it
+            # was taken for a rekey that came first on a mirror, and its pull took it
+            if not record.get("p"):
+                record["p"] = True
+                self.ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             crash_point("rekey:notice_set")  # (tests: the slot names the notice, still a gc candidate)
             await self.ctx.named(store, entry)
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from ..storage.clock import wall
 from ..storage.errors import read_only, revoked, stopping
 from ..storage.redact import shown_store
+from ..storage.testhooks import pause_for_tests
 from ..stores import StoreError
 from ..stores.errors import StoreTimeout, failing
 from .context import SyncContext
@@ -79,17 +80,22 @@ class Sharer:
             cause = self.last_failure(sid) or StoreTimeout(said)  # (its class: store_details)
             err.failure = (cause, (await ctx.store_for(sid)).url)
             raise err
+        await pause_for_tests("share.pushed")  # (the tests delete the session here: a share racing its `rm`)
         remote = await ctx.db.remote(sid)
         new_slot = False
         if remote is None:  # first share of a session this device owns
-            # a write secret made now: its members slot (signed by a key derived from it) cannot exist yet
-            new_slot = ctx.keys.write_secret(sid) is None
-            ws = await ctx.keys.make_write_secret(sid)
-            crash_point("share:secret")
-            await ctx.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
-            crash_point("share:remote")
-            ctx.shared.add(sid)
-            remote = await ctx.db.remote(sid)
+            # under the lock `rm` deletes under (operations.delete): a session deleted since the push, its key files
+            # with it, is refused here, not given a write secret that would stay on disk after it (add_remote's 404)
+            async with ctx.lock(sid):
+                await ctx.db.get_session(sid)  # (NotFound: deleted meanwhile)
+                # a write secret made now: its members slot (signed by a key derived from it) cannot exist yet
+                new_slot = ctx.keys.write_secret(sid) is None
+                ws = await ctx.keys.make_write_secret(sid)
+                crash_point("share:secret")
+                await ctx.db.add_remote(sid, None, bytes(announce_key(ws).verify_key))
+                crash_point("share:remote")
+                ctx.shared.add(sid)
+                remote = await ctx.db.remote(sid)
             assert remote is not None  # just added
         write_secret = ctx.keys.write_secret(sid)
         if write_secret is not None:

@@ -159,3 +159,15 @@ def test_a_required_option_left_out_names_the_values_it_takes():
     assert code == 2 and "give --role system, user, assistant or tool" in json.loads(out)["error"]["message"], out
     code, _out, err = _main(["fork", "some-id"])  # (an option that takes any value: as it was)
     assert code == 2 and err.rstrip().endswith("the following arguments are required: --at"), err
+
+
+def test_help_typed_as_a_command_says_where_the_help_is(tmp_path):
+    """`sessiond help` and `sessiond help show` (git's and most tools' way) were refused as an invalid choice
+    followed by all 44 commands in one line, `--help` named nowhere. The refusal (exit 2, nothing done) says where
+    the help is: the commands', and one command's; a group's `help` action likewise."""
+    for argv, way in ((["help"], "`sessiond --help`"), (["help", "show"], "`sessiond COMMAND --help`")):
+        code, out, err = _main([*argv, "--home", str(tmp_path / "h")])
+        said = err.splitlines()[-1]
+        assert code == 2 and way in said and "choose from" not in said, said
+    code, out, err = _main(["chat", "help", "--home", str(tmp_path / "h")])
+    assert code == 2 and "sessiond chat --help" in err.splitlines()[-1], err

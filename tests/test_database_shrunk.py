@@ -20,7 +20,7 @@ from test_database_lost import _made_session
 
 def _copied_in(backup: str, db: str, call) -> ApiError | None:
     """`backup` copied over `db` in place, then `call()`'s refusal (None: answered). A copy landing while one of the
-    daemon's own checkpoints runs is refilled by it to the old length (the known gap: README, "The database file")
+    daemon's own checkpoints runs is refilled by it to the old length (the known gap: README, 503 `database_lost`)
     and not what these tests are about: seen by the file's length after the call, copied again."""
     for _ in range(5):
         shutil.copyfile(backup, db)  # in place: truncated, then written, the same inode

@@ -55,3 +55,15 @@ async def test_a_count_made_since_or_of_other_messages_is_kept_as_the_file_says(
     for sid, copied in (("since", NOW), ("none", 0), ("other", 7)):
         made = await _imported(db, _file(sid, {**fork_at, "copied_tokens": copied}, msgs))
         assert made["provenance"]["copied_tokens"] == copied, (sid, made["provenance"])
+
+
+async def test_a_count_made_since_is_kept_where_a_later_run_is_0_36_0s_of_the_same_number(db):
+    """A fork made since 0.37.0 counts its copy as the quota does (NOW here, of QUESTION and ANSWER). Its own messages
+    after the copy may bring 0.36.0's count of a longer run of the file's first messages to that same number (here the
+    two after the copy, 4 + 14 tokens: 19 + 18 = 37): the import took the file's count for 0.36.0's of that longer run
+    and made it the quota's of it (55), so `stats` subtracted history the fork never copied. A count that is the
+    quota's of a run of the file's first messages is the one made since: kept as the file says it."""
+    fork_at = {"kind": "fork", "session": "elsewhere", "message": "dev0-2"}
+    own = {**LATER, "id": "dev0-4", "content": "and more", "tokens": NOW - THEN - LATER["tokens"]}
+    made = await _imported(db, _file("since38", {**fork_at, "copied_tokens": NOW}, [QUESTION, ANSWER, LATER, own]))
+    assert made["provenance"]["copied_tokens"] == NOW, made["provenance"]

@@ -5,6 +5,7 @@ ranks first) by its resume, every store holding the same notice at the end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -258,4 +259,89 @@ async def test_a_rekey_resumed_on_a_mirror_leaves_out_a_store_that_takes_no_writ
         await b.pull(sid)
         assert b.ctx.keys.session_key(sid) == a.ctx.keys.session_key(sid)
     finally:
+        await _closed(dba, a, dbb, b)
+
+
+async def test_a_rekey_killed_once_every_store_took_its_notice_does_not_take_a_dropped_writers_over_it(
+    tmp_path, monkeypatch
+):
+    """A's rekey drops B; every store of the mirror takes A's notice and A is killed before its record notes it
+    published (`rekey:notice_set`). B, dropped, holds the old slot's key: it writes the slot one revision on with a
+    notice of its own, boxed to A and claimed in its head, on one store of the two (on both it failed alike). A's
+    resume must finish its own rekey (was: on a mirror only `p` counted, so the notice every store had taken was
+    taken for a rekey that lost: A gave its rekey up and its pull took B's notice, rekeyed into the generation of the
+    writer it had dropped)."""
+    import os
+
+    from sessiond.sync import rekey as rekey_module
+    from sessiond.sync import rekeynotice
+    from test_rekey_forgery import _forge
+
+    sid, (dba, a, _, _), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    old = a.ctx.keys.session_key(sid)
+
+    def killed(name: str) -> None:
+        if name == "rekey:notice_set":
+            raise _Killed(name)
+
+    try:
+        for module in (rekey_module, rekeynotice):
+            monkeypatch.setattr(module, "crash_point", killed)
+        with pytest.raises(_Killed):
+            await a.rekey(sid, drop=[dbb.device_id])
+        for module in (rekey_module, rekeynotice):
+            monkeypatch.setattr(module, "crash_point", lambda _name: None)
+        raw = a.ctx.keys.rekey_pending(sid)
+        assert raw is not None and a.ctx.keys.session_key(sid) == old
+        mine = bytes(dagcbor.decode(raw)["k"])
+        slot = await _slot_pk(dba, sid)
+        first, second = await _heads(tmp_path, slot)
+        assert first == second and first is not None  # (every store took A's notice)
+        home = tmp_path / "forger"  # (B's keys, as the forger's home holds them)
+        home.mkdir()
+        os.symlink(tmp_path / "keys-b", home / "keys")
+        forged = await _forge(str(tmp_path / "first"), str(home), sid, dbb.device_id, claim=True)
+        for _ in range(2):  # (A's resume at its pull, then the slot read again)
+            with contextlib.suppress(ImportError_):
+                await a.pull(sid)
+        assert a.ctx.keys.session_key(sid) != forged  # main: B's key
+        assert a.ctx.keys.session_key(sid) == mine and a.ctx.keys.rekey_pending(sid) is None
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+async def test_a_published_rekey_is_finished_by_its_resume_with_a_store_of_the_mirror_down(tmp_path, monkeypatch):
+    """A is killed once every store took its notice and its record noted it published (`rekey:published`), before
+    it switched; B takes the new key and writes. A restarts with the second store away: its resume needs no store
+    but one to finish (the notice is on every store; nothing is written to the old slot), so its pull finishes the
+    rekey and brings in B's writes (was: the resume read the slot from every store, and every pull of the session
+    failed `store` until the second store came back, A on the old key, reading nothing B wrote)."""
+    from sessiond.sync import rekey as rekey_module
+
+    sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+
+    def killed(name: str) -> None:
+        if name == "rekey:published":
+            raise _Killed(name)
+
+    try:
+        monkeypatch.setattr(rekey_module, "crash_point", killed)
+        with pytest.raises(_Killed):
+            await a.rekey(sid)
+        monkeypatch.setattr(rekey_module, "crash_point", lambda _name: None)
+        raw = a.ctx.keys.rekey_pending(sid)
+        assert raw is not None and dagcbor.decode(raw).get("p")
+        mine = bytes(dagcbor.decode(raw)["k"])
+        await b.pull(sid)
+        assert b.ctx.keys.session_key(sid) == mine
+        await dbb.append_messages(sid, [{"role": "user", "content": "b on the new key"}])
+        await b.push(sid)
+
+        _away(a_second)
+        await a.pull(sid)  # (its resume, then the pull on the new key)
+        assert a.ctx.keys.session_key(sid) == mine and a.ctx.keys.rekey_pending(sid) is None
+        await a.pull(sid)
+        assert "b on the new key" in await _texts(dba, sid)
+    finally:
+        _back(a_second)
         await _closed(dba, a, dbb, b)

@@ -67,6 +67,29 @@ def test_the_migration_keeps_what_a_pull_keeps():
     assert written == {i for i, e in enumerate(EXTRAS) if pulled_extra(e) != e}, written
 
 
+def test_the_migration_and_38_keep_what_a_pull_keeps_on_a_newer_sqlite():
+    """The same on the SQLite apsw brings (3.54.1 or later), not only on the one Python's sqlite3 here was built with
+    (Debian's 3.40.1; a user's Python may bring a newer one), with migration 38 after it. 35 rebuilt the counts kept of
+    a `usage` or `response` as an object passed to json_set through a scalar subquery, which SQLite does not promise
+    carries the JSON subtype: 3.54.1 drops it, and the object was set as a string holding its text (`"usage":
+    "{...}"`): its prompt tokens no longer counted by a quota's recount, and `import-file` refused its export. 35 is
+    released (0.39.0), never edited: 38 mends what it so wrote (tests/test_migration_38.py: in a home)."""
+    import apsw
+
+    # (where the subtype is dropped: pyproject.toml's pin)
+    assert tuple(map(int, apsw.sqlite_lib_version().split("."))) >= (3, 54, 1), apsw.sqlite_lib_version()
+    db = apsw.Connection(":memory:")
+    db.execute("CREATE TABLE messages (n INTEGER, session_id TEXT, tokens INTEGER, extra TEXT)")
+    db.execute("CREATE TABLE sessions (id TEXT, tokens_used INTEGER)")
+    for i, e in enumerate(EXTRAS):
+        db.execute("INSERT INTO messages VALUES (?, 's', NULL, ?)", (i, json.dumps(e)))
+    db.execute(MIGRATIONS[34])
+    db.execute(MIGRATIONS[37])
+    got = dict(db.execute("SELECT n, extra FROM messages"))
+    for i, e in enumerate(EXTRAS):
+        assert (json.loads(got[i]) if got[i] is not None else None) == pulled_extra(e), (i, got[i])
+
+
 async def test_rows_pulled_before_read_as_a_pull_keeps_them_after_the_upgrade(tmp_path):
     assert SCHEMA_VERSION >= 35
     path = str(tmp_path / "sessions.db")

@@ -58,6 +58,7 @@ PINNED = [
     "1cb274830b50e4aa",  # (35: pulled extras as a pull keeps them; edited before any release took it: json_remove)
     "f5df4e41773e0b97",  # (36: a message's context_tokens counted in its chat's context)
     "0ac61ab74e5338de",  # (37: openai_choices)
+    "7205b3f13e5fa281",  # (38: a usage or response 35 set as a string on SQLite 3.54.1 an object again)
 ]
 
 

@@ -534,6 +534,26 @@ def test_an_api_key_written_in_config_toml_is_refused_saying_where_it_goes(tmp_p
         assert f"{name} is no setting: the key itself" in message, message
 
 
+def test_an_api_key_or_a_providers_setting_at_the_top_of_config_toml_names_its_table(tmp_path):
+    """`api_key = "sk-..."` at the top of config.toml (a newcomer's first try, with no [providers.NAME] table yet) was
+    refused as "unknown setting 'api_key'" and the 17 top-level settings listed: neither that the key is never
+    written there nor where it goes, as the same line in a provider's table is told; `api_key_file` or `base_url`
+    there likewise, no word of the table they belong in. Each names its table, the key quoted nowhere."""
+    from sessiond.daemon.home import Config, HomeError
+
+    key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
+    for line, says in (
+        (f'api_key = "{key}"', "api_key is no setting: the key itself"),
+        ('api_key_file = "/x/key"', "api_key_file belongs in a [providers.NAME] table"),
+        ('base_url = "http://127.0.0.1:8000/v1"', "base_url belongs in a [providers.NAME] table"),
+    ):
+        (tmp_path / "config.toml").write_text(line + "\n")
+        with pytest.raises(HomeError) as refused:
+            Config.load(str(tmp_path))
+        message = str(refused.value)
+        assert says in message and "[providers." in message and key not in message, message
+
+
 def test_key_is_read_when_needed_and_never_stored(setup, tmp_path):
     make, p, server = setup
     p.key = "sk-test-secret-123"

@@ -111,3 +111,18 @@ def test_a_chat_header_longer_than_an_id_is_not_quoted(served_openai, route):
             assert value[9:60] not in body["message"], body
             assert "X-Sessiond-Chat" not in exc.response.headers, exc.response.headers
     assert d.client().messages(sid)["messages"] == [] and p.requests == []
+
+
+def test_a_share_code_in_the_chat_header_is_not_quoted(served_openai):
+    """A share code pasted into X-Sessiond-Chat (an app's setting beside the session's) was quoted whole in the 404
+    ("session 'ID' has no chat 'sessiond1...'"), to the app that shows or logs it; the session header's was fixed
+    alone. No refusal of the daemon's quotes a share code, wherever it was given."""
+    d, _ = served_openai
+    sid = d.client().create_session(model="echo-1")["id"]
+    code = "sessiond1" + "aeakkylblaqm2dajrmbsumxv2jclkf3au2jc3y3ipj6qeskekivakmo3jhx6l4lbmnqxeylllaqb7n4co" * 3
+    app = openai_app(d, sid).with_options(default_headers={"X-Sessiond-Chat": code})
+    with pytest.raises(openai.NotFoundError) as exc:
+        app.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "x"}])
+    body = exc.value.body
+    assert body["param"] == "X-Sessiond-Chat" and "share code" in body["message"], body
+    assert code[9:60] not in str(body) and code[9:60] not in str(exc.value.response.headers), body

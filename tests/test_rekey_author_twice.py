@@ -110,7 +110,7 @@ async def _restarted(devices):
     return devices.a
 
 
-@pytest.mark.parametrize("killed_at", ["rekey:published", "rekey:notice_set"])
+@pytest.mark.parametrize("killed_at", ["rekey:published", "rekey:notice_set", "set_head"])
 async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_writers_in_its_place(
     devices, monkeypatch, killed_at
 ):
@@ -120,9 +120,10 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     that for another device's rekey that came first: it withdrew its claim and gave its rekey up, and its pull then
     took B's notice (no member claimed another of the slot any more), rekeyed by the writer it had dropped. A notice
     of its own published is its rekey's, whatever the slot holds since: no honest writer writes over one.
-    `rekey:notice_set`: killed as the store took the notice, before its record noted it published (`p`): the
-    restart gave its rekey up all the same (it took B's notice for another device's rekey that came first); its
-    record notes the revision its notice was sent for (`r`), and the slot past it is one written over its own."""
+    `set_head`: killed as the store took the notice, before its record noted it published (`p`): the restart gave
+    its rekey up all the same (it took B's notice for another device's rekey that came first); its record notes the
+    revision its notice was sent for (`r`), and the slot past it is one written over its own. `rekey:notice_set`:
+    killed once the store answered, before the slot's object was forgotten as a gc candidate: `p` is noted by then."""
     from sessiond.sync import rekey as rekey_module
     from sessiond.sync import rekeynotice
     from test_rekey_forgery import _forge
@@ -134,16 +135,28 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
         if name == killed_at:
             raise _Killed(name)
 
+    store = await a.ctx.store_for(sid)
+    slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    real_set_head = store.set_head
+
+    async def taken_then_killed(entry, *args, **kw):
+        await real_set_head(entry, *args, **kw)
+        if entry.pk == slot:  # (A's notice: the store took it, A killed before the answer reached it)
+            raise _Killed("set_head")
+
     for module in (rekey_module, rekeynotice):
         monkeypatch.setattr(module, "crash_point", killed)
+    if killed_at == "set_head":
+        monkeypatch.setattr(store, "set_head", taken_then_killed)
     with pytest.raises(_Killed):
         await a.rekey(sid, drop=[devices.dbb.device_id])
     for module in (rekey_module, rekeynotice):
         monkeypatch.setattr(module, "crash_point", lambda _name: None)
+    monkeypatch.setattr(store, "set_head", real_set_head)
     await _killed(devices)
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and a.ctx.keys.session_key(sid) == old
-    assert bool(dagcbor.decode(raw).get("p")) == (killed_at == "rekey:published")
+    assert bool(dagcbor.decode(raw).get("p")) == (killed_at != "set_head")
     mine = bytes(dagcbor.decode(raw)["k"])
     home = os.path.join(devices.tmp, "forger")  # (B's keys, as the forger's home holds them)
     os.makedirs(home)
@@ -159,14 +172,25 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     assert a.ctx.keys.rekey_pending(sid) is None
 
 
-async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_rekey_that_came_first(devices, monkeypatch):
+@pytest.mark.parametrize("written_again", [False, True])
+async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_rekey_that_came_first(
+    devices, monkeypatch, written_again
+):
     """The bound of the above: A's record notes the revision its notice is sent for (`r`) before the store is asked;
     killed there, the store not taking it, while B's rekey took that revision first: A's restart finds B's notice at
-    that revision, not past it, and gives its rekey up (B's came first: the pull takes it)."""
+    that revision, not past it, and gives its rekey up (B's came first: the pull takes it). `written_again`: B's
+    notice written again one revision on before A restarts, as its author's retry writes it (its store took it and
+    answered StaleHead), or a kept writer that took it with what it carried over (rekeycarried): the slot past `r`
+    holding another notice, A's never in it, A must give way all the same (was: it finished its rekey, alone on a
+    key no other device has: the session split for good); B is a writer A's rekey keeps, no dropped writer."""
+    from sessiond.stores import FileStore
+    from sessiond.sync.members import announce_key
+
     a, b, sid = await _writers(devices, "raced")
     await b.pull(sid)
     store = await a.ctx.store_for(sid)
     slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    old_write = a.ctx.keys.write_secret(sid)
     real_set_head = store.set_head
 
     async def killed_while_asked(entry, *args, **kw):
@@ -182,6 +206,11 @@ async def test_the_author_killed_as_its_notice_was_refused_gives_way_to_the_reke
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and isinstance(dagcbor.decode(raw).get("r"), int)
     await b.rekey(sid)  # (the revision A's notice was sent for: B's)
+    if written_again:  # (the same object one revision on, as its author's retry writes it)
+        folder = FileStore(devices.store_path, create=False)
+        took = await folder.get_head(slot)
+        assert took is not None and took.revision == dagcbor.decode(raw)["r"]
+        await folder.set_head(RegistryEntry.create(announce_key(old_write), took.revision + 1, took.data))
     a = await _restarted(devices)
     for _ in range(2):
         with contextlib.suppress(ImportError_):

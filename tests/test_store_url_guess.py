@@ -88,3 +88,24 @@ def test_a_mistyped_store_url_in_config_toml_is_refused_naming_the_file(tmp_path
     path.write_text('store = "file:///x/store"\n')
     assert Config.load(str(tmp_path)).store == "file:///x/store"  # (kept as given: normalized at the start)
     assert sorted(os.listdir(tmp_path)) == ["config.toml"]
+
+
+def test_a_store_url_a_slash_too_many_names_the_url_meant_without_its_secret(tmp_path, monkeypatch):
+    """`s5+http:///relay.example:5050` (a '/' too many) was told only that it "has no host", and
+    `http:///relay.example:5050` was told "did you mean s5+http:///relay.example:5050?", a URL refused in its turn;
+    an invite whose '@' was typed ':' or %40 (`s5+http:///INVITE:relay.example:5050`) was quoted whole by both, as
+    the one '/' short is not. Each names the URL meant, the invite nowhere; a file URL's three slashes are its own."""
+    monkeypatch.chdir(tmp_path)
+    for given, meant in (
+        ("s5+http:///relay.example:5050", "s5+http://relay.example:5050"),
+        ("ipfs+rpc+https:////host:5001", "ipfs+rpc+https://host:5001"),
+        ("http:///relay.example:5050", "s5+http://relay.example:5050"),
+        ("s5+http:///INVITE@relay.example:5050", "s5+http://***@relay.example:5050"),
+        ("s5+http:///INVITE:relay.example:5050", "s5+http://HOST[:PORT]"),
+        ("s5+https:///INVITE%40relay.example", "s5+https://HOST[:PORT]"),
+        ("https:///INVITE:relay.example:5050", "s5+https://HOST:PORT"),
+    ):
+        message = _refusal(given)
+        assert f"did you mean {meant}?" in message and "INVITE" not in message, (given, message)
+    assert not os.listdir(tmp_path)
+    assert normalize_store_url("file:///tmp/shared") == "file:///tmp/shared"

@@ -25,7 +25,7 @@ OLD_NOTICE = "Your device key backup (keep it secret;"
 def register(commands: Commands) -> None:
     p = commands.add("key", None, "the device key: export or import a backup as words", unquoted=True)
     key = commands.actions(p, "key_command")
-    key.add("export", cmd_key_export, "print the device key as 24 words")
+    key.add("export", cmd_key_export, "print the device key as 24 words", unquoted=True)  # (words after it: the key's)
     q = key.add("import", cmd_key_import, "restore the device key from words on standard input", unquoted=True)
     q.add_argument("--force", action="store_true")
     # the words given on the command line (`key import WORD...`, `--words WORD...`), taken to be refused as such:

@@ -261,6 +261,21 @@ API_STORE = ", in the import's `store`"
 CLI_STORE = " with --store URL (or --store-file FILE: a URL holding an invite or password)"
 
 
+def _folder_from_here(url: str) -> str:
+    """A store given as a folder's relative path (`./shared`), made absolute from where the command runs: the
+    daemon, which reads it, runs in the folder it was started in. Any other (a URL, an absolute path, what the
+    daemon refuses as a URL with its scheme left out) as given."""
+    import os
+    from urllib.parse import urlparse
+
+    from ...daemon.urlguess import scheme_left_out
+
+    path = os.path.expanduser(url)
+    if os.path.isabs(path) or "://" in url or urlparse(url).scheme or scheme_left_out(url) is not None:
+        return url
+    return os.path.abspath(path)
+
+
 def cmd_import(args) -> int:
     # A share code is a secret: it is read from standard input (or a file), never taken from the
     # command line, where every local user could see it in `ps`.
@@ -288,6 +303,8 @@ def cmd_import(args) -> int:
     store = store_args(args)  # (before the code is read, or asked for at a prompt: an argument's error first)
     if store is not None and len(store) > 1:
         raise CliError("import: give one store (--store or one URL in --store-file), not several", EXIT_USAGE)
+    if store is not None:
+        store = [_folder_from_here(store[0])]
     passphrase = _passphrase(args.passphrase_file, "")
     if args.code_file:
         code = _without_notes(read_text("-") if args.code_file == "-" else read_file(args.code_file, "--code-file"))

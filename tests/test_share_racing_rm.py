@@ -1,0 +1,29 @@
+"""A share racing its session's `rm`: refused 404 (h-small39a), and leaving no key file of the session behind."""
+
+from __future__ import annotations
+
+import os
+
+from asking import in_thread
+from conftest import wait_for
+from sessiond.client import ApiError
+
+
+def test_a_share_racing_its_sessions_rm_leaves_no_key_of_it(make_daemon, tmp_path):
+    """The share pushed the session, then `rm` deleted it (its rows, its key files) while the share went on: the
+    share made the session's write secret (keys/sessions/ID.write) for a session gone, before its remote's insert
+    was refused 404, and that secret stayed on disk after `rm` (until a restart deleted it, logging a delete cut
+    short that never was). The share looks at the session under the lock `rm` takes before it makes the secret."""
+    flag = str(tmp_path / "share.pushed")
+    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"share.pushed:{flag}"}).start()
+    sid = d.client().create_session(model="echo-1")["id"]
+    d.client().append(sid, "user", "hello")
+    shared: list = []
+    sharing = in_thread(lambda: d.client().share(sid), shared)
+    wait_for(lambda: os.path.exists(flag), timeout=20, what="the share held after its push")
+    d.client().delete_session(sid, force=True)
+    os.remove(flag)
+    sharing.join(timeout=30)
+    assert shared and isinstance(shared[0], ApiError) and shared[0].code == "not_found", shared
+    keys = os.path.join(d.home, "keys", "sessions")
+    assert [n for n in os.listdir(keys) if n.startswith(sid)] == [], os.listdir(keys)
