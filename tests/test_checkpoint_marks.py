@@ -217,6 +217,8 @@ async def test_a_mark_passed_then_another_devices_negative_tokens_still_gets_its
     await _pulled(db, sid, [(-30, None)])  # 110 -> 80
     assert (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0] == 80
     assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end}])]  # (the pulled one came after)
+    # and the start's read of every session (after a kill -9 before that checkpoint) finds it too
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: end}])]
 
 
 async def test_an_extra_sqlite_reads_as_invalid_is_charged_as_the_append_charged_it(db):
@@ -236,6 +238,7 @@ async def test_an_extra_sqlite_reads_as_invalid_is_charged_as_the_append_charged
     # another's after the mark, invalid to SQLite and 150 to Python: the mark is still the one passed
     await _pulled(db, sid, [(0, odd.replace("90", "150"))])
     assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
     # and an append of this device's that passes none after it is no mark
     assert (await _marked(db, sid, 5))[0] is False
     assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
