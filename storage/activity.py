@@ -12,10 +12,11 @@ now, the time it was by that clock. A stamp of an earlier run (no note) is judge
 between runs is unknown, and only a step forward while no daemon ran ages it.
 
 Noted by the writer's triggers (`watch`), whatever write sets the column (an append, an update, another device's
-writes arriving, a session made or imported), in the writer's transaction; a note whose stamp is not the row's
-(a transaction rolled back, a write the triggers did not see) is not used. One note a session (10,000 sessions:
-a few MB at most), dropped with its session's row. Process-wide, as the clock is: notes of two databases in one
-process (the tests' devices) for one session disagree on its stamp, and each judges by its own stamp alone."""
+writes arriving, a session made or imported), in the writer's transaction (an append's with the steps counted at
+its stamp's own read of the clock, `stamp`, not at its write: a step in between was lost); a note whose stamp is
+not the row's (a transaction rolled back, a write the triggers did not see) is not used. One note a session (10,000
+sessions: a few MB at most), dropped with its session's row. Process-wide, as the clock is: notes of two databases
+in one process (the tests' devices) for one session disagree on its stamp, and each judges by its own stamp alone."""
 
 from __future__ import annotations
 
