@@ -262,25 +262,15 @@ CLI_STORE = " with --store URL (or --store-file FILE: a URL holding an invite or
 
 
 def _folder_from_here(url: str) -> str:
-    """A store given as a folder's relative path (`./shared`), made absolute from where the command runs: the
-    daemon, which reads it, runs in the folder it was started in. Any other (a URL, an absolute path, what the
-    daemon refuses as a URL with its scheme left out) as given. A `file:` URL's relative path (`file:shared`, no
-    '//': the daemon reads it as the folder `shared`) likewise, given as the folder's absolute path."""
+    """A store given as a folder's relative path (`./shared`, `file:shared`), made absolute from where the command
+    runs: the daemon, which reads it, runs in the folder it was started in (and refuses a relative one). Any other
+    (a URL, an absolute path, what the daemon refuses as a URL with its scheme left out) as given."""
     import os
-    from urllib.parse import unquote, urlparse
 
-    from ...daemon.urlguess import scheme_left_out
+    from ...daemon.urlguess import relative_folder
 
-    parsed = urlparse(url)
-    if parsed.scheme.lower() == "file" and not url[5:].startswith("/") and not (parsed.query or parsed.fragment):
-        rel = unquote(parsed.path)  # (as the daemon reads it: home.normalize_store_url)
-        if rel and "\0" not in rel and not os.path.isabs(os.path.expanduser(rel)):
-            return os.path.abspath(rel)
-        return url
-    path = os.path.expanduser(url)
-    if os.path.isabs(path) or "://" in url or urlparse(url).scheme or scheme_left_out(url) is not None:
-        return url
-    return os.path.abspath(path)
+    path = relative_folder(url)
+    return url if path is None else os.path.abspath(path)
 
 
 def cmd_import(args) -> int:
