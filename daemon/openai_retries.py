@@ -33,7 +33,7 @@ from ..api.idempotency import IDEMPOTENCY_HEADER
 KEEP = 600.0  # seconds a kept session waits for its request's retry (the SDKs' backoff: seconds)
 MOST = 256  # such sessions remembered (the oldest forgotten past it)
 FIRSTS = 4096  # bodies whose first tries are noted (the oldest forgotten past it: their retries make sessions)
-FIRST_TRY = "sessiond.first_try"  # (the request's item: which first try of its body it is)
+FIRST_TRY = web.RequestKey("sessiond.first_try", int)  # (the request's item: which first try of its body it is)
 RETRY_COUNT = "x-stainless-retry-count"  # what the official SDKs (Stainless-generated) send: 0, then 1, 2, ...
 
 
@@ -62,7 +62,7 @@ class Retries:
     def _first_try(self, request: web.Request, body: str) -> int:
         """Note `request`, a first try (no SDK retry), of the body whose digest is `body`: which one it is."""
         if FIRST_TRY in request:
-            return int(request[FIRST_TRY])
+            return request[FIRST_TRY]
         self._count += 1
         request[FIRST_TRY] = self._count
         now = time.monotonic()
