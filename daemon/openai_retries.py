@@ -82,7 +82,8 @@ class Retries:
         `chat`: its retry goes on there."""
         keys = _keys(request, raw)
         first = self._first_try(request, keys[-1][1])  # (noted as it was asked: retried)
-        self._firsts.move_to_end(keys[-1][1])  # (remembered as long as the session is)
+        if keys[-1][1] in self._firsts:  # (forgotten, FIRSTS others begun since: its retry makes a session)
+            self._firsts.move_to_end(keys[-1][1])  # (remembered as long as the session is)
         for k in keys:
             self._kept[k] = (time.monotonic() + KEEP, sid, chat, first)
             self._kept.move_to_end(k)

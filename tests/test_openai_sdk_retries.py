@@ -194,3 +194,25 @@ def test_a_retry_of_words_another_request_also_sent_goes_on_in_no_kept_session()
     r.kept(a, b"hi", "s2", "c")
     assert r.retried(req("1", **{"Idempotency-Key": "k1"}), b"hi") == ("s2", "c")  # its key names it
     assert r.retried(req("1"), b"hi") is None
+
+
+def test_a_first_try_whose_note_was_forgotten_keeps_its_session_for_no_retry(monkeypatch):
+    """The first tries noted are bounded (FIRSTS): one forgotten while its request was under way (many others begun
+    meanwhile) fails and keeps its session; that is no error (it was: the failure's answer lost to a KeyError), and
+    its retry, which no note tells from another app's, makes a session."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sessiond.daemon import openai_retries
+    from sessiond.daemon.openai_retries import Retries
+
+    def req(count: str):
+        return make_mocked_request("POST", "/openai/v1/chat/completions", headers={"x-stainless-retry-count": count})
+
+    monkeypatch.setattr(openai_retries, "FIRSTS", 2)
+    r = Retries()
+    a = req("0")
+    assert r.retried(a, b"hi") is None
+    for other in (b"1", b"2"):
+        assert r.retried(req("0"), other) is None
+    r.kept(a, b"hi", "s1", "main")
+    assert r.retried(req("1"), b"hi") is None
