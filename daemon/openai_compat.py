@@ -26,7 +26,7 @@ import time
 
 from aiohttp import web
 
-from ..storage.errors import Invalid, LimitReached, NotFound, SessiondError
+from ..storage.errors import Invalid, LimitReached, SessiondError
 from ..storage.fsutil import atomic_write
 from ..storage.redact import hide_everywhere
 from ..storage.tokens import counted_text
@@ -345,8 +345,14 @@ async def _retried(d, request: web.Request, raw: bytes) -> tuple[str, str] | Non
     if kept is None:
         return None
     try:
+        await d.ops.closing.settled(kept[0])  # (a delete or end under way: its outcome)
         await d.db.get_chat(*kept)
-    except NotFound:  # (deleted meanwhile: the retry makes a session, as its first try did)
+        session = await d.db.get_session(kept[0])
+        # ended, paused, revoked or out of its quota meanwhile (by the app that wrote to it, the user): refused there,
+        # the retry, which names no session, would lose its question to a session its app never named
+        await check_writable(d.db, session)
+        check_quota(session)
+    except SessiondError:  # (deleted, or so, meanwhile: the retry makes a session, as its first try did)
         return None
     return kept
 

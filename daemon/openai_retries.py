@@ -10,7 +10,15 @@ official SDKs' `x-stainless-retry-count` (1 and up on each retry; the same body,
 `Idempotency-Key` header the app sends with every try of a request (the OpenAI SDKs send none of their own: an app
 gives one in `extra_headers`). Its history matches what the session holds (openai_history.py): the question is not
 recorded twice. Kept in memory (a retry comes seconds later; the daemon's stop tells the SDKs not to retry), for
-KEEP seconds, MOST of them."""
+KEEP seconds, MOST of them.
+
+A body is no one request's, though: two apps (one endpoint key, nothing else telling them apart) beginning with the
+same words ("hi") send the same bytes, and when the provider fails both (it is down), B's retry is not A's. Going on
+in A's session it recorded B's exchange in A's conversation (seen by whoever A's session is shared with, the reason
+it was kept) and named A's session to B. So the first tries of each body are noted (FIRSTS bodies, KEEP seconds): a
+body that more than one first try sent (before or after the one kept) names no kept session; its retry makes one, as
+before this was kept (the question in two sessions, not one app's words in another's). An Idempotency-Key, which an
+app makes its own, still names its request."""
 
 from __future__ import annotations
 
@@ -24,6 +32,8 @@ from ..api.idempotency import IDEMPOTENCY_HEADER
 
 KEEP = 600.0  # seconds a kept session waits for its request's retry (the SDKs' backoff: seconds)
 MOST = 256  # such sessions remembered (the oldest forgotten past it)
+FIRSTS = 4096  # bodies whose first tries are noted (the oldest forgotten past it: their retries make sessions)
+FIRST_TRY = web.RequestKey("sessiond.first_try", int)  # (the request's item: which first try of its body it is)
 RETRY_COUNT = "x-stainless-retry-count"  # what the official SDKs (Stainless-generated) send: 0, then 1, 2, ...
 
 
@@ -43,13 +53,39 @@ def _a_retry(request: web.Request) -> bool:
 
 class Retries:
     def __init__(self) -> None:
-        self._kept: OrderedDict[tuple[str, str], tuple[float, str, str]] = OrderedDict()
+        # a key naming a request's tries -> (until when, session, chat, which first try of its body made it)
+        self._kept: OrderedDict[tuple[str, str], tuple[float, str, str, int]] = OrderedDict()
+        # a body's digest -> its first tries (when, which) in the last KEEP seconds, two at most (two: not one's)
+        self._firsts: OrderedDict[str, list[tuple[float, int]]] = OrderedDict()
+        self._count = 0
+
+    def _first_try(self, request: web.Request, body: str) -> int:
+        """Note `request`, a first try (no SDK retry), of the body whose digest is `body`: which one it is."""
+        if FIRST_TRY in request:
+            return request[FIRST_TRY]
+        self._count += 1
+        request[FIRST_TRY] = self._count
+        now = time.monotonic()
+        tries = [t for t in self._firsts.pop(body, []) if t[0] > now - KEEP]
+        self._firsts[body] = [*tries, (now, self._count)][-2:]
+        while len(self._firsts) > FIRSTS:
+            self._firsts.popitem(last=False)
+        return self._count
+
+    def _only(self, body: str, first: int) -> bool:
+        """Whether the first try `first` is the only one of its body lately (its retry, then, its own)."""
+        now = time.monotonic()
+        return [n for t, n in self._firsts.get(body, []) if t > now - KEEP] == [first]
 
     def kept(self, request: web.Request, raw: bytes, sid: str, chat: str) -> None:
         """The request `raw` (its body), which made session `sid`, failed; the session is kept, its question in
         `chat`: its retry goes on there."""
-        for k in _keys(request, raw):
-            self._kept[k] = (time.monotonic() + KEEP, sid, chat)
+        keys = _keys(request, raw)
+        first = self._first_try(request, keys[-1][1])  # (noted as it was asked: retried)
+        if keys[-1][1] in self._firsts:  # (forgotten, FIRSTS others begun since: its retry makes a session)
+            self._firsts.move_to_end(keys[-1][1])  # (remembered as long as the session is)
+        for k in keys:
+            self._kept[k] = (time.monotonic() + KEEP, sid, chat, first)
             self._kept.move_to_end(k)
         while len(self._kept) > MOST:
             self._kept.popitem(last=False)
@@ -59,6 +95,8 @@ class Retries:
         one: by its Idempotency-Key, else, an SDK's retry, by its body. Each retry's (one that fails too is retried
         again; and a later request of the same body, its first try's session deleted, asks what this one kept)."""
         keys = _keys(request, raw)
+        if not _a_retry(request):
+            self._first_try(request, keys[-1][1])
         if not request.headers.get(IDEMPOTENCY_HEADER):
             if not _a_retry(request):
                 return None
@@ -69,6 +107,6 @@ class Retries:
             found = self._kept.get(k)
             if found is not None and found[0] <= now:
                 del self._kept[k]
-            elif found is not None:
+            elif found is not None and (k[0] == "key" or self._only(k[1], found[3])):
                 return found[1], found[2]
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from ..api.locate import HomeError
 from ..storage.ids import NOT_QUOTED, share_code_given
@@ -216,3 +216,22 @@ def check_host(scheme: str, url: str) -> None:
             f"the {scheme}:// store URL's {HIDES_SECRET}; give {scheme}://HOST[:PORT], {who} put before its host as"
             f" the URL's user part ({secret}@HOST[:PORT])"
         )
+
+
+def relative_folder(url: str) -> str | None:
+    """The relative folder's path a store URL names, read as the daemon reads it (home.normalize_store_url): a plain
+    path (`shared`, `./shared`) or a `file:` URL's with no '//' (`file:shared`), its '%' escapes read. None for any
+    other: absolute, from the home folder (`~`), a URL, one the daemon refuses as a URL with its scheme left out. Made
+    absolute from the daemon's own folder, such a path is not the one the CLI's user or an app meant."""
+    parsed = urlparse(url)
+    if parsed.scheme.lower() == "file" and not url[5:].startswith("/"):
+        if parsed.query or parsed.fragment:  # (refused by the daemon as they are)
+            return None
+        path = unquote(parsed.path)
+    elif "://" in url or parsed.scheme or scheme_left_out(url) is not None:
+        return None
+    else:
+        path = url
+    if not path or "\0" in path or os.path.isabs(os.path.expanduser(path)):
+        return None
+    return path

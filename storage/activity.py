@@ -12,17 +12,18 @@ now, the time it was by that clock. A stamp of an earlier run (no note) is judge
 between runs is unknown, and only a step forward while no daemon ran ages it.
 
 Noted by the writer's triggers (`watch`), whatever write sets the column (an append, an update, another device's
-writes arriving, a session made or imported), in the writer's transaction; a note whose stamp is not the row's
-(a transaction rolled back, a write the triggers did not see) is not used. One note a session (10,000 sessions:
-a few MB at most), dropped with its session's row. Process-wide, as the clock is: notes of two databases in one
-process (the tests' devices) for one session disagree on its stamp, and each judges by its own stamp alone."""
+writes arriving, a session made or imported), in the writer's transaction (an append's with the steps counted at
+its stamp's own read of the clock, `stamp`, not at its write: a step in between was lost); a note whose stamp is
+not the row's (a transaction rolled back, a write the triggers did not see) is not used. One note a session (10,000
+sessions: a few MB at most), dropped with its session's row. Process-wide, as the clock is: notes of two databases
+in one process (the tests' devices) for one session disagree on its stamp, and each judges by its own stamp alone."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
-from .clock import stepped
+from .clock import stamped, stepped
 
 # Less than this between the wall clock and the clock since boot is their drift (NTP slewing the wall clock, each
 # read's own delay), not a step: a last activity judged shifted by it moved a few ms between two reads of a session
@@ -33,15 +34,34 @@ DRIFT = 1.0
 # stepped(), it moved by the drift again after any step, and steps under DRIFT added up were lost for good.
 _counted = [0.0]
 _noted: dict[str, tuple[float, float]] = {}  # session id -> (its last_activity as stamped, counted() then)
+# An append's stamp -> counted() as of its very read of the wall clock (`stamp`), taken by the note of the row it is
+# written to. The trigger's own count was of the moment the append's statement ran, after its wait for the writer: a
+# step in between paired a stamp of before it with the count after it, and that stamp was never moved by that step
+# (a session written to a moment ago judged idle by the step). A stamp noted with no moment here (another writer's)
+# takes the trigger's count, as before; one never written (a refused append) is dropped with the rest at _MOMENTS.
+_moments: dict[float, float] = {}
+_MOMENTS = 256
+
+
+def _count(now: float) -> float:
+    if abs(now - _counted[0]) >= DRIFT:
+        _counted[0] = now
+    return _counted[0]
 
 
 def counted() -> float:
     """The wall clock's steps since the daemon's start (seconds, forward positive) as counted: a drift under DRIFT
     from the last count is none; once it moves DRIFT or more (one step, or several small ones), all of it is."""
-    now = stepped()
-    if abs(now - _counted[0]) >= DRIFT:
-        _counted[0] = now
-    return _counted[0]
+    return _count(stepped())
+
+
+def stamp() -> float:
+    """now() as a write's last activity, its steps counted as of the same read of the wall clock, for its note."""
+    t, steps = stamped()
+    if len(_moments) >= _MOMENTS:
+        _moments.clear()
+    _moments[t] = _count(steps)
+    return t
 
 
 _WATCH_SQL = """
@@ -62,7 +82,8 @@ def _note(sid: str, stamp: float | None) -> None:
     if stamp is None:
         _noted.pop(sid, None)
     elif isinstance(stamp, (int, float)):
-        _noted[sid] = (stamp, counted())
+        at = _moments.pop(stamp, None)
+        _noted[sid] = (stamp, counted() if at is None else at)
 
 
 def watch(writer: sqlite3.Connection) -> None:

@@ -145,6 +145,14 @@ def stepped() -> float:
     return wall() - (at_wall + _elapsed() - at_boot)
 
 
+def stamped() -> tuple[float, float]:
+    """`wall()` rounded to the millisecond as a stamp is (model.now), and `stepped()` as of that very read of the
+    wall clock: a stamp's steps with no moment between the two for a step to land in."""
+    at_wall, at_boot = _anchor()
+    w = wall()
+    return round(w * 1000) / 1000, w - (at_wall + _elapsed() - at_boot)
+
+
 def started() -> float:
     """The wall clock as it read at the daemon's start: `steady()` then (its anchor, rounded as it rounds: no
     steady() of this run is less). A stamp of an earlier run later than this is of a wall clock stepped back

@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 from . import contextcount, toolresults
+from .activity import stamp
 from .appendone import APPEND_ONE
 from .apply import apply_op
 from .chatcap import check_chat_room, messages_in_chat
@@ -40,7 +41,6 @@ from .model import (
     Op,
     charge,
     dumps,
-    now,
     pushed_form,
 )
 from .quotalevel import warning_level
@@ -187,7 +187,7 @@ class Messages(MessageReads):
         refuses it."""
         if not messages:
             raise Invalid("no messages to append")
-        t = now()
+        t = stamp()  # (now(), its wall clock steps counted with it: storage/activity.py)
         device = self.c.device_id
         digest = None if key is None else hashlib.sha256(_digest_json([chat, messages]).encode()).hexdigest()
         async with self.c.transaction(lazy_savepoint=True) as tx:

@@ -49,3 +49,33 @@ async def test_a_deleted_session_leaves_no_note_behind(tmp_path):
         assert sid not in activity._noted
     finally:
         await db.close()
+
+
+async def test_a_step_between_an_appends_stamp_and_its_write_still_moves_its_last_activity(tmp_path, monkeypatch):
+    """An append reads its stamp (now()) before its transaction reaches the writer; the stamp's note took the wall
+    clock's steps counted when the writer's trigger ran. A step of an hour forward in between (the append waiting
+    for the writer: a batch ahead of it, under load) paired a stamp of before the step with the count after it, so
+    the stamp was never moved by that step: the session written to a moment ago judged an hour idle (its idle
+    timeout passed, `cleanup --older-than 30m` deleting it). The count is the one of the stamp's moment."""
+    from sessiond.storage import messages
+
+    path = str(tmp_path / "clock")
+    in_process(monkeypatch, path, 0.0)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({"policy": {"idle_timeout": 600}}))["id"]
+        real = messages.expired_for_writes
+
+        async def step_then_check(*args):  # (in the append's transaction: its stamp read, its row not written)
+            set_test_clock(path, HOUR)  # (stepped an hour on)
+            return await real(*args)
+
+        monkeypatch.setattr(messages, "expired_for_writes", step_then_check)
+        await db.append_messages(sid, [{"role": "user", "content": "just now"}])
+        monkeypatch.setattr(messages, "expired_for_writes", real)
+        judged = (await db.get_session(sid))["last_activity"]
+        assert abs(judged - wall()) < 5, (judged, wall())  # written seconds ago, not an hour
+        assert await db.expired(wall()) == []
+        assert await db.older_than(wall() - 1800) == []
+    finally:
+        await db.close()

@@ -12,9 +12,12 @@ import sqlite3
 
 from conftest import wait_for
 from sessiond.client.wsframes import AppendStream, frame
+from sessiond.storage.model import RemoteLog
 
 MARKS = 10
 INTERVAL = 10
+INTERVAL_BIG = 100
+REMOTE = "f0f0f0f0f0f0f0f0"  # another device
 
 
 def _pipelined(d, sid: str, n: int, first: int = 0) -> AppendStream:
@@ -181,3 +184,61 @@ async def test_the_marks_walk_reads_each_message_once_without_a_lookup(db):
     many, got_many = _walk_steps(db, sid)
     assert got_many == got
     assert (many - few) / 60 < 34, (few, many)  # before: ~41 a message (the sum ~16, the read ~25); now ~27
+
+
+async def _pulled(db, sid: str, rows: list[tuple[int, str | None]]) -> None:
+    """Another device's messages (tokens, extra JSON text) arriving here after this device's appends so far."""
+    have = await db.read_one("SELECT coalesce(max(seq), 0), max(created_at) FROM messages WHERE device_id=?", (REMOTE,))
+    seq, t = have[0], (await db.read_one("SELECT created_at FROM sessions WHERE id=?", (sid,)))[0]
+    log = RemoteLog(REMOTE, [], [], 0)
+    for i, (tokens, extra) in enumerate(rows, seq + 1):
+        log.messages.append((sid, "main", REMOTE, i, 1000 + i, "assistant", "r", tokens, t + 1 + i, extra))
+    log.last_seq = seq + len(rows)
+    await db.apply_remote(sid, {REMOTE: log})
+
+
+async def _marked(db, sid: str, tokens: int) -> tuple[bool, int]:
+    """An append of `tokens` by this device: whether it passed a mark (as the append judged), its last seq."""
+    before = (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0]
+    [m] = await db.append_messages(sid, [{"role": "user", "content": "mine", "tokens": tokens}])
+    return before // INTERVAL_BIG != (before + tokens) // INTERVAL_BIG, m["seq"]
+
+
+async def test_a_mark_passed_then_another_devices_negative_tokens_still_gets_its_checkpoint(db):
+    """Another device's log may hold a message of negative tokens (any integer is read from a page). The append
+    that passed a mark judged the tokens as they were then; the walk of the marks due counts them in the order
+    they were written here, and so finds that mark. The read's SQL pre-check judged the net since the latest
+    checkpoint instead: negative tokens pulled after the mark (before its checkpoint ran, or before a crash's
+    restart) brought the session under the interval, and the mark's checkpoint was never made."""
+    sid = (await db.create_session({"name": "neg", "policy": {"checkpoint_interval": INTERVAL_BIG}}))["id"]
+    assert (await _marked(db, sid, 60))[0] is False
+    passed, end = await _marked(db, sid, 50)  # 60 -> 110: passes 100
+    assert passed
+    await _pulled(db, sid, [(-30, None)])  # 110 -> 80
+    assert (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0] == 80
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end}])]  # (the pulled one came after)
+    # and the start's read of every session (after a kill -9 before that checkpoint) finds it too
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: end}])]
+
+
+async def test_an_extra_sqlite_reads_as_invalid_is_charged_as_the_append_charged_it(db):
+    """Another device's extra fields as SQLite and Python read them differently: a NaN (which Python's json
+    writes and reads) makes the text invalid JSON to SQLite, while the session's tokens counted its usage's
+    prompt tokens (row_charge). The marks due are those the appends passed as they counted, either way."""
+    sid = (await db.create_session({"name": "nan", "policy": {"checkpoint_interval": INTERVAL_BIG}}))["id"]
+    odd = '{"usage": {"prompt_tokens": 90}, "score": NaN}'
+    assert json.loads(odd)["usage"]["prompt_tokens"] == 90  # (Python reads it)
+    assert (await db.read_one("SELECT json_valid(?)", (odd,)))[0] == 0  # (SQLite does not)
+    await _pulled(db, sid, [(0, odd)])  # 0 -> 90, as the pull counted it
+    assert (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0] == 90
+    passed, end = await _marked(db, sid, 20)  # 90 -> 110: passes 100
+    assert passed
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+    # another's after the mark, invalid to SQLite and 150 to Python: the mark is still the one passed
+    await _pulled(db, sid, [(0, odd.replace("90", "150"))])
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+    # and an append of this device's that passes none after it is no mark
+    assert (await _marked(db, sid, 5))[0] is False
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]

@@ -66,3 +66,21 @@ def test_a_session_no_store_known_holds_names_the_field(make_daemon, tmp_path):
     assert "--store-file FILE" in said and f"session {sid} is shared through" in said, said  # (the rest kept)
     c = b.client()
     assert c.import_code(code, store=f"file://{tmp_path / 'moved'}")["session"] == sid  # the way on, followed
+
+
+@pytest.mark.parametrize("store", ["shared", "./shared", "file:shared"])
+def test_a_relative_folder_given_by_an_app_is_refused_naming_the_field(daemon, store):
+    """An app's `store` a relative folder's path was made absolute from the daemon's own folder (where it was started,
+    `/` under systemd), which is not the app's: another folder, or none, and the refusal named a path the app never
+    meant. It is refused naming the field and the absolute path it needs (the CLI makes its own absolute); nothing
+    is imported."""
+    c = daemon.client()
+    sid = c.create_session(name="s")["id"]
+    code = c.share(sid)["code"]
+    c.delete_session(sid, force=True)
+    with pytest.raises(ApiError) as exc:
+        c.import_code(code, store=store)
+    err = exc.value
+    assert (err.status, err.code) == (422, "invalid"), err
+    assert "`store`" in err.message and "absolute" in err.message, err.message
+    assert c.list_sessions()["sessions"] == []

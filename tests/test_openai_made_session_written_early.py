@@ -171,3 +171,38 @@ def test_the_sdk_s_retry_of_a_502_goes_on_in_the_made_session_kept(asked_paused,
     assert [x["id"] for x in sessions] == [s["id"]] == [named], (sessions, named)
     kept = [(m["role"], m["content"]) for m in c.messages(s["id"])["messages"]]
     assert kept == [("user", "a note of mine"), ("user", "count"), ("assistant", "echo: count")], kept
+
+
+@pytest.mark.parametrize("then", ["end", "pause"])
+def test_an_sdk_s_retry_after_the_kept_session_was_ended_makes_a_session(asked_paused, then):
+    """The session a failed request made is kept (another app wrote to it), then ended or paused (by that app or
+    the user) before the SDK's retry: the retry, which names no session, went on in it all the same and was refused
+    as that session's ended or paused one, though the app never named it: its question lost. A kept session no longer
+    writable is no retry's: the retry makes a session, as its first try did."""
+    d, p, flag = asked_paused
+    c = d.client()
+    p.faults.status, p.faults.times = 502, 1
+    q = [{"role": "user", "content": "count"}]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(openai_app(d, None).chat.completions.create, model="echo-1", messages=q)
+        arrived(flag)
+        [s] = c.list_sessions()["sessions"]
+        c.append(s["id"], "user", "a note of mine")
+        os.remove(flag)
+        with pytest.raises(openai.APIError):
+            call.result(timeout=30)
+        getattr(c, then)(s["id"])
+        retry = pool.submit(
+            openai_app(d, None).chat.completions.with_raw_response.create,
+            model="echo-1",
+            messages=q,
+            extra_headers={"x-stainless-retry-count": "1"},  # (the SDK's own retry's, as it sends it)
+        )
+        arrived(flag)
+        os.remove(flag)
+        raw = retry.result(timeout=30)
+    assert raw.parse().choices[0].message.content == "echo: count"
+    named = raw.headers.get("X-Sessiond-Session")
+    assert named != s["id"], named
+    assert [m["content"] for m in c.messages(s["id"])["messages"]] == ["a note of mine", "count"]
+    assert [m["content"] for m in c.messages(named)["messages"]] == ["count", "echo: count"]

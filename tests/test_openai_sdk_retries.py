@@ -152,10 +152,67 @@ def test_only_a_retry_of_the_same_request_goes_on_in_the_session_its_first_try_k
 
     r = Retries()
     r.kept(req(**{"x-stainless-retry-count": "0"}), b"body", "s1", "main")
-    assert r.retried(req(**{"x-stainless-retry-count": "0"}), b"body") is None  # a new request, the same words
     assert r.retried(req(**{"x-stainless-retry-count": "1"}), b"other") is None
     assert r.retried(req(**{"x-stainless-retry-count": "1"}), b"body") == ("s1", "main")
     assert r.retried(req(**{"x-stainless-retry-count": "2"}), b"body") == ("s1", "main")  # (that retry failed too)
+    assert r.retried(req(**{"x-stainless-retry-count": "0"}), b"body") is None  # a new request, the same words
     r.kept(req(**{"Idempotency-Key": "k1"}), b"body", "s2", "c")
     assert r.retried(req(**{"Idempotency-Key": "k2", "x-stainless-retry-count": "1"}), b"body") is None
     assert r.retried(req(**{"Idempotency-Key": "k1"}), b"body") == ("s2", "c")
+
+
+def test_a_retry_of_words_another_request_also_sent_goes_on_in_no_kept_session():
+    """Two apps (one endpoint key, nothing else telling them apart) begin with the same words ("hi"), the same body
+    byte for byte. A's first try failed and kept the session it made (shared, or written to by another app); B's
+    first try failed too (the provider down for both). B's SDK retry of that body went on in A's session: B's
+    exchange recorded in A's conversation (seen by whoever A's session is shared with), B named A's session. A body
+    two first tries sent is no retry's own: its retry makes a session, as before (an Idempotency-Key still names
+    one)."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sessiond.daemon.openai_retries import Retries
+
+    def req(count: str, **headers: str):
+        return make_mocked_request(
+            "POST", "/openai/v1/chat/completions", headers={"x-stainless-retry-count": count, **headers}
+        )
+
+    for b_first_before_a_kept in (False, True):
+        r = Retries()
+        a = req("0")
+        assert r.retried(a, b"hi") is None
+        if b_first_before_a_kept:
+            assert r.retried(req("0"), b"hi") is None  # B's first try, under way with A's
+        r.kept(a, b"hi", "s1", "main")
+        if not b_first_before_a_kept:
+            assert r.retried(req("0"), b"hi") is None  # B's first try, after A's failed
+        assert r.retried(req("1"), b"hi") is None, b_first_before_a_kept  # B's (or A's: none can tell) retry
+    r = Retries()
+    a = req("0", **{"Idempotency-Key": "k1"})
+    assert r.retried(a, b"hi") is None
+    assert r.retried(req("0"), b"hi") is None
+    r.kept(a, b"hi", "s2", "c")
+    assert r.retried(req("1", **{"Idempotency-Key": "k1"}), b"hi") == ("s2", "c")  # its key names it
+    assert r.retried(req("1"), b"hi") is None
+
+
+def test_a_first_try_whose_note_was_forgotten_keeps_its_session_for_no_retry(monkeypatch):
+    """The first tries noted are bounded (FIRSTS): one forgotten while its request was under way (many others begun
+    meanwhile) fails and keeps its session; that is no error (it was: the failure's answer lost to a KeyError), and
+    its retry, which no note tells from another app's, makes a session."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sessiond.daemon import openai_retries
+    from sessiond.daemon.openai_retries import Retries
+
+    def req(count: str):
+        return make_mocked_request("POST", "/openai/v1/chat/completions", headers={"x-stainless-retry-count": count})
+
+    monkeypatch.setattr(openai_retries, "FIRSTS", 2)
+    r = Retries()
+    a = req("0")
+    assert r.retried(a, b"hi") is None
+    for other in (b"1", b"2"):
+        assert r.retried(req("0"), other) is None
+    r.kept(a, b"hi", "s1", "main")
+    assert r.retried(req("1"), b"hi") is None

@@ -262,18 +262,15 @@ CLI_STORE = " with --store URL (or --store-file FILE: a URL holding an invite or
 
 
 def _folder_from_here(url: str) -> str:
-    """A store given as a folder's relative path (`./shared`), made absolute from where the command runs: the
-    daemon, which reads it, runs in the folder it was started in. Any other (a URL, an absolute path, what the
-    daemon refuses as a URL with its scheme left out) as given."""
+    """A store given as a folder's relative path (`./shared`, `file:shared`), made absolute from where the command
+    runs: the daemon, which reads it, runs in the folder it was started in (and refuses a relative one). Any other
+    (a URL, an absolute path, what the daemon refuses as a URL with its scheme left out) as given."""
     import os
-    from urllib.parse import urlparse
 
-    from ...daemon.urlguess import scheme_left_out
+    from ...daemon.urlguess import relative_folder
 
-    path = os.path.expanduser(url)
-    if os.path.isabs(path) or "://" in url or urlparse(url).scheme or scheme_left_out(url) is not None:
-        return url
-    return os.path.abspath(path)
+    path = relative_folder(url)
+    return url if path is None else os.path.abspath(path)
 
 
 def cmd_import(args) -> int:

@@ -2,7 +2,9 @@
 
 from aiohttp import web
 
+from ...storage.errors import Invalid
 from ...sync.gc import DEFAULT_GRACE
+from ..urlguess import relative_folder
 from .common import body, daemon_of, ok, query, session_id
 
 
@@ -21,6 +23,13 @@ async def share(request: web.Request) -> web.Response:
 
 async def import_code(request: web.Request) -> web.Response:
     b = await body(request)
+    if isinstance(b.get("store"), str) and relative_folder(b["store"]) is not None:
+        # made absolute from the daemon's own folder (where it was started; / under systemd), not the app's
+        raise Invalid(
+            "`store` is a relative folder's path, which the daemon would read from its own folder, not yours:"
+            " give the folder's absolute path (/path/to/folder, or file:///path/to/folder)",
+            param="store",
+        )
     return ok(await daemon_of(request).ops.import_code(b["code"], b.get("passphrase"), b.get("store")), 201)
 
 
