@@ -223,7 +223,10 @@ def relative_folder(url: str) -> str | None:
     path (`shared`, `./shared`) or a `file:` URL's with no '//' (`file:shared`), its '%' escapes read. None for any
     other: absolute, from the home folder (`~`), a URL, one the daemon refuses as a URL with its scheme left out. Made
     absolute from the daemon's own folder, such a path is not the one the CLI's user or an app meant."""
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # (`s5+https://[::1`: no folder, a URL the daemon refuses as one, naming it)
+        return None
     if parsed.scheme.lower() == "file" and not url[5:].startswith("/"):
         if parsed.query or parsed.fragment:  # (refused by the daemon as they are)
             return None
