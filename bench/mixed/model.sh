@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Through the daemons' OpenAI endpoints (the official SDK, tests/servers/openai_server.py as the provider): an image
-# part, n>1 answers and one an app went on from, quota counts on every device; an old home with forks and quota
-# used upgraded in place (its recount against a fresh pull). Usage: MIXED_OLD=... [TAG=x] bench/mixed/model.sh
+# part, n>1 answers and one an app went on from (its context_tokens too), quota counts on every device; an old home
+# with forks and quota used upgraded in place (its recount against a fresh pull). Usage: MIXED_OLD=... [TAG=x] model.sh
 MAINPID=$$
 MODE=${TAG:-both}
 source "$(dirname "$0")/lib.sh"
@@ -123,6 +123,45 @@ ask $N $s2 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content
 converge $s2 $N $O
 msgs $O $s2 | sed -n 3p | grep -q '"tokens": 0' && [ "$(used $N $s2)" = "$(used $O $s2)" ] && ok "streamed: the chosen answer tokens 0 on $OLDV too, tokens_used $(used $O $s2) the same" || bad "streamed: $(msgs $O $s2 | sed -n 3p) $(used $N $s2) vs $(used $O $s2)"
 
+note "[P3c] context_tokens (since 0.40.0): an n>1 answer continued from choice 2, made on either side, pulled by the other"
+ctx() { c $1 context $2 --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["active_tokens"])'; }
+row3() { c $1 log $2 --json | $PY -c '
+import json,sys; d=json.load(sys.stdin); m=d["messages"] if isinstance(d,dict) else d; x=m[2]
+print(x.get("role"), x.get("tokens"), x.get("context_tokens"))'; }
+went_on() {  # went_on HOME SID: asks n=3, goes on from choice 2 -> that choice's text
+  local ch; ch=$(PICK=2 ask $1 $2 '[{"role":"user","content":"three ways"}]' 3) || return 1
+  ask $1 $2 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"three ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"so?"}]))' "$ch")" >/dev/null
+  printf '%s\n' "$ch"
+}
+c3=$(c $N new --name "n3-went-on-new" --model echo-1 --token-quota 400)
+imp $O "$(share $N $c3 --write)"; imp $U "$(share $N $c3 --write)"
+ch=$(went_on $N $c3); note "  choice 2 on $NEWV: $ch"
+converge $c3 $N $O $U
+set -- $(row3 $N $c3); xt=${3:-}
+[ "$1 $2" = "assistant 0" ] && [ -n "$xt" ] && [ "$xt" != None ] && [ "$xt" -gt 0 ] && ok "$NEWV recorded choice 2 (3rd message) with tokens 0, context_tokens $xt" || bad "$NEWV's 3rd message: $*"
+un=$(used $N $c3); uo=$(used $O $c3); uu=$(used $U $c3)
+[ "$un" = "$uo" ] && [ "$uo" = "$uu" ] && ok "tokens_used $un the same on $NEWV and both $OLDV devices (the quota charged the same)" || bad "tokens_used differ: $un $uo $uu"
+qn=$(c $N quota $c3 2>&1); qo=$(c $O quota $c3 2>&1)
+[ "$qn" = "$qo" ] && ok "\`quota\` the same on both" || bad "quota differs: new $qn | old $qo"
+xn=$(ctx $N $c3); xo=$(ctx $O $c3); note "  context: $NEWV $xn, $OLDV $xo, context_tokens $xt"
+[ -n "$xt" ] && [ "$xn" = $((xo + xt)) ] && ok "$OLDV's context counts the answer as 0 ($xo = $xn - $xt: its documented behaviour)" || bad "context: new $xn, old $xo, context_tokens $xt"
+ask $O $c3 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"three ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"so?"},{"role":"assistant","content":"echo: so?"},{"role":"user","content":"old goes on"}]))' "$ch")" >/dev/null
+converge $c3 $N $O
+[ "$(row3 $N $c3)" = "assistant 0 $xt" ] && [ "$(used $N $c3)" = "$(used $O $c3)" ] && ok "after $OLDV went on: the row kept, tokens_used $(used $N $c3) the same" || bad "after $OLDV went on: $(row3 $N $c3), $(used $N $c3) vs $(used $O $c3)"
+[ "$(ctx $N $c3)" = $(($(ctx $O $c3) + xt)) ] && ok "after $OLDV went on: contexts still $xt apart" || bad "after $OLDV went on: context new $(ctx $N $c3) old $(ctx $O $c3)"
+d3=$(c $O new --name "n3-went-on-old" --model echo-1 --token-quota 400)
+imp $N "$(share $O $d3 --write)"
+ch=$(went_on $O $d3); note "  choice 2 on $OLDV: $ch"
+converge $d3 $O $N
+set -- $(row3 $N $d3)
+[ "$1 $2 $3" = "assistant 0 None" ] && ok "$NEWV holds $OLDV's choice 2 with tokens 0, no context_tokens" || bad "$NEWV's copy of $OLDV's 3rd message: $*"
+[ "$(used $N $d3)" = "$(used $O $d3)" ] && ok "tokens_used $(used $N $d3) the same" || bad "tokens_used: new $(used $N $d3) old $(used $O $d3)"
+xn=$(ctx $N $d3); xo=$(ctx $O $d3)
+[ "$xn" = "$xo" ] && ok "$NEWV's context counts $OLDV's answer by its tokens (0): $xn on both" || bad "context of $OLDV's session: new $xn old $xo"
+ask $N $d3 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"three ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"so?"},{"role":"assistant","content":"echo: so?"},{"role":"user","content":"new goes on"}]))' "$ch")" >/dev/null
+converge $d3 $O $N; n=$(nmsgs $N $d3)
+[ "$n" = 7 ] && [ "$(used $N $d3)" = "$(used $O $d3)" ] && [ "$(ctx $N $d3)" = "$(ctx $O $d3)" ] && ok "$NEWV went on from it (7 messages): tokens_used and context the same" || bad "$NEWV went on: $n messages, used $(used $N $d3)/$(used $O $d3), context $(ctx $N $d3)/$(ctx $O $d3)"
+
 note "[P4] U ($OLDV): a rekey and a rekey --drop done, images, then upgraded in place to $NEWV (migration 34)"
 imp $U "$(share $N $s --write)"; converge $s $N $U
 c $U rekey $r >/dev/null || bad "U rekey r"
@@ -143,6 +182,8 @@ note "  before: $(for k in "${!BEFORE[@]}"; do printf '%s=%s ' $k ${BEFORE[$k]};
 stb=$(c $U stats 2>&1)
 stop $U; start new $U
 sta=$(c $U stats 2>&1); [ "$stb" = "$sta" ] && ok "stats on U the same before and after the upgrade (migration 34 left $OLDV forks alone)" || bad "stats changed by the upgrade: before $(printf '%s' "$stb" | tr '\n' '|') after $(printf '%s' "$sta" | tr '\n' '|')"
+converge $c3 $U $N >/dev/null 2>&1; xu=$(ctx $U $c3); xn=$(ctx $N $c3)
+[ "$xu" = "$xn" ] && ok "upgraded U counts the pulled context_tokens in its context (migration 36): $xu as $NEWV's" || bad "upgraded U's context of $c3 $xu, $NEWV's $xn"
 ver=$(c $U status --json | $PY -c 'import json,sys; d=json.load(sys.stdin); print(d.get("version"), d.get("schema"))'); note "  upgraded: $ver"
 c $U sync --wait >/dev/null 2>&1
 c $U rekey $q >/dev/null || bad "upgraded rekey q"; c $N add $q --role user "n-after-upgraded-rekey" >/dev/null; converge $q $U $N $O
