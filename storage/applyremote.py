@@ -16,7 +16,7 @@ from .groupcommit import Transaction
 from .ids import case_twin
 from .limits import check_imported
 from .model import RECOUNT_SQL, Op, RemoteLog, dumps, now, row_charge
-from .quotalevel import quota_level
+from .quotalevel import level_of, quota_level
 from .search import insert_messages
 from .testhooks import pause_for_tests
 
@@ -96,7 +96,9 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
     msgs = [lg.messages for lg in logs.values()]
     chats = sorted(set().union(*(map(itemgetter(1), rows) for rows in msgs)) - {None})
     async with c.transaction() as tx:
-        row = await tx.fetchone("SELECT importing FROM sessions WHERE id=?", (sid,))
+        # (all the apply needs of a session held here, read once: whether it is being imported, its quota's level
+        # before the writes, its activity before them)
+        row = await tx.fetchone("SELECT importing, policy, tokens_used, last_activity FROM sessions WHERE id=?", (sid,))
         if row is not None and row[0]:
             if sid in c.importing:
                 raise Conflict(
@@ -124,8 +126,11 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                     reason="exists" if row is not None else "case_twin",
                 )
         if row is not None or sum(map(len, msgs)) <= chunk:
-            level = await quota_level(tx, sid) if row is not None else None
-            new = await _apply_logs(tx, sid, ops, msgs, logs, peers=peers, remote=remote, access=access, own=own)
+            level = level_of(row[1], row[2]) if row is not None else None
+            before = (row[3],) if row is not None else None
+            new = await _apply_logs(
+                tx, sid, ops, msgs, logs, before, peers=peers, remote=remote, access=access, own=own
+            )
             if rejoin is not None and row is not None:
                 await _switch(tx, sid, **rejoin)
             if row is None:  # a session new here: it must fit the limits on active sessions
@@ -216,20 +221,23 @@ async def _apply_logs(
     ops: list[Op],
     msgs: list[list[tuple]],
     logs: dict[str, RemoteLog],
+    before: tuple[float] | None,
     *,
     peers: Sequence[dict],
     remote: dict | None,
     access: str | None,
     own: dict | None,
 ) -> int:
-    row = await tx.fetchone("SELECT last_activity FROM sessions WHERE id=?", (sid,))
+    """`before`: the session's row as held before (its last_activity), None if new here: its logs must create it
+    (no operation deletes a session's row)."""
     new = await _apply_ops(tx, sid, ops)
     tally = _Tally()
     new += await _insert_messages(tx, msgs, tally)
-    await _check_created(tx, sid)
+    if before is None:
+        await _check_created(tx, sid)
     await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
     if new:
-        await _arrived(tx, sid, row[0] if row else None)
+        await _arrived(tx, sid, before[0] if before else None)
     return new
 
 

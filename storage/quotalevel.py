@@ -19,7 +19,12 @@ def warning_level(used: int, quota: int | None) -> str:
     return next((name for limit, name in WARNING_LEVELS if frac >= limit), "safe")
 
 
+def level_of(policy: str, used: int) -> str:
+    """The level of a session's token quota from its row's `policy` (JSON text) and `tokens_used`."""
+    return warning_level(used, json.loads(policy).get("token_quota"))
+
+
 async def quota_level(tx: Any, sid: str) -> str:
     """The level of the session's token quota as the transaction `tx` reads it ("safe" with no quota)."""
     row = await tx.fetchone("SELECT policy, tokens_used FROM sessions WHERE id=?", (sid,))
-    return warning_level(row[1], json.loads(row[0]).get("token_quota")) if row else "safe"
+    return level_of(row[0], row[1]) if row else "safe"

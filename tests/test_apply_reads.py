@@ -1,0 +1,36 @@
+"""What a pull's apply (storage/applyremote.py) reads of a session held here: its row once at its transaction's
+start, for all it needs of it then (whether it is being imported, its quota level before, its activity before),
+and once at its end (the quota's level its writes brought)."""
+
+from __future__ import annotations
+
+import re
+
+from sessiond.storage.model import RemoteLog
+
+REMOTE = "f0f0f0f0f0f0f0f0"
+
+
+async def _pull(db, sid: str, seq: int, tokens: int) -> None:
+    t = (await db.read_one("SELECT created_at FROM sessions WHERE id=?", (sid,)))[0]
+    log = RemoteLog(REMOTE, [], [], seq)
+    log.messages.append((sid, "main", REMOTE, seq, 1000 + seq, "assistant", "r", tokens, t + seq, None))
+    await db.apply_remote(sid, {REMOTE: log})
+
+
+async def test_a_pull_reads_the_session_row_once_before_applying(db):
+    sid = (await db.create_session({"policy": {"token_quota": 100}}))["id"]
+    await _pull(db, sid, 1, 10)
+    seen: list[str] = []
+    db.c._writer.set_trace_callback(seen.append)
+    try:
+        await _pull(db, sid, 2, 65)  # 75 of 100: the quota's level moves to "warning"
+    finally:
+        db.c._writer.set_trace_callback(None)
+    tx = seen[seen.index("BEGIN IMMEDIATE") : seen.index("COMMIT")]
+    first_write = next(i for i, s in enumerate(tx) if s.startswith("INSERT"))
+    reads = [(i < first_write, s) for i, s in enumerate(tx) if re.match(r"SELECT [^;]* FROM sessions WHERE id='", s)]
+    # before: three before its writes (importing; policy and tokens_used; last_activity) and, after them, a check
+    # that the session the row was read of exists, besides the quota's level after
+    assert [before for before, _ in reads] == [True, False], reads
+    assert (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0] == 75
