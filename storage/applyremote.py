@@ -156,8 +156,10 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                 os._exit(137)
             await pause_for_tests("import.chunk")  # (the tests hold it here: a chunk written, the session hidden)
         async with c.transaction() as tx:
-            await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
-            await _arrived(tx, sid, None)  # (a long session new here: as a short one's, its arrival)
+            # (a long session new here: as a short one's, its arrival is its activity)
+            await _finish(
+                tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own, arrived=_arrival(None)
+            )
             await check_imported(tx, c.limits, sid)
             await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
             tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
@@ -175,7 +177,7 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
 class _Tally:
     """What the message batches of one apply added: the latest Lamport clock, and the tokens (None once some
     rows were here already: the session's total is then counted again). Not their times: those are their
-    writers' clocks, and what arrives is activity here from its arrival (_arrived)."""
+    writers' clocks, and what arrives is activity here from its arrival (_arrival)."""
 
     def __init__(self) -> None:
         self.max_lam = 0
@@ -235,19 +237,19 @@ async def _apply_logs(
     new += await _insert_messages(tx, msgs, tally)
     if before is None:
         await _check_created(tx, sid)
-    await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
-    if new:
-        await _arrived(tx, sid, before[0] if before else None)
+    arrived = _arrival(before[0] if before else None) if new else None
+    await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own, arrived=arrived)
     return new
 
 
-async def _arrived(tx: Transaction, sid: str, before: float | None) -> None:
+def _arrival(before: float | None) -> float:
     """Other devices' writes just taken in are activity here from when they arrive, not at their stamps (which
-    apply_op and _finish took): those are on their writers' clocks, and a writer whose clock is behind (an hour)
-    would have this device end the session for idleness while it writes to it, for every device; one ahead
-    would keep it alive here past its idle timeout by as much. `before`: the session's activity here before
-    them (None: new here), never moved back. (Their times as shown, the messages', stay their writers'.)"""
-    await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (max(now(), before or 0.0), sid))
+    apply_op took): those are on their writers' clocks, and a writer whose clock is behind (an hour) would have
+    this device end the session for idleness while it writes to it, for every device; one ahead would keep it
+    alive here past its idle timeout by as much. `before`: the session's activity here before them (None: new
+    here), never moved back. (Their times as shown, the messages', stay their writers'.) The session's
+    last_activity from now on, which _finish writes."""
+    return max(now(), before or 0.0)
 
 
 async def _switch(tx: Transaction, sid: str, *, members_rev: int, keep: Sequence[bytes], push_again: bool) -> None:
@@ -271,19 +273,25 @@ async def _finish(
     remote: dict | None,
     access: str | None,
     own: dict | None,
+    arrived: float | None,
 ) -> None:
-    """The bookkeeping after an apply's rows: the session's clock and tokens, how far each log is here, what
-    this device may do, where the session syncs, and whom it follows (its activity: _arrived, if any arrived)."""
+    """The bookkeeping after an apply's rows: the session's clock, tokens and activity (`arrived`, if anything
+    arrived: _arrival), how far each log is here, what this device may do, where the session syncs, and whom it
+    follows."""
     max_lam, added_tokens = tally.max_lam, tally.tokens
     if max_lam:
         # every row new (the usual pull): add their tokens; a sum over the whole session
-        # would hold the write lock for tens of milliseconds on a long one
+        # would hold the write lock for tens of milliseconds on a long one. (Its activity in the same statement:
+        # one run of the row's triggers, not two)
         await tx.execute(
             "UPDATE sessions SET lamport=max(lamport, ?), tokens_used="
             + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL)
+            + (", last_activity=?" if arrived is not None else "")
             + " WHERE id=?",
-            (max_lam, added_tokens if added_tokens is not None else sid, sid),
+            (max_lam, added_tokens if added_tokens is not None else sid, *(() if arrived is None else (arrived,)), sid),
         )
+    elif arrived is not None:
+        await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (arrived, sid))
     for device, lg in logs.items():
         if len(lg):
             await tx.execute(

@@ -5,6 +5,7 @@ and once at its end (the quota's level its writes brought)."""
 from __future__ import annotations
 
 import re
+import time
 
 from sessiond.storage.model import RemoteLog
 
@@ -34,3 +35,23 @@ async def test_a_pull_reads_the_session_row_once_before_applying(db):
     # that the session the row was read of exists, besides the quota's level after
     assert [before for before, _ in reads] == [True, False], reads
     assert (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0] == 75
+
+
+async def test_a_pulls_messages_move_the_session_row_in_one_update(db):
+    """Their clock, their tokens and their arrival as the session's activity here: one UPDATE of the row (one run
+    of its triggers), where the arrival was a second."""
+    sid = (await db.create_session({}))["id"]
+    await _pull(db, sid, 1, 10)
+    seen: list[str] = []
+    db.c._writer.set_trace_callback(seen.append)
+    t0 = time.time()
+    try:
+        await _pull(db, sid, 2, 5)
+    finally:
+        db.c._writer.set_trace_callback(None)
+    # (SQLite traces a statement again for each trigger program it runs: one run of repeats is one statement)
+    ran = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
+    assert len([s for s in ran if s.startswith("UPDATE sessions SET ")]) == 1, ran
+    row = await db.read_one("SELECT lamport, tokens_used, last_activity FROM sessions WHERE id=?", (sid,))
+    assert row[:2] == (1002, 15)
+    assert row[2] >= round(t0, 3)  # (their arrival here, not their writer's stamps: test_clocks.py)
