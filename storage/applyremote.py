@@ -16,7 +16,7 @@ from .groupcommit import Transaction
 from .ids import case_twin
 from .limits import check_imported
 from .model import RECOUNT_SQL, Op, RemoteLog, dumps, now, row_charge
-from .quotalevel import level_of, quota_level
+from .quotalevel import is_quota, quota_level, quota_of, warning_level
 from .search import insert_messages
 from .testhooks import pause_for_tests
 
@@ -126,7 +126,8 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                     reason="exists" if row is not None else "case_twin",
                 )
         if row is not None or sum(map(len, msgs)) <= chunk:
-            level = level_of(row[1], row[2]) if row is not None else None
+            quota = quota_of(row[1]) if row is not None else None
+            level = warning_level(row[2], quota) if row is not None else None
             before = (row[3],) if row is not None else None
             new = await _apply_logs(
                 tx, sid, ops, msgs, logs, before, peers=peers, remote=remote, access=access, own=own
@@ -136,7 +137,10 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
             if row is None:  # a session new here: it must fit the limits on active sessions
                 await check_imported(tx, c.limits, sid)
             ev = {"type": event, "session": sid, "new": new, "chats": chats}
-            if level is not None and (now_level := await quota_level(tx, sid)) != level:
+            # (messages change no policy: with no quota before them and no operation, there is none after, and the
+            # level stays "safe" whatever the tokens; not read again)
+            moved = level is not None and (bool(ops) or is_quota(quota))
+            if moved and (now_level := await quota_level(tx, sid)) != level:
                 # another device's writes (or its change of the quota) brought it to another level: an app
                 # here is told, as by its own append's messages.appended
                 ev["quota_level"] = now_level

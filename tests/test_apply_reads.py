@@ -55,3 +55,21 @@ async def test_a_pulls_messages_move_the_session_row_in_one_update(db):
     row = await db.read_one("SELECT lamport, tokens_used, last_activity FROM sessions WHERE id=?", (sid,))
     assert row[:2] == (1002, 15)
     assert row[2] >= round(t0, 3)  # (their arrival here, not their writer's stamps: test_clocks.py)
+
+
+async def test_a_pull_of_messages_to_a_session_without_a_quota_reads_no_level_after(db):
+    """Messages change no policy: a session with no token quota before them has none after, its level "safe"
+    whatever its tokens, and the row is not read again for it (another device's change of the quota, an
+    operation, is: test_share_quota.py)."""
+    sid = (await db.create_session({}))["id"]
+    await _pull(db, sid, 1, 10)
+    seen: list[str] = []
+    db.c._writer.set_trace_callback(seen.append)
+    try:
+        await _pull(db, sid, 2, 10**6)
+    finally:
+        db.c._writer.set_trace_callback(None)
+    tx = seen[seen.index("BEGIN IMMEDIATE") : seen.index("COMMIT")]
+    reads = [s for s in tx if re.match(r"SELECT [^;]* FROM sessions WHERE id='", s)]
+    assert len(reads) == 1, reads  # before: the level after too
+    assert (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0] == 10**6 + 10
