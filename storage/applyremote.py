@@ -16,7 +16,7 @@ from .groupcommit import Transaction
 from .ids import case_twin
 from .limits import check_imported
 from .model import RECOUNT_SQL, Op, RemoteLog, dumps, now, row_charge
-from .quotalevel import quota_level
+from .quotalevel import is_quota, quota_level, quota_of, warning_level
 from .search import insert_messages
 from .testhooks import pause_for_tests
 
@@ -96,7 +96,9 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
     msgs = [lg.messages for lg in logs.values()]
     chats = sorted(set().union(*(map(itemgetter(1), rows) for rows in msgs)) - {None})
     async with c.transaction() as tx:
-        row = await tx.fetchone("SELECT importing FROM sessions WHERE id=?", (sid,))
+        # (all the apply needs of a session held here, read once: whether it is being imported, its quota's level
+        # before the writes, its activity before them)
+        row = await tx.fetchone("SELECT importing, policy, tokens_used, last_activity FROM sessions WHERE id=?", (sid,))
         if row is not None and row[0]:
             if sid in c.importing:
                 raise Conflict(
@@ -124,14 +126,21 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                     reason="exists" if row is not None else "case_twin",
                 )
         if row is not None or sum(map(len, msgs)) <= chunk:
-            level = await quota_level(tx, sid) if row is not None else None
-            new = await _apply_logs(tx, sid, ops, msgs, logs, peers=peers, remote=remote, access=access, own=own)
+            quota = quota_of(row[1]) if row is not None else None
+            level = warning_level(row[2], quota) if row is not None else None
+            before = (row[3],) if row is not None else None
+            new = await _apply_logs(
+                tx, sid, ops, msgs, logs, before, peers=peers, remote=remote, access=access, own=own
+            )
             if rejoin is not None and row is not None:
                 await _switch(tx, sid, **rejoin)
             if row is None:  # a session new here: it must fit the limits on active sessions
                 await check_imported(tx, c.limits, sid)
             ev = {"type": event, "session": sid, "new": new, "chats": chats}
-            if level is not None and (now_level := await quota_level(tx, sid)) != level:
+            # (messages change no policy: with no quota before them and no operation, there is none after, and the
+            # level stays "safe" whatever the tokens; not read again)
+            moved = level is not None and (bool(ops) or is_quota(quota))
+            if moved and (now_level := await quota_level(tx, sid)) != level:
                 # another device's writes (or its change of the quota) brought it to another level: an app
                 # here is told, as by its own append's messages.appended
                 ev["quota_level"] = now_level
@@ -151,8 +160,10 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
                 os._exit(137)
             await pause_for_tests("import.chunk")  # (the tests hold it here: a chunk written, the session hidden)
         async with c.transaction() as tx:
-            await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
-            await _arrived(tx, sid, None)  # (a long session new here: as a short one's, its arrival)
+            # (a long session new here: as a short one's, its arrival is its activity)
+            await _finish(
+                tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own, arrived=_arrival(None)
+            )
             await check_imported(tx, c.limits, sid)
             await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
             tx.emit({"type": event, "session": sid, "new": new, "chats": chats})
@@ -170,7 +181,7 @@ async def apply_remote(c: Connections, sid: str, logs: dict[str, RemoteLog], **o
 class _Tally:
     """What the message batches of one apply added: the latest Lamport clock, and the tokens (None once some
     rows were here already: the session's total is then counted again). Not their times: those are their
-    writers' clocks, and what arrives is activity here from its arrival (_arrived)."""
+    writers' clocks, and what arrives is activity here from its arrival (_arrival)."""
 
     def __init__(self) -> None:
         self.max_lam = 0
@@ -216,30 +227,33 @@ async def _apply_logs(
     ops: list[Op],
     msgs: list[list[tuple]],
     logs: dict[str, RemoteLog],
+    before: tuple[float] | None,
     *,
     peers: Sequence[dict],
     remote: dict | None,
     access: str | None,
     own: dict | None,
 ) -> int:
-    row = await tx.fetchone("SELECT last_activity FROM sessions WHERE id=?", (sid,))
+    """`before`: the session's row as held before (its last_activity), None if new here: its logs must create it
+    (no operation deletes a session's row)."""
     new = await _apply_ops(tx, sid, ops)
     tally = _Tally()
     new += await _insert_messages(tx, msgs, tally)
-    await _check_created(tx, sid)
-    await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own)
-    if new:
-        await _arrived(tx, sid, row[0] if row else None)
+    if before is None:
+        await _check_created(tx, sid)
+    arrived = _arrival(before[0] if before else None) if new else None
+    await _finish(tx, sid, logs, tally, peers=peers, remote=remote, access=access, own=own, arrived=arrived)
     return new
 
 
-async def _arrived(tx: Transaction, sid: str, before: float | None) -> None:
+def _arrival(before: float | None) -> float:
     """Other devices' writes just taken in are activity here from when they arrive, not at their stamps (which
-    apply_op and _finish took): those are on their writers' clocks, and a writer whose clock is behind (an hour)
-    would have this device end the session for idleness while it writes to it, for every device; one ahead
-    would keep it alive here past its idle timeout by as much. `before`: the session's activity here before
-    them (None: new here), never moved back. (Their times as shown, the messages', stay their writers'.)"""
-    await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (max(now(), before or 0.0), sid))
+    apply_op took): those are on their writers' clocks, and a writer whose clock is behind (an hour) would have
+    this device end the session for idleness while it writes to it, for every device; one ahead would keep it
+    alive here past its idle timeout by as much. `before`: the session's activity here before them (None: new
+    here), never moved back. (Their times as shown, the messages', stay their writers'.) The session's
+    last_activity from now on, which _finish writes."""
+    return max(now(), before or 0.0)
 
 
 async def _switch(tx: Transaction, sid: str, *, members_rev: int, keep: Sequence[bytes], push_again: bool) -> None:
@@ -263,19 +277,25 @@ async def _finish(
     remote: dict | None,
     access: str | None,
     own: dict | None,
+    arrived: float | None,
 ) -> None:
-    """The bookkeeping after an apply's rows: the session's clock and tokens, how far each log is here, what
-    this device may do, where the session syncs, and whom it follows (its activity: _arrived, if any arrived)."""
+    """The bookkeeping after an apply's rows: the session's clock, tokens and activity (`arrived`, if anything
+    arrived: _arrival), how far each log is here, what this device may do, where the session syncs, and whom it
+    follows."""
     max_lam, added_tokens = tally.max_lam, tally.tokens
     if max_lam:
         # every row new (the usual pull): add their tokens; a sum over the whole session
-        # would hold the write lock for tens of milliseconds on a long one
+        # would hold the write lock for tens of milliseconds on a long one. (Its activity in the same statement:
+        # one run of the row's triggers, not two)
         await tx.execute(
             "UPDATE sessions SET lamport=max(lamport, ?), tokens_used="
             + ("tokens_used+?" if added_tokens is not None else RECOUNT_SQL)
+            + (", last_activity=?" if arrived is not None else "")
             + " WHERE id=?",
-            (max_lam, added_tokens if added_tokens is not None else sid, sid),
+            (max_lam, added_tokens if added_tokens is not None else sid, *(() if arrived is None else (arrived,)), sid),
         )
+    elif arrived is not None:
+        await tx.execute("UPDATE sessions SET last_activity=? WHERE id=?", (arrived, sid))
     for device, lg in logs.items():
         if len(lg):
             await tx.execute(

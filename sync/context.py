@@ -220,7 +220,10 @@ class SyncContext:
 
     async def store_for(self, sid: str) -> Store:
         """The store session `sid` syncs through: the one it was imported from, else this daemon's."""
-        remote = await self.db.remote(sid)
+        return self.store_of(await self.db.remote(sid))
+
+    def store_of(self, remote: dict | None) -> Store:
+        """store_for of a session whose remotes row (None: none) was just read."""
         return self.open_store(remote["store_url"] if remote else None)
 
     def store_urls(self) -> set[str]:

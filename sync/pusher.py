@@ -148,9 +148,12 @@ class Pusher:
             remote = await db.remote(sid)
             # a new key is written off the loop while the first run is read and sealed (see _key_on_disk)
             key, key_written = self.ctx.keys.session_key_early(sid)
-            if key is None:  # being made by another caller: wait for it
+            if key is None:  # being made by another caller: wait for it (and then read the store it syncs through)
                 key, key_written = await self.ctx.keys.make_session_key(sid), None
-            one = _OnePush(self.ctx, sid, await self.ctx.store_for(sid), key, key_written)
+                store = await self.ctx.store_for(sid)
+            else:  # (no wait since the row was read: the store it names, not a second read of it)
+                store = self.ctx.store_of(remote)
+            one = _OnePush(self.ctx, sid, store, key, key_written)
             one.announce = bytes(remote["announce_pk"]) if remote is not None else None
             await asyncio.sleep(0)
             state = await db.sync_state(sid)

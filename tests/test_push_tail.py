@@ -182,3 +182,30 @@ async def test_a_push_reads_its_session_row_not_its_texts(tmp, monkeypatch):
     finally:
         await syncer.stop()
         await db.close()
+
+
+async def test_a_push_reads_the_remotes_row_once_before_it_writes(tmp, monkeypatch):
+    """The members slot it names (read before the key) and the store it names are one read of the row: the store
+    was a second read, right after the first with no wait between (store_for). The push's end reads it again (a
+    writer not announced yet announces itself)."""
+    db = await Database.open(os.path.join(tmp, "db.sqlite"))
+    syncer = Syncer(db, FileStore(os.path.join(tmp, "store")), os.path.join(tmp, "keys"), push_delay=0, timeout=10)
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "first"}])
+        await syncer.pusher.push(sid)  # (the session's key made: the steady case below)
+        await db.append_messages(sid, [{"role": "user", "content": "second"}])
+        reads: list[str] = []
+        real = db.remote
+
+        async def remote(s):
+            reads.append(s)
+            return await real(s)
+
+        monkeypatch.setattr(db, "remote", remote)
+        await syncer.pusher.push(sid)
+        assert (await db.sync_state(sid))["pushed_seq"] == await db.last_seq(sid)
+        assert reads == [sid, sid], reads  # before: three
+    finally:
+        await syncer.stop()
+        await db.close()
