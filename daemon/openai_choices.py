@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from ..storage.errors import SessiondError
+from ..storage.messages import Also
 
 log = logging.getLogger("sessiond.openai")
 
@@ -42,11 +43,12 @@ class Choices:
         except SessiondError as exc:  # (the answer is recorded and given: going on from another is charged, no more)
             log.warning("the other answers of a request for several not kept: %s", exc.message, extra={"session": sid})
 
-    async def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> bytes | None:
+    async def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> Also | None:
         """The app's message `sent`, to be appended where its history parts from the chat's, at the chat's
         `stored`: if `stored` is the first of the chat's latest several answers and `sent` another of them, it
-        is given `tokens` 0 (the provider billed it with them), and its digest returned, which `recorded` forgets
-        once it is recorded (a request refused before that, the quota or a budget, records nothing: its retry's
+        is given `tokens` 0 (the provider billed it with them), and returned is what forgets it, to be written in
+        the transaction that appends it (Database.append_messages `also`): charged nothing once, another going on
+        from it charged (a request refused before that, the quota or a budget, records nothing: its retry's
         message is the one billed already)."""
         if (
             sent["role"] != "assistant"
@@ -59,13 +61,8 @@ class Choices:
         if await self.d.db.openai_choices.holds(sid, chat, digest(stored["content"]), d):
             # in the chat's context all the same: its tokens there kept apart (storage/contextcount.py)
             sent["context_tokens"], sent["tokens"] = sent["tokens"], 0
-            return d
+            return self.d.db.openai_choices.forgetting(sid, chat, d)
         return None
-
-    async def recorded(self, sid: str, chat: str, billed: bytes | None) -> None:
-        """The message `billed` gave `tokens` 0 recorded: charged nothing once, another going on from it charged."""
-        if billed is not None:
-            await self.d.db.openai_choices.forget(sid, chat, billed)
 
 
 def others_of(data: dict) -> set[bytes]:

@@ -46,7 +46,7 @@ from .expiry import Expiries, expired_for_writes, refuse_expired, refuse_inactiv
 from .keptrecords import KeptRecords
 from .lifecycle import Released, ShareLog
 from .logrun import LogReads
-from .messages import Messages
+from .messages import Also, Messages
 from .model import now
 from .openaichoices import OpenaiChoices
 from .outbox import Outbox
@@ -293,6 +293,7 @@ class Database(SyncDatabase):
         held: int | None = None,
         check_results: bool = False,
         asked: bool = False,
+        also: Also | None = None,
     ) -> list[dict]:
         return await self.messages.append(
             sid,
@@ -305,6 +306,7 @@ class Database(SyncDatabase):
             held=held,
             check_results=check_results,
             asked=asked,
+            also=also,
         )
 
     async def check_fits(self, sid: str, chat: str, messages: list[dict]) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .connections import Connections
+from .groupcommit import Transaction
+from .messages import Also
 
 MOST_ROWS = 1 << 14  # the other answers kept, every chat's together (the oldest forgotten past it)
 MOST_OTHERS = 128  # of one request (OpenAI's `n` is 128 at most: more are not kept)
@@ -47,9 +49,19 @@ class OpenaiChoices:
         )
         return row is not None
 
-    async def forget(self, sid: str, chat: str, other: bytes) -> None:
-        """`other`, recorded as the next message charged nothing: another going on from it is charged."""
-        async with self.c.transaction() as tx:
+    def forgetting(self, sid: str, chat: str, other: bytes) -> Also:
+        """`other`, recorded as the next message charged nothing: another going on from it is charged. Written in
+        that message's append (Database.append_messages `also`): a kill between the two left it remembered, and the
+        next going on from it was charged nothing too."""
+
+        async def forget(tx: Transaction) -> None:
             await tx.execute(
                 "DELETE FROM openai_choices WHERE session_id=? AND chat_id=? AND other=?", (sid, chat, other)
             )
+
+        return forget
+
+    async def forget(self, sid: str, chat: str, other: bytes) -> None:
+        """`forgetting` in a transaction of its own."""
+        async with self.c.transaction() as tx:
+            await self.forgetting(sid, chat, other)(tx)
