@@ -185,8 +185,11 @@ NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    async with contextlib.AsyncExitStack() as answering:  # the question under way until its answer is recorded
-        return await _chat_completions(request, answering)
+    try:
+        async with contextlib.AsyncExitStack() as answering:  # the question under way until its answer is recorded
+            return await _chat_completions(request, answering)
+    finally:  # (a first try naming no session: told apart from another app's by its end, openai_retries.py)
+        _compat(request).retries.ended(request)
 
 
 async def _chat_completions(request: web.Request, answering: contextlib.AsyncExitStack) -> web.StreamResponse:
