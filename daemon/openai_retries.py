@@ -8,9 +8,9 @@ app wrote to meanwhile, or shared, is kept; and the retry then made a second ses
 Such a kept session is remembered here for a while, and the retry goes on in it: the same request, told a retry by the
 official SDKs' `x-stainless-retry-count` (1 and up on each retry; the same body, byte for byte) or by an
 `Idempotency-Key` header the app sends with every try of a request (the OpenAI SDKs send none of their own: an app
-gives one in `extra_headers`). Its history matches what the session holds (openai_history.py): the question is not
-recorded twice. Kept in memory (a retry comes seconds later; the daemon's stop tells the SDKs not to retry), for
-KEEP seconds, MOST of them.
+gives one in `extra_headers`), with the same body (the key sent again with another is another request's). Its
+history matches what the session holds (openai_history.py): the question is not recorded twice. Kept in memory (a
+retry comes seconds later; the daemon's stop tells the SDKs not to retry), for KEEP seconds, MOST of them.
 
 A body is no one request's, though: two apps (one endpoint key, nothing else telling them apart) beginning with the
 same words ("hi") send the same bytes, and when the provider fails both (it is down), B's retry is not A's. Going on
@@ -58,8 +58,9 @@ def _a_retry(request: web.Request) -> bool:
 
 class Retries:
     def __init__(self) -> None:
-        # a key naming a request's tries -> (until when, session, chat, which first try of its body made it)
-        self._kept: OrderedDict[tuple[str, str], tuple[float, str, str, int]] = OrderedDict()
+        # a key naming a request's tries -> (until when, session, chat, which first try of its body made it, the body's
+        # digest)
+        self._kept: OrderedDict[tuple[str, str], tuple[float, str, str, int, str]] = OrderedDict()
         # a body's digest -> its first tries (when each ended, UNDER_WAY until then; which) in the last KEEP seconds,
         # two at most (two: not one's)
         self._firsts: OrderedDict[str, list[tuple[float, int]]] = OrderedDict()
@@ -101,7 +102,7 @@ class Retries:
         if keys[-1][1] in self._firsts:  # (forgotten, FIRSTS others begun since: its retry makes a session)
             self._firsts.move_to_end(keys[-1][1])  # (remembered as long as the session is)
         for k in keys:
-            self._kept[k] = (time.monotonic() + KEEP, sid, chat, first)
+            self._kept[k] = (time.monotonic() + KEEP, sid, chat, first, keys[-1][1])
             self._kept.move_to_end(k)
         while len(self._kept) > MOST:
             self._kept.popitem(last=False)
@@ -111,18 +112,20 @@ class Retries:
         one: by its Idempotency-Key, else, an SDK's retry, by its body. Each retry's (one that fails too is retried
         again; and a later request of the same body, its first try's session deleted, asks what this one kept)."""
         keys = _keys(request, raw)
+        body = keys[-1][1]
         if not _a_retry(request):
-            self._first_try(request, keys[-1][1])
+            self._first_try(request, body)
         if not request.headers.get(IDEMPOTENCY_HEADER):
             if not _a_retry(request):
                 return None
         else:
-            keys = keys[:1]  # (a key given names the request: another body under it is another request)
+            keys = keys[:1]  # (a key given names the request: another key's request of the same body is another's)
         now = time.monotonic()
         for k in keys:
             found = self._kept.get(k)
             if found is not None and found[0] <= now:
                 del self._kept[k]
-            elif found is not None and (k[0] == "key" or self._only(k[1], found[3])):
+            # a retry is its request sent again, the same body (a key sent again with another names another request)
+            elif found is not None and found[4] == body and (k[0] == "key" or self._only(body, found[3])):
                 return found[1], found[2]
         return None

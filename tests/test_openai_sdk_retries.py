@@ -266,3 +266,24 @@ def test_a_first_try_longer_than_the_notes_keep_is_told_by_its_end_not_its_start
     r.ended(b)
     clock.now += 1
     assert r.retried(req("1"), b"hi") is None  # and once its end was seen
+
+
+def test_an_idempotency_key_sent_again_with_another_body_is_no_retry():
+    """A retry sends its request again, the same body: an Idempotency-Key sent again with another body is another
+    request (an app giving one key to all its calls, as a header set once in its settings; or one given to its next
+    question by mistake). It went on in the session the key's first request kept, as that request's retry: another
+    conversation recorded in it. It makes a session of its own, as a call naming none does."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sessiond.daemon.openai_retries import Retries
+
+    def req(**headers: str):
+        return make_mocked_request("POST", "/openai/v1/chat/completions", headers=headers)
+
+    r = Retries()
+    first = req(**{"Idempotency-Key": "k1"})
+    assert r.retried(first, b"hi") is None
+    r.kept(first, b"hi", "s1", "main")
+    assert r.retried(req(**{"Idempotency-Key": "k1", "x-stainless-retry-count": "1"}), b"another") is None
+    assert r.retried(req(**{"Idempotency-Key": "k1"}), b"another") is None
+    assert r.retried(req(**{"Idempotency-Key": "k1"}), b"hi") == ("s1", "main")  # its retry, the same body
