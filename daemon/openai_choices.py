@@ -13,13 +13,10 @@ which the chat's context counts (storage/contextcount.py): it is there as much a
 from __future__ import annotations
 
 import hashlib
-import logging
+from collections.abc import Callable
 from typing import Any
 
-from ..storage.errors import SessiondError
 from ..storage.messages import Also
-
-log = logging.getLogger("sessiond.openai")
 
 
 def digest(text: str) -> bytes:
@@ -33,15 +30,16 @@ class Choices:
     def __init__(self, daemon) -> None:
         self.d = daemon
 
-    async def remember(self, sid: str, chat: str, recorded: str, others: set[bytes]) -> None:
-        """A request for several answers to `chat`, whose first was recorded with the text `recorded`, the others'
-        texts' digests `others` (none: a request for one answer, nothing remembered)."""
-        if not others:
-            return
-        try:
-            await self.d.db.openai_choices.remember(sid, chat, digest(recorded), others)
-        except SessiondError as exc:  # (the answer is recorded and given: going on from another is charged, no more)
-            log.warning("the other answers of a request for several not kept: %s", exc.message, extra={"session": sid})
+    def remembering(self, sid: str, chat: str, others: Callable[[], set[bytes]]) -> Callable[[str], Also | None]:
+        """What keeps a request's other answers, the digests `others()` gives once it ended (none: a request for one
+        answer, nothing kept), given the text of its first as it is recorded: written in the transaction that records
+        it (Plan.also), so that a kill after the app was given every answer forgets none of them."""
+
+        def remember(recorded: str) -> Also | None:
+            got = others()
+            return self.d.db.openai_choices.remembering(sid, chat, digest(recorded), got) if got else None
+
+        return remember
 
     async def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> Also | None:
         """The app's message `sent`, to be appended where its history parts from the chat's, at the chat's
