@@ -8,40 +8,48 @@ still counts every token billed (`usage.completion_tokens`, kept)."""
 
 from __future__ import annotations
 
-import pytest
-
 from conftest import openai_app, run_cli
 
 REASONING = 500
 
 
-@pytest.mark.parametrize("way", ["complete", "complete_stream", "openai", "openai_stream"])
-def test_a_reasoning_answer_counts_its_own_tokens_in_the_context_and_all_in_the_quota(served_openai, way):
-    d, p = served_openai
-    p.faults.reasoning = REASONING
+WAYS = ("complete", "complete_stream", "ask", "openai", "openai_stream")
+
+
+def _asked(d, sid: str, way: str, question: str):
+    """`question` asked in session `sid` of daemon `d` one `way`: the usage the OpenAI endpoint gave its app."""
     c = d.client()
-    sid = c.create_session(model="echo-1", token_quota=100_000)["id"]
-    question = "one two three"
     if way == "complete":
         c.complete(sid, question)
     elif way == "complete_stream":
         with c.complete_stream(sid, question) as s:
             list(s)
+    elif way == "ask":
+        run_cli(d.home, "ask", sid, question, check=True)
     else:
         stream = way == "openai_stream"
         extra = {"stream_options": {"include_usage": True}} if stream else {}
         out = openai_app(d, sid).chat.completions.create(
             model="echo-1", messages=[{"role": "user", "content": question}], stream=stream, **extra
         )
-        if stream:
-            list(out)
-    [u, a] = c.messages(sid)["messages"]
-    assert a["content"] == "echo: one two three", a
-    billed = a["usage"]["completion_tokens"]
-    assert billed == 4 + REASONING, a["usage"]  # what the provider billed: kept
-    assert a["tokens"] == 4, a  # the answer's own: what the context holds
-    assert c.context(sid)["active_tokens"] == u["tokens"] + 4
-    assert c.quota(sid)["tokens_used"] == u["tokens"] + a["usage"]["prompt_tokens"] + billed
+        return next(x.usage for x in list(out) if x.usage) if stream else out.usage
+    return None
+
+
+def test_a_reasoning_answer_counts_its_own_tokens_in_the_context_and_all_in_the_quota(served_openai):
+    d, p = served_openai
+    p.faults.reasoning = REASONING
+    c = d.client()
+    for way in WAYS:
+        sid = c.create_session(model="echo-1", token_quota=100_000)["id"]
+        _asked(d, sid, way, "one two three")
+        [u, a] = c.messages(sid)["messages"]
+        assert a["content"] == "echo: one two three", (way, a)
+        billed = a["usage"]["completion_tokens"]
+        assert billed == 4 + REASONING, (way, a["usage"])  # what the provider billed: kept
+        assert a["tokens"] == 4, (way, a)  # the answer's own: what the context holds
+        assert c.context(sid)["active_tokens"] == u["tokens"] + 4, way
+        assert c.quota(sid)["tokens_used"] == u["tokens"] + a["usage"]["prompt_tokens"] + billed, way
 
 
 def test_reasoning_counted_beside_the_completion_is_added_to_it_as_openai_counts():
@@ -88,23 +96,10 @@ def test_reasoning_counted_beside_the_completion_is_charged_as_openai_counts_it(
     d, p = served_openai
     p.faults.reasoning, p.faults.reasoning_beside = REASONING, True
     c = d.client()
-    question = "one two three"
-    for way in ("complete", "complete_stream", "ask", "openai", "openai_stream"):
+    for way in WAYS:
         sid = c.create_session(model="echo-1", token_quota=100_000)["id"]
-        if way == "complete":
-            c.complete(sid, question)
-        elif way == "complete_stream":
-            with c.complete_stream(sid, question) as s:
-                list(s)
-        elif way == "ask":
-            run_cli(d.home, "ask", sid, question, check=True)
-        else:
-            stream = way == "openai_stream"
-            extra = {"stream_options": {"include_usage": True}} if stream else {}
-            out = openai_app(d, sid).chat.completions.create(
-                model="echo-1", messages=[{"role": "user", "content": question}], stream=stream, **extra
-            )
-            usage = next(x.usage for x in list(out) if x.usage) if stream else out.usage
+        usage = _asked(d, sid, way, "one two three")
+        if usage is not None:  # the provider's, as it came
             assert (usage.completion_tokens, usage.total_tokens) == (4, usage.prompt_tokens + 4 + REASONING), way
         [u, a] = c.messages(sid)["messages"]
         assert a["content"] == "echo: one two three", (way, a)
