@@ -59,6 +59,7 @@ from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
 PREFIX = "/openai/v1"
+MADE = web.RequestKey("sessiond.openai_made", str)  # (the session this request made, its id not given yet)
 
 
 class Compat:
@@ -190,6 +191,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return await _chat_completions(request, answering)
     finally:  # (a first try naming no session: told apart from another app's by its end, openai_retries.py)
         _compat(request).retries.ended(request)
+        if (sid := request.pop(MADE, None)) is not None:  # (ended: no start deletes the session it made)
+            await request.app[DAEMON_KEY].db.openai_made.given(sid)
 
 
 async def _chat_completions(request: web.Request, answering: contextlib.AsyncExitStack) -> web.StreamResponse:
@@ -312,6 +315,9 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                         await pause_for_tests("openai.went_on")
                     if fresh:
                         made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request, raw, chat_id)
+                        # its id not given yet: a start after a kill deletes it, holding nothing else (drop_left)
+                        await d.db.openai_made.made(sid, made.lamports)
+                        request[MADE] = sid
             except BaseException:
                 await ahead.drop()
                 raise
@@ -423,6 +429,8 @@ async def _stream(
             raw = json.dumps(chunk, ensure_ascii=False).encode()
         return b"data: " + raw + b"\n\n"
 
+    if request.pop(MADE, None) is not None:  # the head about to name the session it made: no start deletes it
+        await d.db.openai_made.given(plan.sid)
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
     if ended.gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "openai.interrupted"})

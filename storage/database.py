@@ -49,6 +49,7 @@ from .logrun import LogReads
 from .messages import Also, Messages
 from .model import now
 from .openaichoices import OpenaiChoices
+from .openaimade import OpenaiMade
 from .outbox import Outbox
 from .pushedmark import PushedMark
 from .schema import schema_version
@@ -85,6 +86,7 @@ class Database(SyncDatabase):
         self.searcher = Search(c)
         self.copies = Copies(c, self.sessions, self.chats, self.messages, self.budgets)  # clone and fork
         self.openai_choices = OpenaiChoices(c)  # the other answers of an OpenAI request for several (n)
+        self.openai_made = OpenaiMade(c)  # the sessions OpenAI requests made, their ids not given yet
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:
