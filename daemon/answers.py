@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ..api.types import MAX_TEXT
 from ..storage.errors import SessiondError
+from ..storage.messages import Also
 from ..storage.model import ANSWER_KEYS
 from ..storage.tokens import counted_text
 from .answering import AppWatch
@@ -49,6 +50,9 @@ class Plan:
     done: dict | None = None  # the answer a previous try with the same key recorded
     question: str | None = None  # the id of the question this request recorded (or a try with its key did)
     timing: dict = field(default_factory=dict)
+    # the caller's writes in the transaction that records the answer whole, given its text (None: none), as it is
+    # recorded (an answer cut, interrupted, none): committed with it, or not at all
+    also: Callable[[str], Also | None] | None = None
 
 
 def left_unasked(sid: str) -> web.Response:
@@ -106,8 +110,9 @@ async def record(
         m["interrupted"] = True
     if error:
         m["error"] = error
+    also = plan.also(text) if plan.also is not None and not (interrupted or error) else None
     try:
-        stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True)
+        stored = await d.db.append_messages(plan.sid, [m], plan.chat, key=plan.answer_key, answer=True, also=also)
     except SessiondError as exc:  # refused (the session ended, deleted or revoked meanwhile): the answer is
         # the app's still, paid for: the refusal carries it (`details.answer`), as the message it would have been
         exc.details["answer"] = {"chat": plan.chat, **m, **({"tool_calls_dropped": dropped} if dropped else {})}

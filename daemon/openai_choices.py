@@ -13,12 +13,10 @@ which the chat's context counts (storage/contextcount.py): it is there as much a
 from __future__ import annotations
 
 import hashlib
-import logging
+from collections.abc import Callable
 from typing import Any
 
-from ..storage.errors import SessiondError
-
-log = logging.getLogger("sessiond.openai")
+from ..storage.messages import Also
 
 
 def digest(text: str) -> bytes:
@@ -32,21 +30,23 @@ class Choices:
     def __init__(self, daemon) -> None:
         self.d = daemon
 
-    async def remember(self, sid: str, chat: str, recorded: str, others: set[bytes]) -> None:
-        """A request for several answers to `chat`, whose first was recorded with the text `recorded`, the others'
-        texts' digests `others` (none: a request for one answer, nothing remembered)."""
-        if not others:
-            return
-        try:
-            await self.d.db.openai_choices.remember(sid, chat, digest(recorded), others)
-        except SessiondError as exc:  # (the answer is recorded and given: going on from another is charged, no more)
-            log.warning("the other answers of a request for several not kept: %s", exc.message, extra={"session": sid})
+    def remembering(self, sid: str, chat: str, others: Callable[[], set[bytes]]) -> Callable[[str], Also | None]:
+        """What keeps a request's other answers, the digests `others()` gives once it ended (none: a request for one
+        answer, nothing kept), given the text of its first as it is recorded: written in the transaction that records
+        it (Plan.also), so that a kill after the app was given every answer forgets none of them."""
 
-    async def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> bytes | None:
+        def remember(recorded: str) -> Also | None:
+            got = others()
+            return self.d.db.openai_choices.remembering(sid, chat, digest(recorded), got) if got else None
+
+        return remember
+
+    async def billed(self, sid: str, chat: str, stored: dict, sent: dict) -> Also | None:
         """The app's message `sent`, to be appended where its history parts from the chat's, at the chat's
         `stored`: if `stored` is the first of the chat's latest several answers and `sent` another of them, it
-        is given `tokens` 0 (the provider billed it with them), and its digest returned, which `recorded` forgets
-        once it is recorded (a request refused before that, the quota or a budget, records nothing: its retry's
+        is given `tokens` 0 (the provider billed it with them), and returned is what forgets it, to be written in
+        the transaction that appends it (Database.append_messages `also`): charged nothing once, another going on
+        from it charged (a request refused before that, the quota or a budget, records nothing: its retry's
         message is the one billed already)."""
         if (
             sent["role"] != "assistant"
@@ -59,13 +59,8 @@ class Choices:
         if await self.d.db.openai_choices.holds(sid, chat, digest(stored["content"]), d):
             # in the chat's context all the same: its tokens there kept apart (storage/contextcount.py)
             sent["context_tokens"], sent["tokens"] = sent["tokens"], 0
-            return d
+            return self.d.db.openai_choices.forgetting(sid, chat, d)
         return None
-
-    async def recorded(self, sid: str, chat: str, billed: bytes | None) -> None:
-        """The message `billed` gave `tokens` 0 recorded: charged nothing once, another going on from it charged."""
-        if billed is not None:
-            await self.d.db.openai_choices.forget(sid, chat, billed)
 
 
 def others_of(data: dict) -> set[bytes]:

@@ -59,6 +59,7 @@ from .unread import hang_up_stalled, idle_of, send, waits
 
 log = logging.getLogger("sessiond.openai")
 PREFIX = "/openai/v1"
+MADE = web.RequestKey("sessiond.openai_made", str)  # (the session this request made, its id not given yet)
 
 
 class Compat:
@@ -185,8 +186,13 @@ NEW_AND_ANSWER = " (the request's new messages and the model's answer, so nothin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    async with contextlib.AsyncExitStack() as answering:  # the question under way until its answer is recorded
-        return await _chat_completions(request, answering)
+    try:
+        async with contextlib.AsyncExitStack() as answering:  # the question under way until its answer is recorded
+            return await _chat_completions(request, answering)
+    finally:  # (a first try naming no session: told apart from another app's by its end, openai_retries.py)
+        _compat(request).retries.ended(request)
+        if (sid := request.pop(MADE, None)) is not None:  # (ended: no start deletes the session it made)
+            await request.app[DAEMON_KEY].db.openai_made.given(sid)
 
 
 async def _chat_completions(request: web.Request, answering: contextlib.AsyncExitStack) -> web.StreamResponse:
@@ -303,10 +309,15 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                             m["provider"] = p.name
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
-                    stored = await d.db.append_messages(sid, new, chat_id, asked=True)
-                    await _compat(request).choices.recorded(sid, chat_id, billed)
+                    # (going on from another of several answers: it is forgotten as billed with them, in the append)
+                    stored = await d.db.append_messages(sid, new, chat_id, asked=True, also=billed)
+                    if billed is not None:  # (the tests kill it here: going on from another answer, recorded)
+                        await pause_for_tests("openai.went_on")
                     if fresh:
                         made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request, raw, chat_id)
+                        # its id not given yet: a start after a kill deletes it, holding nothing else (drop_left)
+                        await d.db.openai_made.made(sid, made.lamports)
+                        request[MADE] = sid
             except BaseException:
                 await ahead.drop()
                 raise
@@ -326,11 +337,12 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
         msg = (choices[0] or {}).get("message") or {}
         text = text_of(msg.get("content"))
         calls = toolcalls.of_answer(msg.get("tool_calls"))
+        # the other answers of a request for several: kept with the first, in its record's transaction
+        plan.also = _compat(request).choices.remembering(sid, plan.chat, lambda: others_of(data))
         try:
             await record_whole(
                 d, plan, text, usage_of(data), started=started, calls=calls, reasoning=reasoning_of(data)
             )
-            await _compat(request).choices.remember(sid, plan.chat, text, others_of(data))
         except SessiondError as exc:  # the session ended or went away meanwhile: OpenAI's error shape, with
             # the answer the app would have had (the chat.completion, as it came) in it: paid for, still its own
             return refusal(exc, sid, chat_id, completion=data)
@@ -385,6 +397,8 @@ async def _stream(
 ) -> web.StreamResponse:
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     others = Others() if type(body.get("n")) is int and body["n"] > 1 else None  # (several answers asked: their others)
+    if others is not None:  # kept with the first answer, in its record's transaction, once the stream ended whole
+        plan.also = _compat(request).choices.remembering(plan.sid, plan.chat, others.digests)
     chunks = ahead.chunks
     assert chunks is not None
     try:
@@ -415,6 +429,8 @@ async def _stream(
             raw = json.dumps(chunk, ensure_ascii=False).encode()
         return b"data: " + raw + b"\n\n"
 
+    if request.pop(MADE, None) is not None:  # the head about to name the session it made: no start deletes it
+        await d.db.openai_made.given(plan.sid)
     ended = await pass_on(d, plan, request, resp, chunks, head, event_of, started=started)
     if ended.gone:
         log.info("answer interrupted by the app", extra={"session": plan.sid, "event": "openai.interrupted"})
@@ -444,7 +460,7 @@ async def _stream(
         await end(request, resp, b"data: " + json.dumps({"error": error}).encode() + b"\n\n", idle_of(d))
     else:
         if others is not None and ended.stored is not None:
-            await _compat(request).choices.remember(plan.sid, plan.chat, ended.stored["content"], others.digests())
+            await pause_for_tests("openai.several_recorded")  # (the tests kill it here: the answers all passed on)
         await end(request, resp, b"data: [DONE]\n\n", idle_of(d))
     return resp
 

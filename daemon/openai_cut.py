@@ -109,3 +109,22 @@ async def drop_made(d, sid: str, made: Made) -> bool:
     if deleted is False:  # the SDK's retry of the request, naming no session still, goes on in it (not in another)
         d.compat.retries.kept(made.request, made.body, sid, made.chat)
     return deleted is not False
+
+
+async def drop_left(d) -> None:
+    """At the start: the sessions OpenAI requests made that a kill -9 cut before their apps were given their ids
+    (storage/openaimade.py) deleted where they hold nothing else, as drop_made would have (the SDK's retry of the broken
+    connection makes the one session holding the question); one written to meanwhile is kept."""
+    for sid, lamports in await d.db.openai_made.left():
+        try:
+            deleted = await d.ops.delete_session(sid, holding_only=lamports)
+        except SessiondError as exc:
+            log.warning("the session an OpenAI request made is kept: %s", exc.message, extra={"session": sid})
+            deleted = False
+        if deleted is False:
+            await d.db.openai_made.given(sid)
+        else:
+            log.info(
+                "the session an OpenAI request made, cut by the daemon's stop before its app had its id, is deleted",
+                extra={"session": sid},
+            )

@@ -308,27 +308,44 @@ def finish_reason(chunk: dict) -> str | None:
 
 def usage_of(data: dict) -> dict | None:
     """{prompt_tokens, completion_tokens} from a provider's usage object, if it sent one; a count that is no
-    whole number from 0 to MAX_TOKENS is not taken (kept, no other device would take this one's log)."""
+    whole number from 0 to MAX_TOKENS is not taken (kept, no other device would take this one's log). Its
+    completion_tokens as OpenAI counts them: a reasoning model's hidden tokens within, where the provider counted
+    them beside (xAI's: `_reasoning`), so that the quota's count (storage/model.py charge, CHARGE_SUM_SQL, the same
+    on every version) charges what was billed, whichever provider answered."""
     u = data.get("usage")
     if not isinstance(u, dict):
         return None
     out = {k: u[k] for k in ("prompt_tokens", "completion_tokens") if type(u.get(k)) is int and 0 <= u[k] <= MAX_TOKENS}
+    n, beside = _reasoning(u)
+    if beside and n is not None:
+        out["completion_tokens"] = u["completion_tokens"] + n
     return out or None
 
 
 def reasoning_of(data: dict) -> int | None:
-    """The tokens of a reasoning model's hidden thinking its usage counts in completion_tokens (OpenAI's
+    """The tokens of a reasoning model's hidden thinking within the completion_tokens usage_of gives (OpenAI's
     `completion_tokens_details.reasoning_tokens`), if it says so: billed, but no part of the answer it shows.
-    None when they are not within completion_tokens: more than it, or counted beside it (a provider whose
-    total_tokens adds them to the prompt's and completion's, as xAI's does)."""
+    None when they are not: not a whole number from 1 to MAX_TOKENS, or more than completion_tokens where they are
+    counted within."""
     u = data.get("usage")
-    details = u.get("completion_tokens_details") if isinstance(u, dict) else None
-    n = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    if not (type(n) is int and 0 < n <= MAX_TOKENS) or not isinstance(u, dict):
+    n, beside = _reasoning(u) if isinstance(u, dict) else (None, False)
+    completion = u.get("completion_tokens") if isinstance(u, dict) else None
+    if n is None or type(completion) is not int or not (beside or n <= completion):
         return None
-    completion, prompt, total = u.get("completion_tokens"), u.get("prompt_tokens"), u.get("total_tokens")
-    if type(completion) is not int or n > completion:
-        return None
-    if type(prompt) is int and type(total) is int and total >= prompt + completion + n:
-        return None  # (beside it)
     return n
+
+
+def _reasoning(u: dict) -> tuple[int | None, bool]:
+    """The reasoning tokens a usage object says apart, if any, and whether they are counted beside its
+    completion_tokens, not within them (OpenAI's): its total_tokens adds the three (xAI's), which a total of
+    OpenAI's, the prompt's and the completion's, never does."""
+    details = u.get("completion_tokens_details")
+    n = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if not (type(n) is int and 0 < n <= MAX_TOKENS):
+        return None, False
+    completion, prompt, total = u.get("completion_tokens"), u.get("prompt_tokens"), u.get("total_tokens")
+    if not (isinstance(completion, int) and isinstance(prompt, int) and isinstance(total, int)):
+        return n, False
+    return n, all(type(x) is int for x in (completion, prompt, total)) and (  # (not `true`: a bool is an int)
+        0 <= completion <= MAX_TOKENS - n and total >= prompt + completion + n
+    )

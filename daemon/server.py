@@ -25,7 +25,7 @@ from ..stores import StoreError
 from ..sync.bounded import KeyedLocks
 from ..sync.engine import Syncer  # the daemon drives sync; sync never imports the daemon
 from ..sync.mirror import MirrorStore, open_stores
-from . import remote_checks
+from . import openai_cut, remote_checks
 from .api import make_app
 from .devicekey import check_device_key
 from .events import Events
@@ -239,6 +239,7 @@ class Daemon:
             log.warning("a write into the home was cut short (the daemon stopped part-way): %s deleted", name)
         for copy in cut_copies(self.home.db):  # (kept: it may hold the only copy of a database deleted)
             log.warning("%s; what to do: %s", *cut_copy_said(copy, self.home.db), extra={"event": "database_copy"})
+        await openai_cut.drop_left(self)  # (the sessions OpenAI requests made, their apps never given their ids)
         await delete_stray_keys(self.db, self.syncer, self.started_at)
         await self.syncer.forget_unused_credentials()  # (those a delete or an import cut short left)
         await self.ops.finish_ends()

@@ -46,9 +46,10 @@ from .expiry import Expiries, expired_for_writes, refuse_expired, refuse_inactiv
 from .keptrecords import KeptRecords
 from .lifecycle import Released, ShareLog
 from .logrun import LogReads
-from .messages import Messages
+from .messages import Also, Messages
 from .model import now
 from .openaichoices import OpenaiChoices
+from .openaimade import OpenaiMade
 from .outbox import Outbox
 from .pushedmark import PushedMark
 from .schema import schema_version
@@ -85,6 +86,7 @@ class Database(SyncDatabase):
         self.searcher = Search(c)
         self.copies = Copies(c, self.sessions, self.chats, self.messages, self.budgets)  # clone and fork
         self.openai_choices = OpenaiChoices(c)  # the other answers of an OpenAI request for several (n)
+        self.openai_made = OpenaiMade(c)  # the sessions OpenAI requests made, their ids not given yet
 
     @classmethod
     async def open(cls, path: str, *, upto: int | None = None) -> Database:
@@ -293,6 +295,7 @@ class Database(SyncDatabase):
         held: int | None = None,
         check_results: bool = False,
         asked: bool = False,
+        also: Also | None = None,
     ) -> list[dict]:
         return await self.messages.append(
             sid,
@@ -305,6 +308,7 @@ class Database(SyncDatabase):
             held=held,
             check_results=check_results,
             asked=asked,
+            also=also,
         )
 
     async def check_fits(self, sid: str, chat: str, messages: list[dict]) -> None:

@@ -11,7 +11,7 @@ migration. (A VERSION behind SCHEMA_VERSION is never used: new databases are the
 
 from __future__ import annotations
 
-VERSION = 38
+VERSION = 39
 
 # sqlite_master's SQL, in its order
 SCHEMA: list[str] = [
@@ -353,11 +353,16 @@ END""",
         other BLOB NOT NULL,
         PRIMARY KEY (session_id, chat_id, other)
     )""",
+    """CREATE TABLE openai_made (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        first_lamport INTEGER NOT NULL,
+        last_lamport INTEGER NOT NULL
+    )""",
 ]
 
 # the rows the migrations write
 ROWS: list[tuple[str, tuple]] = [
-    ("INSERT INTO schema_version VALUES (?)", (38,)),
+    ("INSERT INTO schema_version VALUES (?)", (39,)),
 ]
 
 # the PRAGMAs the migrations set (in the database file's header)

@@ -33,6 +33,7 @@ from .errors import (
     quota_ways_out,
 )
 from .expiry import expired_for_writes, refuse_expired, refuse_inactive
+from .groupcommit import Transaction
 from .messagereads import MessageReads
 from .model import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -51,6 +52,7 @@ from .unknown import no_session
 # storage/clock.py's `steady` (no step of the wall clock forgets a key made minutes ago), the number by the
 # order they were made in (their rowid), not by their stamps (which a restart after a step back may disorder).
 IDEMPOTENCY_TTL = 24 * 3600.0
+Also = Callable[[Transaction], Awaitable[None]]  # a caller's writes in an append's transaction (Messages.append)
 IDEMPOTENCY_KEEP = 1000
 PRUNE_EVERY = 64  # appended messages between two prunings of a session's keys
 # What a request's digest hashes (its chat and messages, keys sorted: the same request, the same digest),
@@ -150,6 +152,7 @@ class Messages(MessageReads):
         held: int | None = None,
         check_results: bool = False,
         asked: bool = False,
+        also: Also | None = None,
     ) -> list[dict]:
         """Append validated messages, in order, in one transaction. Returns them as stored (without
         their content, which the caller has). This is the hot path: the common case, one message, is two
@@ -184,7 +187,10 @@ class Messages(MessageReads):
         (check_room, check_fits: the OpenAI endpoint sends the request before it records the question): recorded
         past them as its answer is, though a write that committed meanwhile took what they were judged by (refused,
         it was lost with its prompt billed), and in a session paused meanwhile; an ended or expired one still
-        refuses it."""
+        refuses it.
+
+        `also`: the caller's own writes, done in the same transaction once every check passed: committed with the
+        messages, or not at all (a kill between two transactions would keep one and lose the other)."""
         if not messages:
             raise Invalid("no messages to append")
         t = stamp()  # (now(), its wall clock steps counted with it: storage/activity.py)
@@ -290,6 +296,8 @@ class Messages(MessageReads):
                     await apply_op(tx, Op(sid, device, seq, lamport, "chat.update", body, t))
                     if not importing:  # announced as `compact` announces one, before the messages it made room for
                         tx.emit({"type": "chat.compacted", "session": sid, "chat": c})
+            if also is not None:
+                await also(tx)
             seq0, lam0 = seq + 1, lamport + 1
             n = len(messages)
             rows = []

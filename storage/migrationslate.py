@@ -197,4 +197,16 @@ LATE: list[str] = [
     WHERE id IN (SELECT s FROM mended_38);
     DROP TABLE mended_38;
     """,
+    # 39: (this device's only, never synced) `openai_made`: the sessions OpenAI-endpoint requests made whose ids their
+    # apps were not given yet, with the lamports of the request's messages (storage/openaimade.py): a start after a kill
+    # -9 deletes those that hold nothing else, as the request would have had its model failed it (openai_cut.drop_made),
+    # so that the SDK's retry makes the one session holding the question. A session's row goes with it. (IF NOT EXISTS:
+    # the tests that set a database of this schema back to an older version to migrate it again keep their tables.)
+    """
+    CREATE TABLE IF NOT EXISTS openai_made (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        first_lamport INTEGER NOT NULL,
+        last_lamport INTEGER NOT NULL
+    );
+    """,
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .connections import Connections
+from .groupcommit import Transaction
+from .messages import Also
 
 MOST_ROWS = 1 << 14  # the other answers kept, every chat's together (the oldest forgotten past it)
 MOST_OTHERS = 128  # of one request (OpenAI's `n` is 128 at most: more are not kept)
@@ -20,23 +22,30 @@ class OpenaiChoices:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def remember(self, sid: str, chat: str, recorded: bytes, others: Iterable[bytes]) -> None:
+    def remembering(self, sid: str, chat: str, recorded: bytes, others: Iterable[bytes]) -> Also:
         """A request for several answers to `chat` of `sid`, whose first was recorded with the text of digest
-        `recorded`, the others' digests `others`: kept in place of the chat's earlier ones (nothing, for a session
-        deleted meanwhile)."""
-        rows = [(chat, recorded, o, sid) for o in sorted(set(others))[:MOST_OTHERS]]
-        async with self.c.transaction() as tx:
+        `recorded`, the others' digests `others`: kept in place of the chat's earlier ones, in the transaction that
+        records that first answer (Database.append_messages `also`)."""
+        rows = [(sid, chat, recorded, o) for o in sorted(set(others))[:MOST_OTHERS]]
+
+        async def remember(tx: Transaction) -> None:
             await tx.execute("DELETE FROM openai_choices WHERE session_id=? AND chat_id=?", (sid, chat))
             await tx.executemany(
-                "INSERT OR IGNORE INTO openai_choices(session_id, chat_id, recorded, other)"
-                " SELECT id, ?, ?, ? FROM sessions WHERE id=?",
-                rows,
+                "INSERT OR IGNORE INTO openai_choices(session_id, chat_id, recorded, other) VALUES (?,?,?,?)", rows
             )
             await tx.execute(
                 "DELETE FROM openai_choices WHERE rowid <= "
                 "(SELECT rowid FROM openai_choices ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
                 (MOST_ROWS,),
             )
+
+        return remember
+
+    async def remember(self, sid: str, chat: str, recorded: bytes, others: Iterable[bytes]) -> None:
+        """`remembering` in a transaction of its own (nothing, for a session deleted meanwhile)."""
+        async with self.c.transaction() as tx:
+            if await tx.fetchone("SELECT 1 FROM sessions WHERE id=?", (sid,)) is not None:
+                await self.remembering(sid, chat, recorded, others)(tx)
 
     async def holds(self, sid: str, chat: str, recorded: bytes, other: bytes) -> bool:
         """Whether `other` is another answer of `chat`'s latest request for several, whose first was recorded with
@@ -47,9 +56,19 @@ class OpenaiChoices:
         )
         return row is not None
 
-    async def forget(self, sid: str, chat: str, other: bytes) -> None:
-        """`other`, recorded as the next message charged nothing: another going on from it is charged."""
-        async with self.c.transaction() as tx:
+    def forgetting(self, sid: str, chat: str, other: bytes) -> Also:
+        """`other`, recorded as the next message charged nothing: another going on from it is charged. Written in
+        that message's append (Database.append_messages `also`): a kill between the two left it remembered, and the
+        next going on from it was charged nothing too."""
+
+        async def forget(tx: Transaction) -> None:
             await tx.execute(
                 "DELETE FROM openai_choices WHERE session_id=? AND chat_id=? AND other=?", (sid, chat, other)
             )
+
+        return forget
+
+    async def forget(self, sid: str, chat: str, other: bytes) -> None:
+        """`forgetting` in a transaction of its own."""
+        async with self.c.transaction() as tx:
+            await self.forgetting(sid, chat, other)(tx)

@@ -329,6 +329,7 @@ async def test_a_migrated_database_has_the_totals_of_its_chats(tmp_path):
         await db.compact(sid, target_tokens=20)
         want = (await db.context(sid))["active_tokens"]
         for stmt in (
+            "DROP TABLE openai_made",  # (39's)
             "DROP TABLE openai_choices",  # (37's)
             "DROP TABLE claims_walks",  # (32's)
             "ALTER TABLE sync_state DROP COLUMN head_announce",  # (31's, first: SQLite checks the triggers)

@@ -216,3 +216,74 @@ def test_a_first_try_whose_note_was_forgotten_keeps_its_session_for_no_retry(mon
         assert r.retried(req("0"), other) is None
     r.kept(a, b"hi", "s1", "main")
     assert r.retried(req("1"), b"hi") is None
+
+
+class _Clock:
+    """openai_retries' clock, moved on by the test (time.monotonic, read by the module through its `time`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_first_try_longer_than_the_notes_keep_is_told_by_its_end_not_its_start(monkeypatch):
+    """A first try is noted as it begins, and a note KEEP (600 s) old was no longer read: a first try under way that
+    long (the OpenAI SDK's own timeout is 600 s: an app's request to a reasoning model that thinks until the SDK gives
+    up) had its note gone by its end. Its own retry, its session kept, made a second session holding the question
+    (what the kept session is for); and another app's first try of the same words under way that long was no longer
+    told apart, its retry going on in the kept session of the app that began after it (its exchange in that app's
+    conversation). A first try's note is read as long as it is under way, and KEEP after its end."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sessiond.daemon import openai_retries
+    from sessiond.daemon.openai_retries import KEEP, Retries
+
+    def req(count: str):
+        return make_mocked_request("POST", "/openai/v1/chat/completions", headers={"x-stainless-retry-count": count})
+
+    clock = _Clock()
+    monkeypatch.setattr(openai_retries, "time", clock)
+    r = Retries()
+    a = req("0")
+    assert r.retried(a, b"hi") is None
+    clock.now += KEEP + 1  # the SDK's timeout: the app leaves, its session kept (written to by another app)
+    r.kept(a, b"hi", "s1", "main")
+    r.ended(a)
+    clock.now += 1
+    assert r.retried(req("1"), b"hi") == ("s1", "main")  # its retry, a second later: on in its session
+    # another app's first try of the same words, begun before A's and under way past KEEP
+    r, b, a = Retries(), req("0"), req("0")
+    assert r.retried(b, b"hi") is None
+    clock.now += 300
+    assert r.retried(a, b"hi") is None
+    clock.now += 1
+    r.kept(a, b"hi", "s1", "main")
+    r.ended(a)
+    clock.now += KEEP - 250  # B's note begun KEEP + 51 s ago: B still under way
+    assert r.retried(req("1"), b"hi") is None  # B's retry, sent as its SDK gave up (its end not seen yet)
+    r.ended(b)
+    clock.now += 1
+    assert r.retried(req("1"), b"hi") is None  # and once its end was seen
+
+
+def test_an_idempotency_key_sent_again_with_another_body_is_no_retry():
+    """A retry sends its request again, the same body: an Idempotency-Key sent again with another body is another
+    request (an app giving one key to all its calls, as a header set once in its settings; or one given to its next
+    question by mistake). It went on in the session the key's first request kept, as that request's retry: another
+    conversation recorded in it. It makes a session of its own, as a call naming none does."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from sessiond.daemon.openai_retries import Retries
+
+    def req(**headers: str):
+        return make_mocked_request("POST", "/openai/v1/chat/completions", headers=headers)
+
+    r = Retries()
+    first = req(**{"Idempotency-Key": "k1"})
+    assert r.retried(first, b"hi") is None
+    r.kept(first, b"hi", "s1", "main")
+    assert r.retried(req(**{"Idempotency-Key": "k1", "x-stainless-retry-count": "1"}), b"another") is None
+    assert r.retried(req(**{"Idempotency-Key": "k1"}), b"another") is None
+    assert r.retried(req(**{"Idempotency-Key": "k1"}), b"hi") == ("s1", "main")  # its retry, the same body

@@ -114,7 +114,8 @@ class _Db:
     async def check_fits(self, sid, chat, messages):
         return None  # (no token quota nor context budget here)
 
-    async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False, asked=False):
+    async def append_messages(self, sid, messages, chat=None, *, key=None, answer=False, asked=False, also=None):
+        assert also is None  # (its requests ask for one answer, go on from none of several: no writes of their own)
         if not answer:
             if self.provider is not None:  # the SQL blocks the loop: the request must have left before it
                 # The loop stays blocked here (as by the SQL), so it sends nothing meanwhile: a request the

@@ -76,6 +76,8 @@ class Faults:
     # a reasoning model's hidden tokens: counted in its usage's completion_tokens (billed), and said apart in
     # completion_tokens_details.reasoning_tokens, as OpenAI's o-series and gpt-5 models report them
     reasoning: int = 0
+    # the reasoning tokens counted beside completion_tokens, not in them (total_tokens adds the three), as xAI's do
+    reasoning_beside: bool = False
 
 
 @dataclass
@@ -307,7 +309,7 @@ def make_app(p: Provider) -> web.Application:
             "total_tokens": p.prompt_tokens(body) + len(pieces) * n,
         }
         if f.reasoning:
-            usage["completion_tokens"] += f.reasoning
+            usage["completion_tokens"] += 0 if f.reasoning_beside else f.reasoning
             usage["total_tokens"] += f.reasoning
             usage["completion_tokens_details"] = {"reasoning_tokens": f.reasoning}
         cid, created = f"chatcmpl-{len(p.requests)}", int(time.time())

@@ -1,0 +1,81 @@
+"""kill -9 while the model answers a request that made its session (an OpenAI app's call naming none). The session,
+holding the request's question alone, was kept by the start after: its app never had its id (the answer's header,
+never sent) and the SDK's retry of the broken connection, the same request naming no session, made a second session
+holding the question again (the one kept holding it alone for good). As when the model fails it or its app leaves
+(openai_cut.drop_made), the start deletes it if it holds nothing else; a stream whose head, naming the session, was
+sent keeps it (the app may go on in it)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sqlite3
+import threading
+import time
+from urllib.parse import urlsplit
+
+from conftest import cli_json, openai_app, started_with_provider
+from servers.openai_server import Provider, serve_threaded
+
+Q = [{"role": "user", "content": "count"}]
+
+
+def _questions(c) -> list[list[str]]:
+    return sorted([m["content"] for m in c.messages(s["id"])["messages"]] for s in c.list_sessions()["sessions"])
+
+
+def test_a_kill_while_the_model_answers_leaves_no_session_holding_the_question_alone(make_daemon):
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
+        c = d.client()
+        p.faults.held = True  # the model thinks until the daemon is killed
+
+        def cut() -> None:
+            try:
+                openai_app(d, None).chat.completions.create(model="echo-1", messages=Q)
+            except Exception:  # (the daemon killed under it: the connection broken)
+                pass
+
+        t = threading.Thread(target=cut)
+        t.start()
+        deadline = time.monotonic() + 10
+        while _questions(c) != [["count"]]:  # the session made, its question recorded
+            assert time.monotonic() < deadline, "the question never recorded"
+            time.sleep(0.02)
+        d.kill()
+        p.resume.set()
+        t.join(30)
+        d.start()
+        c = d.client()
+        assert _questions(c) == []  # deleted at the start: it held the question alone
+        p.faults.held = False
+        retry = {"x-stainless-retry-count": "1"}  # (the SDK's retry of the broken connection, as it sends it)
+        openai_app(d, None).chat.completions.create(model="echo-1", messages=Q, extra_headers=retry)
+        assert _questions(c) == [["count", "echo: count"]]
+        # a stream whose head was sent: the app has the session's id, and keeps it
+        p.faults.script, p.faults.script_wait = [({"content": "late"}, "stop")], 0  # the role chunk, then it thinks
+        p.resume.clear()
+        info = cli_json(d.home, "status")["openai"]
+        url, key = urlsplit(info["base_url"]), open(info["api_key_file"]).read().strip()
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        body = json.dumps({"model": "echo-1", "messages": [{"role": "user", "content": "streamed"}], "stream": True})
+        conn.request("POST", url.path + "/chat/completions", body, {"Authorization": f"Bearer {key}"})
+        resp = conn.getresponse()
+        sid = resp.getheader("X-Sessiond-Session")
+        assert resp.status == 200 and resp.readline().startswith(b"data: ")  # the stream begun, the session named
+        d.kill()
+        conn.close()
+        p.resume.set()
+        d.start()
+        assert [m["content"] for m in d.client().messages(sid)["messages"]] == ["streamed"]
+        assert _questions(d.client()) == [["count", "echo: count"], ["streamed"]]
+        db = sqlite3.connect(f"file:{os.path.join(d.home, 'sessions.db')}?mode=ro", uri=True)
+        try:  # (no row left of a request that ended, nor of a stream whose head was sent)
+            assert db.execute("SELECT count(*) FROM openai_made").fetchone() == (0,)
+        finally:
+            db.close()
+    finally:
+        p.resume.set()
+        server.stop()
