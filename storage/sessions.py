@@ -19,6 +19,7 @@ from .ids import case_twin, check_id, held_twin, new_id
 from .keptrecords import drop_session_records
 from .lifecycle import Released, note_kept_in
 from .limits import check_active_limits
+from .missedmarks import IMPORT_END_INSERT
 from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
 from .quotalevel import quota_level
 from .search import PURGE_IF_INDEXED
@@ -224,6 +225,8 @@ class Sessions:
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
                 interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}
+                if row["tokens_used"] >= interval:  # its end noted, as an append's that passed a mark (missedmarks.py)
+                    await tx.execute(IMPORT_END_INSERT, (sid, self.c.device_id))
                 if row["tokens_used"] >= interval or status == "ended" or finish.get(sid, {}).get("checkpoint"):
                     ev["checkpoint_due"] = True
                 tx.emit(ev)

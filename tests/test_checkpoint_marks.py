@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from conftest import wait_for
 from sessiond.client.wsframes import AppendStream, frame
 from sessiond.storage.model import RemoteLog
@@ -242,3 +244,53 @@ async def test_an_extra_sqlite_reads_as_invalid_is_charged_as_the_append_charged
     # and an append of this device's that passes none after it is no mark
     assert (await _marked(db, sid, 5))[0] is False
     assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+
+
+async def _file_imported(db, monkeypatch, policy: dict, batch: int, status: str = "active") -> str:
+    """A session file of ten messages of 60 tokens each, each at its own time after the session was made (as an
+    export's are), imported in appends of `batch` messages; no checkpoint made (no daemon here: as a kill -9, or a
+    stop, before the import's own checkpoint ran)."""
+    from sessiond.daemon import formats
+
+    monkeypatch.setattr(formats, "APPEND_BATCH", batch)
+    t = 1_700_000_000.0
+    msgs = [
+        {"id": f"dev0-{i}", "chat": "main", "role": "user", "content": f"m{i}", "tokens": 60, "created_at": t + i}
+        for i in range(1, 11)
+    ]
+    session = {"id": "filed", "name": "filed", "created_at": t, "policy": policy, "status": status}
+    chats = [{"id": "main", "name": "main", "created_at": t}]
+    data = {"format": formats.JSON_FORMAT, "session": session, "chats": chats, "messages": msgs}
+    [made], _ = await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+    assert made["tokens_used"] == 600  # six marks of 100 passed, by one import
+    return made["id"]
+
+
+@pytest.mark.parametrize("status", ["active", "paused"])
+async def test_an_imports_checkpoint_lost_is_made_once_over_the_whole_import(devices, monkeypatch, status):
+    """An import from a file is due one checkpoint, over all of it, made as it ends (Operations.schedule_checkpoint,
+    in memory). Lost (a kill -9, a stop, a failure of that checkpoint), the start's walk (or the next mark's) took each
+    of the file's messages for an append of its own (each has its own time, after the session's creation as the file
+    gives it): one checkpoint per mark the file's tokens passed, six here, where the daemon that did not crash made
+    one. The import notes its end as an append that passed a mark does: the walk ends it there, as far as the log
+    went as it ended (a paused file's status is an operation after its messages), and makes the on-time one."""
+    a, _ = await devices.open()
+    db = devices.dba
+    sid = await _file_imported(db, monkeypatch, {"checkpoint_interval": INTERVAL_BIG}, 5000, status)
+    last = (await db.read_one("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, db.device_id)))[0]
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: last}])]
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: last}])]
+    made = await a.checkpoint_marks(sid)  # (as the start makes it)
+    assert [(k["messages"], k["tokens"]) for k in made] == [(10, 600)]
+    assert (await a.checkpoint_asked(sid))["made"] is False  # the one the import's own would have been
+
+
+async def test_an_imports_end_is_found_past_a_compaction_between_its_appends(db, monkeypatch):
+    """A long file goes in as several appends; a context budget compacts the chat between two (an operation of this
+    device's between their messages, a gap in the seqs): the import's end is still the one its first mark ends at."""
+    policy = {"checkpoint_interval": INTERVAL_BIG, "max_context_tokens": 250}
+    sid = await _file_imported(db, monkeypatch, policy, 4)
+    ops = await db.read_one("SELECT count(*) FROM ops WHERE session_id=? AND kind='chat.update'", (sid,))
+    assert ops[0] >= 1  # (compacted between the appends)
+    last = (await db.read_one("SELECT max(seq) FROM messages WHERE session_id=?", (sid,)))[0]
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: last}])]
