@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .activity import most_set_back
+from .activity import most_set_back, stamp
 from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access, new_session_ways
@@ -148,7 +148,7 @@ class Sessions:
         count, as they do not count a session paused or ended here (resuming it checks them)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
-        t = now()
+        t = stamp()  # (now(), read before the wait for the writer: its clock steps counted with it, activity.py)
         chats = spec.get("chats") or [
             {"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {}}
         ]
