@@ -24,7 +24,7 @@ import sqlite3
 from typing import Any
 
 from .connections import Connections
-from .model import CHARGE_SUM_SQL, DEFAULT_CHECKPOINT_INTERVAL, row_charge
+from .model import CHARGE_SUM_SQL, interval_sql, row_charge
 
 # Sessions whose tokens passed a mark after this device's latest checkpoint of them (the tokens then: the
 # session's count less the charge of the messages that checkpoint does not cover, each device's past its
@@ -37,7 +37,7 @@ from .model import CHARGE_SUM_SQL, DEFAULT_CHECKPOINT_INTERVAL, row_charge
 _CANDIDATES_OF = f"""
 WITH c AS (
   SELECT s.id, s.tokens_used AS used, s.created_at,
-    coalesce(nullif(json_extract(s.policy, '$.checkpoint_interval'), 0), {DEFAULT_CHECKPOINT_INTERVAL}) AS iv,
+    {interval_sql("s.policy")} AS iv,
     (SELECT frontier FROM checkpoints k WHERE k.session_id=s.id AND k.device_id=?1
       ORDER BY number DESC LIMIT 1) AS f
   FROM sessions s

@@ -20,7 +20,7 @@ from .keptrecords import drop_session_records
 from .lifecycle import Released, note_kept_in
 from .limits import check_active_limits
 from .missedmarks import IMPORT_END_INSERT
-from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
+from .model import JSON_FIELDS, checkpoint_interval, no_user_sql, now
 from .quotalevel import quota_level
 from .search import PURGE_IF_INDEXED
 from .unknown import no_session
@@ -223,7 +223,7 @@ class Sessions:
                 if status != "active":
                     await local_op(tx, self.c.device_id, sid, lamport, "session.update", {"status": status}, now())
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
-                interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
+                interval = checkpoint_interval(json.loads(row["policy"]))
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}
                 if row["tokens_used"] >= interval:  # its end noted, as an append's that passed a mark (missedmarks.py)
                     await tx.execute(IMPORT_END_INSERT, (sid, self.c.device_id))

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import wait_for
 from sessiond.client.wsframes import AppendStream, frame
-from sessiond.storage.model import RemoteLog
+from sessiond.storage.model import Op, RemoteLog
 
 MARKS = 10
 INTERVAL = 10
@@ -199,11 +199,11 @@ async def _pulled(db, sid: str, rows: list[tuple[int, str | None]]) -> None:
     await db.apply_remote(sid, {REMOTE: log})
 
 
-async def _marked(db, sid: str, tokens: int) -> tuple[bool, int]:
-    """An append of `tokens` by this device: whether it passed a mark (as the append judged), its last seq."""
+async def _marked(db, sid: str, tokens: int, interval: int = INTERVAL_BIG) -> tuple[bool, int]:
+    """An append of `tokens` by this device: whether it passed a mark of `interval`, its last seq."""
     before = (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0]
     [m] = await db.append_messages(sid, [{"role": "user", "content": "mine", "tokens": tokens}])
-    return before // INTERVAL_BIG != (before + tokens) // INTERVAL_BIG, m["seq"]
+    return before // interval != (before + tokens) // interval, m["seq"]
 
 
 async def test_a_mark_passed_then_another_devices_negative_tokens_still_gets_its_checkpoint(db):
@@ -294,3 +294,23 @@ async def test_an_imports_end_is_found_past_a_compaction_between_its_appends(db,
     assert ops[0] >= 1  # (compacted between the appends)
     last = (await db.read_one("SELECT max(seq) FROM messages WHERE session_id=?", (sid,)))[0]
     assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: last}])]
+
+
+@pytest.mark.parametrize("interval", ["100", 100.5, -100, True, 2**41])
+async def test_another_devices_interval_that_is_no_count_is_the_default_to_the_append_and_the_walk(db, interval):
+    """A session's checkpoint interval is a whole number from 1 (the API takes no other), but another device's
+    policy is stored as its operation gives it. The append read it in Python (`used // interval`: a text failed every
+    append here with a TypeError, a fraction or a negative one judged other marks), the walk of the marks due in SQL
+    and then int() (a text made it raise a ValueError: with a mark due, the start's finish_marks failed and the
+    daemon did not start). Both read such a value as no interval: the default, as for none."""
+    sid = (await db.create_session({"name": "odd", "policy": {"checkpoint_interval": INTERVAL_BIG}}))["id"]
+    t = (await db.read_one("SELECT created_at FROM sessions WHERE id=?", (sid,)))[0]
+    op = Op(sid, REMOTE, 1, 1000, "session.update", {"policy": {"checkpoint_interval": interval}}, t + 1)
+    await db.apply_remote(sid, {REMOTE: RemoteLog(REMOTE, [], [op], 1)})
+    assert await db.missed_checkpoints(sid) == []
+    await _marked(db, sid, 999, 1000)  # (the default: 1000)
+    assert await db.missed_checkpoints(sid) == []  # no mark passed, as the append judged it: no end noted
+    passed, end = await _marked(db, sid, 2, 1000)  # 999 -> 1001
+    assert passed and await db.read_one("SELECT 1 FROM mark_ends WHERE session_id=? AND seq=?", (sid, end))
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
