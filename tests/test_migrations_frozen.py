@@ -59,6 +59,7 @@ PINNED = [
     "f5df4e41773e0b97",  # (36: a message's context_tokens counted in its chat's context)
     "0ac61ab74e5338de",  # (37: openai_choices)
     "7205b3f13e5fa281",  # (38: a usage or response 35 set as a string on SQLite 3.54.1 an object again)
+    "70c6fca6be8ab3d5",  # (39: a session's or a chat's policy values the API would not take, from a pull, dropped)
 ]
 
 
