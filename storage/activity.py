@@ -12,8 +12,9 @@ now, the time it was by that clock. A stamp of an earlier run (no note) is judge
 between runs is unknown, and only a step forward while no daemon ran ages it.
 
 Noted by the writer's triggers (`watch`), whatever write sets the column (an append, an update, another device's
-writes arriving, a session made or imported), in the writer's transaction (an append's with the steps counted at
-its stamp's own read of the clock, `stamp`, not at its write: a step in between was lost); a note whose stamp is
+writes arriving, a session made or imported), in the writer's transaction (an append's, a session's or a chat's
+making, each read before its wait for the writer, with the steps counted at its stamp's own read of the clock,
+`stamp`, not at its write: a step in between was lost); a note whose stamp is
 not the row's (a transaction rolled back, a write the triggers did not see) is not used. One note a session (10,000
 sessions: a few MB at most), dropped with its session's row. Process-wide, as the clock is: notes of two databases
 in one process (the tests' devices) for one session disagree on its stamp, and each judges by its own stamp alone."""
@@ -34,11 +35,12 @@ DRIFT = 1.0
 # stepped(), it moved by the drift again after any step, and steps under DRIFT added up were lost for good.
 _counted = [0.0]
 _noted: dict[str, tuple[float, float]] = {}  # session id -> (its last_activity as stamped, counted() then)
-# An append's stamp -> counted() as of its very read of the wall clock (`stamp`), taken by the note of the row it is
-# written to. The trigger's own count was of the moment the append's statement ran, after its wait for the writer: a
-# step in between paired a stamp of before it with the count after it, and that stamp was never moved by that step
-# (a session written to a moment ago judged idle by the step). A stamp noted with no moment here (another writer's)
-# takes the trigger's count, as before; one never written (a refused append) is dropped with the rest at _MOMENTS.
+# An append's stamp (a session's or a chat's making's) -> counted() as of its very read of the wall clock (`stamp`),
+# taken by the note of the row it is written to. The trigger's own count was of the moment the statement ran, after
+# its wait for the writer: a step in between paired a stamp of before it with the count after it, and that stamp was
+# never moved by that step (a session written to a moment ago judged idle by the step). A stamp noted with no moment
+# here (another writer's) takes the trigger's count, as before; one never written (a refused append) is dropped with
+# the rest at _MOMENTS.
 _moments: dict[float, float] = {}
 _MOMENTS = 256
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from . import pulledpolicy
 from .errors import NotFound
 from .groupcommit import Transaction
 from .model import CHAT_FIELDS, JSON_FIELDS, PATCHABLE, SESSION_TEXTS, Op, dumps
@@ -78,6 +79,7 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
         fields = {k: b.get(k) for k in ("user", "name", "system_prompt", "model", "expires_at", "current_chat")}
         for k in JSON_FIELDS:
             fields[k] = dumps(b.get(k, [] if k in ("tags", "initial_messages") else {}))
+        fields["policy"] = dumps(pulledpolicy.kept(b.get("policy", {})))  # (as the API takes it: pulledpolicy.py)
         fields["status"] = "active"
         stamps = dict.fromkeys(fields, stamp)
         await tx.execute(
@@ -131,7 +133,7 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
                 continue
             if stamp_newer(stamp, stamps.get(k)):
                 stamps[k] = stamp
-                value = dumps(v) if k in JSON_FIELDS else v
+                value = dumps(pulledpolicy.kept(v) if k == "policy" else v) if k in JSON_FIELDS else v
                 if k in SESSION_TEXTS:
                     texts[k] = value
                 else:
@@ -155,7 +157,7 @@ async def apply_op(tx: Transaction, op: Op, early: list | None = None) -> None:
             "system_prompt": b.get("system_prompt"),
             "model": b.get("model"),
             "settings": b.get("settings") or {},
-            "policy": b.get("policy") or {},
+            "policy": pulledpolicy.kept(b.get("policy")),
             "created_at": b.get("created_at", op.created_at),
         }
         created = await tx.execute(
@@ -234,6 +236,8 @@ async def update_chat(tx: Transaction, op: Op, body: dict | None = None, keys: t
                 await set_chat_prompt(tx, op.session_id, b["chat"], v)
                 continue
             sets.append(f"{k}=?, ")
+            if k == "policy" and v is not None:
+                v = pulledpolicy.kept(v)
             args.append(dumps(v) if k in ("compacted", "policy", "settings") and v is not None else v)
     if changed:
         await tx.execute(

@@ -11,7 +11,7 @@ migration. (A VERSION behind SCHEMA_VERSION is never used: new databases are the
 
 from __future__ import annotations
 
-VERSION = 39
+VERSION = 40
 
 # sqlite_master's SQL, in its order
 SCHEMA: list[str] = [
@@ -362,7 +362,7 @@ END""",
 
 # the rows the migrations write
 ROWS: list[tuple[str, tuple]] = [
-    ("INSERT INTO schema_version VALUES (?)", (39,)),
+    ("INSERT INTO schema_version VALUES (?)", (40,)),
 ]
 
 # the PRAGMAs the migrations set (in the database file's header)

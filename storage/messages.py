@@ -36,11 +36,11 @@ from .expiry import expired_for_writes, refuse_expired, refuse_inactive
 from .groupcommit import Transaction
 from .messagereads import MessageReads
 from .model import (
-    DEFAULT_CHECKPOINT_INTERVAL,
     EXTRA_KEYS,
     PLAIN_KEYS,
     Op,
     charge,
+    checkpoint_interval,
     dumps,
     pushed_form,
 )
@@ -342,7 +342,7 @@ class Messages(MessageReads):
                 for m in out:
                     by_chat.setdefault(m["chat"], []).append(m["id"])
                 evs = [{"type": "messages.appended", "session": sid, "chat": c, "ids": i} for c, i in by_chat.items()]
-            interval = policy.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
+            interval = checkpoint_interval(policy)  # (another device's that is no interval: the default)
             # where an append that passed a checkpoint mark ended, for the start after a crash that loses the
             # checkpoint (missedmarks.py): the next append may be written in the same millisecond (an import's
             # checkpoint is made as it ends, over all of it)

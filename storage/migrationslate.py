@@ -3,7 +3,7 @@ on main is never edited: a change is a new one."""
 
 from __future__ import annotations
 
-from . import contextcount
+from . import contextcount, pulledpolicy
 
 # (migration 35, frozen with it) by field `k`: whether the message's extra holds it as a pull drops it
 # (storage/pulledextra.py). Those removed from the text (json_remove), the others kept as their text stands (was: the
@@ -209,4 +209,7 @@ LATE: list[str] = [
         last_lamport INTEGER NOT NULL
     );
     """,
+    # 40: a session's or a chat's policy as another device's operations gave it, kept as the API takes it (a value it
+    # would not take failed every append here): the rows of earlier pulls (storage/pulledpolicy.py)
+    pulledpolicy.MIGRATION,
 ]

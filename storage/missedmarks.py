@@ -18,12 +18,13 @@ told by its time alone, as before."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 from typing import Any
 
 from .connections import Connections
-from .model import CHARGE_SUM_SQL, DEFAULT_CHECKPOINT_INTERVAL, row_charge
+from .model import CHARGE_SUM_SQL, interval_sql, row_charge
 
 # Sessions whose tokens passed a mark after this device's latest checkpoint of them (the tokens then: the
 # session's count less the charge of the messages that checkpoint does not cover, each device's past its
@@ -36,7 +37,7 @@ from .model import CHARGE_SUM_SQL, DEFAULT_CHECKPOINT_INTERVAL, row_charge
 _CANDIDATES_OF = f"""
 WITH c AS (
   SELECT s.id, s.tokens_used AS used, s.created_at,
-    coalesce(nullif(json_extract(s.policy, '$.checkpoint_interval'), 0), {DEFAULT_CHECKPOINT_INTERVAL}) AS iv,
+    {interval_sql("s.policy")} AS iv,
     (SELECT frontier FROM checkpoints k WHERE k.session_id=s.id AND k.device_id=?1
       ORDER BY number DESC LIMIT 1) AS f
   FROM sessions s
@@ -76,6 +77,15 @@ _SINCE = (
     " WHERE m.session_id=?1 AND m.device_id=?2 AND m.seq > ?3"
 )
 _ENDS = "SELECT seq FROM mark_ends WHERE session_id=?"
+# An import's end (a file's, a fork's: its log as the import ends, a file's status and compaction the operations
+# after its last message), noted when its tokens passed a mark: it is due one checkpoint over all of it (made as it
+# ends, in memory). Its messages keep their own times, after the session's creation as a file gives it: lost (a
+# kill -9, a stop, a failure), the checkpoint was found by the walk as one per mark the file passed, each message
+# taken for an append of its own. A noted end is this device's last message at or before it (_ended).
+IMPORT_END_INSERT = (
+    "INSERT OR IGNORE INTO mark_ends(session_id, seq) SELECT ?1, last_seq FROM logs"
+    " WHERE session_id=?1 AND device_id=?2"
+)
 
 
 async def missed_checkpoints(c: Connections, sid: str | None = None) -> list[tuple[str, list[dict[str, int]]]]:
@@ -96,11 +106,12 @@ def _due(conn: sqlite3.Connection, own: str, one: str | None) -> list[tuple[str,
             logs: dict[str, int] = dict(
                 cur.execute("SELECT device_id, last_seq FROM logs WHERE session_id=?", (sid,)).fetchall()
             )
-            ends = {seq for (seq,) in cur.execute(_ENDS, (sid,)).fetchall()}
+            ends = [seq for (seq,) in cur.execute(_ENDS, (sid,)).fetchall()]
             rows: list[Any] = []
             for device in logs:
                 since = cur.execute(_SINCE, (sid, device, done.get(device, 0))).fetchall()
-                rows += [(*r, device == own and r[2] in ends) for r in since]
+                at = _ended(since, ends) if device == own else {}
+                rows += [(*r, at.get(r[2], 0)) for r in since]
             rows.sort()  # in the order they were written here: an append's `used` counted those before it
             cuts = _cuts(own, int(used), float(created), int(iv), done, logs, rows)
             if cuts:
@@ -149,12 +160,26 @@ def _cuts(
     return cuts
 
 
+def _ended(since: list[tuple], ends: list[int]) -> dict[int, int]:
+    """{seq: noted end} of this device's messages `since` that end an append that passed a mark: for each noted end
+    (an append's last message; an import's log as it ended, operations after its last message), the last message at
+    or before it."""
+    seqs = sorted(r[2] for r in since)
+    out: dict[int, int] = {}
+    for end in ends:
+        i = bisect.bisect_right(seqs, end)
+        if i:
+            out[seqs[i - 1]] = max(end, out.get(seqs[i - 1], 0))
+    return out
+
+
 def _noted_end(rows: list[tuple], j: int) -> int:
     """Where the append that passed a mark in rows[:j] ended: j, or, when rows[j-1] is not a noted end, the
     noted end this device's messages right after it come to (an append with its messages' own times, a
-    re-import's tail, is not one time); j when none does (an append before the mark's ends were noted)."""
+    re-import's tail, is not one time; an import, in appends of APPEND_BATCH messages, with its own operations
+    between them: a compaction); j when none does (an append before the mark's ends were noted)."""
     k = j
-    while k < len(rows) and not rows[k - 1][6] and rows[k][1] == rows[j - 1][1] and rows[k][2] == rows[k - 1][2] + 1:
+    while k < len(rows) and not rows[k - 1][6] and rows[k][1] == rows[j - 1][1]:
         k += 1
     return k if rows[k - 1][6] else j
 
@@ -173,5 +198,6 @@ def _frontier(rows: list[tuple], upto: int, done: dict[str, int], logs: dict[str
     for d, last in logs.items():
         if d not in later:
             frontier[d] = last
-    frontier[rows[upto - 1][1]] = rows[upto - 1][2]  # this device's: that append's last message, as its log then
+    # this device's: that append's last message, as its log then (an import's: its log as it ended, noted)
+    frontier[rows[upto - 1][1]] = rows[upto - 1][6] or rows[upto - 1][2]
     return frontier

@@ -88,6 +88,23 @@ PLAIN_KEYS = frozenset({"role", "content", "tokens", "chat"})  # a message with 
 # goes on from here.
 MESSAGE_OWN_KEYS = frozenset({"id", "chat", "role", "content", "tokens", "created_at", "device", "seq", "lamport"})
 DEFAULT_CHECKPOINT_INTERVAL = 1000
+_INTERVAL_MAX = 1 << 40  # (api/types.py MAX_TOKENS, the most the API takes)
+
+
+def checkpoint_interval(policy: dict) -> int:
+    """A session's checkpoint interval: its policy's, a whole number from 1 to 2^40 as the API takes it, else (none,
+    or another device's value that is no such number) the default. INTERVAL_SQL reads it the same."""
+    n = policy.get("checkpoint_interval")
+    return n if type(n) is int and 1 <= n <= _INTERVAL_MAX else DEFAULT_CHECKPOINT_INTERVAL
+
+
+def interval_sql(policy: str) -> str:
+    """SQL: checkpoint_interval() of the policy JSON text `policy` (SQL)."""
+    n = f"json_extract({policy}, '$.checkpoint_interval')"
+    return (
+        f"CASE WHEN json_type({policy}, '$.checkpoint_interval') = 'integer' AND {n} BETWEEN 1 AND {_INTERVAL_MAX}"
+        f" THEN {n} ELSE {DEFAULT_CHECKPOINT_INTERVAL} END"
+    )
 
 
 def now() -> float:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .activity import most_set_back
+from .activity import most_set_back, stamp
 from .apply import local_op
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access, new_session_ways
@@ -19,7 +19,8 @@ from .ids import case_twin, check_id, held_twin, new_id
 from .keptrecords import drop_session_records
 from .lifecycle import Released, note_kept_in
 from .limits import check_active_limits
-from .model import DEFAULT_CHECKPOINT_INTERVAL, JSON_FIELDS, no_user_sql, now
+from .missedmarks import IMPORT_END_INSERT
+from .model import JSON_FIELDS, checkpoint_interval, no_user_sql, now
 from .quotalevel import quota_level
 from .search import PURGE_IF_INDEXED
 from .unknown import no_session
@@ -147,7 +148,7 @@ class Sessions:
         count, as they do not count a session paused or ended here (resuming it checks them)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
-        t = now()
+        t = stamp()  # (now(), read before the wait for the writer: its clock steps counted with it, activity.py)
         chats = spec.get("chats") or [
             {"id": "main", "name": "main", "system_prompt": None, "model": None, "settings": {}}
         ]
@@ -222,8 +223,10 @@ class Sessions:
                 if status != "active":
                     await local_op(tx, self.c.device_id, sid, lamport, "session.update", {"status": status}, now())
                 await tx.execute("UPDATE sessions SET importing=0 WHERE id=?", (sid,))
-                interval = json.loads(row["policy"]).get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL
+                interval = checkpoint_interval(json.loads(row["policy"]))
                 ev: dict[str, Any] = {"type": "session.created", "session": sid}
+                if row["tokens_used"] >= interval:  # its end noted, as an append's that passed a mark (missedmarks.py)
+                    await tx.execute(IMPORT_END_INSERT, (sid, self.c.device_id))
                 if row["tokens_used"] >= interval or status == "ended" or finish.get(sid, {}).get("checkpoint"):
                     ev["checkpoint_due"] = True
                 tx.emit(ev)

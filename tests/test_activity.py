@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from clocks import DAY, in_process
 from sessiond.storage import activity
 from sessiond.storage.clock import set_test_clock, wall
@@ -75,6 +77,40 @@ async def test_a_step_between_an_appends_stamp_and_its_write_still_moves_its_las
         monkeypatch.setattr(messages, "expired_for_writes", real)
         judged = (await db.get_session(sid))["last_activity"]
         assert abs(judged - wall()) < 5, (judged, wall())  # written seconds ago, not an hour
+        assert await db.expired(wall()) == []
+        assert await db.older_than(wall() - 1800) == []
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("made", ["session", "chat"])
+async def test_a_step_between_a_makings_stamp_and_its_write_still_moves_its_last_activity(tmp_path, monkeypatch, made):
+    """As an append's: a session's or a chat's making reads its stamp (now()) before its transaction reaches the
+    writer, and a step of an hour forward in between paired a stamp of before it with the count after it. A session
+    made (or given a chat) a moment before was judged an hour idle: its idle timeout passed (the clean-up ending it,
+    its next append refused as expired), `cleanup --older-than 30m` deleting it."""
+    from sessiond.storage import chats, sessions
+
+    path = str(tmp_path / "clock")
+    in_process(monkeypatch, path, 0.0)
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        module, name = (sessions, "held_twin") if made == "session" else (chats, "refuse_taken_name")
+        real = getattr(module, name)
+
+        async def step_then_look(*args, **kw):  # (in the making's transaction: its stamp read, no row written)
+            set_test_clock(path, HOUR)  # (stepped an hour on)
+            return await real(*args, **kw)
+
+        if made == "session":
+            monkeypatch.setattr(module, name, step_then_look)
+        sid = (await db.create_session({"policy": {"idle_timeout": 600}}))["id"]
+        if made == "chat":
+            monkeypatch.setattr(module, name, step_then_look)
+            await db.create_chat(sid, {"name": "another"})
+        monkeypatch.setattr(module, name, real)
+        judged = (await db.get_session(sid))["last_activity"]
+        assert abs(judged - wall()) < 5, (judged, wall())  # made seconds ago, not an hour
         assert await db.expired(wall()) == []
         assert await db.older_than(wall() - 1800) == []
     finally:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from conftest import wait_for
 from sessiond.client.wsframes import AppendStream, frame
-from sessiond.storage.model import RemoteLog
+from sessiond.storage.model import Op, RemoteLog
 
 MARKS = 10
 INTERVAL = 10
@@ -197,11 +199,11 @@ async def _pulled(db, sid: str, rows: list[tuple[int, str | None]]) -> None:
     await db.apply_remote(sid, {REMOTE: log})
 
 
-async def _marked(db, sid: str, tokens: int) -> tuple[bool, int]:
-    """An append of `tokens` by this device: whether it passed a mark (as the append judged), its last seq."""
+async def _marked(db, sid: str, tokens: int, interval: int = INTERVAL_BIG) -> tuple[bool, int]:
+    """An append of `tokens` by this device: whether it passed a mark of `interval`, its last seq."""
     before = (await db.read_one("SELECT tokens_used FROM sessions WHERE id=?", (sid,)))[0]
     [m] = await db.append_messages(sid, [{"role": "user", "content": "mine", "tokens": tokens}])
-    return before // INTERVAL_BIG != (before + tokens) // INTERVAL_BIG, m["seq"]
+    return before // interval != (before + tokens) // interval, m["seq"]
 
 
 async def test_a_mark_passed_then_another_devices_negative_tokens_still_gets_its_checkpoint(db):
@@ -242,3 +244,73 @@ async def test_an_extra_sqlite_reads_as_invalid_is_charged_as_the_append_charged
     # and an append of this device's that passes none after it is no mark
     assert (await _marked(db, sid, 5))[0] is False
     assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+
+
+async def _file_imported(db, monkeypatch, policy: dict, batch: int, status: str = "active") -> str:
+    """A session file of ten messages of 60 tokens each, each at its own time after the session was made (as an
+    export's are), imported in appends of `batch` messages; no checkpoint made (no daemon here: as a kill -9, or a
+    stop, before the import's own checkpoint ran)."""
+    from sessiond.daemon import formats
+
+    monkeypatch.setattr(formats, "APPEND_BATCH", batch)
+    t = 1_700_000_000.0
+    msgs = [
+        {"id": f"dev0-{i}", "chat": "main", "role": "user", "content": f"m{i}", "tokens": 60, "created_at": t + i}
+        for i in range(1, 11)
+    ]
+    session = {"id": "filed", "name": "filed", "created_at": t, "policy": policy, "status": status}
+    chats = [{"id": "main", "name": "main", "created_at": t}]
+    data = {"format": formats.JSON_FORMAT, "session": session, "chats": chats, "messages": msgs}
+    [made], _ = await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+    assert made["tokens_used"] == 600  # six marks of 100 passed, by one import
+    return made["id"]
+
+
+@pytest.mark.parametrize("status", ["active", "paused"])
+async def test_an_imports_checkpoint_lost_is_made_once_over_the_whole_import(devices, monkeypatch, status):
+    """An import from a file is due one checkpoint, over all of it, made as it ends (Operations.schedule_checkpoint,
+    in memory). Lost (a kill -9, a stop, a failure of that checkpoint), the start's walk (or the next mark's) took each
+    of the file's messages for an append of its own (each has its own time, after the session's creation as the file
+    gives it): one checkpoint per mark the file's tokens passed, six here, where the daemon that did not crash made
+    one. The import notes its end as an append that passed a mark does: the walk ends it there, as far as the log
+    went as it ended (a paused file's status is an operation after its messages), and makes the on-time one."""
+    a, _ = await devices.open()
+    db = devices.dba
+    sid = await _file_imported(db, monkeypatch, {"checkpoint_interval": INTERVAL_BIG}, 5000, status)
+    last = (await db.read_one("SELECT last_seq FROM logs WHERE session_id=? AND device_id=?", (sid, db.device_id)))[0]
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: last}])]
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: last}])]
+    made = await a.checkpoint_marks(sid)  # (as the start makes it)
+    assert [(k["messages"], k["tokens"]) for k in made] == [(10, 600)]
+    assert (await a.checkpoint_asked(sid))["made"] is False  # the one the import's own would have been
+
+
+async def test_an_imports_end_is_found_past_a_compaction_between_its_appends(db, monkeypatch):
+    """A long file goes in as several appends; a context budget compacts the chat between two (an operation of this
+    device's between their messages, a gap in the seqs): the import's end is still the one its first mark ends at."""
+    policy = {"checkpoint_interval": INTERVAL_BIG, "max_context_tokens": 250}
+    sid = await _file_imported(db, monkeypatch, policy, 4)
+    ops = await db.read_one("SELECT count(*) FROM ops WHERE session_id=? AND kind='chat.update'", (sid,))
+    assert ops[0] >= 1  # (compacted between the appends)
+    last = (await db.read_one("SELECT max(seq) FROM messages WHERE session_id=?", (sid,)))[0]
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: last}])]
+
+
+@pytest.mark.parametrize("interval", ["100", 100.5, -100, True, 2**41])
+async def test_another_devices_interval_that_is_no_count_is_the_default_to_the_append_and_the_walk(db, interval):
+    """A session's checkpoint interval is a whole number from 1 (the API takes no other), but another device's
+    policy is stored as its operation gives it. The append read it in Python (`used // interval`: a text failed every
+    append here with a TypeError, a fraction or a negative one judged other marks), the walk of the marks due in SQL
+    and then int() (a text made it raise a ValueError: with a mark due, the start's finish_marks failed and the
+    daemon did not start). Both read such a value as no interval: the default, as for none."""
+    sid = (await db.create_session({"name": "odd", "policy": {"checkpoint_interval": INTERVAL_BIG}}))["id"]
+    t = (await db.read_one("SELECT created_at FROM sessions WHERE id=?", (sid,)))[0]
+    op = Op(sid, REMOTE, 1, 1000, "session.update", {"policy": {"checkpoint_interval": interval}}, t + 1)
+    await db.apply_remote(sid, {REMOTE: RemoteLog(REMOTE, [], [op], 1)})
+    assert await db.missed_checkpoints(sid) == []
+    await _marked(db, sid, 999, 1000)  # (the default: 1000)
+    assert await db.missed_checkpoints(sid) == []  # no mark passed, as the append judged it: no end noted
+    passed, end = await _marked(db, sid, 2, 1000)  # 999 -> 1001
+    assert passed and await db.read_one("SELECT 1 FROM mark_ends WHERE session_id=? AND seq=?", (sid, end))
+    assert await db.missed_checkpoints(sid) == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
+    assert await db.missed_checkpoints() == [(sid, [{db.c.device_id: end, REMOTE: 1}])]
