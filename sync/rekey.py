@@ -28,11 +28,10 @@ from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
+from .rekeykept import by_kept
 from .rekeynotice import RekeyNotices
 from .rekeyowed import OwedPush
-from .rekeyproof import (
-    same_notice,
-)
+from .rekeyproof import same_notice
 from .slotrestore import served_stale
 
 log = logging.getLogger("sessiond.sync")
@@ -291,13 +290,14 @@ class Rekeyer:
             # dropped). Not on a mirror: there the notice ranked first of two of one revision (two rekeys at once,
             # each killed between its stores) is written again a revision on by its author's resume, so another
             # device's rekey that won is past `r` too (mirrorstrict.py): only `p` says this one was published. Nor
-            # for the notice of a writer this rekey keeps, which may be past `r` with this one never taken (_by_kept)
+            # for the notice of a writer this rekey keeps (its log claims it), which may be past `r` with this one never
+            # taken (rekeykept.by_kept)
             sent = record.get("p") or (
                 replaced
                 and slot is store
                 and isinstance(record.get("r"), int)
                 and rev > record["r"]
-                and not self._by_kept(notice, members, record)
+                and not await by_kept(self.ctx, sid, notice, store, members, record, old_announce)
             )
             if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
@@ -348,18 +348,6 @@ class Rekeyer:
             self._published(sid, record)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
-
-    @staticmethod
-    def _by_kept(notice: dict | None, members: list[dict], record: dict) -> bool:
-        """Whether `notice` (another than this device's rekey `record`'s, in the old slot past the revision that
-        rekey's notice was sent for) is the rekey of a writer `record` keeps: the old slot lists its author under
-        one head key, one of those. Such a writer does not write over a notice (a dropped one would: it is left out
-        of the new generation), and its own rekey's notice may be past that revision without this one's ever taken:
-        written again by its author's retry, or by a device that took it with what it carried over (rekeycarried).
-        That rekey came first (was: this one finished, its notice in no store: the device left alone on its key)."""
-        author = notice.get("d") if notice is not None else None
-        heads = {bytes(m["head_pk"]) for m in members if author is not None and m.get("device_id") == author}
-        return len(heads) == 1 and heads <= {bytes(m["k"]) for m in record.get("m", [])}
 
     def _published(self, sid: str, record: dict) -> None:
         """This device's rekey `record`'s notice is in the old slot: its record says so (`p`), so that a resume

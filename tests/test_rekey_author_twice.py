@@ -267,3 +267,51 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
     for s in (a, b):
         assert s.ctx.keys.session_key(sid) == taken != forged
     assert a.ctx.keys.rekey_pending(sid) is None
+
+
+async def test_the_author_killed_as_the_store_took_its_notice_checks_a_kept_writers_claim(devices, monkeypatch):
+    """A's rekey keeps B and drops C; A is killed as the store took its notice, before its record noted it published
+    (`r` noted, no `p`). C, dropped, writes the old slot one revision on with a notice of its own naming B, a writer
+    A's rekey keeps, as its author. A's restart took any notice by a kept writer past `r` for that writer's rekey that
+    came first (its notice written again a revision on), without the check a pull makes: it gave its rekey up for a
+    notice B's log does not claim, which no device takes (the session jammed, A on the old key). The claim checked,
+    C's notice is a forgery written over A's: A finishes its own rekey."""
+    from test_rekey_forgery import _forge
+
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared("kept writer named", write=True)
+    dbc, c = await devices._device("c", None, {})
+    await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    for db, s in ((devices.dbb, b), (dbc, c)):  # (B and C writers: listed in the slot)
+        await db.append_messages(sid, [{"role": "user", "content": "writes"}])
+        await s.pusher.push(sid)
+    await a.pull(sid)
+    store = await a.ctx.store_for(sid)
+    slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    real_set_head = store.set_head
+
+    async def taken_then_killed(entry, *args, **kw):
+        await real_set_head(entry, *args, **kw)
+        if entry.pk == slot:  # (A's notice: the store took it, A killed before the answer reached it)
+            raise _Killed("set_head")
+
+    monkeypatch.setattr(store, "set_head", taken_then_killed)
+    with pytest.raises(_Killed):
+        await a.rekey(sid, drop=[dbc.device_id])
+    monkeypatch.setattr(store, "set_head", real_set_head)
+    await _killed(devices)
+    raw = a.ctx.keys.rekey_pending(sid)
+    assert raw is not None and not dagcbor.decode(raw).get("p")
+    mine = bytes(dagcbor.decode(raw)["k"])
+    home = os.path.join(devices.tmp, "forger")  # (C's keys, as the forger's home holds them)
+    os.makedirs(home)
+    os.symlink(os.path.join(devices.tmp, "kc"), os.path.join(home, "keys"))
+    forged = await _forge(devices.store_path, home, sid, devices.dbb.device_id, claim=True)
+    a = await _restarted(devices)
+    for _ in range(2):  # (the restart's pull: the rekey finished, then the slot read again)
+        with contextlib.suppress(ImportError_):
+            await a.pull(sid)
+    # main: A gave its rekey up (claim withdrawn), on the old key, the slot holding a notice no device takes
+    assert a.ctx.keys.session_key(sid) == mine != forged
+    assert a.ctx.keys.rekey_pending(sid) is None
