@@ -28,6 +28,7 @@ from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
+from .rekeyjoined import joined_apart, rekeyed_with_joined, with_joined
 from .rekeykept import by_kept
 from .rekeynotice import RekeyNotices
 from .rekeyowed import OwedPush
@@ -96,7 +97,15 @@ class Rekeyer:
                     restored = await self.members.restore(sid)
                     if restored:
                         continue
+                joined = None
                 if notice is not None and tried is not None and same_notice(notice, tried[0]):
+                    # a writer that joined on another store of the mirror at the notice's revision: the notice made
+                    # again with it boxed, as on one store (rekeyjoined.py); it was written again as it was, the
+                    # writer left out
+                    joined = await joined_apart(self.members, slot, sid, old_key, old_announce, tried[2])
+                if joined is not None:
+                    members, frozen, notice = with_joined(members, joined), joined.frozen, None
+                elif notice is not None and tried is not None and same_notice(notice, tried[0]):
                     # this rekey's own, the highest of every store of a mirror (the one each device reads there):
                     # written again a revision on, so that the stores that refused it (holding another entry of that
                     # revision, another device's notice perhaps, which gives way) hold it too, and finished once
@@ -321,6 +330,14 @@ class Rekeyer:
                 # revision on) to every store, and only then counted as published
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 carried: Sequence[dict] = ()
+                joined = (
+                    None
+                    if notice is None
+                    else await joined_apart(self.members, read, sid, old_key, old_announce, members)
+                )
+                if joined is not None:  # (a writer joined on another store at its revision: boxed, rekeyjoined.py)
+                    members, notice = rekeyed_with_joined(self.notices, sid, record, members, joined), None
+                    ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
                 if notice is None:
                     try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                         # given up, as it would be refused at every resume
