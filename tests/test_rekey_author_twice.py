@@ -269,13 +269,15 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
     assert a.ctx.keys.rekey_pending(sid) is None
 
 
-async def test_the_author_killed_as_the_store_took_its_notice_checks_a_kept_writers_claim(devices, monkeypatch):
+@pytest.mark.parametrize("b_took", [False, True])
+async def test_the_author_killed_as_the_store_took_its_notice_checks_a_kept_writers_claim(devices, monkeypatch, b_took):
     """A's rekey keeps B and drops C; A is killed as the store took its notice, before its record noted it published
     (`r` noted, no `p`). C, dropped, writes the old slot one revision on with a notice of its own naming B, a writer
     A's rekey keeps, as its author. A's restart took any notice by a kept writer past `r` for that writer's rekey that
     came first (its notice written again a revision on), without the check a pull makes: it gave its rekey up for a
     notice B's log does not claim, which no device takes (the session jammed, A on the old key). The claim checked,
-    C's notice is a forgery written over A's: A finishes its own rekey."""
+    C's notice is a forgery written over A's: A finishes its own rekey. `b_took`: B took A's notice before C wrote, its
+    log gone on under A's new key (read under it: else taken for B gone on to a rekey of its own)."""
     from test_rekey_forgery import _forge
 
     a, b = await devices.open()
@@ -304,6 +306,10 @@ async def test_the_author_killed_as_the_store_took_its_notice_checks_a_kept_writ
     raw = a.ctx.keys.rekey_pending(sid)
     assert raw is not None and not dagcbor.decode(raw).get("p")
     mine = bytes(dagcbor.decode(raw)["k"])
+    if b_took:
+        with contextlib.suppress(ImportError_):  # (the new slot as B reads it is not this test's)
+            await b.pull(sid)
+        assert b.ctx.keys.session_key(sid) == mine
     home = os.path.join(devices.tmp, "forger")  # (C's keys, as the forger's home holds them)
     os.makedirs(home)
     os.symlink(os.path.join(devices.tmp, "kc"), os.path.join(home, "keys"))
