@@ -330,9 +330,9 @@ class Rekeyer:
                 # revision on) to every store, and only then counted as published
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 carried: Sequence[dict] = ()
-                joined = (
+                joined = (  # (not for a rekey that kept no other writer, an unshare: one that joined is not kept)
                     None
-                    if notice is None
+                    if notice is None or not record["m"]
                     else await joined_apart(self.members, read, sid, old_key, old_announce, members)
                 )
                 if joined is not None:  # (a writer joined on another store at its revision: boxed, rekeyjoined.py)

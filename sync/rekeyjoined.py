@@ -58,10 +58,9 @@ def rekeyed_with_joined(
 ) -> list[dict]:
     """A resumed rekey's `record` whose notice (old slot's writers `listed`) is to be written again over a store holding
     `read` (joined_apart): its notice made again, the same keys, with a box for each writer `read` adds (the new
-    generation's writers, its "m", with them), unless it kept no other writer (an `unshare`, or every other writer
-    dropped: one that joined is no more kept than they were). Returns the writers the notice's slot lists."""
-    if not record["m"]:
-        return listed
+    generation's writers, its "m", with them). Returns the writers the notice's slot lists. (Not for a record that
+    kept no other writer, an `unshare` or every other writer dropped: one that joined is no more kept than they
+    were.)"""
     added = with_joined(listed, read)[len(listed) :]
     record["m"] = [*record["m"], *member_entries(added)]
     frozen = dagcbor.decode(record["n"]).get("f", [])  # (the frozen logs the notice claimed: claimed again)

@@ -427,9 +427,11 @@ async def test_a_writer_joining_on_one_store_at_the_notice_s_revision_is_kept(tm
         await _closed(dba, a, dbb, b)
 
 
-async def test_a_rekey_killed_as_a_writer_joined_on_the_other_store_keeps_it_at_its_resume(tmp_path):
+@pytest.mark.parametrize("unshared", [False, True])
+async def test_a_rekey_killed_as_a_writer_joined_on_the_other_store_keeps_it_at_its_resume(tmp_path, unshared):
     """As above, A killed as the second store refused its notice (C's write there first): A's resume found its notice
-    the highest, on one store only, and wrote it again a revision on to both as it was, with no box for C."""
+    the highest, on one store only, and wrote it again a revision on to both as it was, with no box for C.
+    `unshared`: an `unshare` (every other writer dropped) boxes no writer that joined: C no more than B."""
     sid, (dba, a, a_first, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
     slot = await _slot_pk(dba, sid)
     c_pk, writers = _writers_and(dba, a, dbb, b, sid)
@@ -452,11 +454,18 @@ async def test_a_rekey_killed_as_a_writer_joined_on_the_other_store_keeps_it_at_
     a_first.set_head, a_second.set_head = one, other  # type: ignore[method-assign]
     try:
         with pytest.raises(_Killed):
-            await a.rekey(sid)
+            await (a.unshare(sid, None) if unshared else a.rekey(sid))
         _back(a_first)
         _back(a_second)
         _pending_unpublished(a, sid)
         await a.pull(sid)  # (its resume)
-        await _kept_joiner(tmp_path, a, b, sid, c_pk, old_key, slot)
+        if not unshared:
+            await _kept_joiner(tmp_path, a, b, sid, c_pk, old_key, slot)
+            return
+        assert a.ctx.keys.rekey_pending(sid) is None and a.ctx.keys.session_key(sid) != old_key
+        first, second = await _heads(tmp_path, slot)
+        assert first == second, (first, second)
+        notice = (await a.members.read_apart(FileStore(str(tmp_path / "first")), sid, old_key, slot[1:])).notice
+        assert notice is not None and [bytes(x["k"]) for x in notice["b"]] == [a.ctx.keys.head_pk(sid)]
     finally:
         await _closed(dba, a, dbb, b)
