@@ -28,7 +28,7 @@ from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
-from .rekeyjoined import joined_apart, rekeyed_with_joined, with_joined
+from .rekeyjoined import joined_apart, made_before, rekeyed_with_joined, with_joined, with_kept
 from .rekeykept import by_kept
 from .rekeynotice import RekeyNotices
 from .rekeyowed import OwedPush
@@ -291,6 +291,14 @@ class Rekeyer:
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             replaced = notice is not None and not same_notice(notice, record)
+            if (
+                notice is not None
+                and replaced
+                and made_before(sid, notice, record, ctx.keys.head_pk(sid), ctx.keys.head_key(sid))
+            ):
+                # this rekey's first notice, made again since for a writer that joined (rekeyjoined.py): the record's
+                # written over it, claimed, with the writers it boxes
+                replaced, notice, members = False, None, with_kept(members, record)
             # published (`p`); or killed as the store took its notice, before its record noted it: the slot is past
             # the revision the notice was sent for (`r`, noted just before: NoticeWriter.publish), which the notice
             # took then (a device whose rekey came first took that revision itself: a store refuses a second entry

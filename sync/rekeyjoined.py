@@ -10,13 +10,16 @@ joiner is found, so that the notice is made again with it boxed, as on one store
 
 from __future__ import annotations
 
+from nacl.signing import SigningKey
+
 from . import dagcbor
 from .errors import ImportError_
 from .members import Members, SlotRead
-from .membersobject import member_entries
+from .membersobject import member_device, member_entries
 from .mirror import highest
 from .mirrorstrict import EveryStore
 from .rekeynotice import RekeyNotices
+from .rekeyproof import open_box
 
 
 async def joined_apart(
@@ -66,3 +69,24 @@ def rekeyed_with_joined(
     frozen = dagcbor.decode(record["n"]).get("f", [])  # (the frozen logs the notice claimed: claimed again)
     record["n"] = dagcbor.encode(notices.notice(sid, record, frozen))
     return [*listed, *added]
+
+
+def made_before(sid: str, notice: dict, record: dict, head_pk: bytes, head_key: SigningKey) -> bool:
+    """Whether `notice`, in the old slot in place of the one `record` holds, is one this rekey made before it (the same
+    keys: its box for this device, head key `head_pk`, gives the record's new key and announce key; no other device
+    has them but those it boxed): a notice made again for a writer that joined, killed before it was out, the first
+    still the highest. Written over with the record's, as this rekey's own (was: taken for another device's rekey
+    that came first, the rekey given up and its claim withdrawn, the slot left holding a notice no device takes)."""
+    try:
+        box = open_box(notice, head_pk, head_key, sid)
+    except ImportError_:
+        return False
+    return box is not None and bytes(box["k"]) == record["k"] and bytes(box["a"]) == notice.get("a") == record["a"]
+
+
+def with_kept(listed: list[dict], record: dict) -> list[dict]:
+    """`listed` and the writers `record` keeps (its "m") it lacks, after them: the old slot's writers with a writer
+    that joined and that a notice made again boxes."""
+    known = {bytes(m["head_pk"]) for m in listed}
+    kept = [{"head_pk": bytes(m["k"]), "device_id": member_device(m.get("d"))} for m in record["m"]]
+    return [*listed, *(m for m in kept if m["head_pk"] not in known)]

@@ -399,12 +399,17 @@ def _writers_and(dba: Database, a: Syncer, dbb: Database, b: Syncer, sid: str) -
     ]
 
 
-async def test_a_writer_joining_on_one_store_at_the_notice_s_revision_is_kept(tmp_path):
+@pytest.mark.parametrize("killed", [False, True])
+async def test_a_writer_joining_on_one_store_at_the_notice_s_revision_is_kept(tmp_path, monkeypatch, killed):
     """C joins (its write of the slot lists A, B and C) on the second store at the revision A's notice is sent for, just
     before A's notice reaches it: the first store takes the notice, the second refuses it. A's notice ranks first of
     the two, and A wrote it again a revision on to both stores as it was: with no box for C, which its write of the slot
     had made a writer (was: left out of a rekey asked to drop no one, C took itself for revoked). The notice is made
-    again with C boxed (the same keys), and the new slot lists C."""
+    again with C boxed (the same keys), and the new slot lists C. `killed`: A killed once its record holds the notice
+    made again, before it is out; its resume found the first one the highest, its own but not its record's: taken for
+    another device's rekey that came first, the rekey given up and the claim withdrawn (a notice no device takes)."""
+    from sessiond.sync import rekey as rekey_module
+
     sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
     slot = await _slot_pk(dba, sid)
     c_pk, writers = _writers_and(dba, a, dbb, b, sid)
@@ -419,19 +424,36 @@ async def test_a_writer_joining_on_one_store_at_the_notice_s_revision_is_kept(tm
         return await FileStore.set_head(a_second, entry)
 
     a_second.set_head = joined_first  # type: ignore[method-assign]
+    pending: list[str] = []
+
+    def made_again(name: str) -> None:  # (the second record of the rekey: the notice made again)
+        if name == "rekey:pending":
+            pending.append(name)
+            if len(pending) == 2 and killed:
+                raise _Killed(name)
+
+    monkeypatch.setattr(rekey_module, "crash_point", made_again)
     try:
-        await a.rekey(sid)
+        with pytest.raises(_Killed) if killed else contextlib.nullcontext():
+            await a.rekey(sid)
         _back(a_second)
+        if killed:
+            await a.pull(sid)  # (its resume)
         await _kept_joiner(tmp_path, a, b, sid, c_pk, old_key, slot)
     finally:
         await _closed(dba, a, dbb, b)
 
 
-@pytest.mark.parametrize("unshared", [False, True])
-async def test_a_rekey_killed_as_a_writer_joined_on_the_other_store_keeps_it_at_its_resume(tmp_path, unshared):
+@pytest.mark.parametrize("unshared, killed", [(False, False), (True, False), (False, True)])
+async def test_a_rekey_killed_as_a_writer_joined_on_the_other_store_keeps_it_at_its_resume(
+    tmp_path, monkeypatch, unshared, killed
+):
     """As above, A killed as the second store refused its notice (C's write there first): A's resume found its notice
     the highest, on one store only, and wrote it again a revision on to both as it was, with no box for C.
-    `unshared`: an `unshare` (every other writer dropped) boxes no writer that joined: C no more than B."""
+    `unshared`: an `unshare` (every other writer dropped) boxes no writer that joined: C no more than B. `killed`: the
+    resume killed once the record holds the notice made again, before it is out: the next resume goes on with it."""
+    from sessiond.sync import rekeynotice
+
     sid, (dba, a, a_first, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
     slot = await _slot_pk(dba, sid)
     c_pk, writers = _writers_and(dba, a, dbb, b, sid)
@@ -458,6 +480,16 @@ async def test_a_rekey_killed_as_a_writer_joined_on_the_other_store_keeps_it_at_
         _back(a_first)
         _back(a_second)
         _pending_unpublished(a, sid)
+        if killed:
+
+            def put(name: str) -> None:
+                if name == "rekey:notice_put":
+                    raise _Killed(name)
+
+            monkeypatch.setattr(rekeynotice, "crash_point", put)
+            with pytest.raises(_Killed):
+                await a.pull(sid)  # (its resume, cut short)
+            monkeypatch.setattr(rekeynotice, "crash_point", lambda _name: None)
         await a.pull(sid)  # (its resume)
         if not unshared:
             await _kept_joiner(tmp_path, a, b, sid, c_pk, old_key, slot)
