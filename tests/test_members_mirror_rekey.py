@@ -119,6 +119,17 @@ def _pending_unpublished(syncer: Syncer, sid: str) -> bytes:
     return bytes(dagcbor.decode(raw)["k"])
 
 
+async def _cut_short_between(a: Syncer, sid: str, first: FileStore, second: FileStore, slot: bytes) -> bytes:
+    """A's rekey of `sid` killed once `first` took its notice and `second` did not; both stores then answering as
+    before. Returns its new key (its record kept, not published)."""
+    _killed_between(first, second, slot)
+    with pytest.raises(_Killed):
+        await a.rekey(sid)
+    _back(first)
+    _back(second)
+    return _pending_unpublished(a, sid)
+
+
 async def test_a_rekey_killed_between_two_stores_is_finished_by_its_resume_on_every_store(tmp_path):
     """A is killed once the first store holds its notice (r + 1) and the second does not (the slot at r there). B's
     rekey then finds A's notice the highest of the stores: it gives way (`conflict`). A's next pull resumes: it reads
@@ -128,12 +139,7 @@ async def test_a_rekey_killed_between_two_stores_is_finished_by_its_resume_on_ev
     slot = await _slot_pk(dba, sid)
     old, (r0, _) = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
     try:
-        _killed_between(a_first, a_second, slot)
-        with pytest.raises(_Killed):
-            await a.rekey(sid)
-        _back(a_first)
-        _back(a_second)
-        _pending_unpublished(a, sid)
+        await _cut_short_between(a, sid, a_first, a_second, slot)
         first, second = await _heads(tmp_path, slot)
         assert first.revision == r0.revision + 1 and second == r0
         assert a.ctx.keys.session_key(sid) == old

@@ -10,7 +10,7 @@ import pytest
 
 from sessiond.sync.errors import ImportError_
 from test_members_mirror_apart_back import _away, _closed, _rekeying_pair, _slot_pk
-from test_members_mirror_rekey import _back, _Killed, _killed_between, _pending_unpublished
+from test_members_mirror_rekey import _back, _cut_short_between
 
 
 async def test_a_share_waits_for_this_devices_rekey_to_finish(tmp_path):
@@ -18,12 +18,7 @@ async def test_a_share_waits_for_this_devices_rekey_to_finish(tmp_path):
     slot = await _slot_pk(dba, sid)
     old = a.ctx.keys.session_key(sid)
     try:
-        _killed_between(a_first, a_second, slot)
-        with pytest.raises(_Killed):
-            await a.rekey(sid)
-        _back(a_first)
-        _back(a_second)
-        new = _pending_unpublished(a, sid)
+        new = await _cut_short_between(a, sid, a_first, a_second, slot)
         issued = len(await a.issued_shares(sid))
         _away(a_second)
         with pytest.raises(ImportError_) as refused:  # main: shared, a code of the old key
