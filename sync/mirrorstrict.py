@@ -40,6 +40,7 @@ class EveryStore(Store):
         self.mirror = mirror
         self.url = mirror.url  # (the gc notes of what a slot names are the mirror's: SyncContext.put_to_name)
         self.read: dict[bytes, list[RegistryEntry | None]] = {}  # each written store's head as last read here
+        self.read_from: dict[bytes, list[Store]] = {}  # the stores of those heads, in their order
 
     def _written(self) -> list[Store]:
         """The stores this device writes (a gateway, read-only, takes nothing: it is asked only if it answers)."""
@@ -119,6 +120,7 @@ class EveryStore(Store):
         written = [r for s, r in zip(self.mirror.stores, results) if s in stores]
         self._failed(stores, written)
         self.read[pk] = list(written)
+        self.read_from[pk] = list(stores)
         entries = [r for r in results if isinstance(r, RegistryEntry)]
         return highest(entries) if entries else None
 

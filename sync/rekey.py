@@ -28,11 +28,11 @@ from .pusher import Pusher
 from .rekeycarried import carried_entry, write_carried
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
+from .rekeyjoined import joined_apart, made_before, rekeyed_with_joined, with_joined, with_kept
+from .rekeykept import by_kept
 from .rekeynotice import RekeyNotices
 from .rekeyowed import OwedPush
-from .rekeyproof import (
-    same_notice,
-)
+from .rekeyproof import same_notice
 from .slotrestore import served_stale
 
 log = logging.getLogger("sessiond.sync")
@@ -97,7 +97,15 @@ class Rekeyer:
                     restored = await self.members.restore(sid)
                     if restored:
                         continue
+                joined = None
                 if notice is not None and tried is not None and same_notice(notice, tried[0]):
+                    # a writer that joined on another store of the mirror at the notice's revision: the notice made
+                    # again with it boxed, as on one store (rekeyjoined.py); it was written again as it was, the
+                    # writer left out
+                    joined = await joined_apart(self.members, slot, sid, old_key, old_announce, tried[2])
+                if joined is not None:
+                    members, frozen, notice = with_joined(members, joined), joined.frozen, None
+                elif notice is not None and tried is not None and same_notice(notice, tried[0]):
                     # this rekey's own, the highest of every store of a mirror (the one each device reads there):
                     # written again a revision on, so that the stores that refused it (holding another entry of that
                     # revision, another device's notice perhaps, which gives way) hold it too, and finished once
@@ -283,6 +291,14 @@ class Rekeyer:
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, ()))
                 ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
             replaced = notice is not None and not same_notice(notice, record)
+            if (
+                notice is not None
+                and replaced
+                and made_before(sid, notice, record, ctx.keys.head_pk(sid), ctx.keys.head_key(sid))
+            ):
+                # this rekey's first notice, made again since for a writer that joined (rekeyjoined.py): the record's
+                # written over it, claimed, with the writers it boxes
+                replaced, notice, members = False, None, with_kept(members, record)
             # published (`p`); or killed as the store took its notice, before its record noted it: the slot is past
             # the revision the notice was sent for (`r`, noted just before: NoticeWriter.publish), which the notice
             # took then (a device whose rekey came first took that revision itself: a store refuses a second entry
@@ -291,13 +307,14 @@ class Rekeyer:
             # dropped). Not on a mirror: there the notice ranked first of two of one revision (two rekeys at once,
             # each killed between its stores) is written again a revision on by its author's resume, so another
             # device's rekey that won is past `r` too (mirrorstrict.py): only `p` says this one was published. Nor
-            # for the notice of a writer this rekey keeps, which may be past `r` with this one never taken (_by_kept)
+            # for the notice of a writer this rekey keeps (its log claims it), which may be past `r` with this one never
+            # taken (rekeykept.by_kept)
             sent = record.get("p") or (
                 replaced
                 and slot is store
                 and isinstance(record.get("r"), int)
                 and rev > record["r"]
-                and not self._by_kept(notice, members, record)
+                and not await by_kept(self.ctx, sid, notice, store, members, record, old_announce)
             )
             if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
@@ -321,6 +338,14 @@ class Rekeyer:
                 # revision on) to every store, and only then counted as published
                 assert old_write is not None  # an own rekey needs the write secret (Rekeyer.rekey checks it)
                 carried: Sequence[dict] = ()
+                joined = (  # (not for a rekey that kept no other writer, an unshare: one that joined is not kept)
+                    None
+                    if notice is None or not record["m"]
+                    else await joined_apart(self.members, read, sid, old_key, old_announce, members)
+                )
+                if joined is not None:  # (a writer joined on another store at its revision: boxed, rekeyjoined.py)
+                    members, notice = rekeyed_with_joined(self.notices, sid, record, members, joined), None
+                    ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
                 if notice is None:
                     try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                         # given up, as it would be refused at every resume
@@ -348,18 +373,6 @@ class Rekeyer:
             self._published(sid, record)
         await self._finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
-
-    @staticmethod
-    def _by_kept(notice: dict | None, members: list[dict], record: dict) -> bool:
-        """Whether `notice` (another than this device's rekey `record`'s, in the old slot past the revision that
-        rekey's notice was sent for) is the rekey of a writer `record` keeps: the old slot lists its author under
-        one head key, one of those. Such a writer does not write over a notice (a dropped one would: it is left out
-        of the new generation), and its own rekey's notice may be past that revision without this one's ever taken:
-        written again by its author's retry, or by a device that took it with what it carried over (rekeycarried).
-        That rekey came first (was: this one finished, its notice in no store: the device left alone on its key)."""
-        author = notice.get("d") if notice is not None else None
-        heads = {bytes(m["head_pk"]) for m in members if author is not None and m.get("device_id") == author}
-        return len(heads) == 1 and heads <= {bytes(m["k"]) for m in record.get("m", [])}
 
     def _published(self, sid: str, record: dict) -> None:
         """This device's rekey `record`'s notice is in the old slot: its record says so (`p`), so that a resume

@@ -51,6 +51,11 @@ ReadSlot = Callable[[Store, str, bytes, bytes], Awaitable[tuple[int, list[dict],
 Links = dict[tuple[str, bytes, bytes], tuple[bytes, bytes]]
 
 
+class NotCheckedYet(ImportError_):
+    """rekey_unconfirmed for a notice whose author's claim is not known yet (a walk of its older manifests cut
+    short: the next check goes on with it), not found missing."""
+
+
 def fork_way(sid: str) -> str:
     """The way on past a rekey notice no device takes (one a writer wrote, naming an author that does not
     claim it: docs/SECURITY.md, "A writer and the rekey"). It stays in the members slot, so no device pulls
@@ -388,7 +393,7 @@ async def _sightings(
             store, sid, by["head_pk"], author, keys, claim, timeout, bounded=not whole, progress=progress, kept=walks
         )
         if before is None:  # (the walk cut short: rekeywalk.py)
-            raise ImportError_(
+            raise NotCheckedYet(
                 "rekey_unconfirmed",
                 f"session {sid} was rekeyed more than {CLAIMS_KEPT} times by device {author} since this device last"
                 f" took its key: its older manifests are being read for its claim of the first rekey (a pull reads"

@@ -70,6 +70,12 @@ class Sharer:
             raise revoked(sid, "share it")
         if session["access"] == "read" and write:  # (a read-only code of it, this device can share)
             raise read_only(sid, "share it for writing, only read-only")
+        if ctx.keys.rekey_pending(sid) is not None:
+            # a rekey of it not finished here (on a mirror, one waiting on a store that is down: the pushes do not
+            # wait): finished first, as a pull finishes it, or the share refused (`store`, naming the store). Was: a
+            # code of the key that rekey replaces, revoked once it finished, its import meanwhile refused `revoked`
+            async with ctx.rekey_lock(sid):
+                await self.rekeyer.resume(sid)
         key = await ctx.keys.make_session_key(sid)  # a new one written off the event loop
         res = await self.sync_now(sid, wait=True, timeout=ctx.timeout)
         if not res["pushed"] and res.get("stopping"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 import pytest
 
@@ -118,6 +119,17 @@ def _pending_unpublished(syncer: Syncer, sid: str) -> bytes:
     return bytes(dagcbor.decode(raw)["k"])
 
 
+async def _cut_short_between(a: Syncer, sid: str, first: FileStore, second: FileStore, slot: bytes) -> bytes:
+    """A's rekey of `sid` killed once `first` took its notice and `second` did not; both stores then answering as
+    before. Returns its new key (its record kept, not published)."""
+    _killed_between(first, second, slot)
+    with pytest.raises(_Killed):
+        await a.rekey(sid)
+    _back(first)
+    _back(second)
+    return _pending_unpublished(a, sid)
+
+
 async def test_a_rekey_killed_between_two_stores_is_finished_by_its_resume_on_every_store(tmp_path):
     """A is killed once the first store holds its notice (r + 1) and the second does not (the slot at r there). B's
     rekey then finds A's notice the highest of the stores: it gives way (`conflict`). A's next pull resumes: it reads
@@ -127,12 +139,7 @@ async def test_a_rekey_killed_between_two_stores_is_finished_by_its_resume_on_ev
     slot = await _slot_pk(dba, sid)
     old, (r0, _) = a.ctx.keys.session_key(sid), await _heads(tmp_path, slot)
     try:
-        _killed_between(a_first, a_second, slot)
-        with pytest.raises(_Killed):
-            await a.rekey(sid)
-        _back(a_first)
-        _back(a_second)
-        _pending_unpublished(a, sid)
+        await _cut_short_between(a, sid, a_first, a_second, slot)
         first, second = await _heads(tmp_path, slot)
         assert first.revision == r0.revision + 1 and second == r0
         assert a.ctx.keys.session_key(sid) == old
@@ -344,4 +351,159 @@ async def test_a_published_rekey_is_finished_by_its_resume_with_a_store_of_the_m
         assert "b on the new key" in await _texts(dba, sid)
     finally:
         _back(a_second)
+        await _closed(dba, a, dbb, b)
+
+
+async def _joining(tmp_path, a: Syncer, sid: str, writers: list[dict]):
+    """C's write of the slot (listing `writers`) to the second store alone at a revision, ranked below `data` (the
+    notice's there: the mirror reads the notice): `joined(revision, data)`."""
+    from sessiond.stores.cid import digest
+    from sessiond.stores.registry import RegistryEntry
+    from sessiond.sync.crypto import members_key
+    from sessiond.sync.members import announce_key
+    from sessiond.sync.membersobject import SALT_LEN, members_object, seal_members
+
+    behind = FileStore(str(tmp_path / "second"))
+    key, ws = a.ctx.keys.session_key(sid), a.ctx.keys.write_secret(sid)
+    assert key is not None and ws is not None
+
+    async def joined(revision: int, data: bytes) -> None:
+        for _ in range(64):
+            salt = os.urandom(SALT_LEN)
+            ct = seal_members(sid, dagcbor.encode(members_object(sid, writers)), members_key(key, salt), len(writers))
+            if b"\x1e" + digest(ct) + salt < data:
+                break
+        await behind.put(ct)
+        await behind.set_head(RegistryEntry.create(announce_key(ws), revision, b"\x1e" + digest(ct) + salt))
+
+    return joined
+
+
+async def _kept_joiner(tmp_path, a: Syncer, b: Syncer, sid: str, c_pk: bytes, old_key: bytes, slot: bytes) -> None:
+    """A's rekey finished, both stores holding one notice, which boxes C (and the new slot lists C); B on A's key."""
+    assert a.ctx.keys.rekey_pending(sid) is None
+    first, second = await _heads(tmp_path, slot)
+    assert first == second, (first, second)
+    old = await a.members.read_apart(FileStore(str(tmp_path / "first")), sid, old_key, slot[1:])  # (the old slot)
+    assert old.notice is not None
+    assert c_pk in {bytes(x["k"]) for x in old.notice["b"]}  # main: no box for C (A, B only)
+    new = bytes((await a.ctx.db.remote(sid))["announce_pk"])
+    assert c_pk in {bytes(m["head_pk"]) for m in a.members.last_known(sid, new) or []}
+    await b.pull(sid)
+    assert b.ctx.keys.session_key(sid) == a.ctx.keys.session_key(sid)
+
+
+def _writers_and(dba: Database, a: Syncer, dbb: Database, b: Syncer, sid: str) -> tuple[bytes, list[dict]]:
+    """C's head key (C a writer joining) and the writers C's write of the slot lists: A, B and C."""
+    from nacl.signing import SigningKey
+
+    c_pk = b"\xed" + bytes(SigningKey.generate().verify_key)
+    return c_pk, [
+        {"head_pk": a.ctx.keys.head_pk(sid), "device_id": dba.device_id},
+        {"head_pk": b.ctx.keys.head_pk(sid), "device_id": dbb.device_id},
+        {"head_pk": c_pk, "device_id": "device-c"},
+    ]
+
+
+@pytest.mark.parametrize("killed", [False, True])
+async def test_a_writer_joining_on_one_store_at_the_notice_s_revision_is_kept(tmp_path, monkeypatch, killed):
+    """C joins (its write of the slot lists A, B and C) on the second store at the revision A's notice is sent for, just
+    before A's notice reaches it: the first store takes the notice, the second refuses it. A's notice ranks first of
+    the two, and A wrote it again a revision on to both stores as it was: with no box for C, which its write of the slot
+    had made a writer (was: left out of a rekey asked to drop no one, C took itself for revoked). The notice is made
+    again with C boxed (the same keys), and the new slot lists C. `killed`: A killed once its record holds the notice
+    made again, before it is out; its resume found the first one the highest, its own but not its record's: taken for
+    another device's rekey that came first, the rekey given up and the claim withdrawn (a notice no device takes)."""
+    from sessiond.sync import rekey as rekey_module
+
+    sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    c_pk, writers = _writers_and(dba, a, dbb, b, sid)
+    old_key = a.ctx.keys.session_key(sid)
+    assert old_key is not None
+    joined, join = [], await _joining(tmp_path, a, sid, writers)
+
+    async def joined_first(entry):  # (C's write of that revision there first; once)
+        if entry.pk == slot and not joined:
+            joined.append(entry.revision)
+            await join(entry.revision, entry.data)
+        return await FileStore.set_head(a_second, entry)
+
+    a_second.set_head = joined_first  # type: ignore[method-assign]
+    pending: list[str] = []
+
+    def made_again(name: str) -> None:  # (the second record of the rekey: the notice made again)
+        if name == "rekey:pending":
+            pending.append(name)
+            if len(pending) == 2 and killed:
+                raise _Killed(name)
+
+    monkeypatch.setattr(rekey_module, "crash_point", made_again)
+    try:
+        with pytest.raises(_Killed) if killed else contextlib.nullcontext():
+            await a.rekey(sid)
+        _back(a_second)
+        if killed:
+            await a.pull(sid)  # (its resume)
+        await _kept_joiner(tmp_path, a, b, sid, c_pk, old_key, slot)
+    finally:
+        await _closed(dba, a, dbb, b)
+
+
+@pytest.mark.parametrize("unshared, killed", [(False, False), (True, False), (False, True)])
+async def test_a_rekey_killed_as_a_writer_joined_on_the_other_store_keeps_it_at_its_resume(
+    tmp_path, monkeypatch, unshared, killed
+):
+    """As above, A killed as the second store refused its notice (C's write there first): A's resume found its notice
+    the highest, on one store only, and wrote it again a revision on to both as it was, with no box for C.
+    `unshared`: an `unshare` (every other writer dropped) boxes no writer that joined: C no more than B. `killed`: the
+    resume killed once the record holds the notice made again, before it is out: the next resume goes on with it."""
+    from sessiond.sync import rekeynotice
+
+    sid, (dba, a, a_first, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    slot = await _slot_pk(dba, sid)
+    c_pk, writers = _writers_and(dba, a, dbb, b, sid)
+    old_key = a.ctx.keys.session_key(sid)
+    assert old_key is not None
+    join, took = await _joining(tmp_path, a, sid, writers), asyncio.Event()
+
+    async def one(entry):
+        await FileStore.set_head(a_first, entry)
+        if entry.pk == slot:
+            took.set()
+
+    async def other(entry):
+        if entry.pk == slot:
+            await took.wait()
+            await join(entry.revision, entry.data)
+            raise _Killed("as the second store refused the notice")
+        return await FileStore.set_head(a_second, entry)
+
+    a_first.set_head, a_second.set_head = one, other  # type: ignore[method-assign]
+    try:
+        with pytest.raises(_Killed):
+            await (a.unshare(sid, None) if unshared else a.rekey(sid))
+        _back(a_first)
+        _back(a_second)
+        _pending_unpublished(a, sid)
+        if killed:
+
+            def put(name: str) -> None:
+                if name == "rekey:notice_put":
+                    raise _Killed(name)
+
+            monkeypatch.setattr(rekeynotice, "crash_point", put)
+            with pytest.raises(_Killed):
+                await a.pull(sid)  # (its resume, cut short)
+            monkeypatch.setattr(rekeynotice, "crash_point", lambda _name: None)
+        await a.pull(sid)  # (its resume)
+        if not unshared:
+            await _kept_joiner(tmp_path, a, b, sid, c_pk, old_key, slot)
+            return
+        assert a.ctx.keys.rekey_pending(sid) is None and a.ctx.keys.session_key(sid) != old_key
+        first, second = await _heads(tmp_path, slot)
+        assert first == second, (first, second)
+        notice = (await a.members.read_apart(FileStore(str(tmp_path / "first")), sid, old_key, slot[1:])).notice
+        assert notice is not None and [bytes(x["k"]) for x in notice["b"]] == [a.ctx.keys.head_pk(sid)]
+    finally:
         await _closed(dba, a, dbb, b)

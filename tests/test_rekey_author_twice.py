@@ -95,6 +95,46 @@ async def _writers(devices, name: str):
     return a, b, sid
 
 
+def _taken_then_killed(store, slot: bytes):
+    """`store`'s set_head killing the rekey (_Killed) once the store took the write of `slot` (A's notice), before
+    the answer reached it."""
+    real_set_head = store.set_head
+
+    async def taken_then_killed(entry, *args, **kw):
+        await real_set_head(entry, *args, **kw)
+        if entry.pk == slot:
+            raise _Killed("set_head")
+
+    return taken_then_killed
+
+
+async def _three(devices, name: str):
+    """A (started), B and C, writers of a session A shared (both listed in its slot, A having read it): (A, B, C's
+    database, the session)."""
+    a, b = await devices.open()
+    await a.start()
+    sid = await devices.shared(name, write=True)
+    dbc, c = await devices._device("c", None, {})
+    await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    for db, s in ((devices.dbb, b), (dbc, c)):  # (B and C writers: listed in the slot)
+        await db.append_messages(sid, [{"role": "user", "content": "writes"}])
+        await s.pusher.push(sid)
+    await a.pull(sid)
+    return a, b, dbc, sid
+
+
+async def _forged_then_restarted(devices, keys: str, sid: str, author: str):
+    """The device of keys folder `keys` forges a notice naming `author` over the old slot (claimed in its own head),
+    then A, killed, restarts: (A, the forged key)."""
+    from test_rekey_forgery import _forge
+
+    home = os.path.join(devices.tmp, "forger")  # (the forger's keys, as its home holds them)
+    os.makedirs(home)
+    os.symlink(os.path.join(devices.tmp, keys), os.path.join(home, "keys"))
+    forged = await _forge(devices.store_path, home, sid, author, claim=True)
+    return await _restarted(devices), forged
+
+
 async def _killed(devices) -> None:
     """A, killed: its loop stopped (it finishes no rekey before its restart) and its database closed."""
     await devices.a.stop()
@@ -126,7 +166,6 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     killed once the store answered, before the slot's object was forgotten as a gc candidate: `p` is noted by then."""
     from sessiond.sync import rekey as rekey_module
     from sessiond.sync import rekeynotice
-    from test_rekey_forgery import _forge
 
     a, b, sid = await _writers(devices, "replaced")
     old = a.ctx.keys.session_key(sid)
@@ -138,11 +177,7 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     store = await a.ctx.store_for(sid)
     slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
     real_set_head = store.set_head
-
-    async def taken_then_killed(entry, *args, **kw):
-        await real_set_head(entry, *args, **kw)
-        if entry.pk == slot:  # (A's notice: the store took it, A killed before the answer reached it)
-            raise _Killed("set_head")
+    taken_then_killed = _taken_then_killed(store, slot)
 
     for module in (rekey_module, rekeynotice):
         monkeypatch.setattr(module, "crash_point", killed)
@@ -158,11 +193,7 @@ async def test_the_author_cut_short_after_its_notice_does_not_take_a_dropped_wri
     assert raw is not None and a.ctx.keys.session_key(sid) == old
     assert bool(dagcbor.decode(raw).get("p")) == (killed_at != "set_head")
     mine = bytes(dagcbor.decode(raw)["k"])
-    home = os.path.join(devices.tmp, "forger")  # (B's keys, as the forger's home holds them)
-    os.makedirs(home)
-    os.symlink(os.path.join(devices.tmp, "kb"), os.path.join(home, "keys"))
-    forged = await _forge(devices.store_path, home, sid, devices.dbb.device_id, claim=True)
-    a = await _restarted(devices)
+    a, forged = await _forged_then_restarted(devices, "kb", sid, devices.dbb.device_id)  # (B the forger)
     for _ in range(2):  # (the restart's pull: the rekey finished, then the slot read again)
         with contextlib.suppress(ImportError_):
             await a.pull(sid)
@@ -227,17 +258,8 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
     again: the test passed with A's resume giving its rekey up to C's notice, which it then took, the session split
     between B on A's key and A on C's.)"""
     from sessiond.sync import rekey as rekey_module
-    from test_rekey_forgery import _forge
 
-    a, b = await devices.open()
-    await a.start()
-    sid = await devices.shared("taken, then replaced", write=True)
-    dbc, c = await devices._device("c", None, {})
-    await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
-    for db, s in ((devices.dbb, b), (dbc, c)):  # (B and C writers: listed in the slot)
-        await db.append_messages(sid, [{"role": "user", "content": "writes"}])
-        await s.pusher.push(sid)
-    await a.pull(sid)
+    a, b, dbc, sid = await _three(devices, "taken, then replaced")
     await b.pull(sid)
 
     def killed(name: str) -> None:
@@ -255,15 +277,48 @@ async def test_devices_that_took_a_notice_do_not_take_a_dropped_writers_written_
     with contextlib.suppress(ImportError_):  # (the new slot as B reads it is not this test's)
         await b.pull(sid)
     assert b.ctx.keys.session_key(sid) == taken  # (B took A's notice, A not switched yet)
-    home = os.path.join(devices.tmp, "forger")  # (C's keys, as the forger's home holds them)
-    os.makedirs(home)
-    os.symlink(os.path.join(devices.tmp, "kc"), os.path.join(home, "keys"))
-    forged = await _forge(devices.store_path, home, sid, dbc.device_id, claim=True)
-    a = await _restarted(devices)
+    a, forged = await _forged_then_restarted(devices, "kc", sid, dbc.device_id)  # (C the forger)
     for s in (a, b, a):  # (A's restart: its rekey finished, then the slot read again)
         with contextlib.suppress(ImportError_):
             await s.pull(sid)
     # main: A gave its rekey up and took C's notice, B on A's key: split, A in the generation of the writer it dropped
     for s in (a, b):
         assert s.ctx.keys.session_key(sid) == taken != forged
+    assert a.ctx.keys.rekey_pending(sid) is None
+
+
+@pytest.mark.parametrize("b_took", [False, True])
+async def test_the_author_killed_as_the_store_took_its_notice_checks_a_kept_writers_claim(devices, monkeypatch, b_took):
+    """A's rekey keeps B and drops C; A is killed as the store took its notice, before its record noted it published
+    (`r` noted, no `p`). C, dropped, writes the old slot one revision on with a notice of its own naming B, a writer
+    A's rekey keeps, as its author. A's restart took any notice by a kept writer past `r` for that writer's rekey that
+    came first (its notice written again a revision on), without the check a pull makes: it gave its rekey up for a
+    notice B's log does not claim, which no device takes (the session jammed, A on the old key). The claim checked,
+    C's notice is a forgery written over A's: A finishes its own rekey. `b_took`: B took A's notice before C wrote, its
+    log gone on under A's new key (read under it: else taken for B gone on to a rekey of its own)."""
+
+    a, b, dbc, sid = await _three(devices, "kept writer named")
+    store = await a.ctx.store_for(sid)
+    slot = b"\xed" + bytes((await devices.dba.remote(sid))["announce_pk"])
+    real_set_head = store.set_head
+    taken_then_killed = _taken_then_killed(store, slot)
+
+    monkeypatch.setattr(store, "set_head", taken_then_killed)
+    with pytest.raises(_Killed):
+        await a.rekey(sid, drop=[dbc.device_id])
+    monkeypatch.setattr(store, "set_head", real_set_head)
+    await _killed(devices)
+    raw = a.ctx.keys.rekey_pending(sid)
+    assert raw is not None and not dagcbor.decode(raw).get("p")
+    mine = bytes(dagcbor.decode(raw)["k"])
+    if b_took:
+        with contextlib.suppress(ImportError_):  # (the new slot as B reads it is not this test's)
+            await b.pull(sid)
+        assert b.ctx.keys.session_key(sid) == mine
+    a, forged = await _forged_then_restarted(devices, "kc", sid, devices.dbb.device_id)  # (C the forger)
+    for _ in range(2):  # (the restart's pull: the rekey finished, then the slot read again)
+        with contextlib.suppress(ImportError_):
+            await a.pull(sid)
+    # main: A gave its rekey up (claim withdrawn), on the old key, the slot holding a notice no device takes
+    assert a.ctx.keys.session_key(sid) == mine != forged
     assert a.ctx.keys.rekey_pending(sid) is None
