@@ -596,7 +596,7 @@ def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_se
     for url, why in (
         ("s5+https://INVITE@[::1", "Invalid IPv6 URL"),
         ("s5+https://INVITE@host:99999", "out of range"),
-        ("ipfs+http://host:abc", "abc"),
+        ("ipfs+http://INVITE@host:abc", "abc"),  # (with no user part, `INVITE:host`: test_store_url_two_slips.py)
     ):
         res = run_cli(home, "start", "--store", url, "--json")
         message = _usage(res)
