@@ -27,3 +27,23 @@ def test_a_share_racing_its_sessions_rm_leaves_no_key_of_it(make_daemon, tmp_pat
     assert shared and isinstance(shared[0], ApiError) and shared[0].code == "not_found", shared
     keys = os.path.join(d.home, "keys", "sessions")
     assert [n for n in os.listdir(keys) if n.startswith(sid)] == [], os.listdir(keys)
+
+
+def test_a_share_whose_session_is_deleted_between_its_locked_steps_says_it_is_gone(make_daemon, tmp_path):
+    """`rm` between the share's two locked steps (its remote made, then this device added to the members slot)
+    deleted the write secret the share had just seen, and the share was refused as `conflict`, 'this device cannot
+    add writers to ID (no write secret)': a device told it may not write to a session it owns. It is refused as the
+    session gone (404 not_found), and leaves no key file of it."""
+    flag = str(tmp_path / "share.member")
+    d = make_daemon(env={"SESSIOND_TEST_PAUSE": f"share.member:{flag}"}).start()
+    sid = d.client().create_session(model="echo-1")["id"]
+    shared: list = []
+    sharing = in_thread(lambda: d.client().share(sid), shared)
+    wait_for(lambda: os.path.exists(flag), timeout=20, what="the share held between its locked steps")
+    d.client().delete_session(sid, force=True)
+    os.remove(flag)
+    sharing.join(timeout=30)
+    assert shared and isinstance(shared[0], ApiError) and shared[0].code == "not_found", shared
+    assert "no write secret" not in str(shared[0]), shared
+    keys = os.path.join(d.home, "keys", "sessions")
+    assert [n for n in os.listdir(keys) if n.startswith(sid)] == [], os.listdir(keys)
