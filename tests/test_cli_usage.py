@@ -827,3 +827,24 @@ def test_a_file_store_url_of_a_folder_under_home_a_slash_short_names_that_folder
     assert f"did you mean file://{user}/shared?" in message, message
     assert "~/shared" not in message.replace("'file://~/shared'", ""), message  # (the URL as typed, quoted only)
     assert not os.path.exists(home)
+
+
+@pytest.mark.parametrize("given", ["", "\n\n", "# Your device key backup (keep it secret; ...)\n"])
+def test_key_import_given_no_words_says_where_they_go(tmp_path, capsys, monkeypatch, given):
+    """`sessiond key import < empty-file` (an export that wrote nothing, a pipe from a command that failed) was
+    refused as 'a key backup is 24 words; got 0', exit 1, code `error`: as if the words were wrong, not missing,
+    and not where they go. `import` given no code says so (exit 2, `usage`, the way on); so does `key import`. Nothing
+    is made."""
+    import io
+
+    from sessiond.cli.main import main
+
+    home = str(tmp_path / "h")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(given.encode())))
+    code = main(["key", "import", "--home", home, "--json"])
+    out, _err = capsys.readouterr()
+    error = json.loads(out)["error"]
+    assert code == 2 and error["code"] == "usage", (code, error)
+    assert "no backup words on standard input" in error["message"], error
+    assert "sessiond key import" in error["message"] and "< " in error["message"], error
+    assert not os.path.exists(home)

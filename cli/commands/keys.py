@@ -11,7 +11,7 @@ import sys
 from ...client import Client, DaemonNotRunning
 from ...daemon.home import resolve_home
 from ...storage.fsutil import sqlite_ro_uri
-from ..errors import EXIT_USAGE, CliError
+from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_text
 from ..output import emit
 from . import Commands
@@ -97,6 +97,12 @@ def cmd_key_import(args) -> int:
     else:  # export's notice left out: a backup saved with `key export > F 2>&1`, or pasted from the terminal
         phrase = " ".join(
             line for line in read_text("-").splitlines() if not line.lstrip().startswith(("#", OLD_NOTICE))
+        )
+    if not phrase.strip():  # an empty file or pipe (an export that wrote nothing): no words at all, not wrong ones
+        raise UsageError(
+            "key import: no backup words on standard input: give the 24 words `sessiond key export` printed there"
+            f" (`sessiond key import --home {shlex.quote(home.path)} < device-key-words.txt`, or type them at the"
+            " prompt)"
         )
     try:
         mnemonic_to_seed(phrase)
