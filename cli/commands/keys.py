@@ -27,7 +27,12 @@ def register(commands: Commands) -> None:
     key = commands.actions(p, "key_command")
     key.add("export", cmd_key_export, "print the device key as 24 words", unquoted=True)  # (words after it: the key's)
     q = key.add("import", cmd_key_import, "restore the device key from words on standard input", unquoted=True)
-    q.add_argument("--force", action="store_true")
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the key even when this home has sessions pushed under its current one (else refused: import"
+        " into a fresh --home)",
+    )
     # the words given on the command line (`key import WORD...`, `--words WORD...`), taken to be refused as such:
     # argparse's "unrecognized arguments" quoted them all, the device key itself
     q.add_argument("words", nargs="*", help=argparse.SUPPRESS)
