@@ -170,3 +170,20 @@ def test_a_value_given_to_a_flag_or_refused_by_its_type_is_not_quoted(tmp_path, 
     said = _refused(capsys, str(tmp_path / "h"), *argv)
     assert PASSPHRASE not in said and "not quoted" in said, said
     assert not os.path.exists(tmp_path / "h")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["start", "--store-file", f"s5:/{PASSPHRASE}:relay.example:5050"],  # (the URL where its file goes, mistyped)
+        ["start", "--store-file", f"s5+http:///{PASSPHRASE}:relay.example"],
+        ["import", "--store-file", f"{PASSPHRASE}:relay.example:5050"],  # (its scheme and its '@' left out)
+    ],
+)
+def test_a_mistyped_store_url_given_where_its_file_goes_is_not_quoted(tmp_path, capsys, argv):
+    """`--store-file URL` was caught, its name unquoted, when the URL held a '@' or a '//'; one with its '@' typed ':'
+    and a '/' short (`s5:/INVITE:HOST:PORT`) or none, or a '/' too many (`s5+http:///INVITE:HOST`), was read as a
+    file's name and refused as 'cannot read it', quoting it, the invite with it."""
+    said = _refused(capsys, str(tmp_path / "h"), *argv)
+    assert PASSPHRASE not in said and "not quoted" in said, said
+    assert not os.path.exists(tmp_path / "h")
