@@ -848,3 +848,16 @@ def test_key_import_given_no_words_says_where_they_go(tmp_path, capsys, monkeypa
     assert "no backup words on standard input" in error["message"], error
     assert "sessiond key import" in error["message"] and "< " in error["message"], error
     assert not os.path.exists(home)
+
+
+@pytest.mark.parametrize("given, says", [("nan", "not a duration: 'nan'"), ("7", "'7' has no unit")])
+def test_cleanup_names_its_option_as_every_duration_is_named(tmp_path, capsys, given, says):
+    """`cleanup --older-than nan` said "--older-than not a duration: 'nan'" (the option run into its reason), where
+    every other duration's refusal says "argument --expires: not a duration: ...": it is named so too, before any
+    daemon is asked."""
+    from sessiond.cli.main import main
+
+    code = main(["cleanup", "--older-than", given, "--home", str(tmp_path / "h"), "--json"])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code == 2 and error["message"].startswith(f"argument --older-than: {says}"), error
+    assert not os.path.exists(tmp_path / "h")

@@ -274,7 +274,7 @@ def _older_than(args) -> None:
     try:
         args.older_than = duration(args.older_than_text)
     except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"--older-than {exc}") from None
+        raise UsageError(f"argument --older-than: {exc}") from None
 
 
 CONFIRM_UNDER = 3600  # a clean-up of sessions idle for less (seconds) is confirmed: 0 deletes every session
