@@ -94,15 +94,16 @@ def store_from_file(path: str) -> list[str]:
     """Store URLs from a file ('-': standard input), one a line; blank lines and # comments skipped. A
     store URL can carry a secret (an invite, a password): read this way it never is in argv."""
     if path != "-" and "://" in path and not os.path.exists(path):  # the URL itself given where its file goes
-        from ..storage.redact import shown_url
+        from ..daemon.urlguess import quoted_url
 
         raise CliError(
-            f"--store-file takes a file holding the store URL, not the URL ({shown_url(path)!r}, its credentials not"
+            f"--store-file takes a file holding the store URL, not the URL ({quoted_url(path)}, its credentials not"
             " quoted here): put it in a file, one a line, or give it on standard input with --store-file -",
             EXIT_USAGE,
         )
-    if path != "-" and ("@" in path or "//" in path) and not os.path.exists(path):
-        # (a URL's slip, its scheme left out or a ':' short, `INVITE@HOST:PORT`, `s5+http//INVITE@HOST`: no file's)
+    if path != "-" and ("@" in path or "//" in path or ":" in path) and not os.path.exists(path):
+        # (a URL's slip, its scheme left out or a ':' short, `INVITE@HOST:PORT`, `s5+http//INVITE@HOST`, or its '@'
+        # typed ':' with a '/' short or none, `s5:/INVITE:HOST:PORT`, `INVITE:HOST:PORT`: no file's)
         raise CliError(
             "--store-file: no such file (its name not quoted here: it looks like the store URL itself, an invite or"
             " a password in it); the option takes a file holding the store URL, one a line, or - for standard input",

@@ -124,6 +124,16 @@ class _Parser(argparse.ArgumentParser):
         m = re.fullmatch(r"(ambiguous option: -[^\s=]*)=.* (could match .*)", message, re.S)
         if m:  # (`--pass=SECRET`: what followed the '=' quoted with the abbreviation, a passphrase, a code)
             message = f"{m[1]}=... {m[2]} (its value not quoted here)"
+        m = re.fullmatch(r"argument (\S+): ignored explicit argument .*", message, re.S)
+        if m:  # (`--qr=SECRET`, `-hSECRET`: what followed a flag's '=' or its letter, a secret typed there?)
+            flag = m[1].split("/")[-1]
+            message = (
+                f"argument {m[1]} takes no value: what was typed with it (after its '=' or its letter) is not quoted"
+                f" here, as it may be a secret; give {flag} alone"
+            )
+        elif self.unquoted and message.startswith("argument "):
+            # (a command given secrets: a value its type or choices refuse, `share ID --expires SECRET`, unquoted)
+            message = _QUOTED_VALUE.sub("the value given (not quoted here, as it may be a secret)", message, count=1)
         raise ParseError(self, _guessed(message, self.prog, self.unquoted) + self._values_said(message))
 
     def _values_said(self, message: str) -> str:
@@ -252,6 +262,8 @@ def is_utf8(raw: bytes) -> bool:
 
 # an option's name that says it holds a secret: its value is not quoted when the option is refused (_unrecognized)
 _SECRET_OPTION = re.compile(r"pass|key|token|secret|code|invite|auth|cred|word|mnemonic", re.I)
+# a value as argparse's refusals and the types' quote it (repr: in single quotes, or double ones if it holds one)
+_QUOTED_VALUE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 # an option as typed: `--name`, `-h` (not a value that begins with a dash, `-1h`, `-draft note`, `---`)
 _OPTION_LIKE = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*(=.*)?")
 

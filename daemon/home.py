@@ -25,8 +25,9 @@ from .provider_config import check_providers, top_level_provider_key
 from .urlguess import (
     check_host,
     file_url_meant,
-    host_hides_secret,
+    quoted_url,
     scheme_left_out,
+    unparsed_hides_secret,
     unparsed_refusal,
     unsupported_scheme,
 )
@@ -37,8 +38,6 @@ def normalize_store_url(url: str) -> str:
     ones taken from the current folder) becomes file:///absolute/path; a network store's URL is kept."""
     from urllib.parse import unquote, urlparse
 
-    from ..storage.redact import shown_url
-
     left_out = scheme_left_out(url)  # (a relay's address without its scheme: no folder's path)
     if left_out is not None:
         raise HomeError(left_out)
@@ -48,10 +47,10 @@ def normalize_store_url(url: str) -> str:
     except ValueError as exc:
         said = unparsed_refusal(url)  # (None: nothing of it may be a secret, quoted as urlparse says it)
         raise HomeError(
-            said or f"store URL {shown_url(url)!r} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]"
+            said or f"store URL {quoted_url(url)} is malformed ({exc}): use SCHEME://HOST[:PORT][/PATH]"
         ) from None
     if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
-        shown = "" if "@" in parsed.netloc or host_hides_secret(url) else f" {url!r}"
+        shown = "" if "@" in parsed.netloc or unparsed_hides_secret(url) else f" {url!r}"
         raise HomeError(
             f"store URL{shown}: a file store is file:///absolute/path (the part after file:// is taken as a host"
             f" name); {file_url_meant(parsed.netloc, parsed.path)}"
@@ -62,7 +61,7 @@ def normalize_store_url(url: str) -> str:
             raise HomeError(f"store URL {url!r} has no path")
         if parsed.scheme and (parsed.query or parsed.fragment):  # (a folder named so is written %3F, %23)
             part = "?query" if parsed.query else "#fragment"
-            raise HomeError(f"store URL {url!r}: a file store takes no {part}; give file:///path/to/folder")
+            raise HomeError(f"store URL {quoted_url(url)}: a file store takes no {part}; give file:///path/to/folder")
         if "\0" in path:
             raise HomeError(
                 f"store URL {url!r}: its path holds a NUL character, which no folder's name can; give file:///path/to/folder"
@@ -72,7 +71,7 @@ def normalize_store_url(url: str) -> str:
 
     if parsed.scheme in NETWORK_SCHEMES:
         if not parsed.netloc:
-            raise HomeError(f"store URL {shown_url(url)!r} has no host")
+            raise HomeError(f"store URL {quoted_url(url)} has no host")
         check_host(parsed.scheme, url)
         return url.rstrip("/")
     raise HomeError(unsupported_scheme(url))

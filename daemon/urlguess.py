@@ -31,25 +31,61 @@ def host_hides_secret(url: str) -> bool:
     return (not host.startswith("[") and "%" in host) or any(c.isspace() for c in host)
 
 
+# a scheme, its ':' and however many '/' were typed after it (`s5:`, `s5:/`, `s5://`, `s5:///`)
+_SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/*")
+
+
+def host_place(url: str) -> str:
+    """What stands where `url`'s host goes: after its scheme, its ':' and however many '/' were typed (one short or
+    too many as well as two), up to its path, query or fragment; the whole of what has no scheme."""
+    m = _SCHEME_AND_SLASHES.match(url)
+    return re.split(r"[/?#]", url[m.end() :] if m else url, maxsplit=1)[0]
+
+
 def unparsed_hides_secret(url: str) -> bool:
-    """Whether a network URL that does not parse (urlparse's ValueError) may have a secret where a host is read:
-    no user part ('@') and a second ':' (`s5+http://INVITE:HOST:PORT`, an invite's or a password's '@' typed as
-    ':'), or brackets round what is no IP address (`[INVITE]`). Neither the URL nor urlparse's reason, which
-    quotes the part after a ':' or the brackets' content, may then be quoted. A user part is hidden where shown."""
+    """Whether where `url`'s host goes (host_place: with one '/' short or too many, as with two) may hold a secret
+    that is no user part, so that neither the URL nor urlparse's reason (which quotes the part after a ':' or the
+    brackets' content) may be quoted: with no user part ('@'), a second ':' or a port that is no number
+    (`INVITE:HOST:PORT`, `INVITE:HOST`, an invite's or a password's '@' typed as ':'), or brackets round what is no
+    IP address (`[INVITE]`); a user part in brackets (`[INVITE@HOST]`, quoted by urlparse's reason); a '%' or a
+    space where the host goes (host_hides_secret). A user part before a host is hidden where a URL is shown."""
     import ipaddress
 
-    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
-    if "@" in authority:
-        return False
-    if authority.startswith("["):
-        inside, closed, authority = authority[1:].partition("]")
+    authority = host_place(url)
+    if host_hides_secret("x://" + authority):
+        return True
+    user, at, host = authority.rpartition("@")
+    if at:
+        return "[" in user
+    if host.startswith("["):
+        inside, closed, host = host[1:].partition("]")
         try:
             ipaddress.ip_address(inside.split("%", 1)[0])
         except ValueError:
             return True
         if not closed:
             return False
-    return authority.count(":") > 1
+    return host.count(":") > 1 or not re.fullmatch(r"[^:]*(:\d*)?", host)
+
+
+def quoted_url(url: str) -> str:
+    """`url` as a refusal may quote it: in quotes, its credentials hidden (shown_url; a file URL's user part and query
+    as any other's, which shown_url keeps for a folder's path); in place of one where a secret may be taken for its
+    host (unparsed_hides_secret), its scheme alone and the reason it is not quoted."""
+    if unparsed_hides_secret(url):
+        m = _SCHEME_AND_SLASHES.match(url)
+        scheme = url[: url.index(":")] if m else "SCHEME"
+        # (the user part's place named without a scheme before it, which scrub_text would take for a URL's)
+        return f"{scheme}:... (not quoted here: where its host goes may hold an invite or a password, its '@' mistyped)"
+    return repr(_shown(url))
+
+
+def _shown(url: str) -> str:
+    """shown_url(url), a file URL's user part and query hidden as any other URL's (shown_url keeps a folder's path as
+    it is, which a file URL refused here is not: `file://INVITE@HOST:PORT`, `file:///x?token=...`)."""
+    if url[:5].lower() == "file:" and url[5:6] == "/":
+        return url[:5] + shown_url("x:" + url[5:])[2:]
+    return shown_url(url)
 
 
 def unparsed_refusal(url: str) -> str | None:
@@ -77,7 +113,7 @@ def file_url_meant(netloc: str, path: str) -> str:
     """What `file://NETLOC/PATH` was meant to be: the absolute folder a slash short, or one relative to here, or one
     under the home (`file://~/shared`). Not
     for a NETLOC with a user part (`USER:PASSWORD@HOST`: no folder a slash short, and its password not quoted)."""
-    if "@" in netloc or host_hides_secret("file://" + netloc):
+    if "@" in netloc or unparsed_hides_secret("file://" + netloc):
         return "a file URL takes no user or password (not quoted here): give file:///path/to/folder"
     if netloc.startswith("~") and (home := os.path.expanduser(netloc + path)) != netloc + path:
         # (`file://~/shared`: the home's folder, as a shell takes ~/shared; was named as /~/shared or CWD/~/shared)
@@ -111,14 +147,11 @@ def _wrapped_or_semicolon(url: str) -> str | None:
     m = _WRAPPED.fullmatch(url)
     if m and {"<": ">"}.get(m[1], m[1]) == m[3]:
         kind = "brackets" if m[1] == "<" else "quotes"
-        return f"store URL given in its {kind} (read as a folder's path); did you mean {shown_url(m[2])}?"
+        return f"store URL given in its {kind} (read as a folder's path){url_meant(m[2], scheme_kept=True)}"
     m = _SEMICOLON.fullmatch(url)
     if m:
         meant = f"{m[1].lower()}:{m[2]}"
-        return (
-            f"store URL {m[1]};//...: a ';' for the ':' after its scheme (read as a folder's path); did you mean"
-            f" {shown_url(meant)}?"
-        )
+        return f"store URL {m[1]};//...: a ';' for the ':' after its scheme (read as a folder's path){url_meant(meant)}"
     return None
 
 
@@ -164,42 +197,45 @@ def scheme_left_out(url: str) -> str | None:
     )
 
 
-def url_meant(meant: str) -> str:
+def url_meant(meant: str, *, scheme_kept: bool = False) -> str:
     """`; did you mean URL?` for the store URL `meant` (a mistyped one put right): credentials hidden, and in place
-    of a host that may be a secret mistyped (host_hides_secret, unparsed_hides_secret) HOST[:PORT]; a browser's
-    scheme as a store's (network_url_meant)."""
-    scheme = meant.partition("://")[0]
-    if scheme in ("http", "https"):
+    of a host that may be a secret mistyped (unparsed_hides_secret) HOST[:PORT]; a browser's scheme as a store's
+    (network_url_meant) unless `scheme_kept`."""
+    scheme = meant.partition(":")[0]
+    if scheme.lower() in ("http", "https") and not scheme_kept:
         return network_url_meant(meant)
-    if host_hides_secret(meant) or unparsed_hides_secret(meant):
+    if unparsed_hides_secret(meant):
         return f"; did you mean {scheme}://HOST[:PORT]? (its host not quoted here: it may hold an invite or a password)"
-    return f"; did you mean {shown_url(meant)}?"
+    return f"; did you mean {_shown(meant)}?"
 
 
 def unsupported_scheme(url: str) -> str:
-    """The refusal of a store URL of a scheme no store has: the URL (credentials hidden), the one most likely meant,
-    and the schemes. One whose host hides a secret (host_hides_secret) quoted nowhere: its shape named instead."""
+    """The refusal of a store URL of a scheme no store has: the URL (quoted_url: credentials hidden, and none quoted
+    whose host may be a secret), the one most likely meant, and the schemes."""
     scheme = urlparse(url).scheme
-    what = f", and its {HIDES_SECRET}" if host_hides_secret(url) else f" in {shown_url(url)!r}"
+    what = f", and its {HIDES_SECRET}" if host_hides_secret(url) else f" in {quoted_url(url)}"
     return f"unsupported store URL scheme {scheme!r}{what}{network_url_meant(url)}: use {SCHEMES_SAID}"
 
 
 def network_url_meant(url: str) -> str:
     """The store URL a network address with a scheme no store has most likely meant, as `; did you mean URL?`
-    ('' for a scheme that is no such slip); HOST[:PORT] in place of a host that hides a secret."""
-    parsed = urlparse(url)
-    hidden = host_hides_secret(url) or unparsed_hides_secret(url)
-    rest = "HOST:PORT" if hidden else shown_url(url).split("://", 1)[-1]
-    if parsed.scheme in ("http", "https"):
+    ('' for a scheme that is no such slip): the scheme put right, with two '/' after it however many were typed
+    (`s5:/HOST`, `http:///HOST`); HOST[:PORT] in place of a host that may hide a secret (unparsed_hides_secret)."""
+    m = _SCHEME_AND_SLASHES.match(url)
+    if m is None:
+        return ""
+    scheme, after = url[: url.index(":")].lower(), url[m.end() :]
+    rest = "HOST:PORT" if unparsed_hides_secret(url) else shown_url(f"{scheme}://{after}").split("://", 1)[1]
+    if scheme in ("http", "https"):
         try:
-            port = parsed.port
-        except ValueError:  # (not a number: no Kubo node's, whatever was meant)
+            port = urlparse("//" + host_place(url)).port
+        except ValueError:  # (not a number, or brackets round no address: no Kubo node's, whatever was meant)
             port = None
-        kubo = parsed.scheme == "http" and port == KUBO_RPC_PORT
-        first, other = ("ipfs+http", "s5+http") if kubo else (f"s5+{parsed.scheme}", "ipfs+http")
+        kubo = scheme == "http" and port == KUBO_RPC_PORT
+        first, other = ("ipfs+http", "s5+http") if kubo else (f"s5+{scheme}", "ipfs+http")
         return f"; did you mean {first}://{rest}? ({other}://{rest} if it is a {'relay' if kubo else 'Kubo node'})"
-    if parsed.scheme in ("s5", "ipfs"):
-        return f"; did you mean {parsed.scheme}+https://{rest}?"
+    if scheme in ("s5", "ipfs"):
+        return f"; did you mean {scheme}+https://{rest}?"
     return ""
 
 

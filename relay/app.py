@@ -269,8 +269,10 @@ def make_app(relay: Relay) -> web.Application:
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"--listen {text!r} is not HOST:PORT (e.g. 127.0.0.1:5050, 0.0.0.0:443)")
+    if int(port) > 65535:
+        raise ValueError(f"--listen {text!r}: port {int(port)} is past 65535, the highest there is; give another")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 

@@ -104,10 +104,14 @@ class Sharer:
                 remote = await ctx.db.remote(sid)
             assert remote is not None  # just added
         write_secret = ctx.keys.write_secret(sid)
+        await pause_for_tests("share.member")  # (the tests delete the session here: `rm` between the locked steps)
         if write_secret is not None:
             # under the push lock: a push that comes now (pushes start at once) announces this device
             # too, and two announcements at once would leave the losing members object behind
             async with ctx.lock(sid):
+                # (NotFound: deleted since the step above, under this lock, its write secret with it: said as the
+                # session gone, not as this device holding no write secret of it, `conflict`)
+                await ctx.db.get_session(sid)
                 # a push may have announced this device before the lock came (Pusher.push): then it reads
                 # the slot (as it wrote it: cached), lest a second members object be left in the store
                 new_slot = new_slot and not (await ctx.db.remote(sid) or {}).get("announced")

@@ -378,6 +378,24 @@ def test_a_provider_failure_says_the_question_is_recorded_and_again_answers_it(l
         ("user", "what is BLAKE3?"),
         ("assistant", "echo: what is BLAKE3?"),
     ]
+
+
+def test_ask_again_failing_too_says_the_question_still_waits(loop):
+    """`ask ID --again` failing in its turn (the provider still down) said only the provider's error: not that the
+    chat's question still waited, nor that --again was still the way (the first failure's hint, scrolled away). It
+    says both, as the first failure does, and --again then answers the one question."""
+    make, p = loop
+    d = make()
+    c = d.client()
+    sid = c.create_session(model="echo-1")["id"]
+    c.append(sid, "user", "what is BLAKE3?")  # (recorded by an ask whose provider failed)
+    p.faults.status, p.faults.times = 500, 1
+    res = run_cli(d.home, "ask", sid, "--again")
+    assert res.returncode == 1, res
+    assert "the chat's last question still waits" in res.stderr, res.stderr
+    assert f"sessiond ask --home {d.home} {sid} --again" in res.stderr, res.stderr
+    assert run_cli(d.home, "ask", sid, "--again", check=True).stdout.strip() == "echo: what is BLAKE3?"
+    assert [m["role"] for m in c.messages(sid)["messages"]] == ["user", "assistant"]
     # --again with a question, or neither: usage errors, nothing sent or recorded
     for argv in (["ask", sid, "more", "--again"], ["ask", sid]):
         res = run_cli(d.home, *argv)

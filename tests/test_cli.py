@@ -777,6 +777,8 @@ def test_a_relay_that_cannot_serve_answers_in_json(tmp_path):
     for args, says in (
         (["--listen", "nonsense"], "is not HOST:PORT"),
         (["--listen", "127.0.0.1:\u00b2"], "is not HOST:PORT"),  # (str.isdigit takes '²', int() does not)
+        # (a port past 65535 was told only "is not HOST:PORT", as if its form were wrong, not its number)
+        (["--listen", "127.0.0.1:99999"], "port 99999 is past 65535, the highest there is"),
         (["--listen", "127.0.0.1:0", "--cert", str(tmp_path / "c.pem")], "--cert and --key go together"),
     ):
         res = run_cli(None, "serve", "--data", data, *args, "--json")

@@ -171,3 +171,41 @@ def test_help_typed_as_a_command_says_where_the_help_is(tmp_path):
         assert code == 2 and way in said and "choose from" not in said, said
     code, out, err = _main(["chat", "help", "--home", str(tmp_path / "h")])
     assert code == 2 and "sessiond chat --help" in err.splitlines()[-1], err
+
+
+# options of one name that mean another thing in another command (add's --name is its tool call's, ask's --model a
+# one-off for one question), not the same option left unexplained
+OWN_MEANING = {"--name", "--model"}
+
+
+def test_an_option_explained_in_one_command_is_explained_in_every_one(monkeypatch):
+    """`chat new --system` had no help while `chat set --system` said "'-' reads it from standard input" (both do);
+    `key import --force` none, though it replaces the device key sessions depend on, where `rm --force` and
+    `export --force` said what they force; `verify-proof`'s PROOF none (a file, or '-'); `--chat` of `context`,
+    `compact` and `uncompact`, `--user` of `ls` and `stats`, `ls --tag`, `add --role`, `export --format` none either.
+    An option with help in any command has it in every command, and every positional has it."""
+    import argparse
+    import collections
+
+    from sessiond.cli.parser import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    helps: dict[str, dict[str, str | None]] = collections.defaultdict(dict)
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif path and action.help != argparse.SUPPRESS:
+                key = action.option_strings[-1] if action.option_strings else f"positional {action.dest}"
+                helps[key][" ".join(path)] = action.help
+
+    walk(build_parser(False), [])
+    assert len(helps) > 60, sorted(helps)
+    unexplained = []
+    for key, by_command in helps.items():
+        bare = sorted(command for command, said in by_command.items() if not said)
+        if bare and (key.startswith("positional") or (key not in OWN_MEANING and len(bare) < len(by_command))):
+            unexplained.append(f"{key} in {bare}")
+    assert not unexplained, unexplained

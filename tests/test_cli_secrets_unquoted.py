@@ -148,3 +148,42 @@ def test_a_share_code_given_as_the_store_is_refused_not_made_a_folder(tmp_path, 
     said = _refused(capsys, str(tmp_path / "h"), "start", option, value)
     assert CODE[20:60] not in said and "sessiond import" in said, said
     assert sorted(os.listdir(tmp_path)) == ["w"] and os.listdir(tmp_path / "w") == ["code.txt"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["share", "some-id", f"--qr={PASSPHRASE}"],  # (a flag given a value after '=': argparse ignores it, quoting it)
+        ["share", "some-id", f"-h{PASSPHRASE}"],  # (-h's letter, then the passphrase: `mysql -pPASSWORD`'s habit)
+        ["import", f"--json={PASSPHRASE}"],
+        ["key", "import", f"-h{PASSPHRASE}"],
+        ["ls", f"--no-user={PASSPHRASE}"],  # (in any command: what follows a flag's '=' is no value it takes)
+        ["share", "some-id", "--expires", PASSPHRASE],  # (a command given secrets: a value refused by its type)
+        ["share", "some-id", f"--expires={PASSPHRASE}'s"],
+    ],
+)
+def test_a_value_given_to_a_flag_or_refused_by_its_type_is_not_quoted(tmp_path, capsys, argv):
+    """argparse's 'argument --qr: ignored explicit argument 'hunter2'' (and `-hSECRET`'s 'argument -h/--help: ignored
+    explicit argument') quoted what followed a flag, which takes none: a passphrase typed there was echoed, as was a
+    value a command given secrets refused by its type (`share ID --expires SECRET`: 'not a duration: 'SECRET''). The
+    flag is named, and how to give it; what was typed with it is not quoted."""
+    said = _refused(capsys, str(tmp_path / "h"), *argv)
+    assert PASSPHRASE not in said and "not quoted" in said, said
+    assert not os.path.exists(tmp_path / "h")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["start", "--store-file", f"s5:/{PASSPHRASE}:relay.example:5050"],  # (the URL where its file goes, mistyped)
+        ["start", "--store-file", f"s5+http:///{PASSPHRASE}:relay.example"],
+        ["import", "--store-file", f"{PASSPHRASE}:relay.example:5050"],  # (its scheme and its '@' left out)
+    ],
+)
+def test_a_mistyped_store_url_given_where_its_file_goes_is_not_quoted(tmp_path, capsys, argv):
+    """`--store-file URL` was caught, its name unquoted, when the URL held a '@' or a '//'; one with its '@' typed ':'
+    and a '/' short (`s5:/INVITE:HOST:PORT`) or none, or a '/' too many (`s5+http:///INVITE:HOST`), was read as a
+    file's name and refused as 'cannot read it', quoting it, the invite with it."""
+    said = _refused(capsys, str(tmp_path / "h"), *argv)
+    assert PASSPHRASE not in said and "not quoted" in said, said
+    assert not os.path.exists(tmp_path / "h")

@@ -596,7 +596,7 @@ def test_a_network_store_url_that_does_not_parse_is_a_usage_error_without_its_se
     for url, why in (
         ("s5+https://INVITE@[::1", "Invalid IPv6 URL"),
         ("s5+https://INVITE@host:99999", "out of range"),
-        ("ipfs+http://host:abc", "abc"),
+        ("ipfs+http://INVITE@host:abc", "abc"),  # (with no user part, `INVITE:host`: test_store_url_two_slips.py)
     ):
         res = run_cli(home, "start", "--store", url, "--json")
         message = _usage(res)
@@ -827,3 +827,37 @@ def test_a_file_store_url_of_a_folder_under_home_a_slash_short_names_that_folder
     assert f"did you mean file://{user}/shared?" in message, message
     assert "~/shared" not in message.replace("'file://~/shared'", ""), message  # (the URL as typed, quoted only)
     assert not os.path.exists(home)
+
+
+@pytest.mark.parametrize("given", ["", "\n\n", "# Your device key backup (keep it secret; ...)\n"])
+def test_key_import_given_no_words_says_where_they_go(tmp_path, capsys, monkeypatch, given):
+    """`sessiond key import < empty-file` (an export that wrote nothing, a pipe from a command that failed) was
+    refused as 'a key backup is 24 words; got 0', exit 1, code `error`: as if the words were wrong, not missing,
+    and not where they go. `import` given no code says so (exit 2, `usage`, the way on); so does `key import`. Nothing
+    is made."""
+    import io
+
+    from sessiond.cli.main import main
+
+    home = str(tmp_path / "h")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(given.encode())))
+    code = main(["key", "import", "--home", home, "--json"])
+    out, _err = capsys.readouterr()
+    error = json.loads(out)["error"]
+    assert code == 2 and error["code"] == "usage", (code, error)
+    assert "no backup words on standard input" in error["message"], error
+    assert "sessiond key import" in error["message"] and "< " in error["message"], error
+    assert not os.path.exists(home)
+
+
+@pytest.mark.parametrize("given, says", [("nan", "not a duration: 'nan'"), ("7", "'7' has no unit")])
+def test_cleanup_names_its_option_as_every_duration_is_named(tmp_path, capsys, given, says):
+    """`cleanup --older-than nan` said "--older-than not a duration: 'nan'" (the option run into its reason), where
+    every other duration's refusal says "argument --expires: not a duration: ...": it is named so too, before any
+    daemon is asked."""
+    from sessiond.cli.main import main
+
+    code = main(["cleanup", "--older-than", given, "--home", str(tmp_path / "h"), "--json"])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code == 2 and error["message"].startswith(f"argument --older-than: {says}"), error
+    assert not os.path.exists(tmp_path / "h")

@@ -91,7 +91,7 @@ def cmd_ask(args) -> int:
             return _unrecorded(args, exc, exc.answer)
         if isinstance(exc, ApiError) and exc.code == "model_not_found" and exc.details.get("model"):
             exc = ApiError(exc.status, exc.code, _choose_model(exc), exc.details)
-        if isinstance(exc, ApiError) and content is not None:
+        if isinstance(exc, ApiError):
             exc = _question_kept(args, c, key, exc)
         raise exc from None
     answer = stream.message
@@ -214,13 +214,14 @@ def _answered(c, args) -> int | None:
 
 def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
     """A failure (the provider's) that left the question recorded and no answer: said, with the way to have it
-    answered once the provider is back (`ask --again`), as `ask ID TEXT` again would record the question twice."""
+    answered once the provider is back (`ask --again`), as `ask ID TEXT` again would record the question twice. And
+    `ask --again` failing so (no question of its own: the chat's last one, still unanswered) says the same way on."""
     try:
         kept = c.asked(args.id, key)
     except ClientError:
         return exc
     question = kept.get("question")
-    if question is None or kept.get("answer") is not None:
+    if kept.get("answer") is not None or (question is None and not args.again):
         return exc
     # as it was asked: the chat, model and provider chosen (else --again asks the chat's own); a model the provider
     # does not have: another, to choose (asked again, it would fail the same way)
@@ -228,6 +229,9 @@ def _question_kept(args, c, key: str, exc: ApiError) -> ApiError:
     chosen = (("--chat", args.chat), ("--model", model), ("--provider", args.provider))
     flags = "".join(f" {flag} {shlex.quote(value)}" for flag, value in chosen if value)
     again = f"`sessiond ask {shlex.quote(args.id)}{flags} --again`"  # (--home put in as the error is printed)
+    if question is None:  # (--again: nothing recorded, the chat as it was)
+        said = f"{exc.message}; nothing was recorded, the chat's last question still waits: {again} once put right"
+        return ApiError(exc.status, exc.code, said, exc.details)
     said = (
         f"{exc.message}; the question is recorded as message {question['id']}: to have the model answer it, "
         f"{again} (asking it again with TEXT would record it twice)"

@@ -21,7 +21,7 @@ def register(commands: Commands) -> None:
     q.add_argument("id", help="session id")
     q.add_argument("--id", dest="chat_id", help="the chat's own id")
     q.add_argument("--name")
-    q.add_argument("--system")
+    q.add_argument("--system", help="system prompt ('-' reads it from standard input)")
     q.add_argument("--model")
     q.add_argument("--switch", action="store_true", help="make it the current chat")
     q.add_argument("--provider", help=_PROVIDER)

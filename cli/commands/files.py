@@ -29,7 +29,13 @@ IMPORT_FORMATS = ["openai", "json", "chatgpt", "claude", "openwebui", "llm"]
 def register(commands: Commands) -> None:
     p = commands.add("export", cmd_export, "write a session as OpenAI chat messages, full JSON or Markdown")
     p.add_argument("id", help=ID_HELP)
-    p.add_argument("--format", choices=["openai", "json", "markdown"], default="json")
+    p.add_argument(
+        "--format",
+        choices=["openai", "json", "markdown"],
+        default="json",
+        help="openai: one chat's messages as OpenAI takes them; json: the whole session, which import-file restores"
+        " (default); markdown: to read",
+    )
     p.add_argument("--chat", help="(openai only) which chat; default: the current one")
     p.add_argument("-o", "--output", help="write to this file instead of standard output ('-': standard output)")
     p.add_argument("--force", action="store_true", help="with -o: replace the file if it exists")

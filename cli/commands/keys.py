@@ -11,7 +11,7 @@ import sys
 from ...client import Client, DaemonNotRunning
 from ...daemon.home import resolve_home
 from ...storage.fsutil import sqlite_ro_uri
-from ..errors import EXIT_USAGE, CliError
+from ..errors import EXIT_USAGE, CliError, UsageError
 from ..inputs import read_text
 from ..output import emit
 from . import Commands
@@ -27,7 +27,12 @@ def register(commands: Commands) -> None:
     key = commands.actions(p, "key_command")
     key.add("export", cmd_key_export, "print the device key as 24 words", unquoted=True)  # (words after it: the key's)
     q = key.add("import", cmd_key_import, "restore the device key from words on standard input", unquoted=True)
-    q.add_argument("--force", action="store_true")
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the key even when this home has sessions pushed under its current one (else refused: import"
+        " into a fresh --home)",
+    )
     # the words given on the command line (`key import WORD...`, `--words WORD...`), taken to be refused as such:
     # argparse's "unrecognized arguments" quoted them all, the device key itself
     q.add_argument("words", nargs="*", help=argparse.SUPPRESS)
@@ -97,6 +102,12 @@ def cmd_key_import(args) -> int:
     else:  # export's notice left out: a backup saved with `key export > F 2>&1`, or pasted from the terminal
         phrase = " ".join(
             line for line in read_text("-").splitlines() if not line.lstrip().startswith(("#", OLD_NOTICE))
+        )
+    if not phrase.strip():  # an empty file or pipe (an export that wrote nothing): no words at all, not wrong ones
+        raise UsageError(
+            "key import: no backup words on standard input: give the 24 words `sessiond key export` printed there"
+            f" (`sessiond key import --home {shlex.quote(home.path)} < device-key-words.txt`, or type them at the"
+            " prompt)"
         )
     try:
         mnemonic_to_seed(phrase)

@@ -25,16 +25,16 @@ def register(commands: Commands) -> None:
     p.add_argument("id", help=ID_HELP)
     p = commands.add("context", cmd_context, "a chat's active context: tokens, budget, what is compacted")
     p.add_argument("id", help=ID_HELP)
-    p.add_argument("--chat")
+    p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p = commands.add(
         "compact", cmd_compact, "drop the oldest messages from a chat's active context (history keeps them)"
     )
     p.add_argument("id", help=ID_HELP)
-    p.add_argument("--chat")
+    p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--target-tokens", type=int, dest="target_tokens", help="keep at most this many tokens active")
     p = commands.add("uncompact", cmd_uncompact, "restore every compacted message of a chat to its context")
     p.add_argument("id", help=ID_HELP)
-    p.add_argument("--chat")
+    p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p = commands.add("clone", cmd_clone, "a new session with the same settings and initial context, no conversation")
     p.add_argument("id", help=ID_HELP)
     p.add_argument("--id", dest="new_id", help="the new session's id")
@@ -50,10 +50,10 @@ def register(commands: Commands) -> None:
     p.add_argument("id", help=ID_HELP)
     p = commands.add("verify-proof", cmd_verify_proof, "check checkpoint proofs (JSON file, or '-') against a session")
     p.add_argument("id", help=ID_HELP)
-    p.add_argument("proof")
+    p.add_argument("proof", help="a JSON file of proofs (one, a list, or `end --json`'s output); '-': standard input")
     p = commands.add("stats", cmd_stats, "statistics of one session, one user, or the whole daemon")
     p.add_argument("id", nargs="?", help="one session's, by its id (default: every session's)")
-    p.add_argument("--user")
+    p.add_argument("--user", help="the statistics of this user's sessions")
     p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
     p = commands.add("cleanup", cmd_cleanup, "delete sessions idle for longer than a duration (and their keys)")
     p.add_argument(
@@ -274,7 +274,7 @@ def _older_than(args) -> None:
     try:
         args.older_than = duration(args.older_than_text)
     except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"--older-than {exc}") from None
+        raise UsageError(f"argument --older-than: {exc}") from None
 
 
 CONFIRM_UNDER = 3600  # a clean-up of sessions idle for less (seconds) is confirmed: 0 deletes every session

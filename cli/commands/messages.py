@@ -19,7 +19,7 @@ from . import Commands, ask
 def register(commands: Commands) -> None:
     p = commands.add("add", cmd_add, "append a message", intermixed=True)
     p.add_argument("id", help=ID_HELP)
-    p.add_argument("--role", required=True, choices=["system", "user", "assistant", "tool"])
+    p.add_argument("--role", required=True, choices=["system", "user", "assistant", "tool"], help="who says it")
     p.add_argument("--chat", help="chat id or name (default: the current chat)")
     p.add_argument("--tokens", type=int, help="token count, if the app knows it")
     calls = p.add_argument_group("tool calls (an assistant's) and a tool's result")

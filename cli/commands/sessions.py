@@ -91,10 +91,10 @@ def register(commands: Commands) -> None:
     add_unset(p, SESSION_UNSET, "the session")
 
     p = commands.add("ls", cmd_ls, "list sessions")
-    p.add_argument("--user")
+    p.add_argument("--user", help="only sessions of this user")
     p.add_argument("--no-user", action="store_true", help=NO_USER_HELP)
-    p.add_argument("--status", choices=["active", "paused", "ended"])
-    p.add_argument("--tag")
+    p.add_argument("--status", choices=["active", "paused", "ended"], help="only sessions of this status")
+    p.add_argument("--tag", help="only sessions with this tag")
     p.add_argument("--limit", type=count, default=1000, help="list at most this many (default 1000)")
     p = commands.add("show", cmd_show, "show one session")
     p.add_argument("id", help=ID_HELP)
