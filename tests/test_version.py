@@ -36,7 +36,7 @@ def _expected() -> dict:
 def test_the_version_is_pyprojects_as_installed():
     with open(ROOT / "pyproject.toml", "rb") as f:
         typed = tomllib.load(f)["project"]["version"]
-    assert typed == version("sessiond") == "0.40.0"
+    assert typed == version("sessiond") == "0.41.0"
 
 
 def test_version_json_names_the_package_schema_and_wire_format_versions():
