@@ -15,7 +15,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from conftest import cli_json, openai_app, started_with_provider
+from conftest import arrived, cli_json, flag_dir, openai_app, openai_paused, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 
 Q = [{"role": "user", "content": "count"}]
@@ -78,4 +78,32 @@ def test_a_kill_while_the_model_answers_leaves_no_session_holding_the_question_a
             db.close()
     finally:
         p.resume.set()
+        server.stop()
+
+
+def test_a_kill_as_the_question_is_recorded_leaves_no_session_holding_it_alone(make_daemon):
+    """The session's row was written in a transaction of its own after the question's: a kill between the two (the
+    provider asked, the app given nothing) left the session holding the question alone for good, its retry making
+    a second, as before openai_made. Written in the question's transaction, the start deletes it."""
+    p, server = serve_threaded(Provider())
+    flag = flag_dir() + "/recorded"
+    try:
+        d = openai_paused(make_daemon, server.port, f"openai.question_recorded:{flag}")
+
+        def cut() -> None:
+            try:
+                two = [{"role": "system", "content": "terse"}, *Q]  # (the lamports of both: its row's range)
+                openai_app(d, None).chat.completions.create(model="echo-1", messages=two)
+            except Exception:  # (the daemon killed under it: the connection broken)
+                pass
+
+        t = threading.Thread(target=cut)
+        t.start()
+        arrived(flag)  # the question committed, the provider asked
+        d.kill()
+        t.join(30)
+        del d.env["SESSIOND_TEST_PAUSE"]
+        d.start()
+        assert _questions(d.client()) == []
+    finally:
         server.stop()
