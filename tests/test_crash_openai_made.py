@@ -107,3 +107,40 @@ def test_a_kill_as_the_question_is_recorded_leaves_no_session_holding_it_alone(m
         assert _questions(d.client()) == []
     finally:
         server.stop()
+
+
+def test_a_checkpoint_asked_for_keeps_the_session_a_kill_cut(make_daemon):
+    """A checkpoint an app or the user asked for of the session a request made (its id in `ls` and the events) while
+    the model answered: its proof given, the session is no longer the request's alone to drop. The start deleted it
+    (a checkpoint is not written beside the question: the daemon's own automatic ones are not), the proof naming a
+    session gone."""
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
+        c = d.client()
+        p.faults.held = True  # the model thinks until the daemon is killed
+
+        def cut() -> None:
+            try:
+                openai_app(d, None).chat.completions.create(model="echo-1", messages=Q)
+            except Exception:  # (the daemon killed under it: the connection broken)
+                pass
+
+        t = threading.Thread(target=cut)
+        t.start()
+        deadline = time.monotonic() + 10
+        while _questions(c) != [["count"]]:  # the session made, its question recorded
+            assert time.monotonic() < deadline, "the question never recorded"
+            time.sleep(0.02)
+        sid = c.list_sessions()["sessions"][0]["id"]
+        proof = c.checkpoint(sid)
+        d.kill()
+        p.resume.set()
+        t.join(30)
+        d.start()
+        c = d.client()
+        assert _questions(c) == [["count"]]
+        assert c.verify_proof(sid, {k: x for k, x in proof.items() if k != "made"})["ok"] is True
+    finally:
+        p.resume.set()
+        server.stop()
