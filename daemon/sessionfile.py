@@ -8,14 +8,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..api.types import MAX_TOKENS
+from ..api.sessions import POLICY_SHORTCUTS
+from ..api.types import FIELD_DEPTH, MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..storage.model import charge, parse_message_id
 from ..storage.pulledextra import ANSWER_COUNTS, ANSWER_TEXTS, CONTEXT_TOKENS, is_count, text_ok
 from ..storage.tokens import counted_text
+from .validate import json_value
 
 STATUSES = ("active", "paused", "ended")
+
+
+def newer_policy(holder: dict, where: str, depth: int = FIELD_DEPTH) -> tuple[dict, dict]:
+    """A session's or a chat's object in a file (`holder`) with its policy's keys no sessiond knows taken out, and
+    those keys: a newer sessiond's, which a pull keeps (storage/pulledpolicy.py) and `export` so writes, kept as
+    they are (as JSON the operation carrying them `depth` levels into its body can hold: a chat's is three, in its
+    session.create's chats). The rest is checked as POST's (a chat's policy naming a session's key is refused so)."""
+    p = holder.get("policy")
+    if not isinstance(p, dict) or p.keys() <= set(POLICY_SHORTCUTS):
+        return holder, {}
+    newer = {k: x for k, x in p.items() if k not in POLICY_SHORTCUTS}
+    json_value(newer, f"{where}.policy", depth)
+    return {**holder, "policy": {k: x for k, x in p.items() if k in POLICY_SHORTCUTS}}, newer
 
 
 def status(session: dict) -> str:

@@ -15,7 +15,7 @@ import pytest
 from sessiond.daemon.remote_checks import remote_op
 from sessiond.storage import pulledpolicy
 from sessiond.storage.database import Database
-from sessiond.storage.errors import QuotaExceeded
+from sessiond.storage.errors import Invalid, QuotaExceeded
 from sessiond.storage.migrations import SCHEMA_VERSION
 from sessiond.storage.model import Op, RemoteLog
 
@@ -141,3 +141,25 @@ async def test_the_rows_of_earlier_pulls_are_mended_and_the_others_left_as_they_
         assert (await db.read_one("SELECT policy FROM chats WHERE session_id=?", (pulled,)))[0] == "{}"
     finally:
         await db.close()
+
+
+async def test_a_session_holding_a_newer_sessionds_policy_keys_is_exported_and_imported_again(db):
+    """A pull keeps a newer sessiond's policy keys (KEPT's `newer`), and `export` writes them: `import-file` of that
+    file, on this very daemon (a backup put back, a session moved to another home), refused it (`policy: unknown
+    field(s) 'newer'`), the session's as its chats'. Taken as a pull takes them: kept; the keys it knows checked as
+    before (a chat's policy naming a session's key is still refused)."""
+    from sessiond.daemon import formats
+
+    sid = (await db.create_session({"name": "newer"}))["id"]
+    await _remote_op(db, sid, "session.update", {"policy": KEPT})
+    await _remote_op(db, sid, "chat.update", {"chat": "main", "policy": {"max_context_tokens": 600, "newer": [1]}})
+    data = await formats.export(db, sid, "json")
+    await db.delete_session(sid)
+    [made], _ = await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+    assert made["policy"] == KEPT
+    (row,) = await db.c.committed.fetchall("SELECT policy FROM chats WHERE session_id=?", (made["id"],))
+    assert json.loads(row[0]) == {"max_context_tokens": 600, "newer": [1]}
+    await db.delete_session(made["id"])
+    data["chats"][0]["policy"] = {"token_quota": 5}  # (a session's key, which no chat takes)
+    with pytest.raises(Invalid, match="token_quota"):
+        await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
