@@ -205,7 +205,7 @@ def parse_openai(data: Any) -> dict:
 
 def _file_chat(c: Any, where: str) -> dict:
     """A chat of a session file, with its creation time when the file gives one (the chats' order)."""
-    c, newer = sessionfile.newer_policy(c, where, 3) if isinstance(c, dict) else (c, {})
+    c, newer = sessionfile.newer_policy(c, where, chat=True) if isinstance(c, dict) else (c, {})
     spec = v.chat_spec(c, where)
     if newer:
         spec["policy"] = {**spec["policy"], **newer}

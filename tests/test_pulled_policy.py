@@ -160,6 +160,21 @@ async def test_a_session_holding_a_newer_sessionds_policy_keys_is_exported_and_i
     (row,) = await db.c.committed.fetchall("SELECT policy FROM chats WHERE session_id=?", (made["id"],))
     assert json.loads(row[0]) == {"max_context_tokens": 600, "newer": [1]}
     await db.delete_session(made["id"])
-    data["chats"][0]["policy"] = {"token_quota": 5}  # (a session's key, which no chat takes)
-    with pytest.raises(Invalid, match="token_quota"):
+    data["chats"][0]["policy"] = {"max_context_tokens": "600"}  # (a key it knows: checked as POST checks it)
+    with pytest.raises(Invalid, match="max_context_tokens"):
         await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+
+
+async def test_a_chat_holding_another_devices_key_of_a_sessions_policy_is_exported_and_imported_again(db):
+    """Another device's chat policy is checked for the keys a chat's takes (daemon/remote_checks.py, CHAT_POLICY): one
+    naming a session's (a newer sessiond's chat quota, say) is kept, as `kept` takes its value, and exported so.
+    import-file checked a file's chat policy for the keys a chat takes: the file this daemon wrote was refused."""
+    from sessiond.daemon import formats
+
+    sid = (await db.create_session({"name": "chat quota"}))["id"]
+    await _remote_op(db, sid, "chat.update", {"chat": "main", "policy": {"token_quota": 5, "max_context_tokens": 600}})
+    data = await formats.export(db, sid, "json")
+    await db.delete_session(sid)
+    [made], _ = await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+    (row,) = await db.c.committed.fetchall("SELECT policy FROM chats WHERE session_id=?", (made["id"],))
+    assert json.loads(row[0]) == {"token_quota": 5, "max_context_tokens": 600}
