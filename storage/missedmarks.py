@@ -134,7 +134,8 @@ def _cuts(
     end its messages come to: a re-import's tail keeps its messages' own times, which may be after the
     session was made (the app's conversation continued since), one each (an import's own run, before the
     session was made, ends where its times do, as before)."""
-    run = used - sum(row_charge(r[3], r[4]) for r in rows)
+    charges = [row_charge(r[3], r[4]) for r in rows]  # (each message's once: the sums below are of this list)
+    run = used - sum(charges)
     cuts = []
     i = 0
     while i < len(rows):
@@ -150,11 +151,11 @@ def _cuts(
             ):
                 j += 1
         before = run
-        run += sum(row_charge(r[3], r[4]) for r in rows[i:j])
+        run += sum(charges[i:j])
         if rows[i][1] == own and before // iv != run // iv:
             if _batch(rows[i], created) is not None:
                 j = _noted_end(rows, j)
-                run = before + sum(row_charge(r[3], r[4]) for r in rows[i:j])
+                run = before + sum(charges[i:j])
             cuts.append(_frontier(rows, j, done, logs))
         i = j
     return cuts

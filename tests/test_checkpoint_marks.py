@@ -188,6 +188,23 @@ async def test_the_marks_walk_reads_each_message_once_without_a_lookup(db):
     assert (many - few) / 60 < 34, (few, many)  # before: ~41 a message (the sum ~16, the read ~25); now ~27
 
 
+async def test_the_marks_walk_charges_each_message_once(db, monkeypatch):
+    """The walk after each append that passed a mark (on the bulk-read thread, which the event loop takes the GIL
+    from in turn) counted each message's charge twice: once for the tokens before the messages since the latest
+    checkpoint, again for each append's run; counted once, the two sums are of the same list."""
+    from sessiond.storage import missedmarks
+
+    sid = (await db.create_session({"name": "walk", "policy": {"checkpoint_interval": 1000}}))["id"]
+    for i in range(70):  # a mark passed at the tenth, 60 more messages since
+        await db.append_messages(sid, [{"role": "user", "content": f"m{i}", "tokens": 100 if i < 10 else 1}])
+    charged = []
+    real = missedmarks.row_charge
+    monkeypatch.setattr(missedmarks, "row_charge", lambda *a: charged.append(1) or real(*a))
+    got = await db.missed_checkpoints(sid)
+    assert [len(f) for _, f in got] == [1], got
+    assert len(charged) == 70, len(charged)  # before: 140
+
+
 async def _pulled(db, sid: str, rows: list[tuple[int, str | None]]) -> None:
     """Another device's messages (tokens, extra JSON text) arriving here after this device's appends so far."""
     have = await db.read_one("SELECT coalesce(max(seq), 0), max(created_at) FROM messages WHERE device_id=?", (REMOTE,))
