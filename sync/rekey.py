@@ -29,7 +29,7 @@ from .rekeycarried import carried_entry
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
 from .rekeyjoined import joined_apart, made_before, rekeyed_with_joined, with_joined, with_kept
-from .rekeykept import by_kept
+from .rekeykept import by_kept, dropped_author, kept_from_dropped
 from .rekeynotice import RekeyNotices
 from .rekeyowed import OwedPush
 from .rekeyproof import same_notice
@@ -119,6 +119,12 @@ class Rekeyer:
                     except StaleHead:
                         continue
                     break
+                if notice is not None and tried is not None and slot is not store:
+                    # ours sent, some stores of a mirror may hold it: not given way to a writer this rekey drops, as
+                    # at its resume (was: its pull took that writer's notice, into its generation: rekeykept.py)
+                    author = dropped_author(notice, members, tried[0], my_pk)
+                    if author is not None:
+                        raise kept_from_dropped(sid, author, store.url)
                 if notice is not None:
                     await self.notices.withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
@@ -291,6 +297,13 @@ class Rekeyer:
                 and rev > record["r"]
                 and not await by_kept(self.ctx, sid, notice, store, members, record, old_announce)
             )
+            if replaced and not sent and slot is not store and isinstance(record.get("r"), int):
+                # on a mirror, sent (`r`: some stores may hold it) and another notice the highest: not given up to one
+                # by a writer this rekey drops (was: its pull took it, rekeyed into that writer's generation), past `r`
+                # or ranked over it at `r`, nor finished (rekeykept.py)
+                author = dropped_author(notice, members, record, ctx.keys.head_pk(sid))
+                if author is not None:
+                    raise kept_from_dropped(sid, author, store.url)
             if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
