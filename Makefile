@@ -69,11 +69,19 @@ PACKAGE_DIRS := api cli client daemon relay storage stores sync
 # pytest rewrites the test modules' asserts (~12 s of CPU for the suite) and keeps the result (tests/conftest.py):
 # every worker did it at its start, four times, before the first test (~30 s of a 2-core machine's wall time on a
 # fresh clone). Two processes write them here, half the files each; the workers read them.
-test: lint
+# `make lint` runs beside them and the suite (it ran before them: mypy's ~7 s of CPU on a fresh clone, ~20 s of
+# a loaded machine's wall time, while the suite's workers leave part of two cores idle, waiting on daemons); its
+# output is printed when the suite ends, and a finding fails `make test` as it did (`make lint` alone: seconds).
+LINT_OUT := $(VENV)/lint.out
+test: $(TEST_STAMP) typecheck-tree
 	$(PY) -m compileall -q $(PACKAGE_DIRS) tests
-	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[a-l]*.py >/dev/null & \
-	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[m-z]*.py >/dev/null; wait
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory lint >$(LINT_OUT) 2>&1 & lint=$$!; \
+	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[a-l]*.py >/dev/null & half=$$!; \
+	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[m-z]*.py >/dev/null; wait $$half; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); suite=$$?; \
+	wait $$lint; linted=$$?; cat $(LINT_OUT); \
+	if [ $$linted -ne 0 ]; then echo "make test: make lint failed (its output above)"; fi; \
+	[ $$suite -eq 0 ] && [ $$linted -eq 0 ]
 
 # The long versions of the proofs (issue 6): the whole suite with every daemon and CLI call started as a new
 # program (make test starts most from tests/forkserver.py, which imported sessiond once), 200 SIGKILLs, 300 schemathesis examples per operation,
