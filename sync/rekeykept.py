@@ -85,4 +85,5 @@ def kept_from_dropped(sid: str, author: str, url: str) -> ImportError_:
         f"rekey is kept, unfinished (each pull of {sid}, a share and a rekey of it are refused so; the other devices "
         f"refuse that notice too, this device's claim against it), and the session stays on its old key, which that "
         f"writer holds; {fork_way(sid)}",
+        fork=True,  # (every share code of it names that slot: doctor says the fork, not a code imported)
     )

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from types import SimpleNamespace
 
 import pytest
 
+from sessiond.daemon.doctor import check_pushes
 from sessiond.stores import FileStore
 from sessiond.sync import dagcbor
 from sessiond.sync.errors import ImportError_
@@ -81,6 +83,15 @@ def _raced(tmp_path, second: FileStore, slot: bytes, sid: str, author: str, forg
     second.set_head = after_c  # type: ignore[method-assign]
 
 
+async def _c_writes(sid: str, a, b, c, dbc) -> None:
+    """C joins A's session `sid` as a writer and pushes (listed in the slot); A and B pull it."""
+    await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
+    await dbc.append_messages(sid, [{"role": "user", "content": "c writes"}])
+    await c.push(sid)
+    await a.pull(sid)
+    await b.pull(sid)
+
+
 @pytest.mark.parametrize(("cut", "b_took"), [("inside", False), ("inside", True), ("between", False), ("raced", False)])
 async def test_a_rekey_cut_short_writing_its_notice_to_every_store_does_not_give_itself_up_to_a_writer_it_drops(
     tmp_path, monkeypatch, cut, b_took
@@ -102,11 +113,7 @@ async def test_a_rekey_cut_short_writing_its_notice_to_every_store_does_not_give
     dbc, c, _, _ = await mirror_side(tmp_path, "c")
     sides = [dba, a, dbb, b, dbc, c]
     try:
-        await c.import_code((await a.share(sid, write=True, passphrase=None, expires_in=None))["code"], None)
-        await dbc.append_messages(sid, [{"role": "user", "content": "c writes"}])
-        await c.push(sid)  # (C a writer: listed in the slot)
-        await a.pull(sid)
-        await b.pull(sid)
+        await _c_writes(sid, a, b, c, dbc)
         old, slot = a.ctx.keys.session_key(sid), await _slot_pk(dba, sid)
 
         refusals: list[object] = []
@@ -150,10 +157,37 @@ async def test_a_rekey_cut_short_writing_its_notice_to_every_store_does_not_give
         assert (await dba.sync_state(sid)).get("rekey_claims")
         for exc in refusals:
             said = str(exc)
-            assert isinstance(exc, ImportError_) and exc.kind == "rekey_conflict", exc
+            assert isinstance(exc, ImportError_) and exc.kind == "rekey_conflict" and exc.fork, exc
             assert dbc.device_id in said and "sessiond fork" in said and "--drop" not in said, said
         with contextlib.suppress(ImportError_):
             await b.pull(sid)
         assert b.ctx.keys.session_key(sid) == (mine if b_took else old) != forged
     finally:
         await _closed(*sides)
+
+
+async def test_doctor_status_and_sync_say_the_fork_for_a_rekey_kept_unfinished(tmp_path):
+    """A's rekey on the mirror, dropping C, refused and kept unfinished, C's notice over its own (the `raced` case
+    above): each pull refused `rekey_conflict`, its message naming the way on, a fork shared anew. Doctor advised by the
+    failure's kind alone, and for `rekey_conflict` said to import a new share code from a device you trust, which
+    cannot help: every code of the session names the same members slot, with C's notice in it. Now doctor's `pull`
+    finding says the fork, as `sync --wait` and status (and show: the session's sync state) say it."""
+    sid, (dba, a, _, a_second), (dbb, b, _, _) = await _rekeying_pair(tmp_path)
+    dbc, c, _, _ = await mirror_side(tmp_path, "c")
+    try:
+        await _c_writes(sid, a, b, c, dbc)
+        _raced(tmp_path, a_second, await _slot_pk(dba, sid), sid, dbc.device_id, [])
+        with pytest.raises(ImportError_) as refused:
+            await a.rekey(sid, drop=[dbc.device_id])
+        assert refused.value.kind == "rekey_conflict", refused.value
+        synced = (await a.sync_now(sid, wait=True, timeout=10))["sessions"][sid]  # (`sessiond sync --wait`)
+        said = synced["pull_error"]
+        assert dbc.device_id in said and f"`sessiond fork {sid} --at LAST`" in said, said
+        assert (await a.status(sid))[sid]["pull_error"] == said  # (`sessiond status`, and `show`'s sync state)
+        daemon = SimpleNamespace(syncer=a, db=dba, home=SimpleNamespace(path=str(tmp_path / "home-a")))
+        pulls = [f for f in await check_pushes(daemon) if f["check"] == "pull"]  # type: ignore[arg-type]
+        assert [f["message"] for f in pulls] == [f"session {sid}: cannot pull what other devices wrote: {said}"]
+        fix = pulls[0]["fix"]
+        assert f"sessiond fork {sid} --at LAST" in fix and "sessiond import" not in fix, fix
+    finally:
+        await _closed(dba, a, dbb, b, dbc, c)
