@@ -23,10 +23,15 @@ $(RUN_STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-run-*
 	touch $@
 
-$(TEST_STAMP): $(RUN_STAMP)
+# `make test` on a fresh clone installs once: the runtime dependencies with the test extras, both stamps written
+# (it ran `pip install -e .` first, then again with the extras: the same editable build and resolve twice, ~4 s of
+# CPU, ~10 s of a loaded machine's wall time). A venv whose runtime install is up to date gets the extras only.
+$(TEST_STAMP): pyproject.toml
+	$(if $(wildcard $(RUN_STAMP)),,$(PYTHON) -m venv $(VENV))
+	$(if $(wildcard $(RUN_STAMP)),,$(PY) -m pip install --quiet --upgrade pip)
 	$(PY) -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-test-*
-	touch $@
+	rm -f $(VENV)/.installed-test-* $(VENV)/.installed-run-*
+	touch $@ $(RUN_STAMP)
 
 install: $(TEST_STAMP)
 
@@ -64,11 +69,19 @@ PACKAGE_DIRS := api cli client daemon relay storage stores sync
 # pytest rewrites the test modules' asserts (~12 s of CPU for the suite) and keeps the result (tests/conftest.py):
 # every worker did it at its start, four times, before the first test (~30 s of a 2-core machine's wall time on a
 # fresh clone). Two processes write them here, half the files each; the workers read them.
-test: lint
+# `make lint` runs beside them and the suite (it ran before them: mypy's ~7 s of CPU on a fresh clone, ~20 s of
+# a loaded machine's wall time, while the suite's workers leave part of two cores idle, waiting on daemons); its
+# output is printed when the suite ends, and a finding fails `make test` as it did (`make lint` alone: seconds).
+LINT_OUT := $(VENV)/lint.out
+test: $(TEST_STAMP) typecheck-tree
 	$(PY) -m compileall -q $(PACKAGE_DIRS) tests
-	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[a-l]*.py >/dev/null & \
-	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[m-z]*.py >/dev/null; wait
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory lint >$(LINT_OUT) 2>&1 & lint=$$!; \
+	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[a-l]*.py >/dev/null & half=$$!; \
+	$(PY) -m pytest -q -p no:cacheprovider --collect-only tests/test_[m-z]*.py >/dev/null; wait $$half; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); suite=$$?; \
+	wait $$lint; linted=$$?; cat $(LINT_OUT); \
+	if [ $$linted -ne 0 ]; then echo "make test: make lint failed (its output above)"; fi; \
+	[ $$suite -eq 0 ] && [ $$linted -eq 0 ]
 
 # The long versions of the proofs (issue 6): the whole suite with every daemon and CLI call started as a new
 # program (make test starts most from tests/forkserver.py, which imported sessiond once), 200 SIGKILLs, 300 schemathesis examples per operation,

@@ -235,7 +235,10 @@ async def check_pushes(daemon: Daemon) -> list[dict]:
                     "pull",
                     "problem",
                     f"session {sid}: cannot pull what other devices wrote: {st['pull_error']}",
-                    settled or pull_fix(kind, sid, relay_fix=relay_fix, own=not imported),
+                    settled
+                    or pull_fix(
+                        kind, sid, relay_fix=relay_fix, own=not imported, fork=daemon.syncer.pull_failure_forks(sid)
+                    ),
                 )
             )
         if not st.get("pending"):

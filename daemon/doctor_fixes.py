@@ -160,12 +160,20 @@ def lying_head_fix(url: str, *, own: bool, rolled_back: bool = False, sid: str =
     return f"{MOVE}  # to a store you trust: {said}" + ("" if rolled_back else ", and pushing again does not mend that")
 
 
-def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: bool = True) -> str:
+def pull_fix(kind: str | None, sid: str, *, relay_fix: str | None = None, own: bool = True, fork: bool = False) -> str:
     """What mends a session's failed pull, by the failure's kind (sync/errors.ImportError_); `relay_fix`: the
     failure's own fix when it is a relay refusing this device for want of an account there (relay_account);
-    `own`: the session syncs through this daemon's store, not one it was imported through (settled_fix)."""
+    `own`: the session syncs through this daemon's store, not one it was imported through (settled_fix); `fork`:
+    no share code of the session gets past the failure (the error's `fork`, Syncer.pull_failure_forks), whatever
+    its kind: the way on is a new session, shared anew."""
     if relay_fix is not None:
         return relay_account(relay_fix, sid)
+    if fork:  # (a rekey kept unfinished on a mirror, a writer it drops over it: sync/rekeykept.py)
+        return (
+            f"sessiond fork {sid} --at LAST  # LAST: the id `sessiond log {sid} --last 1` shows; then `sessiond share"
+            f" NEW --write` (NEW: the fork's id) for each device to keep: no share code of {sid} gets past the"
+            " rekey notice in its members slot (each one names that slot), so a new one imported does not mend it"
+        )
     if kind == "revoked":
         return (
             f"sessiond import < code.txt  # a new share code of {sid} from a device that kept it: this device was"

@@ -205,7 +205,10 @@ def parse_openai(data: Any) -> dict:
 
 def _file_chat(c: Any, where: str) -> dict:
     """A chat of a session file, with its creation time when the file gives one (the chats' order)."""
+    c, newer = sessionfile.newer_policy(c, where, chat=True) if isinstance(c, dict) else (c, {})
     spec = v.chat_spec(c, where)
+    if newer:
+        spec["policy"] = {**spec["policy"], **newer}
     created = importers.timestamp(c.get("created_at"), f"{where}.created_at")
     return {**spec, "created_at": created} if created is not None else spec
 
@@ -219,11 +222,14 @@ def parse_json(data: Any) -> dict:
     chats = data.get("chats") or []
     if not isinstance(chats, list):
         raise Invalid('session file\'s "chats" must be a list of objects with an id')
+    s, newer = sessionfile.newer_policy(s, "session")
     spec = _spec(
         {k: s.get(k) for k in ("id", *COPIED_FIELDS, "expires_at")},
         "session",
     )
     spec = {k: x for k, x in spec.items() if x is not None}
+    if newer:
+        spec["policy"] = {**spec.get("policy", {}), **newer}
     if (created := importers.timestamp(s.get("created_at"), "session.created_at")) is not None:
         spec["created_at"] = created  # (as its chats keep theirs)
     if (origin := sessionfile.provenance(s)) is not None:

@@ -310,14 +310,16 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                     # asked: judged before the request left (check_room, check_fits), recorded past what a write
                     # meanwhile took (refused now, the model's answer would be lost with its prompt billed)
                     # (going on from another of several answers: it is forgotten as billed with them, in the append)
-                    stored = await d.db.append_messages(sid, new, chat_id, asked=True, also=billed)
+                    # (a session this request made: noted in the question's transaction, its id not given yet, for
+                    # a start after a kill to delete it, holding nothing else: drop_left; a fresh one goes on from none)
+                    also = d.db.openai_made.making(sid, len(new)) if fresh else billed
+                    stored = await d.db.append_messages(sid, new, chat_id, asked=True, also=also)
                     if billed is not None:  # (the tests kill it here: going on from another answer, recorded)
                         await pause_for_tests("openai.went_on")
                     if fresh:
+                        await pause_for_tests("openai.question_recorded")  # (the tests kill it here: made, asked)
                         made = Made((stored[0]["lamport"], stored[-1]["lamport"]), request, raw, chat_id)
-                        # its id not given yet: a start after a kill deletes it, holding nothing else (drop_left)
-                        await d.db.openai_made.made(sid, made.lamports)
-                        request[MADE] = sid
+                        request[MADE] = sid  # (its row dropped once its id is given or the request ends)
             except BaseException:
                 await ahead.drop()
                 raise

@@ -268,9 +268,11 @@ class Operations:
 
     async def checkpoint(self, sid: str) -> dict:
         try:
-            return await self.syncer.checkpoint_asked(sid)
+            proof = await self.syncer.checkpoint_asked(sid)
         except ImportError_ as exc:
             raise share_error(exc) from None
+        await self.db.openai_made.given(sid)  # (a proof given of a session a request made: no start deletes it)
+        return proof
 
     async def verify_proof(self, sid: str, proof: dict) -> dict:
         await self.db.get_session(sid)

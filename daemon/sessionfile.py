@@ -8,14 +8,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..api.types import MAX_TOKENS
+from ..api.sessions import CHAT_POLICY, POLICY_SHORTCUTS
+from ..api.types import FIELD_DEPTH, MAX_TOKENS
 from ..storage.errors import Invalid
 from ..storage.ids import check_id
 from ..storage.model import charge, parse_message_id
 from ..storage.pulledextra import ANSWER_COUNTS, ANSWER_TEXTS, CONTEXT_TOKENS, is_count, text_ok
 from ..storage.tokens import counted_text
+from .validate import json_value
 
 STATUSES = ("active", "paused", "ended")
+
+
+def newer_policy(holder: dict, where: str, chat: bool = False) -> tuple[dict, dict]:
+    """A session's or a `chat`'s object in a file (`holder`) with its policy's keys that its kind does not take
+    taken out, and those keys: another device's, as the check of its operations leaves them (daemon/remote_checks.py:
+    a newer sessiond's; a chat's naming a session's key), which a pull keeps (storage/pulledpolicy.py) and `export`
+    so writes, kept as they are (as JSON the operation carrying them can hold where it does: a chat's three levels
+    into its session.create). The rest is checked as POST's."""
+    p, known = holder.get("policy"), set(CHAT_POLICY if chat else POLICY_SHORTCUTS)
+    if not isinstance(p, dict) or p.keys() <= known:
+        return holder, {}
+    newer = {k: x for k, x in p.items() if k not in known}
+    json_value(newer, f"{where}.policy", FIELD_DEPTH + 2 if chat else FIELD_DEPTH)
+    return {**holder, "policy": {k: x for k, x in p.items() if k in known}}, newer
 
 
 def status(session: dict) -> str:

@@ -14,7 +14,7 @@ between runs is unknown, and only a step forward while no daemon ran ages it.
 Noted by the writer's triggers (`watch`), whatever write sets the column (an append, an update, another device's
 writes arriving, a session made or imported), in the writer's transaction (an append's, a session's or a chat's
 making, each read before its wait for the writer, with the steps counted at its stamp's own read of the clock,
-`stamp`, not at its write: a step in between was lost); a note whose stamp is
+`stamps`, not at its write: a step in between was lost); a note whose stamp is
 not the row's (a transaction rolled back, a write the triggers did not see) is not used. One note a session (10,000
 sessions: a few MB at most), dropped with its session's row. Process-wide, as the clock is: notes of two databases
 in one process (the tests' devices) for one session disagree on its stamp, and each judges by its own stamp alone."""
@@ -57,13 +57,20 @@ def counted() -> float:
     return _count(stepped())
 
 
-def stamp() -> float:
-    """now() as a write's last activity, its steps counted as of the same read of the wall clock, for its note."""
-    t, steps = stamped()
+def stamps() -> tuple[float, float]:
+    """now() as a write's last activity, its steps counted as of the same read of the wall clock, for its note;
+    and steady() of that moment (storage/clock.py `stamped`: an append's idempotency key's stamp, from the same
+    read of the clock since boot, not a second one)."""
+    t, steps, kept = stamped()
     if len(_moments) >= _MOMENTS:
         _moments.clear()
     _moments[t] = _count(steps)
-    return t
+    return t, kept
+
+
+def stamp() -> float:
+    """now() as a write's last activity, noted as `stamps` notes it (a session's or a chat's making)."""
+    return stamps()[0]
 
 
 _WATCH_SQL = """

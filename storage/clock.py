@@ -145,12 +145,14 @@ def stepped() -> float:
     return wall() - (at_wall + _elapsed() - at_boot)
 
 
-def stamped() -> tuple[float, float]:
-    """`wall()` rounded to the millisecond as a stamp is (model.now), and `stepped()` as of that very read of the
-    wall clock: a stamp's steps with no moment between the two for a step to land in."""
+def stamped() -> tuple[float, float, float]:
+    """`wall()` rounded to the millisecond as a stamp is (model.now), `stepped()` as of that very read of the
+    wall clock (a stamp's steps with no moment between the two for a step to land in), and `steady()` of the same
+    read of the clock since boot (an append's idempotency key's stamp, of the moment of its last activity's)."""
     at_wall, at_boot = _anchor()
     w = wall()
-    return round(w * 1000) / 1000, w - (at_wall + _elapsed() - at_boot)
+    s = at_wall + _elapsed() - at_boot
+    return round(w * 1000) / 1000, w - s, round(s * 1000) / 1000
 
 
 def started() -> float:

@@ -10,11 +10,11 @@ import json
 from collections.abc import Awaitable, Callable
 
 from . import contextcount, toolresults
-from .activity import stamp
+from .activity import stamps
 from .appendone import APPEND_ONE
 from .apply import apply_op
 from .chatcap import check_chat_room, messages_in_chat
-from .clock import kept_before, steady
+from .clock import kept_before
 from .connections import Row
 from .context import budget_of, context_check
 from .errors import (
@@ -193,7 +193,9 @@ class Messages(MessageReads):
         messages, or not at all (a kill between two transactions would keep one and lose the other)."""
         if not messages:
             raise Invalid("no messages to append")
-        t = stamp()  # (now(), its wall clock steps counted with it: storage/activity.py)
+        # now(), its wall clock steps counted with it (storage/activity.py), and steady() of the same moment: the
+        # key's stamp, read before the wait for the writer as the last activity is
+        t, kept = stamps()
         device = self.c.device_id
         digest = None if key is None else hashlib.sha256(_digest_json([chat, messages]).encode()).hexdigest()
         async with self.c.transaction(lazy_savepoint=True) as tx:
@@ -362,14 +364,14 @@ class Messages(MessageReads):
             if n == 1 and not (prune or mark):  # the common case: one statement, the transaction's last
                 await tx.execute_alone(
                     APPEND_ONE,
-                    (*rows[0], *pushed_form(rows[0][6], rows[0][8]), t, new_tokens, key, digest, f"{seq0} 1", steady()),
+                    (*rows[0], *pushed_form(rows[0][6], rows[0][8]), t, new_tokens, key, digest, f"{seq0} 1", kept),
                 )
                 return out
             await insert_messages(tx, rows, pushed=True)
             await tx.execute(LOG_UPSERT, (sid, device, seq0 + n - 1))
             await tx.execute(SESSION_UPDATE, (lam0 + n - 1, t, new_tokens, sid))
             if key is not None:  # remembered in this transaction: committed together, or not at all
-                await tx.execute(KEY_INSERT, (sid, key, digest, f"{seq0} {n}", steady()))
+                await tx.execute(KEY_INSERT, (sid, key, digest, f"{seq0} {n}", kept))
             if prune:
                 await tx.execute(
                     "DELETE FROM idempotency WHERE session_id=? AND created_at < ?",

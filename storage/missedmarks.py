@@ -134,27 +134,31 @@ def _cuts(
     end its messages come to: a re-import's tail keeps its messages' own times, which may be after the
     session was made (the app's conversation continued since), one each (an import's own run, before the
     session was made, ends where its times do, as before)."""
-    run = used - sum(row_charge(r[3], r[4]) for r in rows)
+    charges = [row_charge(r[3], r[4]) for r in rows]  # (each message's once: the sums below are of this list)
+    # each message's append time, None for an import's (its own time, before the session was made): one list, as
+    # the charges (the walk runs on the bulk-read thread, taking the GIL from the event loop: a call a message less)
+    batches = [r[5] if r[5] > created else None for r in rows]
+    run = used - sum(charges)
     cuts = []
     i = 0
     while i < len(rows):
         j = i + 1
         if rows[i][1] == own:
-            key = _batch(rows[i], created)
+            key = batches[i]
             while (
                 j < len(rows)
                 and not rows[j - 1][6]
                 and rows[j][1] == own
                 and rows[j][2] == rows[j - 1][2] + 1
-                and _batch(rows[j], created) == key
+                and batches[j] == key
             ):
                 j += 1
         before = run
-        run += sum(row_charge(r[3], r[4]) for r in rows[i:j])
+        run += sum(charges[i:j])
         if rows[i][1] == own and before // iv != run // iv:
-            if _batch(rows[i], created) is not None:
+            if batches[i] is not None:
                 j = _noted_end(rows, j)
-                run = before + sum(row_charge(r[3], r[4]) for r in rows[i:j])
+                run = before + sum(charges[i:j])
             cuts.append(_frontier(rows, j, done, logs))
         i = j
     return cuts
@@ -164,7 +168,7 @@ def _ended(since: list[tuple], ends: list[int]) -> dict[int, int]:
     """{seq: noted end} of this device's messages `since` that end an append that passed a mark: for each noted end
     (an append's last message; an import's log as it ended, operations after its last message), the last message at
     or before it."""
-    seqs = sorted(r[2] for r in since)
+    seqs = sorted([r[2] for r in since])
     out: dict[int, int] = {}
     for end in ends:
         i = bisect.bisect_right(seqs, end)
@@ -182,10 +186,6 @@ def _noted_end(rows: list[tuple], j: int) -> int:
     while k < len(rows) and not rows[k - 1][6] and rows[k][1] == rows[j - 1][1]:
         k += 1
     return k if rows[k - 1][6] else j
-
-
-def _batch(row: tuple, created: float) -> float | None:
-    return row[5] if row[5] > created else None
 
 
 def _frontier(rows: list[tuple], upto: int, done: dict[str, int], logs: dict[str, int]) -> dict[str, int]:

@@ -7,19 +7,29 @@ no longer needs its row. This device's only, never synced; a session's row goes 
 from __future__ import annotations
 
 from .connections import Connections
+from .groupcommit import Transaction
+from .messages import Also
 
 
 class OpenaiMade:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def made(self, sid: str, lamports: tuple[int, int]) -> None:
-        """Session `sid`, made by a request whose messages, recorded, have the lamports `lamports` (first, last)."""
-        await self.c.write(
-            "INSERT OR REPLACE INTO openai_made(session_id, first_lamport, last_lamport) SELECT id, ?, ? FROM sessions"
-            " WHERE id=?",
-            (*lamports, sid),
-        )
+    def making(self, sid: str, n: int) -> Also:
+        """Session `sid`, made by a request whose `n` messages the append this is given to records (Database.
+        append_messages `also`): noted in that append's transaction, with the lamports its messages take, the
+        session's clock's next `n` (what came before them in it, a compaction's op, is applied by then: its row's
+        lamport is theirs less one). Was: a transaction of its own after the question's, and a kill between the two
+        (the provider asked, the app given nothing) kept the session holding the question alone for good."""
+
+        async def note(tx: Transaction) -> None:
+            await tx.execute(
+                "INSERT OR REPLACE INTO openai_made(session_id, first_lamport, last_lamport)"
+                " SELECT id, lamport + 1, lamport + ? FROM sessions WHERE id=?",
+                (n, sid),
+            )
+
+        return note
 
     async def given(self, sid: str) -> None:
         """Session `sid`'s id given to its app (or its request ended): no start deletes it."""

@@ -25,22 +25,28 @@ RANGES = {
 }
 
 
-def _taken(k: str, v: Any) -> bool:
-    if v is None:  # (none: as not set, every reader's)
-        return True
+_DROP = object()
+
+
+def _taken(k: str, v: Any) -> Any:
+    """`v` as the API takes it for policy key `k`, _DROP if it would not take it."""
+    if v is None or (k not in RANGES and k != "auto_compact"):  # (none: as not set, every reader's; a newer key's)
+        return v
     if k == "auto_compact":
-        return type(v) is bool
+        return v if type(v) is bool else _DROP
     lo, hi, whole = RANGES[k]
-    if whole:
-        return type(v) is int and lo <= v <= hi
-    return type(v) in (int, float) and lo <= v <= hi  # (NaN compares false)
+    if whole and type(v) is float and v.is_integer():  # (the API's whole number: 1.0 is 1, api/types.py Number)
+        v = int(v)
+    ok = type(v) is int if whole else type(v) in (int, float)
+    return v if ok and lo <= v <= hi else _DROP  # (NaN compares false)
 
 
 def kept(policy: Any) -> dict:
-    """`policy` (an operation's) as its row keeps it: an object, its values the API would not take dropped."""
+    """`policy` (an operation's) as its row keeps it: an object, its values the API would not take dropped (a whole
+    number written as a fraction, which the API takes, kept as the number)."""
     if not isinstance(policy, dict):
         return {}
-    return {k: v for k, v in policy.items() if (k not in RANGES and k != "auto_compact") or _taken(k, v)}
+    return {k: x for k, x in ((k, _taken(k, v)) for k, v in policy.items()) if x is not _DROP}
 
 
 def _dropped(col: str) -> dict[str, str]:
@@ -48,7 +54,8 @@ def _dropped(col: str) -> dict[str, str]:
     out = {}
     for k, (lo, hi, whole) in RANGES.items():
         t, n = f"json_type({col}, '$.{k}')", f"json_extract({col}, '$.{k}')"
-        number = f"{t} = 'integer'" if whole else f"{t} IN ('integer', 'real')"
+        whole_sql = f"({t} = 'integer' OR ({t} = 'real' AND {n} = CAST({n} AS INTEGER)))"  # (100.0: 100, as the API)
+        number = whole_sql if whole else f"{t} IN ('integer', 'real')"
         out[k] = f"{t} <> 'null' AND NOT ({number} AND {n} BETWEEN {lo} AND {hi})"
     out["auto_compact"] = f"json_type({col}, '$.auto_compact') NOT IN ('null', 'true', 'false')"
     return out
@@ -58,14 +65,22 @@ def _mend(table: str) -> str:
     dropped = _dropped("policy")
     paths = ", ".join(f"CASE WHEN {v} THEN '$.{k}' ELSE '$[0]' END" for k, v in dropped.items())
     anyone = " OR ".join(f"({v})" for v in dropped.values())
+    wholes = "".join(
+        f"""UPDATE {table} SET policy = json_set(policy, '$.{k}', CAST(json_extract(policy, '$.{k}') AS INTEGER))
+WHERE json_valid(policy) AND json_type(policy) = 'object' AND json_type(policy, '$.{k}') = 'real';
+"""
+        for k, (_lo, _hi, whole) in RANGES.items()
+        if whole
+    )
     return f"""UPDATE {table} SET policy = CASE WHEN json_valid(policy) AND json_type(policy) = 'object'
     THEN json_remove(policy, {paths}) ELSE '{{}}' END
 WHERE policy IS NOT NULL AND CASE WHEN json_valid(policy) AND json_type(policy) = 'object' THEN {anyone} ELSE 1 END;
-"""
+{wholes}"""
 
 
 # 40: see the module's docstring. The rows of earlier pulls: a policy that is no object made {}, each value `kept`
-# drops taken out ('$[0]', no field of an object, removes nothing). A row no such value reached is not written (a
+# drops taken out ('$[0]', no field of an object, removes nothing), a whole number written as a fraction that is left
+# (in range) made the number. A row no such value reached is not written (a
 # chat's policy NULL, none, left so).
 # (Frozen with it: a change to what these helpers make is a new migration.)
 MIGRATION = _mend("sessions") + _mend("chats")

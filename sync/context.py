@@ -62,6 +62,10 @@ class SyncContext:
     # per session whose last pull failed in a way its error's `fix` mends beyond its kind's (errors.ImportError_:
     # a relay's account lost, its invite); set and cleared with pull_errors
     pull_fixes: dict[str, str] = field(default_factory=dict)
+    # sessions whose last pull failed in a way no share code of it gets past (errors.ImportError_'s `fork`: a rekey
+    # kept unfinished on a mirror, rekeykept.py), which doctor's fix says (a fork shared anew), whatever its kind's
+    # would; set and cleared with pull_errors
+    pull_forks: set[str] = field(default_factory=set)
     # per session: the store's own failure and the store's URL, when its last pull failed for a store that
     # failed to answer (a relay refusing a revoked account: doctor's fix by its class); set and cleared with
     # pull_errors
@@ -115,6 +119,10 @@ class SyncContext:
             self.pull_fixes.pop(sid, None)
         self.pull_errors[sid] = msg
         self.pull_kinds[sid] = str(getattr(exc, "kind", "") or type(exc).__name__)
+        if getattr(exc, "fork", False):
+            self.pull_forks.add(sid)
+        else:
+            self.pull_forks.discard(sid)
         failure = getattr(exc, "failure", None) or ((exc, self.store.url) if isinstance(exc, StoreError) else None)
         if failure is not None:  # its class and URL, not every frame it passed (as a push's: syncstatus.py)
             self.pull_failures[sid] = (failure[0].with_traceback(None), failure[1])
@@ -131,6 +139,7 @@ class SyncContext:
         self.pull_errors.pop(sid, None)
         self.pull_kinds.pop(sid, None)
         self.pull_fixes.pop(sid, None)
+        self.pull_forks.discard(sid)
         self.pull_failures.pop(sid, None)
 
     @property

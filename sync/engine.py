@@ -275,6 +275,11 @@ class Syncer:
         """The kind of `sid`'s last pull failure, while it is the last (doctor's fix)."""
         return self.ctx.pull_kinds.get(sid)
 
+    def pull_failure_forks(self, sid: str) -> bool:
+        """Whether `sid`'s last pull failed in a way no share code of it gets past, the way on a fork shared anew
+        (SyncContext.pull_forks), while it is the last (doctor's fix)."""
+        return sid in self.ctx.pull_forks
+
     def pull_failure(self, sid: str) -> tuple[BaseException, str] | None:
         """The store's own failure and the store's URL when `sid`'s last pull failed for a store that failed
         to answer, while it is the last (doctor's fix, by the failure's class)."""

@@ -40,7 +40,9 @@ class ImportError_(Exception):
     the message's own advice is not the whole of it (a relay refusing a device with no account there: the
     invite it needs), passed on as the API error's `details.fix` and said at the message's end. `reason`: which
     `conflict` (or `members_full`) it is (api/errors.py REASONS), passed on as the error's `details.reason`; `api`: its
-    ways on in API terms (`details.api`), set here or later."""
+    ways on in API terms (`details.api`), set here or later. `fork`: no share code of the session gets past what
+    refused it, the way on being a new session, a fork shared anew (rekeyproof.fork_way, which the message says):
+    doctor says so, not its kind's way (a pull's failure noted so: SyncContext.pull_forks)."""
 
     def __init__(
         self,
@@ -52,11 +54,13 @@ class ImportError_(Exception):
         no_account: bool = False,
         reason: str | None = None,
         api: list[str] | None = None,
+        fork: bool = False,
     ):
         super().__init__(message)
         self.kind = kind
         self.fix = fix
         self.reason = reason
+        self.fork = fork
         self.refused = refused  # the store refused this device's credentials (not a revoked account)
         self.no_account = no_account  # a relay that refused it for want of an account there (NoRelayAccount)
         self.api = api  # the ways on in API terms, passed on as the error's `details.api`

@@ -4,7 +4,8 @@ A rekey is three steps: the new keys and the intent written here (a rekey-pendin
 file), the notice published in the old members slot, then the switch (keys rotated, the new slot
 announced, this device's log pushed under the new key). The record goes first and goes last: a
 crash at any step leaves it, and the next pull of the session (the first round after a start)
-finishes the rekey from it. A device taking another's rekey keeps such a record while it switches.
+finishes the rekey from it. A device taking another's rekey keeps such a record while it switches (the switch
+itself: rekeyswitch.py).
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ from ..storage.testhooks import pause_for_tests
 from ..stores import StaleHead, Store, StoreError
 from . import dagcbor
 from .context import SyncContext
-from .crypto import members_key
 from .errors import ImportError_, crash_point
 from .frozen import is_frozen, merge_frozen
 from .members import Members, announce_key
-from .membersobject import SALT_LEN, member_device, member_entries, member_name, members_object, seal_members
+from .membersobject import member_entries, member_name
 from .mirrorstrict import every_store, held_everywhere, not_every_store
 from .pusher import Pusher
-from .rekeycarried import carried_entry, write_carried
+from .rekeycarried import carried_entry
 from .rekeyconfirm import NoticeCheck
 from .rekeyfreeze import OTHERS_READS, applied_past, dropped_before, freeze_dropped, pulled_past, shut_out_since
 from .rekeyjoined import joined_apart, made_before, rekeyed_with_joined, with_joined, with_kept
-from .rekeykept import by_kept
+from .rekeykept import by_kept, dropped_author, kept_from_dropped
 from .rekeynotice import RekeyNotices
 from .rekeyowed import OwedPush
 from .rekeyproof import same_notice
+from .rekeyswitch import KeySwitch
 from .slotrestore import served_stale
 
 log = logging.getLogger("sessiond.sync")
@@ -48,8 +49,9 @@ class Rekeyer:
         self.notices = RekeyNotices(ctx, pusher)  # this rekey's notice and its claim in this device's head
         self.check = NoticeCheck(ctx, members)  # another device's notice checked before it is taken
         # sessions whose switch to a new key left the push of this device's log to the switch at the end of the
-        # chain of rekeys it is catching up through (_switch_key); paid (owed.settle) if the chain stops short
+        # chain of rekeys it is catching up through (KeySwitch._switch_key); paid (owed.settle) if the chain stops short
         self.owed = OwedPush(ctx, pusher)
+        self.switch = KeySwitch(ctx, members, pusher, self.owed)  # the switch to a new key (rekeyswitch.py)
 
     async def rekey(self, sid: str, drop: Sequence[str] = (), *, drop_all: bool = False) -> dict:
         """Rotate the session key. Every writer device except those in `drop` (every one, with
@@ -117,6 +119,12 @@ class Rekeyer:
                     except StaleHead:
                         continue
                     break
+                if notice is not None and tried is not None and slot is not store:
+                    # ours sent, some stores of a mirror may hold it: not given way to a writer this rekey drops, as
+                    # at its resume (was: its pull took that writer's notice, into its generation: rekeykept.py)
+                    author = dropped_author(notice, members, tried[0], my_pk)
+                    if author is not None:
+                        raise kept_from_dropped(sid, author, store.url)
                 if notice is not None:
                     await self.notices.withdraw(sid, old_announce)  # ours never reached the store
                     ctx.keys.clear_rekey_pending(sid)
@@ -180,13 +188,13 @@ class Rekeyer:
                     # no other device, which it says once it learns of the rekey
                     "s": [{"k": pk, "s": n} for pk, n in sorted(seqs.items()) if pk not in before],
                 }
-                logs = await self._frozen_on(sid, record)
+                logs = await self.switch.frozen_on(sid, record)
                 # boxes are random: made once, kept. With what the new slot will hold and the old one does not
                 record["n"] = dagcbor.encode(self.notices.notice(sid, record, [f for f in logs if f not in frozen]))
                 try:  # a notice or a new slot past the cap, refused only once recorded and claimed (the notice
                     # out, for the slot), was resumed for good
                     self.notices.sealed(sid, old_key, members, record)
-                    self._new_slot_fits(sid, record, logs)
+                    self.switch.fits(sid, record, logs)
                 except ImportError_:
                     await self.notices.withdraw(sid, old_announce)  # (an attempt before, refused as stale, claimed)
                     ctx.keys.clear_rekey_pending(sid)
@@ -215,7 +223,7 @@ class Rekeyer:
             self._published(sid, record)
             crash_point("rekey:published")
             await pause_for_tests("rekey.published")  # (the tests hold it here: the notice out, no new slot)
-            await self._finish(sid, record)
+            await self.switch.finish(sid, record)
         log.info("rekeyed", extra={"session": sid, "event": "rekey"})
         return {
             "session": sid,
@@ -224,33 +232,6 @@ class Rekeyer:
             "dropped": [member_name(m) for m in members if m["head_pk"] != my_pk and m not in keep] + already,
             "already_dropped": already,
         }
-
-    async def _frozen_on(self, sid: str, record: dict) -> list[dict]:
-        """The frozen logs of the new generation: those this rekey froze or carries on ("f"), and every one this
-        device noted (Members.keep_frozen; the slot it read may lack some, which its write of the new slot merges
-        in)."""
-        return merge_frozen(record.get("f", []), await self.members.known_frozen(sid))
-
-    def _new_slot_fits(self, sid: str, record: dict, logs: Sequence[dict]) -> None:
-        """Refused (members_full) if the new members slot this rekey writes once it switches would be past the cap:
-        this device and the writers kept, with the frozen logs `logs` (_frozen_on: those of the writers it drops
-        that wrote, ~130 bytes each in place of an entry, and every one frozen before: Members.ensure_member merges
-        them in)."""
-        me = {"head_pk": self.ctx.keys.head_pk(sid), "device_id": self.ctx.db.device_id}
-        kept = [{"head_pk": m["k"], "device_id": member_device(m.get("d"))} for m in record["m"]]
-        plain = dagcbor.encode(members_object(sid, [me, *kept], logs))
-        seal_members(sid, plain, members_key(record["k"], bytes(SALT_LEN)), len(kept) + 1, frozen=len(logs))
-
-    async def _finish(self, sid: str, record: dict) -> None:
-        # (a record an earlier sessiond wrote may name a writer of no known id "None")
-        kept = [{"device_id": member_device(m.get("d")), "head_pk": m["k"]} for m in record["m"]]
-        generation = record.get("own") or "g" in record  # "m" names every other writer kept
-        frozen, take = record.get("f", []), not record.get("own")
-        await self._switch_key(sid, record["k"], record["w"], record["a"], kept, generation, frozen, take=take)
-        if record.get("c"):  # a take that froze dropped writers' logs past the notice: the new slot holds them
-            crash_point("rekey:carry")  # (tests: switched, the old slot not written: the record finishes it)
-            await write_carried(self.ctx, self.members, sid, record)
-        self.ctx.keys.clear_rekey_pending(sid)
 
     async def resume(self, sid: str, *, again: int = 5) -> None:
         """Finish a rekey that a crash cut short (the caller holds the session's rekey lock). Its notice refused
@@ -316,6 +297,13 @@ class Rekeyer:
                 and rev > record["r"]
                 and not await by_kept(self.ctx, sid, notice, store, members, record, old_announce)
             )
+            if replaced and not sent and slot is not store and isinstance(record.get("r"), int):
+                # on a mirror, sent (`r`: some stores may hold it) and another notice the highest: not given up to one
+                # by a writer this rekey drops (was: its pull took it, rekeyed into that writer's generation), past `r`
+                # or ranked over it at `r`, nor finished (rekeykept.py)
+                author = dropped_author(notice, members, record, ctx.keys.head_pk(sid))
+                if author is not None:
+                    raise kept_from_dropped(sid, author, store.url)
             if replaced and not sent:
                 await self.notices.withdraw(sid, old_announce)
                 ctx.keys.clear_rekey_pending(sid)  # another device's rekey came first: the pull takes it
@@ -350,7 +338,7 @@ class Rekeyer:
                     try:  # past the cap (writers joined since, or recorded by a sessiond that measured it only here):
                         # given up, as it would be refused at every resume
                         self.notices.sealed(sid, old_key, members, record)
-                        self._new_slot_fits(sid, record, await self._frozen_on(sid, record))
+                        self.switch.fits(sid, record, await self.switch.frozen_on(sid, record))
                     except ImportError_:
                         await self.notices.withdraw(sid, old_announce)
                         ctx.keys.clear_rekey_pending(sid)
@@ -371,7 +359,7 @@ class Rekeyer:
                 # the rekey read it there
                 await self.notices.named(store, old_announce)
             self._published(sid, record)
-        await self._finish(sid, record)
+        await self.switch.finish(sid, record)
         log.info("finished an interrupted rekey", extra={"session": sid, "event": "rekey"})
 
     def _published(self, sid: str, record: dict) -> None:
@@ -381,54 +369,6 @@ class Rekeyer:
         if not record.get("p"):
             record["p"] = True
             self.ctx.keys.set_rekey_pending(sid, dagcbor.encode(record))
-
-    async def _switch_key(
-        self,
-        sid: str,
-        key: bytes,
-        write: bytes | None,
-        announce: bytes,
-        members: list[dict],
-        generation: bool,
-        frozen: Sequence[dict] = (),
-        *,
-        take: bool = False,
-    ) -> None:
-        """Go over to the new key and members slot. `members`: the other writers the rekey kept; with
-        `generation`, exactly those: every other device stops being followed here (a dropped writer keeps
-        the old key and its own head, and whatever it writes from now on must reach no one), and the new
-        slot, which this device's membership merges its known writers into, does not list it. The old peers
-        go before the new slot is named (not announced in it yet): a push in between writes the slot with every
-        writer this device knows (Pusher.push, ensure_member), which the slot keeps.
-        `take`: another device's rekey taken. Its new slot holding the next rekey's notice already (a device
-        catching up through a chain of rekeys, a generation at a time), this device's log is not pushed under
-        this key, which no writer stays on: the pull takes the next notice, and the switch at the chain's end
-        pushes it once (was: a push under each key, each written over by the next and left to gc). Killed in
-        between, the next pull goes on along the chain to that end; a chain that stops short pays it
-        (OwedPush.settle, which also finds it owed after a restart)."""
-        self.ctx.keys.rotate(sid, key, write)
-        crash_point("rekey:rotated")
-        await pause_for_tests("rekey.rotated")  # (the tests hold it here: the keys rotated, the old slot named)
-        if generation:
-            await self.ctx.db.keep_peers(sid, [bytes(m["head_pk"]) for m in members])
-        await self.ctx.db.syncstate.switch_slot(sid, announce)  # (its notices' walks dropped: settled)
-        await pause_for_tests("rekey.switching")  # (the tests hold it here: the new slot named, not written)
-        crash_point("rekey:switched")
-        if write is not None:
-            await self.members.ensure_member(sid, extra=members, frozen=frozen)
-        crash_point("rekey:announced")
-        await pause_for_tests("rekey.announced")  # (the tests hold it here: the new slot written, the log not pushed)
-        db = self.ctx.db
-        if await db.last_seq(sid) or (await db.sync_state(sid))["head_rev"]:
-            if take and write is not None and self.members.notice_as_seen(sid, announce):  # (ensure_member read it)
-                self.owed.note(sid)
-                crash_point("rekey:push_left")
-                await pause_for_tests("rekey.push_left")  # (the tests hold it here: switched, the next notice seen)
-                return
-            # this device's log, now under the new key: also a head that holds no operation (made for a
-            # rekey's claim), which a device importing with the new key alone must be able to open
-            await self.pusher.push(sid, force=True)
-        self.owed.paid(sid)
 
     async def _rekeyed_already(self, sid: str, notice: dict, store: Store, members: list[dict]) -> ImportError_:
         """Why this device cannot rekey a session whose members slot holds `notice`: another device's rekey,
@@ -482,7 +422,7 @@ class Rekeyer:
         if applied:
             old_key, old_write = keys.session_key(sid), keys.write_secret(sid)
             if old_key is not None and old_write is not None:
-                # how far, signed, for the old slot once the new one holds these freezes (_finish): what the
+                # how far, signed, for the old slot once the new one holds these freezes (KeySwitch.finish): what the
                 # dropped writers, who cannot open the new slot, learn of it (rekeycarried)
                 head_key = keys.head_key(sid)
                 record["c"] = [carried_entry(head_key, notice, bytes(f["k"]), seq) for f, seq in applied]
@@ -492,6 +432,6 @@ class Rekeyer:
             # an earlier notice left it out; this one, which replaced it, boxes the new key to it: it is in
             # the new generation (its slot lists it), and writes again. (As an import over it sets access.)
             await self.ctx.db.apply_remote(sid, {}, access="write" if record["w"] is not None else "read")
-        await self._finish(sid, record)
+        await self.switch.finish(sid, record)
         log.info("took new session key", extra={"session": sid, "event": "rekey"})
         return True

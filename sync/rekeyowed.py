@@ -1,6 +1,6 @@
-"""The push of this device's log that a switch to a new key left to the end of a chain of rekeys (sync/rekey.py
-_switch_key: a device catching up a generation at a time pushes once, under the last key), paid if the chain stops
-short of its end (`settle`, from sync/follower.py).
+"""The push of this device's log that a switch to a new key left to the end of a chain of rekeys (sync/rekeyswitch.py
+KeySwitch._switch_key: a device catching up a generation at a time pushes once, under the last key), paid if the chain
+stops short of its end (`settle`, from sync/follower.py).
 
 Noted in memory as the switch leaves it, and derived from the database the first time a process asks of a session:
 this device's last published head recorded as sealed on another members slot than the one the session is on

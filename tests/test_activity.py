@@ -115,3 +115,27 @@ async def test_a_step_between_a_makings_stamp_and_its_write_still_moves_its_last
         assert await db.older_than(wall() - 1800) == []
     finally:
         await db.close()
+
+
+async def test_an_append_reads_the_clock_since_boot_once_for_both_its_stamps(tmp_path, monkeypatch):
+    """An append's last activity (the wall clock, its steps counted at that read: `stamp`) and its idempotency
+    key's stamp (`steady`: the wall clock at the start advanced by the clock since boot) are of one moment; one
+    read of each clock gives both (steady = that wall reading less its steps), not a second read for the key."""
+    from sessiond.storage import clock
+
+    db = await Database.open(os.path.join(tmp_path, "db.sqlite"))
+    try:
+        sid = (await db.create_session({}))["id"]
+        await db.append_messages(sid, [{"role": "user", "content": "first"}], key="k0")
+        reads = []
+        real = clock._elapsed
+
+        def counted() -> float:
+            reads.append(1)
+            return real()
+
+        monkeypatch.setattr(clock, "_elapsed", counted)
+        await db.append_messages(sid, [{"role": "user", "content": "keyed"}], key="k1")
+        assert len(reads) == 1, reads
+    finally:
+        await db.close()

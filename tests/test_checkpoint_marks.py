@@ -188,6 +188,50 @@ async def test_the_marks_walk_reads_each_message_once_without_a_lookup(db):
     assert (many - few) / 60 < 34, (few, many)  # before: ~41 a message (the sum ~16, the read ~25); now ~27
 
 
+async def test_the_marks_walk_charges_each_message_once(db, monkeypatch):
+    """The walk after each append that passed a mark (on the bulk-read thread, which the event loop takes the GIL
+    from in turn) counted each message's charge twice: once for the tokens before the messages since the latest
+    checkpoint, again for each append's run; counted once, the two sums are of the same list."""
+    from sessiond.storage import missedmarks
+
+    sid = (await db.create_session({"name": "walk", "policy": {"checkpoint_interval": 1000}}))["id"]
+    for i in range(70):  # a mark passed at the tenth, 60 more messages since
+        await db.append_messages(sid, [{"role": "user", "content": f"m{i}", "tokens": 100 if i < 10 else 1}])
+    charged = []
+    real = missedmarks.row_charge
+    monkeypatch.setattr(missedmarks, "row_charge", lambda *a: charged.append(1) or real(*a))
+    got = await db.missed_checkpoints(sid)
+    assert [len(f) for _, f in got] == [1], got
+    assert len(charged) == 70, len(charged)  # before: 140
+
+
+def test_the_marks_walk_makes_one_python_call_a_message(monkeypatch):
+    """The walk's Python work per message since the latest checkpoint (it runs on the bulk-read thread after each
+    append that passes a mark, taking the GIL from the event loop in turn): one call, the message's charge; its
+    append's time and the ends' order were a call or a generator step more each (~5 a message)."""
+    import sys
+
+    from sessiond.storage import missedmarks
+
+    def calls(n: int) -> int:
+        # this device's appends of one message each, a second apart, after the session was made; a mark passed
+        # at the tenth (its end noted); each row: rowid, device, seq, tokens, extra, created_at, noted end
+        since = [(i, "me", i, 100 if i <= 10 else 1, None, 1000.0 + i) for i in range(1, n + 1)]
+        events = []
+        sys.setprofile(lambda frame, event, arg: events.append(1) if event == "call" else None)
+        try:
+            at = missedmarks._ended(since, [10])
+            rows = [(*r, at.get(r[2], 0)) for r in since]
+            cuts = missedmarks._cuts("me", 10 * 100 + (n - 10), 999.0, 1000, {}, {"me": n}, rows)
+        finally:
+            sys.setprofile(None)
+        assert cuts == [{"me": 10}], cuts
+        return len(events)
+
+    few, many = calls(50), calls(150)
+    assert (many - few) / 100 <= 1, (few, many)  # before: ~4 a message
+
+
 async def _pulled(db, sid: str, rows: list[tuple[int, str | None]]) -> None:
     """Another device's messages (tokens, extra JSON text) arriving here after this device's appends so far."""
     have = await db.read_one("SELECT coalesce(max(seq), 0), max(created_at) FROM messages WHERE device_id=?", (REMOTE,))

@@ -134,16 +134,24 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
-def mypy_errors(app: str, installed: Path | None, tmp_path: Path, python: str = sys.executable) -> str:
+@pytest.fixture(scope="module")
+def mypy_cache(tmp_path_factory) -> Path:
+    """One mypy cache for the module's runs: each run checked the standard library's stubs, pydantic and aiohttp
+    again from nothing (--no-incremental), ~4 of the ~5 s of CPU a run; mypy reads a module's cached result only
+    while its file (path, size, hash) is the one cached, so each run still checks the sessiond it finds."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+def mypy_errors(app: str, installed: Path | None, tmp_path: Path, cache: Path, python: str = sys.executable) -> str:
     """mypy --strict's errors over `app`, with sessiond found among the installed packages (PYTHONPATH: a path of
     the app's Python, where mypy asks a package for its py.typed; or those of the app's `python`, its .pth files
-    read), not as source of the app's own."""
+    read), not as source of the app's own. `cache`: the mypy_cache fixture's folder."""
     (tmp_path / "app.py").write_text(textwrap.dedent(app))
     (tmp_path / "mypy.ini").write_text("[mypy]\n")  # (none of this repository's settings)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **({"PYTHONPATH": str(installed)} if installed else {})}
     res = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--strict", "--no-incremental"]
-        + ["--cache-dir", str(tmp_path / "c"), "--python-executable", python, "app.py"],
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--strict"]
+        + ["--cache-dir", str(cache), "--python-executable", python, "app.py"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -154,17 +162,17 @@ def mypy_errors(app: str, installed: Path | None, tmp_path: Path, python: str = 
     return res.stdout if res.returncode else ""
 
 
-def test_an_app_s_type_checker_reads_the_blocking_client_s_types(installed, tmp_path):
+def test_an_app_s_type_checker_reads_the_blocking_client_s_types(installed, tmp_path, mypy_cache):
     """The wheel shipped no py.typed marker: an app's mypy said `module is installed, but missing library stubs
     or py.typed marker` at `from sessiond.client import Client`, and every answer was Any."""
-    assert mypy_errors(BLOCKING_APP, installed, tmp_path) == ""
+    assert mypy_errors(BLOCKING_APP, installed, tmp_path, mypy_cache) == ""
 
 
-def test_an_app_s_type_checker_reads_the_async_client_s_calls_as_awaitables(installed, tmp_path):
+def test_an_app_s_type_checker_reads_the_async_client_s_calls_as_awaitables(installed, tmp_path, mypy_cache):
     """AsyncClient inherited Client's signatures (calls.Api's, `status() -> Status`): an app's
     `s = await c.status()` was `Incompatible types in "await" (actual type "Status", expected type
     "Awaitable[Any]")`, and every answer Any; a streamed answer's and the change events' items were Any too."""
-    assert mypy_errors(ASYNC_APP, installed, tmp_path) == ""
+    assert mypy_errors(ASYNC_APP, installed, tmp_path, mypy_cache) == ""
 
 
 def _readme_editable_install() -> list[str]:
@@ -175,7 +183,7 @@ def _readme_editable_install() -> list[str]:
     return shlex.split(said[0].partition("#")[0])[2:]
 
 
-def test_an_editable_install_is_read_by_an_app_s_type_checker_as_the_readme_says(tmp_path):
+def test_an_editable_install_is_read_by_an_app_s_type_checker_as_the_readme_says(tmp_path, mypy_cache):
     """`pip install -e` of a checkout (setuptools' default editable mode) maps the folders to `sessiond.<folder>`
     by an import hook, which Python runs and mypy does not: an app's mypy said `Cannot find implementation or
     library stub for module named "sessiond.client"`, py.typed shipped or not. The README's command (setuptools'
@@ -201,10 +209,12 @@ def test_an_editable_install_is_read_by_an_app_s_type_checker_as_the_readme_says
         (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     install(["-e", str(src)])
-    assert 'named "sessiond.client"' in mypy_errors(BLOCKING_APP, None, tmp_path, python)  # (the README says so)
+    assert 'named "sessiond.client"' in mypy_errors(
+        BLOCKING_APP, None, tmp_path, mypy_cache, python
+    )  # (the README says so)
     (site / "deps.pth").unlink()
     args = _readme_editable_install()
     assert "-e" in args, args
     args[args.index("-e") + 1] = str(src)  # (the README's path to the checkout)
     install(args)
-    assert mypy_errors(BLOCKING_APP, None, tmp_path, python) == ""
+    assert mypy_errors(BLOCKING_APP, None, tmp_path, mypy_cache, python) == ""

@@ -201,6 +201,7 @@ async def test_a_follower_pulls_the_changed_sessions_a_few_at_a_time():
         stopping=False,
         pull_errors={},
         pull_kinds={},
+        pull_forks=set(),
         pull_fixes={},
         pull_failures={},
         on_event=events.append,

@@ -85,8 +85,8 @@ async def test_appends_written_in_one_millisecond_each_end_where_they_ended(tmp_
     try:
         sid = (await db.sessions.create({"name": "s", "policy": {"checkpoint_interval": 100}}))["id"]
         await db.append_messages(sid, [{"role": "user", "content": "m0", "tokens": 90}])
-        t = appends.stamp()
-        monkeypatch.setattr(appends, "stamp", lambda: t)  # the clock does not move between the two (their stamp)
+        t = appends.stamps()
+        monkeypatch.setattr(appends, "stamps", lambda: t)  # the clock does not move between the two (their stamp)
         first = await db.append_messages(
             sid, [{"role": "user", "content": "m1", "tokens": 20}, {"role": "user", "content": "m2", "tokens": 5}]
         )

@@ -26,7 +26,7 @@ def _key(d, sid: str) -> bytes:
 
 def _rekeying(d, sid: str) -> bool:
     """Whether a rekey of `sid` is under way, or cut short and not finished yet: its record (keys.py
-    set_rekey_pending), which the rekey writes first and removes last (Rekeyer._finish: after its switch's push)."""
+    set_rekey_pending), which the rekey writes first and removes last (KeySwitch.finish: after its switch's push)."""
     return os.path.exists(os.path.join(d.home, "keys", "sessions", sid + ".rekey"))
 
 

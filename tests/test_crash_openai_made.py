@@ -15,7 +15,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from conftest import cli_json, openai_app, started_with_provider
+from conftest import arrived, cli_json, flag_dir, openai_app, openai_paused, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 
 Q = [{"role": "user", "content": "count"}]
@@ -25,25 +25,38 @@ def _questions(c) -> list[list[str]]:
     return sorted([m["content"] for m in c.messages(s["id"])["messages"]] for s in c.list_sessions()["sessions"])
 
 
+def _asking(d, messages: list[dict]) -> threading.Thread:
+    """An app's request of `messages` naming no session, in a thread of its own, cut by the daemon's kill."""
+
+    def cut() -> None:
+        try:
+            openai_app(d, None).chat.completions.create(model="echo-1", messages=messages)
+        except Exception:  # (the daemon killed under it: the connection broken)
+            pass
+
+    t = threading.Thread(target=cut)
+    t.start()
+    return t
+
+
+def _held_question(d, p) -> threading.Thread:
+    """`_asking` Q, the model thinking until the daemon is killed; returned once the session is made and its question
+    recorded."""
+    p.faults.held = True
+    t = _asking(d, Q)
+    c, deadline = d.client(), time.monotonic() + 10
+    while _questions(c) != [["count"]]:
+        assert time.monotonic() < deadline, "the question never recorded"
+        time.sleep(0.02)
+    return t
+
+
 def test_a_kill_while_the_model_answers_leaves_no_session_holding_the_question_alone(make_daemon):
     p, server = serve_threaded(Provider())
     try:
         d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
+        t = _held_question(d, p)  # the session made, its question recorded, the model thinking
         c = d.client()
-        p.faults.held = True  # the model thinks until the daemon is killed
-
-        def cut() -> None:
-            try:
-                openai_app(d, None).chat.completions.create(model="echo-1", messages=Q)
-            except Exception:  # (the daemon killed under it: the connection broken)
-                pass
-
-        t = threading.Thread(target=cut)
-        t.start()
-        deadline = time.monotonic() + 10
-        while _questions(c) != [["count"]]:  # the session made, its question recorded
-            assert time.monotonic() < deadline, "the question never recorded"
-            time.sleep(0.02)
         d.kill()
         p.resume.set()
         t.join(30)
@@ -76,6 +89,49 @@ def test_a_kill_while_the_model_answers_leaves_no_session_holding_the_question_a
             assert db.execute("SELECT count(*) FROM openai_made").fetchone() == (0,)
         finally:
             db.close()
+    finally:
+        p.resume.set()
+        server.stop()
+
+
+def test_a_kill_as_the_question_is_recorded_leaves_no_session_holding_it_alone(make_daemon):
+    """The session's row was written in a transaction of its own after the question's: a kill between the two (the
+    provider asked, the app given nothing) left the session holding the question alone for good, its retry making
+    a second, as before openai_made. Written in the question's transaction, the start deletes it."""
+    p, server = serve_threaded(Provider())
+    flag = flag_dir() + "/recorded"
+    try:
+        d = openai_paused(make_daemon, server.port, f"openai.question_recorded:{flag}")
+        t = _asking(d, [{"role": "system", "content": "terse"}, *Q])  # (the lamports of both: its row's range)
+        arrived(flag)  # the question committed, the provider asked
+        d.kill()
+        t.join(30)
+        del d.env["SESSIOND_TEST_PAUSE"]
+        d.start()
+        assert _questions(d.client()) == []
+    finally:
+        server.stop()
+
+
+def test_a_checkpoint_asked_for_keeps_the_session_a_kill_cut(make_daemon):
+    """A checkpoint an app or the user asked for of the session a request made (its id in `ls` and the events) while
+    the model answered: its proof given, the session is no longer the request's alone to drop. The start deleted it
+    (a checkpoint is not written beside the question: the daemon's own automatic ones are not), the proof naming a
+    session gone."""
+    p, server = serve_threaded(Provider())
+    try:
+        d = started_with_provider(make_daemon, f"http://127.0.0.1:{server.port}/v1", openai_listen="127.0.0.1:0")
+        t = _held_question(d, p)  # the session made, its question recorded, the model thinking
+        c = d.client()
+        sid = c.list_sessions()["sessions"][0]["id"]
+        proof = c.checkpoint(sid)
+        d.kill()
+        p.resume.set()
+        t.join(30)
+        d.start()
+        c = d.client()
+        assert _questions(c) == [["count"]]
+        assert c.verify_proof(sid, {k: x for k, x in proof.items() if k != "made"})["ok"] is True
     finally:
         p.resume.set()
         server.stop()

@@ -1,5 +1,5 @@
 """A device catching up through a chain of rekeys pushes its log once, under the last key (sync/rekey.py
-_switch_key): killed (kill -9) between two key switches, the push under the key it was on left to the chain's
+KeySwitch._switch_key): killed (kill -9) between two key switches, the push under the key it was on left to the chain's
 end, with a message it acknowledged meanwhile, it converges once started again: every device gets that message,
 and it gets every message written under the keys it had not reached. Real daemons over one file:// store."""
 

@@ -175,19 +175,24 @@ async def test_a_store_read_with_a_direct_write_under_way_is_checked_once_it_end
         await db.close()
 
 
+async def mirror_side(tmp_path, name: str):
+    """Device `name` (started) on a mirror of the two folder stores `first` and `second` under `tmp_path`, through
+    store objects of its own, its database and keys there too (opened again on the same files: its restart):
+    (db, syncer, first, second)."""
+    db = await Database.open(str(tmp_path / f"{name}.sqlite"))
+    first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
+    mirror = MirrorStore([first, second], db.outbox)
+    syncer = Syncer(db, mirror, str(tmp_path / f"keys-{name}"), timeout=10, interval=3600.0, poll_interval=3600.0)
+    await mirror.started()
+    await syncer.start()
+    return db, syncer, first, second
+
+
 async def _rekeying_pair(tmp_path):
     """A and B (started), each on a mirror of the same two folder stores through store objects of its own (one can be
     away for one device alone: _away), and A's session shared read-write with B, which joined and pushed:
     (sid, (db, syncer, first, second) of A, the same of B)."""
-    sides = []
-    for name in ("a", "b"):
-        db = await Database.open(str(tmp_path / f"{name}.sqlite"))
-        first, second = FileStore(str(tmp_path / "first")), FileStore(str(tmp_path / "second"))
-        mirror = MirrorStore([first, second], db.outbox)
-        syncer = Syncer(db, mirror, str(tmp_path / f"keys-{name}"), timeout=10, interval=3600.0, poll_interval=3600.0)
-        sides.append((db, syncer, first, second))
-        await mirror.started()
-        await syncer.start()
+    sides = [await mirror_side(tmp_path, name) for name in ("a", "b")]
     (dba, a, _, _), (dbb, b, _, _) = sides
     sid = (await dba.create_session({"name": "rekeyed twice"}))["id"]
     await dba.append_messages(sid, [{"role": "user", "content": "a1"}])

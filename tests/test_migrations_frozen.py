@@ -60,7 +60,8 @@ PINNED = [
     "0ac61ab74e5338de",  # (37: openai_choices)
     "7205b3f13e5fa281",  # (38: a usage or response 35 set as a string on SQLite 3.54.1 an object again)
     "df967a4f28b132fb",  # (39: openai_made)
-    "70c6fca6be8ab3d5",  # (40: a session's or a chat's policy values the API would not take, from a pull, dropped)
+    "b640e75981217be0",  # (40: a session's or a chat's policy values the API would not take, from a pull, dropped;
+    # edited before any release took it: a whole number written as a fraction kept as the number)
 ]
 
 

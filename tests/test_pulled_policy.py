@@ -12,8 +12,10 @@ import sqlite3
 
 import pytest
 
+from sessiond.daemon.remote_checks import remote_op
 from sessiond.storage import pulledpolicy
 from sessiond.storage.database import Database
+from sessiond.storage.errors import Invalid, QuotaExceeded
 from sessiond.storage.migrations import SCHEMA_VERSION
 from sessiond.storage.model import Op, RemoteLog
 
@@ -52,6 +54,26 @@ async def test_another_devices_policy_value_the_api_would_not_take_is_not_kept(d
     assert [json.loads(r[0]) for r in rows] == [kept, kept]
 
 
+# A whole number written as a fraction (100.0): the API takes it, as 100 (api/types.py Number: "1.0 is 1"), and so
+# does the check of another device's operations (daemon/remote_checks.py): dropped, another device's quota,
+# interval or context budget was none here
+WHOLE = {"token_quota": 100.0, "checkpoint_interval": 10.0, "max_context_tokens": float(1 << 40)}
+
+
+async def test_another_devices_whole_number_written_as_a_fraction_is_the_number(db):
+    remote_op("session.update", {"policy": WHOLE}, "operation")  # (what the daemon lets through)
+    sid = (await db.create_session({"name": "whole"}))["id"]
+    await _remote_op(db, sid, "session.update", {"policy": WHOLE})
+    policy = (await db.get_session(sid))["policy"]
+    assert policy == WHOLE and all(type(v) is int for v in policy.values()), policy
+    await db.append_messages(sid, [{"role": "user", "content": "within", "tokens": 60}])
+    with pytest.raises(QuotaExceeded):  # (its quota held here as on the device that set it)
+        await db.append_messages(sid, [{"role": "user", "content": "past it", "tokens": 60}])
+    await _remote_op(db, sid, "chat.update", {"chat": "main", "policy": {"max_context_tokens": 5000.0}})
+    (row,) = await db.c.committed.fetchall("SELECT policy FROM chats WHERE session_id=?", (sid,))
+    assert row[0] == '{"max_context_tokens":5000}'
+
+
 @pytest.mark.parametrize("policy", [[1], "x", 5])
 async def test_another_devices_policy_that_is_no_object_is_none(db, policy):
     made = (await db.create_session({"name": "odd"}))["id"]
@@ -65,16 +87,22 @@ def test_the_migration_keeps_what_a_pull_keeps(by):
     """Migration 40's SQL drops what `kept` drops, value for value: on Python's SQLite and on apsw's (3.54.1 or later,
     which a user's Python may bring)."""
     policies: list = [{**KEPT, **odd} for odd, _ in ODD] + [[1], "x", {"token_quota": None}, {"context_margin": 1}]
+    policies += [WHOLE, {"token_quota": 1e300, "checkpoint_interval": -0.0, "max_context_tokens": 2.0**41}]
     conn = sqlite3.connect(":memory:") if by == "sqlite3" else _Apsw()
     conn.execute("CREATE TABLE sessions (policy TEXT)")
     conn.execute("CREATE TABLE chats (policy TEXT)")
     conn.executemany("INSERT INTO sessions VALUES (?)", [(json.dumps(p),) for p in policies] + [("not json",)])
     conn.executemany("INSERT INTO chats VALUES (?)", [(json.dumps(p),) for p in policies] + [(None,)])
     conn.executescript(pulledpolicy.MIGRATION)
-    got = [json.loads(p) for (p,) in conn.execute("SELECT policy FROM sessions ORDER BY rowid")]
-    assert got == [pulledpolicy.kept(p) for p in policies] + [{}]
-    got = [p and json.loads(p) for (p,) in conn.execute("SELECT policy FROM chats ORDER BY rowid")]
-    assert got == [pulledpolicy.kept(p) for p in policies] + [None]
+    # (as JSON text: a whole number kept as 100, not 100.0, which compares equal)
+    got = [_text(json.loads(p)) for (p,) in conn.execute("SELECT policy FROM sessions ORDER BY rowid")]
+    assert got == [_text(pulledpolicy.kept(p)) for p in policies] + ["{}"]
+    got = [p and _text(json.loads(p)) for (p,) in conn.execute("SELECT policy FROM chats ORDER BY rowid")]
+    assert got == [_text(pulledpolicy.kept(p)) for p in policies] + [None]
+
+
+def _text(policy: dict) -> str:
+    return json.dumps(policy, sort_keys=True)
 
 
 class _Apsw:
@@ -113,3 +141,40 @@ async def test_the_rows_of_earlier_pulls_are_mended_and_the_others_left_as_they_
         assert (await db.read_one("SELECT policy FROM chats WHERE session_id=?", (pulled,)))[0] == "{}"
     finally:
         await db.close()
+
+
+async def test_a_session_holding_a_newer_sessionds_policy_keys_is_exported_and_imported_again(db):
+    """A pull keeps a newer sessiond's policy keys (KEPT's `newer`), and `export` writes them: `import-file` of that
+    file, on this very daemon (a backup put back, a session moved to another home), refused it (`policy: unknown
+    field(s) 'newer'`), the session's as its chats'. Taken as a pull takes them: kept; the keys it knows checked as
+    before (a chat's policy naming a session's key is still refused)."""
+    from sessiond.daemon import formats
+
+    sid = (await db.create_session({"name": "newer"}))["id"]
+    await _remote_op(db, sid, "session.update", {"policy": KEPT})
+    await _remote_op(db, sid, "chat.update", {"chat": "main", "policy": {"max_context_tokens": 600, "newer": [1]}})
+    data = await formats.export(db, sid, "json")
+    await db.delete_session(sid)
+    [made], _ = await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+    assert made["policy"] == KEPT
+    (row,) = await db.c.committed.fetchall("SELECT policy FROM chats WHERE session_id=?", (made["id"],))
+    assert json.loads(row[0]) == {"max_context_tokens": 600, "newer": [1]}
+    await db.delete_session(made["id"])
+    data["chats"][0]["policy"] = {"max_context_tokens": "600"}  # (a key it knows: checked as POST checks it)
+    with pytest.raises(Invalid, match="max_context_tokens"):
+        await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+
+
+async def test_a_chat_holding_another_devices_key_of_a_sessions_policy_is_exported_and_imported_again(db):
+    """Another device's chat policy is checked for the keys a chat's takes (daemon/remote_checks.py, CHAT_POLICY): one
+    naming a session's (a newer sessiond's chat quota, say) is kept, as `kept` takes its value, and exported so.
+    import-file checked a file's chat policy for the keys a chat takes: the file this daemon wrote was refused."""
+    from sessiond.daemon import formats
+
+    sid = (await db.create_session({"name": "chat quota"}))["id"]
+    await _remote_op(db, sid, "chat.update", {"chat": "main", "policy": {"token_quota": 5, "max_context_tokens": 600}})
+    data = await formats.export(db, sid, "json")
+    await db.delete_session(sid)
+    [made], _ = await formats.import_file(db, data, "json", db.c.estimate, remove=db.delete_session)
+    (row,) = await db.c.committed.fetchall("SELECT policy FROM chats WHERE session_id=?", (made["id"],))
+    assert json.loads(row[0]) == {"token_quota": 5, "max_context_tokens": 600}

@@ -1,4 +1,4 @@
-"""A device catching up through a chain of rekeys leaves the push of its log to the chain's end (Rekeyer._switch_key);
+"""A device catching up through a chain of rekeys leaves the push of its log to the chain's end (KeySwitch._switch_key);
 a chain that stops short pays it (Rekeyer.settle). That owed push was kept in memory only: killed after a switch
 that left it, then blocked for good at the next notice (one it can never take), the device never pushed its head
 again after its restart, and its head stayed sealed under a key from before the switch. Its `status` said all pushed;

@@ -1,7 +1,7 @@
 """A device away through a chain of rekeys pushes its log once, under the last key, as it catches up.
 
 It takes the notices one at a time (sync/follower.py: a pull per generation), and each switch to a new key pushed
-its log under that key (Rekeyer._switch_key): k pushes for k rekeys behind, each a manifest and a head written, of
+its log under that key (KeySwitch._switch_key): k pushes for k rekeys behind, each a manifest and a head written, of
 which all but the last were written over by the next switch's push and left to gc (12 behind: ~50 s of "catching
 up" on a loaded machine). Now a switch to a members slot that already holds the next notice leaves the push to the
 switch at the chain's end; what the device wrote while away still reaches the others, under the last key."""

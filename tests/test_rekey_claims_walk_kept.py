@@ -216,7 +216,7 @@ async def authors_chain(store, a, sid: str, limit: int) -> list[bytes]:
 
 async def test_a_kill_between_the_keys_rotating_and_the_rows_going_loses_no_walk(devices, monkeypatch):
     """The walk's rows go in the switch's transaction (SyncState.switch_slot), after the key files rotate
-    (Rekeyer._switch_key): a kill between the two (here: the switch's next step failing, then a restart) leaves the
+    (KeySwitch._switch_key): a kill between the two (here: the switch's next step failing, then a restart) leaves the
     keys on the new generation and the slot, the peers and the walk's row on the old. The notice was checked before
     the rekey's record was kept (Rekeyer.take: keys.set_rekey_pending), and the restart's pull finishes the switch
     from that record, checking nothing again: no walk, from A's head past manifests A's gc freed since or from its

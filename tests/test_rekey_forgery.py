@@ -21,7 +21,7 @@ from nacl.signing import VerifyKey
 
 from conftest import cli_json, flag_dir, rekeys_at_once, run_cli, wait_for, write_config
 from sessiond.client import ApiError
-from sessiond.stores.cid import CIDV1_RAW_BLAKE3
+from sessiond.stores.cid import CIDV1_RAW_BLAKE3, digest
 from sessiond.stores.file import FileStore
 from sessiond.stores.registry import RegistryEntry
 from sessiond.sync import dagcbor
@@ -54,13 +54,15 @@ async def _forge(
     claim: bool,
     leave_out: str | None = None,
     later: dict | None = None,
+    over: bytes | None = None,
 ) -> bytes:
     """Overwrite the old members slot with a notice naming keys the forger chose, boxed to every member
     (but device `leave_out`: then the slot may hold no notice yet, the forger's own "rekey" dropping that
     device); with `claim`, the forger's own head claims it first (as a real rekey's author does). `later`:
     fields a later sessiond adds, {"notice": {...}, "slot": {...}, "member": {...}} (each member entry's), in
-    the notice the forger's own rekey writes (the slot may then hold no notice yet). Returns the forged session
-    key."""
+    the notice the forger's own rekey writes (the slot may then hold no notice yet). `over`: the data of an entry of
+    the revision written, on another store of a mirror, that the slot's entry is to rank over (the mirror reads the
+    higher of two). Returns the forged session key."""
     own, later = later is not None, later or {}
     ks = KeyStore(os.path.join(forger_home, "keys"))
     old_key, old_write = ks.session_key(sid), ks.write_secret(sid)
@@ -102,8 +104,12 @@ async def _forge(
         await store.set_head(RegistryEntry.create(ks.head_key(sid), rev, head_data(await store.put(ct))))
     members = [{**m, **later.get("member", {})} for m in slot["m"]]
     plain = dagcbor.encode({"m": members, "rekey": notice, "s": sid, "v": 1, "ty": T_MEMBERS, **later.get("slot", {})})
-    salt = os.urandom(SALT_LEN)
-    h = await store.put(seal_small(plain, members_key(old_key, salt)))
+    while True:  # (sealed again until it ranks over `over`: a new salt, a new object)
+        salt = os.urandom(SALT_LEN)
+        sealed = seal_small(plain, members_key(old_key, salt))
+        if over is None or b"\x1e" + digest(sealed) + salt > over:
+            break
+    h = await store.put(sealed)
     await store.set_head(RegistryEntry.create(slot_key, entry.revision + 1, b"\x1e" + h + salt))
     return new_key
 

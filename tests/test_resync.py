@@ -151,6 +151,8 @@ def test_pull_errors_are_shown_and_verify_says_revoked(make_daemon, url):
     assert st.returncode == 0
     assert "everything pushed" not in st.stdout and "rekeyed" in st.stdout, st.stdout
     assert cli_json(b.home, "status")["sync"][sid]["state"] == "error"
+    shown = run_cli(b.home, "show", sid).stdout  # (was: `sync: error, revision N, 0 pending`, not saying why)
+    assert "sync:          error" in shown and "cannot pull: " in shown and "rekeyed" in shown, shown
     rep = run_cli(b.home, "verify")
     assert rep.returncode == 1
     assert "revoked" in rep.stdout and "damaged" not in rep.stdout, rep.stdout

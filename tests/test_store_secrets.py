@@ -291,7 +291,7 @@ def test_a_pull_error_shown_by_status_hides_the_secrets_this_process_knows():
     from sessiond.sync.context import SyncContext
 
     hide_everywhere("pull-secret-9f3e7a21")
-    ctx = SimpleNamespace(pull_errors={}, pull_kinds={}, pull_fixes={}, pull_failures={})
+    ctx = SimpleNamespace(pull_errors={}, pull_kinds={}, pull_fixes={}, pull_forks=set(), pull_failures={})
     shown = SyncContext.pull_failed(ctx, "s1", OSError("cannot reach https://me:pull-secret-9f3e7a21@store.example/x"))
     assert "pull-secret" not in shown and "pull-secret" not in ctx.pull_errors["s1"], shown
     assert "store.example" in shown  # what failed is still said

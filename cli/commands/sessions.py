@@ -253,7 +253,8 @@ def cmd_show(args) -> int:
         f"expires:       {_expires(dict(s))}",
         f"sync:          {sync.get('state', '-')}, revision {sync.get('head_rev', 0)}, "
         f"{sync.get('pending', 0)} pending"
-        + (f", last error: {for_home(sync['last_error'], args.home)}" if sync.get("last_error") else ""),
+        + (f", last error: {for_home(sync['last_error'], args.home)}" if sync.get("last_error") else "")
+        + (f", cannot pull: {for_home(sync['pull_error'], args.home)}" if sync.get("pull_error") else ""),
     ]
     more: dict[str, Any] = dict(s)  # the answer's fields beyond the Session model's (access, policy, provenance)
     lines.insert(4, f"access:        {more.get('access', '-')}")
