@@ -1,7 +1,8 @@
 # Sourced by bench/mixed/*.sh: an older sessiond's devices (MIXED_OLD: a folder holding sessiond/, `git archive` of
 # its release, its own venv .venv with its dependencies alone, and sessiond-X.Y.Z.dist-info/METADATA naming its
 # version) beside this tree's (MIXED_NEW, default this checkout, its .venv), sharing sessions. Scratch files under
-# MIXED_TMP (default /tmp/mixed). See bench/mixed/README.md.
+# MIXED_TMP (default /tmp/mixed). STORE is the store URL the homes start with (and STORE2, if set, a mirror's second
+# store). See bench/mixed/README.md.
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NEWDIR=${MIXED_NEW:-$(cd "$HERE/../.." && pwd)}
 PY=$NEWDIR/.venv/bin/python
@@ -21,7 +22,7 @@ run() { local v=$1; shift; $v "$@"; }
 declare -A VER   # home -> old|new
 start() {  # start VER HOME
   local v=$1 h=$2; VER[$h]=$v
-  run $v start --home "$h" --store "$STORE" >/dev/null || { bad "start $v $h"; return 1; }
+  run $v start --home "$h" --store "$STORE" ${STORE2:+--store "$STORE2"} >/dev/null || { bad "start $v $h"; return 1; }
   local got; got=$(run $v --version | head -2 | tr '\n' ' ')
   note "  started $h: $got"
 }

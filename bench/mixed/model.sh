@@ -7,13 +7,16 @@ MODE=${TAG:-both}
 source "$(dirname "$0")/lib.sh"
 
 APP=$HERE/app.py
-cleanup() { [ "$BASHPID" = "$MAINPID" ] || return 0; for h in "${!VER[@]}"; do stop $h; done; [ -n "${PROV_PID:-}" ] && kill $PROV_PID 2>/dev/null; }
+cleanup() { [ "$BASHPID" = "$MAINPID" ] || return 0; for h in "${!VER[@]}"; do stop $h; done; for p in ${PROV_PID:-} ${XAI_PID:-}; do kill $p 2>/dev/null; done; }
 trap cleanup EXIT
-PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+freeport() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+listening() { for i in $(seq 100); do $PY -c "import socket; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0; sleep 0.1; done; bad "nothing listens on $1"; }
+PORT=$(freeport); XPORT=$(freeport); XR=300   # XR: the reasoning tokens of each answer of provider "xai"
 (cd $NEWDIR/tests && exec $PY servers/openai_server.py $PORT) >$T-prov.out 2>&1 & PROV_PID=$!
-for i in $(seq 100); do $PY -c "import socket; socket.create_connection(('127.0.0.1',$PORT),0.2)" 2>/dev/null && break; sleep 0.1; done
-note "  provider on $PORT (pid $PROV_PID)"
-cfg() { mkdir -p -m 700 $1; printf 'default_provider = "loop"\nopenai_listen = "127.0.0.1:0"\n[providers.loop]\nbase_url = "http://127.0.0.1:%s/v1"\n' $PORT > $1/config.toml; }
+(cd $NEWDIR/tests && exec $PY $HERE/xai.py $XPORT $XR) >$T-xprov.out 2>&1 & XAI_PID=$!
+listening $PORT; listening $XPORT
+note "  provider on $PORT (pid $PROV_PID), xAI-shaped provider on $XPORT (pid $XAI_PID)"
+cfg() { mkdir -p -m 700 $1; printf 'default_provider = "loop"\nopenai_listen = "127.0.0.1:0"\n[providers.loop]\nbase_url = "http://127.0.0.1:%s/v1"\n[providers.xai]\nbase_url = "http://127.0.0.1:%s/v1"\n' $PORT $XPORT > $1/config.toml; }
 ask() {  # ask HOME SID MESSAGES_JSON [N] -> the first answer's text
   local st; st=$(c $1 status --json) || { bad "status $1"; return 1; }
   $PY $APP "$st" "$2" "$3" "${@:4}" 2>>$T-model${TAG:-}.err || { bad "ask on $1 (${VER[$1]}): $(tail -3 $T-model${TAG:-}.err)"; return 1; }
@@ -124,6 +127,9 @@ converge $s2 $N $O
 msgs $O $s2 | sed -n 3p | grep -q '"tokens": 0' && [ "$(used $N $s2)" = "$(used $O $s2)" ] && ok "streamed: the chosen answer tokens 0 on $OLDV too, tokens_used $(used $O $s2) the same" || bad "streamed: $(msgs $O $s2 | sed -n 3p) $(used $N $s2) vs $(used $O $s2)"
 
 note "[P3c] context_tokens (since 0.40.0): an n>1 answer continued from choice 2, made on either side, pulled by the other"
+# an old release from 0.40.0 on records context_tokens and counts them in the context too (the contexts 0 apart);
+# before, it records none and counts the answer as 0 in the context (the contexts the answer's context_tokens apart)
+OLDCTX=0; [ "$(printf '%s\n' 0.40.0 "$OLDV" | sort -V | head -1)" = 0.40.0 ] && OLDCTX=1
 ctx() { c $1 context $2 --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["active_tokens"])'; }
 row3() { c $1 log $2 --json | $PY -c '
 import json,sys; d=json.load(sys.stdin); m=d["messages"] if isinstance(d,dict) else d; x=m[2]
@@ -144,23 +150,61 @@ un=$(used $N $c3); uo=$(used $O $c3); uu=$(used $U $c3)
 qn=$(c $N quota $c3 2>&1); qo=$(c $O quota $c3 2>&1)
 [ "$qn" = "$qo" ] && ok "\`quota\` the same on both" || bad "quota differs: new $qn | old $qo"
 xn=$(ctx $N $c3); xo=$(ctx $O $c3); note "  context: $NEWV $xn, $OLDV $xo, context_tokens $xt"
-[ -n "$xt" ] && [ "$xn" = $((xo + xt)) ] && ok "$OLDV's context counts the answer as 0 ($xo = $xn - $xt: its documented behaviour)" || bad "context: new $xn, old $xo, context_tokens $xt"
+gap=$((OLDCTX ? 0 : xt))
+[ -n "$xt" ] && [ "$xn" = $((xo + gap)) ] && ok "$OLDV's context counts the answer as $((xt - gap)) ($xo = $xn - $gap: its documented behaviour)" || bad "context: new $xn, old $xo, context_tokens $xt"
 ask $O $c3 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"three ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"so?"},{"role":"assistant","content":"echo: so?"},{"role":"user","content":"old goes on"}]))' "$ch")" >/dev/null
 converge $c3 $N $O
 [ "$(row3 $N $c3)" = "assistant 0 $xt" ] && [ "$(used $N $c3)" = "$(used $O $c3)" ] && ok "after $OLDV went on: the row kept, tokens_used $(used $N $c3) the same" || bad "after $OLDV went on: $(row3 $N $c3), $(used $N $c3) vs $(used $O $c3)"
-[ "$(ctx $N $c3)" = $(($(ctx $O $c3) + xt)) ] && ok "after $OLDV went on: contexts still $xt apart" || bad "after $OLDV went on: context new $(ctx $N $c3) old $(ctx $O $c3)"
+[ "$(ctx $N $c3)" = $(($(ctx $O $c3) + gap)) ] && ok "after $OLDV went on: contexts still $gap apart" || bad "after $OLDV went on: context new $(ctx $N $c3) old $(ctx $O $c3)"
 d3=$(c $O new --name "n3-went-on-old" --model echo-1 --token-quota 400)
 imp $N "$(share $O $d3 --write)"
 ch=$(went_on $O $d3); note "  choice 2 on $OLDV: $ch"
 converge $d3 $O $N
 set -- $(row3 $N $d3)
-[ "$1 $2 $3" = "assistant 0 None" ] && ok "$NEWV holds $OLDV's choice 2 with tokens 0, no context_tokens" || bad "$NEWV's copy of $OLDV's 3rd message: $*"
+[ "$*" = "$(row3 $O $d3)" ] && [ "$1 $2" = "assistant 0" ] && { [ $OLDCTX = 1 ] && [ "$3" -gt 0 ] 2>/dev/null || [ "$OLDCTX $3" = "0 None" ]; } && ok "$NEWV holds $OLDV's choice 2 as it wrote it: tokens 0, context_tokens $3" || bad "$NEWV's copy of $OLDV's 3rd message: $*"
 [ "$(used $N $d3)" = "$(used $O $d3)" ] && ok "tokens_used $(used $N $d3) the same" || bad "tokens_used: new $(used $N $d3) old $(used $O $d3)"
 xn=$(ctx $N $d3); xo=$(ctx $O $d3)
-[ "$xn" = "$xo" ] && ok "$NEWV's context counts $OLDV's answer by its tokens (0): $xn on both" || bad "context of $OLDV's session: new $xn old $xo"
+[ "$xn" = "$xo" ] && ok "$NEWV's context counts $OLDV's answer as $OLDV does: $xn on both" || bad "context of $OLDV's session: new $xn old $xo"
 ask $N $d3 "$($PY -c 'import json,sys; print(json.dumps([{"role":"user","content":"three ways"},{"role":"assistant","content":sys.argv[1]},{"role":"user","content":"so?"},{"role":"assistant","content":"echo: so?"},{"role":"user","content":"new goes on"}]))' "$ch")" >/dev/null
 converge $d3 $O $N; n=$(nmsgs $N $d3)
 [ "$n" = 7 ] && [ "$(used $N $d3)" = "$(used $O $d3)" ] && [ "$(ctx $N $d3)" = "$(ctx $O $d3)" ] && ok "$NEWV went on from it (7 messages): tokens_used and context the same" || bad "$NEWV went on: $n messages, used $(used $N $d3)/$(used $O $d3), context $(ctx $N $d3)/$(ctx $O $d3)"
+
+note "[P3d] xAI's usage (reasoning counted beside completion_tokens): $NEWV records it within them (charged), $OLDV as it came (uncharged, its known behaviour); each pulled by the other: one charge on every device, no recount"
+urow() {  # urow HOME SID I -> message I's tokens, usage's prompt_tokens and completion_tokens
+  c $1 log $2 --json | $PY -c '
+import json,sys; d=json.load(sys.stdin); m=d["messages"] if isinstance(d,dict) else d; x=m[int(sys.argv[1])]; u=x.get("usage") or {}
+print(x.get("tokens"), u.get("prompt_tokens"), u.get("completion_tokens"))' $3; }
+X1='[{"role":"user","content":"one two three"}]'
+X2='[{"role":"user","content":"one two three"},{"role":"assistant","content":"echo: one two three"},{"role":"user","content":"four five six"}]'
+X3='[{"role":"user","content":"one two three"},{"role":"assistant","content":"echo: one two three"},{"role":"user","content":"four five six"},{"role":"assistant","content":"echo: four five six"},{"role":"user","content":"seven eight nine"}]'
+same_charge() {  # same_charge SID WHAT HOME...: tokens_used, quota and context the same on every HOME
+  local sid=$1 what=$2 h u0 q0 x0 same=1; shift 2; u0=$(used $1 $sid); q0=$(c $1 quota $sid 2>&1); x0=$(ctx $1 $sid)
+  for h in "${@:2}"; do [ "$(used $h $sid)" = "$u0" ] && [ "$(c $h quota $sid 2>&1)" = "$q0" ] && [ "$(ctx $h $sid)" = "$x0" ] || same=0; done
+  [ $same = 1 ] && ok "$what: tokens_used $u0, \`quota\` and context $x0 the same on $(for h in "$@"; do printf '%s ' ${VER[$h]}; done)" || bad "$what: $(for h in "$@"; do printf '%s(%s) used %s ctx %s | ' $h ${VER[$h]} "$(used $h $sid)" "$(ctx $h $sid)"; done)"
+}
+x1=$(c $N new --name "xai-new" --model echo-1 --provider xai --token-quota 5000)
+imp $O "$(share $N $x1 --write)"; imp $U "$(share $N $x1 --write)"
+ask $N $x1 "$X1" >/dev/null; STREAM=1 ask $N $x1 "$X2" >/dev/null
+converge $x1 $N $O $U
+r1=$(urow $N $x1 1); r3=$(urow $N $x1 3); set -- $r1
+[ "$1 $3" = "4 $((4 + XR))" ] && [ "$r3" = "$(set -- $r3; echo 4 $2 $((4 + XR)))" ] && ok "$NEWV recorded both answers (plain, streamed) with their own 4 tokens, completion_tokens 4 + $XR reasoning" || bad "$NEWV's xAI answers: $r1 | $r3"
+[ "$(msgs $N $x1)" = "$(msgs $O $x1)" ] && [ "$(msgs $N $x1)" = "$(msgs $U $x1)" ] && ok "$OLDV devices hold the same rows (the reasoning within completion_tokens kept)" || bad "rows differ: $(urow $O $x1 1) on $OLDV"
+un=$(used $N $x1); [ -n "$un" ] && [ "$un" -ge $((2 * XR)) ] && ok "$NEWV charged the reasoning of both answers: tokens_used $un >= 2 x $XR" || bad "$NEWV's tokens_used $un lacks the reasoning"
+same_charge $x1 "recorded on $NEWV" $N $O $U
+ask $O $x1 "$X3" >/dev/null; converge $x1 $N $O $U
+set -- $(urow $N $x1 5); [ "$1 $3" = "4 4" ] && ok "$OLDV went on: its answer recorded as xAI counted it (completion_tokens 4, the reasoning uncharged), held so on $NEWV" || bad "$OLDV's answer in x1 on $NEWV: $*"
+same_charge $x1 "after $OLDV went on" $N $O $U
+x2=$(c $O new --name "xai-old" --model echo-1 --provider xai --token-quota 5000)
+imp $N "$(share $O $x2 --write)"
+ask $O $x2 "$X1" >/dev/null; STREAM=1 ask $O $x2 "$X2" >/dev/null
+converge $x2 $O $N
+r1=$(urow $N $x2 1); r3=$(urow $N $x2 3)
+[ "$(set -- $r1; echo $1 $3) $(set -- $r3; echo $1 $3)" = "4 4 4 4" ] && ok "$NEWV holds $OLDV's answers as recorded: completion_tokens 4, the reasoning not in them" || bad "$NEWV's copy of $OLDV's xAI answers: $r1 | $r3"
+uo=$(used $O $x2); [ -n "$uo" ] && [ "$uo" -lt $XR ] && ok "no recount: tokens_used $uo, no reasoning charged" || bad "tokens_used of $OLDV's xAI session: $uo"
+same_charge $x2 "recorded on $OLDV" $O $N
+ask $N $x2 "$X3" >/dev/null; converge $x2 $O $N
+set -- $(urow $O $x2 5); [ "$1 $3" = "4 $((4 + XR))" ] && ok "$NEWV went on: its answer charged (completion_tokens 4 + $XR), held so on $OLDV" || bad "$NEWV's answer in x2 on $OLDV: $*"
+same_charge $x2 "after $NEWV went on" $O $N
 
 note "[P4] U ($OLDV): a rekey and a rekey --drop done, images, then upgraded in place to $NEWV (migration 34)"
 imp $U "$(share $N $s --write)"; converge $s $N $U

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sharing scenarios (read-only and --write shares both ways, rekeys and drops made on either side, a device away
 # through rekeys, fresh imports, an old home upgraded in place mid-share, verify, doctor) through one folder store,
-# then a relay of either version. Usage: MIXED_OLD=... bench/mixed/sharing.sh [folder|relay|oldrelay|both]
+# then a relay of either version, or a mirror of two folder stores. Usage:
+# MIXED_OLD=... bench/mixed/sharing.sh [folder|relay|oldrelay|both|mirror]
 MAINPID=$$
 MODE=${1:-both}
 source "$(dirname "$0")/lib.sh"
@@ -142,6 +143,13 @@ if [ $MODE = folder ] || [ $MODE = both ]; then
   rm -rf $T-store; mkdir -p $T-store; STORE=file://$T-store; STORE_DIR=$T-store
   scenarios folder
   STORE_DIR=
+fi
+if [ $MODE = mirror ]; then  # every write to both stores, a rekey's notice to each (0.40.0: published once one took it)
+  note "=== a mirror of two folder stores"
+  rm -rf $T-storeA $T-storeB; mkdir -p $T-storeA $T-storeB
+  STORE=file://$T-storeA; STORE2=file://$T-storeB; STORE_DIR=$T-storeB
+  scenarios mirror
+  STORE2= STORE_DIR=
 fi
 for R in relay oldrelay; do
   [ $MODE = $R ] || { [ $MODE = both ] && [ $R = relay ]; } || continue
