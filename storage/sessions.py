@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .activity import most_set_back, stamp
@@ -15,6 +15,7 @@ from .changerules import check_status_change, refuse_conversation_change
 from .connections import Connections, Row
 from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access
 from .expiry import expired_for_writes, last_activity, past_expiry, refuse_expired, refuse_if_expiry_ended
+from .groupcommit import Transaction
 from .headlies import drop_mend
 from .ids import case_twin, check_id, held_twin, new_id
 from .keptrecords import drop_session_records
@@ -25,6 +26,8 @@ from .model import JSON_FIELDS, checkpoint_interval, no_user_sql, now
 from .quotalevel import quota_level
 from .search import PURGE_IF_INDEXED
 from .unknown import no_session
+
+Made = Callable[[Transaction, str], Awaitable[None]]  # a caller's writes in a create's transaction, given its id
 
 # A session's row with its texts, which are kept beside it (migration 21: out of the row an append rewrites)
 _COLUMNS = (
@@ -100,14 +103,17 @@ class Sessions:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def create(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
+    async def create(
+        self, spec: dict, *, file_import: bool = False, active: bool = True, also: Made | None = None
+    ) -> dict:
         """A new session. `file_import`: made by an import from a file, listed as such in its creating
         transaction until `end_file_import` (a crash before that: `unfinished_file_imports` names it), and
         hidden meanwhile as an import from a share code is (`importing`: not listed, searched, counted in
         statistics nor pushed; no event), so that the file's sessions appear all at once, whole, or not at
         all; the import's own appends reach it (Messages.append's `importing`). `active=False`: one such
         import that ends paused or ended (its file's status), which the active-session limits do not
-        count, as they do not count a session paused or ended here (resuming it checks them)."""
+        count, as they do not count a session paused or ended here (resuming it checks them). `also`: the caller's
+        own writes of the session made (given its id), in its creating transaction (as Messages.append's)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = stamp()  # (now(), read before the wait for the writer: its clock steps counted with it, activity.py)
@@ -158,6 +164,8 @@ class Sessions:
                 await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (sid,))
             else:
                 tx.emit({"type": "session.created", "session": sid})
+            if also is not None:
+                await also(tx, sid)
         return session_dict(await session_row(self.c.committed, sid, importing=file_import, texts=True))
 
     async def end_file_import(self, sids: builtins.list[str], finish: dict[str, dict] | None = None) -> None:

@@ -113,6 +113,29 @@ def test_a_kill_as_the_question_is_recorded_leaves_no_session_holding_it_alone(m
         server.stop()
 
 
+def test_a_kill_between_the_sessions_making_and_its_question_leaves_no_empty_session(make_daemon):
+    """A kill after the request made its session and before its question's append: the session, holding nothing, had
+    no openai_made row yet (written in the question's transaction) and was kept, an empty "openai app" for good, the
+    SDK's retry making another. Its row written in the creating transaction, the start deletes it."""
+    p, server = serve_threaded(Provider())
+    flag = flag_dir() + "/made"
+    try:
+        d = openai_paused(make_daemon, server.port, f"openai.made:{flag}")
+        t = _asking(d, Q)
+        arrived(flag)  # the session committed, its question not recorded
+        d.kill()
+        t.join(30)
+        del d.env["SESSIOND_TEST_PAUSE"]
+        d.start()
+        c = d.client()
+        assert _questions(c) == []
+        retry = {"x-stainless-retry-count": "1"}  # (the SDK's retry: the one session, holding the question once)
+        openai_app(d, None).chat.completions.create(model="echo-1", messages=Q, extra_headers=retry)
+        assert _questions(c) == [["count", "echo: count"]]
+    finally:
+        server.stop()
+
+
 def test_a_checkpoint_asked_for_keeps_the_session_a_kill_cut(make_daemon):
     """A checkpoint an app or the user asked for of the session a request made (its id in `ls` and the events) while
     the model answered: its proof given, the session is no longer the request's alone to drop. The start deleted it
