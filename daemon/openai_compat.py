@@ -244,9 +244,11 @@ async def _chat_completions(request: web.Request, answering: contextlib.AsyncExi
                 )
             _fits_a_chat(d, msgs)
             session = await d.db.create_session(
-                {"model": model, "name": "openai app", "metadata": {"created_by": "openai endpoint"}}
+                {"model": model, "name": "openai app", "metadata": {"created_by": "openai endpoint"}},
+                also=d.db.openai_made.made,  # (noted as made: a kill before its question's append, drop_left)
             )
-            sid = session["id"]
+            sid = request[MADE] = session["id"]  # (its row dropped once its id is given or the request ends)
+            await pause_for_tests("openai.made")  # (the tests kill it here: made, its question not recorded)
         async with _compat(request).lock(sid):
             # under way from here: a session made by a request whose app left, which this one waits for (below), is
             # not deleted under it (openai_cut.drop_made: only with no other question under way), as complete.py's

@@ -54,7 +54,7 @@ from .outbox import Outbox
 from .pushedmark import PushedMark
 from .schema import schema_version
 from .search import Search
-from .sessions import Sessions
+from .sessions import Made, Sessions
 from .stats import Stats
 from .statuschanges import StatusChanges
 from .syncdb import SyncDatabase
@@ -158,8 +158,10 @@ class Database(SyncDatabase):
         return await self.syncstate.signed_sessions()
 
     # ------------------------------------------------------------------ sessions
-    async def create_session(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
-        return await self.sessions.create(spec, file_import=file_import, active=active)
+    async def create_session(
+        self, spec: dict, *, file_import: bool = False, active: bool = True, also: Made | None = None
+    ) -> dict:
+        return await self.sessions.create(spec, file_import=file_import, active=active, also=also)
 
     async def end_file_import(self, sids: list[str], finish: dict[str, dict] | None = None) -> None:
         """The import from a file that made `sids` is done: all of them stay (`finish`: the status and

@@ -141,7 +141,7 @@ async def refuse_inactive(q: Any, sid: str, status: str) -> NoReturn:
 async def refuse_if_expiry_ended(q: Any, sid: str, row: Any) -> None:
     """A status change (a resume, a pause) asked of session `sid`, ended (`row`: its row, read through `q`):
     refused as expired, naming when, if its expiry ended it, as a message to it is (refuse_inactive); an end
-    made otherwise is left to the status change's own check (storage/sessions.check_status_change)."""
+    made otherwise is left to the status change's own check (storage/changerules.check_status_change)."""
     when = await _expired_at(q, sid, row["stamps"])
     if when is not None:
         raise expired_error(sid, row, when, "it has ended", forks=await _holds_messages(q, sid))

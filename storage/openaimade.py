@@ -15,6 +15,18 @@ class OpenaiMade:
     def __init__(self, c: Connections):
         self.c = c
 
+    @staticmethod
+    async def made(tx: Transaction, sid: str) -> None:
+        """Session `sid`, made by a request (Database.create_session `also`): noted in its creating transaction, with
+        no lamports of the request's yet (first past last: any message in it is written beside them), which its
+        question's append (`making`) replaces. Was: noted first in that append's, and a kill before it (the session
+        made, its question not recorded) kept an empty "openai app" session for good, the SDK's retry making another."""
+        await tx.execute(
+            "INSERT OR REPLACE INTO openai_made(session_id, first_lamport, last_lamport)"
+            " SELECT id, lamport + 1, lamport FROM sessions WHERE id=?",
+            (sid,),
+        )
+
     def making(self, sid: str, n: int) -> Also:
         """Session `sid`, made by a request whose `n` messages the append this is given to records (Database.
         append_messages `also`): noted in that append's transaction, with the lamports its messages take, the

@@ -1,4 +1,4 @@
-"""Sessions: create, read, list, change (a change of status checked by check_status_change), delete; and the
+"""Sessions: create, read, list, change (what a change may do: changerules.py), delete; and the
 session row every other part looks up first (session_row, writable_row). Pause, resume, end and revocation:
 statuschanges.py. When a session expires, and the writes its expiry refuses: expiry.py."""
 
@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .activity import most_set_back, stamp
 from .apply import local_op
+from .changerules import check_status_change, refuse_conversation_change
 from .connections import Connections, Row
-from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access, new_session_ways
+from .errors import Conflict, LimitReached, NoLongerExpired, NotFound, check_access
 from .expiry import expired_for_writes, last_activity, past_expiry, refuse_expired, refuse_if_expiry_ended
+from .groupcommit import Transaction
 from .headlies import drop_mend
 from .ids import case_twin, check_id, held_twin, new_id
 from .keptrecords import drop_session_records
@@ -24,6 +26,8 @@ from .model import JSON_FIELDS, checkpoint_interval, no_user_sql, now
 from .quotalevel import quota_level
 from .search import PURGE_IF_INDEXED
 from .unknown import no_session
+
+Made = Callable[[Transaction, str], Awaitable[None]]  # a caller's writes in a create's transaction, given its id
 
 # A session's row with its texts, which are kept beside it (migration 21: out of the row an append rewrites)
 _COLUMNS = (
@@ -70,45 +74,6 @@ async def writable_row(
     return row
 
 
-# What a session's conversation is, final once it has ended (as its chats' are: storage/chats.py): the rest of its
-# fields (a name, tags, metadata, preferences, its user, its expiry and idle timeout) file it, and still change
-_CONVERSATION = ("system_prompt", "initial_messages", "model", "settings")
-_KEEPING_POLICY = ("idle_timeout",)  # (of its policy: how long it is kept, as its expiry)
-
-
-def refuse_conversation_change(sid: str, current: dict, fields: dict) -> None:
-    """Refuse (Conflict) a change of the conversation of session `sid`, ended (`current`: as it is): its system
-    prompt, initial messages, model, settings or its policy but the idle timeout. The same value given again
-    is no change (an app that sends the whole session back to rename it)."""
-    changed = [k for k in _CONVERSATION if k in fields and fields[k] != current.get(k)]
-    if "policy" in fields:
-        was, given = current.get("policy") or {}, fields["policy"] or {}
-        changed += sorted(k for k in set(was) | set(given) if k not in _KEEPING_POLICY and was.get(k) != given.get(k))
-    if changed:
-        raise Conflict(
-            f"session {sid!r} has ended; its conversation is final: {', '.join(changed)} cannot change (a name,"
-            f" tags, metadata and its expiry still do; go on in a clone: `sessiond clone {sid}`)",
-            reason="ended",
-            api=new_session_ways(sid, fork=False),
-        )
-
-
-def check_status_change(sid: str, current: str, status: str) -> None:
-    """Refuse a change of a session's status from `current` to `status` that its lifecycle does not allow:
-    active and paused go to each other and to ended; an end is final."""
-    if status == current or status == "ended":
-        return
-    if current == "ended":
-        raise Conflict(
-            f"session {sid!r} has ended; an ended session cannot be paused or resumed (go on in a clone: "
-            f"`sessiond clone {sid}`)",
-            reason="ended",
-            api=new_session_ways(sid, fork=False),
-        )
-    if (status == "paused" and current != "active") or (status == "active" and current != "paused"):
-        raise Conflict(f"session {sid!r} is {current}; cannot change it to {status}", reason="status")
-
-
 def session_dict(row: Row) -> dict:
     d = {
         k: row[k]
@@ -138,14 +103,17 @@ class Sessions:
     def __init__(self, c: Connections):
         self.c = c
 
-    async def create(self, spec: dict, *, file_import: bool = False, active: bool = True) -> dict:
+    async def create(
+        self, spec: dict, *, file_import: bool = False, active: bool = True, also: Made | None = None
+    ) -> dict:
         """A new session. `file_import`: made by an import from a file, listed as such in its creating
         transaction until `end_file_import` (a crash before that: `unfinished_file_imports` names it), and
         hidden meanwhile as an import from a share code is (`importing`: not listed, searched, counted in
         statistics nor pushed; no event), so that the file's sessions appear all at once, whole, or not at
         all; the import's own appends reach it (Messages.append's `importing`). `active=False`: one such
         import that ends paused or ended (its file's status), which the active-session limits do not
-        count, as they do not count a session paused or ended here (resuming it checks them)."""
+        count, as they do not count a session paused or ended here (resuming it checks them). `also`: the caller's
+        own writes of the session made (given its id), in its creating transaction (as Messages.append's)."""
         sid = spec.get("id")
         sid = check_id(sid, "session id") if sid is not None else new_id()
         t = stamp()  # (now(), read before the wait for the writer: its clock steps counted with it, activity.py)
@@ -196,6 +164,8 @@ class Sessions:
                 await tx.execute("UPDATE sessions SET importing=1 WHERE id=?", (sid,))
             else:
                 tx.emit({"type": "session.created", "session": sid})
+            if also is not None:
+                await also(tx, sid)
         return session_dict(await session_row(self.c.committed, sid, importing=file_import, texts=True))
 
     async def end_file_import(self, sids: builtins.list[str], finish: dict[str, dict] | None = None) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .changerules import check_status_change
 from .closing import Closing
 from .connections import Connections
 from .expiry import refuse_if_expiry_ended
-from .sessions import Sessions, check_status_change, session_dict, writable_row
+from .sessions import Sessions, session_dict, writable_row
 
 
 class StatusChanges:

@@ -15,6 +15,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import pytest
+
 from conftest import arrived, cli_json, flag_dir, openai_app, openai_paused, started_with_provider
 from servers.openai_server import Provider, serve_threaded
 
@@ -109,6 +111,36 @@ def test_a_kill_as_the_question_is_recorded_leaves_no_session_holding_it_alone(m
         del d.env["SESSIOND_TEST_PAUSE"]
         d.start()
         assert _questions(d.client()) == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("written", [False, True])
+def test_a_kill_between_the_sessions_making_and_its_question_leaves_no_empty_session(make_daemon, written):
+    """A kill after the request made its session and before its question's append: the session, holding nothing, had
+    no openai_made row yet (written in the question's transaction) and was kept, an empty "openai app" for good, the
+    SDK's retry making another. Its row written in the creating transaction, the start deletes it; but not one
+    another app wrote to meanwhile (`written`: its id in `ls` and the events from its making on)."""
+    p, server = serve_threaded(Provider())
+    flag = flag_dir() + "/made"
+    try:
+        d = openai_paused(make_daemon, server.port, f"openai.made:{flag}")
+        t = _asking(d, Q)
+        arrived(flag)  # the session committed, its question not recorded
+        if written:
+            c = d.client()
+            c.append(c.list_sessions()["sessions"][0]["id"], "user", "a note of mine")
+        d.kill()
+        t.join(30)
+        del d.env["SESSIOND_TEST_PAUSE"]
+        d.start()
+        c = d.client()
+        assert _questions(c) == ([["a note of mine"]] if written else [])
+        if written:
+            return
+        retry = {"x-stainless-retry-count": "1"}  # (the SDK's retry: the one session, holding the question once)
+        openai_app(d, None).chat.completions.create(model="echo-1", messages=Q, extra_headers=retry)
+        assert _questions(c) == [["count", "echo: count"]]
     finally:
         server.stop()
 
